@@ -1,0 +1,75 @@
+"""The engine's event bus: every service emits here, `/events` subscribes (with a short history)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class EventBus:
+    def __init__(self, history: int = 1000) -> None:
+        self._history: deque[Event] = deque(maxlen=history)
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str] | None = None) -> Event:
+        """Record an event in Docker's shape. Safe to call from worker threads."""
+        now = time.time_ns()
+        ev: Event = {
+            "Type": type_,
+            "Action": action,
+            "Actor": {"ID": actor_id, "Attributes": dict(attributes or {})},
+            "scope": "local",
+            "time": now // 1_000_000_000,
+            "timeNano": now,
+        }
+        if type_ == "container":  # legacy fields the docker CLI still reads
+            ev.update(status=action, id=actor_id, **{"from": ev["Actor"]["Attributes"].get("image", "")})
+        elif type_ == "image":
+            ev.update(status=action, id=actor_id)
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self._publish, ev)
+        else:
+            self._publish(ev)
+        return ev
+
+    def _publish(self, ev: Event) -> None:
+        self._history.append(ev)
+        for q in list(self._subscribers):
+            q.put_nowait(ev)
+
+    async def subscribe(self, since: float | None = None, until: float | None = None) -> AsyncIterator[Event]:
+        """Past events from `since`, then live ones until `until` (unix seconds) or forever."""
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        self._subscribers.add(q)
+        try:
+            if since is not None:
+                for ev in list(self._history):
+                    if ev["timeNano"] >= since * 1e9 and (until is None or ev["timeNano"] <= until * 1e9):
+                        yield ev
+            if until is not None and until <= time.time():
+                return
+            while True:
+                timeout = None if until is None else max(0.0, until - time.time())
+                try:
+                    ev = await asyncio.wait_for(q.get(), timeout)
+                except TimeoutError:
+                    return
+                if since is not None and ev["timeNano"] < since * 1e9:
+                    continue
+                yield ev
+        finally:
+            self._subscribers.discard(q)

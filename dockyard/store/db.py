@@ -1,0 +1,75 @@
+"""SQLite metadata: one file, WAL, FULL sync, foreign keys; each component owns its own schema.
+
+Components call `db.migrate(component, [sql_v1, sql_v2, ...])` at start; applied versions are
+recorded in `schema_versions`, so adding a migration at the end of a list is all an upgrade needs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class Database:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=5000"):
+            self._conn.execute(f"PRAGMA {pragma}")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+
+    def migrate(self, component: str, migrations: Sequence[str]) -> None:
+        with self.tx() as c:
+            row = c.execute("SELECT version FROM schema_versions WHERE component=?", (component,)).fetchone()
+            have = row[0] if row else 0
+            for i, sql in enumerate(migrations[have:], start=have + 1):
+                _exec_script(c, sql)
+                c.execute(
+                    "INSERT INTO schema_versions(component, version) VALUES(?, ?) "
+                    "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
+                    (component, i),
+                )
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on error)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """A single-statement write in its own transaction; returns rowcount."""
+        with self.tx() as c:
+            return c.execute(sql, params).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _exec_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT our transaction; run statements one by one instead.
+    for stmt in script.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)

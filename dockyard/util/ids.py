@@ -1,0 +1,33 @@
+"""Object ids and Docker-style names."""
+
+from __future__ import annotations
+
+import random
+import re
+import secrets
+
+from dockyard.errors import InvalidParameter
+
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+_LEFT = ["admiring", "brave", "clever", "dazzling", "eager", "festive", "gallant", "happy", "jolly",
+         "keen", "loving", "modest", "nifty", "optimistic", "peaceful", "quirky", "relaxed", "serene",
+         "tender", "upbeat", "vibrant", "wizardly", "youthful", "zealous"]
+_RIGHT = ["albattani", "babbage", "curie", "darwin", "einstein", "fermi", "galileo", "hopper",
+          "johnson", "kepler", "lovelace", "meitner", "newton", "noether", "pasteur", "ritchie",
+          "shannon", "tesla", "turing", "volta", "wozniak", "yonath", "zhukovsky"]
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def random_name() -> str:
+    return f"{random.choice(_LEFT)}_{random.choice(_RIGHT)}"
+
+
+def validate_name(name: str) -> str:
+    """Docker's container name rule; returns the name without a leading slash."""
+    if not NAME_RE.match(name):
+        raise InvalidParameter(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    return name.lstrip("/")

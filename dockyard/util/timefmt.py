@@ -1,0 +1,57 @@
+"""Docker's time formats: RFC 3339 with nanoseconds, and the zero time."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def rfc3339(ts: float | None = None) -> str:
+    """A unix time (seconds, float) as Docker prints it: 2024-01-02T03:04:05.123456789Z."""
+    if ts is None:
+        ts = time.time()
+    ns = int(round(ts * 1e9))
+    sec, frac = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}Z"
+
+
+def parse_rfc3339(s: str) -> float:
+    """Inverse of rfc3339 (tolerates fewer fraction digits and offsets)."""
+    if s.startswith("0001-01-01"):
+        return 0.0
+    s = s.strip()
+    main, _, rest = s.partition(".")
+    frac = ""
+    tz = "Z"
+    if rest:
+        digits = ""
+        for i, ch in enumerate(rest):
+            if ch.isdigit():
+                digits += ch
+            else:
+                tz = rest[i:]
+                break
+        frac = digits
+    elif main.endswith("Z"):
+        main = main[:-1]
+    elif len(main) > 19:
+        main, tz = main[:19], main[19:]
+    if tz in ("Z", ""):
+        tz = "+00:00"
+    dt = datetime.fromisoformat(main + tz)
+    return dt.timestamp() + (float("0." + frac) if frac else 0.0)
+
+
+def parse_time_arg(s: str) -> float:
+    """`--since`/`--until` values: unix seconds (with fraction), RFC 3339, or a duration like 10m."""
+    s = s.strip()
+    units = {"s": 1, "m": 60, "h": 3600}
+    if s and s[-1] in units and s[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(s[:-1]) * units[s[-1]]
+    try:
+        return float(s)
+    except ValueError:
+        return parse_rfc3339(s)
