@@ -1,0 +1,217 @@
+"""What API handlers see: Request, Response, Hijack and the Router.
+
+`server.py` re-exports all of it and does the HTTP. Routes: `{name}` is one path segment,
+`{name:path}` the rest of the path (image names contain slashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dockyard.errors import DockyardError, InvalidParameter, NotFound
+
+DEFAULT_BODY_LIMIT = 16 * 1024 * 1024  # Request.body(); big uploads use Request.stream()
+
+BodySource = Callable[[], Awaitable[bytes | None]]
+HijackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class PayloadTooLarge(DockyardError):
+    status = 413
+
+
+async def _no_body() -> bytes | None:
+    return None
+
+
+class Request:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        api_version: str | None = None,
+        query: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        body_source: BodySource = _no_body,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.api_version = api_version
+        self.query = query or {}
+        self.headers = headers or {}
+        self.params = params or {}
+        self._source = body_source
+        self._consumed = False
+        self._body: bytes | None = None
+
+    def q(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def qbool(self, name: str, default: bool = False) -> bool:
+        # moby's httputils.BoolValue: anything but "", 0, no, false, none is true
+        value = self.q(name)
+        if value is None:
+            return default
+        return value.strip().lower() not in ("", "0", "no", "false", "none")
+
+    def qint(self, name: str, default: int | None = None) -> int | None:
+        value = self.q(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidParameter(f"invalid value for {name}: {value!r}") from None
+
+    def qjson(self, name: str) -> Any:
+        value = self.q(name)
+        if not value:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError as e:
+            raise InvalidParameter(f"invalid JSON in {name}: {e}") from None
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The request body chunk by chunk as it arrives (never buffered whole)."""
+        if self._body is not None:
+            yield self._body
+            return
+        if self._consumed:
+            raise RuntimeError("request body already consumed")
+        self._consumed = True
+        while (chunk := await self._source()) is not None:
+            yield chunk
+
+    async def body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
+        if self._body is None:
+            buf = bytearray()
+            async for chunk in self.stream():
+                buf += chunk
+                if len(buf) > limit:
+                    raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            self._body = bytes(buf)
+        return self._body
+
+    async def json(self) -> Any:
+        """The body as JSON; None when empty."""
+        data = await self.body()
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise InvalidParameter(f"invalid JSON: {e}") from None
+
+
+class Response:
+    def __init__(
+        self,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        body: bytes | AsyncIterator[bytes] = b"",
+    ) -> None:
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    # Go's json.Encoder ends each document with a newline; clients don't care, diffs against dockerd do.
+    body = (json.dumps(obj) + "\n").encode()
+    return Response(status, {"Content-Type": "application/json"}, body)
+
+
+def ndjson_stream(items: AsyncIterator[Any]) -> Response:
+    """A chunked response with one JSON document per line, flushed as each item comes."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            async for item in items:
+                yield (json.dumps(item) + "\n").encode()
+        finally:
+            await aclose(items)
+
+    return Response(200, {"Content-Type": "application/json"}, lines())
+
+
+@dataclass
+class Hijack:
+    """Returned by a handler to take over the connection (attach, exec start)."""
+
+    handler: HijackHandler
+    content_type: str = "application/vnd.docker.raw-stream"
+
+
+async def aclose(it: Any) -> None:
+    """Close an async iterator if it can be (async generators run their finally blocks)."""
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        await close()
+
+
+_PARAM = re.compile(r"\{(\w+)(:path)?\}")
+
+
+class MethodNotAllowed(DockyardError):
+    status = 405
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: str
+    regex: re.Pattern[str]
+    handler: Callable[..., Any]
+    specificity: tuple[int, int]  # (literal chars, -rest-of-path params): higher wins
+
+
+def _compile(pattern: str) -> tuple[re.Pattern[str], tuple[int, int]]:
+    parts: list[str] = []
+    literal, greedy, pos = 0, 0, 0
+    for m in _PARAM.finditer(pattern):
+        parts.append(re.escape(pattern[pos : m.start()]))
+        literal += m.start() - pos
+        if m.group(2):
+            greedy += 1
+            parts.append(f"(?P<{m.group(1)}>.+)")
+        else:
+            parts.append(f"(?P<{m.group(1)}>[^/]+)")
+        pos = m.end()
+    parts.append(re.escape(pattern[pos:]))
+    literal += len(pattern) - pos
+    return re.compile("".join(parts) + r"\Z"), (literal, -greedy)
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[_Route] = []
+
+    def add(self, method: str, pattern: str, handler: Callable[..., Any]) -> None:
+        regex, spec = _compile(pattern)
+        self._routes.append(_Route(method.upper(), pattern, regex, handler, spec))
+
+    def match(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str]]:
+        """The most specific route for (method, path); NotFound or MethodNotAllowed otherwise."""
+        best: tuple[_Route, dict[str, str]] | None = None
+        path_known = False
+        for route in self._routes:
+            m = route.regex.match(path)
+            if m is None:
+                continue
+            path_known = True
+            if route.method == method and (best is None or route.specificity > best[0].specificity):
+                best = (route, m.groupdict())
+        if best is not None:
+            return best[0].handler, best[1]
+        if path_known:
+            raise MethodNotAllowed("method not allowed")
+        raise NotFound("page not found")

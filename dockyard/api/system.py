@@ -1,0 +1,173 @@
+"""System endpoints: /_ping, /version, /info, /events, /system/df."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dockyard.api.server import API_VERSION, MIN_API_VERSION, Request, Response, Router, json_response, ndjson_stream
+from dockyard.errors import InvalidParameter
+from dockyard.util.timefmt import parse_time_arg, rfc3339
+
+VERSION = "0.1.0"
+
+
+def register(router: Router, engine: Any) -> None:
+    async def ping(req: Request) -> Response:
+        headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache, no-store, must-revalidate",
+                   "Pragma": "no-cache", "Builder-Version": "1", "Swarm": "inactive"}
+        return Response(200, headers, b"" if req.method == "HEAD" else b"OK")
+
+    async def get_version(req: Request) -> Response:
+        return json_response(version_info())
+
+    async def get_info(req: Request) -> Response:
+        return json_response(info(engine))
+
+    async def get_events(req: Request) -> Response:
+        since = req.q("since")
+        until = req.q("until")
+        filters = req.qjson("filters") or {}
+        if not isinstance(filters, dict):
+            raise InvalidParameter("invalid filters")
+        try:
+            s = parse_time_arg(since) if since else None
+            u = parse_time_arg(until) if until else None
+        except ValueError as e:
+            raise InvalidParameter(f"invalid time: {e}") from e
+
+        async def gen() -> AsyncIterator[dict[str, Any]]:
+            async for ev in engine.events.subscribe(s, u):
+                if event_matches(ev, filters):
+                    yield ev
+
+        return ndjson_stream(gen())
+
+    async def system_df(req: Request) -> Response:
+        return json_response(await engine.system_df() if hasattr(engine, "system_df") else _df(engine))
+
+    router.add("GET", "/_ping", ping)
+    router.add("HEAD", "/_ping", ping)
+    router.add("GET", "/version", get_version)
+    router.add("GET", "/info", get_info)
+    router.add("GET", "/events", get_events)
+    router.add("GET", "/system/df", system_df)
+
+
+def version_info() -> dict[str, Any]:
+    u = os.uname()
+    return {
+        "Platform": {"Name": "Dockyard Engine"},
+        "Components": [{"Name": "Engine", "Version": VERSION, "Details": {
+            "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": _arch()}}],
+        "Version": VERSION,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "dockyard",
+        "GoVersion": "python" + platform.python_version(),
+        "Os": "linux",
+        "Arch": _arch(),
+        "KernelVersion": u.release,
+        "BuildTime": rfc3339(0),
+    }
+
+
+def _arch() -> str:
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
+
+
+def info(engine: Any) -> dict[str, Any]:
+    cs = engine.containers.all()
+    running = sum(1 for c in cs if c.state == "running")
+    paused = sum(1 for c in cs if c.state == "paused")
+    try:
+        nimages = len(engine.images.list())
+    except Exception:  # noqa: BLE001
+        nimages = 0
+    u = os.uname()
+    mem = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) * 1024
+    except OSError:
+        pass
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    return {
+        "ID": engine.cfg.data_root.as_posix(),
+        "Containers": len(cs),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": len(cs) - running - paused,
+        "Images": nimages,
+        "Driver": "overlay2",
+        "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": None,
+                    "Log": ["k8s-file"]},
+        "MemoryLimit": True, "SwapLimit": True, "KernelMemory": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
+        "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True, "BridgeNfIptables": True,
+        "BridgeNfIp6tables": True, "Debug": engine.cfg.log_level == "debug", "NFd": len(os.listdir("/proc/self/fd")),
+        "OomKillDisable": True, "NGoroutines": 0, "SystemTime": rfc3339(), "LoggingDriver": "k8s-file",
+        "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if v2 else "1", "NEventsListener": 0,
+        "KernelVersion": u.release, "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
+        "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                           "Mirrors": list(engine.cfg.registry_mirrors)},
+        "NCPU": os.cpu_count() or 1, "MemTotal": mem, "DockerRootDir": str(engine.cfg.data_root),
+        "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": u.nodename, "Labels": [],
+        "ExperimentalBuild": False, "ServerVersion": VERSION,
+        "Runtimes": {n: {"path": p} for n, p in engine.containers.runtimes.items()},
+        "DefaultRuntime": engine.containers.default_runtime, "Swarm": {"LocalNodeState": "inactive"},
+        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "catatonit", "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "Warnings": None,
+    }
+
+
+def _os_name() -> str:
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _df(engine: Any) -> dict[str, Any]:
+    return {
+        "LayersSize": 0,
+        "Images": engine.images.list() if hasattr(engine.images, "list") else [],
+        "Containers": engine.containers.list(all_=True, size=True),
+        "Volumes": (engine.volumes.list({}) or {}).get("Volumes", []) if engine.volumes else [],
+        "BuildCache": [],
+    }
+
+
+def event_matches(ev: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """Docker's event filters: type, event/action, container, image, label, network, volume."""
+    actor = ev.get("Actor", {})
+    attrs = actor.get("Attributes", {})
+    for key, raw in filters.items():
+        values = list(raw.keys()) if isinstance(raw, dict) else list(raw)
+        if not values:
+            continue
+        if key == "type" and ev["Type"] not in values:
+            return False
+        if key in ("event", "action") and not any(ev["Action"] == v or ev["Action"].startswith(v + ":") for v in values):
+            return False
+        if key in ("container", "image", "network", "volume"):
+            if ev["Type"] != key and not (key == "image" and ev["Type"] == "container"):
+                return False
+            if key == "image" and ev["Type"] == "container":
+                if attrs.get("image") not in values:
+                    return False
+            elif not any(actor.get("ID", "").startswith(v) or attrs.get("name") == v for v in values):
+                return False
+        if key == "label":
+            for v in values:
+                k, eq, val = v.partition("=")
+                if k not in attrs or (eq and attrs[k] != val):
+                    return False
+    return True

@@ -1,0 +1,100 @@
+"""Shared CLI plumbing: the command table, the client context, error reporting like docker's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dockyard.client import APIClient
+
+PROG = "docker"  # docker's own error prefixes, so scripts that parse them keep working
+
+
+class CLIError(Exception):
+    """Print `message` on stderr and exit with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class Ctx:
+    host: str | None
+    tls: bool | None = None
+    _client: APIClient | None = None
+
+    @property
+    def client(self) -> APIClient:
+        if self._client is None:
+            from dockyard.client import APIClient
+
+            self._client = APIClient(self.host, tls=self.tls)
+        return self._client
+
+
+Handler = Callable[[Ctx, argparse.Namespace], int | None]
+
+
+@dataclass
+class Command:
+    """One docker command: `name` at top level (if top) and under `group` (with aliases)."""
+
+    name: str
+    func: Handler
+    setup: Callable[[argparse.ArgumentParser], None] | None = None
+    group: str | None = None
+    group_names: list[str] = field(default_factory=list)
+    top: bool = True
+    help: str = ""
+
+
+def daemon_error(e: Exception) -> str:
+    from dockyard.client import APIError
+
+    if isinstance(e, APIError):
+        return f"Error response from daemon: {e.message}"
+    return str(e)
+
+
+def for_each(items: Iterable[str], fn: Callable[[str], Any], echo: bool = True) -> int:
+    """Run fn per item like docker's multi-object commands: print each success, report each failure."""
+    from dockyard.client import APIError
+
+    failed = False
+    for item in items:
+        try:
+            fn(item)
+            if echo:
+                print(item, flush=True)
+        except APIError as e:
+            failed = True
+            print(daemon_error(e), file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+def parse_filters(values: list[str] | None) -> dict[str, list[str]] | None:
+    if not values:
+        return None
+    out: dict[str, list[str]] = {}
+    for v in values:
+        if "=" not in v:
+            raise CLIError(f"bad format of filter (expected name=value)")
+        k, _, val = v.partition("=")
+        out.setdefault(k.strip().lower(), []).append(val)
+    return out
+
+
+def print_json(obj: Any) -> None:
+    """docker's indented JSON (4 spaces, no HTML escaping)."""
+    sys.stdout.write(json.dumps(obj, indent=4, ensure_ascii=False) + "\n")
+
+
+def add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="")

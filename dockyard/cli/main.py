@@ -1,0 +1,132 @@
+"""`dockyard`: docker's command line, against any Engine API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dockyard.cli.common import PROG, CLIError, Command, Ctx, daemon_error
+
+GROUPS = {
+    "container": "Manage containers",
+    "image": "Manage images",
+    "network": "Manage networks",
+    "volume": "Manage volumes",
+    "system": "Manage Docker",
+}
+
+
+def all_commands() -> list[Command]:
+    from dockyard.cli import containers, images, objects, run, system
+
+    return [*run.COMMANDS, *containers.COMMANDS, *images.COMMANDS, *objects.COMMANDS, *system.COMMANDS]
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that top-level command's subtree (keeps startup short)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="A self-sufficient runtime for containers")
+    parser.add_argument("-H", "--host", action="append", help="Daemon socket to connect to")
+    parser.add_argument("-c", "--context", help="Name of the context to use (placeholder)")
+    parser.add_argument("-l", "--log-level", default="info")
+    parser.add_argument("-D", "--debug", action="store_true")
+    parser.add_argument("--config", help="Location of client config files")
+    parser.add_argument("--tls", action="store_true", default=None)
+    parser.add_argument("--tlsverify", action="store_true", default=None)
+    parser.add_argument("-v", "--version", action="store_true", help="Print version information and quit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+    for name, help_text in GROUPS.items():
+        if only in (None, name):
+            gp = sub.add_parser(name, help=help_text)
+            groups[name] = gp.add_subparsers(dest="subcommand", metavar="COMMAND")
+    if only in (None, "daemon"):
+        dp = sub.add_parser("daemon", help="Run the dockyard daemon", add_help=False)
+        dp.add_argument("args", nargs=argparse.REMAINDER)
+        dp.set_defaults(func=_daemon)
+    for cmd in all_commands():
+        if cmd.top and only in (None, cmd.name):
+            p = sub.add_parser(cmd.name, help=cmd.help, conflict_handler="resolve")
+            if cmd.setup:
+                cmd.setup(p)
+            p.set_defaults(func=cmd.func)
+        if cmd.group and cmd.group in groups:
+            names = cmd.group_names or [cmd.name]
+            p = groups[cmd.group].add_parser(names[0], aliases=names[1:], help=cmd.help,
+                                             conflict_handler="resolve")
+            if cmd.setup:
+                cmd.setup(p)
+            p.set_defaults(func=cmd.func)
+    return parser
+
+
+def _daemon(ctx: Ctx, args: argparse.Namespace) -> int | None:
+    from dockyard.daemon.main import main as daemon_main  # type: ignore[import-not-found,unused-ignore]
+
+    result: int | None = daemon_main(args.args)
+    return result
+
+
+_GLOBAL_WITH_VALUE = {"-H", "--host", "-c", "--context", "-l", "--log-level", "--config"}
+
+
+def _command_word(argv: list[str]) -> str | None:
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        return a
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    word = _command_word(argv)
+    parser = build_parser(word if word and not word.startswith("-") else None)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) if e.code in (0, None) else 125 if word in ("run", "create") else 1
+    host = args.host[-1] if args.host else None
+    ctx = Ctx(host, tls=args.tls or args.tlsverify)
+    if args.version:
+        print("Docker version 0.1.0 (dockyard)")
+        return 0
+    func = getattr(args, "func", None)
+    if func is None:
+        (parser if not getattr(args, "command", None) else build_parser()).print_help()
+        return 0 if not getattr(args, "command", None) else 1
+    from dockyard.client import APIError, ConnectError
+
+    try:
+        code = func(ctx, args)
+    except CLIError as e:
+        if e.message:
+            print(e.message, file=sys.stderr)
+        code = e.code
+    except APIError as e:
+        print(daemon_error(e), file=sys.stderr)
+        code = 1
+    except ConnectError as e:
+        print(str(e), file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        # Our reader went away (`dockyard ps | head`): quiet exit, as Go programs do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
+    finally:
+        if ctx._client is not None:
+            ctx._client.close()
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""`run`/`create` flags → the Engine API's create body, as docker's CLI builds it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class OptError(Exception):
+    pass
+
+
+def add_container_flags(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("-i", "--interactive", action="store_true")
+    a("-t", "--tty", action="store_true")
+    a("--name")
+    a("-e", "--env", action="append", default=[])
+    a("--env-file", action="append", default=[])
+    a("-w", "--workdir")
+    a("-u", "--user")
+    a("--entrypoint")
+    a("-h", "--hostname")
+    a("--domainname")
+    a("-l", "--label", action="append", default=[])
+    a("--label-file", action="append", default=[])
+    a("--init", action="store_true")
+    a("--runtime")
+    a("--stop-signal")
+    a("--stop-timeout", type=int)
+    a("-p", "--publish", action="append", default=[])
+    a("-P", "--publish-all", action="store_true")
+    a("--expose", action="append", default=[])
+    a("--network", "--net")
+    a("--network-alias", "--net-alias", action="append", default=[])
+    a("--ip")
+    a("--ip6")
+    a("--mac-address")
+    a("--dns", action="append", default=[])
+    a("--dns-search", action="append", default=[])
+    a("--dns-option", action="append", default=[])
+    a("--add-host", action="append", default=[])
+    a("-v", "--volume", action="append", default=[])
+    a("--volumes-from", action="append", default=[])
+    a("--mount", action="append", default=[])
+    a("--tmpfs", action="append", default=[])
+    a("--read-only", action="store_true")
+    a("--cap-add", action="append", default=[])
+    a("--cap-drop", action="append", default=[])
+    a("--privileged", action="store_true")
+    a("--security-opt", action="append", default=[])
+    a("--restart")
+    a("-m", "--memory")
+    a("--memory-swap")
+    a("--memory-reservation")
+    a("--cpus")
+    a("-c", "--cpu-shares", type=int)
+    a("--cpuset-cpus")
+    a("--cpuset-mems")
+    a("--pids-limit", type=int)
+    a("--ulimit", action="append", default=[])
+    a("--shm-size")
+    a("--health-cmd")
+    a("--health-interval")
+    a("--health-timeout")
+    a("--health-retries", type=int)
+    a("--health-start-period")
+    a("--health-start-interval")
+    a("--no-healthcheck", action="store_true")
+    a("--platform")
+    a("--pull", default="missing", choices=["always", "missing", "never"])
+    a("--log-driver")
+    a("--log-opt", action="append", default=[])
+    a("--device", action="append", default=[])
+    a("--group-add", action="append", default=[])
+    a("--ipc")
+    a("--pid")
+    a("--uts")
+    a("--userns")
+    a("--cgroupns")
+    a("--cgroup-parent")
+    a("--sysctl", action="append", default=[])
+    a("--oom-kill-disable", action="store_true")
+    a("--isolation")
+    a("--link", action="append", default=[])
+    a("--attach", "-a", action="append", default=[])
+    a("-q", "--quiet", action="store_true")
+    a("image")
+    a("command", nargs=argparse.REMAINDER)
+
+
+_UNIT = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def ram_in_bytes(s: str) -> int:
+    """go-units RAMInBytes: 512m, 1g, 1.5GB, 1024 (binary multiples)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgtpKMGTP]?)(?:[iI]?[bB])?", s.strip())
+    if not m:
+        raise OptError(f"invalid size: '{s}'")
+    return int(float(m.group(1)) * _UNIT[m.group(2).lower()])
+
+
+def go_duration(s: str) -> int:
+    """A Go duration (1m30s, 500ms, 10s) in nanoseconds."""
+    units = {"ns": 1, "us": 1000, "µs": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise OptError(f'time: invalid duration "{s}"')
+    return int(sum(float(n) * units[u] for n, u in parts))
+
+
+def parse_env_file(path: str) -> list[str]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "=" in line:
+                out.append(line)
+            elif line in os.environ:
+                out.append(f"{line}={os.environ[line]}")
+    return out
+
+
+def parse_env(values: list[str], files: list[str]) -> list[str]:
+    env: list[str] = []
+    for f in files:
+        env += parse_env_file(f)
+    for v in values:
+        if "=" in v:
+            env.append(v)
+        elif v in os.environ:
+            env.append(f"{v}={os.environ[v]}")
+    return env
+
+
+def _port_range(s: str) -> list[str]:
+    if "-" in s:
+        lo, hi = s.split("-", 1)
+        return [str(p) for p in range(int(lo), int(hi) + 1)]
+    return [s]
+
+
+def parse_ports(specs: list[str]) -> tuple[JSON, JSON]:
+    """-p [ip:][hostPort:]containerPort[/proto] → (ExposedPorts, PortBindings)."""
+    exposed: JSON = {}
+    bindings: JSON = {}
+    for spec in specs:
+        proto = "tcp"
+        if "/" in spec:
+            spec, proto = spec.rsplit("/", 1)
+        ip, host = "", ""
+        if spec.startswith("["):
+            end = spec.index("]")
+            ip, spec = spec[1:end], spec[end + 2 :]
+        parts = spec.split(":") if not ip else [""] + spec.split(":")
+        if len(parts) == 1:
+            ctr = parts[0]
+        elif len(parts) == 2:
+            host, ctr = parts
+        elif len(parts) == 3:
+            ip, host, ctr = (ip or parts[0]), parts[1], parts[2]
+        else:
+            raise OptError(f"invalid port format: '{spec}'")
+        ctr_ports = _port_range(ctr)
+        host_ports = _port_range(host) if host else [""] * len(ctr_ports)
+        if len(host_ports) != len(ctr_ports):
+            if len(host_ports) > 1:
+                raise OptError("invalid ranges specified for container and host Ports")
+            host_ports = [host] * len(ctr_ports)
+        for cp, hp in zip(ctr_ports, host_ports, strict=True):
+            if not cp.isdigit():
+                raise OptError(f"invalid containerPort: {cp}")
+            key = f"{cp}/{proto}"
+            exposed[key] = {}
+            bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": hp})
+    return exposed, bindings
+
+
+def parse_mount(spec: str) -> JSON:
+    """--mount type=bind,source=/a,target=/b,readonly (CSV key=value)."""
+    m: JSON = {"Type": "volume"}
+    for field in spec.split(","):
+        k, _, v = field.partition("=")
+        k = k.strip().lower()
+        if k == "type":
+            m["Type"] = v
+        elif k in ("source", "src"):
+            m["Source"] = v
+        elif k in ("target", "destination", "dst"):
+            m["Target"] = v
+        elif k in ("readonly", "ro"):
+            m["ReadOnly"] = v.lower() not in ("0", "false") if v else True
+        elif k == "bind-propagation":
+            m.setdefault("BindOptions", {})["Propagation"] = v
+        elif k == "volume-driver":
+            m.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})["Name"] = v
+        elif k == "volume-nocopy":
+            m.setdefault("VolumeOptions", {})["NoCopy"] = v.lower() not in ("0", "false") if v else True
+        elif k == "tmpfs-size":
+            m.setdefault("TmpfsOptions", {})["SizeBytes"] = ram_in_bytes(v)
+        elif k == "tmpfs-mode":
+            m.setdefault("TmpfsOptions", {})["Mode"] = int(v, 8)
+        elif k == "consistency":
+            m["Consistency"] = v
+        else:
+            raise OptError(f"invalid field '{k}' must be a key=value pair")
+    if "Target" not in m:
+        raise OptError("invalid argument for --mount: target is required")
+    return m
+
+
+def parse_device(spec: str) -> JSON:
+    parts = spec.split(":")
+    host = parts[0]
+    ctr = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
+    perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
+    return {"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": perms}
+
+
+def parse_restart(s: str) -> JSON:
+    name, _, count = s.partition(":")
+    if name not in ("no", "always", "on-failure", "unless-stopped"):
+        raise OptError(f"invalid restart policy '{s}'")
+    return {"Name": name, "MaximumRetryCount": int(count) if count else 0}
+
+
+def parse_ulimit(s: str) -> JSON:
+    name, _, val = s.partition("=")
+    soft, _, hard = val.partition(":")
+    return {"Name": name, "Soft": int(soft), "Hard": int(hard or soft)}
+
+
+def parse_labels(values: list[str], files: list[str]) -> JSON:
+    labels: JSON = {}
+    for f in files:
+        for line in parse_env_file(f):
+            k, _, v = line.partition("=")
+            labels[k] = v
+    for v in values:
+        k, _, val = v.partition("=")
+        labels[k] = val
+    return labels
+
+
+def build_create_body(a: argparse.Namespace) -> tuple[JSON, str | None]:
+    """Returns (create body, container name)."""
+    config: JSON = {
+        "Image": a.image,
+        "Tty": a.tty,
+        "OpenStdin": a.interactive,
+        "StdinOnce": a.interactive,
+        "AttachStdin": a.interactive,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Env": parse_env(a.env, a.env_file),
+        "Labels": parse_labels(a.label, a.label_file),
+    }
+    if getattr(a, "detach", False):
+        config["AttachStdout"] = config["AttachStderr"] = config["AttachStdin"] = False
+        config["StdinOnce"] = False
+    elif a.attach:
+        want = {x.lower() for x in a.attach}
+        config["AttachStdin"] = "stdin" in want
+        config["AttachStdout"] = "stdout" in want
+        config["AttachStderr"] = "stderr" in want
+    if a.command:
+        config["Cmd"] = a.command
+    if a.entrypoint is not None:
+        config["Entrypoint"] = [a.entrypoint] if a.entrypoint else [""]
+    for key, val in (("WorkingDir", a.workdir), ("User", a.user), ("Hostname", a.hostname),
+                     ("Domainname", a.domainname), ("StopSignal", a.stop_signal),
+                     ("StopTimeout", a.stop_timeout), ("MacAddress", a.mac_address)):
+        if val is not None:
+            config[key] = val
+    exposed, bindings = parse_ports(a.publish)
+    for e in a.expose:
+        proto = "tcp"
+        if "/" in e:
+            e, proto = e.split("/", 1)
+        for p in _port_range(e):
+            exposed[f"{p}/{proto}"] = {}
+    if exposed:
+        config["ExposedPorts"] = exposed
+    host: JSON = {
+        "Binds": [],
+        "PortBindings": bindings,
+        "PublishAllPorts": a.publish_all,
+        "Privileged": a.privileged,
+        "ReadonlyRootfs": a.read_only,
+        "CapAdd": a.cap_add or None,
+        "CapDrop": a.cap_drop or None,
+        "SecurityOpt": a.security_opt or None,
+        "Dns": a.dns,
+        "DnsSearch": a.dns_search,
+        "DnsOptions": a.dns_option,
+        "ExtraHosts": a.add_host or None,
+        "VolumesFrom": a.volumes_from or None,
+        "Links": a.link or None,
+        "GroupAdd": a.group_add or None,
+        "Devices": [parse_device(d) for d in a.device],
+        "Ulimits": [parse_ulimit(u) for u in a.ulimit] or None,
+        "AutoRemove": bool(getattr(a, "rm", False)),
+        "Init": True if a.init else None,
+    }
+    volumes: JSON = {}
+    for v in a.volume:
+        parts = v.split(":")
+        if len(parts) == 1 or (len(parts) == 2 and parts[1] in ("ro", "rw")):
+            volumes[parts[0]] = {}  # anonymous volume
+        else:
+            host["Binds"].append(v)
+    if volumes:
+        config["Volumes"] = volumes
+    if a.mount:
+        host["Mounts"] = [parse_mount(m) for m in a.mount]
+    if a.tmpfs:
+        host["Tmpfs"] = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in a.tmpfs}
+    for key, val in (("Runtime", a.runtime), ("CpusetCpus", a.cpuset_cpus), ("CpusetMems", a.cpuset_mems),
+                     ("CpuShares", a.cpu_shares), ("PidsLimit", a.pids_limit), ("IpcMode", a.ipc),
+                     ("PidMode", a.pid), ("UTSMode", a.uts), ("UsernsMode", a.userns),
+                     ("CgroupnsMode", a.cgroupns), ("CgroupParent", a.cgroup_parent),
+                     ("Isolation", a.isolation)):
+        if val is not None:
+            host[key] = val
+    if a.oom_kill_disable:
+        host["OomKillDisable"] = True
+    if a.memory:
+        host["Memory"] = ram_in_bytes(a.memory)
+    if a.memory_swap:
+        host["MemorySwap"] = -1 if a.memory_swap == "-1" else ram_in_bytes(a.memory_swap)
+    if a.memory_reservation:
+        host["MemoryReservation"] = ram_in_bytes(a.memory_reservation)
+    if a.shm_size:
+        host["ShmSize"] = ram_in_bytes(a.shm_size)
+    if a.cpus:
+        host["NanoCpus"] = int(float(a.cpus) * 1e9)
+    if a.restart:
+        host["RestartPolicy"] = parse_restart(a.restart)
+    if a.sysctl:
+        host["Sysctls"] = dict(s.split("=", 1) for s in a.sysctl)
+    if a.log_driver or a.log_opt:
+        host["LogConfig"] = {"Type": a.log_driver or "", "Config": dict(o.split("=", 1) for o in a.log_opt)}
+    if getattr(a, "rm", False) and a.restart and a.restart != "no":
+        raise OptError("Conflicting options: --restart and --rm")
+    health = _healthcheck(a)
+    if health:
+        config["Healthcheck"] = health
+    body: JSON = {**config, "HostConfig": {k: v for k, v in host.items() if v is not None}}
+    if a.network:
+        body["HostConfig"]["NetworkMode"] = a.network
+    if a.network and (a.network_alias or a.ip or a.ip6):
+        ep: JSON = {}
+        if a.network_alias:
+            ep["Aliases"] = a.network_alias
+        if a.ip or a.ip6:
+            ep["IPAMConfig"] = {k: v for k, v in (("IPv4Address", a.ip), ("IPv6Address", a.ip6)) if v}
+        body["NetworkingConfig"] = {"EndpointsConfig": {a.network: ep}}
+    return body, a.name
+
+
+def _healthcheck(a: argparse.Namespace) -> JSON | None:
+    if a.no_healthcheck:
+        return {"Test": ["NONE"]}
+    h: JSON = {}
+    if a.health_cmd:
+        h["Test"] = ["CMD-SHELL", a.health_cmd]
+    for key, val in (("Interval", a.health_interval), ("Timeout", a.health_timeout),
+                     ("StartPeriod", a.health_start_period), ("StartInterval", a.health_start_interval)):
+        if val:
+            h[key] = go_duration(val)
+    if a.health_retries is not None:
+        h["Retries"] = a.health_retries
+    return h or None

@@ -1,0 +1,117 @@
+"""Daemon configuration: dockerd-style flags merged over a daemon.json (Docker's keys where they apply)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import InvalidParameter
+
+DEFAULT_SOCKET = "unix:///run/dockyard.sock"
+
+
+@dataclass
+class DaemonConfig:
+    hosts: list[str] = field(default_factory=lambda: [DEFAULT_SOCKET])
+    data_root: Path = Path("/var/lib/dockyard")
+    exec_root: Path = Path("/run/dockyard")
+    pidfile: Path | None = None
+    log_level: str = "info"
+    default_runtime: str = "runc"
+    runtimes: dict[str, str] = field(default_factory=dict)
+    registry_mirrors: list[str] = field(default_factory=list)
+    insecure_registries: list[str] = field(default_factory=list)
+    bridge: str = ""
+    bip: str = ""
+    group: str = "dockyard"
+    tls: bool = False
+    tlsverify: bool = False
+    tlscacert: str | None = None
+    tlscert: str | None = None
+    tlskey: str | None = None
+    insecure_tcp: bool = False
+    iptables: bool = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dockyard daemon", description="The Dockyard engine daemon (dockerd's flags).")
+    p.add_argument("-H", "--host", action="append", dest="hosts", help="daemon socket(s) to listen on")
+    p.add_argument("--data-root", help="root of persistent state (default /var/lib/dockyard)")
+    p.add_argument("--exec-root", help="root of runtime state (default /run/dockyard)")
+    p.add_argument("-p", "--pidfile", help="path of the pid file")
+    p.add_argument("-l", "--log-level", choices=["debug", "info", "warn", "error", "fatal"])
+    p.add_argument("--config-file", default=None, help="daemon.json (default /etc/dockyard/daemon.json)")
+    p.add_argument("--default-runtime")
+    p.add_argument("--add-runtime", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--registry-mirror", action="append", default=[])
+    p.add_argument("--insecure-registry", action="append", default=[])
+    p.add_argument("-b", "--bridge", help="attach containers to this bridge")
+    p.add_argument("--bip", help="bridge IP, CIDR")
+    p.add_argument("-G", "--group", help="group owning the unix socket")
+    p.add_argument("--tls", action="store_true", default=None)
+    p.add_argument("--tlsverify", action="store_true", default=None)
+    p.add_argument("--tlscacert")
+    p.add_argument("--tlscert")
+    p.add_argument("--tlskey")
+    p.add_argument("--insecure-tcp", action="store_true", default=None,
+                   help="allow plain TCP on a non-loopback address (dangerous: root over the network)")
+    p.add_argument("--iptables", default=None, choices=["true", "false"])
+    p.add_argument("-D", "--debug", action="store_true")
+    return p
+
+
+_JSON_KEYS = {
+    "hosts": "hosts", "data-root": "data_root", "exec-root": "exec_root", "pidfile": "pidfile",
+    "log-level": "log_level", "default-runtime": "default_runtime", "registry-mirrors": "registry_mirrors",
+    "insecure-registries": "insecure_registries", "bridge": "bridge", "bip": "bip", "group": "group",
+    "tls": "tls", "tlsverify": "tlsverify", "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
+    "iptables": "iptables",
+}
+
+
+def load(argv: list[str] | None) -> DaemonConfig:
+    args = build_parser().parse_args(argv)
+    cfg = DaemonConfig()
+    path = Path(args.config_file) if args.config_file else Path("/etc/dockyard/daemon.json")
+    if path.exists():
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InvalidParameter(f"unable to configure the Dockyard daemon with file {path}: {e}") from e
+        for key, value in data.items():
+            if key == "runtimes":
+                cfg.runtimes.update({n: r["path"] for n, r in value.items()})
+            elif key in _JSON_KEYS:
+                attr = _JSON_KEYS[key]
+                setattr(cfg, attr, Path(value) if attr in ("data_root", "exec_root", "pidfile") else value)
+    elif args.config_file:
+        raise InvalidParameter(f"config file {path} does not exist")
+    if args.hosts:
+        cfg.hosts = args.hosts
+    for attr in ("data_root", "exec_root", "pidfile"):
+        v = getattr(args, attr)
+        if v:
+            setattr(cfg, attr, Path(v))
+    for attr in ("log_level", "default_runtime", "bridge", "bip", "group", "tlscacert", "tlscert", "tlskey"):
+        v = getattr(args, attr)
+        if v:
+            setattr(cfg, attr, v)
+    for attr in ("tls", "tlsverify", "insecure_tcp"):
+        v = getattr(args, attr)
+        if v is not None:
+            setattr(cfg, attr, v)
+    if args.iptables is not None:
+        cfg.iptables = args.iptables == "true"
+    if args.debug:
+        cfg.log_level = "debug"
+    for spec in args.add_runtime:
+        name, eq, rpath = spec.partition("=")
+        if not eq:
+            raise InvalidParameter(f"invalid runtime {spec!r}: expected NAME=PATH")
+        cfg.runtimes[name] = rpath
+    cfg.registry_mirrors += args.registry_mirror
+    cfg.insecure_registries += args.insecure_registry
+    return cfg

@@ -1,0 +1,107 @@
+"""`dockyard daemon` / `dockyardd`: flags, lock, pid file, then serve the Engine API until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from dockyard.daemon.config import DaemonConfig, load
+from dockyard.errors import DockyardError
+
+log = logging.getLogger("dockyard.daemon")
+
+
+def _lock(data_root: Path) -> int:
+    data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    fd = os.open(data_root / "daemon.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DockyardError(f"another dockyard daemon is already running with data root {data_root}") from None
+    return fd
+
+
+async def run(cfg: DaemonConfig) -> None:
+    from dockyard.api.server import serve
+    from dockyard.daemon.wiring import build
+
+    engine = build(cfg)
+    await engine.start()
+    server = await serve(engine.router, cfg.hosts, socket_group=cfg.group, tls=_tls_context(cfg))
+    log.info("API listening on %s", ", ".join(cfg.hosts))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down; containers keep running under their monitors")
+    await server.close()
+    await engine.close()
+
+
+def _tls_context(cfg: DaemonConfig):  # type: ignore[no-untyped-def]
+    if not (cfg.tls or cfg.tlsverify):
+        for h in cfg.hosts:
+            if h.startswith("tcp://") and not _is_loopback(h) and not cfg.insecure_tcp:
+                raise DockyardError(
+                    f"refusing to listen on {h} without TLS: anyone reaching it gets root. "
+                    "Use --tlsverify, or pass --insecure-tcp if you really mean it"
+                )
+            if h.startswith("tcp://") and not _is_loopback(h):
+                log.warning("!!! LISTENING ON %s WITHOUT TLS: ANYONE ON THE NETWORK CAN CONTROL THIS HOST !!!", h)
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cfg.tlscacert)
+    ctx.load_cert_chain(cfg.tlscert or "", cfg.tlskey or None)
+    if cfg.tlsverify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _is_loopback(host: str) -> bool:
+    addr = host[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    return addr in ("localhost", "::1") or addr.startswith("127.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load(argv if argv is not None else sys.argv[1:])
+    except DockyardError as e:
+        print(f"dockyard daemon: {e.message}", file=sys.stderr)
+        return 1
+    level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.geteuid() != 0:
+        print("dockyard daemon: must run as root", file=sys.stderr)
+        return 1
+    try:
+        lock_fd = _lock(cfg.data_root)
+    except DockyardError as e:
+        print(f"dockyard daemon: {e.message}", file=sys.stderr)
+        return 1
+    if cfg.pidfile:
+        cfg.pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        asyncio.run(run(cfg))
+    except DockyardError as e:
+        print(f"dockyard daemon: {e.message}", file=sys.stderr)
+        return 1
+    finally:
+        if cfg.pidfile:
+            try:
+                cfg.pidfile.unlink()
+            except FileNotFoundError:
+                pass
+        os.close(lock_fd)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The only module that knows every concrete class: builds the engine from a DaemonConfig."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard.daemon.config import DaemonConfig
+from dockyard.services.events import EventBus
+from dockyard.store.db import Database
+
+log = logging.getLogger("dockyard.daemon")
+
+
+def instance_id(cfg: DaemonConfig) -> str:
+    """Short, stable id of this daemon's root: names its nft table and cgroup parent when not default."""
+    if cfg.data_root == Path("/var/lib/dockyard"):
+        return ""
+    return hashlib.sha256(str(cfg.data_root.resolve()).encode()).hexdigest()[:8]
+
+
+@dataclass
+class Engine:
+    cfg: DaemonConfig
+    db: Database
+    events: EventBus
+    images: Any
+    containers: Any
+    runtime: Any
+    networks: Any
+    volumes: Any
+    execs: Any
+    registry: Any
+    router: Any
+    container_io: Any = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self.events.bind_loop(asyncio.get_running_loop())
+        if self.networks is not None:
+            await self.networks.start()
+        await self.containers.recover()
+        self.tasks.append(asyncio.get_running_loop().create_task(self._watch_exits()))
+
+    async def _watch_exits(self) -> None:
+        from dockyard.runtime.exits import ExitWatcher
+
+        watcher = ExitWatcher(self.runtime.exit_dir)
+        async for cid in watcher:
+            asyncio.get_running_loop().create_task(self.containers.finalize_exit(cid))
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        if self.networks is not None:
+            await self.networks.close()
+        self.db.close()
+
+
+def build(cfg: DaemonConfig) -> Engine:
+    from dockyard.api.router_setup import build_router
+    from dockyard.runtime.monitor import Monitor
+    from dockyard.services.containers import ContainerService
+    from dockyard.services.images import ImageService
+    from dockyard.store.content import ContentStore
+    from dockyard.store.snapshots import Snapshotter
+
+    data_root, exec_root = cfg.data_root, cfg.exec_root
+    data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    exec_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    db = Database(data_root / "dockyard.db")
+    events = EventBus()
+    content = ContentStore(data_root / "content")
+    snapshots = Snapshotter(data_root / "overlay")
+    images = ImageService(db, content, snapshots, events)
+    runtimes = {"runc": shutil.which("runc") or "/usr/sbin/runc"}
+    if shutil.which("crun"):
+        runtimes["crun"] = shutil.which("crun") or "crun"
+    runtimes.update(cfg.runtimes)
+    runtime = Monitor(exec_root, runtimes)
+    iid = instance_id(cfg)
+
+    from dockyard.services.networks import NetworkService
+
+    net_kwargs: dict[str, Any] = {"table": "dockyard" + (f"_{iid}" if iid else "")}
+    if cfg.bridge:
+        net_kwargs["bridge_name"] = cfg.bridge
+    elif iid:
+        net_kwargs["bridge_name"] = f"dy{iid}"[:15]
+    if cfg.bip:
+        net_kwargs["bip"] = cfg.bip
+    networks = NetworkService(db, exec_root, events, **net_kwargs)
+
+    from dockyard.services.volumes import VolumeService
+
+    volumes = VolumeService(db, data_root, events)
+    containers = ContainerService(
+        db, events, images, runtime, data_root, exec_root, networks=networks, volumes=volumes,
+        default_runtime=cfg.default_runtime, runtimes=runtimes,
+    )
+    if hasattr(networks, "set_container_resolver"):
+        networks.set_container_resolver(lambda ref: _resolve_for_network(containers, ref))
+    execs = None
+    registry = None
+    from dockyard.services.container_io import ContainerIO
+
+    container_io = ContainerIO(containers, images, volumes)
+    engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry, None,
+                    container_io=container_io)
+    engine.router = build_router(engine)
+    return engine
+
+
+def _resolve_for_network(containers: Any, ref: str) -> tuple[str, str, bool]:
+    c = containers.get(ref)
+    return c.id, c.name, c.running

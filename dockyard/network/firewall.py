@@ -1,0 +1,136 @@
+"""nftables rules for our bridges, rendered as text and applied atomically with `nft -f`.
+
+One table per daemon (`ip <table>`), replaced as a whole on every change: the rules are derived
+state, rebuilt from the DB, so there is never a half-updated rule set.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+from dockyard.errors import SystemError_
+
+
+@dataclass(frozen=True)
+class BridgeNet:
+    bridge: str
+    subnet: str  # "172.18.0.0/16"
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class PortMap:
+    proto: str  # "tcp" | "udp"
+    host_ip: str  # "0.0.0.0" for any
+    host_port: int
+    ip: str  # the container's address
+    port: int
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', "") + '"'
+
+
+def render(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> str:
+    """The whole table. Starting with add+delete makes `nft -f` replace it in one transaction."""
+    bridges = [n.bridge for n in nets]
+    out = [f"add table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
+    # Published ports: DNAT anything addressed to a local address, from outside (prerouting)
+    # and from the host itself (output), so 127.0.0.1:8080 and the host's other IPs all work.
+    out += ["  chain ports {"]
+    for p in ports:
+        match = "" if p.host_ip in ("", "0.0.0.0") else f"ip daddr {p.host_ip} "
+        out.append(f"    {match}{p.proto} dport {p.host_port} dnat to {p.ip}:{p.port}")
+    out += ["  }"]
+    out += ["  chain prerouting {", "    type nat hook prerouting priority dstnat; policy accept;",
+            "    fib daddr type local jump ports", "  }"]
+    out += ["  chain output {", "    type nat hook output priority dstnat; policy accept;",
+            "    fib daddr type local jump ports", "  }"]
+    out += ["  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;"]
+    for n in nets:
+        br = _q(n.bridge)
+        if not n.internal:  # outbound NAT for containers
+            out.append(f"    ip saddr {n.subnet} oifname != {br} masquerade")
+        # Loopback clients DNATed to a container: 127.x is not routable on the bridge
+        # (route_localnet lets it through), so the source becomes the bridge address.
+        out.append(f"    ip saddr 127.0.0.0/8 oifname {br} masquerade")
+        # Hairpin: a container reaching a published port that lands on its own bridge must see
+        # replies come back through the host, not straight from the peer.
+        out.append(f"    ct status dnat ip saddr {n.subnet} oifname {br} masquerade")
+    out += ["  }"]
+    out += ["  chain forward {", "    type filter hook forward priority filter; policy accept;",
+            "    ct state established,related accept",
+            "    ct status dnat accept"]  # published ports are reachable from any network
+    for n in nets:
+        br = _q(n.bridge)
+        others = [_q(b) for b in bridges if b != n.bridge]
+        if n.internal:  # no way in or out except the bridge itself
+            out.append(f"    iifname {br} oifname != {br} drop")
+            out.append(f"    oifname {br} iifname != {br} drop")
+        elif others:  # isolation between our networks
+            out.append(f"    iifname {br} oifname {{ {', '.join(others)} }} drop")
+    out += ["  }", "}"]
+    return "\n".join(out) + "\n"
+
+
+def apply(script: str) -> None:
+    _nft(["-f", "-"], script)
+
+
+def delete_table(table: str) -> None:
+    r = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, text=True)
+    if r.returncode == 0:
+        _nft(["delete", "table", "ip", table])
+
+
+def table_exists(table: str) -> bool:
+    return subprocess.run(["nft", "list", "table", "ip", table], capture_output=True).returncode == 0
+
+
+def _nft(args: list[str], stdin: str | None = None) -> None:
+    r = subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemError_(f"nft {' '.join(args)}: {r.stderr.strip()}")
+
+
+# --- Coexisting with a FORWARD DROP policy ----------------------------------------------------
+# A packet dropped by any base chain is dropped, so when dockerd (iptables-nft) has set
+# `-P FORWARD DROP` our accept cannot win. Like netavark, we then insert accepts for our bridges
+# into iptables' FORWARD chain, tagged with a comment naming our table so we can remove exactly ours.
+
+def _iptables(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
+
+
+def forward_policy_drops() -> bool:
+    try:
+        r = _iptables(["-S", "FORWARD"])
+    except FileNotFoundError:
+        return False
+    return r.returncode == 0 and "-P FORWARD DROP" in r.stdout
+
+
+def ensure_forward_accept(table: str, bridge: str) -> None:
+    if not forward_policy_drops():
+        return
+    for direction in ("-i", "-o"):
+        rule = ["FORWARD", direction, bridge, "-m", "comment", "--comment", f"dockyard:{table}", "-j", "ACCEPT"]
+        if _iptables(["-C", *rule]).returncode != 0:
+            _iptables(["-I", *rule])
+
+
+def remove_forward_accept(table: str, bridge: str | None = None) -> None:
+    """Our accepts for `bridge` (all our bridges when None)."""
+    try:
+        r = _iptables(["-S", "FORWARD"])
+    except FileNotFoundError:
+        return
+    for line in r.stdout.splitlines():
+        if f"dockyard:{table}" not in line or not line.startswith("-A FORWARD "):
+            continue
+        parts = line.split()
+        if bridge is not None and bridge not in parts:
+            continue
+        # -S prints the comment quoted only when needed; ours has no spaces, so split() is exact.
+        _iptables(["-D", *parts[1:]])

@@ -1,0 +1,146 @@
+"""A thin wrapper over pyroute2 for what our networks need: bridges, veth pairs, netns, sysctls.
+
+All calls block (netlink round trips); services run them in `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetlinkError, netns
+
+
+def _ifindex(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return _ifindex(ipr, name) is not None
+
+
+def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500) -> None:
+    """Bridge `name` up with `address/prefixlen` (created or fixed up; idempotent)."""
+    with IPRoute() as ipr:
+        idx = _ifindex(ipr, name)
+        if idx is None:
+            try:
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+            idx = _ifindex(ipr, name)
+            assert idx is not None
+        have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        if (address, prefixlen) not in have:
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        ipr.link("set", index=idx, state="up")
+    set_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")  # lets DNATed 127.x reach containers
+
+
+def delete_link(name: str) -> None:
+    with IPRoute() as ipr:
+        idx = _ifindex(ipr, name)
+        if idx is not None:
+            try:
+                ipr.link("del", index=idx)
+            except NetlinkError as e:
+                if e.code != errno.ENODEV:
+                    raise
+
+
+def veth_name() -> str:
+    return "veth" + secrets.token_hex(4)[:7]
+
+
+def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, address: str,
+             prefixlen: int, gateway: str | None, mac: str, mtu: int = 1500) -> None:
+    """A veth pair: `host_name` on `bridge`, the peer as `ifname` inside the netns, configured."""
+    tmp_peer = "p" + host_name[4:] + "x"
+    with IPRoute() as ipr:
+        br = _ifindex(ipr, bridge)
+        if br is None:
+            raise RuntimeError(f"bridge {bridge} is missing")
+        ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
+                 peer={"ifname": tmp_peer, "net_ns_fd": netns_path})
+        idx = _ifindex(ipr, host_name)
+        ipr.link("set", index=idx, master=br, state="up")
+    # Hairpin lets a container reach itself through its own published port.
+    _write(f"/sys/class/net/{host_name}/brport/hairpin_mode", "1")
+    with IPRoute(netns=netns_path, flags=0) as nipr:
+        idx = _ifindex(nipr, tmp_peer)
+        nipr.link("set", index=idx, ifname=ifname, address=mac, mtu=mtu)
+        nipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        nipr.link("set", index=idx, state="up")
+        lo = _ifindex(nipr, "lo")
+        nipr.link("set", index=lo, state="up")
+        if gateway:
+            try:
+                nipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:  # a second network: keep the first default route
+                    raise
+
+
+def create_netns(path: Path) -> None:
+    """A new network namespace bind-mounted at `path` (iproute2's way; lo brought up)."""
+    if path.exists() and _is_mountpoint(path):
+        return
+    if path.exists():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    netns.create(str(path))
+    with IPRoute(netns=str(path), flags=0) as nipr:
+        nipr.link("set", index=_ifindex(nipr, "lo"), state="up")
+
+
+def delete_netns(path: Path) -> None:
+    if not path.exists():
+        return
+    if _is_mountpoint(path):
+        netns.remove(str(path))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def unmount_dir(path: Path) -> None:
+    """Undo the shared self-bind-mount that netns creation puts on the netns directory."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    while _is_mountpoint(path):
+        if libc.umount2(str(path).encode(), 2) != 0:  # MNT_DETACH
+            break
+
+
+def _is_mountpoint(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def set_sysctl(key: str, value: str) -> None:
+    _write(f"/proc/sys/{key}", value)
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError:
+        pass  # best effort: read-only /proc/sys in some sandboxes
+
+
+def host_routes() -> list[str]:
+    """Destinations of the host's IPv4 routes (CIDR), to keep new subnets clear of them."""
+    out: list[str] = []
+    with IPRoute() as ipr:
+        for r in ipr.get_routes(family=2, table=254):
+            dst = r.get("dst")
+            if dst and r["dst_len"] > 0:
+                out.append(f"{dst}/{r['dst_len']}")
+    return out
+

@@ -1,0 +1,53 @@
+"""Host port reservation: a bound (not listening) socket per published port keeps other programs
+off the port while our DNAT rule owns it, the way dockerd holds its ports."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+
+class PortInUse(Exception):
+    pass
+
+
+def reserve(proto: str, host_ip: str, port: int) -> socket.socket:
+    """A socket bound to host_ip:port (port 0: an ephemeral one); PortInUse when taken."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind((host_ip or "0.0.0.0", port))
+    except OSError as e:
+        s.close()
+        if e.errno == errno.EADDRINUSE:
+            raise PortInUse(str(e)) from None
+        raise
+    s.set_inheritable(False)
+    return s
+
+
+def parse_host_ports(spec: str) -> list[int]:
+    """"" → [0] (ephemeral), "8080" → [8080], "8000-8010" → candidates in order."""
+    spec = spec.strip()
+    if not spec:
+        return [0]
+    lo, _, hi = spec.partition("-")
+    try:
+        first, last = int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"invalid host port: {spec}") from None
+    if not (0 <= first <= last <= 65535):
+        raise ValueError(f"invalid host port: {spec}")
+    return list(range(first, last + 1))
+
+
+def split_port_key(key: str) -> tuple[int, str]:
+    """"80/tcp" → (80, "tcp"); "80" → (80, "tcp")."""
+    port, _, proto = key.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in ("tcp", "udp", "sctp"):
+        raise ValueError(f"invalid proto: {proto}")
+    try:
+        return int(port), proto
+    except ValueError:
+        raise ValueError(f"invalid port: {key}") from None

@@ -1,0 +1,439 @@
+"""Our own registry: the OCI Distribution (Docker Registry HTTP API v2) server.
+
+`dockyard registry serve --addr 127.0.0.1:5000 --root DIR [--htpasswd FILE] [--tls-cert C --tls-key K]`
+`dockyard registry garbage-collect --root DIR [--delete-untagged] [--dry-run]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import bcrypt
+
+from dockyard.registry.httpd import HttpRequest, HttpResponse, serve
+from dockyard.registry.storage import RegistryStorage, StorageError, check_digest, check_name, check_tag
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST = 4 * 1024 * 1024
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST_TYPES = {DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX}
+INDEX_TYPES = {DOCKER_LIST, OCI_INDEX}
+API_HEADER = {"docker-distribution-api-version": "registry/2.0"}
+
+_ROUTES: list[tuple[str, re.Pattern[str]]] = [
+    ("base", re.compile(r"^/v2/?$")),
+    ("catalog", re.compile(r"^/v2/_catalog$")),
+    ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
+    ("manifest", re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")),
+    ("uploads", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$")),
+    ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<uuid>[^/]+)$")),
+    ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")),
+]
+
+
+def error(code: str, message: str, status: int, detail: object = None,
+          headers: dict[str, str] | None = None) -> HttpResponse:
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
+    return HttpResponse(status, {"content-type": "application/json", **API_HEADER, **(headers or {})}, body)
+
+
+def load_htpasswd(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    users = {}
+    for line in Path(path).read_text().splitlines():
+        if ":" in line and not line.startswith("#"):
+            user, h = line.strip().split(":", 1)
+            if not h.startswith(("$2y$", "$2b$", "$2a$")):
+                raise ValueError(f"htpasswd: only bcrypt entries are supported (user {user})")
+            users[user] = h.encode()
+    return users
+
+
+class Registry:
+    def __init__(self, root: str | os.PathLike[str], htpasswd: dict[str, bytes] | None = None,
+                 realm: str = "Registry Realm") -> None:
+        self.storage = RegistryStorage(root)
+        self.users = htpasswd
+        self.realm = realm
+        self._verified: set[bytes] = set()  # sha256 of good "user:pass": bcrypt costs ~50-200 ms
+
+    # ---- dispatch ----
+    async def __call__(self, req: HttpRequest) -> HttpResponse:
+        if self.users is not None and not await self._authorized(req):
+            return error("UNAUTHORIZED", "authentication required", 401, None,
+                         {"www-authenticate": f'Basic realm="{self.realm}"'})
+        kind, m = next(((k, mm) for k, rx in _ROUTES if (mm := rx.match(req.path))), ("", None))
+        if m is None:
+            return error("NOT_FOUND", "not found", 404)
+        handler: Callable[..., Awaitable[HttpResponse]] | None = getattr(
+            self, f"{req.method.lower()}_{kind}", None)
+        if req.method == "HEAD" and handler is None:
+            handler = getattr(self, f"get_{kind}", None)
+        if handler is None:
+            return error("UNSUPPORTED", "The operation is unsupported.", 405)
+        try:
+            params = m.groupdict()
+            if "name" in params:
+                check_name(params["name"])
+            return await handler(req, **params)
+        except StorageError as e:
+            return error(e.code, e.message, e.status, e.detail)
+
+    async def _authorized(self, req: HttpRequest) -> bool:
+        auth = req.headers.get("authorization", "")
+        if not auth.lower().startswith("basic "):
+            return False
+        try:
+            raw = base64.b64decode(auth[6:].strip(), validate=True)
+            user, pw = raw.decode().split(":", 1)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        key = hashlib.sha256(raw).digest()
+        if key in self._verified:
+            return True
+        assert self.users is not None
+        h = self.users.get(user)
+        if h is None or not await asyncio.to_thread(bcrypt.checkpw, pw.encode(), h):
+            return False
+        self._verified.add(key)
+        return True
+
+    # ---- base, catalog, tags ----
+    async def get_base(self, req: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, {"content-type": "application/json", **API_HEADER}, b"{}")
+
+    def _paginate(self, req: HttpRequest, items: list[str], base: str) -> tuple[list[str], dict[str, str]]:
+        last = req.q("last")
+        if last:
+            items = [i for i in items if i > last]
+        n_raw = req.q("n")
+        headers: dict[str, str] = {}
+        if n_raw is not None:
+            try:
+                n = int(n_raw)
+            except ValueError:
+                raise StorageError("PAGINATION_NUMBER_INVALID", "invalid number of results requested",
+                                   400, {"n": n_raw}) from None
+            if n < 0:
+                raise StorageError("PAGINATION_NUMBER_INVALID", "invalid number of results requested", 400)
+            if len(items) > n:
+                items = items[:n]
+                if items:
+                    headers["link"] = f'<{base}?n={n}&last={items[-1]}>; rel="next"'
+        return items, headers
+
+    async def get_catalog(self, req: HttpRequest) -> HttpResponse:
+        repos, headers = self._paginate(req, self.storage.repositories(), "/v2/_catalog")
+        return self._json({"repositories": repos}, headers)
+
+    async def get_tags(self, req: HttpRequest, name: str) -> HttpResponse:
+        if not self.storage.repo_exists(name):
+            return error("NAME_UNKNOWN", "repository name not known to registry", 404, {"name": name})
+        tags, headers = self._paginate(req, self.storage.tags(name), f"/v2/{name}/tags/list")
+        return self._json({"name": name, "tags": tags}, headers)
+
+    def _json(self, obj: object, headers: dict[str, str] | None = None) -> HttpResponse:
+        return HttpResponse(200, {"content-type": "application/json", **API_HEADER, **(headers or {})},
+                            json.dumps(obj).encode())
+
+    # ---- blobs ----
+    async def get_blob(self, req: HttpRequest, name: str, digest: str) -> HttpResponse:
+        check_digest(digest)
+        if not self.storage.repo_has_blob(name, digest):
+            return error("BLOB_UNKNOWN", "blob unknown to registry", 404, {"digest": digest})
+        path = self.storage.blob_path(digest)
+        size = path.stat().st_size
+        headers = {"content-type": "application/octet-stream", "docker-content-digest": digest,
+                   "accept-ranges": "bytes", "etag": f'"{digest}"',
+                   "cache-control": "max-age=31536000", **API_HEADER}
+        start, end, status = 0, size - 1, 200
+        rng = req.headers.get("range")
+        if rng and req.method == "GET":
+            m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                return error("RANGE_INVALID", "invalid range", 416, None, {"content-range": f"bytes */{size}"})
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            else:  # suffix range: the last N bytes
+                start = max(size - int(m.group(2)), 0)
+            if start >= size or end < start:
+                return error("RANGE_INVALID", "requested range not satisfiable", 416, None,
+                             {"content-range": f"bytes */{size}"})
+            status = 206
+            headers["content-range"] = f"bytes {start}-{end}/{size}"
+        headers["content-length"] = str(end - start + 1)
+        if req.method == "HEAD":
+            return HttpResponse(status, headers, b"")
+        return HttpResponse(status, headers, _file_chunks(path, start, end - start + 1))
+
+    async def delete_blob(self, req: HttpRequest, name: str, digest: str) -> HttpResponse:
+        check_digest(digest)
+        if not self.storage.unlink_blob(name, digest):
+            return error("BLOB_UNKNOWN", "blob unknown to registry", 404, {"digest": digest})
+        return HttpResponse(202, {"docker-content-digest": digest, **API_HEADER})
+
+    # ---- uploads ----
+    def _upload_headers(self, name: str, uid: str, size: int) -> dict[str, str]:
+        return {"location": f"/v2/{name}/blobs/uploads/{uid}", "docker-upload-uuid": uid,
+                "range": f"0-{max(size - 1, 0)}", **API_HEADER}
+
+    def _created(self, name: str, digest: str) -> HttpResponse:
+        return HttpResponse(201, {"location": f"/v2/{name}/blobs/{digest}", "docker-content-digest": digest,
+                                  **API_HEADER})
+
+    async def post_uploads(self, req: HttpRequest, name: str) -> HttpResponse:
+        mount, src = req.q("mount"), req.q("from")
+        if mount and src:
+            check_digest(mount)
+            check_name(src)
+            if self.storage.repo_has_blob(src, mount):
+                self.storage.link_blob(name, mount)
+                return self._created(name, mount)
+        uid = self.storage.start_upload()
+        digest = req.q("digest")
+        if digest is not None:  # monolithic upload in one POST
+            check_digest(digest)
+            await self._receive(req, uid)
+            self.storage.finish_upload(uid, name, digest)
+            return self._created(name, digest)
+        return HttpResponse(202, {**self._upload_headers(name, uid, 0), "content-length": "0"})
+
+    async def _receive(self, req: HttpRequest, uid: str) -> None:
+        up = self.storage.upload(uid)
+        with open(up.path, "ab") as f:
+            async for chunk in req.stream():
+                self.storage.append(up, chunk, f)
+
+    async def patch_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+        up = self.storage.upload(uuid)
+        cr = req.headers.get("content-range")
+        if cr:
+            m = re.fullmatch(r"(?:bytes )?(\d+)-(\d+)", cr.strip())
+            if not m or int(m.group(1)) != up.size:
+                return error("BLOB_UPLOAD_INVALID", "blob upload invalid", 416, None,
+                             self._upload_headers(name, uuid, up.size))
+        await self._receive(req, uuid)
+        return HttpResponse(202, self._upload_headers(name, uuid, up.size))
+
+    async def put_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+        digest = req.q("digest")
+        if not digest:
+            return error("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
+        check_digest(digest)
+        await self._receive(req, uuid)
+        self.storage.finish_upload(uuid, name, digest)
+        return self._created(name, digest)
+
+    async def get_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+        up = self.storage.upload(uuid)
+        return HttpResponse(204, self._upload_headers(name, uuid, up.size))
+
+    async def delete_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+        self.storage.upload(uuid)
+        self.storage.cancel_upload(uuid)
+        return HttpResponse(204, dict(API_HEADER))
+
+    # ---- manifests ----
+    def _resolve(self, name: str, ref: str) -> str | None:
+        if ref.startswith("sha256:"):
+            check_digest(ref)
+            return ref if self.storage.manifest_media_type(name, ref) is not None else None
+        return self.storage.resolve_tag(name, check_tag(ref))
+
+    async def get_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
+        digest = self._resolve(name, ref)
+        media_type = self.storage.manifest_media_type(name, digest) if digest else None
+        if digest is None or media_type is None or not self.storage.has_blob(digest):
+            return error("MANIFEST_UNKNOWN", "manifest unknown", 404, {"name": name, "reference": ref})
+        data = self.storage.blob_path(digest).read_bytes()
+        headers = {"content-type": media_type, "docker-content-digest": digest, "etag": f'"{digest}"',
+                   "content-length": str(len(data)), **API_HEADER}
+        return HttpResponse(200, headers, b"" if req.method == "HEAD" else data)
+
+    async def put_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
+        try:
+            data = await req.body(limit=MAX_MANIFEST)
+        except OverflowError:
+            return error("MANIFEST_INVALID", "manifest too big: the limit is 4 MiB", 413)
+        try:
+            doc = json.loads(data)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            return error("MANIFEST_INVALID", "manifest invalid", 400, str(e))
+        media_type: str = req.headers.get("content-type", "").split(";")[0].strip() or doc.get("mediaType") or ""
+        if doc.get("mediaType") and doc["mediaType"] != media_type and media_type in MANIFEST_TYPES:
+            return error("MANIFEST_INVALID", "manifest invalid", 400, "mediaType does not match Content-Type")
+        if media_type not in MANIFEST_TYPES:
+            media_type = doc.get("mediaType") or ""
+            if media_type not in MANIFEST_TYPES:
+                return error("MANIFEST_INVALID", "manifest invalid", 400,
+                             f"unsupported manifest media type {media_type!r}")
+        missing = self._missing_refs(name, media_type, doc)
+        if missing is not None:
+            return error(*missing)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        tag = None
+        if ref.startswith("sha256:"):
+            if check_digest(ref) != digest:
+                return error("DIGEST_INVALID", "provided digest did not match uploaded content", 400,
+                             {"digest": ref})
+        else:
+            tag = check_tag(ref)
+        await asyncio.to_thread(self.storage.put_bytes, data)
+        self.storage.put_manifest(name, digest, media_type, tag)
+        return HttpResponse(201, {"location": f"/v2/{name}/manifests/{digest}",
+                                  "docker-content-digest": digest, **API_HEADER})
+
+    def _missing_refs(self, name: str, media_type: str, doc: dict) -> tuple[str, str, int, object] | None:
+        try:
+            if media_type in INDEX_TYPES:
+                for m in doc.get("manifests") or []:
+                    d = check_digest(m["digest"])
+                    if self.storage.manifest_media_type(name, d) is None:
+                        return ("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", 400, {"digest": d})
+                return None
+            descs = [doc["config"], *(doc.get("layers") or [])]
+            for desc in descs:
+                if desc.get("urls"):  # foreign (non-distributable) layers live elsewhere
+                    continue
+                d = check_digest(desc["digest"])
+                if not self.storage.repo_has_blob(name, d):
+                    return ("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", 400, {"digest": d})
+        except (KeyError, TypeError, AttributeError) as e:
+            return ("MANIFEST_INVALID", "manifest invalid", 400, f"missing field {e}")
+        return None
+
+    async def delete_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
+        if ref.startswith("sha256:"):
+            ok = self.storage.delete_manifest(name, check_digest(ref))
+        else:
+            ok = self.storage.delete_tag(name, check_tag(ref))
+        if not ok:
+            return error("MANIFEST_UNKNOWN", "manifest unknown", 404, {"name": name, "reference": ref})
+        return HttpResponse(202, dict(API_HEADER))
+
+
+async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        f.seek(start)
+        while length > 0:
+            chunk = await asyncio.to_thread(f.read, min(length, 1 << 20))
+            if not chunk:
+                break
+            length -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
+
+
+def garbage_collect(root: str | os.PathLike[str], delete_untagged: bool = False,
+                    dry_run: bool = False) -> list[str]:
+    """Mark every blob reachable from a manifest revision (or only tagged ones), delete the rest."""
+    st = RegistryStorage(root)
+    marked: set[str] = set()
+
+    def mark(name: str, digest: str) -> None:
+        if digest in marked or not st.has_blob(digest):
+            return
+        marked.add(digest)
+        try:
+            doc = json.loads(st.blob_path(digest).read_bytes())
+        except ValueError:
+            return
+        for m in doc.get("manifests") or []:
+            mark(name, m["digest"])
+        for desc in [doc.get("config"), *(doc.get("layers") or [])]:
+            if desc and not desc.get("urls"):
+                marked.add(desc["digest"])
+
+    for name in st.repositories():
+        tagged = {st.resolve_tag(name, t) for t in st.tags(name)}
+        for digest in st.revisions(name):
+            if delete_untagged and digest not in tagged:
+                # An untagged child of a tagged index is still reachable through that index.
+                continue
+            mark(name, digest)
+        for t in tagged:
+            if t:
+                mark(name, t)
+        if delete_untagged and not dry_run:
+            for digest in st.revisions(name):
+                if digest not in marked:
+                    st.delete_manifest(name, digest)
+    removed = []
+    for digest in st.digests():
+        if digest not in marked:
+            removed.append(digest)
+            if not dry_run:
+                st.delete_blob(digest)
+    if not dry_run:  # drop repository links to blobs that are gone
+        gone = {d.split(":", 1)[1] for d in removed}
+        for link in (st.root / "repositories").rglob("_layers/*"):
+            if link.name in gone:
+                link.unlink()
+    return removed
+
+
+def _parse_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dockyard registry", description="OCI distribution registry")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="serve the registry API")
+    s.add_argument("--addr", default="127.0.0.1:5000")
+    s.add_argument("--root", required=True)
+    s.add_argument("--htpasswd")
+    s.add_argument("--realm", default="Registry Realm")
+    s.add_argument("--tls-cert")
+    s.add_argument("--tls-key")
+    g = sub.add_parser("garbage-collect", help="delete blobs no manifest references")
+    g.add_argument("--root", required=True)
+    g.add_argument("--delete-untagged", action="store_true")
+    g.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.cmd == "garbage-collect":
+        removed = garbage_collect(args.root, args.delete_untagged, args.dry_run)
+        for d in removed:
+            print(("would delete " if args.dry_run else "deleted ") + d)
+        return 0
+    users = load_htpasswd(args.htpasswd) if args.htpasswd else None
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    host, port = _parse_addr(args.addr)
+    registry = Registry(args.root, users, args.realm)
+
+    def started(p: int) -> None:
+        print(f"registry listening on {'https' if ctx else 'http'}://{host}:{p}", flush=True)
+
+    try:
+        asyncio.run(serve(registry, host, port, ctx, started))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Container I/O and inspection: logs, attach, export, diff, cp, top, stats, update, commit, prune."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import tarfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, InvalidParameter
+from dockyard.services.containers import Container, ContainerService
+from dockyard.services.streams import AsyncByteReader, stream_from_thread
+from dockyard.store import overlay
+from dockyard.util.timefmt import parse_time_arg, rfc3339
+
+log = logging.getLogger("dockyard.container_io")
+
+HijackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """Docker's multiplexed stream frame: stream id, three zero bytes, big-endian length."""
+    return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
+
+
+class ContainerIO:
+    def __init__(self, containers: ContainerService, images: Any, volumes: Any = None) -> None:
+        self.cs = containers
+        self.images = images
+        self.volumes = volumes
+        self.runtime = containers.runtime
+
+    # ---------------------------------------------------------------- rootfs access
+    @contextlib.contextmanager
+    def mounted_rootfs(self, c: Container) -> Iterator[Path]:
+        """The container's merged rootfs: the live mount, or a temporary one for a stopped container."""
+        rootfs = self.cs.rootfs(c.id)
+        if c.running and overlay.is_mounted(rootfs):
+            yield rootfs
+            return
+        tmp = self.cs.run_dir(c.id) / f"view-{os.getpid()}-{time.monotonic_ns()}"
+        cdir = self.cs.container_dir(c.id)
+        work = cdir / "work"
+        overlay.mount_overlay(self.images.layer_dirs(c.image_id), cdir / "upper", work, tmp, self.cs._empty)
+        try:
+            yield tmp
+        finally:
+            overlay.unmount(tmp)
+            with contextlib.suppress(OSError):
+                tmp.rmdir()
+
+    # ---------------------------------------------------------------- logs
+    async def logs(self, cid: str, *, stdout: bool, stderr: bool, follow: bool, since: str | None,
+                   until: str | None, tail: str | None, timestamps: bool, raw: bool) -> AsyncIterator[bytes]:
+        from dockyard.runtime import logs as rtlogs
+
+        c = self.cs.get(cid)
+        try:
+            since_ts = parse_time_arg(since) if since and since != "0" else None
+            until_ts = parse_time_arg(until) if until and until != "0" else None
+        except ValueError as e:
+            raise InvalidParameter(f"invalid time value: {e}") from e
+        ntail: int | None = None
+        if tail and tail != "all":
+            try:
+                ntail = int(tail)
+            except ValueError:
+                raise InvalidParameter(f"invalid tail value: {tail}") from None
+        stop = self.cs.live(c.id).exited
+        following = follow and c.running
+        async for stream, ts, data in rtlogs.read_logs(
+            self.cs.log_path(c.id), stdout=stdout, stderr=stderr, since=since_ts, until=until_ts, tail=ntail,
+            follow=following, stop=stop,
+        ):
+            if timestamps:
+                data = rfc3339(ts).encode() + b" " + data
+            yield data if raw else frame(stream, data)
+
+    # ---------------------------------------------------------------- attach
+    async def attach_handler(self, cid: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool,
+                             logs: bool, detach_keys: str | None) -> HijackHandler:
+        from dockyard.services.attach import make_attach_handler
+
+        return await make_attach_handler(self, cid, stdin=stdin, stdout=stdout, stderr=stderr, stream=stream,
+                                         logs=logs, detach_keys=detach_keys)
+
+    async def resize(self, cid: str, h: int, w: int) -> None:
+        c = self.cs.get(cid)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        if not c.config.get("Tty"):
+            return  # Docker ignores resize without a TTY on containers
+        await asyncio.to_thread(self.runtime.resize, c.id, h, w)
+
+    # ---------------------------------------------------------------- export / diff
+    async def export(self, cid: str) -> AsyncIterator[bytes]:
+        c = self.cs.get(cid)
+
+        def produce(out: Any) -> None:
+            with self.mounted_rootfs(c) as root, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                for dirpath, dirnames, filenames in os.walk(root):
+                    dirnames.sort()
+                    rel = os.path.relpath(dirpath, root)
+                    for name in sorted(dirnames) + sorted(filenames):
+                        full = os.path.join(dirpath, name)
+                        arc = name if rel == "." else os.path.join(rel, name)
+                        info = tf.gettarinfo(full, arcname=arc)
+                        info.uname = info.gname = ""
+                        if info.isreg():
+                            with open(full, "rb") as f:
+                                tf.addfile(info, f)
+                        else:
+                            tf.addfile(info)
+
+        async for chunk in stream_from_thread(produce):
+            yield chunk
+
+    async def changes(self, cid: str) -> list[dict[str, Any]]:
+        from dockyard.store import layers
+
+        c = self.cs.get(cid)
+        upper = self.cs.container_dir(c.id) / "upper"
+        lowers = self.images.layer_dirs(c.image_id)
+        return await asyncio.to_thread(layers.changes, upper, lowers)
+
+    # ---------------------------------------------------------------- cp (archive)
+    async def archive_stat(self, cid: str, path: str) -> dict[str, Any]:
+        from dockyard.store import archive_path
+
+        c = self.cs.get(cid)
+
+        def stat() -> dict[str, Any]:
+            with self.mounted_rootfs(c) as root:
+                return archive_path.stat_path(root, path, c.mounts)
+
+        return await asyncio.to_thread(stat)
+
+    async def get_archive(self, cid: str, path: str) -> AsyncIterator[bytes]:
+        from dockyard.store import archive_path
+
+        c = self.cs.get(cid)
+
+        def produce(out: Any) -> None:
+            with self.mounted_rootfs(c) as root:
+                for chunk in archive_path.get_archive(root, path, c.mounts):
+                    out.write(chunk)
+
+        async for chunk in stream_from_thread(produce):
+            yield chunk
+
+    async def put_archive(self, cid: str, path: str, body: AsyncIterator[bytes], *,
+                          no_overwrite_dir_non_dir: bool, copy_uid_gid: bool) -> None:
+        from dockyard.store import archive_path
+
+        c = self.cs.get(cid)
+        if c.host_config.get("ReadonlyRootfs"):
+            raise InvalidParameter("container rootfs is marked read-only")
+        reader = AsyncByteReader(body, asyncio.get_running_loop())
+
+        def put() -> None:
+            with self.mounted_rootfs(c) as root:
+                archive_path.put_archive(root, path, reader, c.mounts, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                                         copy_uid_gid=copy_uid_gid)
+
+        await asyncio.to_thread(put)
+        self.cs._emit(c, "extract-to-dir")
+
+    # ---------------------------------------------------------------- top / stats / update
+    async def top(self, cid: str, ps_args: str) -> dict[str, Any]:
+        c = self.cs.get(cid)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        pids = set(await asyncio.to_thread(self.runtime.pids, c.id))
+        args = ["ps"] + ps_args.split()
+        proc = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InvalidParameter(f"ps: {proc.stderr.strip()}")
+        lines = proc.stdout.splitlines()
+        titles = lines[0].split()
+        try:
+            pid_col = titles.index("PID")
+        except ValueError:
+            raise InvalidParameter(f"Couldn't find PID field in ps output") from None
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_col and fields[pid_col].isdigit() and int(fields[pid_col]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+    async def stats(self, cid: str, stream: bool) -> AsyncIterator[dict[str, Any]]:
+        from dockyard.services.stats import container_stats
+
+        c = self.cs.get(cid)
+        prev: dict[str, Any] | None = None
+        while True:
+            c = self.cs.get(c.id)
+            cur = await asyncio.to_thread(container_stats, self.runtime, c, prev)
+            yield cur
+            if not stream:
+                return
+            prev = cur
+            await asyncio.sleep(1.0)
+
+    async def update(self, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        from dockyard.services import container_config as cc
+
+        c = self.cs.get(cid)
+        hc = dict(c.host_config)
+        resource_keys = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
+                         "CpuQuota", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight", "KernelMemory")
+        for key in resource_keys:
+            if key in body and body[key] is not None:
+                hc[key] = body[key]
+        if body.get("RestartPolicy"):
+            hc["RestartPolicy"] = body["RestartPolicy"]
+        hc = cc.validate_host_config(hc)
+        if c.running:
+            await asyncio.to_thread(self.runtime.update, c.id, hc)
+        self.cs._update(c.id, host_config=hc)
+        self.cs._emit(c, "update")
+        return {"Warnings": []}
+
+    # ---------------------------------------------------------------- commit / prune
+    async def commit(self, ref: str, *, repo: str, tag: str, comment: str, author: str, pause: bool,
+                     changes: list[str], config: dict[str, Any]) -> dict[str, Any]:
+        c = self.cs.get(ref)
+        paused_here = False
+        if pause and c.state == "running":
+            await asyncio.to_thread(self.runtime.pause, c.id)
+            paused_here = True
+        try:
+            upper = self.cs.container_dir(c.id) / "upper"
+            image = await self.images.commit_layer(
+                upper=upper, parent_id=c.image_id, container_id=c.id, container_config=c.config,
+                repo=repo, tag=tag, comment=comment, author=author, changes=changes, config_override=config,
+            )
+        finally:
+            if paused_here:
+                await asyncio.to_thread(self.runtime.resume, c.id)
+        self.cs._emit(c, "commit")
+        return {"Id": image}
+
+    async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        until = filters.get("until")
+        until_ts = parse_time_arg(until[0]) if until else None
+        deleted, reclaimed = [], 0
+        for c in self.cs.all():
+            if c.running or c.state == "removing":
+                continue
+            if until_ts is not None and c.created >= until_ts:
+                continue
+            if not self.cs._matches(c, {k: v for k, v in filters.items() if k in ("label",)}):
+                continue
+            size = _du(self.cs.container_dir(c.id) / "upper")
+            try:
+                await self.cs.remove(c.id)
+            except Exception as e:  # noqa: BLE001
+                log.warning("prune %s: %s", c.id[:12], e)
+                continue
+            deleted.append(c.id)
+            reclaimed += size
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _d, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total

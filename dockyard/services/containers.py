@@ -1,0 +1,948 @@
+"""ContainerService: the container state machine (create → start → exit → remove) over SQLite.
+
+The daemon never parents a container: the runtime monitor (conmon) does. Exit is learnt from the
+monitor's exit file, and one idempotent `finalize_exit` turns it into state, cleanup and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal as signal_mod
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified, no_such_container
+from dockyard.services import container_config as cc
+from dockyard.services.events import EventBus
+from dockyard.store import overlay
+from dockyard.store.db import Database
+from dockyard.util.ids import new_id, random_name, validate_name
+from dockyard.util.timefmt import ZERO_TIME, rfc3339
+
+log = logging.getLogger("dockyard.containers")
+
+SCHEMA = [
+    """
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image_id TEXT NOT NULL,
+        image_ref TEXT NOT NULL,
+        created REAL NOT NULL,
+        config TEXT NOT NULL,
+        host_config TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'created',
+        pid INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '',
+        started_at REAL NOT NULL DEFAULT 0,
+        finished_at REAL NOT NULL DEFAULT 0,
+        restart_count INTEGER NOT NULL DEFAULT 0,
+        oom_killed INTEGER NOT NULL DEFAULT 0,
+        stopped_by_user INTEGER NOT NULL DEFAULT 0,
+        boot_id TEXT NOT NULL DEFAULT '',
+        network_settings TEXT NOT NULL DEFAULT '{}',
+        mounts TEXT NOT NULL DEFAULT '[]',
+        health TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX containers_image ON containers(image_id)
+    """,
+]
+
+RUNNING_STATES = ("running", "paused", "restarting")
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    image_id: str
+    image_ref: str
+    created: float
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    runtime: str
+    state: str
+    pid: int
+    exit_code: int
+    error: str
+    started_at: float
+    finished_at: float
+    restart_count: int
+    oom_killed: bool
+    stopped_by_user: bool
+    boot_id: str
+    network_settings: dict[str, Any]
+    mounts: list[dict[str, Any]]
+    health: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, r: Any) -> Container:
+        return cls(
+            id=r["id"], name=r["name"], image_id=r["image_id"], image_ref=r["image_ref"], created=r["created"],
+            config=json.loads(r["config"]), host_config=json.loads(r["host_config"]), runtime=r["runtime"],
+            state=r["state"], pid=r["pid"], exit_code=r["exit_code"], error=r["error"],
+            started_at=r["started_at"], finished_at=r["finished_at"], restart_count=r["restart_count"],
+            oom_killed=bool(r["oom_killed"]), stopped_by_user=bool(r["stopped_by_user"]), boot_id=r["boot_id"],
+            network_settings=json.loads(r["network_settings"]), mounts=json.loads(r["mounts"]),
+            health=json.loads(r["health"]) if r["health"] else None,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    @property
+    def command(self) -> list[str]:
+        return cc.command_of(self.config)
+
+
+@dataclass
+class _Live:
+    """Per-container in-memory coordination (never persisted)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    removed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Attach sessions waiting for the container to start: called with the cid after `runtime create`.
+    pending_attach: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    restart_task: asyncio.Task[None] | None = None
+
+
+class ContainerService:
+    def __init__(
+        self,
+        db: Database,
+        events: EventBus,
+        images: Any,
+        runtime: Any,
+        data_root: Path,
+        exec_root: Path,
+        networks: Any = None,
+        volumes: Any = None,
+        default_runtime: str = "runc",
+        runtimes: dict[str, str] | None = None,
+    ) -> None:
+        self.db = db
+        self.events = events
+        self.images = images
+        self.runtime = runtime
+        self.networks = networks
+        self.volumes = volumes
+        self.data_root = data_root
+        self.exec_root = exec_root
+        self.default_runtime = default_runtime
+        self.runtimes = runtimes or {"runc": shutil.which("runc") or "runc"}
+        self.boot_id = boot_id()
+        self._live: dict[str, _Live] = {}
+        self._empty = data_root / "empty"
+        self._empty.mkdir(parents=True, exist_ok=True)
+        db.migrate("containers", SCHEMA)
+        # Hooks other features attach to (healthchecks, restart policies, stats ...).
+        self.on_started: list[Callable[[Container], None]] = []
+        self.on_exited: list[Callable[[Container], None]] = []
+
+    # ---------------------------------------------------------------- paths
+    def container_dir(self, cid: str) -> Path:
+        return self.data_root / "containers" / cid
+
+    def run_dir(self, cid: str) -> Path:
+        return self.exec_root / "containers" / cid
+
+    def rootfs(self, cid: str) -> Path:
+        return self.run_dir(cid) / "rootfs"
+
+    def log_path(self, cid: str) -> Path:
+        return self.container_dir(cid) / "ctr.log"
+
+    def live(self, cid: str) -> _Live:
+        lv = self._live.get(cid)
+        if lv is None:
+            lv = self._live[cid] = _Live()
+        return lv
+
+    # ---------------------------------------------------------------- lookup
+    def get(self, ref: str) -> Container:
+        """By full id, name (with or without '/'), or unique id prefix — Docker's order."""
+        if not ref:
+            raise no_such_container(ref)
+        r = self.db.query_one("SELECT * FROM containers WHERE id=?", (ref,))
+        if r is None:
+            r = self.db.query_one("SELECT * FROM containers WHERE name=?", (ref.lstrip("/"),))
+        if r is None and all(c in "0123456789abcdef" for c in ref):
+            rows = self.db.query("SELECT * FROM containers WHERE id LIKE ? LIMIT 2", (ref + "%",))
+            if len(rows) > 1:
+                raise InvalidParameter(f"multiple IDs found with provided prefix: {ref}")
+            r = rows[0] if rows else None
+        if r is None:
+            raise no_such_container(ref)
+        return Container.from_row(r)
+
+    def all(self) -> list[Container]:
+        return [Container.from_row(r) for r in self.db.query("SELECT * FROM containers ORDER BY created DESC")]
+
+    def _update(self, cid: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        vals = [json.dumps(v) if isinstance(v, dict | list) else v for v in fields.values()]
+        self.db.execute(f"UPDATE containers SET {cols} WHERE id=?", (*vals, cid))
+
+    def _emit(self, c: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        attrs = {"image": c.image_ref, "name": c.name}
+        attrs.update({k: str(v) for k, v in (c.config.get("Labels") or {}).items()})
+        attrs.update(extra or {})
+        self.events.emit("container", action, c.id, attrs)
+
+    # ---------------------------------------------------------------- create
+    async def create(self, body: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InvalidParameter("invalid JSON body: expected an object")
+        image_ref = body.get("Image")
+        if not image_ref or not isinstance(image_ref, str):
+            raise InvalidParameter("Config cannot be empty in order to create a container")
+        if name:
+            name = validate_name(name)
+            if self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
+                other = self.get(name)
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container "{other.id}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+        image = self.images.resolve(image_ref)
+        config = cc.merge_config(body, image.config)
+        host_config = cc.validate_host_config(body.get("HostConfig") or {})
+        runtime = host_config.get("Runtime") or self.default_runtime
+        if runtime not in self.runtimes:
+            raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
+        host_config["Runtime"] = runtime
+        if body.get("NetworkingConfig"):
+            host_config["_NetworkingConfig"] = body["NetworkingConfig"]
+        cid = new_id()
+        if not name:
+            for _ in range(20):
+                name = random_name()
+                if not self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
+                    break
+            else:
+                name = f"{random_name()}_{cid[:6]}"
+        if not config.get("Hostname"):
+            config["Hostname"] = cid[:12]
+        cdir = self.container_dir(cid)
+        (cdir / "upper").mkdir(parents=True)
+        (cdir / "work").mkdir()
+        try:
+            with self.db.tx() as tx:
+                tx.execute(
+                    "INSERT INTO containers(id, name, image_id, image_ref, created, config, host_config, runtime)"
+                    " VALUES(?,?,?,?,?,?,?,?)",
+                    (cid, name, image.id, image_ref, time.time(), json.dumps(config), json.dumps(host_config), runtime),
+                )
+        except Exception:
+            shutil.rmtree(cdir, ignore_errors=True)
+            if self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
+                raise Conflict(f'Conflict. The container name "/{name}" is already in use.') from None
+            raise
+        c = self.get(cid)
+        self._emit(c, "create")
+        return {"Id": cid, "Warnings": []}
+
+    # ---------------------------------------------------------------- start
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        async with self.live(c.id).lock:
+            c = self.get(c.id)
+            if c.state == "paused":
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if c.running:
+                raise NotModified("container already started")
+            await self._start_locked(c)
+
+    async def _start_locked(self, c: Container) -> None:
+        lv = self.live(c.id)
+        lv.exited.clear()
+        run_dir = self.run_dir(c.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rootfs = self.rootfs(c.id)
+        cdir = self.container_dir(c.id)
+        steps: list[Callable[[], Any]] = []  # undo stack for a failed start
+        try:
+            layer_dirs = await asyncio.to_thread(self.images.layer_dirs, c.image_id)
+            await asyncio.to_thread(overlay.mount_overlay, layer_dirs, cdir / "upper", cdir / "work", rootfs, self._empty)
+            steps.append(lambda: overlay.unmount(rootfs))
+            net = None
+            if self.networks is not None:
+                net = await self.networks.attach(**self._network_args(c))
+                steps.append(lambda: None)
+            oci_mounts: list[dict[str, Any]] = []
+            docker_mounts: list[dict[str, Any]] = []
+            if self.volumes is not None:
+                oci_mounts, docker_mounts = await asyncio.to_thread(self._resolve_mounts, c, rootfs)
+            spec = self._build_spec(c, rootfs, net, oci_mounts)
+            bundle = run_dir
+            (bundle / "config.json").write_text(json.dumps(spec))
+            stdin = bool(c.config.get("OpenStdin"))
+            pid = await asyncio.to_thread(
+                self.runtime.create,
+                c.id,
+                bundle,
+                runtime=c.runtime,
+                log_path=self.log_path(c.id),
+                tty=bool(c.config.get("Tty")),
+                stdin=stdin,
+            )
+            # Attach sessions that came before start connect now, so they see the first byte.
+            pending, lv.pending_attach = lv.pending_attach, []
+            for hook in pending:
+                await hook()
+            await asyncio.to_thread(self.runtime.start, c.id)
+        except Exception as e:
+            log.warning("start of %s failed: %s", c.id[:12], e)
+            await self._cleanup_runtime(c)
+            for undo in reversed(steps):
+                try:
+                    undo()
+                except Exception:  # noqa: BLE001 - best effort undo
+                    pass
+            if self.networks is not None:
+                await self.networks.detach(c.id)
+            msg = str(getattr(e, "message", e))
+            code = 127 if "no such file" in msg or "not found" in msg else 126 if "permission denied" in msg else 128
+            self._update(c.id, error=msg, exit_code=code)
+            self._emit(c, "die", {"exitCode": str(code)})
+            from dockyard.errors import DockyardError
+
+            if isinstance(e, DockyardError):
+                raise
+            raise InvalidParameter(f"failed to create task for container: {msg}: unknown") from e
+        self._update(
+            c.id, state="running", pid=pid, started_at=time.time(), finished_at=0, exit_code=0, error="",
+            oom_killed=0, stopped_by_user=0, boot_id=self.boot_id,
+            network_settings=(net.network_settings if net is not None else {}), mounts=docker_mounts,
+        )
+        c = self.get(c.id)
+        self._emit(c, "start")
+        for hook in self.on_started:
+            hook(c)
+
+    def _network_args(self, c: Container) -> dict[str, Any]:
+        hc, cfg = c.host_config, c.config
+        return dict(
+            cid=c.id, name=c.name, hostname=cfg.get("Hostname") or c.id[:12],
+            network_mode=hc.get("NetworkMode") or "default",
+            endpoints_config=(hc.get("_NetworkingConfig") or {}).get("EndpointsConfig") or {},
+            port_bindings=hc.get("PortBindings") or {}, exposed_ports=cfg.get("ExposedPorts") or {},
+            publish_all=bool(hc.get("PublishAllPorts")), dns=hc.get("Dns") or [],
+            dns_search=hc.get("DnsSearch") or [], dns_options=hc.get("DnsOptions") or [],
+            extra_hosts=hc.get("ExtraHosts") or [], mac=cfg.get("MacAddress") or None,
+        )
+
+    def _resolve_mounts(self, c: Container, rootfs: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        from dockyard.store.mounts import resolve_mounts
+
+        image = self.images.resolve(c.image_id)
+        return resolve_mounts(self.volumes, c.id, c.host_config, image.config, rootfs, lambda ref: self.get(ref).mounts)
+
+    def _build_spec(self, c: Container, rootfs: Path, net: Any, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+        from dockyard.runtime import spec as rtspec
+
+        hc, cfg = c.host_config, c.config
+        inp = rtspec.SpecInput(
+            rootfs=str(rootfs),
+            args=c.command,
+            env=list(cfg.get("Env") or []),
+            cwd=cfg.get("WorkingDir") or "/",
+            user=cfg.get("User") or "",
+            hostname=cfg.get("Hostname") or c.id[:12],
+            domainname=cfg.get("Domainname") or "",
+            tty=bool(cfg.get("Tty")),
+            stdin=bool(cfg.get("OpenStdin")),
+            readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+            cap_add=list(hc.get("CapAdd") or []),
+            cap_drop=list(hc.get("CapDrop") or []),
+            privileged=bool(hc.get("Privileged")),
+            security_opt=list(hc.get("SecurityOpt") or []),
+            mounts=mounts,
+            netns=(net.netns_path if net is not None else None),
+            hosts_path=(str(net.hosts_path) if net is not None and net.hosts_path else None),
+            resolv_path=(str(net.resolv_path) if net is not None and net.resolv_path else None),
+            hostname_path=(str(net.hostname_path) if net is not None and net.hostname_path else None),
+            shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
+            ulimits=list(hc.get("Ulimits") or []),
+            cgroups_path=f"/dockyard/{c.id}",
+            resources=hc,
+            init=bool(hc.get("Init")),
+            sysctls=dict(hc.get("Sysctls") or {}),
+            group_add=list(hc.get("GroupAdd") or []),
+            devices=list(hc.get("Devices") or []),
+            masked_paths=hc.get("MaskedPaths"),
+            readonly_paths=hc.get("ReadonlyPaths"),
+        )
+        return rtspec.build_spec(inp)
+
+    # ---------------------------------------------------------------- exit
+    async def finalize_exit(self, cid: str) -> None:
+        """Idempotent: record the exit, release runtime/mounts/network, apply the restart policy."""
+        try:
+            c = self.get(cid)
+        except NotFound:
+            return
+        lv = self.live(cid)
+        async with lv.lock:
+            c = self.get(cid)
+            if not c.running:
+                return
+            code = await asyncio.to_thread(self.runtime.exit_code, cid)
+            if code is None:
+                code = 255
+            oom = await asyncio.to_thread(self._oom_killed, c)
+            await self._cleanup_runtime(c)
+            self._update(cid, state="exited", pid=0, exit_code=code, finished_at=time.time(), oom_killed=int(oom))
+            c = self.get(cid)
+            if oom:
+                self._emit(c, "oom")
+            self._emit(c, "die", {"exitCode": str(code)})
+            lv.exited.set()
+        for hook in self.on_exited:
+            hook(c)
+        if c.host_config.get("AutoRemove"):
+            await self.remove(cid, force=True, volumes=True)
+            return
+        self._maybe_schedule_restart(c)
+
+    def _oom_killed(self, c: Container) -> bool:
+        checker = getattr(self.runtime, "oom_killed", None)
+        try:
+            return bool(checker(c.id)) if checker else False
+        except Exception:  # noqa: BLE001 - OOM detection is advisory
+            return False
+
+    async def _cleanup_runtime(self, c: Container) -> None:
+        """Delete runtime state, unmount the rootfs, release the network. Safe to repeat."""
+        try:
+            await asyncio.to_thread(self.runtime.delete, c.id, True)
+        except Exception as e:  # noqa: BLE001
+            log.debug("runtime delete %s: %s", c.id[:12], e)
+        await asyncio.to_thread(overlay.unmount, self.rootfs(c.id))
+        if self.networks is not None:
+            try:
+                await self.networks.detach(c.id)
+            except Exception as e:  # noqa: BLE001
+                log.warning("network detach %s: %s", c.id[:12], e)
+
+    # Restart policies: Docker's increasing delay (100 ms doubling, reset after 10 s of running).
+    def _maybe_schedule_restart(self, c: Container) -> None:
+        rp = c.host_config.get("RestartPolicy") or {}
+        name = rp.get("Name") or "no"
+        if name == "no" or c.stopped_by_user:
+            return
+        if name == "on-failure":
+            if c.exit_code == 0:
+                return
+            mx = rp.get("MaximumRetryCount") or 0
+            if mx and c.restart_count >= mx:
+                return
+        ran = (c.finished_at - c.started_at) if c.started_at else 0
+        count = 0 if ran > 10 else c.restart_count
+        delay = min(0.1 * (2 ** count), 60.0) if ran <= 10 else 0.1
+        lv = self.live(c.id)
+
+        async def restart() -> None:
+            await asyncio.sleep(delay)
+            try:
+                cur = self.get(c.id)
+            except NotFound:
+                return
+            if cur.running or cur.stopped_by_user:
+                return
+            async with lv.lock:
+                cur = self.get(c.id)
+                if cur.running or cur.stopped_by_user:
+                    return
+                self._update(c.id, restart_count=cur.restart_count + 1)
+                try:
+                    await self._start_locked(self.get(c.id))
+                    self._emit(cur, "restart")
+                except Exception as e:  # noqa: BLE001
+                    log.warning("restart of %s failed: %s", c.id[:12], e)
+            lv.restart_task = None
+
+        lv.restart_task = asyncio.get_running_loop().create_task(restart())
+
+    # ---------------------------------------------------------------- stop / kill
+    async def kill(self, ref: str, sig: str | int | None = None) -> None:
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        signum = parse_signal(sig or "KILL")
+        self._update(c.id, stopped_by_user=1)
+        await asyncio.to_thread(self.runtime.kill, c.id, signum)
+        self._emit(c, "kill", {"signal": str(signum)})
+
+    async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.get(ref)
+        lv = self.live(c.id)
+        if lv.restart_task is not None:
+            lv.restart_task.cancel()
+            lv.restart_task = None
+            self._update(c.id, stopped_by_user=1)
+        if not c.running:
+            raise NotModified("container already stopped")
+        self._update(c.id, stopped_by_user=1)
+        if c.state == "paused":
+            await asyncio.to_thread(self.runtime.resume, c.id)
+        if timeout is None or timeout < -1:
+            st = c.config.get("StopTimeout")
+            timeout = 10 if st is None else int(st)
+        signum = parse_signal(sig or c.config.get("StopSignal") or "TERM")
+        try:
+            await asyncio.to_thread(self.runtime.kill, c.id, signum)
+        except Exception as e:  # noqa: BLE001 - it may have exited just now
+            log.debug("stop signal to %s: %s", c.id[:12], e)
+        if timeout != -1:
+            try:
+                await asyncio.wait_for(lv.exited.wait(), timeout)
+            except TimeoutError:
+                try:
+                    await asyncio.to_thread(self.runtime.kill, c.id, signal_mod.SIGKILL)
+                except Exception as e:  # noqa: BLE001
+                    log.debug("SIGKILL to %s: %s", c.id[:12], e)
+        else:
+            await lv.exited.wait()
+        await self._wait_exited(c.id)
+        self._emit(self.get(c.id), "stop")
+
+    async def _wait_exited(self, cid: str, poll: float = 0.05) -> None:
+        """Wait until finalize_exit has run (it is triggered by the exit watcher)."""
+        lv = self.live(cid)
+        while True:
+            try:
+                c = self.get(cid)
+            except NotFound:
+                return
+            if not c.running:
+                return
+            try:
+                await asyncio.wait_for(lv.exited.wait(), 1.0)
+            except TimeoutError:
+                # The watcher may have missed it (e.g. conmon died): check directly.
+                if await asyncio.to_thread(self.runtime.exit_code, cid) is not None or not await asyncio.to_thread(
+                    self.runtime.conmon_alive, cid
+                ):
+                    await self.finalize_exit(cid)
+
+    async def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.get(ref)
+        if c.running:
+            await self.stop(c.id, timeout, sig)
+        async with self.live(c.id).lock:
+            await self._start_locked(self.get(c.id))
+        self._emit(self.get(c.id), "restart")
+
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        if c.state != "running":
+            if c.state == "paused":
+                raise Conflict(f"Container {c.id} is already paused")
+            raise Conflict(f"Container {c.id} is not running")
+        await asyncio.to_thread(self.runtime.pause, c.id)
+        self._update(c.id, state="paused")
+        self._emit(c, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if c.state != "paused":
+            raise Conflict(f"Container {c.id} is not paused")
+        await asyncio.to_thread(self.runtime.resume, c.id)
+        self._update(c.id, state="running")
+        self._emit(c, "unpause")
+
+    # ---------------------------------------------------------------- wait / remove / rename
+    async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
+        c = self.get(ref)
+        lv = self.live(c.id)
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidParameter(f"invalid condition: {condition!r}")
+        if condition == "removed":
+            await lv.removed.wait()
+            c2 = c
+            try:
+                c2 = self.get(c.id)
+            except NotFound:
+                pass
+            return {"StatusCode": self._last_exit.get(c.id, c2.exit_code), "Error": None}
+        if condition in ("", "not-running") and not c.running:
+            return {"StatusCode": c.exit_code, "Error": None}
+        if condition == "next-exit" or c.running:
+            lv.exited.clear() if not c.running else None
+            await lv.exited.wait()
+        try:
+            c = self.get(c.id)
+        except NotFound:
+            return {"StatusCode": self._last_exit.get(c.id, c.exit_code), "Error": None}
+        return {"StatusCode": c.exit_code, "Error": None}
+
+    _last_exit: dict[str, int] = {}
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False) -> None:
+        c = self.get(ref)
+        lv = self.live(c.id)
+        if c.running:
+            if not force:
+                raise Conflict(
+                    f'cannot remove container "/{c.name}": container is {c.state}: '
+                    "stop the container before removing or force remove"
+                )
+            if c.state == "paused":
+                await asyncio.to_thread(self.runtime.resume, c.id)
+            self._update(c.id, stopped_by_user=1)
+            try:
+                await asyncio.to_thread(self.runtime.kill, c.id, signal_mod.SIGKILL)
+            except Exception as e:  # noqa: BLE001
+                log.debug("kill for remove %s: %s", c.id[:12], e)
+            await self._wait_exited(c.id)
+        if lv.restart_task is not None:
+            lv.restart_task.cancel()
+        async with lv.lock:
+            try:
+                c = self.get(c.id)
+            except NotFound:
+                return
+            self._update(c.id, state="removing")
+            await self._cleanup_runtime(c)
+            if self.volumes is not None:
+                await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
+            await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)
+            await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
+            self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
+            self._last_exit[c.id] = c.exit_code
+        self._emit(c, "destroy")
+        lv.exited.set()
+        lv.removed.set()
+        self._live.pop(c.id, None)
+
+    async def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        new_name = validate_name(new_name)
+        if new_name == c.name:
+            raise Conflict(f"Renaming a container with the same name as its current name")
+        if self.db.query_one("SELECT id FROM containers WHERE name=?", (new_name,)):
+            other = self.get(new_name)
+            raise Conflict(
+                f'Conflict. The container name "/{new_name}" is already in use by container "{other.id}". '
+                "You have to remove (or rename) that container to be able to reuse that name."
+            )
+        self._update(c.id, name=new_name)
+        self._emit(self.get(c.id), "rename", {"oldName": "/" + c.name})
+
+    # ---------------------------------------------------------------- recovery
+    async def recover(self) -> None:
+        """At daemon start: adopt live monitors, finalize the dead, mark all exited after a reboot."""
+        for c in self.all():
+            if c.state == "removing":
+                await self.remove(c.id, force=True)
+                continue
+            if not c.running:
+                continue
+            if c.boot_id != self.boot_id:
+                await self._cleanup_runtime(c)
+                self._update(c.id, state="exited", pid=0, exit_code=255, finished_at=time.time())
+                continue
+            alive = await asyncio.to_thread(self.runtime.conmon_alive, c.id)
+            code = await asyncio.to_thread(self.runtime.exit_code, c.id)
+            if code is not None or not alive:
+                await self.finalize_exit(c.id)
+            else:
+                log.info("re-adopted running container %s", c.id[:12])
+                for hook in self.on_started:
+                    hook(c)
+        # Restart policies apply across daemon restarts: always / unless-stopped come back.
+        for c in self.all():
+            name = (c.host_config.get("RestartPolicy") or {}).get("Name")
+            if c.running or c.state != "exited":
+                continue
+            if name == "always" or (name == "unless-stopped" and not c.stopped_by_user):
+                if name == "always" and c.stopped_by_user and c.finished_at:
+                    # Docker: a container stopped by the user stays down, even with "always".
+                    continue
+                try:
+                    async with self.live(c.id).lock:
+                        await self._start_locked(c)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("restart at boot of %s failed: %s", c.id[:12], e)
+
+    # ---------------------------------------------------------------- views
+    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
+        c = self.get(ref)
+        image_id = c.image_id
+        hc = {k: v for k, v in c.host_config.items() if not k.startswith("_")}
+        ns = dict(c.network_settings or {})
+        if self.networks is not None and not ns:
+            try:
+                ns = self.networks.settings(c.id) or {}
+            except Exception:  # noqa: BLE001
+                ns = {}
+        ns.setdefault("Ports", {})
+        ns.setdefault("Networks", {})
+        state: dict[str, Any] = {
+            "Status": c.state,
+            "Running": c.state in ("running", "paused", "restarting"),
+            "Paused": c.state == "paused",
+            "Restarting": c.state == "restarting",
+            "OOMKilled": c.oom_killed,
+            "Dead": c.state == "dead",
+            "Pid": c.pid,
+            "ExitCode": c.exit_code,
+            "Error": c.error,
+            "StartedAt": rfc3339(c.started_at) if c.started_at else ZERO_TIME,
+            "FinishedAt": rfc3339(c.finished_at) if c.finished_at else ZERO_TIME,
+        }
+        if c.health is not None:
+            state["Health"] = c.health
+        cdir = self.container_dir(c.id)
+        try:
+            lowers = ":".join(str(p) for p in reversed(self.images.layer_dirs(image_id)))
+        except Exception:  # noqa: BLE001
+            lowers = ""
+        out = {
+            "Id": c.id,
+            "Created": rfc3339(c.created),
+            "Path": (c.command[:1] or [""])[0],
+            "Args": c.command[1:],
+            "State": state,
+            "Image": image_id,
+            "ResolvConfPath": str(self.run_dir(c.id) / "resolv.conf"),
+            "HostnamePath": str(self.run_dir(c.id) / "hostname"),
+            "HostsPath": str(self.run_dir(c.id) / "hosts"),
+            "LogPath": str(self.log_path(c.id)),
+            "Name": "/" + c.name,
+            "RestartCount": c.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": hc,
+            "GraphDriver": {
+                "Name": "overlay2",
+                "Data": {
+                    "LowerDir": lowers,
+                    "MergedDir": str(self.rootfs(c.id)),
+                    "UpperDir": str(cdir / "upper"),
+                    "WorkDir": str(cdir / "work"),
+                },
+            },
+            "Mounts": c.mounts,
+            "Config": c.config,
+            "NetworkSettings": ns,
+        }
+        if size:
+            out["SizeRw"] = _du(cdir / "upper")
+            out["SizeRootFs"] = out["SizeRw"]
+        return out
+
+    def summary(self, c: Container, size: bool = False) -> dict[str, Any]:
+        """One row of GET /containers/json."""
+        ns = c.network_settings or {}
+        ports: list[dict[str, Any]] = []
+        for key, binds in (ns.get("Ports") or {}).items():
+            port, _, proto = key.partition("/")
+            if not binds:
+                ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+                continue
+            for b in binds:
+                ports.append({"IP": b.get("HostIp", ""), "PrivatePort": int(port),
+                              "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
+        if not ns.get("Ports"):
+            for key in (c.config.get("ExposedPorts") or {}):
+                port, _, proto = key.partition("/")
+                ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+        out = {
+            "Id": c.id,
+            "Names": ["/" + c.name],
+            "Image": c.image_ref,
+            "ImageID": c.image_id,
+            "Command": " ".join(_quote_arg(a) for a in c.command),
+            "Created": int(c.created),
+            "Ports": ports,
+            "Labels": c.config.get("Labels") or {},
+            "State": c.state,
+            "Status": status_text(c),
+            "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode", "default")},
+            "NetworkSettings": {"Networks": ns.get("Networks") or {}},
+            "Mounts": c.mounts,
+        }
+        if size:
+            out["SizeRw"] = _du(self.container_dir(c.id) / "upper")
+        return out
+
+    def list(self, all_: bool = False, limit: int = -1, size: bool = False,
+             filters: dict[str, list[str]] | None = None, before: str | None = None,
+             since: str | None = None) -> list[dict[str, Any]]:
+        filters = dict(filters or {})
+        if before:
+            filters.setdefault("before", []).append(before)
+        if since:
+            filters.setdefault("since", []).append(since)
+        cs = self.all()  # newest first
+        if "before" in filters:
+            ref = self.get(filters["before"][0])
+            cs = [c for c in cs if c.created < ref.created]
+        if "since" in filters:
+            ref = self.get(filters["since"][0])
+            cs = [c for c in cs if c.created > ref.created]
+        if not all_ and limit <= 0 and "status" not in filters and "exited" not in filters:
+            cs = [c for c in cs if c.running]
+        cs = [c for c in cs if self._matches(c, filters)]
+        if limit > 0:
+            cs = cs[:limit]
+        return [self.summary(c, size) for c in cs]
+
+    def _matches(self, c: Container, filters: dict[str, list[str]]) -> bool:
+        for key, values in filters.items():
+            if not values or key in ("before", "since"):
+                continue
+            if key == "id" and not any(c.id.startswith(v) for v in values):
+                return False
+            if key == "name" and not any(_name_match(v, c.name) for v in values):
+                return False
+            if key == "status" and c.state not in values:
+                return False
+            if key == "exited" and not (c.state == "exited" and str(c.exit_code) in values):
+                return False
+            if key == "label":
+                labels = c.config.get("Labels") or {}
+                for v in values:
+                    k, eq, val = v.partition("=")
+                    if k not in labels or (eq and labels[k] != val):
+                        return False
+            if key == "ancestor":
+                ok = False
+                for v in values:
+                    try:
+                        if self.images.resolve(v).id == c.image_id:
+                            ok = True
+                    except Exception:  # noqa: BLE001
+                        pass
+                    if v == c.image_ref or c.image_id.startswith(v) or c.image_id == "sha256:" + v:
+                        ok = True
+                if not ok:
+                    return False
+            if key == "network":
+                nets = (c.network_settings or {}).get("Networks") or {}
+                if not any(v in nets or any(n.get("NetworkID", "").startswith(v) for n in nets.values()) for v in values):
+                    return False
+            if key == "health":
+                h = (c.health or {}).get("Status", "none")
+                if h not in values:
+                    return False
+            if key == "is-task":
+                if "true" in values:
+                    return False
+        return True
+
+
+def _name_match(pattern: str, name: str) -> bool:
+    import re
+
+    try:
+        return re.search(pattern.lstrip("/"), name) is not None
+    except re.error:
+        return pattern.lstrip("/") in name
+
+
+def _quote_arg(a: str) -> str:
+    return a if a and all(ch not in a for ch in " \t\"'") else json.dumps(a)
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's units.HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def status_text(c: Container) -> str:
+    now = time.time()
+    if c.state == "created":
+        return "Created"
+    if c.state == "removing":
+        return "Removal In Progress"
+    if c.state in ("running", "paused"):
+        s = f"Up {human_duration(now - c.started_at)}"
+        if c.state == "paused":
+            s += " (Paused)"
+        elif c.health and c.health.get("Status") in ("healthy", "unhealthy", "starting"):
+            st = c.health["Status"]
+            s += " (health: starting)" if st == "starting" else f" ({st})"
+        return s
+    if c.state == "restarting":
+        return f"Restarting ({c.exit_code}) {human_duration(now - c.finished_at)} ago"
+    if c.state == "exited":
+        if not c.finished_at:
+            return "Created" if not c.started_at else f"Exited ({c.exit_code})"
+        return f"Exited ({c.exit_code}) {human_duration(now - c.finished_at)} ago"
+    return c.state.capitalize()
+
+
+def parse_signal(sig: str | int) -> int:
+    """`SIGTERM`, `TERM`, `15` → 15; InvalidParameter otherwise."""
+    if isinstance(sig, int):
+        return sig
+    s = str(sig).strip().upper()
+    if s.isdigit():
+        return int(s)
+    if not s.startswith("SIG"):
+        s = "SIG" + s
+    try:
+        return int(getattr(signal_mod.Signals, s))
+    except AttributeError:
+        if s.startswith("SIGRTMIN+") and s[9:].isdigit():
+            return int(signal_mod.SIGRTMIN) + int(s[9:])
+        raise InvalidParameter(f"Invalid signal: {sig}") from None

@@ -1,0 +1,110 @@
+"""Content-addressed blob store: `root/blobs/sha256/<hex>`, written via `root/ingest/` then renamed.
+
+Bytes first: a blob appears under its digest only after it was fsynced and its digest verified,
+so a crash leaves at most garbage in `ingest/`, never a wrong blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from dockyard.errors import InvalidParameter, NotFound
+from dockyard.oci.digest import hex_of, validate
+from dockyard.util.fs import fsync_dir
+
+
+class Writer:
+    """An in-progress blob: `.write(chunk)` then `.commit()`; discarded if never committed."""
+
+    def __init__(self, store: ContentStore, expected: str | None) -> None:
+        self._store = store
+        self._expected = validate(expected) if expected else None
+        self.tmp = store.root / "ingest" / secrets.token_hex(16)
+        self._f: BinaryIO | None = open(self.tmp, "xb")  # noqa: SIM115 (closed in commit/abort)
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.digest: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        assert self._f is not None, "writer is closed"
+        self._f.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> str:
+        assert self._f is not None, "writer is closed"
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        self._f = None
+        digest = "sha256:" + self._hash.hexdigest()
+        if self._expected and digest != self._expected:
+            self.tmp.unlink(missing_ok=True)
+            raise InvalidParameter(f"digest mismatch: expected {self._expected}, got {digest}")
+        dest = self._store.path(digest)
+        os.replace(self.tmp, dest)
+        fsync_dir(dest.parent)
+        self.digest = digest
+        return digest
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self.digest is None:
+            self.abort()
+
+
+class ContentStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (self.root / "ingest").mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / hex_of(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} not found") from None
+
+    def write(self, data: bytes, expected: str | None = None) -> str:
+        with self.ingest(expected) as w:
+            w.write(data)
+            return w.commit()
+
+    def ingest(self, expected: str | None = None) -> Writer:
+        return Writer(self, expected)
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(digest), "rb")  # noqa: SIM115 (caller closes)
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} not found") from None
+
+    def delete(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
+    def digests(self) -> list[str]:
+        return ["sha256:" + p.name for p in (self.root / "blobs" / "sha256").iterdir()]
+
+    def sweep_ingest(self) -> None:
+        """Drop half-written blobs (at daemon start; nothing is ingesting then)."""
+        for p in (self.root / "ingest").iterdir():
+            p.unlink(missing_ok=True)

@@ -1,0 +1,134 @@
+"""Per-layer snapshot dirs: `root/<chainid-hex[:24]>/fs`, one per layer chain id.
+
+Names are short because overlay's lowerdir mount option must fit in a page. A layer is extracted
+into a temp dir and renamed into place, so a snapshot dir that exists is complete. There are no
+refcounts: the image service removes a snapshot when no image references its chain id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from dockyard.errors import InvalidParameter
+from dockyard.oci.digest import hex_of, validate
+from dockyard.store.layers import LayerInfo, apply_layer
+from dockyard.util.fs import atomic_write_json, fsync_dir
+
+Opener = Callable[[], IO[bytes]]
+
+
+def chain_id(parent_chain_id: str | None, diff_id: str) -> str:
+    """OCI ChainID: the first layer's is its diff_id, then sha256(parent + " " + diff_id)."""
+    validate(diff_id)
+    if not parent_chain_id:
+        return diff_id
+    return "sha256:" + hashlib.sha256(f"{validate(parent_chain_id)} {diff_id}".encode()).hexdigest()
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(chain_id(out[-1] if out else None, d))
+    return out
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    chain_id: str
+    parent: str | None
+    diff_id: str
+    size: int
+    path: Path  # the `fs` dir
+
+
+class Snapshotter:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, chain: str) -> Path:
+        return self.root / hex_of(chain)[:24]
+
+    def path(self, chain: str) -> Path:
+        return self._dir(chain) / "fs"
+
+    def exists(self, chain: str) -> bool:
+        return (self._dir(chain) / "meta.json").is_file()
+
+    def get(self, chain: str) -> Snapshot | None:
+        try:
+            meta = json.loads((self._dir(chain) / "meta.json").read_text())
+        except FileNotFoundError:
+            return None
+        return Snapshot(meta["chain_id"], meta["parent"], meta["diff_id"], meta["size"], self.path(chain))
+
+    def apply(self, parent_chain_id: str | None, opener: Opener) -> Snapshot:
+        """Extract a layer on top of `parent_chain_id`; the chain id comes from the content."""
+        return self._apply(parent_chain_id, opener)[0]
+
+    def _apply(self, parent_chain_id: str | None, opener: Opener) -> tuple[Snapshot, bool]:
+        created = False
+        tmp = self.root / f"tmp-{secrets.token_hex(8)}"
+        (tmp / "fs").mkdir(parents=True)
+        try:
+            with opener() as f:
+                info: LayerInfo = apply_layer(f, tmp / "fs")
+            chain = chain_id(parent_chain_id, info.diff_id)
+            meta = {"chain_id": chain, "parent": parent_chain_id, "diff_id": info.diff_id, "size": info.size}
+            atomic_write_json(tmp / "meta.json", meta)
+            if self.exists(chain):
+                shutil.rmtree(tmp)
+            else:
+                shutil.rmtree(self._dir(chain), ignore_errors=True)  # a partial leftover
+                os.rename(tmp, self._dir(chain))
+                fsync_dir(self.root)
+                created = True
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        snap = self.get(chain)
+        assert snap is not None
+        return snap, created
+
+    def ensure(self, chain: str, parent_chain_id: str | None, opener: Opener) -> Path:
+        """The snapshot dir for `chain`, extracting the layer from `opener()` if missing;
+        the extracted content must produce exactly `chain` (verifies the diff_id)."""
+        validate(chain)
+        if self.exists(chain):
+            return self.path(chain)
+        snap, created = self._apply(parent_chain_id, opener)
+        if snap.chain_id != chain:
+            if created:
+                self.remove(snap.chain_id)
+            raise InvalidParameter(f"layer content does not match: expected chain {chain}, got {snap.chain_id}")
+        return snap.path
+
+    def dirs(self, chains: list[str]) -> list[Path]:
+        return [self.path(c) for c in chains]
+
+    def remove(self, chain: str) -> None:
+        d = self._dir(chain)
+        if d.exists():
+            tmp = self.root / f"tmp-rm-{secrets.token_hex(8)}"
+            os.rename(d, tmp)  # atomic: the snapshot vanishes whole, then the bytes go
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def list(self) -> list[str]:
+        out = []
+        for d in self.root.iterdir():
+            if not d.name.startswith("tmp-") and (d / "meta.json").is_file():
+                out.append(json.loads((d / "meta.json").read_text())["chain_id"])
+        return out
+
+    def sweep_tmp(self) -> None:
+        """Remove half-extracted dirs (at daemon start)."""
+        for d in self.root.glob("tmp-*"):
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,215 @@
+"""Shared fixtures: a real daemon on a temporary socket, the busybox fixture image, and leak checks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DOCKYARD_SHARED", ROOT.parent / "shared"))
+PREBUILT = SHARED / "images" / "prebuilt"
+DOCKER_CLI = shutil.which("docker") or "/usr/local/bin/docker"
+
+
+def oci_layout_tar(layout: Path) -> bytes:
+    """An OCI image layout directory as a tarball (what `docker load` accepts)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for p in sorted(layout.rglob("*")):
+            if p.name == "fixture.json":
+                continue
+            tf.add(p, arcname=str(p.relative_to(layout)), recursive=False)
+    return buf.getvalue()
+
+
+class Daemon:
+    """A dockyard daemon with its own data root, exec root and socket."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.data_root = base / "data"
+        self.exec_root = base / "run"
+        self.sock = base / "d.sock"
+        self.host = f"unix://{self.sock}"
+        self.log = base / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DOCKER_HOST"] = self.host
+        env.pop("DOCKER_CONTEXT", None)
+        env["DOCKER_CONFIG"] = str(self.base / "docker-config")
+        return env
+
+    def start(self, *extra: str) -> None:
+        args = [sys.executable, "-m", "dockyard.daemon.main", "-H", self.host, "--data-root", str(self.data_root),
+                "--exec-root", str(self.exec_root), "--log-level", "debug", "--config-file", str(self.base / "daemon.json"),
+                *extra]
+        if not (self.base / "daemon.json").exists():
+            (self.base / "daemon.json").write_text("{}")
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        logf.close()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), timeout=2) as c:
+                    if c.get("http://d/_ping").status_code == 200:
+                        return
+            except (httpx.HTTPError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not answer /_ping:\n{self.log.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+    def api(self):  # type: ignore[no-untyped-def]
+        import httpx
+
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), base_url="http://d", timeout=60)
+
+    def docker(self, *args: str, input: bytes | None = None, check: bool = True,
+               timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+        """The real docker CLI against this daemon."""
+        p = subprocess.run([DOCKER_CLI, *args], env=self.env, input=input, capture_output=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} -> {p.returncode}\nstdout: {p.stdout!r}\nstderr: {p.stderr!r}")
+        return p
+
+    def dockyard(self, *args: str, input: bytes | None = None, check: bool = True,
+                 timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+        """Our own CLI against this daemon."""
+        p = subprocess.run([sys.executable, "-m", "dockyard.cli.main", *args], env=self.env, input=input,
+                           capture_output=True, timeout=timeout, cwd=ROOT)
+        if check and p.returncode != 0:
+            raise AssertionError(f"dockyard {' '.join(args)} -> {p.returncode}\nstdout: {p.stdout!r}\nstderr: {p.stderr!r}")
+        return p
+
+    def load_busybox(self) -> None:
+        with self.api() as c:
+            r = c.post("/images/load", content=oci_layout_tar(PREBUILT / "busybox"),
+                       headers={"Content-Type": "application/x-tar"})
+            assert r.status_code == 200, r.text
+            # The OCI layout names it `latest`; give it the name tests use.
+            for ref in ("busybox:latest",):
+                if c.get(f"/images/{ref}/json").status_code != 200:
+                    imgs = c.get("/images/json").json()
+                    assert imgs, "load produced no image"
+                    c.post(f"/images/{imgs[0]['Id']}/tag", params={"repo": "busybox", "tag": "latest"})
+
+    def cleanup_containers(self) -> None:
+        with self.api() as c:
+            for ctr in c.get("/containers/json", params={"all": "1"}).json():
+                c.delete(f"/containers/{ctr['Id']}", params={"force": "1", "v": "1"})
+
+    def teardown(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.cleanup_containers()
+                with self.api() as c:
+                    for net in c.get("/networks").json():
+                        if net["Name"] not in ("bridge", "host", "none"):
+                            c.delete(f"/networks/{net['Id']}")
+            except Exception:  # noqa: BLE001 - teardown goes on regardless
+                pass
+        self.stop()
+        host_cleanup(self)
+
+
+def host_cleanup(d: Daemon) -> None:
+    """Remove what a daemon made on the host: its bridge, nft table, mounts, cgroups."""
+    from dockyard.daemon.config import DaemonConfig
+    from dockyard.daemon.wiring import instance_id
+
+    iid = instance_id(DaemonConfig(data_root=d.data_root))
+    subprocess.run(["nft", "delete", "table", "inet", f"dockyard_{iid}"], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "ip", f"dockyard_{iid}"], capture_output=True)
+    subprocess.run(["ip", "link", "del", f"dy{iid}"[:15]], capture_output=True)
+    base = str(d.base)
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    for m in sorted((m for m in mounts if m.startswith(base)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    shutil.rmtree(d.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[Daemon]:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (they run real containers)")
+    base = Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp"))
+    d = Daemon(base)
+    d.start()
+    try:
+        d.load_busybox()
+        yield d
+    finally:
+        d.teardown()
+
+
+@pytest.fixture()
+def clean_daemon(daemon: Daemon) -> Iterator[Daemon]:
+    """The shared daemon, with every container the test made removed afterwards."""
+    yield daemon
+    daemon.cleanup_containers()
+
+
+def conmon_pids_for(base: Path) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"conmon") and any(str(base).encode() in a for a in cmd):
+            out.append(int(pid))
+    return out
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A leak is a failure: no dockyard mounts or monitors may outlive the suite."""
+    with open("/proc/self/mountinfo") as f:
+        leaked = [line.split()[4] for line in f if "/tmp/dy-" in line.split()[4]]
+    if leaked:
+        print(f"\nLEAK: mounts left behind: {leaked}", file=sys.stderr)
+        session.exitstatus = 1
+
+
+def docker_json(p: subprocess.CompletedProcess[bytes]) -> object:
+    return json.loads(p.stdout)
