@@ -283,7 +283,11 @@ class _Connection:
         return True
 
     async def _hijack(self, req: Request, hijack: Hijack) -> None:
-        await req.body()  # e.g. exec start's JSON options precede the raw stream
+        try:
+            await req.body()  # e.g. exec start's JSON options precede the raw stream
+        except DockyardError as e:
+            await self._respond(req.method, _error_response(e.status, e.message), close=True)
+            return
         # Like moby: 101 when the client asked to upgrade (the docker CLI does), else a bare 200 whose
         # body is the raw stream (no length, no chunking).
         if "upgrade" in req.headers:

@@ -7,7 +7,15 @@ import platform
 from collections.abc import AsyncIterator
 from typing import Any
 
-from dockyard.api.server import API_VERSION, MIN_API_VERSION, Request, Response, Router, json_response, ndjson_stream
+from dockyard.api.server import (
+    API_VERSION,
+    MIN_API_VERSION,
+    Request,
+    Response,
+    Router,
+    json_response,
+    ndjson_stream,
+)
 from dockyard.errors import InvalidParameter
 from dockyard.util.timefmt import parse_time_arg, rfc3339
 

@@ -510,7 +510,7 @@ def build(name: str, out: str | os.PathLike[str] | None = None, tags: list[str] 
 
     `out` defaults to <cache>/<name>.tar; `tags` to the image's usual tag (nginx:latest, ...).
     """
-    cache = Path(cache_dir or os.environ.get("DOCKYARD_BOOTSTRAP_CACHE") or DEFAULT_CACHE)
+    cache = Path(cache_dir or os.environ.get("DOCKYARD_BOOTSTRAP_CACHE") or DEFAULT_CACHE).resolve()
     b = Bootstrapper(cache, log)
     path = Path(out) if out else cache / f"{name}.tar"
     b.write(name, path, [normalize_tag(t) for t in (tags or [DEFAULT_TAGS.get(name, name)])], force)

@@ -85,7 +85,7 @@ def parse_filters(values: list[str] | None) -> dict[str, list[str]] | None:
     out: dict[str, list[str]] = {}
     for v in values:
         if "=" not in v:
-            raise CLIError(f"bad format of filter (expected name=value)")
+            raise CLIError("bad format of filter (expected name=value)")
         k, _, val = v.partition("=")
         out.setdefault(k.strip().lower(), []).append(val)
     return out

@@ -84,8 +84,8 @@ def short_id(i: str) -> str:
     return i[:12]
 
 
-def tabwrite(lines: Iterable[str], minwidth: int = 20, padding: int = 3) -> str:
-    """text/tabwriter with docker's settings (minwidth 20, tabwidth 1, padding 3, spaces)."""
+def tabwrite(lines: Iterable[str], minwidth: int = 10, padding: int = 3) -> str:
+    """text/tabwriter with docker's settings (minwidth 10, tabwidth 1, padding 3, spaces)."""
     rows = [line.split("\t") for line in lines]
     widths: dict[int, int] = {}
     for cells in rows:

@@ -181,7 +181,8 @@ def _parse_pipe(toks: list[tuple[str, str]]) -> tuple[list[Any], list[str]]:
 
 
 class Template:
-    def __init__(self, src: str) -> None:
+    def __init__(self, src: str, strict: bool = False) -> None:
+        self.strict = strict  # docker inspect's missingkey=error
         self.root: list[_Node] = []
         stack: list[tuple[_Block, list[_Node]]] = []  # (block, the list it was opened in)
         pos = 0
@@ -333,6 +334,9 @@ class Template:
                         # Go's struct fields are case-exact; JSON keys from dockerd sometimes differ.
                         match = next((k for k in base if k.lower() == part.lower()), None)
                         if match is None:
+                            if self.strict:
+                                raise TemplateError(
+                                    f'executing "" at <{val}>: map has no entry for key "{part}"')
                             return _NoValue()
                         base = base[match]
                 elif base is None or isinstance(base, _NoValue):

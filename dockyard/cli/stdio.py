@@ -42,7 +42,7 @@ def raw_terminal(enabled: bool) -> Iterator[None]:
 
     saved = termios.tcgetattr(0)
     try:
-        tty.setraw(0)
+        tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop input typed before start
         yield
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)

@@ -43,11 +43,11 @@ def render(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> str:
         match = "" if p.host_ip in ("", "0.0.0.0") else f"ip daddr {p.host_ip} "
         out.append(f"    {match}{p.proto} dport {p.host_port} dnat to {p.ip}:{p.port}")
     out += ["  }"]
-    out += ["  chain prerouting {", "    type nat hook prerouting priority dstnat; policy accept;",
+    out += ["  chain prerouting {", "    type nat hook prerouting priority -100; policy accept;",
             "    fib daddr type local jump ports", "  }"]
-    out += ["  chain output {", "    type nat hook output priority dstnat; policy accept;",
+    out += ["  chain output {", "    type nat hook output priority -100; policy accept;",
             "    fib daddr type local jump ports", "  }"]
-    out += ["  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;"]
+    out += ["  chain postrouting {", "    type nat hook postrouting priority 100; policy accept;"]
     for n in nets:
         br = _q(n.bridge)
         if not n.internal:  # outbound NAT for containers
@@ -59,7 +59,7 @@ def render(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> str:
         # replies come back through the host, not straight from the peer.
         out.append(f"    ct status dnat ip saddr {n.subnet} oifname {br} masquerade")
     out += ["  }"]
-    out += ["  chain forward {", "    type filter hook forward priority filter; policy accept;",
+    out += ["  chain forward {", "    type filter hook forward priority 0; policy accept;",
             "    ct state established,related accept",
             "    ct status dnat accept"]  # published ports are reachable from any network
     for n in nets:
@@ -129,8 +129,8 @@ def remove_forward_accept(table: str, bridge: str | None = None) -> None:
     for line in r.stdout.splitlines():
         if f"dockyard:{table}" not in line or not line.startswith("-A FORWARD "):
             continue
-        parts = line.split()
+        parts = [w.strip('"') for w in line.split()]
         if bridge is not None and bridge not in parts:
             continue
-        # -S prints the comment quoted only when needed; ours has no spaces, so split() is exact.
+        # -S quotes the comment; it has no spaces, so split() and unquoting give the exact rule.
         _iptables(["-D", *parts[1:]])

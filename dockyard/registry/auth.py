@@ -7,7 +7,7 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Generator
+from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,12 +86,11 @@ class RegistryAuth(httpx.Auth):
     later requests go out authorised on the first try (which matters for non-replayable bodies).
     """
 
-    requires_response_body = True
-
     def __init__(self, creds: Credentials, scope: str) -> None:
         self.creds = creds
         self.scope = scope
         self._header: str | None = None
+        self._token_requests: set[int] = set()
         if creds.registry_token:
             self._header = f"Bearer {creds.registry_token}"
 
@@ -123,7 +122,9 @@ class RegistryAuth(httpx.Auth):
                 token_req = httpx.Request("GET", params["realm"], params=query)
                 if self.creds.username:
                     token_req.headers["authorization"] = self._basic()
+            self._token_requests.add(id(token_req))
             token_resp = yield token_req
+            self._token_requests.discard(id(token_req))
             if token_resp.status_code != 200:
                 return
             body = token_resp.json()
@@ -135,3 +136,28 @@ class RegistryAuth(httpx.Auth):
             return
         request.headers["authorization"] = self._header
         yield request
+
+    # Only token responses and 401s are read here: blob responses must stay streamable.
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = self.auth_flow(request)
+        req = next(flow)
+        while True:
+            resp = yield req
+            if id(req) in self._token_requests or resp.status_code == 401:
+                resp.read()
+            try:
+                req = flow.send(resp)
+            except StopIteration:
+                return
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        flow = self.auth_flow(request)
+        req = next(flow)
+        while True:
+            resp = yield req
+            if id(req) in self._token_requests or resp.status_code == 401:
+                await resp.aread()
+            try:
+                req = flow.send(resp)
+            except StopIteration:
+                return

@@ -12,6 +12,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -114,7 +115,11 @@ async def _serve_conn(handler: Handler, reader: asyncio.StreamReader, writer: as
                 hdrs.setdefault("content-length", str(len(resp.body)))
             elif "content-length" not in hdrs:
                 hdrs["transfer-encoding"] = "chunked"
-            await send(h11.Response(status_code=resp.status, headers=list(hdrs.items())))
+            try:
+                reason = HTTPStatus(resp.status).phrase.encode()
+            except ValueError:
+                reason = b""
+            await send(h11.Response(status_code=resp.status, headers=list(hdrs.items()), reason=reason))
             if req.method != "HEAD":
                 if isinstance(resp.body, bytes | bytearray):
                     if resp.body:

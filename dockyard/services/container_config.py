@@ -95,7 +95,7 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
     if name not in _RESTART_NAMES:
         raise InvalidParameter(f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'")
     if name != "on-failure" and rp.get("MaximumRetryCount"):
-        raise InvalidParameter(f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+        raise InvalidParameter("invalid restart policy: maximum retry count can only be used with 'on-failure'")
     if rp.get("MaximumRetryCount", 0) and rp["MaximumRetryCount"] < 0:
         raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
     if name and name != "no" and hc.get("AutoRemove"):

@@ -137,7 +137,7 @@ class ContainerIO:
 
         def stat() -> dict[str, Any]:
             with self.mounted_rootfs(c) as root:
-                return archive_path.stat_path(root, path, c.mounts)
+                return archive_path.stat_path(root, path, c.mounts, ref=cid)
 
         return await asyncio.to_thread(stat)
 
@@ -148,7 +148,7 @@ class ContainerIO:
 
         def produce(out: Any) -> None:
             with self.mounted_rootfs(c) as root:
-                for chunk in archive_path.get_archive(root, path, c.mounts):
+                for chunk in archive_path.get_archive(root, path, c.mounts, ref=cid):
                     out.write(chunk)
 
         async for chunk in stream_from_thread(produce):
@@ -159,14 +159,14 @@ class ContainerIO:
         from dockyard.store import archive_path
 
         c = self.cs.get(cid)
-        if c.host_config.get("ReadonlyRootfs"):
-            raise InvalidParameter("container rootfs is marked read-only")
         reader = AsyncByteReader(body, asyncio.get_running_loop())
 
         def put() -> None:
             with self.mounted_rootfs(c) as root:
+                chown = archive_path.lookup_user(root, c.config.get("User") or "0", c.mounts) if copy_uid_gid else None
                 archive_path.put_archive(root, path, reader, c.mounts, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
-                                         copy_uid_gid=copy_uid_gid)
+                                         copy_uid_gid=copy_uid_gid, chown=chown,
+                                         readonly_rootfs=bool(c.host_config.get("ReadonlyRootfs")), ref=cid)
 
         await asyncio.to_thread(put)
         self.cs._emit(c, "extract-to-dir")
@@ -186,7 +186,7 @@ class ContainerIO:
         try:
             pid_col = titles.index("PID")
         except ValueError:
-            raise InvalidParameter(f"Couldn't find PID field in ps output") from None
+            raise InvalidParameter("Couldn't find PID field in ps output") from None
         procs = []
         for line in lines[1:]:
             fields = line.split(None, len(titles) - 1)

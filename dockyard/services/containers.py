@@ -7,6 +7,7 @@ monitor's exit file, and one idempotent `finalize_exit` turns it into state, cle
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import os
@@ -150,6 +151,7 @@ class ContainerService:
         self.runtimes = runtimes or {"runc": shutil.which("runc") or "runc"}
         self.boot_id = boot_id()
         self._live: dict[str, _Live] = {}
+        self._last_exit: dict[str, int] = {}  # exit codes of removed containers, for wait(removed)
         self._empty = data_root / "empty"
         self._empty.mkdir(parents=True, exist_ok=True)
         db.migrate("containers", SCHEMA)
@@ -306,8 +308,8 @@ class ContainerService:
             )
             # Attach sessions that came before start connect now, so they see the first byte.
             pending, lv.pending_attach = lv.pending_attach, []
-            for hook in pending:
-                await hook()
+            for connect in pending:
+                await connect()
             await asyncio.to_thread(self.runtime.start, c.id)
         except Exception as e:
             log.warning("start of %s failed: %s", c.id[:12], e)
@@ -335,8 +337,8 @@ class ContainerService:
         )
         c = self.get(c.id)
         self._emit(c, "start")
-        for hook in self.on_started:
-            hook(c)
+        for on_started in self.on_started:
+            on_started(c)
 
     def _network_args(self, c: Container) -> dict[str, Any]:
         hc, cfg = c.host_config, c.config
@@ -595,8 +597,6 @@ class ContainerService:
             return {"StatusCode": self._last_exit.get(c.id, c.exit_code), "Error": None}
         return {"StatusCode": c.exit_code, "Error": None}
 
-    _last_exit: dict[str, int] = {}
-
     async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False) -> None:
         c = self.get(ref)
         lv = self.live(c.id)
@@ -623,6 +623,8 @@ class ContainerService:
                 return
             self._update(c.id, state="removing")
             await self._cleanup_runtime(c)
+            if self.networks is not None:
+                await self.networks.forget(c.id)
             if self.volumes is not None:
                 await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
             await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)
@@ -638,7 +640,7 @@ class ContainerService:
         c = self.get(ref)
         new_name = validate_name(new_name)
         if new_name == c.name:
-            raise Conflict(f"Renaming a container with the same name as its current name")
+            raise Conflict("Renaming a container with the same name as its current name")
         if self.db.query_one("SELECT id FROM containers WHERE name=?", (new_name,)):
             other = self.get(new_name)
             raise Conflict(
@@ -791,8 +793,8 @@ class ContainerService:
         return out
 
     def list(self, all_: bool = False, limit: int = -1, size: bool = False,
-             filters: dict[str, list[str]] | None = None, before: str | None = None,
-             since: str | None = None) -> list[dict[str, Any]]:
+             filters: dict[str, builtins.list[str]] | None = None, before: str | None = None,
+             since: str | None = None) -> builtins.list[dict[str, Any]]:
         filters = dict(filters or {})
         if before:
             filters.setdefault("before", []).append(before)
@@ -812,7 +814,7 @@ class ContainerService:
             cs = cs[:limit]
         return [self.summary(c, size) for c in cs]
 
-    def _matches(self, c: Container, filters: dict[str, list[str]]) -> bool:
+    def _matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
         for key, values in filters.items():
             if not values or key in ("before", "since"):
                 continue

@@ -48,7 +48,7 @@ class ContainerFS:
 
     def __post_init__(self) -> None:
         self._by_dest = {
-            posixpath.normpath(m["Destination"]): m for m in self.mounts if m.get("Source")
+            clean_abs(m["Destination"]): m for m in self.mounts if m.get("Source")
         }
 
     def mount_at(self, cpath: str) -> dict[str, Any] | None:
@@ -118,13 +118,18 @@ class ContainerFS:
 
     def walk_parent(self, path: str, create_dirs: bool = False) -> tuple[Node, str]:
         """The directory holding `path`'s last component (resolved), and that component's name."""
-        clean = posixpath.normpath("/" + path)
+        clean = clean_abs(path)
         parent, name = posixpath.split(clean)
         node = self.walk(parent, follow_last=True, create_dirs=create_dirs)
         if not stat.S_ISDIR(os.fstat(node.fd).st_mode):
             os.close(node.fd)
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", parent)
         return node, name
+
+
+def clean_abs(path: str) -> str:
+    """`path` as a clean absolute path (POSIX normpath keeps a leading "//"; we don't)."""
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
 
 
 def _go_base(path: str) -> str:
@@ -137,7 +142,7 @@ def _go_base(path: str) -> str:
 
 def _abs_path(path: str) -> str:
     """Docker's absPath: joined onto "/", cleaned, with a trailing "/" or "/." preserved."""
-    clean = posixpath.normpath("/" + path)
+    clean = clean_abs(path)
     if clean == "/":
         return "/"
     if path.endswith("/."):
@@ -319,15 +324,15 @@ class _TarWriter:
 
 def get_archive(
     rootfs: Path, path: str, mounts: list[dict[str, Any]] | None = None, ref: str = ""
-) -> tuple[dict[str, Any], Iterator[bytes]]:
-    """(stat, tar byte stream) of `path`. The root entry is named after the requested path's base.
+) -> Iterator[bytes]:
+    """The tar byte stream of `path`; the root entry is named after the requested path's base.
 
-    Errors (NotFound, ...) are raised here, before the first byte, so the API can answer properly.
+    Errors (NotFound, ...) are raised by this call, before the first byte, so the API can answer
+    properly; the stream holds an fd of the resolved object, so later renames can't redirect it.
     """
-    st = stat_path(rootfs, path, mounts, ref)
     fs = ContainerFS(Path(rootfs), mounts or [])
     node = _open_source(fs, path, ref)
-    base = st["name"]
+    base = _go_base(_abs_path(path))
 
     def stream() -> Iterator[bytes]:
         try:
@@ -336,7 +341,7 @@ def get_archive(
         finally:
             os.close(node.fd)
 
-    return st, stream()
+    return stream()
 
 
 # ---------------------------------------------------------------- PUT
@@ -400,20 +405,22 @@ def put_archive(
     rootfs: Path,
     path: str,
     tar_stream: IO[bytes] | Iterable[bytes],
+    mounts: list[dict[str, Any]] | None = None,
+    *,
     no_overwrite_dir_non_dir: bool = False,
     copy_uid_gid: bool = False,
-    mounts: list[dict[str, Any]] | None = None,
     readonly_rootfs: bool = False,
     chown: tuple[int, int] | None = None,
     ref: str = "",
 ) -> None:
     """Extract a (possibly compressed) tar into the container directory `path`.
 
-    Ownership: the tar's uid/gid as Docker keeps them; with `copy_uid_gid` the caller passes the
-    container user's ids in `chown` (see `lookup_user`) and every entry gets them.
+    Ownership: the tar's uid/gid as Docker keeps them; with `copy_uid_gid` every entry gets the
+    container user's ids: pass them as `chown` (see `lookup_user`), else the tar's are kept.
+    `readonly_rootfs` (HostConfig.ReadonlyRootfs) refuses writes outside RW mounts with 403.
     """
     fs = ContainerFS(Path(rootfs), mounts or [])
-    dest_abs = posixpath.normpath("/" + path)
+    dest_abs = clean_abs(path)
     try:
         dest = fs.walk(dest_abs, follow_last=True)
     except (FileNotFoundError, NotADirectoryError) as e:

@@ -347,7 +347,7 @@ def write_diff(upper: Path, out: BinaryIO) -> str:
     """Write the overlay upper dir as an OCI layer tar (whiteouts as `.wh.` files); returns diff_id."""
     hw = _HashingWriter(out)
     root = str(upper)
-    with tarfile.open(fileobj=hw, mode="w", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
         for rel, path, st in _walk(root):
             if _is_whiteout(st):
                 d, _, name = rel.rpartition("/")

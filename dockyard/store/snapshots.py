@@ -88,9 +88,14 @@ class Snapshotter:
                 shutil.rmtree(tmp)
             else:
                 shutil.rmtree(self._dir(chain), ignore_errors=True)  # a partial leftover
-                os.rename(tmp, self._dir(chain))
-                fsync_dir(self.root)
-                created = True
+                try:
+                    os.rename(tmp, self._dir(chain))
+                    fsync_dir(self.root)
+                    created = True
+                except OSError:
+                    if not self.exists(chain):  # else a concurrent apply of the same layer won
+                        raise
+                    shutil.rmtree(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

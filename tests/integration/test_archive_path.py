@@ -60,8 +60,7 @@ def _tar(entries: list[tuple[str, str, bytes | str]]) -> bytes:
 
 
 def _read(rootfs: Path, path: str, mounts: list[dict] | None = None) -> dict[str, bytes]:
-    _st, stream = get_archive(rootfs, path, mounts)
-    data = b"".join(stream)
+    data = b"".join(get_archive(rootfs, path, mounts))
     out: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         for m in tf:
@@ -187,12 +186,12 @@ def test_mounts_are_mapped(rootfs: Path, tmp_path: Path) -> None:
     assert _read(rootfs, "/data/in-volume", mounts) == {"in-volume": b"v"}
     assert _read(rootfs, "/data/pw/", mounts)["pw"].startswith(b"root:x:0:0")
     assert "/data/in-volume" in _read(rootfs, "/", mounts)
-    put_archive(rootfs, "/data", io.BytesIO(_tar([("file", "new", "n")])), mounts=mounts, readonly_rootfs=True)
+    put_archive(rootfs, "/data", io.BytesIO(_tar([("file", "new", "n")])), mounts, readonly_rootfs=True)
     assert (vol / "new").read_text() == "n" and not (rootfs / "data/new").exists()
-    put_archive(rootfs, "/", io.BytesIO(_tar([("file", "data/new2", "n2")])), mounts=mounts)
+    put_archive(rootfs, "/", io.BytesIO(_tar([("file", "data/new2", "n2")])), mounts)
     assert (vol / "new2").read_text() == "n2"
     with pytest.raises(Forbidden, match="mounted volume is marked read-only"):
-        put_archive(rootfs, "/ro", io.BytesIO(_tar([("file", "x", "x")])), mounts=mounts)
+        put_archive(rootfs, "/ro", io.BytesIO(_tar([("file", "x", "x")])), mounts)
 
 
 def test_symlink_swapped_during_get_never_leaks(rootfs: Path, tmp_path: Path) -> None:

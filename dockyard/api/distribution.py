@@ -1,0 +1,81 @@
+"""Distribution endpoints: pull (dispatched from POST /images/create), push, /distribution, /auth.
+
+`register(router, distribution)` wires the routes; `pull_stream(req)` is what api/images.py calls
+for POST /images/create when `fromImage` is set. The distribution object is duck-typed
+(dockyard.registry.service.Distribution) so the API imports no adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
+from dockyard.errors import DockyardError, InvalidParameter, NotFound
+
+_service: Any = None
+
+
+async def _stream(events: AsyncIterator[dict[str, Any]]) -> Response:
+    """Errors before the first event become an HTTP status (as dockerd does: nothing written yet);
+    later ones an errorDetail line, since the 200 is already on the wire."""
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = None
+
+    async def rest() -> AsyncIterator[dict[str, Any]]:
+        if first is not None:
+            yield first
+        try:
+            async for ev in events:
+                yield ev
+        except DockyardError as e:
+            yield {"errorDetail": {"message": e.message}, "error": e.message}
+        except Exception as e:  # a registry that dies mid-pull, a full disk...
+            msg = str(e) or type(e).__name__
+            yield {"errorDetail": {"message": msg}, "error": msg}
+
+    return ndjson_stream(rest())
+
+
+def _svc() -> Any:
+    if _service is None:
+        raise DockyardError("distribution is not configured")
+    return _service
+
+
+async def pull_stream(req: Request) -> Response:
+    """POST /images/create?fromImage=&tag=&platform= (X-Registry-Auth header)."""
+    image = req.q("fromImage")
+    if not image:
+        raise InvalidParameter("fromImage is required")
+    events = _svc().pull(image, req.q("tag") or None, req.q("platform") or None,
+                         req.headers.get("x-registry-auth"))
+    return await _stream(events)
+
+
+def register(router: Router, distribution: Any) -> None:
+    global _service
+    _service = distribution
+
+    async def post_images_push(req: Request) -> Response:
+        name = req.params["name"]
+        events = distribution.push(name, req.q("tag") or None, req.headers.get("x-registry-auth"))
+        try:
+            return await _stream(events)
+        except NotFound as e:  # docker: "An image does not exist locally with the tag: x"
+            raise NotFound(f"An image does not exist locally with the tag: {name}") from e
+
+    async def get_distribution_inspect(req: Request) -> Response:
+        return json_response(await distribution.inspect(req.params["name"], req.headers.get("x-registry-auth")))
+
+    async def post_auth(req: Request) -> Response:
+        body = await req.json()
+        if not isinstance(body, dict):
+            raise InvalidParameter("invalid auth configuration")
+        return json_response(await distribution.login(body))
+
+    router.add("POST", "/images/{name:path}/push", post_images_push)
+    router.add("GET", "/distribution/{name:path}/json", get_distribution_inspect)
+    router.add("POST", "/auth", post_auth)

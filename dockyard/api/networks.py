@@ -1,0 +1,71 @@
+"""Network endpoints (swagger operations NetworkList, NetworkInspect, NetworkCreate, NetworkDelete,
+NetworkConnect, NetworkDisconnect, NetworkPrune)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dockyard.api.server import Request, Response, Router, json_response
+from dockyard.errors import InvalidParameter
+
+
+def _obj(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidParameter("invalid JSON body: expected an object")
+    return body
+
+
+def register(router: Router, networks: Any) -> None:
+    async def network_list(req: Request) -> Response:
+        return json_response(await asyncio.to_thread(networks.list, req.qjson("filters") or {}))
+
+    async def network_inspect(req: Request) -> Response:
+        return json_response(await asyncio.to_thread(networks.inspect, req.params["id"]))
+
+    async def network_create(req: Request) -> Response:
+        body = _obj(await req.json())
+        ipam = body.get("IPAM") or {}
+        configs = ipam.get("Config") or []
+        if len(configs) > 1:
+            raise InvalidParameter("dockyard supports one IPv4 subnet per network")
+        cfg = configs[0] if configs else {}
+        out = await networks.create(
+            body.get("Name") or "", driver=body.get("Driver") or "bridge", subnet=cfg.get("Subnet") or None,
+            gateway=cfg.get("Gateway") or None, ip_range=cfg.get("IPRange") or None,
+            internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
+            labels=body.get("Labels") or {}, options=body.get("Options") or {},
+            ipam_driver=ipam.get("Driver") or "default", enable_ipv6=bool(body.get("EnableIPv6")))
+        return json_response(out, 201)
+
+    async def network_delete(req: Request) -> Response:
+        await networks.remove(req.params["id"])
+        return Response(204)
+
+    async def network_connect(req: Request) -> Response:
+        body = _obj(await req.json())
+        if not body.get("Container"):
+            raise InvalidParameter("no container specified")
+        await networks.connect(req.params["id"], body["Container"], body.get("EndpointConfig") or {})
+        return Response(200)
+
+    async def network_disconnect(req: Request) -> Response:
+        body = _obj(await req.json())
+        if not body.get("Container"):
+            raise InvalidParameter("no container specified")
+        await networks.disconnect(req.params["id"], body["Container"], bool(body.get("Force")))
+        return Response(200)
+
+    async def network_prune(req: Request) -> Response:
+        deleted = await networks.prune(req.qjson("filters") or {})
+        return json_response({"NetworksDeleted": deleted or None})
+
+    router.add("GET", "/networks", network_list)
+    router.add("GET", "/networks/{id}", network_inspect)
+    router.add("POST", "/networks/create", network_create)
+    router.add("DELETE", "/networks/{id}", network_delete)
+    router.add("POST", "/networks/{id}/connect", network_connect)
+    router.add("POST", "/networks/{id}/disconnect", network_disconnect)
+    router.add("POST", "/networks/prune", network_prune)

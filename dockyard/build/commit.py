@@ -1,0 +1,83 @@
+"""Turn a writable layer (an overlay upper dir) plus a config into a registered image.
+
+Used by the builder for every step (metadata-only steps pass `upper=None`: the image gets a
+history entry with `empty_layer` and no new diff) and usable by `docker commit`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from dockyard.store.layers import write_diff
+from dockyard.store.snapshots import chain_ids
+from dockyard.util.timefmt import rfc3339
+
+MT_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+def base_config(parent: Any | None, platform: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The image config document a step starts from: the parent's, or an empty one for scratch."""
+    if parent is not None:
+        return json.loads(json.dumps(parent.config))
+    from dockyard.services.images import host_arch
+
+    os_, arch = platform or ("linux", host_arch())
+    return {"architecture": arch, "os": os_, "config": {}, "rootfs": {"type": "layers", "diff_ids": []},
+            "history": []}
+
+
+def commit_layer(images: Any, upper: Path | None, parent_image_id: str | None, config: dict[str, Any],
+                 history: dict[str, Any], tags: list[str] | tuple[str, ...] = (), *, author: str = "",
+                 comment: str = "", changes: list[str] | None = None, container_id: str = "",
+                 platform: tuple[str, str] | None = None) -> str:
+    """Register an image = parent + (the diff of `upper`, if given); returns its id ("sha256:...").
+
+    `config` is the new container config (the image's `config` field); `changes` (`--change`
+    lines) are applied on top. `history` gets `created`, and `empty_layer` when `upper` is None.
+    Blocking: call from a worker thread.
+    """
+    parent = images.get(parent_image_id) if parent_image_id else None
+    doc = base_config(parent, platform)
+    parent_diffs: list[str] = list(parent.diff_ids) if parent is not None else []
+    lock = getattr(images, "_lock", None) or contextlib.nullcontext()
+    with lock:  # no GC of the parent's layers between our snapshot and the row that references it
+        diff_ids = parent_diffs
+        blobs: list[tuple[str, str, str, int]] = []
+        if upper is not None:
+            with images.content.ingest() as w:
+                diff_id = write_diff(upper, w)
+                w.commit()
+            diff_ids = [*parent_diffs, diff_id]
+            chains = chain_ids(diff_ids)
+            images.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
+                                    lambda: images.content.open(diff_id))
+            blobs = [(diff_id, diff_id, MT_LAYER_TAR, images.content.size(diff_id))]
+        now = rfc3339()
+        cfg = dict(config)
+        if changes:
+            from dockyard.services.images import apply_changes
+
+            cfg = apply_changes(cfg, changes)
+        doc["config"] = {k: v for k, v in cfg.items() if v is not None}
+        doc["created"] = now
+        if container_id:
+            doc["container"] = container_id
+        if author:
+            doc["author"] = author
+        if comment:
+            doc["comment"] = comment
+        hist = {"created": now, **history}
+        if author:
+            hist.setdefault("author", author)
+        if comment:
+            hist.setdefault("comment", comment)
+        if upper is None:
+            hist["empty_layer"] = True
+        doc["history"] = [*(doc.get("history") or []), hist]
+        doc["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        img = images.register(body, diff_ids, list(tags), parent=parent.id if parent else "", layer_blobs=blobs)
+    return str(img.id)

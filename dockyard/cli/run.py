@@ -1,0 +1,280 @@
+"""run, create, start, attach, exec: the commands that wire a terminal to a container."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from dockyard.cli.common import PROG, CLIError, Command, Ctx
+from dockyard.cli.opts import OptError, add_container_flags, build_create_body
+from dockyard.cli.stdio import parse_detach_keys, pump, raw_terminal, resize_on_winch
+from dockyard.client import APIClient, APIError
+
+
+def _run_error(e: APIError, cmd: str) -> CLIError:
+    """docker's run/create failure: prefixed message, a hint line, and 125/126/127."""
+    msg = e.message
+    code = 125
+    if "executable file not found" in msg or "no such file or directory" in msg:
+        code = 127
+    elif "permission denied" in msg or "cannot execute" in msg or "not a directory" in msg.lower():
+        code = 126
+    return CLIError(f"{PROG}: Error response from daemon: {msg}\n\nRun '{PROG} {cmd} --help' for more information",
+                    code)
+
+
+def print_pull_progress(events: Any, out: Any = None) -> None:
+    """Plain-text progress like docker's non-tty output: one line per status change."""
+    out = out or sys.stderr
+    for ev in events:
+        if "error" in ev or "errorDetail" in ev:
+            raise APIError(500, ev.get("error") or ev["errorDetail"].get("message", "pull failed"))
+        status = ev.get("status", "")
+        if ev.get("progressDetail") and ev.get("progress"):
+            continue  # per-chunk progress: docker redraws it in place; skip in plain output
+        line = f"{ev['id']}: {status}" if ev.get("id") else status
+        out.write(line + "\n")
+        out.flush()
+
+
+def pull_image(client: APIClient, image: str, platform: str | None = None, quiet: bool = False) -> None:
+    name, tag = split_tag(image)
+    events = client.pull(name, tag or ("latest" if "@" not in image else None), platform=platform,
+                         auth=registry_auth(image))
+    print_pull_progress(events, out=open(os.devnull, "w") if quiet else sys.stderr)
+
+
+def split_tag(image: str) -> tuple[str, str | None]:
+    if "@" in image:
+        return image, None
+    name, _, tag = image.rpartition(":")
+    if name and "/" not in tag:
+        return name, tag
+    return image, None
+
+
+def registry_auth(image: str) -> dict[str, str] | None:
+    from dockyard.cli.auth import auth_for_image
+
+    return auth_for_image(image)
+
+
+def create_container(ctx: Ctx, args: argparse.Namespace, cmd: str) -> str:
+    try:
+        body, name = build_create_body(args)
+    except (OptError, ValueError, OSError) as e:
+        raise CLIError(f"{PROG}: {e}\n\nRun '{PROG} {cmd} --help' for more information", 125) from e
+    client = ctx.client
+    if args.pull == "always":
+        try:
+            pull_image(client, args.image, args.platform, args.quiet)
+        except APIError as e:
+            raise _run_error(e, cmd) from e
+    try:
+        result = client.create_container(body, name=name, platform=args.platform)
+    except APIError as e:
+        if e.status != 404 or "image" not in e.message.lower() or args.pull == "never":
+            raise _run_error(e, cmd) from e
+        print(f"Unable to find image '{_full_ref(args.image)}' locally", file=sys.stderr, flush=True)
+        try:
+            pull_image(client, args.image, args.platform, args.quiet)
+            result = client.create_container(body, name=name, platform=args.platform)
+        except APIError as e2:
+            raise _run_error(e2, cmd) from e2
+    for w in result.get("Warnings") or []:
+        print(f"WARNING: {w}", file=sys.stderr)
+    cid: str = result["Id"]
+    return cid
+
+
+def _full_ref(image: str) -> str:
+    if "@" in image or ":" in image.rsplit("/", 1)[-1]:
+        return image
+    return image + ":latest"
+
+
+def cmd_create(ctx: Ctx, args: argparse.Namespace) -> int:
+    print(create_container(ctx, args, "create"))
+    return 0
+
+
+def cmd_run(ctx: Ctx, args: argparse.Namespace) -> int:
+    if args.tty and not args.detach and args.interactive and not os.isatty(0):
+        raise CLIError("the input device is not a TTY", 1)
+    cid = create_container(ctx, args, "run")
+    client = ctx.client
+    if args.detach:
+        try:
+            client.start(cid)
+        except APIError as e:
+            raise _run_error(e, "run") from e
+        print(cid)
+        return 0
+    attach_stdout = not args.attach or "stdout" in {x.lower() for x in args.attach}
+    attach_stderr = not args.attach or "stderr" in {x.lower() for x in args.attach}
+    h = client.attach(cid, stdin=args.interactive, stdout=attach_stdout, stderr=attach_stderr,
+                      detach_keys=args.detach_keys)
+    # docker's CLI sends the wait before start, so an --rm container cannot vanish unseen.
+    waiter = client.wait_stream(cid, "removed" if args.rm else "next-exit")
+    try:
+        client.start(cid)
+    except APIError as e:
+        h.close()
+        waiter.close()
+        if args.rm:
+            try:
+                client.remove_container(cid, force=True)
+            except APIError:
+                pass
+        raise _run_error(e, "run") from e
+    detach_keys = parse_detach_keys(args.detach_keys)
+    resize = (lambda hh, ww: client.resize(cid, hh, ww)) if args.tty else None
+    with raw_terminal(args.tty and args.interactive), resize_on_winch(resize):
+        detached = pump(h, args.tty, args.interactive, detach_keys)
+    if detached:
+        waiter.close()
+        return 0
+    status = json.loads(b"".join(waiter.chunks()) or b"{}")
+    waiter.close()
+    if status.get("Error") and status["Error"].get("Message"):
+        print(f"{PROG}: Error response from daemon: {status['Error']['Message']}", file=sys.stderr)
+        return 125
+    return int(status.get("StatusCode", 0))
+
+
+def setup_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--rm", action="store_true")
+    p.add_argument("--detach-keys")
+    p.add_argument("--sig-proxy", default="true")
+    add_container_flags(p)
+
+
+def setup_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rm", action="store_true")
+    add_container_flags(p)
+
+
+def cmd_start(ctx: Ctx, args: argparse.Namespace) -> int:
+    client = ctx.client
+    if not (args.attach or args.interactive):
+        failed = 0
+        for c in args.containers:
+            try:
+                client.start(c)
+                print(c)
+            except APIError as e:
+                print(f"Error response from daemon: {e.message}", file=sys.stderr)
+                failed = 1
+        if failed:
+            raise CLIError("Error: failed to start containers: " + ", ".join(args.containers), 1)
+        return 0
+    if len(args.containers) > 1:
+        raise CLIError("you cannot start and attach multiple containers at once", 1)
+    cid = args.containers[0]
+    info = client.inspect_container(cid)
+    tty = bool(info["Config"].get("Tty"))
+    stdin = args.interactive and bool(info["Config"].get("OpenStdin"))
+    h = client.attach(cid, stdin=stdin, detach_keys=args.detach_keys)
+    waiter = client.wait_stream(cid, "next-exit")
+    client.start(cid)
+    resize = (lambda hh, ww: client.resize(cid, hh, ww)) if tty else None
+    with raw_terminal(tty and stdin), resize_on_winch(resize):
+        detached = pump(h, tty, stdin, parse_detach_keys(args.detach_keys))
+    if detached:
+        waiter.close()
+        return 0
+    status = json.loads(b"".join(waiter.chunks()) or b"{}")
+    waiter.close()
+    return int(status.get("StatusCode", 0))
+
+
+def setup_start(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--attach", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("--detach-keys")
+    p.add_argument("containers", nargs="+")
+
+
+def cmd_attach(ctx: Ctx, args: argparse.Namespace) -> int:
+    client = ctx.client
+    info = client.inspect_container(args.container)
+    if not info["State"].get("Running"):
+        raise CLIError("You cannot attach to a stopped container, start it first", 1)
+    tty = bool(info["Config"].get("Tty"))
+    stdin = not args.no_stdin and bool(info["Config"].get("OpenStdin"))
+    h = client.attach(args.container, stdin=stdin, detach_keys=args.detach_keys)
+    resize = (lambda hh, ww: client.resize(args.container, hh, ww)) if tty else None
+    with raw_terminal(tty and stdin), resize_on_winch(resize):
+        detached = pump(h, tty, stdin, parse_detach_keys(args.detach_keys))
+    if detached:
+        return 0
+    return int(client.wait(args.container).get("StatusCode", 0))
+
+
+def setup_attach(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-stdin", action="store_true")
+    p.add_argument("--sig-proxy", default="true")
+    p.add_argument("--detach-keys")
+    p.add_argument("container")
+
+
+def cmd_exec(ctx: Ctx, args: argparse.Namespace) -> int:
+    client = ctx.client
+    if not args.command:
+        raise CLIError(f"{PROG} exec requires at least 2 arguments", 1)
+    from dockyard.cli.opts import parse_env
+
+    config: dict[str, Any] = {
+        "AttachStdin": args.interactive and not args.detach,
+        "AttachStdout": not args.detach,
+        "AttachStderr": not args.detach,
+        "Tty": args.tty,
+        "Cmd": args.command,
+        "Env": parse_env(args.env, args.env_file) or None,
+        "Privileged": args.privileged,
+    }
+    if args.workdir:
+        config["WorkingDir"] = args.workdir
+    if args.user:
+        config["User"] = args.user
+    if args.detach_keys:
+        config["DetachKeys"] = args.detach_keys
+    exec_id = client.exec_create(args.container, config)["Id"]
+    if args.detach:
+        client.exec_start(exec_id, detach=True)
+        return 0
+    h = client.exec_start(exec_id, tty=args.tty)
+    assert h is not None
+    resize = (lambda hh, ww: client.exec_resize(exec_id, hh, ww)) if args.tty else None
+    with raw_terminal(args.tty and args.interactive), resize_on_winch(resize):
+        pump(h, args.tty, args.interactive, parse_detach_keys(args.detach_keys))
+    result = client.exec_inspect(exec_id)
+    code = result.get("ExitCode")
+    return int(code) if code is not None else 126
+
+
+def setup_exec(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--detach-keys")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+COMMANDS = [
+    Command("run", cmd_run, setup_run, "container", help="Create and run a new container from an image"),
+    Command("create", cmd_create, setup_create, "container", help="Create a new container"),
+    Command("start", cmd_start, setup_start, "container", help="Start one or more stopped containers"),
+    Command("attach", cmd_attach, setup_attach, "container", help="Attach to a running container"),
+    Command("exec", cmd_exec, setup_exec, "container", help="Execute a command in a running container"),
+]

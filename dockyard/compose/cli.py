@@ -1,0 +1,241 @@
+"""`dockyard compose ...`: argument parsing and dispatch. Entry point: main(argv, host)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from dockyard.client import APIClient, APIError, ConnectError
+from dockyard.compose import commands
+from dockyard.compose.engine import Engine, UpOptions
+from dockyard.compose.errors import ComposeError
+from dockyard.compose.loader import Options, Project, load
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dockyard compose", description="Define and run multi-container applications")
+    p.add_argument("-f", "--file", action="append", default=[], dest="files")
+    p.add_argument("-p", "--project-name", dest="project_name")
+    p.add_argument("--project-directory")
+    p.add_argument("--env-file", action="append", default=[], dest="env_files")
+    p.add_argument("--profile", action="append", default=[], dest="profiles")
+    p.add_argument("--ansi", default="auto")
+    p.add_argument("--progress", default="auto")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(name: str, names: bool = True, **kw: object) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, **kw)  # type: ignore[arg-type]
+        if names:
+            sp.add_argument("names", nargs="*", metavar="SERVICE")
+        return sp
+
+    c = cmd("config", names=False)
+    c.add_argument("--services", action="store_true")
+    c.add_argument("--volumes", action="store_true")
+    c.add_argument("--hash")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--format", default="yaml")
+
+    u = cmd("up")
+    u.add_argument("-d", "--detach", action="store_true")
+    u.add_argument("--build", action="store_true")
+    u.add_argument("--no-build", action="store_true")
+    u.add_argument("--force-recreate", action="store_true")
+    u.add_argument("--no-recreate", action="store_true")
+    u.add_argument("--no-deps", action="store_true")
+    u.add_argument("--no-start", action="store_true")
+    u.add_argument("--scale", action="append", default=[])
+    u.add_argument("--remove-orphans", action="store_true")
+    u.add_argument("--wait", action="store_true")
+    u.add_argument("--pull", default="missing")
+    u.add_argument("-t", "--timeout", type=int)
+    u.add_argument("--abort-on-container-exit", action="store_true")
+    u.add_argument("--no-color", action="store_true")
+    u.add_argument("--no-log-prefix", action="store_true")
+
+    d = cmd("down", names=False)
+    d.add_argument("-v", "--volumes", action="store_true")
+    d.add_argument("--rmi", choices=["local", "all"])
+    d.add_argument("--remove-orphans", action="store_true")
+    d.add_argument("-t", "--timeout", type=int)
+
+    ps = cmd("ps")
+    ps.add_argument("-a", "--all", action="store_true")
+    ps.add_argument("-q", "--quiet", action="store_true")
+    ps.add_argument("--services", action="store_true")
+    ps.add_argument("--format", default="table")
+    ps.add_argument("--status", action="append", default=[])
+
+    lg = cmd("logs")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("-n", "--tail")
+    lg.add_argument("-t", "--timestamps", action="store_true")
+    lg.add_argument("--since")
+    lg.add_argument("--no-color", action="store_true")
+    lg.add_argument("--no-log-prefix", action="store_true")
+
+    for name in ("start", "stop", "restart", "kill", "pause", "unpause", "rm"):
+        lc = cmd(name)
+        lc.add_argument("-t", "--timeout", type=int)
+        lc.add_argument("-s", "--signal" if name == "kill" else "--stop",
+                        **({"default": "SIGKILL"} if name == "kill" else {"action": "store_true"}))  # type: ignore[arg-type]
+        if name == "rm":
+            lc.add_argument("-f", "--force", action="store_true")
+            lc.add_argument("-v", "--volumes", action="store_true")
+
+    ex = cmd("exec", names=False)
+    ex.add_argument("-d", "--detach", action="store_true")
+    ex.add_argument("-T", "--no-TTY", dest="no_tty", action="store_true")
+    ex.add_argument("-i", "--interactive", action="store_true", default=True)
+    ex.add_argument("-e", "--env", action="append")
+    ex.add_argument("-u", "--user")
+    ex.add_argument("-w", "--workdir")
+    ex.add_argument("--privileged", action="store_true")
+    ex.add_argument("--index", type=int, default=1)
+    ex.add_argument("service")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+
+    r = cmd("run", names=False)
+    r.add_argument("-d", "--detach", action="store_true")
+    r.add_argument("--rm", action="store_true")
+    r.add_argument("-T", "--no-TTY", dest="no_tty", action="store_true")
+    r.add_argument("-i", "--interactive", action="store_true", default=True)
+    r.add_argument("-e", "--env", action="append")
+    r.add_argument("-u", "--user")
+    r.add_argument("-w", "--workdir")
+    r.add_argument("-p", "--publish", action="append")
+    r.add_argument("-v", "--volume", action="append")
+    r.add_argument("--name")
+    r.add_argument("--entrypoint")
+    r.add_argument("--no-deps", action="store_true")
+    r.add_argument("--service-ports", action="store_true")
+    r.add_argument("service")
+    r.add_argument("cmd", nargs=argparse.REMAINDER)
+
+    pl = cmd("pull")
+    pl.add_argument("--ignore-pull-failures", action="store_true")
+    pl.add_argument("--ignore-buildable", action="store_true")
+    pl.add_argument("-q", "--quiet", action="store_true")
+    cmd("push")
+    b = cmd("build")
+    b.add_argument("--no-cache", action="store_true")
+    b.add_argument("--pull", action="store_true")
+    im = cmd("images")
+    im.add_argument("-q", "--quiet", action="store_true")
+    im.add_argument("--format", default="table")
+    cmd("top")
+    po = cmd("port", names=False)
+    po.add_argument("--protocol", default="tcp")
+    po.add_argument("--index", type=int, default=1)
+    po.add_argument("service")
+    po.add_argument("private_port")
+    ls = cmd("ls", names=False)
+    ls.add_argument("-a", "--all", action="store_true")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ls.add_argument("--format", default="table")
+    v = cmd("version", names=False)
+    v.add_argument("--short", action="store_true")
+    v.add_argument("-f", "--format", default="pretty")
+    return p
+
+
+def _project(args: argparse.Namespace) -> Project:
+    return load(Options(files=args.files, project_name=args.project_name,
+                        project_directory=args.project_directory, env_files=args.env_files,
+                        profiles=args.profiles))
+
+
+def _scale(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, _, n = item.partition("=")
+        try:
+            out[name] = int(n)
+        except ValueError:
+            raise ComposeError(f"invalid --scale {item!r}: expected SERVICE=NUM") from None
+    return out
+
+
+def _dispatch(args: argparse.Namespace, host: str | None) -> int:
+    if args.command == "version":
+        return commands.version(args)
+    client = APIClient(host)
+    try:
+        if args.command == "ls":
+            return commands.ls(client, args)
+        if args.command in ("down", "ps", "logs", "stop", "kill", "rm", "top", "images") and not _has_files(args):
+            project = _project_from_labels(args)
+        else:
+            project = _project(args)
+        if args.command == "config":
+            return commands.config(project, args)
+        if args.command == "up":
+            opts = UpOptions(services=args.names, force_recreate=args.force_recreate,
+                             no_recreate=args.no_recreate, no_deps=args.no_deps, no_start=args.no_start,
+                             scale=_scale(args.scale), remove_orphans=args.remove_orphans, build=args.build,
+                             no_build=args.no_build, pull=args.pull, wait=args.wait, timeout=args.timeout)
+            for s in opts.scale:
+                if s not in project.services:
+                    raise ComposeError(f"no such service: {s}")
+            ids = Engine(client, project).up(opts)
+            if args.detach or args.no_start:
+                return 0
+            return commands.attached(client, project, host, ids, args)
+        if args.command == "down":
+            Engine(client, project).down(args.volumes, args.rmi, args.remove_orphans, args.timeout)
+            return 0
+        if args.command == "ps":
+            return commands.ps(client, project, args)
+        if args.command == "logs":
+            return commands.logs(client, project, args, host)
+        if args.command in ("start", "stop", "restart", "kill", "pause", "unpause", "rm"):
+            return commands.lifecycle(client, project, args)
+        handler = {"exec": commands.exec_, "run": commands.run, "images": commands.images,
+                   "top": commands.top, "port": commands.port, "pull": commands.pull,
+                   "push": commands.push, "build": commands.build}[args.command]
+        return handler(client, project, args)
+    finally:
+        client.close()
+
+
+def _has_files(args: argparse.Namespace) -> bool:
+    if args.files or os.environ.get("COMPOSE_FILE"):
+        return True
+    try:
+        _project(args)
+        return True
+    except ComposeError as e:
+        if "no configuration file provided" in str(e) and args.project_name:
+            return False
+        raise
+
+
+def _project_from_labels(args: argparse.Namespace) -> Project:
+    """`-p NAME down` without a compose file: the project as its containers' labels describe it."""
+    from pathlib import Path
+
+    return Project(args.project_name, Path.cwd(), [], {}, {}, {}, {}, {}, {})
+
+
+def main(argv: list[str], host: str | None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("exec", "run") and args.cmd and args.cmd[0] == "--":
+        args.cmd = args.cmd[1:]
+    try:
+        return _dispatch(args, host)
+    except ComposeError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except APIError as e:
+        print(f"Error response from daemon: {e.message}", file=sys.stderr)
+        return 1
+    except ConnectError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], None))

@@ -1,0 +1,432 @@
+"""The compose subcommands other than up/down: ps, logs, lifecycle, exec, run, images, ..."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from argparse import Namespace
+from typing import Any
+
+import yaml
+
+from dockyard.cli.formatting import ago, display_ports, human_size, tabwrite
+from dockyard.cli.stdio import pump, raw_terminal
+from dockyard.client import APIClient, APIError
+from dockyard.compose import state
+from dockyard.compose.convert import config_hash
+from dockyard.compose.engine import Engine, UpOptions, say
+from dockyard.compose.errors import ComposeError
+from dockyard.compose.graph import order
+from dockyard.compose.loader import Project
+from dockyard.compose.logs import LogPrinter, label_for, start_followers
+
+JSON = dict[str, Any]
+
+
+def _selected(project: Project, names: list[str]) -> list[str]:
+    for n in names:
+        if n not in project.services:
+            raise ComposeError(f"no such service: {n}")
+    return names or list(project.services)
+
+
+def _containers(client: APIClient, project: Project, names: list[str], all: bool = True) -> list[JSON]:
+    return state.project_containers(client, project.name, _selected(project, names) if names else None, all=all)
+
+
+def config(project: Project, args: Namespace) -> int:
+    if args.services:
+        print("\n".join(project.services))
+    elif args.volumes:
+        print("\n".join(project.volumes))
+    elif args.hash:
+        names = list(project.services) if args.hash == "*" else args.hash.split(",")
+        for n in names:
+            print(f"{n} {config_hash(project.services[n])}")
+    elif not args.quiet:
+        doc = project.to_dict()
+        if args.format == "json":
+            print(json.dumps(doc, indent=2))
+        else:
+            sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True))
+    return 0
+
+
+def _ps_row(c: JSON, project: str) -> JSON:
+    state_ = c.get("State", "")
+    health = ""
+    status = c.get("Status", "")
+    for h in ("healthy", "unhealthy", "starting"):
+        if f"({h})" in status or f"(health: {h})" in status:
+            health = h
+    return {"Command": json.dumps(c.get("Command", "")), "CreatedAt": c.get("Created"),
+            "ExitCode": _exit_code(status), "Health": health, "ID": c["Id"], "Image": c.get("Image"),
+            "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.get("Labels", {}).items())),
+            "Name": state.name(c), "Names": state.name(c), "Project": project, "Ports": display_ports(c.get("Ports")),
+            "Publishers": [{"URL": p.get("IP", ""), "TargetPort": p.get("PrivatePort"),
+                            "PublishedPort": p.get("PublicPort", 0), "Protocol": p.get("Type")}
+                           for p in c.get("Ports") or []],
+            "RunningFor": ago(c.get("Created", time.time())), "Service": state.service_of(c),
+            "State": state_, "Status": status}
+
+
+def _exit_code(status: str) -> int:
+    if status.startswith("Exited ("):
+        try:
+            return int(status[len("Exited ("):].split(")")[0])
+        except ValueError:
+            return 0
+    return 0
+
+
+def ps(client: APIClient, project: Project, args: Namespace) -> int:
+    if args.services:
+        ctrs = _containers(client, project, args.names, all=args.all)
+        running = {state.service_of(c) for c in ctrs}
+        for s in project.services:
+            if s in running or args.all:
+                print(s)
+        return 0
+    ctrs = _containers(client, project, args.names, all=args.all)
+    if args.status:
+        ctrs = [c for c in ctrs if c.get("State") in args.status]
+    if args.quiet:
+        for c in ctrs:
+            print(c["Id"])
+        return 0
+    rows = [_ps_row(c, project.name) for c in ctrs]
+    if args.format == "json":
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    lines = ["NAME\tIMAGE\tCOMMAND\tSERVICE\tCREATED\tSTATUS\tPORTS"]
+    for r in rows:
+        cmd = json.loads(r["Command"])
+        cmd = json.dumps(cmd[:20] + "…" if len(cmd) > 20 else cmd)
+        lines.append(f"{r['Name']}\t{r['Image']}\t{cmd}\t{r['Service']}\t{r['RunningFor']}\t{r['Status']}\t{r['Ports']}")
+    sys.stdout.write(tabwrite(lines, minwidth=0))
+    return 0
+
+
+def logs(client: APIClient, project: Project, args: Namespace, host: str | None) -> int:
+    ctrs = _containers(client, project, args.names, all=True)
+    printer = LogPrinter(colour=False if args.no_color else None, prefix=not args.no_log_prefix)
+    threads = start_followers(host, ctrs, project.name, printer, follow=args.follow, tail=args.tail,
+                              timestamps=args.timestamps, since=args.since)
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def lifecycle(client: APIClient, project: Project, args: Namespace) -> int:
+    """start, stop, restart, kill, pause, unpause, rm: per container, in dependency order."""
+    cmd = args.command
+    names = _selected(project, args.names)
+    ranked = order(project.services, names)
+    if cmd in ("stop", "kill", "pause", "rm"):
+        ranked = ranked[::-1]
+    ranked = [s for s in ranked if s in names]
+    engine = Engine(client, project)
+    for s in ranked:
+        svc = project.services[s]
+        for c in state.project_containers(client, project.name, [s]):
+            cname = state.name(c)
+            st = c["State"]
+            if cmd == "start" and st != "running":
+                engine.wait_dependencies(s, svc)
+                engine.start_container(c["Id"], cname)
+            elif cmd == "stop" and st in ("running", "paused", "restarting"):
+                say("Container", cname, "Stopping")
+                client.stop(c["Id"], engine._stop_timeout(svc, args.timeout))
+                say("Container", cname, "Stopped")
+            elif cmd == "restart":
+                say("Container", cname, "Restarting")
+                client.restart(c["Id"], engine._stop_timeout(svc, args.timeout))
+                say("Container", cname, "Started")
+            elif cmd == "kill" and st == "running":
+                say("Container", cname, "Killing")
+                client.kill(c["Id"], args.signal)
+                say("Container", cname, "Killed")
+            elif cmd == "pause" and st == "running":
+                client.pause(c["Id"])
+                say("Container", cname, "Paused")
+            elif cmd == "unpause" and st == "paused":
+                client.unpause(c["Id"])
+                say("Container", cname, "Unpaused")
+            elif cmd == "rm":
+                if st == "running" and not args.stop:
+                    continue
+                if st == "running":
+                    client.stop(c["Id"])
+                client.remove_container(c["Id"], force=True, v=args.volumes)
+                say("Container", cname, "Removed")
+    return 0
+
+
+def _pick(client: APIClient, project: Project, service: str, index: int) -> JSON:
+    _selected(project, [service])
+    for c in state.project_containers(client, project.name, [service], all=False):
+        if state.number(c) == index:
+            return c
+    raise ComposeError(f"service \"{service}\" is not running")
+
+
+def exec_(client: APIClient, project: Project, args: Namespace) -> int:
+    ctr = _pick(client, project, args.service, args.index)
+    tty = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty()
+    interactive = args.interactive and not args.detach
+    cfg: JSON = {"Cmd": args.cmd, "AttachStdin": interactive, "AttachStdout": not args.detach,
+                 "AttachStderr": not args.detach, "Tty": tty, "Env": args.env or [],
+                 "Privileged": args.privileged}
+    if args.user:
+        cfg["User"] = args.user
+    if args.workdir:
+        cfg["WorkingDir"] = args.workdir
+    ex = client.exec_create(ctr["Id"], cfg)
+    if args.detach:
+        client.exec_start(ex["Id"], detach=True)
+        return 0
+    h = client.exec_start(ex["Id"], tty=tty)
+    assert h is not None
+    with raw_terminal(tty):
+        pump(h, tty, send_stdin=interactive and not _stdin_closed(), detach_keys=b"")
+    return int(client.exec_inspect(ex["Id"]).get("ExitCode") or 0)
+
+
+def _stdin_closed() -> bool:
+    try:
+        os.fstat(0)
+        return False
+    except OSError:
+        return True
+
+
+def run(client: APIClient, project: Project, args: Namespace) -> int:
+    name = args.service
+    _selected(project, [name])
+    svc = dict(project.services[name])
+    engine = Engine(client, project)
+    if not args.no_deps:
+        deps = [d for d in order(project.services, [name]) if d != name]
+        if deps:
+            engine.up(UpOptions(services=deps))
+    else:
+        engine.ensure_networks(set(svc.get("networks") or {}))
+    engine.ensure_image(name, svc, UpOptions())
+    engine.ensure_networks(set(svc.get("networks") or {}))
+    engine.ensure_volumes({v["source"] for v in svc.get("volumes") or []
+                           if v.get("type") == "volume" and v.get("source")})
+    if args.cmd:
+        svc["command"] = args.cmd
+    if args.entrypoint is not None:
+        svc["entrypoint"] = [args.entrypoint] if args.entrypoint else []
+        if not args.cmd:
+            svc.pop("command", None)
+    if not args.service_ports:
+        svc.pop("ports", None)
+    if args.publish:
+        from dockyard.compose.normalize import normalize_ports
+        svc["ports"] = normalize_ports(args.publish, "--publish")
+    if args.volume:
+        from dockyard.compose.normalize import normalize_volumes
+        svc["volumes"] = [*(svc.get("volumes") or []), *normalize_volumes(args.volume, "--volume",
+                                                                          project.working_dir)]
+    env = dict(svc.get("environment") or {})
+    for e in args.env or []:
+        k, sep, v = e.partition("=")
+        env[k] = v if sep else os.environ.get(k)
+    svc["environment"] = env
+    for key, val in (("user", args.user), ("working_dir", args.workdir)):
+        if val:
+            svc[key] = val
+    svc.pop("container_name", None)
+    svc.pop("restart", None)
+    tty = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty() and not args.detach
+    svc["tty"] = tty
+    svc["stdin_open"] = not args.detach and args.interactive
+    cname = args.name or f"{project.name}-{name}-run-{secrets.token_hex(6)}"
+    overrides: JSON = {}
+    if not args.detach:
+        overrides = {"AttachStdin": svc["stdin_open"], "StdinOnce": svc["stdin_open"]}
+    cid = engine.create(name, svc, 1, oneoff=True, cname=cname, overrides=overrides)
+    if args.detach:
+        client.start(cid)
+        print(cname)
+        return 0
+    h = client.attach(cid, stdin=svc["stdin_open"], stdout=True, stderr=True)
+    waiter = client.wait_stream(cid, "next-exit")
+    try:
+        client.start(cid)
+        with raw_terminal(tty):
+            pump(h, tty, send_stdin=svc["stdin_open"] and not _stdin_closed(), detach_keys=b"")
+        code = int(json.loads(b"".join(waiter.chunks())).get("StatusCode", 0))
+    finally:
+        waiter.close()
+        if args.rm:
+            try:
+                client.remove_container(cid, force=True)
+            except APIError:
+                pass
+    return code
+
+
+def images(client: APIClient, project: Project, args: Namespace) -> int:
+    ctrs = _containers(client, project, args.names, all=True)
+    rows = []
+    seen: set[str] = set()
+    for c in ctrs:
+        if c["ImageID"] in seen:
+            continue
+        seen.add(c["ImageID"])
+        try:
+            img = client.inspect_image(c["ImageID"])
+        except APIError:
+            continue
+        tags = img.get("RepoTags") or ["<none>:<none>"]
+        repo, _, tag = tags[0].rpartition(":")
+        rows.append((state.name(c), repo, tag, img["Id"], img.get("Size", 0), img.get("Created", "")))
+    if args.quiet:
+        for r in rows:
+            print(r[3])
+        return 0
+    if args.format == "json":
+        print(json.dumps([{"ID": r[3], "ContainerName": r[0], "Repository": r[1], "Tag": r[2],
+                           "Size": r[4]} for r in rows]))
+        return 0
+    lines = ["CONTAINER\tREPOSITORY\tTAG\tIMAGE ID\tSIZE"]
+    for r in rows:
+        lines.append(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3].split(':')[-1][:12]}\t{human_size(r[4])}")
+    sys.stdout.write(tabwrite(lines, minwidth=0))
+    return 0
+
+
+def top(client: APIClient, project: Project, args: Namespace) -> int:
+    for c in _containers(client, project, args.names, all=False):
+        t = client.top(c["Id"])
+        print(state.name(c))
+        lines = ["\t".join(t["Titles"])] + ["\t".join(p) for p in t.get("Processes") or []]
+        sys.stdout.write(tabwrite(lines, minwidth=0) + "\n")
+    return 0
+
+
+def port(client: APIClient, project: Project, args: Namespace) -> int:
+    c = _pick(client, project, args.service, args.index)
+    ports = client.inspect_container(c["Id"])["NetworkSettings"].get("Ports") or {}
+    for b in ports.get(f"{args.private_port}/{args.protocol}") or []:
+        print(f"{b.get('HostIp') or '0.0.0.0'}:{b['HostPort']}")
+        return 0
+    raise ComposeError(f"no port {args.private_port}/{args.protocol} for container {state.name(c)}")
+
+
+def pull(client: APIClient, project: Project, args: Namespace) -> int:
+    engine = Engine(client, project)
+    for s in _selected(project, args.names):
+        svc = project.services[s]
+        if svc.get("image"):
+            try:
+                engine.pull_service(s, svc)
+            except (ComposeError, APIError) as e:
+                if not (args.ignore_pull_failures or (svc.get("build") and args.ignore_buildable)):
+                    raise
+                print(f"WARN[0000] {e}", file=sys.stderr)
+    return 0
+
+
+def push(client: APIClient, project: Project, args: Namespace) -> int:
+    for s in _selected(project, args.names):
+        svc = project.services[s]
+        if not svc.get("build") or not svc.get("image"):
+            continue
+        ref = str(svc["image"])
+        say("Image", ref, "Pushing")
+        repo, tag = ref, None
+        if ":" in ref.rsplit("/", 1)[-1]:
+            repo, tag = ref.rsplit(":", 1)
+        for msg in client.push(repo, tag):
+            if msg.get("error"):
+                raise ComposeError(f"failed to push {ref}: {msg['error']}")
+        say("Image", ref, "Pushed")
+    return 0
+
+
+def build(client: APIClient, project: Project, args: Namespace) -> int:
+    engine = Engine(client, project)
+    for s in _selected(project, args.names):
+        svc = project.services[s]
+        if svc.get("build"):
+            engine.build_service(s, svc, no_cache=args.no_cache, pull=args.pull)
+    return 0
+
+
+def ls(client: APIClient, args: Namespace) -> int:
+    rows = []
+    for name, ctrs in sorted(state.projects(client, all=True).items()):
+        counts: dict[str, int] = {}
+        for c in ctrs:
+            counts[c["State"]] = counts.get(c["State"], 0) + 1
+        if not args.all and not counts.get("running"):
+            continue
+        status = ", ".join(f"{k}({v})" for k, v in sorted(counts.items()))
+        files = ctrs[0]["Labels"].get("com.docker.compose.project.config_files", "")
+        rows.append({"Name": name, "Status": status, "ConfigFiles": files})
+    if args.quiet:
+        for r in rows:
+            print(r["Name"])
+    elif args.format == "json":
+        print(json.dumps(rows))
+    else:
+        lines = ["NAME\tSTATUS\tCONFIG FILES"] + [f"{r['Name']}\t{r['Status']}\t{r['ConfigFiles']}" for r in rows]
+        sys.stdout.write(tabwrite(lines, minwidth=0))
+    return 0
+
+
+def attached(client: APIClient, project: Project, host: str | None, ids: list[str], args: Namespace) -> int:
+    """`up` without -d: prefixed logs until every container exits or Ctrl-C, then stop the project."""
+    ctrs = [client.inspect_container(i) for i in ids]
+    for c in ctrs:
+        c["Names"] = [c["Name"]]
+    printer = LogPrinter(colour=False if args.no_color else None, prefix=not args.no_log_prefix)
+    threads = start_followers(host, ctrs, project.name, printer, follow=True, since=None)
+    code = 0
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+                if args.abort_on_container_exit and not t.is_alive():
+                    raise KeyboardInterrupt
+        for c in ctrs:
+            st = client.inspect_container(c["Id"])["State"]
+            printer.line(label_for(c, project.name), f"exited with code {st.get('ExitCode', 0)}")
+    except KeyboardInterrupt:
+        print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
+        code = 130
+    engine = Engine(client, project)
+    for c in ctrs[::-1]:
+        svc = project.services.get(c["Config"]["Labels"].get("com.docker.compose.service", ""))
+        try:
+            if client.inspect_container(c["Id"])["State"].get("Running"):
+                say("Container", c["Name"].lstrip("/"), "Stopping")
+                client.stop(c["Id"], engine._stop_timeout(svc, None))
+                say("Container", c["Name"].lstrip("/"), "Stopped")
+        except APIError:
+            pass
+    return code
+
+
+def version(args: Namespace) -> int:
+    from dockyard.compose.convert import COMPOSE_VERSION
+
+    if args.short:
+        print(COMPOSE_VERSION)
+    elif args.format == "json":
+        print(json.dumps({"version": f"v{COMPOSE_VERSION}"}))
+    else:
+        print(f"Docker Compose version v{COMPOSE_VERSION} (dockyard)")
+    return 0

@@ -1,0 +1,185 @@
+"""A normalised service → an Engine API container create body, plus Compose's labels and config hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from dockyard.compose.loader import Project
+from dockyard.compose.normalize import Service, parse_duration
+
+COMPOSE_VERSION = "2.29.7"  # what we write in com.docker.compose.version (the Compose we mimic)
+
+L_PROJECT = "com.docker.compose.project"
+L_SERVICE = "com.docker.compose.service"
+L_NUMBER = "com.docker.compose.container-number"
+L_ONEOFF = "com.docker.compose.oneoff"
+L_HASH = "com.docker.compose.config-hash"
+L_VERSION = "com.docker.compose.version"
+L_DEPENDS = "com.docker.compose.depends_on"
+L_WORKDIR = "com.docker.compose.project.working_dir"
+L_FILES = "com.docker.compose.project.config_files"
+L_IMAGE = "com.docker.compose.image"
+L_NETWORK = "com.docker.compose.network"
+L_VOLUME = "com.docker.compose.volume"
+
+# Keys that do not change the container itself (scaling, building, profile selection).
+_HASH_EXCLUDED = {"scale", "deploy", "build", "pull_policy", "profiles", "depends_on"}
+
+
+def config_hash(svc: Service) -> str:
+    canon = {k: v for k, v in svc.items() if k not in _HASH_EXCLUDED}
+    if isinstance(svc.get("deploy"), dict):
+        canon["deploy"] = {k: v for k, v in svc["deploy"].items() if k != "replicas"}
+    data = json.dumps(canon, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def image_name(project: Project, name: str, svc: Service) -> str:
+    return str(svc.get("image") or f"{project.name}-{name}")
+
+
+def container_name(project: Project, name: str, number: int, svc: Service) -> str:
+    return str(svc.get("container_name") or f"{project.name}-{name}-{number}")
+
+
+def service_labels(project: Project, name: str, svc: Service, number: int, oneoff: bool = False) -> dict[str, str]:
+    labels = {k: str(v or "") for k, v in (svc.get("labels") or {}).items()}
+    deps = ",".join(f"{d}:{c.get('condition', 'service_started')}:{str(c.get('restart', False)).lower()}"
+                    for d, c in (svc.get("depends_on") or {}).items())
+    labels.update({
+        L_PROJECT: project.name, L_SERVICE: name, L_NUMBER: str(number),
+        L_ONEOFF: "True" if oneoff else "False", L_HASH: config_hash(svc),
+        L_VERSION: COMPOSE_VERSION, L_DEPENDS: deps, L_WORKDIR: str(project.working_dir),
+        L_FILES: ",".join(str(f) for f in project.config_files), L_IMAGE: image_name(project, name, svc),
+    })
+    return labels
+
+
+def _healthcheck(hc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "test" in hc:
+        out["Test"] = hc["test"]
+    for key, api in (("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod"),
+                     ("start_interval", "StartInterval")):
+        if key in hc:
+            out[api] = parse_duration(hc[key], key)
+    if "retries" in hc:
+        out["Retries"] = int(hc["retries"])
+    return out
+
+
+def _mounts(project: Project, svc: Service) -> tuple[list[str], list[dict[str, Any]]]:
+    binds: list[str] = []
+    mounts: list[dict[str, Any]] = []
+    for v in svc.get("volumes") or []:
+        ro = bool(v.get("read_only"))
+        if v["type"] == "bind":
+            # Binds (not Mounts) so a missing host path is created, as compose does on old APIs.
+            binds.append(f"{v['source']}:{v['target']}" + (":ro" if ro else ""))
+        elif v["type"] == "volume":
+            src = v.get("source")
+            m: dict[str, Any] = {"Type": "volume", "Target": v["target"], "ReadOnly": ro}
+            if src:
+                m["Source"] = project.volumes[src]["name"]
+            if (v.get("volume") or {}).get("nocopy"):
+                m["VolumeOptions"] = {"NoCopy": True}
+            mounts.append(m)
+        elif v["type"] == "tmpfs":
+            m = {"Type": "tmpfs", "Target": v["target"]}
+            size = (v.get("tmpfs") or {}).get("size")
+            if size:
+                m["TmpfsOptions"] = {"SizeBytes": int(size)}
+            mounts.append(m)
+    return binds, mounts
+
+
+def _ports(svc: Service) -> tuple[dict[str, Any], dict[str, list[dict[str, str]]]]:
+    exposed: dict[str, Any] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for p in svc.get("ports") or []:
+        key = f"{p['target']}/{p.get('protocol', 'tcp')}"
+        exposed[key] = {}
+        bindings.setdefault(key, []).append({"HostIp": p.get("host_ip", ""), "HostPort": p.get("published", "")})
+    for e in svc.get("expose") or []:
+        exposed[e if "/" in e else f"{e}/tcp"] = {}
+    return exposed, bindings
+
+
+def _restart(policy: str | None) -> dict[str, Any]:
+    if not policy or policy == "no":
+        return {"Name": "no"}
+    name, _, count = policy.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
+def network_mode(project: Project, svc: Service, resolve_service: Any = None) -> str:
+    mode = svc.get("network_mode")
+    if mode:
+        if mode.startswith("service:") and resolve_service:
+            return f"container:{resolve_service(mode.split(':', 1)[1])}"
+        return str(mode)
+    first = next(iter(svc.get("networks") or {"default": None}))
+    return str(project.networks[first]["name"])
+
+
+def endpoint(project: Project, name: str, svc: Service, net: str) -> dict[str, Any]:
+    cfg = (svc.get("networks") or {}).get(net) or {}
+    ep: dict[str, Any] = {"Aliases": [name, *cfg.get("aliases", [])]}
+    ipam = {}
+    if cfg.get("ipv4_address"):
+        ipam["IPv4Address"] = cfg["ipv4_address"]
+    if cfg.get("ipv6_address"):
+        ipam["IPv6Address"] = cfg["ipv6_address"]
+    if ipam:
+        ep["IPAMConfig"] = ipam
+    return ep
+
+
+def create_body(project: Project, name: str, svc: Service, number: int, oneoff: bool = False,
+                resolve_service: Any = None) -> dict[str, Any]:
+    env = [f"{k}={v}" if v is not None else k for k, v in (svc.get("environment") or {}).items()
+           if v is not None]
+    binds, mounts = _mounts(project, svc)
+    exposed, bindings = _ports(svc)
+    mode = network_mode(project, svc, resolve_service)
+    hc: dict[str, Any] = {
+        "Binds": binds or None, "Mounts": mounts or None, "PortBindings": bindings or None,
+        "RestartPolicy": _restart(svc.get("restart")), "NetworkMode": mode,
+        "CapAdd": svc.get("cap_add"), "CapDrop": svc.get("cap_drop"),
+        "ReadonlyRootfs": bool(svc.get("read_only")), "Privileged": bool(svc.get("privileged")),
+        "Init": svc.get("init"), "ExtraHosts": [h.replace("=", ":", 1) for h in svc.get("extra_hosts") or []]
+        or None, "Dns": svc.get("dns"), "DnsSearch": svc.get("dns_search"),
+        "SecurityOpt": svc.get("security_opt"), "Sysctls": svc.get("sysctls"), "PidMode": svc.get("pid"),
+        "IpcMode": svc.get("ipc"), "GroupAdd": svc.get("group_add"), "ShmSize": svc.get("shm_size"),
+    }
+    if svc.get("tmpfs"):
+        hc["Tmpfs"] = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in svc["tmpfs"]}
+    if svc.get("mem_limit"):
+        hc["Memory"] = svc["mem_limit"]
+    if svc.get("cpus"):
+        hc["NanoCpus"] = int(svc["cpus"] * 1e9)
+    if svc.get("ulimits"):
+        hc["Ulimits"] = [{"Name": k, "Soft": v, "Hard": v} if isinstance(v, int)
+                         else {"Name": k, "Soft": v["soft"], "Hard": v["hard"]} for k, v in svc["ulimits"].items()]
+    if svc.get("volumes_from"):
+        hc["VolumesFrom"] = svc["volumes_from"]
+    body: dict[str, Any] = {
+        "Image": image_name(project, name, svc), "Env": env, "Cmd": svc.get("command"),
+        "Entrypoint": svc.get("entrypoint"), "Labels": service_labels(project, name, svc, number, oneoff),
+        "Hostname": svc.get("hostname"), "Domainname": svc.get("domainname"),
+        "WorkingDir": svc.get("working_dir"), "User": svc.get("user"),
+        "Tty": bool(svc.get("tty")), "OpenStdin": bool(svc.get("stdin_open")),
+        "AttachStdin": False, "AttachStdout": True, "AttachStderr": True,
+        "StopSignal": svc.get("stop_signal"), "ExposedPorts": exposed or None,
+        "HostConfig": {k: v for k, v in hc.items() if v is not None},
+    }
+    if svc.get("stop_grace_period"):
+        body["StopTimeout"] = parse_duration(svc["stop_grace_period"], "stop_grace_period") // 10**9
+    if svc.get("healthcheck"):
+        body["Healthcheck"] = _healthcheck(svc["healthcheck"])
+    if not svc.get("network_mode"):
+        first = next(iter(svc["networks"]))
+        body["NetworkingConfig"] = {"EndpointsConfig": {mode: endpoint(project, name, svc, first)}}
+    return {k: v for k, v in body.items() if v is not None}

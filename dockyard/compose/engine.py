@@ -1,0 +1,353 @@
+"""Convergence: make the daemon's containers, networks and volumes match the project (up/down)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.client import APIClient, APIError
+from dockyard.compose import state
+from dockyard.compose.convert import (
+    COMPOSE_VERSION, L_HASH, L_NETWORK, L_PROJECT, L_VERSION, L_VOLUME, config_hash, container_name,
+    create_body, endpoint, image_name,
+)
+from dockyard.compose.errors import ComposeError
+from dockyard.compose.graph import order
+from dockyard.compose.loader import Project
+from dockyard.compose.normalize import Service, parse_duration
+
+JSON = dict[str, Any]
+POLL = 0.2  # seconds between health/exit polls of a dependency
+
+
+def say(kind: str, name: str, status: str) -> None:
+    print(f" {kind} {name}  {status}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class UpOptions:
+    services: list[str] = field(default_factory=list)
+    force_recreate: bool = False
+    no_recreate: bool = False
+    no_deps: bool = False
+    no_start: bool = False
+    scale: dict[str, int] = field(default_factory=dict)
+    remove_orphans: bool = False
+    build: bool = False
+    no_build: bool = False
+    pull: str = "missing"  # always | missing | never
+    wait: bool = False
+    timeout: int | None = None
+
+
+class Engine:
+    def __init__(self, client: APIClient, project: Project) -> None:
+        self.client = client
+        self.project = project
+
+    # -- resources -----------------------------------------------------------
+    def ensure_networks(self, keys: set[str]) -> None:
+        for key in sorted(keys):
+            net = self.project.networks[key]
+            name = net["name"]
+            try:
+                self.client.inspect_network(name)
+                continue
+            except APIError as e:
+                if not e.not_found:
+                    raise
+            if net.get("external"):
+                raise ComposeError(f"network {name} declared as external, but could not be found")
+            body: JSON = {"Name": name, "Driver": net.get("driver") or "bridge", "CheckDuplicate": True,
+                          "Internal": bool(net.get("internal")), "Attachable": bool(net.get("attachable")),
+                          "EnableIPv6": bool(net.get("enable_ipv6")), "Options": net.get("driver_opts") or {},
+                          "Labels": {**{k: str(v) for k, v in (net.get("labels") or {}).items()},
+                                     L_PROJECT: self.project.name, L_NETWORK: key,
+                                     L_VERSION: COMPOSE_VERSION}}
+            ipam = net.get("ipam")
+            if ipam:
+                body["IPAM"] = {"Driver": ipam.get("driver") or "default",
+                                "Config": [{"Subnet": c.get("subnet"), "Gateway": c.get("gateway"),
+                                            "IPRange": c.get("ip_range")} for c in ipam.get("config") or []]}
+                for c in body["IPAM"]["Config"]:
+                    for k in [k for k, v in c.items() if v is None]:
+                        del c[k]
+            self.client.create_network(body)
+            say("Network", name, "Created")
+
+    def ensure_volumes(self, keys: set[str]) -> None:
+        for key in sorted(keys):
+            vol = self.project.volumes[key]
+            name = vol["name"]
+            try:
+                self.client.inspect_volume(name)
+                continue
+            except APIError as e:
+                if not e.not_found:
+                    raise
+            if vol.get("external"):
+                raise ComposeError(f"external volume \"{name}\" not found")
+            self.client.create_volume({
+                "Name": name, "Driver": vol.get("driver") or "local", "DriverOpts": vol.get("driver_opts") or {},
+                "Labels": {**{k: str(v) for k, v in (vol.get("labels") or {}).items()},
+                           L_PROJECT: self.project.name, L_VOLUME: key, L_VERSION: COMPOSE_VERSION}})
+            say("Volume", name, "Created")
+
+    # -- images --------------------------------------------------------------
+    def build_service(self, name: str, svc: Service, no_cache: bool = False, pull: bool = False) -> None:
+        tag = image_name(self.project, name, svc)
+        say("Service", name, "Building")
+        for msg in state.build(self.client, tag, svc["build"], svc["build"].get("labels"), no_cache, pull):
+            if msg.get("error"):
+                raise ComposeError(f"failed to build {name}: {msg['error'].strip()}")
+            if msg.get("stream"):
+                sys.stderr.write(msg["stream"])
+        say("Service", name, "Built")
+
+    def pull_service(self, name: str, svc: Service) -> None:
+        ref = str(svc["image"])
+        say("Image", ref, "Pulling")
+        for msg in self.client.pull(ref if (":" in ref.rsplit("/", 1)[-1] or "@" in ref) else ref + ":latest"):
+            if msg.get("error"):
+                raise ComposeError(f"failed to pull {name}: {msg['error']}")
+        say("Image", ref, "Pulled")
+
+    def ensure_image(self, name: str, svc: Service, opts: UpOptions) -> None:
+        ref = image_name(self.project, name, svc)
+        policy = svc.get("pull_policy", opts.pull)
+        if svc.get("build") and (opts.build or policy == "build") and not opts.no_build:
+            self.build_service(name, svc)
+            return
+        if policy == "always" or not state.image_exists(self.client, ref):
+            if svc.get("build") and not opts.no_build:
+                self.build_service(name, svc)
+            elif policy != "never" and svc.get("image"):
+                self.pull_service(name, svc)
+            else:
+                raise ComposeError(f"No such image: {ref}")
+
+    # -- containers ----------------------------------------------------------
+    def _resolve_service_container(self, service: str) -> str:
+        ctrs = state.project_containers(self.client, self.project.name, [service], all=False)
+        if not ctrs:
+            raise ComposeError(f"service {service!r} has no running container for network_mode")
+        return str(ctrs[0]["Id"])
+
+    def create(self, name: str, svc: Service, number: int, oneoff: bool = False,
+               cname: str | None = None, overrides: JSON | None = None) -> str:
+        body = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container)
+        if overrides:
+            body.update(overrides)
+        cname = cname or container_name(self.project, name, number, svc)
+        cid = str(self.client.create_container(body, name=cname)["Id"])
+        # One endpoint goes with create (APIs < 1.44 allow only one); the rest are connected now.
+        for net in list(svc.get("networks") or {})[1:]:
+            self.client.connect_network(self.project.networks[net]["name"], cid,
+                                        endpoint(self.project, name, svc, net))
+        return cid
+
+    def _stop_timeout(self, svc: Service | None, timeout: int | None) -> int | None:
+        if timeout is not None:
+            return timeout
+        if svc and svc.get("stop_grace_period"):
+            return parse_duration(svc["stop_grace_period"], "stop_grace_period") // 10**9
+        return None
+
+    def recreate(self, name: str, svc: Service, ctr: JSON, timeout: int | None, start: bool) -> str:
+        cname = state.name(ctr)
+        say("Container", cname, "Recreate")
+        if ctr["State"] == "running":
+            self.client.stop(ctr["Id"], self._stop_timeout(svc, timeout))
+        self.client.rename(ctr["Id"], f"{ctr['Id'][:12]}_{cname}")
+        cid = self.create(name, svc, state.number(ctr), cname=cname)
+        self.client.remove_container(ctr["Id"], force=True)
+        say("Container", cname, "Recreated")
+        if start:
+            self.start_container(cid, cname)
+        return cid
+
+    def start_container(self, cid: str, cname: str) -> None:
+        say("Container", cname, "Starting")
+        self.client.start(cid)
+        say("Container", cname, "Started")
+
+    def converge_service(self, name: str, opts: UpOptions) -> list[str]:
+        svc = self.project.services[name]
+        want = opts.scale.get(name, svc.get("scale", 1))
+        if svc.get("container_name") and want > 1:
+            raise ComposeError(f"services.{name}: container_name {svc['container_name']!r} is unique: "
+                               "the service cannot be scaled")
+        ctrs = state.project_containers(self.client, self.project.name, [name])
+        expected = config_hash(svc)
+        result: list[str] = []
+        for ctr in ctrs[want:][::-1]:  # scale down: highest numbers go first
+            cname = state.name(ctr)
+            say("Container", cname, "Stopping")
+            self.client.remove_container(ctr["Id"], force=True)
+            say("Container", cname, "Removed")
+        start = not opts.no_start
+        for ctr in ctrs[:want]:
+            cname = state.name(ctr)
+            changed = ctr["Labels"].get(L_HASH) != expected
+            if opts.force_recreate or (changed and not opts.no_recreate):
+                result.append(self.recreate(name, svc, ctr, opts.timeout, start))
+            elif ctr["State"] != "running" and start:
+                self.start_container(ctr["Id"], cname)
+                result.append(ctr["Id"])
+            else:
+                say("Container", cname, "Running")
+                result.append(ctr["Id"])
+        used = {state.number(c) for c in ctrs[:want]}
+        n = 1
+        while len(result) < want:
+            while n in used:
+                n += 1
+            used.add(n)
+            cname = container_name(self.project, name, n, svc)
+            say("Container", cname, "Creating")
+            cid = self.create(name, svc, n)
+            say("Container", cname, "Created")
+            if start:
+                self.start_container(cid, cname)
+            result.append(cid)
+        return result
+
+    def wait_dependencies(self, name: str, svc: Service) -> None:
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            if dep not in self.project.services:
+                continue
+            condition = cond.get("condition", "service_started")
+            for ctr in state.project_containers(self.client, self.project.name, [dep]):
+                self.wait_condition(state.name(ctr), ctr["Id"], condition)
+
+    def wait_condition(self, cname: str, cid: str, condition: str) -> None:
+        if condition == "service_started":
+            return
+        say("Container", cname, "Waiting")
+        while True:
+            st = self.client.inspect_container(cid)["State"]
+            if condition == "service_healthy":
+                health = (st.get("Health") or {}).get("Status")
+                if health is None:
+                    raise ComposeError(f"container {cname} has no healthcheck configured")
+                if health == "healthy":
+                    say("Container", cname, "Healthy")
+                    return
+                if health == "unhealthy":
+                    raise ComposeError(f"dependency failed to start: container {cname} is unhealthy")
+                if not st.get("Running"):
+                    raise ComposeError(f"dependency failed to start: container {cname} exited "
+                                       f"({st.get('ExitCode')})")
+            elif condition == "service_completed_successfully":
+                if st.get("Status") in ("exited", "dead"):
+                    if st.get("ExitCode") != 0:
+                        raise ComposeError(f"service {cname} didn't complete successfully: "
+                                           f"exit {st.get('ExitCode')}")
+                    say("Container", cname, "Exited")
+                    return
+            else:
+                return
+            time.sleep(POLL)
+
+    def orphans(self) -> list[JSON]:
+        known = set(self.project.services) | set(self.project.disabled)
+        return [c for c in state.project_containers(self.client, self.project.name)
+                if state.service_of(c) not in known]
+
+    def up(self, opts: UpOptions) -> list[str]:
+        """Converge the selected services (and their dependencies); returns the container ids."""
+        services = self.project.services
+        for s in opts.services:
+            if s not in services:
+                raise ComposeError(f"no such service: {s}")
+        selected = order(services, opts.services or None)
+        if opts.no_deps and opts.services:
+            selected = [s for s in selected if s in opts.services]
+        nets = {n for s in selected for n in (services[s].get("networks") or {})}
+        vols = {v["source"] for s in selected for v in services[s].get("volumes") or []
+                if v.get("type") == "volume" and v.get("source")}
+        for s in selected:
+            self.ensure_image(s, services[s], opts)
+        orphans = self.orphans()
+        if orphans and opts.remove_orphans:
+            for c in orphans:
+                self.client.remove_container(c["Id"], force=True)
+                say("Container", state.name(c), "Removed")
+        elif orphans:
+            print(f"WARN[0000] Found orphan containers ({', '.join(state.name(c) for c in orphans)}) for this "
+                  "project. If you removed or renamed this service in your compose file, you can run this "
+                  "command with the --remove-orphans flag to clean it up.", file=sys.stderr)
+        self.ensure_networks(nets)
+        self.ensure_volumes(vols)
+        ids: list[str] = []
+        for s in selected:
+            if not opts.no_start and not opts.no_deps:
+                self.wait_dependencies(s, services[s])
+            ids.extend(self.converge_service(s, opts))
+        if opts.wait:
+            for s in selected:
+                for ctr in state.project_containers(self.client, self.project.name, [s]):
+                    hc = services[s].get("healthcheck")
+                    cond = "service_healthy" if hc and hc.get("test") != ["NONE"] else "service_started"
+                    self.wait_condition(state.name(ctr), ctr["Id"], cond)
+        return ids
+
+    def down(self, volumes: bool = False, rmi: str | None = None, remove_orphans: bool = False,
+             timeout: int | None = None) -> None:
+        services = self.project.services
+        ctrs = state.project_containers(self.client, self.project.name, oneoff=None)
+        known = set(services) | set(self.project.disabled)
+        rank = {s: i for i, s in enumerate(order(services))}
+        # Dependants stop first: reverse start order; orphans only with --remove-orphans.
+        ctrs = [c for c in ctrs if state.service_of(c) in known or remove_orphans
+                or c["Labels"].get("com.docker.compose.oneoff") == "True"]
+        ctrs.sort(key=lambda c: -rank.get(state.service_of(c), -1))
+        for c in ctrs:
+            cname = state.name(c)
+            svc = services.get(state.service_of(c))
+            if c["State"] in ("running", "paused", "restarting"):
+                say("Container", cname, "Stopping")
+                try:
+                    self.client.stop(c["Id"], self._stop_timeout(svc, timeout))
+                except APIError as e:
+                    if not e.not_found:
+                        raise
+                say("Container", cname, "Stopped")
+            say("Container", cname, "Removing")
+            try:
+                self.client.remove_container(c["Id"], force=True, v=False)
+            except APIError as e:
+                if not e.not_found:
+                    raise
+            say("Container", cname, "Removed")
+        leftovers = state.project_containers(self.client, self.project.name, oneoff=None)
+        for n in self.client.networks(filters={"label": [f"{L_PROJECT}={self.project.name}"]}):
+            if leftovers and not remove_orphans:
+                # A container of this project we kept (an orphan) may still use it.
+                inspect = self.client.inspect_network(n["Id"])
+                if inspect.get("Containers"):
+                    continue
+            say("Network", n["Name"], "Removing")
+            self.client.remove_network(n["Id"])
+            say("Network", n["Name"], "Removed")
+        if volumes:
+            for v in (self.client.volumes(filters={"label": [f"{L_PROJECT}={self.project.name}"]})
+                      .get("Volumes") or []):
+                say("Volume", v["Name"], "Removing")
+                self.client.remove_volume(v["Name"])
+                say("Volume", v["Name"], "Removed")
+        if rmi:
+            seen: set[str] = set()
+            for s, svc in services.items():
+                ref = image_name(self.project, s, svc)
+                if ref in seen or (rmi == "local" and svc.get("image")):
+                    continue
+                seen.add(ref)
+                try:
+                    self.client.remove_image(ref)
+                    say("Image", ref, "Removed")
+                except APIError as e:
+                    if not e.not_found:
+                        raise

@@ -1,0 +1,196 @@
+"""Pull: resolve a reference on a registry (mirrors first), pick the platform, download layers in
+parallel and extract each as soon as it and the ones below it are in (dockerd waits per layer in
+order too, but only downloads 3 at a time and never overlaps the two phases as tightly).
+
+Crash/retry safety: blobs land in the content store only once verified, snapshots only once fully
+extracted, and the image is registered last, so a failed pull leaves no half image and a retry
+reuses every finished blob and snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from dockyard.errors import DockyardError, InvalidParameter, NotFound, Unavailable
+from dockyard.oci import reference
+from dockyard.registry import platforms, progress
+from dockyard.registry.auth import Credentials
+from dockyard.registry.client import INDEX_TYPES, RegistryClient, Repository
+from dockyard.registry.layermap import LayerMap
+from dockyard.store.content import ContentStore
+from dockyard.store.snapshots import Snapshotter, chain_ids
+
+Event = dict[str, Any]
+
+
+class ImageRegistrar(Protocol):
+    """What the image service offers the puller (services/images.py ImageService.register)."""
+
+    def register(self, config_bytes: bytes, layer_diff_ids: list[str], tags: Iterable[str] = (), *,
+                 repo_digests: Iterable[str] = (), layer_blobs: Iterable[tuple[str, str, str, int]] = ()) -> Any: ...
+
+
+@dataclass
+class Resolved:
+    repo: Repository
+    ref: reference.Reference
+    digest: str  # what `Digest:` prints: the index digest when the tag names an index
+    manifest: dict[str, Any]
+    manifest_digest: str  # the platform's manifest
+
+
+class Puller:
+    def __init__(self, client: RegistryClient, content: ContentStore, snapshots: Snapshotter,
+                 images: ImageRegistrar, layermap: LayerMap | None = None, concurrency: int = 6) -> None:
+        self.client = client
+        self.content = content
+        self.snapshots = snapshots
+        self.images = images
+        self.layermap = layermap
+        self.concurrency = concurrency
+
+    async def resolve(self, ref: reference.Reference, platform: str | None, creds: Credentials) -> Resolved:
+        want = platforms.parse(platform)
+        last: Exception | None = None
+        wanted = ref.digest or ref.tag or "latest"
+        for ep in self.client.endpoints(ref.domain):
+            repo = self.client.repository(ep, ref.path, creds)
+            try:
+                data, media_type, digest = await repo.get_manifest(wanted)
+            except (Unavailable, httpx.TransportError, NotFound, DockyardError) as e:
+                last = e
+                if ep.mirror:  # docker falls back from a mirror to the registry on any error
+                    continue
+                break
+            top = digest
+            doc = json.loads(data)
+            if not self.content.has(digest):
+                self.content.write(data, digest)
+            if media_type in INDEX_TYPES:
+                desc = platforms.select(doc, want)
+                data, media_type, digest = await repo.get_manifest(desc["digest"])
+                if digest != desc["digest"]:
+                    raise InvalidParameter(f"manifest verification failed for digest {desc['digest']}")
+                doc = json.loads(data)
+                if not self.content.has(digest):
+                    self.content.write(data, digest)
+            return Resolved(repo, ref, top, doc, digest)
+        if isinstance(last, NotFound):
+            raise NotFound(f"manifest for {ref.familiar} not found: manifest unknown: manifest unknown")
+        if isinstance(last, DockyardError):
+            raise last
+        raise Unavailable(f"error pulling {ref.familiar}: {last}")
+
+    async def pull(self, image: str, tag: str | None = None, platform: str | None = None,
+                   creds: Credentials | None = None) -> AsyncIterator[Event]:
+        """Yield Docker progress events. Errors before the first event raise (the API answers with a
+        status code); later ones raise too, and the API turns them into an errorDetail line."""
+        if tag and not image.count("@"):
+            if tag.startswith("sha256:"):
+                image = f"{image}@{tag}"
+            else:
+                image = f"{image}:{tag}"
+        ref = reference.parse(image)
+        res = await self.resolve(ref, platform, creds or Credentials())
+        yield progress.status(f"Pulling from {ref.path}", ref.tag or ref.digest)
+        outcome: dict[str, bool] = {}
+        async for ev in self._fetch(res, platform, outcome):
+            yield ev
+        yield progress.status(f"Digest: {res.digest}")
+        verb = "Downloaded newer image for" if outcome.get("downloaded") else "Image is up to date for"
+        yield progress.status(f"Status: {verb} {ref.familiar}")
+
+    async def _fetch(self, res: Resolved, platform: str | None, outcome: dict[str, bool]) -> AsyncIterator[Event]:
+        m = res.manifest
+        try:
+            cfg_desc, layers = m["config"], list(m.get("layers") or [])
+        except (KeyError, TypeError):
+            raise InvalidParameter("invalid manifest: no config") from None
+        await res.repo.fetch_blob(cfg_desc["digest"], cfg_desc.get("size"), self.content)
+        config_bytes = self.content.path(cfg_desc["digest"]).read_bytes()
+        config = json.loads(config_bytes)
+        if platform:
+            got = platforms.normalize(platforms.Platform(config.get("os", ""), config.get("architecture", ""),
+                                                         config.get("variant", "")))
+            want = platforms.parse(platform)
+            if (got.os, got.architecture) != (want.os, want.architecture):
+                raise InvalidParameter(f"image with reference {res.ref.familiar} was found but does not match "
+                                       f"the specified platform: wanted {want}, actual: {got}")
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(layers):
+            raise InvalidParameter("invalid image: layer count in manifest and config differ")
+        chains = chain_ids(diff_ids)
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        need = [not self.snapshots.exists(c) for c in chains]
+        outcome["downloaded"] = any(need)
+        for i, desc in enumerate(layers):
+            queue.put_nowait(progress.layer("Pulling fs layer" if need[i] else "Already exists",
+                                            progress.short(desc["digest"])))
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def download(i: int) -> None:
+            desc = layers[i]
+            lid, digest, size = progress.short(desc["digest"]), desc["digest"], int(desc.get("size") or 0)
+            async with sem:
+                if not self.content.has(digest):
+                    step = max(size // 100, 256 * 1024)
+                    last = [0]
+
+                    def on_progress(n: int) -> None:
+                        if n - last[0] >= step or n == size:
+                            last[0] = n
+                            queue.put_nowait(progress.detail("Downloading", lid, n, size))
+                    queue.put_nowait(progress.detail("Downloading", lid, 0, size))
+                    await res.repo.fetch_blob(digest, size or None, self.content, on_progress)
+                    queue.put_nowait(progress.layer("Verifying Checksum", lid))
+                queue.put_nowait(progress.layer("Download complete", lid))
+
+        tasks = {i: asyncio.create_task(download(i)) for i in range(len(layers)) if need[i]}
+
+        async def extract_all() -> None:
+            for i, desc in enumerate(layers):
+                if not need[i]:
+                    continue
+                await tasks[i]
+                lid, digest = progress.short(desc["digest"]), desc["digest"]
+                size = self.content.size(digest)
+                queue.put_nowait(progress.detail("Extracting", lid, 0, size))
+                parent = chains[i - 1] if i else None
+                await asyncio.to_thread(self.snapshots.ensure, chains[i], parent,
+                                        functools.partial(self.content.open, digest))
+                queue.put_nowait(progress.detail("Extracting", lid, size, size))
+                queue.put_nowait(progress.layer("Pull complete", lid))
+            blobs = [(d, desc["digest"], desc.get("mediaType", ""), int(desc.get("size") or 0))
+                     for desc, d in zip(layers, diff_ids, strict=True)]
+            if self.layermap is not None:
+                for diff_id, digest, media_type, size in blobs:
+                    self.layermap.record(diff_id, digest, media_type, size, res.ref.domain, res.ref.path)
+            tags = [str(res.ref)] if res.ref.tag and not res.ref.digest else []
+            # One transaction in the image service: tags, RepoDigest and layer blobs appear together.
+            await asyncio.to_thread(self.images.register, config_bytes, diff_ids, tags,
+                                    repo_digests=[f"{res.ref.repository}@{res.digest}"], layer_blobs=blobs)
+
+        async def run() -> None:
+            try:
+                await extract_all()
+            finally:
+                for t in tasks.values():
+                    t.cancel()
+                queue.put_nowait(None)
+
+        runner = asyncio.create_task(run())
+        try:
+            while (ev := await queue.get()) is not None:
+                yield ev
+            await runner  # re-raises the first failure
+        finally:
+            runner.cancel()
+            for t in tasks.values():
+                t.cancel()

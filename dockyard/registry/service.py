@@ -1,0 +1,127 @@
+"""The distribution facade the API calls: pull, push, distribution inspect and login.
+
+It takes raw `X-Registry-Auth` headers so the API layer needs no registry imports; the image
+service is duck-typed (`resolve`, `register`, `all`, `layer_blob`: services/images.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dockyard.errors import InvalidParameter, Unauthorized
+from dockyard.oci import reference
+from dockyard.registry import platforms
+from dockyard.registry.auth import Credentials, RegistryAuth, decode_registry_auth, load_docker_config
+from dockyard.registry.client import INDEX_TYPES, RegistryClient
+from dockyard.registry.layermap import LayerMap
+from dockyard.registry.pull import Event, Puller
+from dockyard.registry.push import Pusher
+from dockyard.store.content import ContentStore
+from dockyard.store.snapshots import Snapshotter
+
+
+class Distribution:
+    def __init__(self, client: RegistryClient, content: ContentStore, snapshots: Snapshotter, images: Any,
+                 layermap: LayerMap) -> None:
+        self.client = client
+        self.content = content
+        self.images = images
+        self.puller = Puller(client, content, snapshots, images, layermap)
+        self.pusher = Pusher(client, content, snapshots, layermap, getattr(images, "layer_blob", None))
+
+    @staticmethod
+    def credentials(auth_header: str | None, domain: str) -> Credentials:
+        """X-Registry-Auth first (what the CLI sends), else the daemon user's ~/.docker/config.json."""
+        creds = decode_registry_auth(auth_header)
+        return creds if creds else load_docker_config(domain)
+
+    def pull(self, image: str, tag: str | None, platform: str | None, auth_header: str | None) -> AsyncIterator[Event]:
+        ref = reference.parse(image, default_tag=None)
+        return self.puller.pull(image, tag, platform, self.credentials(auth_header, ref.domain))
+
+    async def push(self, name: str, tag: str | None, auth_header: str | None) -> AsyncIterator[Event]:
+        ref = reference.parse(name, default_tag=None)
+        creds = self.credentials(auth_header, ref.domain)
+        tags = [tag] if tag else self._tags_of(ref) or ["latest"]
+        for t in tags:
+            target = str(ref.with_tag(t))
+            image = self.images.resolve(target)
+            async for ev in self.pusher.push(target, self._config_bytes(image), creds):
+                yield ev
+
+    def _tags_of(self, ref: reference.Reference) -> list[str]:
+        """`docker push --all-tags`: every local tag of the repository."""
+        out = []
+        try:
+            images = self.images.all()
+        except (AttributeError, TypeError):
+            return []
+        for img in images:
+            for t in getattr(img, "repo_tags", None) or []:
+                r = reference.parse(t)
+                if r.repository == ref.repository and r.tag:
+                    out.append(r.tag)
+        return sorted(out)
+
+    def _config_bytes(self, image: Any) -> bytes:
+        """The config exactly as stored (its digest is the image id), else re-serialised."""
+        image_id = getattr(image, "id", "")
+        if image_id and self.content.has(image_id):
+            return self.content.path(image_id).read_bytes()
+        getter = getattr(self.images, "config_bytes", None)
+        if getter is not None:
+            return bytes(getter(image_id))
+        return json.dumps(image.config, separators=(",", ":")).encode()
+
+    async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:
+        """GET /distribution/{name}/json: the registry's descriptor and platforms."""
+        ref = reference.parse(name)
+        creds = self.credentials(auth_header, ref.domain)
+        last: Exception | None = None
+        for ep in self.client.endpoints(ref.domain):
+            repo = self.client.repository(ep, ref.path, creds)
+            try:
+                data, media_type, digest = await repo.get_manifest(ref.digest or ref.tag or "latest")
+            except Exception as e:  # mirrors fall through to the next endpoint
+                last = e
+                continue
+            doc = json.loads(data)
+            plats: list[dict[str, str]] = []
+            if media_type in INDEX_TYPES:
+                for m in doc.get("manifests") or []:
+                    p = m.get("platform") or {}
+                    if p.get("os") and p.get("architecture") != "unknown":
+                        plats.append({k: p[k] for k in ("architecture", "os", "variant") if p.get(k)})
+            else:
+                await repo.fetch_blob(doc["config"]["digest"], doc["config"].get("size"), self.content)
+                cfg = json.loads(self.content.path(doc["config"]["digest"]).read_bytes())
+                p2 = platforms.Platform(cfg.get("os", ""), cfg.get("architecture", ""), cfg.get("variant", ""))
+                plats.append({k: v for k, v in (("architecture", p2.architecture), ("os", p2.os),
+                                                ("variant", p2.variant)) if v})
+            return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
+                    "Platforms": plats}
+        assert last is not None
+        raise last
+
+    async def login(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /auth: check the credentials against the registry's /v2/ (Basic or token flow)."""
+        server = (body.get("serveraddress") or "").strip() or "docker.io"
+        domain = server.split("://", 1)[-1].split("/", 1)[0]
+        if domain in ("index.docker.io", "registry-1.docker.io"):
+            domain = "docker.io"
+        creds = Credentials(body.get("username") or "", body.get("password") or "",
+                            body.get("identitytoken") or "")
+        if not creds:
+            raise InvalidParameter("username is empty")
+        ep = self.client.endpoints(domain, push=True)[0]
+        base = await self.client.base_url(ep)
+        auth = RegistryAuth(creds, "")
+        resp = await self.client.http(ep.insecure).get(base + "/v2/", auth=auth)
+        if resp.status_code == 401:
+            raise Unauthorized(f'Get "{base}/v2/": unauthorized: incorrect username or password')
+        if resp.status_code >= 400:
+            raise InvalidParameter(f'Get "{base}/v2/": unexpected status {resp.status_code}')
+        return {"Status": "Login Succeeded", "IdentityToken": ""}
+

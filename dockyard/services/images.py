@@ -1,0 +1,844 @@
+"""ImageService: image metadata (tags, digests, layers), resolution, and load/save/import/commit.
+
+Bytes first, metadata last: blobs are verified into the content store and layers extracted into
+snapshots before `register` writes any row; a failed load removes the snapshots and blobs it made
+that no image references. Deleting an image removes snapshots and blobs no other image uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import platform
+import secrets
+import shlex
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from dockyard.errors import Conflict, InvalidParameter, NotFound, no_such_image
+from dockyard.oci import reference
+from dockyard.oci.digest import validate
+from dockyard.services.events import EventBus
+from dockyard.store import archive
+from dockyard.store.content import ContentStore
+from dockyard.store.db import Database
+from dockyard.store.layers import decompressed, write_diff
+from dockyard.store.snapshots import Snapshotter, chain_ids
+from dockyard.util.timefmt import ZERO_TIME, parse_rfc3339, parse_time_arg, rfc3339
+
+SCHEMA = [
+    """
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY, config BLOB NOT NULL, created REAL NOT NULL, size INTEGER NOT NULL,
+        parent TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE, idx INTEGER NOT NULL,
+        chain_id TEXT NOT NULL, diff_id TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (image_id, idx)
+    );
+    CREATE INDEX image_layers_chain ON image_layers(chain_id);
+    CREATE TABLE tags (
+        name TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        tagged REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE digests (name TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE);
+    CREATE TABLE snapshots (chain_id TEXT PRIMARY KEY, parent TEXT, diff_id TEXT NOT NULL, size INTEGER NOT NULL);
+    CREATE TABLE layer_blobs (
+        diff_id TEXT NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
+        PRIMARY KEY (diff_id, digest)
+    )
+    """,
+]
+
+_RUNNING_STATES = ("running", "paused", "restarting")
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
+           "s390x": "s390x", "riscv64": "riscv64"}
+_EMPTY_CONFIG: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
+    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+}
+
+
+def host_arch() -> str:
+    m = platform.machine()
+    return _GOARCH.get(m, m)
+
+
+def short_id(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+@dataclass
+class Image:
+    id: str  # sha256:<hex of the config>
+    config: dict[str, Any]  # the image config document
+    repo_tags: list[str]  # familiar: busybox:latest
+    repo_digests: list[str]  # familiar: busybox@sha256:...
+    created: float
+    size: int
+    parent: str = ""
+    chain_ids: list[str] = field(default_factory=list)
+    diff_ids: list[str] = field(default_factory=list)
+    layer_sizes: list[int] = field(default_factory=list)
+    last_tag_time: float = 0.0
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return (self.config.get("config") or {}).get("Labels") or {}
+
+
+def _media_type_of(head: bytes) -> str:
+    if head.startswith(b"\x1f\x8b"):
+        return archive.MT_LAYER_GZIP
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return archive.MT_LAYER_ZSTD
+    return archive.MT_LAYER_TAR
+
+
+def normalize_filters(raw: Any) -> dict[str, list[str]]:
+    """Docker's filters arrive as {"k": ["v"]} or the legacy {"k": {"v": true}}."""
+    out: dict[str, list[str]] = {}
+    for k, v in (raw or {}).items():
+        if isinstance(v, dict):
+            out[k] = [x for x, on in v.items() if on]
+        elif isinstance(v, list):
+            out[k] = [str(x) for x in v]
+        else:
+            out[k] = [str(v)]
+    return out
+
+
+def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    for w in wanted:
+        k, eq, v = w.partition("=")
+        if k not in labels or (eq and labels[k] != v):
+            return False
+    return True
+
+
+class ImageService:
+    def __init__(self, db: Database, content: ContentStore, snapshots: Snapshotter, events: EventBus) -> None:
+        self.db = db
+        self.content = content
+        self.snapshots = snapshots
+        self.events = events
+        self.tmp_root = content.root / "ingest"
+        self._lock = threading.RLock()  # serialises register/delete against GC of shared layers
+        self.pull_handler: Any = None  # set by the wiring: async (image, tag, platform, auth) -> events
+        db.migrate("images", SCHEMA)
+
+    # ------------------------------------------------------------------ lookup
+    def _row_to_image(self, row: Any) -> Image:
+        iid = row["id"]
+        tags = self.db.query("SELECT name, tagged FROM tags WHERE image_id=? ORDER BY name", (iid,))
+        digs = self.db.query("SELECT name FROM digests WHERE image_id=? ORDER BY name", (iid,))
+        layers = self.db.query(
+            "SELECT chain_id, diff_id, size FROM image_layers WHERE image_id=? ORDER BY idx", (iid,))
+        return Image(
+            id=iid, config=json.loads(row["config"]),
+            repo_tags=[reference.parse(t["name"]).familiar for t in tags],
+            repo_digests=[reference.parse(d["name"]).familiar for d in digs],
+            created=row["created"], size=row["size"], parent=row["parent"],
+            chain_ids=[r["chain_id"] for r in layers], diff_ids=[r["diff_id"] for r in layers],
+            layer_sizes=[r["size"] for r in layers],
+            last_tag_time=max((t["tagged"] for t in tags), default=0.0),
+        )
+
+    def get(self, image_id: str) -> Image:
+        row = self.db.query_one("SELECT * FROM images WHERE id=?", (image_id,))
+        if row is None:
+            raise no_such_image(image_id)
+        return self._row_to_image(row)
+
+    def _lookup(self, ref_or_id: str) -> tuple[str, str | None]:
+        """(image id, the normalized name when `ref_or_id` named a tag or digest reference)."""
+        s = ref_or_id.strip()
+        if not s:
+            raise no_such_image(ref_or_id)
+        bare = s[len("sha256:"):] if s.startswith("sha256:") else s
+        if len(bare) == 64 and all(c in "0123456789abcdef" for c in bare):
+            if self.db.query_one("SELECT 1 FROM images WHERE id=?", ("sha256:" + bare,)):
+                return "sha256:" + bare, None
+        try:
+            ref = reference.parse(s)
+        except InvalidParameter:
+            ref = None
+        if ref is not None and not s.startswith("sha256:"):
+            if ref.digest:
+                row = self.db.query_one("SELECT image_id FROM digests WHERE name=?",
+                                        (f"{ref.repository}@{ref.digest}",))
+            else:
+                row = self.db.query_one("SELECT image_id FROM tags WHERE name=?", (str(ref),))
+            if row is not None:
+                return row["image_id"], str(ref) if not ref.digest else f"{ref.repository}@{ref.digest}"
+        if bare and all(c in "0123456789abcdef" for c in bare):
+            rows = self.db.query("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{bare}%",))
+            if len(rows) == 1:
+                return rows[0]["id"], None
+        # Docker names the normalized reference: "No such image: nope:latest"
+        raise no_such_image(ref.familiar if ref is not None and not s.startswith("sha256:") else ref_or_id)
+
+    def resolve(self, ref_or_id: str) -> Image:
+        return self.get(self._lookup(ref_or_id)[0])
+
+    def layer_dirs(self, image_id: str) -> list[Path]:
+        """Extracted layer dirs, bottom first (overlay's lowerdir wants them reversed)."""
+        return self.snapshots.dirs(self.resolve(image_id).chain_ids)
+
+    def check_platform(self, ref: str, wanted: str) -> None:
+        img = self.resolve(ref)
+        os_, _, arch = wanted.partition("/")
+        arch = arch.split("/")[0]
+        got_os, got_arch = img.config.get("os", "linux"), img.config.get("architecture", "")
+        if (os_ and os_ != got_os) or (arch and arch != got_arch):
+            raise NotFound(f"image with reference {ref} was found but does not match the specified platform: "
+                           f"wanted {wanted}, actual: {got_os}/{got_arch}")
+
+    # ------------------------------------------------------------------ register
+    def register(self, config_bytes: bytes, layer_diff_ids: list[str], tags: Iterable[str] = (), *,
+                 repo_digests: Iterable[str] = (), parent: str = "",
+                 layer_blobs: Iterable[tuple[str, str, str, int]] = ()) -> Image:
+        """Record an image whose layers already exist as snapshots. `tags` are references
+        (normalized or familiar); `layer_blobs` are (diff_id, blob digest, media type, size)."""
+        try:
+            cfg = json.loads(config_bytes)
+            diff_ids = list(cfg["rootfs"]["diff_ids"])
+        except (ValueError, KeyError, TypeError):
+            raise InvalidParameter("invalid image config: no rootfs.diff_ids") from None
+        if diff_ids != list(layer_diff_ids):
+            raise InvalidParameter("invalid image: config diff_ids do not match the layers")
+        chains = chain_ids(diff_ids)
+        snaps = [self.snapshots.get(c) for c in chains]
+        for chain, snap in zip(chains, snaps, strict=True):
+            if snap is None:
+                raise InvalidParameter(f"layer {chain} is not extracted")
+        image_id = self.content.write(config_bytes)
+        created = parse_rfc3339(cfg["created"]) if isinstance(cfg.get("created"), str) else time.time()
+        size = sum(s.size for s in snaps if s)
+        now = time.time()
+        with self._lock, self.db.tx() as c:
+            c.execute("INSERT OR IGNORE INTO images(id, config, created, size, parent) VALUES(?,?,?,?,?)",
+                      (image_id, config_bytes, created, size, parent))
+            c.execute("DELETE FROM image_layers WHERE image_id=?", (image_id,))
+            for i, (chain, s) in enumerate(zip(chains, snaps, strict=True)):
+                assert s is not None
+                c.execute("INSERT INTO image_layers VALUES(?,?,?,?,?)", (image_id, i, chain, s.diff_id, s.size))
+                c.execute("INSERT OR IGNORE INTO snapshots VALUES(?,?,?,?)", (chain, s.parent, s.diff_id, s.size))
+            for diff_id, digest, mt, bsize in layer_blobs:
+                c.execute("INSERT OR IGNORE INTO layer_blobs VALUES(?,?,?,?)", (diff_id, digest, mt, bsize))
+            for t in tags:
+                ref = reference.parse(t)
+                if ref.digest:
+                    c.execute("INSERT OR REPLACE INTO digests VALUES(?,?)",
+                              (f"{ref.repository}@{ref.digest}", image_id))
+                else:
+                    c.execute("INSERT OR REPLACE INTO tags VALUES(?,?,?)", (str(ref), image_id, now))
+            for d in repo_digests:
+                ref = reference.parse(d)
+                c.execute("INSERT OR REPLACE INTO digests VALUES(?,?)", (f"{ref.repository}@{ref.digest}", image_id))
+        return self.get(image_id)
+
+    def add_repo_digest(self, image_id: str, name: str) -> None:
+        ref = reference.parse(name)
+        if not ref.digest:
+            raise InvalidParameter(f"not a digest reference: {name}")
+        self.db.execute("INSERT OR REPLACE INTO digests VALUES(?,?)", (f"{ref.repository}@{ref.digest}", image_id))
+
+    def record_layer_blob(self, diff_id: str, digest: str, media_type: str, size: int) -> None:
+        """Remember which stored blob holds a layer (so save/push can send it)."""
+        self.db.execute("INSERT OR IGNORE INTO layer_blobs VALUES(?,?,?,?)",
+                        (validate(diff_id), validate(digest), media_type, size))
+
+    def layer_blob(self, diff_id: str) -> tuple[str, str, int]:
+        """(digest, media type, size) of a stored blob for the layer."""
+        for r in self.db.query("SELECT digest, media_type, size FROM layer_blobs WHERE diff_id=?", (diff_id,)):
+            if self.content.has(r["digest"]):
+                return r["digest"], r["media_type"], r["size"]
+        if self.content.has(diff_id):
+            return diff_id, archive.MT_LAYER_TAR, self.content.size(diff_id)
+        raise NotFound(f"layer {diff_id} has no stored blob")
+
+    # ------------------------------------------------------------------ tag / delete / prune
+    def tag(self, ref_or_id: str, repo: str, tag: str | None = None) -> None:
+        img = self.resolve(ref_or_id)
+        if not repo:
+            raise InvalidParameter("repository name must have at least one component")
+        target = reference.parse(f"{repo}:{tag}" if tag else repo)
+        if target.digest:
+            raise InvalidParameter("refusing to create a tag with a digest reference")
+        self.db.execute("INSERT OR REPLACE INTO tags VALUES(?,?,?)", (str(target), img.id, time.time()))
+        self.events.emit("image", "tag", img.id, {"name": target.familiar})
+
+    def _refs(self, image_id: str) -> list[str]:
+        tags = [r["name"] for r in self.db.query("SELECT name FROM tags WHERE image_id=?", (image_id,))]
+        digs = [r["name"] for r in self.db.query("SELECT name FROM digests WHERE image_id=?", (image_id,))]
+        return tags + digs
+
+    def _remove_ref(self, name: str, image_id: str, records: list[dict[str, str]]) -> None:
+        table = "digests" if "@" in name else "tags"
+        self.db.execute(f"DELETE FROM {table} WHERE name=?", (name,))
+        familiar = reference.parse(name).familiar
+        records.append({"Untagged": familiar})
+        self.events.emit("image", "untag", image_id, {"name": familiar})
+
+    def _containers_using(self, image_id: str) -> list[tuple[str, bool]]:
+        cols = {r[1] for r in self.db.query("PRAGMA table_info(containers)")}
+        if "image_id" not in cols:
+            return []
+        state_col = next((c for c in ("state", "status", "running") if c in cols), None)
+        sel = f"id, {state_col} AS st" if state_col else "id, '' AS st"
+        out = []
+        for r in self.db.query(f"SELECT {sel} FROM containers WHERE image_id=?", (image_id,)):
+            st = r["st"]
+            out.append((r["id"], bool(st) if state_col == "running" else str(st) in _RUNNING_STATES))
+        return out
+
+    def _conflict(self, img: Image, force: bool, multi_repo: bool = False) -> Conflict | None:
+        """Docker's checks in its order: children, running (hard), multiple repos, stopped (soft)."""
+        if self.db.query("SELECT id FROM images WHERE parent=?", (img.id,)):
+            return Conflict(f"conflict: unable to delete {short_id(img.id)} (cannot be forced) - "
+                            "image has dependent child images")
+        users = self._containers_using(img.id)
+        for cid, running in users:
+            if running:
+                return Conflict(f"conflict: unable to delete {short_id(img.id)} (cannot be forced) - "
+                                f"image is being used by running container {cid[:12]}")
+        if not force and multi_repo:
+            return Conflict(f"conflict: unable to delete {short_id(img.id)} (must be forced) - "
+                            "image is referenced in multiple repositories")
+        if not force and users:
+            return Conflict(f"conflict: unable to delete {short_id(img.id)} (must be forced) - "
+                            f"image is being used by stopped container {users[0][0][:12]}")
+        return None
+
+    def delete(self, ref_or_id: str, force: bool = False, noprune: bool = False) -> list[dict[str, str]]:
+        with self._lock:
+            return self._delete(ref_or_id, force, noprune, [0])
+
+    def _delete(self, ref_or_id: str, force: bool, noprune: bool, reclaimed: list[int]) -> list[dict[str, str]]:
+        image_id, named = self._lookup(ref_or_id)
+        img = self.get(image_id)
+        records: list[dict[str, str]] = []
+        refs = self._refs(image_id)
+        repos = {reference.parse(r).repository for r in refs}
+        single = len(repos) <= 1 and sum("@" not in r for r in refs) <= 1
+        if named is not None:
+            users = self._containers_using(image_id)
+            if not force and single and users:
+                raise Conflict(f'conflict: unable to remove repository reference "{ref_or_id}" (must force) - '
+                               f"container {users[0][0][:12]} is using its referenced image {short_id(image_id)}")
+            self._remove_ref(named, image_id, records)
+            left = self._refs(image_id)
+            removed_repo = reference.parse(named).repository
+            if "@" not in named and not any("@" not in r and reference.parse(r).repository == removed_repo
+                                            for r in left):
+                for r in left:  # digest refs of a repository whose last tag went go too
+                    if "@" in r and reference.parse(r).repository == removed_repo:
+                        self._remove_ref(r, image_id, records)
+            if self._refs(image_id):
+                return records
+            if self._conflict(img, force) is not None:
+                return records  # the image stays, now dangling, as Docker does
+        else:
+            err = self._conflict(img, force, multi_repo=not single)
+            if err is not None:
+                raise err
+            for r in refs:
+                self._remove_ref(r, image_id, records)
+        self._remove_image(img, records, reclaimed)
+        if not noprune and img.parent:
+            try:
+                parent = self.get(img.parent)
+            except NotFound:
+                return records
+            if not self._refs(parent.id) and self._conflict(parent, False) is None:
+                records += self._delete(parent.id, False, False, reclaimed)
+        return records
+
+    def _remove_image(self, img: Image, records: list[dict[str, str]], reclaimed: list[int]) -> None:
+        in_use = bool(self._containers_using(img.id))  # forced delete: the container still needs its layers
+        with self.db.tx() as c:
+            c.execute("DELETE FROM tags WHERE image_id=?", (img.id,))
+            c.execute("DELETE FROM digests WHERE image_id=?", (img.id,))
+            c.execute("DELETE FROM image_layers WHERE image_id=?", (img.id,))
+            c.execute("DELETE FROM images WHERE id=?", (img.id,))
+        records.append({"Deleted": img.id})
+        self.events.emit("image", "delete", img.id, {"name": img.id})
+        if in_use:
+            return
+        self._gc(img.chain_ids, img.diff_ids, [img.id], records, reclaimed)
+
+    def _gc(self, chains: list[str], diff_ids: list[str], config_ids: list[str],
+            records: list[dict[str, str]] | None, reclaimed: list[int]) -> None:
+        """Remove snapshots, layer blobs and config blobs that no remaining image references."""
+        for chain in reversed(chains):
+            if self.db.query_one("SELECT 1 FROM image_layers WHERE chain_id=?", (chain,)):
+                continue
+            snap = self.snapshots.get(chain)
+            self.snapshots.remove(chain)
+            self.db.execute("DELETE FROM snapshots WHERE chain_id=?", (chain,))
+            if snap is not None:
+                reclaimed[0] += snap.size
+                if records is not None:
+                    records.append({"Deleted": chain})
+        for diff_id in set(diff_ids):
+            if self.db.query_one("SELECT 1 FROM image_layers WHERE diff_id=?", (diff_id,)):
+                continue
+            for r in self.db.query("SELECT digest FROM layer_blobs WHERE diff_id=?", (diff_id,)):
+                self.content.delete(r["digest"])
+            self.db.execute("DELETE FROM layer_blobs WHERE diff_id=?", (diff_id,))
+            if self.content.has(diff_id):
+                self.content.delete(diff_id)
+        for cid in config_ids:
+            if not self.db.query_one("SELECT 1 FROM images WHERE id=?", (cid,)):
+                self.content.delete(cid)
+
+    def prune(self, filters: Any = None) -> dict[str, Any]:
+        f = normalize_filters(filters)
+        all_images = f.get("dangling", ["true"])[-1].lower() in ("false", "0")
+        until = parse_time_arg(f["until"][0]) if f.get("until") else None
+        deleted: list[dict[str, str]] = []
+        reclaimed = [0]
+        with self._lock:
+            for row in self.db.query("SELECT id FROM images ORDER BY created DESC"):
+                try:
+                    img = self.get(row["id"])
+                except NotFound:
+                    continue  # removed as a parent of an earlier one
+                refs = self._refs(img.id)
+                if (refs and not all_images) or self._containers_using(img.id):
+                    continue
+                if until is not None and img.created >= until:
+                    continue
+                if f.get("label") and not _label_match(img.labels, f["label"]):
+                    continue
+                if f.get("label!") and any(_label_match(img.labels, [lab]) for lab in f["label!"]):
+                    continue
+                try:
+                    if refs:
+                        for r in refs:
+                            if self.db.query_one("SELECT 1 FROM images WHERE id=?", (img.id,)):
+                                deleted += self._delete(r, False, False, reclaimed)
+                    else:
+                        deleted += self._delete(img.id, False, False, reclaimed)
+                except (Conflict, NotFound):
+                    continue
+        if deleted:
+            self.events.emit("image", "prune", "", {"reclaimed": str(reclaimed[0])})
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed[0]}
+
+    # ------------------------------------------------------------------ views
+    def all(self) -> list[Image]:
+        return [self._row_to_image(r) for r in self.db.query("SELECT * FROM images ORDER BY created DESC")]
+
+    def list_images(self, filters: Any = None, all: bool = False, digests: bool = False) -> list[dict[str, Any]]:
+        f = normalize_filters(filters)
+        images = self.all()
+        parents = {i.parent for i in images if i.parent}
+        before = self.resolve(f["before"][0]).created if f.get("before") else None
+        since = self.resolve(f["since"][0]).created if f.get("since") else None
+        out = []
+        for img in images:
+            tags = img.repo_tags
+            if not all and not tags and img.id in parents:
+                continue
+            if "dangling" in f:
+                want = f["dangling"][-1].lower() in ("true", "1")
+                if want != (not tags):
+                    continue
+            if f.get("label") and not _label_match(img.labels, f["label"]):
+                continue
+            if before is not None and img.created >= before:
+                continue
+            if since is not None and img.created <= since:
+                continue
+            if f.get("reference"):
+                tags = [t for t in tags if any(_ref_match(t, p) for p in f["reference"])]
+                if not tags:
+                    continue
+            out.append({
+                "Containers": -1, "Created": int(img.created), "Id": img.id, "Labels": img.labels or None,
+                "ParentId": img.parent, "RepoDigests": img.repo_digests, "RepoTags": tags,
+                "SharedSize": -1, "Size": img.size,
+            })
+        return out
+
+    def inspect(self, ref_or_id: str) -> dict[str, Any]:
+        img = self.resolve(ref_or_id)
+        cfg = img.config
+        dirs = [str(p) for p in self.snapshots.dirs(img.chain_ids)]
+        gd: dict[str, str] = {}
+        if dirs:
+            gd["UpperDir"] = dirs[-1]
+            if len(dirs) > 1:
+                gd["LowerDir"] = ":".join(reversed(dirs[:-1]))
+        created = cfg.get("created")
+        out: dict[str, Any] = {
+            "Id": img.id, "RepoTags": img.repo_tags, "RepoDigests": img.repo_digests, "Parent": img.parent,
+            "Comment": cfg.get("comment", ""),
+            "Created": rfc3339(parse_rfc3339(created)) if isinstance(created, str) else ZERO_TIME,
+            "DockerVersion": cfg.get("docker_version", ""), "Author": cfg.get("author", ""),
+            "Config": {**_EMPTY_CONFIG, **(cfg.get("config") or {})},
+            "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""), "Size": img.size,
+            "GraphDriver": {"Data": gd, "Name": "overlay2"},
+            "RootFS": {"Type": "layers", "Layers": img.diff_ids},
+            "Metadata": {"LastTagTime": rfc3339(img.last_tag_time) if img.last_tag_time else ZERO_TIME},
+        }
+        if cfg.get("variant"):
+            out["Variant"] = cfg["variant"]
+        if cfg.get("os.version"):
+            out["OsVersion"] = cfg["os.version"]
+        return out
+
+    def history(self, ref_or_id: str) -> list[dict[str, Any]]:
+        img = self.resolve(ref_or_id)
+        items: list[dict[str, Any]] = []
+        layer = 0
+        for h in img.config.get("history") or []:
+            size = 0
+            if not h.get("empty_layer"):
+                if layer < len(img.layer_sizes):
+                    size = img.layer_sizes[layer]
+                layer += 1
+            created = h.get("created")
+            items.insert(0, {
+                "Id": "<missing>", "Created": int(parse_rfc3339(created)) if isinstance(created, str) else 0,
+                "CreatedBy": h.get("created_by", ""), "Tags": None, "Size": size, "Comment": h.get("comment", ""),
+            })
+        cur: Image | None = img
+        for item in items:
+            if cur is None:
+                break
+            item["Id"] = cur.id
+            item["Tags"] = cur.repo_tags or None
+            try:
+                cur = self.get(cur.parent) if cur.parent else None
+            except NotFound:
+                cur = None
+        return items
+
+    # ------------------------------------------------------------------ load / save / import
+    def _tmpdir(self) -> Path:
+        d = self.tmp_root / f"load-{secrets.token_hex(8)}"
+        d.mkdir(parents=True)
+        return d
+
+    async def _spool(self, stream: AsyncIterator[bytes] | IO[bytes], path: Path) -> None:
+        """Write a request body to disk (never whole in memory)."""
+        with open(path, "wb") as out:
+            if hasattr(stream, "read"):
+                await asyncio.to_thread(shutil.copyfileobj, stream, out, 1 << 20)  # type: ignore[arg-type]
+            else:
+                async for chunk in stream:  # type: ignore[union-attr]
+                    out.write(chunk)
+
+    async def load(self, stream: AsyncIterator[bytes] | IO[bytes], quiet: bool = False) -> list[dict[str, Any]]:
+        """`docker load`: returns Docker's messages ({"stream": "Loaded image: x\\n"})."""
+        tmp = self._tmpdir()
+        try:
+            await self._spool(stream, tmp / "upload")
+            return await asyncio.to_thread(self._load_sync, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _load_sync(self, tmp: Path) -> list[dict[str, Any]]:
+        upload = tmp / "upload"
+        with open(upload, "rb") as f:
+            head = f.read(6)
+        if _media_type_of(head) != archive.MT_LAYER_TAR or head.startswith((b"BZh", b"\xfd7zXZ")):
+            with open(upload, "rb") as src, open(tmp / "archive.tar", "wb") as dst:
+                shutil.copyfileobj(decompressed(src), dst, 1 << 20)
+            upload.unlink()
+            upload = tmp / "archive.tar"
+        reader = archive.ArchiveReader(str(upload))
+        new_chains: list[str] = []
+        new_blobs: list[str] = []
+        try:
+            with self._lock:
+                prepared = []
+                for ai in reader.images(host_arch()):
+                    prepared.append(self._prepare(ai, new_chains, new_blobs))
+                messages: list[dict[str, Any]] = []
+                for config, diff_ids, tags, blobs in prepared:
+                    olds = {t: self.db.query_one("SELECT image_id FROM tags WHERE name=?", (t,)) for t in tags}
+                    img = self.register(config, diff_ids, tags, layer_blobs=blobs)
+                    for t in tags:
+                        old = olds[t]
+                        if old is not None and old["image_id"] != img.id:
+                            messages.append({"stream": f"The image {reference.parse(t).familiar} already exists, "
+                                                       f"renaming the old one with ID {old['image_id']} "
+                                                       "to empty string\n"})
+                        messages.append({"stream": f"Loaded image: {reference.parse(t).familiar}\n"})
+                        self.events.emit("image", "tag", img.id, {"name": reference.parse(t).familiar})
+                    if not tags:
+                        messages.append({"stream": f"Loaded image ID: {img.id}\n"})
+                    self.events.emit("image", "load", img.id, {"name": img.id})
+                return messages
+        except BaseException:
+            self._gc(list(reversed(new_chains)), [], [], None, [0])
+            for d in new_blobs:
+                if not self.db.query_one("SELECT 1 FROM layer_blobs WHERE digest=?", (d,)) and \
+                        not self.db.query_one("SELECT 1 FROM images WHERE id=?", (d,)):
+                    self.content.delete(d)
+            raise
+        finally:
+            reader.close()
+
+    def _prepare(self, ai: archive.ArchiveImage, new_chains: list[str], new_blobs: list[str]
+                 ) -> tuple[bytes, list[str], list[str], list[tuple[str, str, str, int]]]:
+        try:
+            cfg = json.loads(ai.config)
+            diff_ids = [validate(d) for d in cfg["rootfs"]["diff_ids"]]
+        except (ValueError, KeyError, TypeError):
+            raise InvalidParameter("invalid archive: image config has no rootfs.diff_ids") from None
+        if len(diff_ids) != len(ai.layers):
+            raise InvalidParameter("invalid archive: layer count in manifest and config differ")
+        chains = chain_ids(diff_ids)
+        blobs: list[tuple[str, str, str, int]] = []
+        for i, (opener, stated) in enumerate(ai.layers):
+            existed = bool(stated) and self.content.has(stated or "")
+            with opener() as src, self.content.ingest(stated) as w:
+                head = b""
+                while chunk := src.read(1 << 20):
+                    head = head or chunk[:6]
+                    w.write(chunk)
+                digest = w.commit()
+            if not existed:
+                new_blobs.append(digest)
+            blobs.append((diff_ids[i], digest, _media_type_of(head), self.content.size(digest)))
+            if not self.snapshots.exists(chains[i]):
+                self.snapshots.ensure(chains[i], chains[i - 1] if i else None, self._opener(digest))
+                new_chains.append(chains[i])
+        return ai.config, diff_ids, ai.tags, blobs
+
+    def _opener(self, digest: str) -> archive.Opener:
+        return lambda: self.content.open(digest)
+
+    def _save_list(self, names: list[str]) -> list[archive.SaveImage]:
+        by_id: dict[str, tuple[Image, list[str]]] = {}
+        for name in names:
+            image_id, named = self._lookup(name)
+            img = self.get(image_id)
+            entry = by_id.setdefault(image_id, (img, []))
+            if named and "@" not in named:
+                entry[1].append(named)
+            elif named is None and ":" not in name.split("/")[-1] and not name.startswith("sha256:"):
+                pass  # an id: saved without tags, as Docker does
+            if named and ":" not in name.split("/")[-1] and "@" not in name:
+                # `docker save busybox` saves every tag of the repository
+                repo = reference.parse(named).repository
+                for r in self.db.query("SELECT name, image_id FROM tags WHERE name LIKE ?", (repo + ":%",)):
+                    e = by_id.setdefault(r["image_id"], (self.get(r["image_id"]), []))
+                    if r["name"] not in e[1]:
+                        e[1].append(r["name"])
+        out = []
+        for img, tags in by_id.values():
+            layers: list[tuple[str, str, int, archive.Opener]] = []
+            for diff_id in img.diff_ids:
+                digest, mt, size = self.layer_blob(diff_id)
+                layers.append((digest, mt, size, self._opener(digest)))
+            config = self.content.path(img.id).read_bytes() if self.content.has(img.id) else \
+                self.db.query_one("SELECT config FROM images WHERE id=?", (img.id,))["config"]  # type: ignore[index]
+            out.append(archive.SaveImage(bytes(config), img.id, layers, tags))
+        return out
+
+    async def save(self, names: list[str]) -> AsyncIterator[bytes]:
+        """`docker save`: resolves every name first (errors before any byte), then streams."""
+        if not names:
+            raise InvalidParameter("no images given")
+        images = await asyncio.to_thread(self._save_list, names)
+        for img in images:
+            self.events.emit("image", "save", img.config_digest, {"name": img.config_digest})
+        return _threaded(_coalesce(archive.write_archive(images)))
+
+    async def import_(self, stream: AsyncIterator[bytes] | IO[bytes], repo: str = "", tag: str = "",
+                      changes: list[str] | None = None, message: str = "") -> list[dict[str, Any]]:
+        """`docker import`: a rootfs tar (maybe compressed) becomes a one-layer image."""
+        tmp = self._tmpdir()
+        try:
+            await self._spool(stream, tmp / "upload")
+            image_id = await asyncio.to_thread(self._import_sync, tmp / "upload", repo, tag, changes or [], message)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return [{"status": image_id}]
+
+    def _import_sync(self, upload: Path, repo: str, tag: str, changes: list[str], message: str) -> str:
+        tags = [f"{repo}:{tag}" if tag else repo] if repo else []
+        for t in tags:
+            reference.parse(t)  # a bad name fails before any work
+        with self._lock:
+            with open(upload, "rb") as src, self.content.ingest() as w:
+                head = src.read(6)
+                w.write(head)
+                shutil.copyfileobj(src, w, 1 << 20)  # type: ignore[misc]
+                blob = w.commit()
+            try:
+                snap = self.snapshots.apply(None, lambda: self.content.open(blob))
+            except BaseException:
+                self.content.delete(blob)
+                raise
+            now = rfc3339()
+            cfg: dict[str, Any] = {
+                "architecture": host_arch(), "os": "linux", "created": now,
+                "config": apply_changes({}, changes),
+                "rootfs": {"type": "layers", "diff_ids": [snap.diff_id]},
+                "history": [{"created": now, "comment": message or "Imported from -"}],
+            }
+            if message:
+                cfg["comment"] = message
+            config = json.dumps(cfg, separators=(",", ":")).encode()
+            img = self.register(config, [snap.diff_id], tags,
+                                layer_blobs=[(snap.diff_id, blob, _media_type_of(head), self.content.size(blob))])
+        self.events.emit("image", "import", img.id, {"name": img.id})
+        return img.id
+
+    async def commit_layer(self, *, upper: Path, parent_id: str, container_id: str, container_config: dict[str, Any],
+                           repo: str = "", tag: str = "", comment: str = "", author: str = "",
+                           changes: list[str] | None = None, config_override: dict[str, Any] | None = None) -> str:
+        """`docker commit`: the container's upper dir becomes a new layer on its image; returns the id."""
+        return await asyncio.to_thread(self._commit_sync, upper, parent_id, container_id, container_config,
+                                       repo, tag, comment, author, changes or [], config_override or {})
+
+    def _commit_sync(self, upper: Path, parent_id: str, container_id: str, container_config: dict[str, Any],
+                     repo: str, tag: str, comment: str, author: str, changes: list[str],
+                     override: dict[str, Any]) -> str:
+        parent = self.get(parent_id)
+        tags = [f"{repo}:{tag}" if tag else repo] if repo else []
+        with self._lock:
+            with self.content.ingest() as w:
+                diff_id = write_diff(upper, w)  # type: ignore[arg-type]
+                w.commit()
+            chains = chain_ids([*parent.diff_ids, diff_id])
+            self.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
+                                  lambda: self.content.open(diff_id))
+            now = rfc3339()
+            cfg = dict(parent.config)
+            base = {k: v for k, v in (container_config or {}).items() if v is not None}
+            cfg["config"] = apply_changes({**(parent.config.get("config") or {}), **base, **override}, changes)
+            cfg["created"] = now
+            cfg["container"] = container_id
+            if author:
+                cfg["author"] = author
+            if comment:
+                cfg["comment"] = comment
+            cmd = (container_config or {}).get("Cmd") or []
+            hist = {"created": now, "created_by": " ".join(cmd) if isinstance(cmd, list) else str(cmd)}
+            if author:
+                hist["author"] = author
+            if comment:
+                hist["comment"] = comment
+            cfg["history"] = [*(parent.config.get("history") or []), hist]
+            cfg["rootfs"] = {"type": "layers", "diff_ids": [*parent.diff_ids, diff_id]}
+            config = json.dumps(cfg, separators=(",", ":")).encode()
+            img = self.register(config, [*parent.diff_ids, diff_id], tags, parent=parent.id,
+                                layer_blobs=[(diff_id, diff_id, archive.MT_LAYER_TAR, self.content.size(diff_id))])
+        for t in tags:
+            self.events.emit("image", "tag", img.id, {"name": reference.parse(t).familiar})
+        return img.id
+
+    def sweep(self) -> None:
+        """At daemon start: drop temp dirs and snapshots no image row references."""
+        self.content.sweep_ingest()
+        self.snapshots.sweep_tmp()
+        known = {r["chain_id"] for r in self.db.query("SELECT chain_id FROM image_layers")}
+        for chain in self.snapshots.list():
+            if chain not in known:
+                self.snapshots.remove(chain)
+
+    list = list_images  # the contract's name; defined last so `list` stays the builtin above
+
+
+def _ref_match(familiar_tag: str, pattern: str) -> bool:
+    name = familiar_tag.rsplit(":", 1)[0] if ":" in familiar_tag.rsplit("/", 1)[-1] else familiar_tag
+    return fnmatch.fnmatchcase(familiar_tag, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+def _coalesce(it: Iterator[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    buf: list[bytes] = []
+    n = 0
+    for chunk in it:
+        buf.append(chunk)
+        n += len(chunk)
+        if n >= size:
+            yield b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+async def _threaded(it: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Drive a blocking iterator from a worker thread, one chunk at a time."""
+    while True:
+        chunk = await asyncio.to_thread(next, it, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
+def _json_or_shell(rest: str, shell: bool) -> list[str]:
+    if rest.startswith("["):
+        try:
+            v = json.loads(rest)
+            if isinstance(v, list) and all(isinstance(x, str) for x in v):
+                return v
+        except ValueError:
+            pass
+    return ["/bin/sh", "-c", rest] if shell else rest.split()
+
+
+def _pairs(rest: str, instr: str) -> list[tuple[str, str]]:
+    words = shlex.split(rest)
+    if words and "=" not in words[0]:  # legacy `ENV KEY value with spaces`
+        key, _, val = rest.partition(" ")
+        return [(key, val.strip())]
+    out = []
+    for w in words:
+        k, eq, v = w.partition("=")
+        if not eq or not k:
+            raise InvalidParameter(f"{instr} names can not be blank or malformed: {w}")
+        out.append((k, v))
+    return out
+
+
+def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
+    """Apply `--change` lines (a Dockerfile subset, JSON or shell forms) to a container config."""
+    cfg = dict(config)
+    for line in (ln for ch in changes for ln in ch.splitlines()):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instr, _, rest = line.partition(" ")
+        instr, rest = instr.upper(), rest.strip()
+        if instr in ("CMD", "ENTRYPOINT"):
+            cfg["Cmd" if instr == "CMD" else "Entrypoint"] = _json_or_shell(rest, True)
+        elif instr == "ENV":
+            env = list(cfg.get("Env") or [])
+            for k, v in _pairs(rest, instr):
+                env = [e for e in env if e.split("=", 1)[0] != k] + [f"{k}={v}"]
+            cfg["Env"] = env
+        elif instr == "LABEL":
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(_pairs(rest, instr))}
+        elif instr == "EXPOSE":
+            ports = dict(cfg.get("ExposedPorts") or {})
+            for p in rest.split():
+                ports[p if "/" in p else p + "/tcp"] = {}
+            cfg["ExposedPorts"] = ports
+        elif instr == "VOLUME":
+            vols = dict(cfg.get("Volumes") or {})
+            for v in _json_or_shell(rest, False):
+                vols[v] = {}
+            cfg["Volumes"] = vols
+        elif instr in ("WORKDIR", "USER", "STOPSIGNAL"):
+            cfg[{"WORKDIR": "WorkingDir", "USER": "User", "STOPSIGNAL": "StopSignal"}[instr]] = rest
+        elif instr == "ONBUILD":
+            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), rest]
+        else:
+            raise InvalidParameter(f"{instr.lower()} is not a valid change command")
+    return cfg

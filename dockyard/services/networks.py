@@ -1,0 +1,695 @@
+"""NetworkService: Docker's networks on Linux bridges — IPAM in the DB, a netns and veth per
+container, published ports and isolation as nftables rules, a DNS server per user network.
+
+Kernel state (bridges, veths, netns, rules) is derived from the DB and rebuilt by `start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, DockyardError, Forbidden, InvalidParameter, NotFound, SystemError_
+from dockyard.network import firewall, hostfiles, ipam, netlink, ports
+from dockyard.network.dns import DnsServer
+from dockyard.services.events import EventBus
+from dockyard.store.db import Database
+from dockyard.util.fs import atomic_write
+from dockyard.util.ids import new_id
+from dockyard.util.timefmt import rfc3339
+
+log = logging.getLogger(__name__)
+
+SCHEMA_V1 = """
+CREATE TABLE networks (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, driver TEXT NOT NULL, bridge TEXT NOT NULL DEFAULT '',
+  subnet TEXT NOT NULL DEFAULT '', gateway TEXT NOT NULL DEFAULT '', ip_range TEXT NOT NULL DEFAULT '',
+  internal INTEGER NOT NULL DEFAULT 0, attachable INTEGER NOT NULL DEFAULT 0, builtin INTEGER NOT NULL DEFAULT 0,
+  labels TEXT NOT NULL DEFAULT '{}', options TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL);
+CREATE TABLE net_links (
+  cid TEXT NOT NULL, network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+  aliases TEXT NOT NULL DEFAULT '[]', ipv4 TEXT NOT NULL DEFAULT '', PRIMARY KEY (cid, network_id));
+CREATE TABLE net_endpoints (
+  cid TEXT NOT NULL, network_id TEXT NOT NULL REFERENCES networks(id), endpoint_id TEXT NOT NULL,
+  name TEXT NOT NULL, ip TEXT NOT NULL, mac TEXT NOT NULL, veth TEXT NOT NULL, ifname TEXT NOT NULL,
+  PRIMARY KEY (cid, network_id));
+CREATE TABLE net_sandboxes (
+  cid TEXT PRIMARY KEY, name TEXT NOT NULL, mode TEXT NOT NULL, netns TEXT NOT NULL DEFAULT '',
+  sandbox_id TEXT NOT NULL, ports TEXT NOT NULL DEFAULT '[]', exposed TEXT NOT NULL DEFAULT '[]',
+  files TEXT NOT NULL DEFAULT '{}')
+"""
+
+ResolveContainer = Callable[[str], tuple[str, str, bool]]  # ref → (cid, name, running)
+
+
+@dataclass
+class AttachResult:
+    netns_path: Path | None
+    hosts_path: Path
+    resolv_path: Path
+    hostname_path: Path
+    network_settings: dict[str, Any] = field(default_factory=dict)
+
+
+class NetworkService:
+    def __init__(self, db: Database, exec_root: Path, events: EventBus, bridge_name: str = "dockyard0",
+                 bip: str | None = None, table: str = "dockyard", mtu: int = 1500,
+                 resolve_container: ResolveContainer | None = None,
+                 host_resolv_conf: Path = Path("/etc/resolv.conf")) -> None:
+        """`bip` None: keep the stored default-bridge subnet, or pick the first of Docker's pools
+        that overlaps no host route (so several daemons and dockerd can share a host)."""
+        self.db, self.exec_root, self.events = db, Path(exec_root), events
+        self.bridge_name, self.bip, self.table, self.mtu = bridge_name, bip, table, mtu
+        self.resolve_container = resolve_container
+        self.host_resolv_conf = host_resolv_conf
+        self._lock = asyncio.Lock()
+        self._dns: dict[str, DnsServer] = {}
+        self._held: dict[str, list[socket.socket]] = {}
+        db.migrate("networks", [SCHEMA_V1])
+
+    def set_container_resolver(self, resolve: ResolveContainer) -> None:
+        """Wiring injects the container service's lookup after both exist."""
+        self.resolve_container = resolve
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        async with self._lock:
+            netlink.set_sysctl("net/ipv4/ip_forward", "1")
+            await asyncio.to_thread(self._ensure_builtins)
+            for net in self._rows("SELECT * FROM networks WHERE driver='bridge'"):
+                await asyncio.to_thread(self._ensure_bridge, net)
+            for sb in self._rows("SELECT * FROM net_sandboxes"):
+                if sb["netns"] and sb["mode"] not in ("host",) and not sb["mode"].startswith("container:") \
+                        and not Path(sb["netns"]).exists():
+                    await asyncio.to_thread(self._detach_sync, sb["cid"])  # its netns died with a reboot
+                    continue
+                self._rehold(sb)
+            await asyncio.to_thread(self._sync_firewall)
+            for net in self._rows("SELECT * FROM networks WHERE driver='bridge' AND builtin=0"):
+                await self._start_dns(net)
+
+    async def close(self) -> None:
+        for nid in list(self._dns):
+            await self._stop_dns(nid)
+        for socks in self._held.values():
+            for s in socks:
+                s.close()
+        self._held.clear()
+
+    async def teardown_all(self) -> None:
+        await self.close()
+        async with self._lock:
+            for sb in self._rows("SELECT cid FROM net_sandboxes"):
+                await asyncio.to_thread(self._detach_sync, sb["cid"], False)
+            for net in self._rows("SELECT * FROM networks WHERE driver='bridge'"):
+                await asyncio.to_thread(netlink.delete_link, net["bridge"])
+            await asyncio.to_thread(firewall.delete_table, self.table)
+            await asyncio.to_thread(firewall.remove_forward_accept, self.table)
+            await asyncio.to_thread(netlink.unmount_dir, self.exec_root / "netns")
+
+    # ---- containers -----------------------------------------------------------------------------
+    async def attach(self, cid: str, name: str, hostname: str, network_mode: str, endpoints_config: dict,
+                     port_bindings: dict, exposed_ports: dict, publish_all: bool, dns: builtins.list,
+                     dns_search: builtins.list, dns_options: builtins.list, extra_hosts: builtins.list, mac: str | None,
+                     domainname: str = "") -> AttachResult:
+        async with self._lock:
+            if self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=?", (cid,)):
+                await asyncio.to_thread(self._detach_sync, cid)  # left over from a crash
+            try:
+                return await asyncio.to_thread(
+                    self._attach_sync, cid, name, hostname, network_mode or "default", endpoints_config or {},
+                    port_bindings or {}, exposed_ports or {}, publish_all, dns or [], dns_search or [],
+                    dns_options or [], extra_hosts or [], mac, domainname)
+            except BaseException:
+                await asyncio.to_thread(self._detach_sync, cid)
+                raise
+
+    async def detach(self, cid: str) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._detach_sync, cid)
+
+    async def forget(self, cid: str) -> None:
+        """At container removal: drop its network memberships too."""
+        await self.detach(cid)
+        self.db.execute("DELETE FROM net_links WHERE cid=?", (cid,))
+
+    def settings(self, cid: str) -> dict[str, Any]:
+        sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
+        eps = {r["network_id"]: r for r in self._rows("SELECT * FROM net_endpoints WHERE cid=?", (cid,))}
+        links = self._rows("SELECT l.*, n.name AS nname FROM net_links l JOIN networks n ON n.id=l.network_id "
+                           "WHERE l.cid=? ORDER BY n.name", (cid,))
+        nets: dict[str, Any] = {}
+        top: dict[str, Any] = {"EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}
+        bridge = ""
+        for link in links:
+            net = self._net_row(link["network_id"])
+            ep = eps.get(link["network_id"])
+            aliases = json.loads(link["aliases"]) or None
+            entry = {
+                "IPAMConfig": {"IPv4Address": link["ipv4"]} if link["ipv4"] else None,
+                "Links": None, "Aliases": aliases, "MacAddress": ep["mac"] if ep else "", "DriverOpts": None,
+                "GwPriority": 0, "NetworkID": net["id"], "EndpointID": ep["endpoint_id"] if ep else "",
+                "Gateway": net["gateway"] if ep and net["gateway"] else "",
+                "IPAddress": ep["ip"] if ep else "",
+                "IPPrefixLen": IPv4Network(net["subnet"]).prefixlen if ep and net["subnet"] else 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "DNSNames": self._dns_names(net, link["cid"], ep["name"], aliases or []) if ep else None,
+            }
+            nets[net["name"]] = entry
+            if ep and net["name"] == "bridge":  # Docker fills the legacy top-level fields for it only
+                top = {k: entry[k] for k in top}
+                bridge = net["bridge"]
+        port_map: dict[str, Any] = {}
+        if sb is not None:
+            for key in json.loads(sb["exposed"]):
+                port_map.setdefault(key, None)
+            for p in json.loads(sb["ports"]):
+                port_map[p["key"]] = (port_map.get(p["key"]) or []) + [
+                    {"HostIp": p["host_ip"] or "0.0.0.0", "HostPort": str(p["host_port"])}]
+        return {
+            "Bridge": bridge, "SandboxID": sb["sandbox_id"] if sb else "",
+            "SandboxKey": sb["netns"] if sb else "", "HairpinMode": False,
+            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": port_map,
+            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+            **top, "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "", "Networks": nets,
+        }
+
+    def ports(self, cid: str) -> builtins.list[dict[str, Any]]:
+        """Published ports in the API's container-list shape: [{IP, PrivatePort, PublicPort, Type}]."""
+        sb = self.db.query_one("SELECT ports, exposed FROM net_sandboxes WHERE cid=?", (cid,))
+        if sb is None:
+            return []
+        out = [{"IP": p["host_ip"] or "0.0.0.0", "PrivatePort": p["port"], "PublicPort": p["host_port"],
+                "Type": p["proto"]} for p in json.loads(sb["ports"])]
+        bound = {p["key"] for p in json.loads(sb["ports"])}
+        for key in json.loads(sb["exposed"]):
+            if key not in bound:
+                port, proto = ports.split_port_key(key)
+                out.append({"PrivatePort": port, "Type": proto})
+        return out
+
+    # ---- /networks API --------------------------------------------------------------------------
+    async def create(self, name: str, driver: str = "bridge", subnet: str | None = None,
+                     gateway: str | None = None, ip_range: str | None = None, internal: bool = False,
+                     attachable: bool = False, labels: dict | None = None, options: dict | None = None,
+                     ipam_driver: str = "default", enable_ipv6: bool = False) -> dict[str, Any]:
+        if not name:
+            raise InvalidParameter("network name must not be empty")  # swagger: Name is required
+        driver = driver or "bridge"
+        if driver in ("host", "null", "none"):
+            raise Forbidden(f"only one instance of \"{driver}\" network is allowed")
+        if driver != "bridge":
+            raise NotFound(f"plugin \"{driver}\" not found")
+        if ipam_driver not in ("", "default"):
+            raise NotFound(f"plugin \"{ipam_driver}\" not found")
+        if enable_ipv6:
+            raise InvalidParameter("IPv6 networks are not supported by dockyard")
+        async with self._lock:
+            if self.db.query_one("SELECT 1 FROM networks WHERE name=?", (name,)):
+                raise Conflict(f"network with name {name} already exists")
+            ours = [IPv4Network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
+            if subnet:
+                net = ipam.parse_subnet(subnet)
+                ipam.check_overlap(net, ours)
+            else:
+                host = [IPv4Network(r) for r in await asyncio.to_thread(netlink.host_routes)]
+                net = ipam.pick_subnet(ours + host)
+            gw, rng = ipam.validate(net, gateway, ip_range)
+            nid = new_id()
+            options = dict(options or {})
+            bridge = options.get("com.docker.network.bridge.name") or f"br-{nid[:12]}"
+            if len(bridge) > 15:
+                raise InvalidParameter(f"bridge name {bridge} is longer than 15 characters")
+            self.db.execute(
+                "INSERT INTO networks(id, name, driver, bridge, subnet, gateway, ip_range, internal, attachable,"
+                " labels, options, created) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                (nid, name, driver, bridge, str(net), str(gw), str(rng) if rng else "", int(internal),
+                 int(attachable), json.dumps(labels or {}), json.dumps(options), time.time()))
+            row = self._net_row(nid)
+            try:
+                await asyncio.to_thread(self._ensure_bridge, row)
+                await asyncio.to_thread(self._sync_firewall)
+                await self._start_dns(row)
+            except BaseException:
+                await self._drop_network(row)
+                raise
+        self.events.emit("network", "create", nid, {"name": name, "type": driver})
+        return {"Id": nid, "Warning": ""}
+
+    async def remove(self, ref: str) -> None:
+        net = self.resolve(ref)
+        if net["builtin"]:
+            raise Forbidden(f"{net['name']} is a pre-defined network and cannot be removed")
+        async with self._lock:
+            if self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (net["id"],)):
+                raise Forbidden(f"error while removing network: network {net['name']} id {net['id']} "
+                                "has active endpoints")
+            await self._drop_network(net)
+        self.events.emit("network", "destroy", net["id"], {"name": net["name"], "type": net["driver"]})
+
+    def list(self, filters: dict[str, list[str]] | None = None) -> builtins.list[dict[str, Any]]:
+        out = []
+        for net in self._rows("SELECT * FROM networks ORDER BY created"):
+            if _matches(net, filters or {}, self._in_use(net["id"])):
+                out.append(self._network_json(net, containers=False))
+        return out
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        return self._network_json(self.resolve(ref), containers=True)
+
+    async def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[str]:
+        deleted = []
+        for net in self._rows("SELECT * FROM networks WHERE builtin=0 ORDER BY created"):
+            if self._in_use(net["id"]) or not _matches(net, filters or {}, False, prune=True):
+                continue
+            with contextlib.suppress(DockyardError):
+                await self.remove(net["id"])
+                deleted.append(net["name"])
+        return deleted
+
+    async def connect(self, net_ref: str, container_ref: str, endpoint_config: dict | None = None) -> None:
+        net = self.resolve(net_ref)
+        if net["driver"] != "bridge":
+            raise Forbidden("container cannot be disconnected from host network or connected to host network")
+        cid, name, running = self._container(container_ref)
+        ec = endpoint_config or {}
+        async with self._lock:
+            sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
+            if sb is not None and sb["mode"] in ("host", "none") or (sb and sb["mode"].startswith("container:")):
+                raise Forbidden("container sharing network namespace with another container or host "
+                                "cannot be connected to any other network")
+            if self.db.query_one("SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"])):
+                raise Forbidden(f"endpoint with name {name} already exists in network {net['name']}")
+            self._link(cid, net, ec)
+            if running and sb is not None:
+                try:
+                    n = len(self._rows("SELECT 1 FROM net_endpoints WHERE cid=?", (cid,)))
+                    await asyncio.to_thread(self._plug, cid, name, net, sb["netns"], f"eth{n}", None)
+                except BaseException:
+                    self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
+                    raise
+        self.events.emit("network", "connect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
+
+    async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
+        net = self.resolve(net_ref)
+        cid, name, _running = self._container(container_ref)
+        async with self._lock:
+            linked = self.db.query_one("SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
+            ep = self.db.query_one("SELECT * FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
+            if not linked and ep is None:
+                raise Forbidden(f"container {cid} is not connected to network {net['name']}")
+            if ep is not None:
+                await asyncio.to_thread(self._unplug, ep)
+            self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
+        self.events.emit("network", "disconnect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
+
+    def resolve(self, ref: str) -> Any:
+        """A network by full id, name, or unique id prefix (Docker's order)."""
+        row = self.db.query_one("SELECT * FROM networks WHERE id=?", (ref,)) or \
+            self.db.query_one("SELECT * FROM networks WHERE name=?", (ref,))
+        if row is not None:
+            return row
+        if ref:
+            rows = self._rows("SELECT * FROM networks WHERE id LIKE ?", (ref.lower() + "%",))
+            if len(rows) == 1:
+                return rows[0]
+            if len(rows) > 1:
+                raise InvalidParameter(f"network {ref} is ambiguous ({len(rows)} matches found based on ID prefix)")
+        raise NotFound(f"network {ref} not found")
+
+    # ---- internals: attach/detach ---------------------------------------------------------------
+    def _attach_sync(self, cid: str, name: str, hostname: str, mode: str, endpoints_config: dict,
+                     port_bindings: dict, exposed_ports: dict, publish_all: bool, dns: builtins.list,
+                     dns_search: builtins.list, dns_options: builtins.list, extra_hosts: builtins.list, mac: str | None,
+                     domainname: str) -> AttachResult:
+        files = self.exec_root / "containers" / cid
+        files.mkdir(parents=True, exist_ok=True)
+        paths = {k: str(files / k) for k in ("hosts", "resolv.conf", "hostname")}
+        host_rc = hostfiles.parse_resolv(_read(self.host_resolv_conf))
+        sandbox_id = new_id()
+        if mode == "default":
+            mode = "bridge"
+        if mode.startswith("container:"):
+            other, _, _ = self._container(mode.split(":", 1)[1])
+            osb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (other,))
+            if osb is None:
+                raise Conflict(f"cannot join network namespace of a non running container: {other}")
+            ofiles = json.loads(osb["files"])
+            self._save_sandbox(cid, name, f"container:{other}", osb["netns"], sandbox_id, [], [], ofiles)
+            return AttachResult(Path(osb["netns"]) if osb["netns"] else None, Path(ofiles["hosts"]),
+                                Path(ofiles["resolv.conf"]), Path(ofiles["hostname"]), self.settings(cid))
+        atomic_write(paths["hostname"], f"{hostname}\n".encode())
+        if mode == "host":
+            atomic_write(paths["hosts"], _read(Path("/etc/hosts")).encode())
+            atomic_write(paths["resolv.conf"], _read(self.host_resolv_conf).encode())
+            self._link(cid, self._net_row_by_name("host"), {})
+            self._save_sandbox(cid, name, "host", "", sandbox_id, [], [], paths)
+            return AttachResult(None, Path(paths["hosts"]), Path(paths["resolv.conf"]),
+                                Path(paths["hostname"]), self.settings(cid))
+        netns_path = self.exec_root / "netns" / cid
+        # The sandbox row goes in first so a failure half-way is cleaned up by detach.
+        self._save_sandbox(cid, name, mode, str(netns_path), sandbox_id, [], [], paths)
+        netlink.create_netns(netns_path)
+        ips: builtins.list[str] = []
+        embedded: str | None = None
+        if mode == "none":
+            self._link(cid, self._net_row_by_name("none"), {})
+        else:
+            primary = self.resolve(mode)
+            if primary["driver"] != "bridge":
+                raise InvalidParameter(f"network mode {mode} is not a bridge network")
+            nets = [primary]
+            configs = {primary["id"]: endpoints_config.get(mode) or endpoints_config.get(primary["name"]) or {}}
+            for key, ec in endpoints_config.items():
+                other_net = self.resolve(key)
+                if other_net["id"] not in configs:
+                    nets.append(other_net)
+                    configs[other_net["id"]] = ec or {}
+            for link in self._rows("SELECT network_id FROM net_links WHERE cid=?", (cid,)):
+                if link["network_id"] not in configs and self._net_row(link["network_id"])["driver"] == "bridge":
+                    nets.append(self._net_row(link["network_id"]))
+                    configs[link["network_id"]] = {}
+            for i, net in enumerate(nets):
+                if configs[net["id"]] or not self.db.query_one(
+                        "SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"])):
+                    self._link(cid, net, configs[net["id"]])
+                ep_mac = (configs[net["id"]].get("MacAddress") or (mac if i == 0 else None)) or None
+                ips.append(self._plug(cid, name, net, str(netns_path), f"eth{i}", ep_mac))
+            if not primary["builtin"]:
+                embedded = primary["gateway"]
+            maps, exposed = self._publish(cid, ips[0], port_bindings, exposed_ports, publish_all, name)
+            self.db.execute("UPDATE net_sandboxes SET ports=?, exposed=? WHERE cid=?",
+                            (json.dumps(maps), json.dumps(exposed), cid))
+            if maps:
+                self._sync_firewall()
+        atomic_write(paths["hosts"], hostfiles.hosts(hostname, ips[:1], extra_hosts, domainname).encode())
+        atomic_write(paths["resolv.conf"],
+                     hostfiles.resolv(host_rc, dns, dns_search, dns_options, embedded).encode())
+        return AttachResult(netns_path, Path(paths["hosts"]), Path(paths["resolv.conf"]),
+                            Path(paths["hostname"]), self.settings(cid))
+
+    def _publish(self, cid: str, ip: str, port_bindings: dict, exposed_ports: dict, publish_all: bool,
+                 name: str) -> tuple[builtins.list[dict[str, Any]], builtins.list[str]]:
+        """Reserve host ports and return the mappings ({key, proto, host_ip, host_port, ip, port})."""
+        wanted: dict[str, list[dict]] = {k: builtins.list(v or [{}]) for k, v in port_bindings.items()}
+        if publish_all:
+            for key in exposed_ports:
+                wanted.setdefault(key, [{}])
+        maps: builtins.list[dict[str, Any]] = []
+        held = self._held.setdefault(cid, [])
+        for key, binds in wanted.items():
+            try:
+                port, proto = ports.split_port_key(key)
+            except ValueError as e:
+                raise InvalidParameter(str(e)) from None
+            if proto == "sctp":
+                raise InvalidParameter("sctp ports are not supported by dockyard")
+            for b in binds:
+                host_ip = (b or {}).get("HostIp") or "0.0.0.0"
+                if ":" in host_ip:
+                    continue  # IPv6 host addresses: not supported, as with --ipv6=false
+                try:
+                    candidates = ports.parse_host_ports(str((b or {}).get("HostPort") or ""))
+                except ValueError as e:
+                    raise InvalidParameter(str(e)) from None
+                sock, err = None, ""
+                for hp in candidates:
+                    if hp and self._allocated(proto, host_ip, hp):
+                        err = f"Bind for {host_ip}:{hp} failed: port is already allocated"
+                        continue
+                    try:
+                        sock = ports.reserve(proto, host_ip, hp)
+                        break
+                    except ports.PortInUse:
+                        err = (f"failed to bind host port for {host_ip}:{hp}:{ip}:{port}/{proto}: "
+                               "address already in use")
+                if sock is None:
+                    ep = self.db.query_one("SELECT endpoint_id FROM net_endpoints WHERE cid=?", (cid,))
+                    raise SystemError_(f"driver failed programming external connectivity on endpoint {name} "
+                                       f"({ep['endpoint_id'] if ep else ''}): {err}")
+                held.append(sock)
+                maps.append({"key": f"{port}/{proto}", "proto": proto, "host_ip": host_ip,
+                             "host_port": sock.getsockname()[1], "ip": ip, "port": port})
+                # Recorded at once so a second binding in the same request sees it as allocated.
+                self.db.execute("UPDATE net_sandboxes SET ports=? WHERE cid=?", (json.dumps(maps), cid))
+        exposed = sorted(set(exposed_ports) | set(port_bindings))
+        return maps, exposed
+
+    def _allocated(self, proto: str, host_ip: str, port: int) -> bool:
+        for sb in self._rows("SELECT ports FROM net_sandboxes"):
+            for p in json.loads(sb["ports"]):
+                if p["proto"] == proto and p["host_port"] == port and (
+                        p["host_ip"] == host_ip or "0.0.0.0" in (p["host_ip"], host_ip)):
+                    return True
+        return False
+
+    def _plug(self, cid: str, name: str, net: Any, netns_path: str, ifname: str, mac: str | None) -> str:
+        """Allocate an address on `net` and wire a veth into the netns; returns the address."""
+        link = self.db.query_one("SELECT * FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
+        subnet = IPv4Network(net["subnet"])
+        gw = IPv4Address(net["gateway"])
+        rng = IPv4Network(net["ip_range"]) if net["ip_range"] else None
+        veth = netlink.veth_name()
+        with self.db.tx() as c:
+            used = [r[0] for r in c.execute("SELECT ip FROM net_endpoints WHERE network_id=?", (net["id"],))]
+            ip = ipam.allocate(subnet, gw, used, rng, link["ipv4"] if link else None)
+            mac = mac or ipam.mac_for(ip)
+            c.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname) "
+                      "VALUES(?,?,?,?,?,?,?,?)", (cid, net["id"], new_id(), name, str(ip), mac, veth, ifname))
+        try:
+            netlink.add_veth(veth, net["bridge"], netns_path, ifname, str(ip), subnet.prefixlen,
+                             None if net["internal"] else str(gw), mac, self.mtu)
+        except Exception as e:
+            netlink.delete_link(veth)
+            self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
+            raise SystemError_(f"failed to set up the network of container {cid[:12]}: {e}") from e
+        return str(ip)
+
+    def _unplug(self, ep: Any) -> None:
+        netlink.delete_link(ep["veth"])  # deleting one end removes the pair
+        self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (ep["cid"], ep["network_id"]))
+
+    def _detach_sync(self, cid: str, sync_rules: bool = True) -> None:
+        for s in self._held.pop(cid, []):
+            s.close()
+        for ep in self._rows("SELECT * FROM net_endpoints WHERE cid=?", (cid,)):
+            self._unplug(ep)
+        sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
+        if sb is None:
+            return
+        had_ports = sb["ports"] != "[]"
+        if sb["netns"] and not sb["mode"].startswith("container:"):
+            netlink.delete_netns(Path(sb["netns"]))
+        self.db.execute("DELETE FROM net_sandboxes WHERE cid=?", (cid,))
+        if had_ports and sync_rules:
+            self._sync_firewall()
+
+    def _save_sandbox(self, cid: str, name: str, mode: str, netns: str, sandbox_id: str,
+                      maps: builtins.list, exposed: builtins.list, files: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO net_sandboxes(cid, name, mode, netns, sandbox_id, ports, exposed,"
+                        " files) VALUES(?,?,?,?,?,?,?,?)",
+                        (cid, name, mode, netns, sandbox_id, json.dumps(maps), json.dumps(exposed),
+                         json.dumps(files)))
+
+    def _link(self, cid: str, net: Any, ec: dict) -> None:
+        aliases = list(ec.get("Aliases") or [])
+        ipv4 = ((ec.get("IPAMConfig") or {}).get("IPv4Address") or "")
+        if (aliases or ipv4) and net["builtin"]:
+            raise InvalidParameter("user specified IP address is supported only when connecting to networks "
+                                   "with user configured subnets" if ipv4 else
+                                   "network-scoped alias is supported only for containers in user defined networks")
+        self.db.execute("INSERT OR REPLACE INTO net_links(cid, network_id, aliases, ipv4) VALUES(?,?,?,?)",
+                        (cid, net["id"], json.dumps(aliases), ipv4))
+
+    def _rehold(self, sb: Any) -> None:
+        for p in json.loads(sb["ports"]):
+            try:
+                self._held.setdefault(sb["cid"], []).append(ports.reserve(p["proto"], p["host_ip"], p["host_port"]))
+            except OSError as e:
+                log.warning("cannot re-reserve %s:%s for %s: %s", p["host_ip"], p["host_port"], sb["cid"][:12], e)
+
+    # ---- internals: networks --------------------------------------------------------------------
+    def _ensure_builtins(self) -> None:
+        row = self.db.query_one("SELECT * FROM networks WHERE name='bridge'")
+        if self.bip:
+            iface = ipam.parse_subnet(self.bip)
+            gw, subnet = self.bip.split("/")[0], str(iface)
+        elif row is not None:
+            gw, subnet = row["gateway"], row["subnet"]
+        else:
+            taken = [IPv4Network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
+            taken += [IPv4Network(r) for r in netlink.host_routes()]
+            net = ipam.pick_subnet(taken)
+            gw, subnet = str(net.network_address + 1), str(net)
+        opts = {"com.docker.network.bridge.default_bridge": "true", "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+                "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                "com.docker.network.bridge.name": self.bridge_name, "com.docker.network.driver.mtu": str(self.mtu)}
+        if row is None:
+            self.db.execute("INSERT INTO networks(id, name, driver, bridge, subnet, gateway, builtin, options, created)"
+                            " VALUES(?,?,?,?,?,?,1,?,?)", (new_id(), "bridge", "bridge", self.bridge_name, subnet, gw,
+                                                           json.dumps(opts), time.time()))
+        else:
+            self.db.execute("UPDATE networks SET bridge=?, subnet=?, gateway=?, options=? WHERE id=?",
+                            (self.bridge_name, subnet, gw, json.dumps(opts), row["id"]))
+        for name, driver in (("host", "host"), ("none", "null")):
+            if not self.db.query_one("SELECT 1 FROM networks WHERE name=?", (name,)):
+                self.db.execute("INSERT INTO networks(id, name, driver, builtin, created) VALUES(?,?,?,1,?)",
+                                (new_id(), name, driver, time.time()))
+
+    def _ensure_bridge(self, net: Any) -> None:
+        opts = json.loads(net["options"])
+        mtu = int(opts.get("com.docker.network.driver.mtu") or self.mtu)
+        netlink.ensure_bridge(net["bridge"], net["gateway"], IPv4Network(net["subnet"]).prefixlen, mtu)
+        firewall.ensure_forward_accept(self.table, net["bridge"])
+
+    async def _drop_network(self, net: Any) -> None:
+        await self._stop_dns(net["id"])
+        await asyncio.to_thread(netlink.delete_link, net["bridge"])
+        await asyncio.to_thread(firewall.remove_forward_accept, self.table, net["bridge"])
+        self.db.execute("DELETE FROM networks WHERE id=?", (net["id"],))
+        await asyncio.to_thread(self._sync_firewall)
+
+    def _sync_firewall(self) -> None:
+        nets = [firewall.BridgeNet(r["bridge"], r["subnet"], bool(r["internal"]))
+                for r in self._rows("SELECT * FROM networks WHERE driver='bridge' ORDER BY created")]
+        maps = [firewall.PortMap(p["proto"], p["host_ip"], p["host_port"], p["ip"], p["port"])
+                for sb in self._rows("SELECT ports FROM net_sandboxes") for p in json.loads(sb["ports"])]
+        firewall.apply(firewall.render(self.table, nets, maps))
+
+    async def _start_dns(self, net: Any) -> None:
+        upstreams = hostfiles.parse_resolv(_read(self.host_resolv_conf)).nameservers
+        nid = net["id"]
+        server = DnsServer(net["gateway"], lambda q: self._lookup(nid, q), upstreams)
+        try:
+            await server.start()
+        except OSError as e:  # a name-less network is still usable
+            log.warning("DNS server for network %s on %s: %s", net["name"], net["gateway"], e)
+            return
+        self._dns[nid] = server
+
+    async def _stop_dns(self, nid: str) -> None:
+        server = self._dns.pop(nid, None)
+        if server is not None:
+            await server.close()
+
+    def _lookup(self, nid: str, qname: str) -> builtins.list[str] | None:
+        ips = []
+        for ep in self._rows("SELECT e.*, l.aliases FROM net_endpoints e LEFT JOIN net_links l "
+                             "ON l.cid=e.cid AND l.network_id=e.network_id WHERE e.network_id=?", (nid,)):
+            names = {ep["name"].lower(), ep["cid"][:12]} | {a.lower() for a in json.loads(ep["aliases"] or "[]")}
+            if qname in names:
+                ips.append(ep["ip"])
+        return ips or None
+
+    def _dns_names(self, net: Any, cid: str, name: str, aliases: builtins.list[str]) -> builtins.list[str] | None:
+        if net["builtin"]:
+            return None
+        return [name, *aliases, cid[:12]]
+
+    def _network_json(self, net: Any, containers: bool) -> dict[str, Any]:
+        cfg: builtins.list[dict[str, str]] = []
+        if net["subnet"]:
+            c = {"Subnet": net["subnet"], "Gateway": net["gateway"]}
+            if net["ip_range"]:
+                c["IPRange"] = net["ip_range"]
+            cfg.append(c)
+        members: dict[str, Any] = {}
+        if containers:
+            for ep in self._rows("SELECT * FROM net_endpoints WHERE network_id=?", (net["id"],)):
+                plen = IPv4Network(net["subnet"]).prefixlen
+                members[ep["cid"]] = {"Name": ep["name"], "EndpointID": ep["endpoint_id"], "MacAddress": ep["mac"],
+                                      "IPv4Address": f"{ep['ip']}/{plen}", "IPv6Address": ""}
+            if net["driver"] != "bridge":
+                for sb in self._rows("SELECT * FROM net_sandboxes WHERE mode=?",
+                                     ("host" if net["driver"] == "host" else "none",)):
+                    members[sb["cid"]] = {"Name": sb["name"], "EndpointID": "", "MacAddress": "",
+                                          "IPv4Address": "", "IPv6Address": ""}
+        return {
+            "Name": net["name"], "Id": net["id"], "Created": rfc3339(net["created"]), "Scope": "local",
+            "Driver": net["driver"], "EnableIPv4": True, "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": None if net["builtin"] else {}, "Config": cfg},
+            "Internal": bool(net["internal"]), "Attachable": bool(net["attachable"]), "Ingress": False,
+            "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": members,
+            "Options": json.loads(net["options"]), "Labels": json.loads(net["labels"]),
+        }
+
+    def _in_use(self, nid: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (nid,)) is not None
+
+    def _container(self, ref: str) -> tuple[str, str, bool]:
+        if self.resolve_container is None:
+            return ref, ref, False
+        return self.resolve_container(ref)
+
+    def _net_row(self, nid: str) -> Any:
+        row = self.db.query_one("SELECT * FROM networks WHERE id=?", (nid,))
+        if row is None:
+            raise NotFound(f"network {nid} not found")
+        return row
+
+    def _net_row_by_name(self, name: str) -> Any:
+        row = self.db.query_one("SELECT * FROM networks WHERE name=?", (name,))
+        if row is None:
+            raise NotFound(f"network {name} not found")
+        return row
+
+    def _rows(self, sql: str, params: tuple = ()) -> builtins.list[Any]:
+        return self.db.query(sql, params)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _matches(net: Any, filters: dict[str, list[str]], in_use: bool, prune: bool = False) -> bool:
+    labels = json.loads(net["labels"])
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key == "label" and not all(_label_ok(labels, v) for v in values):
+            return False
+        if key == "label!" and any(_label_ok(labels, v) for v in values):
+            return False
+        if key == "name" and not any(v in net["name"] for v in values):
+            return False
+        if key == "id" and not any(net["id"].startswith(v) for v in values):
+            return False
+        if key == "driver" and net["driver"] not in values:
+            return False
+        if key == "scope" and "local" not in values:
+            return False
+        if key == "type":
+            kind = "builtin" if net["builtin"] else "custom"
+            if kind not in values:
+                return False
+        if key == "dangling":
+            want = values[0].lower() in ("1", "true")
+            if want != (not in_use and not net["builtin"]):
+                return False
+        if key == "until":
+            from dockyard.util.timefmt import parse_time_arg
+            if net["created"] > parse_time_arg(values[0]):
+                return False
+    return True
+
+
+def _label_ok(labels: dict[str, str], spec: str) -> bool:
+    k, eq, v = spec.partition("=")
+    return k in labels and (not eq or labels[k] == v)
+
+
+__all__ = ["AttachResult", "NetworkService"]

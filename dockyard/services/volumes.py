@@ -1,0 +1,334 @@
+"""Volumes: Docker's `local` driver. Data lives at `data_root/volumes/<name>/_data`.
+
+A volume with `type`/`device`/`o` options (tmpfs, `o=bind`, ...) is mounted on `_data` at first use
+and unmounted when no container references it any more, as Docker's local driver does.
+`volume_refs` records which containers use which volume: that is Docker's "in use" (stopped
+containers count) and what `dangling` means.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
+from dockyard.services.events import EventBus
+from dockyard.store.db import Database
+
+SCHEMA_V1 = """
+CREATE TABLE volumes (
+    name TEXT PRIMARY KEY, driver TEXT NOT NULL, mountpoint TEXT NOT NULL, created REAL NOT NULL,
+    labels TEXT NOT NULL, options TEXT NOT NULL, anonymous INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE volume_refs (
+    volume TEXT NOT NULL REFERENCES volumes(name), container_id TEXT NOT NULL,
+    PRIMARY KEY (volume, container_id));
+CREATE INDEX volume_refs_container ON volume_refs(container_id)
+"""
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+ANON_LABEL = "com.docker.volume.anonymous"
+VALID_OPTS = {"type", "device", "o"}
+LIST_FILTERS = {"name", "driver", "label", "dangling"}
+PRUNE_FILTERS = {"label", "label!", "all"}
+
+
+def validate_volume_name(name: str) -> None:
+    if len(name) == 1:
+        raise InvalidParameter(
+            f"create {name}: volume name is too short, names should be at least two alphanumeric characters"
+        )
+    if not NAME_RE.match(name):
+        raise InvalidParameter(
+            f'create {name}: "{name}" includes invalid characters for a local volume name, only '
+            '"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path'
+        )
+
+
+def normalize_filters(raw: Any) -> dict[str, list[str]]:
+    """Docker's filters: {"k": ["v"]} or the legacy {"k": {"v": true}}."""
+    if not raw:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidParameter("invalid filter format")
+    out: dict[str, list[str]] = {}
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            out[k] = [x for x, on in v.items() if on]
+        elif isinstance(v, list):
+            out[k] = [str(x) for x in v]
+        else:
+            out[k] = [str(v)]
+    return out
+
+
+def _bool_filter(name: str, vals: list[str]) -> bool:
+    v = vals[-1].lower()
+    if v in ("1", "true"):
+        return True
+    if v in ("0", "false"):
+        return False
+    raise InvalidParameter(f"invalid filter '{name}={vals[-1]}'")
+
+
+def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    for w in wanted:
+        k, eq, v = w.partition("=")
+        if k not in labels or (eq and labels[k] != v):
+            return False
+    return True
+
+
+def _mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of regular files under path (hard links counted once), like Docker's directory.Size."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+class VolumeService:
+    def __init__(self, db: Database, data_root: Path, events: EventBus) -> None:
+        self.db = db
+        self.root = Path(data_root) / "volumes"
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o701)
+        self.events = events
+        db.migrate("volumes", [SCHEMA_V1])
+
+    # ------------------------------------------------------------ shape
+
+    def _shape(self, row: Any) -> dict[str, Any]:
+        labels = json.loads(row["labels"])
+        options = json.loads(row["options"])
+        return {
+            "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["created"])),
+            "Driver": row["driver"],
+            "Labels": labels or None,
+            "Mountpoint": row["mountpoint"],
+            "Name": row["name"],
+            "Options": options or None,
+            "Scope": "local",
+        }
+
+    def _row(self, name: str) -> Any:
+        row = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
+        if row is None:
+            raise NotFound(f"get {name}: no such volume")
+        return row
+
+    # ------------------------------------------------------------ API operations
+
+    def create(
+        self,
+        name: str | None = None,
+        driver: str = "local",
+        driver_opts: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        anonymous: bool = False,
+    ) -> dict[str, Any]:
+        driver = driver or "local"
+        opts = dict(driver_opts or {})
+        labels = dict(labels or {})
+        if not name:
+            name = secrets.token_hex(32)
+            anonymous = True
+        validate_volume_name(name)
+        existing = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
+        if existing is not None:
+            return self._shape(existing)
+        if driver != "local":
+            raise NotFound(f"create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found")
+        for k in opts:
+            if k not in VALID_OPTS:
+                raise InvalidParameter(f'create {name}: invalid option: "{k}"')
+        if opts.get("type") and not opts.get("device"):
+            raise InvalidParameter(f"create {name}: missing required option: \"device\"")
+        if "bind" in opts.get("o", "").split(",") and not Path(opts.get("device", "")).is_dir():
+            raise InvalidParameter(
+                f"create {name}: failed to mount local volume: mount {opts.get('device')}: no such file or directory"
+            )
+        if anonymous:
+            labels.setdefault(ANON_LABEL, "")
+        data = self.root / name / "_data"
+        # bytes first, metadata second: the directory exists before the row that points at it
+        data.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db.execute(
+                "INSERT INTO volumes(name, driver, mountpoint, created, labels, options, anonymous) "
+                "VALUES(?,?,?,?,?,?,?)",
+                (name, driver, str(data), time.time(), json.dumps(labels), json.dumps(opts), int(anonymous)),
+            )
+        except Exception:
+            existing = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
+            if existing is not None:  # lost a race with a concurrent create: Docker returns it
+                return self._shape(existing)
+            raise
+        self.events.emit("volume", "create", name, {"driver": driver})
+        return self._shape(self._row(name))
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        return self._shape(self._row(name))
+
+    def exists(self, name: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM volumes WHERE name=?", (name,)) is not None
+
+    def users(self, name: str) -> builtins.list[str]:
+        rows = self.db.query("SELECT container_id FROM volume_refs WHERE volume=? ORDER BY container_id", (name,))
+        return [r[0] for r in rows]
+
+    def list(self, filters: Any = None) -> dict[str, Any]:
+        f = normalize_filters(filters)
+        for k in f:
+            if k not in LIST_FILTERS:
+                raise InvalidParameter(f"invalid filter '{k}'")
+        used = {r[0] for r in self.db.query("SELECT DISTINCT volume FROM volume_refs")}
+        out = []
+        for row in self.db.query("SELECT * FROM volumes ORDER BY created, name"):
+            v = self._shape(row)
+            if "name" in f and not any(n in row["name"] for n in f["name"]):
+                continue
+            if "driver" in f and row["driver"] not in f["driver"]:
+                continue
+            if "label" in f and not _labels_match(v["Labels"] or {}, f["label"]):
+                continue
+            if "dangling" in f and _bool_filter("dangling", f["dangling"]) == (row["name"] in used):
+                continue
+            out.append(v)
+        return {"Volumes": out, "Warnings": []}
+
+    def remove(self, name: str, force: bool = False) -> None:
+        try:
+            self._row(name)
+        except NotFound:
+            if force:
+                return
+            raise
+        users = self.users(name)
+        if users:
+            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        self._destroy(name)
+
+    def prune(self, filters: Any = None) -> dict[str, Any]:
+        f = normalize_filters(filters)
+        for k in f:
+            if k not in PRUNE_FILTERS:
+                raise InvalidParameter(f"invalid filter '{k}'")
+        include_named = _bool_filter("all", f["all"]) if "all" in f else False
+        deleted: list[str] = []
+        reclaimed = 0
+        rows = self.db.query(
+            "SELECT * FROM volumes WHERE name NOT IN (SELECT volume FROM volume_refs) ORDER BY name"
+        )
+        for row in rows:
+            labels = json.loads(row["labels"])
+            if not include_named and not row["anonymous"]:
+                continue
+            if "label" in f and not _labels_match(labels, f["label"]):
+                continue
+            if "label!" in f and any(_labels_match(labels, [w]) for w in f["label!"]):
+                continue
+            size = 0 if json.loads(row["options"]).get("type") else dir_size(Path(row["mountpoint"]))
+            try:
+                self._destroy(row["name"])
+            except DockyardError:
+                continue
+            deleted.append(row["name"])
+            reclaimed += size
+        self.events.emit("volume", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed}
+
+    def usage(self) -> builtins.list[dict[str, Any]]:
+        """Volumes with UsageData {Size, RefCount} for `system df`."""
+        out = []
+        for row in self.db.query("SELECT * FROM volumes ORDER BY name"):
+            v = self._shape(row)
+            v["UsageData"] = {"Size": dir_size(Path(row["mountpoint"])), "RefCount": len(self.users(row["name"]))}
+            out.append(v)
+        return out
+
+    # ------------------------------------------------------------ used by containers
+
+    def mount_path(self, name: str) -> Path:
+        """The host path to bind into a container; mounts tmpfs/bind-option volumes on first use."""
+        row = self._row(name)
+        data = Path(row["mountpoint"])
+        opts = json.loads(row["options"])
+        if opts.get("type") or opts.get("o"):
+            data.mkdir(parents=True, exist_ok=True)
+            if not _mounted(data):
+                cmd = ["mount", "-t", opts.get("type") or "none"]
+                if opts.get("o"):
+                    cmd += ["-o", opts["o"]]
+                cmd += [opts.get("device") or "none", str(data)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemError_(f"error while mounting volume '{data}': {proc.stderr.strip()}")
+        return data
+
+    def acquire(self, name: str, cid: str) -> None:
+        self._row(name)
+        self.db.execute("INSERT OR IGNORE INTO volume_refs(volume, container_id) VALUES(?, ?)", (name, cid))
+
+    def release_container(self, cid: str, remove_anonymous: bool = False) -> None:
+        """The container is gone: drop its references, unmount unused mounts, maybe remove anonymous."""
+        names = [r[0] for r in self.db.query("SELECT volume FROM volume_refs WHERE container_id=?", (cid,))]
+        self.db.execute("DELETE FROM volume_refs WHERE container_id=?", (cid,))
+        for name in names:
+            if self.users(name):
+                continue
+            row = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
+            if row is None:
+                continue
+            if remove_anonymous and row["anonymous"]:
+                self._destroy(name)
+            else:
+                self._unmount(Path(row["mountpoint"]))
+
+    def unmount_all(self) -> None:
+        """At daemon shutdown: unmount option volumes (their contents are per-boot anyway for tmpfs)."""
+        for row in self.db.query("SELECT mountpoint FROM volumes"):
+            self._unmount(Path(row[0]))
+
+    # ------------------------------------------------------------ internals
+
+    def _unmount(self, data: Path) -> None:
+        if data.exists() and _mounted(data):
+            proc = subprocess.run(["umount", str(data)], capture_output=True, text=True)
+            if proc.returncode != 0 and _mounted(data):
+                raise SystemError_(f"error while unmounting volume '{data}': {proc.stderr.strip()}")
+
+    def _destroy(self, name: str) -> None:
+        row = self._row(name)
+        data = Path(row["mountpoint"])
+        self._unmount(data)  # never rm -rf through a bind mount into the host's files
+        if data.exists() and _mounted(data):
+            raise SystemError_(f"remove {name}: volume is still mounted")
+        with self.db.tx() as c:
+            c.execute("DELETE FROM volume_refs WHERE volume=?", (name,))
+            c.execute("DELETE FROM volumes WHERE name=?", (name,))
+        shutil.rmtree(self.root / name, ignore_errors=True)
+        self.events.emit("volume", "destroy", name, {"driver": row["driver"]})

@@ -1,0 +1,44 @@
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from dockyard.errors import DockyardError, Forbidden, InvalidParameter
+from dockyard.network import ipam
+
+
+def test_pick_subnet_skips_taken_pools() -> None:
+    taken = [IPv4Network("172.17.0.0/16"), IPv4Network("172.18.5.0/24")]
+    assert ipam.pick_subnet(taken) == IPv4Network("172.19.0.0/16")
+
+
+def test_overlap_is_docker_error() -> None:
+    with pytest.raises(Forbidden, match="Pool overlaps with other one on this address space"):
+        ipam.check_overlap(IPv4Network("10.1.0.0/16"), [IPv4Network("10.1.2.0/24")])
+    ipam.check_overlap(IPv4Network("10.2.0.0/16"), [IPv4Network("10.1.2.0/24")])
+
+
+def test_validate_gateway_and_range() -> None:
+    net = ipam.parse_subnet("10.5.0.0/24")
+    assert ipam.validate(net, None, None) == (IPv4Address("10.5.0.1"), None)
+    with pytest.raises(InvalidParameter, match="no matching subnet for gateway"):
+        ipam.validate(net, "10.6.0.1", None)
+    with pytest.raises(InvalidParameter):
+        ipam.validate(net, None, "10.6.0.0/28")
+    with pytest.raises(InvalidParameter):
+        ipam.parse_subnet("not-a-subnet")
+
+
+def test_allocate_first_free_in_range_and_preferred() -> None:
+    net, gw = IPv4Network("10.5.0.0/24"), IPv4Address("10.5.0.1")
+    assert ipam.allocate(net, gw, []) == IPv4Address("10.5.0.2")
+    assert ipam.allocate(net, gw, ["10.5.0.2"]) == IPv4Address("10.5.0.3")
+    assert ipam.allocate(net, gw, [], IPv4Network("10.5.0.128/25")) == IPv4Address("10.5.0.129")
+    assert ipam.allocate(net, gw, [], preferred="10.5.0.77") == IPv4Address("10.5.0.77")
+    with pytest.raises(Forbidden, match="Address already in use"):
+        ipam.allocate(net, gw, ["10.5.0.77"], preferred="10.5.0.77")
+    with pytest.raises(DockyardError, match="no available IPv4 addresses"):
+        ipam.allocate(IPv4Network("10.5.0.0/30"), IPv4Address("10.5.0.1"), ["10.5.0.2"])
+
+
+def test_mac_from_ip() -> None:
+    assert ipam.mac_for(IPv4Address("172.17.0.2")) == "02:42:ac:11:00:02"
