@@ -15,6 +15,14 @@ def build_router(engine: Any) -> Router:
     from dockyard.api import images
 
     images.register(router, engine.images)
+    if engine.registry is not None:
+        from dockyard.api import distribution
+
+        distribution.register(router, engine.registry)
+    if engine.builder is not None:
+        from dockyard.api import build
+
+        build.register(router, engine.builder)
     if engine.networks is not None:
         from dockyard.api import networks
 

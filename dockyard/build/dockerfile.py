@@ -214,9 +214,9 @@ def _check_args(inst: Instruction) -> None:
         if len(words) not in (1, 3) or (len(words) == 3 and words[1].lower() != "as"):
             raise ParseError(inst.line, "FROM requires either one or three arguments")
     if c == "healthcheck":
-        w = rest.split(None, 1)
-        if w and w[0].upper() not in ("NONE", "CMD"):
-            raise ParseError(inst.line, f"Unknown type {w[0].upper()!r} in HEALTHCHECK (try CMD)")
+        hw = rest.split(None, 1)
+        if hw and hw[0].upper() not in ("NONE", "CMD"):
+            raise ParseError(inst.line, f"Unknown type {hw[0].upper()!r} in HEALTHCHECK (try CMD)")
     if c == "shell" and inst.json_args is None:
         raise ParseError(inst.line, "SHELL requires the arguments to be in JSON form")
     if c == "onbuild":
@@ -367,7 +367,7 @@ class _Lexer:
         return [w for w in words if w != ""] if split else words
 
     def _until_single(self) -> str:
-        out = []
+        out: list[str] = []
         while True:
             if self.i >= len(self.s):
                 raise ParseError(self.line, "unexpected end of statement while looking for matching single-quote")
@@ -377,7 +377,7 @@ class _Lexer:
             out.append(ch)
 
     def _double(self) -> str:
-        out = []
+        out: list[str] = []
         while True:
             if self.i >= len(self.s):
                 raise ParseError(self.line, "unexpected end of statement while looking for matching double-quote")

@@ -44,6 +44,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         dp = sub.add_parser("daemon", help="Run the dockyard daemon", add_help=False)
         dp.add_argument("args", nargs=argparse.REMAINDER)
         dp.set_defaults(func=_daemon)
+    if only in (None, "registry"):
+        rp = sub.add_parser("registry", help="Run or maintain a registry server of our own", add_help=False)
+        rp.add_argument("args", nargs=argparse.REMAINDER)
+        rp.set_defaults(func=_registry)
+    if only in (None, "compose"):
+        cp = sub.add_parser("compose", help="Define and run multi-container applications", add_help=False)
+        cp.add_argument("args", nargs=argparse.REMAINDER)
+        cp.set_defaults(func=_compose)
     for cmd in all_commands():
         if cmd.top and only in (None, cmd.name):
             p = sub.add_parser(cmd.name, help=cmd.help, conflict_handler="resolve")
@@ -65,6 +73,18 @@ def _daemon(ctx: Ctx, args: argparse.Namespace) -> int | None:
 
     result: int | None = daemon_main(args.args)
     return result
+
+
+def _registry(ctx: Ctx, args: argparse.Namespace) -> int | None:
+    from dockyard.registry.server import main as registry_main
+
+    return registry_main(args.args)
+
+
+def _compose(ctx: Ctx, args: argparse.Namespace) -> int | None:
+    from dockyard.compose.cli import main as compose_main
+
+    return compose_main(args.args, ctx.host)
 
 
 _GLOBAL_WITH_VALUE = {"-H", "--host", "-c", "--context", "-l", "--log-level", "--config"}

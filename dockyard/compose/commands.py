@@ -62,10 +62,10 @@ def _ps_row(c: JSON, project: str) -> JSON:
     for h in ("healthy", "unhealthy", "starting"):
         if f"({h})" in status or f"(health: {h})" in status:
             health = h
-    return {"Command": json.dumps(c.get("Command", "")), "CreatedAt": c.get("Created"),
+    return {"Command": c.get("Command", ""), "CreatedAt": c.get("Created"),
             "ExitCode": _exit_code(status), "Health": health, "ID": c["Id"], "Image": c.get("Image"),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.get("Labels", {}).items())),
-            "Name": state.name(c), "Names": state.name(c), "Project": project, "Ports": display_ports(c.get("Ports")),
+            "Name": state.name(c), "Names": state.name(c), "Project": project, "Ports": display_ports(c.get("Ports") or []),
             "Publishers": [{"URL": p.get("IP", ""), "TargetPort": p.get("PrivatePort"),
                             "PublishedPort": p.get("PublicPort", 0), "Protocol": p.get("Type")}
                            for p in c.get("Ports") or []],
@@ -104,8 +104,8 @@ def ps(client: APIClient, project: Project, args: Namespace) -> int:
         return 0
     lines = ["NAME\tIMAGE\tCOMMAND\tSERVICE\tCREATED\tSTATUS\tPORTS"]
     for r in rows:
-        cmd = json.loads(r["Command"])
-        cmd = json.dumps(cmd[:20] + "…" if len(cmd) > 20 else cmd)
+        cmd = r["Command"]
+        cmd = '"' + (cmd[:20] + "…" if len(cmd) > 20 else cmd) + '"'
         lines.append(f"{r['Name']}\t{r['Image']}\t{cmd}\t{r['Service']}\t{r['RunningFor']}\t{r['Status']}\t{r['Ports']}")
     sys.stdout.write(tabwrite(lines, minwidth=0))
     return 0
@@ -393,6 +393,7 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
     for c in ctrs:
         c["Names"] = [c["Name"]]
     printer = LogPrinter(colour=False if args.no_color else None, prefix=not args.no_log_prefix)
+    printer.plain("Attaching to " + ", ".join(label_for(c, project.name) for c in ctrs))
     threads = start_followers(host, ctrs, project.name, printer, follow=True, since=None)
     code = 0
     try:
@@ -403,7 +404,7 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
                     raise KeyboardInterrupt
         for c in ctrs:
             st = client.inspect_container(c["Id"])["State"]
-            printer.line(label_for(c, project.name), f"exited with code {st.get('ExitCode', 0)}")
+            printer.plain(f"{label_for(c, project.name)} exited with code {st.get('ExitCode', 0)}")
     except KeyboardInterrupt:
         print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
         code = 130

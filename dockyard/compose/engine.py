@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.client import APIClient, APIError
 from dockyard.compose import state
 from dockyard.compose.convert import (
-    COMPOSE_VERSION, L_HASH, L_NETWORK, L_PROJECT, L_VERSION, L_VOLUME, config_hash, container_name,
-    create_body, endpoint, image_name,
+    COMPOSE_VERSION,
+    L_HASH,
+    L_NETWORK,
+    L_PROJECT,
+    L_VERSION,
+    L_VOLUME,
+    config_hash,
+    container_name,
+    create_body,
+    endpoint,
+    image_name,
 )
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.graph import order
@@ -175,7 +185,7 @@ class Engine:
 
     def converge_service(self, name: str, opts: UpOptions) -> list[str]:
         svc = self.project.services[name]
-        want = opts.scale.get(name, svc.get("scale", 1))
+        want = opts.scale[name] if name in opts.scale else int(svc.get("scale", 1))
         if svc.get("container_name") and want > 1:
             raise ComposeError(f"services.{name}: container_name {svc['container_name']!r} is unique: "
                                "the service cannot be scaled")
@@ -294,6 +304,28 @@ class Engine:
                     self.wait_condition(state.name(ctr), ctr["Id"], cond)
         return ids
 
+    def _client(self) -> APIClient:
+        """A client of its own for a worker thread (one connection per client)."""
+        return APIClient(self.client.host.url, tls=self.client.tls or None)
+
+    def _remove(self, c: JSON, timeout: int | None) -> None:
+        cname = state.name(c)
+        svc = self.project.services.get(state.service_of(c))
+        client = self._client()
+        try:
+            if c["State"] in ("running", "paused", "restarting"):
+                say("Container", cname, "Stopping")
+                client.stop(c["Id"], self._stop_timeout(svc, timeout))
+                say("Container", cname, "Stopped")
+            say("Container", cname, "Removing")
+            client.remove_container(c["Id"], force=True)
+            say("Container", cname, "Removed")
+        except APIError as e:
+            if not e.not_found:
+                raise
+        finally:
+            client.close()
+
     def down(self, volumes: bool = False, rmi: str | None = None, remove_orphans: bool = False,
              timeout: int | None = None) -> None:
         services = self.project.services
@@ -304,24 +336,13 @@ class Engine:
         ctrs = [c for c in ctrs if state.service_of(c) in known or remove_orphans
                 or c["Labels"].get("com.docker.compose.oneoff") == "True"]
         ctrs.sort(key=lambda c: -rank.get(state.service_of(c), -1))
+        groups: dict[int, list[JSON]] = {}
         for c in ctrs:
-            cname = state.name(c)
-            svc = services.get(state.service_of(c))
-            if c["State"] in ("running", "paused", "restarting"):
-                say("Container", cname, "Stopping")
-                try:
-                    self.client.stop(c["Id"], self._stop_timeout(svc, timeout))
-                except APIError as e:
-                    if not e.not_found:
-                        raise
-                say("Container", cname, "Stopped")
-            say("Container", cname, "Removing")
-            try:
-                self.client.remove_container(c["Id"], force=True, v=False)
-            except APIError as e:
-                if not e.not_found:
-                    raise
-            say("Container", cname, "Removed")
+            groups.setdefault(-rank.get(state.service_of(c), -1), []).append(c)
+        for _, group in sorted(groups.items()):
+            # Containers of one dependency level stop together (stop timeouts overlap, as compose).
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda c: self._remove(c, timeout), group))
         leftovers = state.project_containers(self.client, self.project.name, oneoff=None)
         for n in self.client.networks(filters={"label": [f"{L_PROJECT}={self.project.name}"]}):
             if leftovers and not remove_orphans:

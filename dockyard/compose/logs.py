@@ -27,6 +27,11 @@ class LogPrinter:
         if label not in self.colours:
             self.colours[label] = COLOURS[len(self.colours) % len(COLOURS)]
 
+    def plain(self, text: str) -> None:
+        with self.lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
     def line(self, label: str, text: str) -> None:
         if not self.prefix:
             head = ""

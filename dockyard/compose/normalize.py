@@ -66,6 +66,13 @@ def parse_size(value: Any, where: str) -> int:
     return int(float(m.group(1)) * mult)
 
 
+def to_int(value: Any, where: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ComposeError(f"{where}: invalid integer {value!r}") from None
+
+
 def _split_cmd(value: Any) -> list[str] | None:
     if value is None:
         return None
@@ -110,7 +117,7 @@ def normalize_ports(value: list[Any], where: str) -> list[dict[str, Any]]:
     for i, item in enumerate(value):
         w = f"{where}[{i}]"
         if isinstance(item, dict):
-            p = {"mode": item.get("mode", "ingress"), "target": int(item["target"]),
+            p = {"mode": item.get("mode", "ingress"), "target": to_int(item.get("target"), f"{w}.target"),
                  "protocol": item.get("protocol", "tcp")}
             if item.get("published") is not None:
                 p["published"] = str(item["published"])
@@ -278,10 +285,13 @@ def normalize_service(name: str, svc: Service, base: Path, env: Mapping[str, str
         if isinstance(s.get(key), str):
             s[key] = [s[key]]
     if "cpus" in s:
-        s["cpus"] = float(s["cpus"])
+        try:
+            s["cpus"] = float(s["cpus"])
+        except ValueError:
+            raise ComposeError(f"{where}.cpus: invalid number {s['cpus']!r}") from None
     if "scale" in s:
-        s["scale"] = int(s["scale"])
+        s["scale"] = to_int(s["scale"], f"{where}.scale")
     deploy = s.get("deploy")
     if isinstance(deploy, dict) and deploy.get("replicas") is not None:
-        deploy["replicas"] = int(deploy["replicas"])
+        deploy["replicas"] = to_int(deploy["replicas"], f"{where}.deploy.replicas")
     return s

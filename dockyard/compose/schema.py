@@ -17,9 +17,9 @@ def _validator() -> Any:
     import jsonschema
 
     schema = json.loads(SCHEMA_PATH.read_text())
-    cls = jsonschema.validators.validator_for(schema)
+    # The schema says draft-07 (its $schema URL lacks the '#' jsonschema looks up, hence explicit).
     # Formats ("duration", "ports", ...) are checked by the normaliser, which names the key.
-    return cls(schema)
+    return jsonschema.Draft7Validator(schema)
 
 
 def _dotted(path: Any) -> str:

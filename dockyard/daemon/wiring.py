@@ -38,6 +38,7 @@ class Engine:
     registry: Any
     router: Any
     container_io: Any = None
+    builder: Any = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -59,6 +60,8 @@ class Engine:
             t.cancel()
         if self.networks is not None:
             await self.networks.close()
+        if self.registry is not None:
+            await self.registry.client.aclose()
         self.db.close()
 
 
@@ -106,12 +109,22 @@ def build(cfg: DaemonConfig) -> Engine:
     if hasattr(networks, "set_container_resolver"):
         networks.set_container_resolver(lambda ref: _resolve_for_network(containers, ref))
     execs = None
-    registry = None
+    from dockyard.registry.client import RegistryClient, RegistryOptions
+    from dockyard.registry.layermap import LayerMap
+    from dockyard.registry.service import Distribution
+
+    registry = Distribution(
+        RegistryClient(RegistryOptions(mirrors=cfg.registry_mirrors, insecure=cfg.insecure_registries)),
+        content, snapshots, images, LayerMap(db),
+    )
     from dockyard.services.container_io import ContainerIO
 
     container_io = ContainerIO(containers, images, volumes)
+    from dockyard.build.builder import Builder
+
+    builder = Builder(db, images, containers, data_root / "build", pull=registry.pull)
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry, None,
-                    container_io=container_io)
+                    container_io=container_io, builder=builder)
     engine.router = build_router(engine)
     return engine
 

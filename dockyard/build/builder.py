@@ -1,0 +1,704 @@
+"""The classic builder: a context tar + Dockerfile -> images, with Docker's JSON progress stream.
+
+Each stage is a chain of images, one per step (metadata steps add a history entry with
+`empty_layer`); every step is looked up in the build cache first. RUN runs in a real container
+via ContainerService; COPY/ADD write into a fresh upper dir over the parent's layers. Stages the
+target needs run as concurrent tasks, each waiting only on the stages it reads from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard.build import context as bctx
+from dockyard.build.cache import BuildCache, cache_key
+from dockyard.build.commit import commit_layer
+from dockyard.build.dockerfile import (
+    EXPANDED,
+    PROXY_ARGS,
+    Dockerfile,
+    Instruction,
+    ParseError,
+    Stage,
+    expand_word,
+    expand_words,
+    fields,
+    name_values,
+    parse,
+)
+from dockyard.errors import DockyardError, InvalidParameter, NotFound
+from dockyard.store import overlay
+from dockyard.store.db import Database
+
+log = logging.getLogger("dockyard.build")
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+
+
+class BuildError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: str = "Dockerfile"
+    tags: list[str] = field(default_factory=list)
+    target: str = ""
+    nocache: bool = False
+    pull: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    buildargs: dict[str, str | None] = field(default_factory=dict)
+    networkmode: str = ""
+    quiet: bool = False
+    platform: str = ""
+    rm: bool = True
+    forcerm: bool = False
+    auth: str | None = None
+
+
+@dataclass
+class _State:
+    image_id: str | None
+    config: dict[str, Any]
+    args: dict[str, str]  # ARGs in scope (name -> value)
+    cmd_set: bool = False
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+class Builder:
+    def __init__(self, db: Database, images: Any, containers: Any, root: Path,
+                 pull: Callable[[str, str | None, str | None, str | None], AsyncIterator[Any]] | None = None) -> None:
+        self.images = images
+        self.containers = containers
+        self.root = root
+        self.pull_fn = pull
+        self.cache = BuildCache(db)
+        root.mkdir(parents=True, exist_ok=True)
+        for d in root.glob("tmp-*"):  # leftovers of a build interrupted by a crash
+            with contextlib.suppress(OSError):
+                overlay.unmount(d / "merged")
+            shutil.rmtree(d, ignore_errors=True)
+
+    # ---------------------------------------------------------------- entry
+    async def build(self, body: AsyncIterator[bytes], opts: BuildOptions) -> AsyncIterator[dict[str, Any]]:
+        """Run a build, yielding Docker's progress messages; errors become `error`/`errorDetail`."""
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        work = self.root / f"tmp-{secrets.token_hex(8)}"
+        work.mkdir()
+        run = _Run(self, opts, work, q.put_nowait)
+
+        async def main() -> None:
+            try:
+                await run.spool(body)
+                await run.go()
+            except BuildError as e:
+                q.put_nowait({"errorDetail": {"message": e.message, "code": e.code}, "error": e.message})
+            except DockyardError as e:
+                q.put_nowait({"errorDetail": {"message": e.message}, "error": e.message})
+            except Exception as e:  # noqa: BLE001 - the client must see every failure
+                log.exception("build failed")
+                q.put_nowait({"errorDetail": {"message": str(e)}, "error": str(e)})
+            finally:
+                await asyncio.to_thread(shutil.rmtree, work, True)
+                q.put_nowait(None)
+
+        task = asyncio.get_running_loop().create_task(main())
+        try:
+            while (item := await q.get()) is not None:
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    # ---------------------------------------------------------------- cache admin
+    def prune(self, all_: bool = True) -> dict[str, Any]:
+        entries = self.cache.entries()
+        self.cache.delete([e["key"] for e in entries])
+        return {"CachesDeleted": [e["key"] for e in entries], "SpaceReclaimed": 0}
+
+    def disk_usage(self) -> list[dict[str, Any]]:
+        from dockyard.util.timefmt import rfc3339
+
+        return [{"ID": e["key"][:25], "Parent": e["parent"], "Type": "regular", "Description": e["created_by"],
+                 "InUse": False, "Shared": True, "Size": 0, "CreatedAt": rfc3339(e["created"]),
+                 "LastUsedAt": rfc3339(e["last_used"]), "UsageCount": 1} for e in self.cache.entries()]
+
+
+class _Run:
+    """One build: its context dir, parsed Dockerfile, stage tasks and step counter."""
+
+    def __init__(self, b: Builder, opts: BuildOptions, work: Path, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.b, self.opts, self.work, self._emit = b, opts, work, emit
+        self.ctx = work / "context"
+        self.stage_results: dict[int, asyncio.Future[str | None]] = {}
+        self.step = 0
+        self.total = 0
+        self.df: Dockerfile | None = None
+        self.meta: dict[str, str] = {}
+        self.used_buildargs: set[str] = set()
+        self._log_pos: dict[str, int] = {}
+
+    def out(self, text: str) -> None:
+        if not self.opts.quiet:
+            self._emit({"stream": text})
+
+    async def spool(self, body: AsyncIterator[bytes]) -> None:
+        tar = self.work / "context.tar"
+        f = await asyncio.to_thread(open, tar, "wb")
+        try:
+            async for chunk in body:
+                await asyncio.to_thread(f.write, chunk)
+        finally:
+            f.close()
+        try:
+            await asyncio.to_thread(bctx.extract_context, tar, self.ctx)
+        except DockyardError as e:
+            raise BuildError(f"failed to read the build context: {e.message}") from None
+        tar.unlink()
+
+    # ---------------------------------------------------------------- plan
+    async def go(self) -> None:
+        name = self.opts.dockerfile or "Dockerfile"
+        path = bctx.resolve_in_root(self.ctx, name)
+        if not path.is_file():
+            raise BuildError(f"Cannot locate specified Dockerfile: {name}")
+        try:
+            df = self.df = parse(path.read_bytes())
+        except ParseError as e:
+            raise BuildError(e.message) from None
+        # ARG before FROM: usable in FROM lines; build args override their defaults.
+        self.meta = {"TARGETOS": "linux", "TARGETARCH": _arch(), "TARGETPLATFORM": f"linux/{_arch()}",
+                     "BUILDOS": "linux", "BUILDARCH": _arch(), "BUILDPLATFORM": f"linux/{_arch()}"}
+        for inst in df.meta_args:
+            for k, v in self._arg_pairs(inst, self.meta):
+                self.meta[k] = self._buildarg(k, v)
+        target = len(df.stages) - 1
+        if self.opts.target:
+            ti = df.stage_index(self.opts.target)
+            if ti is None or not df.stages[ti].name:
+                raise BuildError(f"failed to reach build target {self.opts.target} in Dockerfile")
+            target = ti
+        needed = self._needed(df, target)
+        self.total = sum(1 + len(df.stages[i].instructions) for i in needed)
+        loop = asyncio.get_running_loop()
+        for i in needed:
+            self.stage_results[i] = loop.create_future()
+        tasks = [loop.create_task(self._stage_task(df.stages[i])) for i in needed]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t2 in tasks:
+                t2.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        final = self.stage_results[target].result()
+        if final is None:
+            raise BuildError("No image was generated. Is your Dockerfile empty?")
+        if self.opts.labels:  # --label: one more cached metadata step on the final image
+            cfg = dict(self.b.images.get(final).config.get("config") or {})
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **self.opts.labels}
+            st = _State(final, cfg, {})
+            await self._commit_meta(st, "/bin/sh -c #(nop)  LABEL " + " ".join(
+                f"{k}={v}" for k, v in sorted(self.opts.labels.items())))
+            assert st.image_id is not None
+            final = st.image_id
+        unused = [k for k in self.opts.buildargs if k not in self.used_buildargs and k not in PROXY_ARGS]
+        if unused:
+            self.out(f"[Warning] One or more build-args {sorted(unused)} were not consumed\n")
+        self._emit({"aux": {"ID": final}})
+        if self.opts.quiet:
+            self._emit({"stream": final + "\n"})
+        self.out(f"Successfully built {_short(final)}\n")
+        for t in self.opts.tags:
+            await asyncio.to_thread(self._tag, final, t)
+            from dockyard.oci import reference
+
+            self.out(f"Successfully tagged {reference.parse(t).familiar}\n")
+
+    def _tag(self, image_id: str, t: str) -> None:
+        from dockyard.oci import reference
+
+        ref = reference.parse(t)
+        self.b.images.tag(image_id, ref.repository, ref.tag or "latest")
+
+    def _needed(self, df: Dockerfile, target: int) -> list[int]:
+        seen: set[int] = set()
+
+        def visit(i: int) -> None:
+            if i in seen:
+                return
+            seen.add(i)
+            for dep in self._deps(df, df.stages[i]):
+                visit(dep)
+
+        visit(target)
+        return sorted(seen)
+
+    def _deps(self, df: Dockerfile, st: Stage) -> list[int]:
+        out = []
+        base = expand_word(st.base, self.meta, df.escape, st.line)
+        d = df.stage_index(base) if not base.isdigit() else None
+        if d is not None and d < st.index:
+            out.append(d)
+        for inst in st.instructions:
+            frm = inst.flags.get("from") if inst.cmd in ("copy", "add") else None
+            if frm:
+                d = df.stage_index(expand_word(frm, self.meta, df.escape, inst.line))
+                if d is not None:
+                    if d >= st.index:
+                        raise BuildError(f"invalid from flag value {frm}: refers to current or later stage")
+                    out.append(d)
+        return out
+
+    def _buildarg(self, name: str, default: str | None) -> str:
+        if name in self.opts.buildargs and self.opts.buildargs[name] is not None:
+            self.used_buildargs.add(name)
+            return str(self.opts.buildargs[name])
+        if name in self.opts.buildargs:
+            self.used_buildargs.add(name)
+            return os.environ.get(name, default or "")
+        return default or ""
+
+    def _arg_pairs(self, inst: Instruction, env: dict[str, str]) -> list[tuple[str, str | None]]:
+        out: list[tuple[str, str | None]] = []
+        assert self.df is not None
+        for w in inst.rest.split():
+            k, eq, v = w.partition("=")
+            out.append((k, expand_word(v, env, self.df.escape, inst.line) if eq else None))
+        return out
+
+    # ---------------------------------------------------------------- stages
+    async def _stage_task(self, st: Stage) -> None:
+        fut = self.stage_results[st.index]
+        try:
+            image_id = await self._run_stage(st)
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e)
+                fut.exception()  # mark retrieved: the gather reports it
+            raise
+        fut.set_result(image_id)
+
+    def _next_step(self, inst_text: str) -> None:
+        self.step += 1
+        self.out(f"Step {self.step}/{self.total} : {inst_text}\n")
+
+    async def _run_stage(self, st: Stage) -> str | None:
+        assert self.df is not None
+        df = self.df
+        base = expand_word(st.base, self.meta, df.escape, st.line)
+        self._next_step(f"FROM {base}" + (f" AS {st.name}" if st.name else ""))
+        dep = df.stage_index(base)
+        image_id: str | None
+        if base.lower() == "scratch":
+            image_id = None
+            self.out(" ---> \n")
+        elif dep is not None and dep < st.index:
+            image_id = await self.stage_results[dep]
+        else:
+            image_id = await self._base_image(base, st.platform)
+        if image_id is not None:
+            self.out(f" ---> {_short(image_id)}\n")
+        config: dict[str, Any] = {}
+        if image_id is not None:
+            config = dict(self.b.images.get(image_id).config.get("config") or {})
+        state = _State(image_id, config, {})
+        triggers = list(config.get("OnBuild") or [])
+        if triggers:
+            config["OnBuild"] = None
+            self.out(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
+            for trig in triggers:
+                inst = parse("FROM scratch\n" + trig).stages[0].instructions[0]
+                await self._step(state, inst, announce=False)
+        for inst in st.instructions:
+            self._next_step(_display(inst))
+            await self._step(state, inst)
+        return state.image_id
+
+    async def _base_image(self, ref: str, platform: str | None) -> str:
+        try:
+            if self.opts.pull and self.b.pull_fn is not None:
+                raise NotFound("pull requested")
+            return str(self.b.images.resolve(ref).id)
+        except NotFound:
+            if self.b.pull_fn is None:
+                raise BuildError(f"pull access denied for {ref}, repository does not exist or may require "
+                                 "'docker login'") from None
+        from dockyard.oci import reference
+
+        r = reference.parse(ref)
+        self.out(f"{r.tag or 'latest'}: Pulling from {r.familiar.rsplit(':', 1)[0]}\n")
+        async for ev in self.b.pull_fn(r.repository, r.tag or r.digest, platform or self.opts.platform or None,
+                                      self.opts.auth):
+            if isinstance(ev, dict) and ev.get("error"):
+                raise BuildError(str(ev["error"]))
+        return str(self.b.images.resolve(ref).id)
+
+    # ---------------------------------------------------------------- steps
+    def _env(self, state: _State) -> dict[str, str]:
+        """What `$VAR` sees: ARGs in scope, overridden by ENV."""
+        env = dict(state.args)
+        for e in state.config.get("Env") or []:
+            k, _, v = e.partition("=")
+            env[k] = v
+        return env
+
+    async def _step(self, state: _State, inst: Instruction, announce: bool = True) -> None:
+        assert self.df is not None
+        esc = self.df.escape
+        env = self._env(state)
+        c = inst.cmd
+        cfg = state.config
+        if c in ("run",):
+            await self._run(state, inst, env)
+            return
+        if c in ("copy", "add"):
+            await self._copy(state, inst, env)
+            return
+        ex = (lambda s: expand_word(s, env, esc, inst.line)) if c in EXPANDED else (lambda s: s)
+        if c == "arg":
+            for k, v in self._arg_pairs(inst, env):
+                if v is None and k in self.meta:
+                    v = self.meta[k]
+                state.args[k] = self._buildarg(k, v)
+            text = "ARG " + inst.rest
+        elif c == "env":
+            envl = list(cfg.get("Env") or [])
+            for k, v in name_values(inst, esc):
+                val = ex(v)
+                envl = [e for e in envl if e.partition("=")[0] != k] + [f"{k}={val}"]
+                env[k] = val
+            cfg["Env"] = envl
+            text = "ENV " + " ".join(envl[-len(name_values(inst, esc)):])
+        elif c == "label":
+            labels = dict(cfg.get("Labels") or {})
+            for k, v in name_values(inst, esc):
+                labels[ex(k)] = ex(v)
+            cfg["Labels"] = labels
+            text = "LABEL " + inst.rest
+        elif c in ("cmd", "entrypoint"):
+            ja = inst.json_args
+            val = ja if ja is not None else [*(cfg.get("Shell") or DEFAULT_SHELL), inst.rest]
+            key = "Cmd" if c == "cmd" else "Entrypoint"
+            cfg[key] = val
+            if c == "cmd":
+                state.cmd_set = True
+            elif not state.cmd_set:
+                cfg["Cmd"] = None  # an inherited CMD does not survive a new ENTRYPOINT (Docker's rule)
+            text = f"{key.upper()} {json.dumps(val)}"
+        elif c == "expose":
+            ports = dict(cfg.get("ExposedPorts") or {})
+            for p in expand_words(inst.rest, env, esc, inst.line):
+                ports[p if "/" in p else p + "/tcp"] = {}
+            cfg["ExposedPorts"] = ports
+            text = "EXPOSE " + " ".join(sorted(ports))
+        elif c == "volume":
+            vols = dict(cfg.get("Volumes") or {})
+            for v in fields(inst):
+                vols[ex(v)] = {}
+            cfg["Volumes"] = vols
+            text = "VOLUME " + json.dumps(list(vols))
+        elif c == "workdir":
+            wd = ex(inst.rest)
+            if not wd.startswith("/"):
+                wd = os.path.join(cfg.get("WorkingDir") or "/", wd)
+            cfg["WorkingDir"] = os.path.normpath(wd)
+            text = "WORKDIR " + cfg["WorkingDir"]
+        elif c == "user":
+            cfg["User"] = ex(inst.rest)
+            text = "USER " + cfg["User"]
+        elif c == "stopsignal":
+            cfg["StopSignal"] = ex(inst.rest)
+            text = "STOPSIGNAL " + cfg["StopSignal"]
+        elif c == "shell":
+            cfg["Shell"] = inst.json_args
+            text = "SHELL " + json.dumps(inst.json_args)
+        elif c == "healthcheck":
+            cfg["Healthcheck"] = _healthcheck(inst, cfg.get("Shell") or DEFAULT_SHELL)
+            text = "HEALTHCHECK " + json.dumps(cfg["Healthcheck"])
+        elif c == "onbuild":
+            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), inst.rest]
+            text = "ONBUILD " + inst.rest
+        elif c == "maintainer":
+            text = "MAINTAINER " + inst.rest
+        else:
+            raise BuildError(f"unknown instruction: {c.upper()}")
+        created_by = "/bin/sh -c #(nop)  " + text
+        await self._commit_meta(state, created_by, author=inst.rest if c == "maintainer" else "")
+
+    async def _commit_meta(self, state: _State, created_by: str, author: str = "") -> None:
+        key = cache_key(state.image_id, created_by + json.dumps(state.config, sort_keys=True))
+        if await self._cached(state, key):
+            return
+        new = await asyncio.to_thread(commit_layer, self.b.images, None, state.image_id, state.config,
+                                      {"created_by": created_by}, author=author)
+        self.b.cache.put(key, new, state.image_id, created_by)
+        state.image_id = new
+        self.out(f" ---> {_short(new)}\n")
+
+    async def _cached(self, state: _State, key: str) -> bool:
+        if self.opts.nocache:
+            return False
+        hit = self.b.cache.get(key, self._exists)
+        if hit is None:
+            return False
+        state.image_id = hit
+        self.out(" ---> Using cache\n")
+        self.out(f" ---> {_short(hit)}\n")
+        return True
+
+    def _exists(self, image_id: str) -> bool:
+        try:
+            self.b.images.get(image_id)
+            return True
+        except NotFound:
+            return False
+
+    # ---------------------------------------------------------------- RUN
+    def _run_env(self, state: _State) -> tuple[list[str], list[str]]:
+        """(env for the container, the `|N k=v` build args shown in history and keyed in the cache)."""
+        shown = []
+        env_keys = {e.partition("=")[0] for e in state.config.get("Env") or []}
+        for k, v in state.args.items():
+            if k not in env_keys:
+                shown.append(f"{k}={v}")
+        proxies = [f"{k}={v}" for k, v in self.opts.buildargs.items() if k in PROXY_ARGS and v is not None
+                   and k not in state.args]
+        return list(state.config.get("Env") or []) + shown + proxies, shown
+
+    async def _run(self, state: _State, inst: Instruction, env: dict[str, str]) -> None:
+        shell = list(state.config.get("Shell") or DEFAULT_SHELL)
+        ja = inst.json_args
+        if ja is not None:
+            cmd = ja
+        elif inst.heredocs and inst.rest.strip().startswith("<<") and len(inst.heredocs) == 1:
+            cmd = [*shell, inst.heredocs[0].content]
+        elif inst.heredocs:
+            body = inst.rest + "\n" + "".join(h.content + h.name + "\n" for h in inst.heredocs)
+            cmd = [*shell, body]
+        else:
+            cmd = [*shell, inst.rest]
+        run_env, shown = self._run_env(state)
+        created_by = (f"|{len(shown)} {' '.join(shown)} " if shown else "") + " ".join(cmd)
+        key = cache_key(state.image_id, "RUN " + created_by + json.dumps(state.config, sort_keys=True))
+        if await self._cached(state, key):
+            return
+        if state.image_id is None:
+            raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: 127")
+        cs = self.b.containers
+        spec: dict[str, Any] = {
+            "Image": state.image_id, "Cmd": cmd, "Entrypoint": [], "Env": run_env,
+            "WorkingDir": state.config.get("WorkingDir") or "", "User": state.config.get("User") or "",
+            "Labels": {}, "HostConfig": {"NetworkMode": self.opts.networkmode or inst.flags.get("network")
+                                         or "default"},
+        }
+        created = await cs.create(spec)
+        cid = created["Id"]
+        self.out(f" ---> Running in {cid[:12]}\n")
+        try:
+            await cs.start(cid)
+            pump = asyncio.get_running_loop().create_task(self._pump_log(cs.log_path(cid)))
+            try:
+                res = await cs.wait(cid)
+            finally:
+                await asyncio.sleep(0)
+                pump.cancel()
+                with contextlib.suppress(BaseException):
+                    await pump
+            await self._drain_log(cs.log_path(cid))
+            code = int(res.get("StatusCode", 1))
+            if code != 0:
+                raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
+            upper = cs.container_dir(cid) / "upper"
+            new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
+                                          {"created_by": created_by}, container_id=cid)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(cs.remove(cid, force=True))
+        self.out(f"Removing intermediate container {cid[:12]}\n")
+        self.b.cache.put(key, new, state.image_id, created_by)
+        state.image_id = new
+        self.out(f" ---> {_short(new)}\n")
+
+    async def _pump_log(self, path: Path) -> None:
+        while True:
+            await self._drain_log(path)
+            await asyncio.sleep(0.1)
+
+    async def _drain_log(self, path: Path) -> None:
+        """Forward new complete lines of conmon's k8s-file log as `stream` messages."""
+        pos = self._log_pos.get(str(path), 0)
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            return
+        self._log_pos[str(path)] = pos + end + 1
+        partial = ""
+        for line in data[:end].split(b"\n"):
+            parts = line.split(b" ", 3)
+            if len(parts) < 4:
+                continue
+            text = parts[3].decode("utf-8", "replace")
+            if parts[2] == b"P":
+                partial += text
+                continue
+            self.out(partial + text + "\n")
+            partial = ""
+
+    # ---------------------------------------------------------------- COPY / ADD
+    async def _copy(self, state: _State, inst: Instruction, env: dict[str, str]) -> None:
+        assert self.df is not None
+        esc = self.df.escape
+        c = inst.cmd
+        args = [expand_word(a, env, esc, inst.line) for a in fields(inst)]
+        dest = args[-1] if args else ""
+        srcs = args[:-1]
+        heredoc_files: list[Path] = []
+        if inst.heredocs:
+            hd_dir = self.work / f"heredoc-{secrets.token_hex(4)}"
+            hd_dir.mkdir()
+            names = {h.name for h in inst.heredocs}
+            for h in inst.heredocs:
+                p = hd_dir / h.name
+                p.write_text(expand_word('"' + h.content.replace('"', '\\"') + '"', env, esc, inst.line)
+                             if h.expand else h.content)
+                p.chmod(0o644)
+                heredoc_files.append(p)
+            srcs = [s for s in srcs if not any(s.lstrip("<-'\"").rstrip("'\"") == n for n in names)]
+            dest = args[-1]
+        frm = inst.flags.get("from")
+        chown = inst.flags.get("chown")
+        chmod = inst.flags.get("chmod")
+        mode = None
+        if chmod:
+            try:
+                mode = int(chmod, 8)
+            except ValueError:
+                raise BuildError(f"invalid chmod parameter: {chmod}") from None
+        src_image: str | None = None
+        with contextlib.ExitStack() as stack:
+            if frm:
+                frm_x = expand_word(frm, env, esc, inst.line)
+                d = self.df.stage_index(frm_x)
+                if d is not None:
+                    src_image = await self.stage_results[d]
+                else:
+                    src_image = await self._base_image(frm_x, None)
+                src_root = stack.enter_context(self._mounted(src_image, readonly=True)) if src_image else None
+            else:
+                src_root = self.ctx
+            try:
+                if src_root is None:
+                    raise BuildError(f"{c.upper()} failed: stage has no files")
+                sources = [p for s in srcs for p in await asyncio.to_thread(bctx.context_sources, src_root, s)]
+            except DockyardError as e:
+                raise BuildError(e.message.replace("COPY failed", f"{c.upper()} failed")) from None
+            sources += heredoc_files
+            chash = await asyncio.to_thread(bctx.hash_sources, sources, f"{chown}|{chmod}|{src_image}")
+            kind = "dir" if len(sources) == 1 and sources[0].is_dir() else "file" if len(sources) == 1 else "multi"
+            created_by = f"/bin/sh -c #(nop) {c.upper()} {kind}:{chash} in {dest} "
+            key = cache_key(state.image_id, created_by + json.dumps(state.config, sort_keys=True), chash)
+            if await self._cached(state, key):
+                return
+            step_dir = self.work / f"step-{secrets.token_hex(4)}"
+            upper = step_dir / "upper"
+            with self._mounted(state.image_id, upper_dir=step_dir) as root:
+                def do() -> None:
+                    uid, gid = bctx.parse_chown(root, chown) if chown else (0, 0)
+                    bctx.copy_into(sources, root, dest, state.config.get("WorkingDir") or "/", uid=uid, gid=gid,
+                                   mode=mode, extract_tars=(c == "add"))
+                try:
+                    await asyncio.to_thread(do)
+                except DockyardError as e:
+                    raise BuildError(e.message) from None
+                except OSError as e:
+                    raise BuildError(f"{c.upper()} failed: {e}") from None
+            new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
+                                          {"created_by": created_by})
+            await asyncio.to_thread(shutil.rmtree, step_dir, True)
+        self.b.cache.put(key, new, state.image_id, created_by)
+        state.image_id = new
+        self.out(f" ---> {_short(new)}\n")
+
+    @contextlib.contextmanager
+    def _mounted(self, image_id: str | None, readonly: bool = False, upper_dir: Path | None = None) -> Any:
+        """An overlay of the image's layers with a fresh upper dir (kept in `upper_dir` if given)."""
+        d = upper_dir or self.work / f"view-{secrets.token_hex(4)}"
+        (d / "upper").mkdir(parents=True, exist_ok=True)
+        (d / "work").mkdir(exist_ok=True)
+        merged = d / "merged"
+        empty = self.work / "empty"
+        empty.mkdir(exist_ok=True)
+        layers = self.b.images.layer_dirs(image_id) if image_id else []
+        overlay.mount_overlay(layers, d / "upper", d / "work", merged, empty)
+        try:
+            yield merged
+        finally:
+            overlay.unmount(merged)
+            if upper_dir is None:
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                shutil.rmtree(d / "work", ignore_errors=True)
+
+
+def _display(inst: Instruction) -> str:
+    word, _, rest = inst.original.partition(" ")
+    return f"{word.upper()} {rest.strip()}".strip()
+
+
+def _arch() -> str:
+    from dockyard.services.images import host_arch
+
+    return host_arch()
+
+
+_UNITS = {"ns": 1, "us": 1000, "ms": 1000_000, "s": 1000_000_000, "m": 60_000_000_000, "h": 3600_000_000_000}
+
+
+def _duration(s: str) -> int:
+    import re
+
+    total = 0
+    for num, unit in re.findall(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", s):
+        total += int(float(num) * _UNITS[unit])
+    if not total and s not in ("0", "0s"):
+        raise InvalidParameter(f"time: invalid duration {s!r}")
+    return total
+
+
+def _healthcheck(inst: Instruction, shell: list[str]) -> dict[str, Any]:
+    kind, _, rest = inst.rest.partition(" ")
+    if kind.upper() == "NONE":
+        return {"Test": ["NONE"]}
+    hc: dict[str, Any] = {}
+    tmp = Instruction("cmd", rest.strip(), inst.line, rest)
+    ja = tmp.json_args
+    hc["Test"] = ["CMD", *ja] if ja is not None else ["CMD-SHELL", rest.strip()]
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                      ("start-interval", "StartInterval")):
+        if inst.flags.get(flag):
+            hc[key] = _duration(str(inst.flags[flag]))
+    if inst.flags.get("retries"):
+        hc["Retries"] = int(str(inst.flags["retries"]))
+    return hc

@@ -1,0 +1,53 @@
+"""The build cache: (parent image, canonical step, source content hash) -> image id, in SQLite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from dockyard.store.db import Database
+
+SCHEMA = [
+    """
+    CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY, image_id TEXT NOT NULL, parent TEXT NOT NULL, created_by TEXT NOT NULL,
+        created REAL NOT NULL, last_used REAL NOT NULL
+    )
+    """,
+]
+
+
+def cache_key(parent: str | None, step: str, content_hash: str = "") -> str:
+    return hashlib.sha256(json.dumps([parent or "scratch", step, content_hash]).encode()).hexdigest()
+
+
+class BuildCache:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.migrate("build_cache", SCHEMA)
+
+    def get(self, key: str, exists: Any) -> str | None:
+        """The cached image id, if the image still exists (`exists(id) -> bool`)."""
+        row = self.db.query_one("SELECT image_id FROM build_cache WHERE key=?", (key,))
+        if row is None:
+            return None
+        if not exists(row["image_id"]):
+            self.db.execute("DELETE FROM build_cache WHERE key=?", (key,))
+            return None
+        self.db.execute("UPDATE build_cache SET last_used=? WHERE key=?", (time.time(), key))
+        return str(row["image_id"])
+
+    def put(self, key: str, image_id: str, parent: str | None, created_by: str) -> None:
+        now = time.time()
+        self.db.execute("INSERT OR REPLACE INTO build_cache VALUES(?,?,?,?,?,?)",
+                        (key, image_id, parent or "", created_by, now, now))
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.query("SELECT * FROM build_cache ORDER BY created")]
+
+    def delete(self, keys: list[str]) -> None:
+        with self.db.tx() as c:
+            for k in keys:
+                c.execute("DELETE FROM build_cache WHERE key=?", (k,))

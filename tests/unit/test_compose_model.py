@@ -1,0 +1,162 @@
+"""Compose model: interpolation, .env, schema errors, normalisation, merging, extends, profiles, graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockyard.compose.convert import config_hash, create_body
+from dockyard.compose.errors import ComposeError
+from dockyard.compose.interpolate import Interpolator, parse_dotenv
+from dockyard.compose.loader import Options, Project, load
+from dockyard.compose.normalize import format_duration, normalize_ports, parse_duration, parse_size
+
+
+def write(d: Path, name: str, text: str) -> Path:
+    p = d / name
+    p.write_text(text)
+    return p
+
+
+def project(d: Path, text: str, **kw: object) -> Project:
+    write(d, "compose.yaml", text)
+    return load(Options(**kw), d)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("${A}", "a"), ("$A-x", "a-x"), ("${U:-d}", "d"), ("${E:-d}", "d"), ("${E-d}", ""), ("${U-d}", "d"),
+    ("${A:+r}", "r"), ("${U:+r}", ""), ("$$A", "$A"), ("${U:-${A}b}", "ab"), ("a$", "a$"), ("${U}", ""),
+])
+def test_interpolation(text: str, expected: str) -> None:
+    assert Interpolator({"A": "a", "E": ""}, warn=False).string(text, "x") == expected
+
+
+def test_required_variable_names_the_place(tmp_path: Path) -> None:
+    with pytest.raises(ComposeError) as e:
+        project(tmp_path, "services:\n  web:\n    image: ${IMG:?set IMG}\n")
+    msg = str(e.value)
+    assert "compose.yaml" in msg and "services.web.image" in msg and "IMG" in msg and "set IMG" in msg
+
+
+def test_dotenv_and_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, ".env", "# c\nexport TAG=1.36\nQ='lit $TAG'\nD=\"x ${TAG}\"\nIN=v # comment\nOVER=file\n")
+    env = parse_dotenv(tmp_path / ".env")
+    assert env == {"TAG": "1.36", "Q": "lit $TAG", "D": "x 1.36", "IN": "v", "OVER": "file"}
+    monkeypatch.setenv("OVER", "shell")
+    p = project(tmp_path, "services:\n  web:\n    image: busybox:${TAG}\n    environment: ['O=${OVER}']\n")
+    assert p.services["web"]["image"] == "busybox:1.36"
+    assert p.services["web"]["environment"] == {"O": "shell"}
+
+
+def test_schema_error_names_file_service_key(tmp_path: Path) -> None:
+    with pytest.raises(ComposeError) as e:
+        project(tmp_path, "services:\n  web:\n    image: busybox\n    portz: [80]\n")
+    assert "compose.yaml" in str(e.value) and "services.web.portz" in str(e.value)
+    with pytest.raises(ComposeError) as e:
+        project(tmp_path, "services:\n  web:\n    image: busybox\n    ports: 80\n")
+    assert "services.web.ports" in str(e.value)
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ComposeError, match=r"compose.yaml.*line 3"):
+        project(tmp_path, "services:\n  a: {image: busybox\n  b: 1\n")
+
+
+def test_normalised_forms(tmp_path: Path) -> None:
+    p = project(tmp_path, """
+services:
+  web:
+    image: busybox
+    command: sh -c "echo $$HOME"
+    ports: ["8080:80", "127.0.0.1:9000-9001:90-91/udp", {target: 443, published: 8443}]
+    environment: [A=1, B]
+    volumes: [data:/data, ./src:/src:ro, /anon]
+    healthcheck: {test: "true", interval: 90s, timeout: 500ms}
+    mem_limit: 64m
+    depends_on: [db]
+    deploy: {replicas: 2}
+  db:
+    image: busybox
+    networks: [back]
+volumes: {data: {}}
+networks: {back: {}}
+""")
+    web = p.services["web"]
+    assert web["command"] == ["sh", "-c", "echo $HOME"]
+    assert web["ports"][0] == {"mode": "ingress", "target": 80, "protocol": "tcp", "published": "8080"}
+    assert [x["published"] for x in web["ports"][1:3]] == ["9000", "9001"]
+    assert web["ports"][1]["host_ip"] == "127.0.0.1" and web["ports"][1]["protocol"] == "udp"
+    assert web["ports"][3]["published"] == "8443"
+    assert web["environment"] == {"A": "1", "B": None}
+    assert web["volumes"][0] == {"type": "volume", "source": "data", "target": "/data"}
+    assert web["volumes"][1]["source"] == str(tmp_path / "src") and web["volumes"][1]["read_only"]
+    assert web["volumes"][2] == {"type": "volume", "target": "/anon"}
+    assert web["healthcheck"] == {"test": ["CMD-SHELL", "true"], "interval": "1m30s", "timeout": "500ms"}
+    assert web["mem_limit"] == 64 * 1024 * 1024
+    assert web["depends_on"] == {"db": {"condition": "service_started", "required": True}}
+    assert web["scale"] == 2 and web["networks"] == {"default": None}
+    assert p.networks["default"]["name"] == f"{p.name}_default" and p.networks["back"]["name"].endswith("_back")
+    assert p.volumes["data"]["name"] == f"{p.name}_data"
+    body = create_body(p, "web", web, 1)
+    assert body["Healthcheck"]["Interval"] == 90 * 10**9
+    assert body["Labels"]["com.docker.compose.service"] == "web"
+    assert body["Labels"]["com.docker.compose.oneoff"] == "False"
+    assert body["HostConfig"]["Mounts"][0]["Source"] == f"{p.name}_data"
+    assert body["NetworkingConfig"]["EndpointsConfig"][f"{p.name}_default"]["Aliases"] == ["web"]
+
+
+def test_durations_and_sizes() -> None:
+    assert parse_duration("1m30s", "x") == 90 * 10**9 and parse_duration("1.5h", "x") == 5400 * 10**9
+    assert format_duration(parse_duration("90s", "x")) == "1m30s"
+    assert parse_size("1g", "x") == 1 << 30 and parse_size("512", "x") == 512 and parse_size("2MB", "x") == 2 << 20
+    with pytest.raises(ComposeError, match="services.a.healthcheck.interval"):
+        parse_duration("5 parsecs", "services.a.healthcheck.interval")
+    with pytest.raises(ComposeError):
+        normalize_ports(["1:2:3:4"], "p")
+
+
+def test_merge_override_files(tmp_path: Path) -> None:
+    write(tmp_path, "compose.yaml", "services:\n  web:\n    image: busybox\n    environment: {A: '1', B: '2'}\n"
+          "    command: [a]\n    volumes: [v:/x]\nvolumes: {v: {}}\n")
+    write(tmp_path, "over.yaml", "services:\n  web:\n    environment: {B: '3'}\n    command: [b]\n"
+          "    volumes: [./y:/x]\n")
+    p = load(Options(files=["compose.yaml", "over.yaml"]), tmp_path)
+    web = p.services["web"]
+    assert web["environment"] == {"A": "1", "B": "3"} and web["command"] == ["b"]
+    assert len(web["volumes"]) == 1 and web["volumes"][0]["type"] == "bind"
+
+
+def test_extends_and_profiles(tmp_path: Path) -> None:
+    p = project(tmp_path, """
+services:
+  base: {image: busybox, environment: {A: '1'}, profiles: [tools]}
+  web: {extends: base, environment: {B: '2'}, profiles: []}
+  debug: {image: busybox, profiles: [debug]}
+""")
+    assert set(p.services) == {"web"}
+    assert p.services["web"]["environment"] == {"A": "1", "B": "2"} and p.services["web"]["image"] == "busybox"
+    p = load(Options(profiles=["debug"]), tmp_path)
+    assert set(p.services) == {"web", "debug"}
+
+
+def test_dependency_errors(tmp_path: Path) -> None:
+    with pytest.raises(ComposeError, match="dependency cycle detected: a -> b -> a"):
+        project(tmp_path, "services:\n  a: {image: busybox, depends_on: [b]}\n  b: {image: busybox, depends_on: [a]}\n")
+    with pytest.raises(ComposeError, match="'a' depends on undefined service 'nope'"):
+        project(tmp_path, "services:\n  a: {image: busybox, depends_on: [nope]}\n")
+    with pytest.raises(ComposeError, match="undefined volume"):
+        project(tmp_path, "services:\n  a: {image: busybox, volumes: ['nope:/x']}\n")
+
+
+def test_project_name_and_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "name: My_App\nservices:\n  a: {image: busybox, environment: [X=1]}\n"
+    p = project(tmp_path, text)
+    assert p.name == "my_app"
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", "other")
+    assert load(Options(), tmp_path).name == "other"
+    assert load(Options(project_name="cli"), tmp_path).name == "cli"
+    h1 = config_hash(p.services["a"])
+    assert config_hash(project(tmp_path, text).services["a"]) == h1
+    assert config_hash(project(tmp_path, text.replace("X=1", "X=2")).services["a"]) != h1
+    assert config_hash(project(tmp_path, text.replace("}", ", scale: 3}")).services["a"]) == h1
