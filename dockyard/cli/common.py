@@ -29,13 +29,29 @@ class Ctx:
     host: str | None
     tls: bool | None = None
     _client: APIClient | None = None
+    context: str | None = None  # --context
+    tlsverify: bool | None = None
+    tls_files: tuple[str | None, str | None, str | None] = (None, None, None)  # --tlscacert/--tlscert/--tlskey
+    resolved_context: str = "default"  # the context the client connected through (for version/info)
 
     @property
     def client(self) -> APIClient:
         if self._client is None:
             from dockyard.client import APIClient
+            from dockyard.client.contexts import ContextError, resolve
 
-            self._client = APIClient(self.host, tls=self.tls)
+            try:
+                ep = resolve(self.context, [self.host] if self.host else None, tls=self.tls,
+                             tlsverify=self.tlsverify, tlscacert=self.tls_files[0], tlscert=self.tls_files[1],
+                             tlskey=self.tls_files[2])
+                ssl_ctx = ep.tls.ssl_context() if ep.tls else False
+                self.resolved_context = ep.context
+            except (ContextError, OSError, ValueError) as e:
+                raise CLIError(f"unable to resolve docker endpoint: {e}") from None
+            try:
+                self._client = APIClient(ep.host, tls=ssl_ctx)
+            except ValueError as e:
+                raise CLIError(str(e)) from None
         return self._client
 
 

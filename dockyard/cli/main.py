@@ -14,25 +14,30 @@ GROUPS = {
     "network": "Manage networks",
     "volume": "Manage volumes",
     "system": "Manage Docker",
+    "context": "Manage contexts",
 }
 
 
 def all_commands() -> list[Command]:
-    from dockyard.cli import containers, images, objects, run, system
+    from dockyard.cli import containers, context, images, objects, run, system
 
-    return [*run.COMMANDS, *containers.COMMANDS, *images.COMMANDS, *objects.COMMANDS, *system.COMMANDS]
+    return [*run.COMMANDS, *containers.COMMANDS, *images.COMMANDS, *objects.COMMANDS, *system.COMMANDS,
+            *context.COMMANDS]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that top-level command's subtree (keeps startup short)."""
     parser = argparse.ArgumentParser(prog=PROG, description="A self-sufficient runtime for containers")
     parser.add_argument("-H", "--host", action="append", help="Daemon socket to connect to")
-    parser.add_argument("-c", "--context", help="Name of the context to use (placeholder)")
+    parser.add_argument("-c", "--context", help="Name of the context to use to connect to the daemon")
     parser.add_argument("-l", "--log-level", default="info")
     parser.add_argument("-D", "--debug", action="store_true")
     parser.add_argument("--config", help="Location of client config files")
     parser.add_argument("--tls", action="store_true", default=None)
     parser.add_argument("--tlsverify", action="store_true", default=None)
+    parser.add_argument("--tlscacert", help="Trust certs signed only by this CA")
+    parser.add_argument("--tlscert", help="Path to TLS certificate file")
+    parser.add_argument("--tlskey", help="Path to TLS key file")
     parser.add_argument("-v", "--version", action="store_true", help="Print version information and quit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
@@ -84,10 +89,13 @@ def _registry(ctx: Ctx, args: argparse.Namespace) -> int | None:
 def _compose(ctx: Ctx, args: argparse.Namespace) -> int | None:
     from dockyard.compose.cli import main as compose_main
 
+    if ctx.context and not ctx.host:
+        os.environ["DOCKER_CONTEXT"] = ctx.context  # compose's client resolves the endpoint like ours
     return compose_main(args.args, ctx.host)
 
 
-_GLOBAL_WITH_VALUE = {"-H", "--host", "-c", "--context", "-l", "--log-level", "--config"}
+_GLOBAL_WITH_VALUE = {"-H", "--host", "-c", "--context", "-l", "--log-level", "--config", "--tlscacert",
+                      "--tlscert", "--tlskey"}
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -113,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0) if e.code in (0, None) else 125 if word in ("run", "create") else 1
     host = args.host[-1] if args.host else None
-    ctx = Ctx(host, tls=args.tls or args.tlsverify)
+    if args.config:
+        os.environ["DOCKER_CONFIG"] = args.config  # contexts and credentials live there
+    ctx = Ctx(host, tls=args.tls, context=args.context, tlsverify=args.tlsverify,
+              tls_files=(args.tlscacert, args.tlscert, args.tlskey))
     if args.version:
         print("Docker version 0.1.0 (dockyard)")
         return 0

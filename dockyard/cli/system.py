@@ -37,7 +37,8 @@ def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
     else:
         print(f"Client:\n Version:           {client_info['Version']}\n API version:       "
               f"{client_info['ApiVersion']}\n Go version:        {client_info['GoVersion']}\n"
-              f" OS/Arch:           {client_info['Os']}/{client_info['Arch']}\n Context:           default")
+              f" OS/Arch:           {client_info['Os']}/{client_info['Arch']}\n"
+              f" Context:           {ctx.resolved_context}")
         if server:
             print(f"\nServer: {server.get('Platform', {}).get('Name', '')}".rstrip())
             print(f" Engine:\n  Version:          {server.get('Version')}\n  API version:      "
@@ -66,7 +67,7 @@ def cmd_info(ctx: Ctx, args: argparse.Namespace) -> int:
         print(Template(args.format.replace("\\n", "\n")).render(info))
         return 0
     lines = [
-        "Client:", f" Version:    {CLIENT_VERSION}", " Context:    default", "",
+        "Client:", f" Version:    {CLIENT_VERSION}", f" Context:    {ctx.resolved_context}", "",
         "Server:",
         f" Containers: {info.get('Containers', 0)}",
         f"  Running: {info.get('ContainersRunning', 0)}",

@@ -195,8 +195,14 @@ class BaseClient:
         api_version: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        self.host: Host = parse_host(host)
+        if host is None and tls is None:
+            # No explicit endpoint: docker's resolution ($DOCKER_HOST, $DOCKER_CONTEXT, current context).
+            from dockyard.client.contexts import resolve
+
+            ep = resolve()
+            host, tls = ep.host, ep.tls.ssl_context() if ep.tls else False
         self.tls = tls_context_from_env(tls)
+        self.host: Host = parse_host(host, tls=self.tls is not None)
         self.timeout = timeout
         self._api_version = None if api_version in (None, "auto") else api_version
         self._idle: http.client.HTTPConnection | None = None

@@ -17,33 +17,47 @@ DEFAULT_HOST = "unix:///run/dockyard.sock"
 
 @dataclass(frozen=True)
 class Host:
-    scheme: str  # "unix" | "tcp"
-    address: str  # socket path, or host
+    scheme: str  # "unix" | "tcp" | "ssh"
+    address: str  # socket path, host, or the whole ssh:// URL
     port: int = 0
 
     @property
     def url(self) -> str:
+        if self.scheme == "ssh":
+            return self.address
         return f"unix://{self.address}" if self.scheme == "unix" else f"tcp://{self.address}:{self.port}"
 
 
-def parse_host(host: str | None) -> Host:
-    """`unix:///path`, `tcp://h:p`, `h:p`, `/path`; None → $DOCKER_HOST or our default socket."""
+def parse_host(host: str | None, tls: bool = False) -> Host:
+    """`unix:///path`, `tcp://h[:p]`, `h:p`, `/path`, `ssh://[user@]h[:p]`; None → $DOCKER_HOST or our socket.
+
+    A tcp host without a port gets docker's convention: 2376 with TLS, 2375 without.
+    """
     host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
     if host.startswith("unix://"):
         return Host("unix", host[len("unix://") :])
     if host.startswith("/"):
         return Host("unix", host)
     if host.startswith("ssh://"):
-        raise ValueError("ssh:// hosts are not supported yet")
+        from dockyard.client.ssh import SSHTarget
+
+        SSHTarget.parse(host)  # fail early on a bad URL
+        return Host("ssh", host)
+    if "://" in host and not host.startswith(("tcp://", "http://", "https://")):
+        raise ValueError(f"invalid bind address format: {host}")
     for prefix in ("tcp://", "http://", "https://"):
         if host.startswith(prefix):
             host = host[len(prefix) :]
             break
     host = host.rstrip("/")
-    name, _, port = host.rpartition(":")
-    if not name:
-        return Host("tcp", port or "127.0.0.1", 2375)
-    return Host("tcp", name.strip("[]"), int(port))
+    default_port = 2376 if tls else 2375
+    if host.startswith("[") and "]" in host:  # [v6]:port
+        name, _, rest = host[1:].partition("]")
+        return Host("tcp", name, int(rest[1:]) if rest.startswith(":") and rest[1:] else default_port)
+    name, sep, port = host.rpartition(":")
+    if not sep:
+        return Host("tcp", host or "127.0.0.1", default_port)
+    return Host("tcp", name or "127.0.0.1", int(port) if port else default_port)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -58,11 +72,28 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+class SSHHTTPConnection(http.client.HTTPConnection):
+    """HTTP through `ssh ... dial-stdio`; the timeout applies to reads as on other transports."""
+
+    def __init__(self, url: str, timeout: float | None = None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.ssh_url = url
+
+    def connect(self) -> None:
+        from dockyard.client.ssh import SSHTarget, dial
+
+        sock = dial(SSHTarget.parse(self.ssh_url))
+        sock.settimeout(self.timeout)
+        self.sock = sock
+
+
 def open_connection(
     host: Host, tls: ssl.SSLContext | None, timeout: float | None
 ) -> http.client.HTTPConnection:
     if host.scheme == "unix":
         return UnixHTTPConnection(host.address, timeout=timeout)
+    if host.scheme == "ssh":
+        return SSHHTTPConnection(host.address, timeout=timeout)
     if tls is not None:
         return http.client.HTTPSConnection(host.address, host.port, timeout=timeout, context=tls)
     return http.client.HTTPConnection(host.address, host.port, timeout=timeout)
@@ -74,6 +105,10 @@ def open_socket(host: Host, tls: ssl.SSLContext | None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(host.address)
         return sock
+    if host.scheme == "ssh":
+        from dockyard.client.ssh import SSHTarget, dial
+
+        return dial(SSHTarget.parse(host.address))
     sock = socket.create_connection((host.address, host.port))
     if tls is not None:
         return tls.wrap_socket(sock, server_hostname=host.address)

@@ -37,10 +37,24 @@ async def run(cfg: DaemonConfig) -> None:
     log.info("API listening on %s", ", ".join(cfg.hosts))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[int] = []
+    me = os.getpid()
+
+    # Not loop.add_signal_handler: its wakeup fd is inherited by children that libraries fork
+    # (pyroute2's netns helpers), and a SIGTERM to such a child would stop the daemon.
+    def on_signal(signum: int, _frame: object) -> None:
+        if os.getpid() != me:  # a forked helper: die as it would have by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        received.append(signum)
+        loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
     await stop.wait()
-    log.info("shutting down; containers keep running under their monitors")
+    log.info("%s: shutting down; containers keep running under their monitors",
+             signal.Signals(received[0]).name if received else "stop")
     await server.close()
     await engine.close()
 
@@ -78,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug output drowns ours
     if os.geteuid() != 0:
         print("dockyard daemon: must run as root", file=sys.stderr)
         return 1

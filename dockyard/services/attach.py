@@ -1,8 +1,7 @@
 """Attach: join a client's hijacked connection to the container's stdio held by its monitor (conmon).
 
-conmon's attach socket is SOCK_SEQPACKET: each message it sends starts with one byte naming the pipe
-(2 stdout, 3 stderr); what we send is the container's stdin; shutting down our write side tells
-conmon that stdin ended (it closes the container's stdin unless started with --leave-stdin-open).
+The runtime's AttachSocket gives (stream, bytes) output packets and takes stdin; half-closing it
+tells conmon that stdin ended (it closes the container's stdin unless started with --leave-stdin-open).
 """
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import InvalidParameter
 
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dockyard.attach")
 
 HijackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-PIPE_STDOUT, PIPE_STDERR = 2, 3
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
 
 
@@ -48,18 +45,7 @@ def parse_detach_keys(spec: str | None) -> bytes:
     return bytes(out)
 
 
-async def connect_seqpacket(path: str) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    s.setblocking(False)
-    try:
-        await asyncio.get_running_loop().sock_connect(s, path)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
-async def pump_session(conn: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                        tty: bool, stdin: bool, stdout: bool, stderr: bool, detach_keys: bytes,
                        frame: Callable[[int, bytes], bytes]) -> None:
     """Copy monitor output to the client and client input to the monitor until output ends or detach."""
@@ -69,21 +55,15 @@ async def pump_session(conn: socket.socket, reader: asyncio.StreamReader, writer
     async def output() -> None:
         while True:
             try:
-                msg = await loop.sock_recv(conn, 65536)
+                item = await att.recv()
             except OSError:
                 return
-            if not msg:
+            if item is None:
                 return
-            pipe, data = msg[0], msg[1:]
-            if not data:
-                continue
-            if pipe == PIPE_STDOUT and stdout:
-                writer.write(data if tty else frame(1, data))
-            elif pipe == PIPE_STDERR and stderr:
-                writer.write(data if tty else frame(2, data))
-            else:
-                continue
-            await writer.drain()
+            stream, data = item
+            if (stream == 1 and stdout) or (stream == 2 and stderr):
+                writer.write(data if tty else frame(stream, data))
+                await writer.drain()
 
     async def input_() -> None:
         matched = 0
@@ -91,7 +71,7 @@ async def pump_session(conn: socket.socket, reader: asyncio.StreamReader, writer
             data = await reader.read(65536)
             if not data:
                 with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_WR)
+                    att.close_stdin()
                 return
             if detach_keys:
                 # Look for the detach sequence across reads; bytes of a partial match are held back.
@@ -109,7 +89,7 @@ async def pump_session(conn: socket.socket, reader: asyncio.StreamReader, writer
                     out.append(b)
                 data = bytes(out)
             if data:
-                await loop.sock_sendall(conn, data)
+                await att.send(data)
 
     out_task = loop.create_task(output())
     in_task = loop.create_task(input_()) if stdin else None
@@ -120,7 +100,7 @@ async def pump_session(conn: socket.socket, reader: asyncio.StreamReader, writer
         for t in (out_task, in_task, detach_wait):
             if t is not None and not t.done():
                 t.cancel()
-        conn.close()
+        att.close()
         with contextlib.suppress(Exception):
             await writer.drain()
         writer.close()
@@ -135,12 +115,17 @@ async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout:
     keys = parse_detach_keys(detach_keys)
     tty = bool(c.config.get("Tty"))
     lv = cs.live(c.id)
-    ready: asyncio.Future[socket.socket] = asyncio.get_running_loop().create_future()
+    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-    async def connect_now() -> None:
+    async def connect_now(failed: BaseException | None = None) -> None:
+        if failed is not None:
+            if not ready.done():
+                ready.set_exception(failed)
+            return
         try:
-            sock = await connect_seqpacket(cs.runtime.attach_socket_path(c.id))
-        except OSError as e:
+            sock = await cs.runtime.attach(c.id)
+        except Exception as e:  # noqa: BLE001 - reported to the session
+            log.debug("attach %s: %s", c.id[:12], e)
             if not ready.done():
                 ready.set_exception(e)
             return
@@ -166,7 +151,7 @@ async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout:
                 return
             try:
                 conn = await ready
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001
                 log.debug("attach %s: %s", c.id[:12], e)
                 return
             await pump_session(conn, reader, writer, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr,

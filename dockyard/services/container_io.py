@@ -17,7 +17,7 @@ from dockyard.errors import Conflict, InvalidParameter
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.streams import AsyncByteReader, stream_from_thread
 from dockyard.store import overlay
-from dockyard.util.timefmt import parse_time_arg, rfc3339
+from dockyard.util.timefmt import parse_time_arg
 
 log = logging.getLogger("dockyard.container_io")
 
@@ -74,12 +74,10 @@ class ContainerIO:
                 raise InvalidParameter(f"invalid tail value: {tail}") from None
         stop = self.cs.live(c.id).exited
         following = follow and c.running
-        async for stream, ts, data in rtlogs.read_logs(
-            self.cs.log_path(c.id), stdout=stdout, stderr=stderr, since=since_ts, until=until_ts, tail=ntail,
-            follow=following, stop=stop,
+        async for stream, _ts, data in rtlogs.read_logs(
+            self.cs.log_path(c.id), stdout=stdout, stderr=stderr, since=since_ts or 0, until=until_ts or 0,
+            tail=-1 if ntail is None else ntail, timestamps=timestamps, follow=following, stop=stop,
         ):
-            if timestamps:
-                data = rfc3339(ts).encode() + b" " + data
             yield data if raw else frame(stream, data)
 
     # ---------------------------------------------------------------- attach
@@ -96,7 +94,7 @@ class ContainerIO:
             raise Conflict(f"Container {c.id} is not running")
         if not c.config.get("Tty"):
             return  # Docker ignores resize without a TTY on containers
-        await asyncio.to_thread(self.runtime.resize, c.id, h, w)
+        self.runtime.resize(c.id, h, w)
 
     # ---------------------------------------------------------------- export / diff
     async def export(self, cid: str) -> AsyncIterator[bytes]:
@@ -159,7 +157,7 @@ class ContainerIO:
         from dockyard.store import archive_path
 
         c = self.cs.get(cid)
-        reader = AsyncByteReader(body, asyncio.get_running_loop())
+        reader: Any = AsyncByteReader(body, asyncio.get_running_loop())
 
         def put() -> None:
             with self.mounted_rootfs(c) as root:
@@ -176,7 +174,9 @@ class ContainerIO:
         c = self.cs.get(cid)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
-        pids = set(await asyncio.to_thread(self.runtime.pids, c.id))
+        from dockyard.runtime import cgroups
+
+        pids = set(await asyncio.to_thread(cgroups.pids, f"/dockyard/{c.id}"))
         args = ["ps"] + ps_args.split()
         proc = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -222,7 +222,9 @@ class ContainerIO:
             hc["RestartPolicy"] = body["RestartPolicy"]
         hc = cc.validate_host_config(hc)
         if c.running:
-            await asyncio.to_thread(self.runtime.update, c.id, hc)
+            from dockyard.services.containers import resources_of
+
+            await self.runtime.update(c.id, resources_of(hc))
         self.cs._update(c.id, host_config=hc)
         self.cs._emit(c, "update")
         return {"Warnings": []}
@@ -233,7 +235,7 @@ class ContainerIO:
         c = self.cs.get(ref)
         paused_here = False
         if pause and c.state == "running":
-            await asyncio.to_thread(self.runtime.pause, c.id)
+            await self.runtime.pause(c.id)
             paused_here = True
         try:
             upper = self.cs.container_dir(c.id) / "upper"
@@ -243,7 +245,7 @@ class ContainerIO:
             )
         finally:
             if paused_here:
-                await asyncio.to_thread(self.runtime.resume, c.id)
+                await self.runtime.resume(c.id)
         self.cs._emit(c, "commit")
         return {"Id": image}
 

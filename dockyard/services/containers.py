@@ -120,8 +120,9 @@ class _Live:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     removed: asyncio.Event = field(default_factory=asyncio.Event)
-    # Attach sessions waiting for the container to start: called with the cid after `runtime create`.
-    pending_attach: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Attach sessions waiting for the container to start: connected after `runtime create`, or
+    # failed with the start error.
+    pending_attach: list[Callable[[BaseException | None], Awaitable[None]]] = field(default_factory=list)
     restart_task: asyncio.Task[None] | None = None
 
 
@@ -297,22 +298,20 @@ class ContainerService:
             bundle = run_dir
             (bundle / "config.json").write_text(json.dumps(spec))
             stdin = bool(c.config.get("OpenStdin"))
-            pid = await asyncio.to_thread(
-                self.runtime.create,
-                c.id,
-                bundle,
-                runtime=c.runtime,
-                log_path=self.log_path(c.id),
-                tty=bool(c.config.get("Tty")),
-                stdin=stdin,
+            pid = await self.runtime.create(
+                c.id, bundle, runtime=c.runtime, log_path=str(self.log_path(c.id)), tty=bool(c.config.get("Tty")),
+                stdin=stdin, leave_stdin_open=stdin and not c.config.get("StdinOnce"),
             )
             # Attach sessions that came before start connect now, so they see the first byte.
             pending, lv.pending_attach = lv.pending_attach, []
             for connect in pending:
-                await connect()
-            await asyncio.to_thread(self.runtime.start, c.id)
+                await connect(None)
+            await self.runtime.start(c.id)
         except Exception as e:
             log.warning("start of %s failed: %s", c.id[:12], e)
+            pending, lv.pending_attach = lv.pending_attach, []
+            for connect in pending:
+                await connect(e)
             await self._cleanup_runtime(c)
             for undo in reversed(steps):
                 try:
@@ -325,8 +324,16 @@ class ContainerService:
             code = 127 if "no such file" in msg or "not found" in msg else 126 if "permission denied" in msg else 128
             self._update(c.id, error=msg, exit_code=code)
             self._emit(c, "die", {"exitCode": str(code)})
+            if c.host_config.get("AutoRemove"):
+                # Docker removes an auto-remove container whose start failed (its waiters see it go).
+                asyncio.get_running_loop().create_task(self.remove(c.id, force=True, volumes=True))
             from dockyard.errors import DockyardError
+            from dockyard.runtime.monitor import RuntimeError_
 
+            if isinstance(e, RuntimeError_):
+                # Docker's wording, which the CLI maps to exit codes 126/127.
+                err = type(e)(f"failed to create task for container: OCI runtime create failed: {msg}: unknown")
+                raise err from e
             if isinstance(e, DockyardError):
                 raise
             raise InvalidParameter(f"failed to create task for container: {msg}: unknown") from e
@@ -344,8 +351,9 @@ class ContainerService:
         hc, cfg = c.host_config, c.config
         return dict(
             cid=c.id, name=c.name, hostname=cfg.get("Hostname") or c.id[:12],
-            network_mode=hc.get("NetworkMode") or "default",
-            endpoints_config=(hc.get("_NetworkingConfig") or {}).get("EndpointsConfig") or {},
+            network_mode="bridge" if hc.get("NetworkMode") in (None, "", "default") else hc["NetworkMode"],
+            endpoints_config={("bridge" if k == "default" else k): v for k, v in
+                              ((hc.get("_NetworkingConfig") or {}).get("EndpointsConfig") or {}).items()},
             port_bindings=hc.get("PortBindings") or {}, exposed_ports=cfg.get("ExposedPorts") or {},
             publish_all=bool(hc.get("PublishAllPorts")), dns=hc.get("Dns") or [],
             dns_search=hc.get("DnsSearch") or [], dns_options=hc.get("DnsOptions") or [],
@@ -362,6 +370,12 @@ class ContainerService:
         from dockyard.runtime import spec as rtspec
 
         hc, cfg = c.host_config, c.config
+        mode = hc.get("NetworkMode") or "default"
+        netns: str | None = None
+        if mode == "host":
+            netns = "host"
+        elif net is not None and net.netns_path:
+            netns = str(net.netns_path)
         inp = rtspec.SpecInput(
             rootfs=str(rootfs),
             args=c.command,
@@ -378,22 +392,30 @@ class ContainerService:
             privileged=bool(hc.get("Privileged")),
             security_opt=list(hc.get("SecurityOpt") or []),
             mounts=mounts,
-            netns=(net.netns_path if net is not None else None),
+            netns=netns,
             hosts_path=(str(net.hosts_path) if net is not None and net.hosts_path else None),
-            resolv_path=(str(net.resolv_path) if net is not None and net.resolv_path else None),
+            resolv_conf_path=(str(net.resolv_path) if net is not None and net.resolv_path else None),
             hostname_path=(str(net.hostname_path) if net is not None and net.hostname_path else None),
             shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
             ulimits=list(hc.get("Ulimits") or []),
             cgroups_path=f"/dockyard/{c.id}",
-            resources=hc,
+            resources=resources_of(hc),
             init=bool(hc.get("Init")),
             sysctls=dict(hc.get("Sysctls") or {}),
-            group_add=list(hc.get("GroupAdd") or []),
             devices=list(hc.get("Devices") or []),
             masked_paths=hc.get("MaskedPaths"),
             readonly_paths=hc.get("ReadonlyPaths"),
+            ipc_host=hc.get("IpcMode") == "host",
+            pid_host=hc.get("PidMode") == "host",
+            oom_score_adj=int(hc.get("OomScoreAdj") or 0),
         )
-        return rtspec.build_spec(inp)
+        spec = rtspec.build_spec(inp)
+        from dockyard.store.mounts import needs_rootfs_propagation
+
+        propagation = needs_rootfs_propagation(mounts)
+        if propagation:
+            spec.setdefault("linux", {})["rootfsPropagation"] = propagation
+        return spec
 
     # ---------------------------------------------------------------- exit
     async def finalize_exit(self, cid: str) -> None:
@@ -435,7 +457,7 @@ class ContainerService:
     async def _cleanup_runtime(self, c: Container) -> None:
         """Delete runtime state, unmount the rootfs, release the network. Safe to repeat."""
         try:
-            await asyncio.to_thread(self.runtime.delete, c.id, True)
+            await self.runtime.delete(c.id, force=True)
         except Exception as e:  # noqa: BLE001
             log.debug("runtime delete %s: %s", c.id[:12], e)
         await asyncio.to_thread(overlay.unmount, self.rootfs(c.id))
@@ -490,8 +512,9 @@ class ContainerService:
         if not c.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         signum = parse_signal(sig or "KILL")
-        self._update(c.id, stopped_by_user=1)
-        await asyncio.to_thread(self.runtime.kill, c.id, signum)
+        if signum in (signal_mod.SIGKILL, signal_mod.SIGTERM, signal_mod.SIGINT):
+            self._update(c.id, stopped_by_user=1)
+        await self.runtime.kill(c.id, signum)
         self._emit(c, "kill", {"signal": str(signum)})
 
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
@@ -505,13 +528,14 @@ class ContainerService:
             raise NotModified("container already stopped")
         self._update(c.id, stopped_by_user=1)
         if c.state == "paused":
-            await asyncio.to_thread(self.runtime.resume, c.id)
+            await self.runtime.resume(c.id)
+            self._update(c.id, state="running")
         if timeout is None or timeout < -1:
             st = c.config.get("StopTimeout")
             timeout = 10 if st is None else int(st)
         signum = parse_signal(sig or c.config.get("StopSignal") or "TERM")
         try:
-            await asyncio.to_thread(self.runtime.kill, c.id, signum)
+            await self.runtime.kill(c.id, signum)
         except Exception as e:  # noqa: BLE001 - it may have exited just now
             log.debug("stop signal to %s: %s", c.id[:12], e)
         if timeout != -1:
@@ -519,7 +543,7 @@ class ContainerService:
                 await asyncio.wait_for(lv.exited.wait(), timeout)
             except TimeoutError:
                 try:
-                    await asyncio.to_thread(self.runtime.kill, c.id, signal_mod.SIGKILL)
+                    await self.runtime.kill(c.id, signal_mod.SIGKILL)
                 except Exception as e:  # noqa: BLE001
                     log.debug("SIGKILL to %s: %s", c.id[:12], e)
         else:
@@ -560,7 +584,7 @@ class ContainerService:
             if c.state == "paused":
                 raise Conflict(f"Container {c.id} is already paused")
             raise Conflict(f"Container {c.id} is not running")
-        await asyncio.to_thread(self.runtime.pause, c.id)
+        await self.runtime.pause(c.id)
         self._update(c.id, state="paused")
         self._emit(c, "pause")
 
@@ -568,7 +592,7 @@ class ContainerService:
         c = self.get(ref)
         if c.state != "paused":
             raise Conflict(f"Container {c.id} is not paused")
-        await asyncio.to_thread(self.runtime.resume, c.id)
+        await self.runtime.resume(c.id)
         self._update(c.id, state="running")
         self._emit(c, "unpause")
 
@@ -607,10 +631,10 @@ class ContainerService:
                     "stop the container before removing or force remove"
                 )
             if c.state == "paused":
-                await asyncio.to_thread(self.runtime.resume, c.id)
+                await self.runtime.resume(c.id)
             self._update(c.id, stopped_by_user=1)
             try:
-                await asyncio.to_thread(self.runtime.kill, c.id, signal_mod.SIGKILL)
+                await self.runtime.kill(c.id, signal_mod.SIGKILL)
             except Exception as e:  # noqa: BLE001
                 log.debug("kill for remove %s: %s", c.id[:12], e)
             await self._wait_exited(c.id)
@@ -931,6 +955,23 @@ def status_text(c: Container) -> str:
             return "Created" if not c.started_at else f"Exited ({c.exit_code})"
         return f"Exited ({c.exit_code}) {human_duration(now - c.finished_at)} ago"
     return c.state.capitalize()
+
+
+def resources_of(hc: dict[str, Any]) -> Any:
+    """HostConfig's resource fields as the runtime's Resources (NanoCpus → CFS quota over 100 ms)."""
+    from dockyard.runtime.spec import Resources
+
+    quota, period = int(hc.get("CpuQuota") or 0), int(hc.get("CpuPeriod") or 0)
+    if hc.get("NanoCpus"):
+        period = 100_000
+        quota = int(hc["NanoCpus"]) * period // 1_000_000_000
+    return Resources(
+        memory=int(hc.get("Memory") or 0), memory_swap=int(hc.get("MemorySwap") or 0),
+        memory_reservation=int(hc.get("MemoryReservation") or 0), cpu_shares=int(hc.get("CpuShares") or 0),
+        cpu_quota=quota, cpu_period=period, cpuset_cpus=hc.get("CpusetCpus") or "",
+        cpuset_mems=hc.get("CpusetMems") or "", pids_limit=int(hc.get("PidsLimit") or 0),
+        oom_kill_disable=bool(hc.get("OomKillDisable")), blkio_weight=int(hc.get("BlkioWeight") or 0),
+    )
 
 
 def parse_signal(sig: str | int) -> int:

@@ -1,0 +1,119 @@
+"""Read a container's cgroup stats and remove its cgroup dirs (cgroupfs driver, v1 or v2).
+
+cgroups_path is runc's `linux.cgroupsPath` for the cgroupfs driver, e.g. `/dockyard/<id>`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices",
+                  "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc", "cpu,cpuacct",
+                  "net_cls,net_prio", "systemd", "unified")
+
+
+def is_v2(root: Path = ROOT) -> bool:
+    return (root / "cgroup.controllers").exists()
+
+
+def _read(p: Path) -> str | None:
+    try:
+        return p.read_text().strip()
+    except OSError:
+        return None
+
+
+def _int(p: Path) -> int | None:
+    v = _read(p)
+    if v is None or v == "max":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        return None
+
+
+def _kv(p: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in (_read(p) or "").splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+def dirs(cgroups_path: str, root: Path = ROOT) -> list[Path]:
+    rel = cgroups_path.strip("/")
+    if is_v2(root):
+        return [root / rel]
+    out = []
+    for entry in sorted(root.iterdir()) if root.exists() else []:
+        d = entry / rel
+        if d.is_dir() and not entry.is_symlink():
+            out.append(d)
+    return out
+
+
+def stats(cgroups_path: str, root: Path = ROOT) -> dict[str, Any]:
+    """{"memory": {"usage", "limit", "stats"}, "pids": {"current", "limit"},
+    "cpu": {"usage_total_ns", "usage_user_ns", "usage_system_ns", "percpu_ns"}} (missing keys = unknown)."""
+    rel = cgroups_path.strip("/")
+    out: dict[str, Any] = {"memory": {}, "pids": {}, "cpu": {}}
+    if is_v2(root):
+        d = root / rel
+        out["memory"] = {"usage": _int(d / "memory.current"), "limit": _int(d / "memory.max"),
+                         "stats": _kv(d / "memory.stat")}
+        out["pids"] = {"current": _int(d / "pids.current"), "limit": _int(d / "pids.max")}
+        cpu = _kv(d / "cpu.stat")
+        out["cpu"] = {"usage_total_ns": cpu.get("usage_usec", 0) * 1000,
+                      "usage_user_ns": cpu.get("user_usec", 0) * 1000,
+                      "usage_system_ns": cpu.get("system_usec", 0) * 1000, "percpu_ns": []}
+        return out
+    mem = root / "memory" / rel
+    out["memory"] = {"usage": _int(mem / "memory.usage_in_bytes"), "limit": _int(mem / "memory.limit_in_bytes"),
+                     "max_usage": _int(mem / "memory.max_usage_in_bytes"), "failcnt": _int(mem / "memory.failcnt"),
+                     "stats": _kv(mem / "memory.stat")}
+    pids = root / "pids" / rel
+    out["pids"] = {"current": _int(pids / "pids.current"), "limit": _int(pids / "pids.max")}
+    acct = root / "cpuacct" / rel
+    if not acct.exists():
+        acct = root / "cpu,cpuacct" / rel
+    tick_ns = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
+    st = _kv(acct / "cpuacct.stat")
+    out["cpu"] = {"usage_total_ns": _int(acct / "cpuacct.usage"),
+                  "usage_user_ns": st.get("user", 0) * tick_ns, "usage_system_ns": st.get("system", 0) * tick_ns,
+                  "percpu_ns": [int(x) for x in (_read(acct / "cpuacct.usage_percpu") or "").split()]}
+    return out
+
+
+def pids(cgroups_path: str, root: Path = ROOT) -> list[int]:
+    rel = cgroups_path.strip("/")
+    base = root / rel if is_v2(root) else root / "pids" / rel
+    return [int(x) for x in (_read(base / "cgroup.procs") or "").split()]
+
+
+def remove(cgroups_path: str, root: Path = ROOT) -> list[Path]:
+    """rmdir the container's cgroup in every hierarchy (deepest first), then its parent if now
+    empty (rmdir fails harmlessly while other containers use it). Returns what is left."""
+    left: list[Path] = []
+    for d in dirs(cgroups_path, root):
+        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(d)
+            continue
+        try:
+            d.parent.rmdir()
+        except OSError:
+            pass
+    return left

@@ -1,0 +1,422 @@
+"""Containers under conmon: create/start/attach/exec/kill/delete through runc.
+
+conmon (2.1.x, podman's protocol) parents each container and outlives the daemon. It runs
+`runc create`, holds stdio, writes the k8s-file log, owns `<bundle>/attach` (seqpacket) and the
+`<bundle>/ctl` fifo, and writes `exit_dir/<cid>` with the exit status.
+
+Layout under exec_root: `runtime/<name>/` (runc --root, never the host's default state),
+`exits/<cid>`, `socks/` (conmon's socket dir; we run it with --full-attach so sockets stay in the
+bundle), `monitor/<cid>.json` (bundle + runtime, so a restarted daemon can find them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal as _signal
+from pathlib import Path
+from typing import Any
+
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
+from dockyard.runtime.attach import AttachSocket, connect_seqpacket
+
+
+class RuntimeError_(DockyardError):
+    """The OCI runtime refused; `message` is its own error text (Docker answers 400/500 with it)."""
+
+    status = 500
+
+
+class ExecNotFound(RuntimeError_):
+    """Executable missing / not executable: Docker answers these with 400 on create, 127/126 on run."""
+
+    status = 400
+
+
+_RUNC_ERR = re.compile(r'msg="(?P<msg>(?:[^"\\]|\\.)*)"')
+
+
+def runtime_message(text: str) -> str:
+    """Pull the useful sentence out of runc's stderr/log (plain, logfmt or JSON lines)."""
+    msgs: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+                if obj.get("level") in ("error", "fatal") or "msg" in obj:
+                    msgs.append(str(obj.get("msg", "")))
+                continue
+            except json.JSONDecodeError:
+                pass
+        m = _RUNC_ERR.search(line)
+        msgs.append(m.group("msg").encode().decode("unicode_escape") if m else line)
+    msg = msgs[-1] if msgs else text.strip()
+    return msg
+
+
+def classify(message: str) -> RuntimeError_:
+    low = message.lower()
+    if "executable file not found" in low or "no such file or directory" in low or "permission denied" in low \
+            or "is a directory" in low or "not a directory" in low:
+        return ExecNotFound(message)
+    return RuntimeError_(message)
+
+
+def _signum(sig: int | str) -> int:
+    if isinstance(sig, int):
+        return sig
+    s = sig.strip().upper()
+    if s.isdigit():
+        return int(s)
+    if not s.startswith("SIG"):
+        s = "SIG" + s
+    try:
+        return int(_signal.Signals[s])
+    except KeyError:
+        raise InvalidParameter(f"Invalid signal: {sig}") from None
+
+
+async def _read_line(fd: int, timeout: float) -> bytes:
+    """One newline-terminated line from a pipe without blocking the loop; b"" on EOF."""
+    def read() -> bytes:
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+    return await asyncio.wait_for(asyncio.to_thread(read), timeout)
+
+
+def _parse_sync(line: bytes) -> tuple[int, str]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        # conmon 2.1.6 doesn't escape runc's message; recover what we can.
+        m = re.match(rb'\{"data": (-?\d+)(?:, "message": "(.*)")?\}', line.strip(), re.S)
+        if not m:
+            raise SystemError_(f"conmon: unexpected sync message {line!r}") from None
+        return int(m.group(1)), (m.group(2) or b"").decode(errors="replace")
+    return int(obj.get("data", obj.get("pid", -1))), str(obj.get("message", ""))
+
+
+class ExecSession:
+    """A `docker exec` under its own conmon: attach socket, exit code via the sync pipe."""
+
+    def __init__(self, exec_id: str, pid: int, attach: AttachSocket | None, sync_fd: int, exec_dir: Path) -> None:
+        self.exec_id, self.pid, self.attach, self.exec_dir = exec_id, pid, attach, exec_dir
+        self._sync_fd = sync_fd
+        self._code: int | None = None
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """Exit code (128+signal when killed). Reads conmon's final sync message."""
+        if self._code is None:
+            line = await _read_line(self._sync_fd, timeout or 1e9)
+            if line:
+                self._code = _parse_sync(line)[0]
+            else:
+                exit_file = self.exec_dir / "exits" / self._cid_name()
+                self._code = int(exit_file.read_text().strip()) if exit_file.exists() else -1
+            os.close(self._sync_fd)
+            self._sync_fd = -1
+        return self._code
+
+    def _cid_name(self) -> str:
+        files = list((self.exec_dir / "exits").glob("*"))
+        return files[0].name if files else "_"
+
+    def resize(self, height: int, width: int) -> None:
+        _write_ctl(self.exec_dir / "ctl", f"1 {height} {width}\n")
+
+    def cleanup(self) -> None:
+        if self.attach:
+            self.attach.close()
+        if self._sync_fd >= 0:
+            os.close(self._sync_fd)
+            self._sync_fd = -1
+        shutil.rmtree(self.exec_dir, ignore_errors=True)
+
+
+def _write_ctl(path: Path, msg: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise Conflict(f"cannot resize: no control fifo ({e.strerror})") from e
+    try:
+        os.write(fd, msg.encode())
+    finally:
+        os.close(fd)
+
+
+class Monitor:
+    def __init__(self, exec_root: str | os.PathLike[str], runtime_paths: dict[str, str] | None = None,
+                 conmon: str = "conmon", log_level: str = "error") -> None:
+        self.exec_root = Path(exec_root)
+        self.runtime_paths = dict(runtime_paths or {"runc": shutil.which("runc") or "/usr/sbin/runc"})
+        self.conmon = conmon
+        self.log_level = log_level
+        self.exit_dir = self.exec_root / "exits"
+        self.socket_dir = self.exec_root / "socks"
+        self.record_dir = self.exec_root / "monitor"
+        for d in (self.exit_dir, self.socket_dir, self.record_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def runtime_root(self, runtime: str) -> Path:
+        return self.exec_root / "runtime" / runtime
+
+    def _record(self, cid: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.record_dir / f"{cid}.json").read_text())
+        except FileNotFoundError:
+            raise NotFound(f"No such container: {cid}") from None
+
+    def bundle(self, cid: str) -> Path:
+        return Path(self._record(cid)["bundle"])
+
+    def _runtime_argv(self, runtime: str) -> list[str]:
+        try:
+            path = self.runtime_paths[runtime]
+        except KeyError:
+            raise InvalidParameter(f"unknown or invalid runtime name: {runtime}") from None
+        root = self.runtime_root(runtime)
+        root.mkdir(parents=True, exist_ok=True)
+        return [path, "--root", str(root)]
+
+    async def _runtime(self, cid: str, *args: str, check: bool = True) -> tuple[int, str, str]:
+        runtime = self._record(cid).get("runtime", "runc") if (self.record_dir / f"{cid}.json").exists() else "runc"
+        proc = await asyncio.create_subprocess_exec(
+            *self._runtime_argv(runtime), *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        rc = proc.returncode or 0
+        if check and rc != 0:
+            raise classify(runtime_message(err.decode(errors="replace")) or f"runtime {args[0]} failed")
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def _conmon_args(self, cid: str, cuuid: str, runtime: str, bundle: Path, log_path: str | None,
+                     tty: bool, stdin: bool, exit_dir: Path, pidfile: Path, conmon_pidfile: Path,
+                     leave_stdin_open: bool, log_max: int | None) -> list[str]:
+        argv = [self.conmon, "--api-version", "1", "-c", cid, "-u", cuuid, "-n", cid,
+                "-r", self.runtime_paths[runtime], "-b", str(bundle), "-p", str(pidfile),
+                "--exit-dir", str(exit_dir), "--socket-dir-path", str(self.socket_dir), "--full-attach",
+                "--conmon-pidfile", str(conmon_pidfile), "--log-level", self.log_level,
+                "--runtime-arg", "--root", "--runtime-arg", str(self.runtime_root(runtime)),
+                "-l", f"k8s-file:{log_path or '/dev/null'}"]
+        if log_max and log_max > 0:
+            argv += ["--log-size-max", str(log_max)]
+        if tty:
+            argv.append("-t")
+        if stdin:
+            argv.append("-i")
+        if leave_stdin_open:
+            argv.append("--leave-stdin-open")
+        return argv
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def create(self, cid: str, bundle_dir: str | os.PathLike[str], runtime: str = "runc",
+                     log_path: str | None = None, tty: bool = False, stdin: bool = False,
+                     log_max: int | None = None, leave_stdin_open: bool = False, timeout: float = 60) -> int:
+        """Start conmon, which runs `runtime create`. Returns the container's pid (state: created)."""
+        bundle = Path(bundle_dir)
+        self._runtime_argv(runtime)  # validates the name, makes its root
+        (self.record_dir / f"{cid}.json").write_text(json.dumps({"bundle": str(bundle), "runtime": runtime}))
+        (self.exit_dir / cid).unlink(missing_ok=True)
+        argv = self._conmon_args(cid, cid, runtime, bundle, log_path, tty, stdin, self.exit_dir,
+                                 bundle / "pidfile", bundle / "conmon.pid", leave_stdin_open, log_max)
+        r_sync, w_sync = os.pipe2(os.O_CLOEXEC)
+        try:
+            await self._spawn(argv, bundle, {"_OCI_SYNCPIPE": w_sync}, [w_sync])
+            os.close(w_sync)
+            w_sync = -1
+            line = await _read_line(r_sync, timeout)
+        finally:
+            if w_sync >= 0:
+                os.close(w_sync)
+            os.close(r_sync)  # conmon keeps its end open; we only need the first message
+        return self._pid_from_sync(line, bundle, "create")
+
+    async def _spawn(self, argv: list[str], cwd: Path, env_fds: dict[str, int], fds: list[int]) -> None:
+        env = dict(os.environ, **{k: str(v) for k, v in env_fds.items()})
+        with open(cwd / "conmon.log", "ab") as errlog:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=str(cwd), env=env, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=errlog)
+        await proc.wait()  # the intermediate process exits once conmon has double-forked
+
+    def _pid_from_sync(self, line: bytes, bundle: Path, what: str) -> int:
+        if not line:
+            log = (bundle / "conmon.log").read_text(errors="replace") if (bundle / "conmon.log").exists() else ""
+            raise SystemError_(f"conmon failed to {what} the container: {log.strip() or 'no output'}")
+        pid, message = _parse_sync(line)
+        if pid < 0:
+            raise classify(runtime_message(message) or f"runtime {what} failed")
+        return pid
+
+    async def start(self, cid: str) -> None:
+        await self._runtime(cid, "start", cid)
+
+    async def attach(self, cid: str) -> AttachSocket:
+        try:
+            return AttachSocket(connect_seqpacket(self.bundle(cid) / "attach"))
+        except OSError as e:
+            raise Conflict(f"cannot attach to container {cid}: {e.strerror}") from e
+
+    def resize(self, cid: str, height: int, width: int) -> None:
+        _write_ctl(self.bundle(cid) / "ctl", f"1 {height} {width}\n")
+
+    def reopen_log(self, cid: str) -> None:
+        _write_ctl(self.bundle(cid) / "ctl", "2 0 0\n")
+
+    async def kill(self, cid: str, sig: int | str = _signal.SIGTERM, all_: bool = False) -> None:
+        args = ["kill", *(["--all"] if all_ else []), cid, str(_signum(sig))]
+        rc, _, err = await self._runtime(cid, *args, check=False)
+        if rc != 0:
+            msg = runtime_message(err)
+            if "not running" in msg or "process already finished" in msg or "container not running" in msg:
+                raise Conflict(f"Container {cid} is not running")
+            raise classify(msg)
+
+    async def pause(self, cid: str) -> None:
+        await self._runtime(cid, "pause", cid)
+
+    async def resume(self, cid: str) -> None:
+        await self._runtime(cid, "resume", cid)
+
+    async def update(self, cid: str, res: Any) -> None:
+        """Change a running container's limits (`docker update`): `runtime update` with flags."""
+        args = ["update"]
+        for flag, value in (("--memory", res.memory), ("--memory-swap", res.memory_swap),
+                            ("--memory-reservation", res.memory_reservation), ("--cpu-shares", res.cpu_shares),
+                            ("--cpu-quota", res.cpu_quota), ("--cpu-period", res.cpu_period),
+                            ("--pids-limit", res.pids_limit), ("--blkio-weight", res.blkio_weight)):
+            if value:
+                args += [flag, str(value)]
+        if res.cpuset_cpus:
+            args += ["--cpuset-cpus", res.cpuset_cpus]
+        if len(args) > 1:
+            await self._runtime(cid, *args, cid)
+
+    async def state(self, cid: str) -> dict[str, Any] | None:
+        if not (self.record_dir / f"{cid}.json").exists():
+            return None
+        rc, out, _ = await self._runtime(cid, "state", cid, check=False)
+        if rc != 0:
+            return None
+        return json.loads(out)
+
+    async def delete(self, cid: str, force: bool = False) -> None:
+        """Remove the runtime state (and its cgroup) and our records. Idempotent."""
+        if (self.record_dir / f"{cid}.json").exists():
+            rc, _, err = await self._runtime(cid, "delete", *(["--force"] if force else []), cid, check=False)
+            if rc != 0 and "does not exist" not in err and "not exist" not in err:
+                raise classify(runtime_message(err))
+        (self.exit_dir / cid).unlink(missing_ok=True)
+        (self.record_dir / f"{cid}.json").unlink(missing_ok=True)
+
+    def exit_code(self, cid: str) -> int | None:
+        try:
+            text = (self.exit_dir / cid).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.lstrip("-").isdigit() else None
+
+    async def wait_exit(self, cid: str, timeout: float | None = None, interval: float = 0.02) -> int:
+        """Poll for conmon's exit file (written just after it closes the attach sockets)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            code = self.exit_code(cid)
+            if code is not None:
+                return code
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"container {cid} did not exit")
+            await asyncio.sleep(interval)
+
+    def conmon_pid(self, cid: str) -> int | None:
+        try:
+            return int((self.bundle(cid) / "conmon.pid").read_text().strip())
+        except (FileNotFoundError, ValueError, NotFound):
+            return None
+
+    def conmon_alive(self, cid: str) -> bool:
+        """The pidfile's process is live and still *our* conmon for this container (not a reused pid)."""
+        pid = self.conmon_pid(cid)
+        if not pid:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+        if state in ("Z", "X") or not cmdline or not cmdline[0].endswith(b"conmon"):
+            return False
+        return b"-c" in cmdline and cid.encode() in cmdline
+
+    def known(self) -> list[str]:
+        """Containers we have records for (for re-adoption after a daemon restart)."""
+        return sorted(p.stem for p in self.record_dir.glob("*.json"))
+
+    # --- exec --------------------------------------------------------------------------------
+    async def exec_(self, cid: str, exec_id: str, process: dict[str, Any], tty: bool = False,
+                    stdin: bool = False, attach: bool = True, timeout: float = 60) -> ExecSession:
+        """Run `process` (an OCI process spec) in the container under its own conmon.
+
+        With attach, conmon waits (start pipe) until we've connected its attach socket, so no
+        output is lost. Returns once the process runs; `await session.wait()` gives the exit code.
+        """
+        rec = self._record(cid)
+        runtime = rec.get("runtime", "runc")
+        exec_dir = self.exec_root / "execs" / exec_id
+        exec_dir.mkdir(parents=True, exist_ok=True)
+        (exec_dir / "exits").mkdir(exist_ok=True)
+        spec_path = exec_dir / "process.json"
+        spec_path.write_text(json.dumps(process))
+        argv = self._conmon_args(cid, exec_id, runtime, exec_dir, str(exec_dir / "exec.log"), tty, stdin,
+                                 exec_dir / "exits", exec_dir / "pidfile", exec_dir / "conmon.pid",
+                                 False, None)
+        argv += ["--exec", "--exec-process-spec", str(spec_path)]
+        r_sync, w_sync = os.pipe2(os.O_CLOEXEC)
+        r_start, w_start = os.pipe2(os.O_CLOEXEC)
+        r_att, w_att = os.pipe2(os.O_CLOEXEC)
+        env = {"_OCI_SYNCPIPE": w_sync, "_OCI_STARTPIPE": r_start}
+        child = [w_sync, r_start]
+        if attach:
+            argv.append("--exec-attach")
+            env["_OCI_ATTACHPIPE"] = w_att
+            child.append(w_att)
+        sock: AttachSocket | None = None
+        try:
+            # conmon blocks on the start pipe before it double-forks; pre-load that first byte.
+            os.write(w_start, b"0")
+            try:
+                await self._spawn(argv, exec_dir, env, child)
+            finally:
+                for fd in child:
+                    os.close(fd)
+            if attach:
+                line = await _read_line(r_att, timeout)
+                if not line:
+                    self._pid_from_sync(await _read_line(r_sync, timeout), exec_dir, "exec in")
+                sock = AttachSocket(connect_seqpacket(exec_dir / "attach"))
+                os.write(w_start, b"0")  # attached: let it run the process
+            pid = self._pid_from_sync(await _read_line(r_sync, timeout), exec_dir, "exec in")
+        except BaseException:
+            if sock:
+                sock.close()
+            os.close(r_sync)
+            raise
+        finally:
+            for fd in (w_start, r_att) if attach else (w_start, r_att, w_att):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        return ExecSession(exec_id, pid, sock, r_sync, exec_dir)
