@@ -32,7 +32,7 @@ def build_router(engine: Any) -> Router:
 
         volumes.register(router, engine.volumes)
     if engine.execs is not None:
-        from dockyard.api import execs as exec_api  # type: ignore[attr-defined]
+        from dockyard.api import execs as exec_api
 
         exec_api.register(router, engine.execs)
     return router

@@ -108,7 +108,9 @@ def build(cfg: DaemonConfig) -> Engine:
     )
     if hasattr(networks, "set_container_resolver"):
         networks.set_container_resolver(lambda ref: _resolve_for_network(containers, ref))
-    execs = None
+    from dockyard.services.execs import ExecService
+
+    execs = ExecService(containers)
     from dockyard.registry.client import RegistryClient, RegistryOptions
     from dockyard.registry.layermap import LayerMap
     from dockyard.registry.service import Distribution

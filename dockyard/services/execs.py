@@ -1,0 +1,165 @@
+"""`docker exec`: sessions kept in memory (as dockerd does), each process under its own conmon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.errors import Conflict, InvalidParameter, NotFound
+from dockyard.services.attach import HijackHandler, parse_detach_keys, pump_session
+from dockyard.services.container_io import frame
+from dockyard.services.containers import ContainerService
+from dockyard.util.ids import new_id
+
+log = logging.getLogger("dockyard.exec")
+
+
+@dataclass
+class Exec:
+    id: str
+    container_id: str
+    config: dict[str, Any]
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    session: Any = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ExecService:
+    def __init__(self, containers: ContainerService) -> None:
+        self.cs = containers
+        self.runtime = containers.runtime
+        self._execs: dict[str, Exec] = {}
+
+    def get(self, exec_id: str) -> Exec:
+        e = self._execs.get(exec_id)
+        if e is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return e
+
+    def create(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+        c = self.cs.get(ref)
+        if c.state == "paused":
+            raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
+        if c.state != "running":
+            raise Conflict(f"Container {c.id} is not running")
+        cmd = body.get("Cmd")
+        if not cmd or not isinstance(cmd, list):
+            raise InvalidParameter("No exec command specified")
+        if body.get("DetachKeys"):
+            parse_detach_keys(body["DetachKeys"])
+        e = Exec(new_id(), c.id, dict(body))
+        self._execs[e.id] = e
+        self.cs.live(c.id)  # keep coordination state alive for this container
+        self.cs._emit(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
+        return {"Id": e.id}
+
+    def inspect(self, exec_id: str) -> dict[str, Any]:
+        e = self.get(exec_id)
+        cfg = e.config
+        cmd = list(cfg.get("Cmd") or [])
+        return {
+            "ID": e.id, "Running": e.running, "ExitCode": e.exit_code, "CanRemove": False,
+            "ContainerID": e.container_id, "DetachKeys": cfg.get("DetachKeys") or "",
+            "OpenStdin": bool(cfg.get("AttachStdin")), "OpenStdout": bool(cfg.get("AttachStdout")),
+            "OpenStderr": bool(cfg.get("AttachStderr")), "Pid": e.pid,
+            "ProcessConfig": {"tty": bool(cfg.get("Tty")), "entrypoint": cmd[0] if cmd else "",
+                              "arguments": cmd[1:], "privileged": bool(cfg.get("Privileged")),
+                              "user": cfg.get("User") or ""},
+        }
+
+    def _process(self, e: Exec, tty: bool) -> dict[str, Any]:
+        """The container's OCI process with the exec's command, env, cwd, user and terminal."""
+        from dockyard.runtime.spec import capabilities
+        from dockyard.runtime.users import resolve_user
+
+        c = self.cs.get(e.container_id)
+        spec = json.loads((self.cs.run_dir(c.id) / "config.json").read_text())
+        proc = dict(spec["process"])
+        cfg = e.config
+        proc["args"] = list(cfg["Cmd"])
+        proc["terminal"] = tty
+        env = {k.split("=", 1)[0]: k for k in proc.get("env") or []}
+        for entry in cfg.get("Env") or []:
+            env[entry.split("=", 1)[0]] = entry
+        proc["env"] = list(env.values())
+        if cfg.get("WorkingDir"):
+            proc["cwd"] = cfg["WorkingDir"]
+        if cfg.get("User"):
+            u = resolve_user(self.cs.rootfs(c.id), cfg["User"])
+            proc["user"] = {"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids}
+        if cfg.get("Privileged"):
+            from dockyard.runtime.spec import SpecInput
+
+            caps = capabilities(SpecInput(rootfs="", args=[], privileged=True))
+            proc["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+        proc.pop("consoleSize", None)
+        return proc
+
+    async def start(self, exec_id: str, detach: bool, tty: bool | None) -> HijackHandler | None:
+        e = self.get(exec_id)
+        if e.running or e.exit_code is not None:
+            raise Conflict(f"Error: Exec command {exec_id} has already run")
+        c = self.cs.get(e.container_id)
+        if c.state != "running":
+            raise Conflict(f"Container {c.id} is not running")
+        cfg = e.config
+        use_tty = bool(cfg.get("Tty")) if tty is None else bool(tty) or bool(cfg.get("Tty"))
+        stdin = bool(cfg.get("AttachStdin")) and not detach
+        attach = not detach and (stdin or bool(cfg.get("AttachStdout")) or bool(cfg.get("AttachStderr")))
+        e.running = True
+        try:
+            e.session = await self.runtime.exec_(c.id, e.id, self._process(e, use_tty), tty=use_tty, stdin=stdin,
+                                                 attach=attach)
+        except Exception:
+            e.running = False
+            e.exit_code = 126
+            e.done.set()
+            raise
+        e.pid = e.session.pid
+        self.cs._emit(c, f"exec_start: {' '.join(cfg['Cmd'])}", {"execID": e.id})
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._reap(e))
+        if not attach:
+            return None
+        keys = parse_detach_keys(cfg.get("DetachKeys"))
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await pump_session(e.session.attach, reader, writer, tty=use_tty, stdin=stdin,
+                               stdout=bool(cfg.get("AttachStdout")), stderr=bool(cfg.get("AttachStderr")),
+                               detach_keys=keys, frame=frame)
+            # The CLI reads the exit code right after the stream ends: make sure it is known.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(e.done.wait(), 10)
+
+        return handler
+
+    async def _reap(self, e: Exec) -> None:
+        try:
+            e.exit_code = await e.session.wait()
+        except Exception as err:  # noqa: BLE001
+            log.warning("exec %s: %s", e.id[:12], err)
+            e.exit_code = -1
+        e.running = False
+        e.done.set()
+        with contextlib.suppress(Exception):
+            e.session.cleanup()
+        with contextlib.suppress(NotFound):
+            c = self.cs.get(e.container_id)
+            self.cs._emit(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
+
+    def resize(self, exec_id: str, h: int, w: int) -> None:
+        e = self.get(exec_id)
+        if not e.config.get("Tty"):
+            raise InvalidParameter("resize: exec is not running with a TTY")
+        if e.session is not None and e.running:
+            e.session.resize(h, w)
+
+    def forget_container(self, cid: str) -> None:
+        for k in [k for k, e in self._execs.items() if e.container_id == cid]:
+            del self._execs[k]
