@@ -260,8 +260,27 @@ class ContainerService:
                 raise Conflict(f'Conflict. The container name "/{name}" is already in use.') from None
             raise
         c = self.get(cid)
+        if self.volumes is not None:
+            # Docker makes volumes (and checks bind sources) at create: `volume rm` and inspect see them.
+            try:
+                _oci, docker_mounts = await asyncio.to_thread(self._mounts_at_create, c)
+            except BaseException:
+                await self.remove(cid, force=True, volumes=True, quiet=True)
+                raise
+            self._update(cid, mounts=docker_mounts)
+            c = self.get(cid)
         self._emit(c, "create")
         return {"Id": cid, "Warnings": []}
+
+    def _mounts_at_create(self, c: Container) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        view = self.run_dir(c.id) / "create-view"
+        cdir = self.container_dir(c.id)
+        overlay.mount_overlay(self.images.layer_dirs(c.image_id), cdir / "upper", cdir / "work", view, self._empty)
+        try:
+            return self._resolve_mounts(c, view)
+        finally:
+            overlay.unmount(view)
+            shutil.rmtree(self.run_dir(c.id), ignore_errors=True)
 
     # ---------------------------------------------------------------- start
     async def start(self, ref: str) -> None:
@@ -364,7 +383,10 @@ class ContainerService:
         from dockyard.store.mounts import resolve_mounts
 
         image = self.images.resolve(c.image_id)
-        return resolve_mounts(self.volumes, c.id, c.host_config, image.config, rootfs, lambda ref: self.get(ref).mounts)
+        # `-v /path` arrives in Config.Volumes (merged with the image's VOLUMEs at create).
+        image_config = dict(image.config)
+        image_config["config"] = dict(image_config.get("config") or {}, Volumes=c.config.get("Volumes"))
+        return resolve_mounts(self.volumes, c.id, c.host_config, image_config, rootfs, lambda ref: self.get(ref).mounts)
 
     def _build_spec(self, c: Container, rootfs: Path, net: Any, mounts: list[dict[str, Any]]) -> dict[str, Any]:
         from dockyard.runtime import spec as rtspec
@@ -621,7 +643,8 @@ class ContainerService:
             return {"StatusCode": self._last_exit.get(c.id, c.exit_code), "Error": None}
         return {"StatusCode": c.exit_code, "Error": None}
 
-    async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False) -> None:
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False,
+                     quiet: bool = False) -> None:
         c = self.get(ref)
         lv = self.live(c.id)
         if c.running:
@@ -655,7 +678,8 @@ class ContainerService:
             await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
             self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
             self._last_exit[c.id] = c.exit_code
-        self._emit(c, "destroy")
+        if not quiet:
+            self._emit(c, "destroy")
         lv.exited.set()
         lv.removed.set()
         self._live.pop(c.id, None)
