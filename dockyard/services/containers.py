@@ -382,11 +382,9 @@ class ContainerService:
     def _resolve_mounts(self, c: Container, rootfs: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         from dockyard.store.mounts import resolve_mounts
 
-        image = self.images.resolve(c.image_id)
-        # `-v /path` arrives in Config.Volumes (merged with the image's VOLUMEs at create).
-        image_config = dict(image.config)
-        image_config["config"] = dict(image_config.get("config") or {}, Volumes=c.config.get("Volumes"))
-        return resolve_mounts(self.volumes, c.id, c.host_config, image_config, rootfs, lambda ref: self.get(ref).mounts)
+        # Config.Volumes holds the image's VOLUMEs merged at create with `-v /path` ones.
+        return resolve_mounts(self.volumes, c.id, c.host_config, {"Volumes": c.config.get("Volumes")}, rootfs,
+                              lambda ref: self.get(ref).mounts)
 
     def _build_spec(self, c: Container, rootfs: Path, net: Any, mounts: list[dict[str, Any]]) -> dict[str, Any]:
         from dockyard.runtime import spec as rtspec
