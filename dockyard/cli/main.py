@@ -115,6 +115,15 @@ def _command_word(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     word = _command_word(argv)
+    if word in ("daemon", "registry", "compose"):
+        # Pass-through commands: argparse's REMAINDER refuses a first argument that looks like an
+        # option (`dockyard daemon --host ...`), so hand everything after the word over untouched.
+        parser = build_parser(word)
+        i = argv.index(word)
+        args = parser.parse_args(argv[:i + 1])
+        args.args = argv[i + 1:]
+        host = args.host[-1] if args.host else None
+        return int(args.func(Ctx(host, context=args.context), args) or 0)
     parser = build_parser(word if word and not word.startswith("-") else None)
     try:
         args = parser.parse_args(argv)

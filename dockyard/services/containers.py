@@ -25,7 +25,7 @@ from dockyard.services.events import EventBus
 from dockyard.store import overlay
 from dockyard.store.db import Database
 from dockyard.util.ids import new_id, random_name, validate_name
-from dockyard.util.timefmt import ZERO_TIME, rfc3339
+from dockyard.util.timefmt import ZERO_TIME, human_duration, rfc3339
 
 log = logging.getLogger("dockyard.containers")
 
@@ -926,34 +926,6 @@ def _du(path: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def status_text(c: Container) -> str:
