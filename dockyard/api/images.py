@@ -65,7 +65,8 @@ def register(router: Router, images: Any) -> None:
             raise InvalidParameter("fromSrc must be '-' (import from a URL is not supported)" if src
                                    else "fromImage or fromSrc is required")
         msgs = await images.import_(req.stream(), repo=req.q("repo") or "", tag=req.q("tag") or "",
-                                    changes=req.query.get("changes", []), message=req.q("message") or "")
+                                    changes=req.query.get("changes", []),
+                                    message=req.q("message") or f"Imported from {src}")  # Docker's default
         return ndjson_stream(_items(msgs))
 
     r = router.add

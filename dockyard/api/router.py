@@ -93,6 +93,9 @@ class Request:
 
     async def body(self, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
         if self._body is None:
+            announced = self.headers.get("content-length", "")
+            if announced.isdigit() and int(announced) > limit:  # refuse before reading any of it
+                raise PayloadTooLarge(f"request body larger than {limit} bytes")
             buf = bytearray()
             async for chunk in self.stream():
                 buf += chunk

@@ -15,6 +15,7 @@ import os
 import re
 import ssl
 import stat
+from asyncio import sslproto
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
@@ -309,6 +310,18 @@ class _Connection:
             log.exception("%s %s: hijacked stream failed", req.method, req.path)
 
 
+class _HalfCloseSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS, except that the peer's close_notify is a half-close, as in Go's tls.Conn.CloseWrite:
+    the docker CLI closes its side of a hijacked attach (no stdin) and then reads the output, which
+    stock asyncio would cut off by shutting the whole connection down."""
+
+    def _start_shutdown(self) -> None:
+        app = self._app_transport
+        if self._app_state == sslproto.AppProtocolState.STATE_EOF and app is not None and not app._closed:
+            return  # peer is done writing; we close when our side is done (the app closes its writer)
+        super()._start_shutdown()
+
+
 class Server:
     """Listening sockets of the API; close() stops accepting and drops open connections."""
 
@@ -335,10 +348,24 @@ class Server:
             await self._listen_unix(url.path, socket_group)
         elif url.scheme == "tcp":
             port = url.port if url.port is not None else (2376 if tls else 2375)
-            srv = await asyncio.start_server(self._on_connection, url.hostname or None, port, ssl=tls)
+            if tls is None:
+                srv = await asyncio.start_server(self._on_connection, url.hostname or None, port)
+            else:
+                srv = await asyncio.get_running_loop().create_server(self._tls_factory(tls), url.hostname or None,
+                                                                     port)
             self._servers.append(srv)
         else:
             raise InvalidParameter(f"unsupported host {host!r} (want unix:///path or tcp://host:port)")
+
+    def _tls_factory(self, tls: ssl.SSLContext) -> Any:
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.BaseProtocol:
+            reader = asyncio.StreamReader(loop=loop)
+            app = asyncio.StreamReaderProtocol(reader, self._on_connection, loop=loop)
+            return _HalfCloseSSLProtocol(loop, app, tls, None, server_side=True)
+
+        return factory
 
     async def _listen_unix(self, path: str, socket_group: str | None) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -144,12 +144,41 @@ def _os_name() -> str:
 
 
 def _df(engine: Any) -> dict[str, Any]:
+    """GET /system/df in Docker's shape: layers counted once (LayersSize), per-image SharedSize and
+    container counts, container SizeRw/SizeRootFs, volume UsageData, the build cache."""
+    containers = engine.containers.list(all_=True, size=True)
+    per_image: dict[str, int] = {}
+    for c in containers:
+        per_image[c["ImageID"]] = per_image.get(c["ImageID"], 0) + 1
+    every = engine.images.all()
+    layer_size: dict[str, int] = {}
+    users: dict[str, int] = {}  # chain id -> how many images hold it
+    for img in every:
+        for chain, size in zip(img.chain_ids, img.layer_sizes, strict=False):
+            layer_size[chain] = int(size)  # the layer's own (diff) size
+            users[chain] = users.get(chain, 0) + 1
+    by_id = {img.id: img for img in every}
+    images = engine.images.list()
+    for row in images:
+        img = by_id.get(row["Id"])
+        row["Containers"] = per_image.get(row["Id"], 0)
+        row["SharedSize"] = sum(layer_size[ch] for ch in (img.chain_ids if img else []) if users.get(ch, 0) > 1)
+    for c in containers:
+        img = by_id.get(c["ImageID"])
+        c["SizeRootFs"] = c.get("SizeRw", 0) + (int(img.size) if img else 0)
+    volumes: list[dict[str, Any]] = []
+    if engine.volumes is not None:
+        volumes = engine.volumes.usage() if hasattr(engine.volumes, "usage") else \
+            (engine.volumes.list({}) or {}).get("Volumes") or []
+    cache: list[dict[str, Any]] = []
+    if getattr(engine, "builder", None) is not None and hasattr(engine.builder, "disk_usage"):
+        cache = engine.builder.disk_usage()
     return {
-        "LayersSize": 0,
-        "Images": engine.images.list() if hasattr(engine.images, "list") else [],
-        "Containers": engine.containers.list(all_=True, size=True),
-        "Volumes": (engine.volumes.list({}) or {}).get("Volumes", []) if engine.volumes else [],
-        "BuildCache": [],
+        "LayersSize": sum(layer_size.values()),
+        "Images": images,
+        "Containers": containers,
+        "Volumes": volumes,
+        "BuildCache": cache,
     }
 
 

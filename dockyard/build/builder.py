@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from dockyard.store import overlay
 from dockyard.store.db import Database
 
 log = logging.getLogger("dockyard.build")
+_STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_build_stage", default=None)
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 
 
@@ -127,16 +129,45 @@ class Builder:
                     await task
 
     # ---------------------------------------------------------------- cache admin
+    def _own_size(self, image_id: str) -> int:
+        """Bytes the cached step added: its image's size minus its parent's."""
+        try:
+            img = self.images.get(image_id)
+            parent = self.images.get(img.parent).size if img.parent else 0
+        except NotFound:
+            return 0
+        return max(0, int(img.size) - int(parent))
+
     def prune(self, all_: bool = True) -> dict[str, Any]:
+        """Forget every cache entry and remove the step images nothing else holds (untagged, no
+        children, no containers): what the classic builder's cache costs on disk."""
         entries = self.cache.entries()
+        sizes = {e["image_id"]: self._own_size(e["image_id"]) for e in entries}
         self.cache.delete([e["key"] for e in entries])
-        return {"CachesDeleted": [e["key"] for e in entries], "SpaceReclaimed": 0}
+        deleted: set[str] = set()
+        progress = True
+        while progress:  # children first: a parent frees up once its children are gone
+            progress = False
+            for iid in sizes:
+                if iid in deleted:
+                    continue
+                try:
+                    if self.images.get(iid).repo_tags:
+                        continue
+                    recs = self.images.delete(iid)
+                except DockyardError:
+                    continue
+                deleted.update(r["Deleted"] for r in recs if "Deleted" in r)
+                progress = True
+        return {"CachesDeleted": [e["key"] for e in entries] or None,
+                "SpaceReclaimed": sum(sizes[i] for i in deleted if i in sizes)}
 
     def disk_usage(self) -> list[dict[str, Any]]:
         from dockyard.util.timefmt import rfc3339
 
-        return [{"ID": e["key"][:25], "Parent": e["parent"], "Type": "regular", "Description": e["created_by"],
-                 "InUse": False, "Shared": True, "Size": 0, "CreatedAt": rfc3339(e["created"]),
+        return [{"ID": e["key"][:25], "Parents": [e["parent"]] if e["parent"] else None, "Type": "regular",
+                 "Description": e["created_by"], "InUse": False, "Shared": False,
+                 "Size": self._own_size(e["image_id"]), "CreatedAt": rfc3339(e["created"]),
                  "LastUsedAt": rfc3339(e["last_used"]), "UsageCount": 1} for e in self.cache.entries()]
 
 
@@ -147,16 +178,43 @@ class _Run:
         self.b, self.opts, self.work, self._emit = b, opts, work, emit
         self.ctx = work / "context"
         self.stage_results: dict[int, asyncio.Future[str | None]] = {}
-        self.step = 0
+        self.step: dict[int, int] = {}  # stage index -> its last step number
         self.total = 0
+        # Stages run concurrently, but the client reads them in order, as from dockerd's sequential
+        # builder: the first unfinished stage streams live, later ones buffer until it is done.
+        self.order: list[int] = []
+        self.live = 0  # position in `order` of the stage that streams live
+        self.buffers: dict[int, list[str]] = {}
+        self.finished: set[int] = set()
         self.df: Dockerfile | None = None
         self.meta: dict[str, str] = {}
         self.used_buildargs: set[str] = set()
         self._log_pos: dict[str, int] = {}
 
     def out(self, text: str) -> None:
-        if not self.opts.quiet:
+        if self.opts.quiet:
+            return
+        st = _STAGE.get()
+        if st is None or not self.order or self.order[self.live] == st:
             self._emit({"stream": text})
+        else:
+            self.buffers.setdefault(st, []).append(text)
+
+    def _flush(self, st: int) -> None:
+        for text in self.buffers.pop(st, []):
+            self._emit({"stream": text})
+
+    def _stage_done(self, st: int, failed: bool) -> None:
+        self.finished.add(st)
+        if failed:  # show what led to the failure now: earlier stages' output, then this one's
+            for i in self.order[self.live:self.order.index(st) + 1]:
+                self._flush(i)
+            self.live = self.order.index(st)
+            return
+        while self.live < len(self.order) and self.order[self.live] in self.finished:
+            self.live += 1
+            if self.live < len(self.order):
+                self._flush(self.order[self.live])
 
     async def spool(self, body: AsyncIterator[bytes]) -> None:
         tar = self.work / "context.tar"
@@ -195,7 +253,11 @@ class _Run:
                 raise BuildError(f"failed to reach build target {self.opts.target} in Dockerfile")
             target = ti
         needed = self._needed(df, target)
-        self.total = sum(1 + len(df.stages[i].instructions) for i in needed)
+        self.order = needed
+        for i in needed:
+            self.step[i] = self.total
+            self.total += 1 + len(df.stages[i].instructions)
+        self.total += len(self.opts.labels)
         loop = asyncio.get_running_loop()
         for i in needed:
             self.stage_results[i] = loop.create_future()
@@ -207,15 +269,19 @@ class _Run:
                 t2.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        self.order = []  # everything after the stages streams live
         final = self.stage_results[target].result()
         if final is None:
             raise BuildError("No image was generated. Is your Dockerfile empty?")
-        if self.opts.labels:  # --label: one more cached metadata step on the final image
+        # --label: like dockerd, one LABEL step per key appended to the target stage
+        step = self.total - len(self.opts.labels)
+        for k, v in sorted(self.opts.labels.items()):
+            step += 1
+            self.out(f"Step {step}/{self.total} : LABEL {k}={v}\n")
             cfg = dict(self.b.images.get(final).config.get("config") or {})
-            cfg["Labels"] = {**(cfg.get("Labels") or {}), **self.opts.labels}
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), k: v}
             st = _State(final, cfg, {})
-            await self._commit_meta(st, "/bin/sh -c #(nop)  LABEL " + " ".join(
-                f"{k}={v}" for k, v in sorted(self.opts.labels.items())))
+            await self._commit_meta(st, f"/bin/sh -c #(nop)  LABEL {k}={v}")
             assert st.image_id is not None
             final = st.image_id
         unused = [k for k in self.opts.buildargs if k not in self.used_buildargs and k not in PROXY_ARGS]
@@ -285,6 +351,7 @@ class _Run:
 
     # ---------------------------------------------------------------- stages
     async def _stage_task(self, st: Stage) -> None:
+        _STAGE.set(st.index)
         fut = self.stage_results[st.index]
         try:
             image_id = await self._run_stage(st)
@@ -292,12 +359,17 @@ class _Run:
             if not fut.done():
                 fut.set_exception(e)
                 fut.exception()  # mark retrieved: the gather reports it
+            if not isinstance(e, asyncio.CancelledError):
+                self._stage_done(st.index, failed=True)
             raise
         fut.set_result(image_id)
+        self._stage_done(st.index, failed=False)
 
     def _next_step(self, inst_text: str) -> None:
-        self.step += 1
-        self.out(f"Step {self.step}/{self.total} : {inst_text}\n")
+        st = _STAGE.get()
+        assert st is not None
+        self.step[st] += 1
+        self.out(f"Step {self.step[st]}/{self.total} : {inst_text}\n")
 
     async def _run_stage(self, st: Stage) -> str | None:
         assert self.df is not None
@@ -343,11 +415,13 @@ class _Run:
         from dockyard.oci import reference
 
         r = reference.parse(ref)
-        self.out(f"{r.tag or 'latest'}: Pulling from {r.familiar.rsplit(':', 1)[0]}\n")
         async for ev in self.b.pull_fn(r.repository, r.tag or r.digest, platform or self.opts.platform or None,
                                       self.opts.auth):
             if isinstance(ev, dict) and ev.get("error"):
                 raise BuildError(str(ev["error"]))
+            if isinstance(ev, dict) and ev.get("status") and not ev.get("progressDetail") and not self.opts.quiet:
+                # the pull's own lines, as dockerd relays them ("3-slim: Pulling from library/python")
+                self.out(f"{ev['id']}: {ev['status']}\n" if ev.get("id") else f"{ev['status']}\n")
         return str(self.b.images.resolve(ref).id)
 
     # ---------------------------------------------------------------- steps
@@ -635,7 +709,7 @@ class _Run:
                 except OSError as e:
                     raise BuildError(f"{c.upper()} failed: {e}") from None
             new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
-                                          {"created_by": created_by})
+                                          {"created_by": created_by}, adopt=True)
             await asyncio.to_thread(shutil.rmtree, step_dir, True)
         self.b.cache.put(key, new, state.image_id, created_by)
         state.image_id = new

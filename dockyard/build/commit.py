@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,26 @@ def base_config(parent: Any | None, platform: tuple[str, str] | None = None) -> 
             "history": []}
 
 
+def _content_size(root: Path) -> int:
+    """Bytes of regular file content (what a snapshot records as its size)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            st = os.lstat(os.path.join(dirpath, f))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
 def commit_layer(images: Any, upper: Path | None, parent_image_id: str | None, config: dict[str, Any],
                  history: dict[str, Any], tags: list[str] | tuple[str, ...] = (), *, author: str = "",
                  comment: str = "", changes: list[str] | None = None, container_id: str = "",
-                 platform: tuple[str, str] | None = None) -> str:
+                 platform: tuple[str, str] | None = None, adopt: bool = False) -> str:
     """Register an image = parent + (the diff of `upper`, if given); returns its id ("sha256:...").
 
     `config` is the new container config (the image's `config` field); `changes` (`--change`
-    lines) are applied on top. `history` gets `created`, and `empty_layer` when `upper` is None.
+    lines) are applied on top. With `adopt`, `upper` (no longer mounted, on the data root's
+    filesystem) becomes the layer's snapshot by rename rather than by extracting the tar again. `history` gets `created`, and `empty_layer` when `upper` is None.
     Blocking: call from a worker thread.
     """
     parent = images.get(parent_image_id) if parent_image_id else None
@@ -52,8 +66,11 @@ def commit_layer(images: Any, upper: Path | None, parent_image_id: str | None, c
                 w.commit()
             diff_ids = [*parent_diffs, diff_id]
             chains = chain_ids(diff_ids)
-            images.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
-                                    lambda: images.content.open(diff_id))
+            parent_chain = chains[-2] if len(chains) > 1 else None
+            if adopt:
+                images.snapshots.adopt(chains[-1], parent_chain, diff_id, upper, _content_size(upper))
+            else:
+                images.snapshots.ensure(chains[-1], parent_chain, lambda: images.content.open(diff_id))
             blobs = [(diff_id, diff_id, MT_LAYER_TAR, images.content.size(diff_id))]
         now = rfc3339()
         cfg = dict(config)

@@ -15,14 +15,15 @@ GROUPS = {
     "volume": "Manage volumes",
     "system": "Manage Docker",
     "context": "Manage contexts",
+    "builder": "Manage builds",
 }
 
 
 def all_commands() -> list[Command]:
-    from dockyard.cli import containers, context, images, objects, run, system
+    from dockyard.cli import build, containers, context, images, objects, run, system
 
     return [*run.COMMANDS, *containers.COMMANDS, *images.COMMANDS, *objects.COMMANDS, *system.COMMANDS,
-            *context.COMMANDS]
+            *context.COMMANDS, *build.COMMANDS]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from dockyard.cli.common import PROG, CLIError, Command, Ctx
@@ -132,7 +136,9 @@ def cmd_run(ctx: Ctx, args: argparse.Namespace) -> int:
         raise _run_error(e, "run") from e
     detach_keys = parse_detach_keys(args.detach_keys)
     resize = (lambda hh, ww: client.resize(cid, hh, ww)) if args.tty else None
-    with raw_terminal(args.tty and args.interactive), resize_on_winch(resize):
+    sig_proxy = not args.tty and str(args.sig_proxy).lower() not in ("false", "0")
+    with raw_terminal(args.tty and args.interactive), resize_on_winch(resize), \
+            proxy_signals(client, cid, sig_proxy):
         detached = pump(h, args.tty, args.interactive, detach_keys)
     if detached:
         waiter.close()
@@ -143,6 +149,41 @@ def cmd_run(ctx: Ctx, args: argparse.Namespace) -> int:
         print(f"{PROG}: Error response from daemon: {status['Error']['Message']}", file=sys.stderr)
         return 125
     return int(status.get("StatusCode", 0))
+
+
+# What docker's --sig-proxy forwards: everything a user or supervisor would send (not SIGCHLD/SIGPIPE...).
+_PROXIED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+
+
+@contextlib.contextmanager
+def proxy_signals(client: APIClient, cid: str, enabled: bool = True) -> Iterator[None]:
+    """Forward the signals this process gets to the container (Ctrl-C stops `run` by stopping the
+    container, as with docker). The kill request goes out on a thread: a signal handler must not
+    re-enter the HTTP client the main thread may be in the middle of."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        threading.Thread(target=_kill_quietly, args=(client, cid, name), daemon=True).start()
+
+    previous = {}
+    for name in _PROXIED:
+        sig = getattr(signal, name)
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _kill_quietly(client: APIClient, cid: str, name: str) -> None:
+    try:
+        client.kill(cid, name)
+    except Exception:  # the container may have exited meanwhile; nothing to forward to
+        pass
 
 
 def setup_run(p: argparse.ArgumentParser) -> None:

@@ -308,7 +308,7 @@ class Engine:
         """A client of its own for a worker thread (one connection per client)."""
         return APIClient(self.client.host.url, tls=self.client.tls or None)
 
-    def _remove(self, c: JSON, timeout: int | None) -> None:
+    def _remove(self, c: JSON, timeout: int | None, volumes: bool = False) -> None:
         cname = state.name(c)
         svc = self.project.services.get(state.service_of(c))
         client = self._client()
@@ -318,7 +318,8 @@ class Engine:
                 client.stop(c["Id"], self._stop_timeout(svc, timeout))
                 say("Container", cname, "Stopped")
             say("Container", cname, "Removing")
-            client.remove_container(c["Id"], force=True)
+            # Anonymous volumes go with -v, as compose passes RemoveVolumes.
+            client.remove_container(c["Id"], force=True, v=volumes)
             say("Container", cname, "Removed")
         except APIError as e:
             if not e.not_found:
@@ -342,7 +343,7 @@ class Engine:
         for _, group in sorted(groups.items()):
             # Containers of one dependency level stop together (stop timeouts overlap, as compose).
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda c: self._remove(c, timeout), group))
+                list(pool.map(lambda c: self._remove(c, timeout, volumes), group))
         leftovers = state.project_containers(self.client, self.project.name, oneoff=None)
         for n in self.client.networks(filters={"label": [f"{L_PROJECT}={self.project.name}"]}):
             if leftovers and not remove_orphans:

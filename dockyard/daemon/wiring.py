@@ -46,6 +46,9 @@ class Engine:
         if self.networks is not None:
             await self.networks.start()
         await self.containers.recover()
+        from dockyard.daemon.sweep import startup_sweep
+
+        await startup_sweep(self)  # GC last: after recovery has settled which containers live
         self.tasks.append(asyncio.get_running_loop().create_task(self._watch_exits()))
 
     async def _watch_exits(self) -> None:
@@ -59,7 +62,7 @@ class Engine:
         for t in self.tasks:
             t.cancel()
         if self.networks is not None:
-            await self.networks.close()
+            await self.networks.shutdown()
         if self.registry is not None:
             await self.registry.client.aclose()
         self.db.close()
@@ -111,6 +114,11 @@ def build(cfg: DaemonConfig) -> Engine:
     from dockyard.services.execs import ExecService
 
     execs = ExecService(containers)
+    from dockyard.services.health import HealthMonitor
+
+    health = HealthMonitor(containers, execs)
+    containers.on_started.append(health.on_started)
+    containers.on_exited.append(health.on_exited)
     from dockyard.registry.client import RegistryClient, RegistryOptions
     from dockyard.registry.layermap import LayerMap
     from dockyard.registry.service import Distribution

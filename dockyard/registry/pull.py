@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -154,12 +155,16 @@ class Puller:
 
         tasks = {i: asyncio.create_task(download(i)) for i in range(len(layers)) if need[i]}
 
-        async def extract_all() -> None:
-            for i, desc in enumerate(layers):
-                if not need[i]:
-                    continue
-                await tasks[i]
-                lid, digest = progress.short(desc["digest"]), desc["digest"]
+        # Each layer has its own snapshot dir (whiteouts stay in it until overlay merges them), so
+        # layers extract independently, each as soon as its blob is in; the chain ids come from the
+        # config. File creation is kernel time, which threads overlap.
+        extract_sem = asyncio.Semaphore(max(2, min(4, os.cpu_count() or 2)))
+
+        async def extract(i: int) -> None:
+            await tasks[i]
+            desc = layers[i]
+            lid, digest = progress.short(desc["digest"]), desc["digest"]
+            async with extract_sem:
                 size = self.content.size(digest)
                 queue.put_nowait(progress.detail("Extracting", lid, 0, size))
                 parent = chains[i - 1] if i else None
@@ -167,6 +172,15 @@ class Puller:
                                         functools.partial(self.content.open, digest))
                 queue.put_nowait(progress.detail("Extracting", lid, size, size))
                 queue.put_nowait(progress.layer("Pull complete", lid))
+
+        async def extract_all() -> None:
+            extracts = [asyncio.create_task(extract(i)) for i in range(len(layers)) if need[i]]
+            try:
+                await asyncio.gather(*extracts)
+            finally:  # a failure stops the others; they leave no snapshot (temp dirs are removed)
+                for t in extracts:
+                    t.cancel()
+                await asyncio.gather(*extracts, return_exceptions=True)
             blobs = [(d, desc["digest"], desc.get("mediaType", ""), int(desc.get("size") or 0))
                      for desc, d in zip(layers, diff_ids, strict=True)]
             if self.layermap is not None:

@@ -117,3 +117,11 @@ def remove(cgroups_path: str, root: Path = ROOT) -> list[Path]:
         except OSError:
             pass
     return left
+
+
+def oom_killed(cgroups_path: str, root: Path = ROOT) -> bool:
+    """Whether the kernel OOM-killed a process in this cgroup (read before the cgroup is removed)."""
+    rel = cgroups_path.strip("/")
+    if is_v2(root):
+        return _kv(root / rel / "memory.events").get("oom_kill", 0) > 0
+    return _kv(root / "memory" / rel / "memory.oom_control").get("oom_kill", 0) > 0

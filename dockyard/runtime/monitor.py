@@ -321,6 +321,17 @@ class Monitor:
         (self.exit_dir / cid).unlink(missing_ok=True)
         (self.record_dir / f"{cid}.json").unlink(missing_ok=True)
 
+    def oom_killed(self, cid: str) -> bool:
+        """The container's cgroup saw an OOM kill (call before `delete`, which removes the cgroup)."""
+        from dockyard.runtime import cgroups
+
+        try:
+            spec = json.loads((self.bundle(cid) / "config.json").read_text())
+        except (OSError, ValueError, NotFound):
+            return False
+        path = (spec.get("linux") or {}).get("cgroupsPath") or ""
+        return bool(path) and ":" not in path and cgroups.oom_killed(path)
+
     def exit_code(self, cid: str) -> int | None:
         try:
             text = (self.exit_dir / cid).read_text().strip()

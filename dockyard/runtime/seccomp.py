@@ -179,7 +179,14 @@ def load_profile(text: str) -> dict[str, Any]:
     """
     import json
 
-    prof = json.loads(text)
+    from dockyard.errors import InvalidParameter
+
+    try:
+        prof = json.loads(text)
+    except ValueError as e:
+        raise InvalidParameter(f"Decoding seccomp profile failed: {e}") from None
+    if not isinstance(prof, dict):
+        raise InvalidParameter("Decoding seccomp profile failed: not a JSON object")
     out: dict[str, Any] = {"defaultAction": prof.get("defaultAction", "SCMP_ACT_ERRNO")}
     if "defaultErrnoRet" in prof:
         out["defaultErrnoRet"] = prof["defaultErrnoRet"]

@@ -11,12 +11,11 @@ import os
 import resource
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dockyard.errors import InvalidParameter
 from dockyard.runtime import seccomp
-from dockyard.runtime.users import resolve_user
+from dockyard.runtime.users import _read_db, resolve_user
 
 # Capability numbers 0..40, the kernel's order.
 ALL_CAPS: tuple[str, ...] = tuple("CAP_" + c for c in """
@@ -111,6 +110,7 @@ class SpecInput:
     devices: list[dict[str, Any]] = field(default_factory=list)  # [{"PathOnHost","PathInContainer","CgroupPermissions"}]
     annotations: dict[str, str] = field(default_factory=dict)
     oom_score_adj: int = 0
+    group_add: list[str] = field(default_factory=list)  # --group-add: names (container's /etc/group) or gids
 
 
 def normalize_cap(name: str) -> str:
@@ -124,13 +124,24 @@ def normalize_cap(name: str) -> str:
     return up
 
 
+def own_bounding_caps() -> tuple[str, ...]:
+    """The capabilities we hold ourselves: runc cannot grant one missing from our bounding set
+    (e.g. when the daemon itself runs in a restricted container), so "all" means all of these."""
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return ALL_CAPS
+    return tuple(c for i, c in enumerate(ALL_CAPS) if mask >> i & 1)
+
+
 def capabilities(inp: SpecInput) -> list[str]:
     """Docker's rule: start from the defaults (all caps if privileged), add then drop; ALL works for both."""
     if inp.privileged:
-        return list(ALL_CAPS)
+        return list(own_bounding_caps())
     adds = [normalize_cap(c) for c in inp.cap_add]
     drops = [normalize_cap(c) for c in inp.cap_drop]
-    caps = list(ALL_CAPS) if "ALL" in adds else list(DEFAULT_CAPS)
+    caps = list(own_bounding_caps()) if "ALL" in adds else list(DEFAULT_CAPS)
     if "ALL" in drops:
         caps = []
     caps = [c for c in caps if c not in drops]
@@ -156,6 +167,23 @@ def _security_opts(opts: list[str]) -> tuple[bool, str | None]:
         else:
             raise InvalidParameter(f"Invalid --security-opt: {opt!r}")
     return nnp, sec
+
+
+def _group_add(rootfs: str, names: list[str]) -> list[int]:
+    """--group-add values → gids: numbers as is, names looked up in the container's /etc/group."""
+    out: list[int] = []
+    groups = _read_db(rootfs, "/etc/group") if any(not n.isdigit() for n in names) else []
+    for n in names:
+        if n.isdigit():
+            gid = int(n)
+        else:
+            row = next((r for r in groups if len(r) >= 3 and r[0] == n and r[2].isdigit()), None)
+            if row is None:
+                raise InvalidParameter(f"Unable to find group {n}: no matching entries in group file")
+            gid = int(row[2])
+        if gid not in out:
+            out.append(gid)
+    return out
 
 
 def _rlimits(ulimits: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -293,6 +321,9 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
     if not inp.args:
         raise InvalidParameter("no command specified")
     user = resolve_user(inp.rootfs, inp.user)
+    for gid in _group_add(inp.rootfs, inp.group_add):
+        if gid not in user.additional_gids:
+            user.additional_gids.append(gid)
     caps = capabilities(inp)
     nnp, sec = _security_opts(inp.security_opt)
     args = list(inp.args)
@@ -365,14 +396,15 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
     if not inp.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS if inp.masked_paths is None else inp.masked_paths)
         linux["readonlyPaths"] = list(READONLY_PATHS if inp.readonly_paths is None else inp.readonly_paths)
+        if any(m["destination"] == "/sys/fs/cgroup" and "ro" in m.get("options", []) for m in mounts):
+            # runc 1.1 leaves the cgroup v1 tmpfs holding the controllers writable; Docker's is read-only
+            linux["readonlyPaths"].append("/sys/fs/cgroup")
         if sec is None:
             linux["seccomp"] = seccomp.default_profile(caps)
         elif sec != "unconfined":
-            try:
-                text = Path(sec).read_text() if not sec.lstrip().startswith("{") else sec
-            except OSError as e:
-                raise InvalidParameter(f"opening seccomp profile ({sec}) failed: {e.strerror}") from e
-            linux["seccomp"] = seccomp.load_profile(text)
+            # Like dockerd: the value is the profile itself (the CLI reads the file). Never open a
+            # daemon-side path a remote client names.
+            linux["seccomp"] = seccomp.load_profile(sec)
 
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2-dev",

@@ -47,8 +47,12 @@ def parse_detach_keys(spec: str | None) -> bytes:
 
 async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                        tty: bool, stdin: bool, stdout: bool, stderr: bool, detach_keys: bytes,
-                       frame: Callable[[int, bytes], bytes]) -> None:
-    """Copy monitor output to the client and client input to the monitor until output ends or detach."""
+                       frame: Callable[[int, bytes], bytes],
+                       before_close: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Copy monitor output to the client and client input to the monitor until output ends or detach.
+
+    before_close runs after the output ended and before the client sees EOF (exec: the exit code
+    must be known by then, since the CLI inspects the exec right after)."""
     loop = asyncio.get_running_loop()
     detached = asyncio.Event()
 
@@ -103,6 +107,9 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
         att.close()
         with contextlib.suppress(Exception):
             await writer.drain()
+        if before_close is not None and not detached.is_set():
+            with contextlib.suppress(Exception):
+                await before_close()
         writer.close()
 
 

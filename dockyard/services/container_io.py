@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import Conflict, InvalidParameter
+from dockyard.errors import Conflict, DockyardError, InvalidParameter
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.streams import AsyncByteReader, stream_from_thread
 from dockyard.store import overlay
@@ -235,19 +235,37 @@ class ContainerIO:
         c = self.cs.get(ref)
         paused_here = False
         if pause and c.state == "running":
-            await self.runtime.pause(c.id)
-            paused_here = True
+            try:
+                await self.runtime.pause(c.id)
+                paused_here = True
+            except DockyardError:  # it exited a moment ago (its exit not processed yet): nothing to pause
+                pass
         try:
-            upper = self.cs.container_dir(c.id) / "upper"
-            image = await self.images.commit_layer(
-                upper=upper, parent_id=c.image_id, container_id=c.id, container_config=c.config,
-                repo=repo, tag=tag, comment=comment, author=author, changes=changes, config_override=config,
-            )
+            image = await asyncio.to_thread(self._commit_sync, c, repo, tag, comment, author, changes, config)
         finally:
             if paused_here:
                 await self.runtime.resume(c.id)
         self.cs._emit(c, "commit")
         return {"Id": image}
+
+    def _commit_sync(self, c: Container, repo: str, tag: str, comment: str, author: str, changes: list[str],
+                     override: dict[str, Any]) -> str:
+        # One implementation for `docker commit` and the builder's steps.
+        from dockyard.build.commit import commit_layer
+        from dockyard.oci import reference
+
+        parent = self.images.get(c.image_id)
+        base = {k: v for k, v in (c.config or {}).items() if v is not None}
+        cfg = {**(parent.config.get("config") or {}), **base, **(override or {})}
+        cmd = (c.config or {}).get("Cmd") or []
+        created_by = " ".join(cmd) if isinstance(cmd, list) else str(cmd)
+        tags = [f"{repo}:{tag}" if tag else repo] if repo else []
+        image = commit_layer(self.images, self.cs.container_dir(c.id) / "upper", c.image_id, cfg,
+                             {"created_by": created_by}, tags, author=author, comment=comment,
+                             changes=changes, container_id=c.id)
+        for t in tags:
+            self.images.events.emit("image", "tag", image, {"name": reference.parse(t).familiar})
+        return image
 
     async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         until = filters.get("until")
@@ -260,6 +278,8 @@ class ContainerIO:
                 continue
             if not self.cs._matches(c, {k: v for k, v in filters.items() if k in ("label",)}):
                 continue
+            if filters.get("label!") and self.cs._matches(c, {"label": filters["label!"]}):
+                continue  # Docker: `label!=k[=v]` keeps containers that have the label
             size = _du(self.cs.container_dir(c.id) / "upper")
             try:
                 await self.cs.remove(c.id)

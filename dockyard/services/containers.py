@@ -428,8 +428,13 @@ class ContainerService:
             ipc_host=hc.get("IpcMode") == "host",
             pid_host=hc.get("PidMode") == "host",
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
+            group_add=[str(g) for g in hc.get("GroupAdd") or []],
         )
         spec = rtspec.build_spec(inp)
+        size = hc.get("ConsoleSize") or [0, 0]
+        if inp.tty and len(size) == 2 and size[0] and size[1]:
+            # The CLI's first resize races the shell's first prompt; start at the client's size.
+            spec["process"]["consoleSize"] = {"height": int(size[0]), "width": int(size[1])}
         from dockyard.store.mounts import needs_rootfs_propagation
 
         propagation = needs_rootfs_propagation(mounts)
@@ -738,11 +743,12 @@ class ContainerService:
         image_id = c.image_id
         hc = {k: v for k, v in c.host_config.items() if not k.startswith("_")}
         ns = dict(c.network_settings or {})
-        if self.networks is not None and not ns:
+        if self.networks is not None:
+            # Live view first: `network connect/disconnect` change a running container's networks.
             try:
-                ns = self.networks.settings(c.id) or {}
+                ns = self.networks.settings(c.id) or ns
             except Exception:  # noqa: BLE001
-                ns = {}
+                pass
         ns.setdefault("Ports", {})
         ns.setdefault("Networks", {})
         state: dict[str, Any] = {

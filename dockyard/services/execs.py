@@ -129,13 +129,15 @@ class ExecService:
             return None
         keys = parse_detach_keys(cfg.get("DetachKeys"))
 
+        async def exited() -> None:
+            # The CLI reads the exit code right after the stream ends: make sure it is known by then.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(e.done.wait(), 10)
+
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await pump_session(e.session.attach, reader, writer, tty=use_tty, stdin=stdin,
                                stdout=bool(cfg.get("AttachStdout")), stderr=bool(cfg.get("AttachStderr")),
-                               detach_keys=keys, frame=frame)
-            # The CLI reads the exit code right after the stream ends: make sure it is known.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(e.done.wait(), 10)
+                               detach_keys=keys, frame=frame, before_close=exited)
 
         return handler
 

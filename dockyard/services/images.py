@@ -28,7 +28,7 @@ from dockyard.services.events import EventBus
 from dockyard.store import archive
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
-from dockyard.store.layers import decompressed, write_diff
+from dockyard.store.layers import decompressed
 from dockyard.store.snapshots import Snapshotter, chain_ids
 from dockyard.util.timefmt import ZERO_TIME, parse_rfc3339, parse_time_arg, rfc3339
 
@@ -697,50 +697,6 @@ class ImageService:
             img = self.register(config, [snap.diff_id], tags,
                                 layer_blobs=[(snap.diff_id, blob, _media_type_of(head), self.content.size(blob))])
         self.events.emit("image", "import", img.id, {"name": img.id})
-        return img.id
-
-    async def commit_layer(self, *, upper: Path, parent_id: str, container_id: str, container_config: dict[str, Any],
-                           repo: str = "", tag: str = "", comment: str = "", author: str = "",
-                           changes: list[str] | None = None, config_override: dict[str, Any] | None = None) -> str:
-        """`docker commit`: the container's upper dir becomes a new layer on its image; returns the id."""
-        return await asyncio.to_thread(self._commit_sync, upper, parent_id, container_id, container_config,
-                                       repo, tag, comment, author, changes or [], config_override or {})
-
-    def _commit_sync(self, upper: Path, parent_id: str, container_id: str, container_config: dict[str, Any],
-                     repo: str, tag: str, comment: str, author: str, changes: list[str],
-                     override: dict[str, Any]) -> str:
-        parent = self.get(parent_id)
-        tags = [f"{repo}:{tag}" if tag else repo] if repo else []
-        with self._lock:
-            with self.content.ingest() as w:
-                diff_id = write_diff(upper, w)  # type: ignore[arg-type]
-                w.commit()
-            chains = chain_ids([*parent.diff_ids, diff_id])
-            self.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
-                                  lambda: self.content.open(diff_id))
-            now = rfc3339()
-            cfg = dict(parent.config)
-            base = {k: v for k, v in (container_config or {}).items() if v is not None}
-            cfg["config"] = apply_changes({**(parent.config.get("config") or {}), **base, **override}, changes)
-            cfg["created"] = now
-            cfg["container"] = container_id
-            if author:
-                cfg["author"] = author
-            if comment:
-                cfg["comment"] = comment
-            cmd = (container_config or {}).get("Cmd") or []
-            hist = {"created": now, "created_by": " ".join(cmd) if isinstance(cmd, list) else str(cmd)}
-            if author:
-                hist["author"] = author
-            if comment:
-                hist["comment"] = comment
-            cfg["history"] = [*(parent.config.get("history") or []), hist]
-            cfg["rootfs"] = {"type": "layers", "diff_ids": [*parent.diff_ids, diff_id]}
-            config = json.dumps(cfg, separators=(",", ":")).encode()
-            img = self.register(config, [*parent.diff_ids, diff_id], tags, parent=parent.id,
-                                layer_blobs=[(diff_id, diff_id, archive.MT_LAYER_TAR, self.content.size(diff_id))])
-        for t in tags:
-            self.events.emit("image", "tag", img.id, {"name": reference.parse(t).familiar})
         return img.id
 
     def sweep(self) -> None:

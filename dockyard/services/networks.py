@@ -106,6 +106,15 @@ class NetworkService:
                 s.close()
         self._held.clear()
 
+    async def shutdown(self) -> None:
+        """Daemon stop. With no container attached, remove our bridges, table and netns mount too, so
+        a stopped daemon leaves the host as it found it; `start()` rebuilds them all from the DB.
+        With containers still running (they outlive the daemon), keep everything they use."""
+        if self.db.query_one("SELECT 1 FROM net_sandboxes"):
+            await self.close()
+        else:
+            await self.teardown_all()
+
     async def teardown_all(self) -> None:
         await self.close()
         async with self._lock:

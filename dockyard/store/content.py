@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -107,4 +108,7 @@ class ContentStore:
     def sweep_ingest(self) -> None:
         """Drop half-written blobs (at daemon start; nothing is ingesting then)."""
         for p in (self.root / "ingest").iterdir():
-            p.unlink(missing_ok=True)
+            if p.is_dir():  # image load unpacks into ingest/load-*
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)

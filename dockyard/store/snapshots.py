@@ -116,6 +116,34 @@ class Snapshotter:
             raise InvalidParameter(f"layer content does not match: expected chain {chain}, got {snap.chain_id}")
         return snap.path
 
+    def adopt(self, chain: str, parent_chain_id: str | None, diff_id: str, fs_dir: Path, size: int) -> Path:
+        """Take a finished layer dir (an overlay upper whose tar produced `diff_id`) as the snapshot
+        for `chain` by renaming it, instead of extracting the tar again. `fs_dir` must be on this
+        filesystem and is consumed; if the snapshot already exists it is left alone."""
+        validate(chain)
+        if chain_id(parent_chain_id, diff_id) != chain:
+            raise InvalidParameter(f"adopt: {diff_id} on {parent_chain_id} is not chain {chain}")
+        if self.exists(chain):
+            return self.path(chain)
+        tmp = self.root / f"tmp-{secrets.token_hex(8)}"
+        tmp.mkdir()
+        try:
+            os.rename(fs_dir, tmp / "fs")
+            atomic_write_json(tmp / "meta.json", {"chain_id": chain, "parent": parent_chain_id,
+                                                  "diff_id": diff_id, "size": size})
+            shutil.rmtree(self._dir(chain), ignore_errors=True)  # a partial leftover
+            try:
+                os.rename(tmp, self._dir(chain))
+                fsync_dir(self.root)
+            except OSError:
+                if not self.exists(chain):
+                    raise
+                shutil.rmtree(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.path(chain)
+
     def dirs(self, chains: list[str]) -> list[Path]:
         return [self.path(c) for c in chains]
 

@@ -106,7 +106,7 @@ def test_cli_classic_build(server: Any, tmp_path: Path) -> None:
     t0 = time.monotonic()
     p = docker(env, "build", "-t", "app:1", "-t", "app:2", "--iidfile", str(iid), "--label", "x=y", str(tmp_path))
     cold = time.monotonic() - t0
-    assert "Step 1/6 : FROM busybox AS src" in p.stdout, p.stdout
+    assert "Step 1/7 : FROM busybox AS src" in p.stdout and "Step 7/7 : LABEL x=y" in p.stdout, p.stdout  # --label is a step, as in dockerd
     assert "Successfully tagged app:1" in p.stdout and "Successfully tagged app:2" in p.stdout
     image_id = iid.read_text().strip()
     assert image_id.startswith("sha256:")

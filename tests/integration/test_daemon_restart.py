@@ -107,21 +107,21 @@ def test_two_daemons_side_by_side(own_daemon: Daemon) -> None:
     other.start()
     try:
         other.load_busybox()
-        own_daemon.docker("run", "-d", "--name", "a", "busybox", "sleep", "1000")
-        other.docker("run", "-d", "--name", "a", "busybox", "sleep", "1000")
-        assert own_daemon.docker("ps", "--format", "{{.Names}}").stdout == b"a\n"
-        assert other.docker("ps", "--format", "{{.Names}}").stdout == b"a\n"
-        assert _pid(own_daemon, "a") != _pid(other, "a")
+        own_daemon.docker("run", "-d", "--name", "aa", "busybox", "sleep", "1000")
+        other.docker("run", "-d", "--name", "aa", "busybox", "sleep", "1000")
+        assert own_daemon.docker("ps", "--format", "{{.Names}}").stdout == b"aa\n"
+        assert other.docker("ps", "--format", "{{.Names}}").stdout == b"aa\n"
+        assert _pid(own_daemon, "aa") != _pid(other, "aa")
         assert other.docker("run", "--rm", "busybox", "echo", "ok").stdout == b"ok\n"
     finally:
         other.teardown()
-    assert own_daemon.docker("ps", "--format", "{{.Names}}").stdout == b"a\n"
+    assert own_daemon.docker("ps", "--format", "{{.Names}}").stdout == b"aa\n"
 
 
 def test_reboot_marks_running_containers_exited(own_daemon: Daemon) -> None:
     d = own_daemon
-    cid = d.docker("run", "-d", "--name", "r", "busybox", "sleep", "1000").stdout.decode().strip()
-    pid = _pid(d, "r")
+    cid = d.docker("run", "-d", "--name", "rb", "busybox", "sleep", "1000").stdout.decode().strip()
+    pid = _pid(d, "rb")
     rootfs = d.exec_root / "containers" / cid / "rootfs"
     d.kill()
     # A reboot leaves no processes and no mounts; simulate that, then change the boot id.
@@ -131,8 +131,84 @@ def test_reboot_marks_running_containers_exited(own_daemon: Daemon) -> None:
     db.commit()
     db.close()
     d.start()
-    st = json.loads(d.docker("inspect", "r").stdout)[0]["State"]
+    st = json.loads(d.docker("inspect", "rb").stdout)[0]["State"]
     assert st["Running"] is False and st["Status"] == "exited" and st["Pid"] == 0
     assert not rootfs.is_mount()
-    assert d.docker("start", "r").returncode == 0
-    assert _status(d, "r").startswith("Up")
+    assert not (d.exec_root / "netns" / cid).exists()
+    assert d.docker("start", "rb").returncode == 0
+    assert _status(d, "rb").startswith("Up")
+
+
+def _mount_tmpfs(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], check=True)
+
+
+def test_startup_sweep_removes_garbage(own_daemon: Daemon) -> None:
+    d = own_daemon
+    cid = d.docker("create", "--name", "idle", "busybox", "true").stdout.decode().strip()
+    keep = d.docker("run", "-d", "--name", "keeper", "busybox", "sleep", "1000").stdout.decode().strip()
+    d.kill()
+    orphan = "f" * 64
+    plants = {
+        "ingest_file": d.data_root / "content" / "ingest" / "deadbeef",
+        "ingest_dir": d.data_root / "content" / "ingest" / "load-0123" / "blobs",
+        "snap_tmp": d.data_root / "overlay" / "tmp-0123" / "fs" / "x",
+        "build_tmp": d.data_root / "build" / "tmp-0123" / "ctx",
+        "orphan_data": d.data_root / "containers" / orphan / "upper",
+    }
+    for p in plants.values():
+        p.mkdir(parents=True, exist_ok=True)
+    chain = "sha256:" + "e" * 64
+    snap = d.data_root / "overlay" / ("e" * 24)
+    (snap / "fs").mkdir(parents=True)
+    (snap / "meta.json").write_text(json.dumps({"chain_id": chain, "parent": None, "diff_id": chain, "size": 0}))
+    orphan_rootfs = d.exec_root / "containers" / orphan / "rootfs"
+    _mount_tmpfs(orphan_rootfs)
+    (orphan_rootfs / "file").write_text("x")
+    idle_rootfs = d.exec_root / "containers" / cid / "rootfs"
+    _mount_tmpfs(idle_rootfs)
+    d.start()
+
+    for name, p in plants.items():
+        assert not p.exists(), name
+    assert not snap.exists()
+    assert not (d.exec_root / "containers" / orphan).exists()
+    assert not idle_rootfs.is_mount()
+    # What is in use stays.
+    assert (d.exec_root / "containers" / keep / "rootfs").is_mount()
+    assert _status(d, "keeper").startswith("Up")
+    assert d.docker("start", "-a", "idle").returncode == 0
+    assert d.docker("run", "--rm", "busybox", "echo", "ok").stdout == b"ok\n"
+
+
+def test_named_volume_data_survives_containers_and_restart(own_daemon: Daemon) -> None:
+    d = own_daemon
+    d.docker("run", "--rm", "-v", "keepme:/data", "busybox", "sh", "-c", "echo persisted > /data/f")
+    assert d.docker("run", "--rm", "-v", "keepme:/data", "busybox", "cat", "/data/f").stdout == b"persisted\n"
+    d.docker("run", "-d", "--name", "holder", "-v", "keepme:/data", "busybox", "sleep", "1000")
+    d.kill()
+    d.start()
+    assert d.docker("exec", "holder", "cat", "/data/f").stdout == b"persisted\n"
+    d.docker("rm", "-f", "holder")
+    d.stop()
+    d.start()
+    assert d.docker("run", "--rm", "-v", "keepme:/data", "busybox", "cat", "/data/f").stdout == b"persisted\n"
+    vol = json.loads(d.docker("volume", "inspect", "keepme").stdout)[0]
+    assert vol["Name"] == "keepme" and vol["Driver"] == "local"
+
+
+def test_restart_policy_after_crash(own_daemon: Daemon) -> None:
+    """`always` brings back a container that died while the daemon was down; `no` stays exited."""
+    d = own_daemon
+    d.docker("run", "-d", "--name", "alw", "--restart", "always", "busybox", "sleep", "1000")
+    d.docker("run", "-d", "--name", "nop", "busybox", "sleep", "1000")
+    pids = {n: _pid(d, n) for n in ("alw", "nop")}
+    d.kill()
+    for pid in pids.values():
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+    time.sleep(1)
+    d.start()
+    _wait_for(lambda: _status(d, "alw").startswith("Up"), "alw restarted")
+    assert _pid(d, "alw") not in (0, pids["alw"])
+    assert _status(d, "nop").startswith("Exited (137)")

@@ -8,6 +8,7 @@ the network. Certificates come from `openssl`, sshd from Debian's openssh-server
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -189,17 +190,34 @@ def test_tls_client_verifies_server(net: Net, certs: Path, tls_daemon: Daemon, t
     assert b"CERTIFICATE_VERIFY_FAILED" in p.stderr
 
 
-# Containers through the remote link: off until the engine passes
-# tests/conformance/test_docker_cli_core.py -k run_rm (today it stalls: "network default not found").
-needs_run = pytest.mark.skipif(not os.environ.get("DOCKYARD_TEST_REMOTE_RUN"),
-                               reason="set DOCKYARD_TEST_REMOTE_RUN=1 once `run --rm` works in the engine")
+def in_pty(net: Net, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """argv with a terminal on stdin/stdout (util-linux `script`), as `-it` needs."""
+    return in_ns(net, ["script", "-qec", shlex.join(argv), "/dev/null"], env, input=b"")
 
 
-@needs_run
-def test_tls_run_rm(net: Net, certs: Path, tls_daemon: Daemon, tmp_path: Path) -> None:
+def test_tls_run_logs_exec(net: Net, certs: Path, tls_daemon: Daemon, tmp_path: Path) -> None:
     env = client_env(tmp_path, DOCKER_HOST=f"tcp://{net.host_ip}:2376", DOCKER_TLS_VERIFY="1",
                      DOCKER_CERT_PATH=str(certs / "client"))
     assert ok(dockyard(net, env, "run", "--rm", "busybox", "echo", "hi")) == "hi\n"
+    name = f"remote-{os.getpid()}"
+    try:
+        # logs -f follows over TLS until the container ends
+        ok(dockyard(net, env, "run", "-d", "--name", name, "busybox", "sh", "-c", "echo one; sleep 1; echo two"))
+        assert ok(dockyard(net, env, "logs", "-f", name)) == "one\ntwo\n"
+        ok(dockyard(net, env, "rm", name))
+        ok(dockyard(net, env, "run", "-d", "--name", name, "busybox", "sleep", "300"))
+        # exec -it: a terminal in the container, through the hijacked TLS stream
+        out = ok(in_pty(net, [sys.executable, "-m", "dockyard.cli.main", "exec", "-it", name, "sh", "-c",
+                              "tty; echo done"], env))
+        assert "/dev/pts/" in out and "done" in out
+        p = dockyard(net, env, "exec", name, "sh", "-c", "exit 7")
+        assert p.returncode == 7
+        # and the real docker CLI the same way
+        out = ok(in_pty(net, [DOCKER_CLI, "exec", "-it", name, "sh", "-c", "tty; echo done"], env))
+        assert "/dev/pts/" in out and "done" in out
+        assert ok(in_ns(net, [DOCKER_CLI, "run", "--rm", "busybox", "echo", "hi"], env)) == "hi\n"
+    finally:
+        dockyard(net, env, "rm", "-f", name)
 
 
 def test_tls_context(net: Net, certs: Path, tls_daemon: Daemon, tmp_path: Path) -> None:
@@ -350,7 +368,6 @@ def test_ssh_context_both_clis(net: Net, sshd: SSHD, tmp_path: Path) -> None:
     assert "busybox" in ok(dockyard(net, {**env, "DOCKER_CONTEXT": "remote"}, "images"))
 
 
-@needs_run
 def test_ssh_run_attach_stdin(net: Net, sshd: SSHD, tmp_path: Path) -> None:
     env = sshd.env(tmp_path, DOCKER_HOST=sshd.url)
     assert ok(dockyard(net, env, "run", "--rm", "busybox", "echo", "hi")) == "hi\n"

@@ -1,0 +1,119 @@
+"""Networking: time from `run -d -p` to the first HTTP 200, and requests/s through a published port.
+
+The server is nginx:latest (our offline bootstrap build, loaded where missing) so the figure is the
+data path's, not busybox httpd's fork per request. Load comes from `wrk` (Debian's package,
+installed with apt when missing), bounded in time and connections, to loopback and to the host's
+own address only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from benchlib.core import BenchError, Scenario, Target, median, scenario
+
+from scenarios.basic import LABEL, containers
+
+WRK_SECONDS = 5
+WRK_ARGS = ["-t", "2", "-c", "32", "-d", f"{WRK_SECONDS}s"]
+
+
+def ensure_nginx(t: Target) -> None:
+    if t.docker("image", "inspect", "nginx:latest", check=False).returncode == 0:
+        return
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    py = os.path.join(root, ".venv", "bin", "python")
+    tar = subprocess.run([py, "-m", "dockyard.bootstrap", "nginx"], cwd=root, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.strip()
+    t.docker("load", "-i", tar)
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        path = shutil.which("wrk")
+    if path is None:
+        raise BenchError("wrk is not installed and apt could not install it")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def host_ip() -> str | None:
+    out = subprocess.run(["ip", "-j", "route", "get", "192.0.2.123"], capture_output=True, text=True).stdout
+    try:
+        return json.loads(out)[0].get("prefsrc")  # type: ignore[no-any-return]
+    except (ValueError, IndexError):
+        return None
+
+
+def wait_200(url: str, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.005)
+    raise BenchError(f"no HTTP 200 from {url} within {limit:.0f}s")
+
+
+def wrk_rps(wrk: str, url: str) -> float:
+    r = subprocess.run([wrk, *WRK_ARGS, url], capture_output=True, text=True, timeout=WRK_SECONDS + 30)
+    for line in r.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise BenchError(f"wrk gave no Requests/sec: {r.stdout[-300:]} {r.stderr[-300:]}")
+
+
+@scenario
+class Network(Scenario):
+    name = "network"
+    help = f"run -d -p to first HTTP 200; nginx requests/s via a published port (wrk {' '.join(WRK_ARGS)})"
+    order = 50
+
+    def run(self, t: Target) -> dict[str, float]:
+        ensure_nginx(t)
+        wrk = ensure_wrk()
+        out: dict[str, float] = {}
+        with containers(t) as ids:
+            firsts = []
+            for _ in range(max(3, self.runs // 2)):
+                port = free_port()
+                t0 = time.perf_counter()
+                cid = t.docker("run", "-d", "--label", LABEL, "-p", f"{port}:80", "nginx:latest").stdout.strip()
+                wait_200(f"http://127.0.0.1:{port}/")
+                firsts.append((time.perf_counter() - t0) * 1000)
+                ids.append(cid)
+                t.docker("rm", "-f", cid)
+                ids.remove(cid)
+            out["run -d -p to first HTTP 200 (ms)"] = median(firsts)
+
+            port = free_port()
+            cid = t.docker("run", "-d", "--label", LABEL, "-p", f"{port}:80", "nginx:latest").stdout.strip()
+            ids.append(cid)
+            wait_200(f"http://127.0.0.1:{port}/")
+            out["HTTP req/s via 127.0.0.1:port"] = wrk_rps(wrk, f"http://127.0.0.1:{port}/")
+            hip = host_ip()
+            if hip:
+                out["HTTP req/s via host-ip:port"] = wrk_rps(wrk, f"http://{hip}:{port}/")
+            ip = t.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", cid).stdout.strip()
+            if ip:
+                out["HTTP req/s to container IP (no NAT)"] = wrk_rps(wrk, f"http://{ip}:80/")
+        return out

@@ -1,0 +1,214 @@
+"""`dockyard build` (docker's classic builder client) and `dockyard builder prune`.
+
+The context goes to POST /build as a tar streamed from a temporary file, so a large context is
+never held in memory; `.dockerignore` is applied here, as the docker CLI does, with Docker's
+rules (patterns anchored at the context root, `**`, `!` exceptions), using pathspec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from dockyard.cli.common import CLIError, Command, Ctx
+from dockyard.cli.formatting import human_size
+
+_CHUNK = 1 << 20
+
+
+def ignore_spec(lines: list[str]) -> Any:
+    """A pathspec matcher with .dockerignore semantics: every pattern is anchored at the root."""
+    import pathspec
+
+    pats = []
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        body = os.path.normpath(line[1:].strip() if neg else line).lstrip("/")
+        if body in ("", "."):
+            continue
+        pats.append(("!" if neg else "") + "/" + body)
+    return pathspec.PathSpec.from_lines("gitwildmatch", pats)
+
+
+def context_files(root: Path, dockerfile_rel: str | None) -> Iterator[tuple[Path, str]]:
+    """(path, name in the tar) for everything .dockerignore keeps; the Dockerfile and
+    .dockerignore always go, as docker sends them even when excluded."""
+    ig = root / ".dockerignore"
+    spec = ignore_spec(ig.read_text().splitlines()) if ig.is_file() else None
+    always = {".dockerignore", dockerfile_rel or "Dockerfile"}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in [*dirnames, *sorted(filenames)]:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            full = Path(dirpath) / name
+            is_dir = name in dirnames and not full.is_symlink()
+            if spec is not None and rel not in always and spec.match_file(rel + ("/" if is_dir else "")):
+                continue
+            yield full, rel
+
+
+def write_context(root: Path, out: IO[bytes], dockerfile_rel: str | None,
+                  extra: tuple[str, bytes] | None = None) -> None:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for full, rel in context_files(root, dockerfile_rel):
+            ti = tf.gettarinfo(str(full), arcname=rel)
+            ti.uid = ti.gid = 0
+            ti.mtime = int(ti.mtime)  # whole seconds: no PAX header per file
+            ti.uname = ti.gname = ""
+            if ti.isreg():
+                with open(full, "rb") as f:
+                    tf.addfile(ti, f)
+            else:
+                tf.addfile(ti)
+        if extra is not None:  # a Dockerfile from outside the context, under a private name
+            import io
+
+            ti = tarfile.TarInfo(extra[0])
+            ti.size, ti.mode = len(extra[1]), 0o644
+            tf.addfile(ti, io.BytesIO(extra[1]))
+
+
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    f.seek(0)
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
+def _build_args(values: list[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for v in values:
+        k, eq, val = v.partition("=")
+        out[k] = val if eq else os.environ.get(k)  # like docker: a bare name takes the client's env
+    return out
+
+
+def _kv(values: list[str]) -> dict[str, str]:
+    return {k: v for k, _, v in (s.partition("=") for s in values)}
+
+
+def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
+    from dockyard.client import APIError
+
+    params: dict[str, Any] = {
+        "t": args.tag or None, "target": args.target or None, "nocache": args.no_cache or None,
+        "pull": args.pull or None, "q": args.quiet or None, "rm": args.rm, "forcerm": args.force_rm or None,
+        "networkmode": args.network or None, "platform": args.platform or None,
+        "labels": json.dumps(_kv(args.label)) if args.label else None,
+        "buildargs": json.dumps(_build_args(args.build_arg)) if args.build_arg else None,
+    }
+    with tempfile.TemporaryFile(prefix="dockyard-context-") as tmp:
+        if args.path == "-":  # a tar context on stdin, passed through
+            while chunk := sys.stdin.buffer.read(_CHUNK):
+                tmp.write(chunk)
+            params["dockerfile"] = args.file or None
+        else:
+            root = Path(args.path)
+            if not root.is_dir():
+                raise CLIError(f'unable to prepare context: path "{args.path}" not found')
+            df_rel: str | None = None
+            extra = None
+            if args.file:
+                dfp = Path(args.file) if os.path.isabs(args.file) else Path.cwd() / args.file
+                if args.file == "-":
+                    extra = (f".dockerfile.{secrets.token_hex(10)}", sys.stdin.buffer.read())
+                    df_rel = extra[0]
+                elif not dfp.is_file():
+                    raise CLIError(f"unable to prepare context: the Dockerfile ({args.file}) cannot be empty"
+                                   if dfp.exists() else f"the Dockerfile ({args.file}) cannot be found")
+                else:
+                    rel = os.path.relpath(dfp.resolve(), root.resolve())
+                    if rel.startswith(".."):
+                        extra = (f".dockerfile.{secrets.token_hex(10)}", dfp.read_bytes())
+                        df_rel = extra[0]
+                    else:
+                        df_rel = rel
+            params["dockerfile"] = df_rel
+            write_context(root, tmp, df_rel, extra)
+        size = tmp.tell()
+        if not args.quiet:
+            print(f"Sending build context to Docker daemon  {human_size(size)}", flush=True)
+        image_id = ""
+        try:
+            with ctx.client.stream("POST", "/build", params, data=_chunks(tmp),
+                                   headers={"Content-Type": "application/x-tar"}) as s:
+                for ev in s.json():
+                    if ev.get("error") or ev.get("errorDetail"):
+                        msg = ev.get("error") or (ev.get("errorDetail") or {}).get("message", "build failed")
+                        code = int((ev.get("errorDetail") or {}).get("code") or 1)
+                        print(msg, file=sys.stderr)
+                        return code if 0 < code < 256 else 1  # as docker: the failed step's code
+                    if isinstance(ev.get("aux"), dict) and ev["aux"].get("ID"):
+                        image_id = ev["aux"]["ID"]
+                        continue
+                    if args.quiet:
+                        continue
+                    if "stream" in ev:
+                        sys.stdout.write(ev["stream"])
+                    elif ev.get("status") and not ev.get("progressDetail"):
+                        sys.stdout.write(f"{ev['id']}: {ev['status']}\n" if ev.get("id") else ev["status"] + "\n")
+                    sys.stdout.flush()
+        except APIError as e:
+            raise CLIError(str(e)) from None
+    if args.quiet and image_id:
+        print(image_id)
+    if args.iidfile and image_id:
+        Path(args.iidfile).write_text(image_id)
+    return 0
+
+
+def setup_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--tag", action="append", default=[])
+    p.add_argument("-f", "--file")
+    p.add_argument("--target")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--pull", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--label", action="append", default=[])
+    p.add_argument("--build-arg", action="append", default=[])
+    p.add_argument("--network")
+    p.add_argument("--platform")
+    p.add_argument("--iidfile")
+    p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--force-rm", action="store_true")
+    p.add_argument("path", metavar="PATH")
+
+
+def cmd_builder_prune(ctx: Ctx, args: argparse.Namespace) -> int:
+    if not args.force:
+        sys.stdout.write("WARNING! This will remove all dangling build cache.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    res = ctx.client.post("/build/prune", {"all": args.all or None})
+    deleted = res.get("CachesDeleted") or []
+    if deleted:
+        print("Deleted build cache objects:")
+        for k in deleted:
+            print(k)
+        print()
+    print(f"Total reclaimed space: {human_size(res.get('SpaceReclaimed') or 0)}")
+    return 0
+
+
+def setup_builder_prune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--filter", action="append", default=[])
+
+
+COMMANDS = [
+    Command("build", cmd_build, setup_build, "image", help="Build an image from a Dockerfile"),
+    Command("prune", cmd_builder_prune, setup_builder_prune, "builder", top=False, help="Remove build cache"),
+]

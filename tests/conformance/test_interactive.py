@@ -1,0 +1,267 @@
+"""The real docker CLI (under a pty where a terminal is involved) and docker-py against our daemon:
+run -it, attach/detach, exec -it, resize, stdin half-close, pause, stats, top, signals, --init."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import select
+import signal
+import struct
+import termios
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import DOCKER_CLI, Daemon
+
+
+class Pty:
+    """The docker CLI on a pseudo-terminal of a given size, as a person would run it."""
+
+    def __init__(self, d: Daemon, *args: str, rows: int = 24, cols: int = 80) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # child: the CLI
+            os.execve(DOCKER_CLI, [DOCKER_CLI, *args], d.env)
+        self.resize(rows, cols)
+        self.buf = b""
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        os.kill(self.pid, signal.SIGWINCH)
+
+    def _answer(self, chunk: bytes) -> None:
+        # busybox's line editor asks the terminal for the cursor position (DSR) and eats input
+        # until it gets a reply: answer as a terminal would.
+        for _ in range(chunk.count(b"\x1b[6n")):
+            os.write(self.fd, b"\x1b[1;5R")
+
+    def prompt(self) -> None:
+        """Wait for the shell's next prompt (its DSR query, answered), so typed input is not eaten."""
+        self.expect(b"\x1b[6n")
+
+    def send(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def expect(self, needle: bytes, timeout: float = 30) -> bytes:
+        """Read until needle appears (the deadline only bounds a hang; it asserts nothing about speed)."""
+        end = time.monotonic() + timeout
+        while needle not in self.buf and time.monotonic() < end:
+            r, _, _ = select.select([self.fd], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self._answer(chunk)
+                self.buf += chunk
+        assert needle in self.buf, f"{needle!r} not in {self.buf!r}"
+        i = self.buf.index(needle) + len(needle)
+        seen, self.buf = self.buf[:i], self.buf[i:]
+        return seen
+
+    def wait(self, timeout: float = 30) -> int:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with_status = os.waitpid(self.pid, os.WNOHANG)
+            if with_status[0]:
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(with_status[1])
+            # keep draining so the CLI never blocks on a full pty
+            r, _, _ = select.select([self.fd], [], [], 0.1)
+            if r:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                    self._answer(chunk)
+                    self.buf += chunk
+                except OSError:
+                    pass
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        raise AssertionError(f"docker CLI did not exit; output {self.buf!r}")
+
+
+def until(cond: Callable[[], bool], timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition never became true"
+        time.sleep(0.1)
+
+
+def state(d: Daemon, name: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(d.docker("inspect", "-f", "{{json .State}}", name).stdout)
+
+
+# ---------------------------------------------------------------- terminals
+def test_run_it_shell_resize_and_exit_code(clean_daemon: Daemon) -> None:
+    p = Pty(clean_daemon, "run", "-it", "--rm", "busybox", "sh", rows=30, cols=100)
+    p.prompt()
+    p.send(b"stty size\r")
+    p.expect(b"30 100")
+    p.prompt()
+    p.resize(40, 120)
+
+    def resized() -> bool:  # the CLI forwards SIGWINCH asynchronously: ask until the size shows
+        p.send(b"stty size\r")
+        got = p.expect(b"\x1b[6n")
+        return b"40 120" in got
+
+    until(resized)
+    p.send(b"echo h''i\r")
+    p.expect(b"hi\r\n")
+    p.prompt()
+    p.send(b"exit 3\r")
+    assert p.wait() == 3
+
+
+def test_attach_and_detach_keeps_running(clean_daemon: Daemon) -> None:
+    # A plain read loop: no line editor whose terminal queries nobody answered while detached.
+    loop = "while read l; do echo got-$l; done"
+    clean_daemon.docker("run", "-dit", "--name", "att", "busybox", "sh", "-c", loop)
+    p = Pty(clean_daemon, "attach", "att", rows=25, cols=90)
+    p.send(b"ab\r")
+    p.expect(b"got-ab\r\n")
+    p.send(b"\x10\x11")  # ctrl-p ctrl-q
+    p.expect(b"read escape sequence")
+    p.wait()
+    assert state(clean_daemon, "att")["Running"] is True
+    p = Pty(clean_daemon, "attach", "--detach-keys", "ctrl-a,x", "att")
+    p.send(b"cd\r")
+    p.expect(b"got-cd\r\n")
+    p.send(b"\x01x")
+    p.expect(b"read escape sequence")
+    p.wait()
+    assert state(clean_daemon, "att")["Running"] is True
+
+
+def test_exec_it(clean_daemon: Daemon) -> None:
+    clean_daemon.docker("run", "-d", "--name", "ex", "busybox", "sleep", "1000")
+    p = Pty(clean_daemon, "exec", "-it", "-e", "FOO=bar", "-w", "/tmp", "ex", "sh", rows=33, cols=77)
+    p.prompt()
+    p.send(b"stty size; echo $FOO-$(pwd); exit 4\r")
+    p.expect(b"33 77")
+    p.expect(b"bar-/tmp")
+    assert p.wait() == 4
+
+
+def test_stdin_pipe_half_close(clean_daemon: Daemon) -> None:
+    p = clean_daemon.docker("run", "-i", "--rm", "busybox", "cat", input=b"hi\n")
+    assert p.stdout == b"hi\n"
+    p = clean_daemon.docker("run", "-i", "--rm", "busybox", "wc", "-c", input=b"x" * 100_000)
+    assert p.stdout.strip() == b"100000"
+
+
+def test_exec_detached_and_inspect(clean_daemon: Daemon) -> None:
+    clean_daemon.docker("run", "-d", "--name", "exd", "busybox", "sleep", "1000")
+    clean_daemon.docker("exec", "-d", "exd", "sh", "-c", "echo done > /tmp/flag")
+    until(lambda: clean_daemon.docker("exec", "exd", "cat", "/tmp/flag", check=False).stdout == b"done\n")
+    p = clean_daemon.docker("exec", "-u", "nobody", "exd", "id", "-u")
+    assert p.stdout.strip() == b"65534"
+
+
+# ---------------------------------------------------------------- observation and signals
+def test_pause_unpause_and_exec_conflict(clean_daemon: Daemon) -> None:
+    clean_daemon.docker("run", "-d", "--name", "pz", "busybox", "sleep", "1000")
+    clean_daemon.docker("pause", "pz")
+    st = state(clean_daemon, "pz")
+    assert st["Paused"] is True and st["Status"] == "paused"
+    p = clean_daemon.docker("exec", "pz", "true", check=False)
+    assert p.returncode != 0 and b"is paused" in p.stderr
+    with clean_daemon.api() as c:
+        r = c.post("/containers/pz/exec", json={"Cmd": ["true"]})
+        assert r.status_code == 409
+    clean_daemon.docker("unpause", "pz")
+    assert state(clean_daemon, "pz")["Paused"] is False
+    clean_daemon.docker("exec", "pz", "true")
+
+
+def test_stats_and_top(clean_daemon: Daemon) -> None:
+    clean_daemon.docker("run", "-d", "--name", "st", "-m", "64m", "busybox", "sleep", "1000")
+    out = clean_daemon.docker("stats", "--no-stream", "st").stdout.decode()
+    head, row = out.splitlines()[:2]
+    for col in ("CPU %", "MEM USAGE / LIMIT", "NET I/O", "BLOCK I/O", "PIDS"):
+        assert col in head
+    assert "/ 64MiB" in row and row.split()[-1] == "1"
+    doc = json.loads(clean_daemon.docker("stats", "--no-stream", "--format", "{{json .}}", "st").stdout)
+    assert doc["MemUsage"].endswith("64MiB") and doc["PIDs"] == "1"
+    top = clean_daemon.docker("top", "st", "-o", "pid,comm").stdout.decode().splitlines()
+    assert top[0].split() == ["PID", "COMMAND"] and top[1].split()[1] == "sleep"
+
+
+def test_kill_signal_stop_signal_and_timeout(clean_daemon: Daemon) -> None:
+    trap = "trap 'echo got-$0' USR1; trap 'echo term' TERM; while true; do sleep 0.1; done"
+    clean_daemon.docker("run", "-d", "--name", "sg", "--stop-signal", "USR1", "--stop-timeout", "1",
+                        "busybox", "sh", "-c", trap)
+    clean_daemon.docker("kill", "-s", "TERM", "sg")
+    until(lambda: b"term" in clean_daemon.docker("logs", "sg").stdout)
+    assert state(clean_daemon, "sg")["Running"] is True  # the trap kept it alive
+    clean_daemon.docker("stop", "sg")  # USR1 is trapped too: SIGKILL after the 1 s stop timeout
+    assert b"got-" in clean_daemon.docker("logs", "sg").stdout
+    assert state(clean_daemon, "sg")["ExitCode"] == 137
+
+
+def test_init_reaps_zombies(clean_daemon: Daemon) -> None:
+    # The orphan's parent exits at once; only a reaping PID 1 (catatonit) keeps it from staying a zombie.
+    script = "sh -c 'sleep 0.2 & exit 0'; exec sleep 1000"
+
+    def procs(name: str) -> list[str]:
+        out = clean_daemon.docker("exec", name, "ps", "-o", "stat,args").stdout.decode().splitlines()[1:]
+        return [line.strip() for line in out if not line.strip().endswith("ps -o stat,args")]
+
+    clean_daemon.docker("run", "-d", "--name", "noinit", "busybox", "sh", "-c", script)
+    until(lambda: "Z    [sleep]" in procs("noinit"))  # sleep as PID 1 never reaps
+    clean_daemon.docker("run", "-d", "--name", "in", "--init", "busybox", "sh", "-c", script)
+    until(lambda: not any(p.endswith(" sleep 0.2") for p in procs("in")))
+    ps = procs("in")
+    assert len(ps) == 2 and "docker-init" in ps[0] and ps[1] == "S    sleep 1000", ps
+
+
+# ---------------------------------------------------------------- docker-py
+@pytest.fixture()
+def dclient(clean_daemon: Daemon) -> Iterator[object]:
+    docker = pytest.importorskip("docker")
+    c = docker.DockerClient(base_url=clean_daemon.host)
+    yield c
+    c.close()
+
+
+def test_docker_py_exec_stats_top_pause_attach(dclient) -> None:  # type: ignore[no-untyped-def]
+    import docker
+
+    ct = dclient.containers.run("busybox", "sleep 1000", detach=True)
+    res = ct.exec_run("sh -c 'echo o; echo e >&2; exit 5'", demux=True)
+    assert res.exit_code == 5 and res.output == (b"o\n", b"e\n")
+    chunks = list(ct.exec_run("sh -c 'echo o; sleep 0.2; echo e >&2'", stream=True, demux=True).output)
+    assert (b"o\n", None) in chunks and (None, b"e\n") in chunks
+    s = ct.stats(stream=False)
+    assert {"read", "cpu_stats", "precpu_stats", "memory_stats", "blkio_stats", "pids_stats"} <= set(s)
+    assert s["memory_stats"]["usage"] > 0 and s["pids_stats"]["current"] == 1
+    assert "eth0" in s["networks"]
+    top = ct.top(ps_args="-o pid,comm")
+    assert top["Titles"] == ["PID", "COMMAND"] and top["Processes"][0][1] == "sleep"
+    ct.pause()
+    ct.reload()
+    assert ct.status == "paused" and ct.attrs["State"]["Paused"] is True
+    with pytest.raises(docker.errors.APIError) as ei:
+        ct.exec_run("true")
+    assert ei.value.status_code == 409
+    ct.unpause()
+    ct2 = dclient.containers.run("busybox", "sh -c 'for i in 1 2 3; do echo $i; sleep 0.1; done'", detach=True)
+    assert b"".join(ct2.attach(stream=True, logs=True)) == b"1\n2\n3\n"
+    with pytest.raises(docker.errors.APIError) as ei:
+        dclient.containers.run("busybox", "true", mem_limit="4m")
+    assert ei.value.status_code == 400 and "Minimum memory limit allowed is 6MB" in str(ei.value)
+
+
+def test_resize_needs_tty(clean_daemon: Daemon) -> None:
+    clean_daemon.docker("run", "-d", "--name", "rz", "busybox", "sleep", "1000")
+    with clean_daemon.api() as c:
+        # dockerd ignores a container resize without a TTY, and refuses one for such an exec.
+        assert c.post("/containers/rz/resize", params={"h": 10, "w": 10}).status_code == 200
+        ex = c.post("/containers/rz/exec", json={"Cmd": ["true"]}).json()["Id"]
+        assert c.post(f"/exec/{ex}/resize", params={"h": 10, "w": 10}).status_code >= 400
