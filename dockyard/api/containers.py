@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dockyard.api import validate
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter, NotFound
 
@@ -32,6 +33,7 @@ def register(router: Router, engine: Any) -> None:
         body = await req.json()
         if not isinstance(body, dict):
             raise InvalidParameter("invalid JSON: body must be an object")
+        validate.check(body, validate.CREATE, "ContainerCreateRequest")
         platform = req.q("platform")
         if platform and hasattr(engine.images, "check_platform"):
             engine.images.check_platform(body.get("Image", ""), platform)
@@ -116,6 +118,7 @@ def register(router: Router, engine: Any) -> None:
         return Response(200, {"Content-Type": "text/plain"}, b"")
 
     async def container_export(req: Request) -> Response:
+        cs.get(req.params["id"])  # 404 now: the generator below only runs once the 200 is sent
         return Response(200, {"Content-Type": "application/x-tar"}, io.export(req.params["id"]))
 
     async def container_changes(req: Request) -> Response:
@@ -126,6 +129,7 @@ def register(router: Router, engine: Any) -> None:
 
     async def container_stats(req: Request) -> Response:
         stream = req.qbool("stream", True) and not req.qbool("one-shot")
+        cs.get(req.params["id"])  # 404 before a streamed 200
         gen = io.stats(req.params["id"], stream=stream)
         if not stream:
             first = None
@@ -142,6 +146,9 @@ def register(router: Router, engine: Any) -> None:
 
     async def container_update(req: Request) -> Response:
         body = await req.json()
+        if body is not None and not isinstance(body, dict):
+            raise InvalidParameter("invalid JSON: body must be an object")
+        validate.check(body or {}, validate.HOST_CONFIG, "UpdateConfig")
         return json_response(await io.update(req.params["id"], body or {}))
 
     async def archive_stat_header(cid: str, path: str) -> str:

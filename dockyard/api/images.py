@@ -18,6 +18,14 @@ async def _items(items: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         yield it
 
 
+# What dockerd reports as ContainerConfig for an image that was not committed from a container.
+_EMPTY_CONTAINER_CONFIG: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
+    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+}
+
+
 def _tar_response(body: AsyncIterator[bytes]) -> Response:
     return Response(200, {"Content-Type": "application/x-tar"}, body)
 
@@ -27,7 +35,15 @@ def register(router: Router, images: Any) -> None:
         return json_response(images.list(req.qjson("filters"), all=req.qbool("all"), digests=req.qbool("digests")))
 
     async def get_image_inspect(req: Request) -> Response:
-        return json_response(images.inspect(req.params["name"]))
+        out = images.inspect(req.params["name"])
+        v = tuple(int(x) for x in (req.api_version or "99").split(".") if x.isdigit())
+        # Dropped in API 1.45. docker-compose 1.29 negotiates the newest API yet reads ContainerConfig
+        # when it recreates a container (KeyError on Docker 25+), so it keeps getting them.
+        if v < (1, 45) or req.headers.get("user-agent", "").startswith("docker-compose/"):
+            out = {**out, "Container": "", "ContainerConfig": dict(_EMPTY_CONTAINER_CONFIG)}
+        if v < (1, 44):
+            out["VirtualSize"] = out.get("Size", 0)
+        return json_response(out)
 
     async def get_image_history(req: Request) -> Response:
         return json_response(images.history(req.params["name"]))

@@ -76,9 +76,13 @@ class Request:
         if not value:
             return None
         try:
-            return json.loads(value)
+            out = json.loads(value)
         except ValueError as e:
             raise InvalidParameter(f"invalid JSON in {name}: {e}") from None
+        if name == "filters" and not _filters_ok(out):
+            # moby's two forms: {"key": {"value": true}} and the old {"key": ["value"]}
+            raise InvalidParameter(f"invalid filter: {value}")
+        return out
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The request body chunk by chunk as it arrives (never buffered whole)."""
@@ -113,6 +117,18 @@ class Request:
             return json.loads(data)
         except ValueError as e:
             raise InvalidParameter(f"invalid JSON: {e}") from None
+
+
+def _filters_ok(f: Any) -> bool:
+    if not isinstance(f, dict):
+        return False
+    for v in f.values():
+        if isinstance(v, dict):
+            if not all(isinstance(x, str | bool) for x in v.values()):
+                return False
+        elif not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            return False
+    return True
 
 
 class Response:

@@ -317,7 +317,8 @@ class _HalfCloseSSLProtocol(sslproto.SSLProtocol):
 
     def _start_shutdown(self) -> None:
         app = self._app_transport
-        if self._app_state == sslproto.AppProtocolState.STATE_EOF and app is not None and not app._closed:
+        peer_done = getattr(self, "_app_state", None) == sslproto.AppProtocolState.STATE_EOF
+        if peer_done and app is not None and not app._closed:
             return  # peer is done writing; we close when our side is done (the app closes its writer)
         super()._start_shutdown()
 
@@ -363,7 +364,7 @@ class Server:
         def factory() -> asyncio.BaseProtocol:
             reader = asyncio.StreamReader(loop=loop)
             app = asyncio.StreamReaderProtocol(reader, self._on_connection, loop=loop)
-            return _HalfCloseSSLProtocol(loop, app, tls, None, server_side=True)
+            return _HalfCloseSSLProtocol(loop, app, tls, None, server_side=True)  # type: ignore[arg-type]
 
         return factory
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from argparse import Namespace
@@ -387,6 +388,11 @@ def ls(client: APIClient, args: Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C forces (kill)
+    raise KeyboardInterrupt
+
+
 def attached(client: APIClient, project: Project, host: str | None, ids: list[str], args: Namespace) -> int:
     """`up` without -d: prefixed logs until every container exits or Ctrl-C, then stop the project."""
     ctrs = [client.inspect_container(i) for i in ids]
@@ -396,6 +402,10 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
     printer.plain("Attaching to " + ", ".join(label_for(c, project.name) for c in ctrs))
     threads = start_followers(host, ctrs, project.name, printer, follow=True, since=None)
     code = 0
+    # Like compose (signal.Notify), SIGINT and SIGTERM stop the project even when the shell that
+    # started us in the background set SIGINT to ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         while any(t.is_alive() for t in threads):
             for t in threads:
@@ -409,15 +419,23 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
         print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
         code = 130
     engine = Engine(client, project)
-    for c in ctrs[::-1]:
-        svc = project.services.get(c["Config"]["Labels"].get("com.docker.compose.service", ""))
-        try:
-            if client.inspect_container(c["Id"])["State"].get("Running"):
-                say("Container", c["Name"].lstrip("/"), "Stopping")
-                client.stop(c["Id"], engine._stop_timeout(svc, None))
-                say("Container", c["Name"].lstrip("/"), "Stopped")
-        except APIError:
-            pass
+    try:
+        for c in ctrs[::-1]:
+            svc = project.services.get(c["Config"]["Labels"].get("com.docker.compose.service", ""))
+            try:
+                if client.inspect_container(c["Id"])["State"].get("Running"):
+                    say("Container", c["Name"].lstrip("/"), "Stopping")
+                    client.stop(c["Id"], engine._stop_timeout(svc, None))
+                    say("Container", c["Name"].lstrip("/"), "Stopped")
+            except APIError:
+                pass
+    except KeyboardInterrupt:
+        for c in ctrs:
+            try:
+                client.kill(c["Id"])
+                say("Container", c["Name"].lstrip("/"), "Killed")
+            except APIError:
+                pass
     return code
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from dockyard.compose import secretfiles
 from dockyard.compose.loader import Project
 from dockyard.compose.normalize import Service, parse_duration
 
@@ -142,6 +143,7 @@ def create_body(project: Project, name: str, svc: Service, number: int, oneoff: 
     env = [f"{k}={v}" if v is not None else k for k, v in (svc.get("environment") or {}).items()
            if v is not None]
     binds, mounts = _mounts(project, svc)
+    binds += secretfiles.resolve(project, name, svc)[0]
     exposed, bindings = _ports(svc)
     mode = network_mode(project, svc, resolve_service)
     hc: dict[str, Any] = {

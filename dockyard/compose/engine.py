@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.client import APIClient, APIError
-from dockyard.compose import state
+from dockyard.compose import secretfiles, state
 from dockyard.compose.convert import (
     COMPOSE_VERSION,
     L_HASH,
@@ -24,16 +25,17 @@ from dockyard.compose.convert import (
     image_name,
 )
 from dockyard.compose.errors import ComposeError
-from dockyard.compose.graph import order
+from dockyard.compose.graph import order, walk
 from dockyard.compose.loader import Project
 from dockyard.compose.normalize import Service, parse_duration
 
 JSON = dict[str, Any]
-POLL = 0.2  # seconds between health/exit polls of a dependency
+POLL = 0.05  # seconds between health/exit polls of a dependency (an inspect is cheap)
 
 
 def say(kind: str, name: str, status: str) -> None:
-    print(f" {kind} {name}  {status}", file=sys.stderr, flush=True)
+    sys.stderr.write(f" {kind} {name}  {status}\n")  # one write: lines from worker threads stay whole
+    sys.stderr.flush()
 
 
 @dataclass
@@ -54,8 +56,30 @@ class UpOptions:
 
 class Engine:
     def __init__(self, client: APIClient, project: Project) -> None:
-        self.client = client
+        self._main = client
+        self._local = threading.local()
+        self._extra: list[APIClient] = []
+        self._lock = threading.Lock()
         self.project = project
+        self.recreated: set[str] = set()  # services whose containers this run recreated
+
+    @property
+    def client(self) -> APIClient:
+        """The caller's client on the main thread; a connection of its own on each worker thread."""
+        if threading.current_thread() is threading.main_thread():
+            return self._main
+        c: APIClient | None = getattr(self._local, "client", None)
+        if c is None:
+            c = self._local.client = self._client()
+            with self._lock:
+                self._extra.append(c)
+        return c
+
+    def close_workers(self) -> None:
+        with self._lock:
+            extra, self._extra = self._extra, []
+        for c in extra:
+            c.close()
 
     # -- resources -----------------------------------------------------------
     def ensure_networks(self, keys: set[str]) -> None:
@@ -152,6 +176,9 @@ class Engine:
             body.update(overrides)
         cname = cname or container_name(self.project, name, number, svc)
         cid = str(self.client.create_container(body, name=cname)["Id"])
+        inline = secretfiles.resolve(self.project, name, svc)[1]
+        if inline:  # environment/content secrets are copied in before the first start
+            self.client.put_archive(cid, "/", secretfiles.archive(inline))
         # One endpoint goes with create (APIs < 1.44 allow only one); the rest are connected now.
         for net in list(svc.get("networks") or {})[1:]:
             self.client.connect_network(self.project.networks[net]["name"], cid,
@@ -167,6 +194,7 @@ class Engine:
 
     def recreate(self, name: str, svc: Service, ctr: JSON, timeout: int | None, start: bool) -> str:
         cname = state.name(ctr)
+        self.recreated.add(name)
         say("Container", cname, "Recreate")
         if ctr["State"] == "running":
             self.client.stop(ctr["Id"], self._stop_timeout(svc, timeout))
@@ -223,6 +251,17 @@ class Engine:
                 self.start_container(cid, cname)
             result.append(cid)
         return result
+
+    def restart_for_dependencies(self, name: str, svc: Service, ids: list[str]) -> None:
+        """depends_on.<dep>.restart: a dependency that was recreated restarts this service (Compose)."""
+        deps = [d for d, c in (svc.get("depends_on") or {}).items() if c.get("restart") and d in self.recreated]
+        if not deps:
+            return
+        for cid in ids:
+            cname = state.name(self.client.inspect_container(cid))
+            say("Container", cname, "Restarting")
+            self.client.restart(cid, self._stop_timeout(svc, None))
+            say("Container", cname, "Started")
 
     def wait_dependencies(self, name: str, svc: Service) -> None:
         for dep, cond in (svc.get("depends_on") or {}).items():
@@ -291,11 +330,21 @@ class Engine:
                   "command with the --remove-orphans flag to clean it up.", file=sys.stderr)
         self.ensure_networks(nets)
         self.ensure_volumes(vols)
-        ids: list[str] = []
-        for s in selected:
+        got: dict[str, list[str]] = {}
+
+        def one(s: str) -> None:
             if not opts.no_start and not opts.no_deps:
                 self.wait_dependencies(s, services[s])
-            ids.extend(self.converge_service(s, opts))
+            got[s] = self.converge_service(s, opts)
+            if not opts.no_start and s not in self.recreated:
+                self.restart_for_dependencies(s, services[s], got[s])
+
+        # Independent services converge in parallel; each waits for its dependencies (Compose).
+        try:
+            walk(services, selected, one)
+        finally:
+            self.close_workers()
+        ids = [i for s in selected for i in got.get(s, [])]
         if opts.wait:
             for s in selected:
                 for ctr in state.project_containers(self.client, self.project.name, [s]):
@@ -306,7 +355,7 @@ class Engine:
 
     def _client(self) -> APIClient:
         """A client of its own for a worker thread (one connection per client)."""
-        return APIClient(self.client.host.url, tls=self.client.tls or None)
+        return APIClient(self._main.host.url, tls=self._main.tls or None)
 
     def _remove(self, c: JSON, timeout: int | None, volumes: bool = False) -> None:
         cname = state.name(c)
@@ -336,14 +385,17 @@ class Engine:
         # Dependants stop first: reverse start order; orphans only with --remove-orphans.
         ctrs = [c for c in ctrs if state.service_of(c) in known or remove_orphans
                 or c["Labels"].get("com.docker.compose.oneoff") == "True"]
-        ctrs.sort(key=lambda c: -rank.get(state.service_of(c), -1))
-        groups: dict[int, list[JSON]] = {}
+        by_service: dict[str, list[JSON]] = {}
         for c in ctrs:
-            groups.setdefault(-rank.get(state.service_of(c), -1), []).append(c)
-        for _, group in sorted(groups.items()):
-            # Containers of one dependency level stop together (stop timeouts overlap, as compose).
+            by_service.setdefault(state.service_of(c), []).append(c)
+
+        def remove_all(group: list[JSON]) -> None:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(lambda c: self._remove(c, timeout, volumes), group))
+
+        # Orphans first; then each service once its dependants are gone, independent ones in parallel.
+        remove_all([c for s, group in by_service.items() if s not in rank for c in group])
+        walk(services, [s for s in by_service if s in rank], lambda s: remove_all(by_service[s]), reverse=True)
         leftovers = state.project_containers(self.client, self.project.name, oneoff=None)
         for n in self.client.networks(filters={"label": [f"{L_PROJECT}={self.project.name}"]}):
             if leftovers and not remove_orphans:

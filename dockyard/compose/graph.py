@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from dockyard.compose.errors import ComposeError
@@ -57,3 +58,34 @@ def order(services: Mapping[str, Any], only: Iterable[str] | None = None) -> lis
 
 def dependants(services: Mapping[str, Any], name: str) -> list[str]:
     return [n for n, s in services.items() if name in _deps(s)]
+
+
+def walk(services: Mapping[str, Any], selected: Iterable[str], fn: Callable[[str], None],
+         reverse: bool = False, workers: int = 8) -> None:
+    """Run fn(service) in parallel, each once its dependencies are done (reverse: once its dependants
+    are), as Compose does; after a failure nothing new starts, and the first error is raised."""
+    chosen = set(selected)
+    deps = {n: {d for d in _deps(services[n]) if d in chosen} for n in chosen}
+    if reverse:
+        deps = {n: {m for m in chosen if n in deps[m]} for n in chosen}
+    order(services, chosen)  # raises on a cycle before anything runs
+    done: set[str] = set()
+    running: dict[Future[None], str] = {}
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while True:
+            if error is None:
+                for n in sorted(chosen - done - set(running.values())):
+                    if deps[n] <= done:
+                        running[pool.submit(fn, n)] = n
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                name = running.pop(f)
+                exc = f.exception()
+                if exc is not None and error is None:
+                    error = exc
+                done.add(name)
+    if error is not None:
+        raise error

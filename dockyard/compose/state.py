@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,9 @@ def image_exists(client: APIClient, ref: str) -> bool:
         raise
 
 
-def _context_tar(context: Path, dockerfile: str) -> bytes:
-    """The build context as a tar, minus what .dockerignore excludes (the Dockerfile always goes)."""
+def _context_tar(context: Path, dockerfile: str, inline: str | None = None) -> bytes:
+    """The build context as a tar, minus what .dockerignore excludes (the Dockerfile always goes);
+    `inline` (dockerfile_inline) is added as the file `dockerfile`."""
     import pathspec
 
     ignore = context / ".dockerignore"
@@ -77,7 +79,14 @@ def _context_tar(context: Path, dockerfile: str) -> bytes:
                 rel = str(full.relative_to(context))
                 if spec and spec.match_file(rel) and rel != dockerfile:
                     continue
+                if inline is not None and rel == dockerfile:
+                    continue
                 tf.add(full, arcname=rel, recursive=False)
+        if inline is not None:
+            data = inline.encode()
+            ti = tarfile.TarInfo(dockerfile)
+            ti.size, ti.mode, ti.mtime = len(data), 0o644, int(time.time())
+            tf.addfile(ti, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -85,7 +94,9 @@ def build(client: APIClient, tag: str, build_cfg: JSON, labels: dict[str, str] |
           no_cache: bool = False, pull: bool = False) -> Iterator[JSON]:
     """POST /build with a tar context (classic builder: no BuildKit session needed)."""
     context = Path(build_cfg["context"])
-    dockerfile = str(build_cfg.get("dockerfile", "Dockerfile"))
+    inline = build_cfg.get("dockerfile_inline")
+    # Compose names an inline Dockerfile so it cannot clash with a file of the context.
+    dockerfile = ".dockyard-inline.Dockerfile" if inline is not None else str(build_cfg.get("dockerfile", "Dockerfile"))
     params: dict[str, Any] = {
         "t": tag, "dockerfile": dockerfile, "rm": True, "forcerm": True,
         "buildargs": json.dumps({k: v for k, v in (build_cfg.get("args") or {}).items() if v is not None})
@@ -93,6 +104,6 @@ def build(client: APIClient, tag: str, build_cfg: JSON, labels: dict[str, str] |
         "target": build_cfg.get("target"), "labels": json.dumps(labels) if labels else None,
         "nocache": no_cache or None, "pull": pull or None, "networkmode": build_cfg.get("network"),
     }
-    data = _context_tar(context, dockerfile)
+    data = _context_tar(context, dockerfile, None if inline is None else str(inline))
     with client.stream("POST", "/build", params, data=data, headers={"Content-Type": "application/x-tar"}) as s:
         yield from s.json()

@@ -43,6 +43,13 @@ class RegistryError(DockyardError):
     status = 500
 
 
+class RegistryUnauthorized(Unauthorized):
+    """The registry said 401 on a pull or push: 500 at the Engine API, as dockerd answers (a 401 makes
+    the docker CLI prompt for a login)."""
+
+    status = 500
+
+
 @dataclass
 class RegistryOptions:
     mirrors: list[str] = field(default_factory=list)  # for docker.io names only, tried in order
@@ -154,12 +161,18 @@ def _error_message(resp: httpx.Response) -> str:
     return f"unexpected status {resp.status_code}"
 
 
+def _with_digest(location: str, digest: str) -> str:
+    """The upload URL plus ?digest=: httpx's params= would drop the query the registry put in Location
+    (distribution's _state), and the PUT would get 404 "blob upload invalid"."""
+    return str(httpx.URL(location).copy_merge_params({"digest": digest}))
+
+
 def _raise_for(resp: httpx.Response, what: str) -> None:
     if resp.status_code < 400:
         return
     msg = _error_message(resp)
     if resp.status_code == 401:
-        raise Unauthorized(f"{what}: unauthorized: authentication required")
+        raise RegistryUnauthorized(f"{what}: unauthorized: authentication required")
     if resp.status_code == 404:
         raise NotFound(f"{what}: {msg}")
     if resp.status_code in (400, 405, 413, 416):
@@ -293,9 +306,9 @@ class Repository:
                     "content-range": f"{start}-{start + n - 1}"})
                 _raise_for(resp, f"upload blob {digest}")
                 location = urljoin(str(resp.url), resp.headers["location"])
-            resp = await self._request("PUT", location, params={"digest": digest}, content=b"")
+            resp = await self._request("PUT", _with_digest(location, digest), content=b"")
         else:
-            resp = await self._request("PUT", location, params={"digest": digest}, content=body(size),
+            resp = await self._request("PUT", _with_digest(location, digest), content=body(size),
                                        headers={"content-type": "application/octet-stream",
                                                 "content-length": str(size)})
         _raise_for(resp, f"upload blob {digest}")

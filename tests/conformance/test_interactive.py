@@ -39,9 +39,16 @@ class Pty:
         for _ in range(chunk.count(b"\x1b[6n")):
             os.write(self.fd, b"\x1b[1;5R")
 
-    def prompt(self) -> None:
-        """Wait for the shell's next prompt (its DSR query, answered), so typed input is not eaten."""
-        self.expect(b"\x1b[6n")
+    def type_until(self, line: bytes, marker: bytes, tries: int = 10) -> bytes:
+        """Type a shell command until its output shows `marker`. busybox's line editor may eat
+        keystrokes that race its terminal query (DSR) around a prompt; retyping is what a person does."""
+        for _ in range(tries):
+            self.send(line + b"\r")
+            try:
+                return self.expect(marker, timeout=3)
+            except AssertionError:
+                continue
+        raise AssertionError(f"{marker!r} never appeared after typing {line!r}: {self.buf!r}")
 
     def send(self, data: bytes) -> None:
         os.write(self.fd, data)
@@ -100,21 +107,14 @@ def state(d: Daemon, name: str) -> dict:  # type: ignore[type-arg]
 # ---------------------------------------------------------------- terminals
 def test_run_it_shell_resize_and_exit_code(clean_daemon: Daemon) -> None:
     p = Pty(clean_daemon, "run", "-it", "--rm", "busybox", "sh", rows=30, cols=100)
-    p.prompt()
-    p.send(b"stty size\r")
-    p.expect(b"30 100")
-    p.prompt()
+    p.type_until(b"stty size", b"30 100")
     p.resize(40, 120)
-
-    def resized() -> bool:  # the CLI forwards SIGWINCH asynchronously: ask until the size shows
-        p.send(b"stty size\r")
-        got = p.expect(b"\x1b[6n")
-        return b"40 120" in got
-
-    until(resized)
-    p.send(b"echo h''i\r")
-    p.expect(b"hi\r\n")
-    p.prompt()
+    try:
+        p.type_until(b"stty size", b"40 120")  # the CLI forwards SIGWINCH asynchronously
+    except AssertionError:
+        print([ln for ln in clean_daemon.log.read_text().splitlines() if "resize" in ln.lower()][-20:])
+        raise
+    p.type_until(b"echo h''i", b"hi\r\n")
     p.send(b"exit 3\r")
     assert p.wait() == 3
 
@@ -142,10 +142,9 @@ def test_attach_and_detach_keeps_running(clean_daemon: Daemon) -> None:
 def test_exec_it(clean_daemon: Daemon) -> None:
     clean_daemon.docker("run", "-d", "--name", "ex", "busybox", "sleep", "1000")
     p = Pty(clean_daemon, "exec", "-it", "-e", "FOO=bar", "-w", "/tmp", "ex", "sh", rows=33, cols=77)
-    p.prompt()
-    p.send(b"stty size; echo $FOO-$(pwd); exit 4\r")
-    p.expect(b"33 77")
-    p.expect(b"bar-/tmp")
+    p.type_until(b"stty size; echo $FOO-$(pwd)", b"bar-/tmp")
+    p.type_until(b"stty size", b"33 77")
+    p.send(b"exit 4\r")
     assert p.wait() == 4
 
 

@@ -291,7 +291,7 @@ def test_login_logout_and_push_with_auth(mirror_daemon: Daemon, busybox: str, au
     config = Path(d.env["DOCKER_CONFIG"]) / "config.json"
     d.docker("tag", busybox, ref)
     try:
-        denied = d.docker("push", ref, check=False)
+        denied = d.docker("push", ref, check=False, input=b"")
         assert denied.returncode != 0
         assert b"unauthorized" in denied.stderr or b"no basic auth credentials" in denied.stderr
         bad = d.dockyard("login", "-u", "alice", "-p", "wrong", auth_registry.addr, check=False)
@@ -312,7 +312,8 @@ def test_login_logout_and_push_with_auth(mirror_daemon: Daemon, busybox: str, au
         d.docker("pull", ref)
         d.docker("logout", auth_registry.addr)
         d.docker("rmi", ref)
-        denied = d.docker("pull", ref, check=False)  # 401 without credentials
+        # 401 without credentials (the CLI then offers a login prompt: stdin is empty)
+        denied = d.docker("pull", ref, check=False, input=b"")
         assert denied.returncode != 0
         assert b"unauthorized" in denied.stderr or b"no basic auth credentials" in denied.stderr
         assert d.docker("image", "inspect", ref, check=False).returncode != 0

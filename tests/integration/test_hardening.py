@@ -140,9 +140,9 @@ def test_cap_add_sys_admin_allows_mount(clean_daemon: Daemon, probe: Path) -> No
     assert run(d, "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "busybox", "sh", "-c",
                "mount -t tmpfs none /tmp && echo mounted").strip() == "mounted"
     # the capability opens the filter's CAP_SYS_ADMIN rules, nothing else
-    p = Probe(d, probe, "--cap-add", "SYS_ADMIN")
-    assert p.try_("unshare-mount") == "OK"
-    assert p.try_("kexec_load") == "EPERM"
+    admin = Probe(d, probe, "--cap-add", "SYS_ADMIN")
+    assert admin.try_("unshare-mount") == "OK"
+    assert admin.try_("kexec_load") == "EPERM"
     p = d.docker("run", "--rm", "--cap-add", "NOT_A_CAP", "busybox", "true", check=False)
     assert p.returncode != 0 and b"invalid capability" in p.stderr.lower()
 

@@ -1,0 +1,124 @@
+"""Compose: `up -d` and `down` of a 5-service project with healthcheck dependencies and a volume.
+
+Each daemon is driven by its own compose: `dockyard compose` on our daemon, docker-compose 1.29.2
+(the Python one) on dockerd ($BENCH_COMPOSE_<TARGET> overrides, e.g. BENCH_COMPOSE_DOCKERD).
+Images: busybox:latest and redis:7 must exist on the target; missing ones are pulled from the fixture
+registry ($BENCH_REGISTRY=127.0.0.1:PORT, else ../shared/images/serve-registry is started on
+$BENCH_REGISTRY_PORT, default 5391, and stopped again).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchlib.core import BenchError, Scenario, Target, median, scenario
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = Path(os.environ.get("BENCH_IMAGES", REPO.parent / "shared" / "images"))
+
+# busybox services trap TERM so `down` measures the engine, not a 10 s stop timeout.
+PROJECT = """
+services:
+  redis:
+    image: redis:7
+    volumes: [data:/data]
+    healthcheck: {test: ["CMD", "redis-cli", "ping"], interval: 200ms, timeout: 2s, retries: 100}
+  db:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; touch /tmp/ready; while true; do sleep 1 & wait; done"]
+    healthcheck: {test: ["CMD", "test", "-f", "/tmp/ready"], interval: 200ms, timeout: 2s, retries: 100}
+  api:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    depends_on:
+      redis: {condition: service_healthy}
+      db: {condition: service_healthy}
+  web:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; mkdir -p /www; httpd -p 80 -h /www; while true; do sleep 1 & wait; done"]
+    ports: ["80"]
+    depends_on: [api]
+  worker:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    volumes: [data:/data]
+    depends_on:
+      redis: {condition: service_healthy}
+volumes:
+  data: {}
+"""
+
+
+def compose_cmd(t: Target) -> list[str]:
+    override = os.environ.get(f"BENCH_COMPOSE_{t.name.upper()}")
+    if override:
+        return shlex.split(override)
+    if t.name == "dockyard":
+        return [str(REPO / ".venv" / "bin" / "dockyard"), "compose"]
+    exe = shutil.which("docker-compose")
+    if not exe:
+        raise BenchError("docker-compose (Debian package docker-compose) is not installed")
+    return [exe]
+
+
+def ensure_images(t: Target) -> None:
+    missing = [r for r in ("busybox:latest", "redis:7")
+               if t.docker("image", "inspect", r, check=False).returncode != 0]
+    if not missing:
+        return
+    reg, started = os.environ.get("BENCH_REGISTRY"), False
+    port = os.environ.get("BENCH_REGISTRY_PORT", "5391")
+    if not reg:
+        subprocess.run([str(IMAGES / "serve-registry"), "--port", port], check=True, capture_output=True)
+        reg, started = f"127.0.0.1:{port}", True
+    try:
+        for ref in missing:
+            t.docker("pull", f"{reg}/{ref}")
+            t.docker("tag", f"{reg}/{ref}", ref)
+            t.docker("rmi", f"{reg}/{ref}", check=False)
+    finally:
+        if started:
+            subprocess.run([str(IMAGES / "stop-registry"), "--port", port], check=False, capture_output=True)
+
+
+@scenario
+class ComposeUpDown(Scenario):
+    name = "compose"
+    help = "compose up -d / down of 5 services (healthcheck deps, a volume); each daemon with its compose"
+    order = 40
+
+    def run(self, t: Target) -> dict[str, float]:
+        ensure_images(t)
+        cmd = compose_cmd(t)
+        work = Path(tempfile.mkdtemp(prefix="bench-compose-"))
+        (work / "compose.yaml").write_text(PROJECT)
+        env = {**t.env(), "COMPOSE_PROJECT_NAME": "bench" + secrets.token_hex(3)}
+
+        def run(*args: str) -> float:
+            t0 = time.perf_counter()
+            r = subprocess.run([*cmd, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+            ms = (time.perf_counter() - t0) * 1000
+            if r.returncode != 0:
+                raise BenchError(f"{t.name}: compose {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}")
+            return ms
+
+        ups: list[float] = []
+        downs: list[float] = []
+        try:
+            for i in range(max(3, self.runs // 2) + 1):
+                up = run("up", "-d")
+                down = run("down", "-v", "-t", "5")
+                if i:  # the first round warms caches
+                    ups.append(up)
+                    downs.append(down)
+        finally:
+            subprocess.run([*cmd, "down", "-v", "-t", "1"], cwd=work, env=env, capture_output=True, timeout=300)
+            shutil.rmtree(work, ignore_errors=True)
+        return {"compose up -d, 5 services (ms)": median(ups), "compose down -v (ms)": median(downs)}

@@ -1,0 +1,75 @@
+"""Type checks of request bodies, where dockerd's typed JSON decoding would refuse a value.
+
+Services assume `HostConfig` is an object, `CapAdd` a list of strings...; a body that says otherwise
+must get dockerd's 400 ("json: cannot unmarshal ...") rather than a 500 from deep inside a service.
+`null` is always fine (Go decodes it to the zero value).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.errors import InvalidParameter
+
+STRS = "[]string"
+_GO = {dict: "object", list: "array", str: "string", int: "number", bool: "bool", float: "number"}
+
+# field -> expected: a Python type, a tuple of accepted types, STRS (list of strings), or a nested table
+HOST_CONFIG: dict[str, Any] = {
+    **dict.fromkeys(("Binds", "CapAdd", "CapDrop", "SecurityOpt", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts",
+                     "GroupAdd", "Links", "VolumesFrom", "MaskedPaths", "ReadonlyPaths", "DeviceCgroupRules"), STRS),
+    **dict.fromkeys(("Devices", "Mounts", "Ulimits", "BlkioWeightDevice", "DeviceRequests"), list),
+    **dict.fromkeys(("PortBindings", "RestartPolicy", "LogConfig", "Sysctls", "Tmpfs", "StorageOpt"), dict),
+    **dict.fromkeys(("Privileged", "ReadonlyRootfs", "PublishAllPorts", "AutoRemove", "OomKillDisable"), bool),
+    **dict.fromkeys(("NetworkMode", "IpcMode", "PidMode", "UTSMode", "UsernsMode", "CgroupnsMode", "Runtime",
+                     "CpusetCpus", "CpusetMems", "CgroupParent", "VolumeDriver", "Isolation", "Cgroup"), str),
+    **dict.fromkeys(("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod", "CpuQuota",
+                     "CpuRealtimePeriod", "CpuRealtimeRuntime", "ShmSize", "PidsLimit", "BlkioWeight",
+                     "OomScoreAdj", "KernelMemory", "MemorySwappiness"), int),
+    "Init": bool,
+    "ConsoleSize": list,
+}
+
+CREATE: dict[str, Any] = {
+    **dict.fromkeys(("Image", "User", "WorkingDir", "Hostname", "Domainname", "StopSignal", "MacAddress"), str),
+    **dict.fromkeys(("Env", "Shell", "OnBuild"), STRS),
+    **dict.fromkeys(("Cmd", "Entrypoint"), (str, STRS)),  # a string is the shell form
+    **dict.fromkeys(("Labels", "ExposedPorts", "Volumes", "Healthcheck", "NetworkingConfig"), dict),
+    **dict.fromkeys(("Tty", "OpenStdin", "StdinOnce", "AttachStdin", "AttachStdout", "AttachStderr",
+                     "NetworkDisabled", "ArgsEscaped"), bool),
+    "StopTimeout": int,
+    "HostConfig": HOST_CONFIG,
+}
+
+
+def _ok(value: Any, want: Any) -> bool:
+    if isinstance(want, tuple):
+        return any(_ok(value, w) for w in want)
+    if want == STRS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(want, dict):
+        return isinstance(value, dict)
+    if want is int:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, want)
+
+
+def _name(want: Any) -> str:
+    if isinstance(want, tuple):
+        return " or ".join(_name(w) for w in want)
+    if want == STRS or isinstance(want, dict):
+        return "[]string" if want == STRS else "object"
+    return _GO.get(want, str(want))
+
+
+def check(body: dict[str, Any], table: dict[str, Any], where: str) -> None:
+    """Raise InvalidParameter (400) when a known field of body has the wrong JSON type."""
+    for key, want in table.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        if not _ok(value, want):
+            got = _GO.get(type(value), type(value).__name__)
+            raise InvalidParameter(f"json: cannot unmarshal {got} into Go struct field {where}.{key} of type {_name(want)}")
+        if isinstance(want, dict):
+            check(value, want, key)
