@@ -6,6 +6,7 @@ import subprocess
 import time
 
 from benchlib.core import Scenario, Target, ensure_busybox, median, repeat, scenario
+
 from scenarios.basic import LABEL, containers
 
 MIB = 1024 * 1024

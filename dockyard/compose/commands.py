@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from dockyard.cli.formatting import ago, display_ports, human_size, tabwrite
+from dockyard.cli.formatting import ago, display_ports, human_size, tabwrite, write_rows
 from dockyard.cli.stdio import pump, raw_terminal
 from dockyard.client import APIClient, APIError
 from dockyard.compose import state
@@ -102,6 +102,9 @@ def ps(client: APIClient, project: Project, args: Namespace) -> int:
     if args.format == "json":
         for r in rows:
             print(json.dumps(r))
+        return 0
+    if args.format not in ("table", ""):  # a Go template, `table ...` included, as compose ps takes
+        write_rows(args.format, rows, {k: k.upper() for r in rows[:1] for k in r}, args.format)
         return 0
     lines = ["NAME\tIMAGE\tCOMMAND\tSERVICE\tCREATED\tSTATUS\tPORTS"]
     for r in rows:

@@ -830,7 +830,7 @@ class ContainerService:
             "Names": ["/" + c.name],
             "Image": c.image_ref,
             "ImageID": c.image_id,
-            "Command": " ".join(_quote_arg(a) for a in c.command),
+            "Command": " ".join(c.command),  # dockerd joins Path and Args unquoted
             "Created": int(c.created),
             "Ports": ports,
             "Labels": c.config.get("Labels") or {},
@@ -917,10 +917,6 @@ def _name_match(pattern: str, name: str) -> bool:
         return re.search(pattern.lstrip("/"), name) is not None
     except re.error:
         return pattern.lstrip("/") in name
-
-
-def _quote_arg(a: str) -> str:
-    return a if a and all(ch not in a for ch in " \t\"'") else json.dumps(a)
 
 
 def _du(path: Path) -> int:

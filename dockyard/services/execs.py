@@ -28,6 +28,7 @@ class Exec:
     pid: int = 0
     session: Any = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    pumped: asyncio.Event = field(default_factory=asyncio.Event)  # the attach stream was copied out
 
 
 class ExecService:
@@ -126,6 +127,7 @@ class ExecService:
         loop = asyncio.get_running_loop()
         loop.create_task(self._reap(e))
         if not attach:
+            e.pumped.set()
             return None
         keys = parse_detach_keys(cfg.get("DetachKeys"))
 
@@ -138,6 +140,7 @@ class ExecService:
             await pump_session(e.session.attach, reader, writer, tty=use_tty, stdin=stdin,
                                stdout=bool(cfg.get("AttachStdout")), stderr=bool(cfg.get("AttachStderr")),
                                detach_keys=keys, frame=frame, before_close=exited)
+            e.pumped.set()
 
         return handler
 
@@ -149,11 +152,15 @@ class ExecService:
             e.exit_code = -1
         e.running = False
         e.done.set()
-        with contextlib.suppress(Exception):
-            e.session.cleanup()
+        # A fast process may end before the client's stream is hijacked: closing the attach socket
+        # now would lose its output. Clean up once the stream was copied (or given up on).
         with contextlib.suppress(NotFound):
             c = self.cs.get(e.container_id)
             self.cs._emit(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(e.pumped.wait(), 60)
+        with contextlib.suppress(Exception):
+            e.session.cleanup()
 
     def resize(self, exec_id: str, h: int, w: int) -> None:
         e = self.get(exec_id)

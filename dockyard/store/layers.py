@@ -421,14 +421,23 @@ class _Applier:
             raise InvalidParameter(f"invalid layer: refusing device node {m.name!r}")
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk() or m.isfifo() or m.ischr()):
             return  # unknown entry types are skipped, as Docker does
-        kept_dir = self._remove(pfd, base, keep_dir=m.isdir())
+        # Create first: snapshot dirs start empty, so the name is almost always free; only on
+        # EEXIST (a name repeated in the tar) is the old entry removed (a directory is kept).
+        try:
+            self._create(m, pfd, parts, base, False)
+        except FileExistsError:
+            self._create(m, pfd, parts, base, self._remove(pfd, base, keep_dir=m.isdir()))
+
+    def _create(self, m: tarfile.TarInfo, pfd: int, parts: list[str], base: str, kept_dir: bool) -> None:
         if m.isdir():
             if not kept_dir:
-                os.mkdir(base, 0o700, dir_fd=pfd)
+                os.mkdir(base, m.mode & 0o777, dir_fd=pfd)  # umask applies; _attrs fixes the rest
             self._attrs(self.dirs.get(parts, False, m.name), m)
             self.dir_times.append((parts, _ns(m)))
         elif m.isreg():
-            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            # Created with its mode less the umask (never setuid before the chown), in a private dir.
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         m.mode & 0o777, dir_fd=pfd)
             try:
                 self._write(fd, m)
                 self._attrs(fd, m)
@@ -438,7 +447,9 @@ class _Applier:
             self.size += m.size
         elif m.issym():
             os.symlink(m.linkname, base, dir_fd=pfd)
-            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+            lst = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            if (lst.st_uid, lst.st_gid) != (m.uid, m.gid):
+                os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
             os.utime(base, ns=(_ns(m), _ns(m)), dir_fd=pfd, follow_symlinks=False)
         elif m.islnk():
             tparts = split_path(m.linkname)
@@ -473,8 +484,14 @@ class _Applier:
                 view = view[os.write(fd, view):]
 
     def _attrs(self, fd: int, m: tarfile.TarInfo) -> None:
-        os.fchown(fd, m.uid, m.gid)
-        os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid bits
+        # Each chown/chmod is a journalled inode update; most entries are created with the right
+        # owner (root) and mode already (see _create), which one fstat (no journal) tells.
+        st = os.fstat(fd)
+        chowned = (st.st_uid, st.st_gid) != (m.uid, m.gid)
+        if chowned:
+            os.fchown(fd, m.uid, m.gid)
+        if chowned or stat.S_IMODE(st.st_mode) != m.mode & 0o7777:
+            os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid bits
         if m.pax_headers:
             _set_xattrs(fd, _xattrs(m))
 

@@ -26,6 +26,7 @@ services:
   web:
     image: busybox
     command: ["sh", "-c", "echo web ${GREETING:-hello}; echo page > /www/index.html; exec httpd -f -p 80 -h /www"]
+    stop_grace_period: 1s
     volumes: [www:/www]
     networks:
       default:
@@ -52,7 +53,7 @@ class Compose:
         full_env = {**self.daemon.env, **(env or {})}
         for k in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_API_VERSION"):
             full_env.pop(k, None)
-        p = subprocess.run([str(COMPOSE), "--no-ansi", "-p", self.name, *args], cwd=self.dir, env=full_env,
+        p = subprocess.run([str(COMPOSE), "--ansi", "never", "-p", self.name, *args], cwd=self.dir, env=full_env,
                            capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise AssertionError(f"docker-compose {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")

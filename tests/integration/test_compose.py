@@ -170,3 +170,71 @@ def test_bad_input_starts_nothing(compose: Compose) -> None:
     assert p.returncode == 1 and "services.a.restart" in p.stderr
     (compose.dir / "compose.yaml").write_text("services: {}\n")
     assert compose.ps("-a") == []
+
+
+EXTRAS = """
+services:
+  db:
+    image: busybox
+    command: ["sh", "-c", "echo db $${V}; trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    environment: {V: "${V:-1}"}
+  app:
+    build:
+      context: .
+      dockerfile_inline: "FROM busybox\\nRUN echo inline > /built\\n"
+      network: none  # RUN needs no network (a peer dockerd may run without docker0)
+    command: ["sh", "-c", "echo app start; trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    depends_on:
+      db: {condition: service_started, restart: true}
+    secrets: [pw, {source: tok, target: token, mode: 0400}]
+    configs: [{source: conf, target: /etc/app.conf}, inline]
+secrets:
+  pw: {file: ./pw.txt}
+  tok: {environment: TOKEN}
+configs:
+  conf: {file: app.conf}
+  inline: {content: "hello inline"}
+"""
+
+
+def test_secrets_configs_inline_build_and_dependency_restart(compose: Compose) -> None:
+    (compose.dir / "compose.yaml").write_text(EXTRAS)
+    (compose.dir / "pw.txt").write_text("s3cret")
+    (compose.dir / "app.conf").write_text("key=val")
+    compose("up", "-d", env={"TOKEN": "tk"})
+    out = compose("exec", "-T", "app", "sh", "-c",
+                  "cat /built /run/secrets/pw; echo; cat /run/secrets/token; echo; cat /etc/app.conf; echo;"
+                  " cat /inline; echo; stat -c %a /run/secrets/token; echo x > /run/secrets/pw || echo ro").stdout
+    assert out.split()[:7] == ["inline", "s3cret", "tk", "key=val", "hello", "inline", "400"] and "ro" in out
+    assert (compose.dir / "pw.txt").read_text() == "s3cret"  # mounted read-only
+
+    # db changes: it is recreated, and app (depends_on db with restart: true) restarts, not recreated.
+    app_id = compose.ids()[f"{compose.name}-app-1"]
+    compose("up", "-d", env={"TOKEN": "tk", "V": "2"})
+    assert compose.ids()[f"{compose.name}-app-1"] == app_id
+    assert compose("logs", "--no-color", "app").stdout.count("app start") == 2
+
+
+def test_attached_up_stops_on_sigint(compose: Compose) -> None:
+    import signal
+
+    (compose.dir / "compose.yaml").write_text(
+        "services:\n  a:\n    image: busybox\n"
+        "    command: [sh, -c, \"echo a up; trap 'exit 0' TERM; while true; do sleep 1 & wait; done\"]\n")
+    env = {**os.environ, "DOCKER_HOST": compose.host}
+    env.pop("COMPOSE_PROJECT_NAME", None)
+    p = subprocess.Popen([sys.executable, "-m", "dockyard.compose", "-p", compose.name, "up", "--no-color"],
+                         cwd=compose.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:  # wait for the container's own output to come through the log prefix
+            if "a up" in line:
+                break
+        p.send_signal(signal.SIGINT)
+        rest = p.communicate(timeout=60)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "Gracefully stopping" in rest
+    assert [r["State"] for r in compose.ps("-a")] == ["exited"]
