@@ -65,10 +65,14 @@ def test_default_seccomp(rootfs: Path) -> None:
 def test_security_opts(rootfs: Path, tmp_path: Path) -> None:
     s = spec(rootfs, security_opt=["seccomp=unconfined", "no-new-privileges"])
     assert "seccomp" not in s["linux"] and s["process"]["noNewPrivileges"] is True
-    prof = tmp_path / "p.json"
-    prof.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}')
+    # the profile's content, as the docker CLI sends it after reading the file
+    prof = '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}'
     s = spec(rootfs, security_opt=[f"seccomp={prof}"])
     assert s["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ALLOW"
+    # never a path on the daemon's host (dockerd refuses it too)
+    (tmp_path / "p.json").write_text(prof)
+    with pytest.raises(InvalidParameter):
+        spec(rootfs, security_opt=[f"seccomp={tmp_path / 'p.json'}"])
     with pytest.raises(InvalidParameter):
         spec(rootfs, security_opt=["bogus=1"])
 
