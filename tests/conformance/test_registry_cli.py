@@ -245,6 +245,8 @@ def real_dockerd() -> Iterator[dict[str, str]]:
         shutil.rmtree(cfg, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree("/tmp/peer/regtest-exec", ignore_errors=True)
+        for leftover in (state + "d.log", state + ".pid", state + ".sock"):
+            Path(leftover).unlink(missing_ok=True)
 
 
 def test_real_dockerd_pushes_into_our_registry(real_dockerd: dict[str, str], our_registry: OurRegistry,
