@@ -33,10 +33,15 @@ def oci_layout_tar(layout: Path) -> bytes:
     return buf.getvalue()
 
 
+# Base directories of every daemon this test run made: the leak check looks only at these.
+_BASES: list[Path] = []
+
+
 class Daemon:
     """A dockyard daemon with its own data root, exec root and socket."""
 
     def __init__(self, base: Path) -> None:
+        _BASES.append(base)
         self.base = base
         self.data_root = base / "data"
         self.exec_root = base / "run"
@@ -205,9 +210,11 @@ def conmon_pids_for(base: Path) -> list[int]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A leak is a failure: no dockyard mounts or monitors may outlive the suite."""
     with open("/proc/self/mountinfo") as f:
-        leaked = [line.split()[4] for line in f if "/tmp/dy-" in line.split()[4]]
-    if leaked:
-        print(f"\nLEAK: mounts left behind: {leaked}", file=sys.stderr)
+        mounts = [line.split()[4] for line in f]
+    leaked = [m for m in mounts if any(m == str(b) or m.startswith(f"{b}/") for b in _BASES)]
+    monitors = [pid for b in _BASES for pid in conmon_pids_for(b)]
+    if leaked or monitors:
+        print(f"\nLEAK: mounts left behind: {leaked}; conmon monitors still running: {monitors}", file=sys.stderr)
         session.exitstatus = 1
 
 

@@ -694,8 +694,9 @@ class ContainerService:
             raise Conflict("Renaming a container with the same name as its current name")
         if self.db.query_one("SELECT id FROM containers WHERE name=?", (new_name,)):
             other = self.get(new_name)
-            raise Conflict(
-                f'Conflict. The container name "/{new_name}" is already in use by container "{other.id}". '
+            raise Conflict(  # Docker wraps the name-reservation error; compose matches on the prefix
+                f'Error when allocating new name: Conflict. The container name "/{new_name}" is already in use '
+                f'by container "{other.id}". '
                 "You have to remove (or rename) that container to be able to reuse that name."
             )
         self._update(c.id, name=new_name)

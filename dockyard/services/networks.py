@@ -307,6 +307,7 @@ class NetworkService:
                 except BaseException:
                     self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
                     raise
+                self._use_embedded_dns(sb, net)
         self.events.emit("network", "connect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
 
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
@@ -321,6 +322,21 @@ class NetworkService:
                 await asyncio.to_thread(self._unplug, ep)
             self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
         self.events.emit("network", "disconnect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
+
+    def _use_embedded_dns(self, sb: Any, net: Any) -> None:
+        """Like Docker, a default-bridge container joining a user network starts using that network's DNS
+        server (so it resolves names there). Written in place: the file is bind-mounted into the container."""
+        if net["builtin"]:
+            return
+        path = Path(json.loads(sb["files"] or "{}").get("resolv.conf", ""))
+        if not path.is_file():
+            return
+        current = hostfiles.parse_resolv(_read(path))
+        gateways = {r["gateway"] for r in self._rows("SELECT gateway FROM networks WHERE builtin=0")}
+        if gateways & set(current.nameservers):
+            return  # already on an embedded server
+        with open(path, "w") as f:
+            f.write(hostfiles.resolv(current, [], [], [], net["gateway"]))
 
     def resolve(self, ref: str) -> Any:
         """A network by full id, name, or unique id prefix (Docker's order)."""

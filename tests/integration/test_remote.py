@@ -373,3 +373,74 @@ def test_ssh_run_attach_stdin(net: Net, sshd: SSHD, tmp_path: Path) -> None:
     assert ok(dockyard(net, env, "run", "--rm", "busybox", "echo", "hi")) == "hi\n"
     # hijacked attach through ssh, ended by stdin's half-close
     assert ok(dockyard(net, env, "run", "-i", "--rm", "busybox", "cat", input=b"hi\n")) == "hi\n"
+
+
+# -- build and compose over the remote link ------------------------------------------------
+
+
+def _build_ctx(tmp: Path) -> Path:
+    ctx = tmp / "ctx"
+    ctx.mkdir()
+    (ctx / "msg.txt").write_text("built remotely\n")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY msg.txt /msg.txt\nRUN cp /msg.txt /out.txt\n"
+                                    'CMD ["cat", "/out.txt"]\n')
+    return ctx
+
+
+COMPOSE_YML = """\
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo served-by-web > /www/index.html && exec httpd -f -p 80 -h /www"]
+  client:
+    image: busybox
+    depends_on: [web]
+    command: ["sh", "-c", "until wget -qO- http://web/; do sleep 0.2; done"]
+"""
+
+
+def _compose_dir(tmp: Path) -> Path:
+    d = tmp / "proj"
+    d.mkdir()
+    (d / "compose.yaml").write_text(COMPOSE_YML)
+    return d
+
+
+def _compose(net: Net, env: dict[str, str], proj: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return dockyard(net, env, "compose", "-f", str(proj / "compose.yaml"), "-p", "rproj", *args)
+
+
+def _check_build_both_clis(net: Net, env: dict[str, str], ctx: Path) -> None:
+    try:
+        ok(in_ns(net, [DOCKER_CLI, "build", "-t", "remote-built", str(ctx)], {**env, "DOCKER_BUILDKIT": "0"}))
+        assert ok(in_ns(net, [DOCKER_CLI, "run", "--rm", "remote-built"], env)) == "built remotely\n"
+        ok(dockyard(net, env, "build", "-t", "remote-built2", str(ctx)))
+        assert ok(dockyard(net, env, "run", "--rm", "remote-built2")) == "built remotely\n"
+    finally:
+        dockyard(net, env, "rmi", "-f", "remote-built", "remote-built2")
+
+
+def _check_compose(net: Net, env: dict[str, str], proj: Path) -> None:
+    try:
+        ok(_compose(net, env, proj, "up", "-d"))
+        ps = ok(_compose(net, env, proj, "ps", "-a"))
+        assert "rproj-web-1" in ps and "rproj-client-1" in ps
+        # the client fetches from `web` by service name, then exits; its log comes back over the link
+        assert ok(dockyard(net, env, "wait", "rproj-client-1")).strip() == "0"
+        assert "served-by-web" in ok(_compose(net, env, proj, "logs", "client"))
+    finally:
+        ok(_compose(net, env, proj, "down", "-v"))
+    assert "rproj" not in ok(dockyard(net, env, "ps", "-a"))
+
+
+def test_tls_build_and_compose(net: Net, certs: Path, tls_daemon: Daemon, tmp_path: Path) -> None:
+    env = client_env(tmp_path, DOCKER_HOST=f"tcp://{net.host_ip}:2376", DOCKER_TLS_VERIFY="1",
+                     DOCKER_CERT_PATH=str(certs / "client"))
+    _check_build_both_clis(net, env, _build_ctx(tmp_path))
+    _check_compose(net, env, _compose_dir(tmp_path))
+
+
+def test_ssh_build_and_compose(net: Net, sshd: SSHD, tmp_path: Path) -> None:
+    env = sshd.env(tmp_path, DOCKER_HOST=sshd.url)
+    _check_build_both_clis(net, env, _build_ctx(tmp_path))
+    _check_compose(net, env, _compose_dir(tmp_path))
