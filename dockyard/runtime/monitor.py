@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal as _signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,25 @@ class ExecSession:
         self.exec_id, self.pid, self.attach, self.exec_dir = exec_id, pid, attach, exec_dir
         self._sync_fd = sync_fd
         self._code: int | None = None
+        self._start_fd = -1  # a held exec: conmon waits on this pipe until release()
+        self._parse_pid: Callable[[bytes], int] | None = None
+        self._timeout = 60.0
+
+    def hold(self, start_fd: int, parse_pid: Callable[[bytes], int], timeout: float) -> None:
+        self._start_fd, self._parse_pid, self._timeout = start_fd, parse_pid, timeout
+
+    async def release(self) -> int:
+        """Let a held exec run; returns its pid. moby starts the process only after the client's stream
+        is hijacked: output racing the 101 headers is lost by clients reading past their buffer (docker-py)."""
+        if self._start_fd < 0 or self._parse_pid is None:
+            return self.pid
+        try:
+            os.write(self._start_fd, b"0")
+        finally:
+            os.close(self._start_fd)
+            self._start_fd = -1
+        self.pid = self._parse_pid(await _read_line(self._sync_fd, self._timeout))
+        return self.pid
 
     async def wait(self, timeout: float | None = None) -> int:
         """Exit code (128+signal when killed). Reads conmon's final sync message."""
@@ -138,6 +158,9 @@ class ExecSession:
     def cleanup(self) -> None:
         if self.attach:
             self.attach.close()
+        if self._start_fd >= 0:
+            os.close(self._start_fd)
+            self._start_fd = -1
         if self._sync_fd >= 0:
             os.close(self._sync_fd)
             self._sync_fd = -1
@@ -377,11 +400,13 @@ class Monitor:
 
     # --- exec --------------------------------------------------------------------------------
     async def exec_(self, cid: str, exec_id: str, process: dict[str, Any], tty: bool = False,
-                    stdin: bool = False, attach: bool = True, timeout: float = 60) -> ExecSession:
+                    stdin: bool = False, attach: bool = True, timeout: float = 60,
+                    hold: bool = False) -> ExecSession:
         """Run `process` (an OCI process spec) in the container under its own conmon.
 
         With attach, conmon waits (start pipe) until we've connected its attach socket, so no
         output is lost. Returns once the process runs; `await session.wait()` gives the exit code.
+        With hold (and attach) it returns attached but not yet running, pid 0: `await session.release()`.
         """
         rec = self._record(cid)
         runtime = rec.get("runtime", "runc")
@@ -417,6 +442,11 @@ class Monitor:
                 if not line:
                     self._pid_from_sync(await _read_line(r_sync, timeout), exec_dir, "exec in")
                 sock = AttachSocket(connect_seqpacket(exec_dir / "attach"))
+                if hold:
+                    held = ExecSession(exec_id, 0, sock, r_sync, exec_dir)
+                    held.hold(w_start, lambda ln: self._pid_from_sync(ln, exec_dir, "exec in"), timeout)
+                    w_start = -1  # the session owns it now
+                    return held
                 os.write(w_start, b"0")  # attached: let it run the process
             pid = self._pid_from_sync(await _read_line(r_sync, timeout), exec_dir, "exec in")
         except BaseException:

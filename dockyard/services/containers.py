@@ -291,9 +291,10 @@ class ContainerService:
                 raise Conflict("cannot start a paused container, try unpause instead")
             if c.running:
                 raise NotModified("container already started")
-            await self._start_locked(c)
+            await self._start_locked(c, restart_count=0)  # a user's start resets the count, as in Docker
 
-    async def _start_locked(self, c: Container) -> None:
+    async def _start_locked(self, c: Container, restart_count: int | None = None) -> None:
+        """Start under the container's lock. restart_count: the new RestartCount (None keeps it)."""
         lv = self.live(c.id)
         lv.exited.clear()
         run_dir = self.run_dir(c.id)
@@ -359,6 +360,8 @@ class ContainerService:
         self._update(
             c.id, state="running", pid=pid, started_at=time.time(), finished_at=0, exit_code=0, error="",
             oom_killed=0, stopped_by_user=0, boot_id=self.boot_id,
+            # Counted in the same write as the state change, so nobody sees a half-made restart.
+            restart_count=c.restart_count if restart_count is None else restart_count,
             network_settings=(net.network_settings if net is not None else {}), mounts=docker_mounts,
         )
         c = self.get(c.id)
@@ -521,9 +524,8 @@ class ContainerService:
                 cur = self.get(c.id)
                 if cur.running or cur.stopped_by_user:
                     return
-                self._update(c.id, restart_count=cur.restart_count + 1)
                 try:
-                    await self._start_locked(self.get(c.id))
+                    await self._start_locked(cur, restart_count=cur.restart_count + 1)
                     self._emit(cur, "restart")
                 except Exception as e:  # noqa: BLE001
                     log.warning("restart of %s failed: %s", c.id[:12], e)

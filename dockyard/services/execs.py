@@ -116,17 +116,12 @@ class ExecService:
         e.running = True
         try:
             e.session = await self.runtime.exec_(c.id, e.id, self._process(e, use_tty), tty=use_tty, stdin=stdin,
-                                                 attach=attach)
+                                                 attach=attach, hold=attach)
         except Exception:
-            e.running = False
-            e.exit_code = 126
-            e.done.set()
+            self._failed(e)
             raise
-        e.pid = e.session.pid
-        self.cs._emit(c, f"exec_start: {' '.join(cfg['Cmd'])}", {"execID": e.id})
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._reap(e))
         if not attach:
+            self._started(e)
             e.pumped.set()
             return None
         keys = parse_detach_keys(cfg.get("DetachKeys"))
@@ -137,12 +132,38 @@ class ExecService:
                 await asyncio.wait_for(e.done.wait(), 10)
 
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Run the process only now that the 101 headers are out, as moby does.
+            try:
+                await e.session.release()
+            except Exception as err:  # noqa: BLE001 - reported in the stream, like moby
+                self._failed(e)
+                e.session.cleanup()
+                msg = (str(err) + "\r\n").encode()
+                writer.write(msg if use_tty else frame(1, msg))
+                with contextlib.suppress(Exception):
+                    await writer.drain()
+                writer.close()
+                e.pumped.set()
+                return
+            self._started(e)
             await pump_session(e.session.attach, reader, writer, tty=use_tty, stdin=stdin,
                                stdout=bool(cfg.get("AttachStdout")), stderr=bool(cfg.get("AttachStderr")),
                                detach_keys=keys, frame=frame, before_close=exited)
             e.pumped.set()
 
         return handler
+
+    def _failed(self, e: Exec) -> None:
+        e.running = False
+        e.exit_code = 126
+        e.done.set()
+
+    def _started(self, e: Exec) -> None:
+        e.pid = e.session.pid
+        with contextlib.suppress(NotFound):
+            c = self.cs.get(e.container_id)
+            self.cs._emit(c, f"exec_start: {' '.join(e.config['Cmd'])}", {"execID": e.id})
+        asyncio.get_running_loop().create_task(self._reap(e))
 
     async def _reap(self, e: Exec) -> None:
         try:
