@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,11 @@ def host_cleanup(d: Daemon) -> None:
     subprocess.run(["nft", "delete", "table", "inet", f"dockyard_{iid}"], capture_output=True)
     subprocess.run(["nft", "delete", "table", "ip", f"dockyard_{iid}"], capture_output=True)
     subprocess.run(["ip", "link", "del", f"dy{iid}"[:15]], capture_output=True)
+    # FORWARD accepts the network service adds next to a DROP policy (a daemon killed mid-test leaves them).
+    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines()
+    for rule in rules:
+        if f"dockyard:dockyard_{iid}" in rule and rule.startswith("-A "):
+            subprocess.run(["iptables", "-D", *shlex.split(rule)[1:]], capture_output=True)
     base = str(d.base)
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f]

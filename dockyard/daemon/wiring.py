@@ -118,6 +118,7 @@ def build(cfg: DaemonConfig) -> Engine:
 
     health = HealthMonitor(containers, execs)
     containers.on_started.append(health.on_started)
+    containers.on_adopted.append(health.on_adopted)
     containers.on_exited.append(health.on_exited)
     from dockyard.registry.client import RegistryClient, RegistryOptions
     from dockyard.registry.layermap import LayerMap

@@ -159,6 +159,8 @@ class ContainerService:
         # Hooks other features attach to (healthchecks, restart policies, stats ...).
         self.on_started: list[Callable[[Container], None]] = []
         self.on_exited: list[Callable[[Container], None]] = []
+        # Running containers found alive at daemon start (their state, e.g. health, carries on).
+        self.on_adopted: list[Callable[[Container], None]] = []
 
     # ---------------------------------------------------------------- paths
     def container_dir(self, cid: str) -> Path:
@@ -723,7 +725,7 @@ class ContainerService:
                 await self.finalize_exit(c.id)
             else:
                 log.info("re-adopted running container %s", c.id[:12])
-                for hook in self.on_started:
+                for hook in self.on_adopted:
                     hook(c)
         # Restart policies apply across daemon restarts: always / unless-stopped come back.
         for c in self.all():

@@ -117,8 +117,8 @@ class ExecService:
         try:
             e.session = await self.runtime.exec_(c.id, e.id, self._process(e, use_tty), tty=use_tty, stdin=stdin,
                                                  attach=attach, hold=attach)
-        except Exception:
-            self._failed(e)
+        except Exception as err:
+            self._failed(e, err)
             raise
         if not attach:
             self._started(e)
@@ -136,9 +136,10 @@ class ExecService:
             try:
                 await e.session.release()
             except Exception as err:  # noqa: BLE001 - reported in the stream, like moby
-                self._failed(e)
+                self._failed(e, err)
                 e.session.cleanup()
-                msg = (str(err) + "\r\n").encode()
+                text = getattr(err, "message", None) or str(err)
+                msg = f"OCI runtime exec failed: {text}: unknown\r\n".encode()
                 writer.write(msg if use_tty else frame(1, msg))
                 with contextlib.suppress(Exception):
                     await writer.drain()
@@ -153,9 +154,11 @@ class ExecService:
 
         return handler
 
-    def _failed(self, e: Exec) -> None:
+    def _failed(self, e: Exec, err: BaseException | None = None) -> None:
         e.running = False
-        e.exit_code = 126
+        # moby's translateContainerdStartErr: 127 for a missing executable, else 126
+        low = str(getattr(err, "message", None) or err or "").lower()
+        e.exit_code = 127 if "executable file not found" in low or "no such file or directory" in low else 126
         e.done.set()
 
     def _started(self, e: Exec) -> None:

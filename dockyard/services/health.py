@@ -53,6 +53,12 @@ class HealthMonitor:
 
     # ------------------------------------------------------------------ hooks
     def on_started(self, c: Any) -> None:
+        self._arm(c, fresh=True)
+
+    def on_adopted(self, c: Any) -> None:
+        self._arm(c, fresh=False)
+
+    def _arm(self, c: Any, fresh: bool) -> None:
         self.stop(c.id)
         hc = c.config.get("Healthcheck")
         if probe_command(hc) is None:
@@ -60,7 +66,7 @@ class HealthMonitor:
                 self.cs._update(c.id, health="")
             return
         # A fresh start resets State.Health; a container re-adopted after a daemon restart keeps it.
-        if c.health is None or c.started_at > time.time() - 2:
+        if fresh or c.health is None:
             self.cs._update(c.id, health={"Status": "starting", "FailingStreak": 0, "Log": []})
         self._tasks[c.id] = asyncio.get_running_loop().create_task(self._loop(c.id, hc, c.started_at))
 

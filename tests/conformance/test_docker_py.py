@@ -130,6 +130,13 @@ def test_exec_run_exit_code(client: docker.DockerClient) -> None:
     assert r.output == b"1000\n"
     r = c.exec_run("pwd", workdir="/tmp")
     assert r.output == b"/tmp\n"
+    r = c.exec_run("nosuch")
+    assert r.exit_code == 127
+    assert r.output == (b'OCI runtime exec failed: exec failed: unable to start container process: '
+                        b'exec: "nosuch": executable file not found in $PATH: unknown\r\n')
+    # The process starts only after the stream is hijacked (as in moby): no output may race the headers.
+    for i in range(20):
+        assert c.exec_run(f"echo {i}").output == f"{i}\n".encode()
     c.remove(force=True)
 
 
