@@ -199,6 +199,38 @@ def clean_daemon(daemon: Daemon) -> Iterator[Daemon]:
     daemon.cleanup_containers()
 
 
+@pytest.fixture(scope="session")
+def real_dockerd() -> Iterator[str]:
+    """A private real dockerd (the reference), started with the peers script and stopped at the end.
+
+    `--bridge=none --iptables=false`: it must not depend on (or touch) a docker0 bridge or firewall
+    rules that other daemons on the host own. Its DOCKER_HOST comes from DOCKYARD_TEST_DOCKERD when set.
+    """
+    if os.environ.get("DOCKYARD_TEST_DOCKERD"):
+        yield os.environ["DOCKYARD_TEST_DOCKERD"]
+        return
+    peers = SHARED / "peers"
+    state = f"/tmp/peer/dy-tests-{os.getpid()}"
+    env = {**os.environ, "DOCKERD_EXTRA_ARGS": f"--exec-root {state}-exec --bridge=none --iptables=false"}
+    # With --iptables=false dockerd adds no FORWARD accepts; where the policy is DROP (a dockerd ran here
+    # before), bridged traffic between its containers would be dropped. Let its bridges through meanwhile.
+    accepts = [["FORWARD", "-i", "br-+", "-m", "comment", "--comment", f"dy-tests-{os.getpid()}", "-j", "ACCEPT"],
+               ["FORWARD", "-o", "br-+", "-m", "comment", "--comment", f"dy-tests-{os.getpid()}", "-j", "ACCEPT"]]
+    for rule in accepts:
+        subprocess.run(["iptables", "-I", *rule], capture_output=True)
+    r = subprocess.run([str(peers / "start-dockerd"), state], capture_output=True, text=True, env=env, timeout=300)
+    try:
+        if r.returncode != 0:
+            pytest.fail(f"the real dockerd could not start: {r.stderr.strip()[-400:]}")
+        yield r.stdout.strip().splitlines()[-1]
+    finally:
+        for rule in accepts:
+            subprocess.run(["iptables", "-D", *rule], capture_output=True)
+        subprocess.run([str(peers / "stop-dockerd"), state], capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(f"{state}-exec", ignore_errors=True)
+
+
 def conmon_pids_for(base: Path) -> list[int]:
     out = []
     for pid in os.listdir("/proc"):

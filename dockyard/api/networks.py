@@ -46,15 +46,16 @@ def register(router: Router, networks: Any) -> None:
 
     async def network_connect(req: Request) -> Response:
         body = _obj(await req.json())
-        if not body.get("Container"):
-            raise InvalidParameter("no container specified")
-        await networks.connect(req.params["id"], body["Container"], body.get("EndpointConfig") or {})
+        _check_container(body)
+        ec = body.get("EndpointConfig") or {}
+        if not isinstance(ec, dict):
+            raise InvalidParameter("json: cannot unmarshal into Go struct field NetworkConnect.EndpointConfig")
+        await networks.connect(req.params["id"], body["Container"], ec)
         return Response(200)
 
     async def network_disconnect(req: Request) -> Response:
         body = _obj(await req.json())
-        if not body.get("Container"):
-            raise InvalidParameter("no container specified")
+        _check_container(body)
         await networks.disconnect(req.params["id"], body["Container"], bool(body.get("Force")))
         return Response(200)
 
@@ -69,3 +70,11 @@ def register(router: Router, networks: Any) -> None:
     router.add("POST", "/networks/{id}/connect", network_connect)
     router.add("POST", "/networks/{id}/disconnect", network_disconnect)
     router.add("POST", "/networks/prune", network_prune)
+
+
+def _check_container(body: dict[str, Any]) -> None:
+    container = body.get("Container")
+    if not container:
+        raise InvalidParameter("no container specified")
+    if not isinstance(container, str):
+        raise InvalidParameter("json: cannot unmarshal into Go struct field of type string: Container")

@@ -26,26 +26,9 @@ DOCKYARD = [sys.executable, "-m", "dockyard.cli.main"]
 
 
 @pytest.fixture(scope="module")
-def host() -> Iterator[str]:
-    """A private real dockerd for this module, stopped (and its state removed) afterwards.
-
-    `--bridge=none --iptables=false`: the comparisons need no network, and the peer must not depend
-    on (or touch) a docker0 bridge that other daemons on the host may own.
-    """
-    if not (PEERS / "start-dockerd").exists() or not os.path.exists(DOCKER):
-        pytest.fail("the dockerd peer script or the docker CLI is missing")
-    state = f"{STATE}-{os.getpid()}"
-    env = {**os.environ, "DOCKERD_EXTRA_ARGS": f"--exec-root {state}-exec --bridge=none --iptables=false"}
-    r = subprocess.run([str(PEERS / "start-dockerd"), state], capture_output=True, text=True, env=env,
-                       timeout=240)
-    try:
-        if r.returncode != 0:
-            pytest.fail(f"the real dockerd could not start: {r.stderr.strip()[-300:]}")
-        yield r.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(PEERS / "stop-dockerd"), state], capture_output=True, timeout=120)
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(f"{state}-exec", ignore_errors=True)
+def host(real_dockerd: str) -> str:
+    """The real dockerd both CLIs talk to (the session's private peer, see tests/conftest.py)."""
+    return real_dockerd
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """`dockyard compose` end to end against an Engine API: ours (`daemon` fixture) and the real dockerd.
 
-The dockerd variant runs when DOCKYARD_TEST_DOCKERD holds its DOCKER_HOST, e.g.
-`DOCKYARD_TEST_DOCKERD=$(../shared/peers/start-dockerd /tmp/peer/docker) pytest tests/integration/test_compose.py`.
+The dockerd variant uses the `real_dockerd` fixture: a private dockerd, or DOCKYARD_TEST_DOCKERD's.
 """
 
 from __future__ import annotations
@@ -50,16 +49,10 @@ volumes:
 
 @pytest.fixture(params=["dockyard", "dockerd"])
 def host(request: pytest.FixtureRequest) -> str:
+    """Both engines: ours, and the real dockerd (a private one, or DOCKYARD_TEST_DOCKERD's)."""
     if request.param == "dockerd":
-        dh = os.environ.get("DOCKYARD_TEST_DOCKERD")
-        if not dh:
-            pytest.skip("DOCKYARD_TEST_DOCKERD (a real dockerd's DOCKER_HOST) is not set")
-        return dh
-    try:
-        daemon = request.getfixturevalue("daemon")
-    except RuntimeError as e:  # NOT READY: our daemon is being built concurrently; dockerd covers it
-        pytest.skip(f"our daemon does not start yet: {str(e).strip().splitlines()[-1]}")
-    return str(daemon.host)
+        return str(request.getfixturevalue("real_dockerd"))
+    return str(request.getfixturevalue("daemon").host)
 
 
 class Compose:
