@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-PEERS = Path("/work/shared/peers")
-STATE = "/tmp/peer/cli-docker"
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 DOCKYARD = [sys.executable, "-m", "dockyard.cli.main"]
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import DOCKER_CLI, Daemon
 
-PEERS = Path("/work/shared/peers")
+PEERS = (Path(__file__).resolve().parents[3] / "shared" / "peers")
 PEER_STATE = "/tmp/peer/storage-docker"
 
 

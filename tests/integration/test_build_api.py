@@ -29,7 +29,7 @@ from dockyard.store.snapshots import Snapshotter
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(DOCKER), reason="needs root + docker CLI")
-PREBUILT = Path("/work/shared/images/prebuilt")
+PREBUILT = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt")
 
 
 def layout_tar(layout: Path) -> bytes:

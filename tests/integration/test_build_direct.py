@@ -21,7 +21,7 @@ from dockyard.store.db import Database
 from dockyard.store.snapshots import Snapshotter
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-PREBUILT = Path("/work/shared/images/prebuilt")
+PREBUILT = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt")
 
 
 def layout_tar(layout: Path) -> bytes:

@@ -25,8 +25,6 @@ from dockyard.store.snapshots import Snapshotter
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 PREBUILT = Path(__file__).resolve().parents[3] / "shared" / "images" / "prebuilt"
-if not PREBUILT.exists():
-    PREBUILT = Path("/work/shared/images/prebuilt")
 
 
 def layout_tar(layout: Path) -> bytes:

@@ -26,7 +26,7 @@ from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
 from dockyard.store.snapshots import Snapshotter
 
-IMAGES = Path("/work/shared/images")
+IMAGES = (Path(__file__).resolve().parents[3] / "shared" / "images")
 PREBUILT = IMAGES / "prebuilt"
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from dockyard.registry.server import garbage_collect
 
-PREBUILT = Path("/work/shared/images/prebuilt")
+PREBUILT = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt")
 
 
 def _free_port() -> int:

@@ -23,7 +23,7 @@ from dockyard.runtime.spec import Resources, SpecInput, build_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
-BUSYBOX = Path("/work/shared/images/prebuilt/busybox")
+BUSYBOX = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt/busybox")
 RUNC = "/usr/sbin/runc"
 
 
