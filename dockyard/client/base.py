@@ -303,16 +303,10 @@ class BaseClient:
         headers: dict[str, str] | None = None,
     ) -> Any:
         """One call; returns parsed JSON (or None for an empty body, text for non-JSON)."""
-        hdrs = dict(headers or {})
-        body = data
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            hdrs["Content-Type"] = "application/json"
-        _, rh, raw = self._raw(method, path, params, body, hdrs, versioned=True)
+        body, hdrs = _body(json_body, data, headers)
+        _, _, raw = self._raw(method, path, params, body, hdrs, versioned=True)
         if not raw:
             return None
-        if rh.get("content-type", "").startswith("application/json"):
-            return json.loads(raw)
         try:
             return json.loads(raw)
         except ValueError:
@@ -345,11 +339,7 @@ class BaseClient:
         headers: dict[str, str] | None = None,
     ) -> Stream:
         """A response left open for reading (ndjson progress, logs, events, tar archives)."""
-        hdrs = dict(headers or {})
-        body = data
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            hdrs["Content-Type"] = "application/json"
+        body, hdrs = _body(json_body, data, headers)
         conn, resp = self._send(method, self._url(path, params), body, hdrs, stream_timeout=False)
         if resp.status >= 400:
             raw = resp.read()
@@ -402,3 +392,13 @@ class BaseClient:
         if self._idle is not None:
             self._idle.close()
             self._idle = None
+
+
+def _body(json_body: Any, data: bytes | Iterable[bytes] | None,
+          headers: dict[str, str] | None) -> tuple[bytes | Iterable[bytes] | None, dict[str, str]]:
+    """The request body and headers: JSON when json_body is given, else the raw data."""
+    hdrs = dict(headers or {})
+    if json_body is None:
+        return data, hdrs
+    hdrs["Content-Type"] = "application/json"
+    return json.dumps(json_body).encode(), hdrs

@@ -105,6 +105,9 @@ def load(argv: list[str] | None) -> DaemonConfig:
             setattr(cfg, attr, v)
     if args.iptables is not None:
         cfg.iptables = args.iptables == "true"
+    if not cfg.iptables:
+        # Published ports and NAT are nft rules; running without them is not built yet: say so.
+        raise InvalidParameter("--iptables=false is not supported yet: port publishing needs our nft table")
     if args.debug:
         cfg.log_level = "debug"
     for spec in args.add_runtime:

@@ -5,11 +5,21 @@ All calls block (netlink round trips); services run them in `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetlinkError, netns
+from pyroute2 import IPRoute, NetlinkError
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_SHARED = 1 << 20
 
 
 def _ifindex(ipr: IPRoute, name: str) -> int | None:
@@ -70,19 +80,23 @@ def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, address:
         ipr.link("set", index=idx, master=br, state="up")
     # Hairpin lets a container reach itself through its own published port.
     _write(f"/sys/class/net/{host_name}/brport/hairpin_mode", "1")
-    with IPRoute(netns=netns_path, flags=0) as nipr:
-        idx = _ifindex(nipr, tmp_peer)
-        nipr.link("set", index=idx, ifname=ifname, address=mac, mtu=mtu)
-        nipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
-        nipr.link("set", index=idx, state="up")
-        lo = _ifindex(nipr, "lo")
-        nipr.link("set", index=lo, state="up")
-        if gateway:
-            try:
-                nipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:  # a second network: keep the first default route
-                    raise
+
+    def configure() -> None:
+        with IPRoute() as nipr:  # opened inside the netns, so bound to it
+            idx = _ifindex(nipr, tmp_peer)
+            nipr.link("set", index=idx, ifname=ifname, address=mac, mtu=mtu)
+            nipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+            nipr.link("set", index=idx, state="up")
+            lo = _ifindex(nipr, "lo")
+            nipr.link("set", index=lo, state="up")
+            if gateway:
+                try:
+                    nipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:  # a second network: keep the first default route
+                        raise
+
+    _in_netns(configure, netns_path)
 
 
 def create_netns(path: Path) -> None:
@@ -91,28 +105,89 @@ def create_netns(path: Path) -> None:
         return
     if path.exists():
         path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    netns.create(str(path))
-    with IPRoute(netns=str(path), flags=0) as nipr:
-        nipr.link("set", index=_ifindex(nipr, "lo"), state="up")
+    _share_dir(path.parent)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+
+    def up_lo() -> None:
+        with IPRoute() as nipr:
+            nipr.link("set", index=_ifindex(nipr, "lo"), state="up")
+
+    try:
+        _in_netns(up_lo, str(path), create=True)
+    except BaseException:
+        delete_netns(path)
+        raise
+
+
+def _share_dir(d: Path) -> None:
+    """Make the netns directory a shared mount (iproute2's way), so unmounts reach copies of it."""
+    d.mkdir(parents=True, exist_ok=True)
+    target = str(d).encode()
+    if _libc.mount(b"", target, b"none", _MS_SHARED | _MS_REC, None) == 0:
+        return
+    if _libc.mount(target, target, b"none", _MS_BIND | _MS_REC, None) != 0:
+        raise _oserror(f"mount {d}")
+    if _libc.mount(b"", target, b"none", _MS_SHARED | _MS_REC, None) != 0:
+        raise _oserror(f"share {d}")
+
+
+def _in_netns(fn: Callable[[], None], path: str, create: bool = False) -> None:
+    """Run `fn` in a short-lived thread that has entered the netns at `path` (or a new one it
+    bind-mounts there). Namespaces are per thread, so the daemon is untouched and nothing forks
+    (pyroute2's netns support forks a child of the whole daemon for each call)."""
+    error: list[BaseException] = []
+
+    def body() -> None:
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if create:
+                if _libc.unshare(_CLONE_NEWNET) != 0:
+                    raise _oserror("unshare(CLONE_NEWNET)")
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                        raise _oserror(f"setns {path}")
+                finally:
+                    os.close(fd)
+            try:
+                if create and _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND,
+                                          None) != 0:
+                    raise _oserror(f"bind netns to {path}")
+                fn()
+            finally:
+                # Back home before the thread ends; the bind mount keeps the new netns alive.
+                if _libc.setns(own, _CLONE_NEWNET) != 0:
+                    raise _oserror("setns back to the daemon's netns")
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            error.append(e)
+        finally:
+            os.close(own)
+
+    t = threading.Thread(target=body, name="netns", daemon=True)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+
+
+def _oserror(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def delete_netns(path: Path) -> None:
     if not path.exists():
         return
     if _is_mountpoint(path):
-        netns.remove(str(path))
-    else:
-        path.unlink(missing_ok=True)
+        _libc.umount2(str(path).encode(), 2)  # MNT_DETACH
+    path.unlink(missing_ok=True)
 
 
 def unmount_dir(path: Path) -> None:
     """Undo the shared self-bind-mount that netns creation puts on the netns directory."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
     while _is_mountpoint(path):
-        if libc.umount2(str(path).encode(), 2) != 0:  # MNT_DETACH
+        if _libc.umount2(str(path).encode(), 2) != 0:  # MNT_DETACH
             break
 
 

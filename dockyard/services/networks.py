@@ -11,6 +11,7 @@ import builtins
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from dockyard.network import firewall, hostfiles, ipam, netlink, ports
 from dockyard.network.dns import DnsServer
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
-from dockyard.util.fs import atomic_write
 from dockyard.util.ids import new_id
 from dockyard.util.timefmt import rfc3339
 
@@ -373,10 +373,10 @@ class NetworkService:
             self._save_sandbox(cid, name, f"container:{other}", osb["netns"], sandbox_id, [], [], ofiles)
             return AttachResult(Path(osb["netns"]) if osb["netns"] else None, Path(ofiles["hosts"]),
                                 Path(ofiles["resolv.conf"]), Path(ofiles["hostname"]), self.settings(cid))
-        atomic_write(paths["hostname"], f"{hostname}\n".encode())
+        _write_runtime(paths["hostname"], f"{hostname}\n".encode())
         if mode == "host":
-            atomic_write(paths["hosts"], _read(Path("/etc/hosts")).encode())
-            atomic_write(paths["resolv.conf"], _read(self.host_resolv_conf).encode())
+            _write_runtime(paths["hosts"], _read(Path("/etc/hosts")).encode())
+            _write_runtime(paths["resolv.conf"], _read(self.host_resolv_conf).encode())
             self._link(cid, self._net_row_by_name("host"), {})
             self._save_sandbox(cid, name, "host", "", sandbox_id, [], [], paths)
             return AttachResult(None, Path(paths["hosts"]), Path(paths["resolv.conf"]),
@@ -417,8 +417,8 @@ class NetworkService:
                             (json.dumps(maps), json.dumps(exposed), cid))
             if maps:
                 self._sync_firewall()
-        atomic_write(paths["hosts"], hostfiles.hosts(hostname, ips[:1], extra_hosts, domainname).encode())
-        atomic_write(paths["resolv.conf"],
+        _write_runtime(paths["hosts"], hostfiles.hosts(hostname, ips[:1], extra_hosts, domainname).encode())
+        _write_runtime(paths["resolv.conf"],
                      hostfiles.resolv(host_rc, dns, dns_search, dns_options, embedded).encode())
         return AttachResult(netns_path, Path(paths["hosts"]), Path(paths["resolv.conf"]),
                             Path(paths["hostname"]), self.settings(cid))
@@ -671,6 +671,16 @@ class NetworkService:
 
     def _rows(self, sql: str, params: tuple = ()) -> builtins.list[Any]:
         return self.db.query(sql, params)
+
+
+def _write_runtime(path: str, data: bytes) -> None:
+    """Replace a per-start file (hosts, resolv.conf, hostname) whole. No fsync: they live under
+    the exec root and are rebuilt at every start, so durability would only cost start latency."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> str:
