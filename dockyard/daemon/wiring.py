@@ -63,9 +63,27 @@ class Engine:
             t.cancel()
         if self.networks is not None:
             await self.networks.shutdown()
-        if self.registry is not None:
+        if self.registry is not None and getattr(self.registry, "loaded", True):
             await self.registry.client.aclose()
         self.db.close()
+
+
+class Lazy:
+    """An object built at its first use: the registry client's httpx (~15 MiB) stays out of a daemon
+    that never pulls or pushes."""
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._obj: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._obj is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._obj is None:
+            self._obj = self._factory()
+        return getattr(self._obj, name)
 
 
 def build(cfg: DaemonConfig) -> Engine:
@@ -120,20 +138,26 @@ def build(cfg: DaemonConfig) -> Engine:
     containers.on_started.append(health.on_started)
     containers.on_adopted.append(health.on_adopted)
     containers.on_exited.append(health.on_exited)
-    from dockyard.registry.client import RegistryClient, RegistryOptions
     from dockyard.registry.layermap import LayerMap
-    from dockyard.registry.service import Distribution
 
-    registry = Distribution(
-        RegistryClient(RegistryOptions(mirrors=cfg.registry_mirrors, insecure=cfg.insecure_registries)),
-        content, snapshots, images, LayerMap(db),
-    )
+    layermap = LayerMap(db)
+
+    def make_registry() -> Any:
+        from dockyard.registry.client import RegistryClient, RegistryOptions
+        from dockyard.registry.service import Distribution
+
+        return Distribution(
+            RegistryClient(RegistryOptions(mirrors=cfg.registry_mirrors, insecure=cfg.insecure_registries)),
+            content, snapshots, images, layermap,
+        )
+
+    registry = Lazy(make_registry)
     from dockyard.services.container_io import ContainerIO
 
     container_io = ContainerIO(containers, images, volumes)
     from dockyard.build.builder import Builder
 
-    builder = Builder(db, images, containers, data_root / "build", pull=registry.pull)
+    builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw))
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry, None,
                     container_io=container_io, builder=builder)
     engine.router = build_router(engine)

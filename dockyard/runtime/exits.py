@@ -37,7 +37,8 @@ class ExitWatcher:
     def __init__(self, exit_dir: str | os.PathLike[str], interval: float = 1.0) -> None:
         self.exit_dir = Path(exit_dir)
         self.interval = interval
-        self._seen: dict[str, int] = {}  # name -> inode, so a re-created file is reported again
+        # name -> (inode, ctime): a re-created file is reported again even when the inode is reused
+        self._seen: dict[str, tuple[int, int]] = {}
         self._stopped = asyncio.Event()
 
     def forget(self, cid: str) -> None:
@@ -59,13 +60,14 @@ class ExitWatcher:
                 continue
             present.add(e.name)
             try:
-                ino = e.inode()
-                if e.stat().st_size == 0:
+                st = e.stat()
+                if st.st_size == 0:
                     continue  # conmon writes atomically (g_file_set_contents), but be safe
             except FileNotFoundError:
                 continue
-            if self._seen.get(e.name) != ino:
-                self._seen[e.name] = ino
+            key = (st.st_ino, st.st_ctime_ns)
+            if self._seen.get(e.name) != key:
+                self._seen[e.name] = key
                 new.append(e.name)
         for gone in set(self._seen) - present:
             del self._seen[gone]

@@ -641,9 +641,11 @@ class ContainerService:
             return {"StatusCode": self._last_exit.get(c.id, c2.exit_code), "Error": None}
         if condition in ("", "not-running") and not c.running:
             return {"StatusCode": c.exit_code, "Error": None}
-        if condition == "next-exit" or c.running:
-            lv.exited.clear() if not c.running else None
+        if condition == "next-exit" and not c.running:
+            lv.exited.clear()
             await lv.exited.wait()
+        elif c.running:
+            await self._wait_exited(c.id)
         try:
             c = self.get(c.id)
         except NotFound:
