@@ -31,9 +31,14 @@ async def run(cfg: DaemonConfig) -> None:
     from dockyard.api.server import serve
     from dockyard.daemon.wiring import build
 
+    tls = _tls_context(cfg)  # refuse a bad listener before anything touches the host
     engine = build(cfg)
     await engine.start()
-    server = await serve(engine.router, cfg.hosts, socket_group=cfg.group, tls=_tls_context(cfg))
+    try:
+        server = await serve(engine.router, cfg.hosts, socket_group=cfg.group, tls=tls)
+    except BaseException:
+        await engine.close()  # e.g. the address is in use: leave no bridge or nft table behind
+        raise
     log.info("API listening on %s", ", ".join(cfg.hosts))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run(cfg))
     except DockyardError as e:
         print(f"dockyard daemon: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a socket path or port that cannot be bound, a missing directory...
+        print(f"dockyard daemon: {e}", file=sys.stderr)
         return 1
     finally:
         if cfg.pidfile:

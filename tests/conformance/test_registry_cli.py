@@ -236,7 +236,7 @@ def real_dockerd() -> Iterator[dict[str, str]]:
     p = subprocess.run([str(PEERS / "start-dockerd"), state], capture_output=True, text=True, env=dict(
         os.environ, DOCKERD_EXTRA_ARGS="--exec-root /tmp/peer/regtest-exec --bridge=none --iptables=false"))
     if p.returncode != 0:
-        pytest.skip(f"real dockerd unavailable: {p.stderr[-500:]}")
+        pytest.fail(f"real dockerd unavailable: {p.stderr[-500:]}")
     cfg = tempfile.mkdtemp(prefix="dy-regtest-cfg-")
     try:
         yield dict(os.environ, DOCKER_HOST=p.stdout.strip().splitlines()[-1], DOCKER_CONFIG=cfg)

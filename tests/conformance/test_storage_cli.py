@@ -17,9 +17,6 @@ import pytest
 
 from tests.conftest import DOCKER_CLI, Daemon
 
-PEERS = (Path(__file__).resolve().parents[3] / "shared" / "peers")
-PEER_STATE = "/tmp/peer/storage-docker"
-
 
 @pytest.fixture(scope="module")
 def d() -> Iterator[Daemon]:
@@ -39,21 +36,11 @@ def dd(d: Daemon) -> Iterator[Daemon]:
 
 
 @pytest.fixture(scope="module")
-def dockerd() -> Iterator[dict[str, str]]:
-    """A private real dockerd; env for the docker CLI pointed at it."""
-    if not (PEERS / "start-dockerd").exists():
-        pytest.skip("no dockerd peer script")
-    env = {**os.environ, "DOCKERD_EXTRA_ARGS": "--exec-root /tmp/peer/storage-exec"}
-    r = subprocess.run([str(PEERS / "start-dockerd"), PEER_STATE], capture_output=True, text=True, env=env,
-                       timeout=240)
-    if r.returncode != 0:
-        pytest.skip(f"the real dockerd could not start: {r.stderr.strip()[-300:]}")
-    cenv = {**os.environ, "DOCKER_HOST": r.stdout.strip().splitlines()[-1]}
+def dockerd(real_dockerd: str) -> dict[str, str]:
+    """Env for the docker CLI pointed at the session's private real dockerd (tests/conftest.py)."""
+    cenv = {**os.environ, "DOCKER_HOST": real_dockerd}
     cenv.pop("DOCKER_CONTEXT", None)
-    try:
-        yield cenv
-    finally:
-        subprocess.run([str(PEERS / "stop-dockerd"), PEER_STATE], capture_output=True, timeout=120)
+    return cenv
 
 
 def real(env: dict[str, str], *args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
@@ -141,7 +128,7 @@ def test_save_by_dockerd_loads_into_ours(dd: Daemon, dockerd: dict[str, str], tm
     (ctx / "Dockerfile").write_text(
         "FROM busybox\nRUN echo one > /one\nRUN echo two > /two && rm -f /etc/group\n"
         'CMD ["sh", "-c", "cat /one /two; test -e /etc/group || echo nogroup"]\n')
-    real(dockerd, "build", "-q", "-t", "dy-two:layers", str(ctx))
+    real(dockerd, "build", "-q", "--network", "none", "-t", "dy-two:layers", str(ctx))
     want = real(dockerd, "run", "--rm", "dy-two:layers").stdout
     assert want == b"one\ntwo\nnogroup\n"
     real(dockerd, "tag", "busybox:latest", "dy-peer-busybox:latest")
