@@ -229,6 +229,8 @@ def real_dockerd() -> Iterator[str]:
         subprocess.run([str(peers / "stop-dockerd"), state], capture_output=True, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(f"{state}-exec", ignore_errors=True)
+        for leftover in (f"{state}d.log", f"{state}.pid", f"{state}.sock"):
+            Path(leftover).unlink(missing_ok=True)
 
 
 def conmon_pids_for(base: Path) -> list[int]:
