@@ -262,7 +262,7 @@ class ContainerService:
                 raise Conflict(f'Conflict. The container name "/{name}" is already in use.') from None
             raise
         c = self.get(cid)
-        if self.volumes is not None:
+        if self.volumes is not None and _has_mounts(c):
             # Docker makes volumes (and checks bind sources) at create: `volume rm` and inspect see them.
             try:
                 _oci, docker_mounts = await asyncio.to_thread(self._mounts_at_create, c)
@@ -915,6 +915,12 @@ class ContainerService:
                 if "true" in values:
                     return False
         return True
+
+
+def _has_mounts(c: Container) -> bool:
+    """Whether the container asks for any volume, bind or tmpfs (else create need not mount its rootfs)."""
+    hc = c.host_config
+    return bool(c.config.get("Volumes") or any(hc.get(k) for k in ("Binds", "Mounts", "Tmpfs", "VolumesFrom")))
 
 
 def _name_match(pattern: str, name: str) -> bool:
