@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dockyard.errors import InvalidParameter
 from dockyard.store.layers import apply_layer
+from dockyard.util.paths import resolve_in_root
 
 
 def extract_context(tar_path: Path, dest: Path) -> None:
@@ -27,31 +28,6 @@ def extract_context(tar_path: Path, dest: Path) -> None:
         return
     with open(tar_path, "rb") as f:
         apply_layer(f, dest)
-
-
-def resolve_in_root(root: Path, path: str, follow_last: bool = True) -> Path:
-    """`path` (absolute, in the image) as a host path under `root`, symlinks followed inside root."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if cur:
-                cur.pop()
-            continue
-        host = root.joinpath(*cur, name)
-        if os.path.islink(host) and (parts or follow_last):
-            hops += 1
-            if hops > 40:
-                raise InvalidParameter(f"too many levels of symbolic links: {path}")
-            target = os.readlink(host)
-            if target.startswith("/"):
-                cur = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        cur.append(name)
-    return root.joinpath(*cur)
 
 
 def context_sources(ctx: Path, src: str) -> list[Path]:

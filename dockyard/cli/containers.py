@@ -302,6 +302,10 @@ def cmd_cp(ctx: Ctx, args: argparse.Namespace) -> int:
                        "must specify at least one container source", 1)
     client = ctx.client
     if src_c is not None:
+        if args.follow_link:  # -L: copy what a symlink in the container points at
+            target = client.stat_path(src_c, src).get("linkTarget")
+            if target:
+                src = target
         stream = client.get_archive(src_c, src)
         with stream:
             if dst == "-":
@@ -314,7 +318,7 @@ def cmd_cp(ctx: Ctx, args: argparse.Namespace) -> int:
         return 0
     assert dst_c is not None
     if src == "-":
-        client.put_archive(dst_c, dst, sys.stdin.buffer.read())
+        client.put_archive(dst_c, dst, sys.stdin.buffer.read(), copy_uid_gid=args.archive)
         return 0
     if not os.path.lexists(src):
         raise CLIError(f'lstat {os.path.abspath(src)}: no such file or directory', 1)
@@ -330,9 +334,9 @@ def cmd_cp(ctx: Ctx, args: argparse.Namespace) -> int:
     else:
         target_dir, arcname = os.path.dirname(dst.rstrip("/")) or "/", os.path.basename(dst.rstrip("/"))
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with tarfile.open(fileobj=buf, mode="w", dereference=args.follow_link) as tar:  # -L follows host links
         tar.add(src.rstrip("/") if src != "/" else src, arcname=arcname, recursive=True)
-    client.put_archive(dst_c, target_dir, buf.getvalue())
+    client.put_archive(dst_c, target_dir, buf.getvalue(), copy_uid_gid=args.archive)  # -a: container's user
     if not args.quiet and sys.stderr.isatty():
         print(f"Successfully copied {human_size(len(buf.getvalue()))} to {dst_c}:{dst}", file=sys.stderr)
     return 0

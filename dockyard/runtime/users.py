@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dockyard.errors import InvalidParameter
+from dockyard.util.paths import resolve_in_root
+
+__all__ = ["ExecUser", "resolve_in_root", "resolve_user"]
 
 
 @dataclass
@@ -20,32 +22,6 @@ class ExecUser:
     additional_gids: list[int] = field(default_factory=list)
     home: str = "/"
     name: str | None = None
-
-
-def resolve_in_root(root: str | os.PathLike[str], path: str, _depth: int = 0) -> Path:
-    """`path` (absolute, container view) → host path, with symlinks resolved under `root`."""
-    root = Path(root)
-    parts = [p for p in path.split("/") if p and p != "."]
-    cur: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            if cur:
-                cur.pop()
-            continue
-        host = root.joinpath(*cur, name)
-        if host.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise InvalidParameter(f"too many levels of symbolic links: {path}")
-            target = os.readlink(host)
-            if target.startswith("/"):
-                cur = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        cur.append(name)
-    return root.joinpath(*cur)
 
 
 def _read_db(root: str | os.PathLike[str], path: str) -> list[list[str]]:

@@ -235,3 +235,17 @@ def test_archive_put_rejects_escape(clean_daemon: Daemon) -> None:
     import os
 
     assert not os.path.exists("/tmp/dockyard-escape-test")
+
+
+def test_our_cp_archive_and_follow_link(clean_daemon: Daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`dockyard cp -a` chowns to the container's user; `-L` copies what a link points at."""
+    d = clean_daemon
+    d.docker("run", "-d", "--name", "cpflags", "-u", "1000:1000", "busybox", "sh", "-c",
+             "echo target > /tmp/real; ln -s /tmp/real /tmp/link; sleep 100")
+    time.sleep(0.5)
+    (tmp_path / "f.txt").write_text("x\n")
+    d.dockyard("cp", "-a", str(tmp_path / "f.txt"), "cpflags:/tmp/f.txt")
+    assert d.docker("exec", "cpflags", "stat", "-c", "%u:%g", "/tmp/f.txt").stdout == b"1000:1000\n"
+    d.dockyard("cp", "-L", "cpflags:/tmp/link", str(tmp_path / "out"))
+    out = tmp_path / "out"
+    assert not out.is_symlink() and out.read_text() == "target\n"
