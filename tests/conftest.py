@@ -247,8 +247,23 @@ def conmon_pids_for(base: Path) -> list[int]:
     return out
 
 
+def _favordynmods() -> bool | None:
+    from dockyard.runtime.cgroup_tuning import cgroup2_mount
+
+    m = cgroup2_mount()
+    return None if m is None else m.favored
+
+
+# The suite's daemons turn on cgroup2 favordynmods (runtime/cgroup_tuning.py): put it back as found.
+_FAVORDYNMODS_AT_START = _favordynmods()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A leak is a failure: no dockyard mounts or monitors may outlive the suite."""
+    if _FAVORDYNMODS_AT_START is not None and _favordynmods() != _FAVORDYNMODS_AT_START:
+        from dockyard.runtime.cgroup_tuning import set_favordynmods
+
+        print(f"\ncgroup tuning restored: {set_favordynmods(_FAVORDYNMODS_AT_START)}", file=sys.stderr)
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f]
     leaked = [m for m in mounts if any(m == str(b) or m.startswith(f"{b}/") for b in _BASES)]

@@ -34,6 +34,7 @@ class DaemonConfig:
     tlskey: str | None = None
     insecure_tcp: bool = False
     iptables: bool = True
+    cgroup_favordynmods: bool = True  # see runtime/cgroup_tuning.py
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-tcp", action="store_true", default=None,
                    help="allow plain TCP on a non-loopback address (dangerous: root over the network)")
     p.add_argument("--iptables", default=None, choices=["true", "false"])
+    p.add_argument("--cgroup-favordynmods", default=None, choices=["true", "false"],
+                   help="remount cgroup2 with favordynmods: fast cgroup moves for start and exec (default true)")
     p.add_argument("-D", "--debug", action="store_true")
     return p
 
@@ -68,7 +71,7 @@ _JSON_KEYS = {
     "log-level": "log_level", "default-runtime": "default_runtime", "registry-mirrors": "registry_mirrors",
     "insecure-registries": "insecure_registries", "bridge": "bridge", "bip": "bip", "group": "group",
     "tls": "tls", "tlsverify": "tlsverify", "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
-    "iptables": "iptables",
+    "iptables": "iptables", "cgroup-favordynmods": "cgroup_favordynmods",
 }
 
 
@@ -103,6 +106,8 @@ def load(argv: list[str] | None) -> DaemonConfig:
         v = getattr(args, attr)
         if v is not None:
             setattr(cfg, attr, v)
+    if args.cgroup_favordynmods is not None:
+        cfg.cgroup_favordynmods = args.cgroup_favordynmods == "true"
     if args.iptables is not None:
         cfg.iptables = args.iptables == "true"
     if not cfg.iptables:

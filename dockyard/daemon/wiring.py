@@ -43,6 +43,10 @@ class Engine:
 
     async def start(self) -> None:
         self.events.bind_loop(asyncio.get_running_loop())
+        if self.cfg.cgroup_favordynmods:
+            from dockyard.runtime.cgroup_tuning import set_favordynmods
+
+            log.info("cgroup tuning: %s", await asyncio.to_thread(set_favordynmods, True))
         if self.networks is not None:
             await self.networks.start()
         await self.containers.recover()
@@ -61,6 +65,8 @@ class Engine:
     async def close(self) -> None:
         for t in self.tasks:
             t.cancel()
+        if self.execs is not None:
+            await self.execs.close()
         if self.networks is not None:
             await self.networks.shutdown()
         if self.registry is not None and getattr(self.registry, "loaded", True):
@@ -136,6 +142,7 @@ def build(cfg: DaemonConfig) -> Engine:
 
     health = HealthMonitor(containers, execs)
     containers.on_started.append(health.on_started)
+    containers.on_removed.append(lambda c: execs.forget_container(c.id))  # exec records live as long as it
     containers.on_adopted.append(health.on_adopted)
     containers.on_exited.append(health.on_exited)
     from dockyard.registry.layermap import LayerMap

@@ -155,6 +155,16 @@ class ExecSession:
     def resize(self, height: int, width: int) -> None:
         _write_ctl(self.exec_dir / "ctl", f"1 {height} {width}\n")
 
+    def abandon(self) -> None:
+        """Drop a held exec without running it. conmon takes EOF on its start pipe as "go", so the
+        held conmon is killed before the pipe is closed."""
+        if self._start_fd >= 0:
+            try:
+                os.kill(int((self.exec_dir / "conmon.pid").read_text()), _signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        self.cleanup()
+
     def cleanup(self) -> None:
         if self.attach:
             self.attach.close()

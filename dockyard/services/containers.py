@@ -161,6 +161,7 @@ class ContainerService:
         self.on_exited: list[Callable[[Container], None]] = []
         # Running containers found alive at daemon start (their state, e.g. health, carries on).
         self.on_adopted: list[Callable[[Container], None]] = []
+        self.on_removed: list[Callable[[Container], None]] = []
 
     # ---------------------------------------------------------------- paths
     def container_dir(self, cid: str) -> Path:
@@ -692,6 +693,8 @@ class ContainerService:
         lv.exited.set()
         lv.removed.set()
         self._live.pop(c.id, None)
+        for hook in self.on_removed:
+            hook(c)
 
     async def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)

@@ -17,6 +17,11 @@ from dockyard.util.ids import new_id
 
 log = logging.getLogger("dockyard.exec")
 
+# An exec created for attaching gets its conmon spawned at once, held, so that conmon's start-up
+# overlaps the client's create -> start round trip. Clients start right after create; one that
+# doesn't within this many seconds has its held monitor dropped (a later start spawns afresh).
+PREPARED_TTL = 5.0
+
 
 @dataclass
 class Exec:
@@ -29,6 +34,8 @@ class Exec:
     session: Any = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     pumped: asyncio.Event = field(default_factory=asyncio.Event)  # the attach stream was copied out
+    prepared: asyncio.Task[Any] | None = None  # a held session spawned at create (tty, stdin) below
+    prepared_mode: tuple[bool, bool] = (False, False)
 
 
 class ExecService:
@@ -58,7 +65,34 @@ class ExecService:
         self._execs[e.id] = e
         self.cs.live(c.id)  # keep coordination state alive for this container
         self.cs._emit(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
+        if not body.get("Detach") and any(body.get(k) for k in ("AttachStdin", "AttachStdout", "AttachStderr")):
+            self._prepare(e)
         return {"Id": e.id}
+
+    def _prepare(self, e: Exec) -> None:
+        tty, stdin = bool(e.config.get("Tty")), bool(e.config.get("AttachStdin"))
+
+        async def spawn() -> Any:
+            return await self.runtime.exec_(e.container_id, e.id, self._process(e, tty), tty=tty, stdin=stdin,
+                                            attach=True, hold=True)
+
+        loop = asyncio.get_running_loop()
+        e.prepared, e.prepared_mode = loop.create_task(spawn()), (tty, stdin)
+
+        def expire() -> None:
+            if e.prepared is not None:
+                task, e.prepared = e.prepared, None
+                loop.create_task(self._drop(task))
+
+        loop.call_later(PREPARED_TTL, expire)
+
+    @staticmethod
+    async def _drop(task: asyncio.Task[Any]) -> None:
+        try:
+            session = await task
+        except Exception:  # noqa: BLE001 - start would have reported it; nothing was started
+            return
+        session.abandon()
 
     def inspect(self, exec_id: str) -> dict[str, Any]:
         e = self.get(exec_id)
@@ -104,19 +138,31 @@ class ExecService:
 
     async def start(self, exec_id: str, detach: bool, tty: bool | None) -> HijackHandler | None:
         e = self.get(exec_id)
-        if e.running or e.exit_code is not None:
-            raise Conflict(f"Error: Exec command {exec_id} has already run")
-        c = self.cs.get(e.container_id)
-        if c.state != "running":
-            raise Conflict(f"Container {c.id} is not running")
+        prepared, e.prepared = e.prepared, None
         cfg = e.config
         use_tty = bool(cfg.get("Tty")) if tty is None else bool(tty) or bool(cfg.get("Tty"))
         stdin = bool(cfg.get("AttachStdin")) and not detach
         attach = not detach and (stdin or bool(cfg.get("AttachStdout")) or bool(cfg.get("AttachStderr")))
+        try:
+            if e.running or e.exit_code is not None:
+                raise Conflict(f"Error: Exec command {exec_id} has already run")
+            c = self.cs.get(e.container_id)
+            if c.state != "running":
+                raise Conflict(f"Container {c.id} is not running")
+        except Exception:
+            if prepared is not None:
+                await self._drop(prepared)
+            raise
+        if prepared is not None and not (attach and e.prepared_mode == (use_tty, stdin)):
+            await self._drop(prepared)  # started otherwise than created (detached, or another tty mode)
+            prepared = None
         e.running = True
         try:
-            e.session = await self.runtime.exec_(c.id, e.id, self._process(e, use_tty), tty=use_tty, stdin=stdin,
-                                                 attach=attach, hold=attach)
+            if prepared is not None:
+                e.session = await prepared
+            else:
+                e.session = await self.runtime.exec_(c.id, e.id, self._process(e, use_tty), tty=use_tty,
+                                                     stdin=stdin, attach=attach, hold=attach)
         except Exception as err:
             self._failed(e, err)
             raise
@@ -195,4 +241,14 @@ class ExecService:
 
     def forget_container(self, cid: str) -> None:
         for k in [k for k, e in self._execs.items() if e.container_id == cid]:
-            del self._execs[k]
+            e = self._execs.pop(k)
+            if e.prepared is not None:
+                asyncio.get_running_loop().create_task(self._drop(e.prepared))
+                e.prepared = None
+
+    async def close(self) -> None:
+        """Daemon shutdown: held monitors of never-started execs must not outlive us (nor run)."""
+        for e in self._execs.values():
+            if e.prepared is not None:
+                task, e.prepared = e.prepared, None
+                await self._drop(task)
