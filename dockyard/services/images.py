@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
+import logging
 import platform
 import secrets
 import shlex
@@ -31,6 +32,8 @@ from dockyard.store.db import Database
 from dockyard.store.layers import decompressed
 from dockyard.store.snapshots import Snapshotter, chain_ids
 from dockyard.util.timefmt import ZERO_TIME, parse_rfc3339, parse_time_arg, rfc3339
+
+log = logging.getLogger("dockyard.images")
 
 SCHEMA = [
     """
@@ -707,6 +710,30 @@ class ImageService:
         for chain in self.snapshots.list():
             if chain not in known:
                 self.snapshots.remove(chain)
+        self._sweep_blobs()
+
+    def _sweep_blobs(self) -> int:
+        """Mark and sweep the content store (at start: no pull, load or push is in flight then).
+
+        rmi frees an image's layers and config at once; what it cannot know about is left here:
+        pulled manifests, compressed blobs made for a push, blobs of an interrupted pull or load."""
+        live = {r["diff_id"] for r in self.db.query("SELECT DISTINCT diff_id FROM image_layers")}
+        keep = {r["id"] for r in self.db.query("SELECT id FROM images")} | live
+        keep |= {r["digest"] for r in self.db.query("SELECT diff_id, digest FROM layer_blobs") if r["diff_id"] in live}
+        keep |= {r["name"].rpartition("@")[2] for r in self.db.query("SELECT name FROM digests")}
+        if self.db.query_one("SELECT 1 FROM sqlite_master WHERE type='table' AND name='distribution_layers'"):
+            rows = self.db.query("SELECT diff_id, digest FROM distribution_layers")
+            keep |= {r["digest"] for r in rows if r["diff_id"] in live}
+            for gone in {r["diff_id"] for r in rows} - live:  # where a layer came from, for a layer we no longer have
+                self.db.execute("DELETE FROM distribution_layers WHERE diff_id=?", (gone,))
+        removed = 0
+        for digest in self.content.digests():
+            if digest not in keep:
+                self.content.delete(digest)
+                removed += 1
+        if removed:
+            log.info("content sweep: removed %d unreferenced blobs", removed)
+        return removed
 
     list = list_images  # the contract's name; defined last so `list` stays the builtin above
 

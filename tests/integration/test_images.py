@@ -261,3 +261,26 @@ def test_import_with_changes(svc: ImageService, tmp_path: Path) -> None:
     other = new_service(tmp_path / "o")
     assert load(other, data) == [{"stream": "Loaded image: imp:v1\n"}]
     shutil.rmtree(tmp_path / "o")
+
+
+def test_startup_sweep_frees_unreferenced_blobs(svc: ImageService, tmp_path: Path) -> None:
+    from dockyard.registry.layermap import LayerMap
+
+    loaded(svc, "busybox")
+    lid = loaded(svc, "layered")
+    gone_diff = svc.inspect("layered")["RootFS"]["Layers"][-1]
+    before = set(svc.content.digests())
+    manifest = svc.content.write(b'{"schemaVersion": 2, "layers": []}')  # a pulled manifest: nothing names it
+    pushed = svc.content.write(b"a layer gzipped for a push")  # recorded where it came from, for a layer
+    LayerMap(svc.db).record(gone_diff, pushed, "application/vnd.docker.image.rootfs.diff.tar.gzip", 26, "", "")
+    svc.delete("layered")
+    assert svc.content.has(manifest) and svc.content.has(pushed)  # rmi cannot know about these
+    svc.sweep()  # what the daemon runs at start
+    assert not svc.content.has(manifest) and not svc.content.has(pushed)
+    assert not svc.db.query("SELECT 1 FROM distribution_layers WHERE diff_id=?", (gone_diff,))
+    # The image left keeps every blob it needs: it still saves and loads elsewhere.
+    assert set(svc.content.digests()) <= before and svc.content.has(svc.resolve("busybox").id)
+    other = new_service(tmp_path / "other")
+    load(other, save(svc, ["busybox"]))
+    assert other.resolve("busybox").id == svc.resolve("busybox").id
+    assert lid not in {i["Id"] for i in svc.list()}
