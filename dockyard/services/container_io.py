@@ -47,7 +47,7 @@ class ContainerIO:
         tmp = self.cs.run_dir(c.id) / f"view-{os.getpid()}-{time.monotonic_ns()}"
         cdir = self.cs.container_dir(c.id)
         work = cdir / "work"
-        overlay.mount_overlay(self.images.layer_dirs(c.image_id), cdir / "upper", work, tmp, self.cs._empty)
+        overlay.mount_overlay(self.cs.lower_dirs(c), cdir / "upper", work, tmp, self.cs._empty)
         try:
             yield tmp
         finally:
@@ -124,8 +124,7 @@ class ContainerIO:
 
         c = self.cs.get(cid)
         upper = self.cs.container_dir(c.id) / "upper"
-        lowers = self.images.layer_dirs(c.image_id)
-        return await asyncio.to_thread(layers.changes, upper, lowers)
+        return await asyncio.to_thread(layers.changes, upper, self.cs.lower_dirs(c))
 
     # ---------------------------------------------------------------- cp (archive)
     async def archive_stat(self, cid: str, path: str) -> dict[str, Any]:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified, no_such_container
+from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified, SystemError_, no_such_container
 from dockyard.services import container_config as cc
 from dockyard.services.events import EventBus
-from dockyard.store import overlay
+from dockyard.store import initlayer, overlay
 from dockyard.store.db import Database
 from dockyard.util.ids import new_id, random_name, validate_name
 from dockyard.util.timefmt import ZERO_TIME, human_duration, rfc3339
@@ -164,6 +164,12 @@ class ContainerService:
         self.on_removed: list[Callable[[Container], None]] = []
 
     # ---------------------------------------------------------------- paths
+    def lower_dirs(self, c: Container) -> list[Path]:
+        """The read-only layers under the container's upper dir, bottom-first: the image's, then its init
+        layer (store/initlayer.py; containers made before there was one have none)."""
+        init = self.container_dir(c.id) / "init"
+        return self.images.layer_dirs(c.image_id) + ([init] if init.is_dir() else [])
+
     def container_dir(self, cid: str) -> Path:
         return self.data_root / "containers" / cid
 
@@ -250,6 +256,7 @@ class ContainerService:
         cdir = self.container_dir(cid)
         (cdir / "upper").mkdir(parents=True)
         (cdir / "work").mkdir()
+        await asyncio.to_thread(initlayer.make, cdir / "init", self.images.layer_dirs(image.id))
         try:
             with self.db.tx() as tx:
                 tx.execute(
@@ -278,7 +285,7 @@ class ContainerService:
     def _mounts_at_create(self, c: Container) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         view = self.run_dir(c.id) / "create-view"
         cdir = self.container_dir(c.id)
-        overlay.mount_overlay(self.images.layer_dirs(c.image_id), cdir / "upper", cdir / "work", view, self._empty)
+        overlay.mount_overlay(self.lower_dirs(c), cdir / "upper", cdir / "work", view, self._empty)
         try:
             return self._resolve_mounts(c, view)
         finally:
@@ -306,7 +313,7 @@ class ContainerService:
         cdir = self.container_dir(c.id)
         steps: list[Callable[[], Any]] = []  # undo stack for a failed start
         try:
-            layer_dirs = await asyncio.to_thread(self.images.layer_dirs, c.image_id)
+            layer_dirs = await asyncio.to_thread(self.lower_dirs, c)
             await asyncio.to_thread(overlay.mount_overlay, layer_dirs, cdir / "upper", cdir / "work", rootfs, self._empty)
             steps.append(lambda: overlay.unmount(rootfs))
             net = None
@@ -778,7 +785,7 @@ class ContainerService:
             state["Health"] = c.health
         cdir = self.container_dir(c.id)
         try:
-            lowers = ":".join(str(p) for p in reversed(self.images.layer_dirs(image_id)))
+            lowers = ":".join(str(p) for p in reversed(self.lower_dirs(c)))
         except Exception:  # noqa: BLE001
             lowers = ""
         out = {

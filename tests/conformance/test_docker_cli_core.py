@@ -168,6 +168,33 @@ def test_cp_both_ways_and_export_diff(clean_daemon: Daemon, tmp_path) -> None:  
     assert "up.txt" in names and "bin/busybox" in names and "etc/group" not in names
 
 
+def test_init_layer_like_dockerd(clean_daemon: Daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What dockerd shows for busybox (which has no /etc/hosts of its own): /.dockerenv and the mount
+    points live in an init layer, so `diff` and `commit` show only the container's own changes."""
+    d = clean_daemon
+    d.docker("run", "--name", "init", "busybox", "sh", "-c", "test -f /.dockerenv && readlink /etc/mtab")
+    assert d.docker("logs", "init").stdout == b"/proc/mounts\n"
+    assert d.docker("diff", "init").stdout == b""
+    d.docker("export", "-o", str(tmp_path / "fs.tar"), "init")
+    with tarfile.open(tmp_path / "fs.tar") as tf:
+        env = tf.getmember(".dockerenv")
+        assert env.isfile() and env.size == 0 and env.mode == 0o755
+        assert tf.getmember("etc/hosts").size == 0  # the empty mount point, as in dockerd's export
+    d.docker("commit", "init", "init-commit:1")
+    try:
+        hist = json.loads(d.docker("image", "inspect", "init-commit:1").stdout)[0]["RootFS"]["Layers"]
+        base = json.loads(d.docker("image", "inspect", "busybox").stdout)[0]["RootFS"]["Layers"]
+        assert len(hist) == len(base) + 1
+        # The committed layer is empty: no /.dockerenv, no mount points.
+        d.docker("save", "-o", str(tmp_path / "img.tar"), "init-commit:1")
+        with tarfile.open(tmp_path / "img.tar") as img:
+            top = json.load(img.extractfile("manifest.json"))[0]["Layers"][-1]  # type: ignore[arg-type]
+            with tarfile.open(fileobj=img.extractfile(top)) as layer:
+                assert layer.getnames() == []
+    finally:
+        d.docker("rmi", "init-commit:1")
+
+
 def test_save_load_roundtrip(clean_daemon: Daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = clean_daemon
     d.docker("tag", "busybox:latest", "roundtrip:1")
