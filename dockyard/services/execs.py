@@ -53,7 +53,7 @@ class ExecService:
     def create(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
         c = self.cs.get(ref)
         if c.state == "paused":
-            raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
+            raise Conflict(f"Container {ref} is paused, unpause the container before exec")  # the ref, as moby
         if c.state != "running":
             raise Conflict(f"Container {c.id} is not running")
         cmd = body.get("Cmd")
