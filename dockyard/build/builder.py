@@ -24,6 +24,7 @@ from typing import Any
 from dockyard.build import context as bctx
 from dockyard.build.cache import BuildCache, cache_key
 from dockyard.build.commit import commit_layer
+from dockyard.build.ctxindex import ContextIndex, HashMemo, hash_mixed
 from dockyard.build.dockerfile import (
     EXPANDED,
     PROXY_ARGS,
@@ -89,6 +90,9 @@ class Builder:
         self.root = root
         self.pull_fn = pull
         self.cache = BuildCache(db)
+        self.hash_memo = HashMemo()  # context files' sha256 by tar header, across builds
+        # (source image, COPY --from sources, flags) -> (hash, kind): an image id names fixed content
+        self.from_memo: dict[tuple[str, tuple[str, ...], str], tuple[str, str]] = {}
         root.mkdir(parents=True, exist_ok=True)
         for d in root.glob("tmp-*"):  # leftovers of a build interrupted by a crash
             with contextlib.suppress(OSError):
@@ -104,18 +108,23 @@ class Builder:
         run = _Run(self, opts, work, q.put_nowait)
 
         async def main() -> None:
+            err: dict[str, Any] | None = None
             try:
                 await run.spool(body)
                 await run.go()
             except BuildError as e:
-                q.put_nowait({"errorDetail": {"message": e.message, "code": e.code}, "error": e.message})
+                err = {"errorDetail": {"message": e.message, "code": e.code}, "error": e.message}
             except DockyardError as e:
-                q.put_nowait({"errorDetail": {"message": e.message}, "error": e.message})
+                err = {"errorDetail": {"message": e.message}, "error": e.message}
             except Exception as e:  # noqa: BLE001 - the client must see every failure
                 log.exception("build failed")
-                q.put_nowait({"errorDetail": {"message": str(e)}, "error": str(e)})
+                err = {"errorDetail": {"message": str(e)}, "error": str(e)}
             finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.cache.touch, run.hits)
                 await asyncio.to_thread(shutil.rmtree, work, True)
+                if err is not None:  # after the cleanup: a client that exits on it finds nothing left
+                    q.put_nowait(err)
                 q.put_nowait(None)
 
         task = asyncio.get_running_loop().create_task(main())
@@ -177,6 +186,9 @@ class _Run:
     def __init__(self, b: Builder, opts: BuildOptions, work: Path, emit: Callable[[dict[str, Any]], None]) -> None:
         self.b, self.opts, self.work, self._emit = b, opts, work, emit
         self.ctx = work / "context"
+        self.index: ContextIndex | None = None
+        self._ctx_ready = False
+        self._ctx_lock = asyncio.Lock()
         self.stage_results: dict[int, asyncio.Future[str | None]] = {}
         self.step: dict[int, int] = {}  # stage index -> its last step number
         self.total = 0
@@ -189,6 +201,7 @@ class _Run:
         self.df: Dockerfile | None = None
         self.meta: dict[str, str] = {}
         self.used_buildargs: set[str] = set()
+        self.hits: list[str] = []  # cache keys used, touched in one commit at the end
         self._log_pos: dict[str, int] = {}
 
     def out(self, text: str) -> None:
@@ -217,27 +230,41 @@ class _Run:
                 self._flush(self.order[self.live])
 
     async def spool(self, body: AsyncIterator[bytes]) -> None:
-        tar = self.work / "context.tar"
-        f = await asyncio.to_thread(open, tar, "wb")
+        """Spool the context tar to disk, indexing it on the way (a worker thread does both)."""
+        idx = self.index = ContextIndex(self.work / "context.tar", self.b.hash_memo, {self.opts.dockerfile or "Dockerfile"})
         try:
             async for chunk in body:
-                await asyncio.to_thread(f.write, chunk)
+                if not idx.put_nowait(chunk):  # the worker is behind: wait, never buffer it all
+                    await asyncio.to_thread(idx.put, chunk)
         finally:
-            f.close()
-        try:
-            await asyncio.to_thread(bctx.extract_context, tar, self.ctx)
-        except DockyardError as e:
-            raise BuildError(f"failed to read the build context: {e.message}") from None
-        tar.unlink()
+            if not idx.put_nowait(None):
+                await asyncio.to_thread(idx.put, None)
+            await asyncio.to_thread(idx.join)
+
+    async def ensure_context(self) -> None:
+        """Extract the spooled context, once, for the first step that needs its files on disk."""
+        async with self._ctx_lock:
+            if self._ctx_ready:
+                return
+            assert self.index is not None
+            try:
+                await asyncio.to_thread(bctx.extract_context, self.index.tar_path, self.ctx)
+            except DockyardError as e:
+                raise BuildError(f"failed to read the build context: {e.message}") from None
+            self._ctx_ready = True
 
     # ---------------------------------------------------------------- plan
     async def go(self) -> None:
         name = self.opts.dockerfile or "Dockerfile"
-        path = bctx.resolve_in_root(self.ctx, name)
-        if not path.is_file():
-            raise BuildError(f"Cannot locate specified Dockerfile: {name}")
+        text = self.index.file_bytes(name) if self.index is not None else None
+        if text is None:
+            await self.ensure_context()
+            path = bctx.resolve_in_root(self.ctx, name)
+            if not path.is_file():
+                raise BuildError(f"Cannot locate specified Dockerfile: {name}")
+            text = path.read_bytes()
         try:
-            df = self.df = parse(path.read_bytes())
+            df = self.df = parse(text)
         except ParseError as e:
             raise BuildError(e.message) from None
         # ARG before FROM: usable in FROM lines; build args override their defaults.
@@ -254,10 +281,14 @@ class _Run:
             target = ti
         needed = self._needed(df, target)
         self.order = needed
+        # dockerd's classic builder counts the ARGs before FROM as steps and shows them first
+        self.total = len(df.meta_args)
         for i in needed:
             self.step[i] = self.total
             self.total += 1 + len(df.stages[i].instructions)
         self.total += len(self.opts.labels)
+        for n, inst in enumerate(df.meta_args, 1):
+            self.out(f"Step {n}/{self.total} : {_display(inst)}\n")
         loop = asyncio.get_running_loop()
         for i in needed:
             self.stage_results[i] = loop.create_future()
@@ -375,7 +406,8 @@ class _Run:
         assert self.df is not None
         df = self.df
         base = expand_word(st.base, self.meta, df.escape, st.line)
-        self._next_step(f"FROM {base}" + (f" AS {st.name}" if st.name else ""))
+        self._next_step(_display_text(st.original) if st.original else
+                        f"FROM {base}" + (f" AS {st.name}" if st.name else ""))
         dep = df.stage_index(base)
         image_id: str | None
         if base.lower() == "scratch":
@@ -532,6 +564,7 @@ class _Run:
         hit = self.b.cache.get(key, self._exists)
         if hit is None:
             return False
+        self.hits.append(key)
         state.image_id = hit
         self.out(" ---> Using cache\n")
         self.out(f" ---> {_short(hit)}\n")
@@ -599,9 +632,12 @@ class _Run:
             code = int(res.get("StatusCode", 1))
             if code != 0:
                 raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
+            # The exited container's upper dir becomes the layer's snapshot as it is (renamed, not
+            # extracted again from the layer tar); the container is removed without it.
+            await asyncio.to_thread(overlay.unmount, cs.rootfs(cid))
             upper = cs.container_dir(cid) / "upper"
             new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
-                                          {"created_by": created_by}, container_id=cid)
+                                          {"created_by": created_by}, container_id=cid, adopt=True)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(cs.remove(cid, force=True))
@@ -671,30 +707,50 @@ class _Run:
             except ValueError:
                 raise BuildError(f"invalid chmod parameter: {chmod}") from None
         src_image: str | None = None
+        if frm:
+            frm_x = expand_word(frm, env, esc, inst.line)
+            d = self.df.stage_index(frm_x)
+            src_image = await self.stage_results[d] if d is not None else await self._base_image(frm_x, None)
+        extra = f"{chown}|{chmod}|{src_image}"
         with contextlib.ExitStack() as stack:
-            if frm:
-                frm_x = expand_word(frm, env, esc, inst.line)
-                d = self.df.stage_index(frm_x)
-                if d is not None:
-                    src_image = await self.stage_results[d]
+            src_root: Path | None = None
+            sources: list[Path] = []
+
+            async def on_disk() -> list[Path]:
+                """The sources as paths: the stage's image mounted, or the extracted context."""
+                nonlocal src_root
+                if frm:
+                    src_root = stack.enter_context(self._mounted(src_image, readonly=True)) if src_image else None
                 else:
-                    src_image = await self._base_image(frm_x, None)
-                src_root = stack.enter_context(self._mounted(src_image, readonly=True)) if src_image else None
+                    await self.ensure_context()
+                    src_root = self.ctx
+                try:
+                    if src_root is None:
+                        raise BuildError(f"{c.upper()} failed: stage has no files")
+                    return [p for s in srcs for p in await asyncio.to_thread(bctx.context_sources, src_root, s)]
+                except DockyardError as e:
+                    raise BuildError(e.message.replace("COPY failed", f"{c.upper()} failed")) from None
+
+            # The cache key first, from what is known without touching the disk: the context
+            # index, or an earlier hash of the same paths in the same (immutable) image.
+            known = await asyncio.to_thread(self._known_hash, src_image, frm, srcs, heredoc_files, extra)
+            if known is None:
+                sources = await on_disk() + heredoc_files
+                chash = await asyncio.to_thread(bctx.hash_sources, sources, extra)
+                kind = "dir" if len(sources) == 1 and sources[0].is_dir() else \
+                    "file" if len(sources) == 1 else "multi"
+                if frm and src_image:
+                    if len(self.b.from_memo) > 4096:
+                        self.b.from_memo.clear()
+                    self.b.from_memo[(src_image, tuple(srcs), extra)] = (chash, kind)
             else:
-                src_root = self.ctx
-            try:
-                if src_root is None:
-                    raise BuildError(f"{c.upper()} failed: stage has no files")
-                sources = [p for s in srcs for p in await asyncio.to_thread(bctx.context_sources, src_root, s)]
-            except DockyardError as e:
-                raise BuildError(e.message.replace("COPY failed", f"{c.upper()} failed")) from None
-            sources += heredoc_files
-            chash = await asyncio.to_thread(bctx.hash_sources, sources, f"{chown}|{chmod}|{src_image}")
-            kind = "dir" if len(sources) == 1 and sources[0].is_dir() else "file" if len(sources) == 1 else "multi"
+                chash, kind = known
             created_by = f"/bin/sh -c #(nop) {c.upper()} {kind}:{chash} in {dest} "
             key = cache_key(state.image_id, created_by + json.dumps(state.config, sort_keys=True), chash)
             if await self._cached(state, key):
                 return
+            if known is not None:
+                sources = await on_disk() + heredoc_files
             step_dir = self.work / f"step-{secrets.token_hex(4)}"
             upper = step_dir / "upper"
             with self._mounted(state.image_id, upper_dir=step_dir) as root:
@@ -714,6 +770,24 @@ class _Run:
         self.b.cache.put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
+
+    def _known_hash(self, src_image: str | None, frm: Any, srcs: list[str], heredocs: list[Path],
+                    extra: str) -> tuple[str, str] | None:
+        """(hash, kind) of the COPY sources without extracting or mounting anything, if possible."""
+        if frm:
+            return self.b.from_memo.get((src_image or "", tuple(srcs), extra)) if src_image else None
+        idx = self.index
+        if idx is None or not idx.usable:
+            return None
+        names: list[str] = []
+        for s in srcs:
+            found = idx.sources(s)
+            if found is None:
+                return None
+            names += found
+        n = len(names) + len(heredocs)
+        kind = "dir" if n == 1 and names and idx.is_dir(names[0]) else "file" if n == 1 else "multi"
+        return hash_mixed(idx, names, heredocs, extra), kind
 
     @contextlib.contextmanager
     def _mounted(self, image_id: str | None, readonly: bool = False, upper_dir: Path | None = None) -> Any:
@@ -737,7 +811,11 @@ class _Run:
 
 
 def _display(inst: Instruction) -> str:
-    word, _, rest = inst.original.partition(" ")
+    return _display_text(inst.original)
+
+
+def _display_text(original: str) -> str:
+    word, _, rest = original.partition(" ")
     return f"{word.upper()} {rest.strip()}".strip()
 
 

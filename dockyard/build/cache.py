@@ -29,15 +29,24 @@ class BuildCache:
         db.migrate("build_cache", SCHEMA)
 
     def get(self, key: str, exists: Any) -> str | None:
-        """The cached image id, if the image still exists (`exists(id) -> bool`)."""
+        """The cached image id, if the image still exists (`exists(id) -> bool`). Read only:
+        the caller records the hits with `touch` (one commit per build, not one per step)."""
         row = self.db.query_one("SELECT image_id FROM build_cache WHERE key=?", (key,))
         if row is None:
             return None
         if not exists(row["image_id"]):
             self.db.execute("DELETE FROM build_cache WHERE key=?", (key,))
             return None
-        self.db.execute("UPDATE build_cache SET last_used=? WHERE key=?", (time.time(), key))
         return str(row["image_id"])
+
+    def touch(self, keys: list[str]) -> None:
+        """Mark entries used now (what `system df` shows as LastUsedAt)."""
+        if not keys:
+            return
+        now = time.time()
+        with self.db.tx() as c:
+            for k in keys:
+                c.execute("UPDATE build_cache SET last_used=? WHERE key=?", (now, k))
 
     def put(self, key: str, image_id: str, parent: str | None, created_by: str) -> None:
         now = time.time()

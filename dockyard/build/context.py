@@ -15,6 +15,7 @@ import shutil
 import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from dockyard.errors import InvalidParameter
 from dockyard.store.layers import apply_layer
@@ -24,6 +25,7 @@ from dockyard.util.paths import resolve_in_root
 def extract_context(tar_path: Path, dest: Path) -> None:
     """The context tar (maybe compressed) into `dest`; refuses escapes and device nodes."""
     dest.mkdir(parents=True, exist_ok=True)
+    os.chmod(dest, 0o755)  # not the umask's: the root's mode is hashed (a "./" entry overrides it)
     if tar_path.stat().st_size == 0:
         return
     with open(tar_path, "rb") as f:
@@ -74,22 +76,29 @@ def _inside(root: Path, p: Path, src: str) -> None:
 
 
 def hash_sources(paths: list[Path], extra: str = "") -> str:
-    """A content hash of the sources: names, modes, link targets and bytes (not mtimes or owners,
-    which COPY replaces anyway)."""
+    """A content hash of the sources: names, modes, link targets and each file's sha256 (not
+    mtimes or owners, which COPY replaces anyway). `ctxindex` computes the same from the tar."""
     h = hashlib.sha256(extra.encode())
     for top in paths:
-        h.update(b"\0top\0" + top.name.encode())
-        for p in _walk(top):
-            st = os.lstat(p)
-            rel = os.path.relpath(p, top)
-            h.update(f"\0{rel}\0{stat.S_IMODE(st.st_mode):o}\0{stat.S_IFMT(st.st_mode):o}\0".encode())
-            if stat.S_ISLNK(st.st_mode):
-                h.update(os.readlink(p).encode())
-            elif stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
+        feed_path(h, top)
     return h.hexdigest()
+
+
+def feed_path(h: Any, top: Path) -> None:
+    """One source (a tree, walked in a fixed order) into the running hash `h`."""
+    h.update(b"\0top\0" + top.name.encode())
+    for p in _walk(top):
+        st = os.lstat(p)
+        rel = os.path.relpath(p, top)
+        h.update(f"\0{rel}\0{stat.S_IMODE(st.st_mode):o}\0{stat.S_IFMT(st.st_mode):o}\0".encode())
+        if stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(p).encode())
+        elif stat.S_ISREG(st.st_mode):
+            fh = hashlib.sha256()
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    fh.update(chunk)
+            h.update(fh.digest())
 
 
 def _walk(top: Path) -> list[Path]:

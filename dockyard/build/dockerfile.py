@@ -80,6 +80,7 @@ class Stage:
     platform: str | None
     line: int
     instructions: list[Instruction] = field(default_factory=list)
+    original: str = ""  # the FROM line as written (the classic builder shows it unexpanded)
 
 
 @dataclass
@@ -249,7 +250,8 @@ def _stages(directives: dict[str, str], escape: str, insts: list[Instruction]) -
                                             "a number or contain symbols")
             if name and any(s.name == name for s in stages):
                 raise ParseError(inst.line, f"duplicate stage name {name!r}")
-            stages.append(Stage(len(stages), name, words[0], inst.flags.get("platform"), inst.line))
+            stages.append(Stage(len(stages), name, words[0], inst.flags.get("platform"), inst.line,
+                                original=inst.original))
         elif not stages:
             if inst.cmd != "arg":
                 raise ParseError(inst.line, "no build stage in current context" if inst.cmd != "from" else "")

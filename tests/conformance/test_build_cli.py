@@ -236,3 +236,16 @@ def test_dockyard_build(clean_daemon: Daemon, ctx: Path, tmp_path_factory: pytes
     assert "The command '/bin/sh -c echo failing && exit 5' returned a non-zero code: 5" in bad.stderr.decode()
     assert d.dockyard("builder", "prune", "-f").stdout.decode().rstrip().splitlines()[-1].startswith(
         "Total reclaimed space:")
+
+
+def test_args_before_from_are_steps(clean_daemon: Daemon, tmp_path: Path) -> None:
+    """dockerd 20.10's classic builder (checked by hand) counts the ARGs before FROM as steps, shows
+    them first with no output, and shows FROM lines as written (unexpanded)."""
+    (tmp_path / "Dockerfile").write_text("ARG V=1\nARG BASE=busybox\nFROM $BASE AS one\nARG V\nLABEL v=$V\n"
+                                         "FROM ${BASE}\nCOPY --from=one /bin/true /t\n")
+    o = out(build(clean_daemon, tmp_path, "--build-arg", "V=7", "-t", "argsteps"))
+    assert re.findall(r"^Step .*$", o, re.M) == [
+        "Step 1/7 : ARG V=1", "Step 2/7 : ARG BASE=busybox", "Step 3/7 : FROM $BASE AS one", "Step 4/7 : ARG V",
+        "Step 5/7 : LABEL v=$V", "Step 6/7 : FROM ${BASE}", "Step 7/7 : COPY --from=one /bin/true /t"]
+    assert o.split("Step 2/7")[0].count("--->") == 0
+    clean_daemon.docker("rmi", "argsteps")

@@ -54,3 +54,57 @@ def test_run_steps_cache_and_failure(daemon: Any, tmp_path: Path) -> None:
     assert daemon.docker("ps", "-aq").stdout == before
     mounts = Path("/proc/mounts").read_text()
     assert str(daemon.base) + "/run/containers" not in mounts
+
+
+def _tree(root: Path) -> dict[str, tuple[object, ...]]:
+    import hashlib
+    import stat
+
+    out: dict[str, tuple[object, ...]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(root))
+        what: object = ""
+        if stat.S_ISREG(st.st_mode):
+            what = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif stat.S_ISLNK(st.st_mode):
+            what = os.readlink(p)
+        elif stat.S_ISCHR(st.st_mode):
+            what = st.st_rdev
+        elif stat.S_ISDIR(st.st_mode):
+            what = os.getxattr(p, "trusted.overlay.opaque", follow_symlinks=False) \
+                if "trusted.overlay.opaque" in os.listxattr(p, follow_symlinks=False) else b""
+        out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, what)
+    return out
+
+
+def test_run_layer_adopted_from_upper_matches_its_tar(daemon: Any, tmp_path: Path) -> None:
+    """A RUN step's snapshot is the container's upper dir itself; it must equal its layer tar."""
+    import json
+    import tarfile
+
+    from dockyard.store.layers import apply_layer
+
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nRUN mkdir -p /x/y && echo hi > /x/y/f && ln -s f /x/y/l && chmod 4700 /x/y/f"
+        " && chown 12:34 /x/y && rm /bin/ls && rm -rf /var && mkdir /var && echo new > /var/only\n")
+    build(daemon, tmp_path, "--no-cache", "-t", "adopt:1")
+    upper = Path(json.loads(daemon.docker("image", "inspect", "adopt:1").stdout)[0]["GraphDriver"]["Data"]["UpperDir"])
+    save = tmp_path / "save"
+    save.mkdir()
+    tar = tmp_path / "img.tar"
+    daemon.docker("save", "-o", str(tar), "adopt:1")
+    with tarfile.open(tar) as tf:
+        tf.extractall(save)
+    layer = json.loads((save / "manifest.json").read_text())[0]["Layers"][-1]
+    applied = tmp_path / "applied"
+    applied.mkdir()
+    with open(save / layer, "rb") as f:
+        apply_layer(f, applied)
+    got = _tree(upper)
+    assert got == _tree(applied)
+    assert got["bin/ls"][0] == 0o020000 and got["x/y/f"][1] == 0o4700 and got["x/y"][2:4] == (12, 34)
+    assert got["var"][4] == b"y"  # the replaced /var is opaque
+    run = daemon.docker("run", "--rm", "adopt:1", "sh", "-c", "cat /x/y/l; ls /var; test -e /bin/ls || echo gone")
+    assert run.stdout == b"hi\nonly\ngone\n"
+    daemon.docker("rmi", "adopt:1")

@@ -144,6 +144,12 @@ def test_multistage_cache_and_invalidation(env: Any) -> None:
     assert new != img.id
     assert files(root, new, images)["/final/b.txt"].read_text() == "B2\n"
 
+    # rewritten in the same second with the same size (an identical tar header): still a change
+    t = int(time.time())
+    build(builder, ctx_tar({**ctx, "b.txt": "B3\n"}, mtime=t), buildargs={"GREETING": "hello"})
+    msgs_r = build(builder, ctx_tar({**ctx, "b.txt": "B4\n"}, mtime=t), buildargs={"GREETING": "hello"})
+    assert files(root, final_id(msgs_r), images)["/final/b.txt"].read_text() == "B4\n"
+
     # --no-cache builds anew
     msgs4 = build(builder, ctx_tar(ctx), nocache=True, buildargs={"GREETING": "hello"})
     assert "Using cache" not in text(msgs4) and final_id(msgs4) != img.id
