@@ -30,7 +30,7 @@ def register(router: Router, execs: Any) -> None:
 
     async def exec_resize(req: Request) -> Response:
         execs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
-        return Response(201, {"Content-Type": "text/plain"}, b"")
+        return Response(200, {"Content-Type": "text/plain"}, b"")  # dockerd answers 200 (API spec too)
 
     router.add("POST", "/containers/{id}/exec", container_exec)
     router.add("POST", "/exec/{id}/start", exec_start)
