@@ -163,6 +163,17 @@ def test_attach_and_detach_keeps_running(clean_daemon: Daemon) -> None:
     assert state(clean_daemon, "att")["Running"] is True
 
 
+def test_attach_follows_terminal_resizes(clean_daemon: Daemon) -> None:
+    clean_daemon.docker("run", "-dit", "--name", "attr", "busybox", "sh")
+    p = Pty(clean_daemon, "attach", "attr", rows=25, cols=90)
+    p.type_until(b"stty size", b"25 90")  # attach sizes the container's tty to the attaching terminal
+    p.follow_resizes((40, 120), (22, 70))
+    p.send(b"\x10\x11")  # ctrl-p ctrl-q: detach, the shell keeps running
+    p.expect(b"read escape sequence")
+    p.wait()
+    assert state(clean_daemon, "attr")["Running"] is True
+
+
 def test_exec_it(clean_daemon: Daemon) -> None:
     clean_daemon.docker("run", "-d", "--name", "ex", "busybox", "sleep", "1000")
     p = Pty(clean_daemon, "exec", "-it", "-e", "FOO=bar", "-w", "/tmp", "ex", "sh", rows=33, cols=77)
