@@ -35,4 +35,8 @@ def build_router(engine: Any) -> Router:
         from dockyard.api import execs as exec_api
 
         exec_api.register(router, engine.execs)
+    if getattr(engine, "internals", None) is not None:
+        from dockyard.api import internals
+
+        internals.register(router, engine.internals)
     return router

@@ -20,10 +20,10 @@ GROUPS = {
 
 
 def all_commands() -> list[Command]:
-    from dockyard.cli import build, containers, context, images, objects, run, system
+    from dockyard.cli import build, containers, context, explain, images, objects, run, system
 
     return [*run.COMMANDS, *containers.COMMANDS, *images.COMMANDS, *objects.COMMANDS, *system.COMMANDS,
-            *context.COMMANDS, *build.COMMANDS]
+            *context.COMMANDS, *build.COMMANDS, *explain.COMMANDS]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

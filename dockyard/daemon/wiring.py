@@ -39,6 +39,7 @@ class Engine:
     router: Any
     container_io: Any = None
     builder: Any = None
+    internals: Any = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -167,6 +168,9 @@ def build(cfg: DaemonConfig) -> Engine:
     builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw))
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry, None,
                     container_io=container_io, builder=builder)
+    from dockyard.services.internals import InternalsService
+
+    engine.internals = InternalsService(containers, networks)
     engine.router = build_router(engine)
     return engine
 

@@ -134,3 +134,17 @@ def remove_forward_accept(table: str, bridge: str | None = None) -> None:
             continue
         # -S quotes the comment; it has no spaces, so split() and unquoting give the exact rule.
         _iptables(["-D", *parts[1:]])
+
+
+def list_rules(table: str) -> list[tuple[str, str]]:
+    """The rules of our table as the kernel holds them now: [(chain, rule text)] (empty when absent)."""
+    r = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, text=True)
+    out: list[tuple[str, str]] = []
+    chain = ""
+    for line in r.stdout.splitlines() if r.returncode == 0 else []:
+        text = line.strip()
+        if text.startswith("chain "):
+            chain = text.split()[1]
+        elif text and text != "}" and not text.startswith(("type ", "table ")):
+            out.append((chain, text))
+    return out

@@ -12,6 +12,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
 
@@ -219,3 +220,27 @@ def host_routes() -> list[str]:
                 out.append(f"{dst}/{r['dst_len']}")
     return out
 
+
+
+def links(netns_path: str | None = None) -> list[dict[str, Any]]:
+    """The interfaces of the host (None) or of the netns at `netns_path` (a bind mount or
+    /proc/<pid>/ns/net): [{"index", "name", "kind", "state", "mac", "peer_index", "master", "addresses"}].
+    A veth's peer_index is its other end's ifindex, in the other namespace."""
+    out: list[dict[str, Any]] = []
+
+    def read() -> None:
+        with IPRoute() as ipr:
+            addrs: dict[int, list[str]] = {}
+            for a in ipr.get_addr(family=2):
+                addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
+            names = {ln["index"]: ln.get("ifname") for ln in ipr.get_links()}
+            for ln in ipr.get_links():
+                out.append({"index": ln["index"], "name": ln.get("ifname"), "kind": ln.get(("linkinfo", "kind")),
+                            "state": ln.get("operstate"), "mac": ln.get("address"), "peer_index": ln.get("link"),
+                            "master": names.get(ln.get("master")), "addresses": addrs.get(ln["index"], [])})
+
+    if netns_path is None:
+        read()
+    else:
+        _in_netns(read, netns_path)
+    return out

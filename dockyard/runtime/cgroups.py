@@ -125,3 +125,33 @@ def oom_killed(cgroups_path: str, root: Path = ROOT) -> bool:
     if is_v2(root):
         return _kv(root / rel / "memory.events").get("oom_kill", 0) > 0
     return _kv(root / "memory" / rel / "memory.oom_control").get("oom_kill", 0) > 0
+
+
+def limits(cgroups_path: str, root: Path = ROOT) -> dict[str, Any]:
+    """The limits in force, read back from the cgroup files (None = unlimited or unknown):
+    {"memory", "memory_swap", "cpu_quota_us", "cpu_period_us", "cpu_shares", "pids", "cpuset_cpus", "cpuset_mems"}."""
+    rel = cgroups_path.strip("/")
+    if is_v2(root):
+        d = root / rel
+        quota, _, period = (_read(d / "cpu.max") or "").partition(" ")
+        return {"memory": _int(d / "memory.max"), "memory_swap": _int(d / "memory.swap.max"),
+                "cpu_quota_us": int(quota) if quota.isdigit() else None,
+                "cpu_period_us": int(period) if period.isdigit() else None,
+                "cpu_weight": _int(d / "cpu.weight"), "pids": _int(d / "pids.max"),
+                "cpuset_cpus": _read(d / "cpuset.cpus.effective"), "cpuset_mems": _read(d / "cpuset.mems.effective")}
+    cpu = root / "cpu" / rel
+    if not cpu.exists():
+        cpu = root / "cpu,cpuacct" / rel
+    quota_us = _int(cpu / "cpu.cfs_quota_us")
+    return {"memory": _unlimited_v1(_int(root / "memory" / rel / "memory.limit_in_bytes")),
+            "memory_swap": _unlimited_v1(_int(root / "memory" / rel / "memory.memsw.limit_in_bytes")),
+            "cpu_quota_us": quota_us if quota_us is not None and quota_us > 0 else None,  # -1: no quota
+            "cpu_period_us": _int(cpu / "cpu.cfs_period_us"), "cpu_shares": _int(cpu / "cpu.shares"),
+            "pids": _int(root / "pids" / rel / "pids.max"),
+            "cpuset_cpus": _read(root / "cpuset" / rel / "cpuset.cpus"),
+            "cpuset_mems": _read(root / "cpuset" / rel / "cpuset.mems")}
+
+
+def _unlimited_v1(v: int | None) -> int | None:
+    # v1 spells "no limit" as the largest page-aligned value (9223372036854771712).
+    return None if v is None or v >= 1 << 62 else v

@@ -1,0 +1,114 @@
+"""Read what the kernel says about a process: its namespaces, credentials and mounts (/proc/<pid>/...).
+
+Read-only and blocking; services call these in `asyncio.to_thread`. Used by `dockyard explain`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from dockyard.runtime.spec import ALL_CAPS
+
+NAMESPACES = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user")
+
+
+def namespace_inodes(pid: int | str) -> dict[str, int | None]:
+    """{"mnt": inode, ...}: two processes share a namespace exactly when these numbers are equal."""
+    out: dict[str, int | None] = {}
+    for ns in NAMESPACES:
+        try:
+            out[ns] = os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+        except OSError:
+            out[ns] = None
+    return out
+
+
+def host_namespaces() -> tuple[str, dict[str, int | None]]:
+    """The namespaces to call "the host's": PID 1's, or the daemon's own where PID 1 is hidden from
+    us (a sandbox's init); runc makes a container's namespaces from the daemon's, so both answer."""
+    for ref in ("1", "self"):
+        inodes = namespace_inodes(ref)
+        if all(inodes.values()):
+            return f"/proc/{ref}", inodes
+    return "/proc/self", inodes
+
+
+def status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status as a dict of its "Key:\tvalue" lines."""
+    out: dict[str, str] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def cap_names(hex_mask: str) -> list[str]:
+    """A capability mask as /proc prints it (CapEff: 00000000a80425fb) → names in kernel order."""
+    mask = int(hex_mask or "0", 16)
+    return [c for i, c in enumerate(ALL_CAPS) if mask >> i & 1]
+
+
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Mount:
+    target: str  # as the process sees it (relative to its root)
+    fstype: str
+    source: str
+    options: str  # per-mount options (ro, nosuid, ...)
+    super_options: str  # the filesystem's own (overlay's lowerdir=..., tmpfs size=...)
+    root: str  # the part of the source filesystem mounted here (a bind's origin)
+    mount_id: int = 0
+    parent_id: int = 0
+
+
+def _unescape(s: str) -> str:
+    # mountinfo octal-escapes space, tab, newline and backslash.
+    for code, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        s = s.replace(code, ch)
+    return s
+
+
+def mounts(pid: int) -> list[Mount]:
+    """The process's mount table, in mount order (see proc(5), /proc/pid/mountinfo)."""
+    out = []
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rest = left.split(), right.split()
+            out.append(Mount(target=_unescape(fields[4]), fstype=rest[0], source=_unescape(rest[1]),
+                             options=fields[5], super_options=rest[2] if len(rest) > 2 else "",
+                             root=_unescape(fields[3]), mount_id=int(fields[0]), parent_id=int(fields[1])))
+    return out
+
+
+def visible(mounts: list[Mount]) -> list[Mount]:
+    """Drop what the process cannot see: a mount with a later one stacked on the same target
+    (runc remounts read-only paths that way), and whatever hangs below a dropped one."""
+    hidden: set[int] = set()
+    by_id = {m.mount_id: m for m in mounts}
+    for i, m in enumerate(mounts):
+        parent = by_id.get(m.parent_id)
+        if any(later.target == m.target for later in mounts[i + 1:]) or (
+                m.parent_id in hidden and parent is not None and parent.target != m.target):
+            hidden.add(m.mount_id)
+    return [m for m in mounts if m.mount_id not in hidden]
+
+
+def cgroup_paths(pid: int) -> dict[str, str]:
+    """{"memory": "/dockyard/<id>", ...} from /proc/<pid>/cgroup; cgroup v2's single hierarchy is ""."""
+    out: dict[str, str] = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                out[c] = path
+    return out
