@@ -318,7 +318,7 @@ class ContainerService:
             steps.append(lambda: overlay.unmount(rootfs))
             net = None
             if self.networks is not None:
-                net = await self.networks.attach(**self._network_args(c))
+                net = await self.networks.attach(**self._network_args(c), defer_plumbing=True)
                 steps.append(lambda: None)
             oci_mounts: list[dict[str, Any]] = []
             docker_mounts: list[dict[str, Any]] = []
@@ -328,10 +328,15 @@ class ContainerService:
             bundle = run_dir
             (bundle / "config.json").write_text(json.dumps(spec))
             stdin = bool(c.config.get("OpenStdin"))
-            pid = await self.runtime.create(
+            create = self.runtime.create(
                 c.id, bundle, runtime=c.runtime, log_path=str(self.log_path(c.id)), tty=bool(c.config.get("Tty")),
                 stdin=stdin, leave_stdin_open=stdin and not c.config.get("StdinOnce"),
             )
+            if net is not None and net.plumb is not None:
+                # runc create needs only the netns; the veths are wired meanwhile, before the process runs.
+                pid, _ = await _both(create, asyncio.to_thread(net.plumb))
+            else:
+                pid = await create
             # Attach sessions that came before start connect now, so they see the first byte.
             pending, lv.pending_attach = lv.pending_attach, []
             for connect in pending:
@@ -925,6 +930,16 @@ class ContainerService:
                 if "true" in values:
                     return False
         return True
+
+
+async def _both(a: Awaitable[Any], b: Awaitable[Any]) -> tuple[Any, Any]:
+    """Run two steps at once; if either fails, wait for the other too (so the undo sees a settled
+    state), then raise the first failure."""
+    results: tuple[Any, Any] = await asyncio.gather(a, b, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results[0], results[1]
 
 
 def _has_mounts(c: Container) -> bool:

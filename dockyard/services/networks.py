@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -59,6 +60,14 @@ class AttachResult:
     resolv_path: Path
     hostname_path: Path
     network_settings: dict[str, Any] = field(default_factory=dict)
+    # With attach(defer_plumbing=True): wires the veths (blocking; run it in a thread before the
+    # container's process starts). Addresses, files and firewall rules are already in place.
+    plumb: Callable[[], None] | None = None
+
+
+def _run_all(fns: builtins.list[Callable[[], None]]) -> None:
+    for fn in fns:
+        fn()
 
 
 class NetworkService:
@@ -130,15 +139,21 @@ class NetworkService:
     async def attach(self, cid: str, name: str, hostname: str, network_mode: str, endpoints_config: dict,
                      port_bindings: dict, exposed_ports: dict, publish_all: bool, dns: builtins.list,
                      dns_search: builtins.list, dns_options: builtins.list, extra_hosts: builtins.list, mac: str | None,
-                     domainname: str = "") -> AttachResult:
+                     domainname: str = "", defer_plumbing: bool = False) -> AttachResult:
+        """Give the container its network. defer_plumbing: leave the veths to result.plumb, so the caller
+        can wire them while the runtime creates the container (which needs only the netns to exist)."""
         async with self._lock:
             if self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=?", (cid,)):
                 await asyncio.to_thread(self._detach_sync, cid)  # left over from a crash
             try:
-                return await asyncio.to_thread(
+                res = await asyncio.to_thread(
                     self._attach_sync, cid, name, hostname, network_mode or "default", endpoints_config or {},
                     port_bindings or {}, exposed_ports or {}, publish_all, dns or [], dns_search or [],
                     dns_options or [], extra_hosts or [], mac, domainname)
+                if res.plumb is not None and not defer_plumbing:
+                    await asyncio.to_thread(res.plumb)
+                    res.plumb = None
+                return res
             except BaseException:
                 await asyncio.to_thread(self._detach_sync, cid)
                 raise
@@ -303,7 +318,9 @@ class NetworkService:
             if running and sb is not None:
                 try:
                     n = len(self._rows("SELECT 1 FROM net_endpoints WHERE cid=?", (cid,)))
-                    await asyncio.to_thread(self._plug, cid, name, net, sb["netns"], f"eth{n}", None)
+                    wiring: builtins.list[Callable[[], None]] = []
+                    await asyncio.to_thread(self._plug, cid, name, net, sb["netns"], f"eth{n}", None, wiring)
+                    await asyncio.to_thread(_run_all, wiring)
                 except BaseException:
                     self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
                     raise
@@ -386,6 +403,7 @@ class NetworkService:
         self._save_sandbox(cid, name, mode, str(netns_path), sandbox_id, [], [], paths)
         netlink.create_netns(netns_path)
         ips: builtins.list[str] = []
+        wiring: builtins.list[Callable[[], None]] = []
         embedded: str | None = None
         if mode == "none":
             self._link(cid, self._net_row_by_name("none"), {})
@@ -409,7 +427,7 @@ class NetworkService:
                         "SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"])):
                     self._link(cid, net, configs[net["id"]])
                 ep_mac = (configs[net["id"]].get("MacAddress") or (mac if i == 0 else None)) or None
-                ips.append(self._plug(cid, name, net, str(netns_path), f"eth{i}", ep_mac))
+                ips.append(self._plug(cid, name, net, str(netns_path), f"eth{i}", ep_mac, wiring))
             if not primary["builtin"]:
                 embedded = primary["gateway"]
             maps, exposed = self._publish(cid, ips[0], port_bindings, exposed_ports, publish_all, name)
@@ -421,7 +439,8 @@ class NetworkService:
         _write_runtime(paths["resolv.conf"],
                      hostfiles.resolv(host_rc, dns, dns_search, dns_options, embedded).encode())
         return AttachResult(netns_path, Path(paths["hosts"]), Path(paths["resolv.conf"]),
-                            Path(paths["hostname"]), self.settings(cid))
+                            Path(paths["hostname"]), self.settings(cid),
+                            plumb=functools.partial(_run_all, wiring) if wiring else None)
 
     def _publish(self, cid: str, ip: str, port_bindings: dict, exposed_ports: dict, publish_all: bool,
                  name: str) -> tuple[builtins.list[dict[str, Any]], builtins.list[str]]:
@@ -478,8 +497,10 @@ class NetworkService:
                     return True
         return False
 
-    def _plug(self, cid: str, name: str, net: Any, netns_path: str, ifname: str, mac: str | None) -> str:
-        """Allocate an address on `net` and wire a veth into the netns; returns the address."""
+    def _plug(self, cid: str, name: str, net: Any, netns_path: str, ifname: str, mac: str | None,
+              wiring: builtins.list[Callable[[], None]]) -> str:
+        """Allocate an address on `net` (now) and add to `wiring` what puts a veth into the netns; returns
+        the address."""
         link = self.db.query_one("SELECT * FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
         subnet = IPv4Network(net["subnet"])
         gw = IPv4Address(net["gateway"])
@@ -491,13 +512,17 @@ class NetworkService:
             mac = mac or ipam.mac_for(ip)
             c.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname) "
                       "VALUES(?,?,?,?,?,?,?,?)", (cid, net["id"], new_id(), name, str(ip), mac, veth, ifname))
-        try:
-            netlink.add_veth(veth, net["bridge"], netns_path, ifname, str(ip), subnet.prefixlen,
-                             None if net["internal"] else str(gw), mac, self.mtu)
-        except Exception as e:
-            netlink.delete_link(veth)
-            self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
-            raise SystemError_(f"failed to set up the network of container {cid[:12]}: {e}") from e
+
+        def wire() -> None:
+            try:
+                netlink.add_veth(veth, net["bridge"], netns_path, ifname, str(ip), subnet.prefixlen,
+                                 None if net["internal"] else str(gw), mac, self.mtu)
+            except Exception as e:
+                netlink.delete_link(veth)
+                self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
+                raise SystemError_(f"failed to set up the network of container {cid[:12]}: {e}") from e
+
+        wiring.append(wire)
         return str(ip)
 
     def _unplug(self, ep: Any) -> None:
