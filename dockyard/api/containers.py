@@ -130,7 +130,7 @@ def register(router: Router, engine: Any) -> None:
     async def container_stats(req: Request) -> Response:
         stream = req.qbool("stream", True) and not req.qbool("one-shot")
         cs.get(req.params["id"])  # 404 before a streamed 200
-        gen = io.stats(req.params["id"], stream=stream)
+        gen = io.stats(req.params["id"], stream=stream, one_shot=req.qbool("one-shot"))
         if not stream:
             first = None
             async for s in gen:

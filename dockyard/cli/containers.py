@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tarfile
+import threading
 import time
 from typing import Any
 
@@ -419,18 +420,38 @@ def _stats_row(s: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_stats(ctx: Ctx, args: argparse.Namespace) -> int:
     client = ctx.client
-    names = args.containers or [c["Id"] for c in client.containers(all=args.all)]
+    listed = client.containers(all=args.all)  # also settles the API version before the threads below
+    names = args.containers or [c["Id"] for c in listed]
+    latest: dict[str, dict[str, Any]] = {}
+    failed: list[APIError] = []
+
+    def follow(name: str) -> None:
+        # One stream per container, as docker's CLI: a one-shot sample takes the daemon a second
+        # (two readings, for CPU %), so containers are never asked one after another.
+        try:
+            with client.stats(name, stream=not args.no_stream) as s:
+                for frame in s.json():
+                    latest[name] = frame
+        except APIError as e:
+            failed.append(e)
+
+    threads = [threading.Thread(target=follow, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    if args.no_stream:
+        for t in threads:
+            t.join()
+        if failed:
+            raise failed[0]
+        write_rows(args.format, [_stats_row(latest[n]) for n in names], STATS_HEADERS, STATS_TABLE)
+        return 0
     while True:
-        rows = []
-        for c in names:
-            with client.stats(c, stream=False) as s:
-                rows.append(_stats_row(json.loads(b"".join(s.chunks()))))
-        if not args.no_stream:
-            sys.stdout.write("\x1b[2J\x1b[H")
-        write_rows(args.format, rows, STATS_HEADERS, STATS_TABLE)
-        if args.no_stream:
-            return 0
         time.sleep(1)
+        if failed and not latest:
+            raise failed[0]
+        sys.stdout.write("\x1b[2J\x1b[H")
+        write_rows(args.format, [_stats_row(latest[n]) for n in names if n in latest], STATS_HEADERS, STATS_TABLE)
+        sys.stdout.flush()
 
 
 def setup_stats(p: argparse.ArgumentParser) -> None:

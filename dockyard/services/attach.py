@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from dockyard.errors import InvalidParameter
+from dockyard.errors import Conflict, InvalidParameter
 
 if TYPE_CHECKING:
     from dockyard.services.container_io import ContainerIO
@@ -119,6 +119,8 @@ async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout:
 
     cs = io.cs
     c = cs.get(cid)
+    if c.state == "restarting":
+        raise Conflict(f"container {c.id} is restarting, wait until the container is running")
     keys = parse_detach_keys(detach_keys)
     tty = bool(c.config.get("Tty"))
     lv = cs.live(c.id)

@@ -171,6 +171,8 @@ class ContainerIO:
     # ---------------------------------------------------------------- top / stats / update
     async def top(self, cid: str, ps_args: str) -> dict[str, Any]:
         c = self.cs.get(cid)
+        if c.state == "restarting":
+            raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
         from dockyard.runtime import cgroups
@@ -193,17 +195,22 @@ class ContainerIO:
                 procs.append(fields)
         return {"Titles": titles, "Processes": procs}
 
-    async def stats(self, cid: str, stream: bool) -> AsyncIterator[dict[str, Any]]:
+    async def stats(self, cid: str, stream: bool, one_shot: bool = False) -> AsyncIterator[dict[str, Any]]:
         from dockyard.services.stats import container_stats
 
         c = self.cs.get(cid)
         prev: dict[str, Any] | None = None
+        # dockerd's stream=false without one-shot primes precpu_stats with a sample taken a second before.
+        prime = not stream and not one_shot and c.has_process
         while True:
             c = self.cs.get(c.id)
             cur = await asyncio.to_thread(container_stats, self.runtime, c, prev)
-            yield cur
-            if not stream:
-                return
+            if prime:
+                prime = False
+            else:
+                yield cur
+                if not stream:
+                    return
             prev = cur
             await asyncio.sleep(1.0)
 
@@ -220,7 +227,7 @@ class ContainerIO:
         if body.get("RestartPolicy"):
             hc["RestartPolicy"] = body["RestartPolicy"]
         hc = cc.validate_host_config(hc)
-        if c.running:
+        if c.has_process:
             from dockyard.services.containers import resources_of
 
             await self.runtime.update(c.id, resources_of(hc))

@@ -109,6 +109,11 @@ class Container:
         return self.state in RUNNING_STATES
 
     @property
+    def has_process(self) -> bool:
+        """Running or paused: "restarting" counts as running (as in Docker) but has no process."""
+        return self.state in ("running", "paused")
+
+    @property
     def command(self) -> list[str]:
         return cc.command_of(self.config)
 
@@ -124,6 +129,9 @@ class _Live:
     # failed with the start error.
     pending_attach: list[Callable[[BaseException | None], Awaitable[None]]] = field(default_factory=list)
     restart_task: asyncio.Task[None] | None = None
+    # dockerd's ExitOnNext: a stop or kill ended the restart policy until the next start (stopped_by_user
+    # is its HasBeenManuallyStopped, which only unless-stopped consults).
+    exit_on_next: bool = False
 
 
 class ContainerService:
@@ -379,6 +387,7 @@ class ContainerService:
             restart_count=c.restart_count if restart_count is None else restart_count,
             network_settings=(net.network_settings if net is not None else {}), mounts=docker_mounts,
         )
+        lv.exit_on_next = False
         c = self.get(c.id)
         self._emit(c, "start")
         for on_started in self.on_started:
@@ -470,7 +479,7 @@ class ContainerService:
         lv = self.live(cid)
         async with lv.lock:
             c = self.get(cid)
-            if not c.running:
+            if not c.has_process:
                 return
             code = await asyncio.to_thread(self.runtime.exit_code, cid)
             if code is None:
@@ -514,7 +523,8 @@ class ContainerService:
     def _maybe_schedule_restart(self, c: Container) -> None:
         rp = c.host_config.get("RestartPolicy") or {}
         name = rp.get("Name") or "no"
-        if name == "no" or c.stopped_by_user:
+        lv = self.live(c.id)
+        if name == "no" or lv.exit_on_next or (name == "unless-stopped" and c.stopped_by_user):
             return
         if name == "on-failure":
             if c.exit_code == 0:
@@ -525,7 +535,9 @@ class ContainerService:
         ran = (c.finished_at - c.started_at) if c.started_at else 0
         count = 0 if ran > 10 else c.restart_count
         delay = min(0.1 * (2 ** count), 60.0) if ran <= 10 else 0.1
-        lv = self.live(c.id)
+        # Docker shows the delay as Status "restarting" (Running and Restarting true, no Pid), the
+        # restart already counted in RestartCount.
+        self._update(c.id, state="restarting", restart_count=c.restart_count + 1)
 
         async def restart() -> None:
             await asyncio.sleep(delay)
@@ -533,17 +545,18 @@ class ContainerService:
                 cur = self.get(c.id)
             except NotFound:
                 return
-            if cur.running or cur.stopped_by_user:
+            if cur.state != "restarting" or lv.exit_on_next:
                 return
             async with lv.lock:
                 cur = self.get(c.id)
-                if cur.running or cur.stopped_by_user:
+                if cur.state != "restarting" or lv.exit_on_next:
                     return
                 try:
-                    await self._start_locked(cur, restart_count=cur.restart_count + 1)
-                    self._emit(cur, "restart")
+                    # No "restart" event: dockerd emits only start/die for policy restarts.
+                    await self._start_locked(cur)
                 except Exception as e:  # noqa: BLE001
                     log.warning("restart of %s failed: %s", c.id[:12], e)
+                    self._update(c.id, state="exited")
             lv.restart_task = None
 
         lv.restart_task = asyncio.get_running_loop().create_task(restart())
@@ -554,18 +567,33 @@ class ContainerService:
         if not c.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         signum = parse_signal(sig or "KILL")
-        if signum in (signal_mod.SIGKILL, signal_mod.SIGTERM, signal_mod.SIGINT):
-            self._update(c.id, stopped_by_user=1)
+        # dockerd counts every kill as a manual stop (unless-stopped stays down after it), and it ends
+        # the restart policy for SIGKILL, the container's StopSignal, or any signal when none is set.
+        self._update(c.id, stopped_by_user=1)
+        stop_sig = c.config.get("StopSignal")
+        if not stop_sig or signum == signal_mod.SIGKILL or signum == parse_signal(stop_sig):
+            self.live(c.id).exit_on_next = True
+            if c.state == "restarting":
+                self._cancel_restart(c.id)
+        if c.state == "restarting":
+            return  # no process to signal, as in dockerd
         await self.runtime.kill(c.id, signum)
         self._emit(c, "kill", {"signal": str(signum)})
 
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
         lv = self.live(c.id)
+        lv.exit_on_next = True
         if lv.restart_task is not None:
             lv.restart_task.cancel()
             lv.restart_task = None
             self._update(c.id, stopped_by_user=1)
+            c = self.get(c.id)
+        if c.state == "restarting":
+            # Waiting out the restart delay: nothing runs, the container just stays exited.
+            self._cancel_restart(c.id)
+            self._emit(self.get(c.id), "stop")
+            return
         if not c.running:
             raise NotModified("container already stopped")
         self._update(c.id, stopped_by_user=1)
@@ -593,6 +621,16 @@ class ContainerService:
         await self._wait_exited(c.id)
         self._emit(self.get(c.id), "stop")
 
+    def _cancel_restart(self, cid: str) -> None:
+        """End a pending policy restart: the container is exited and stays so."""
+        lv = self.live(cid)
+        lv.exit_on_next = True
+        if lv.restart_task is not None:
+            lv.restart_task.cancel()
+            lv.restart_task = None
+        if self.get(cid).state == "restarting":
+            self._update(cid, state="exited", stopped_by_user=1)
+
     async def _wait_exited(self, cid: str, poll: float = 0.05) -> None:
         """Wait until finalize_exit has run (it is triggered by the exit watcher)."""
         lv = self.live(cid)
@@ -601,7 +639,7 @@ class ContainerService:
                 c = self.get(cid)
             except NotFound:
                 return
-            if not c.running:
+            if not c.has_process:
                 return
             try:
                 await asyncio.wait_for(lv.exited.wait(), 1.0)
@@ -625,6 +663,8 @@ class ContainerService:
         if c.state != "running":
             if c.state == "paused":
                 raise Conflict(f"Container {c.id} is already paused")
+            if c.state == "restarting":
+                raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
             raise Conflict(f"Container {c.id} is not running")
         await self.runtime.pause(c.id)
         self._update(c.id, state="paused")
@@ -633,7 +673,7 @@ class ContainerService:
     async def unpause(self, ref: str) -> None:
         c = self.get(ref)
         if c.state != "paused":
-            raise Conflict(f"Container {c.id} is not paused")
+            raise SystemError_(f"Container {c.id} is not paused")  # dockerd answers 500 here, not 409
         await self.runtime.resume(c.id)
         self._update(c.id, state="running")
         self._emit(c, "unpause")
@@ -652,12 +692,13 @@ class ContainerService:
             except NotFound:
                 pass
             return {"StatusCode": self._last_exit.get(c.id, c2.exit_code), "Error": None}
-        if condition in ("", "not-running") and not c.running:
+        # A container waiting to restart counts as not running (dockerd wakes waiters on its exit).
+        if condition in ("", "not-running") and not c.has_process:
             return {"StatusCode": c.exit_code, "Error": None}
-        if condition == "next-exit" and not c.running:
+        if condition == "next-exit" and not c.has_process:
             lv.exited.clear()
             await lv.exited.wait()
-        elif c.running:
+        elif c.has_process:
             await self._wait_exited(c.id)
         try:
             c = self.get(c.id)
@@ -678,6 +719,7 @@ class ContainerService:
             if c.state == "paused":
                 await self.runtime.resume(c.id)
             self._update(c.id, stopped_by_user=1)
+            lv.exit_on_next = True
             try:
                 await self.runtime.kill(c.id, signal_mod.SIGKILL)
             except Exception as e:  # noqa: BLE001
@@ -729,6 +771,9 @@ class ContainerService:
         for c in self.all():
             if c.state == "removing":
                 await self.remove(c.id, force=True)
+                continue
+            if c.state == "restarting":  # the daemon died during a restart delay: the policy below decides
+                self._update(c.id, state="exited")
                 continue
             if not c.running:
                 continue

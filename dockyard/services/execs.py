@@ -54,6 +54,8 @@ class ExecService:
         c = self.cs.get(ref)
         if c.state == "paused":
             raise Conflict(f"Container {ref} is paused, unpause the container before exec")  # the ref, as moby
+        if c.state == "restarting":
+            raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
         if c.state != "running":
             raise Conflict(f"Container {c.id} is not running")
         cmd = body.get("Cmd")

@@ -11,6 +11,16 @@ from dockyard.util.timefmt import ZERO_TIME, rfc3339
 
 CG = Path("/sys/fs/cgroup")
 
+# memory.stat keys dockerd reports on cgroup v1 (containerd's metrics); others are left out as there.
+_V1_MEMORY_KEYS = frozenset(
+    f"{prefix}{k}" for prefix in ("", "total_") for k in (
+        "active_anon", "active_file", "cache", "dirty", "inactive_anon", "inactive_file", "mapped_file",
+        "pgfault", "pgmajfault", "pgpgin", "pgpgout", "rss", "rss_huge", "unevictable", "writeback")
+) | {"hierarchical_memory_limit", "hierarchical_memsw_limit"}
+_BLKIO_KEYS = ("io_service_bytes_recursive", "io_serviced_recursive", "io_queue_recursive",
+               "io_service_time_recursive", "io_wait_time_recursive", "io_merged_recursive", "io_time_recursive",
+               "sectors_recursive")
+
 
 def _read_int(p: Path, default: int = 0) -> int:
     try:
@@ -74,15 +84,23 @@ def container_stats(runtime: Any, c: Any, prev: dict[str, Any] | None) -> dict[s
     mem: dict[str, Any] = {}
     cpu_total = 0
     percpu: list[int] = []
-    pids = 0
+    pids = pids_limit = 0
+    user_ns = kernel_ns = 0
+    throttling = {"periods": 0, "throttled_periods": 0, "throttled_time": 0}
     blk: list[dict[str, Any]] = []
-    if running and cgroup_v2():
+    v2 = cgroup_v2()
+    if running and v2:
         base = CG / cg
         stat = _kv(base / "memory.stat")
         mem = {"usage": _read_int(base / "memory.current"), "limit": _read_int(base / "memory.max", _mem_total()),
                "stats": stat}
-        cpu_total = _kv(base / "cpu.stat").get("usage_usec", 0) * 1000
+        cpu = _kv(base / "cpu.stat")
+        cpu_total = cpu.get("usage_usec", 0) * 1000
+        user_ns, kernel_ns = cpu.get("user_usec", 0) * 1000, cpu.get("system_usec", 0) * 1000
+        throttling = {"periods": cpu.get("nr_periods", 0), "throttled_periods": cpu.get("nr_throttled", 0),
+                      "throttled_time": cpu.get("throttled_usec", 0) * 1000}
         pids = _read_int(base / "pids.current")
+        pids_limit = _read_int(base / "pids.max")
         for line in _lines(base / "io.stat"):
             parts = line.split()
             major, minor = (parts[0].split(":") + ["0"])[:2]
@@ -96,46 +114,64 @@ def container_stats(runtime: Any, c: Any, prev: dict[str, Any] | None) -> dict[s
         if limit >= 1 << 62:
             limit = _mem_total()
         mem = {"usage": _read_int(mbase / "memory.usage_in_bytes"), "max_usage": _read_int(mbase / "memory.max_usage_in_bytes"),
-               "limit": limit, "stats": stat, "failcnt": _read_int(mbase / "memory.failcnt")}
+               "limit": limit, "stats": {k: v for k, v in stat.items() if k in _V1_MEMORY_KEYS},
+               "failcnt": _read_int(mbase / "memory.failcnt")}
         cpu_total = _read_int(CG / "cpuacct" / cg / "cpuacct.usage")
+        # cpuacct.stat counts USER_HZ ticks; dockerd reports nanoseconds.
+        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        acct = _kv(CG / "cpuacct" / cg / "cpuacct.stat")
+        user_ns, kernel_ns = acct.get("user", 0) * tick_ns, acct.get("system", 0) * tick_ns
+        cfs = _kv(CG / "cpu" / cg / "cpu.stat")
+        throttling = {"periods": cfs.get("nr_periods", 0), "throttled_periods": cfs.get("nr_throttled", 0),
+                      "throttled_time": cfs.get("throttled_time", 0)}
         try:
             percpu = [int(x) for x in (CG / "cpuacct" / cg / "cpuacct.usage_percpu").read_text().split()]
         except OSError:
             percpu = []
         pids = _read_int(CG / "pids" / cg / "pids.current")
+        pids_limit = _read_int(CG / "pids" / cg / "pids.max")
         for line in _lines(CG / "blkio" / cg / "blkio.throttle.io_service_bytes"):
             parts = line.split()
             if len(parts) == 3 and ":" in parts[0]:
                 major, minor = parts[0].split(":")
                 blk.append({"major": int(major), "minor": int(minor), "op": parts[1].lower(), "value": int(parts[2])})
     now = time.time()
-    cpu_stats = {
-        "cpu_usage": {"total_usage": cpu_total, "percpu_usage": percpu or None, "usage_in_kernelmode": 0,
-                      "usage_in_usermode": 0},
-        "system_cpu_usage": _system_cpu_ns() if running else 0,
-        "online_cpus": ncpu,
-        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    # Field presence follows dockerd's Go types: omitempty fields are left out when zero.
+    cpu_stats: dict[str, Any] = {
+        "cpu_usage": {"total_usage": cpu_total, "usage_in_kernelmode": kernel_ns, "usage_in_usermode": user_ns},
+        "throttling_data": throttling,
     }
+    if percpu:
+        cpu_stats["cpu_usage"]["percpu_usage"] = percpu
+    if running:
+        cpu_stats["system_cpu_usage"] = _system_cpu_ns()
+        cpu_stats["online_cpus"] = ncpu
     empty_cpu = {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
-                 "system_cpu_usage": 0, "online_cpus": 0, "throttling_data": {"periods": 0, "throttled_periods": 0,
-                                                                               "throttled_time": 0}}
-    return {
+                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    # dockerd: every blkio list is empty (not null) for a running container on v1; on v2 only the bytes one.
+    blkio: dict[str, Any] = dict.fromkeys(_BLKIO_KEYS)
+    if running:
+        blkio["io_service_bytes_recursive"] = blk if blk or not v2 else None
+        if not v2:
+            blkio.update({k: [] for k in _BLKIO_KEYS[1:]})
+    pids_stats = {k: v for k, v in (("current", pids), ("limit", pids_limit)) if v}
+    out: dict[str, Any] = {
         "name": "/" + c.name,
         "id": c.id,
         "read": rfc3339(now) if running else ZERO_TIME,
         "preread": (prev or {}).get("read", ZERO_TIME),
-        "pids_stats": {"current": pids} if running else {},
-        "blkio_stats": {"io_service_bytes_recursive": blk or None, "io_serviced_recursive": None,
-                        "io_queue_recursive": None, "io_service_time_recursive": None,
-                        "io_wait_time_recursive": None, "io_merged_recursive": None, "io_time_recursive": None,
-                        "sectors_recursive": None},
+        "pids_stats": pids_stats if running else {},
+        "blkio_stats": blkio,
         "num_procs": 0,
         "storage_stats": {},
         "cpu_stats": cpu_stats,
         "precpu_stats": (prev or {}).get("cpu_stats", empty_cpu),
-        "memory_stats": mem,
-        "networks": _net(c.pid) if running else {},
+        "memory_stats": {k: v for k, v in mem.items() if v},
     }
+    nets = _net(c.pid) if running else {}
+    if nets:
+        out["networks"] = nets
+    return out
 
 
 def _lines(p: Path) -> list[str]:

@@ -10,6 +10,8 @@ import pty
 import select
 import signal
 import struct
+import subprocess
+import sys
 import termios
 import time
 from collections.abc import Callable, Iterator
@@ -225,6 +227,30 @@ def test_stats_and_top(clean_daemon: Daemon) -> None:
     assert doc["MemUsage"].endswith("64MiB") and doc["PIDs"] == "1"
     top = clean_daemon.docker("top", "st", "-o", "pid,comm").stdout.decode().splitlines()
     assert top[0].split() == ["PID", "COMMAND"] and top[1].split()[1] == "sleep"
+
+
+def test_our_stats_table_live_and_once(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    d.docker("run", "-d", "--name", "st1", "-m", "64m", "busybox", "sleep", "1000")
+    d.docker("run", "-d", "--name", "st2", "--pids-limit", "10", "busybox", "sh", "-c", "sleep 1000 & sleep 1000 & wait")
+    rows = d.dockyard("stats", "--no-stream", "st1", "st2").stdout.decode().splitlines()
+    assert "MEM USAGE / LIMIT" in rows[0] and [r.split()[1] for r in rows[1:]] == ["st1", "st2"]
+    assert "/ 64MiB" in rows[1] and rows[1].split()[-1] == "1" and rows[2].split()[-1] == "3"
+    # Live: the table is redrawn every second, each container followed by its own stream.
+    live = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "stats", "st1", "st2"], env=d.env,
+                            stdout=subprocess.PIPE)
+    assert live.stdout is not None
+    seen = b""
+    while seen.count(b"\x1b[2J") < 3:  # three redraws
+        chunk = live.stdout.read1(4096)
+        assert chunk, "dockyard stats ended"
+        seen += chunk
+    live.kill()
+    live.wait()
+    last = seen.split(b"\x1b[2J\x1b[H")[-2].decode().splitlines()  # the last redraw known to be whole
+    assert [r.split()[1] for r in last[1:3]] == ["st1", "st2"]
+    missing = d.dockyard("stats", "--no-stream", "nonexist", check=False)
+    assert missing.returncode == 1 and b"No such container: nonexist" in missing.stderr
 
 
 def test_kill_signal_stop_signal_and_timeout(clean_daemon: Daemon) -> None:
