@@ -789,15 +789,13 @@ class ContainerService:
                 log.info("re-adopted running container %s", c.id[:12])
                 for hook in self.on_adopted:
                     hook(c)
-        # Restart policies apply across daemon restarts: always / unless-stopped come back.
+        # Restart policies apply across daemon restarts: always comes back even if the user stopped it
+        # (what dockerd does, and what tells it apart from unless-stopped), unless-stopped only if not.
         for c in self.all():
             name = (c.host_config.get("RestartPolicy") or {}).get("Name")
             if c.running or c.state != "exited":
                 continue
             if name == "always" or (name == "unless-stopped" and not c.stopped_by_user):
-                if name == "always" and c.stopped_by_user and c.finished_at:
-                    # Docker: a container stopped by the user stays down, even with "always".
-                    continue
                 try:
                     async with self.live(c.id).lock:
                         await self._start_locked(c)
