@@ -47,7 +47,7 @@ class ContainerIO:
         tmp = self.cs.run_dir(c.id) / f"view-{os.getpid()}-{time.monotonic_ns()}"
         cdir = self.cs.container_dir(c.id)
         work = cdir / "work"
-        overlay.mount_overlay(self.cs.lower_dirs(c), cdir / "upper", work, tmp, self.cs._empty)
+        overlay.mount_overlay(self.cs.lower_dirs(c), cdir / "upper", work, tmp, self.cs.empty_dir)
         try:
             yield tmp
         finally:
@@ -166,7 +166,7 @@ class ContainerIO:
                                          readonly_rootfs=bool(c.host_config.get("ReadonlyRootfs")), ref=cid)
 
         await asyncio.to_thread(put)
-        self.cs._emit(c, "extract-to-dir")
+        self.cs.emit(c, "extract-to-dir")
 
     # ---------------------------------------------------------------- top / stats / update
     async def top(self, cid: str, ps_args: str) -> dict[str, Any]:
@@ -231,8 +231,8 @@ class ContainerIO:
             from dockyard.services.containers import resources_of
 
             await self.runtime.update(c.id, resources_of(hc))
-        self.cs._update(c.id, host_config=hc)
-        self.cs._emit(c, "update")
+        self.cs.save(c.id, host_config=hc)
+        self.cs.emit(c, "update")
         return {"Warnings": []}
 
     # ---------------------------------------------------------------- commit / prune
@@ -251,7 +251,7 @@ class ContainerIO:
         finally:
             if paused_here:
                 await self.runtime.resume(c.id)
-        self.cs._emit(c, "commit")
+        self.cs.emit(c, "commit")
         return {"Id": image}
 
     def _commit_sync(self, c: Container, repo: str, tag: str, comment: str, author: str, changes: list[str],
@@ -282,9 +282,9 @@ class ContainerIO:
                 continue
             if until_ts is not None and c.created >= until_ts:
                 continue
-            if not self.cs._matches(c, {k: v for k, v in filters.items() if k in ("label",)}):
+            if not self.cs.matches(c, {k: v for k, v in filters.items() if k in ("label",)}):
                 continue
-            if filters.get("label!") and self.cs._matches(c, {"label": filters["label!"]}):
+            if filters.get("label!") and self.cs.matches(c, {"label": filters["label!"]}):
                 continue  # Docker: `label!=k[=v]` keeps containers that have the label
             size = _du(self.cs.container_dir(c.id) / "upper")
             try:

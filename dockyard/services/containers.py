@@ -161,8 +161,8 @@ class ContainerService:
         self.boot_id = boot_id()
         self._live: dict[str, _Live] = {}
         self._last_exit: dict[str, int] = {}  # exit codes of removed containers, for wait(removed)
-        self._empty = data_root / "empty"
-        self._empty.mkdir(parents=True, exist_ok=True)
+        self.empty_dir = data_root / "empty"
+        self.empty_dir.mkdir(parents=True, exist_ok=True)
         db.migrate("containers", SCHEMA)
         # Hooks other features attach to (healthchecks, restart policies, stats ...).
         self.on_started: list[Callable[[Container], None]] = []
@@ -216,12 +216,14 @@ class ContainerService:
     def all(self) -> list[Container]:
         return [Container.from_row(r) for r in self.db.query("SELECT * FROM containers ORDER BY created DESC")]
 
-    def _update(self, cid: str, **fields: Any) -> None:
+    def save(self, cid: str, **fields: Any) -> None:
+        """Write fields of a container's row (for the services built on this one: io, health, exec)."""
         cols = ", ".join(f"{k}=?" for k in fields)
         vals = [json.dumps(v) if isinstance(v, dict | list) else v for v in fields.values()]
         self.db.execute(f"UPDATE containers SET {cols} WHERE id=?", (*vals, cid))
 
-    def _emit(self, c: Container, action: str, extra: dict[str, str] | None = None) -> None:
+    def emit(self, c: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        """A container event, with the image, name and labels Docker puts in its attributes."""
         attrs = {"image": c.image_ref, "name": c.name}
         attrs.update({k: str(v) for k, v in (c.config.get("Labels") or {}).items()})
         attrs.update(extra or {})
@@ -285,15 +287,15 @@ class ContainerService:
             except BaseException:
                 await self.remove(cid, force=True, volumes=True, quiet=True)
                 raise
-            self._update(cid, mounts=docker_mounts)
+            self.save(cid, mounts=docker_mounts)
             c = self.get(cid)
-        self._emit(c, "create")
+        self.emit(c, "create")
         return {"Id": cid, "Warnings": []}
 
     def _mounts_at_create(self, c: Container) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         view = self.run_dir(c.id) / "create-view"
         cdir = self.container_dir(c.id)
-        overlay.mount_overlay(self.lower_dirs(c), cdir / "upper", cdir / "work", view, self._empty)
+        overlay.mount_overlay(self.lower_dirs(c), cdir / "upper", cdir / "work", view, self.empty_dir)
         try:
             return self._resolve_mounts(c, view)
         finally:
@@ -322,7 +324,7 @@ class ContainerService:
         steps: list[Callable[[], Any]] = []  # undo stack for a failed start
         try:
             layer_dirs = await asyncio.to_thread(self.lower_dirs, c)
-            await asyncio.to_thread(overlay.mount_overlay, layer_dirs, cdir / "upper", cdir / "work", rootfs, self._empty)
+            await asyncio.to_thread(overlay.mount_overlay, layer_dirs, cdir / "upper", cdir / "work", rootfs, self.empty_dir)
             steps.append(lambda: overlay.unmount(rootfs))
             net = None
             if self.networks is not None:
@@ -365,8 +367,8 @@ class ContainerService:
                 await self.networks.detach(c.id)
             msg = str(getattr(e, "message", e))
             code = 127 if "no such file" in msg or "not found" in msg else 126 if "permission denied" in msg else 128
-            self._update(c.id, error=msg, exit_code=code)
-            self._emit(c, "die", {"exitCode": str(code)})
+            self.save(c.id, error=msg, exit_code=code)
+            self.emit(c, "die", {"exitCode": str(code)})
             if c.host_config.get("AutoRemove"):
                 # Docker removes an auto-remove container whose start failed (its waiters see it go).
                 asyncio.get_running_loop().create_task(self.remove(c.id, force=True, volumes=True))
@@ -380,7 +382,7 @@ class ContainerService:
             if isinstance(e, DockyardError):
                 raise
             raise InvalidParameter(f"failed to create task for container: {msg}: unknown") from e
-        self._update(
+        self.save(
             c.id, state="running", pid=pid, started_at=time.time(), finished_at=0, exit_code=0, error="",
             oom_killed=0, stopped_by_user=0, boot_id=self.boot_id,
             # Counted in the same write as the state change, so nobody sees a half-made restart.
@@ -389,7 +391,7 @@ class ContainerService:
         )
         lv.exit_on_next = False
         c = self.get(c.id)
-        self._emit(c, "start")
+        self.emit(c, "start")
         for on_started in self.on_started:
             on_started(c)
 
@@ -486,11 +488,11 @@ class ContainerService:
                 code = 255
             oom = await asyncio.to_thread(self._oom_killed, c)
             await self._cleanup_runtime(c)
-            self._update(cid, state="exited", pid=0, exit_code=code, finished_at=time.time(), oom_killed=int(oom))
+            self.save(cid, state="exited", pid=0, exit_code=code, finished_at=time.time(), oom_killed=int(oom))
             c = self.get(cid)
             if oom:
-                self._emit(c, "oom")
-            self._emit(c, "die", {"exitCode": str(code)})
+                self.emit(c, "oom")
+            self.emit(c, "die", {"exitCode": str(code)})
             lv.exited.set()
         for hook in self.on_exited:
             hook(c)
@@ -537,7 +539,7 @@ class ContainerService:
         delay = min(0.1 * (2 ** count), 60.0) if ran <= 10 else 0.1
         # Docker shows the delay as Status "restarting" (Running and Restarting true, no Pid), the
         # restart already counted in RestartCount.
-        self._update(c.id, state="restarting", restart_count=c.restart_count + 1)
+        self.save(c.id, state="restarting", restart_count=c.restart_count + 1)
 
         async def restart() -> None:
             await asyncio.sleep(delay)
@@ -556,7 +558,7 @@ class ContainerService:
                     await self._start_locked(cur)
                 except Exception as e:  # noqa: BLE001
                     log.warning("restart of %s failed: %s", c.id[:12], e)
-                    self._update(c.id, state="exited")
+                    self.save(c.id, state="exited")
             lv.restart_task = None
 
         lv.restart_task = asyncio.get_running_loop().create_task(restart())
@@ -569,7 +571,7 @@ class ContainerService:
         signum = parse_signal(sig or "KILL")
         # dockerd counts every kill as a manual stop (unless-stopped stays down after it), and it ends
         # the restart policy for SIGKILL, the container's StopSignal, or any signal when none is set.
-        self._update(c.id, stopped_by_user=1)
+        self.save(c.id, stopped_by_user=1)
         stop_sig = c.config.get("StopSignal")
         if not stop_sig or signum == signal_mod.SIGKILL or signum == parse_signal(stop_sig):
             self.live(c.id).exit_on_next = True
@@ -578,7 +580,7 @@ class ContainerService:
         if c.state == "restarting":
             return  # no process to signal, as in dockerd
         await self.runtime.kill(c.id, signum)
-        self._emit(c, "kill", {"signal": str(signum)})
+        self.emit(c, "kill", {"signal": str(signum)})
 
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
@@ -587,19 +589,19 @@ class ContainerService:
         if lv.restart_task is not None:
             lv.restart_task.cancel()
             lv.restart_task = None
-            self._update(c.id, stopped_by_user=1)
+            self.save(c.id, stopped_by_user=1)
             c = self.get(c.id)
         if c.state == "restarting":
             # Waiting out the restart delay: nothing runs, the container just stays exited.
             self._cancel_restart(c.id)
-            self._emit(self.get(c.id), "stop")
+            self.emit(self.get(c.id), "stop")
             return
         if not c.running:
             raise NotModified("container already stopped")
-        self._update(c.id, stopped_by_user=1)
+        self.save(c.id, stopped_by_user=1)
         if c.state == "paused":
             await self.runtime.resume(c.id)
-            self._update(c.id, state="running")
+            self.save(c.id, state="running")
         if timeout is None or timeout < -1:
             st = c.config.get("StopTimeout")
             timeout = 10 if st is None else int(st)
@@ -619,7 +621,7 @@ class ContainerService:
         else:
             await lv.exited.wait()
         await self._wait_exited(c.id)
-        self._emit(self.get(c.id), "stop")
+        self.emit(self.get(c.id), "stop")
 
     def _cancel_restart(self, cid: str) -> None:
         """End a pending policy restart: the container is exited and stays so."""
@@ -629,7 +631,7 @@ class ContainerService:
             lv.restart_task.cancel()
             lv.restart_task = None
         if self.get(cid).state == "restarting":
-            self._update(cid, state="exited", stopped_by_user=1)
+            self.save(cid, state="exited", stopped_by_user=1)
 
     async def _wait_exited(self, cid: str, poll: float = 0.05) -> None:
         """Wait until finalize_exit has run (it is triggered by the exit watcher)."""
@@ -656,7 +658,7 @@ class ContainerService:
             await self.stop(c.id, timeout, sig)
         async with self.live(c.id).lock:
             await self._start_locked(self.get(c.id))
-        self._emit(self.get(c.id), "restart")
+        self.emit(self.get(c.id), "restart")
 
     async def pause(self, ref: str) -> None:
         c = self.get(ref)
@@ -667,16 +669,16 @@ class ContainerService:
                 raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
             raise Conflict(f"Container {c.id} is not running")
         await self.runtime.pause(c.id)
-        self._update(c.id, state="paused")
-        self._emit(c, "pause")
+        self.save(c.id, state="paused")
+        self.emit(c, "pause")
 
     async def unpause(self, ref: str) -> None:
         c = self.get(ref)
         if c.state != "paused":
             raise SystemError_(f"Container {c.id} is not paused")  # dockerd answers 500 here, not 409
         await self.runtime.resume(c.id)
-        self._update(c.id, state="running")
-        self._emit(c, "unpause")
+        self.save(c.id, state="running")
+        self.emit(c, "unpause")
 
     # ---------------------------------------------------------------- wait / remove / rename
     async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
@@ -718,7 +720,7 @@ class ContainerService:
                 )
             if c.state == "paused":
                 await self.runtime.resume(c.id)
-            self._update(c.id, stopped_by_user=1)
+            self.save(c.id, stopped_by_user=1)
             lv.exit_on_next = True
             try:
                 await self.runtime.kill(c.id, signal_mod.SIGKILL)
@@ -732,7 +734,7 @@ class ContainerService:
                 c = self.get(c.id)
             except NotFound:
                 return
-            self._update(c.id, state="removing")
+            self.save(c.id, state="removing")
             await self._cleanup_runtime(c)
             if self.networks is not None:
                 await self.networks.forget(c.id)
@@ -743,7 +745,7 @@ class ContainerService:
             self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
             self._last_exit[c.id] = c.exit_code
         if not quiet:
-            self._emit(c, "destroy")
+            self.emit(c, "destroy")
         lv.exited.set()
         lv.removed.set()
         self._live.pop(c.id, None)
@@ -762,8 +764,8 @@ class ContainerService:
                 f'by container "{other.id}". '
                 "You have to remove (or rename) that container to be able to reuse that name."
             )
-        self._update(c.id, name=new_name)
-        self._emit(self.get(c.id), "rename", {"oldName": "/" + c.name})
+        self.save(c.id, name=new_name)
+        self.emit(self.get(c.id), "rename", {"oldName": "/" + c.name})
 
     # ---------------------------------------------------------------- recovery
     async def recover(self) -> None:
@@ -773,13 +775,13 @@ class ContainerService:
                 await self.remove(c.id, force=True)
                 continue
             if c.state == "restarting":  # the daemon died during a restart delay: the policy below decides
-                self._update(c.id, state="exited")
+                self.save(c.id, state="exited")
                 continue
             if not c.running:
                 continue
             if c.boot_id != self.boot_id:
                 await self._cleanup_runtime(c)
-                self._update(c.id, state="exited", pid=0, exit_code=255, finished_at=time.time())
+                self.save(c.id, state="exited", pid=0, exit_code=255, finished_at=time.time())
                 continue
             alive = await asyncio.to_thread(self.runtime.conmon_alive, c.id)
             code = await asyncio.to_thread(self.runtime.exit_code, c.id)
@@ -926,12 +928,12 @@ class ContainerService:
             cs = [c for c in cs if c.created > ref.created]
         if not all_ and limit <= 0 and "status" not in filters and "exited" not in filters:
             cs = [c for c in cs if c.running]
-        cs = [c for c in cs if self._matches(c, filters)]
+        cs = [c for c in cs if self.matches(c, filters)]
         if limit > 0:
             cs = cs[:limit]
         return [self.summary(c, size) for c in cs]
 
-    def _matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
+    def matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
         for key, values in filters.items():
             if not values or key in ("before", "since"):
                 continue

@@ -66,7 +66,7 @@ class ExecService:
         e = Exec(new_id(), c.id, dict(body))
         self._execs[e.id] = e
         self.cs.live(c.id)  # keep coordination state alive for this container
-        self.cs._emit(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
+        self.cs.emit(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
         if not body.get("Detach") and any(body.get(k) for k in ("AttachStdin", "AttachStdout", "AttachStderr")):
             self._prepare(e)
         return {"Id": e.id}
@@ -75,7 +75,7 @@ class ExecService:
         tty, stdin = bool(e.config.get("Tty")), bool(e.config.get("AttachStdin"))
 
         async def spawn() -> Any:
-            return await self.runtime.exec_(e.container_id, e.id, self._process(e, tty), tty=tty, stdin=stdin,
+            return await self.runtime.exec_(e.container_id, e.id, self.process_spec(e, tty), tty=tty, stdin=stdin,
                                             attach=True, hold=True)
 
         loop = asyncio.get_running_loop()
@@ -110,7 +110,7 @@ class ExecService:
                               "user": cfg.get("User") or ""},
         }
 
-    def _process(self, e: Exec, tty: bool) -> dict[str, Any]:
+    def process_spec(self, e: Exec, tty: bool) -> dict[str, Any]:
         """The container's OCI process with the exec's command, env, cwd, user and terminal."""
         from dockyard.runtime.spec import capabilities
         from dockyard.runtime.users import resolve_user
@@ -163,7 +163,7 @@ class ExecService:
             if prepared is not None:
                 e.session = await prepared
             else:
-                e.session = await self.runtime.exec_(c.id, e.id, self._process(e, use_tty), tty=use_tty,
+                e.session = await self.runtime.exec_(c.id, e.id, self.process_spec(e, use_tty), tty=use_tty,
                                                      stdin=stdin, attach=attach, hold=attach)
         except Exception as err:
             self._failed(e, err)
@@ -213,7 +213,7 @@ class ExecService:
         e.pid = e.session.pid
         with contextlib.suppress(NotFound):
             c = self.cs.get(e.container_id)
-            self.cs._emit(c, f"exec_start: {' '.join(e.config['Cmd'])}", {"execID": e.id})
+            self.cs.emit(c, f"exec_start: {' '.join(e.config['Cmd'])}", {"execID": e.id})
         asyncio.get_running_loop().create_task(self._reap(e))
 
     async def _reap(self, e: Exec) -> None:
@@ -228,7 +228,7 @@ class ExecService:
         # now would lose its output. Clean up once the stream was copied (or given up on).
         with contextlib.suppress(NotFound):
             c = self.cs.get(e.container_id)
-            self.cs._emit(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
+            self.cs.emit(c, "exec_die", {"execID": e.id, "exitCode": str(e.exit_code)})
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(e.pumped.wait(), 60)
         with contextlib.suppress(Exception):

@@ -63,11 +63,11 @@ class HealthMonitor:
         hc = c.config.get("Healthcheck")
         if probe_command(hc) is None:
             if c.health is not None:
-                self.cs._update(c.id, health="")
+                self.cs.save(c.id, health="")
             return
         # A fresh start resets State.Health; a container re-adopted after a daemon restart keeps it.
         if fresh or c.health is None:
-            self.cs._update(c.id, health={"Status": "starting", "FailingStreak": 0, "Log": []})
+            self.cs.save(c.id, health={"Status": "starting", "FailingStreak": 0, "Log": []})
         self._tasks[c.id] = asyncio.get_running_loop().create_task(self._loop(c.id, hc, c.started_at))
 
     def on_exited(self, c: Any) -> None:
@@ -134,9 +134,9 @@ class HealthMonitor:
             h["FailingStreak"] = int(h.get("FailingStreak") or 0) + 1
             if h["FailingStreak"] >= retries:
                 h["Status"] = "unhealthy"
-        self.cs._update(cid, health=h)
+        self.cs.save(cid, health=h)
         if h["Status"] != old:
-            self.cs._emit(self.cs.get(cid), f"health_status: {h['Status']}")
+            self.cs.emit(self.cs.get(cid), f"health_status: {h['Status']}")
         return entry
 
     async def _run(self, cid: str, argv: list[str], timeout: float) -> tuple[int, str]:
@@ -145,7 +145,7 @@ class HealthMonitor:
 
         e = Exec(new_id(), cid, {"Cmd": argv, "AttachStdout": True, "AttachStderr": True})
         try:
-            proc = self.execs._process(e, False)
+            proc = self.execs.process_spec(e, False)
             session = await self.runtime.exec_(cid, e.id, proc, tty=False, stdin=False, attach=True)
         except Exception as err:  # noqa: BLE001 - Docker records a failed probe start as exit -1
             return -1, str(getattr(err, "message", err))
