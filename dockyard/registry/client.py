@@ -11,7 +11,7 @@ import ipaddress
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -240,8 +240,11 @@ class Repository:
 
     # ---- blobs ----
     async def fetch_blob(self, digest: str, size: int | None, store: ContentStore,
-                         progress: Progress | None = None) -> None:
-        """Download into the content store (verified); a no-op when the store has it already."""
+                         progress: Progress | None = None,
+                         sink: Callable[[bytes], Awaitable[None]] | None = None) -> None:
+        """Download into the content store (verified); a no-op when the store has it already.
+        `sink` also gets each chunk as it arrives (pull extracts while downloading); the digest is
+        only checked at the end, so the sink's consumer must wait for this to return."""
         if store.has(digest):
             return
         url = await self._url(f"blobs/{digest}")
@@ -255,6 +258,8 @@ class Repository:
                     writer.write(chunk)
                     if size is not None and writer.size > size:
                         raise InvalidParameter(f"blob {digest} is larger than its descriptor says ({size})")
+                    if sink:
+                        await sink(chunk)
                     if progress:
                         progress(writer.size)
             if size is not None and writer.size != size:

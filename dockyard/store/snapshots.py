@@ -20,7 +20,7 @@ from typing import IO
 from dockyard.errors import InvalidParameter
 from dockyard.oci.digest import hex_of, validate
 from dockyard.store.layers import LayerInfo, apply_layer
-from dockyard.util.fs import atomic_write_json, fsync_dir
+from dockyard.util.fs import atomic_write_json, fsync_dir, mark_topdir, syncfs
 
 Opener = Callable[[], IO[bytes]]
 
@@ -53,6 +53,7 @@ class Snapshotter:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        mark_topdir(self.root)  # each layer dir in a fresh block group (see mark_topdir)
 
     def _dir(self, chain: str) -> Path:
         return self.root / hex_of(chain)[:24]
@@ -74,7 +75,8 @@ class Snapshotter:
         """Extract a layer on top of `parent_chain_id`; the chain id comes from the content."""
         return self._apply(parent_chain_id, opener)[0]
 
-    def _apply(self, parent_chain_id: str | None, opener: Opener) -> tuple[Snapshot, bool]:
+    def _apply(self, parent_chain_id: str | None, opener: Opener, expect: str | None = None,
+               before_commit: Callable[[], object] | None = None) -> tuple[Snapshot, bool]:
         created = False
         tmp = self.root / f"tmp-{secrets.token_hex(8)}"
         (tmp / "fs").mkdir(parents=True)
@@ -82,6 +84,11 @@ class Snapshotter:
             with opener() as f:
                 info: LayerInfo = apply_layer(f, tmp / "fs")
             chain = chain_id(parent_chain_id, info.diff_id)
+            if expect is not None and chain != expect:
+                raise InvalidParameter(f"layer content does not match: expected chain {expect}, got {chain}")
+            if before_commit is not None:
+                before_commit()  # raises to drop the extracted dir (e.g. the blob digest was wrong)
+            syncfs(tmp)  # the files' bytes are on disk before meta.json says the snapshot is whole
             meta = {"chain_id": chain, "parent": parent_chain_id, "diff_id": info.diff_id, "size": info.size}
             atomic_write_json(tmp / "meta.json", meta)
             if self.exists(chain):
@@ -103,18 +110,15 @@ class Snapshotter:
         assert snap is not None
         return snap, created
 
-    def ensure(self, chain: str, parent_chain_id: str | None, opener: Opener) -> Path:
+    def ensure(self, chain: str, parent_chain_id: str | None, opener: Opener,
+               before_commit: Callable[[], object] | None = None) -> Path:
         """The snapshot dir for `chain`, extracting the layer from `opener()` if missing;
-        the extracted content must produce exactly `chain` (verifies the diff_id)."""
+        the extracted content must produce exactly `chain` (verifies the diff_id) and
+        `before_commit()` must return, else nothing is left behind."""
         validate(chain)
         if self.exists(chain):
             return self.path(chain)
-        snap, created = self._apply(parent_chain_id, opener)
-        if snap.chain_id != chain:
-            if created:
-                self.remove(snap.chain_id)
-            raise InvalidParameter(f"layer content does not match: expected chain {chain}, got {snap.chain_id}")
-        return snap.path
+        return self._apply(parent_chain_id, opener, chain, before_commit)[0].path
 
     def adopt(self, chain: str, parent_chain_id: str | None, diff_id: str, fs_dir: Path, size: int) -> Path:
         """Take a finished layer dir (an overlay upper whose tar produced `diff_id`) as the snapshot

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
+import hashlib
+import io
 import json
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import bcrypt
+import httpx
 import pytest
 
 from dockyard.errors import InvalidParameter, Unauthorized
@@ -156,6 +161,64 @@ def test_pull_refuses_corrupt_blob(ours: str, tmp_path: Path) -> None:
         finally:
             await eng.close()
     run(go())
+
+
+def _upload_layer_image(addr: str, repo: str, raw_tar: bytes, diff_id: str | None = None) -> None:
+    """A one-layer image (gzip layer of `raw_tar`) whose config claims `diff_id` (default: the true one)."""
+    layer = gzip.compress(raw_tar, mtime=0)
+    diff_id = diff_id or "sha256:" + hashlib.sha256(raw_tar).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+
+    def desc(mt: str, data: bytes) -> dict[str, Any]:
+        return {"mediaType": mt, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": desc("application/vnd.docker.container.image.v1+json", config),
+                           "layers": [desc("application/vnd.docker.image.rootfs.diff.tar.gzip", layer)]}).encode()
+    with httpx.Client(base_url=f"http://{addr}") as c:
+        for data in (config, layer):
+            r = c.post(f"/v2/{repo}/blobs/uploads/")
+            r = c.put(r.headers["location"], params={"digest": desc("", data)["digest"]}, content=data)
+            assert r.status_code == 201, r.text
+        r = c.put(f"/v2/{repo}/manifests/1", content=manifest,
+                  headers={"content-type": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert r.status_code == 201, r.text
+
+
+def _tar(*members: tuple[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", ["wrong-diff-id", "evil-tar"])
+def test_streamed_layer_that_fails_leaves_nothing(ours: str, tmp_path: Path, case: str) -> None:
+    """A layer is extracted while it downloads; when its content is wrong (the blob digest is right)
+    the pull fails with the reason and leaves no snapshot, temp dir or image."""
+    big = hashlib.shake_256(case.encode()).digest(3 << 20)  # several chunks through the pipe
+    if case == "wrong-diff-id":
+        _upload_layer_image(ours, "bad/layer", _tar(("a.bin", big)), "sha256:" + "ab" * 32)
+        match = "layer content does not match"
+    else:
+        _upload_layer_image(ours, "bad/layer", _tar(("a.bin", big), ("../escape", b"x"), ("b.bin", big)))
+        match = "invalid layer"
+
+    async def go() -> None:
+        eng = Engine(tmp_path / "engine")
+        try:
+            with pytest.raises(InvalidParameter, match=match):
+                await eng.pull(f"{ours}/bad/layer:1")
+            assert eng.snapshots.list() == [] and eng.images.registered == []
+            assert list((tmp_path / "engine/overlay").iterdir()) == []
+            assert list((tmp_path / "engine/content/ingest").iterdir()) == []
+        finally:
+            await eng.close()
+    run(go())
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "engine/escape").exists()
 
 
 def test_push_skip_and_mount(ours: str, tmp_path: Path) -> None:
