@@ -41,6 +41,7 @@ from dockyard.build.dockerfile import (
 from dockyard.errors import DockyardError, InvalidParameter, NotFound
 from dockyard.store import overlay
 from dockyard.store.db import Database
+from dockyard.util.fs import mark_topdir
 
 log = logging.getLogger("dockyard.build")
 _STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_build_stage", default=None)
@@ -94,6 +95,7 @@ class Builder:
         # (source image, COPY --from sources, flags) -> (hash, kind): an image id names fixed content
         self.from_memo: dict[tuple[str, tuple[str, ...], str], tuple[str, str]] = {}
         root.mkdir(parents=True, exist_ok=True)
+        mark_topdir(root)  # each build's context dir in a fresh block group (see util.fs.mark_topdir)
         for d in root.glob("tmp-*"):  # leftovers of a build interrupted by a crash
             with contextlib.suppress(OSError):
                 overlay.unmount(d / "merged")

@@ -24,6 +24,7 @@ from dockyard.services import container_config as cc
 from dockyard.services.events import EventBus
 from dockyard.store import initlayer, overlay
 from dockyard.store.db import Database
+from dockyard.util.fs import mark_topdir
 from dockyard.util.ids import new_id, random_name, validate_name
 from dockyard.util.timefmt import ZERO_TIME, human_duration, rfc3339
 
@@ -163,6 +164,8 @@ class ContainerService:
         self._last_exit: dict[str, int] = {}  # exit codes of removed containers, for wait(removed)
         self.empty_dir = data_root / "empty"
         self.empty_dir.mkdir(parents=True, exist_ok=True)
+        (data_root / "containers").mkdir(exist_ok=True)
+        mark_topdir(data_root / "containers")  # upper dirs (and build steps' layers) spread as layers are
         db.migrate("containers", SCHEMA)
         # Hooks other features attach to (healthchecks, restart policies, stats ...).
         self.on_started: list[Callable[[Container], None]] = []
