@@ -58,6 +58,32 @@ class Dockerd(Managed):
             subprocess.run([str(PEERS / "stop-dockerd"), self.state], check=False)
 
 
+class Podman(Managed):
+    """podman 4.3's Docker-compatible service (netavark, conmon + runc), for a third opinion.
+
+    stop() also removes its containers: they outlive the service under their conmon, and so do
+    their netavark rules.
+    """
+
+    def __init__(self, state: str) -> None:
+        super().__init__()
+        self.state = os.path.realpath(state)
+
+    def start(self) -> Target:
+        sock = self.state + ".sock"
+        was_up = ping(sock)
+        out = subprocess.run([str(PEERS / "start-podman"), self.state], check=True, stdout=subprocess.PIPE,
+                             text=True).stdout.strip().splitlines()[-1]
+        self.started = not was_up
+        pid = int(Path(self.state + ".pid").read_text())
+        self.target = Target("podman", out, pid)
+        return self.target
+
+    def stop(self) -> None:
+        if self.started:
+            subprocess.run([str(PEERS / "stop-podman"), "--rm-all", self.state], check=False)
+
+
 class Dockyard(Managed):
     def __init__(self, root: str | None) -> None:
         super().__init__()

@@ -59,7 +59,7 @@ class Build(Scenario):
         env = dict(t.env(), DOCKER_BUILDKIT="1" if buildkit else "0")
         args = [cli, "build", *(["--progress=plain"] if buildkit else []), "-t", TAG, *extra, str(ctx)]
         t0 = time.perf_counter()
-        r = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=900)
+        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
         took = time.perf_counter() - t0
         if r.returncode != 0:
             raise BenchError(f"{t.name}: {' '.join(args)} failed: {r.stderr[-2000:]}")

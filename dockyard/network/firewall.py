@@ -1,12 +1,19 @@
 """nftables rules for our bridges, rendered as text and applied atomically with `nft -f`.
 
-One table per daemon (`ip <table>`), replaced as a whole on every change: the rules are derived
-state, rebuilt from the DB, so there is never a half-updated rule set.
+One table per daemon (`ip <table>`), replaced as a whole when it changes: the rules are derived
+state, rebuilt from the DB, so there is never a half-updated rule set. The one exception is the
+`run -p` path: ports only added since our last full replace go in as appended rules (`sync`),
+because replacing the table re-registers its hooks and waits out an RCU grace period (10-20 ms).
+Rule sets go to libnftables in-process when it loads (no fork/exec of nft), else to `nft -f -`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import subprocess
+import threading
+from collections import Counter
 from dataclasses import dataclass
 
 from dockyard.errors import SystemError_
@@ -39,9 +46,7 @@ def render(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> str:
     # Published ports: DNAT anything addressed to a local address, from outside (prerouting)
     # and from the host itself (output), so 127.0.0.1:8080 and the host's other IPs all work.
     out += ["  chain ports {"]
-    for p in ports:
-        match = "" if p.host_ip in ("", "0.0.0.0") else f"ip daddr {p.host_ip} "
-        out.append(f"    {match}{p.proto} dport {p.host_port} dnat to {p.ip}:{p.port}")
+    out += [f"    {_port_rule(p)}" for p in ports]
     out += ["  }"]
     out += ["  chain prerouting {", "    type nat hook prerouting priority -100; policy accept;",
             "    fib daddr type local jump ports", "  }"]
@@ -74,14 +79,91 @@ def render(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _port_rule(p: PortMap) -> str:
+    match = "" if p.host_ip in ("", "0.0.0.0") else f"ip daddr {p.host_ip} "
+    return f"{match}{p.proto} dport {p.host_port} dnat to {p.ip}:{p.port}"
+
+
 def apply(script: str) -> None:
-    _nft(["-f", "-"], script)
+    with _lock:
+        _run(script)
+
+
+# table -> (nets, ports) as last applied by sync(), to tell a pure port addition from anything else
+_applied: dict[str, tuple[tuple[BridgeNet, ...], Counter[PortMap]]] = {}
+_lock = threading.Lock()
+
+
+def sync(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> None:
+    """Make the table hold exactly these networks and ports. When the only change since the last sync
+    is added ports, they are appended to the ports chain; anything else replaces the table."""
+    want = (tuple(nets), Counter(ports))
+    with _lock:
+        prev = _applied.pop(table, None)
+        added = want[1] - prev[1] if prev is not None else Counter()
+        if prev is not None and prev[0] == want[0] and added and not prev[1] - want[1]:
+            try:
+                _run("".join(f"add rule ip {table} ports {_port_rule(p)}\n" for p in added.elements()))
+                _applied[table] = want
+                return
+            except SystemError_:
+                pass  # the table went away behind our back: rebuild it whole
+        _run(render(table, nets, ports))
+        _applied[table] = want
 
 
 def delete_table(table: str) -> None:
+    with _lock:
+        _applied.pop(table, None)
     r = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, text=True)
     if r.returncode == 0:
         _nft(["delete", "table", "ip", table])
+
+
+class _LibNft:
+    """libnftables through ctypes: the same parser and netlink code as the nft binary, minus its exec."""
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL("libnftables.so.1")
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self.lib = lib
+
+    def run(self, script: str) -> None:
+        ctx = self.lib.nft_ctx_new(0)
+        if not ctx:
+            raise SystemError_("nft: cannot create a libnftables context")
+        try:
+            self.lib.nft_ctx_buffer_output(ctx)  # keep its messages off our stdout/stderr
+            self.lib.nft_ctx_buffer_error(ctx)
+            if self.lib.nft_run_cmd_from_buffer(ctx, script.encode()) != 0:
+                err = (self.lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+                raise SystemError_(f"nft -f -: {err.strip()}")
+        finally:
+            self.lib.nft_ctx_free(ctx)
+
+
+@functools.cache
+def _libnft() -> _LibNft | None:
+    try:
+        return _LibNft()
+    except (OSError, AttributeError):  # no libnftables.so.1 (or too old): use the nft binary
+        return None
+
+
+def _run(script: str) -> None:
+    """Run an nft script as one transaction. Callers hold _lock: libnftables is not thread-safe."""
+    lib = _libnft()
+    if lib is not None:
+        lib.run(script)
+    else:
+        _nft(["-f", "-"], script)
 
 
 def table_exists(table: str) -> bool:

@@ -615,7 +615,7 @@ class NetworkService:
                 for r in self._rows("SELECT * FROM networks WHERE driver='bridge' ORDER BY created")]
         maps = [firewall.PortMap(p["proto"], p["host_ip"], p["host_port"], p["ip"], p["port"])
                 for sb in self._rows("SELECT ports FROM net_sandboxes") for p in json.loads(sb["ports"])]
-        firewall.apply(firewall.render(self.table, nets, maps))
+        firewall.sync(self.table, nets, maps)
 
     async def _start_dns(self, net: Any) -> None:
         upstreams = hostfiles.parse_resolv(_read(self.host_resolv_conf)).nameservers

@@ -42,3 +42,19 @@ def test_hosts_file() -> None:
     text = hostfiles.hosts("abc", ["172.18.0.2"], ["db:10.0.0.5"])
     assert text.startswith("127.0.0.1\tlocalhost\n")
     assert text.endswith("10.0.0.5\tdb\n172.18.0.2\tabc\n")
+
+
+def test_sync_appends_added_ports_and_replaces_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockyard.network import firewall
+
+    ran: list[str] = []
+    monkeypatch.setattr(firewall, "_run", ran.append)
+    monkeypatch.setattr(firewall, "_applied", {})
+    web = PortMap("tcp", "0.0.0.0", 8081, "172.18.0.4", 80)
+    firewall.sync("t", NETS, PORTS)
+    firewall.sync("t", NETS, [*PORTS, web])  # only an addition: no table replace on the run -p path
+    firewall.sync("t", NETS, [web])  # a removal
+    firewall.sync("t", NETS[:1], [web])  # a network change
+    firewall.sync("t", NETS[:1], [web])  # no change: rebuilt (start-up repairs a table removed by hand)
+    assert ran[1] == "add rule ip t ports tcp dport 8081 dnat to 172.18.0.4:80\n"
+    assert [s.startswith("add table ip t\ndelete table ip t\n") for s in ran] == [True, False, True, True, True]
