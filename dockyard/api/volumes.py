@@ -17,9 +17,14 @@ def register(router: Router, volumes: Any) -> None:
         body = await req.json() or {}
         if not isinstance(body, dict):
             raise InvalidParameter("invalid JSON body")
+        for key in ("Name", "Driver"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise InvalidParameter(f"{key} must be a string")
         for key in ("DriverOpts", "Labels"):
             if body.get(key) is not None and not isinstance(body[key], dict):
                 raise InvalidParameter(f"{key} must be an object")
+            if not all(isinstance(v, str) for v in (body.get(key) or {}).values()):
+                raise InvalidParameter(f"{key} values must be strings")
         vol = await asyncio.to_thread(
             volumes.create, body.get("Name") or None, body.get("Driver") or "local",
             body.get("DriverOpts") or {}, body.get("Labels") or {},
