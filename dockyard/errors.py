@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class DockyardError(Exception):
     """Base class; `status` is the HTTP status the API answers with."""
@@ -53,3 +56,28 @@ def no_such_container(ref: str) -> NotFound:
 
 def no_such_image(ref: str) -> NotFound:
     return NotFound(f"No such image: {ref}")
+
+
+def out_of_space(e: BaseException | None) -> bool:
+    """Whether `e` (or what it was raised from) is a full disk or quota: ENOSPC, EDQUOT, SQLITE_FULL."""
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, sqlite3.Error) and (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def describe(e: BaseException) -> str:
+    """A client message for an unexpected exception, worded as Go's errors are (moby's clients
+    match on "no space left on device"), never Python's "[Errno 28] ..." text."""
+    if isinstance(e, DockyardError):
+        return e.message
+    if isinstance(e, OSError) and e.strerror:
+        reason = e.strerror[:1].lower() + e.strerror[1:]
+        return f"{e.filename}: {reason}" if e.filename else reason
+    if isinstance(e, sqlite3.Error) and out_of_space(e):
+        return "write metadata database: no space left on device"
+    return str(e) or type(e).__name__

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
-from dockyard.errors import DockyardError, InvalidParameter, NotFound
+from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
 
 _service: Any = None
 
@@ -33,7 +33,7 @@ async def _stream(events: AsyncIterator[dict[str, Any]]) -> Response:
         except DockyardError as e:
             yield {"errorDetail": {"message": e.message}, "error": e.message}
         except Exception as e:  # a registry that dies mid-pull, a full disk...
-            msg = str(e) or type(e).__name__
+            msg = describe(e)
             yield {"errorDetail": {"message": msg}, "error": msg}
 
     return ndjson_stream(rest())

@@ -35,7 +35,7 @@ from dockyard.api.router import (
     json_response,
     ndjson_stream,
 )
-from dockyard.errors import DockyardError, InvalidParameter
+from dockyard.errors import DockyardError, InvalidParameter, describe
 
 __all__ = [
     "API_VERSION", "DEFAULT_BODY_LIMIT", "MIN_API_VERSION", "Hijack", "MethodNotAllowed", "PayloadTooLarge",
@@ -192,7 +192,7 @@ class _Connection:
             result = _error_response(e.status, e.message)
         except Exception as e:
             log.exception("%s %s failed", req.method, req.path)
-            result = _error_response(500, str(e))
+            result = _error_response(500, describe(e))
         if isinstance(result, Hijack):
             log.debug("%s %s -> hijacked", req.method, event.target.decode("latin-1"))
             await self._hijack(req, result)

@@ -38,7 +38,7 @@ from dockyard.build.dockerfile import (
     name_values,
     parse,
 )
-from dockyard.errors import DockyardError, InvalidParameter, NotFound
+from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
 from dockyard.store import overlay
 from dockyard.store.db import Database
 from dockyard.util.fs import mark_topdir
@@ -120,7 +120,7 @@ class Builder:
                 err = {"errorDetail": {"message": e.message}, "error": e.message}
             except Exception as e:  # noqa: BLE001 - the client must see every failure
                 log.exception("build failed")
-                err = {"errorDetail": {"message": str(e)}, "error": str(e)}
+                err = {"errorDetail": {"message": describe(e)}, "error": describe(e)}
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.cache.touch, run.hits)

@@ -4,7 +4,7 @@ extracts one layer after another, each only once fully downloaded).
 
 Crash/retry safety: blobs land in the content store only once verified, snapshots only once fully
 extracted, and the image is registered last, so a failed pull leaves no half image and a retry
-reuses every finished blob and snapshot.
+reuses every finished blob and snapshot (but for the blobs of a pull the disk had no room for).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from dockyard.errors import DockyardError, InvalidParameter, NotFound, Unavailable
+from dockyard.errors import DockyardError, InvalidParameter, NotFound, Unavailable, out_of_space
 from dockyard.oci import reference
 from dockyard.registry import platforms, progress
 from dockyard.registry.auth import Credentials
@@ -192,6 +192,38 @@ class Puller:
         await ext
 
     async def _fetch(self, res: Resolved, platform: str | None, outcome: dict[str, bool]) -> AsyncIterator[Event]:
+        """_fetch_all; when that fails for want of space, the blobs it downloaded go again at once:
+        a retry cannot succeed without the room, and the next daemon start's sweep is too late."""
+        m = res.manifest
+        descs = [m.get("config"), *(m.get("layers") or [])] if isinstance(m, dict) else []
+        fresh = [d["digest"] for d in descs if isinstance(d, dict) and isinstance(d.get("digest"), str)
+                 and not self.content.has(d["digest"])]
+        try:
+            async for ev in self._fetch_all(res, platform, outcome):
+                yield ev
+        except BaseException as e:
+            if out_of_space(e):
+                self._drop_unregistered(fresh, m)
+            raise
+
+    def _drop_unregistered(self, blobs: list[str], manifest: dict[str, Any]) -> None:
+        """Delete these blobs unless an image may use them: a layer blob stays when its snapshot
+        exists (another pull may have registered it), the config while every layer's snapshot does."""
+        chains: dict[str, str] = {}
+        with contextlib.suppress(Exception):
+            config = json.loads(self.content.path(manifest["config"]["digest"]).read_bytes())
+            diff_ids = list(config["rootfs"]["diff_ids"])
+            chains = dict(zip((desc["digest"] for desc in manifest["layers"]), chain_ids(diff_ids), strict=True))
+        whole = bool(chains) and all(self.snapshots.exists(c) for c in chains.values())
+        for digest in blobs:
+            chain = chains.get(digest)
+            keep = self.snapshots.exists(chain) if chain else whole
+            if not keep:
+                with contextlib.suppress(Exception):
+                    self.content.delete(digest)
+
+    async def _fetch_all(self, res: Resolved, platform: str | None, outcome: dict[str, bool]
+                         ) -> AsyncIterator[Event]:
         m = res.manifest
         try:
             cfg_desc, layers = m["config"], list(m.get("layers") or [])

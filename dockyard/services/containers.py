@@ -267,17 +267,18 @@ class ContainerService:
         if not config.get("Hostname"):
             config["Hostname"] = cid[:12]
         cdir = self.container_dir(cid)
-        (cdir / "upper").mkdir(parents=True)
-        (cdir / "work").mkdir()
-        await asyncio.to_thread(initlayer.make, cdir / "init", self.images.layer_dirs(image.id))
         try:
+            # In the try: a full disk can fail any of these, and a dir without a row must not stay.
+            (cdir / "upper").mkdir(parents=True)
+            (cdir / "work").mkdir()
+            await asyncio.to_thread(initlayer.make, cdir / "init", self.images.layer_dirs(image.id))
             with self.db.tx() as tx:
                 tx.execute(
                     "INSERT INTO containers(id, name, image_id, image_ref, created, config, host_config, runtime)"
                     " VALUES(?,?,?,?,?,?,?,?)",
                     (cid, name, image.id, image_ref, time.time(), json.dumps(config), json.dumps(host_config), runtime),
                 )
-        except Exception:
+        except BaseException:  # a cancelled create (client gone) must not leave the dir either
             shutil.rmtree(cdir, ignore_errors=True)
             if self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
                 raise Conflict(f'Conflict. The container name "/{name}" is already in use.') from None
