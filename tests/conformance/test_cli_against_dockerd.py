@@ -167,7 +167,10 @@ def test_images_and_tag(host: str) -> None:
     assert run(DOCKYARD, host, "tag", "busybox", tag).returncode == 0
     try:
         for args in (["images", tag.split(":")[0]], ["images", "-q", tag], ["images", "--format", "{{.Tag}}", tag]):
-            ref, ours = both(host, *args)
+            for _ in range(2):  # CREATED ("6 minutes ago") can tick between the two CLIs' calls: once more
+                ref, ours = both(host, *args)
+                if ours.stdout == ref.stdout:
+                    break
             assert ours.stdout == ref.stdout, args
         ours = run(DOCKYARD, host, "rmi", tag)
         assert ours.stdout == f"Untagged: {tag}\n".encode()
