@@ -9,6 +9,7 @@ newline, like Docker's json-file driver, and can follow the file across conmon's
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import struct
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -79,19 +80,41 @@ def _want(e: tuple[int, str, bytes], stdout: bool, stderr: bool, since: float, u
 
 
 def _out(e: tuple[int, str, bytes], timestamps: bool) -> tuple[int, str, bytes]:
+    if not timestamps:
+        return e  # conmon's own timestamp: nobody reads it, and converting each line costs
     ts = docker_timestamp(e[1])
-    return (e[0], ts, ts.encode() + b" " + e[2]) if timestamps else (e[0], ts, e[2])
+    return e[0], ts, ts.encode() + b" " + e[2]
+
+
+Entry = tuple[int, str, bytes]
+READ_CHUNK = 1 << 20  # bounded memory for any log size (a tail keeps only its last N entries)
 
 
 async def read_logs(path: str | os.PathLike[str], stdout: bool = True, stderr: bool = True,
                     since: float = 0, until: float = 0, tail: int = -1, timestamps: bool = False,
-                    follow: bool = False, stop: asyncio.Event | None = None
-                    ) -> AsyncIterator[tuple[int, str, bytes]]:
-    """Yield (stream, docker timestamp, data) for each log line. With `follow`, keep reading new
-    lines until `stop` is set (the container exited), then drain what is left and return.
-    `timestamps` prefixes data with the timestamp as `docker logs -t` prints it."""
+                    follow: bool = False, stop: asyncio.Event | None = None) -> AsyncIterator[Entry]:
+    """Yield (stream, timestamp, data) for each log line: read_log_batches, one at a time."""
+    async for batch in read_log_batches(path, stdout, stderr, since, until, tail, timestamps, follow, stop):
+        for e in batch:
+            yield e
+
+
+async def read_log_batches(path: str | os.PathLike[str], stdout: bool = True, stderr: bool = True,
+                           since: float = 0, until: float = 0, tail: int = -1, timestamps: bool = False,
+                           follow: bool = False, stop: asyncio.Event | None = None
+                           ) -> AsyncIterator[list[Entry]]:
+    """Lists of (stream, timestamp, data), one per read of the file (the timestamp in Docker's form
+    with `timestamps`, else conmon's). With `follow`, keep reading
+    new lines until `stop` is set (the container exited), then drain what is left and return.
+    `timestamps` prefixes data with the timestamp as `docker logs -t` prints it. Batches, not lines:
+    a 100k-line log goes out in a few writes, not 100k."""
     path = Path(path)
     joiner = _Joiner()
+
+    def take(data: bytes) -> list[Entry]:
+        entries = (joiner.feed(raw) for raw in data.split(b"\n") if raw)
+        return [_out(e, timestamps) for e in entries if e and _want(e, stdout, stderr, since, until)]
+
     try:
         f = open(path, "rb")  # noqa: SIM115 - kept open across the follow loop
     except FileNotFoundError:
@@ -101,14 +124,16 @@ async def read_logs(path: str | os.PathLike[str], stdout: bool = True, stderr: b
     try:
         buf = b""
         if f is not None:
-            data = await asyncio.to_thread(f.read)
-            complete, _, buf = data.rpartition(b"\n")
-            entries = [e for e in (joiner.feed(raw) for raw in complete.split(b"\n") if raw) if e]
-            entries = [e for e in entries if _want(e, stdout, stderr, since, until)]
-            if tail >= 0:
-                entries = entries[-tail:] if tail else []
-            for e in entries:
-                yield _out(e, timestamps)
+            kept: collections.deque[Entry] | None = collections.deque(maxlen=tail) if tail >= 0 else None
+            while data := await asyncio.to_thread(f.read, READ_CHUNK):
+                complete, _, buf = (buf + data).rpartition(b"\n")
+                batch = take(complete)
+                if kept is not None:
+                    kept.extend(batch)
+                elif batch:
+                    yield batch
+            if kept:
+                yield list(kept)
         if not follow:
             return
         ino = os.fstat(f.fileno()).st_ino if f else None
@@ -121,14 +146,12 @@ async def read_logs(path: str | os.PathLike[str], stdout: bool = True, stderr: b
                 except FileNotFoundError:
                     pass
             if f is not None:
-                chunk = f.read()
+                chunk = f.read(READ_CHUNK)
                 if chunk:
-                    buf += chunk
-                    complete, _, buf = buf.rpartition(b"\n")
-                    for raw in complete.split(b"\n"):
-                        got = joiner.feed(raw) if raw else None
-                        if got and _want(got, stdout, stderr, since, until):
-                            yield _out(got, timestamps)
+                    complete, _, buf = (buf + chunk).rpartition(b"\n")
+                    batch = take(complete)
+                    if batch:
+                        yield batch
                     continue
                 try:
                     st = os.stat(path)

@@ -74,11 +74,11 @@ class ContainerIO:
                 raise InvalidParameter(f"invalid tail value: {tail}") from None
         stop = self.cs.live(c.id).exited
         following = follow and c.running
-        async for stream, _ts, data in rtlogs.read_logs(
+        async for batch in rtlogs.read_log_batches(
             self.cs.log_path(c.id), stdout=stdout, stderr=stderr, since=since_ts or 0, until=until_ts or 0,
             tail=-1 if ntail is None else ntail, timestamps=timestamps, follow=following, stop=stop,
         ):
-            yield data if raw else frame(stream, data)
+            yield b"".join(data for _, _, data in batch) if raw else b"".join(frame(s, d) for s, _, d in batch)
 
     # ---------------------------------------------------------------- attach
     async def attach_handler(self, cid: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool,
