@@ -134,6 +134,7 @@ class _LibNft:
         lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
         lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self.lib = lib
+        self.libc = ctypes.CDLL(None)
 
     def run(self, script: str) -> None:
         ctx = self.lib.nft_ctx_new(0)
@@ -147,6 +148,9 @@ class _LibNft:
                 raise SystemError_(f"nft -f -: {err.strip()}")
         finally:
             self.lib.nft_ctx_free(ctx)
+            # libnftables caches the host's whole ruleset per run and frees it into malloc's arenas;
+            # hand those pages back, or the daemon keeps ~4 MiB more for good.
+            self.libc.malloc_trim(0)
 
 
 @functools.cache
