@@ -38,50 +38,43 @@ class Managed:
         raise NotImplementedError
 
 
-class Dockerd(Managed):
+class Peer(Managed):
+    """A reference engine started by ../shared/peers/start-<name> (reused if already up)."""
+
+    name = ""
+    stop_args: tuple[str, ...] = ()
+
     def __init__(self, state: str) -> None:
         super().__init__()
         self.state = os.path.realpath(state)
 
     def start(self) -> Target:
-        sock = self.state + ".sock"
-        was_up = ping(sock)
-        out = subprocess.run([str(PEERS / "start-dockerd"), self.state], check=True, stdout=subprocess.PIPE,
+        was_up = ping(self.state + ".sock")
+        out = subprocess.run([str(PEERS / f"start-{self.name}"), self.state], check=True, stdout=subprocess.PIPE,
                              text=True).stdout.strip().splitlines()[-1]
         self.started = not was_up
         pid = int(Path(self.state + ".pid").read_text())
-        self.target = Target("dockerd", out, pid)
+        self.target = Target(self.name, out, pid)
         return self.target
 
     def stop(self) -> None:
         if self.started:
-            subprocess.run([str(PEERS / "stop-dockerd"), self.state], check=False)
+            subprocess.run([str(PEERS / f"stop-{self.name}"), *self.stop_args, self.state], check=False)
 
 
-class Podman(Managed):
+class Dockerd(Peer):
+    name = "dockerd"
+
+
+class Podman(Peer):
     """podman 4.3's Docker-compatible service (netavark, conmon + runc), for a third opinion.
 
     stop() also removes its containers: they outlive the service under their conmon, and so do
     their netavark rules.
     """
 
-    def __init__(self, state: str) -> None:
-        super().__init__()
-        self.state = os.path.realpath(state)
-
-    def start(self) -> Target:
-        sock = self.state + ".sock"
-        was_up = ping(sock)
-        out = subprocess.run([str(PEERS / "start-podman"), self.state], check=True, stdout=subprocess.PIPE,
-                             text=True).stdout.strip().splitlines()[-1]
-        self.started = not was_up
-        pid = int(Path(self.state + ".pid").read_text())
-        self.target = Target("podman", out, pid)
-        return self.target
-
-    def stop(self) -> None:
-        if self.started:
-            subprocess.run([str(PEERS / "stop-podman"), "--rm-all", self.state], check=False)
+    name = "podman"
+    stop_args = ("--rm-all",)
 
 
 class Dockyard(Managed):
