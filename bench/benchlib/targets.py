@@ -57,13 +57,46 @@ class Peer(Managed):
         self.target = Target(self.name, out, pid)
         return self.target
 
+    chains: tuple[str, ...] = ()  # iptables chain prefixes it leaves behind when stopped
+    others = ""  # pgrep -f pattern of processes that may still use those chains (another engine)
+    links: tuple[str, ...] = ()  # bridges it makes and leaves
+
     def stop(self) -> None:
         if self.started:
             subprocess.run([str(PEERS / f"stop-{self.name}"), *self.stop_args, self.state], check=False)
+            with open("/proc/self/mountinfo") as f:  # podman's storage keeps its overlay dir mounted
+                mounts = [line.split()[4] for line in f]
+            for m in sorted((m for m in mounts if m.startswith(self.state + "/")), key=len, reverse=True):
+                subprocess.run(["umount", "-l", m], capture_output=True)
+            if subprocess.run(["pgrep", "-f", self.others], capture_output=True).returncode != 0:
+                drop_iptables(self.chains)
+                for link in self.links:
+                    subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+def drop_iptables(prefixes: tuple[str, ...]) -> None:
+    """Remove the rules and chains a stopped reference engine left (dockerd and netavark never do), so a
+    bench run leaves the host's firewall as it found it."""
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
+        for rule in rules:
+            words = rule.split()
+            if rule.startswith("-A ") and not words[1].startswith(prefixes) and (
+                    any(w.startswith(prefixes) for w in words) or "docker0" in words):
+                subprocess.run(["iptables", "-t", table, "-D", *shlex.split(rule)[1:]], capture_output=True)
+        for rule in rules:
+            if rule.startswith("-N ") and rule.split()[1].startswith(prefixes):
+                subprocess.run(["iptables", "-t", table, "-F", rule.split()[1]], capture_output=True)
+        for rule in rules:
+            if rule.startswith("-N ") and rule.split()[1].startswith(prefixes):
+                subprocess.run(["iptables", "-t", table, "-X", rule.split()[1]], capture_output=True)
 
 
 class Dockerd(Peer):
     name = "dockerd"
+    chains = ("DOCKER",)
+    links = ("docker0",)
+    others = "^(/usr/bin/)?dockerd( |$)"  # the host's own dockerd, if any, keeps its rules
 
 
 class Podman(Peer):
@@ -75,6 +108,8 @@ class Podman(Peer):
 
     name = "podman"
     stop_args = ("--rm-all",)
+    chains = ("NETAVARK",)
+    others = "conmon .*libpod"  # podman containers of anyone else
 
 
 class Dockyard(Managed):
