@@ -84,11 +84,6 @@ def _port_rule(p: PortMap) -> str:
     return f"{match}{p.proto} dport {p.host_port} dnat to {p.ip}:{p.port}"
 
 
-def apply(script: str) -> None:
-    with _lock:
-        _run(script)
-
-
 # table -> (nets, ports) as last applied by sync(), to tell a pure port addition from anything else
 _applied: dict[str, tuple[tuple[BridgeNet, ...], Counter[PortMap]]] = {}
 _lock = threading.Lock()

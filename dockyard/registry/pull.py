@@ -283,7 +283,7 @@ class Puller:
                 queue.put_nowait(progress.detail("Extracting", lid, size, size))
                 queue.put_nowait(progress.layer("Pull complete", lid))
 
-        async def extract_all() -> None:
+        async def fetch_layers() -> None:
             extracts = [asyncio.create_task(fetch_layer(i)) for i in range(len(layers)) if need[i]]
             try:
                 await asyncio.gather(*extracts)
@@ -303,7 +303,7 @@ class Puller:
 
         async def run() -> None:
             try:
-                await extract_all()
+                await fetch_layers()
             finally:
                 queue.put_nowait(None)
 
