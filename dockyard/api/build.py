@@ -21,7 +21,7 @@ def _json_param(req: Request, name: str) -> dict[str, Any]:
 
 
 def register(router: Router, builder: Any) -> None:
-    from dockyard.build.builder import BuildOptions
+    from dockyard.builder.builder import BuildOptions
 
     async def post_build(req: Request) -> Response:
         if req.q("remote"):

@@ -163,7 +163,7 @@ def build(cfg: DaemonConfig) -> Engine:
     from dockyard.services.container_io import ContainerIO
 
     container_io = ContainerIO(containers, images, volumes)
-    from dockyard.build.builder import Builder
+    from dockyard.builder.builder import Builder
 
     builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw))
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry, None,

@@ -257,7 +257,7 @@ class ContainerIO:
     def _commit_sync(self, c: Container, repo: str, tag: str, comment: str, author: str, changes: list[str],
                      override: dict[str, Any]) -> str:
         # One implementation for `docker commit` and the builder's steps.
-        from dockyard.build.commit import commit_layer
+        from dockyard.builder.commit import commit_layer
         from dockyard.oci import reference
 
         parent = self.images.get(c.image_id)

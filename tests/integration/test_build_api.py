@@ -20,7 +20,7 @@ import pytest
 from dockyard.api import build as build_api
 from dockyard.api import images as images_api
 from dockyard.api.server import Request, Response, Router, json_response, serve
-from dockyard.build.builder import Builder
+from dockyard.builder.builder import Builder
 from dockyard.services.events import EventBus
 from dockyard.services.images import ImageService
 from dockyard.store.content import ContentStore

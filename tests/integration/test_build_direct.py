@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dockyard.build.builder import Builder, BuildOptions
+from dockyard.builder.builder import Builder, BuildOptions
 from dockyard.services.events import EventBus
 from dockyard.services.images import ImageService
 from dockyard.store.content import ContentStore

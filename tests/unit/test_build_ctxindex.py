@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.build import context as bctx
-from dockyard.build.ctxindex import ContextIndex, HashMemo, hash_mixed
+from dockyard.builder import context as bctx
+from dockyard.builder.ctxindex import ContextIndex, HashMemo, hash_mixed
 
 
 def _tree(root: Path) -> None:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard.build import context as bctx
-from dockyard.build.cache import BuildCache, cache_key
-from dockyard.build.commit import commit_layer
-from dockyard.build.ctxindex import ContextIndex, HashMemo, hash_mixed
-from dockyard.build.dockerfile import (
+from dockyard.builder import context as bctx
+from dockyard.builder.cache import BuildCache, cache_key
+from dockyard.builder.commit import commit_layer
+from dockyard.builder.ctxindex import ContextIndex, HashMemo, hash_mixed
+from dockyard.builder.dockerfile import (
     EXPANDED,
     PROXY_ARGS,
     Dockerfile,
@@ -43,7 +43,7 @@ from dockyard.store import overlay
 from dockyard.store.db import Database
 from dockyard.util.fs import mark_topdir
 
-log = logging.getLogger("dockyard.build")
+log = logging.getLogger("dockyard.builder")
 _STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_build_stage", default=None)
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from dockyard.build import context as bctx
+from dockyard.builder import context as bctx
 from dockyard.store.layers import decompressed
 
 _CHUNK = 1 << 20
