@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("DOCKYARD_SHARED", ROOT.parent / "shared"))
+# The workspace's shared images and tools: beside the checkout, or above a worktree (/work/wt/NAME).
+SHARED = Path(os.environ.get("DOCKYARD_SHARED") or next(
+    (p / "shared" for p in ROOT.parents if (p / "shared" / "images").is_dir()), ROOT.parent / "shared"))
 PREBUILT = SHARED / "images" / "prebuilt"
 DOCKER_CLI = shutil.which("docker") or "/usr/local/bin/docker"
 

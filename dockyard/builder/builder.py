@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from dockyard.builder.dockerfile import (
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
 from dockyard.store import overlay
 from dockyard.store.db import Database
+from dockyard.store.snapshotter import OverlaySnapshotter, mounted
 from dockyard.util.fs import mark_topdir
 
 log = logging.getLogger("dockyard.builder")
@@ -188,6 +189,7 @@ class _Run:
     def __init__(self, b: Builder, opts: BuildOptions, work: Path, emit: Callable[[dict[str, Any]], None]) -> None:
         self.b, self.opts, self.work, self._emit = b, opts, work, emit
         self.ctx = work / "context"
+        self.snapshots = OverlaySnapshotter(work, work / "empty")  # COPY steps' layers and --from views
         self.index: ContextIndex | None = None
         self._ctx_ready = False
         self._ctx_lock = asyncio.Lock()
@@ -637,7 +639,7 @@ class _Run:
             # The exited container's upper dir becomes the layer's snapshot as it is (renamed, not
             # extracted again from the layer tar); the container is removed without it.
             await asyncio.to_thread(overlay.unmount, cs.rootfs(cid))
-            upper = cs.container_dir(cid) / "upper"
+            upper = await asyncio.to_thread(cs.snapshots.commit, cid)
             new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
                                           {"created_by": created_by}, container_id=cid, adopt=True)
         finally:
@@ -722,7 +724,7 @@ class _Run:
                 """The sources as paths: the stage's image mounted, or the extracted context."""
                 nonlocal src_root
                 if frm:
-                    src_root = stack.enter_context(self._mounted(src_image, readonly=True)) if src_image else None
+                    src_root = stack.enter_context(self._mounted(src_image)) if src_image else None
                 else:
                     await self.ensure_context()
                     src_root = self.ctx
@@ -753,9 +755,8 @@ class _Run:
                 return
             if known is not None:
                 sources = await on_disk() + heredoc_files
-            step_dir = self.work / f"step-{secrets.token_hex(4)}"
-            upper = step_dir / "upper"
-            with self._mounted(state.image_id, upper_dir=step_dir) as root:
+            step = f"step-{secrets.token_hex(4)}"
+            with self._mounted(state.image_id, writable=step) as root:
                 def do() -> None:
                     uid, gid = bctx.parse_chown(root, chown) if chown else (0, 0)
                     bctx.copy_into(sources, root, dest, state.config.get("WorkingDir") or "/", uid=uid, gid=gid,
@@ -766,9 +767,10 @@ class _Run:
                     raise BuildError(e.message) from None
                 except OSError as e:
                     raise BuildError(f"{c.upper()} failed: {e}") from None
+            upper = await asyncio.to_thread(self.snapshots.commit, step)
             new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
                                           {"created_by": created_by}, adopt=True)
-            await asyncio.to_thread(shutil.rmtree, step_dir, True)
+            await asyncio.to_thread(self.snapshots.remove, step)
         self.b.cache.put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
@@ -792,24 +794,18 @@ class _Run:
         return hash_mixed(idx, names, heredocs, extra), kind
 
     @contextlib.contextmanager
-    def _mounted(self, image_id: str | None, readonly: bool = False, upper_dir: Path | None = None) -> Any:
-        """An overlay of the image's layers with a fresh upper dir (kept in `upper_dir` if given)."""
-        d = upper_dir or self.work / f"view-{secrets.token_hex(4)}"
-        (d / "upper").mkdir(parents=True, exist_ok=True)
-        (d / "work").mkdir(exist_ok=True)
-        merged = d / "merged"
-        empty = self.work / "empty"
-        empty.mkdir(exist_ok=True)
+    def _mounted(self, image_id: str | None, writable: str | None = None) -> Iterator[Path]:
+        """The image's layers mounted: a read-only view, or the writable snapshot `writable`
+        (left for the caller to commit)."""
         layers = self.b.images.layer_dirs(image_id) if image_id else []
-        overlay.mount_overlay(layers, d / "upper", d / "work", merged, empty)
+        key = writable or f"view-{secrets.token_hex(4)}"
+        mounts = self.snapshots.prepare(key, layers) if writable else self.snapshots.view(key, layers)
         try:
-            yield merged
+            with mounted(mounts, self.work / key / "merged") as root:
+                yield root
         finally:
-            overlay.unmount(merged)
-            if upper_dir is None:
-                shutil.rmtree(d, ignore_errors=True)
-            else:
-                shutil.rmtree(d / "work", ignore_errors=True)
+            if not writable:
+                self.snapshots.remove(key)
 
 
 def _display(inst: Instruction) -> str:

@@ -17,6 +17,7 @@ from dockyard.errors import Conflict, DockyardError, InvalidParameter
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.streams import AsyncByteReader, stream_from_thread
 from dockyard.store import overlay
+from dockyard.store.snapshotter import mounted
 from dockyard.util.timefmt import parse_time_arg
 
 log = logging.getLogger("dockyard.container_io")
@@ -45,15 +46,8 @@ class ContainerIO:
             yield rootfs
             return
         tmp = self.cs.run_dir(c.id) / f"view-{os.getpid()}-{time.monotonic_ns()}"
-        cdir = self.cs.container_dir(c.id)
-        work = cdir / "work"
-        overlay.mount_overlay(self.cs.lower_dirs(c), cdir / "upper", work, tmp, self.cs.empty_dir)
-        try:
-            yield tmp
-        finally:
-            overlay.unmount(tmp)
-            with contextlib.suppress(OSError):
-                tmp.rmdir()
+        with mounted(self.cs.snapshots.mounts(c.id, self.cs.lower_dirs(c)), tmp) as root:
+            yield root
 
     # ---------------------------------------------------------------- logs
     async def logs(self, cid: str, *, stdout: bool, stderr: bool, follow: bool, since: str | None,
@@ -123,7 +117,7 @@ class ContainerIO:
         from dockyard.store import layers
 
         c = self.cs.get(cid)
-        upper = self.cs.container_dir(c.id) / "upper"
+        upper = self.cs.snapshots.upper(c.id)
         return await asyncio.to_thread(layers.changes, upper, self.cs.lower_dirs(c))
 
     # ---------------------------------------------------------------- cp (archive)
@@ -266,7 +260,7 @@ class ContainerIO:
         cmd = (c.config or {}).get("Cmd") or []
         created_by = " ".join(cmd) if isinstance(cmd, list) else str(cmd)
         tags = [f"{repo}:{tag}" if tag else repo] if repo else []
-        image = commit_layer(self.images, self.cs.container_dir(c.id) / "upper", c.image_id, cfg,
+        image = commit_layer(self.images, self.cs.snapshots.upper(c.id), c.image_id, cfg,
                              {"created_by": created_by}, tags, author=author, comment=comment,
                              changes=changes, container_id=c.id)
         for t in tags:
@@ -286,7 +280,7 @@ class ContainerIO:
                 continue
             if filters.get("label!") and self.cs.matches(c, {"label": filters["label!"]}):
                 continue  # Docker: `label!=k[=v]` keeps containers that have the label
-            size = _du(self.cs.container_dir(c.id) / "upper")
+            size = self.cs.snapshots.usage(c.id)
             try:
                 await self.cs.remove(c.id)
             except Exception as e:  # noqa: BLE001
@@ -296,11 +290,3 @@ class ContainerIO:
             reclaimed += size
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
-
-def _du(path: Path) -> int:
-    total = 0
-    for root, _d, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total

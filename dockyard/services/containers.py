@@ -10,7 +10,6 @@ import asyncio
 import builtins
 import json
 import logging
-import os
 import shutil
 import signal as signal_mod
 import time
@@ -24,6 +23,7 @@ from dockyard.services import container_config as cc
 from dockyard.services.events import EventBus
 from dockyard.store import initlayer, overlay
 from dockyard.store.db import Database
+from dockyard.store.snapshotter import OverlaySnapshotter, mount_all
 from dockyard.util.fs import mark_topdir
 from dockyard.util.ids import new_id, random_name, validate_name
 from dockyard.util.timefmt import ZERO_TIME, human_duration, rfc3339
@@ -162,9 +162,9 @@ class ContainerService:
         self.boot_id = boot_id()
         self._live: dict[str, _Live] = {}
         self._last_exit: dict[str, int] = {}  # exit codes of removed containers, for wait(removed)
-        self.empty_dir = data_root / "empty"
-        self.empty_dir.mkdir(parents=True, exist_ok=True)
         (data_root / "containers").mkdir(exist_ok=True)
+        # Each container's writable layer is the snapshot keyed by its id (containers/<id>/upper).
+        self.snapshots = OverlaySnapshotter(data_root / "containers", data_root / "empty")
         mark_topdir(data_root / "containers")  # upper dirs (and build steps' layers) spread as layers are
         db.migrate("containers", SCHEMA)
         # Hooks other features attach to (healthchecks, restart policies, stats ...).
@@ -269,9 +269,9 @@ class ContainerService:
         cdir = self.container_dir(cid)
         try:
             # In the try: a full disk can fail any of these, and a dir without a row must not stay.
-            (cdir / "upper").mkdir(parents=True)
-            (cdir / "work").mkdir()
-            await asyncio.to_thread(initlayer.make, cdir / "init", self.images.layer_dirs(image.id))
+            image_layers = self.images.layer_dirs(image.id)
+            self.snapshots.prepare(cid, image_layers)
+            await asyncio.to_thread(initlayer.make, cdir / "init", image_layers)
             with self.db.tx() as tx:
                 tx.execute(
                     "INSERT INTO containers(id, name, image_id, image_ref, created, config, host_config, runtime)"
@@ -298,8 +298,7 @@ class ContainerService:
 
     def _mounts_at_create(self, c: Container) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         view = self.run_dir(c.id) / "create-view"
-        cdir = self.container_dir(c.id)
-        overlay.mount_overlay(self.lower_dirs(c), cdir / "upper", cdir / "work", view, self.empty_dir)
+        mount_all(self.snapshots.mounts(c.id, self.lower_dirs(c)), view)
         try:
             return self._resolve_mounts(c, view)
         finally:
@@ -324,11 +323,10 @@ class ContainerService:
         run_dir = self.run_dir(c.id)
         run_dir.mkdir(parents=True, exist_ok=True)
         rootfs = self.rootfs(c.id)
-        cdir = self.container_dir(c.id)
         steps: list[Callable[[], Any]] = []  # undo stack for a failed start
         try:
             layer_dirs = await asyncio.to_thread(self.lower_dirs, c)
-            await asyncio.to_thread(overlay.mount_overlay, layer_dirs, cdir / "upper", cdir / "work", rootfs, self.empty_dir)
+            await asyncio.to_thread(mount_all, self.snapshots.mounts(c.id, layer_dirs), rootfs)
             steps.append(lambda: overlay.unmount(rootfs))
             net = None
             if self.networks is not None:
@@ -744,7 +742,8 @@ class ContainerService:
                 await self.networks.forget(c.id)
             if self.volumes is not None:
                 await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
-            await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)
+            await asyncio.to_thread(self.snapshots.remove, c.id)
+            await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)  # log, init layer
             await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
             self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
             self._last_exit[c.id] = c.exit_code
@@ -837,11 +836,11 @@ class ContainerService:
         }
         if c.health is not None:
             state["Health"] = c.health
-        cdir = self.container_dir(c.id)
         try:
-            lowers = ":".join(str(p) for p in reversed(self.lower_dirs(c)))
+            layer_dirs = self.lower_dirs(c)
         except Exception:  # noqa: BLE001
-            lowers = ""
+            layer_dirs = []
+        rw = self.snapshots.mounts(c.id, layer_dirs)[0]
         out = {
             "Id": c.id,
             "Created": rfc3339(c.created),
@@ -865,10 +864,10 @@ class ContainerService:
             "GraphDriver": {
                 "Name": "overlay2",
                 "Data": {
-                    "LowerDir": lowers,
+                    "LowerDir": rw.option("lowerdir") if layer_dirs else "",
                     "MergedDir": str(self.rootfs(c.id)),
-                    "UpperDir": str(cdir / "upper"),
-                    "WorkDir": str(cdir / "work"),
+                    "UpperDir": rw.option("upperdir"),
+                    "WorkDir": rw.option("workdir"),
                 },
             },
             "Mounts": c.mounts,
@@ -876,7 +875,7 @@ class ContainerService:
             "NetworkSettings": ns,
         }
         if size:
-            out["SizeRw"] = _du(cdir / "upper")
+            out["SizeRw"] = self.snapshots.usage(c.id)
             out["SizeRootFs"] = out["SizeRw"]
         return out
 
@@ -912,7 +911,7 @@ class ContainerService:
             "Mounts": c.mounts,
         }
         if size:
-            out["SizeRw"] = _du(self.container_dir(c.id) / "upper")
+            out["SizeRw"] = self.snapshots.usage(c.id)
         return out
 
     def list(self, all_: bool = False, limit: int = -1, size: bool = False,
@@ -1004,17 +1003,6 @@ def _name_match(pattern: str, name: str) -> bool:
         return re.search(pattern.lstrip("/"), name) is not None
     except re.error:
         return pattern.lstrip("/") in name
-
-
-def _du(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def status_text(c: Container) -> str:

@@ -106,6 +106,7 @@ class InternalsService:
         """The overlay at /: which lowerdir is which image layer, plus the init and writable layers."""
         cdir = self.containers.container_dir(c.id)
         known = self.containers.lower_dirs(c)  # bottom first
+        rw = self.containers.snapshots.mounts(c.id, known)[0]  # what a mount would be, when none is
         img = self.containers.images.resolve(c.image_id)
         diff_ids = (img.config.get("rootfs") or {}).get("diff_ids") or []
         made_by = [h.get("created_by", "") for h in img.config.get("history") or [] if not h.get("empty_layer")]
@@ -124,8 +125,8 @@ class InternalsService:
             layers.append({"Dir": d, "Role": role, "DiffID": diff_ids[i] if i is not None and i < len(diff_ids)
                            else "", "Why": why})
         return {"Mounted": mount is not None, "Type": mount.fstype if mount else "overlay",
-                "Lower": layers, "Upper": opts.get("upperdir", str(cdir / "upper")),
-                "Work": opts.get("workdir", str(cdir / "work")),
+                "Lower": layers, "Upper": opts.get("upperdir", rw.option("upperdir")),
+                "Work": opts.get("workdir", rw.option("workdir")),
                 "Why": "read-only image layers stacked under one writable dir: files the container changes "
                        "are copied up into Upper, so the image stays shared and untouched"}
 

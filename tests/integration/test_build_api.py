@@ -26,10 +26,11 @@ from dockyard.services.images import ImageService
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
 from dockyard.store.snapshots import Snapshotter
+from tests.conftest import SHARED
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(DOCKER), reason="needs root + docker CLI")
-PREBUILT = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt")
+PREBUILT = SHARED / "images" / "prebuilt"
 
 
 def layout_tar(layout: Path) -> bytes:

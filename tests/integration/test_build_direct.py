@@ -19,9 +19,10 @@ from dockyard.services.images import ImageService
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
 from dockyard.store.snapshots import Snapshotter
+from tests.conftest import SHARED
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-PREBUILT = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt")
+PREBUILT = SHARED / "images" / "prebuilt"
 
 
 def layout_tar(layout: Path) -> bytes:

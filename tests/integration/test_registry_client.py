@@ -30,8 +30,9 @@ from dockyard.registry.push import Pusher
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
 from dockyard.store.snapshots import Snapshotter
+from tests.conftest import SHARED
 
-IMAGES = (Path(__file__).resolve().parents[3] / "shared" / "images")
+IMAGES = SHARED / "images"
 PREBUILT = IMAGES / "prebuilt"
 
 

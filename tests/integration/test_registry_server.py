@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from dockyard.registry.server import garbage_collect
+from tests.conftest import SHARED
 
-PREBUILT = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt")
+PREBUILT = SHARED / "images" / "prebuilt"
 
 
 def _free_port() -> int:

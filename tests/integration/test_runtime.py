@@ -20,10 +20,11 @@ from dockyard.runtime import cgroups
 from dockyard.runtime.exits import ExitWatcher
 from dockyard.runtime.monitor import ExecNotFound, Monitor
 from dockyard.runtime.spec import Resources, SpecInput, build_spec
+from tests.conftest import SHARED
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
-BUSYBOX = (Path(__file__).resolve().parents[3] / "shared" / "images/prebuilt/busybox")
+BUSYBOX = SHARED / "images" / "prebuilt" / "busybox"
 RUNC = "/usr/sbin/runc"
 
 

@@ -1,0 +1,181 @@
+"""Writable snapshots over read-only layers: the lifecycle containerd's Snapshotter gives
+(prepare, view, mounts, commit, remove), so containers, the builder, `commit` and `explain`
+never join "upper" and "work" by hand.
+
+An active snapshot `key` is `root/<key>/{upper,work}`; its parents are the read-only layer dirs
+below it, bottom first (an image's layers from `store/snapshots.py`, then a container's init
+layer). Unlike containerd's, a parent is a directory rather than a committed key: committed
+layers live in the layer store (`store/snapshots.Snapshotter`), which takes a committed
+snapshot's upper dir by rename (`adopt`). A snapshot's user gets `Mount`s and mounts them where
+it likes; only the snapshotter knows the layout under `root`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from dockyard.errors import NotFound
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mount, as containerd's mount.Mount: enough to mount it, and to read its parts back."""
+
+    type: str
+    source: str
+    options: tuple[str, ...]
+
+    def option(self, name: str) -> str | None:
+        for o in self.options:
+            k, eq, v = o.partition("=")
+            if k == name and eq:
+                return v
+        return None
+
+    def mount(self, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        opts = ",".join(self.options).encode()
+        if _libc.mount(self.source.encode(), str(target).encode(), self.type.encode(), 0, opts) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount {self.type} at {target}: {os.strerror(err)}")
+
+
+def mount_all(mounts: Sequence[Mount], target: Path) -> None:
+    for m in mounts:
+        m.mount(target)
+
+
+class Snapshotter(Protocol):
+    """What containers and the builder need from a writable-layer store; `tests/unit/
+    test_snapshotter.py` is the suite any implementation passes."""
+
+    def prepare(self, key: str, parents: Sequence[Path]) -> list[Mount]:
+        """A writable snapshot on top of `parents` (bottom first); preparing a key that exists
+        keeps its changes."""
+        ...
+
+    def view(self, key: str, parents: Sequence[Path]) -> list[Mount]:
+        """A read-only snapshot of `parents`: nothing written through it can persist."""
+        ...
+
+    def mounts(self, key: str, parents: Sequence[Path]) -> list[Mount]:
+        """The mounts of a prepared snapshot (mounting them fails when `key` was never prepared)."""
+        ...
+
+    def commit(self, key: str) -> Path:
+        """End a writable snapshot: its changes as one finished directory (overlay whiteouts
+        included) that the caller consumes, by rename, into the layer store. Nothing may have
+        it mounted any more."""
+        ...
+
+    def remove(self, key: str) -> None:
+        """Drop the snapshot and its changes; a key already gone is fine."""
+        ...
+
+    def upper(self, key: str) -> Path:
+        """The directory holding the snapshot's changes (read it, for diffs and sizes)."""
+        ...
+
+    def usage(self, key: str) -> int:
+        """Bytes the snapshot's changes take (Docker's SizeRw)."""
+        ...
+
+
+class OverlaySnapshotter:
+    """Active snapshots as overlay upper/work dirs under `root`."""
+
+    def __init__(self, root: Path, empty_dir: Path) -> None:
+        self.root = root
+        self.empty_dir = empty_dir  # overlay needs a lowerdir; an image with no layers gets this one
+        self.empty_dir.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, key: str) -> Path:
+        if not key or "/" in key or key in (".", ".."):
+            raise ValueError(f"invalid snapshot key {key!r}")
+        return self.root / key
+
+    def upper(self, key: str) -> Path:
+        return self._dir(key) / "upper"
+
+    def exists(self, key: str) -> bool:
+        return self.upper(key).is_dir()
+
+    def prepare(self, key: str, parents: Sequence[Path]) -> list[Mount]:
+        d = self._dir(key)
+        (d / "upper").mkdir(parents=True, exist_ok=True)
+        (d / "work").mkdir(exist_ok=True)
+        return self.mounts(key, parents)
+
+    def view(self, key: str, parents: Sequence[Path]) -> list[Mount]:
+        # Without upperdir overlay is read-only, and wants two lowers at least.
+        d = self._dir(key)
+        d.mkdir(parents=True, exist_ok=True)
+        lowers = [str(p) for p in reversed(parents)]
+        while len(lowers) < 2:
+            pad = d / f"empty{len(lowers)}"
+            pad.mkdir(exist_ok=True)
+            lowers.append(str(pad))
+        return [Mount("overlay", "overlay", (f"lowerdir={':'.join(lowers)}", "index=off"))]
+
+    def mounts(self, key: str, parents: Sequence[Path]) -> list[Mount]:
+        d = self._dir(key)
+        lowers = [str(p) for p in reversed(parents)] or [str(self.empty_dir)]
+        return [Mount("overlay", "overlay", (f"lowerdir={':'.join(lowers)}", f"upperdir={d / 'upper'}",
+                                             f"workdir={d / 'work'}", "index=off"))]
+
+    def commit(self, key: str) -> Path:
+        d = self._dir(key)
+        if not (d / "upper").is_dir():
+            raise NotFound(f"snapshot {key} does not exist")
+        shutil.rmtree(d / "work", ignore_errors=True)  # overlay's scratch; holds nothing of the layer
+        return d / "upper"
+
+    def remove(self, key: str) -> None:
+        d = self._dir(key)
+        for part in ("upper", "work"):
+            shutil.rmtree(d / part, ignore_errors=True)
+        for pad in d.glob("empty*"):
+            with contextlib.suppress(OSError):
+                pad.rmdir()
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only when nothing else (a container's log, init layer) shares the dir
+
+    def usage(self, key: str) -> int:
+        total = 0
+        for root, _d, files in os.walk(self.upper(key)):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, f)).st_size
+        return total
+
+    def diff(self, key: str, out: BinaryIO) -> str:
+        """The snapshot's changes as an OCI layer tar on `out`; returns its diff_id."""
+        from dockyard.store.layers import write_diff
+
+        return write_diff(self.upper(key), out)
+
+
+@contextlib.contextmanager
+def mounted(mounts: Sequence[Mount], target: Path) -> Iterator[Path]:
+    """Mount at target for the block's length; the target dir goes too when it was made here."""
+    from dockyard.store.overlay import unmount
+
+    made = not target.exists()
+    mount_all(mounts, target)
+    try:
+        yield target
+    finally:
+        unmount(target)
+        if made:
+            with contextlib.suppress(OSError):
+                target.rmdir()
