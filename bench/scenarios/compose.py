@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib.core import BenchError, Scenario, Target, median, scenario
+from benchlib.core import BenchError, Scenario, Target, ensure_busybox, median, scenario
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = Path(os.environ.get("BENCH_IMAGES", REPO.parent / "shared" / "images"))
@@ -122,3 +122,79 @@ class ComposeUpDown(Scenario):
             subprocess.run([*cmd, "down", "-v", "-t", "1"], cwd=work, env=env, capture_output=True, timeout=300)
             shutil.rmtree(work, ignore_errors=True)
         return {"compose up -d, 5 services (ms)": median(ups), "compose down -v (ms)": median(downs)}
+
+
+WATCH_PROJECT = """
+services:
+  app:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    develop:
+      watch:
+        - {action: sync, path: ./src, target: /app}
+"""
+
+
+@scenario
+class ComposeWatchSync(Scenario):
+    name = "compose-watch"
+    help = "compose watch: edit one file on the host -> new content readable in the container (sync)"
+    order = 41
+
+    def run(self, t: Target) -> dict[str, float]:
+        import io
+        import tarfile
+
+        from dockyard.client import APIClient
+
+        ensure_busybox(t)
+        # Only `dockyard compose` has watch here (docker-compose 1.29 has none): the figure is ours on each engine.
+        cmd = [str(REPO / ".venv" / "bin" / "python"), "-m", "dockyard.compose"]
+        work = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+        (work / "compose.yaml").write_text(WATCH_PROJECT)
+        (work / "src").mkdir()
+        (work / "src" / "page.txt").write_text("0")
+        name = "benchw" + secrets.token_hex(3)
+        env = {**t.env(), "COMPOSE_PROJECT_NAME": name, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([*cmd, "watch"], cwd=work, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        client = APIClient(t.host)
+        times: list[float] = []
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "Watch enabled" in line:
+                    break
+            else:
+                raise BenchError(f"{t.name}: compose watch ended before watching")
+            cid = client.containers(filters={"label": [f"com.docker.compose.project={name}"]})[0]["Id"]
+
+            def read() -> bytes:
+                with client.get_archive(cid, "/app/page.txt") as s:
+                    data = b"".join(s.chunks())
+                with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+                    f = tf.extractfile(tf.getmembers()[0])
+                    return f.read() if f else b""
+
+            for i in range(1, max(10, self.runs) + 1):
+                want = f"edit {i}".encode()
+                t0 = time.perf_counter()
+                (work / "src" / "page.txt").write_bytes(want)
+                while True:
+                    try:
+                        if read() == want:
+                            break
+                    except Exception:  # noqa: BLE001 - not there yet (first sync)
+                        pass
+                    if time.perf_counter() - t0 > 10:
+                        raise BenchError(f"{t.name}: edit {i} not visible after 10 s")
+                times.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.2)
+        finally:
+            client.close()
+            proc.terminate()
+            proc.wait(30)
+            subprocess.run([*cmd, "down", "-t", "1"], cwd=work, env=env, capture_output=True, timeout=300)
+            shutil.rmtree(work, ignore_errors=True)
+        return {"compose watch sync, edit to visible (ms)": median(times),
+                "compose watch sync, worst of runs (ms)": max(times)}

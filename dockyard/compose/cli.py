@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--abort-on-container-exit", action="store_true")
     u.add_argument("--no-color", action="store_true")
     u.add_argument("--no-log-prefix", action="store_true")
+    u.add_argument("-w", "--watch", action="store_true")
+
+    w = cmd("watch")
+    w.add_argument("--no-up", action="store_true")
+    w.add_argument("--prune", action="store_true")
+    w.add_argument("--quiet", action="store_true")
 
     d = cmd("down", names=False)
     d.add_argument("-v", "--volumes", action="store_true")
@@ -178,10 +184,16 @@ def _dispatch(args: argparse.Namespace, host: str | None) -> int:
             for s in opts.scale:
                 if s not in project.services:
                     raise ComposeError(f"no such service: {s}")
+            if args.watch and args.detach:
+                raise ComposeError("cannot use --watch with --detach")
             ids = Engine(client, project).up(opts)
             if args.detach or args.no_start:
                 return 0
             return commands.attached(client, project, host, ids, args)
+        if args.command == "watch":
+            if not args.no_up:
+                Engine(client, project).up(UpOptions(services=args.names))
+            return commands.watch(client, project, host, args)
         if args.command == "down":
             Engine(client, project).down(args.volumes, args.rmi, args.remove_orphans, args.timeout)
             return 0

@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from argparse import Namespace
 from typing import Any
@@ -23,6 +24,7 @@ from dockyard.compose.errors import ComposeError
 from dockyard.compose.graph import order
 from dockyard.compose.loader import Project
 from dockyard.compose.logs import LogPrinter, label_for, start_followers
+from dockyard.compose.watch import Watch
 
 JSON = dict[str, Any]
 
@@ -396,6 +398,30 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _watch_thread(client: APIClient, project: Project, names: list[str],
+                  on_recreate: Any = None) -> tuple[Watch, threading.Thread]:
+    w = Watch(APIClient(client.host.url, tls=client.tls or None), project, names, on_recreate)
+    ready = threading.Event()
+    t = threading.Thread(target=w.run, args=(ready.set,), daemon=True)
+    t.start()
+    while not ready.wait(0.1):
+        if not t.is_alive():
+            break
+    return w, t
+
+
+def watch(client: APIClient, project: Project, host: str | None, args: Namespace) -> int:
+    """`watch`: until Ctrl-C (the project stays up, as with Compose)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    w = Watch(client, project, args.names)
+    try:
+        w.run()
+    except KeyboardInterrupt:
+        w.stop()
+    return 0
+
+
 def attached(client: APIClient, project: Project, host: str | None, ids: list[str], args: Namespace) -> int:
     """`up` without -d: prefixed logs until every container exits or Ctrl-C, then stop the project."""
     ctrs = [client.inspect_container(i) for i in ids]
@@ -409,6 +435,18 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
     # started us in the background set SIGINT to ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
+    watcher: Watch | None = None
+    if getattr(args, "watch", False):
+        def recreated(new_ids: list[str]) -> None:  # follow the rebuilt service's new containers
+            new = [client_for_thread.inspect_container(i) for i in new_ids]
+            for c in new:
+                c["Names"] = [c["Name"]]
+            ctrs.extend(new)
+            threads.extend(start_followers(host, new, project.name, printer, follow=True, since=None))
+
+        client_for_thread = APIClient(client.host.url, tls=client.tls or None)
+        watcher, wthread = _watch_thread(client, project, args.names, recreated)
+        threads.append(wthread)
     try:
         while any(t.is_alive() for t in threads):
             for t in threads:
@@ -421,6 +459,8 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
     except KeyboardInterrupt:
         print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
         code = 130
+    if watcher is not None:
+        watcher.stop()
     engine = Engine(client, project)
     try:
         for c in ctrs[::-1]:

@@ -26,7 +26,7 @@ L_NETWORK = "com.docker.compose.network"
 L_VOLUME = "com.docker.compose.volume"
 
 # Keys that do not change the container itself (scaling, building, profile selection).
-_HASH_EXCLUDED = {"scale", "deploy", "build", "pull_policy", "profiles", "depends_on"}
+_HASH_EXCLUDED = {"scale", "deploy", "build", "pull_policy", "profiles", "depends_on", "develop"}
 
 
 def config_hash(svc: Service) -> str:

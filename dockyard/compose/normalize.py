@@ -291,6 +291,10 @@ def normalize_service(name: str, svc: Service, base: Path, env: Mapping[str, str
             raise ComposeError(f"{where}.cpus: invalid number {s['cpus']!r}") from None
     if "scale" in s:
         s["scale"] = to_int(s["scale"], f"{where}.scale")
+    develop = s.get("develop")
+    if isinstance(develop, dict) and develop.get("watch"):
+        s["develop"] = {**develop, "watch": [{**w, "path": resolve_path(str(w["path"]), base)}
+                                             for w in develop["watch"]]}
     deploy = s.get("deploy")
     if isinstance(deploy, dict) and deploy.get("replicas") is not None:
         deploy["replicas"] = to_int(deploy["replicas"], f"{where}.deploy.replicas")

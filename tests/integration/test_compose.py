@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,8 @@ class Compose:
 
     def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
                  input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "DOCKER_HOST": self.host, **(env or {})}
+        # PYTHONPATH: the checkout under test, not whichever one the venv's editable install points at.
+        full_env = {**os.environ, "DOCKER_HOST": self.host, "PYTHONPATH": str(ROOT), **(env or {})}
         full_env.pop("COMPOSE_PROJECT_NAME", None)
         p = subprocess.run([sys.executable, "-m", "dockyard.compose", "-p", self.name, *args], cwd=self.dir,
                            env=full_env, capture_output=True, text=True, timeout=180, input=input)
@@ -214,7 +216,7 @@ def test_attached_up_stops_on_sigint(compose: Compose) -> None:
     (compose.dir / "compose.yaml").write_text(
         "services:\n  a:\n    image: busybox\n"
         "    command: [sh, -c, \"echo a up; trap 'exit 0' TERM; while true; do sleep 1 & wait; done\"]\n")
-    env = {**os.environ, "DOCKER_HOST": compose.host}
+    env = {**os.environ, "DOCKER_HOST": compose.host, "PYTHONPATH": str(ROOT)}
     env.pop("COMPOSE_PROJECT_NAME", None)
     p = subprocess.Popen([sys.executable, "-m", "dockyard.compose", "-p", compose.name, "up", "--no-color"],
                          cwd=compose.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -231,3 +233,93 @@ def test_attached_up_stops_on_sigint(compose: Compose) -> None:
             p.wait()
     assert p.returncode == 130 and "Gracefully stopping" in rest
     assert [r["State"] for r in compose.ps("-a")] == ["exited"]
+
+
+WATCHED = """
+services:
+  app:
+    build:
+      context: .
+      dockerfile_inline: "FROM busybox\\nCOPY version /version\\n"
+      network: none
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    develop:
+      watch:
+        - {action: sync, path: ./src, target: /app, ignore: ["*.tmp"], initial_sync: true}
+        - {action: rebuild, path: ./version}
+"""
+
+
+class Watcher:
+    """`compose watch` in the background; its stderr lines are collected as they come."""
+
+    def __init__(self, compose: Compose) -> None:
+        import threading
+
+        env = {**os.environ, "DOCKER_HOST": compose.host, "PYTHONPATH": str(ROOT)}
+        env.pop("COMPOSE_PROJECT_NAME", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "dockyard.compose", "-p", compose.name, "watch"],
+                                     cwd=compose.dir, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def until(self, pred: Any, what: str) -> None:
+        import time
+
+        deadline = time.monotonic() + 120
+        while not pred():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"never saw {what}:\n{''.join(self.lines)}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.thread.join(10)
+
+
+def test_watch_sync_and_rebuild(compose: Compose) -> None:
+    d = compose.dir
+    (d / "compose.yaml").write_text(WATCHED)
+    (d / "version").write_text("v1")
+    (d / "src" / "sub").mkdir(parents=True)
+    (d / "src" / "a.txt").write_text("one")
+    (d / "src" / "sub" / "b.txt").write_text("deep")
+    (d / "src" / "local.txt").write_text("never synced")
+    (d / ".dockerignore").write_text("src/local.txt\n")
+    w = Watcher(compose)
+
+    def cat(path: str) -> str:
+        return compose("exec", "-T", "app", "sh", "-c", f"cat {path} 2>/dev/null || echo MISSING").stdout.strip()
+
+    try:
+        w.until(lambda: any("Watch enabled" in ln for ln in w.lines), "Watch enabled")
+        # initial_sync copied the tree, minus what .dockerignore excludes.
+        assert cat("/app/a.txt") == "one" and cat("/app/sub/b.txt") == "deep"
+        assert cat("/app/local.txt") == "MISSING"
+
+        (d / "src" / "a.txt").write_text("two")
+        (d / "src" / "x.tmp").write_text("ignored")
+        (d / "src" / "new").mkdir()
+        (d / "src" / "new" / "c.txt").write_text("fresh")
+        (d / "src" / "sub" / "b.txt").unlink()
+        w.until(lambda: cat("/app/a.txt") == "two" and cat("/app/new/c.txt") == "fresh"
+                and cat("/app/sub/b.txt") == "MISSING", "the sync")
+        assert cat("/app/x.tmp") == "MISSING"
+
+        before = compose.ids()[f"{compose.name}-app-1"]
+        (d / "version").write_text("v2")
+        (d / "version").write_text("v3")  # one rebuild for both writes (debounced)
+        w.until(lambda: any("successfully built" in ln for ln in w.lines), "the rebuild")
+        assert compose.ids()[f"{compose.name}-app-1"] != before
+        assert cat("/version") == "v3"
+        assert sum("Rebuilding service" in ln for ln in w.lines) == 1
+    finally:
+        w.stop()
