@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any
 
+from dockyard.api.backends import BuildBackend
 from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
 
@@ -20,7 +21,7 @@ def _json_param(req: Request, name: str) -> dict[str, Any]:
     return v
 
 
-def register(router: Router, builder: Any) -> None:
+def register(router: Router, builder: BuildBackend) -> None:
     from dockyard.builder.builder import BuildOptions
 
     async def post_build(req: Request) -> Response:

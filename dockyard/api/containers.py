@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from dockyard.api import validate
+from dockyard.api.backends import ContainerBackend, ContainerIOBackend, ImageBackend
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter, NotFound
 
@@ -19,9 +19,7 @@ def _filters(req: Request) -> dict[str, list[str]]:
     return {k: (list(v.keys()) if isinstance(v, dict) else list(v)) for k, v in raw.items()}
 
 
-def register(router: Router, engine: Any) -> None:
-    cs = engine.containers
-    io = engine.container_io
+def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, images: ImageBackend) -> None:
 
     async def container_list(req: Request) -> Response:
         return json_response(cs.list(
@@ -35,8 +33,8 @@ def register(router: Router, engine: Any) -> None:
             raise InvalidParameter("invalid JSON: body must be an object")
         validate.check(body, validate.CREATE, "ContainerCreateRequest")
         platform = req.q("platform")
-        if platform and hasattr(engine.images, "check_platform"):
-            engine.images.check_platform(body.get("Image", ""), platform)
+        if platform:
+            images.check_platform(body.get("Image", ""), platform)
         return json_response(await cs.create(body, req.q("name")), 201)
 
     async def container_inspect(req: Request) -> Response:

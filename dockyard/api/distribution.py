@@ -1,8 +1,8 @@
 """Distribution endpoints: pull (dispatched from POST /images/create), push, /distribution, /auth.
 
-`register(router, distribution)` wires the routes; `pull_stream(req)` is what api/images.py calls
-for POST /images/create when `fromImage` is set. The distribution object is duck-typed
-(dockyard.registry.service.Distribution) so the API imports no adapters.
+`register(router, distribution)` wires the routes; `pull_stream(req, distribution)` is what
+api/images.py calls for POST /images/create when `fromImage` is set. The distribution service is
+seen through `backends.DistributionBackend`, so the API imports no adapters.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dockyard.api.backends import DistributionBackend
 from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
-
-_service: Any = None
 
 
 async def _stream(events: AsyncIterator[dict[str, Any]]) -> Response:
@@ -39,25 +38,19 @@ async def _stream(events: AsyncIterator[dict[str, Any]]) -> Response:
     return ndjson_stream(rest())
 
 
-def _svc() -> Any:
-    if _service is None:
-        raise DockyardError("distribution is not configured")
-    return _service
-
-
-async def pull_stream(req: Request) -> Response:
+async def pull_stream(req: Request, distribution: DistributionBackend | None) -> Response:
     """POST /images/create?fromImage=&tag=&platform= (X-Registry-Auth header)."""
     image = req.q("fromImage")
     if not image:
         raise InvalidParameter("fromImage is required")
-    events = _svc().pull(image, req.q("tag") or None, req.q("platform") or None,
+    if distribution is None:
+        raise DockyardError("distribution is not configured")
+    events = distribution.pull(image, req.q("tag") or None, req.q("platform") or None,
                          req.headers.get("x-registry-auth"))
     return await _stream(events)
 
 
-def register(router: Router, distribution: Any) -> None:
-    global _service
-    _service = distribution
+def register(router: Router, distribution: DistributionBackend) -> None:
 
     async def post_images_push(req: Request) -> Response:
         name = req.params["name"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from dockyard.api.backends import ExecBackend
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter
 
 
-def register(router: Router, execs: Any) -> None:
+def register(router: Router, execs: ExecBackend) -> None:
     async def container_exec(req: Request) -> Response:
         body = await req.json()
         if not isinstance(body, dict):

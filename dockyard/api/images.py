@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dockyard.api.backends import DistributionBackend, ImageBackend
 from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
 
@@ -30,7 +31,7 @@ def _tar_response(body: AsyncIterator[bytes]) -> Response:
     return Response(200, {"Content-Type": "application/x-tar"}, body)
 
 
-def register(router: Router, images: Any) -> None:
+def register(router: Router, images: ImageBackend, distribution: DistributionBackend | None) -> None:
     async def get_images_json(req: Request) -> Response:
         return json_response(images.list(req.qjson("filters"), all=req.qbool("all"), digests=req.qbool("digests")))
 
@@ -73,9 +74,9 @@ def register(router: Router, images: Any) -> None:
 
     async def post_images_create(req: Request) -> Response:
         if req.q("fromImage"):
-            from dockyard.api import distribution
+            from dockyard.api import distribution as distribution_api
 
-            return await distribution.pull_stream(req)
+            return await distribution_api.pull_stream(req, distribution)
         src = req.q("fromSrc")
         if src != "-":
             raise InvalidParameter("fromSrc must be '-' (import from a URL is not supported)" if src

@@ -6,12 +6,12 @@ Under /dockyard/ so it can never collide with a Docker path. Backs `dockyard exp
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+from dockyard.api.backends import InternalsBackend
 from dockyard.api.server import Request, Response, Router, json_response
 
 
-def register(router: Router, internals: Any) -> None:
+def register(router: Router, internals: InternalsBackend) -> None:
     async def get_container_internals(req: Request) -> Response:
         return json_response(await asyncio.to_thread(internals.explain, req.params["id"]))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from dockyard.api.backends import NetworkBackend
 from dockyard.api.server import Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter
 
@@ -18,7 +19,7 @@ def _obj(body: Any) -> dict[str, Any]:
     return body
 
 
-def register(router: Router, networks: Any) -> None:
+def register(router: Router, networks: NetworkBackend) -> None:
     async def network_list(req: Request) -> Response:
         return json_response(await asyncio.to_thread(networks.list, req.qjson("filters") or {}))
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from dockyard.api import containers, system
+from dockyard.api.backends import Backends
 from dockyard.api.server import Router
 
 
-def build_router(engine: Any) -> Router:
+def build_router(engine: Backends) -> Router:
     router = Router()
-    system.register(router, engine)
-    containers.register(router, engine)
+    system.register(router, engine.system)
+    containers.register(router, engine.containers, engine.container_io, engine.images)
     from dockyard.api import images
 
-    images.register(router, engine.images)
+    images.register(router, engine.images, engine.registry)
     if engine.registry is not None:
         from dockyard.api import distribution
 
@@ -35,7 +34,7 @@ def build_router(engine: Any) -> Router:
         from dockyard.api import execs as exec_api
 
         exec_api.register(router, engine.execs)
-    if getattr(engine, "internals", None) is not None:
+    if engine.internals is not None:
         from dockyard.api import internals
 
         internals.register(router, engine.internals)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dockyard.api.backends import SystemBackend
 from dockyard.api.server import (
     API_VERSION,
     MIN_API_VERSION,
@@ -22,7 +24,7 @@ from dockyard.util.timefmt import parse_time_arg, rfc3339
 VERSION = "0.1.0"
 
 
-def register(router: Router, engine: Any) -> None:
+def register(router: Router, system: SystemBackend) -> None:
     async def ping(req: Request) -> Response:
         headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache, no-store, must-revalidate",
                    "Pragma": "no-cache", "Builder-Version": "1", "Swarm": "inactive"}
@@ -32,7 +34,7 @@ def register(router: Router, engine: Any) -> None:
         return json_response(version_info())
 
     async def get_info(req: Request) -> Response:
-        return json_response(info(engine))
+        return json_response(info(system))
 
     async def get_events(req: Request) -> Response:
         since = req.q("since")
@@ -47,14 +49,14 @@ def register(router: Router, engine: Any) -> None:
             raise InvalidParameter(f"invalid time: {e}") from e
 
         async def gen() -> AsyncIterator[dict[str, Any]]:
-            async for ev in engine.events.subscribe(s, u):
+            async for ev in system.subscribe(s, u):
                 if event_matches(ev, filters):
                     yield ev
 
         return ndjson_stream(gen())
 
     async def system_df(req: Request) -> Response:
-        return json_response(await engine.system_df() if hasattr(engine, "system_df") else _df(engine))
+        return json_response(await asyncio.to_thread(system.disk_usage))
 
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
@@ -87,14 +89,8 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
 
 
-def info(engine: Any) -> dict[str, Any]:
-    cs = engine.containers.all()
-    running = sum(1 for c in cs if c.state == "running")
-    paused = sum(1 for c in cs if c.state == "paused")
-    try:
-        nimages = len(engine.images.list())
-    except Exception:  # noqa: BLE001
-        nimages = 0
+def info(system: SystemBackend) -> dict[str, Any]:
+    n = system.counts()
     u = os.uname()
     mem = 0
     try:
@@ -104,30 +100,30 @@ def info(engine: Any) -> dict[str, Any]:
         pass
     v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     return {
-        "ID": engine.cfg.data_root.as_posix(),
-        "Containers": len(cs),
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": len(cs) - running - paused,
-        "Images": nimages,
+        "ID": system.data_root.as_posix(),
+        "Containers": n["containers"],
+        "ContainersRunning": n["running"],
+        "ContainersPaused": n["paused"],
+        "ContainersStopped": n["containers"] - n["running"] - n["paused"],
+        "Images": n["images"],
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": None,
                     "Log": ["k8s-file"]},
         "MemoryLimit": True, "SwapLimit": True, "KernelMemory": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
         "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True, "BridgeNfIptables": True,
-        "BridgeNfIp6tables": True, "Debug": engine.cfg.log_level == "debug", "NFd": len(os.listdir("/proc/self/fd")),
+        "BridgeNfIp6tables": True, "Debug": system.debug, "NFd": len(os.listdir("/proc/self/fd")),
         "OomKillDisable": True, "NGoroutines": 0, "SystemTime": rfc3339(), "LoggingDriver": "k8s-file",
         "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if v2 else "1", "NEventsListener": 0,
         "KernelVersion": u.release, "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
         "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"],
-                           "Mirrors": list(engine.cfg.registry_mirrors)},
-        "NCPU": os.cpu_count() or 1, "MemTotal": mem, "DockerRootDir": str(engine.cfg.data_root),
+                           "Mirrors": list(system.registry_mirrors)},
+        "NCPU": os.cpu_count() or 1, "MemTotal": mem, "DockerRootDir": str(system.data_root),
         "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": u.nodename, "Labels": [],
         "ExperimentalBuild": False, "ServerVersion": VERSION,
-        "Runtimes": {n: {"path": p} for n, p in engine.containers.runtimes.items()},
-        "DefaultRuntime": engine.containers.default_runtime, "Swarm": {"LocalNodeState": "inactive"},
+        "Runtimes": {name: {"path": p} for name, p in system.runtimes.items()},
+        "DefaultRuntime": system.default_runtime, "Swarm": {"LocalNodeState": "inactive"},
         "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "catatonit", "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": None,
     }
@@ -141,45 +137,6 @@ def _os_name() -> str:
     except OSError:
         pass
     return "Linux"
-
-
-def _df(engine: Any) -> dict[str, Any]:
-    """GET /system/df in Docker's shape: layers counted once (LayersSize), per-image SharedSize and
-    container counts, container SizeRw/SizeRootFs, volume UsageData, the build cache."""
-    containers = engine.containers.list(all_=True, size=True)
-    per_image: dict[str, int] = {}
-    for c in containers:
-        per_image[c["ImageID"]] = per_image.get(c["ImageID"], 0) + 1
-    every = engine.images.all()
-    layer_size: dict[str, int] = {}
-    users: dict[str, int] = {}  # chain id -> how many images hold it
-    for img in every:
-        for chain, size in zip(img.chain_ids, img.layer_sizes, strict=False):
-            layer_size[chain] = int(size)  # the layer's own (diff) size
-            users[chain] = users.get(chain, 0) + 1
-    by_id = {img.id: img for img in every}
-    images = engine.images.list()
-    for row in images:
-        img = by_id.get(row["Id"])
-        row["Containers"] = per_image.get(row["Id"], 0)
-        row["SharedSize"] = sum(layer_size[ch] for ch in (img.chain_ids if img else []) if users.get(ch, 0) > 1)
-    for c in containers:
-        img = by_id.get(c["ImageID"])
-        c["SizeRootFs"] = c.get("SizeRw", 0) + (int(img.size) if img else 0)
-    volumes: list[dict[str, Any]] = []
-    if engine.volumes is not None:
-        volumes = engine.volumes.usage() if hasattr(engine.volumes, "usage") else \
-            (engine.volumes.list({}) or {}).get("Volumes") or []
-    cache: list[dict[str, Any]] = []
-    if getattr(engine, "builder", None) is not None and hasattr(engine.builder, "disk_usage"):
-        cache = engine.builder.disk_usage()
-    return {
-        "LayersSize": sum(layer_size.values()),
-        "Images": images,
-        "Containers": containers,
-        "Volumes": volumes,
-        "BuildCache": cache,
-    }
 
 
 def event_matches(ev: dict[str, Any], filters: dict[str, Any]) -> bool:

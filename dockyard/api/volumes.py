@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+from dockyard.api.backends import VolumeBackend
 from dockyard.api.server import Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter
 
 
-def register(router: Router, volumes: Any) -> None:
+def register(router: Router, volumes: VolumeBackend) -> None:
     async def volume_list(req: Request) -> Response:
         return json_response(await asyncio.to_thread(volumes.list, req.qjson("filters")))
 

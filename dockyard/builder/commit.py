@@ -6,21 +6,23 @@ history entry with `empty_layer` and no new diff) and usable by `docker commit`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.store.layers import write_diff
 from dockyard.store.snapshots import chain_ids
 from dockyard.util.timefmt import rfc3339
 
+if TYPE_CHECKING:
+    from dockyard.services.images import Image, ImageService
+
 MT_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 
 
-def base_config(parent: Any | None, platform: tuple[str, str] | None = None) -> dict[str, Any]:
+def base_config(parent: Image | None, platform: tuple[str, str] | None = None) -> dict[str, Any]:
     """The image config document a step starts from: the parent's, or an empty one for scratch."""
     if parent is not None:
         return json.loads(json.dumps(parent.config))
@@ -42,7 +44,7 @@ def _content_size(root: Path) -> int:
     return total
 
 
-def commit_layer(images: Any, upper: Path | None, parent_image_id: str | None, config: dict[str, Any],
+def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str | None, config: dict[str, Any],
                  history: dict[str, Any], tags: list[str] | tuple[str, ...] = (), *, author: str = "",
                  comment: str = "", changes: list[str] | None = None, container_id: str = "",
                  platform: tuple[str, str] | None = None, adopt: bool = False) -> str:
@@ -56,13 +58,12 @@ def commit_layer(images: Any, upper: Path | None, parent_image_id: str | None, c
     parent = images.get(parent_image_id) if parent_image_id else None
     doc = base_config(parent, platform)
     parent_diffs: list[str] = list(parent.diff_ids) if parent is not None else []
-    lock = getattr(images, "_lock", None) or contextlib.nullcontext()
-    with lock:  # no GC of the parent's layers between our snapshot and the row that references it
+    with images.gc_lock:  # no GC of the parent's layers between our snapshot and the row that references it
         diff_ids = parent_diffs
         blobs: list[tuple[str, str, str, int]] = []
         if upper is not None:
             with images.content.ingest() as w:
-                diff_id = write_diff(upper, w)
+                diff_id = write_diff(upper, w)  # type: ignore[arg-type]  # it needs only write()
                 w.commit()
             diff_ids = [*parent_diffs, diff_id]
             chains = chain_ids(diff_ids)

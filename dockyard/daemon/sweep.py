@@ -12,14 +12,17 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dockyard.store import overlay
+
+if TYPE_CHECKING:
+    from dockyard.daemon.wiring import Engine
 
 log = logging.getLogger("dockyard.daemon")
 
 
-async def startup_sweep(engine: Any) -> dict[str, int]:
+async def startup_sweep(engine: Engine) -> dict[str, int]:
     """Returns counts of what was removed (for the log and tests)."""
     out = {"bundles": 0, "container_dirs": 0, "mounts": 0, "build_tmp": 0}
     try:
@@ -50,10 +53,8 @@ async def startup_sweep(engine: Any) -> dict[str, int]:
         if await asyncio.to_thread(overlay.is_mounted, rootfs):
             await asyncio.to_thread(overlay.unmount, rootfs)
             out["mounts"] += 1
-    builder = getattr(engine, "builder", None)
-    broot = getattr(builder, "root", None)
-    if isinstance(broot, Path):
-        for d in broot.glob("tmp-*"):
+    if engine.builder is not None:
+        for d in engine.builder.root.glob("tmp-*"):
             await asyncio.to_thread(shutil.rmtree, d, True)
             out["build_tmp"] += 1
     if any(out.values()):

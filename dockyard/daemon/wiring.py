@@ -6,13 +6,28 @@ import asyncio
 import hashlib
 import logging
 import shutil
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.daemon.config import DaemonConfig
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
+
+if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (lazily: daemon RSS)
+    from dockyard.api.server import Router
+    from dockyard.builder.builder import Builder
+    from dockyard.registry.service import Distribution
+    from dockyard.runtime.monitor import Monitor
+    from dockyard.services.container_io import ContainerIO
+    from dockyard.services.containers import ContainerService
+    from dockyard.services.execs import ExecService
+    from dockyard.services.images import ImageService
+    from dockyard.services.internals import InternalsService
+    from dockyard.services.networks import NetworkService
+    from dockyard.services.system import SystemService
+    from dockyard.services.volumes import VolumeService
 
 log = logging.getLogger("dockyard.daemon")
 
@@ -26,21 +41,24 @@ def instance_id(cfg: DaemonConfig) -> str:
 
 @dataclass
 class Engine:
+    """Every part of the daemon, built once; the API sees it as `api.backends.Backends`."""
+
     cfg: DaemonConfig
     db: Database
     events: EventBus
-    images: Any
-    containers: Any
-    runtime: Any
-    networks: Any
-    volumes: Any
-    execs: Any
-    registry: Any
-    router: Any
-    container_io: Any = None
-    builder: Any = None
-    internals: Any = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    images: ImageService
+    containers: ContainerService
+    runtime: Monitor
+    networks: NetworkService | None
+    volumes: VolumeService | None
+    execs: ExecService | None
+    registry: LazyDistribution | None
+    container_io: ContainerIO
+    system: SystemService
+    builder: Builder | None = None
+    internals: InternalsService | None = None
+    router: Router = field(init=False)  # built from the engine itself, last
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.events.bind_loop(asyncio.get_running_loop())
@@ -70,27 +88,40 @@ class Engine:
             await self.execs.close()
         if self.networks is not None:
             await self.networks.shutdown()
-        if self.registry is not None and getattr(self.registry, "loaded", True):
-            await self.registry.client.aclose()
+        if self.registry is not None:
+            await self.registry.aclose()
         self.db.close()
 
 
-class Lazy:
-    """An object built at its first use: the registry client's httpx (~15 MiB) stays out of a daemon
-    that never pulls or pushes."""
+class LazyDistribution:
+    """The distribution service, built at its first use: the registry client's httpx (~15 MiB)
+    stays out of a daemon that never pulls or pushes."""
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Callable[[], Distribution]) -> None:
         self._factory = factory
-        self._obj: Any = None
+        self._obj: Distribution | None = None
 
-    @property
-    def loaded(self) -> bool:
-        return self._obj is not None
-
-    def __getattr__(self, name: str) -> Any:
+    def _get(self) -> Distribution:
         if self._obj is None:
             self._obj = self._factory()
-        return getattr(self._obj, name)
+        return self._obj
+
+    def pull(self, image: str, tag: str | None, platform: str | None,
+             auth_header: str | None) -> AsyncIterator[dict[str, Any]]:
+        return self._get().pull(image, tag, platform, auth_header)
+
+    def push(self, name: str, tag: str | None, auth_header: str | None) -> AsyncIterator[dict[str, Any]]:
+        return self._get().push(name, tag, auth_header)
+
+    async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:
+        return await self._get().inspect(name, auth_header)
+
+    async def login(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._get().login(body)
+
+    async def aclose(self) -> None:
+        if self._obj is not None:  # never built: nothing to close
+            await self._obj.client.aclose()
 
 
 def build(cfg: DaemonConfig) -> Engine:
@@ -134,8 +165,7 @@ def build(cfg: DaemonConfig) -> Engine:
         db, events, images, runtime, data_root, exec_root, networks=networks, volumes=volumes,
         default_runtime=cfg.default_runtime, runtimes=runtimes,
     )
-    if hasattr(networks, "set_container_resolver"):
-        networks.set_container_resolver(lambda ref: _resolve_for_network(containers, ref))
+    networks.set_container_resolver(lambda ref: _resolve_for_network(containers, ref))
     from dockyard.services.execs import ExecService
 
     execs = ExecService(containers)
@@ -150,7 +180,7 @@ def build(cfg: DaemonConfig) -> Engine:
 
     layermap = LayerMap(db)
 
-    def make_registry() -> Any:
+    def make_registry() -> Distribution:
         from dockyard.registry.client import RegistryClient, RegistryOptions
         from dockyard.registry.service import Distribution
 
@@ -159,22 +189,25 @@ def build(cfg: DaemonConfig) -> Engine:
             content, snapshots, images, layermap,
         )
 
-    registry = Lazy(make_registry)
+    registry = LazyDistribution(make_registry)
     from dockyard.services.container_io import ContainerIO
 
     container_io = ContainerIO(containers, images, volumes)
     from dockyard.builder.builder import Builder
 
     builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw))
-    engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry, None,
-                    container_io=container_io, builder=builder)
     from dockyard.services.internals import InternalsService
+    from dockyard.services.system import SystemService
 
-    engine.internals = InternalsService(containers, networks)
+    system = SystemService(containers, images, volumes, events, data_root=data_root,
+                           debug=cfg.log_level == "debug", registry_mirrors=list(cfg.registry_mirrors),
+                           build_cache=builder.disk_usage)
+    engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry,
+                    container_io, system, builder=builder, internals=InternalsService(containers, networks))
     engine.router = build_router(engine)
     return engine
 
 
-def _resolve_for_network(containers: Any, ref: str) -> tuple[str, str, bool]:
+def _resolve_for_network(containers: ContainerService, ref: str) -> tuple[str, str, bool]:
     c = containers.get(ref)
     return c.id, c.name, c.running

@@ -1,14 +1,15 @@
 """The distribution facade the API calls: pull, push, distribution inspect and login.
 
 It takes raw `X-Registry-Auth` headers so the API layer needs no registry imports; the image
-service is duck-typed (`resolve`, `register`, `all`, `layer_blob`: services/images.py).
+service is seen through `ImageStore` (services/images.py ImageService implements it).
 """
 
 from __future__ import annotations
 
+import builtins
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
 
 from dockyard.errors import InvalidParameter, Unauthorized
 from dockyard.oci import reference
@@ -16,20 +17,37 @@ from dockyard.registry import platforms
 from dockyard.registry.auth import Credentials, RegistryAuth, decode_registry_auth, load_docker_config
 from dockyard.registry.client import INDEX_TYPES, RegistryClient
 from dockyard.registry.layermap import LayerMap
-from dockyard.registry.pull import Event, Puller
+from dockyard.registry.pull import Event, ImageRegistrar, Puller
 from dockyard.registry.push import Pusher
 from dockyard.store.content import ContentStore
 from dockyard.store.snapshots import Snapshotter
 
 
+class StoredImage(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def repo_tags(self) -> builtins.list[str]: ...
+
+
+class ImageStore(ImageRegistrar, Protocol):
+    """What pull and push need from the image service."""
+
+    def resolve(self, ref_or_id: str) -> StoredImage: ...
+    def all(self) -> Sequence[StoredImage]: ...
+    def layer_blob(self, diff_id: str) -> tuple[str, str, int]: ...
+
+
 class Distribution:
-    def __init__(self, client: RegistryClient, content: ContentStore, snapshots: Snapshotter, images: Any,
+    def __init__(self, client: RegistryClient, content: ContentStore, snapshots: Snapshotter, images: ImageStore,
                  layermap: LayerMap) -> None:
         self.client = client
         self.content = content
         self.images = images
         self.puller = Puller(client, content, snapshots, images, layermap)
-        self.pusher = Pusher(client, content, snapshots, layermap, getattr(images, "layer_blob", None))
+        self.pusher = Pusher(client, content, snapshots, layermap, images.layer_blob)
 
     @staticmethod
     def credentials(auth_header: str | None, domain: str) -> Credentials:
@@ -54,25 +72,17 @@ class Distribution:
     def _tags_of(self, ref: reference.Reference) -> list[str]:
         """`docker push --all-tags`: every local tag of the repository."""
         out = []
-        try:
-            images = self.images.all()
-        except (AttributeError, TypeError):
-            return []
-        for img in images:
-            for t in getattr(img, "repo_tags", None) or []:
+        for img in self.images.all():
+            for t in img.repo_tags:
                 r = reference.parse(t)
                 if r.repository == ref.repository and r.tag:
                     out.append(r.tag)
         return sorted(out)
 
-    def _config_bytes(self, image: Any) -> bytes:
+    def _config_bytes(self, image: StoredImage) -> bytes:
         """The config exactly as stored (its digest is the image id), else re-serialised."""
-        image_id = getattr(image, "id", "")
-        if image_id and self.content.has(image_id):
-            return self.content.path(image_id).read_bytes()
-        getter = getattr(self.images, "config_bytes", None)
-        if getter is not None:
-            return bytes(getter(image_id))
+        if self.content.has(image.id):
+            return self.content.path(image.id).read_bytes()
         return json.dumps(image.config, separators=(",", ":")).encode()
 
     async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:

@@ -254,6 +254,11 @@ class ImageService:
             raise InvalidParameter(f"not a digest reference: {name}")
         self.db.execute("INSERT OR REPLACE INTO digests VALUES(?,?)", (f"{ref.repository}@{ref.digest}", image_id))
 
+    @property
+    def gc_lock(self) -> threading.RLock:
+        """Held from writing a layer to registering the image that names it: no GC in between."""
+        return self._lock
+
     def record_layer_blob(self, diff_id: str, digest: str, media_type: str, size: int) -> None:
         """Remember which stored blob holds a layer (so save/push can send it)."""
         self.db.execute("INSERT OR IGNORE INTO layer_blobs VALUES(?,?,?,?)",

@@ -63,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     router.add("HEAD", "/_ping", ping)
     router.add("GET", "/version", version)
     build_api.register(router, builder)
-    images_api.register(router, images)
+    images_api.register(router, images, None)
     sock = root / "d.sock"
     loop = asyncio.new_event_loop()
     ready = threading.Event()

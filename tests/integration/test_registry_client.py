@@ -21,7 +21,7 @@ import bcrypt
 import httpx
 import pytest
 
-from dockyard.errors import InvalidParameter, Unauthorized
+from dockyard.errors import InvalidParameter, NotFound, Unauthorized
 from dockyard.registry.auth import Credentials
 from dockyard.registry.client import RegistryClient, RegistryOptions
 from dockyard.registry.layermap import LayerMap
@@ -65,6 +65,15 @@ class FakeImages:
                  repo_digests: Iterable[str] = (), layer_blobs: Iterable[tuple[str, str, str, int]] = ()) -> None:
         self.registered.append((config_bytes, layer_diff_ids, list(tags)))
         self.repo_digests += repo_digests
+
+    def resolve(self, ref_or_id: str) -> Any:
+        raise NotFound(f"No such image: {ref_or_id}")
+
+    def all(self) -> list[Any]:
+        return []
+
+    def layer_blob(self, diff_id: str) -> tuple[str, str, int]:
+        raise NotFound(f"layer {diff_id} has no stored blob")  # as ImageService: the pusher gzips the snapshot
 
 
 class Engine:
@@ -374,7 +383,6 @@ def test_api_pull_push_and_distribution_inspect(ours: str, tmp_path: Path) -> No
     """The Engine API handlers (api/distribution.py) over the Distribution facade."""
     from dockyard.api import distribution as api
     from dockyard.api.router import Request, Router
-    from dockyard.errors import NotFound
     from dockyard.registry.service import Distribution
 
     async def body(resp: Any) -> list[dict[str, Any]]:
@@ -388,9 +396,11 @@ def test_api_pull_push_and_distribution_inspect(ours: str, tmp_path: Path) -> No
         try:
             with pytest.raises(NotFound, match="manifest unknown"):
                 await api.pull_stream(Request("POST", "/images/create",
-                                              query={"fromImage": [f"{ours}/library/busybox"], "tag": ["nope"]}))
+                                              query={"fromImage": [f"{ours}/library/busybox"], "tag": ["nope"]}),
+                                      dist)
             resp = await api.pull_stream(Request("POST", "/images/create",
-                                                 query={"fromImage": [f"{ours}/library/busybox"], "tag": ["latest"]}))
+                                                 query={"fromImage": [f"{ours}/library/busybox"], "tag": ["latest"]}),
+                                         dist)
             events = await body(resp)
             assert events[-1]["status"].startswith("Status: Downloaded newer image")
             handler, params = router.match("GET", f"/distribution/{ours}/library/busybox/json")
