@@ -16,17 +16,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified, SystemError_, no_such_container
 from dockyard.services import container_config as cc
 from dockyard.services.events import EventBus
+from dockyard.services.seams import Attachment, ContainerRuntime, ImageLayers, NetworkAttacher
 from dockyard.store import initlayer, overlay
 from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mount_all
 from dockyard.util.fs import mark_topdir
 from dockyard.util.ids import new_id, random_name, validate_name
 from dockyard.util.timefmt import ZERO_TIME, human_duration, rfc3339
+
+if TYPE_CHECKING:
+    from dockyard.runtime.spec import Resources
+    from dockyard.services.volumes import VolumeService
 
 log = logging.getLogger("dockyard.containers")
 
@@ -140,12 +145,12 @@ class ContainerService:
         self,
         db: Database,
         events: EventBus,
-        images: Any,
-        runtime: Any,
+        images: ImageLayers,
+        runtime: ContainerRuntime,
         data_root: Path,
         exec_root: Path,
-        networks: Any = None,
-        volumes: Any = None,
+        networks: NetworkAttacher | None = None,
+        volumes: VolumeService | None = None,
         default_runtime: str = "runc",
         runtimes: dict[str, str] | None = None,
     ) -> None:
@@ -413,11 +418,13 @@ class ContainerService:
     def _resolve_mounts(self, c: Container, rootfs: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         from dockyard.store.mounts import resolve_mounts
 
+        if self.volumes is None:  # a daemon built without volumes (the builder's own tests)
+            return [], []
         # Config.Volumes holds the image's VOLUMEs merged at create with `-v /path` ones.
         return resolve_mounts(self.volumes, c.id, c.host_config, {"Volumes": c.config.get("Volumes")}, rootfs,
                               lambda ref: self.get(ref).mounts)
 
-    def _build_spec(self, c: Container, rootfs: Path, net: Any, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    def _build_spec(self, c: Container, rootfs: Path, net: Attachment | None, mounts: list[dict[str, Any]]) -> dict[str, Any]:
         from dockyard.runtime import spec as rtspec
 
         hc, cfg = c.host_config, c.config
@@ -504,9 +511,8 @@ class ContainerService:
         self._maybe_schedule_restart(c)
 
     def _oom_killed(self, c: Container) -> bool:
-        checker = getattr(self.runtime, "oom_killed", None)
         try:
-            return bool(checker(c.id)) if checker else False
+            return self.runtime.oom_killed(c.id)
         except Exception:  # noqa: BLE001 - OOM detection is advisory
             return False
 
@@ -1028,7 +1034,7 @@ def status_text(c: Container) -> str:
     return c.state.capitalize()
 
 
-def resources_of(hc: dict[str, Any]) -> Any:
+def resources_of(hc: dict[str, Any]) -> Resources:
     """HostConfig's resource fields as the runtime's Resources (NanoCpus → CFS quota over 100 ms)."""
     from dockyard.runtime.spec import Resources
 

@@ -1,0 +1,260 @@
+"""ContainerService's state machine on a fake runtime (tests/unit/fakes.py): exit handling, stop
+and kill, the restart policy's back-off, pause, remove, recovery. The real runtime runs the
+same paths in tests/integration and tests/conformance; these pin the decisions themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.errors import Conflict, NotFound, NotModified, SystemError_
+from dockyard.runtime.monitor import RuntimeError_
+from dockyard.services.containers import ContainerService
+from dockyard.services.events import EventBus
+from dockyard.store.db import Database
+from tests.unit.fakes import FakeImages, FakeRuntime, FakeSnapshotter
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        (tmp / "data").mkdir()
+        (tmp / "run").mkdir()
+        self.db = Database(tmp / "db.sqlite")
+        self.events = EventBus()
+        self.runtime = FakeRuntime(tmp / "run" / "exits")
+        self.cs = ContainerService(self.db, self.events, FakeImages(), self.runtime, tmp / "data", tmp / "run")
+        self.cs.snapshots = FakeSnapshotter(tmp / "data" / "containers")  # type: ignore[assignment]
+        self.runtime.on_exit = self.cs.finalize_exit
+        self.delays: list[float] = []
+        self.gate: asyncio.Event | None = None  # when set, restart delays wait for it
+
+    async def run(self, body: dict[str, Any] | None = None, **hc: Any) -> str:
+        created = await self.cs.create({"Image": "busybox", **(body or {}), "HostConfig": hc})
+        await self.cs.start(created["Id"])
+        return str(created["Id"])
+
+    def actions(self, cid: str) -> list[str]:
+        return [e["Action"] for e in self.events._history if e.get("id") == cid]
+
+    async def settle(self) -> None:
+        """Wait until every scheduled exit and restart has run (each is a task on this loop)."""
+        me = asyncio.current_task()
+        while pending := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+            await asyncio.wait(pending)
+
+    async def until(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            await asyncio.wait(asyncio.all_tasks() - {asyncio.current_task()}, return_when=asyncio.FIRST_COMPLETED)
+
+
+@pytest.fixture()
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    w = World(tmp_path)
+    real_sleep = asyncio.sleep
+
+    async def no_delay(delay: float, result: Any = None) -> Any:
+        # The restart back-off sleeps; record how long instead of waiting it out.
+        if delay > 0:
+            w.delays.append(round(delay, 3))
+            if w.gate is not None:
+                await w.gate.wait()
+        return await real_sleep(0, result)
+
+    monkeypatch.setattr("dockyard.services.containers.asyncio.sleep", no_delay)
+    yield w
+    w.db.close()
+
+
+def run(world: World, test: Callable[[World], Awaitable[None]]) -> None:
+    async def main() -> None:
+        world.events.bind_loop(asyncio.get_running_loop())
+        await test(world)
+
+    asyncio.run(main())
+
+
+def test_exit_is_recorded_with_its_code_and_events(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run()
+        assert w.cs.get(cid).state == "running" and w.cs.get(cid).pid > 0
+        w.runtime.exit(cid, 3)
+        res = await w.cs.wait(cid)
+        c = w.cs.get(cid)
+        assert res == {"StatusCode": 3, "Error": None}
+        assert (c.state, c.exit_code, c.pid) == ("exited", 3, 0)
+        assert w.actions(cid) == ["create", "start", "die"]
+        assert cid in w.runtime.deleted  # runtime state released at exit
+        await w.cs.finalize_exit(cid)  # a second report of the same exit changes nothing
+        assert w.actions(cid) == ["create", "start", "die"]
+
+    run(world, t)
+
+
+def test_stop_sends_the_stop_signal_and_waits(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run({"StopSignal": "SIGUSR1"})
+        await w.cs.stop(cid, timeout=5)
+        assert w.runtime.procs[cid].signals == [signal.SIGUSR1]
+        assert w.cs.get(cid).exit_code == 128 + signal.SIGUSR1
+        assert w.actions(cid)[-2:] == ["die", "stop"]
+        with pytest.raises(NotModified):
+            await w.cs.stop(cid)
+
+    run(world, t)
+
+
+def test_stop_kills_a_process_that_ignores_the_signal(world: World) -> None:
+    async def t(w: World) -> None:
+        w.runtime.ignored = {signal.SIGTERM}
+        cid = await w.run()
+        await w.cs.stop(cid, timeout=0)
+        assert w.runtime.procs[cid].signals == [signal.SIGTERM, signal.SIGKILL]
+        assert w.cs.get(cid).exit_code == 137
+
+    run(world, t)
+
+
+def test_kill(world: World) -> None:
+    async def t(w: World) -> None:
+        w.runtime.ignored = {signal.SIGHUP}
+        cid = await w.run()
+        await w.cs.kill(cid, "HUP")
+        assert w.cs.get(cid).state == "running"  # survived it
+        await w.cs.kill(cid)  # KILL by default
+        await w.cs.wait(cid)
+        assert w.runtime.procs[cid].signals == [signal.SIGHUP, signal.SIGKILL]
+        assert w.cs.get(cid).exit_code == 137
+        with pytest.raises(Conflict, match="is not running"):
+            await w.cs.kill(cid)
+
+    run(world, t)
+
+
+def test_on_failure_backs_off_doubling_and_stops_at_the_maximum(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run(RestartPolicy={"Name": "on-failure", "MaximumRetryCount": 3})
+        w.runtime.exit_on_start = 1
+        w.runtime.exit(cid, 1)
+        await w.settle()
+        c = w.cs.get(cid)
+        assert (c.state, c.restart_count, c.exit_code) == ("exited", 3, 1)
+        assert w.delays == [0.1, 0.2, 0.4]  # dockerd's: 100 ms doubling
+        assert w.actions(cid).count("start") == 4
+
+    run(world, t)
+
+
+def test_on_failure_does_not_restart_a_clean_exit(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run(RestartPolicy={"Name": "on-failure"})
+        w.runtime.exit(cid, 0)
+        await w.settle()
+        assert (w.cs.get(cid).state, w.cs.get(cid).restart_count) == ("exited", 0)
+
+    run(world, t)
+
+
+def test_always_restarts_until_the_user_stops_it(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run(RestartPolicy={"Name": "always"})
+        w.runtime.exit(cid, 0)
+        await w.settle()
+        c = w.cs.get(cid)
+        assert (c.state, c.restart_count) == ("running", 1)
+        await w.cs.stop(cid, timeout=1)
+        await w.settle()
+        c = w.cs.get(cid)
+        assert (c.state, c.restart_count, c.stopped_by_user) == ("exited", 1, True)
+
+    run(world, t)
+
+
+def test_a_kill_ends_the_policy_until_the_next_start(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run(RestartPolicy={"Name": "unless-stopped"})
+        await w.cs.kill(cid, "KILL")
+        await w.settle()
+        assert w.cs.get(cid).state == "exited"
+        await w.cs.start(cid)  # a user's start brings the policy back and resets the count
+        w.runtime.exit(cid, 2)
+        await w.settle()
+        assert (w.cs.get(cid).state, w.cs.get(cid).restart_count) == ("running", 1)
+        await w.cs.remove(cid, force=True)
+
+    run(world, t)
+
+
+def test_stop_during_the_restart_delay_cancels_the_restart(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run(RestartPolicy={"Name": "always"})
+        w.gate = asyncio.Event()  # the restart delay does not pass
+        w.runtime.exit(cid, 1)
+        await w.until(lambda: w.cs.get(cid).state == "restarting")
+        await w.cs.stop(cid)
+        w.gate.set()
+        await w.settle()
+        assert w.cs.get(cid).state == "exited"
+        assert w.actions(cid).count("start") == 1
+
+    run(world, t)
+
+
+def test_pause_and_unpause(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run()
+        with pytest.raises(SystemError_, match="is not paused"):
+            await w.cs.unpause(cid)
+        await w.cs.pause(cid)
+        assert w.cs.get(cid).state == "paused" and w.runtime.procs[cid].paused
+        with pytest.raises(Conflict, match="already paused"):
+            await w.cs.pause(cid)
+        await w.cs.stop(cid, timeout=1)  # a paused container is resumed to get the signal
+        assert not w.runtime.procs[cid].paused and w.cs.get(cid).state == "exited"
+
+    run(world, t)
+
+
+def test_failed_start_reports_docker_wording_and_exit_code(world: World) -> None:
+    async def t(w: World) -> None:
+        w.runtime.fail_create = RuntimeError_('exec: "nope": executable file not found in $PATH')
+        cid = (await w.cs.create({"Image": "busybox", "Cmd": ["nope"]}))["Id"]
+        with pytest.raises(RuntimeError_, match="^failed to create task for container: OCI runtime create failed"):
+            await w.cs.start(cid)
+        c = w.cs.get(cid)
+        assert (c.state, c.exit_code) == ("created", 127)
+        assert "executable file not found" in c.error
+
+    run(world, t)
+
+
+def test_remove(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run()
+        with pytest.raises(Conflict, match="stop the container before removing or force remove"):
+            await w.cs.remove(cid)
+        waiter = asyncio.get_running_loop().create_task(w.cs.wait(cid, "removed"))
+        await w.cs.remove(cid, force=True)
+        assert (await waiter)["StatusCode"] == 137
+        with pytest.raises(NotFound):
+            w.cs.get(cid)
+        assert not (w.cs.container_dir(cid)).exists()
+        assert w.actions(cid)[-2:] == ["die", "destroy"]
+
+    run(world, t)
+
+
+def test_recover_finalizes_containers_whose_monitor_died(world: World) -> None:
+    async def t(w: World) -> None:
+        alive, dead = await w.run(), await w.run()
+        w.runtime.procs[dead].exit_code = 9  # exited while the daemon was down
+        w.runtime.procs[dead].running = False
+        await w.cs.recover()
+        assert w.cs.get(alive).state == "running"
+        assert (w.cs.get(dead).state, w.cs.get(dead).exit_code) == ("exited", 9)
+
+    run(world, t)
