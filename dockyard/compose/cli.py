@@ -7,7 +7,8 @@ import os
 import sys
 
 from dockyard.client import APIClient, APIError, ConnectError
-from dockyard.compose import commands
+from dockyard.compose import commands, engine, servicecmds
+from dockyard.compose.dryrun import DryRunClient
 from dockyard.compose.engine import Engine, UpOptions
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.loader import Options, Project, load
@@ -22,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", default=[], dest="profiles")
     p.add_argument("--ansi", default="auto")
     p.add_argument("--progress", default="auto")
+    p.add_argument("--dry-run", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
     def cmd(name: str, names: bool = True, **kw: object) -> argparse.ArgumentParser:
@@ -35,7 +37,72 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--volumes", action="store_true")
     c.add_argument("--hash")
     c.add_argument("-q", "--quiet", action="store_true")
-    c.add_argument("--format", default="yaml")
+    c.add_argument("--format", default="yaml", choices=["yaml", "json"])
+    c.add_argument("--images", action="store_true")
+    c.add_argument("--profiles", action="store_true")
+    c.add_argument("-o", "--output")
+
+    cr = cmd("create")
+    cr.add_argument("--build", action="store_true")
+    cr.add_argument("--no-build", action="store_true")
+    cr.add_argument("--force-recreate", action="store_true")
+    cr.add_argument("--no-recreate", action="store_true")
+    cr.add_argument("--remove-orphans", action="store_true")
+    cr.add_argument("--pull", default="missing")
+    cr.add_argument("--scale", action="append", default=[])
+    cr.add_argument("-y", "--yes", action="store_true")
+
+    ev = cmd("events")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--since")
+    ev.add_argument("--until")
+
+    cpp = cmd("cp", names=False)
+    cpp.add_argument("--index", type=int, default=0)
+    cpp.add_argument("--all", action="store_true")
+    cpp.add_argument("-a", "--archive", action="store_true")
+    cpp.add_argument("-L", "--follow-link", action="store_true")
+    cpp.add_argument("source")
+    cpp.add_argument("destination")
+
+    wt = cmd("wait")
+    wt.add_argument("--down-project", action="store_true")
+
+    sc = cmd("scale", names=False)
+    sc.add_argument("--no-deps", action="store_true")
+    sc.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
+
+    at = cmd("attach", names=False)
+    at.add_argument("--index", type=int, default=0)
+    at.add_argument("--no-stdin", action="store_true")
+    at.add_argument("--sig-proxy", default="true")
+    at.add_argument("--detach-keys")
+    at.add_argument("service")
+
+    st = cmd("stats", names=False)
+    st.add_argument("-a", "--all", action="store_true")
+    st.add_argument("--no-stream", action="store_true")
+    st.add_argument("--no-trunc", action="store_true")
+    st.add_argument("--format", default="")
+    st.add_argument("service", nargs="?")
+
+    xp = cmd("export", names=False)
+    xp.add_argument("--index", type=int, default=0)
+    xp.add_argument("-o", "--output")
+    xp.add_argument("service")
+
+    cm = cmd("commit", names=False)
+    cm.add_argument("--index", type=int, default=0)
+    cm.add_argument("-a", "--author")
+    cm.add_argument("-c", "--change", action="append", default=[])
+    cm.add_argument("-m", "--message")
+    cm.add_argument("-p", "--pause", action="store_true", default=True)
+    cm.add_argument("service")
+    cm.add_argument("repository", nargs="?")
+
+    vo = cmd("volumes")
+    vo.add_argument("-q", "--quiet", action="store_true")
+    vo.add_argument("--format", default="table")
 
     u = cmd("up")
     u.add_argument("-d", "--detach", action="store_true")
@@ -48,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--scale", action="append", default=[])
     u.add_argument("--remove-orphans", action="store_true")
     u.add_argument("--wait", action="store_true")
+    u.add_argument("--wait-timeout", type=int)
+    u.add_argument("-y", "--yes", action="store_true")
     u.add_argument("--pull", default="missing")
     u.add_argument("-t", "--timeout", type=int)
     u.add_argument("--abort-on-container-exit", action="store_true")
@@ -140,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("-a", "--all", action="store_true")
     ls.add_argument("-q", "--quiet", action="store_true")
     ls.add_argument("--format", default="table")
+    ls.add_argument("--filter", action="append", default=[])
     v = cmd("version", names=False)
     v.add_argument("--short", action="store_true")
     v.add_argument("-f", "--format", default="pretty")
@@ -166,28 +236,36 @@ def _scale(items: list[str]) -> dict[str, int]:
 def _dispatch(args: argparse.Namespace, host: str | None) -> int:
     if args.command == "version":
         return commands.version(args)
-    client = APIClient(host)
+    client = APIClient(host) if not args.dry_run else DryRunClient(host)
+    if args.dry_run:
+        engine.PREFIX = "DRY-RUN MODE - "
     try:
         if args.command == "ls":
             return commands.ls(client, args)
-        if args.command in ("down", "ps", "logs", "stop", "kill", "rm", "top", "images") and not _has_files(args):
+        if args.command in _BY_LABELS and not _has_files(args):
             project = _project_from_labels(args)
         else:
             project = _project(args)
         if args.command == "config":
             return commands.config(project, args)
-        if args.command == "up":
+        if args.command in ("up", "create"):
+            create = args.command == "create"
             opts = UpOptions(services=args.names, force_recreate=args.force_recreate,
-                             no_recreate=args.no_recreate, no_deps=args.no_deps, no_start=args.no_start,
-                             scale=_scale(args.scale), remove_orphans=args.remove_orphans, build=args.build,
-                             no_build=args.no_build, pull=args.pull, wait=args.wait, timeout=args.timeout)
+                             no_recreate=args.no_recreate, no_deps=not create and args.no_deps,
+                             no_start=create or args.no_start, scale=_scale(args.scale),
+                             remove_orphans=args.remove_orphans, build=args.build, no_build=args.no_build,
+                             pull=args.pull, wait=not create and args.wait, timeout=None if create else args.timeout,
+                             wait_timeout=None if create else args.wait_timeout)
+            if create:
+                Engine(client, project).up(opts)
+                return 0
             for s in opts.scale:
                 if s not in project.services:
                     raise ComposeError(f"no such service: {s}")
             if args.watch and args.detach:
                 raise ComposeError("cannot use --watch with --detach")
             ids = Engine(client, project).up(opts)
-            if args.detach or args.no_start:
+            if args.detach or args.no_start or args.wait:  # --wait implies --detach (Compose v2)
                 return 0
             return commands.attached(client, project, host, ids, args)
         if args.command == "watch":
@@ -205,10 +283,18 @@ def _dispatch(args: argparse.Namespace, host: str | None) -> int:
             return commands.lifecycle(client, project, args)
         handler = {"exec": commands.exec_, "run": commands.run, "images": commands.images,
                    "top": commands.top, "port": commands.port, "pull": commands.pull,
-                   "push": commands.push, "build": commands.build}[args.command]
+                   "push": commands.push, "build": commands.build, "cp": servicecmds.cp,
+                   "attach": servicecmds.attach, "export": servicecmds.export, "commit": servicecmds.commit,
+                   "stats": servicecmds.stats, "wait": servicecmds.wait, "scale": servicecmds.scale,
+                   "events": servicecmds.events, "volumes": servicecmds.volumes}[args.command]
         return handler(client, project, args)
     finally:
         client.close()
+
+
+# Commands that work from the containers' labels alone (`-p NAME` and no compose file), as v2's.
+_BY_LABELS = ("down", "ps", "logs", "stop", "kill", "rm", "top", "images", "start", "restart", "pause", "unpause",
+              "events", "volumes", "stats", "cp", "attach", "export", "commit", "wait", "port", "exec")
 
 
 def _has_files(args: argparse.Namespace) -> bool:

@@ -65,7 +65,13 @@ def _ps_row(c: JSON, project: str) -> JSON:
     for h in ("healthy", "unhealthy", "starting"):
         if f"({h})" in status or f"(health: {h})" in status:
             health = h
-    return {"Command": c.get("Command", ""), "CreatedAt": c.get("Created"),
+    mounts = c.get("Mounts") or []
+    created = time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(c.get("Created") or 0))
+    return {"Command": c.get("Command", ""), "CreatedAt": created,
+            "LocalVolumes": str(sum(1 for m in mounts if m.get("Driver") == "local")),
+            "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in mounts),
+            "Networks": ",".join(sorted((c.get("NetworkSettings") or {}).get("Networks") or {})),
+            "Size": "0B",
             "ExitCode": _exit_code(status), "Health": health, "ID": c["Id"], "Image": c.get("Image"),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.get("Labels", {}).items())),
             "Name": state.name(c), "Names": state.name(c), "Project": project, "Ports": display_ports(c.get("Ports") or []),

@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from dockyard.client import APIClient, APIError
 from dockyard.compose import secretfiles, state
@@ -33,8 +33,11 @@ JSON = dict[str, Any]
 POLL = 0.05  # seconds between health/exit polls of a dependency (an inspect is cheap)
 
 
+PREFIX = ""  # "DRY-RUN MODE - " with --dry-run, as v2 marks every line
+
+
 def say(kind: str, name: str, status: str) -> None:
-    sys.stderr.write(f" {kind} {name}  {status}\n")  # one write: lines from worker threads stay whole
+    sys.stderr.write(f" {PREFIX}{kind} {name}  {status}\n")  # one write: lines from worker threads stay whole
     sys.stderr.flush()
 
 
@@ -52,6 +55,7 @@ class UpOptions:
     pull: str = "missing"  # always | missing | never
     wait: bool = False
     timeout: int | None = None
+    wait_timeout: int | None = None
 
 
 class Engine:
@@ -271,13 +275,22 @@ class Engine:
             for ctr in state.project_containers(self.client, self.project.name, [dep]):
                 self.wait_condition(state.name(ctr), ctr["Id"], condition)
 
-    def wait_condition(self, cname: str, cid: str, condition: str) -> None:
+    def wait_condition(self, cname: str, cid: str, condition: str, deadline: float | None = None,
+                       budget: int | None = None) -> None:
         if condition == "service_started":
             return
         say("Container", cname, "Waiting")
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ComposeError(f"application not healthy after {budget}s")
             st = self.client.inspect_container(cid)["State"]
-            if condition == "service_healthy":
+            if condition == "running":
+                if st.get("Running"):
+                    say("Container", cname, "Healthy")
+                    return
+                if st.get("Status") in ("exited", "dead"):
+                    raise ComposeError(f"container {cname} exited ({st.get('ExitCode')})")
+            elif condition == "service_healthy":
                 health = (st.get("Health") or {}).get("Status")
                 if health is None:
                     raise ComposeError(f"container {cname} has no healthcheck configured")
@@ -346,15 +359,19 @@ class Engine:
             self.close_workers()
         ids = [i for s in selected for i in got.get(s, [])]
         if opts.wait:
+            deadline = time.monotonic() + opts.wait_timeout if opts.wait_timeout else None
             for s in selected:
                 for ctr in state.project_containers(self.client, self.project.name, [s]):
                     hc = services[s].get("healthcheck")
-                    cond = "service_healthy" if hc and hc.get("test") != ["NONE"] else "service_started"
-                    self.wait_condition(state.name(ctr), ctr["Id"], cond)
+                    cond = "service_healthy" if hc and hc.get("test") != ["NONE"] else "running"
+                    self.wait_condition(state.name(ctr), ctr["Id"], cond, deadline, opts.wait_timeout)
         return ids
 
     def _client(self) -> APIClient:
         """A client of its own for a worker thread (one connection per client)."""
+        sibling = getattr(self._main, "sibling", None)  # --dry-run's client makes its own kind
+        if sibling is not None:
+            return cast(APIClient, sibling())
         return APIClient(self._main.host.url, tls=self._main.tls or None)
 
     def _remove(self, c: JSON, timeout: int | None, volumes: bool = False) -> None:

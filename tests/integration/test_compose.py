@@ -323,3 +323,80 @@ def test_watch_sync_and_rebuild(compose: Compose) -> None:
         assert sum("Rebuilding service" in ln for ln in w.lines) == 1
     finally:
         w.stop()
+
+
+V2 = """
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    volumes: [data:/data]
+    healthcheck: {test: ["CMD", "true"], interval: 1s}
+  job:
+    image: busybox
+    command: ["sh", "-c", "sleep 1; exit 3"]
+    profiles: [jobs]
+volumes:
+  data: {}
+"""
+
+
+def test_v2_commands(compose: Compose) -> None:
+    import tarfile
+
+    (compose.dir / "compose.yaml").write_text(V2)
+    dry = compose("--dry-run", "up", "-d")
+    assert "DRY-RUN MODE - " in dry.stderr and compose.ps("-a") == []
+
+    compose("create")
+    assert [r["State"] for r in compose.ps("-a")] == ["created"]
+    compose("up", "--wait", "--wait-timeout", "60")  # --wait implies -d; healthy when it returns
+    assert compose.ps()[0]["Health"] == "healthy"
+
+    events = subprocess.Popen([sys.executable, "-m", "dockyard.compose", "-p", compose.name, "events", "--json"],
+                              cwd=compose.dir, env={**os.environ, "DOCKER_HOST": compose.host,
+                                                    "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        compose("scale", "web=2")
+        assert sorted(r["Name"] for r in compose.ps()) == [f"{compose.name}-web-1", f"{compose.name}-web-2"]
+        assert events.stdout is not None
+        for line in events.stdout:
+            ev = json.loads(line)
+            if ev["action"] == "start":
+                break
+        assert ev["service"] == "web" and ev["type"] == "container" and len(ev["id"]) == 64
+        assert not any(k.startswith("com.docker.compose") for k in ev["attributes"])
+    finally:
+        events.kill()
+        events.wait()
+
+    (compose.dir / "in.txt").write_text("copied in")
+    compose("cp", "in.txt", "web:/data/in.txt")  # into every container of the service
+    compose("cp", "--index", "2", "web:/data/in.txt", str(compose.dir / "out.txt"))
+    assert (compose.dir / "out.txt").read_text() == "copied in"
+
+    assert compose("volumes", "-q").stdout.split() == [f"{compose.name}_data"]
+    compose("export", "web", "-o", str(compose.dir / "web.tar"))
+    with tarfile.open(compose.dir / "web.tar") as tf:
+        assert "bin/busybox" in tf.getnames()
+    image = f"{compose.name}-snap:1"
+    assert compose("commit", "web", image).stdout.startswith("sha256:")
+    stats = compose("stats", "--no-stream", "--format", "json").stdout.splitlines()
+    assert len(stats) == 2 and all("CPUPerc" in json.loads(s) for s in stats)
+
+    cfg = json.loads(compose("config", "--format", "json").stdout)
+    assert set(cfg["services"]) == {"web"} and cfg["name"] == compose.name
+    assert compose("config", "--hash", "web").stdout.split()[0] == "web"
+    listed = json.loads(compose("ls", "--format", "json").stdout)
+    assert any(p["Name"] == compose.name and p["Status"] == "running(2)" for p in listed)
+
+    compose("--profile", "jobs", "up", "-d", "job")
+    assert compose("--profile", "jobs", "wait", "job", check=False).returncode == 3
+    import docker
+
+    client = docker.DockerClient(base_url=compose.host)
+    try:
+        client.images.remove(image)
+    finally:
+        client.close()
