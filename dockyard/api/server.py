@@ -13,16 +13,18 @@ import http
 import logging
 import os
 import re
+import socket
 import ssl
 import stat
 from asyncio import sslproto
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import h11
 
+from dockyard.api.listen import parse_listen_address
 from dockyard.api.router import (
     DEFAULT_BODY_LIMIT,
     Hijack,
@@ -310,6 +312,17 @@ class _Connection:
             log.exception("%s %s: hijacked stream failed", req.method, req.path)
 
 
+def _backlog() -> int:
+    """The kernel's cap, as Go's net.Listen asks for (dockerd): asyncio's default of 100 made clients
+    beyond it fail to connect when 200 `docker create` arrived at once (a full unix socket backlog
+    is EAGAIN, not a wait)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return min(int(f.read()), 65535)
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
 class _HalfCloseSSLProtocol(sslproto.SSLProtocol):
     """asyncio's TLS, except that the peer's close_notify is a half-close, as in Go's tls.Conn.CloseWrite:
     the docker CLI closes its side of a hijacked attach (no stdin) and then reads the output, which
@@ -344,19 +357,17 @@ class Server:
             self._tasks.discard(task)
 
     async def listen(self, host: str, socket_group: str | None, tls: ssl.SSLContext | None) -> None:
-        url = urlsplit(host)
-        if url.scheme == "unix":
-            await self._listen_unix(url.path, socket_group)
-        elif url.scheme == "tcp":
-            port = url.port if url.port is not None else (2376 if tls else 2375)
-            if tls is None:
-                srv = await asyncio.start_server(self._on_connection, url.hostname or None, port)
-            else:
-                srv = await asyncio.get_running_loop().create_server(self._tls_factory(tls), url.hostname or None,
-                                                                     port)
-            self._servers.append(srv)
+        addr = parse_listen_address(host)  # the parser daemon/main.py's TLS guard uses
+        if addr.scheme == "unix":
+            await self._listen_unix(addr.path, socket_group)
+            return
+        port = addr.port_for(tls is not None)
+        if tls is None:
+            srv = await asyncio.start_server(self._on_connection, addr.host, port, backlog=_backlog())
         else:
-            raise InvalidParameter(f"unsupported host {host!r} (want unix:///path or tcp://host:port)")
+            srv = await asyncio.get_running_loop().create_server(self._tls_factory(tls), addr.host, port,
+                                                                 backlog=_backlog())
+        self._servers.append(srv)
 
     def _tls_factory(self, tls: ssl.SSLContext) -> Any:
         loop = asyncio.get_running_loop()
@@ -375,7 +386,7 @@ class Server:
                 os.unlink(path)  # stale socket from a previous daemon
         except FileNotFoundError:
             pass
-        srv = await asyncio.start_unix_server(self._on_connection, path)
+        srv = await asyncio.start_unix_server(self._on_connection, path, backlog=_backlog())
         self._servers.append(srv)
         self._unix_paths.append(path)
         os.chmod(path, 0o660)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockyard.api.listen import DEFAULT_UNIX_SOCKET, parse_listen_address
 from dockyard.errors import InvalidParameter
 
-DEFAULT_SOCKET = "unix:///run/dockyard.sock"
+DEFAULT_SOCKET = f"unix://{DEFAULT_UNIX_SOCKET}"
 
 
 @dataclass
@@ -94,6 +95,8 @@ def load(argv: list[str] | None) -> DaemonConfig:
         raise InvalidParameter(f"config file {path} does not exist")
     if args.hosts:
         cfg.hosts = args.hosts
+    for h in cfg.hosts:  # refused at start, as dockerd's flag validation does, before any lock or mount
+        parse_listen_address(h)
     for attr in ("data_root", "exec_root", "pidfile"):
         v = getattr(args, attr)
         if v:

@@ -66,15 +66,21 @@ async def run(cfg: DaemonConfig) -> None:
 
 
 def _tls_context(cfg: DaemonConfig):  # type: ignore[no-untyped-def]
+    from dockyard.api.listen import parse_listen_address
+
     if not (cfg.tls or cfg.tlsverify):
+        # The parser the listener uses: what is checked here is what gets bound.
         for h in cfg.hosts:
-            if h.startswith("tcp://") and not _is_loopback(h) and not cfg.insecure_tcp:
+            addr = parse_listen_address(h)
+            if addr.loopback:
+                continue
+            if not cfg.insecure_tcp:
                 raise DockyardError(
-                    f"refusing to listen on {h} without TLS: anyone reaching it gets root. "
+                    f"refusing to listen on {addr.display()} without TLS: anyone reaching it gets root. "
                     "Use --tlsverify, or pass --insecure-tcp if you really mean it"
                 )
-            if h.startswith("tcp://") and not _is_loopback(h):
-                log.warning("!!! LISTENING ON %s WITHOUT TLS: ANYONE ON THE NETWORK CAN CONTROL THIS HOST !!!", h)
+            log.warning("!!! LISTENING ON %s WITHOUT TLS: ANYONE ON THE NETWORK CAN CONTROL THIS HOST !!!",
+                        addr.display())
         return None
     import ssl
 
@@ -83,11 +89,6 @@ def _tls_context(cfg: DaemonConfig):  # type: ignore[no-untyped-def]
     if cfg.tlsverify:
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
-
-
-def _is_loopback(host: str) -> bool:
-    addr = host[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
-    return addr in ("localhost", "::1") or addr.startswith("127.")
 
 
 def _one_malloc_arena() -> None:
