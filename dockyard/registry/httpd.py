@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,31 +64,94 @@ class HttpResponse:
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
-async def _serve_conn(handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+@dataclass
+class Limits:
+    """What one client may hold. Without them, half-sent heads stayed open for minutes and 300 idle
+    sockets used up the process's descriptors (EMFILE), so an authenticated client could not connect."""
+
+    header_timeout: float = 30.0  # a request head must be whole this long after it began (or after accept)
+    idle_timeout: float = 120.0  # keep-alive wait for the next request; also the longest silence mid-body
+    max_connections: int = 0  # 0: from RLIMIT_NOFILE (each connection may hold a blob file open as well)
+
+
+def _default_max_connections() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(8, (soft - 32) // 2)
+
+
+def raise_nofile_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one, as the Go runtime does for every Go program (registry:2)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class _Slot:
+    """One open connection, as the cap sees it: busy from a request's head to the end of its response."""
+
+    writer: asyncio.StreamWriter
+    since: float
+    busy: bool = False
+
+
+def _evict_idle(slots: dict[object, _Slot]) -> bool:
+    """Close the connection that has waited longest without a request in progress (idle keep-alive or
+    a head still arriving); False when every connection is serving a request."""
+    idle = [s for s in slots.values() if not s.busy]
+    if not idle:
+        return False
+    oldest = min(idle, key=lambda s: s.since)
+    oldest.busy = True  # not chosen twice before its task notices
+    oldest.writer.transport.abort()  # frees the descriptor now; its reader sees EOF
+    return True
+
+
+async def _serve_conn(handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      limits: Limits, slot: _Slot) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+    loop = asyncio.get_running_loop()
+
+    async def receive(deadline: float) -> None:
+        async with asyncio.timeout_at(deadline):
+            conn.receive_data(await reader.read(_READ))
+
+    async def next_head(first: bool) -> h11.Event:
+        # A new connection has header_timeout for its first head; a kept-alive one waits idle_timeout
+        # for the next to begin, then header_timeout for the rest of it.
+        begun = first
+        deadline = loop.time() + (limits.header_timeout if first else limits.idle_timeout)
+        while (ev := conn.next_event()) is h11.NEED_DATA:
+            if not begun and conn.trailing_data[0]:
+                begun, deadline = True, loop.time() + limits.header_timeout
+            await receive(deadline)
+        return ev  # type: ignore[return-value]
 
     async def next_event() -> h11.Event:
-        while True:
-            ev = conn.next_event()
-            if ev is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue:
-                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-                data = await reader.read(_READ)
-                conn.receive_data(data)
-                continue
-            return ev  # type: ignore[return-value]
+        while (ev := conn.next_event()) is h11.NEED_DATA:
+            if conn.they_are_waiting_for_100_continue:
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+            await receive(loop.time() + limits.idle_timeout)
+        return ev  # type: ignore[return-value]
 
     async def send(ev: h11.Event) -> None:
         data = conn.send(ev)
         if data:
             writer.write(data)
-            await writer.drain()
+            async with asyncio.timeout(limits.idle_timeout):  # a client that stopped reading
+                await writer.drain()
 
+    first = True
     try:
         while True:
-            ev = await next_event()
+            slot.busy, slot.since = False, loop.time()
+            ev = await next_head(first)
+            first = False
             if not isinstance(ev, h11.Request):
                 return
+            slot.busy = True
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
 
             async def body() -> bytes | None:
@@ -136,8 +200,8 @@ async def _serve_conn(handler: Handler, reader: asyncio.StreamReader, writer: as
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
-    except (ConnectionError, h11.RemoteProtocolError, asyncio.IncompleteReadError, ssl.SSLError):
-        pass
+    except (ConnectionError, TimeoutError, h11.RemoteProtocolError, asyncio.IncompleteReadError, ssl.SSLError):
+        pass  # a stalled, vanished or evicted client: drop the connection
     finally:
         writer.close()
         try:
@@ -147,10 +211,26 @@ async def _serve_conn(handler: Handler, reader: asyncio.StreamReader, writer: as
 
 
 async def serve(handler: Handler, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
-                started: Callable[[int], None] | None = None) -> None:
+                started: Callable[[int], None] | None = None, limits: Limits | None = None) -> None:
     """Serve until cancelled; `started(port)` is called once listening (port 0 picks one)."""
-    server = await asyncio.start_server(lambda r, w: _serve_conn(handler, r, w), host, port,
-                                        ssl=ssl_ctx, limit=_READ)
+    lim = limits or Limits()
+    cap = lim.max_connections or _default_max_connections()
+    slots: dict[object, _Slot] = {}
+    loop = asyncio.get_running_loop()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(slots) >= cap and not _evict_idle(slots):
+            writer.transport.abort()  # every connection is mid-request: this one waits for none
+            return
+        key = object()
+        slots[key] = slot = _Slot(writer, loop.time())
+        try:
+            await _serve_conn(handler, reader, writer, lim, slot)
+        finally:
+            del slots[key]
+
+    server = await asyncio.start_server(on_connection, host, port, ssl=ssl_ctx, limit=_READ,
+                                        ssl_handshake_timeout=lim.header_timeout if ssl_ctx else None)
     actual = server.sockets[0].getsockname()[1]
     if started:
         started(actual)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import bcrypt
 
-from dockyard.registry.httpd import HttpRequest, HttpResponse, serve
+from dockyard.registry.httpd import HttpRequest, HttpResponse, Limits, raise_nofile_limit, serve
 from dockyard.registry.storage import RegistryStorage, StorageError, check_digest, check_name, check_tag
 
 log = logging.getLogger(__name__)
@@ -406,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--realm", default="Registry Realm")
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
+    s.add_argument("--header-timeout", type=float, default=Limits.header_timeout,
+                   help="seconds a request head may take to arrive (default %(default)s)")
+    s.add_argument("--idle-timeout", type=float, default=Limits.idle_timeout,
+                   help="seconds a kept-alive connection may wait for its next request (default %(default)s)")
+    s.add_argument("--max-connections", type=int, default=0,
+                   help="open connections; beyond it the longest idle one is closed (default: from ulimit -n)")
     g = sub.add_parser("garbage-collect", help="delete blobs no manifest references")
     g.add_argument("--root", required=True)
     g.add_argument("--delete-untagged", action="store_true")
@@ -424,12 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
     host, port = _parse_addr(args.addr)
     registry = Registry(args.root, users, args.realm)
+    raise_nofile_limit()
+    limits = Limits(args.header_timeout, args.idle_timeout, args.max_connections)
 
     def started(p: int) -> None:
         print(f"registry listening on {'https' if ctx else 'http'}://{host}:{p}", flush=True)
 
     try:
-        asyncio.run(serve(registry, host, port, ctx, started))
+        asyncio.run(serve(registry, host, port, ctx, started, limits))
     except KeyboardInterrupt:
         pass
     return 0
