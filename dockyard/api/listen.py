@@ -4,7 +4,8 @@ Two parsers once disagreed: the guard matched the literal prefix `tcp://` while 
 `urlsplit`, which lowercases the scheme and drops userinfo, so `TCP://0.0.0.0:P` and
 `tcp://127.0.0.1@0.0.0.0:P` served plain TCP on every address. The rules are dockerd's
 (`opts/hosts.go`: `ParseDaemonHost`, `ParseTCPAddr`), with its error wording, plus what Go's URL
-parser lets through there and we refuse: userinfo, a query or a fragment.
+parser lets through there and we refuse: userinfo, a query or a fragment. Port 0 (any free port)
+is allowed where dockerd refuses it: the tests listen that way.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9._-]*")
 class ListenAddress:
     scheme: str  # "unix" or "tcp"
     host: str = ""  # tcp: a name or an IP address (no brackets)
-    port: int = 0  # tcp: 0 until defaulted by the TLS setting, see port_for
+    port: int | None = None  # tcp: None until defaulted by the TLS setting (port_for); 0 picks a free one
     path: str = ""  # unix: the socket's path
 
     def port_for(self, tls: bool) -> int:
-        return self.port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
+        if self.port is not None:
+            return self.port
+        return DEFAULT_TLS_PORT if tls else DEFAULT_PORT
 
     @property
     def loopback(self) -> bool:
@@ -98,9 +101,9 @@ def _parse_tcp(address: str, rest: str) -> ListenAddress:
             raise bad(f"invalid character in host name {host!r}")
         if not colon:
             port_s = ""
-    port = 0
-    if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+    port = None
+    if port_s:  # dockerd refuses 0; tests use it for a free port, which is no risk
+        if not port_s.isdigit() or not 0 <= int(port_s) < 65536:
             raise bad(f"invalid port: {port_s}")
         port = int(port_s)
     return ListenAddress("tcp", host=host or DEFAULT_TCP_HOST, port=port)
