@@ -23,6 +23,8 @@ from typing import Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
 from dockyard.runtime.attach import AttachSocket, connect_seqpacket
+from dockyard.runtime.failures import is_exec_failure
+from dockyard.runtime.signals import parse_signal
 
 
 class RuntimeError_(DockyardError):
@@ -62,25 +64,7 @@ def runtime_message(text: str) -> str:
 
 
 def classify(message: str) -> RuntimeError_:
-    low = message.lower()
-    if "executable file not found" in low or "no such file or directory" in low or "permission denied" in low \
-            or "is a directory" in low or "not a directory" in low:
-        return ExecNotFound(message)
-    return RuntimeError_(message)
-
-
-def _signum(sig: int | str) -> int:
-    if isinstance(sig, int):
-        return sig
-    s = sig.strip().upper()
-    if s.isdigit():
-        return int(s)
-    if not s.startswith("SIG"):
-        s = "SIG" + s
-    try:
-        return int(_signal.Signals[s])
-    except KeyError:
-        raise InvalidParameter(f"Invalid signal: {sig}") from None
+    return ExecNotFound(message) if is_exec_failure(message) else RuntimeError_(message)
 
 
 async def _read_line(fd: int, timeout: float) -> bytes:
@@ -309,7 +293,7 @@ class Monitor:
         _write_ctl(self.bundle(cid) / "ctl", "2 0 0\n")
 
     async def kill(self, cid: str, sig: int | str = _signal.SIGTERM, all_: bool = False) -> None:
-        args = ["kill", *(["--all"] if all_ else []), cid, str(_signum(sig))]
+        args = ["kill", *(["--all"] if all_ else []), cid, str(parse_signal(sig))]
         rc, _, err = await self._runtime(cid, *args, check=False)
         if rc != 0:
             msg = runtime_message(err)

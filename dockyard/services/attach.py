@@ -115,7 +115,7 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
 
 async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout: bool, stderr: bool,
                               stream: bool, logs: bool, detach_keys: str | None) -> HijackHandler:
-    from dockyard.services.container_io import frame
+    from dockyard.runtime.logs import frame
 
     cs = io.cs
     c = cs.get(cid)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidParameter
+from dockyard.runtime.logs import frame
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.streams import AsyncByteReader, stream_from_thread
 from dockyard.store import overlay
@@ -23,11 +24,6 @@ from dockyard.util.timefmt import parse_time_arg
 log = logging.getLogger("dockyard.container_io")
 
 HijackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def frame(stream: int, data: bytes) -> bytes:
-    """Docker's multiplexed stream frame: stream id, three zero bytes, big-endian length."""
-    return bytes((stream, 0, 0, 0)) + len(data).to_bytes(4, "big") + data
 
 
 class ContainerIO:

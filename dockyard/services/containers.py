@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified, SystemError_, no_such_container
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    InvalidParameter,
+    NotFound,
+    NotModified,
+    SystemError_,
+    no_such_container,
+)
+from dockyard.runtime.failures import exit_code_of
+from dockyard.runtime.signals import parse_signal
 from dockyard.services import container_config as cc
 from dockyard.services.events import EventBus
 from dockyard.services.seams import Attachment, ContainerRuntime, ImageLayers, NetworkAttacher
@@ -372,14 +382,13 @@ class ContainerService:
                     pass
             if self.networks is not None:
                 await self.networks.detach(c.id)
-            msg = str(getattr(e, "message", e))
-            code = 127 if "no such file" in msg or "not found" in msg else 126 if "permission denied" in msg else 128
+            msg = e.message if isinstance(e, DockyardError) else str(e)
+            code = exit_code_of(msg, 128)
             self.save(c.id, error=msg, exit_code=code)
             self.emit(c, "die", {"exitCode": str(code)})
             if c.host_config.get("AutoRemove"):
                 # Docker removes an auto-remove container whose start failed (its waiters see it go).
                 asyncio.get_running_loop().create_task(self.remove(c.id, force=True, volumes=True))
-            from dockyard.errors import DockyardError
             from dockyard.runtime.monitor import RuntimeError_
 
             if isinstance(e, RuntimeError_):
@@ -1049,20 +1058,3 @@ def resources_of(hc: dict[str, Any]) -> Resources:
         cpuset_mems=hc.get("CpusetMems") or "", pids_limit=int(hc.get("PidsLimit") or 0),
         oom_kill_disable=bool(hc.get("OomKillDisable")), blkio_weight=int(hc.get("BlkioWeight") or 0),
     )
-
-
-def parse_signal(sig: str | int) -> int:
-    """`SIGTERM`, `TERM`, `15` → 15; InvalidParameter otherwise."""
-    if isinstance(sig, int):
-        return sig
-    s = str(sig).strip().upper()
-    if s.isdigit():
-        return int(s)
-    if not s.startswith("SIG"):
-        s = "SIG" + s
-    try:
-        return int(getattr(signal_mod.Signals, s))
-    except AttributeError:
-        if s.startswith("SIGRTMIN+") and s[9:].isdigit():
-            return int(signal_mod.SIGRTMIN) + int(s[9:])
-        raise InvalidParameter(f"Invalid signal: {sig}") from None

@@ -9,9 +9,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.errors import Conflict, InvalidParameter, NotFound
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound
+from dockyard.runtime.failures import exit_code_of
+from dockyard.runtime.logs import frame
 from dockyard.services.attach import HijackHandler, parse_detach_keys, pump_session
-from dockyard.services.container_io import frame
 from dockyard.services.containers import ContainerService
 from dockyard.util.ids import new_id
 
@@ -186,7 +187,7 @@ class ExecService:
             except Exception as err:  # noqa: BLE001 - reported in the stream, like moby
                 self._failed(e, err)
                 e.session.cleanup()
-                text = getattr(err, "message", None) or str(err)
+                text = err.message if isinstance(err, DockyardError) else str(err)
                 msg = f"OCI runtime exec failed: {text}: unknown\r\n".encode()
                 writer.write(msg if use_tty else frame(1, msg))
                 with contextlib.suppress(Exception):
@@ -205,8 +206,7 @@ class ExecService:
     def _failed(self, e: Exec, err: BaseException | None = None) -> None:
         e.running = False
         # moby's translateContainerdStartErr: 127 for a missing executable, else 126
-        low = str(getattr(err, "message", None) or err or "").lower()
-        e.exit_code = 127 if "executable file not found" in low or "no such file or directory" in low else 126
+        e.exit_code = exit_code_of(err.message if isinstance(err, DockyardError) else str(err or ""), 126)
         e.done.set()
 
     def _started(self, e: Exec) -> None:
