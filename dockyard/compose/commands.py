@@ -153,11 +153,9 @@ def lifecycle(client: APIClient, project: Project, args: Namespace) -> int:
             st = c["State"]
             if cmd == "start" and st != "running":
                 engine.wait_dependencies(s, svc)
-                engine.start_container(c["Id"], cname)
+                engine.start_container(c["Id"], cname, svc)
             elif cmd == "stop" and st in ("running", "paused", "restarting"):
-                say("Container", cname, "Stopping")
-                client.stop(c["Id"], engine._stop_timeout(svc, args.timeout))
-                say("Container", cname, "Stopped")
+                engine.stop_container(c["Id"], cname, svc if st == "running" else None, args.timeout)
             elif cmd == "restart":
                 say("Container", cname, "Restarting")
                 client.restart(c["Id"], engine._stop_timeout(svc, args.timeout))
@@ -473,10 +471,8 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
             svc = project.services.get(c["Config"]["Labels"].get("com.docker.compose.service", ""))
             try:
                 if client.inspect_container(c["Id"])["State"].get("Running"):
-                    say("Container", c["Name"].lstrip("/"), "Stopping")
-                    client.stop(c["Id"], engine._stop_timeout(svc, None))
-                    say("Container", c["Name"].lstrip("/"), "Stopped")
-            except APIError:
+                    engine.stop_container(c["Id"], c["Name"].lstrip("/"), svc, None)
+            except (APIError, ComposeError):
                 pass
     except KeyboardInterrupt:
         for c in ctrs:

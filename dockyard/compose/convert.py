@@ -115,6 +115,48 @@ def _restart(policy: str | None) -> dict[str, Any]:
     return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
+def _resources(svc: Service, hc: dict[str, Any]) -> None:
+    """deploy.resources outside swarm, as Compose applies them (service-level keys win)."""
+    res = (svc.get("deploy") or {}).get("resources") or {}
+    lim, rsv = res.get("limits") or {}, res.get("reservations") or {}
+    if lim.get("memory") and not svc.get("mem_limit"):
+        hc["Memory"] = int(lim["memory"])
+    if lim.get("cpus") and not svc.get("cpus"):
+        hc["NanoCpus"] = int(float(lim["cpus"]) * 1e9)
+    if lim.get("pids") and not svc.get("pids_limit"):
+        hc["PidsLimit"] = int(lim["pids"])
+    if rsv.get("memory") and not svc.get("mem_reservation"):
+        hc["MemoryReservation"] = int(rsv["memory"])
+    if svc.get("mem_reservation"):
+        hc["MemoryReservation"] = int(svc["mem_reservation"])
+
+
+def device_requests(svc: Service) -> list[dict[str, Any]]:
+    """`gpus:` and deploy.resources.reservations.devices as the API's DeviceRequests."""
+    out: list[dict[str, Any]] = []
+    gpus = svc.get("gpus")
+    items: list[dict[str, Any]] = []
+    if gpus == "all":
+        items.append({"count": "all", "capabilities": ["gpu"]})
+    elif isinstance(gpus, list):
+        items += [{"capabilities": ["gpu"], **g} for g in gpus]
+    res = ((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
+    items += list(res.get("devices") or [])
+    for d in items:
+        count = d.get("count")
+        req: dict[str, Any] = {"Driver": d.get("driver", ""),
+                               "Count": -1 if count == "all" or (count is None and not d.get("device_ids"))
+                               else int(count or 0),
+                               "DeviceIDs": d.get("device_ids"), "Capabilities": [list(d.get("capabilities") or [])],
+                               "Options": d.get("options") or {}}
+        out.append({k: v for k, v in req.items() if v is not None})
+    return out
+
+
+def wants_gpu(svc: Service) -> bool:
+    return any("gpu" in caps for r in device_requests(svc) for caps in r.get("Capabilities") or [])
+
+
 def network_mode(project: Project, svc: Service, resolve_service: Any = None) -> str:
     mode = svc.get("network_mode")
     if mode:
@@ -156,12 +198,18 @@ def create_body(project: Project, name: str, svc: Service, number: int, oneoff: 
         "SecurityOpt": svc.get("security_opt"), "Sysctls": svc.get("sysctls"), "PidMode": svc.get("pid"),
         "IpcMode": svc.get("ipc"), "GroupAdd": svc.get("group_add"), "ShmSize": svc.get("shm_size"),
     }
+    _resources(svc, hc)
     if svc.get("tmpfs"):
         hc["Tmpfs"] = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in svc["tmpfs"]}
     if svc.get("mem_limit"):
         hc["Memory"] = svc["mem_limit"]
     if svc.get("cpus"):
         hc["NanoCpus"] = int(svc["cpus"] * 1e9)
+    if svc.get("pids_limit"):
+        hc["PidsLimit"] = int(svc["pids_limit"])
+    requests = device_requests(svc)
+    if requests:
+        hc["DeviceRequests"] = requests
     if svc.get("ulimits"):
         hc["Ulimits"] = [{"Name": k, "Soft": v, "Hard": v} if isinstance(v, int)
                          else {"Name": k, "Soft": v["soft"], "Hard": v["hard"]} for k, v in svc["ulimits"].items()]

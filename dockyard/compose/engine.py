@@ -23,6 +23,7 @@ from dockyard.compose.convert import (
     create_body,
     endpoint,
     image_name,
+    wants_gpu,
 )
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.graph import order, walk
@@ -201,19 +202,56 @@ class Engine:
         self.recreated.add(name)
         say("Container", cname, "Recreate")
         if ctr["State"] == "running":
-            self.client.stop(ctr["Id"], self._stop_timeout(svc, timeout))
+            self.stop_container(ctr["Id"], cname, svc, timeout)
         self.client.rename(ctr["Id"], f"{ctr['Id'][:12]}_{cname}")
         cid = self.create(name, svc, state.number(ctr), cname=cname)
         self.client.remove_container(ctr["Id"], force=True)
         say("Container", cname, "Recreated")
         if start:
-            self.start_container(cid, cname)
+            self.start_container(cid, cname, svc)
         return cid
 
-    def start_container(self, cid: str, cname: str) -> None:
+    def start_container(self, cid: str, cname: str, svc: Service | None = None) -> None:
         say("Container", cname, "Starting")
         self.client.start(cid)
         say("Container", cname, "Started")
+        if svc and svc.get("post_start"):
+            self.run_hooks(cid, cname, svc["post_start"], "post_start")
+
+    def stop_container(self, cid: str, cname: str, svc: Service | None, timeout: int | None,
+                       client: APIClient | None = None) -> None:
+        """pre_stop hooks, then stop (Compose runs the hooks on stop and down, not on kill)."""
+        client = client or self.client
+        if svc and svc.get("pre_stop"):
+            self.run_hooks(cid, cname, svc["pre_stop"], "pre_stop", client)
+        say("Container", cname, "Stopping")
+        client.stop(cid, self._stop_timeout(svc, timeout))
+        say("Container", cname, "Stopped")
+
+    def run_hooks(self, cid: str, cname: str, hooks: list[JSON], kind: str,
+                  client: APIClient | None = None) -> None:
+        """Each hook is an exec in the container, run to completion; its output is shown."""
+        client = client or self.client
+        for hook in hooks:
+            cmd = hook["command"]
+            env = hook.get("environment") or {}
+            cfg: JSON = {"Cmd": ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd),
+                         "AttachStdout": True, "AttachStderr": True, "Privileged": bool(hook.get("privileged")),
+                         "Env": [f"{k}={v}" for k, v in env.items()] if isinstance(env, dict) else list(env)}
+            for key, api in (("user", "User"), ("working_dir", "WorkingDir")):
+                if hook.get(key):
+                    cfg[api] = hook[key]
+            ex = client.exec_create(cid, cfg)
+            h = client.exec_start(ex["Id"])
+            if h is not None:
+                out = b"".join(data for _, data in h.frames(False))
+                h.close()
+                for line in out.decode(errors="replace").splitlines():
+                    sys.stdout.write(f"{cname}  | {line}\n")
+                sys.stdout.flush()
+            code = int(client.exec_inspect(ex["Id"]).get("ExitCode") or 0)
+            if code != 0:
+                raise ComposeError(f"container {cname}: {kind} hook exited with status {code}")
 
     def converge_service(self, name: str, opts: UpOptions) -> list[str]:
         svc = self.project.services[name]
@@ -236,7 +274,7 @@ class Engine:
             if opts.force_recreate or (changed and not opts.no_recreate):
                 result.append(self.recreate(name, svc, ctr, opts.timeout, start))
             elif ctr["State"] != "running" and start:
-                self.start_container(ctr["Id"], cname)
+                self.start_container(ctr["Id"], cname, svc)
                 result.append(ctr["Id"])
             else:
                 say("Container", cname, "Running")
@@ -252,7 +290,7 @@ class Engine:
             cid = self.create(name, svc, n)
             say("Container", cname, "Created")
             if start:
-                self.start_container(cid, cname)
+                self.start_container(cid, cname, svc)
             result.append(cid)
         return result
 
@@ -273,7 +311,13 @@ class Engine:
                 continue
             condition = cond.get("condition", "service_started")
             for ctr in state.project_containers(self.client, self.project.name, [dep]):
-                self.wait_condition(state.name(ctr), ctr["Id"], condition)
+                try:
+                    self.wait_condition(state.name(ctr), ctr["Id"], condition)
+                except ComposeError as e:
+                    if cond.get("required", True):
+                        raise
+                    # required: false - a dependency that fails is only a warning (Compose).
+                    print(f"WARN[0000] optional dependency \"{dep}\" failed: {e}", file=sys.stderr)
 
     def wait_condition(self, cname: str, cid: str, condition: str, deadline: float | None = None,
                        budget: int | None = None) -> None:
@@ -313,6 +357,19 @@ class Engine:
                 return
             time.sleep(POLL)
 
+    def check_gpus(self, selected: list[str]) -> None:
+        """Refuse before creating anything when a service asks for a GPU that the engine lacks."""
+        wanting = [s for s in selected if wants_gpu(self.project.services[s])]
+        if not wanting:
+            return
+        info = self.client.info()
+        devices = [str(d.get("ID", "")) for d in info.get("DiscoveredDevices") or []]
+        if "nvidia" in (info.get("Runtimes") or {}) or any("gpu" in d for d in devices):
+            return
+        raise ComposeError(f"service \"{wanting[0]}\" requests a GPU (gpus, or deploy.resources.reservations."
+                           "devices with the gpu capability), but this engine has none: no nvidia runtime and "
+                           "no CDI GPU device")
+
     def orphans(self) -> list[JSON]:
         known = set(self.project.services) | set(self.project.disabled)
         return [c for c in state.project_containers(self.client, self.project.name)
@@ -330,6 +387,7 @@ class Engine:
         nets = {n for s in selected for n in (services[s].get("networks") or {})}
         vols = {v["source"] for s in selected for v in services[s].get("volumes") or []
                 if v.get("type") == "volume" and v.get("source")}
+        self.check_gpus(selected)
         for s in selected:
             self.ensure_image(s, services[s], opts)
         orphans = self.orphans()
@@ -380,9 +438,12 @@ class Engine:
         client = self._client()
         try:
             if c["State"] in ("running", "paused", "restarting"):
-                say("Container", cname, "Stopping")
-                client.stop(c["Id"], self._stop_timeout(svc, timeout))
-                say("Container", cname, "Stopped")
+                try:
+                    self.stop_container(c["Id"], cname, svc if c["State"] == "running" else None, timeout,
+                                        client)
+                except ComposeError as e:  # a failing pre_stop hook does not keep the project up
+                    print(f"WARN[0000] {e}", file=sys.stderr)
+                    client.stop(c["Id"], self._stop_timeout(svc, timeout))
             say("Container", cname, "Removing")
             # Anonymous volumes go with -v, as compose passes RemoveVolumes.
             client.remove_container(c["Id"], force=True, v=volumes)

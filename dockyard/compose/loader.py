@@ -14,7 +14,7 @@ from dockyard.compose import schema
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.graph import check_dependencies
 from dockyard.compose.interpolate import Interpolator, parse_dotenv
-from dockyard.compose.normalize import Service, normalize_service
+from dockyard.compose.normalize import Service, normalize_service, resolve_path
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
@@ -77,12 +77,82 @@ def _find_files(opts: Options, cwd: Path) -> list[Path]:
         d = d.parent
 
 
-def merge(base: Any, over: Any, key: str = "") -> Any:
-    """Compose's override rules: mappings merge, most lists append (unique), some replace."""
+class _Reset:
+    """`!reset`: the key goes, whatever earlier files (or the extended service) set."""
+
+
+class _Override:
+    """`!override`: the value replaces the earlier one instead of merging with it."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _TagLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_tagged(cls: type) -> Any:
+    def build(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            value: Any = loader.construct_mapping(node, deep=True)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_scalar(node)  # type: ignore[arg-type]
+        return _Reset() if cls is _Reset else _Override(value)
+    return build
+
+
+_TagLoader.add_constructor("!reset", _construct_tagged(_Reset))
+_TagLoader.add_constructor("!override", _construct_tagged(_Override))
+
+
+@dataclass
+class Tags:
+    """Where a file put !reset / !override (key paths), taken out of its document before validation."""
+
+    reset: set[tuple[str, ...]] = field(default_factory=set)
+    override: set[tuple[str, ...]] = field(default_factory=set)
+
+    def strip(self, obj: Any, path: tuple[str, ...] = ()) -> Any:
+        if isinstance(obj, dict):
+            out = {}
+            for k, v in obj.items():
+                p = (*path, str(k))
+                if isinstance(v, _Reset):
+                    self.reset.add(p)
+                    continue
+                if isinstance(v, _Override):
+                    self.override.add(p)
+                    v = v.value
+                out[k] = self.strip(v, p)
+            return out
+        if isinstance(obj, list):
+            return [self.strip(v, path) for v in obj if not isinstance(v, _Reset)]
+        return obj.value if isinstance(obj, _Override) else obj
+
+    def under(self, prefix: tuple[str, ...]) -> Tags:
+        n = len(prefix)
+        return Tags({p[n:] for p in self.reset if p[:n] == prefix},
+                    {p[n:] for p in self.override if p[:n] == prefix})
+
+
+def merge(base: Any, over: Any, key: str = "", tags: Tags | None = None, path: tuple[str, ...] = ()) -> Any:
+    """Compose's override rules: mappings merge, most lists append (unique), some replace;
+    `tags` (the later file's !reset and !override) remove or replace outright."""
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for k, v in over.items():
-            out[k] = merge(out[k], v, str(k)) if k in out else v
+            p = (*path, str(k))
+            if tags is not None and p in tags.override:
+                out[k] = v
+            else:
+                out[k] = merge(out[k], v, str(k), tags, p) if k in out else v
+        if tags is not None:
+            for p in tags.reset:
+                if p[:-1] == path:
+                    out.pop(p[-1], None)
         return out
     if isinstance(base, list) and isinstance(over, list) and key not in _REPLACED:
         if key == "volumes":
@@ -102,13 +172,13 @@ class _Loader:
         self.working_dir = working_dir
         self.interp = Interpolator(env)
 
-    def read(self, path: Path) -> dict[str, Any]:
+    def read(self, path: Path, tags: Tags | None = None) -> dict[str, Any]:
         try:
             text = path.read_text()
         except OSError as e:
             raise ComposeError(f"open {path}: {e.strerror.lower() if e.strerror else e}") from e
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_TagLoader)  # noqa: S506 - SafeLoader plus the two compose tags
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -118,6 +188,7 @@ class _Loader:
             doc = {}
         if not isinstance(doc, dict):
             raise ComposeError(f"{path}: top-level object must be a mapping")
+        doc = (tags if tags is not None else Tags()).strip(doc)
         try:
             doc = self.interp.value(doc, "")
         except ComposeError as e:
@@ -126,14 +197,19 @@ class _Loader:
         services = doc.get("services") or {}
         doc["services"] = {n: normalize_service(n, s or {}, self.working_dir, self.env, str(path))
                            for n, s in services.items()}
+        if doc.get("include"):
+            self.include(doc, path)
         return doc
 
-    def resolve_extends(self, doc: dict[str, Any], path: Path, seen: tuple[str, ...] = ()) -> None:
+    def resolve_extends(self, doc: dict[str, Any], path: Path, tags: Tags | None = None,
+                        seen: tuple[str, ...] = ()) -> None:
         services = doc["services"]
         for name in list(services):
-            services[name] = self._extend(name, services, path, seen)
+            services[name] = self._extend(name, services, path, seen,
+                                          tags.under(("services", name)) if tags else None)
 
-    def _extend(self, name: str, services: dict[str, Service], path: Path, seen: tuple[str, ...]) -> Service:
+    def _extend(self, name: str, services: dict[str, Service], path: Path, seen: tuple[str, ...],
+                tags: Tags | None = None) -> Service:
         svc = services[name]
         ext = svc.get("extends")
         if not ext:
@@ -144,7 +220,8 @@ class _Loader:
             raise ComposeError(f"{path}: services.{name}.extends: circular reference")
         if ext.get("file"):
             other = (path.parent / ext["file"]).resolve()
-            odoc = self.read(other)
+            # The other file's relative paths are its own directory's (compose-go resolves them there).
+            odoc = _Loader(self.env, other.parent).read(other)
             pool, ppath = odoc["services"], other
         else:
             pool, ppath = services, path
@@ -155,7 +232,43 @@ class _Loader:
         base = self._extend(base_name, pool, ppath, (*seen, key))
         base = {k: v for k, v in base.items() if k not in ("depends_on", "extends")}
         child = {k: v for k, v in svc.items() if k != "extends"}
-        return dict(merge(base, child))
+        return dict(merge(base, child, tags=tags))
+
+    def include(self, doc: dict[str, Any], path: Path) -> None:
+        """`include:` each entry is loaded as a project of its own (its directory, its .env) and its
+        resources join this file's; a name both define is an error, as in Compose."""
+        for i, item in enumerate(doc.pop("include")):
+            entry = {"path": item} if isinstance(item, str) else dict(item)
+            paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+            files = [Path(resolve_path(str(p), path.parent)) for p in paths]
+            workdir = Path(resolve_path(str(entry["project_directory"]), path.parent)) \
+                if entry.get("project_directory") else files[0].parent
+            env_files = entry.get("env_file")
+            env_files = [env_files] if isinstance(env_files, str) else env_files
+            env = dict(os.environ)
+            for ef in [Path(resolve_path(str(e), path.parent)) for e in env_files or []] or [workdir / ".env"]:
+                if ef.exists():
+                    env = {**parse_dotenv(ef, os.environ), **os.environ}
+                elif env_files:
+                    raise ComposeError(f"{path}: include[{i}]: couldn't find env file: {ef}")
+            sub = _Loader(env, workdir)
+            merged: dict[str, Any] = {}
+            for f in files:
+                if not f.exists():
+                    raise ComposeError(f"{path}: include[{i}]: open {f}: no such file or directory")
+                tags = Tags()
+                one = sub.read(f, tags)
+                sub.resolve_extends(one, f, tags)
+                merged = merge(merged, one, tags=tags)
+            for key in ("services", "networks", "volumes", "secrets", "configs"):
+                for name, value in (merged.get(key) or {}).items():
+                    if doc.get(key) is None:
+                        doc[key] = {}
+                    mine = doc[key]
+                    if name in mine and mine[name] != value:
+                        raise ComposeError(f"{path}: imported compose file {files[0]} defines conflicting "
+                                           f"{key[:-1]} {name}")
+                    mine[name] = value
 
 
 def load(opts: Options, cwd: Path | None = None) -> Project:
@@ -173,9 +286,10 @@ def load(opts: Options, cwd: Path | None = None) -> Project:
     loader = _Loader(env, working_dir)
     merged: dict[str, Any] = {}
     for f in files:
-        doc = loader.read(f)
-        loader.resolve_extends(doc, f)
-        merged = merge(merged, doc)
+        tags = Tags()
+        doc = loader.read(f, tags)
+        loader.resolve_extends(doc, f, tags)
+        merged = merge(merged, doc, tags=tags)
     name = opts.project_name or env.get("COMPOSE_PROJECT_NAME") or merged.get("name") or working_dir.name
     pname = normalize_project_name(str(name))
     if not pname:

@@ -204,6 +204,17 @@ def normalize_volumes(value: list[Any], where: str, base: Path) -> list[dict[str
     return out
 
 
+def parse_raw_env(path: Path) -> dict[str, str | None]:
+    """env_file `format: raw`: KEY=VALUE lines taken literally (no quotes, no interpolation)."""
+    out: dict[str, str | None] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        k, sep, v = line.partition("=")
+        out[k.strip()] = v if sep else None
+    return out
+
+
 def normalize_depends_on(value: Any) -> dict[str, dict[str, Any]]:
     if isinstance(value, list):
         return {str(s): {"condition": "service_started", "required": True} for s in value}
@@ -254,7 +265,12 @@ def normalize_service(name: str, svc: Service, base: Path, env: Mapping[str, str
                 if required:
                     raise ComposeError(f"{where}.env_file: env file {p} not found")
                 continue
-            environment.update(parse_dotenv(p, env))
+            if isinstance(ef, dict) and ef.get("format") == "raw":
+                environment.update(parse_raw_env(p))
+            elif isinstance(ef, dict) and ef.get("format") not in (None, "", "dotenv"):
+                raise ComposeError(f"{where}.env_file: unsupported env_file format {ef['format']!r}")
+            else:
+                environment.update(parse_dotenv(p, env))
     if "environment" in s:
         environment.update(_kv_list(s["environment"], f"{where}.environment", env))
     if environment or "environment" in s:
@@ -298,4 +314,12 @@ def normalize_service(name: str, svc: Service, base: Path, env: Mapping[str, str
     deploy = s.get("deploy")
     if isinstance(deploy, dict) and deploy.get("replicas") is not None:
         deploy["replicas"] = to_int(deploy["replicas"], f"{where}.deploy.replicas")
+    res = deploy.get("resources") if isinstance(deploy, dict) else None
+    if isinstance(res, dict):
+        for part in ("limits", "reservations"):
+            r = res.get(part) or {}
+            if "memory" in r:
+                r["memory"] = parse_size(r["memory"], f"{where}.deploy.resources.{part}.memory")
+            if "cpus" in r:
+                r["cpus"] = float(r["cpus"])
     return s

@@ -400,3 +400,41 @@ def test_v2_commands(compose: Compose) -> None:
         client.images.remove(image)
     finally:
         client.close()
+
+
+HOOKS = """
+services:
+  app:
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    volumes: [hooks:/hooks]
+    post_start: [{command: "echo started > /hooks/post"}]
+    pre_stop: [{command: ["sh", "-c", "echo stopping-$$X > /hooks/pre"], environment: {X: "1"}}]
+  optional:
+    image: busybox
+    command: ["sh", "-c", "exit 1"]
+  main:
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1 & wait; done"]
+    depends_on:
+      optional: {condition: service_completed_successfully, required: false}
+      app: {condition: service_started}
+volumes:
+  hooks: {}
+"""
+
+
+def test_hooks_optional_dependency_and_gpu_refusal(compose: Compose) -> None:
+    (compose.dir / "compose.yaml").write_text(HOOKS)
+    up = compose("up", "-d")
+    assert "optional dependency \"optional\" failed" in up.stderr
+    assert {r["Service"] for r in compose.ps()} == {"app", "main"}
+    assert compose("exec", "-T", "app", "cat", "/hooks/post").stdout.strip() == "started"
+    compose("stop", "-t", "5", "app")
+    out = compose("run", "--rm", "-T", "--no-deps", "app", "cat", "/hooks/pre").stdout
+    assert out.strip() == "stopping-1"
+
+    (compose.dir / "compose.yaml").write_text("services:\n  ml: {image: busybox, gpus: all}\n")
+    p = compose("up", "-d", "--remove-orphans", check=False)
+    assert p.returncode == 1 and "requests a GPU" in p.stderr and "has none" in p.stderr
+    assert not [r for r in compose.ps("-a") if r["Service"] == "ml"]

@@ -160,3 +160,73 @@ def test_project_name_and_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert config_hash(project(tmp_path, text).services["a"]) == h1
     assert config_hash(project(tmp_path, text.replace("X=1", "X=2")).services["a"]) != h1
     assert config_hash(project(tmp_path, text.replace("}", ", scale: 3}")).services["a"]) == h1
+
+
+def test_reset_and_override_tags(tmp_path: Path) -> None:
+    write(tmp_path, "compose.yaml", "services:\n  web:\n    image: busybox\n    ports: ['80:80']\n"
+          "    environment: {A: '1', B: '2'}\n    command: [a]\n  base: {image: busybox, labels: {x: '1'}}\n"
+          "  child:\n    extends: base\n    labels: !reset {}\n")
+    write(tmp_path, "over.yaml", "services:\n  web:\n    ports: !reset []\n    environment: !override {C: '3'}\n")
+    p = load(Options(files=["compose.yaml", "over.yaml"]), tmp_path)
+    web = p.services["web"]
+    assert "ports" not in web and web["environment"] == {"C": "3"} and web["command"] == ["a"]
+    assert "labels" not in p.services["child"]  # !reset undoes what extends brought
+
+
+def test_include_with_its_own_directory_and_env(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    write(tmp_path / "lib", "compose.yaml",
+          "services:\n  db:\n    image: busybox:${DB_TAG}\n    volumes: ['./data:/data']\n")
+    write(tmp_path / "lib", "db.env", "DB_TAG=1.36\n")
+    p = project(tmp_path, "include:\n  - path: lib/compose.yaml\n    env_file: lib/db.env\n"
+                "services:\n  web: {image: busybox, depends_on: [db]}\n")
+    assert set(p.services) == {"db", "web"} and p.services["db"]["image"] == "busybox:1.36"
+    # The included file's relative paths are its own directory's.
+    assert p.services["db"]["volumes"][0]["source"] == str(tmp_path / "lib" / "data")
+    with pytest.raises(ComposeError, match="defines conflicting service db"):
+        project(tmp_path, "include: [lib/compose.yaml]\nservices:\n  db: {image: other}\n")
+
+
+def test_extends_from_another_file(tmp_path: Path) -> None:
+    (tmp_path / "common").mkdir()
+    write(tmp_path / "common", "base.yaml", "services:\n  app:\n    image: busybox\n    env_file: app.env\n")
+    write(tmp_path / "common", "app.env", "FROM_BASE=1\n")
+    p = project(tmp_path, "services:\n  web:\n    extends: {file: common/base.yaml, service: app}\n"
+                "    environment: {MINE: '2'}\n")
+    assert p.services["web"]["environment"] == {"FROM_BASE": "1", "MINE": "2"}
+
+
+def test_env_file_raw_and_optional(tmp_path: Path) -> None:
+    write(tmp_path, "raw.env", "Q='kept quotes' $NOT\nPLAIN=x\n")
+    p = project(tmp_path, "services:\n  a:\n    image: busybox\n    env_file:\n"
+                "      - {path: raw.env, format: raw}\n      - {path: missing.env, required: false}\n")
+    assert p.services["a"]["environment"] == {"Q": "'kept quotes' $NOT", "PLAIN": "x"}
+    with pytest.raises(ComposeError, match="missing.env not found"):
+        project(tmp_path, "services:\n  a: {image: busybox, env_file: [missing.env]}\n")
+
+
+def test_deploy_resources_and_gpus(tmp_path: Path) -> None:
+    p = project(tmp_path, """
+services:
+  a:
+    image: busybox
+    deploy:
+      resources:
+        limits: {cpus: '0.5', memory: 64m, pids: 50}
+        reservations:
+          memory: 32m
+          devices: [{capabilities: [gpu], count: 1}]
+  b: {image: busybox, gpus: all}
+""")
+    hc = create_body(p, "a", p.services["a"], 1)["HostConfig"]
+    assert (hc["NanoCpus"], hc["Memory"], hc["PidsLimit"], hc["MemoryReservation"]) == (
+        500_000_000, 64 << 20, 50, 32 << 20)
+    assert hc["DeviceRequests"] == [{"Driver": "", "Count": 1, "Capabilities": [["gpu"]], "Options": {}}]
+    assert create_body(p, "b", p.services["b"], 1)["HostConfig"]["DeviceRequests"][0]["Count"] == -1
+
+
+def test_nested_defaults_and_required_message() -> None:
+    i = Interpolator({"A": "a"}, warn=False)
+    assert i.string("${U:-${V:-${A}}}", "x") == "a"
+    with pytest.raises(ComposeError, match="required variable U is missing a value: say why"):
+        i.string("${U:?say why}", "services.a.image")
