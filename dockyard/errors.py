@@ -46,6 +46,12 @@ class Unavailable(DockyardError):
     status = 503
 
 
+class NotSupported(DockyardError):
+    """501: something dockerd does that Dockyard has no engine for (swarm, plugins, a log driver's reads)."""
+
+    status = 501
+
+
 class SystemError_(DockyardError):
     status = 500
 

@@ -62,6 +62,11 @@ def register(router: Router, builder: BuildBackend) -> None:
     async def get_build_cache(req: Request) -> Response:
         return json_response(builder.disk_usage())
 
+    async def post_build_cancel(req: Request) -> Response:
+        # dockerd cancels BuildKit builds by id; a classic build stops when its client hangs up
+        return Response(200)
+
     router.add("POST", "/build", post_build)
+    router.add("POST", "/build/cancel", post_build_cancel)
     router.add("POST", "/build/prune", post_build_prune)
     router.add("GET", "/build/cache", get_build_cache)

@@ -65,6 +65,7 @@ def register(router: Router, networks: NetworkBackend) -> None:
         return json_response({"NetworksDeleted": deleted or None})
 
     router.add("GET", "/networks", network_list)
+    router.add("GET", "/networks/", network_list)  # dockerd's mux serves both
     router.add("GET", "/networks/{id}", network_inspect)
     router.add("POST", "/networks/create", network_create)
     router.add("DELETE", "/networks/{id}", network_delete)

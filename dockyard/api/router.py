@@ -226,7 +226,7 @@ class Router:
             m = route.regex.match(path)
             if m is None:
                 continue
-            path_known = True
+            path_known = path_known or route.method != "OPTIONS"  # the catch-all preflight knows no path
             if route.method == method and (best is None or route.specificity > best[0].specificity):
                 best = (route, m.groupdict())
         if best is not None:

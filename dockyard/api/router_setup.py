@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockyard.api import containers, system
+from dockyard.api import containers, swarm, system
 from dockyard.api.backends import Backends
 from dockyard.api.server import Router
 
@@ -11,6 +11,7 @@ def build_router(engine: Backends) -> Router:
     router = Router()
     system.register(router, engine.system)
     containers.register(router, engine.containers, engine.container_io, engine.images)
+    swarm.register(router)
     from dockyard.api import images
 
     images.register(router, engine.images, engine.registry)

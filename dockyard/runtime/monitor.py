@@ -308,18 +308,19 @@ class Monitor:
         await self._runtime(cid, "resume", cid)
 
     async def update(self, cid: str, res: Any) -> None:
-        """Change a running container's limits (`docker update`): `runtime update` with flags."""
-        args = ["update"]
-        for flag, value in (("--memory", res.memory), ("--memory-swap", res.memory_swap),
-                            ("--memory-reservation", res.memory_reservation), ("--cpu-shares", res.cpu_shares),
-                            ("--cpu-quota", res.cpu_quota), ("--cpu-period", res.cpu_period),
-                            ("--pids-limit", res.pids_limit), ("--blkio-weight", res.blkio_weight)):
-            if value:
-                args += [flag, str(value)]
-        if res.cpuset_cpus:
-            args += ["--cpuset-cpus", res.cpuset_cpus]
-        if len(args) > 1:
-            await self._runtime(cid, *args, cid)
+        """Change a running container's limits (`docker update`): `runtime update -r` with the OCI
+        resources as JSON (runc's own flags are not Docker's: --cpu-share, no --cpuset-mems in some)."""
+        from dockyard.runtime.spec import linux_resources
+
+        resources = linux_resources(res)
+        if not resources:
+            return
+        path = self.bundle(cid) / "update-resources.json"
+        path.write_text(json.dumps(resources))
+        try:
+            await self._runtime(cid, "update", "-r", str(path), cid)
+        finally:
+            path.unlink(missing_ok=True)
 
     async def state(self, cid: str) -> dict[str, Any] | None:
         if not (self.record_dir / f"{cid}.json").exists():

@@ -268,7 +268,8 @@ def _user_devices(devs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     return nodes, rules
 
 
-def _linux_resources(r: Resources) -> dict[str, Any]:
+def linux_resources(r: Resources) -> dict[str, Any]:
+    """The OCI `linux.resources` for r (also what `runc update -r` reads)."""
     res: dict[str, Any] = {}
     mem: dict[str, Any] = {}
     if r.memory:
@@ -383,7 +384,7 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
             cgroup_devices.append(rule)
         cgroup_devices += dev_rules
 
-    resources = _linux_resources(inp.resources)
+    resources = linux_resources(inp.resources)
     resources["devices"] = cgroup_devices
     linux: dict[str, Any] = {
         "namespaces": namespaces,

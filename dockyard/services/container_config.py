@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -100,7 +101,7 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
     if name and name != "no" and hc.get("AutoRemove"):
         raise InvalidParameter("can't create 'AutoRemove' container with restart policy")
-    hc["RestartPolicy"] = {"Name": name or "no", "MaximumRetryCount": rp.get("MaximumRetryCount", 0) or 0}
+    hc["RestartPolicy"] = {"Name": name, "MaximumRetryCount": rp.get("MaximumRetryCount", 0) or 0}
     mem = hc.get("Memory") or 0
     if mem and mem < MIN_MEMORY:
         raise InvalidParameter("Minimum memory limit allowed is 6MB")
@@ -109,22 +110,129 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
     if swap > 0 and not mem:
         raise InvalidParameter("You should always set the Memory limit when using Memoryswap limit, see usage")
+    if mem and not swap:
+        hc["MemorySwap"] = 2 * mem  # what dockerd stores (and applies): swap as much again
+    if not hc.get("SecurityOpt") and (hc.get("Privileged") or hc.get("IpcMode") == "host" or hc.get("PidMode") == "host"):
+        hc["SecurityOpt"] = ["label=disable"]  # dockerd's generateSecurityOpt (no SELinux labels here anyway)
     nano = hc.get("NanoCpus") or 0
     if nano and (hc.get("CpuQuota") or hc.get("CpuPeriod")):
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
     hc.setdefault("NetworkMode", "default")
     if not hc.get("NetworkMode"):
         hc["NetworkMode"] = "default"
-    hc.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+    iso = hc.get("Isolation") or ""
+    if iso not in ("", "default"):
+        # dockerd 20.10 answers 500; later ones 400 (an invalid parameter), as here
+        raise InvalidParameter(f"Invalid isolation: \"{iso}\" - linux only supports 'default'")
+    hc["LogConfig"] = validate_log_config(hc.get("LogConfig"))
     hc.setdefault("Binds", None)
-    hc.setdefault("PortBindings", {})
-    if hc["PortBindings"] is None:
-        hc["PortBindings"] = {}
     hc.setdefault("Runtime", "")
     hc.setdefault("ShmSize", 64 * 1024 * 1024)
     if not hc.get("ShmSize"):
         hc["ShmSize"] = 64 * 1024 * 1024
     return hc
+
+
+# Logging drivers: Dockyard's log (conmon's file, read back by `logs`) stands in for json-file and local;
+# none keeps nothing. Options as moby validates them at create, per driver.
+LOG_DRIVERS: dict[str, frozenset[str]] = {
+    "json-file": frozenset({"max-file", "max-size", "compress", "labels", "labels-regex", "env", "env-regex", "tag"}),
+    "local": frozenset({"max-file", "max-size", "compress"}),
+    "none": frozenset(),
+}
+# Drivers dockerd has built in that ship logs elsewhere: refused rather than quietly kept in a file.
+OTHER_DOCKER_LOG_DRIVERS = frozenset({"syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs",
+                                      "gcplogs", "logentries"})
+
+
+def validate_log_config(lc: Any) -> dict[str, Any]:
+    """HostConfig.LogConfig filled (json-file, the daemon default) and checked as dockerd does at create."""
+    lc = lc if isinstance(lc, dict) else {}
+    kind = lc.get("Type") or "json-file"
+    opts = lc.get("Config") or {}
+    if kind in OTHER_DOCKER_LOG_DRIVERS:
+        raise InvalidParameter(f"logging driver {kind!r} is not supported by Dockyard (json-file, local, none)")
+    if kind not in LOG_DRIVERS:
+        raise InvalidParameter(f'error looking up logging plugin {kind}: plugin "{kind}" not found')
+    for key in opts:
+        if kind != "none" and key not in LOG_DRIVERS[kind]:
+            raise InvalidParameter(f"unknown log opt '{key}' for {kind} log driver" if kind == "json-file"
+                                   else f"unknown log opt '{key}' for log driver {kind}")
+    return {"Type": kind, "Config": dict(opts)}
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def log_max_size(lc: dict[str, Any]) -> int | None:
+    """The log-opt max-size in bytes (go-units RAMInBytes: binary multipliers), None when unset."""
+    raw = (lc.get("Config") or {}).get("max-size")
+    if not raw:
+        return None
+    m = _SIZE.match(str(raw))
+    if not m:
+        raise InvalidParameter(f"failed to initialize logging driver: invalid size: '{raw}'")
+    return int(float(m.group(1)) * 1024 ** ("kmgtp".index(m.group(2).lower()) + 1 if m.group(2) else 0))
+
+
+# Every HostConfig field dockerd 20.10 shows in inspect, in its order, with the value it fills when the
+# request leaves the field out (moby's api/types/container.HostConfig as encoded by Go).
+HOST_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}}, "NetworkMode": "default",
+    "PortBindings": None, "RestartPolicy": {"Name": "", "MaximumRetryCount": 0}, "AutoRemove": False,
+    "VolumeDriver": "", "VolumesFrom": None, "CapAdd": None, "CapDrop": None, "CgroupnsMode": "host", "Dns": None,
+    "DnsOptions": None, "DnsSearch": None, "ExtraHosts": None, "GroupAdd": None, "IpcMode": "private", "Cgroup": "",
+    "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": False, "PublishAllPorts": False,
+    "ReadonlyRootfs": False, "SecurityOpt": None, "UTSMode": "", "UsernsMode": "", "ShmSize": 64 * 1024 * 1024,
+    "ConsoleSize": [0, 0], "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0, "CgroupParent": "",
+    "BlkioWeight": 0, "BlkioWeightDevice": None, "BlkioDeviceReadBps": None, "BlkioDeviceWriteBps": None,
+    "BlkioDeviceReadIOps": None, "BlkioDeviceWriteIOps": None, "CpuPeriod": 0, "CpuQuota": 0,
+    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "", "Devices": None,
+    "DeviceCgroupRules": None, "DeviceRequests": None, "KernelMemory": 0, "KernelMemoryTCP": 0,
+    "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None, "OomKillDisable": False, "PidsLimit": None,
+    "Ulimits": None, "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
+    "MaskedPaths": None, "ReadonlyPaths": None,
+}
+
+
+def host_config_view(hc: dict[str, Any], masked: list[str], readonly: list[str]) -> dict[str, Any]:
+    """HostConfig as dockerd's inspect shows it: every field, defaults where the request had none,
+    and the masked and read-only /proc and /sys paths the container really gets."""
+    out = dict(HOST_CONFIG_DEFAULTS)
+    out.update({k: v for k, v in hc.items() if not k.startswith("_")})
+    if not out.get("IpcMode"):
+        out["IpcMode"] = "private"
+    if not out.get("CgroupnsMode"):
+        out["CgroupnsMode"] = "host"
+    if out.get("Privileged"):
+        out["MaskedPaths"] = out["ReadonlyPaths"] = None
+    else:
+        if out["MaskedPaths"] is None:
+            out["MaskedPaths"] = list(masked)
+        if out["ReadonlyPaths"] is None:
+            out["ReadonlyPaths"] = list(readonly)
+    return out
+
+
+# Config fields Go leaves out of inspect when empty (`omitempty` in moby's container.Config).
+_CONFIG_OMITEMPTY = ("ExposedPorts", "Healthcheck", "ArgsEscaped", "NetworkDisabled", "MacAddress", "StopSignal",
+                     "StopTimeout", "Shell")
+_CONFIG_ORDER = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
+                 "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes",
+                 "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal",
+                 "StopTimeout", "Shell")
+
+
+def config_view(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Config as dockerd's inspect shows it: Go's field order, empty omitempty fields left out."""
+    out: dict[str, Any] = {}
+    for key in _CONFIG_ORDER:
+        v = cfg.get(key)
+        if key in _CONFIG_OMITEMPTY and (v is None or v == "" or v is False or v == {} or v == []):
+            continue
+        out[key] = v
+    out.update({k: v for k, v in cfg.items() if k not in out and k not in _CONFIG_OMITEMPTY})
+    return out
 
 
 def truthy(v: Any) -> bool:

@@ -205,6 +205,10 @@ class ContainerService:
     def rootfs(self, cid: str) -> Path:
         return self.run_dir(cid) / "rootfs"
 
+    @staticmethod
+    def log_driver(c: Container) -> str:
+        return str((c.host_config.get("LogConfig") or {}).get("Type") or "json-file")
+
     def log_path(self, cid: str) -> Path:
         return self.container_dir(cid) / "ctr.log"
 
@@ -355,9 +359,11 @@ class ContainerService:
             bundle = run_dir
             (bundle / "config.json").write_text(json.dumps(spec))
             stdin = bool(c.config.get("OpenStdin"))
+            log_config = c.host_config.get("LogConfig") or {}
             create = self.runtime.create(
-                c.id, bundle, runtime=c.runtime, log_path=str(self.log_path(c.id)), tty=bool(c.config.get("Tty")),
-                stdin=stdin, leave_stdin_open=stdin and not c.config.get("StdinOnce"),
+                c.id, bundle, runtime=c.runtime, tty=bool(c.config.get("Tty")),
+                log_path=None if self.log_driver(c) == "none" else str(self.log_path(c.id)),
+                log_max=cc.log_max_size(log_config), stdin=stdin, leave_stdin_open=stdin and not c.config.get("StdinOnce"),
             )
             if net is not None and net.plumb is not None:
                 # runc create needs only the netns; the veths are wired meanwhile, before the process runs.
@@ -598,6 +604,13 @@ class ContainerService:
             return  # no process to signal, as in dockerd
         await self.runtime.kill(c.id, signum)
         self.emit(c, "kill", {"signal": str(signum)})
+        if signum == signal_mod.SIGKILL:
+            # dockerd's Kill returns once the container is dead: a client may inspect it (exit code
+            # 137, state exited) or remove it right after, without a wait of its own.
+            try:
+                await asyncio.wait_for(self._wait_exited(c.id), 30)
+            except TimeoutError:
+                log.warning("container %s still running 30 s after SIGKILL", c.id[:12])
 
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
@@ -826,7 +839,9 @@ class ContainerService:
     def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
         c = self.get(ref)
         image_id = c.image_id
-        hc = {k: v for k, v in c.host_config.items() if not k.startswith("_")}
+        from dockyard.runtime.spec import MASKED_PATHS, READONLY_PATHS
+
+        hc = cc.host_config_view(c.host_config, list(MASKED_PATHS), list(READONLY_PATHS))
         ns = dict(c.network_settings or {})
         if self.networks is not None:
             # Live view first: `network connect/disconnect` change a running container's networks.
@@ -866,7 +881,7 @@ class ContainerService:
             "ResolvConfPath": str(self.run_dir(c.id) / "resolv.conf"),
             "HostnamePath": str(self.run_dir(c.id) / "hostname"),
             "HostsPath": str(self.run_dir(c.id) / "hosts"),
-            "LogPath": str(self.log_path(c.id)),
+            "LogPath": "" if self.log_driver(c) == "none" else str(self.log_path(c.id)),
             "Name": "/" + c.name,
             "RestartCount": c.restart_count,
             "Driver": "overlay2",
@@ -886,7 +901,7 @@ class ContainerService:
                 },
             },
             "Mounts": c.mounts,
-            "Config": c.config,
+            "Config": cc.config_view(c.config),
             "NetworkSettings": ns,
         }
         if size:

@@ -1,0 +1,196 @@
+"""Container behaviours clients rely on, each run on our daemon and on the real dockerd with the same
+docker-py calls: kill, update, log config, isolation, and the HostConfig that inspect shows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from tests.conftest import Daemon
+
+
+class Engines:
+    def __init__(self, ours: docker.APIClient, ref: docker.APIClient) -> None:
+        self.ours, self.ref = ours, ref
+        self.made: list[tuple[docker.APIClient, str]] = []
+
+    def create(self, c: docker.APIClient, **kw: Any) -> str:
+        cid = c.create_container("busybox", **kw)["Id"]
+        self.made.append((c, cid))
+        return cid
+
+    def both(self, fn: Callable[[docker.APIClient], Any]) -> tuple[Any, Any]:
+        """fn on our daemon, then on dockerd: (ours, dockerd's)."""
+        return fn(self.ours), fn(self.ref)
+
+
+@pytest.fixture()
+def engines(daemon: Daemon, real_dockerd: str) -> Iterator[Engines]:
+    e = Engines(docker.APIClient(base_url=daemon.host, version="1.41", timeout=120),
+                docker.APIClient(base_url=real_dockerd, version="1.41", timeout=120))
+    try:
+        yield e
+    finally:
+        for c, cid in e.made:
+            try:
+                c.remove_container(cid, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        e.ours.close()
+        e.ref.close()
+
+
+def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "ok", fn()
+    except docker.errors.APIError as e:
+        return "error", (e.response.status_code if e.response is not None else None, e.explanation)
+
+
+def test_kill_returns_once_the_container_is_dead(engines: Engines) -> None:
+    def run(c: docker.APIClient) -> tuple[Any, ...]:
+        cid = engines.create(c, command=["sleep", "600"])
+        c.start(cid)
+        c.kill(cid)  # SIGKILL; no wait of ours between this and the inspect
+        st = c.inspect_container(cid)["State"]
+        return st["Status"], st["Running"], st["ExitCode"]
+
+    ours, ref = engines.both(run)
+    assert ours == ref == ("exited", False, 137)
+
+
+def test_kill_with_another_signal_does_not_wait(engines: Engines) -> None:
+    def run(c: docker.APIClient) -> tuple[Any, ...]:
+        cid = engines.create(c, command=["sh", "-c", "trap 'echo usr1' USR1; while :; do sleep 0.1; done"])
+        c.start(cid)
+        c.kill(cid, "SIGUSR1")
+        return c.inspect_container(cid)["State"]["Running"],
+
+    ours, ref = engines.both(run)
+    assert ours == ref == (True,)
+
+
+UPDATE = {"cpu_shares": 512, "cpu_quota": 50000, "cpu_period": 100000, "cpuset_cpus": "0", "mem_limit": "64m",
+          "memswap_limit": "128m"}
+UPDATED_FIELDS = ("CpuShares", "CpuQuota", "CpuPeriod", "CpusetCpus", "Memory", "MemorySwap")
+
+
+def test_update_resources_of_a_running_container(engines: Engines, daemon: Daemon) -> None:
+    def run(c: docker.APIClient) -> tuple[Any, ...]:
+        cid = engines.create(c, command=["sleep", "600"])
+        c.start(cid)
+        c.update_container(cid, **UPDATE)
+        hc = c.inspect_container(cid)["HostConfig"]
+        return cid, tuple(hc[k] for k in UPDATED_FIELDS)
+
+    (cid, ours), (_, ref) = engines.both(run)
+    assert ours == ref == (512, 50000, 100000, "0", 64 << 20, 128 << 20)
+    # and the kernel holds them: the container's own view of its cgroup
+    out = engines.ours.exec_start(engines.ours.exec_create(cid, ["sh", "-c", (
+        "cat /sys/fs/cgroup/cpu.max 2>/dev/null || "
+        "echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)")]))
+    assert out.split() == [b"50000", b"100000"]
+
+
+def test_log_config_defaults_to_json_file(engines: Engines) -> None:
+    def run(c: docker.APIClient) -> Any:
+        cid = engines.create(c, host_config=c.create_host_config(log_config=docker.types.LogConfig(type=None)))
+        return c.inspect_container(cid)["HostConfig"]["LogConfig"]
+
+    ours, ref = engines.both(run)
+    assert ours == ref == {"Type": "json-file", "Config": {}}
+
+
+@pytest.mark.parametrize("log_config", [
+    {"Type": "asdf-no-such-driver", "Config": {}},
+    {"Type": "json-file", "Config": {"bogus": "1"}},
+    {"Type": "local", "Config": {"bogus": "1"}},
+    {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}},
+    {"Type": "none", "Config": {}},
+])
+def test_log_config_checked_at_create(engines: Engines, log_config: dict[str, Any]) -> None:
+    def run(c: docker.APIClient) -> tuple[str, Any]:
+        def create() -> Any:
+            cid = engines.create(c, host_config={**c.create_host_config(), "LogConfig": log_config})
+            return c.inspect_container(cid)["HostConfig"]["LogConfig"]
+        return outcome(create)
+
+    ours, ref = engines.both(run)
+    assert ours == ref
+
+
+def test_log_driver_none_keeps_no_log(engines: Engines) -> None:
+    def run(c: docker.APIClient) -> tuple[Any, ...]:
+        cid = engines.create(c, command=["echo", "hi"],
+                             host_config=c.create_host_config(log_config=docker.types.LogConfig(type="none")))
+        c.start(cid)
+        c.wait(cid)
+        return c.inspect_container(cid)["LogPath"], outcome(lambda: c.logs(cid))
+
+    ours, ref = engines.both(run)
+    assert ours == ref == ("", ("error", (501, "configured logging driver does not support reading")))
+
+
+def test_log_opt_max_size_rotates(engines: Engines, daemon: Daemon) -> None:
+    c = engines.ours
+    cid = engines.create(c, command=["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"],
+                         host_config=c.create_host_config(log_config=docker.types.LogConfig(
+                             type="json-file", config={"max-size": "10k"})))
+    c.start(cid)
+    assert c.wait(cid)["StatusCode"] == 0
+    logs = c.logs(cid).split()
+    assert logs and logs[-1] == b"line-2999" and len(logs) < 3000
+
+
+@pytest.mark.parametrize("isolation", ["hyperv", "process", "default", ""])
+def test_isolation(engines: Engines, isolation: str) -> None:
+    def run(c: docker.APIClient) -> tuple[str, Any]:
+        def create() -> Any:
+            cid = engines.create(c, host_config={**c.create_host_config(), "Isolation": isolation})
+            return c.inspect_container(cid)["HostConfig"]["Isolation"]
+        kind, val = outcome(create)
+        return (kind, val[1]) if kind == "error" else (kind, val)  # dockerd 20.10 says 500; later ones 400
+
+    ours, ref = engines.both(run)
+    assert ours == ref
+
+
+# Paths and names differ between any two daemons; MaskedPaths is checked on its own below.
+_VARYING = {"MaskedPaths", "Runtime"}
+
+
+@pytest.mark.parametrize("host_config", [
+    {},
+    {"privileged": True},
+    {"pid_mode": "host", "ipc_mode": "host"},
+    {"cap_add": ["NET_ADMIN"], "read_only": True, "shm_size": "128m", "restart_policy": {"Name": "always"}},
+    {"mem_limit": "32m", "cpu_shares": 100, "dns": ["127.0.0.9"], "extra_hosts": {"a": "127.0.0.2"},
+     "ulimits": [docker.types.Ulimit(name="nofile", soft=100, hard=200)], "port_bindings": {80: None}},
+], ids=["empty", "privileged", "host-namespaces", "caps-ro-shm-restart", "limits-dns-hosts-ulimits-ports"])
+def test_host_config_in_inspect_as_dockerd(engines: Engines, host_config: dict[str, Any]) -> None:
+    def run(c: docker.APIClient) -> dict[str, Any]:
+        cid = engines.create(c, host_config=c.create_host_config(**host_config))
+        return dict(c.inspect_container(cid)["HostConfig"])
+
+    ours, ref = engines.both(run)
+    assert {k: v for k, v in ours.items() if k not in _VARYING} == {k: v for k, v in ref.items() if k not in _VARYING}
+    if host_config.get("privileged"):
+        assert ours["MaskedPaths"] is None and ref["MaskedPaths"] is None
+    else:
+        assert set(ref["MaskedPaths"]) <= set(ours["MaskedPaths"])
+
+
+def test_config_in_inspect_as_dockerd(engines: Engines) -> None:
+    name = f"dy-cfg-{uuid.uuid4().hex[:8]}"
+
+    def run(c: docker.APIClient) -> list[str]:
+        cid = engines.create(c, command=["true"], name=name + ("-ours" if c is engines.ours else "-ref"))
+        return list(c.inspect_container(cid)["Config"])
+
+    ours, ref = engines.both(run)
+    assert ours == ref  # the same keys in the same order (Go's omitempty fields left out)
