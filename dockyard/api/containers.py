@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dockyard.api import validate
 from dockyard.api.backends import ContainerBackend, ContainerIOBackend, ImageBackend
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
-from dockyard.errors import InvalidParameter, NotFound, NotSupported
+from dockyard.errors import InvalidParameter, NotFound
 
 
 def _filters(req: Request) -> dict[str, list[str]]:
@@ -94,8 +94,6 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
         stdout, stderr = req.qbool("stdout"), req.qbool("stderr")
         if not (stdout or stderr):
             raise InvalidParameter("You must choose at least one stream")
-        if cs.log_driver(c) == "none":
-            raise NotSupported("configured logging driver does not support reading")
         tty = bool(c.config.get("Tty"))
         body = io.logs(
             c.id, stdout=stdout, stderr=stderr, follow=req.qbool("follow"), since=req.q("since"),

@@ -151,7 +151,7 @@ async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout:
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            if logs:
+            if logs and io.cs.log_driver(c) != "none":  # no log kept: nothing to replay
                 async for chunk in io.logs(c.id, stdout=stdout, stderr=stderr, follow=False, since=None,
                                            until=None, tail=None, timestamps=False, raw=tty):
                     writer.write(chunk)

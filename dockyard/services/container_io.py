@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dockyard.errors import Conflict, DockyardError, InvalidParameter
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotSupported
 from dockyard.runtime.logs import frame
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.streams import AsyncByteReader, stream_from_thread
@@ -46,11 +46,12 @@ class ContainerIO:
             yield root
 
     # ---------------------------------------------------------------- logs
-    async def logs(self, cid: str, *, stdout: bool, stderr: bool, follow: bool, since: str | None,
-                   until: str | None, tail: str | None, timestamps: bool, raw: bool) -> AsyncIterator[bytes]:
-        from dockyard.runtime import logs as rtlogs
-
+    def logs(self, cid: str, *, stdout: bool, stderr: bool, follow: bool, since: str | None,
+             until: str | None, tail: str | None, timestamps: bool, raw: bool) -> AsyncIterator[bytes]:
+        """The log as a stream; bad arguments and an unreadable log raise here, before any byte."""
         c = self.cs.get(cid)
+        if self.cs.log_driver(c) == "none":
+            raise NotSupported("configured logging driver does not support reading")
         try:
             since_ts = parse_time_arg(since) if since and since != "0" else None
             until_ts = parse_time_arg(until) if until and until != "0" else None
@@ -62,11 +63,17 @@ class ContainerIO:
                 ntail = int(tail)
             except ValueError:
                 raise InvalidParameter(f"invalid tail value: {tail}") from None
-        stop = self.cs.live(c.id).exited
-        following = follow and c.running
+        return self._log_stream(c, stdout=stdout, stderr=stderr, since=since_ts or 0, until=until_ts or 0,
+                                tail=-1 if ntail is None else ntail, timestamps=timestamps, follow=follow and c.running,
+                                raw=raw)
+
+    async def _log_stream(self, c: Container, *, stdout: bool, stderr: bool, since: float, until: float, tail: int,
+                          timestamps: bool, follow: bool, raw: bool) -> AsyncIterator[bytes]:
+        from dockyard.runtime import logs as rtlogs
+
         async for batch in rtlogs.read_log_batches(
-            self.cs.log_path(c.id), stdout=stdout, stderr=stderr, since=since_ts or 0, until=until_ts or 0,
-            tail=-1 if ntail is None else ntail, timestamps=timestamps, follow=following, stop=stop,
+            self.cs.log_path(c.id), stdout=stdout, stderr=stderr, since=since, until=until, tail=tail,
+            timestamps=timestamps, follow=follow, stop=self.cs.live(c.id).exited,
         ):
             yield b"".join(data for _, _, data in batch) if raw else b"".join(frame(s, d) for s, _, d in batch)
 
