@@ -28,8 +28,20 @@ def extract_context(tar_path: Path, dest: Path) -> None:
     os.chmod(dest, 0o755)  # not the umask's: the root's mode is hashed (a "./" entry overrides it)
     if tar_path.stat().st_size == 0:
         return
+    _end_plain_tar(tar_path)
     with open(tar_path, "rb") as f:
         apply_layer(f, dest)
+
+
+def _end_plain_tar(path: Path) -> None:
+    """Pad a plain tar and add end blocks. docker's CLI (`build -f- DIR`) sends a context that stops
+    right after the last file's data, with neither; Go's tar reader takes it, so we do too. Zero
+    blocks after a proper end change nothing."""
+    with open(path, "r+b") as f:
+        if f.read(512)[257:262] != b"ustar":
+            return  # compressed (or not a tar at all: the extraction says so)
+        size = f.seek(0, os.SEEK_END)
+        f.write(b"\0" * (-size % 512 + 1024))
 
 
 def context_sources(ctx: Path, src: str) -> list[Path]:

@@ -64,6 +64,8 @@ def write_context(root: Path, out: IO[bytes], dockerfile_rel: str | None,
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for full, rel in context_files(root, dockerfile_rel):
             ti = tf.gettarinfo(str(full), arcname=rel)
+            if ti is None:
+                continue  # a unix socket: tar cannot hold one, and docker skips it too
             ti.uid = ti.gid = 0
             ti.mtime = int(ti.mtime)  # whole seconds: no PAX header per file
             ti.uname = ti.gname = ""
@@ -84,6 +86,26 @@ def _chunks(f: IO[bytes]) -> Iterator[bytes]:
     f.seek(0)
     while chunk := f.read(_CHUNK):
         yield chunk
+
+
+def _read_full(f: IO[bytes], n: int) -> bytes:
+    out = b""
+    while len(out) < n and (chunk := f.read(n - len(out))):
+        out += chunk
+    return out
+
+
+def _is_archive(head: bytes) -> bool:
+    """docker's IsArchive: a compressed stream, or a tar header (its checksum holds)."""
+    if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")):
+        return True
+    if len(head) < 512:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
+        return True
+    except tarfile.HeaderError:
+        return False
 
 
 def _build_args(values: list[str]) -> dict[str, str | None]:
@@ -109,10 +131,24 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
         "buildargs": json.dumps(_build_args(args.build_arg)) if args.build_arg else None,
     }
     with tempfile.TemporaryFile(prefix="dockyard-context-") as tmp:
-        if args.path == "-":  # a tar context on stdin, passed through
-            while chunk := sys.stdin.buffer.read(_CHUNK):
-                tmp.write(chunk)
+        if args.path == "-":  # a tar context on stdin, passed through; or a lone Dockerfile
+            head = _read_full(sys.stdin.buffer, 512)
             params["dockerfile"] = args.file or None
+            if _is_archive(head):
+                tmp.write(head)
+                while chunk := sys.stdin.buffer.read(_CHUNK):
+                    tmp.write(chunk)
+            elif args.file == "-":
+                raise CLIError("build context is not an archive")
+            else:  # as docker: the text is the Dockerfile of an otherwise empty context
+                with tarfile.open(fileobj=tmp, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                    data = head + sys.stdin.buffer.read()
+                    import io
+
+                    ti = tarfile.TarInfo("Dockerfile")
+                    ti.size, ti.mode = len(data), 0o644
+                    tf.addfile(ti, io.BytesIO(data))
+                params["dockerfile"] = "Dockerfile"
         else:
             root = Path(args.path)
             if not root.is_dir():

@@ -252,7 +252,7 @@ def cmd_attach(ctx: Ctx, args: argparse.Namespace) -> int:
     with raw_terminal(tty and stdin), resize_on_winch(resize):
         detached = pump(h, tty, stdin, parse_detach_keys(args.detach_keys))
     if detached:
-        return 0
+        raise CLIError("read escape sequence", 1)  # docker's attach reports a detach as an error
     return int(client.wait(args.container).get("StatusCode", 0))
 
 
@@ -264,9 +264,11 @@ def setup_attach(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_exec(ctx: Ctx, args: argparse.Namespace) -> int:
-    client = ctx.client
     if not args.command:
         raise CLIError(f"{PROG} exec requires at least 2 arguments", 1)
+    if args.tty and args.interactive and not args.detach and not os.isatty(0):
+        raise CLIError("the input device is not a TTY", 1)  # as run -it: checked before the exec is made
+    client = ctx.client
     from dockyard.cli.opts import parse_env
 
     config: dict[str, Any] = {

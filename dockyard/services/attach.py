@@ -67,12 +67,18 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
             stream, data = item
             if (stream == 1 and stdout) or (stream == 2 and stderr):
                 writer.write(data if tty else frame(stream, data))
-                await writer.drain()
+                try:
+                    await writer.drain()
+                except ConnectionError:
+                    return  # the client left: the session ends, the container goes on
 
     async def input_() -> None:
         matched = 0
         while True:
-            data = await reader.read(65536)
+            try:
+                data = await reader.read(65536)
+            except ConnectionError:
+                data = b""  # a client that vanished has ended its input
             if not data:
                 with contextlib.suppress(OSError):
                     att.close_stdin()
@@ -104,6 +110,8 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
         for t in (out_task, in_task, detach_wait):
             if t is not None and not t.done():
                 t.cancel()
+            elif t is not None and not t.cancelled() and t.exception() is not None:
+                log.debug("attach session: %s", t.exception())  # retrieved: no "never retrieved" noise
         att.close()
         with contextlib.suppress(Exception):
             await writer.drain()
@@ -111,6 +119,98 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
             with contextlib.suppress(Exception):
                 await before_close()
         writer.close()
+
+
+class AttachHub:
+    """One attach connection to a running container's conmon, shared by every attach session.
+
+    conmon closes the container's stdin when any attach connection ends (unless it runs with
+    --leave-stdin-open), so a session that detaches must not close a connection of its own: sessions
+    subscribe here, and only a client's stdin EOF closes the container's stdin, as dockerd's
+    StdinOnce does (and never with a TTY, as in dockerd)."""
+
+    def __init__(self, sock: Any, close_on_eof: bool, on_end: Callable[[AttachHub], None]) -> None:
+        self.sock = sock
+        self.close_on_eof = close_on_eof
+        self._on_end = on_end
+        self.closed = False
+        self._subs: set[asyncio.Queue[tuple[int, bytes] | None]] = set()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                item = await self.sock.recv()
+                for q in list(self._subs):
+                    # A bounded queue: a slow client slows the output down instead of filling memory.
+                    await q.put(item)
+                if item is None:
+                    return
+        except Exception as e:  # noqa: BLE001 - the sessions see the end of output
+            log.debug("attach hub: %s", e)
+        finally:
+            self.closed = True
+            self.sock.close()
+            self._on_end(self)
+            for q in list(self._subs):
+                _drain(q)
+                q.put_nowait(None)
+
+    def session(self) -> HubSession:
+        q: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=64)
+        if self.closed:
+            q.put_nowait(None)
+        self._subs.add(q)
+        return HubSession(self, q)
+
+    def close(self) -> None:
+        self._reader.cancel()
+        self.sock.close()
+
+
+class HubSession:
+    """One client's view of an AttachHub, with AttachSocket's recv/send/close_stdin/close."""
+
+    def __init__(self, hub: AttachHub, q: asyncio.Queue[tuple[int, bytes] | None]) -> None:
+        self.hub = hub
+        self.q = q
+
+    async def recv(self) -> tuple[int, bytes] | None:
+        return await self.q.get()
+
+    async def send(self, data: bytes) -> None:
+        await self.hub.sock.send(data)
+
+    def close_stdin(self) -> None:
+        if self.hub.close_on_eof:
+            self.hub.sock.close_stdin()
+
+    def close(self) -> None:
+        self.hub._subs.discard(self.q)
+        _drain(self.q)  # frees the hub's reader if it waits on this queue
+
+
+def _drain(q: asyncio.Queue[Any]) -> None:
+    while not q.empty():
+        q.get_nowait()
+
+
+async def attach_hub(io: ContainerIO, c: Any, fresh: bool) -> AttachHub:
+    """The container's hub, connected now if it has none (fresh: a new conmon just started it)."""
+    hub = io.hubs.get(c.id)
+    if hub is None or hub.closed or fresh:
+        if hub is not None:
+            hub.close()
+        sock = await io.cs.runtime.attach(c.id)
+
+        def forget(h: AttachHub) -> None:
+            if io.hubs.get(c.id) is h:
+                del io.hubs[c.id]
+
+        hub = AttachHub(sock, close_on_eof=bool(c.config.get("StdinOnce")) and not c.config.get("Tty"),
+                        on_end=forget)
+        io.hubs[c.id] = hub
+    return hub
 
 
 async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout: bool, stderr: bool,
@@ -124,26 +224,29 @@ async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout:
     keys = parse_detach_keys(detach_keys)
     tty = bool(c.config.get("Tty"))
     lv = cs.live(c.id)
-    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    ready: asyncio.Future[HubSession] = asyncio.get_running_loop().create_future()
+    before_start = stream and not c.running
 
     async def connect_now(failed: BaseException | None = None) -> None:
         if failed is not None:
             if not ready.done():
                 ready.set_exception(failed)
+                ready.exception()  # retrieved: a client that left meanwhile leaves no log noise
             return
         try:
-            sock = await cs.runtime.attach(c.id)
+            session = (await attach_hub(io, c, fresh=before_start)).session()
         except Exception as e:  # noqa: BLE001 - reported to the session
             log.debug("attach %s: %s", c.id[:12], e)
             if not ready.done():
                 ready.set_exception(e)
+                ready.exception()
             return
         if not ready.done():
-            ready.set_result(sock)
+            ready.set_result(session)
         else:
-            sock.close()
+            session.close()
 
-    if stream and not c.running:
+    if before_start:
         # Attach before start (docker run): connect between `runtime create` and `runtime start`.
         lv.pending_attach.append(connect_now)
     elif stream:
@@ -170,6 +273,8 @@ async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout:
                 lv.pending_attach.remove(connect_now)
             if ready.done() and not ready.cancelled() and ready.exception() is None:
                 ready.result().close()
+            elif not ready.done():
+                ready.cancel()
             writer.close()
 
     return handler

@@ -15,6 +15,7 @@ from typing import Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotSupported
 from dockyard.runtime.logs import frame
+from dockyard.services.attach import AttachHub
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.streams import AsyncByteReader, stream_from_thread
 from dockyard.store import overlay
@@ -32,6 +33,7 @@ class ContainerIO:
         self.images = images
         self.volumes = volumes
         self.runtime = containers.runtime
+        self.hubs: dict[str, AttachHub] = {}  # a running container's shared attach connection
 
     # ---------------------------------------------------------------- rootfs access
     @contextlib.contextmanager

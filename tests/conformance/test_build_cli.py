@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED, Daemon, host_cleanup
+from tests.conftest import ROOT, SHARED, Daemon, host_cleanup
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -249,3 +250,36 @@ def test_args_before_from_are_steps(clean_daemon: Daemon, tmp_path: Path) -> Non
         "Step 5/7 : LABEL v=$V", "Step 6/7 : FROM ${BASE}", "Step 7/7 : COPY --from=one /bin/true /t"]
     assert o.split("Step 2/7")[0].count("--->") == 0
     clean_daemon.docker("rmi", "argsteps")
+
+
+@pytest.mark.parametrize("cli", ["docker", "dockyard"])
+def test_builds_from_stdin(clean_daemon: Daemon, tmp_path: Path, cli: str) -> None:
+    """`build -f- DIR` (the Dockerfile on stdin, the context from DIR: docker's CLI sends that tar without
+    padding or end blocks), `build - < Dockerfile` (no context) and `build - < ctx.tar`; a unix socket in
+    the context is skipped, as docker skips it."""
+    d = clean_daemon
+    env = {**d.env, "DOCKER_BUILDKIT": "0"}
+    argv = ["docker"] if cli == "docker" else [sys.executable, "-m", "dockyard.cli.main"]
+    (tmp_path / "f.txt").write_text("from-context\n")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "app.sock"))
+    dockerfile = b"FROM busybox\nCOPY f.txt /f.txt\nRUN cat /f.txt\n"
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo not-this-one\n")  # -f- takes precedence
+
+    def run(*args: str, input: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*argv, "build", *args], input=input, env=env, capture_output=True, timeout=300,
+                              cwd=ROOT)
+
+    try:
+        p = run("-t", f"stdin-{cli}:f", "-f-", str(tmp_path), input=dockerfile)
+        assert p.returncode == 0 and b"from-context" in p.stdout and b"not-this-one" not in p.stdout, p
+        p = run("-t", f"stdin-{cli}:df", "-", input=b"FROM busybox\nRUN echo no-context\n")
+        assert p.returncode == 0 and b"no-context" in p.stdout, p
+        tar = subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "--exclude", "app.sock", "."],
+                             capture_output=True, check=True).stdout
+        p = run("-t", f"stdin-{cli}:tar", "-", input=tar)
+        assert p.returncode == 0 and b"not-this-one" in p.stdout, p
+    finally:
+        listener.close()
+    for tag in ("f", "df", "tar"):
+        d.docker("rmi", f"stdin-{cli}:{tag}")

@@ -18,17 +18,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import DOCKER_CLI, Daemon
+from tests.conftest import DOCKER_CLI, ROOT, Daemon
+
+DOCKYARD_CLI = (sys.executable, "-m", "dockyard.cli.main")
 
 
 class Pty:
     """The docker CLI on a pseudo-terminal of a given size, as a person would run it."""
 
-    def __init__(self, d: Daemon, *args: str, rows: int = 24, cols: int = 80) -> None:
+    def __init__(self, d: Daemon, *args: str, rows: int = 24, cols: int = 80,
+                 cli: tuple[str, ...] = (DOCKER_CLI,)) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # child: the CLI, on a terminal already at its size when it starts
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-            os.execve(DOCKER_CLI, [DOCKER_CLI, *args], d.env)
+            os.chdir(ROOT)
+            os.execve(cli[0], [*cli, *args], d.env)
         self.buf = b""
 
     def resize(self, rows: int, cols: int) -> None:
@@ -163,6 +167,28 @@ def test_attach_and_detach_keeps_running(clean_daemon: Daemon) -> None:
     p.expect(b"read escape sequence")
     p.wait()
     assert state(clean_daemon, "att")["Running"] is True
+
+
+@pytest.mark.parametrize("cli", [(DOCKER_CLI,), DOCKYARD_CLI], ids=["docker", "dockyard"])
+def test_reattach_after_detach_keeps_stdin(clean_daemon: Daemon, cli: tuple[str, ...]) -> None:
+    """`run -it`, Ctrl-P Ctrl-Q, `attach`: what is typed reaches the shell (the detach must not close
+    the container's stdin; StdinOnce closes it only at the client's stdin EOF, never with a TTY)."""
+    p = Pty(clean_daemon, "run", "-it", "--name", "det", "busybox", "sh", cli=cli)
+    p.type_until(b"echo o''ne", b"one\r\n")
+    p.send(b"\x10\x11")
+    assert p.wait() == 0  # run detaches quietly; attach says "read escape sequence" and exits 1
+    assert state(clean_daemon, "det")["Running"] is True
+    p = Pty(clean_daemon, "attach", "det", cli=cli)
+    p.type_until(b"echo t''wo", b"two\r\n")
+    p.send(b"\x10\x11")
+    p.expect(b"read escape sequence")
+    assert p.wait() == 1
+    p = Pty(clean_daemon, "attach", "det", cli=cli)
+    p.type_until(b"echo tw''o", b"two\r\n")
+    assert p.type_exit(b"exit 5") == 5
+    p = Pty(clean_daemon, "start", "-ai", "det", cli=cli)  # a restart gets a fresh connection
+    p.type_until(b"echo th''ree", b"three\r\n")
+    assert p.type_exit(b"exit 6") == 6
 
 
 def test_attach_follows_terminal_resizes(clean_daemon: Daemon) -> None:
