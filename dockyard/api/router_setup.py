@@ -35,6 +35,9 @@ def build_router(engine: Backends) -> Router:
         from dockyard.api import execs as exec_api
 
         exec_api.register(router, engine.execs)
+    from dockyard.api import trace as trace_api
+
+    trace_api.register(router)
     if engine.internals is not None:
         from dockyard.api import internals
 

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote
 
 import h11
 
+from dockyard import trace
 from dockyard.api.listen import parse_listen_address
 from dockyard.api.router import (
     DEFAULT_BODY_LIMIT,
@@ -181,6 +182,8 @@ class _Connection:
     async def _handle(self, event: h11.Request) -> bool:
         """Serve one request; False when the connection must close."""
         req = self._make_request(event)
+        # Steps this request causes carry the client's trace token (dockyard --explain sends one).
+        trace.set_session(req.headers.get("x-dockyard-trace", ""))
         result: Response | Hijack
         try:
             if req.api_version and _version_tuple(req.api_version) < _version_tuple(MIN_API_VERSION):

@@ -33,6 +33,12 @@ class Ctx:
     tlsverify: bool | None = None
     tls_files: tuple[str | None, str | None, str | None] = (None, None, None)  # --tlscacert/--tlscert/--tlskey
     resolved_context: str = "default"  # the context the client connected through (for version/info)
+    trace_sync: Callable[[], None] | None = None  # --explain: prints every step made so far
+
+    def sync_trace(self) -> None:
+        """With --explain, let the steps so far print before the command's own output starts."""
+        if self.trace_sync is not None:
+            self.trace_sync()
 
     @property
     def client(self) -> APIClient:

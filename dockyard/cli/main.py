@@ -20,10 +20,10 @@ GROUPS = {
 
 
 def all_commands() -> list[Command]:
-    from dockyard.cli import build, containers, context, explain, images, objects, run, system
+    from dockyard.cli import build, containers, context, explain, images, objects, run, system, trace
 
     return [*run.COMMANDS, *containers.COMMANDS, *images.COMMANDS, *objects.COMMANDS, *system.COMMANDS,
-            *context.COMMANDS, *build.COMMANDS, *explain.COMMANDS]
+            *context.COMMANDS, *build.COMMANDS, *explain.COMMANDS, *trace.COMMANDS]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -58,11 +58,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         cp = sub.add_parser("compose", help="Define and run multi-container applications", add_help=False)
         cp.add_argument("args", nargs=argparse.REMAINDER)
         cp.set_defaults(func=_compose)
+    from dockyard.cli.trace import EXPLAINED
+
     for cmd in all_commands():
         if cmd.top and only in (None, cmd.name):
             p = sub.add_parser(cmd.name, help=cmd.help, conflict_handler="resolve")
             if cmd.setup:
                 cmd.setup(p)
+            _explain_flag(p, (cmd.name, None) in EXPLAINED)
             p.set_defaults(func=cmd.func)
         if cmd.group and cmd.group in groups:
             names = cmd.group_names or [cmd.name]
@@ -70,8 +73,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                              conflict_handler="resolve")
             if cmd.setup:
                 cmd.setup(p)
+            _explain_flag(p, (cmd.group, names[0]) in EXPLAINED)
             p.set_defaults(func=cmd.func)
     return parser
+
+
+def _explain_flag(p: argparse.ArgumentParser, wanted: bool) -> None:
+    if wanted:
+        p.add_argument("--explain", action="store_true",
+                       help="Print each host change the daemon makes, as it happens, with why (Dockyard only)")
 
 
 def _daemon(ctx: Ctx, args: argparse.Namespace) -> int | None:
@@ -144,7 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not getattr(args, "command", None) else 1
     from dockyard.client import APIError, ConnectError
 
+    explainer = None
     try:
+        if getattr(args, "explain", False):
+            from dockyard.cli.trace import Explainer
+
+            explainer = Explainer(ctx)
+            explainer.begin()
+            ctx.trace_sync = explainer.sync
         code = func(ctx, args)
     except CLIError as e:
         if e.message:
@@ -164,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         code = 1
     finally:
+        if explainer is not None:
+            explainer.end()
         if ctx._client is not None:
             ctx._client.close()
     return int(code or 0)

@@ -134,6 +134,7 @@ def cmd_run(ctx: Ctx, args: argparse.Namespace) -> int:
             except APIError:
                 pass
         raise _run_error(e, "run") from e
+    ctx.sync_trace()
     detach_keys = parse_detach_keys(args.detach_keys)
     resize = (lambda hh, ww: client.resize(cid, hh, ww)) if args.tty else None
     sig_proxy = not args.tty and str(args.sig_proxy).lower() not in ("false", "0")
@@ -222,6 +223,7 @@ def cmd_start(ctx: Ctx, args: argparse.Namespace) -> int:
     h = client.attach(cid, stdin=stdin, detach_keys=args.detach_keys)
     waiter = client.wait_stream(cid, "next-exit")
     client.start(cid)
+    ctx.sync_trace()
     resize = (lambda hh, ww: client.resize(cid, hh, ww)) if tty else None
     with raw_terminal(tty and stdin), resize_on_winch(resize):
         detached = pump(h, tty, stdin, parse_detach_keys(args.detach_keys))
@@ -292,6 +294,7 @@ def cmd_exec(ctx: Ctx, args: argparse.Namespace) -> int:
         return 0
     h = client.exec_start(exec_id, tty=args.tty)
     assert h is not None
+    ctx.sync_trace()
     resize = (lambda hh, ww: client.exec_resize(exec_id, hh, ww)) if args.tty else None
     with raw_terminal(args.tty and args.interactive), resize_on_winch(resize):
         pump(h, args.tty, args.interactive, parse_detach_keys(args.detach_keys))

@@ -207,6 +207,7 @@ class BaseClient:
         self._api_version = None if api_version in (None, "auto") else api_version
         self._idle: http.client.HTTPConnection | None = None
         self.server_headers: dict[str, str] = {}
+        self.extra_headers: dict[str, str] = {}  # sent on every request (dockyard --explain's trace token)
 
     # -- version negotiation -------------------------------------------------
     @property
@@ -239,6 +240,8 @@ class BaseClient:
         headers: dict[str, str],
         stream_timeout: bool = True,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        if self.extra_headers:
+            headers = {**self.extra_headers, **headers}
         for attempt in (0, 1):
             reused = self._idle is not None
             conn = self._connect() if stream_timeout else open_connection(self.host, self.tls, None)
@@ -356,6 +359,7 @@ class BaseClient:
         head = (
             f"{method} {url} HTTP/1.1\r\nHost: docker\r\nUser-Agent: dockyard\r\n"
             "Connection: Upgrade\r\nUpgrade: tcp\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in self.extra_headers.items()) +
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
         try:

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
+from dockyard import trace
 from dockyard.errors import SystemError_
 
 
@@ -97,14 +98,31 @@ def sync(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> None:
         prev = _applied.pop(table, None)
         added = want[1] - prev[1] if prev is not None else Counter()
         if prev is not None and prev[0] == want[0] and added and not prev[1] - want[1]:
+            script = "".join(f"add rule ip {table} ports {_port_rule(p)}\n" for p in added.elements())
             try:
-                _run("".join(f"add rule ip {table} ports {_port_rule(p)}\n" for p in added.elements()))
+                with trace.step("nft", script.strip().replace("\n", "; "), _PORTS_WHY) as s:
+                    s.result = _echoed(_run(script, echo=trace.ENABLED))
                 _applied[table] = want
                 return
             except SystemError_:
                 pass  # the table went away behind our back: rebuild it whole
-        _run(render(table, nets, ports))
+        if prev is not None and prev[0] == want[0]:
+            why = _PORTS_WHY if added else "published ports went away with their container: the table is rebuilt without them"
+        else:
+            why = "the networks changed: NAT, isolation and published ports are rebuilt as one transaction"
+        with trace.step("nft", f"nft -f - (replace table ip {table}: {len(nets)} bridges, {len(ports)} ports)",
+                        why, [f"ports: {_port_rule(p)}" for p in ports]) as s:
+            s.result = _echoed(_run(render(table, nets, ports), echo=trace.ENABLED))
         _applied[table] = want
+
+
+_PORTS_WHY = "-p: connections to the host port are DNATed to the container's address and port"
+
+
+def _echoed(out: str) -> str:
+    """What the kernel echoed back for the rules that rewrite addresses (with their handles)."""
+    rules = [ln.strip() for ln in out.splitlines() if "dnat to" in ln]
+    return "; ".join(rules) if rules else "applied"
 
 
 def delete_table(table: str) -> None:
@@ -112,7 +130,11 @@ def delete_table(table: str) -> None:
         _applied.pop(table, None)
     r = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, text=True)
     if r.returncode == 0:
-        _nft(["delete", "table", "ip", table])
+        with trace.step("nft", f"nft delete table ip {table}", "no network left to serve: the rules go"):
+            _nft(["delete", "table", "ip", table])
+
+
+_NFT_OUTPUT_HANDLE, _NFT_OUTPUT_ECHO = 1 << 3, 1 << 5  # libnftables' nft_ctx_output_flags
 
 
 class _LibNft:
@@ -127,20 +149,27 @@ class _LibNft:
         lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
         lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self.lib = lib
         self.libc = ctypes.CDLL(None)
 
-    def run(self, script: str) -> None:
+    def run(self, script: str, echo: bool = False) -> str:
+        """Run the script; with echo, return what the kernel echoed back (the rules, with handles)."""
         ctx = self.lib.nft_ctx_new(0)
         if not ctx:
             raise SystemError_("nft: cannot create a libnftables context")
         try:
             self.lib.nft_ctx_buffer_output(ctx)  # keep its messages off our stdout/stderr
             self.lib.nft_ctx_buffer_error(ctx)
+            if echo:
+                self.lib.nft_ctx_output_set_flags(ctx, _NFT_OUTPUT_HANDLE | _NFT_OUTPUT_ECHO)
             if self.lib.nft_run_cmd_from_buffer(ctx, script.encode()) != 0:
                 err = (self.lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
                 raise SystemError_(f"nft -f -: {err.strip()}")
+            return (self.lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace") if echo else ""
         finally:
             self.lib.nft_ctx_free(ctx)
             # libnftables caches the host's whole ruleset per run and frees it into malloc's arenas;
@@ -156,23 +185,24 @@ def _libnft() -> _LibNft | None:
         return None
 
 
-def _run(script: str) -> None:
-    """Run an nft script as one transaction. Callers hold _lock: libnftables is not thread-safe."""
+def _run(script: str, echo: bool = False) -> str:
+    """Run an nft script as one transaction; with echo, return the kernel's echo of what it added.
+    Callers hold _lock: libnftables is not thread-safe."""
     lib = _libnft()
     if lib is not None:
-        lib.run(script)
-    else:
-        _nft(["-f", "-"], script)
+        return lib.run(script, echo)
+    return _nft(["--echo", "--handle", "-f", "-"] if echo else ["-f", "-"], script)
 
 
 def table_exists(table: str) -> bool:
     return subprocess.run(["nft", "list", "table", "ip", table], capture_output=True).returncode == 0
 
 
-def _nft(args: list[str], stdin: str | None = None) -> None:
+def _nft(args: list[str], stdin: str | None = None) -> str:
     r = subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemError_(f"nft {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
 
 
 # --- Coexisting with a FORWARD DROP policy ----------------------------------------------------
@@ -198,7 +228,9 @@ def ensure_forward_accept(table: str, bridge: str) -> None:
     for direction in ("-i", "-o"):
         rule = ["FORWARD", direction, bridge, "-m", "comment", "--comment", f"dockyard:{table}", "-j", "ACCEPT"]
         if _iptables(["-C", *rule]).returncode != 0:
-            _iptables(["-I", *rule])
+            with trace.step("iptables", f"iptables -I {' '.join(rule)}",
+                            "the host's FORWARD policy is DROP (dockerd's doing): let this bridge's traffic through") as s:
+                s.result = f"exit {_iptables(['-I', *rule]).returncode}"
 
 
 def remove_forward_accept(table: str, bridge: str | None = None) -> None:

@@ -5,6 +5,7 @@ All calls block (netlink round trips); services run them in `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import errno
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
+
+from dockyard import trace
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
@@ -38,16 +41,23 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500) -> N
     with IPRoute() as ipr:
         idx = _ifindex(ipr, name)
         if idx is None:
-            try:
-                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise
-            idx = _ifindex(ipr, name)
-            assert idx is not None
+            with trace.step("link", f"ip link add {name} type bridge mtu {mtu}",
+                            "the network's switch: every container on it plugs a veth into it") as s:
+                try:
+                    ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise
+                idx = _ifindex(ipr, name)
+                assert idx is not None
+                s.result = f"ifindex {idx}"
         have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
         if (address, prefixlen) not in have:
-            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+            with trace.step("addr", f"ip addr add {address}/{prefixlen} dev {name}",
+                            "the gateway: containers route through this address (and reach DNS on it)") as s:
+                ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+                s.result = "addresses now " + " ".join(
+                    f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx, family=2))
         ipr.link("set", index=idx, state="up")
     set_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")  # lets DNATed 127.x reach containers
 
@@ -56,11 +66,13 @@ def delete_link(name: str) -> None:
     with IPRoute() as ipr:
         idx = _ifindex(ipr, name)
         if idx is not None:
-            try:
-                ipr.link("del", index=idx)
-            except NetlinkError as e:
-                if e.code != errno.ENODEV:
-                    raise
+            with trace.step("link", f"ip link del {name}", "a veth goes with its pair (and a bridge with its network)") as s:
+                try:
+                    ipr.link("del", index=idx)
+                except NetlinkError as e:
+                    if e.code != errno.ENODEV:
+                        raise
+                    s.result = "already gone (ENODEV)"
 
 
 def veth_name() -> str:
@@ -75,27 +87,40 @@ def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, address:
         br = _ifindex(ipr, bridge)
         if br is None:
             raise RuntimeError(f"bridge {bridge} is missing")
-        ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
-                 peer={"ifname": tmp_peer, "net_ns_fd": netns_path})
-        idx = _ifindex(ipr, host_name)
-        ipr.link("set", index=idx, master=br, state="up")
+        with trace.step("link", f"ip link add {host_name} type veth peer {tmp_peer} netns {netns_path}; "
+                        f"ip link set {host_name} master {bridge} up",
+                        "a virtual cable: one end on the bridge, the other inside the container's netns") as s:
+            ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
+                     peer={"ifname": tmp_peer, "net_ns_fd": netns_path})
+            idx = _ifindex(ipr, host_name)
+            ipr.link("set", index=idx, master=br, state="up")
+            s.result = f"{host_name} ifindex {idx} on {bridge}"
     # Hairpin lets a container reach itself through its own published port.
     _write(f"/sys/class/net/{host_name}/brport/hairpin_mode", "1")
 
     def configure() -> None:
         with IPRoute() as nipr:  # opened inside the netns, so bound to it
             idx = _ifindex(nipr, tmp_peer)
-            nipr.link("set", index=idx, ifname=ifname, address=mac, mtu=mtu)
-            nipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
-            nipr.link("set", index=idx, state="up")
+            with trace.step("addr", f"(in netns) ip link set {tmp_peer} name {ifname} address {mac} up; "
+                            f"ip addr add {address}/{prefixlen} dev {ifname}",
+                            "the container's end of the cable, with the address IPAM gave it") as s:
+                nipr.link("set", index=idx, ifname=ifname, address=mac, mtu=mtu)
+                nipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+                nipr.link("set", index=idx, state="up")
+                if trace.ENABLED:
+                    got = [f"{a.get('address')}/{a['prefixlen']}" for a in nipr.get_addr(index=idx, family=2)]
+                    s.result = f"{ifname} ifindex {idx}: {' '.join(got)}"
             lo = _ifindex(nipr, "lo")
             nipr.link("set", index=lo, state="up")
             if gateway:
-                try:
-                    nipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:  # a second network: keep the first default route
-                        raise
+                with trace.step("route", f"(in netns) ip route add default via {gateway}",
+                                "the container's traffic to anywhere else goes to the bridge's address") as s:
+                    try:
+                        nipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+                    except NetlinkError as e:
+                        if e.code != errno.EEXIST:  # a second network: keep the first default route
+                            raise
+                        s.result = "kept the first network's default route (EEXIST)"
 
     _in_netns(configure, netns_path)
 
@@ -113,11 +138,16 @@ def create_netns(path: Path) -> None:
         with IPRoute() as nipr:
             nipr.link("set", index=_ifindex(nipr, "lo"), state="up")
 
-    try:
-        _in_netns(up_lo, str(path), create=True)
-    except BaseException:
-        delete_netns(path)
-        raise
+    with trace.step("netns", f"unshare(CLONE_NEWNET); mount --bind /proc/thread-self/ns/net {path}; ip link set lo up",
+                    "the container's own network stack (interfaces, routes, ports); the bind mount keeps it "
+                    "alive with no process in it") as s:
+        try:
+            _in_netns(up_lo, str(path), create=True)
+        except BaseException:
+            delete_netns(path)
+            raise
+        if trace.ENABLED:
+            s.result = f"net namespace inode {os.stat(path).st_ino}"
 
 
 def _share_dir(d: Path) -> None:
@@ -165,7 +195,8 @@ def _in_netns(fn: Callable[[], None], path: str, create: bool = False) -> None:
         finally:
             os.close(own)
 
-    t = threading.Thread(target=body, name="netns", daemon=True)
+    # The thread runs in a copy of our context, so its trace records name the same object.
+    t = threading.Thread(target=contextvars.copy_context().run, args=(body,), name="netns", daemon=True)
     t.start()
     t.join()
     if error:
@@ -180,9 +211,11 @@ def _oserror(what: str) -> OSError:
 def delete_netns(path: Path) -> None:
     if not path.exists():
         return
-    if _is_mountpoint(path):
-        _libc.umount2(str(path).encode(), 2)  # MNT_DETACH
-    path.unlink(missing_ok=True)
+    with trace.step("netns", f"umount2 {path} MNT_DETACH; unlink {path}",
+                    "the last reference to the network namespace: the kernel frees it and its interfaces") as s:
+        if _is_mountpoint(path):
+            s.result = f"umount2(2) = {_libc.umount2(str(path).encode(), 2)}"  # MNT_DETACH
+        path.unlink(missing_ok=True)
 
 
 def unmount_dir(path: Path) -> None:

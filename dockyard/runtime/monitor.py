@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dockyard import trace
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
+from dockyard.runtime import create_trace
 from dockyard.runtime.attach import AttachSocket, connect_seqpacket
 from dockyard.runtime.failures import is_exec_failure
 from dockyard.runtime.signals import parse_signal
@@ -67,6 +69,13 @@ def classify(message: str) -> RuntimeError_:
     return ExecNotFound(message) if is_exec_failure(message) else RuntimeError_(message)
 
 
+def _signal_name(sig: int | str) -> str:
+    try:
+        return _signal.Signals(parse_signal(sig)).name
+    except (ValueError, DockyardError):
+        return str(sig)
+
+
 async def _read_line(fd: int, timeout: float) -> bytes:
     """One newline-terminated line from a pipe without blocking the loop; b"" on EOF."""
     def read() -> bytes:
@@ -102,6 +111,7 @@ class ExecSession:
         self._start_fd = -1  # a held exec: conmon waits on this pipe until release()
         self._parse_pid: Callable[[bytes], int] | None = None
         self._timeout = 60.0
+        self.trace_obj = ""  # its container ("container:<id>"), for the trace of a later release()
 
     def hold(self, start_fd: int, parse_pid: Callable[[bytes], int], timeout: float) -> None:
         self._start_fd, self._parse_pid, self._timeout = start_fd, parse_pid, timeout
@@ -111,12 +121,16 @@ class ExecSession:
         is hijacked: output racing the 101 headers is lost by clients reading past their buffer (docker-py)."""
         if self._start_fd < 0 or self._parse_pid is None:
             return self.pid
-        try:
-            os.write(self._start_fd, b"0")
-        finally:
-            os.close(self._start_fd)
-            self._start_fd = -1
-        self.pid = self._parse_pid(await _read_line(self._sync_fd, self._timeout))
+        with trace.about(self.trace_obj or trace.current()), \
+                trace.step("runtime", f"release held exec {self.exec_id[:12]} (conmon's start pipe)",
+                           "the client attached: conmon lets runc exec run the process now") as s:
+            try:
+                os.write(self._start_fd, b"0")
+            finally:
+                os.close(self._start_fd)
+                self._start_fd = -1
+            self.pid = self._parse_pid(await _read_line(self._sync_fd, self._timeout))
+            s.result = f"pid {self.pid}"
         return self.pid
 
     async def wait(self, timeout: float | None = None) -> int:
@@ -207,13 +221,17 @@ class Monitor:
         root.mkdir(parents=True, exist_ok=True)
         return [path, "--root", str(root)]
 
-    async def _runtime(self, cid: str, *args: str, check: bool = True) -> tuple[int, str, str]:
+    async def _runtime(self, cid: str, *args: str, check: bool = True, why: str = "") -> tuple[int, str, str]:
+        """Run `runtime ARGS`; with `why`, the call is a host change and goes in the trace."""
         runtime = self._record(cid).get("runtime", "runc") if (self.record_dir / f"{cid}.json").exists() else "runc"
-        proc = await asyncio.create_subprocess_exec(
-            *self._runtime_argv(runtime), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
-        rc = proc.returncode or 0
+        with trace.step("runtime", f"{runtime} {' '.join(args)}", why) if why else trace.OFF as s:  # queries change nothing
+            proc = await asyncio.create_subprocess_exec(
+                *self._runtime_argv(runtime), *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+            rc = proc.returncode or 0
+            s.result = f"exit {rc}" + (f": {runtime_message(err.decode(errors='replace'))}" if rc else "")
+            s.ok = rc == 0
         if check and rc != 0:
             raise classify(runtime_message(err.decode(errors="replace")) or f"runtime {args[0]} failed")
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
@@ -240,8 +258,10 @@ class Monitor:
     # --- lifecycle ---------------------------------------------------------------------------
     async def create(self, cid: str, bundle_dir: str | os.PathLike[str], runtime: str = "runc",
                      log_path: str | None = None, tty: bool = False, stdin: bool = False,
-                     log_max: int | None = None, leave_stdin_open: bool = False, timeout: float = 60) -> int:
-        """Start conmon, which runs `runtime create`. Returns the container's pid (state: created)."""
+                     log_max: int | None = None, leave_stdin_open: bool = False, timeout: float = 60,
+                     spec: dict[str, Any] | None = None) -> int:
+        """Start conmon, which runs `runtime create`. Returns the container's pid (state: created).
+        `spec` (the bundle's config.json, when the caller has it) names in the trace what runc was asked."""
         bundle = Path(bundle_dir)
         self._runtime_argv(runtime)  # validates the name, makes its root
         (self.record_dir / f"{cid}.json").write_text(json.dumps({"bundle": str(bundle), "runtime": runtime}))
@@ -249,16 +269,24 @@ class Monitor:
         argv = self._conmon_args(cid, cid, runtime, bundle, log_path, tty, stdin, self.exit_dir,
                                  bundle / "pidfile", bundle / "conmon.pid", leave_stdin_open, log_max)
         r_sync, w_sync = os.pipe2(os.O_CLOEXEC)
-        try:
-            await self._spawn(argv, bundle, {"_OCI_SYNCPIPE": w_sync}, [w_sync])
-            os.close(w_sync)
-            w_sync = -1
-            line = await _read_line(r_sync, timeout)
-        finally:
-            if w_sync >= 0:
+        with trace.step("runtime", f"conmon -> {runtime} create --bundle {bundle} {cid}",
+                        "runc makes the namespaces, mounts the rootfs and pivots into it, applies the cgroup, "
+                        "capabilities and seccomp, then waits for start", create_trace.asked(spec or {})) as s:
+            try:
+                await self._spawn(argv, bundle, {"_OCI_SYNCPIPE": w_sync}, [w_sync])
                 os.close(w_sync)
-            os.close(r_sync)  # conmon keeps its end open; we only need the first message
-        return self._pid_from_sync(line, bundle, "create")
+                w_sync = -1
+                line = await _read_line(r_sync, timeout)
+            finally:
+                if w_sync >= 0:
+                    os.close(w_sync)
+                os.close(r_sync)  # conmon keeps its end open; we only need the first message
+            pid = self._pid_from_sync(line, bundle, "create")
+            if trace.ENABLED:
+                s.result = create_trace.observe(pid, spec or {})
+        if trace.ENABLED:
+            create_trace.limits(spec or {})
+        return pid
 
     async def _spawn(self, argv: list[str], cwd: Path, env_fds: dict[str, int], fds: list[int]) -> None:
         env = dict(os.environ, **{k: str(v) for k, v in env_fds.items()})
@@ -278,7 +306,7 @@ class Monitor:
         return pid
 
     async def start(self, cid: str) -> None:
-        await self._runtime(cid, "start", cid)
+        await self._runtime(cid, "start", cid, why="runc init, waiting since create, execs the container's command")
 
     async def attach(self, cid: str) -> AttachSocket:
         try:
@@ -294,7 +322,8 @@ class Monitor:
 
     async def kill(self, cid: str, sig: int | str = _signal.SIGTERM, all_: bool = False) -> None:
         args = ["kill", *(["--all"] if all_ else []), cid, str(parse_signal(sig))]
-        rc, _, err = await self._runtime(cid, *args, check=False)
+        rc, _, err = await self._runtime(cid, *args, check=False, why=f"kill(2) {_signal_name(sig)} to the "
+                                         "container's init (stop sends StopSignal, then SIGKILL after the timeout)")
         if rc != 0:
             msg = runtime_message(err)
             if "not running" in msg or "process already finished" in msg or "container not running" in msg:
@@ -302,10 +331,10 @@ class Monitor:
             raise classify(msg)
 
     async def pause(self, cid: str) -> None:
-        await self._runtime(cid, "pause", cid)
+        await self._runtime(cid, "pause", cid, why="the freezer cgroup stops every process of the container")
 
     async def resume(self, cid: str) -> None:
-        await self._runtime(cid, "resume", cid)
+        await self._runtime(cid, "resume", cid, why="the freezer cgroup lets the container's processes run again")
 
     async def update(self, cid: str, res: Any) -> None:
         """Change a running container's limits (`docker update`): `runtime update -r` with the OCI
@@ -318,7 +347,8 @@ class Monitor:
         path = self.bundle(cid) / "update-resources.json"
         path.write_text(json.dumps(resources))
         try:
-            await self._runtime(cid, "update", "-r", str(path), cid)
+            await self._runtime(cid, "update", "-r", str(path), cid,
+                                why=f"docker update: runc rewrites the cgroup's limit files ({resources})")
         finally:
             path.unlink(missing_ok=True)
 
@@ -333,7 +363,8 @@ class Monitor:
     async def delete(self, cid: str, force: bool = False) -> None:
         """Remove the runtime state (and its cgroup) and our records. Idempotent."""
         if (self.record_dir / f"{cid}.json").exists():
-            rc, _, err = await self._runtime(cid, "delete", *(["--force"] if force else []), cid, check=False)
+            rc, _, err = await self._runtime(cid, "delete", *(["--force"] if force else []), cid, check=False,
+                                             why="the runtime's state and the container's cgroup go")
             if rc != 0 and "does not exist" not in err and "not exist" not in err:
                 raise classify(runtime_message(err))
         (self.exit_dir / cid).unlink(missing_ok=True)
@@ -414,6 +445,12 @@ class Monitor:
                                  exec_dir / "exits", exec_dir / "pidfile", exec_dir / "conmon.pid",
                                  False, None)
         argv += ["--exec", "--exec-process-spec", str(spec_path)]
+        with trace.about(f"container:{cid}"):  # a step is about the object current when it is made
+            step = trace.step("runtime", f"conmon -> {runtime} exec --process {spec_path} {cid}",
+                              "a new process joins the container's namespaces and cgroup, with its capabilities "
+                              "and seccomp filter", [f"args: {process.get('args')}",
+                                                     f"user: {process.get('user')}", f"cwd: {process.get('cwd')}"])
+        step.__enter__()
         r_sync, w_sync = os.pipe2(os.O_CLOEXEC)
         r_start, w_start = os.pipe2(os.O_CLOEXEC)
         r_att, w_att = os.pipe2(os.O_CLOEXEC)
@@ -439,12 +476,18 @@ class Monitor:
                 sock = AttachSocket(connect_seqpacket(exec_dir / "attach"))
                 if hold:
                     held = ExecSession(exec_id, 0, sock, r_sync, exec_dir)
+                    held.trace_obj = f"container:{cid}"
                     held.hold(w_start, lambda ln: self._pid_from_sync(ln, exec_dir, "exec in"), timeout)
                     w_start = -1  # the session owns it now
+                    step.result = "conmon attached, runc exec held until the client starts it"
+                    step.__exit__(None, None, None)
                     return held
                 os.write(w_start, b"0")  # attached: let it run the process
             pid = self._pid_from_sync(await _read_line(r_sync, timeout), exec_dir, "exec in")
-        except BaseException:
+            step.result = f"pid {pid}"
+            step.__exit__(None, None, None)
+        except BaseException as e:
+            step.__exit__(type(e), e, None)
             if sock:
                 sock.close()
             os.close(r_sync)

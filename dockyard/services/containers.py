@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import json
 import logging
 import shutil
 import signal as signal_mod
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from dockyard import trace
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -75,6 +77,7 @@ SCHEMA = [
 ]
 
 RUNNING_STATES = ("running", "paused", "restarting")
+T = TypeVar("T")
 
 
 def boot_id() -> str:
@@ -148,6 +151,18 @@ class _Live:
     # dockerd's ExitOnNext: a stop or kill ended the restart policy until the next start (stopped_by_user
     # is its HasBeenManuallyStopped, which only unless-stopped consults).
     exit_on_next: bool = False
+
+
+def _about(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+    """The trace records `fn` makes are about the container it is given (a ref, a full id or a Container)."""
+    @functools.wraps(fn)
+    async def traced(self: ContainerService, ref: Any, *args: Any, **kwargs: Any) -> T:
+        if not trace.ENABLED:
+            return await fn(self, ref, *args, **kwargs)
+        cid = ref.id if isinstance(ref, Container) else self.id_of(ref)
+        with trace.about(f"container:{cid}"):
+            return await fn(self, ref, *args, **kwargs)
+    return traced
 
 
 class ContainerService:
@@ -235,6 +250,15 @@ class ContainerService:
             raise no_such_container(ref)
         return Container.from_row(r)
 
+    def id_of(self, ref: str) -> str:
+        """The full id for a ref (no lookup for a full id), or the ref itself if it names nothing."""
+        if len(ref) == 64:
+            return ref
+        try:
+            return self.get(ref).id
+        except (NotFound, InvalidParameter):
+            return ref
+
     def all(self) -> list[Container]:
         return [Container.from_row(r) for r in self.db.query("SELECT * FROM containers ORDER BY created DESC")]
 
@@ -286,11 +310,13 @@ class ContainerService:
         if not config.get("Hostname"):
             config["Hostname"] = cid[:12]
         cdir = self.container_dir(cid)
+        about = trace.about(f"container:{cid}")
         try:
             # In the try: a full disk can fail any of these, and a dir without a row must not stay.
             image_layers = self.images.layer_dirs(image.id)
-            self.snapshots.prepare(cid, image_layers)
-            await asyncio.to_thread(initlayer.make, cdir / "init", image_layers)
+            with about:
+                self.snapshots.prepare(cid, image_layers)
+                await asyncio.to_thread(initlayer.make, cdir / "init", image_layers)
             with self.db.tx() as tx:
                 tx.execute(
                     "INSERT INTO containers(id, name, image_id, image_ref, created, config, host_config, runtime)"
@@ -306,7 +332,8 @@ class ContainerService:
         if self.volumes is not None and _has_mounts(c):
             # Docker makes volumes (and checks bind sources) at create: `volume rm` and inspect see them.
             try:
-                _oci, docker_mounts = await asyncio.to_thread(self._mounts_at_create, c)
+                with trace.about(f"container:{cid}"):
+                    _oci, docker_mounts = await asyncio.to_thread(self._mounts_at_create, c)
             except BaseException:
                 await self.remove(cid, force=True, volumes=True, quiet=True)
                 raise
@@ -325,6 +352,7 @@ class ContainerService:
             shutil.rmtree(self.run_dir(c.id), ignore_errors=True)
 
     # ---------------------------------------------------------------- start
+    @_about
     async def start(self, ref: str) -> None:
         c = self.get(ref)
         async with self.live(c.id).lock:
@@ -335,6 +363,7 @@ class ContainerService:
                 raise NotModified("container already started")
             await self._start_locked(c, restart_count=0)  # a user's start resets the count, as in Docker
 
+    @_about
     async def _start_locked(self, c: Container, restart_count: int | None = None) -> None:
         """Start under the container's lock. restart_count: the new RestartCount (None keeps it)."""
         lv = self.live(c.id)
@@ -357,13 +386,16 @@ class ContainerService:
                 oci_mounts, docker_mounts = await asyncio.to_thread(self._resolve_mounts, c, rootfs)
             spec = self._build_spec(c, rootfs, net, oci_mounts)
             bundle = run_dir
-            (bundle / "config.json").write_text(json.dumps(spec))
+            with trace.step("file", f"write {bundle / 'config.json'}",
+                            "the OCI bundle: everything runc will do, from the container's config and flags") as s:
+                s.result = f"{(bundle / 'config.json').write_text(json.dumps(spec))} bytes"
             stdin = bool(c.config.get("OpenStdin"))
             log_config = c.host_config.get("LogConfig") or {}
             create = self.runtime.create(
                 c.id, bundle, runtime=c.runtime, tty=bool(c.config.get("Tty")),
                 log_path=None if self.log_driver(c) == "none" else str(self.log_path(c.id)),
                 log_max=cc.log_max_size(log_config), stdin=stdin, leave_stdin_open=stdin and not c.config.get("StdinOnce"),
+                spec=spec,
             )
             if net is not None and net.plumb is not None:
                 # runc create needs only the netns; the veths are wired meanwhile, before the process runs.
@@ -496,6 +528,7 @@ class ContainerService:
         return spec
 
     # ---------------------------------------------------------------- exit
+    @_about
     async def finalize_exit(self, cid: str) -> None:
         """Idempotent: record the exit, release runtime/mounts/network, apply the restart policy."""
         try:
@@ -587,6 +620,7 @@ class ContainerService:
         lv.restart_task = asyncio.get_running_loop().create_task(restart())
 
     # ---------------------------------------------------------------- stop / kill
+    @_about
     async def kill(self, ref: str, sig: str | int | None = None) -> None:
         c = self.get(ref)
         if not c.running:
@@ -612,6 +646,7 @@ class ContainerService:
             except TimeoutError:
                 log.warning("container %s still running 30 s after SIGKILL", c.id[:12])
 
+    @_about
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
         lv = self.live(c.id)
@@ -682,6 +717,7 @@ class ContainerService:
                 ):
                     await self.finalize_exit(cid)
 
+    @_about
     async def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
         if c.running:
@@ -690,6 +726,7 @@ class ContainerService:
             await self._start_locked(self.get(c.id))
         self.emit(self.get(c.id), "restart")
 
+    @_about
     async def pause(self, ref: str) -> None:
         c = self.get(ref)
         if c.state != "running":
@@ -702,6 +739,7 @@ class ContainerService:
         self.save(c.id, state="paused")
         self.emit(c, "pause")
 
+    @_about
     async def unpause(self, ref: str) -> None:
         c = self.get(ref)
         if c.state != "paused":
@@ -738,6 +776,7 @@ class ContainerService:
             return {"StatusCode": self._last_exit.get(c.id, c.exit_code), "Error": None}
         return {"StatusCode": c.exit_code, "Error": None}
 
+    @_about
     async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False,
                      quiet: bool = False) -> None:
         c = self.get(ref)
@@ -771,8 +810,10 @@ class ContainerService:
             if self.volumes is not None:
                 await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
             await asyncio.to_thread(self.snapshots.remove, c.id)
-            await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)  # log, init layer
-            await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
+            with trace.step("file", f"rm -rf {self.container_dir(c.id)} {self.run_dir(c.id)}",
+                            "the init layer, log and bundle go with the container"):
+                await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)  # log, init layer
+                await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
             self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
             self._last_exit[c.id] = c.exit_code
         if not quiet:
@@ -780,6 +821,7 @@ class ContainerService:
         lv.exited.set()
         lv.removed.set()
         self._live.pop(c.id, None)
+        trace.drop(f"container:{c.id}")
         for hook in self.on_removed:
             hook(c)
 

@@ -21,6 +21,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from dockyard import trace
 from dockyard.errors import Conflict, DockyardError, Forbidden, InvalidParameter, NotFound, SystemError_
 from dockyard.network import firewall, hostfiles, ipam, netlink, ports
 from dockyard.network.dns import DnsServer
@@ -261,9 +262,10 @@ class NetworkService:
                  int(attachable), json.dumps(labels or {}), json.dumps(options), time.time()))
             row = self._net_row(nid)
             try:
-                await asyncio.to_thread(self._ensure_bridge, row)
-                await asyncio.to_thread(self._sync_firewall)
-                await self._start_dns(row)
+                with trace.about(f"network:{nid}"):
+                    await asyncio.to_thread(self._ensure_bridge, row)
+                    await asyncio.to_thread(self._sync_firewall)
+                    await self._start_dns(row)
             except BaseException:
                 await self._drop_network(row)
                 raise
@@ -278,7 +280,9 @@ class NetworkService:
             if self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (net["id"],)):
                 raise Forbidden(f"error while removing network: network {net['name']} id {net['id']} "
                                 "has active endpoints")
-            await self._drop_network(net)
+            with trace.about(f"network:{net['id']}"):
+                await self._drop_network(net)
+        trace.drop(f"network:{net['id']}")
         self.events.emit("network", "destroy", net["id"], {"name": net["name"], "type": net["driver"]})
 
     def list(self, filters: dict[str, list[str]] | None = None) -> builtins.list[dict[str, Any]]:
@@ -320,7 +324,8 @@ class NetworkService:
                     n = len(self._rows("SELECT 1 FROM net_endpoints WHERE cid=?", (cid,)))
                     wiring: builtins.list[Callable[[], None]] = []
                     await asyncio.to_thread(self._plug, cid, name, net, sb["netns"], f"eth{n}", None, wiring)
-                    await asyncio.to_thread(_run_all, wiring)
+                    with trace.about(f"container:{cid}"):
+                        await asyncio.to_thread(_run_all, wiring)
                 except BaseException:
                     self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
                     raise
@@ -336,7 +341,8 @@ class NetworkService:
             if not linked and ep is None:
                 raise Forbidden(f"container {cid} is not connected to network {net['name']}")
             if ep is not None:
-                await asyncio.to_thread(self._unplug, ep)
+                with trace.about(f"container:{cid}"):
+                    await asyncio.to_thread(self._unplug, ep)
             self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
         self.events.emit("network", "disconnect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
 
@@ -698,14 +704,22 @@ class NetworkService:
         return self.db.query(sql, params)
 
 
+_FILE_WHY = {"hosts": "bind-mounted on /etc/hosts: the container's own name and address (--add-host adds more)",
+             "resolv.conf": "bind-mounted on /etc/resolv.conf: the host's resolvers, or the network's DNS "
+                            "server on its gateway (--dns changes it)",
+             "hostname": "bind-mounted on /etc/hostname (--hostname, default: the short container id)"}
+
+
 def _write_runtime(path: str, data: bytes) -> None:
     """Replace a per-start file (hosts, resolv.conf, hostname) whole. No fsync: they live under
     the exec root and are rebuilt at every start, so durability would only cost start latency."""
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with trace.step("file", f"write {path}", _FILE_WHY.get(os.path.basename(path), "")) as s:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        s.result = f"{len(data)} bytes"
 
 
 def _read(path: Path) -> str:

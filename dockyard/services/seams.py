@@ -29,8 +29,10 @@ class ContainerRuntime(Protocol):
 
     async def create(self, cid: str, bundle_dir: str | os.PathLike[str], runtime: str = "runc",
                      log_path: str | None = None, tty: bool = False, stdin: bool = False,
-                     log_max: int | None = None, leave_stdin_open: bool = False, timeout: float = 60) -> int:
-        """Create the container from its OCI bundle (not yet running); returns its pid."""
+                     log_max: int | None = None, leave_stdin_open: bool = False, timeout: float = 60,
+                     spec: dict[str, Any] | None = None) -> int:
+        """Create the container from its OCI bundle (not yet running); returns its pid. `spec` is the
+        bundle's config.json as the caller built it (the trace names what the runtime was asked)."""
         ...
 
     async def start(self, cid: str) -> None: ...

@@ -14,6 +14,8 @@ import os
 import stat
 from pathlib import Path
 
+from dockyard import trace
+
 DIRS = ("dev", "dev/pts", "dev/shm", "proc", "sys", "etc")
 FILES = (".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf", "dev/console")
 LINKS = {"etc/mtab": "/proc/mounts"}
@@ -44,14 +46,21 @@ def _dir(dest: Path, layer_dirs: list[Path], rel: str) -> None:
 
 def make(dest: Path, layer_dirs: list[Path]) -> None:
     """Fill dest (a new directory) with the init layer for an image made of layer_dirs."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for d in DIRS:
-        _dir(dest, layer_dirs, d)
-    for f in FILES:
-        if f == ".dockerenv" or _image_stat(layer_dirs, f) is None:
-            mode = 0o755 if f == ".dockerenv" else 0o644
-            (dest / f).touch()
-            os.chmod(dest / f, mode)
-    for link, target in LINKS.items():
-        if _image_stat(layer_dirs, link) is None:
-            os.symlink(target, dest / link)
+    with trace.step("file", f"mkdir {dest} (init layer)",
+                    "/.dockerenv and empty mount points in a layer of their own, so diff and commit show only "
+                    "the container's changes") as s:
+        dest.mkdir(parents=True, exist_ok=True)
+        for d in DIRS:
+            _dir(dest, layer_dirs, d)
+        made = []
+        for f in FILES:
+            if f == ".dockerenv" or _image_stat(layer_dirs, f) is None:
+                mode = 0o755 if f == ".dockerenv" else 0o644
+                (dest / f).touch()
+                os.chmod(dest / f, mode)
+                made.append(f)
+        for link, target in LINKS.items():
+            if _image_stat(layer_dirs, link) is None:
+                os.symlink(target, dest / link)
+                made.append(f"{link} -> {target}")
+        s.result = f"made {' '.join(made)}"

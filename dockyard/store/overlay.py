@@ -7,6 +7,8 @@ import ctypes.util
 import os
 from pathlib import Path
 
+from dockyard import trace
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
 
@@ -17,6 +19,9 @@ def unmount(target: Path) -> None:
         err = ctypes.get_errno()
         if err not in (22, 2):  # EINVAL: not a mount point; ENOENT: gone
             raise OSError(err, f"umount {target}: {os.strerror(err)}")
+        return  # nothing was mounted: no change to record
+    trace.seen("mount", f"umount2 {target} MNT_DETACH", "umount2(2) = 0",
+               "the root filesystem goes with the process; the layers stay for the next start")
 
 
 def is_mounted(target: Path) -> bool:

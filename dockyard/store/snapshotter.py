@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from dockyard import trace
 from dockyard.errors import NotFound
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -44,10 +45,16 @@ class Mount:
 
     def mount(self, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
-        opts = ",".join(self.options).encode()
-        if _libc.mount(self.source.encode(), str(target).encode(), self.type.encode(), 0, opts) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"mount {self.type} at {target}: {os.strerror(err)}")
+        opts = ",".join(self.options)
+        lowers = (self.option("lowerdir") or "").split(":")
+        with trace.step("mount", f"mount -t {self.type} {self.source} {target} -o {opts}",
+                        "the root filesystem: read-only layers (lowerdir, top first) under a writable upperdir"
+                        if self.option("upperdir") else "a read-only view of the layers (no upperdir)",
+                        [f"lowerdir {d}" for d in lowers if d]) as s:
+            if _libc.mount(self.source.encode(), str(target).encode(), self.type.encode(), 0, opts.encode()) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"mount {self.type} at {target}: {os.strerror(err)}")
+            s.result = "mount(2) = 0"
 
 
 def mount_all(mounts: Sequence[Mount], target: Path) -> None:
@@ -112,8 +119,10 @@ class OverlaySnapshotter:
 
     def prepare(self, key: str, parents: Sequence[Path]) -> list[Mount]:
         d = self._dir(key)
-        (d / "upper").mkdir(parents=True, exist_ok=True)
-        (d / "work").mkdir(exist_ok=True)
+        with trace.step("file", f"mkdir {d}/upper {d}/work", "a writable snapshot: its changes go to upper "
+                        "(overlay's upperdir), work is overlay's scratch dir for atomic copy-ups"):
+            (d / "upper").mkdir(parents=True, exist_ok=True)
+            (d / "work").mkdir(exist_ok=True)
         return self.mounts(key, parents)
 
     def view(self, key: str, parents: Sequence[Path]) -> list[Mount]:
@@ -142,8 +151,10 @@ class OverlaySnapshotter:
 
     def remove(self, key: str) -> None:
         d = self._dir(key)
-        for part in ("upper", "work"):
-            shutil.rmtree(d / part, ignore_errors=True)
+        if (d / "upper").exists():
+            with trace.step("file", f"rm -rf {d}/upper {d}/work", "the snapshot's changes go with it"):
+                for part in ("upper", "work"):
+                    shutil.rmtree(d / part, ignore_errors=True)
         for pad in d.glob("empty*"):
             with contextlib.suppress(OSError):
                 pad.rmdir()

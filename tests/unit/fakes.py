@@ -52,7 +52,8 @@ class FakeRuntime:
     # -- ContainerRuntime
     async def create(self, cid: str, bundle_dir: str | os.PathLike[str], runtime: str = "runc",
                      log_path: str | None = None, tty: bool = False, stdin: bool = False,
-                     log_max: int | None = None, leave_stdin_open: bool = False, timeout: float = 60) -> int:
+                     log_max: int | None = None, leave_stdin_open: bool = False, timeout: float = 60,
+                     spec: dict[str, Any] | None = None) -> int:
         if self.fail_create is not None:
             raise self.fail_create
         assert (Path(bundle_dir) / "config.json").is_file(), "create without an OCI bundle"

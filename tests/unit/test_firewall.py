@@ -48,7 +48,11 @@ def test_sync_appends_added_ports_and_replaces_otherwise(monkeypatch: pytest.Mon
     from dockyard.network import firewall
 
     ran: list[str] = []
-    monkeypatch.setattr(firewall, "_run", ran.append)
+
+    def run(script: str, echo: bool = False) -> str:
+        ran.append(script)
+        return ""
+    monkeypatch.setattr(firewall, "_run", run)
     monkeypatch.setattr(firewall, "_applied", {})
     web = PortMap("tcp", "0.0.0.0", 8081, "172.18.0.4", 80)
     firewall.sync("t", NETS, PORTS)

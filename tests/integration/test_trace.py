@@ -1,0 +1,109 @@
+"""The trace of host changes (GET /dockyard/trace, `dockyard trace`, `--explain`) against real containers:
+what it recorded must be what `explain` then reads back from the kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def trace_of(d: Daemon, obj: str) -> list[dict[str, Any]]:
+    with d.api() as c:
+        r = c.get("/dockyard/trace", params={"object": obj})
+        assert r.status_code == 200, r.text
+        return [json.loads(line) for line in r.text.splitlines()]
+
+
+def one(records: list[dict[str, Any]], area: str, pattern: str) -> dict[str, Any]:
+    found = [r for r in records if r["Area"] == area and re.search(pattern, r["Op"])]
+    assert len(found) == 1, (area, pattern, [r["Op"] for r in records])
+    return found[0]
+
+
+def test_trace_names_what_explain_reads_back_from_the_kernel(clean_daemon: Daemon) -> None:
+    d, port = clean_daemon, free_port()
+    # The real docker CLI: the Engine API is unchanged, the trace is recorded all the same.
+    cid = d.docker("run", "-d", "-p", f"127.0.0.1:{port}:80", "--memory", "64m", "--pids-limit", "50",
+                   "--cap-drop", "NET_RAW", "busybox", "sleep", "300").stdout.decode().strip()
+    recs = trace_of(d, cid)
+    info = json.loads(d.dockyard("explain", "--format", "json", cid).stdout)
+    assert all(r["Object"] == f"container:{cid}" and r["OK"] and r["Why"] for r in recs)
+    assert [r["Seq"] for r in recs] == sorted(r["Seq"] for r in recs)
+
+    # Lower dirs: the overlay mount's lowerdirs, top first, are those mounted at / now.
+    mount = one(recs, "mount", r"mount -t overlay .*/rootfs ")
+    assert mount["Result"] == "mount(2) = 0"
+    assert [x.removeprefix("lowerdir ") for x in mount["Detail"]] == [x["Dir"] for x in info["Rootfs"]["Lower"]]
+
+    # Limits: what runc wrote, read back right after create, is what the cgroup holds.
+    limits = {lim["Name"]: lim["Value"] for lim in info["Cgroups"]["Limits"]}
+    mem = one(recs, "cgroup", r"memory\.(limit_in_bytes|max) = ")
+    pids = one(recs, "cgroup", r"pids\.max = ")
+    assert mem["Result"] == f"reads back {limits['memory']}" == "reads back 67108864"
+    assert pids["Result"] == f"reads back {limits['pids']}" == "reads back 50"
+    assert "--memory" in mem["Why"] and "--pids-limit" in pids["Why"]
+
+    # Veth and address: the host end the kernel shows on the bridge, the address inside the netns.
+    (eth0,) = info["Network"]["Interfaces"]
+    veth = one(recs, "link", r"type veth")
+    assert veth["Result"].startswith(f"{eth0['Host']} ifindex ") and eth0["Bridge"] in veth["Result"]
+    addr = one(recs, "addr", r"ip addr add ")
+    assert addr["Result"].endswith(": " + " ".join(eth0["Addresses"]))
+    ip = eth0["Addresses"][0].split("/")[0]
+
+    # DNAT: the rule as the kernel echoed it when added is the rule nft lists now.
+    (dnat,) = [r for r in info["Network"]["Rules"] if f"dport {port} dnat to {ip}:80" in r["Rule"]]
+    nft = [r for r in recs if r["Area"] == "nft" and f"dport {port} dnat to {ip}:80" in r["Result"]]
+    assert len(nft) == 1 and dnat["Rule"] in nft[0]["Result"] and "# handle" in nft[0]["Result"]
+
+    # Capabilities: the bounding set the kernel gave the process runc made, and what it holds running.
+    create = one(recs, "runtime", r"runc create --bundle")
+    held = re.search(r"CapBnd: ([a-z_ ]+);", create["Result"])
+    assert held is not None
+    caps = [c.removeprefix("CAP_").lower() for c in info["Process"]["Capabilities"]]
+    assert held.group(1).split() == caps and "net_raw" not in caps and "chown" in caps
+    assert any("dropped net_raw" in x for x in create["Detail"])
+    assert "own namespaces: mnt uts ipc pid net" in create["Result"]
+
+    # `dockyard trace` replays the same records; removing the container drops them.
+    text = d.dockyard("trace", cid[:12]).stdout.decode()
+    assert f"dnat to {ip}:80" in text and "why: " in text and eth0["Host"] in text
+    as_json = [json.loads(x) for x in d.dockyard("trace", "--format", "json", cid).stdout.splitlines()]
+    assert [r["Seq"] for r in as_json] == [r["Seq"] for r in recs]
+    d.docker("rm", "-f", cid)
+    assert trace_of(d, cid) == []
+
+
+def test_run_explain_prints_every_step_before_the_output_and_the_teardown_after(clean_daemon: Daemon) -> None:
+    p = clean_daemon.dockyard("run", "--rm", "--explain", "busybox", "echo", "hello")
+    assert p.stdout == b"hello\n"  # the command's own output is untouched
+    err = p.stderr.decode()
+    order = ["mount -t overlay", "runc create --bundle", "runc start", "runc delete", "umount2", "rm -rf"]
+    where = [err.find(x) for x in order]
+    assert -1 not in where and where == sorted(where), (where, err)
+    assert "why: " in err and "\x1b[" not in err  # plain when stderr is not a terminal
+
+
+def test_exec_and_stop_explain_show_their_own_steps(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    cid = d.docker("run", "-d", "busybox", "sleep", "300").stdout.decode().strip()
+    p = d.dockyard("exec", "--explain", cid, "echo", "in")
+    assert p.stdout == b"in\n" and "runc exec --process" in p.stderr.decode() and "── container" in p.stderr.decode()
+    p = d.dockyard("stop", "--explain", "-t", "1", cid)
+    err = p.stderr.decode()
+    assert "runc kill" in err and " 15" in err and "runc delete" in err and "ip link del veth" in err

@@ -1,0 +1,71 @@
+"""The trace recorder: records per object in bounded rings, errors recorded and re-raised, watchers
+see records in order with marks after them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from dockyard import trace
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> None:
+    with trace._lock:
+        trace._rings.clear()
+
+
+def test_steps_are_about_the_current_object_and_carry_the_result() -> None:
+    with trace.about("container:abc123"), trace.step("mount", "mount x", "why x") as s:
+        s.result = "mount(2) = 0"
+    trace.seen("cgroup", "write pids.max = 5", "reads back 5")
+    (rec,) = trace.records("abc1")
+    assert (rec.obj, rec.op, rec.result, rec.why, rec.ok) == ("container:abc123", "mount x", "mount(2) = 0", "why x", True)
+    assert rec.dur_ms is not None and rec.dur_ms >= 0
+    assert [r.obj for r in trace.records("daemon")] == ["daemon"]
+    assert rec.to_json()["Kind"] == "container" and rec.to_json()["ID"] == "abc123"
+
+
+def test_a_failed_step_is_recorded_and_the_error_goes_on() -> None:
+    with pytest.raises(OSError), trace.about("network:n1"), trace.step("link", "ip link add br0"):
+        raise OSError(17, "File exists")
+    (rec,) = trace.records("network:n1")
+    assert not rec.ok and "File exists" in rec.result
+
+
+def test_rings_are_bounded_and_dropped_with_their_object() -> None:
+    with trace.about("container:x"):
+        for i in range(trace.RING + 10):
+            trace.seen("file", f"write {i}", "ok")
+    recs = trace.records("container:x")
+    assert len(recs) == trace.RING and recs[0].op == "write 10"
+    trace.drop("container:x")
+    assert trace.records("container:x") == []
+
+
+def test_the_about_object_follows_threads_started_with_a_copied_context() -> None:
+    async def main() -> None:
+        with trace.about("volume:v"):
+            await asyncio.to_thread(trace.seen, "file", "mkdir v", "ok")
+    asyncio.run(main())
+    assert [r.op for r in trace.records("volume:v")] == ["mkdir v"]
+
+
+def test_watchers_get_records_from_any_thread_in_order_then_the_mark() -> None:
+    async def main() -> list[str]:
+        w = trace.watch()
+        try:
+            t = threading.Thread(target=lambda: [trace.seen("file", f"op{i}", "ok") for i in range(3)])
+            t.start()
+            t.join()
+            w.mark()
+            got = []
+            while (item := await w.queue.get()) is not None:
+                got.append(item.op)
+            return got
+        finally:
+            w.close()
+    assert asyncio.run(main()) == ["op0", "op1", "op2"]
+    assert trace.watchers() == []
