@@ -6,6 +6,7 @@ cgroups_path is runc's `linux.cgroupsPath` for the cgroupfs driver, e.g. `/docky
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,36 +58,75 @@ def dirs(cgroups_path: str, root: Path = ROOT) -> list[Path]:
     return out
 
 
-def stats(cgroups_path: str, root: Path = ROOT) -> dict[str, Any]:
-    """{"memory": {"usage", "limit", "stats"}, "pids": {"current", "limit"},
-    "cpu": {"usage_total_ns", "usage_user_ns", "usage_system_ns", "percpu_ns"}} (missing keys = unknown)."""
+@dataclass
+class Sample:
+    """One reading of a container's cgroup counters (v1 or v2). None: unlimited or not reported."""
+
+    v2: bool
+    memory_usage: int | None = None
+    memory_limit: int | None = None
+    memory_max_usage: int | None = None  # v1 only
+    memory_failcnt: int | None = None  # v1 only
+    memory_stat: dict[str, int] = field(default_factory=dict)
+    cpu_total_ns: int = 0
+    cpu_user_ns: int = 0
+    cpu_system_ns: int = 0
+    percpu_ns: list[int] = field(default_factory=list)  # v1 only
+    cfs_periods: int = 0
+    cfs_throttled_periods: int = 0
+    cfs_throttled_ns: int = 0
+    pids_current: int | None = None
+    pids_limit: int | None = None
+    io_bytes: list[tuple[int, int, str, int]] = field(default_factory=list)  # (major, minor, op, bytes)
+
+
+def sample(cgroups_path: str, root: Path = ROOT) -> Sample:
+    """Read the container's memory, cpu, pids and io counters (the one reader `docker stats` uses)."""
     rel = cgroups_path.strip("/")
-    out: dict[str, Any] = {"memory": {}, "pids": {}, "cpu": {}}
     if is_v2(root):
         d = root / rel
-        out["memory"] = {"usage": _int(d / "memory.current"), "limit": _int(d / "memory.max"),
-                         "stats": _kv(d / "memory.stat")}
-        out["pids"] = {"current": _int(d / "pids.current"), "limit": _int(d / "pids.max")}
         cpu = _kv(d / "cpu.stat")
-        out["cpu"] = {"usage_total_ns": cpu.get("usage_usec", 0) * 1000,
-                      "usage_user_ns": cpu.get("user_usec", 0) * 1000,
-                      "usage_system_ns": cpu.get("system_usec", 0) * 1000, "percpu_ns": []}
-        return out
+        io: list[tuple[int, int, str, int]] = []
+        for line in (_read(d / "io.stat") or "").splitlines():
+            parts = line.split()
+            major, minor = (parts[0].split(":") + ["0"])[:2]
+            kv = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+            for op, key in (("read", "rbytes"), ("write", "wbytes")):
+                io.append((int(major), int(minor), op, int(kv.get(key, 0))))
+        return Sample(
+            True, memory_usage=_int(d / "memory.current"), memory_limit=_int(d / "memory.max"),
+            memory_stat=_kv(d / "memory.stat"), cpu_total_ns=cpu.get("usage_usec", 0) * 1000,
+            cpu_user_ns=cpu.get("user_usec", 0) * 1000, cpu_system_ns=cpu.get("system_usec", 0) * 1000,
+            cfs_periods=cpu.get("nr_periods", 0), cfs_throttled_periods=cpu.get("nr_throttled", 0),
+            cfs_throttled_ns=cpu.get("throttled_usec", 0) * 1000,
+            pids_current=_int(d / "pids.current"), pids_limit=_int(d / "pids.max"), io_bytes=io)
     mem = root / "memory" / rel
-    out["memory"] = {"usage": _int(mem / "memory.usage_in_bytes"), "limit": _int(mem / "memory.limit_in_bytes"),
-                     "max_usage": _int(mem / "memory.max_usage_in_bytes"), "failcnt": _int(mem / "memory.failcnt"),
-                     "stats": _kv(mem / "memory.stat")}
-    pids = root / "pids" / rel
-    out["pids"] = {"current": _int(pids / "pids.current"), "limit": _int(pids / "pids.max")}
     acct = root / "cpuacct" / rel
     if not acct.exists():
         acct = root / "cpu,cpuacct" / rel
-    tick_ns = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
+    cfs_dir = root / "cpu" / rel
+    if not cfs_dir.exists():
+        cfs_dir = root / "cpu,cpuacct" / rel
+    tick_ns = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)  # cpuacct.stat counts USER_HZ ticks
     st = _kv(acct / "cpuacct.stat")
-    out["cpu"] = {"usage_total_ns": _int(acct / "cpuacct.usage"),
-                  "usage_user_ns": st.get("user", 0) * tick_ns, "usage_system_ns": st.get("system", 0) * tick_ns,
-                  "percpu_ns": [int(x) for x in (_read(acct / "cpuacct.usage_percpu") or "").split()]}
-    return out
+    cfs = _kv(cfs_dir / "cpu.stat")
+    io = []
+    for line in (_read(root / "blkio" / rel / "blkio.throttle.io_service_bytes") or "").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and ":" in parts[0]:
+            major, minor = parts[0].split(":")
+            io.append((int(major), int(minor), parts[1].lower(), int(parts[2])))
+    return Sample(
+        False, memory_usage=_int(mem / "memory.usage_in_bytes"),
+        memory_limit=_unlimited_v1(_int(mem / "memory.limit_in_bytes")),
+        memory_max_usage=_int(mem / "memory.max_usage_in_bytes"), memory_failcnt=_int(mem / "memory.failcnt"),
+        memory_stat=_kv(mem / "memory.stat"), cpu_total_ns=_int(acct / "cpuacct.usage") or 0,
+        cpu_user_ns=st.get("user", 0) * tick_ns, cpu_system_ns=st.get("system", 0) * tick_ns,
+        percpu_ns=[int(x) for x in (_read(acct / "cpuacct.usage_percpu") or "").split()],
+        cfs_periods=cfs.get("nr_periods", 0), cfs_throttled_periods=cfs.get("nr_throttled", 0),
+        cfs_throttled_ns=cfs.get("throttled_time", 0),
+        pids_current=_int(root / "pids" / rel / "pids.current"), pids_limit=_int(root / "pids" / rel / "pids.max"),
+        io_bytes=io)
 
 
 def pids(cgroups_path: str, root: Path = ROOT) -> list[int]:

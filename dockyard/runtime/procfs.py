@@ -1,12 +1,13 @@
 """Read what the kernel says about a process: its namespaces, credentials and mounts (/proc/<pid>/...).
 
-Read-only and blocking; services call these in `asyncio.to_thread`. Used by `dockyard explain`.
+Read-only and blocking; services call these in `asyncio.to_thread`. Used by `dockyard explain` and `docker stats`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from dockyard.runtime.spec import ALL_CAPS
 
@@ -112,3 +113,36 @@ def cgroup_paths(pid: int) -> dict[str, str]:
             for c in controllers.split(",") if controllers else [""]:
                 out[c] = path
     return out
+
+
+def net_dev(pid: int) -> dict[str, dict[str, int]]:
+    """Per-interface counters in the process's network namespace (/proc/<pid>/net/dev), loopback left out."""
+    nets: dict[str, dict[str, int]] = {}
+    try:
+        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return nets
+    for line in lines:
+        name, _, rest = line.partition(":")
+        name = name.strip()
+        if name == "lo":
+            continue
+        v = [int(x) for x in rest.split()]
+        nets[name] = {"rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "rx_dropped": v[3],
+                      "tx_bytes": v[8], "tx_packets": v[9], "tx_errors": v[10], "tx_dropped": v[11]}
+    return nets
+
+
+def system_cpu_ns() -> int:
+    """The host's total CPU time (the first line of /proc/stat), in nanoseconds."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:8]
+    return sum(int(x) for x in fields) * (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
+
+
+def mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except OSError:
+        return 0

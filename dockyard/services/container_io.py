@@ -203,7 +203,7 @@ class ContainerIO:
         prime = not stream and not one_shot and c.has_process
         while True:
             c = self.cs.get(c.id)
-            cur = await asyncio.to_thread(container_stats, self.runtime, c, prev)
+            cur = await asyncio.to_thread(container_stats, c, prev)
             if prime:
                 prime = False
             else:

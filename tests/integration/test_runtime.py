@@ -180,8 +180,8 @@ def test_kill_pause_resume_exec(env: Env) -> None:
         with pytest.raises(ExecNotFound):
             await m.exec_("svc", "ex2", {**proc, "args": ["nosuch"]})
 
-        stats = cgroups.stats(env.cgroup("svc"))
-        assert stats["memory"]["usage"] and stats["pids"]["current"] >= 1
+        sample = cgroups.sample(env.cgroup("svc"))
+        assert sample.memory_usage and sample.pids_current and sample.pids_current >= 1 and sample.cpu_total_ns > 0
 
         await m.kill("svc", "TERM")
         assert await m.wait_exit("svc", 30) == 7

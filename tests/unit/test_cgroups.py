@@ -1,0 +1,61 @@
+"""runtime/cgroups.sample on made-up cgroup trees (v2 and v1), as the kernel lays them out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dockyard.runtime import cgroups
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def test_v2(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "cgroup.controllers": "cpu memory pids io\n",
+        "dockyard/c1/memory.current": "4096\n", "dockyard/c1/memory.max": "max\n",
+        "dockyard/c1/memory.stat": "anon 1024\nfile 2048\n",
+        "dockyard/c1/cpu.stat": "usage_usec 30\nuser_usec 20\nsystem_usec 10\nnr_periods 5\nnr_throttled 2\n"
+                                "throttled_usec 7\n",
+        "dockyard/c1/pids.current": "3\n", "dockyard/c1/pids.max": "100\n",
+        "dockyard/c1/io.stat": "8:0 rbytes=512 wbytes=1024 rios=1 wios=2\n",
+    })
+    s = cgroups.sample("/dockyard/c1", tmp_path)
+    assert s.v2 and (s.memory_usage, s.memory_limit) == (4096, None)  # "max": unlimited
+    assert s.memory_stat == {"anon": 1024, "file": 2048}
+    assert (s.cpu_total_ns, s.cpu_user_ns, s.cpu_system_ns) == (30_000, 20_000, 10_000)
+    assert (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_ns) == (5, 2, 7_000)
+    assert (s.pids_current, s.pids_limit) == (3, 100)
+    assert s.io_bytes == [(8, 0, "read", 512), (8, 0, "write", 1024)]
+
+
+def test_v1(tmp_path: Path) -> None:
+    tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    write(tmp_path, {
+        "memory/dockyard/c1/memory.usage_in_bytes": "4096\n",
+        "memory/dockyard/c1/memory.limit_in_bytes": "9223372036854771712\n",  # v1's "no limit"
+        "memory/dockyard/c1/memory.max_usage_in_bytes": "8192\n", "memory/dockyard/c1/memory.failcnt": "1\n",
+        "memory/dockyard/c1/memory.stat": "rss 100\ncache 200\n",
+        "cpu,cpuacct/dockyard/c1/cpuacct.usage": "999\n",
+        "cpu,cpuacct/dockyard/c1/cpuacct.stat": "user 3\nsystem 1\n",
+        "cpu,cpuacct/dockyard/c1/cpuacct.usage_percpu": "500 499\n",
+        "cpu,cpuacct/dockyard/c1/cpu.stat": "nr_periods 4\nnr_throttled 1\nthrottled_time 77\n",
+        "pids/dockyard/c1/pids.current": "2\n", "pids/dockyard/c1/pids.max": "max\n",
+        "blkio/dockyard/c1/blkio.throttle.io_service_bytes": "8:0 Read 10\n8:0 Write 20\nTotal 30\n",
+    })
+    s = cgroups.sample("/dockyard/c1", tmp_path)
+    assert not s.v2 and (s.memory_usage, s.memory_limit, s.memory_max_usage, s.memory_failcnt) == (4096, None, 8192, 1)
+    assert (s.cpu_total_ns, s.cpu_user_ns, s.cpu_system_ns, s.percpu_ns) == (999, 3 * tick, tick, [500, 499])
+    assert (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_ns) == (4, 1, 77)
+    assert (s.pids_current, s.pids_limit) == (2, None)
+    assert s.io_bytes == [(8, 0, "read", 10), (8, 0, "write", 20)]
+
+
+def test_a_gone_cgroup_reads_as_nothing(tmp_path: Path) -> None:
+    write(tmp_path, {"cgroup.controllers": "cpu\n"})
+    s = cgroups.sample("/dockyard/gone", tmp_path)
+    assert (s.memory_usage, s.pids_current, s.cpu_total_ns, s.io_bytes) == (None, None, 0, [])
