@@ -1,12 +1,14 @@
 """Build context and COPY/ADD file work: spool + extract the context tar, find sources safely,
 hash them for the cache (content, mode, link targets; never mtimes), copy them into a rootfs.
 
-Every path inside an image rootfs is resolved with `resolve_in_root`, which follows symlinks as
-if `root` were `/`: an image's absolute symlink can never lead a copy out onto the host.
+The image's tree is written by file descriptor only (store/safetree.py): no link the image
+holds, in the destination or below it, can lead a copy out onto the host.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import hashlib
 import os
@@ -18,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.errors import InvalidParameter
+from dockyard.store import safetree
 from dockyard.store.layers import apply_layer
 from dockyard.util.paths import resolve_in_root
+
+# xattrs a copy keeps (shutil.copy2 kept them all; trusted.* are overlay's own).
+_COPIED_XATTRS = ("user.", "security.capability")
 
 
 def extract_context(tar_path: Path, dest: Path) -> None:
@@ -127,78 +133,165 @@ def _walk(top: Path) -> list[Path]:
     return out
 
 
-def _chown(path: Path, uid: int, gid: int) -> None:
-    os.lchown(path, uid, gid)
-
-
 def copy_into(sources: list[Path], root: Path, dest: str, workdir: str, *, uid: int = 0, gid: int = 0,
               mode: int | None = None, extract_tars: bool = False) -> None:
     """COPY/ADD semantics: a directory's contents are copied; several sources or a trailing '/'
-    make `dest` a directory; a local tar is unpacked for ADD."""
+    make `dest` a directory; a local tar is unpacked for ADD.
+
+    The image's tree is written by fd only (safetree): `dest` is resolved inside `root` (its links
+    followed as if `root` were `/`), and below it nothing is followed: a link the image placed where
+    the copy puts a directory is replaced by that directory, as dockerd's tar copy does, so no
+    link (absolute, `../..`, or from a hostile base image) can lead the copy onto the host."""
     dest_is_dir = dest.endswith("/") or dest in (".", "..") or dest.endswith(("/.", "/..")) or len(sources) > 1
     if not dest.startswith("/"):
         dest = posixpath.join(workdir or "/", dest)
-    target = resolve_in_root(root, dest)
-    if not dest_is_dir and target.is_dir():
-        dest_is_dir = True
-    if len(sources) > 1 and target.exists() and not target.is_dir():
-        raise InvalidParameter("When using COPY with more than one source file, the destination must be a "
-                               "directory and end with a /")
-    for src in sources:
-        if src.is_dir() and not src.is_symlink():
-            _mkdirs(root, target, uid, gid)
-            _copy_tree(src, target, uid, gid, mode)
-        elif extract_tars and _is_tar(src):
-            _mkdirs(root, target, uid, gid)
-            with open(src, "rb") as f:
-                apply_layer(f, target)
-        else:
-            out = target / src.name if dest_is_dir else target
-            _mkdirs(root, out.parent, uid, gid)
-            _copy_one(src, out, uid, gid, mode)
+
+    def mkdir(dir_fd: int, name: str) -> None:
+        os.mkdir(name, 0o755, dir_fd=dir_fd)
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+    top = safetree.open_top(root)
+    try:
+        found = _lookup(top, dest)
+        target_path = found[0] if found else posixpath.normpath(dest)
+        target_is_dir = found is not None and found[1]
+        if not dest_is_dir and target_is_dir:
+            dest_is_dir = True
+        if len(sources) > 1 and found is not None and not target_is_dir:
+            raise InvalidParameter("When using COPY with more than one source file, the destination must be a "
+                                   "directory and end with a /")
+        for src in sources:
+            into_dir = (src.is_dir() and not src.is_symlink()) or (extract_tars and _is_tar(src)) or dest_is_dir
+            parent, name = (target_path, src.name) if into_dir else posixpath.split(target_path)
+            dfd = safetree.resolve_dir(top, parent, mkdir)
+            try:
+                if src.is_dir() and not src.is_symlink():
+                    _copy_tree(src, dfd, uid, gid, mode)
+                elif extract_tars and _is_tar(src):
+                    with open(src, "rb") as f:
+                        apply_layer(f, dfd)
+                else:
+                    _copy_one(src, dfd, name, uid, gid, mode)
+            finally:
+                os.close(dfd)
+    except NotADirectoryError as e:
+        raise InvalidParameter(f"failed to copy files: {e.filename}: not a directory") from None
+    finally:
+        os.close(top)
 
 
-def _mkdirs(root: Path, d: Path, uid: int, gid: int) -> None:
-    missing = []
-    p = d
-    while not p.exists() and p != root:
-        missing.append(p)
-        p = p.parent
-    for m in reversed(missing):
-        m.mkdir(mode=0o755)
-        _chown(m, uid, gid)
+def _lookup(top: int, path: str) -> tuple[str, bool] | None:
+    """(the path `path` resolves to in the tree, whether it is a directory), or None if missing."""
+    try:
+        r = safetree.resolve(top, path)
+    except FileNotFoundError:
+        return None
+    try:
+        return r.path, stat.S_ISDIR(os.fstat(r.fd).st_mode)
+    finally:
+        os.close(r.fd)
 
 
-def _copy_one(src: Path, out: Path, uid: int, gid: int, mode: int | None) -> None:
-    if out.is_dir() and not out.is_symlink():
-        out = out / src.name
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        out.unlink()
-    if src.is_symlink():
-        os.symlink(os.readlink(src), out)
+def _remove(dir_fd: int, name: str) -> None:
+    """Whatever is at `name` (a directory with its contents), never following a link."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
     else:
-        shutil.copy2(src, out, follow_symlinks=False)
-        if mode is not None:
-            os.chmod(out, mode)
-    _chown(out, uid, gid)
+        os.unlink(name, dir_fd=dir_fd)
 
 
-def _copy_tree(src: Path, dst: Path, uid: int, gid: int, mode: int | None) -> None:
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel = os.path.relpath(dirpath, src)
-        d = dst if rel == "." else dst / rel
-        if rel != ".":
-            if not d.is_dir():
-                if d.exists() or d.is_symlink():
-                    d.unlink()
-                d.mkdir()
-            shutil.copystat(dirpath, d)
-            if mode is not None:
-                os.chmod(d, mode)
-            _chown(d, uid, gid)
-        for n in filenames + [x for x in dirnames if os.path.islink(os.path.join(dirpath, x))]:
-            _copy_one(Path(dirpath) / n, d / n, uid, gid, mode)
-        dirnames[:] = [x for x in dirnames if not os.path.islink(os.path.join(dirpath, x))]
+def _copy_one(src: Path, dir_fd: int, name: str, uid: int, gid: int, mode: int | None) -> None:
+    """The context file or link `src` as `name` in `dir_fd`, replacing what is there."""
+    _remove(dir_fd, name)
+    if src.is_symlink():
+        os.symlink(os.readlink(src), name, dir_fd=dir_fd)
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        return
+    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _write_copy(sfd, os.fstat(sfd), dir_fd, name, uid, gid, mode)
+    finally:
+        os.close(sfd)
+
+
+def _write_copy(sfd: int, st: os.stat_result, dir_fd: int, name: str, uid: int, gid: int, mode: int | None) -> None:
+    dfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        _copy_data(sfd, dfd, st.st_size)
+        _set_attrs(dfd, sfd, st, uid, gid, mode)
+    finally:
+        os.close(dfd)
+
+
+def _copy_data(sfd: int, dfd: int, size: int) -> None:
+    left = size
+    try:
+        while left > 0:
+            n = os.copy_file_range(sfd, dfd, min(left, 1 << 30))
+            if n == 0:
+                return  # it shrank
+            left -= n
+        return
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    while left > 0 and (chunk := os.read(sfd, min(left, 1 << 20))):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dfd, view):]
+        left -= len(chunk)
+
+
+def _set_attrs(dfd: int, sfd: int, st: os.stat_result, uid: int, gid: int, mode: int | None) -> None:
+    os.fchown(dfd, uid, gid)  # before chmod: chown clears setuid bits
+    os.fchmod(dfd, mode if mode is not None else stat.S_IMODE(st.st_mode))
+    for k in os.listxattr(sfd):
+        if k.startswith(_COPIED_XATTRS):
+            with contextlib.suppress(OSError):
+                os.setxattr(dfd, k, os.getxattr(sfd, k))
+    os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_tree(src: Path, dst_fd: int, uid: int, gid: int, mode: int | None) -> None:
+    """The contents of the directory `src` into the directory `dst_fd`, both walked by fd."""
+    sfd = safetree.open_top(src)
+    stack: list[tuple[str, int]] = [("", os.dup(dst_fd))]  # destination dirs down to the current entry
+    try:
+        for e in safetree.walk(sfd):
+            parent = e.rel.rpartition("/")[0]
+            while stack[-1][0] != parent:
+                os.close(stack.pop()[1])
+            pfd = stack[-1][1]
+            if stat.S_ISDIR(e.st.st_mode):
+                try:
+                    os.mkdir(e.name, 0o700, dir_fd=pfd)
+                except FileExistsError:
+                    st = os.stat(e.name, dir_fd=pfd, follow_symlinks=False)
+                    if not stat.S_ISDIR(st.st_mode):  # a file or a link: replaced, never followed
+                        os.unlink(e.name, dir_fd=pfd)
+                        os.mkdir(e.name, 0o700, dir_fd=pfd)
+                dfd = safetree.open_dir(pfd, [e.name])
+                stack.append((e.rel, dfd))
+                _set_attrs(dfd, e.fd, e.st, uid, gid, mode)
+            elif stat.S_ISLNK(e.st.st_mode):
+                _remove(pfd, e.name)
+                os.symlink(e.readlink(), e.name, dir_fd=pfd)
+                os.chown(e.name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            elif stat.S_ISREG(e.st.st_mode):
+                _remove(pfd, e.name)
+                rfd = e.open()
+                try:
+                    _write_copy(rfd, e.st, pfd, e.name, uid, gid, mode)
+                finally:
+                    os.close(rfd)
+    finally:
+        for _, fd in stack:
+            os.close(fd)
+        os.close(sfd)
 
 
 def _is_tar(p: Path) -> bool:

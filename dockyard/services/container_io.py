@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import subprocess
-import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -100,20 +99,11 @@ class ContainerIO:
         c = self.cs.get(cid)
 
         def produce(out: Any) -> None:
-            with self.mounted_rootfs(c) as root, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-                for dirpath, dirnames, filenames in os.walk(root):
-                    dirnames.sort()
-                    rel = os.path.relpath(dirpath, root)
-                    for name in sorted(dirnames) + sorted(filenames):
-                        full = os.path.join(dirpath, name)
-                        arc = name if rel == "." else os.path.join(rel, name)
-                        info = tf.gettarinfo(full, arcname=arc)
-                        info.uname = info.gname = ""
-                        if info.isreg():
-                            with open(full, "rb") as f:
-                                tf.addfile(info, f)
-                        else:
-                            tf.addfile(info)
+            from dockyard.store import layers
+
+            # By fd, never by path: a running container may swap links in while we read.
+            with self.mounted_rootfs(c) as root:
+                layers.write_tree(root, out, layer=False)
 
         async for chunk in stream_from_thread(produce):
             yield chunk

@@ -1,10 +1,8 @@
 """The container-filesystem side of `docker cp`: stat, GET and PUT of paths inside a container.
 
-Every path is resolved *inside* the container, as if its rootfs were `/` (CVE-2018-15664 class):
-we walk one component at a time with `openat(O_PATH|O_NOFOLLOW)` on directory fds we hold, and
-resolve symlinks ourselves (absolute targets restart at the container root, `..` never climbs
-above it). The kernel never follows a link for us, so a symlink swapped during the operation
-cannot redirect us to the host. Volumes and binds live only in the container's mount namespace;
+Every path is resolved *inside* the container, as if its rootfs were `/` (CVE-2018-15664 class),
+and trees are read by fd, with store/safetree.py: the kernel never follows a link for us, so a
+symlink swapped during the operation cannot redirect us to the host. Volumes and binds live only in the container's mount namespace;
 the walk switches to their host source when it reaches a mount's destination.
 """
 
@@ -17,16 +15,15 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from dockyard.errors import Forbidden, InvalidParameter, NotFound
+from dockyard.store import safetree
 from dockyard.util.timefmt import rfc3339
 
-MAX_SYMLINKS = 40
 _CHUNK = 1 << 20
 
 
@@ -55,53 +52,19 @@ class ContainerFS:
         return self._by_dest.get(cpath)
 
     def walk(self, path: str, follow_last: bool = True, create_dirs: bool = False) -> Node:
-        """Resolve `path` in the container. Raises FileNotFoundError/NotADirectoryError/OSError(ELOOP)."""
-        root = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY)
-        # stack of (name, fd, mount) — the resolved directories from the root down
-        stack: list[tuple[str, int, dict[str, Any] | None]] = [("", root, None)]
-        queue = deque(path.split("/"))
-        links = 0
+        """Resolve `path` in the container (safetree.resolve, switching to a mount's source at its
+        destination). Raises FileNotFoundError/NotADirectoryError/OSError(ELOOP)."""
+        top = safetree.open_top(self.rootfs)
         try:
-            while queue:
-                comp = queue.popleft()
-                if comp in ("", "."):
-                    continue
-                if comp == "..":
-                    if len(stack) > 1:
-                        os.close(stack.pop()[1])
-                    continue
-                cur_fd = stack[-1][1]
-                cpath = "/" + "/".join([s[0] for s in stack[1:]] + [comp])
-                mnt = self.mount_at(cpath)
-                if mnt is not None:
-                    stack.append((comp, os.open(mnt["Source"], os.O_PATH), mnt))
-                    continue
-                try:
-                    fd = os.open(comp, os.O_PATH | os.O_NOFOLLOW, dir_fd=cur_fd)
-                except FileNotFoundError:
-                    if not create_dirs:
-                        raise
-                    os.mkdir(comp, 0o755, dir_fd=cur_fd)
-                    fd = os.open(comp, os.O_PATH | os.O_NOFOLLOW, dir_fd=cur_fd)
-                st = os.fstat(fd)
-                if stat.S_ISLNK(st.st_mode) and (queue or follow_last):
-                    target = os.readlink("", dir_fd=fd)
-                    os.close(fd)
-                    links += 1
-                    if links > MAX_SYMLINKS:
-                        raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                    if target.startswith("/"):
-                        while len(stack) > 1:
-                            os.close(stack.pop()[1])
-                    queue.extendleft(reversed(target.split("/")))
-                    continue
-                stack.append((comp, fd, stack[-1][2]))
-            name_path = "/" + "/".join(s[0] for s in stack[1:])
-            top = stack.pop()
-            return Node(top[1], name_path, top[2])
+            r = safetree.resolve(top, path, follow_last=follow_last, mkdir=_mkdir if create_dirs else None,
+                                 enter=self._enter)
         finally:
-            for _, fd_, _m in stack:
-                os.close(fd_)
+            os.close(top)
+        return Node(r.fd, r.path, r.tag)
+
+    def _enter(self, cpath: str) -> tuple[int, Any] | None:
+        mnt = self.mount_at(cpath)
+        return None if mnt is None else (os.open(mnt["Source"], os.O_PATH | os.O_CLOEXEC), mnt)
 
     def resolve_lenient(self, path: str) -> str:
         """The container path `path` resolves to; missing tails are joined lexically (like Docker)."""
@@ -125,6 +88,10 @@ class ContainerFS:
             os.close(node.fd)
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", parent)
         return node, name
+
+
+def _mkdir(dir_fd: int, name: str) -> None:
+    os.mkdir(name, 0o755, dir_fd=dir_fd)
 
 
 def clean_abs(path: str) -> str:
@@ -231,9 +198,7 @@ def _pad(n: int) -> bytes:
     return b"\0" * ((512 - n % 512) % 512)
 
 
-def _reopen(fd: int, flags: int) -> int:
-    # An O_PATH fd reopened through its /proc magic link is the same inode, never a new lookup.
-    return os.open(f"/proc/self/fd/{fd}", flags)
+_reopen = safetree.reopen
 
 
 def _tarinfo(name: str, st: os.stat_result) -> tarfile.TarInfo:
@@ -253,35 +218,35 @@ class _TarWriter:
     def header(self, ti: tarfile.TarInfo) -> bytes:
         return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
-    def entry(self, parent_fd: int, name: str, fd: int, arcname: str, cpath: str) -> Iterator[bytes]:
-        """One object (held as O_PATH `fd`) and, for a directory, its contents."""
+    def tree(self, fd: int, arcname: str, cpath: str) -> Iterator[bytes]:
+        """The object held as O_PATH `fd` and, for a directory, its contents (safetree.walk; a
+        mount's destination is read from its source)."""
         st = os.fstat(fd)
+        if not stat.S_ISDIR(st.st_mode):
+            yield from self.entry(fd, st, arcname)
+            return
+        top = arcname.rstrip("/") + "/"
+        yield from self.entry(fd, st, top)
+        dfd = _reopen(fd, os.O_RDONLY | os.O_DIRECTORY)
+
+        def enter(rel: str) -> int | None:
+            mnt = self.fs.mount_at(posixpath.join(cpath, rel))
+            return os.open(mnt["Source"], os.O_PATH | os.O_CLOEXEC) if mnt else None
+
+        try:
+            for e in safetree.walk(dfd, enter):
+                yield from self.entry(e.fd, e.st, top + e.rel)
+        finally:
+            os.close(dfd)
+
+    def entry(self, fd: int, st: os.stat_result, arcname: str) -> Iterator[bytes]:
+        """One object's header (and data), from the fd held and its fstat."""
         ti = _tarinfo(arcname, st)
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             ti.type = tarfile.DIRTYPE
             ti.name = arcname.rstrip("/") + "/"
             yield self.header(ti)
-            dfd = _reopen(fd, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                names = sorted(os.listdir(dfd))
-                for child in names:
-                    child_cpath = posixpath.join(cpath, child)
-                    mnt = self.fs.mount_at(child_cpath)
-                    try:
-                        cfd = (
-                            os.open(mnt["Source"], os.O_PATH)
-                            if mnt
-                            else os.open(child, os.O_PATH | os.O_NOFOLLOW, dir_fd=dfd)
-                        )
-                    except FileNotFoundError:
-                        continue  # removed while we walked
-                    try:
-                        yield from self.entry(dfd, child, cfd, f"{ti.name}{child}", child_cpath)
-                    finally:
-                        os.close(cfd)
-            finally:
-                os.close(dfd)
             return
         if stat.S_ISLNK(mode):
             ti.type = tarfile.SYMTYPE
@@ -301,13 +266,9 @@ class _TarWriter:
             try:
                 ti.size = st.st_size
                 yield self.header(ti)
-                left = st.st_size
-                while left > 0:
-                    chunk = os.read(rfd, min(_CHUNK, left))
-                    if not chunk:  # file shrank under us: pad with zeros to keep the tar valid
-                        chunk = b"\0" * min(_CHUNK, left)
+                src = safetree.SizedReader(rfd, st.st_size)
+                while chunk := src.read(_CHUNK):
                     yield chunk
-                    left -= len(chunk)
                 yield _pad(st.st_size)
             finally:
                 os.close(rfd)
@@ -336,7 +297,7 @@ def get_archive(
 
     def stream() -> Iterator[bytes]:
         try:
-            yield from _TarWriter(fs).entry(-1, base, node.fd, base, node.cpath)
+            yield from _TarWriter(fs).tree(node.fd, base, node.cpath)
             yield b"\0" * 1024
         finally:
             os.close(node.fd)

@@ -21,7 +21,6 @@ import tarfile
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -29,6 +28,7 @@ from typing import IO, Any, BinaryIO
 import zstandard
 
 from dockyard.errors import InvalidParameter
+from dockyard.store import safetree
 
 try:  # ISA-L inflates gzip ~2.3x faster than zlib; optional, zlib is the fallback
     from isal import igzip as _igzip
@@ -44,7 +44,7 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # xattrs a layer may carry; trusted.* (overlay metadata) must never come from an image.
 _ALLOWED_XATTR_PREFIXES = ("user.", "security.capability")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = safetree.DIR_FLAGS
 _CHUNK = 1 << 20
 
 
@@ -268,29 +268,21 @@ def split_path(name: str) -> list[str]:
 
 
 def open_dir(root_fd: int, parts: list[str], create: bool, what: str) -> int:
-    """Open root/parts[0]/... as a directory fd without following any symlink."""
-    fd = os.dup(root_fd)
+    """Open root/parts[0]/... as a directory fd without following any symlink (safetree.open_dir)."""
     try:
-        for p in parts:
-            try:
-                nfd = os.open(p, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise InvalidParameter(f"invalid layer: {what!r}: {'/'.join(parts)} does not exist") from None
-                os.mkdir(p, 0o755, dir_fd=fd)
-                nfd = os.open(p, _DIR_FLAGS, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise InvalidParameter(
-                        f"invalid layer: refusing to write {what!r} through symlink or non-directory {p!r}"
-                    ) from None
-                raise
-            os.close(fd)
-            fd = nfd
-    except BaseException:
-        os.close(fd)
+        return safetree.open_dir(root_fd, parts, _mkdir if create else None)
+    except FileNotFoundError:
+        raise InvalidParameter(f"invalid layer: {what!r}: {'/'.join(parts)} does not exist") from None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise InvalidParameter(
+                f"invalid layer: refusing to write {what!r} through symlink or non-directory in {'/'.join(parts)!r}"
+            ) from None
         raise
-    return fd
+
+
+def _mkdir(dir_fd: int, name: str) -> None:
+    os.mkdir(name, 0o755, dir_fd=dir_fd)
 
 
 def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
@@ -512,10 +504,11 @@ _LAYER_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError, EOFError, zstandard.ZstdError, lzma.LZMAError, gzip.BadGzipFile, *_DECOMPRESS_ERRORS)
 
 
-def apply_layer(fileobj: IO[bytes], dest: Path) -> LayerInfo:
-    """Extract a (gzip/zstd/plain) layer tar into the directory `dest`; returns its diff_id."""
+def apply_layer(fileobj: IO[bytes], dest: Path | int) -> LayerInfo:
+    """Extract a (gzip/zstd/plain) layer tar into the directory `dest` (a path of ours, or a
+    directory fd resolved safely in an image's tree); returns its diff_id."""
     pipe = _Pipe(fileobj)
-    root_fd = os.open(dest, _DIR_FLAGS)
+    root_fd = os.dup(dest) if isinstance(dest, int) else safetree.open_top(dest)
     ap: _Applier | None = None
     try:
         try:
@@ -537,6 +530,19 @@ def apply_layer(fileobj: IO[bytes], dest: Path) -> LayerInfo:
     return LayerInfo("sha256:" + pipe.hash.hexdigest(), ap.size)
 
 
+def diff_id_of(fileobj: IO[bytes]) -> str:
+    """The diff_id of a (compressed or plain) layer blob without extracting it: the sha256 of
+    its uncompressed stream."""
+    h = hashlib.sha256()
+    try:
+        src = decompressed(fileobj)
+        while chunk := src.read(_CHUNK):
+            h.update(chunk)
+    except _LAYER_ERRORS as e:
+        raise InvalidParameter(f"invalid layer tar: {e}") from e
+    return "sha256:" + h.hexdigest()
+
+
 # ---------------------------------------------------------------------------- upper dir -> tar
 
 
@@ -544,56 +550,92 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
 
 
-def _is_opaque(path: str) -> bool:
+def _is_opaque(dir_fd: int) -> bool:
     try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(dir_fd, OPAQUE_XATTR) == b"y"
     except OSError:
         return False
 
 
-def _walk(root: str, rel: str = "") -> Iterator[tuple[str, str, os.stat_result]]:
-    """(relative path, absolute path, lstat) in sorted order, parents before children."""
-    with os.scandir(os.path.join(root, rel) if rel else root) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
-        r = f"{rel}/{e.name}" if rel else e.name
-        st = e.stat(follow_symlinks=False)
-        yield r, e.path, st
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, r)
+def tar_header(e: safetree.Entry, hardlinks: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
+    """The tar header of a walked entry, from the fstat of the fd held (the fields TarFile.gettarinfo
+    takes from a path, so layer tars stay byte for byte as before); a second name of a regular
+    file becomes a hard link to the first (`hardlinks` remembers them). None for a socket."""
+    st = e.st
+    mode = st.st_mode
+    ti = tarfile.TarInfo(e.rel)
+    if stat.S_ISREG(mode):
+        key = (st.st_ino, st.st_dev)
+        if st.st_nlink > 1 and key in hardlinks:
+            ti.type, ti.linkname = tarfile.LNKTYPE, hardlinks[key]
+        else:
+            ti.type, ti.size = tarfile.REGTYPE, st.st_size
+            if st.st_nlink > 1:
+                hardlinks[key] = e.rel
+    elif stat.S_ISDIR(mode):
+        ti.type = tarfile.DIRTYPE
+    elif stat.S_ISFIFO(mode):
+        ti.type = tarfile.FIFOTYPE
+    elif stat.S_ISLNK(mode):
+        ti.type, ti.linkname = tarfile.SYMTYPE, e.readlink()
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        return None
+    ti.mode = mode
+    ti.uid, ti.gid = st.st_uid, st.st_gid
+    ti.mtime = st.st_mtime  # a float, as gettarinfo sets it
+    return ti
+
+
+def write_tree(root: Path, out: BinaryIO, *, layer: bool = True) -> str:
+    """Write the tree at `root` as a tar; returns the tar's sha256. With `layer` (an overlay upper
+    dir), whiteout devices and opaque dirs become OCI `.wh.` entries.
+
+    Read by fd (safetree.walk): a link swapped in by a running container is an entry, never a way
+    out; a file removed meanwhile is left out, one that shrinks is padded to its header's size."""
+    hw = _HashingWriter(out)
+    top = safetree.open_top(root)
+    hardlinks: dict[tuple[int, int], str] = {}
+    try:
+        with tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+            for e in safetree.walk(top):
+                st = e.st
+                if layer and _is_whiteout(st):
+                    d, _, name = e.rel.rpartition("/")
+                    wh = tarfile.TarInfo((d + "/" if d else "") + WHITEOUT_PREFIX + name)
+                    wh.mtime = int(st.st_mtime)
+                    tf.addfile(wh)
+                    continue
+                ti = tar_header(e, hardlinks)
+                if ti is None:
+                    continue  # sockets, as tar does
+                pax: dict[str, str] = {}
+                if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                    for k, val in e.xattrs(_ALLOWED_XATTR_PREFIXES).items():
+                        pax["SCHILY.xattr." + k] = val.decode("utf-8", "surrogateescape")
+                ti.pax_headers = pax
+                if ti.isreg():
+                    fd = e.open()
+                    try:
+                        tf.addfile(ti, safetree.SizedReader(fd, ti.size))
+                    finally:
+                        os.close(fd)
+                else:
+                    tf.addfile(ti)
+                if layer and stat.S_ISDIR(st.st_mode) and _is_opaque(e.fd):
+                    op = tarfile.TarInfo(e.rel + "/" + OPAQUE_MARKER)
+                    op.mtime = int(st.st_mtime)
+                    tf.addfile(op)
+    finally:
+        os.close(top)
+    return "sha256:" + hw.hash.hexdigest()
 
 
 def write_diff(upper: Path, out: BinaryIO) -> str:
     """Write the overlay upper dir as an OCI layer tar (whiteouts as `.wh.` files); returns diff_id."""
-    hw = _HashingWriter(out)
-    root = str(upper)
-    with tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
-        for rel, path, st in _walk(root):
-            if _is_whiteout(st):
-                d, _, name = rel.rpartition("/")
-                ti = tarfile.TarInfo((d + "/" if d else "") + WHITEOUT_PREFIX + name)
-                ti.mtime = int(st.st_mtime)
-                tf.addfile(ti)
-                continue
-            ti = tf.gettarinfo(path, rel)
-            ti.uname = ti.gname = ""
-            pax: dict[str, str] = {}
-            if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-                for k in os.listxattr(path, follow_symlinks=False):
-                    if k.startswith(_ALLOWED_XATTR_PREFIXES):
-                        val = os.getxattr(path, k, follow_symlinks=False)
-                        pax["SCHILY.xattr." + k] = val.decode("utf-8", "surrogateescape")
-            ti.pax_headers = pax
-            if ti.isreg():
-                with open(path, "rb") as f:
-                    tf.addfile(ti, f)
-            else:
-                tf.addfile(ti)
-            if stat.S_ISDIR(st.st_mode) and _is_opaque(path):
-                op = tarfile.TarInfo(rel + "/" + OPAQUE_MARKER)
-                op.mtime = int(st.st_mtime)
-                tf.addfile(op)
-    return "sha256:" + hw.hash.hexdigest()
+    return write_tree(upper, out, layer=True)
 
 
 def _lookup(lower: Path, rel: str) -> bool | None:
@@ -631,12 +673,16 @@ def changes(upper: Path, lowers: list[Path] | None = None) -> list[dict[str, Any
     `lowers` are the image's layer dirs bottom first (as ImageService.layer_dirs returns them)."""
     top_first = list(reversed(lowers or []))
     out: list[dict[str, Any]] = []
-    for rel, _path, st in _walk(str(upper)):
-        if _is_whiteout(st):
-            kind = 2
-        elif _in_lowers(top_first, rel):
-            kind = 0
-        else:
-            kind = 1
-        out.append({"Path": "/" + rel, "Kind": kind})
+    top = safetree.open_top(upper)
+    try:
+        for e in safetree.walk(top):
+            if _is_whiteout(e.st):
+                kind = 2
+            elif _in_lowers(top_first, e.rel):
+                kind = 0
+            else:
+                kind = 1
+            out.append({"Path": "/" + e.rel, "Kind": kind})
+    finally:
+        os.close(top)
     return out

@@ -1,0 +1,223 @@
+"""Issue 21, the filesystem side: each test mounts an attack through the real docker CLI (or the
+API) against our daemon and checks it fails. Races run long enough to have caught the bug before
+the fix (docs/STATUS.md, "Security (issue 21)", says how often they did).
+
+Busybox has no renameat2, so the racer (tests/data/racer.c) is built static with gcc at test time
+and `docker cp`'d into the container.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Daemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (real containers)")
+
+SECRET = "HOSTSECRET"
+SECRET_DATA = b"the host's own bytes, 4d1c0f"
+
+
+@pytest.fixture(scope="module")
+def racer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the racer")
+    out = tmp_path_factory.mktemp("racer") / "racer"
+    p = subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(ROOT / "tests/data/racer.c")],
+                       capture_output=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot build a static racer: {p.stderr.decode()[-300:]}")
+    return out
+
+
+@pytest.fixture()
+def host_dir() -> Iterator[Path]:
+    """A host directory an attack aims at: it holds SECRET and must end up as it started."""
+    d = Path(tempfile.mkdtemp(prefix="secfs-host-", dir="/tmp"))
+    (d / SECRET).write_bytes(SECRET_DATA)
+    os.chmod(d, 0o700)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def build(d: Daemon, ctx: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    env = {**d.env, "DOCKER_BUILDKIT": "0"}
+    p = subprocess.run(["docker", "build", *args, str(ctx)], env=env, capture_output=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"build failed: {p.stdout.decode()[-2000:]}\n{p.stderr.decode()[-2000:]}")
+    return p
+
+
+# -- 1. COPY through links the image holds ---------------------------------------------------------
+
+@pytest.mark.parametrize("link", ["absolute", "relative", "base-image"])
+def test_copy_never_writes_through_the_images_links(clean_daemon: Daemon, tmp_path: Path, host_dir: Path,
+                                                    link: str) -> None:
+    d = clean_daemon
+    target = str(host_dir) if link != "relative" else "../" * 20 + str(host_dir).lstrip("/")
+    tag = f"secfs-copy-{uuid.uuid4().hex[:8]}"
+    ctx = tmp_path / "ctx"
+    (ctx / "src/sub").mkdir(parents=True)
+    (ctx / "src/sub/evil").write_text("pwned")
+    os.chmod(ctx / "src/sub", 0o777)
+    setup = f"RUN mkdir /app && ln -s {target} /app/sub\n"
+    try:
+        if link == "base-image":  # a hostile base image is enough: the Dockerfile only copies
+            base = tmp_path / "base"
+            base.mkdir()
+            (base / "Dockerfile").write_text("FROM busybox\n" + setup)
+            build(d, base, "-t", tag + "-base")
+            (ctx / "Dockerfile").write_text(f"FROM {tag}-base\nCOPY src/ /app/\n")
+        else:
+            (ctx / "Dockerfile").write_text("FROM busybox\n" + setup + "COPY src/ /app/\n")
+        build(d, ctx, "-t", tag)
+        assert sorted(os.listdir(host_dir)) == [SECRET], "COPY wrote onto the host"
+        assert os.stat(host_dir).st_mode & 0o777 == 0o700, "COPY chmod'ed a host directory"
+        # As dockerd's copy does: the link in the way is replaced by the directory copied.
+        out = d.docker("run", "--rm", tag, "sh", "-c", "test -L /app/sub || cat /app/sub/evil").stdout
+        assert out == b"pwned"
+    finally:
+        d.docker("rmi", "-f", tag, tag + "-base", check=False)
+
+
+# -- 2. export and commit while the container swaps links in ---------------------------------------
+
+class Racing:
+    """A running container exchanging /x/dN (a directory holding its own SECRET file) with /x/lN
+    (a link to `host`) in a loop, and creating and unlinking files in /zchurn (walked after /x)."""
+
+    PAIRS = 20
+
+    def __init__(self, d: Daemon, racer: Path, host: Path) -> None:
+        self.d = d
+        self.name = f"racing-{uuid.uuid4().hex[:8]}"
+        d.docker("run", "-d", "--name", self.name, "busybox", "sleep", "600")
+        d.docker("cp", str(racer), f"{self.name}:/racer")
+        d.docker("exec", self.name, "mkdir", "/x", "/zchurn")
+        d.docker("exec", "-d", self.name, "/racer", "swap", "/x", str(self.PAIRS), str(host), SECRET)
+        d.docker("exec", "-d", self.name, "/racer", "churn", "/zchurn")
+        deadline = time.monotonic() + 60
+        want = f"l{self.PAIRS - 1}"
+        while want not in d.docker("exec", self.name, "ls", "/x").stdout.decode().split():
+            assert time.monotonic() < deadline, "the racer did not start"
+            time.sleep(0.1)
+
+
+def _tar_problem(data: bytes) -> str | None:
+    """Why `data` is not a whole tar (every member's data readable), or None."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+            for m in tf:
+                if m.isreg():
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    if len(f.read()) != m.size:
+                        return f"{m.name}: short"
+    except (tarfile.TarError, EOFError, OSError) as e:
+        return str(e)
+    return None
+
+
+def _names(data: bytes) -> list[str]:
+    """The member names of a tar, as far as it can be read."""
+    names: list[str] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tf:
+            for m in tf:
+                names.append(m.name)
+    except (tarfile.TarError, EOFError, OSError):
+        pass
+    return names
+
+
+def _leaked(data: bytes) -> bool:
+    """Whether the host's file got into a tar (by its bytes: the container's files of that name,
+    under either name of a pair, hold none)."""
+    return SECRET_DATA in data
+
+
+EXPORTS = 30
+
+
+def test_export_reads_by_fd_while_links_are_swapped(clean_daemon: Daemon, racer: Path, host_dir: Path) -> None:
+    d = clean_daemon
+    r = Racing(d, racer, host_dir)
+    leaked = broken = 0
+    for _ in range(EXPORTS):
+        p = d.docker("export", r.name, check=False)
+        broken += p.returncode != 0 or _tar_problem(p.stdout) is not None
+        leaked += _leaked(p.stdout)  # a broken stream counts too, up to where it broke
+    assert (leaked, broken) == (0, 0), f"of {EXPORTS} exports {leaked} held the host's files, {broken} broke"
+
+
+COMMITS = 20
+
+
+def _last_layer(d: Daemon, image: str) -> bytes:
+    saved = d.docker("save", image).stdout
+    with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
+        f = outer.extractfile("manifest.json")
+        assert f is not None
+        blob = outer.extractfile(json.loads(f.read())[0]["Layers"][-1])
+        assert blob is not None
+        return blob.read()
+
+
+def test_commit_without_pause_reads_by_fd(clean_daemon: Daemon, racer: Path, host_dir: Path) -> None:
+    d = clean_daemon
+    r = Racing(d, racer, host_dir)
+    leaked = broken = 0
+    tag = f"secfs-commit-{uuid.uuid4().hex[:8]}"
+    try:
+        for i in range(COMMITS):
+            p = d.docker("commit", "-p=false", r.name, f"{tag}:{i}", check=False)
+            if p.returncode != 0:
+                broken += 1
+                continue
+            layer = _last_layer(d, f"{tag}:{i}")
+            leaked += _leaked(layer)
+            assert "x/d0" in _names(layer)
+            d.docker("rmi", f"{tag}:{i}")
+    finally:
+        for i in range(COMMITS):
+            d.docker("rmi", "-f", f"{tag}:{i}", check=False)
+    assert (leaked, broken) == (0, 0), f"of {COMMITS} commits {leaked} held the host's files, {broken} failed"
+
+
+def test_commit_keeps_a_socket_out(clean_daemon: Daemon) -> None:
+    """A unix socket in the container's upper dir is left out of the layer, as tar does (it used to
+    fail the commit)."""
+    d = clean_daemon
+    name = f"sock-{uuid.uuid4().hex[:8]}"
+    d.docker("run", "-d", "--name", name, "busybox", "sleep", "600")
+    d.docker("exec", name, "mkdir", "/s")
+    # busybox cannot listen on a unix socket; bind one in the container's upper dir from here
+    cid = d.docker("inspect", "-f", "{{.Id}}", name).stdout.decode().strip()
+    upper = next(d.data_root.rglob(f"{cid}/upper"))
+    s = socket.socket(socket.AF_UNIX)
+    dfd = os.open(upper / "s", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        s.bind(f"/proc/self/fd/{dfd}/sock")  # the full path is longer than sun_path
+    finally:
+        os.close(dfd)
+    try:
+        d.docker("commit", name, "secfs-sock:1")
+        assert "s/sock" not in _names(_last_layer(d, "secfs-sock:1"))
+    finally:
+        s.close()
+        d.docker("rmi", "-f", "secfs-sock:1", check=False)
