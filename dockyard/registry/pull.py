@@ -141,11 +141,12 @@ class Puller:
         yield progress.status(f"Status: {verb} {ref.familiar}")
 
     async def _stream(self, repo: Repository, digest: str, size: int, chain: str, parent: str | None,
-                      on_progress: Callable[[int], None], on_downloaded: Callable[[], None]) -> None:
+                      on_progress: Callable[[int], None], on_downloaded: Callable[[], None]) -> bool:
         """Download a layer blob into the content store and extract it in the same pass: the
         chunks also go down a pipe to an extractor thread. The snapshot is renamed into place only
         once the diff_id (extractor) and the blob digest (download) are both right; else its temp
-        dir is removed and the pull fails."""
+        dir is removed and the pull fails. True when the blob was extracted, so checked against
+        its diff_id (False: the snapshot appeared meanwhile)."""
         loop = asyncio.get_running_loop()
         r, w = os.pipe()
         with contextlib.suppress(OSError):  # fewer wake-ups than the 64 KiB default
@@ -154,9 +155,9 @@ class Puller:
         rfile = os.fdopen(r, "rb")
         verified: concurrent.futures.Future[None] = concurrent.futures.Future()
 
-        def extract() -> None:
+        def extract() -> bool:
             try:
-                self.snapshots.ensure(chain, parent, lambda: rfile, verified.result)
+                return self.snapshots.ensure(chain, parent, lambda: rfile, verified.result)
             finally:
                 rfile.close()  # the writer then gets EPIPE if it is still going
 
@@ -189,7 +190,7 @@ class Puller:
                 ext.exception()  # retrieved (not logged): the download's error is the one to report
             raise
         verified.set_result(None)
-        await ext
+        return await ext
 
     async def _fetch(self, res: Resolved, platform: str | None, outcome: dict[str, bool]) -> AsyncIterator[Event]:
         """_fetch_all; when that fails for want of space, the blobs it downloaded go again at once:
@@ -255,6 +256,8 @@ class Puller:
         # layers extract independently and in any order; the chain ids come from the config. A
         # layer is extracted from the bytes as they arrive (see _stream); file creation is kernel
         # time, which the threads overlap.
+        checked = [False] * len(layers)  # the blob was extracted here, so it is this diff_id's
+
         async def fetch_layer(i: int) -> None:
             desc = layers[i]
             lid, digest, size = progress.short(desc["digest"]), desc["digest"], int(desc.get("size") or 0)
@@ -263,7 +266,7 @@ class Puller:
                 if self.content.has(digest):
                     queue.put_nowait(progress.layer("Download complete", lid))
                     queue.put_nowait(progress.detail("Extracting", lid, 0, size))
-                    await asyncio.get_running_loop().run_in_executor(
+                    checked[i] = await asyncio.get_running_loop().run_in_executor(
                         _extractors(), self.snapshots.ensure, chains[i], parent,
                         functools.partial(self.content.open, digest))
                 else:
@@ -279,7 +282,8 @@ class Puller:
                                    progress.detail("Extracting", lid, 0, size)):
                             queue.put_nowait(ev)
                     queue.put_nowait(progress.detail("Downloading", lid, 0, size))
-                    await self._stream(res.repo, digest, size, chains[i], parent, on_progress, on_downloaded)
+                    checked[i] = await self._stream(res.repo, digest, size, chains[i], parent, on_progress,
+                                                    on_downloaded)
                 queue.put_nowait(progress.detail("Extracting", lid, size, size))
                 queue.put_nowait(progress.layer("Pull complete", lid))
 
@@ -291,8 +295,10 @@ class Puller:
                 for t in extracts:
                     t.cancel()
                 await asyncio.gather(*extracts, return_exceptions=True)
+            # Only pairs this pull checked: a layer that was here already was not fetched, and a
+            # manifest naming some other blob for it must not become where that layer comes from.
             blobs = [(d, desc["digest"], desc.get("mediaType", ""), int(desc.get("size") or 0))
-                     for desc, d in zip(layers, diff_ids, strict=True)]
+                     for desc, d, ok in zip(layers, diff_ids, checked, strict=True) if ok]
             if self.layermap is not None:
                 for diff_id, digest, media_type, size in blobs:
                     self.layermap.record(diff_id, digest, media_type, size, res.ref.domain, res.ref.path)

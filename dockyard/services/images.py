@@ -29,7 +29,7 @@ from dockyard.services.events import EventBus
 from dockyard.store import archive
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
-from dockyard.store.layers import decompressed
+from dockyard.store.layers import decompressed, diff_id_of
 from dockyard.store.snapshots import Snapshotter, chain_ids
 from dockyard.util.timefmt import ZERO_TIME, parse_rfc3339, parse_time_arg, rfc3339
 
@@ -620,11 +620,23 @@ class ImageService:
                 digest = w.commit()
             if not existed:
                 new_blobs.append(digest)
-            blobs.append((diff_ids[i], digest, _media_type_of(head), self.content.size(digest)))
-            if not self.snapshots.exists(chains[i]):
-                self.snapshots.ensure(chains[i], chains[i - 1] if i else None, self._opener(digest))
+            if self.snapshots.ensure(chains[i], chains[i - 1] if i else None, self._opener(digest)):
                 new_chains.append(chains[i])
+            elif not self._known_blob(diff_ids[i], digest):
+                # The layer is here already, so nothing was extracted or checked: hash the blob,
+                # or an archive could claim another image's diff_id and have its own bytes saved
+                # and pushed as that layer.
+                with self.content.open(digest) as f:
+                    got = diff_id_of(f)
+                if got != diff_ids[i]:  # dockerd's words when it checks (it skips a known layer)
+                    raise InvalidParameter(f'invalid diffID for layer {i}: expected "{diff_ids[i]}", got "{got}"')
+            blobs.append((diff_ids[i], digest, _media_type_of(head), self.content.size(digest)))
         return ai.config, diff_ids, ai.tags, blobs
+
+    def _known_blob(self, diff_id: str, digest: str) -> bool:
+        """Whether `digest` is a blob recorded (so checked) for the layer `diff_id`."""
+        return digest == diff_id or self.db.query_one(
+            "SELECT 1 FROM layer_blobs WHERE diff_id=? AND digest=?", (diff_id, digest)) is not None
 
     def _opener(self, digest: str) -> archive.Opener:
         return lambda: self.content.open(digest)

@@ -111,14 +111,19 @@ class Snapshotter:
         return snap, created
 
     def ensure(self, chain: str, parent_chain_id: str | None, opener: Opener,
-               before_commit: Callable[[], object] | None = None) -> Path:
-        """The snapshot dir for `chain`, extracting the layer from `opener()` if missing;
-        the extracted content must produce exactly `chain` (verifies the diff_id) and
-        `before_commit()` must return, else nothing is left behind."""
+               before_commit: Callable[[], object] | None = None) -> bool:
+        """Make sure the snapshot for `chain` exists, extracting the layer from `opener()` if
+        missing; the extracted content must produce exactly `chain` (verifies the diff_id) and
+        `before_commit()` must return, else nothing is left behind.
+
+        True when this call extracted, so verified, the content; False when the snapshot was there
+        already and `opener` was not read: then nothing ties its bytes to `chain`, and a caller
+        must not record them as that layer's blob (a loaded archive could otherwise claim another
+        image's layer)."""
         validate(chain)
         if self.exists(chain):
-            return self.path(chain)
-        return self._apply(parent_chain_id, opener, chain, before_commit)[0].path
+            return False
+        return self._apply(parent_chain_id, opener, chain, before_commit)[0].chain_id == chain
 
     def adopt(self, chain: str, parent_chain_id: str | None, diff_id: str, fs_dir: Path, size: int) -> Path:
         """Take a finished layer dir (an overlay upper whose tar produced `diff_id`) as the snapshot

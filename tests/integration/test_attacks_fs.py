@@ -8,6 +8,7 @@ and `docker cp`'d into the container.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -221,3 +222,60 @@ def test_commit_keeps_a_socket_out(clean_daemon: Daemon) -> None:
     finally:
         s.close()
         d.docker("rmi", "-f", "secfs-sock:1", check=False)
+
+
+# -- 3. a loaded archive claiming another image's layer --------------------------------------------
+
+def _saved_layers(d: Daemon, image: str) -> list[str]:
+    """sha256 of each layer blob `docker save` sends."""
+    saved = d.docker("save", image).stdout
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tf:
+        f = tf.extractfile("manifest.json")
+        assert f is not None
+        out = []
+        for name in json.loads(f.read())[0]["Layers"]:
+            b = tf.extractfile(name)
+            assert b is not None
+            out.append(hashlib.sha256(b.read()).hexdigest())
+        return out
+
+
+def _tar_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mode = 0o755
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def poison_archive(diff_id: str, below: str) -> bytes:
+    """A docker-archive whose config claims the layer `diff_id` but whose layer holds an evil
+    bin/busybox; its blob digest sorts before `below`, the real blob's (the first row wins)."""
+    for n in range(100_000):
+        layer = _tar_bytes({"bin/busybox": b"#!/bin/sh\necho evil " + str(n).encode() + b"\n"})
+        if hashlib.sha256(layer).hexdigest() < below:
+            break
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    ldigest = hashlib.sha256(layer).hexdigest()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["secfs-poison:latest"],
+                            "Layers": [f"blobs/sha256/{ldigest}"]}]).encode()
+    return _tar_bytes({"config.json": config, f"blobs/sha256/{ldigest}": layer, "manifest.json": manifest})
+
+
+def test_load_cannot_claim_another_images_layer(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    diff_id = json.loads(d.docker("inspect", "busybox").stdout)[0]["RootFS"]["Layers"][0]
+    before = _saved_layers(d, "busybox")
+    p = d.docker("load", input=poison_archive(diff_id, before[0]), check=False)
+    try:
+        assert _saved_layers(d, "busybox") == before, "busybox's saved layer is the archive's"
+        # dockerd 20.10 loads it and maps it onto its own busybox layer (it never checks a layer it
+        # has); we refuse, in the words dockerd uses when it does check.
+        assert p.returncode != 0
+        assert f'invalid diffID for layer 0: expected "{diff_id}", got "sha256:' in p.stderr.decode()
+    finally:
+        d.docker("rmi", "-f", "secfs-poison", check=False)
