@@ -165,6 +165,7 @@ def build(cfg: DaemonConfig) -> Engine:
         db, events, images, runtime, data_root, exec_root, networks=networks, volumes=volumes,
         default_runtime=cfg.default_runtime, runtimes=runtimes,
     )
+    images.containers_using = containers.using_image
     networks.set_container_resolver(lambda ref: _resolve_for_network(containers, ref))
     from dockyard.services.execs import ExecService
 

@@ -262,6 +262,11 @@ class ContainerService:
     def all(self) -> list[Container]:
         return [Container.from_row(r) for r in self.db.query("SELECT * FROM containers ORDER BY created DESC")]
 
+    def using_image(self, image_id: str) -> builtins.list[tuple[str, bool]]:
+        """(id, running) of the containers made from the image (ImageService.containers_using)."""
+        return [(r["id"], r["state"] in RUNNING_STATES)
+                for r in self.db.query("SELECT id, state FROM containers WHERE image_id=?", (image_id,))]
+
     def save(self, cid: str, **fields: Any) -> None:
         """Write fields of a container's row (for the services built on this one: io, health, exec)."""
         cols = ", ".join(f"{k}=?" for k in fields)

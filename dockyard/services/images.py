@@ -17,7 +17,7 @@ import shlex
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -59,7 +59,6 @@ SCHEMA = [
     """,
 ]
 
-_RUNNING_STATES = ("running", "paused", "restarting")
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
            "s390x": "s390x", "riscv64": "riscv64"}
 _EMPTY_CONFIG: dict[str, Any] = {
@@ -134,7 +133,9 @@ class ImageService:
         self.events = events
         self.tmp_root = content.root / "ingest"
         self._lock = threading.RLock()  # serialises register/delete against GC of shared layers
-        self.pull_handler: Any = None  # set by the wiring: async (image, tag, platform, auth) -> events
+        # The containers made from an image, as (id, running): the container service owns that table
+        # and the wiring connects its `using_image` here (none without one).
+        self.containers_using: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
         db.migrate("images", SCHEMA)
 
     # ------------------------------------------------------------------ lookup
@@ -296,24 +297,12 @@ class ImageService:
         records.append({"Untagged": familiar})
         self.events.emit("image", "untag", image_id, {"name": familiar})
 
-    def _containers_using(self, image_id: str) -> list[tuple[str, bool]]:
-        cols = {r[1] for r in self.db.query("PRAGMA table_info(containers)")}
-        if "image_id" not in cols:
-            return []
-        state_col = next((c for c in ("state", "status", "running") if c in cols), None)
-        sel = f"id, {state_col} AS st" if state_col else "id, '' AS st"
-        out = []
-        for r in self.db.query(f"SELECT {sel} FROM containers WHERE image_id=?", (image_id,)):
-            st = r["st"]
-            out.append((r["id"], bool(st) if state_col == "running" else str(st) in _RUNNING_STATES))
-        return out
-
     def _conflict(self, img: Image, force: bool, multi_repo: bool = False) -> Conflict | None:
         """Docker's checks in its order: children, running (hard), multiple repos, stopped (soft)."""
         if self.db.query("SELECT id FROM images WHERE parent=?", (img.id,)):
             return Conflict(f"conflict: unable to delete {short_id(img.id)} (cannot be forced) - "
                             "image has dependent child images")
-        users = self._containers_using(img.id)
+        users = self.containers_using(img.id)
         for cid, running in users:
             if running:
                 return Conflict(f"conflict: unable to delete {short_id(img.id)} (cannot be forced) - "
@@ -338,7 +327,7 @@ class ImageService:
         repos = {reference.parse(r).repository for r in refs}
         single = len(repos) <= 1 and sum("@" not in r for r in refs) <= 1
         if named is not None:
-            users = self._containers_using(image_id)
+            users = self.containers_using(image_id)
             if not force and single and users:
                 raise Conflict(f'conflict: unable to remove repository reference "{ref_or_id}" (must force) - '
                                f"container {users[0][0][:12]} is using its referenced image {short_id(image_id)}")
@@ -371,7 +360,7 @@ class ImageService:
         return records
 
     def _remove_image(self, img: Image, records: list[dict[str, str]], reclaimed: list[int]) -> None:
-        in_use = bool(self._containers_using(img.id))  # forced delete: the container still needs its layers
+        in_use = bool(self.containers_using(img.id))  # forced delete: the container still needs its layers
         with self.db.tx() as c:
             c.execute("DELETE FROM tags WHERE image_id=?", (img.id,))
             c.execute("DELETE FROM digests WHERE image_id=?", (img.id,))
@@ -421,7 +410,7 @@ class ImageService:
                 except NotFound:
                     continue  # removed as a parent of an earlier one
                 refs = self._refs(img.id)
-                if (refs and not all_images) or self._containers_using(img.id):
+                if (refs and not all_images) or self.containers_using(img.id):
                     continue
                 if until is not None and img.created >= until:
                     continue

@@ -207,16 +207,16 @@ def test_tag_delete_and_conflicts(svc: ImageService, tmp_path: Path) -> None:
     svc.tag("busybox", "other", "x")
     with pytest.raises(Conflict, match="referenced in multiple repositories"):
         svc.delete(image_id[7:19])
-    svc.db.execute("CREATE TABLE IF NOT EXISTS containers (id TEXT, image_id TEXT, state TEXT)")
-    svc.db.execute("INSERT INTO containers VALUES(?,?,?)", ("c" * 64, image_id, "exited"))
+    users = [("c" * 64, False)]  # what the container service would answer: one stopped container
+    svc.containers_using = lambda iid: list(users) if iid == image_id else []
     with pytest.raises(Conflict, match='unable to remove repository reference "other:x" \\(must force\\)'):
         svc.delete("busybox") and svc.delete("other:x")
     with pytest.raises(Conflict, match=r"\(must be forced\) - image is being used by stopped container cccccccccccc"):
         svc.delete(image_id[7:], force=False)
-    svc.db.execute("UPDATE containers SET state='running'")
+    users[0] = ("c" * 64, True)
     with pytest.raises(Conflict, match=r"\(cannot be forced\) - image is being used by running container"):
         svc.delete(image_id, force=True)
-    svc.db.execute("DELETE FROM containers")
+    users.clear()
     res = svc.delete(image_id, force=True)
     assert res[:2] == [{"Untagged": "other:x"}, {"Deleted": image_id}]  # busybox:latest went above
     assert svc.list() == []

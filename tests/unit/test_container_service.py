@@ -258,3 +258,14 @@ def test_recover_finalizes_containers_whose_monitor_died(world: World) -> None:
         assert (w.cs.get(dead).state, w.cs.get(dead).exit_code) == ("exited", 9)
 
     run(world, t)
+
+
+def test_using_image_answers_the_image_service(world: World) -> None:
+    async def t(w: World) -> None:
+        image_id = FakeImages().image.id
+        running = await w.run()
+        stopped = (await w.cs.create({"Image": "busybox"}))["Id"]
+        assert sorted(w.cs.using_image(image_id)) == sorted([(running, True), (stopped, False)])
+        assert w.cs.using_image("sha256:" + "0" * 64) == []
+
+    run(world, t)
