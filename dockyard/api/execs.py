@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dockyard.api import validate
 from dockyard.api.backends import ExecBackend
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter
@@ -12,17 +13,20 @@ def register(router: Router, execs: ExecBackend) -> None:
         body = await req.json()
         if not isinstance(body, dict):
             raise InvalidParameter("invalid exec config")
-        return json_response(execs.create(req.params["id"], body), 201)
+        return json_response(execs.create(req.params["id"], validate.go_names(body, validate.EXEC_CONFIG)), 201)
 
     async def exec_start(req: Request) -> Response | Hijack:
         body = await req.json() or {}
         if not isinstance(body, dict):
             raise InvalidParameter("invalid exec start config")
-        handler = await execs.start(req.params["id"], bool(body.get("Detach")), body.get("Tty"))
+        body = validate.go_names(body, validate.EXEC_START)
+        # As dockerd: the start request's Tty alone says whether the stream is raw or multiplexed; the
+        # process has a terminal if the exec was created with one.
+        raw = bool(body.get("Tty"))
+        handler = await execs.start(req.params["id"], bool(body.get("Detach")), raw)
         if handler is None:
             return Response(200, {"Content-Type": "application/json"}, b"")
-        tty = bool(execs.get(req.params["id"]).config.get("Tty")) or bool(body.get("Tty"))
-        return Hijack(handler, "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream")
+        return Hijack(handler, "application/vnd.docker.raw-stream" if raw else "application/vnd.docker.multiplexed-stream")
 
     async def exec_inspect(req: Request) -> Response:
         return json_response(execs.inspect(req.params["id"]))

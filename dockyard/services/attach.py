@@ -48,11 +48,12 @@ def parse_detach_keys(spec: str | None) -> bytes:
 async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                        tty: bool, stdin: bool, stdout: bool, stderr: bool, detach_keys: bytes,
                        frame: Callable[[int, bytes], bytes],
-                       before_close: Callable[[], Awaitable[None]] | None = None) -> None:
+                       before_close: Callable[[], Awaitable[None]] | None = None, on_detach: bytes = b"") -> None:
     """Copy monitor output to the client and client input to the monitor until output ends or detach.
 
     before_close runs after the output ended and before the client sees EOF (exec: the exit code
-    must be known by then, since the CLI inspects the exec right after)."""
+    must be known by then, since the CLI inspects the exec right after). on_detach is written to the
+    client when it detaches (dockerd's exec reports the escape as an error on the stream)."""
     loop = asyncio.get_running_loop()
     detached = asyncio.Event()
 
@@ -113,6 +114,8 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
             elif t is not None and not t.cancelled() and t.exception() is not None:
                 log.debug("attach session: %s", t.exception())  # retrieved: no "never retrieved" noise
         att.close()
+        if detached.is_set() and on_detach:
+            writer.write(on_detach)
         with contextlib.suppress(Exception):
             await writer.drain()
         if before_close is not None and not detached.is_set():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -22,6 +23,8 @@ log = logging.getLogger("dockyard.exec")
 # overlaps the client's create -> start round trip. Clients start right after create; one that
 # doesn't within this many seconds has its held monitor dropped (a later start spawns afresh).
 PREPARED_TTL = 5.0
+# What dockerd writes on an exec's stream when the client detaches (its escape error, as text).
+DETACHED = b"exec attach failed: error on attach stdin: read escape sequence\r\n"
 
 
 @dataclass
@@ -103,12 +106,14 @@ class ExecService:
         cmd = list(cfg.get("Cmd") or [])
         return {
             "ID": e.id, "Running": e.running, "ExitCode": e.exit_code, "CanRemove": False,
-            "ContainerID": e.container_id, "DetachKeys": cfg.get("DetachKeys") or "",
+            # dockerd keeps the parsed keys as Go bytes, which its JSON shows in base64
+            "ContainerID": e.container_id,
+            "DetachKeys": base64.b64encode(parse_detach_keys(cfg["DetachKeys"])).decode() if cfg.get("DetachKeys") else "",
             "OpenStdin": bool(cfg.get("AttachStdin")), "OpenStdout": bool(cfg.get("AttachStdout")),
             "OpenStderr": bool(cfg.get("AttachStderr")), "Pid": e.pid,
             "ProcessConfig": {"tty": bool(cfg.get("Tty")), "entrypoint": cmd[0] if cmd else "",
                               "arguments": cmd[1:], "privileged": bool(cfg.get("Privileged")),
-                              "user": cfg.get("User") or ""},
+                              **({"user": cfg["User"]} if cfg.get("User") else {})},
         }
 
     def process_spec(self, e: Exec, tty: bool) -> dict[str, Any]:
@@ -139,11 +144,13 @@ class ExecService:
         proc.pop("consoleSize", None)
         return proc
 
-    async def start(self, exec_id: str, detach: bool, tty: bool | None) -> HijackHandler | None:
+    async def start(self, exec_id: str, detach: bool, raw: bool) -> HijackHandler | None:
+        """Run the exec. raw: the client asked for a TTY stream (no multiplexing frames); whether the
+        process has a terminal was fixed at create."""
         e = self.get(exec_id)
         prepared, e.prepared = e.prepared, None
         cfg = e.config
-        use_tty = bool(cfg.get("Tty")) if tty is None else bool(tty) or bool(cfg.get("Tty"))
+        use_tty = bool(cfg.get("Tty"))
         stdin = bool(cfg.get("AttachStdin")) and not detach
         attach = not detach and (stdin or bool(cfg.get("AttachStdout")) or bool(cfg.get("AttachStderr")))
         try:
@@ -189,16 +196,18 @@ class ExecService:
                 e.session.cleanup()
                 text = err.message if isinstance(err, DockyardError) else str(err)
                 msg = f"OCI runtime exec failed: {text}: unknown\r\n".encode()
-                writer.write(msg if use_tty else frame(1, msg))
+                writer.write(msg if raw else frame(1, msg))
                 with contextlib.suppress(Exception):
                     await writer.drain()
                 writer.close()
                 e.pumped.set()
                 return
             self._started(e)
-            await pump_session(e.session.attach, reader, writer, tty=use_tty, stdin=stdin,
-                               stdout=bool(cfg.get("AttachStdout")), stderr=bool(cfg.get("AttachStderr")),
-                               detach_keys=keys, frame=frame, before_close=exited)
+            await pump_session(e.session.attach, reader, writer, tty=raw, stdin=stdin,
+                               # a raw stream has no place for stderr: dockerd drops it
+                               stdout=bool(cfg.get("AttachStdout")), stderr=bool(cfg.get("AttachStderr")) and not raw,
+                               detach_keys=keys, frame=frame, before_close=exited,
+                               on_detach=DETACHED if raw else frame(1, DETACHED))
             e.pumped.set()
 
         return handler
