@@ -38,7 +38,15 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
         return json_response(await cs.create(body, req.q("name")), 201)
 
     async def container_inspect(req: Request) -> Response:
-        return json_response(cs.inspect(req.params["id"], size=req.qbool("size")))
+        out = cs.inspect(req.params["id"], size=req.qbool("size"))
+        v = tuple(int(x) for x in (req.api_version or "99").split(".") if x.isdigit())
+        if v < (1, 45):
+            # Before API 1.45 dockerd listed the short id among a running container's aliases on user networks.
+            for name, ep in (out.get("NetworkSettings", {}).get("Networks") or {}).items():
+                if ep.get("EndpointID") and name not in ("bridge", "host", "none"):
+                    short = out["Id"][:12]
+                    ep["Aliases"] = [*(a for a in ep.get("Aliases") or [] if a != short), short]
+        return json_response(out)
 
     async def container_start(req: Request) -> Response:
         await cs.start(req.params["id"])
@@ -199,7 +207,7 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
     r("POST", "/containers/{id}/pause", container_pause)
     r("POST", "/containers/{id}/unpause", container_unpause)
     r("POST", "/containers/{id}/wait", container_wait)
-    r("DELETE", "/containers/{id}", container_delete)
+    r("DELETE", "/containers/{id:path}", container_delete)  # "parent/alias" with ?link=1
     r("POST", "/containers/{id}/rename", container_rename)
     r("GET", "/containers/{id}/logs", container_logs)
     r("POST", "/containers/{id}/attach", container_attach)

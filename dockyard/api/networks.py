@@ -29,16 +29,14 @@ def register(router: Router, networks: NetworkBackend) -> None:
     async def network_create(req: Request) -> Response:
         body = _obj(await req.json())
         ipam = body.get("IPAM") or {}
-        configs = ipam.get("Config") or []
-        if len(configs) > 1:
-            raise InvalidParameter("dockyard supports one IPv4 subnet per network")
-        cfg = configs[0] if configs else {}
+        if not isinstance(ipam, dict) or not isinstance(ipam.get("Config") or [], list):
+            raise InvalidParameter("json: cannot unmarshal into Go struct field NetworkCreateRequest.IPAM")
         out = await networks.create(
-            body.get("Name") or "", driver=body.get("Driver") or "bridge", subnet=cfg.get("Subnet") or None,
-            gateway=cfg.get("Gateway") or None, ip_range=cfg.get("IPRange") or None,
+            body.get("Name") or "", driver=body.get("Driver") or "bridge",
             internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
             labels=body.get("Labels") or {}, options=body.get("Options") or {},
-            ipam_driver=ipam.get("Driver") or "default", enable_ipv6=bool(body.get("EnableIPv6")))
+            ipam_driver=ipam.get("Driver") or "default", enable_ipv6=bool(body.get("EnableIPv6")),
+            ipam_configs=ipam.get("Config") or [], ipam_options=ipam.get("Options"))
         return json_response(out, 201)
 
     async def network_delete(req: Request) -> Response:

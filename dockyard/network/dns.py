@@ -1,7 +1,8 @@
-"""A small DNS server per user network (the aardvark-dns way), on the network's gateway address.
+"""A small DNS server per user network, on the network's gateway address.
 
-It answers A queries for names the `lookup` callback knows (container names, aliases, short ids on
-that network) and forwards everything else to the host's resolvers. Runs in the daemon's loop.
+Every server answers from one `NameIndex`: the query's source address says which container asks, and
+it gets the names of every network it is on, whichever gateway it asked (names.py). Names that are
+not ours go to the asker's `--dns` servers, else the host's resolvers. Runs in the daemon's loop.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ import logging
 import struct
 from collections.abc import Callable
 
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
+
+from dockyard.network.names import NameIndex, reverse_name
 
 log = logging.getLogger(__name__)
-Lookup = Callable[[str], list[str] | None]  # name → IPv4s, None when the name is not ours
 TTL = 600
 FORWARD_TIMEOUT = 3.0
 
 
 class DnsServer:
-    def __init__(self, address: str, lookup: Lookup, upstreams: list[str], port: int = 53) -> None:
+    def __init__(self, address: str, index: NameIndex, upstreams: Callable[[], list[str]], port: int = 53) -> None:
+        """`upstreams`: the host's resolvers, read per forwarded query (resolv.conf may change)."""
         self.address, self.port = address, port
-        self.lookup = lookup
-        self.upstreams = [u for u in upstreams if u != address]
+        self.index = index
+        self.host_upstreams = upstreams
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
@@ -38,7 +41,7 @@ class DnsServer:
 
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
                 async def reply() -> None:
-                    out = await server.answer(data)
+                    out = await server.answer(data, addr[0])
                     if out is not None:
                         self.transport.sendto(out, addr)  # type: ignore[attr-defined]
                 loop.create_task(reply())
@@ -58,10 +61,11 @@ class DnsServer:
             self._tcp = None
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
         try:
             while True:
                 (n,) = struct.unpack("!H", await reader.readexactly(2))
-                out = await self.answer(await reader.readexactly(n))
+                out = await self.answer(await reader.readexactly(n), peer[0])
                 if out is None:
                     break
                 writer.write(struct.pack("!H", len(out)) + out)
@@ -71,24 +75,32 @@ class DnsServer:
         finally:
             writer.close()
 
-    async def answer(self, data: bytes) -> bytes | None:
+    async def answer(self, data: bytes, src: str) -> bytes | None:
         try:
             req = DNSRecord.parse(data)
         except Exception:
             return None
         q = req.q
         name = str(q.qname).rstrip(".").lower()
-        ips = self.lookup(name)
-        if ips is not None:
-            reply = req.reply()
-            if q.qtype in (QTYPE.A, QTYPE.ANY):
-                for ip in ips:
-                    reply.add_answer(RR(q.qname, QTYPE.A, rdata=A(ip), ttl=TTL))
-            return reply.pack()  # other types for our names: NOERROR, no answers
-        return await self._forward(req, data)
+        cid = self.index.asker(src)
+        if cid is not None:
+            addr = reverse_name(name) if q.qtype == QTYPE.PTR else None
+            found = self.index.reverse(cid, addr) if addr else self.index.resolve(cid, name)
+            if found is not None:
+                reply = req.reply()
+                for ptr in found.names:
+                    reply.add_answer(RR(q.qname, QTYPE.PTR, rdata=PTR(ptr + "."), ttl=TTL))
+                for ip in found.ips:
+                    v6 = ":" in ip
+                    if q.qtype == QTYPE.ANY or q.qtype == (QTYPE.AAAA if v6 else QTYPE.A):
+                        rtype, rdata = (QTYPE.AAAA, AAAA(ip)) if v6 else (QTYPE.A, A(ip))
+                        reply.add_answer(RR(q.qname, rtype, rdata=rdata, ttl=TTL))
+                return reply.pack()  # other types for our names: NOERROR, no answers
+        upstreams = (self.index.upstreams(cid) if cid else []) or self.host_upstreams()
+        return await self._forward(req, data, [u for u in upstreams if u != self.address])
 
-    async def _forward(self, req: DNSRecord, data: bytes) -> bytes:
-        for upstream in self.upstreams:
+    async def _forward(self, req: DNSRecord, data: bytes, upstreams: list[str]) -> bytes:
+        for upstream in upstreams:
             try:
                 return await asyncio.wait_for(_udp_query(data, upstream), FORWARD_TIMEOUT)
             except (TimeoutError, OSError) as e:

@@ -25,6 +25,7 @@ class BridgeNet:
     bridge: str
     subnet: str  # "172.18.0.0/16"
     internal: bool = False
+    subnet6: str = ""  # "fd00:1::/64" on a dual-stack network
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,29 @@ def render(table: str, nets: list[BridgeNet], ports: list[PortMap]) -> str:
         elif others:  # isolation between our networks
             out.append(f"    iifname {br} oifname {{ {', '.join(others)} }} drop")
     out += ["  }", "}"]
+    out += _render6(table, nets)
     return "\n".join(out) + "\n"
+
+
+def _render6(table: str, nets: list[BridgeNet]) -> list[str]:
+    """IPv6: isolation between our networks and no way out of an internal one, as for v4. No NAT:
+    like dockerd without ip6tables, v6 is routed. The table exists only while a network has v6."""
+    out = [f"add table ip6 {table}", f"delete table ip6 {table}"]
+    v6 = [n for n in nets if n.subnet6]
+    if not v6:
+        return out
+    out += [f"table ip6 {table} {{", "  chain forward {", "    type filter hook forward priority 0; policy accept;",
+            "    ct state established,related accept"]
+    for n in v6:
+        br = _q(n.bridge)
+        others = [_q(o.bridge) for o in nets if o.bridge != n.bridge]
+        if n.internal:
+            out.append(f"    iifname {br} oifname != {br} drop")
+            out.append(f"    oifname {br} iifname != {br} drop")
+        elif others:
+            out.append(f"    iifname {br} oifname {{ {', '.join(others)} }} drop")
+    out += ["  }", "}"]
+    return out
 
 
 def _port_rule(p: PortMap) -> str:
@@ -128,10 +151,11 @@ def _echoed(out: str) -> str:
 def delete_table(table: str) -> None:
     with _lock:
         _applied.pop(table, None)
-    r = subprocess.run(["nft", "list", "table", "ip", table], capture_output=True, text=True)
-    if r.returncode == 0:
-        with trace.step("nft", f"nft delete table ip {table}", "no network left to serve: the rules go"):
-            _nft(["delete", "table", "ip", table])
+    for family in ("ip", "ip6"):
+        r = subprocess.run(["nft", "list", "table", family, table], capture_output=True, text=True)
+        if r.returncode == 0:
+            with trace.step("nft", f"nft delete table {family} {table}", "no network left to serve: the rules go"):
+                _nft(["delete", "table", family, table])
 
 
 _NFT_OUTPUT_HANDLE, _NFT_OUTPUT_ECHO = 1 << 3, 1 << 5  # libnftables' nft_ctx_output_flags

@@ -18,12 +18,16 @@ _HOSTS_DEFAULT = (
 DEFAULT_DNS = ["8.8.8.8", "8.8.4.4"]
 
 
-def hosts(hostname: str, ips: list[str], extra_hosts: list[str], domainname: str = "") -> str:
-    """extra_hosts entries are "name:ip" (docker --add-host), written before the container's own line."""
+def hosts(hostname: str, ips: list[str], extra_hosts: list[str], domainname: str = "",
+          links: list[tuple[str, list[str]]] | None = None) -> str:
+    """extra_hosts entries are "name:ip" (docker --add-host), written before the container's own line,
+    as are legacy links ([(ip, [alias, hostname, name])])."""
     out = _HOSTS_DEFAULT
     for entry in extra_hosts:
         name, _, ip = entry.partition(":") if "=" not in entry else entry.partition("=")
         out += f"{ip}\t{name}\n"
+    for ip, names in links or []:
+        out += f"{ip}\t{' '.join(names)}\n"
     full = f"{hostname}.{domainname} {hostname}" if domainname else hostname
     for ip in ips:
         out += f"{ip}\t{full}\n"

@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from dockyard.errors import Forbidden, InvalidParameter, Unavailable
 
+IPNet = IPv4Network | IPv6Network
+IPAddr = IPv4Address | IPv6Address
 
-def parse_subnet(text: str) -> IPv4Network:
+
+def parse_subnet(text: str) -> IPNet:
     try:
-        net = ipaddress.ip_network(text, strict=False)
+        return ipaddress.ip_network(text, strict=False)
     except ValueError as e:
         raise InvalidParameter(f"invalid subnet {text}: {e}") from None
-    if not isinstance(net, IPv4Network):
-        raise InvalidParameter(f"IPv6 subnets are not supported: {text}")
-    return net
 
 
-def parse_ip(text: str) -> IPv4Address:
+def parse_ip(text: str) -> IPAddr:
     try:
-        ip = ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
         raise InvalidParameter(f"invalid IP address: {text}") from None
-    if not isinstance(ip, IPv4Address):
-        raise InvalidParameter(f"IPv6 addresses are not supported: {text}")
-    return ip
 
 
 def default_pools() -> list[IPv4Network]:
@@ -45,42 +42,55 @@ def pick_subnet(taken: Iterable[IPv4Network], pools: list[IPv4Network] | None = 
     raise Unavailable("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")
 
 
-def check_overlap(subnet: IPv4Network, ours: Iterable[IPv4Network]) -> None:
-    if any(subnet.overlaps(o) for o in ours):
+def check_overlap(subnet: IPNet, ours: Iterable[IPNet]) -> None:
+    if any(subnet.version == o.version and subnet.overlaps(o) for o in ours):  # type: ignore[arg-type]
         raise Forbidden("Pool overlaps with other one on this address space")
 
 
-def validate(subnet: IPv4Network, gateway: str | None, ip_range: str | None) -> tuple[IPv4Address, IPv4Network | None]:
-    """The gateway (first host by default) and the range, both checked to lie in the subnet."""
-    if subnet.prefixlen > 30:
+def validate(subnet: IPNet, gateway: str | None, ip_range: str | None,
+             aux: dict[str, str] | None = None) -> tuple[IPAddr, IPNet | None]:
+    """The gateway (first host by default) and the range, both checked to lie in the subnet, as are
+    the auxiliary addresses (which the allocator then never hands out)."""
+    if subnet.prefixlen > subnet.max_prefixlen - 2:
         raise InvalidParameter(f"subnet {subnet} is too small")
     gw = parse_ip(gateway) if gateway else subnet.network_address + 1
     if gw not in subnet:
         raise InvalidParameter(f"no matching subnet for gateway {gw}")
     rng = parse_subnet(ip_range) if ip_range else None
-    if rng is not None and not rng.subnet_of(subnet):
+    if rng is not None and (rng.version != subnet.version or not rng.subnet_of(subnet)):  # type: ignore[arg-type]
         raise InvalidParameter(f"no matching subnet for range {ip_range}")
+    for name, addr in (aux or {}).items():
+        if parse_ip(addr) not in subnet:
+            raise InvalidParameter(f"no matching subnet for aux-address {name}={addr}")
     return gw, rng
 
 
-def allocate(subnet: IPv4Network, gateway: IPv4Address, used: Iterable[str | IPv4Address],
-             ip_range: IPv4Network | None = None, preferred: str | None = None) -> IPv4Address:
-    """A free host address: `preferred` if given (and free), else the first free one in the range."""
-    busy = {IPv4Address(str(u)) for u in used} | {gateway}
+def allocate(subnet: IPNet, gateway: IPAddr, used: Iterable[str | IPAddr],
+             ip_range: IPNet | None = None, preferred: str | None = None) -> IPAddr:
+    """A free host address: `preferred` if given (and free), else the first free one in the range.
+    `used` holds the addresses taken on the network (endpoints and auxiliary addresses)."""
+    busy = {ipaddress.ip_address(str(u)) for u in used} | {gateway}
+    last = subnet.broadcast_address if subnet.version == 4 else None  # v6 has no broadcast address
     if preferred:
         ip = parse_ip(preferred)
-        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+        if ip not in subnet or ip in (subnet.network_address, last):
             raise InvalidParameter(f"no configured subnet or ip-range contain the IP address {ip}")
         if ip in busy:
             raise Forbidden(f"Address already in use: {ip}")
         return ip
     pool = ip_range or subnet
-    for ip in pool.hosts() if pool.prefixlen < 31 else pool:
-        if ip not in busy and ip != subnet.broadcast_address and ip != subnet.network_address:
+    skip = {subnet.network_address, last}
+    if pool.version == 4 and pool.prefixlen < 31:
+        skip |= {pool.network_address, pool.broadcast_address}
+    ip = pool.network_address
+    end = pool.broadcast_address
+    while ip <= end:  # type: ignore[operator]  # first free: a handful of steps past the busy ones, even in a /64
+        if ip not in busy and ip not in skip:
             return ip
-    raise Unavailable(f"no available IPv4 addresses on this network's address pools: {subnet}")
+        ip += 1
+    raise Unavailable(f"no available IPv{subnet.version} addresses on this network's address pools: {subnet}")
 
 
-def mac_for(ip: IPv4Address) -> str:
+def mac_for(ip: IPAddr) -> str:
     """Docker's classic MAC derived from the IPv4 address: 02:42 + the four address bytes."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)

@@ -24,6 +24,7 @@ _CLONE_NEWNET = 0x40000000
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_SHARED = 1 << 20
+_IFA_F_NODAD = 0x02
 
 
 def _ifindex(ipr: IPRoute, name: str) -> int | None:
@@ -36,8 +37,10 @@ def link_exists(name: str) -> bool:
         return _ifindex(ipr, name) is not None
 
 
-def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500) -> None:
-    """Bridge `name` up with `address/prefixlen` (created or fixed up; idempotent)."""
+def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500,
+                  address6: str | None = None, prefixlen6: int = 64) -> None:
+    """Bridge `name` up with `address/prefixlen` (and the IPv6 gateway address when given; created or
+    fixed up; idempotent)."""
     with IPRoute() as ipr:
         idx = _ifindex(ipr, name)
         if idx is None:
@@ -58,8 +61,26 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500) -> N
                 ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
                 s.result = "addresses now " + " ".join(
                     f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx, family=2))
+        if address6:
+            set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "0")
+            have6 = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=10)}
+            if (address6, prefixlen6) not in have6:
+                with trace.step("addr", f"ip addr add {address6}/{prefixlen6} dev {name} nodad",
+                                "the IPv6 gateway of a dual-stack network"):
+                    _add_addr(ipr, idx, address6, prefixlen6)
         ipr.link("set", index=idx, state="up")
     set_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")  # lets DNATed 127.x reach containers
+
+
+def _add_addr(ipr: IPRoute, idx: int, address: str, prefixlen: int) -> None:
+    try:
+        if ":" in address:  # no duplicate address detection: the address is usable at once, as in Docker
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, flags=_IFA_F_NODAD)
+        else:
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
 
 
 def delete_link(name: str) -> None:
@@ -79,9 +100,10 @@ def veth_name() -> str:
     return "veth" + secrets.token_hex(4)[:7]
 
 
-def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, address: str,
-             prefixlen: int, gateway: str | None, mac: str, mtu: int = 1500) -> None:
-    """A veth pair: `host_name` on `bridge`, the peer as `ifname` inside the netns, configured."""
+def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, addresses: list[tuple[str, int]],
+             gateways: list[str], mac: str, mtu: int = 1500) -> None:
+    """A veth pair: `host_name` on `bridge`, the peer as `ifname` inside the netns with `addresses`
+    ([(address, prefixlen)], v4 and v6) and a default route via each of `gateways` the netns lacks."""
     tmp_peer = "p" + host_name[4:] + "x"
     with IPRoute() as ipr:
         br = _ifindex(ipr, bridge)
@@ -101,28 +123,45 @@ def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, address:
     def configure() -> None:
         with IPRoute() as nipr:  # opened inside the netns, so bound to it
             idx = _ifindex(nipr, tmp_peer)
+            assert idx is not None
+            shown = " ".join(f"{a}/{p}" for a, p in addresses)
             with trace.step("addr", f"(in netns) ip link set {tmp_peer} name {ifname} address {mac} up; "
-                            f"ip addr add {address}/{prefixlen} dev {ifname}",
-                            "the container's end of the cable, with the address IPAM gave it") as s:
+                            f"ip addr add {shown} dev {ifname}",
+                            "the container's end of the cable, with the addresses IPAM gave it") as s:
                 nipr.link("set", index=idx, ifname=ifname, address=mac, mtu=mtu)
-                nipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+                for address, prefixlen in addresses:
+                    _add_addr(nipr, idx, address, prefixlen)
                 nipr.link("set", index=idx, state="up")
                 if trace.ENABLED:
-                    got = [f"{a.get('address')}/{a['prefixlen']}" for a in nipr.get_addr(index=idx, family=2)]
+                    got = [f"{a.get('address')}/{a['prefixlen']}" for a in nipr.get_addr(index=idx)]
                     s.result = f"{ifname} ifindex {idx}: {' '.join(got)}"
             lo = _ifindex(nipr, "lo")
             nipr.link("set", index=lo, state="up")
-            if gateway:
-                with trace.step("route", f"(in netns) ip route add default via {gateway}",
-                                "the container's traffic to anywhere else goes to the bridge's address") as s:
-                    try:
-                        nipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-                    except NetlinkError as e:
-                        if e.code != errno.EEXIST:  # a second network: keep the first default route
-                            raise
-                        s.result = "kept the first network's default route (EEXIST)"
+            _default_routes(nipr, gateways)
 
     _in_netns(configure, netns_path)
+
+
+def _default_routes(nipr: IPRoute, gateways: list[str]) -> None:
+    for gw in gateways:
+        with trace.step("route", f"(in netns) ip route add default via {gw}",
+                        "the container's traffic to anywhere else goes to the bridge's address") as s:
+            try:
+                nipr.route("add", dst="::/0" if ":" in gw else "0.0.0.0/0", gateway=gw)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:  # a second network: keep the first default route
+                    raise
+                s.result = "kept the first network's default route (EEXIST)"
+
+
+def ensure_default_routes(netns_path: str, gateways: list[str]) -> None:
+    """After a network left: a default route via each of `gateways` whose family has none left."""
+    def fix() -> None:
+        with IPRoute() as nipr:
+            have = {r["family"] for r in nipr.get_routes(table=254) if r["dst_len"] == 0}
+            _default_routes(nipr, [g for g in gateways if (10 if ":" in g else 2) not in have])
+
+    _in_netns(fix, netns_path)
 
 
 def create_netns(path: Path) -> None:

@@ -32,6 +32,7 @@ from dockyard.errors import (
 from dockyard.runtime.failures import exit_code_of
 from dockyard.runtime.signals import parse_signal
 from dockyard.services import container_config as cc
+from dockyard.services import links
 from dockyard.services.events import EventBus
 from dockyard.services.seams import Attachment, ContainerRuntime, ImageLayers, NetworkAttacher
 from dockyard.store import initlayer, overlay
@@ -314,6 +315,8 @@ class ContainerService:
                 name = f"{random_name()}_{cid[:6]}"
         if not config.get("Hostname"):
             config["Hostname"] = cid[:12]
+        if host_config.get("Links"):
+            host_config["Links"] = self._check_links(host_config["Links"], name, host_config.get("NetworkMode"))
         cdir = self.container_dir(cid)
         about = trace.about(f"container:{cid}")
         try:
@@ -334,6 +337,14 @@ class ContainerService:
                 raise Conflict(f'Conflict. The container name "/{name}" is already in use.') from None
             raise
         c = self.get(cid)
+        if self.networks is not None:
+            try:  # the networks it joins, so inspect shows them now and unknown ones fail here
+                net_args = self._network_args(c)
+                await self.networks.declare(cid, net_args["network_mode"], net_args["endpoints_config"],
+                                            (body.get("HostConfig") or {}).get("Links") or [])
+            except BaseException:
+                await self.remove(cid, force=True, volumes=True, quiet=True)
+                raise
         if self.volumes is not None and _has_mounts(c):
             # Docker makes volumes (and checks bind sources) at create: `volume rm` and inspect see them.
             try:
@@ -382,14 +393,21 @@ class ContainerService:
             await asyncio.to_thread(mount_all, self.snapshots.mounts(c.id, layer_dirs), rootfs)
             steps.append(lambda: overlay.unmount(rootfs))
             net = None
+            link_env: list[str] = []
             if self.networks is not None:
-                net = await self.networks.attach(**self._network_args(c), defer_plumbing=True)
+                link_env, link_hosts = self._legacy_links(c)
+                net = await self.networks.attach(**self._network_args(c), link_hosts=link_hosts,
+                                                 defer_plumbing=True)
                 steps.append(lambda: None)
             oci_mounts: list[dict[str, Any]] = []
             docker_mounts: list[dict[str, Any]] = []
             if self.volumes is not None:
                 oci_mounts, docker_mounts = await asyncio.to_thread(self._resolve_mounts, c, rootfs)
             spec = self._build_spec(c, rootfs, net, oci_mounts)
+            if link_env:  # before the container's own variables, which win (getenv takes the first)
+                own = {kv.partition("=")[0] for kv in spec["process"]["env"]}
+                spec["process"]["env"] = [kv for kv in link_env if kv.partition("=")[0] not in own] + \
+                    spec["process"]["env"]
             bundle = run_dir
             with trace.step("file", f"write {bundle / 'config.json'}",
                             "the OCI bundle: everything runc will do, from the container's config and flags") as s:
@@ -475,6 +493,47 @@ class ContainerService:
         # Config.Volumes holds the image's VOLUMEs merged at create with `-v /path` ones.
         return resolve_mounts(self.volumes, c.id, c.host_config, {"Volumes": c.config.get("Volumes")}, rootfs,
                               lambda ref: self.get(ref).mounts)
+
+    def _check_links(self, specs: Any, name: str, mode: str | None) -> list[str]:
+        """HostConfig.Links as dockerd stores them ("/target:/name/alias"); each target must exist."""
+        if not isinstance(specs, list):
+            raise InvalidParameter("json: cannot unmarshal into Go struct field HostConfig.Links of type []string")
+        if mode == "host" or (mode or "").startswith("container:"):
+            raise InvalidParameter("conflicting options: host type networking can't be used with links. "
+                                   "This would result in undefined behavior")
+        out = []
+        for spec in specs:
+            link = links.parse(spec, name)
+            try:
+                self.get(link.target)
+            except NotFound:
+                raise NotFound(f"could not get container for {link.target}") from None
+            out.append(link.spec())
+        return out
+
+    def _legacy_links(self, c: Container) -> tuple[list[str], list[tuple[str, list[str]]]]:
+        """Environment and hosts entries of --link on the default bridge (on a user network a link is only
+        a DNS alias: the network service answers it). Each linked container must be running."""
+        mode = c.host_config.get("NetworkMode") or "default"
+        if mode not in ("default", "bridge") or not c.host_config.get("Links"):
+            return [], []
+        env: list[str] = []
+        hosts: list[tuple[str, list[str]]] = []
+        for spec in c.host_config["Links"]:
+            link = links.parse(spec, c.name)
+            try:
+                target = self.get(link.target)
+            except NotFound:
+                raise NotFound(f"could not get container for {link.target}") from None
+            if not target.running:
+                raise Conflict(f"Cannot link to a non running container: /{target.name} AS {link.spec().split(':')[1]}")
+            ns = self.networks.settings(target.id) if self.networks is not None else {}
+            ip = ((ns.get("Networks") or {}).get("bridge") or {}).get("IPAddress") or ""
+            if not ip:
+                continue  # not on the default bridge: nothing to point at
+            env += links.env(link, ip, sorted(target.config.get("ExposedPorts") or {}), target.config.get("Env") or [])
+            hosts.append((ip, [link.alias, target.config.get("Hostname") or target.id[:12], target.name]))
+        return env, hosts
 
     def _build_spec(self, c: Container, rootfs: Path, net: Attachment | None, mounts: list[dict[str, Any]]) -> dict[str, Any]:
         from dockyard.runtime import spec as rtspec
@@ -784,6 +843,8 @@ class ContainerService:
     @_about
     async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False,
                      quiet: bool = False) -> None:
+        if link:
+            return self._remove_link(ref)
         c = self.get(ref)
         lv = self.live(c.id)
         if c.running:
@@ -830,6 +891,17 @@ class ContainerService:
         for hook in self.on_removed:
             hook(c)
 
+    def _remove_link(self, ref: str) -> None:
+        """`rm --link parent/alias`: the parent forgets the link; both containers stay."""
+        parent_ref, slash, alias = ref.strip("/").rpartition("/")
+        if not slash:
+            raise InvalidParameter("Conflict, cannot remove the default link name of the container")
+        parent = self.get(parent_ref)
+        kept = [s for s in parent.host_config.get("Links") or [] if links.parse(s, parent.name).alias != alias]
+        if len(kept) == len(parent.host_config.get("Links") or []):
+            raise NotFound(f"Could not find entity for {ref}")
+        self.save(parent.id, host_config={**parent.host_config, "Links": kept or None})
+
     async def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)
         new_name = validate_name(new_name)
@@ -843,6 +915,8 @@ class ContainerService:
                 "You have to remove (or rename) that container to be able to reuse that name."
             )
         self.save(c.id, name=new_name)
+        if self.networks is not None:
+            self.networks.rename(c.id, new_name)
         self.emit(self.get(c.id), "rename", {"oldName": "/" + c.name})
 
     # ---------------------------------------------------------------- recovery
@@ -1011,7 +1085,15 @@ class ContainerService:
         cs = [c for c in cs if self.matches(c, filters)]
         if limit > 0:
             cs = cs[:limit]
-        return [self.summary(c, size) for c in cs]
+        out = [self.summary(c, size) for c in cs]
+        linked: dict[str, list[str]] = {}  # target name -> "/parent/alias" (one pass over all containers)
+        for r in self.db.query("SELECT name, host_config FROM containers WHERE host_config LIKE '%\"Links\": [%'"):
+            for spec in json.loads(r["host_config"]).get("Links") or []:
+                link = links.parse(spec, r["name"])
+                linked.setdefault(link.target, []).append(f"/{r['name']}/{link.alias}")
+        for row in out:
+            row["Names"] += linked.get(row["Names"][0][1:], [])
+        return out
 
     def matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
         for key, values in filters.items():

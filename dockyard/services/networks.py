@@ -10,6 +10,7 @@ import asyncio
 import builtins
 import contextlib
 import functools
+import ipaddress
 import json
 import logging
 import os
@@ -17,14 +18,22 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 from dockyard import trace
-from dockyard.errors import Conflict, DockyardError, Forbidden, InvalidParameter, NotFound, SystemError_
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    SystemError_,
+    Unavailable,
+)
 from dockyard.network import firewall, hostfiles, ipam, netlink, ports
 from dockyard.network.dns import DnsServer
+from dockyard.network.names import Endpoint, NameIndex
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
 from dockyard.util.ids import new_id
@@ -49,6 +58,19 @@ CREATE TABLE net_sandboxes (
   cid TEXT PRIMARY KEY, name TEXT NOT NULL, mode TEXT NOT NULL, netns TEXT NOT NULL DEFAULT '',
   sandbox_id TEXT NOT NULL, ports TEXT NOT NULL DEFAULT '[]', exposed TEXT NOT NULL DEFAULT '[]',
   files TEXT NOT NULL DEFAULT '{}')
+"""
+# IPv6 and the rest of Docker's IPAM (auxiliary addresses, options); the endpoint settings as given at
+# create or connect (IPAMConfig, Links, DriverOpts, MacAddress); each endpoint's v6 and link-local addresses.
+SCHEMA_V2 = """
+ALTER TABLE networks ADD COLUMN ipv6 INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE networks ADD COLUMN subnet6 TEXT NOT NULL DEFAULT '';
+ALTER TABLE networks ADD COLUMN gateway6 TEXT NOT NULL DEFAULT '';
+ALTER TABLE networks ADD COLUMN ip_range6 TEXT NOT NULL DEFAULT '';
+ALTER TABLE networks ADD COLUMN ipam TEXT NOT NULL DEFAULT '';
+ALTER TABLE net_links ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE net_endpoints ADD COLUMN ip6 TEXT NOT NULL DEFAULT '';
+ALTER TABLE net_endpoints ADD COLUMN link_local TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX net_endpoints_by_network ON net_endpoints(network_id)
 """
 
 ResolveContainer = Callable[[str], tuple[str, str, bool]]  # ref → (cid, name, running)
@@ -85,7 +107,8 @@ class NetworkService:
         self._lock = asyncio.Lock()
         self._dns: dict[str, DnsServer] = {}
         self._held: dict[str, list[socket.socket]] = {}
-        db.migrate("networks", [SCHEMA_V1])
+        self.names = NameIndex()  # what the embedded DNS answers, per asking container
+        db.migrate("networks", [SCHEMA_V1, SCHEMA_V2])
 
     def set_container_resolver(self, resolve: ResolveContainer) -> None:
         """Wiring injects the container service's lookup after both exist."""
@@ -106,7 +129,10 @@ class NetworkService:
                 self._rehold(sb)
             await asyncio.to_thread(self._sync_firewall)
             for net in self._rows("SELECT * FROM networks WHERE driver='bridge' AND builtin=0"):
+                self.names.set_network(net["id"], net["name"])
                 await self._start_dns(net)
+            for ep in self._rows("SELECT cid, network_id FROM net_endpoints"):
+                self._index(ep["cid"], ep["network_id"])
 
     async def close(self) -> None:
         for nid in list(self._dns):
@@ -140,7 +166,8 @@ class NetworkService:
     async def attach(self, cid: str, name: str, hostname: str, network_mode: str, endpoints_config: dict,
                      port_bindings: dict, exposed_ports: dict, publish_all: bool, dns: builtins.list,
                      dns_search: builtins.list, dns_options: builtins.list, extra_hosts: builtins.list, mac: str | None,
-                     domainname: str = "", defer_plumbing: bool = False) -> AttachResult:
+                     domainname: str = "", defer_plumbing: bool = False,
+                     link_hosts: builtins.list[tuple[str, builtins.list[str]]] | None = None) -> AttachResult:
         """Give the container its network. defer_plumbing: leave the veths to result.plumb, so the caller
         can wire them while the runtime creates the container (which needs only the netns to exist)."""
         async with self._lock:
@@ -150,7 +177,7 @@ class NetworkService:
                 res = await asyncio.to_thread(
                     self._attach_sync, cid, name, hostname, network_mode or "default", endpoints_config or {},
                     port_bindings or {}, exposed_ports or {}, publish_all, dns or [], dns_search or [],
-                    dns_options or [], extra_hosts or [], mac, domainname)
+                    dns_options or [], extra_hosts or [], mac, domainname, link_hosts or [])
                 if res.plumb is not None and not defer_plumbing:
                     await asyncio.to_thread(res.plumb)
                     res.plumb = None
@@ -174,20 +201,29 @@ class NetworkService:
         links = self._rows("SELECT l.*, n.name AS nname FROM net_links l JOIN networks n ON n.id=l.network_id "
                            "WHERE l.cid=? ORDER BY n.name", (cid,))
         nets: dict[str, Any] = {}
-        top: dict[str, Any] = {"EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": ""}
+        top: dict[str, Any] = {"EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+                               "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": ""}
         bridge = ""
         for link in links:
             net = self._net_row(link["network_id"])
             ep = eps.get(link["network_id"])
+            ec = json.loads(link["config"] or "{}")
             aliases = json.loads(link["aliases"]) or None
+            ipam_cfg = {k: v for k, v in (ec.get("IPAMConfig") or {}).items() if v}
+            if link["ipv4"]:
+                ipam_cfg.setdefault("IPv4Address", link["ipv4"])
             entry = {
-                "IPAMConfig": {"IPv4Address": link["ipv4"]} if link["ipv4"] else None,
-                "Links": None, "Aliases": aliases, "MacAddress": ep["mac"] if ep else "", "DriverOpts": None,
+                "IPAMConfig": ipam_cfg or None,
+                "Links": ec.get("Links") or None, "Aliases": aliases,
+                "MacAddress": ep["mac"] if ep else (ec.get("MacAddress") or ""),
+                "DriverOpts": ec.get("DriverOpts") or None,
                 "GwPriority": 0, "NetworkID": net["id"], "EndpointID": ep["endpoint_id"] if ep else "",
                 "Gateway": net["gateway"] if ep and net["gateway"] else "",
                 "IPAddress": ep["ip"] if ep else "",
-                "IPPrefixLen": IPv4Network(net["subnet"]).prefixlen if ep and net["subnet"] else 0,
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "IPPrefixLen": _prefixlen(net["subnet"]) if ep and net["subnet"] else 0,
+                "IPv6Gateway": net["gateway6"] if ep and ep["ip6"] else "",
+                "GlobalIPv6Address": ep["ip6"] if ep else "",
+                "GlobalIPv6PrefixLen": _prefixlen(net["subnet6"]) if ep and ep["ip6"] else 0,
                 "DNSNames": self._dns_names(net, link["cid"], ep["name"], aliases or []) if ep else None,
             }
             nets[net["name"]] = entry
@@ -205,8 +241,7 @@ class NetworkService:
             "Bridge": bridge, "SandboxID": sb["sandbox_id"] if sb else "",
             "SandboxKey": sb["netns"] if sb else "", "HairpinMode": False,
             "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": port_map,
-            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-            **top, "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "", "Networks": nets,
+            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, **top, "Networks": nets,
         }
 
     def ports(self, cid: str) -> builtins.list[dict[str, Any]]:
@@ -227,7 +262,12 @@ class NetworkService:
     async def create(self, name: str, driver: str = "bridge", subnet: str | None = None,
                      gateway: str | None = None, ip_range: str | None = None, internal: bool = False,
                      attachable: bool = False, labels: dict | None = None, options: dict | None = None,
-                     ipam_driver: str = "default", enable_ipv6: bool = False) -> dict[str, Any]:
+                     ipam_driver: str = "default", enable_ipv6: bool = False,
+                     ipam_configs: builtins.list[dict] | None = None,
+                     ipam_options: dict | None = None) -> dict[str, Any]:
+        """`ipam_configs`: the request's IPAM.Config ([{Subnet, IPRange, Gateway, AuxiliaryAddresses}]):
+        at most one IPv4 and one IPv6 pool, as Docker's bridge driver allows. `subnet`, `gateway` and
+        `ip_range` are a one-pool shorthand."""
         if not name:
             raise InvalidParameter("network name must not be empty")  # swagger: Name is required
         driver = driver or "bridge"
@@ -237,34 +277,69 @@ class NetworkService:
             raise NotFound(f"plugin \"{driver}\" not found")
         if ipam_driver not in ("", "default"):
             raise NotFound(f"plugin \"{ipam_driver}\" not found")
-        if enable_ipv6:
-            raise InvalidParameter("IPv6 networks are not supported by dockyard")
+        configs = builtins.list(ipam_configs or [])
+        if subnet or gateway or ip_range:
+            configs.append({"Subnet": subnet or "", "Gateway": gateway or "", "IPRange": ip_range or ""})
+        pools: dict[int, tuple[ipam.IPNet, dict]] = {}
+        for cfg in configs:
+            if not isinstance(cfg, dict):
+                raise InvalidParameter("invalid IPAM config")
+            if not cfg.get("Subnet"):
+                if cfg.get("Gateway") or cfg.get("IPRange"):
+                    raise InvalidParameter("ipam config without a subnet")
+                continue
+            net = ipam.parse_subnet(cfg["Subnet"])
+            if net.version in pools:
+                raise Forbidden("bridge driver doesn't support multiple subnets")
+            pools[net.version] = (net, cfg)
+        if enable_ipv6 and 6 not in pools:  # dockerd 20.10 has no default v6 pools either
+            raise Unavailable("could not find an available, non-overlapping IPv6 address pool among the defaults "
+                              "to assign to the network")
         async with self._lock:
             if self.db.query_one("SELECT 1 FROM networks WHERE name=?", (name,)):
                 raise Conflict(f"network with name {name} already exists")
-            ours = [IPv4Network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
-            if subnet:
-                net = ipam.parse_subnet(subnet)
-                ipam.check_overlap(net, ours)
+            ours = [ipaddress.ip_network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
+            ours += [ipaddress.ip_network(r["subnet6"]) for r in self._rows("SELECT subnet6 FROM networks WHERE subnet6!=''")]
+            if 4 in pools:
+                net4 = pools[4][0]
+                ipam.check_overlap(net4, ours)
             else:
-                host = [IPv4Network(r) for r in await asyncio.to_thread(netlink.host_routes)]
-                net = ipam.pick_subnet(ours + host)
-            gw, rng = ipam.validate(net, gateway, ip_range)
+                host = [ipaddress.ip_network(r) for r in await asyncio.to_thread(netlink.host_routes)]
+                net4 = ipam.pick_subnet(ours + host)  # type: ignore[arg-type]
+            cfg4 = pools.get(4, (net4, {}))[1]
+            gw, rng = ipam.validate(net4, cfg4.get("Gateway") or None, cfg4.get("IPRange") or None,
+                                    cfg4.get("AuxiliaryAddresses"))
+            report = [_pool_json(net4, gw, rng, cfg4.get("AuxiliaryAddresses"))]
+            net6, gw6, rng6 = "", "", ""
+            if 6 in pools:
+                n6, cfg6 = pools[6]
+                ipam.check_overlap(n6, ours)
+                g6, r6 = ipam.validate(n6, cfg6.get("Gateway") or None, cfg6.get("IPRange") or None,
+                                       cfg6.get("AuxiliaryAddresses"))
+                net6, gw6, rng6 = str(n6), str(g6), str(r6) if r6 else ""
+                report.append(_pool_json(n6, g6, r6, cfg6.get("AuxiliaryAddresses")))
             nid = new_id()
             options = dict(options or {})
             bridge = options.get("com.docker.network.bridge.name") or f"br-{nid[:12]}"
             if len(bridge) > 15:
                 raise InvalidParameter(f"bridge name {bridge} is longer than 15 characters")
+            if self.db.query_one("SELECT 1 FROM networks WHERE bridge=?", (bridge,)):
+                raise Conflict(f"bridge name {bridge} is already in use by another network")
             self.db.execute(
                 "INSERT INTO networks(id, name, driver, bridge, subnet, gateway, ip_range, internal, attachable,"
-                " labels, options, created) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-                (nid, name, driver, bridge, str(net), str(gw), str(rng) if rng else "", int(internal),
-                 int(attachable), json.dumps(labels or {}), json.dumps(options), time.time()))
+                " labels, options, created, ipv6, subnet6, gateway6, ip_range6, ipam)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (nid, name, driver, bridge, str(net4), str(gw), str(rng) if rng else "", int(internal),
+                 int(attachable), json.dumps(labels or {}), json.dumps(options), time.time(), int(enable_ipv6),
+                 net6, gw6, rng6, json.dumps({"Config": report, "Options": ipam_options})))
             row = self._net_row(nid)
             try:
+                if enable_ipv6:
+                    netlink.set_sysctl("net/ipv6/conf/all/forwarding", "1")  # as dockerd does for --ipv6
                 with trace.about(f"network:{nid}"):
                     await asyncio.to_thread(self._ensure_bridge, row)
                     await asyncio.to_thread(self._sync_firewall)
+                    self.names.set_network(nid, name)
                     await self._start_dns(row)
             except BaseException:
                 await self._drop_network(row)
@@ -313,7 +388,10 @@ class NetworkService:
         ec = endpoint_config or {}
         async with self._lock:
             sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
-            if sb is not None and sb["mode"] in ("host", "none") or (sb and sb["mode"].startswith("container:")):
+            modes = {r["network_id"] for r in self._rows(
+                "SELECT l.network_id FROM net_links l JOIN networks n ON n.id=l.network_id "
+                "WHERE l.cid=? AND n.driver!='bridge'", (cid,))}
+            if (sb is not None and (sb["mode"] in ("host", "none") or sb["mode"].startswith("container:"))) or modes:
                 raise Forbidden("container sharing network namespace with another container or host "
                                 "cannot be connected to any other network")
             if self.db.query_one("SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"])):
@@ -321,15 +399,16 @@ class NetworkService:
             self._link(cid, net, ec)
             if running and sb is not None:
                 try:
-                    n = len(self._rows("SELECT 1 FROM net_endpoints WHERE cid=?", (cid,)))
+                    taken = {r["ifname"] for r in self._rows("SELECT ifname FROM net_endpoints WHERE cid=?", (cid,))}
+                    ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)
                     wiring: builtins.list[Callable[[], None]] = []
-                    await asyncio.to_thread(self._plug, cid, name, net, sb["netns"], f"eth{n}", None, wiring)
+                    await asyncio.to_thread(self._plug, cid, name, net, sb["netns"], ifname, None, wiring)
                     with trace.about(f"container:{cid}"):
                         await asyncio.to_thread(_run_all, wiring)
                 except BaseException:
                     self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
                     raise
-                self._use_embedded_dns(sb, net)
+                await asyncio.to_thread(self._fix_resolv, sb)
         self.events.emit("network", "connect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
 
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
@@ -344,22 +423,51 @@ class NetworkService:
                 with trace.about(f"container:{cid}"):
                     await asyncio.to_thread(self._unplug, ep)
             self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
+            sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
+            if ep is not None and sb is not None and sb["netns"]:
+                await asyncio.to_thread(self._after_leave, sb)
         self.events.emit("network", "disconnect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
 
-    def _use_embedded_dns(self, sb: Any, net: Any) -> None:
-        """Like Docker, a default-bridge container joining a user network starts using that network's DNS
-        server (so it resolves names there). Written in place: the file is bind-mounted into the container."""
-        if net["builtin"]:
-            return
-        path = Path(json.loads(sb["files"] or "{}").get("resolv.conf", ""))
+    def _after_leave(self, sb: Any) -> None:
+        """A network left a running container: the default routes and the name server its resolv.conf
+        names may have gone with it; take them from the networks it is still on (as dockerd moves the
+        default gateway)."""
+        gws: builtins.list[str] = []
+        for ep in self._rows("SELECT e.ip6, n.gateway, n.gateway6, n.internal FROM net_endpoints e JOIN networks n "
+                             "ON n.id=e.network_id WHERE e.cid=? ORDER BY e.rowid", (sb["cid"],)):
+            if not ep["internal"]:
+                gws += [ep["gateway"]] + ([ep["gateway6"]] if ep["ip6"] else [])
+        if gws:
+            try:
+                netlink.ensure_default_routes(sb["netns"], gws)
+            except Exception as e:  # noqa: BLE001 - the container keeps its other networks
+                log.warning("default route for %s: %s", sb["cid"][:12], e)
+        self._fix_resolv(sb)
+
+    def _fix_resolv(self, sb: Any) -> None:
+        """Point a running container's resolv.conf at a DNS server of a user network it is on (any of
+        them answers for all its networks). Written in place: the file is bind-mounted into it."""
+        files = json.loads(sb["files"] or "{}")
+        path = Path(files.get("resolv.conf", ""))
         if not path.is_file():
             return
         current = hostfiles.parse_resolv(_read(path))
-        gateways = {r["gateway"] for r in self._rows("SELECT gateway FROM networks WHERE builtin=0")}
-        if gateways & set(current.nameservers):
-            return  # already on an embedded server
+        mine = [r["gateway"] for r in self._rows(
+            "SELECT n.gateway FROM net_endpoints e JOIN networks n ON n.id=e.network_id "
+            "WHERE e.cid=? AND n.builtin=0 ORDER BY e.rowid", (sb["cid"],))]
+        if mine and mine[0] in current.nameservers:
+            return
+        ours = {r["gateway"] for r in self._rows("SELECT gateway FROM networks WHERE builtin=0")}
+        if not mine and not ours & set(current.nameservers):
+            return  # on no user network, and never was: the host's resolvers stay
+        if mine:
+            text = hostfiles.resolv(current, [], [], [], mine[0])
+        else:  # left its last user network: back to what the default bridge gets
+            host = hostfiles.parse_resolv(_read(self.host_resolv_conf))
+            text = hostfiles.resolv(host, files.get("dns") or [], current.search, [
+                o for o in current.options if o != "ndots:0"])
         with open(path, "w") as f:
-            f.write(hostfiles.resolv(current, [], [], [], net["gateway"]))
+            f.write(text)
 
     def resolve(self, ref: str) -> Any:
         """A network by full id, name, or unique id prefix (Docker's order)."""
@@ -379,7 +487,7 @@ class NetworkService:
     def _attach_sync(self, cid: str, name: str, hostname: str, mode: str, endpoints_config: dict,
                      port_bindings: dict, exposed_ports: dict, publish_all: bool, dns: builtins.list,
                      dns_search: builtins.list, dns_options: builtins.list, extra_hosts: builtins.list, mac: str | None,
-                     domainname: str) -> AttachResult:
+                     domainname: str, link_hosts: builtins.list[tuple[str, builtins.list[str]]]) -> AttachResult:
         files = self.exec_root / "containers" / cid
         files.mkdir(parents=True, exist_ok=True)
         paths = {k: str(files / k) for k in ("hosts", "resolv.conf", "hostname")}
@@ -408,42 +516,35 @@ class NetworkService:
         # The sandbox row goes in first so a failure half-way is cleaned up by detach.
         self._save_sandbox(cid, name, mode, str(netns_path), sandbox_id, [], [], paths)
         netlink.create_netns(netns_path)
-        ips: builtins.list[str] = []
+        ips: builtins.list[tuple[str, str]] = []  # (v4, v6) per network, the primary first
         wiring: builtins.list[Callable[[], None]] = []
         embedded: str | None = None
         if mode == "none":
             self._link(cid, self._net_row_by_name("none"), {})
         else:
-            primary = self.resolve(mode)
-            if primary["driver"] != "bridge":
-                raise InvalidParameter(f"network mode {mode} is not a bridge network")
-            nets = [primary]
-            configs = {primary["id"]: endpoints_config.get(mode) or endpoints_config.get(primary["name"]) or {}}
-            for key, ec in endpoints_config.items():
-                other_net = self.resolve(key)
-                if other_net["id"] not in configs:
-                    nets.append(other_net)
-                    configs[other_net["id"]] = ec or {}
-            for link in self._rows("SELECT network_id FROM net_links WHERE cid=?", (cid,)):
-                if link["network_id"] not in configs and self._net_row(link["network_id"])["driver"] == "bridge":
-                    nets.append(self._net_row(link["network_id"]))
-                    configs[link["network_id"]] = {}
+            nets = self._declared(cid)
+            if not nets:  # made before networks were declared at create, or disconnected from all
+                self._declare_sync(cid, mode, endpoints_config, [])
+                nets = self._declared(cid)
+            primary = next((n for n in nets if mode in (n["name"], n["id"])), None)
+            if primary is not None:  # the network mode's network has eth0, the default route and the ports
+                nets.remove(primary)
+                nets.insert(0, primary)
             for i, net in enumerate(nets):
-                if configs[net["id"]] or not self.db.query_one(
-                        "SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"])):
-                    self._link(cid, net, configs[net["id"]])
-                ep_mac = (configs[net["id"]].get("MacAddress") or (mac if i == 0 else None)) or None
-                ips.append(self._plug(cid, name, net, str(netns_path), f"eth{i}", ep_mac, wiring))
-            if not primary["builtin"]:
-                embedded = primary["gateway"]
-            maps, exposed = self._publish(cid, ips[0], port_bindings, exposed_ports, publish_all, name)
+                ips.append(self._plug(cid, name, net, str(netns_path), f"eth{i}", mac if i == 0 else None, wiring))
+            embedded = next((n["gateway"] for n in nets if not n["builtin"]), None)
+            maps, exposed = self._publish(cid, ips[0][0], port_bindings, exposed_ports, publish_all, name)
             self.db.execute("UPDATE net_sandboxes SET ports=?, exposed=? WHERE cid=?",
                             (json.dumps(maps), json.dumps(exposed), cid))
             if maps:
                 self._sync_firewall()
-        _write_runtime(paths["hosts"], hostfiles.hosts(hostname, ips[:1], extra_hosts, domainname).encode())
+        if dns:
+            self.db.execute("UPDATE net_sandboxes SET files=? WHERE cid=?", (json.dumps({**paths, "dns": dns}), cid))
+            self.names.set_upstreams(cid, dns)
+        own = [ip for ip in (ips[0] if ips else ()) if ip]
+        _write_runtime(paths["hosts"], hostfiles.hosts(hostname, own, extra_hosts, domainname, link_hosts).encode())
         _write_runtime(paths["resolv.conf"],
-                     hostfiles.resolv(host_rc, dns, dns_search, dns_options, embedded).encode())
+                       hostfiles.resolv(host_rc, dns, dns_search, dns_options, embedded).encode())
         return AttachResult(netns_path, Path(paths["hosts"]), Path(paths["resolv.conf"]),
                             Path(paths["hostname"]), self.settings(cid),
                             plumb=functools.partial(_run_all, wiring) if wiring else None)
@@ -504,36 +605,79 @@ class NetworkService:
         return False
 
     def _plug(self, cid: str, name: str, net: Any, netns_path: str, ifname: str, mac: str | None,
-              wiring: builtins.list[Callable[[], None]]) -> str:
-        """Allocate an address on `net` (now) and add to `wiring` what puts a veth into the netns; returns
-        the address."""
+              wiring: builtins.list[Callable[[], None]]) -> tuple[str, str]:
+        """Allocate addresses on `net` (now) and add to `wiring` what puts a veth into the netns; returns
+        the (v4, v6) addresses (v6 "" on a v4-only network)."""
         link = self.db.query_one("SELECT * FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
-        subnet = IPv4Network(net["subnet"])
-        gw = IPv4Address(net["gateway"])
-        rng = IPv4Network(net["ip_range"]) if net["ip_range"] else None
+        ec = json.loads(link["config"] or "{}") if link else {}
+        want = ec.get("IPAMConfig") or {}
+        subnet = ipaddress.ip_network(net["subnet"])
+        gw = ipaddress.ip_address(net["gateway"])
+        aux = _aux_addresses(net)
         veth = netlink.veth_name()
         with self.db.tx() as c:
-            used = [r[0] for r in c.execute("SELECT ip FROM net_endpoints WHERE network_id=?", (net["id"],))]
-            ip = ipam.allocate(subnet, gw, used, rng, link["ipv4"] if link else None)
-            mac = mac or ipam.mac_for(ip)
-            c.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname) "
-                      "VALUES(?,?,?,?,?,?,?,?)", (cid, net["id"], new_id(), name, str(ip), mac, veth, ifname))
+            rows = c.execute("SELECT ip, ip6 FROM net_endpoints WHERE network_id=?", (net["id"],)).fetchall()
+            rng = ipaddress.ip_network(net["ip_range"]) if net["ip_range"] else None
+            ip = ipam.allocate(subnet, gw, [r[0] for r in rows] + aux, rng,
+                               (link["ipv4"] if link else "") or want.get("IPv4Address"))
+            ip6 = ""
+            if net["ipv6"] and net["subnet6"]:
+                rng6 = ipaddress.ip_network(net["ip_range6"]) if net["ip_range6"] else None
+                ip6 = str(ipam.allocate(ipaddress.ip_network(net["subnet6"]), ipaddress.ip_address(net["gateway6"]),
+                                        [r[1] for r in rows if r[1]] + aux, rng6, want.get("IPv6Address")))
+            elif want.get("IPv6Address"):
+                raise InvalidParameter(f"invalid endpoint settings: network {net['name']} does not have IPv6 "
+                                       "enabled, so an IPv6 address cannot be given")
+            local = builtins.list(want.get("LinkLocalIPs") or [])
+            mac = mac or ec.get("MacAddress") or ipam.mac_for(ip)
+            c.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname, ip6,"
+                      " link_local) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                      (cid, net["id"], new_id(), name, str(ip), mac, veth, ifname, ip6, json.dumps(local)))
+        self._index(cid, net["id"])
+        addrs = [(str(ip), subnet.prefixlen)]
+        if ip6:
+            addrs.append((ip6, _prefixlen(net["subnet6"])))
+        addrs += [(a, 64 if ":" in a else 16) for a in local]
+        gateways = [] if net["internal"] else [str(gw)] + ([net["gateway6"]] if ip6 else [])
 
         def wire() -> None:
             try:
-                netlink.add_veth(veth, net["bridge"], netns_path, ifname, str(ip), subnet.prefixlen,
-                                 None if net["internal"] else str(gw), mac, self.mtu)
+                netlink.add_veth(veth, net["bridge"], netns_path, ifname, addrs, gateways, mac, self.mtu)
             except Exception as e:
                 netlink.delete_link(veth)
                 self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
+                self.names.drop_endpoint(cid, net["id"])
                 raise SystemError_(f"failed to set up the network of container {cid[:12]}: {e}") from e
 
         wiring.append(wire)
-        return str(ip)
+        return str(ip), ip6
 
     def _unplug(self, ep: Any) -> None:
+        self.names.drop_endpoint(ep["cid"], ep["network_id"])
         netlink.delete_link(ep["veth"])  # deleting one end removes the pair
         self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (ep["cid"], ep["network_id"]))
+
+    def _index(self, cid: str, nid: str) -> None:
+        """(Re)write what the embedded DNS knows of `cid` on `nid`: user networks only (the default bridge
+        resolves no names, as in Docker)."""
+        row = self.db.query_one(
+            "SELECT e.name, e.ip, e.ip6, l.aliases, l.config, n.builtin FROM net_endpoints e "
+            "JOIN networks n ON n.id=e.network_id LEFT JOIN net_links l ON l.cid=e.cid AND l.network_id=e.network_id "
+            "WHERE e.cid=? AND e.network_id=?", (cid, nid))
+        if row is None or row["builtin"]:
+            return
+        links: dict[str, str] = {}
+        for spec in (json.loads(row["config"] or "{}").get("Links") or []):
+            target, _, alias = str(spec).partition(":")
+            links[(alias or target).lstrip("/").lower()] = target.lstrip("/")
+        self.names.set_endpoint(Endpoint(cid, nid, row["name"], [ip for ip in (row["ip"], row["ip6"]) if ip],
+                                         [*json.loads(row["aliases"] or "[]"), cid[:12]], links))
+
+    def rename(self, cid: str, name: str) -> None:
+        """A container's new name, for inspect and for the names it answers to."""
+        self.db.execute("UPDATE net_endpoints SET name=? WHERE cid=?", (name, cid))
+        self.db.execute("UPDATE net_sandboxes SET name=? WHERE cid=?", (name, cid))
+        self.names.rename(cid, name)
 
     def _detach_sync(self, cid: str, sync_rules: bool = True) -> None:
         for s in self._held.pop(cid, []):
@@ -558,14 +702,61 @@ class NetworkService:
                          json.dumps(files)))
 
     def _link(self, cid: str, net: Any, ec: dict) -> None:
-        aliases = list(ec.get("Aliases") or [])
-        ipv4 = ((ec.get("IPAMConfig") or {}).get("IPv4Address") or "")
-        if (aliases or ipv4) and net["builtin"]:
-            raise InvalidParameter("user specified IP address is supported only when connecting to networks "
-                                   "with user configured subnets" if ipv4 else
-                                   "network-scoped alias is supported only for containers in user defined networks")
-        self.db.execute("INSERT OR REPLACE INTO net_links(cid, network_id, aliases, ipv4) VALUES(?,?,?,?)",
-                        (cid, net["id"], json.dumps(aliases), ipv4))
+        ec = ec if isinstance(ec, dict) else {}
+        aliases = builtins.list(ec.get("Aliases") or [])
+        want = ec.get("IPAMConfig") or {}
+        if not isinstance(want, dict):
+            raise InvalidParameter("invalid IPAMConfig")
+        ipv4 = want.get("IPv4Address") or ""
+        for key in ("IPv4Address", "IPv6Address"):
+            if want.get(key):
+                ipam.parse_ip(want[key])
+        for addr in want.get("LinkLocalIPs") or []:
+            if not ipam.parse_ip(addr).is_link_local:
+                raise InvalidParameter(f"invalid link-local IP address: {addr}")
+        if net["builtin"] and (ipv4 or want.get("IPv6Address")):
+            raise InvalidParameter("user specified IP address is supported on user defined networks only")
+        if net["builtin"] and aliases:
+            raise InvalidParameter("network-scoped alias is supported only for containers in user defined networks")
+        config = {k: ec[k] for k in ("IPAMConfig", "Links", "DriverOpts", "MacAddress") if ec.get(k)}
+        self.db.execute("INSERT OR REPLACE INTO net_links(cid, network_id, aliases, ipv4, config) VALUES(?,?,?,?,?)",
+                        (cid, net["id"], json.dumps(aliases), ipv4, json.dumps(config)))
+
+    async def declare(self, cid: str, network_mode: str, endpoints_config: dict | None,
+                      links: builtins.list[str] | None = None) -> None:
+        """At container create: the networks it will join, with their endpoint settings, so inspect shows
+        them at once and start finds them. Unknown networks are refused here (404), as dockerd does."""
+        async with self._lock:
+            await asyncio.to_thread(self._declare_sync, cid, network_mode, endpoints_config or {}, links or [])
+
+    def _declare_sync(self, cid: str, mode: str, endpoints_config: dict, links: builtins.list[str]) -> None:
+        mode = "bridge" if mode in ("", "default") else mode
+        if mode.startswith("container:"):
+            return
+        if mode in ("host", "none"):
+            self._link(cid, self._net_row_by_name(mode), {})
+            return
+        primary = self.resolve(mode)
+        configs = {("bridge" if k == "default" else k): v for k, v in endpoints_config.items()}
+        ec = next((configs.pop(k) for k in (mode, primary["name"], primary["id"]) if k in configs), None)
+        if ec is None and len(configs) == 1 and not self._rows(
+                "SELECT 1 FROM networks WHERE name=? OR id=?", (next(iter(configs)),) * 2):
+            configs = {}  # one entry naming no network: dockerd ignores it (more than one: 404 below)
+        ec = dict(ec or {})
+        if links and not primary["builtin"]:  # --link on a user network: a per-container DNS alias
+            ec["Links"] = [*(ec.get("Links") or []), *links]
+        extra = [(self.resolve(k), v) for k, v in configs.items()]
+        self._link(cid, primary, ec)
+        for net, cfg in extra:
+            if net["driver"] != "bridge":
+                raise InvalidParameter(f"container cannot be connected to network {net['name']} "
+                                       f"of driver {net['driver']} with others")
+            self._link(cid, net, cfg or {})
+
+    def _declared(self, cid: str) -> builtins.list[Any]:
+        """The bridge networks a container is to join, in the order they were given."""
+        return builtins.list(self._rows("SELECT n.* FROM net_links l JOIN networks n ON n.id=l.network_id "
+                                        "WHERE l.cid=? AND n.driver='bridge' ORDER BY l.rowid", (cid,)))
 
     def _rehold(self, sb: Any) -> None:
         for p in json.loads(sb["ports"]):
@@ -583,8 +774,8 @@ class NetworkService:
         elif row is not None:
             gw, subnet = row["gateway"], row["subnet"]
         else:
-            taken = [IPv4Network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
-            taken += [IPv4Network(r) for r in netlink.host_routes()]
+            taken = [ipaddress.IPv4Network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
+            taken += [ipaddress.IPv4Network(r) for r in netlink.host_routes()]
             net = ipam.pick_subnet(taken)
             gw, subnet = str(net.network_address + 1), str(net)
         opts = {"com.docker.network.bridge.default_bridge": "true", "com.docker.network.bridge.enable_icc": "true",
@@ -606,10 +797,13 @@ class NetworkService:
     def _ensure_bridge(self, net: Any) -> None:
         opts = json.loads(net["options"])
         mtu = int(opts.get("com.docker.network.driver.mtu") or self.mtu)
-        netlink.ensure_bridge(net["bridge"], net["gateway"], IPv4Network(net["subnet"]).prefixlen, mtu)
+        v6 = bool(net["ipv6"] and net["gateway6"])
+        netlink.ensure_bridge(net["bridge"], net["gateway"], _prefixlen(net["subnet"]), mtu,
+                              net["gateway6"] if v6 else None, _prefixlen(net["subnet6"]) if v6 else 64)
         firewall.ensure_forward_accept(self.table, net["bridge"])
 
     async def _drop_network(self, net: Any) -> None:
+        self.names.drop_network(net["id"])
         await self._stop_dns(net["id"])
         await asyncio.to_thread(netlink.delete_link, net["bridge"])
         await asyncio.to_thread(firewall.remove_forward_accept, self.table, net["bridge"])
@@ -617,36 +811,26 @@ class NetworkService:
         await asyncio.to_thread(self._sync_firewall)
 
     def _sync_firewall(self) -> None:
-        nets = [firewall.BridgeNet(r["bridge"], r["subnet"], bool(r["internal"]))
+        nets = [firewall.BridgeNet(r["bridge"], r["subnet"], bool(r["internal"]), r["subnet6"] if r["ipv6"] else "")
                 for r in self._rows("SELECT * FROM networks WHERE driver='bridge' ORDER BY created")]
         maps = [firewall.PortMap(p["proto"], p["host_ip"], p["host_port"], p["ip"], p["port"])
                 for sb in self._rows("SELECT ports FROM net_sandboxes") for p in json.loads(sb["ports"])]
         firewall.sync(self.table, nets, maps)
 
     async def _start_dns(self, net: Any) -> None:
-        upstreams = hostfiles.parse_resolv(_read(self.host_resolv_conf)).nameservers
-        nid = net["id"]
-        server = DnsServer(net["gateway"], lambda q: self._lookup(nid, q), upstreams)
+        server = DnsServer(net["gateway"], self.names,
+                           lambda: hostfiles.parse_resolv(_read(self.host_resolv_conf)).nameservers)
         try:
             await server.start()
         except OSError as e:  # a name-less network is still usable
             log.warning("DNS server for network %s on %s: %s", net["name"], net["gateway"], e)
             return
-        self._dns[nid] = server
+        self._dns[net["id"]] = server
 
     async def _stop_dns(self, nid: str) -> None:
         server = self._dns.pop(nid, None)
         if server is not None:
             await server.close()
-
-    def _lookup(self, nid: str, qname: str) -> builtins.list[str] | None:
-        ips = []
-        for ep in self._rows("SELECT e.*, l.aliases FROM net_endpoints e LEFT JOIN net_links l "
-                             "ON l.cid=e.cid AND l.network_id=e.network_id WHERE e.network_id=?", (nid,)):
-            names = {ep["name"].lower(), ep["cid"][:12]} | {a.lower() for a in json.loads(ep["aliases"] or "[]")}
-            if qname in names:
-                ips.append(ep["ip"])
-        return ips or None
 
     def _dns_names(self, net: Any, cid: str, name: str, aliases: builtins.list[str]) -> builtins.list[str] | None:
         if net["builtin"]:
@@ -654,18 +838,24 @@ class NetworkService:
         return [name, *aliases, cid[:12]]
 
     def _network_json(self, net: Any, containers: bool) -> dict[str, Any]:
-        cfg: builtins.list[dict[str, str]] = []
-        if net["subnet"]:
+        stored = json.loads(net["ipam"]) if net["ipam"] else None
+        cfg: builtins.list[dict[str, Any]] = []
+        if stored is not None:
+            cfg = stored["Config"]
+        elif net["subnet"]:
             c = {"Subnet": net["subnet"], "Gateway": net["gateway"]}
             if net["ip_range"]:
                 c["IPRange"] = net["ip_range"]
             cfg.append(c)
+        options = stored["Options"] if stored is not None else (None if net["builtin"] else {})
         members: dict[str, Any] = {}
         if containers:
+            plen = _prefixlen(net["subnet"]) if net["subnet"] else 0
+            plen6 = _prefixlen(net["subnet6"]) if net["subnet6"] else 0
             for ep in self._rows("SELECT * FROM net_endpoints WHERE network_id=?", (net["id"],)):
-                plen = IPv4Network(net["subnet"]).prefixlen
                 members[ep["cid"]] = {"Name": ep["name"], "EndpointID": ep["endpoint_id"], "MacAddress": ep["mac"],
-                                      "IPv4Address": f"{ep['ip']}/{plen}", "IPv6Address": ""}
+                                      "IPv4Address": f"{ep['ip']}/{plen}",
+                                      "IPv6Address": f"{ep['ip6']}/{plen6}" if ep["ip6"] else ""}
             if net["driver"] != "bridge":
                 for sb in self._rows("SELECT * FROM net_sandboxes WHERE mode=?",
                                      ("host" if net["driver"] == "host" else "none",)):
@@ -673,8 +863,8 @@ class NetworkService:
                                           "IPv4Address": "", "IPv6Address": ""}
         return {
             "Name": net["name"], "Id": net["id"], "Created": rfc3339(net["created"]), "Scope": "local",
-            "Driver": net["driver"], "EnableIPv4": True, "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": None if net["builtin"] else {}, "Config": cfg},
+            "Driver": net["driver"], "EnableIPv4": True, "EnableIPv6": bool(net["ipv6"]),
+            "IPAM": {"Driver": "default", "Options": options, "Config": cfg},
             "Internal": bool(net["internal"]), "Attachable": bool(net["attachable"]), "Ingress": False,
             "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": members,
             "Options": json.loads(net["options"]), "Labels": json.loads(net["labels"]),
@@ -702,6 +892,27 @@ class NetworkService:
 
     def _rows(self, sql: str, params: tuple = ()) -> builtins.list[Any]:
         return self.db.query(sql, params)
+
+
+def _prefixlen(subnet: str) -> int:
+    return ipaddress.ip_network(subnet).prefixlen
+
+
+def _pool_json(subnet: Any, gateway: Any, ip_range: Any, aux: dict | None) -> dict[str, Any]:
+    """One IPAM.Config entry as inspect shows it."""
+    out: dict[str, Any] = {"Subnet": str(subnet)}
+    if ip_range is not None:
+        out["IPRange"] = str(ip_range)
+    out["Gateway"] = str(gateway)
+    if aux:
+        out["AuxiliaryAddresses"] = dict(aux)
+    return out
+
+
+def _aux_addresses(net: Any) -> builtins.list[str]:
+    """Addresses the network's IPAM config reserves (never given to a container)."""
+    stored = json.loads(net["ipam"]) if net["ipam"] else {}
+    return [a for c in stored.get("Config") or [] for a in (c.get("AuxiliaryAddresses") or {}).values()]
 
 
 _FILE_WHY = {"hosts": "bind-mounted on /etc/hosts: the container's own name and address (--add-host adds more)",

@@ -75,17 +75,21 @@ class Attachment(Protocol):
 
 
 class NetworkAttacher(Protocol):
-    """A container's network life (services/networks.NetworkService): attach at start, detach at
-    exit, forget at removal."""
+    """A container's network life (services/networks.NetworkService): declare at create, attach at
+    start, detach at exit, forget at removal; rename keeps its DNS names current."""
 
+    async def declare(self, cid: str, network_mode: str, endpoints_config: dict[str, Any] | None,
+                      links: list[str] | None = None) -> None: ...
     async def attach(self, cid: str, name: str, hostname: str, network_mode: str,
                      endpoints_config: dict[str, Any], port_bindings: dict[str, Any],
                      exposed_ports: dict[str, Any], publish_all: bool, dns: list[str],
                      dns_search: list[str], dns_options: list[str], extra_hosts: list[str], mac: str | None,
-                     domainname: str = "", defer_plumbing: bool = False) -> Attachment: ...
+                     domainname: str = "", defer_plumbing: bool = False,
+                     link_hosts: list[tuple[str, list[str]]] | None = None) -> Attachment: ...
     async def detach(self, cid: str) -> None: ...
     async def forget(self, cid: str) -> None: ...
     def settings(self, cid: str) -> dict[str, Any]: ...
+    def rename(self, cid: str, name: str) -> None: ...
 
 
 class ImageConfig(Protocol):
