@@ -141,13 +141,17 @@ class AttachHub:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        ended = False
         try:
             while True:
                 item = await self.sock.recv()
+                if item is None:
+                    self.closed = True  # before the sessions hear of it: a new one gets a new hub
                 for q in list(self._subs):
                     # A bounded queue: a slow client slows the output down instead of filling memory.
                     await q.put(item)
                 if item is None:
+                    ended = True
                     return
         except Exception as e:  # noqa: BLE001 - the sessions see the end of output
             log.debug("attach hub: %s", e)
@@ -155,9 +159,10 @@ class AttachHub:
             self.closed = True
             self.sock.close()
             self._on_end(self)
-            for q in list(self._subs):
-                _drain(q)
-                q.put_nowait(None)
+            if not ended:  # cancelled or failed: tell the sessions, dropping what they did not read
+                for q in list(self._subs):
+                    _drain(q)
+                    q.put_nowait(None)
 
     def session(self) -> HubSession:
         q: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=64)
