@@ -11,7 +11,7 @@ from typing import Any
 
 from dockyard.api.backends import DistributionBackend, ImageBackend
 from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
-from dockyard.errors import InvalidParameter
+from dockyard.errors import DockyardError, InvalidParameter
 
 
 async def _items(items: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -62,7 +62,12 @@ def register(router: Router, images: ImageBackend, distribution: DistributionBac
         return json_response(await asyncio.to_thread(images.prune, req.qjson("filters")))
 
     async def post_images_load(req: Request) -> Response:
-        msgs = await images.load(req.stream(), quiet=req.qbool("quiet"))
+        try:
+            msgs = await images.load(req.stream(), quiet=req.qbool("quiet"))
+        except DockyardError as e:
+            # dockerd has answered 200 by the time the archive is read: the error is in the stream
+            # (docker-py raises ImageLoadError on it, the CLI prints it and exits 1)
+            msgs = [{"errorDetail": {"message": e.message}, "error": e.message}]
         return ndjson_stream(_items(msgs))
 
     async def get_images_get(req: Request) -> Response:

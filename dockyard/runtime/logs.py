@@ -58,6 +58,13 @@ class _Joiner:
             return None
         return stream, first_ts, buf + b"\n"
 
+    def flush(self) -> list[tuple[int, str, bytes]]:
+        """Partial lines still held: the output's last bytes when they did not end in a newline
+        (`printf x`). They go out as they are, as dockerd's json-file gives them."""
+        held = sorted(((ts, stream, buf) for stream, (ts, buf) in self.pending.items()), key=lambda t: t[0])
+        self.pending.clear()
+        return [(stream, ts, buf) for ts, stream, buf in held if buf]
+
 
 def parse(lines: Iterable[bytes]) -> Iterator[tuple[int, str, bytes]]:
     j = _Joiner()
@@ -111,8 +118,8 @@ async def read_log_batches(path: str | os.PathLike[str], stdout: bool = True, st
     path = Path(path)
     joiner = _Joiner()
 
-    def take(data: bytes) -> list[Entry]:
-        entries = (joiner.feed(raw) for raw in data.split(b"\n") if raw)
+    def take(data: bytes, last: bool = False) -> list[Entry]:
+        entries = [joiner.feed(raw) for raw in data.split(b"\n") if raw] + (joiner.flush() if last else [])
         return [_out(e, timestamps) for e in entries if e and _want(e, stdout, stderr, since, until)]
 
     try:
@@ -128,6 +135,12 @@ async def read_log_batches(path: str | os.PathLike[str], stdout: bool = True, st
             while data := await asyncio.to_thread(f.read, READ_CHUNK):
                 complete, _, buf = (buf + data).rpartition(b"\n")
                 batch = take(complete)
+                if kept is not None:
+                    kept.extend(batch)
+                elif batch:
+                    yield batch
+            if not follow:
+                batch = take(buf, last=True)
                 if kept is not None:
                     kept.extend(batch)
                 elif batch:
@@ -163,6 +176,8 @@ async def read_log_batches(path: str | os.PathLike[str], stdout: bool = True, st
                 except FileNotFoundError:
                     pass
             if stopping:
+                if batch := take(buf, last=True):
+                    yield batch
                 return
             if stop is not None:
                 try:

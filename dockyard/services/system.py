@@ -41,7 +41,7 @@ class SystemService:
     def counts(self) -> dict[str, int]:
         cs = self.containers.all()
         try:
-            nimages = len(self.images.list())
+            nimages = len(self.images.all())  # dockerd counts intermediate images too
         except Exception:  # noqa: BLE001 - /info must answer even with a broken image row
             nimages = 0
         return {"containers": len(cs), "running": sum(1 for c in cs if c.state == "running"),

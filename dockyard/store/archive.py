@@ -47,7 +47,10 @@ class ArchiveReader:
         try:
             self._tf = tarfile.open(path, "r:")
         except tarfile.TarError as e:
-            raise InvalidParameter(f"invalid archive: {e}") from e
+            # dockerd's words (its untar helper's exit and Go's archive/tar error)
+            why = "unexpected EOF" if any(w in str(e) for w in ("truncated", "empty", "EOF", "end of")) \
+                else "archive/tar: invalid tar header"
+            raise InvalidParameter(f"Error processing tar file(exit status 1): {why}") from e
         self._members: dict[str, tarfile.TarInfo] = {}
         for m in self._tf.getmembers():
             name = posixpath.normpath("/" + m.name).lstrip("/")

@@ -194,3 +194,36 @@ def test_config_in_inspect_as_dockerd(engines: Engines) -> None:
 
     ours, ref = engines.both(run)
     assert ours == ref  # the same keys in the same order (Go's omitempty fields left out)
+
+
+def test_logs_keep_output_without_a_final_newline(engines: Engines) -> None:
+    def run(c: docker.APIClient) -> tuple[bytes, bytes, bytes]:
+        cid = engines.create(c, command=["sh", "-c", "echo one; printf two"])
+        c.start(cid)
+        c.wait(cid)
+        return c.logs(cid), c.logs(cid, tail=1), b"".join(c.logs(cid, stream=True, follow=True))
+
+    ours, ref = engines.both(run)
+    assert ours == ref == (b"one\ntwo", b"two", b"one\ntwo")
+
+
+def test_put_archive_into_a_volume_of_a_created_container(engines: Engines) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"Deaf To All But The Song"
+        info = tarfile.TarInfo("song.txt")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+
+    def run(c: docker.APIClient) -> bytes:
+        cid = engines.create(c, command=["cat", "/vol1/song.txt"], volumes=["/vol1"])
+        assert c.put_archive(cid, "/vol1", buf.getvalue())
+        c.start(cid)
+        c.wait(cid)
+        return bytes(c.logs(cid))
+
+    ours, ref = engines.both(run)
+    assert ours == ref == b"Deaf To All But The Song"
