@@ -7,7 +7,14 @@ import json
 from collections.abc import AsyncIterator
 
 from dockyard.api import validate
-from dockyard.api.backends import ContainerBackend, ContainerIOBackend, ImageBackend
+from dockyard.api.backends import (
+    CommitBackend,
+    ContainerBackend,
+    ContainerIOBackend,
+    FilesBackend,
+    ImageBackend,
+    ResourcesBackend,
+)
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter, NotFound
 
@@ -19,7 +26,8 @@ def _filters(req: Request) -> dict[str, list[str]]:
     return {k: (list(v.keys()) if isinstance(v, dict) else list(v)) for k, v in raw.items()}
 
 
-def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, images: ImageBackend) -> None:
+def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files: FilesBackend,
+             resources: ResourcesBackend, commits: CommitBackend, images: ImageBackend) -> None:
 
     async def container_list(req: Request) -> Response:
         return json_response(cs.list(
@@ -95,7 +103,7 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
         return Response(204)
 
     async def container_prune(req: Request) -> Response:
-        return json_response(await io.prune(_filters(req)))
+        return json_response(await cs.prune(_filters(req)))
 
     async def container_logs(req: Request) -> Response:
         c = cs.get(req.params["id"])
@@ -125,18 +133,18 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
 
     async def container_export(req: Request) -> Response:
         cs.get(req.params["id"])  # 404 now: the generator below only runs once the 200 is sent
-        return Response(200, {"Content-Type": "application/x-tar"}, io.export(req.params["id"]))
+        return Response(200, {"Content-Type": "application/x-tar"}, files.export(req.params["id"]))
 
     async def container_changes(req: Request) -> Response:
-        return json_response(await io.changes(req.params["id"]))
+        return json_response(await files.changes(req.params["id"]))
 
     async def container_top(req: Request) -> Response:
-        return json_response(await io.top(req.params["id"], req.q("ps_args") or "-ef"))
+        return json_response(await resources.top(req.params["id"], req.q("ps_args") or "-ef"))
 
     async def container_stats(req: Request) -> Response:
         stream = req.qbool("stream", True) and not req.qbool("one-shot")
         cs.get(req.params["id"])  # 404 before a streamed 200
-        gen = io.stats(req.params["id"], stream=stream, one_shot=req.qbool("one-shot"))
+        gen = resources.stats(req.params["id"], stream=stream, one_shot=req.qbool("one-shot"))
         if not stream:
             first = None
             async for s in gen:
@@ -155,10 +163,10 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
         if body is not None and not isinstance(body, dict):
             raise InvalidParameter("invalid JSON: body must be an object")
         validate.check(body or {}, validate.HOST_CONFIG, "UpdateConfig")
-        return json_response(await io.update(req.params["id"], body or {}))
+        return json_response(await resources.update(req.params["id"], body or {}))
 
     async def archive_stat_header(cid: str, path: str) -> str:
-        st = await io.archive_stat(cid, path)
+        st = await files.archive_stat(cid, path)
         return base64.b64encode(json.dumps(st).encode()).decode()
 
     async def container_archive_head(req: Request) -> Response:
@@ -173,14 +181,14 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
         if not path:
             raise InvalidParameter("path is required")
         hdr = await archive_stat_header(req.params["id"], path)
-        body = io.get_archive(req.params["id"], path)
+        body = files.get_archive(req.params["id"], path)
         return Response(200, {"X-Docker-Container-Path-Stat": hdr, "Content-Type": "application/x-tar"}, body)
 
     async def put_container_archive(req: Request) -> Response:
         path = req.q("path")
         if not path:
             raise InvalidParameter("path is required")
-        await io.put_archive(req.params["id"], path, req.stream(),
+        await files.put_archive(req.params["id"], path, req.stream(),
                              no_overwrite_dir_non_dir=req.qbool("noOverwriteDirNonDir"),
                              copy_uid_gid=req.qbool("copyUIDGID"))
         return Response(200)
@@ -190,7 +198,7 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, image
         ref = req.q("container")
         if not ref:
             raise NotFound("No such container: ")
-        return json_response(await io.commit(
+        return json_response(await commits.commit(
             ref, repo=req.q("repo") or "", tag=req.q("tag") or "", comment=req.q("comment") or "",
             author=req.q("author") or "", pause=req.qbool("pause", True), changes=req.query.get("changes", []),
             config=body or {}), 201)

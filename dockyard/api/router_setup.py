@@ -10,7 +10,8 @@ from dockyard.api.server import Router
 def build_router(engine: Backends) -> Router:
     router = Router()
     system.register(router, engine.system)
-    containers.register(router, engine.containers, engine.container_io, engine.images)
+    containers.register(router, engine.containers, engine.container_io, engine.container_files,
+                        engine.container_resources, engine.commits, engine.images)
     swarm.register(router)
     from dockyard.api import images
 

@@ -20,7 +20,10 @@ if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (laz
     from dockyard.builder.builder import Builder
     from dockyard.registry.service import Distribution
     from dockyard.runtime.monitor import Monitor
+    from dockyard.services.container_commit import ContainerCommitter
+    from dockyard.services.container_files import ContainerFiles
     from dockyard.services.container_io import ContainerIO
+    from dockyard.services.container_resources import ContainerResources
     from dockyard.services.containers import ContainerService
     from dockyard.services.execs import ExecService
     from dockyard.services.images import ImageService
@@ -54,6 +57,9 @@ class Engine:
     execs: ExecService | None
     registry: LazyDistribution | None
     container_io: ContainerIO
+    container_files: ContainerFiles
+    container_resources: ContainerResources
+    commits: ContainerCommitter
     system: SystemService
     builder: Builder | None = None
     internals: InternalsService | None = None
@@ -191,9 +197,12 @@ def build(cfg: DaemonConfig) -> Engine:
         )
 
     registry = LazyDistribution(make_registry)
+    from dockyard.services.container_commit import ContainerCommitter
+    from dockyard.services.container_files import ContainerFiles
     from dockyard.services.container_io import ContainerIO
+    from dockyard.services.container_resources import ContainerResources
 
-    container_io = ContainerIO(containers, images, volumes)
+    container_io = ContainerIO(containers)
     from dockyard.builder.builder import Builder
 
     builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw))
@@ -204,7 +213,9 @@ def build(cfg: DaemonConfig) -> Engine:
                            debug=cfg.log_level == "debug", registry_mirrors=list(cfg.registry_mirrors),
                            build_cache=builder.disk_usage)
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry,
-                    container_io, system, builder=builder, internals=InternalsService(containers, networks))
+                    container_io, ContainerFiles(containers), ContainerResources(containers),
+                    ContainerCommitter(containers, images), system, builder=builder,
+                    internals=InternalsService(containers, networks))
     engine.router = build_router(engine)
     return engine
 

@@ -10,16 +10,29 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import Conflict, InvalidParameter
 
 if TYPE_CHECKING:
-    from dockyard.services.container_io import ContainerIO
+    from collections.abc import AsyncIterator
+
+    from dockyard.services.containers import ContainerService
 
 log = logging.getLogger("dockyard.attach")
 
 HijackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Stdio(Protocol):
+    """What attaching needs of the container's stdio service (container_io.ContainerIO); a Protocol,
+    so this module does not import that one (which imports this one)."""
+
+    cs: ContainerService
+    hubs: dict[str, AttachHub]
+
+    def logs(self, cid: str, *, stdout: bool, stderr: bool, follow: bool, since: str | None,
+             until: str | None, tail: str | None, timestamps: bool, raw: bool) -> AsyncIterator[bytes]: ...
 DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
 
 
@@ -203,7 +216,7 @@ def _drain(q: asyncio.Queue[Any]) -> None:
         q.get_nowait()
 
 
-async def attach_hub(io: ContainerIO, c: Any, fresh: bool) -> AttachHub:
+async def attach_hub(io: Stdio, c: Any, fresh: bool) -> AttachHub:
     """The container's hub, connected now if it has none (fresh: a new conmon just started it)."""
     hub = io.hubs.get(c.id)
     if hub is None or hub.closed or fresh:
@@ -221,7 +234,7 @@ async def attach_hub(io: ContainerIO, c: Any, fresh: bool) -> AttachHub:
     return hub
 
 
-async def make_attach_handler(io: ContainerIO, cid: str, *, stdin: bool, stdout: bool, stderr: bool,
+async def make_attach_handler(io: Stdio, cid: str, *, stdin: bool, stdout: bool, stderr: bool,
                               stream: bool, logs: bool, detach_keys: str | None) -> HijackHandler:
     from dockyard.runtime.logs import frame
 

@@ -40,7 +40,7 @@ from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mount_all
 from dockyard.util.fs import mark_topdir
 from dockyard.util.ids import new_id, random_name, validate_name
-from dockyard.util.timefmt import ZERO_TIME, human_duration, rfc3339
+from dockyard.util.timefmt import ZERO_TIME, human_duration, parse_time_arg, rfc3339
 
 if TYPE_CHECKING:
     from dockyard.runtime.spec import Resources
@@ -918,6 +918,29 @@ class ContainerService:
         if self.networks is not None:
             self.networks.rename(c.id, new_name)
         self.emit(self.get(c.id), "rename", {"oldName": "/" + c.name})
+
+    async def prune(self, filters: dict[str, builtins.list[str]]) -> dict[str, Any]:
+        until = filters.get("until")
+        until_ts = parse_time_arg(until[0]) if until else None
+        deleted, reclaimed = [], 0
+        for c in self.all():
+            if c.running or c.state == "removing":
+                continue
+            if until_ts is not None and c.created >= until_ts:
+                continue
+            if not self.matches(c, {k: v for k, v in filters.items() if k in ("label",)}):
+                continue
+            if filters.get("label!") and self.matches(c, {"label": filters["label!"]}):
+                continue  # Docker: `label!=k[=v]` keeps containers that have the label
+            size = self.snapshots.usage(c.id)
+            try:
+                await self.remove(c.id)
+            except Exception as e:  # noqa: BLE001
+                log.warning("prune %s: %s", c.id[:12], e)
+                continue
+            deleted.append(c.id)
+            reclaimed += size
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     # ---------------------------------------------------------------- recovery
     async def recover(self) -> None:

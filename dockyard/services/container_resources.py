@@ -1,0 +1,83 @@
+"""What runs in a container and what it uses: `top`, `stats`, and `update` of its limits."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dockyard.errors import Conflict, InvalidParameter
+from dockyard.services.containers import ContainerService
+
+
+class ContainerResources:
+    def __init__(self, containers: ContainerService) -> None:
+        self.cs = containers
+        self.runtime = containers.runtime
+
+    async def top(self, cid: str, ps_args: str) -> dict[str, Any]:
+        c = self.cs.get(cid)
+        if c.state == "restarting":
+            raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        from dockyard.runtime import cgroups
+
+        pids = set(await asyncio.to_thread(cgroups.pids, f"/dockyard/{c.id}"))
+        args = ["ps"] + ps_args.split()
+        proc = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InvalidParameter(f"ps: {proc.stderr.strip()}")
+        lines = proc.stdout.splitlines()
+        titles = lines[0].split()
+        try:
+            pid_col = titles.index("PID")
+        except ValueError:
+            raise InvalidParameter("Couldn't find PID field in ps output") from None
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_col and fields[pid_col].isdigit() and int(fields[pid_col]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+    async def stats(self, cid: str, stream: bool, one_shot: bool = False) -> AsyncIterator[dict[str, Any]]:
+        from dockyard.services.stats import container_stats
+
+        c = self.cs.get(cid)
+        prev: dict[str, Any] | None = None
+        # dockerd's stream=false without one-shot primes precpu_stats with a sample taken a second before.
+        prime = not stream and not one_shot and c.has_process
+        while True:
+            c = self.cs.get(c.id)
+            cur = await asyncio.to_thread(container_stats, c, prev)
+            if prime:
+                prime = False
+            else:
+                yield cur
+                if not stream:
+                    return
+            prev = cur
+            await asyncio.sleep(1.0)
+
+    async def update(self, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        from dockyard.services import container_config as cc
+
+        c = self.cs.get(cid)
+        hc = dict(c.host_config)
+        resource_keys = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
+                         "CpuQuota", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight", "KernelMemory")
+        for key in resource_keys:
+            if key in body and body[key] is not None:
+                hc[key] = body[key]
+        if body.get("RestartPolicy"):
+            hc["RestartPolicy"] = body["RestartPolicy"]
+        hc = cc.validate_host_config(hc)
+        if c.has_process:
+            from dockyard.services.containers import resources_of
+
+            await self.runtime.update(c.id, resources_of(hc))
+        self.cs.save(c.id, host_config=hc)
+        self.cs.emit(c, "update")
+        return {"Warnings": []}
