@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockyard import trace
 from dockyard.builder import context as bctx
 from dockyard.builder.cache import BuildCache, cache_key
 from dockyard.builder.commit import commit_layer
@@ -638,10 +639,11 @@ class _Run:
                 raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
             # The exited container's upper dir becomes the layer's snapshot as it is (renamed, not
             # extracted again from the layer tar); the container is removed without it.
-            await asyncio.to_thread(overlay.unmount, cs.rootfs(cid))
-            upper = await asyncio.to_thread(cs.snapshots.commit, cid)
-            new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
-                                          {"created_by": created_by}, container_id=cid, adopt=True)
+            with trace.about(f"container:{cid}"):  # the step's commit is told with its container
+                await asyncio.to_thread(overlay.unmount, cs.rootfs(cid))
+                upper = await asyncio.to_thread(cs.snapshots.commit, cid)
+                new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
+                                              {"created_by": created_by}, container_id=cid, adopt=True)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(cs.remove(cid, force=True))

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dockyard import trace
 from dockyard.store.layers import write_diff
 from dockyard.store.snapshots import chain_ids
 from dockyard.util.timefmt import rfc3339
@@ -62,9 +63,11 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
         diff_ids = parent_diffs
         blobs: list[tuple[str, str, str, int]] = []
         if upper is not None:
-            with images.content.ingest() as w:
+            with trace.step("snapshot", f"tar the changes in {upper} into a layer blob",
+                            "a layer is an OCI tar of what changed (deletions as whiteouts); its sha256 is the "
+                            "diff_id the image config lists") as s, images.content.ingest() as w:
                 diff_id = write_diff(upper, w)  # type: ignore[arg-type]  # it needs only write()
-                w.commit()
+                s.result = f"{w.commit()} ({images.content.size(diff_id)} bytes)"
             diff_ids = [*parent_diffs, diff_id]
             chains = chain_ids(diff_ids)
             parent_chain = chains[-2] if len(chains) > 1 else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import fcntl
 import functools
 import json
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from dockyard import trace
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, Unavailable, out_of_space
 from dockyard.oci import reference
 from dockyard.registry import platforms, progress
@@ -161,7 +163,8 @@ class Puller:
             finally:
                 rfile.close()  # the writer then gets EPIPE if it is still going
 
-        ext = loop.run_in_executor(_extractors(), extract)
+        # In a copy of our context: the extraction's trace records name the image being pulled.
+        ext = loop.run_in_executor(_extractors(), contextvars.copy_context().run, extract)
         piping = True
 
         async def sink(chunk: bytes) -> None:
@@ -267,7 +270,7 @@ class Puller:
                     queue.put_nowait(progress.layer("Download complete", lid))
                     queue.put_nowait(progress.detail("Extracting", lid, 0, size))
                     checked[i] = await asyncio.get_running_loop().run_in_executor(
-                        _extractors(), self.snapshots.ensure, chains[i], parent,
+                        _extractors(), contextvars.copy_context().run, self.snapshots.ensure, chains[i], parent,
                         functools.partial(self.content.open, digest))
                 else:
                     step = max(size // 100, 256 * 1024)
@@ -288,7 +291,8 @@ class Puller:
                 queue.put_nowait(progress.layer("Pull complete", lid))
 
         async def fetch_layers() -> None:
-            extracts = [asyncio.create_task(fetch_layer(i)) for i in range(len(layers)) if need[i]]
+            with trace.about(f"image:{res.ref.familiar}"):  # each task keeps a copy of this context
+                extracts = [asyncio.create_task(fetch_layer(i)) for i in range(len(layers)) if need[i]]
             try:
                 await asyncio.gather(*extracts)
             finally:  # a failure stops the others; they leave no snapshot (temp dirs are removed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from dockyard import trace
 from dockyard.errors import DockyardError
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.images import ImageService
@@ -20,6 +21,11 @@ class ContainerCommitter:
     async def commit(self, ref: str, *, repo: str, tag: str, comment: str, author: str, pause: bool,
                      changes: list[str], config: dict[str, Any]) -> dict[str, Any]:
         c = self.cs.get(ref)
+        with trace.about(f"container:{c.id}"):
+            return await self._commit(c, repo, tag, comment, author, pause, changes, config)
+
+    async def _commit(self, c: Container, repo: str, tag: str, comment: str, author: str, pause: bool,
+                      changes: list[str], config: dict[str, Any]) -> dict[str, Any]:
         paused_here = False
         if pause and c.state == "running":
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import json
 import logging
 import platform
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from dockyard import trace
 from dockyard.errors import Conflict, InvalidParameter, NotFound, no_such_image
 from dockyard.oci import reference
 from dockyard.oci.digest import validate
@@ -370,7 +372,9 @@ class ImageService:
         self.events.emit("image", "delete", img.id, {"name": img.id})
         if in_use:
             return
-        self._gc(img.chain_ids, img.diff_ids, [img.id], records, reclaimed)
+        with trace.about(f"image:{img.id}"):
+            self._gc(img.chain_ids, img.diff_ids, [img.id], records, reclaimed)
+        trace.drop(f"image:{img.id}")
 
     def _gc(self, chains: list[str], diff_ids: list[str], config_ids: list[str],
             records: list[dict[str, str]] | None, reclaimed: list[int]) -> None:
@@ -561,7 +565,8 @@ class ImageService:
             with self._lock:
                 prepared = []
                 for ai in reader.images(host_arch()):
-                    prepared.append(self._prepare(ai, new_chains, new_blobs))
+                    with trace.about(f"image:sha256:{hashlib.sha256(ai.config).hexdigest()}"):
+                        prepared.append(self._prepare(ai, new_chains, new_blobs))
                 messages: list[dict[str, Any]] = []
                 for config, diff_ids, tags, blobs in prepared:
                     olds = {t: self.db.query_one("SELECT image_id FROM tags WHERE name=?", (t,)) for t in tags}

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dockyard import trace
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
@@ -175,7 +176,10 @@ class VolumeService:
             labels.setdefault(ANON_LABEL, "")
         data = self.root / name / "_data"
         # bytes first, metadata second: the directory exists before the row that points at it
-        data.mkdir(parents=True, exist_ok=True)
+        with trace.about(f"volume:{name}"), trace.step(
+                "volume", f"mkdir {data}", "a volume is a directory the daemon keeps; containers get it bind-mounted"
+                + (f" (mounted with {opts} at first use)" if opts else "")):
+            data.mkdir(parents=True, exist_ok=True)
         try:
             self.db.execute(
                 "INSERT INTO volumes(name, driver, mountpoint, created, labels, options, anonymous) "
@@ -284,7 +288,11 @@ class VolumeService:
                 if opts.get("o"):
                     cmd += ["-o", opts["o"]]
                 cmd += [opts.get("device") or "none", str(data)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                with trace.step("volume", " ".join(cmd), f"volume {name}'s options (type/o/device) ask for a mount, "
+                                "made at first use as Docker's local driver does") as s:
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    s.result = f"exit {proc.returncode}" + (f": {proc.stderr.strip()}" if proc.returncode else "")
+                    s.ok = proc.returncode == 0
                 if proc.returncode != 0:
                     raise SystemError_(f"error while mounting volume '{data}': {proc.stderr.strip()}")
         return data
@@ -317,7 +325,9 @@ class VolumeService:
 
     def _unmount(self, data: Path) -> None:
         if data.exists() and _mounted(data):
-            proc = subprocess.run(["umount", str(data)], capture_output=True, text=True)
+            with trace.step("volume", f"umount {data}", "no container uses the volume any more: its mount goes") as s:
+                proc = subprocess.run(["umount", str(data)], capture_output=True, text=True)
+                s.result = f"exit {proc.returncode}"
             if proc.returncode != 0 and _mounted(data):
                 raise SystemError_(f"error while unmounting volume '{data}': {proc.stderr.strip()}")
 
@@ -330,5 +340,8 @@ class VolumeService:
         with self.db.tx() as c:
             c.execute("DELETE FROM volume_refs WHERE volume=?", (name,))
             c.execute("DELETE FROM volumes WHERE name=?", (name,))
-        shutil.rmtree(self.root / name, ignore_errors=True)
+        with trace.about(f"volume:{name}"), trace.step("volume", f"rm -rf {self.root / name}",
+                                                        "the volume and its data are removed"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        trace.drop(f"volume:{name}")
         self.events.emit("volume", "destroy", name, {"driver": row["driver"]})

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from dockyard import trace
 from dockyard.errors import InvalidParameter
 from dockyard.store.archive_path import ContainerFS, clean_abs, get_archive, put_archive
 
@@ -243,8 +244,11 @@ def copy_up(rootfs: Path, cpath: str, volume_dir: Path) -> bool:
     finally:
         os.close(node.fd)
     if has_content:
-        stream = get_archive(rootfs, resolved.rstrip("/") + "/.")
-        put_archive(volume_dir, "/", stream)
+        with trace.step("volume", f"copy {resolved} of the image into {volume_dir}",
+                        "a new, empty volume is filled from what the image has at its mount point "
+                        "(Docker's copy-up; -v ...:nocopy skips it)"):
+            stream = get_archive(rootfs, resolved.rstrip("/") + "/.")
+            put_archive(volume_dir, "/", stream)
     os.chown(volume_dir, st.st_uid, st.st_gid)
     os.chmod(volume_dir, stat.S_IMODE(st.st_mode))
     return has_content

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from dockyard import trace
 from dockyard.errors import InvalidParameter
 from dockyard.oci.digest import hex_of, validate
 from dockyard.store.layers import LayerInfo, apply_layer
@@ -80,6 +81,10 @@ class Snapshotter:
         created = False
         tmp = self.root / f"tmp-{secrets.token_hex(8)}"
         (tmp / "fs").mkdir(parents=True)
+        step = trace.step("snapshot", f"extract layer{' ' + expect if expect else ''} into {tmp}/fs, "
+                          f"then rename to {self.root}/<chain>", "a layer is unpacked once into its own directory; "
+                          "every image and container with this layer chain shares it as an overlay lowerdir")
+        step.__enter__()
         try:
             with opener() as f:
                 info: LayerInfo = apply_layer(f, tmp / "fs")
@@ -103,11 +108,15 @@ class Snapshotter:
                     if not self.exists(chain):  # else a concurrent apply of the same layer won
                         raise
                     shutil.rmtree(tmp)
-        except BaseException:
+        except BaseException as e:
+            step.__exit__(type(e), e, None)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         snap = self.get(chain)
         assert snap is not None
+        step.result = (f"{'new snapshot' if created else 'already there, extracted copy dropped'}: {snap.path} "
+                       f"(diff {info.diff_id}, {info.size} bytes)")
+        step.__exit__(None, None, None)
         return snap, created
 
     def ensure(self, chain: str, parent_chain_id: str | None, opener: Opener,
@@ -136,6 +145,9 @@ class Snapshotter:
             return self.path(chain)
         tmp = self.root / f"tmp-{secrets.token_hex(8)}"
         tmp.mkdir()
+        trace.seen("snapshot", f"rename {fs_dir} -> {self.path(chain)}", f"chain {chain}, {size} bytes",
+                   "a finished writable layer (a build step's or commit's upper dir) becomes a read-only layer "
+                   "as it is, without being tarred and extracted again")
         try:
             os.rename(fs_dir, tmp / "fs")
             atomic_write_json(tmp / "meta.json", {"chain_id": chain, "parent": parent_chain_id,
@@ -159,9 +171,10 @@ class Snapshotter:
     def remove(self, chain: str) -> None:
         d = self._dir(chain)
         if d.exists():
-            tmp = self.root / f"tmp-rm-{secrets.token_hex(8)}"
-            os.rename(d, tmp)  # atomic: the snapshot vanishes whole, then the bytes go
-            shutil.rmtree(tmp, ignore_errors=True)
+            with trace.step("snapshot", f"rm -rf {d}", "no image uses this layer chain any more"):
+                tmp = self.root / f"tmp-rm-{secrets.token_hex(8)}"
+                os.rename(d, tmp)  # atomic: the snapshot vanishes whole, then the bytes go
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def list(self) -> list[str]:
         out = []

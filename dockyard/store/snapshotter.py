@@ -146,7 +146,9 @@ class OverlaySnapshotter:
         d = self._dir(key)
         if not (d / "upper").is_dir():
             raise NotFound(f"snapshot {key} does not exist")
-        shutil.rmtree(d / "work", ignore_errors=True)  # overlay's scratch; holds nothing of the layer
+        with trace.step("file", f"rm -rf {d}/work (commit {d}/upper)",
+                        "the writable layer is finished: its upper dir becomes a layer, overlay's scratch goes"):
+            shutil.rmtree(d / "work", ignore_errors=True)  # overlay's scratch; holds nothing of the layer
         return d / "upper"
 
     def remove(self, key: str) -> None:
