@@ -24,7 +24,6 @@ from typing import Any
 from dockyard import trace
 from dockyard.builder import context as bctx
 from dockyard.builder.cache import BuildCache, cache_key
-from dockyard.builder.commit import commit_layer
 from dockyard.builder.ctxindex import ContextIndex, HashMemo, hash_mixed
 from dockyard.builder.dockerfile import (
     EXPANDED,
@@ -40,6 +39,7 @@ from dockyard.builder.dockerfile import (
     parse,
 )
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
+from dockyard.services.image_commit import commit_layer
 from dockyard.store import overlay
 from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted

@@ -1,4 +1,4 @@
-"""`docker commit`: a container's writable layer and config as a new image (builder/commit.py
+"""`docker commit`: a container's writable layer and config as a new image (image_commit.py
 does the layer; the builder's steps use the same)."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from typing import Any
 
 from dockyard import trace
 from dockyard.errors import DockyardError
+from dockyard.oci import reference
 from dockyard.services.containers import Container, ContainerService
+from dockyard.services.image_commit import commit_layer
 from dockyard.services.images import ImageService
 
 
@@ -44,9 +46,6 @@ class ContainerCommitter:
     def _commit_sync(self, c: Container, repo: str, tag: str, comment: str, author: str, changes: list[str],
                      override: dict[str, Any]) -> str:
         # One implementation for `docker commit` and the builder's steps.
-        from dockyard.builder.commit import commit_layer
-        from dockyard.oci import reference
-
         parent = self.images.get(c.image_id)
         base = {k: v for k, v in (c.config or {}).items() if v is not None}
         cfg = {**(parent.config.get("config") or {}), **base, **(override or {})}

@@ -1,4 +1,4 @@
-"""Turn a writable layer (an overlay upper dir) plus a config into a registered image.
+"""Turn a writable layer (a committed snapshot's dir) plus a config into a registered image.
 
 Used by the builder for every step (metadata-only steps pass `upper=None`: the image gets a
 history entry with `empty_layer` and no new diff) and usable by `docker commit`.
@@ -10,15 +10,13 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dockyard import trace
+from dockyard.services.images import Image, ImageService, apply_changes, host_arch
 from dockyard.store.layers import write_diff
 from dockyard.store.snapshots import chain_ids
 from dockyard.util.timefmt import rfc3339
-
-if TYPE_CHECKING:
-    from dockyard.services.images import Image, ImageService
 
 MT_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 
@@ -27,8 +25,6 @@ def base_config(parent: Image | None, platform: tuple[str, str] | None = None) -
     """The image config document a step starts from: the parent's, or an empty one for scratch."""
     if parent is not None:
         return json.loads(json.dumps(parent.config))
-    from dockyard.services.images import host_arch
-
     os_, arch = platform or ("linux", host_arch())
     return {"architecture": arch, "os": os_, "config": {}, "rootfs": {"type": "layers", "diff_ids": []},
             "history": []}
@@ -79,8 +75,6 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
         now = rfc3339()
         cfg = dict(config)
         if changes:
-            from dockyard.services.images import apply_changes
-
             cfg = apply_changes(cfg, changes)
         doc["config"] = {k: v for k, v in cfg.items() if v is not None}
         doc["created"] = now
