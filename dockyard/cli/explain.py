@@ -11,25 +11,37 @@ from typing import Any
 
 from dockyard.cli.common import CLIError, Command, Ctx
 
+KINDS = ("container", "network", "volume", "image")  # tried in this order without --type (as docker inspect)
+
 
 def setup_explain(p: argparse.ArgumentParser) -> None:
-    p.add_argument("container")
+    p.add_argument("container", metavar="OBJECT", help="a container, network, volume or image")
+    p.add_argument("--type", choices=KINDS, help="which kind of object (default: the first that matches)")
     p.add_argument("--format", default="", help='"json" prints the raw JSON the daemon sent')
 
 
 def cmd_explain(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.client import APIError
+    from dockyard.client.base import q
 
-    try:
-        info = ctx.client.get(f"/dockyard/containers/{args.container}/internals")
-    except APIError as e:
-        if e.status == 404 and "container" not in e.message.lower():
-            raise CLIError("explain needs a Dockyard daemon (this one has no /dockyard/ endpoints)") from None
-        raise
+    last: APIError | None = None
+    for kind in [args.type] if args.type else KINDS:
+        try:
+            info = ctx.client.get(f"/dockyard/{kind}s/{q(args.container)}/internals")
+            break
+        except APIError as e:
+            if e.status != 404:
+                raise
+            if e.message == "page not found":
+                raise CLIError("explain needs a Dockyard daemon (this one has no /dockyard/ endpoints)") from None
+            last = last or e
+    else:
+        assert last is not None
+        raise last  # the first kind's answer ("No such container: x")
     if args.format == "json":
         print(json.dumps(info, indent=2))
     else:
-        print(render(info), end="")
+        print(RENDER.get(info.get("Kind", "container"), render)(info), end="")
     return 0
 
 
@@ -123,6 +135,68 @@ def render(info: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_network(info: dict[str, Any]) -> str:
+    out = [f"Network {info['Name']} ({info['Id'][:12]}): driver {info['Driver']}"]
+    if "Bridge" not in info:
+        out.append(f"  why: {info.get('Why', '')}")
+        return "\n".join(out) + "\n"
+    br = info["Bridge"]
+    out += ["", "BRIDGE", f"  {br['Name']:<14}{'state ' + str(br['State']) if br['Exists'] else 'missing!'} "
+            f"{' '.join(br['Addresses'])}", f"  {'':<14}  why: {br['Why']}",
+            f"  {'subnet':<14}{info['Subnet']} (gateway {info['Gateway']})", f"  {'':<14}  why: {info['SubnetWhy']}"]
+    dns = info["DNS"]
+    out += ["", "DNS"]
+    if "Address" in dns:
+        on = [k for k, v in dns["Listening"].items() if v]
+        out.append(f"  {dns['Address']:<22}{'listening on ' + '+'.join(on) if on else 'not listening'}")
+    out.append(f"  why: {dns['Why']}")
+    out += ["", "MEMBERS (veths plugged into the bridge)"]
+    for m in info["Members"] or []:
+        who = f"{m['Container']} {m['Address']}" if m["Container"] else "-"
+        out.append(f"  {m['Host']:<14}{str(m['State']):<8}{who}")
+    if not info["Members"]:
+        out.append("  none: no running container is on this network")
+    out += ["", f"RULES (nft table {info['Table']}, those that act on this network)"]
+    for r in info["Rules"]:
+        out.append(f"  [{r['Chain']}] {r['Rule']}")
+        if r["Why"]:
+            out.append(f"    why: {r['Why']}")
+    return "\n".join(out) + "\n"
+
+
+def render_image(info: dict[str, Any]) -> str:
+    out = [f"Image {', '.join(info['Tags']) or '<none>'} ({info['Id'][7:19]})", "", "LAYERS (bottom to top)"]
+    for layer in info["Layers"]:
+        out.append(f"  {layer['Index']:>2}. {layer['Dir']}{'' if layer['Exists'] else ' (missing!)'}")
+        if layer["CreatedBy"]:
+            out.append(f"      made by: {layer['CreatedBy'][:160]}")
+        out.append(f"      diff {layer['DiffID'][:19]}  chain {layer['ChainID'][:19]}  {layer['Size']} bytes")
+        if layer["SharedWith"]:
+            out.append(f"      shared with: {', '.join(layer['SharedWith'])}")
+    out.append(f"  why: {info['Layers'][0]['Why']}" if info["Layers"] else "  no layers")
+    out += ["", f"CONTAINERS using it: {', '.join(info['Containers']) or 'none'}", f"  why: {info['Why']}"]
+    return "\n".join(out) + "\n"
+
+
+def render_volume(info: dict[str, Any]) -> str:
+    out = [f"Volume {info['Name']} (driver {info['Driver']})", "",
+           f"  {'directory':<12}{info['Directory']}{'' if info['Exists'] else ' (missing!)'}"
+           + (f"  uid {info['Uid']} gid {info['Gid']} mode {info['Mode']}" if "Uid" in info else ""),
+           f"  {'options':<12}{info['Options'] or 'none'}",
+           f"  {'mounted':<12}{'yes' if info['Mounted'] else 'no'}", f"  {'':<12}  why: {info['MountedWhy']}",
+           "", "USED BY"]
+    for u in info["Users"]:
+        out.append(f"  {u['Container']:<24}at {u['Destination']} ({'rw' if u['RW'] else 'ro'})"
+                   f"{'' if u['Running'] else ', not running'}")
+    if not info["Users"]:
+        out.append("  no container")
+    out.append(f"  why: {info['Why']}")
+    return "\n".join(out) + "\n"
+
+
+RENDER = {"network": render_network, "image": render_image, "volume": render_volume}
+
+
 def _limit(name: str, value: Any) -> str:
     if value is None:
         return "unlimited"
@@ -132,4 +206,5 @@ def _limit(name: str, value: Any) -> str:
 
 
 COMMANDS = [Command("explain", cmd_explain, setup_explain,
-                    help="Show a container's namespaces, mounts, cgroups and network, and why (Dockyard only)")]
+                    help="Show what the kernel holds for a container, network, volume or image, and why "
+                         "(Dockyard only)")]

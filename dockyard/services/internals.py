@@ -58,9 +58,21 @@ SECCOMP = {"0": "disabled", "1": "strict", "2": "filter"}
 
 
 class InternalsService:
-    def __init__(self, containers: Any, networks: Any = None) -> None:
+    def __init__(self, containers: Any, networks: Any = None, volumes: Any = None) -> None:
+        from dockyard.services.object_internals import ObjectInternals
+
         self.containers = containers
         self.networks = networks
+        self.objects = ObjectInternals(containers, networks, volumes)
+
+    def explain_network(self, ref: str) -> dict[str, Any]:
+        return self.objects.network(ref)
+
+    def explain_image(self, ref: str) -> dict[str, Any]:
+        return self.objects.image(ref)
+
+    def explain_volume(self, name: str) -> dict[str, Any]:
+        return self.objects.volume(name)
 
     def explain(self, ref: str) -> dict[str, Any]:
         """Blocking (reads /proc, netlink, runs nft): call it in a thread."""

@@ -244,6 +244,10 @@ class NetworkService:
             "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, **top, "Networks": nets,
         }
 
+    def endpoints(self, nid: str) -> builtins.list[Any]:
+        """The network's endpoints as stored: cid, name, ip, mac, veth (the host end), ifname."""
+        return self._rows("SELECT * FROM net_endpoints WHERE network_id=?", (nid,))
+
     def ports(self, cid: str) -> builtins.list[dict[str, Any]]:
         """Published ports in the API's container-list shape: [{IP, PrivatePort, PublicPort, Type}]."""
         sb = self.db.query_one("SELECT ports, exposed FROM net_sandboxes WHERE cid=?", (cid,))

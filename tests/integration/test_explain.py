@@ -120,3 +120,42 @@ def test_explain_stopped_container_answers_from_its_config(clean_daemon: Daemon)
 def test_explain_unknown_container_is_an_error(clean_daemon: Daemon) -> None:
     p = clean_daemon.dockyard("explain", "no-such-container-here", check=False)
     assert p.returncode != 0 and b"No such container" in p.stderr
+
+
+def test_explain_network_image_and_volume_read_back_the_host(clean_daemon: Daemon, volume: str) -> None:
+    d = clean_daemon
+    net = "explain-net-" + secrets.token_hex(3)
+    d.docker("network", "create", net)
+    try:
+        cid = d.docker("run", "-d", "--network", net, "-v", f"{volume}:/data:ro", "busybox",
+                       "sleep", "300").stdout.decode().strip()
+        info = json.loads(d.dockyard("explain", "--format", "json", net).stdout)
+        assert info["Kind"] == "network" and info["Bridge"]["Exists"]
+        br = info["Bridge"]["Name"]
+        assert subprocess.run(["ip", "link", "show", br], capture_output=True).returncode == 0
+        assert f"{info['Gateway']}/{info['Subnet'].split('/')[1]}" in info["Bridge"]["Addresses"]
+        assert info["DNS"]["Listening"]["udp"] and info["DNS"]["Address"] == f"{info['Gateway']}:53"
+        (member,) = info["Members"]
+        ct = json.loads(d.docker("inspect", cid).stdout)[0]
+        assert member["ContainerId"] == cid and member["Address"] == ct["NetworkSettings"]["Networks"][net]["IPAddress"]
+        master = subprocess.run(["ip", "-o", "link", "show", member["Host"]], capture_output=True, text=True).stdout
+        assert f"master {br}" in master
+        assert any(info["Subnet"] in r["Rule"] and "masquerade" in r["Rule"] for r in info["Rules"])
+        assert "BRIDGE" in d.dockyard("explain", net).stdout.decode()
+
+        img = json.loads(d.dockyard("explain", "--format", "json", "--type", "image", "busybox").stdout)
+        assert img["Kind"] == "image" and img["Layers"] and all(layer["Exists"] for layer in img["Layers"])
+        c_info = explain(d, cid)
+        image_dirs = [x["Dir"] for x in c_info["Rootfs"]["Lower"] if x["Role"].startswith("image layer")]
+        assert [layer["Dir"] for layer in img["Layers"]] == list(reversed(image_dirs))  # bottom first vs top first
+        assert ct["Name"].lstrip("/") in img["Containers"]
+
+        vol = json.loads(d.dockyard("explain", "--format", "json", volume).stdout)
+        assert vol["Kind"] == "volume" and vol["Exists"] and not vol["Mounted"]
+        (user,) = vol["Users"]
+        assert user["Id"] == cid and user["Destination"] == "/data" and user["RW"] is False
+        assert any(m["Target"] == "/data" and vol["Name"] in m["Why"] for m in c_info["Mounts"])
+        assert "USED BY" in d.dockyard("explain", "--type", "volume", volume).stdout.decode()
+    finally:
+        d.cleanup_containers()
+        d.docker("network", "rm", net)
