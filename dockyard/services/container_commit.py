@@ -7,7 +7,6 @@ import asyncio
 from typing import Any
 
 from dockyard import trace
-from dockyard.errors import DockyardError
 from dockyard.oci import reference
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.image_commit import commit_layer
@@ -28,18 +27,14 @@ class ContainerCommitter:
 
     async def _commit(self, c: Container, repo: str, tag: str, comment: str, author: str, pause: bool,
                       changes: list[str], config: dict[str, Any]) -> dict[str, Any]:
-        paused_here = False
-        if pause and c.state == "running":
-            try:
-                await self.runtime.pause(c.id)
-                paused_here = True
-            except DockyardError:  # it exited a moment ago (its exit not processed yet): nothing to pause
-                pass
+        # Recorded, as dockerd's commit pauses through containerPause: a crash meanwhile leaves a
+        # record that recover() undoes, not a frozen container that says it runs.
+        paused_here = pause and await self.cs.pause_for(c.id, "commit")
         try:
             image = await asyncio.to_thread(self._commit_sync, c, repo, tag, comment, author, changes, config)
         finally:
             if paused_here:
-                await self.runtime.resume(c.id)
+                await self.cs.unpause_for(c.id, "commit")
         self.cs.emit(c, "commit")
         return {"Id": image}
 

@@ -75,6 +75,9 @@ SCHEMA = [
     );
     CREATE INDEX containers_image ON containers(image_id)
     """,
+    # Who paused a paused container: '' for the user (`docker pause`), 'commit' for a commit's own
+    # pause, which nobody but that commit will undo (see recover()).
+    "ALTER TABLE containers ADD COLUMN paused_by TEXT NOT NULL DEFAULT ''",
 ]
 
 RUNNING_STATES = ("running", "paused", "restarting")
@@ -111,6 +114,7 @@ class Container:
     network_settings: dict[str, Any]
     mounts: list[dict[str, Any]]
     health: dict[str, Any] | None = None
+    paused_by: str = ""
 
     @classmethod
     def from_row(cls, r: Any) -> Container:
@@ -121,7 +125,7 @@ class Container:
             started_at=r["started_at"], finished_at=r["finished_at"], restart_count=r["restart_count"],
             oom_killed=bool(r["oom_killed"]), stopped_by_user=bool(r["stopped_by_user"]), boot_id=r["boot_id"],
             network_settings=json.loads(r["network_settings"]), mounts=json.loads(r["mounts"]),
-            health=json.loads(r["health"]) if r["health"] else None,
+            health=json.loads(r["health"]) if r["health"] else None, paused_by=r["paused_by"],
         )
 
     @property
@@ -800,7 +804,7 @@ class ContainerService:
                 raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
             raise Conflict(f"Container {c.id} is not running")
         await self.runtime.pause(c.id)
-        self.save(c.id, state="paused")
+        self.save(c.id, state="paused", paused_by="")
         self.emit(c, "pause")
 
     @_about
@@ -809,8 +813,50 @@ class ContainerService:
         if c.state != "paused":
             raise SystemError_(f"Container {c.id} is not paused")  # dockerd answers 500 here, not 409
         await self.runtime.resume(c.id)
-        self.save(c.id, state="running")
+        self.save(c.id, state="running", paused_by="")
         self.emit(c, "unpause")
+
+    async def pause_for(self, cid: str, owner: str) -> bool:
+        """Pause a running container on the daemon's own behalf (commit), recorded *before* runc
+        freezes it so that a crash at any point leaves a record recover() can undo. dockerd's
+        commit pauses through the same path as `docker pause` (recorded, with events); False when
+        it is not running."""
+        c = self.get(cid)
+        if c.state != "running":
+            return False
+        self._set_state_if(c.id, "running", "paused", paused_by=owner)
+        try:
+            await self.runtime.pause(c.id)
+        except DockyardError:  # it exited a moment ago (its exit not processed yet): nothing to pause
+            self._set_state_if(c.id, "paused", "running", owner=owner)
+            return False
+        self.emit(c, "pause")
+        return True
+
+    async def unpause_for(self, cid: str, owner: str) -> None:
+        """Undo pause_for, unless the user unpaused (or stopped) it meanwhile."""
+        try:
+            c = self.get(cid)
+        except NotFound:
+            return
+        if c.state != "paused" or c.paused_by != owner:
+            return
+        try:
+            await self.runtime.resume(c.id)
+        except DockyardError as e:
+            log.warning("unpause %s after %s: %s", c.id[:12], owner, e)
+        self._set_state_if(c.id, "paused", "running", owner=owner)
+        self.emit(c, "unpause")
+
+    def _set_state_if(self, cid: str, old: str, new: str, *, paused_by: str = "", owner: str | None = None) -> None:
+        """state old -> new only if still old (and, with owner, paused by it): an exit processed in
+        between has written 'exited', which must stay."""
+        sql = "UPDATE containers SET state=?, paused_by=? WHERE id=? AND state=?"
+        args: list[Any] = [new, paused_by, cid, old]
+        if owner is not None:
+            sql += " AND paused_by=?"
+            args.append(owner)
+        self.db.execute(sql, tuple(args))
 
     # ---------------------------------------------------------------- wait / remove / rename
     async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
@@ -963,9 +1009,10 @@ class ContainerService:
             if code is not None or not alive:
                 await self.finalize_exit(c.id)
             else:
+                await self._reconcile_pause(c)
                 log.info("re-adopted running container %s", c.id[:12])
                 for hook in self.on_adopted:
-                    hook(c)
+                    hook(self.get(c.id))
         # Restart policies apply across daemon restarts: always comes back even if the user stopped it
         # (what dockerd does, and what tells it apart from unless-stopped), unless-stopped only if not.
         for c in self.all():
@@ -978,6 +1025,34 @@ class ContainerService:
                         await self._start_locked(c)
                 except Exception as e:  # noqa: BLE001
                     log.warning("restart at boot of %s failed: %s", c.id[:12], e)
+
+    async def _reconcile_pause(self, c: Container) -> None:
+        """Make our record and runc agree on a live container's pause, after a crash.
+
+        - Paused by a commit the crash ended: unpause, as that commit would have on its way out.
+        - Recorded paused, runc running: record running. This is dockerd's restore ("syncing
+          container on disk state with real state": the runtime's state wins).
+        - Recorded running, runc paused (a pause whose record never landed, e.g. by a daemon from
+          before commit recorded its pause): record it paused by the user, by the same rule. Then
+          inspect tells the truth and `docker unpause` works; unpausing behind the user's back could
+          undo a pause someone made with runc on purpose.
+        """
+        st = await self.runtime.state(c.id)
+        frozen = st is not None and st.get("status") == "paused"
+        if c.state == "paused" and c.paused_by:
+            if frozen:
+                try:
+                    await self.runtime.resume(c.id)
+                except DockyardError as e:
+                    log.warning("unpause %s left paused by %s: %s", c.id[:12], c.paused_by, e)
+                    return
+            log.info("container %s: unpaused, its %s ended with the daemon", c.id[:12], c.paused_by)
+            self.save(c.id, state="running", paused_by="")
+        elif c.state == "paused" and st is not None and not frozen:
+            self.save(c.id, state="running", paused_by="")
+        elif c.state == "running" and frozen:
+            log.warning("container %s is paused in the runtime but not in our records: recorded paused", c.id[:12])
+            self.save(c.id, state="paused", paused_by="")
 
     # ---------------------------------------------------------------- views
     def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:

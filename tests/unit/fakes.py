@@ -81,6 +81,13 @@ class FakeRuntime:
     async def resume(self, cid: str) -> None:
         self.procs[cid].paused = False
 
+    async def state(self, cid: str) -> dict[str, Any] | None:
+        p = self.procs.get(cid)
+        if p is None:
+            return None
+        status = "paused" if p.paused else "running" if p.running else "stopped" if p.exit_code is not None else "created"
+        return {"id": cid, "pid": p.pid, "status": status}
+
     async def update(self, cid: str, res: Any) -> None:
         pass
 

@@ -269,3 +269,39 @@ def test_using_image_answers_the_image_service(world: World) -> None:
         assert w.cs.using_image("sha256:" + "0" * 64) == []
 
     run(world, t)
+
+
+def test_recover_reconciles_pauses_with_the_runtime(world: World) -> None:
+    """After a crash: a commit's pause is undone, the user's kept; where record and runc disagree,
+    runc's state is recorded (dockerd's restore)."""
+    async def t(w: World) -> None:
+        by_commit, by_user, record_lost, never_frozen = [await w.run() for _ in range(4)]
+        assert await w.cs.pause_for(by_commit, "commit")  # ... and the daemon dies mid-commit
+        await w.cs.pause(by_user)
+        w.runtime.procs[record_lost].paused = True  # runc paused it, the record never said so
+        w.cs._set_state_if(never_frozen, "running", "paused", paused_by="commit")  # died before runc pause
+        await w.cs.recover()
+        for cid in (by_commit, never_frozen):
+            assert (w.cs.get(cid).state, w.runtime.procs[cid].paused) == ("running", False)
+        assert (w.cs.get(by_user).state, w.runtime.procs[by_user].paused) == ("paused", True)
+        assert (w.cs.get(record_lost).state, w.runtime.procs[record_lost].paused) == ("paused", True)
+        await w.cs.unpause(record_lost)  # the user can now undo it through the API
+        assert not w.runtime.procs[record_lost].paused
+
+    run(world, t)
+
+
+def test_commit_pause_is_recorded_and_yields_to_the_user(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run()
+        assert await w.cs.pause_for(cid, "commit")
+        assert (w.cs.get(cid).state, w.cs.get(cid).paused_by) == ("paused", "commit")
+        with pytest.raises(Conflict, match="already paused"):
+            await w.cs.pause(cid)
+        await w.cs.unpause(cid)  # the user unpaused during the commit: its own unpause does nothing
+        await w.cs.pause(cid)
+        await w.cs.unpause_for(cid, "commit")
+        assert (w.cs.get(cid).state, w.runtime.procs[cid].paused) == ("paused", True)
+        assert w.actions(cid)[-3:] == ["pause", "unpause", "pause"]  # as dockerd: commit's pause is an event
+
+    run(world, t)
