@@ -13,6 +13,7 @@ from dockyard.errors import InvalidParameter
 
 STRS = "[]string"
 _GO = {dict: "object", list: "array", str: "string", int: "number", bool: "bool", float: "number"}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # field -> expected: a Python type, a tuple of accepted types, STRS (list of strings), or a nested table
 HOST_CONFIG: dict[str, Any] = {
@@ -49,9 +50,15 @@ def _ok(value: Any, want: Any) -> bool:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if isinstance(want, dict):
         return isinstance(value, dict)
-    if want is int:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if want is int:  # Go's int64: a number beyond it or with a fraction is refused as it decodes
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (isinstance(value, int) or value.is_integer()) and _INT64_MIN <= value <= _INT64_MAX
     return isinstance(value, want)
+
+
+def _number(value: int | float) -> str:
+    return str(int(value)) if isinstance(value, int) or value.is_integer() else repr(value)
 
 
 def _name(want: Any) -> str:
@@ -70,6 +77,9 @@ def check(body: dict[str, Any], table: dict[str, Any], where: str) -> None:
             continue
         if not _ok(value, want):
             got = _GO.get(type(value), type(value).__name__)
+            if want is int and got == "number":  # dockerd: "cannot unmarshal number 1180591620717411303424 ..."
+                raise InvalidParameter(f"json: cannot unmarshal number {_number(value)} into Go struct field "
+                                       f"{where}.{key} of type int64")
             raise InvalidParameter(f"json: cannot unmarshal {got} into Go struct field {where}.{key} of type {_name(want)}")
         if isinstance(want, dict):
             check(value, want, key)

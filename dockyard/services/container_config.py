@@ -117,6 +117,12 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
     nano = hc.get("NanoCpus") or 0
     if nano and (hc.get("CpuQuota") or hc.get("CpuPeriod")):
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    userns = hc.get("UsernsMode") or ""
+    if userns not in ("", "host"):
+        # dockerd takes "private" to mean its --userns-remap, which we do not have: say so rather than
+        # run the container in the host's user namespace as if it had been honoured.
+        raise InvalidParameter(f'invalid UsernsMode "{userns}": user namespace remapping is not supported '
+                               '(only "host" or empty)')
     hc.setdefault("NetworkMode", "default")
     if not hc.get("NetworkMode"):
         hc["NetworkMode"] = "default"

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ from dockyard.util.ids import new_id
 from dockyard.util.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+NAME_MAX = 255
 
 SCHEMA_V1 = """
 CREATE TABLE networks (
@@ -274,6 +277,11 @@ class NetworkService:
         `ip_range` are a one-pool shorthand."""
         if not name:
             raise InvalidParameter("network name must not be empty")  # swagger: Name is required
+        if len(name) > NAME_MAX or not NAME_RE.fullmatch(name):
+            # dockerd takes any non-empty name, and then `network rm ../../x` finds no route ("page not
+            # found"): such a network can only be removed by id. The rule of container and volume names.
+            raise InvalidParameter(f'invalid network name "{name[:NAME_MAX]}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
+                                   f"are allowed, at most {NAME_MAX} characters")
         driver = driver or "bridge"
         if driver in ("host", "null", "none"):
             raise Forbidden(f"only one instance of \"{driver}\" network is allowed")

@@ -35,6 +35,7 @@ CREATE INDEX volume_refs_container ON volume_refs(container_id)
 """
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NAME_MAX = 255
 ANON_LABEL = "com.docker.volume.anonymous"
 VALID_OPTS = {"type", "device", "o"}
 LIST_FILTERS = {"name", "driver", "label", "dangling"}
@@ -46,6 +47,8 @@ def validate_volume_name(name: str) -> None:
         raise InvalidParameter(
             f"create {name}: volume name is too short, names should be at least two alphanumeric characters"
         )
+    if len(name) > NAME_MAX:  # the name is a directory's: longer ones failed in mkdir (a 500, in dockerd too)
+        raise InvalidParameter(f"create {name[:64]}...: volume name is too long, names may have at most {NAME_MAX} characters")
     if not NAME_RE.match(name):
         raise InvalidParameter(
             f'create {name}: "{name}" includes invalid characters for a local volume name, only '

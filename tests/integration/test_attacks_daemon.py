@@ -251,3 +251,72 @@ def test_daemon_killed_mid_commit_leaves_no_frozen_container(fresh_daemon: Daemo
     assert (state["Status"], state["Paused"], _runc_status(d, cid)) == ("running", False, "running")
     assert d.docker("exec", cid, "true", check=False).returncode == 0
     print(f"interrupted the commit on attempt {attempts}")
+
+
+# -- lower items: out-of-range resources, names, options we do not implement ----------------------
+
+
+@pytest.mark.parametrize(("field", "value"), [("Memory", 2**70), ("CpuShares", 2**63), ("NanoCpus", 10**20),
+                                              ("PidsLimit", -(2**63) - 1), ("Memory", 1.5)])
+def test_resources_beyond_int64_are_refused_as_dockerd_does(clean_daemon: Daemon, field: str, value: object) -> None:
+    """Accepted before, then `docker inspect` could not decode the container. dockerd refuses them
+    as it decodes the body (400, its wording)."""
+    d = clean_daemon
+    with d.api() as c:
+        r = c.post("/containers/create", json={"Image": "busybox", "HostConfig": {field: value}})
+        assert r.status_code == 400, r.text
+        assert r.json()["message"].startswith(f"json: cannot unmarshal number {value} into Go struct field")
+        assert r.json()["message"].endswith(f".{field} of type int64")
+        assert c.get("/containers/json", params={"all": "1"}).json() == []
+        cid = c.post("/containers/create", json={"Image": "busybox"}).json()["Id"]
+        r = c.post(f"/containers/{cid}/update", json={field: value})  # `docker update` decodes the same way
+        assert r.status_code == 400, r.text
+    d.docker("inspect", cid)  # still decodes
+
+
+def test_largest_int64_resources_still_inspect(clean_daemon: Daemon) -> None:
+    """In range is dockerd's business at start (runc's own limits), and inspect must keep working."""
+    d = clean_daemon
+    with d.api() as c:
+        r = c.post("/containers/create", json={"Image": "busybox", "HostConfig": {"Memory": 2**63 - 1}})
+        assert r.status_code == 201, r.text
+    hc = json.loads(d.docker("inspect", r.json()["Id"]).stdout)[0]["HostConfig"]
+    assert hc["Memory"] == 2**63 - 1
+
+
+def test_volume_name_too_long_is_400_not_500(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    with d.api() as c:
+        r = c.post("/volumes/create", json={"Name": "a" * 5000})
+        assert r.status_code == 400, r.text
+        assert "volume name is too long" in r.json()["message"]
+        r = c.post("/volumes/create", json={"Name": "b" * 255})  # a directory name's limit is fine
+        assert r.status_code == 201, r.text
+        assert c.delete(f"/volumes/{'b' * 255}").status_code == 204
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "x y", "-lead", "n" * 256])
+def test_network_names_outside_the_name_rule_are_refused(clean_daemon: Daemon, name: str) -> None:
+    """`../../x` was accepted and could then be removed only by id (the CLI's /networks/..%2F..%2Fx
+    finds no route; dockerd behaves the same)."""
+    d = clean_daemon
+    with d.api() as c:
+        r = c.post("/networks/create", json={"Name": name})
+        assert r.status_code == 400, r.text
+        assert "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed" in r.json()["message"]
+        assert name not in {n["Name"] for n in c.get("/networks").json()}
+    p = d.docker("network", "create", "n")  # one character stays fine, as in dockerd
+    d.docker("network", "rm", "n")
+    assert p.returncode == 0
+
+
+@pytest.mark.parametrize("mode", ["private", "bogus"])
+def test_userns_modes_we_do_not_implement_are_refused(clean_daemon: Daemon, mode: str) -> None:
+    """"private" was accepted and the container ran in the host's user namespace, as if honoured."""
+    d = clean_daemon
+    with d.api() as c:
+        r = c.post("/containers/create", json={"Image": "busybox", "HostConfig": {"UsernsMode": mode}})
+        assert r.status_code == 400, r.text
+        assert f'invalid UsernsMode "{mode}"' in r.json()["message"]
+        r = c.post("/containers/create", json={"Image": "busybox", "HostConfig": {"UsernsMode": "host"}})
+        assert r.status_code == 201, r.text
