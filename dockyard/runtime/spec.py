@@ -279,7 +279,7 @@ def linux_resources(r: Resources) -> dict[str, Any]:
     if r.memory_swap:
         mem["swap"] = r.memory_swap
     elif r.memory:
-        mem["swap"] = r.memory * 2  # Docker: swap defaults to the same amount again
+        mem["swap"] = min(r.memory * 2, 2**63 - 1)  # Docker: swap defaults to the same amount again (runc: int64)
     if r.oom_kill_disable:
         mem["disableOOMKiller"] = True
     if mem:

@@ -85,6 +85,7 @@ def command_of(cfg: dict[str, Any]) -> list[str]:
     return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
+INT64_MAX = 2**63 - 1  # every number in a HostConfig is a Go int64 to the docker CLI decoding it
 _RESTART_NAMES = {"", "no", "always", "on-failure", "unless-stopped"}
 
 
@@ -111,7 +112,8 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
     if swap > 0 and not mem:
         raise InvalidParameter("You should always set the Memory limit when using Memoryswap limit, see usage")
     if mem and not swap:
-        hc["MemorySwap"] = 2 * mem  # what dockerd stores (and applies): swap as much again
+        # what dockerd stores (and applies): swap as much again; clamped where its int64 wraps negative
+        hc["MemorySwap"] = min(2 * mem, INT64_MAX)
     if not hc.get("SecurityOpt") and (hc.get("Privileged") or hc.get("IpcMode") == "host" or hc.get("PidMode") == "host"):
         hc["SecurityOpt"] = ["label=disable"]  # dockerd's generateSecurityOpt (no SELinux labels here anyway)
     nano = hc.get("NanoCpus") or 0
