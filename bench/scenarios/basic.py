@@ -92,3 +92,27 @@ class Logs(Scenario):
                 return {f"logs {self.lines} lines: WRONG line count {got}": float("nan")}
             times = repeat(max(3, self.runs // 2), lambda: t.timed("logs", cid, discard_output=True))
             return {f"logs of {self.lines // 1000}k lines (ms)": median(times)}
+
+
+@scenario
+class RunRmChurn(Scenario):
+    name = "rss-churn"
+    help = "daemon RSS after 100 and after 1,000 `run --rm busybox true` (issue 21: no growth per cycle)"
+    order = 90  # last among the basics: it leaves the daemon warm
+    cycles = (100, 1000)
+
+    def run(self, t: Target) -> dict[str, float]:
+        if t.pid is None:
+            return {}
+        ensure_busybox(t)
+        out: dict[str, float] = {}
+        done = 0
+        for mark in self.cycles:
+            while done < mark:
+                t.docker("run", "--rm", "--label", LABEL, "busybox", "true")
+                done += 1
+            out[f"RSS after {mark} run --rm (MiB)"] = engine_rss_mib(t.pid, [])
+        first, last = self.cycles[0], self.cycles[-1]
+        out[f"RSS growth {first} -> {last} (MiB)"] = out[f"RSS after {last} run --rm (MiB)"] - out[
+            f"RSS after {first} run --rm (MiB)"]
+        return out
