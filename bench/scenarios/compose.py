@@ -198,3 +198,67 @@ class ComposeWatchSync(Scenario):
             shutil.rmtree(work, ignore_errors=True)
         return {"compose watch sync, edit to visible (ms)": median(times),
                 "compose watch sync, worst of runs (ms)": max(times)}
+
+
+def _svc(name: str, deps: str = "", health: bool = False) -> str:
+    out = (f"  {name}:\n    image: busybox:latest\n"
+           f"    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; touch /tmp/ready; while true; do sleep 1 & wait; done\"]\n")
+    if health:
+        out += "    healthcheck: {test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"], interval: 200ms, timeout: 2s, retries: 100}\n"
+    if deps:
+        out += f"    depends_on: {deps}\n"
+    return out
+
+
+# Ten services on three dependency levels: two healthchecked stores, then four that wait for them to
+# be healthy, then four front ones; a named volume and a second network.
+PROJECT10 = "services:\n" + "".join([
+    _svc("db", health=True), _svc("cache", health=True),
+    _svc("api", "{db: {condition: service_healthy}, cache: {condition: service_healthy}}"),
+    _svc("worker1", "{cache: {condition: service_healthy}}"), _svc("worker2", "{cache: {condition: service_healthy}}"),
+    _svc("cron", "{db: {condition: service_healthy}}"),
+    _svc("web", "[api]"), _svc("admin", "[api]"), _svc("proxy", "[api]"), _svc("metrics", "[worker1, worker2]"),
+]) + "    volumes: [data:/data]\nvolumes:\n  data: {}\n"
+
+
+@scenario
+class ComposeTen(Scenario):
+    name = "compose10"
+    help = "up -d / down -v of 10 services on 3 dependency levels: dockyard compose and docker-compose 1.29.2"
+    order = 42
+
+    def run(self, t: Target) -> dict[str, float]:
+        ensure_busybox(t)
+        clients = {"dockyard compose": [str(REPO / ".venv" / "bin" / "python"), "-m", "dockyard.compose"]}
+        if shutil.which("docker-compose"):
+            clients["docker-compose 1.29.2"] = [str(shutil.which("docker-compose"))]
+        work = Path(tempfile.mkdtemp(prefix="bench-compose10-"))
+        (work / "compose.yaml").write_text(PROJECT10)
+        out: dict[str, float] = {}
+        try:
+            for label, cmd in clients.items():
+                env = {**t.env(), "COMPOSE_PROJECT_NAME": "bench10" + secrets.token_hex(3), "PYTHONPATH": str(REPO)}
+
+                def run(*args: str, cmd: list[str] = cmd, env: dict[str, str] = env, label: str = label) -> float:
+                    t0 = time.perf_counter()
+                    r = subprocess.run([*cmd, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+                    if r.returncode != 0:
+                        raise BenchError(f"{t.name}: {label} {' '.join(args)} failed: {r.stderr[-2000:]}")
+                    return (time.perf_counter() - t0) * 1000
+
+                ups: list[float] = []
+                downs: list[float] = []
+                try:
+                    for i in range(max(3, self.runs // 2) + 1):
+                        up, down = run("up", "-d"), run("down", "-v", "-t", "5")
+                        if i:  # the first round warms caches
+                            ups.append(up)
+                            downs.append(down)
+                finally:
+                    subprocess.run([*cmd, "down", "-v", "-t", "1"], cwd=work, env=env, capture_output=True,
+                                   timeout=300)
+                out[f"{label}: up -d, 10 services (ms)"] = median(ups)
+                out[f"{label}: down -v (ms)"] = median(downs)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return out

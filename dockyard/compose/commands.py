@@ -18,7 +18,7 @@ from dockyard.cli.formatting import ago, display_ports, human_size, tabwrite, wr
 from dockyard.cli.stdio import pump, raw_terminal
 from dockyard.client import APIClient, APIError
 from dockyard.compose import state
-from dockyard.compose.convert import config_hash
+from dockyard.compose.convert import L_SLUG, config_hash
 from dockyard.compose.engine import Engine, UpOptions, say
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.graph import order
@@ -261,11 +261,12 @@ def run(client: APIClient, project: Project, args: Namespace) -> int:
     tty = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty() and not args.detach
     svc["tty"] = tty
     svc["stdin_open"] = not args.detach and args.interactive
-    cname = args.name or f"{project.name}-{name}-run-{secrets.token_hex(6)}"
+    slug = secrets.token_hex(32)  # v2's one-off identity: the name carries its first 12 characters
+    cname = args.name or f"{project.name}-{name}-run-{slug[:12]}"
     overrides: JSON = {}
     if not args.detach:
         overrides = {"AttachStdin": svc["stdin_open"], "StdinOnce": svc["stdin_open"]}
-    cid = engine.create(name, svc, 1, oneoff=True, cname=cname, overrides=overrides)
+    cid = engine.create(name, svc, 1, oneoff=True, cname=cname, overrides=overrides, labels={L_SLUG: slug})
     if args.detach:
         client.start(cid)
         print(cname)

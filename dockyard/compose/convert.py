@@ -24,6 +24,9 @@ L_FILES = "com.docker.compose.project.config_files"
 L_IMAGE = "com.docker.compose.image"
 L_NETWORK = "com.docker.compose.network"
 L_VOLUME = "com.docker.compose.volume"
+L_ENV_FILE = "com.docker.compose.project.environment_file"
+L_REPLACE = "com.docker.compose.replace"
+L_SLUG = "com.docker.compose.slug"
 
 # Keys that do not change the container itself (scaling, building, profile selection).
 _HASH_EXCLUDED = {"scale", "deploy", "build", "pull_policy", "profiles", "depends_on", "develop"}
@@ -55,6 +58,8 @@ def service_labels(project: Project, name: str, svc: Service, number: int, oneof
         L_VERSION: COMPOSE_VERSION, L_DEPENDS: deps, L_WORKDIR: str(project.working_dir),
         L_FILES: ",".join(str(f) for f in project.config_files), L_IMAGE: image_name(project, name, svc),
     })
+    if project.env_files:
+        labels[L_ENV_FILE] = ",".join(str(f) for f in project.env_files)
     return labels
 
 

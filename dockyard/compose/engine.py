@@ -14,8 +14,10 @@ from dockyard.compose import secretfiles, state
 from dockyard.compose.convert import (
     COMPOSE_VERSION,
     L_HASH,
+    L_IMAGE,
     L_NETWORK,
     L_PROJECT,
+    L_REPLACE,
     L_VERSION,
     L_VOLUME,
     config_hash,
@@ -67,6 +69,7 @@ class Engine:
         self._lock = threading.Lock()
         self.project = project
         self.recreated: set[str] = set()  # services whose containers this run recreated
+        self._image_ids: dict[str, str] = {}
 
     @property
     def client(self) -> APIClient:
@@ -137,6 +140,7 @@ class Engine:
     # -- images --------------------------------------------------------------
     def build_service(self, name: str, svc: Service, no_cache: bool = False, pull: bool = False) -> None:
         tag = image_name(self.project, name, svc)
+        self._image_ids.pop(tag, None)
         say("Service", name, "Building")
         for msg in state.build(self.client, tag, svc["build"], svc["build"].get("labels"), no_cache, pull):
             if msg.get("error"):
@@ -147,6 +151,7 @@ class Engine:
 
     def pull_service(self, name: str, svc: Service) -> None:
         ref = str(svc["image"])
+        self._image_ids.pop(ref, None)
         say("Image", ref, "Pulling")
         for msg in self.client.pull(ref if (":" in ref.rsplit("/", 1)[-1] or "@" in ref) else ref + ":latest"):
             if msg.get("error"):
@@ -174,9 +179,20 @@ class Engine:
             raise ComposeError(f"service {service!r} has no running container for network_mode")
         return str(ctrs[0]["Id"])
 
+    def image_id(self, ref: str) -> str:
+        """The image's ID, which v2 writes as com.docker.compose.image (and compares to recreate)."""
+        if ref not in self._image_ids:
+            try:
+                self._image_ids[ref] = str(self.client.inspect_image(ref)["Id"])
+            except (APIError, KeyError, TypeError):
+                return ref
+        return self._image_ids[ref]
+
     def create(self, name: str, svc: Service, number: int, oneoff: bool = False,
-               cname: str | None = None, overrides: JSON | None = None) -> str:
+               cname: str | None = None, overrides: JSON | None = None, labels: dict[str, str] | None = None) -> str:
         body = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container)
+        body["Labels"][L_IMAGE] = self.image_id(body["Image"])
+        body["Labels"].update(labels or {})
         if overrides:
             body.update(overrides)
         cname = cname or container_name(self.project, name, number, svc)
@@ -204,7 +220,7 @@ class Engine:
         if ctr["State"] == "running":
             self.stop_container(ctr["Id"], cname, svc, timeout)
         self.client.rename(ctr["Id"], f"{ctr['Id'][:12]}_{cname}")
-        cid = self.create(name, svc, state.number(ctr), cname=cname)
+        cid = self.create(name, svc, state.number(ctr), cname=cname, labels={L_REPLACE: ctr["Id"]})
         self.client.remove_container(ctr["Id"], force=True)
         say("Container", cname, "Recreated")
         if start:
@@ -270,7 +286,10 @@ class Engine:
         start = not opts.no_start
         for ctr in ctrs[:want]:
             cname = state.name(ctr)
-            changed = ctr["Labels"].get(L_HASH) != expected
+            image = ctr["Labels"].get(L_IMAGE, "")
+            # A new image under the same name (pulled or built since) recreates too, as v2 does.
+            changed = ctr["Labels"].get(L_HASH) != expected or (
+                image.startswith("sha256:") and image != self.image_id(image_name(self.project, name, svc)))
             if opts.force_recreate or (changed and not opts.no_recreate):
                 result.append(self.recreate(name, svc, ctr, opts.timeout, start))
             elif ctr["State"] != "running" and start:

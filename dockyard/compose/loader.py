@@ -44,6 +44,7 @@ class Project:
     configs: dict[str, dict[str, Any]]
     environment: dict[str, str]
     disabled: dict[str, Service] = field(default_factory=dict)  # services of inactive profiles
+    env_files: list[Path] = field(default_factory=list)  # --env-file, for v2's environment_file label
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"name": self.name, "services": self.services}
@@ -312,7 +313,8 @@ def load(opts: Options, cwd: Path | None = None) -> Project:
         vol.setdefault("name", _resource_name(vol, key, pname))
     check_dependencies(active, disabled)
     return Project(pname, working_dir, files, active, networks, volumes,
-                   dict(merged.get("secrets") or {}), dict(merged.get("configs") or {}), env, disabled)
+                   dict(merged.get("secrets") or {}), dict(merged.get("configs") or {}), env, disabled,
+                   [Path(e).resolve() for e in opts.env_files])
 
 
 def _resource_name(obj: dict[str, Any], key: str, project: str) -> str:

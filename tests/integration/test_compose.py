@@ -353,10 +353,17 @@ def test_v2_commands(compose: Compose) -> None:
     compose("up", "--wait", "--wait-timeout", "60")  # --wait implies -d; healthy when it returns
     assert compose.ps()[0]["Health"] == "healthy"
 
-    events = subprocess.Popen([sys.executable, "-m", "dockyard.compose", "-p", compose.name, "events", "--json"],
+    import threading
+    import time
+
+    since = str(int(time.time()) - 1)  # the events from here on, even those before it subscribes
+    events = subprocess.Popen([sys.executable, "-m", "dockyard.compose", "-p", compose.name, "events", "--json",
+                               "--since", since],
                               cwd=compose.dir, env={**os.environ, "DOCKER_HOST": compose.host,
                                                     "PYTHONPATH": str(ROOT)},
                               stdout=subprocess.PIPE, text=True)
+    stopper = threading.Timer(120, events.kill)  # no start event: the loop below ends, the test fails
+    stopper.start()
     try:
         compose("scale", "web=2")
         assert sorted(r["Name"] for r in compose.ps()) == [f"{compose.name}-web-1", f"{compose.name}-web-2"]
@@ -365,9 +372,12 @@ def test_v2_commands(compose: Compose) -> None:
             ev = json.loads(line)
             if ev["action"] == "start":
                 break
+        else:
+            raise AssertionError("no start event")
         assert ev["service"] == "web" and ev["type"] == "container" and len(ev["id"]) == 64
         assert not any(k.startswith("com.docker.compose") for k in ev["attributes"])
     finally:
+        stopper.cancel()
         events.kill()
         events.wait()
 
