@@ -39,6 +39,7 @@ from dockyard.builder.dockerfile import (
     parse,
 )
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
+from dockyard.runtime.logs import read_log_batches
 from dockyard.services.image_commit import commit_layer
 from dockyard.store import overlay
 from dockyard.store.db import Database
@@ -207,7 +208,6 @@ class _Run:
         self.meta: dict[str, str] = {}
         self.used_buildargs: set[str] = set()
         self.hits: list[str] = []  # cache keys used, touched in one commit at the end
-        self._log_pos: dict[str, int] = {}
 
     def out(self, text: str) -> None:
         if self.opts.quiet:
@@ -625,15 +625,15 @@ class _Run:
         self.out(f" ---> Running in {cid[:12]}\n")
         try:
             await cs.start(cid)
-            pump = asyncio.get_running_loop().create_task(self._pump_log(cs.log_path(cid)))
+            # The step's output as it comes, through the one k8s-file reader; it drains what is left
+            # and ends once the container's exit is recorded.
+            pump = asyncio.get_running_loop().create_task(self._pump_log(cs.log_path(cid), cs.live(cid).exited))
             try:
                 res = await cs.wait(cid)
-            finally:
-                await asyncio.sleep(0)
+            except BaseException:
                 pump.cancel()
-                with contextlib.suppress(BaseException):
-                    await pump
-            await self._drain_log(cs.log_path(cid))
+                raise
+            await pump
             code = int(res.get("StatusCode", 1))
             if code != 0:
                 raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}", code)
@@ -652,35 +652,11 @@ class _Run:
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
-    async def _pump_log(self, path: Path) -> None:
-        while True:
-            await self._drain_log(path)
-            await asyncio.sleep(0.1)
-
-    async def _drain_log(self, path: Path) -> None:
-        """Forward new complete lines of conmon's k8s-file log as `stream` messages."""
-        pos = self._log_pos.get(str(path), 0)
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n")
-        if end < 0:
-            return
-        self._log_pos[str(path)] = pos + end + 1
-        partial = ""
-        for line in data[:end].split(b"\n"):
-            parts = line.split(b" ", 3)
-            if len(parts) < 4:
-                continue
-            text = parts[3].decode("utf-8", "replace")
-            if parts[2] == b"P":
-                partial += text
-                continue
-            self.out(partial + text + "\n")
-            partial = ""
+    async def _pump_log(self, path: Path, exited: asyncio.Event) -> None:
+        """Forward the log's lines as `stream` messages until the container has exited."""
+        async for batch in read_log_batches(path, follow=True, stop=exited):
+            for _stream, _ts, data in batch:
+                self.out(data.decode("utf-8", "replace"))
 
     # ---------------------------------------------------------------- COPY / ADD
     async def _copy(self, state: _State, inst: Instruction, env: dict[str, str]) -> None:
