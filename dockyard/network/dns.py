@@ -96,6 +96,10 @@ class DnsServer:
                         rtype, rdata = (QTYPE.AAAA, AAAA(ip)) if v6 else (QTYPE.A, A(ip))
                         reply.add_answer(RR(q.qname, rtype, rdata=rdata, ttl=TTL))
                 return reply.pack()  # other types for our names: NOERROR, no answers
+            if not self.index.forwards(cid):
+                reply = req.reply()
+                reply.header.rcode = RCODE.REFUSED
+                return reply.pack()
         upstreams = (self.index.upstreams(cid) if cid else []) or self.host_upstreams()
         return await self._forward(req, data, [u for u in upstreams if u != self.address])
 

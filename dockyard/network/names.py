@@ -24,6 +24,7 @@ class Endpoint:
     ips: list[str]  # its addresses on this network, v4 and v6
     aliases: list[str] = field(default_factory=list)  # network-scoped aliases and the short id
     links: dict[str, str] = field(default_factory=dict)  # link alias -> linked container's name
+    internal: bool = False  # on an --internal network: no way out, not even for names
 
 
 @dataclass
@@ -107,6 +108,12 @@ class NameIndex:
     def upstreams(self, cid: str) -> list[str]:
         with self._lock:
             return list(self._upstreams.get(cid, ()))
+
+    def forwards(self, cid: str) -> bool:
+        """Whether other names go upstream for `cid`: not when all its networks are internal (dockerd's
+        resolver does not forward for them either)."""
+        with self._lock:
+            return any(not self._eps[(cid, nid)].internal for nid in self._nets_of.get(cid, ()))
 
     def resolve(self, cid: str, qname: str) -> Answer | None:
         """What `cid` gets for `qname` (lower case, no trailing dot); None when no network of its knows it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import ctypes
 import errno
+import ipaddress
 import os
 import secrets
 import threading
@@ -76,8 +77,9 @@ def _add_addr(ipr: IPRoute, idx: int, address: str, prefixlen: int) -> None:
     try:
         if ":" in address:  # no duplicate address detection: the address is usable at once, as in Docker
             ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, flags=_IFA_F_NODAD)
-        else:
-            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        else:  # with its broadcast address, as dockerd sets it
+            brd = ipaddress.ip_interface(f"{address}/{prefixlen}").network.broadcast_address
+            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, broadcast=str(brd))
     except NetlinkError as e:
         if e.code != errno.EEXIST:
             raise

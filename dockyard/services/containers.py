@@ -342,7 +342,7 @@ class ContainerService:
             raise
         c = self.get(cid)
         if self.networks is not None:
-            try:  # the networks it joins, so inspect shows them now and unknown ones fail here
+            try:  # the networks it joins, so inspect shows them now
                 net_args = self._network_args(c)
                 await self.networks.declare(cid, net_args["network_mode"], net_args["endpoints_config"],
                                             (body.get("HostConfig") or {}).get("Links") or [])
@@ -511,7 +511,8 @@ class ContainerService:
             try:
                 self.get(link.target)
             except NotFound:
-                raise NotFound(f"could not get container for {link.target}") from None
+                raise InvalidParameter(f"could not get container for {link.target}: "
+                                       f"No such container: {link.target}") from None
             out.append(link.spec())
         return out
 

@@ -534,6 +534,7 @@ class NetworkService:
         if mode == "none":
             self._link(cid, self._net_row_by_name("none"), {})
         else:
+            self._check_endpoints(mode, endpoints_config)
             nets = self._declared(cid)
             if not nets:  # made before networks were declared at create, or disconnected from all
                 self._declare_sync(cid, mode, endpoints_config, [])
@@ -651,10 +652,11 @@ class NetworkService:
             addrs.append((ip6, _prefixlen(net["subnet6"])))
         addrs += [(a, 64 if ":" in a else 16) for a in local]
         gateways = [] if net["internal"] else [str(gw)] + ([net["gateway6"]] if ip6 else [])
+        mtu = int(json.loads(net["options"]).get("com.docker.network.driver.mtu") or self.mtu)
 
         def wire() -> None:
             try:
-                netlink.add_veth(veth, net["bridge"], netns_path, ifname, addrs, gateways, mac, self.mtu)
+                netlink.add_veth(veth, net["bridge"], netns_path, ifname, addrs, gateways, mac, mtu)
             except Exception as e:
                 netlink.delete_link(veth)
                 self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
@@ -673,7 +675,7 @@ class NetworkService:
         """(Re)write what the embedded DNS knows of `cid` on `nid`: user networks only (the default bridge
         resolves no names, as in Docker)."""
         row = self.db.query_one(
-            "SELECT e.name, e.ip, e.ip6, l.aliases, l.config, n.builtin FROM net_endpoints e "
+            "SELECT e.name, e.ip, e.ip6, l.aliases, l.config, n.builtin, n.internal FROM net_endpoints e "
             "JOIN networks n ON n.id=e.network_id LEFT JOIN net_links l ON l.cid=e.cid AND l.network_id=e.network_id "
             "WHERE e.cid=? AND e.network_id=?", (cid, nid))
         if row is None or row["builtin"]:
@@ -683,7 +685,8 @@ class NetworkService:
             target, _, alias = str(spec).partition(":")
             links[(alias or target).lstrip("/").lower()] = target.lstrip("/")
         self.names.set_endpoint(Endpoint(cid, nid, row["name"], [ip for ip in (row["ip"], row["ip6"]) if ip],
-                                         [*json.loads(row["aliases"] or "[]"), cid[:12]], links))
+                                         [*json.loads(row["aliases"] or "[]"), cid[:12]], links,
+                                         bool(row["internal"])))
 
     def rename(self, cid: str, name: str) -> None:
         """A container's new name, for inspect and for the names it answers to."""
@@ -737,7 +740,8 @@ class NetworkService:
     async def declare(self, cid: str, network_mode: str, endpoints_config: dict | None,
                       links: builtins.list[str] | None = None) -> None:
         """At container create: the networks it will join, with their endpoint settings, so inspect shows
-        them at once and start finds them. Unknown networks are refused here (404), as dockerd does."""
+        them at once and start finds them. A network that does not exist (yet) is left out: as with
+        dockerd, start fails on it (404 "network x not found"), not create."""
         async with self._lock:
             await asyncio.to_thread(self._declare_sync, cid, network_mode, endpoints_config or {}, links or [])
 
@@ -748,22 +752,37 @@ class NetworkService:
         if mode in ("host", "none"):
             self._link(cid, self._net_row_by_name(mode), {})
             return
-        primary = self.resolve(mode)
+        primary = self._find(mode)
+        if primary is None:
+            return
         configs = {("bridge" if k == "default" else k): v for k, v in endpoints_config.items()}
         ec = next((configs.pop(k) for k in (mode, primary["name"], primary["id"]) if k in configs), None)
-        if ec is None and len(configs) == 1 and not self._rows(
-                "SELECT 1 FROM networks WHERE name=? OR id=?", (next(iter(configs)),) * 2):
-            configs = {}  # one entry naming no network: dockerd ignores it (more than one: 404 below)
         ec = dict(ec or {})
         if links and not primary["builtin"]:  # --link on a user network: a per-container DNS alias
             ec["Links"] = [*(ec.get("Links") or []), *links]
-        extra = [(self.resolve(k), v) for k, v in configs.items()]
+        extra = [(net, v) for net, v in ((self._find(k), v) for k, v in configs.items()) if net is not None]
         self._link(cid, primary, ec)
         for net, cfg in extra:
             if net["driver"] != "bridge":
                 raise InvalidParameter(f"container cannot be connected to network {net['name']} "
                                        f"of driver {net['driver']} with others")
             self._link(cid, net, cfg or {})
+
+    def _find(self, ref: str) -> Any:
+        try:
+            return self.resolve(ref)
+        except NotFound:
+            return None
+
+    def _check_endpoints(self, mode: str, endpoints_config: dict) -> None:
+        """At start, as dockerd: the network mode's network must exist, and so must every network of
+        the create's EndpointsConfig, unless it is a lone entry (older clients' way to give the mode's
+        settings; dockerd ignores one naming no network)."""
+        self.resolve(mode)
+        keys = [k for k in endpoints_config if k not in ("default", mode)]
+        if len(endpoints_config) > 1:
+            for key in keys:
+                self.resolve(key)
 
     def _declared(self, cid: str) -> builtins.list[Any]:
         """The bridge networks a container is to join, in the order they were given."""
@@ -847,7 +866,7 @@ class NetworkService:
     def _dns_names(self, net: Any, cid: str, name: str, aliases: builtins.list[str]) -> builtins.list[str] | None:
         if net["builtin"]:
             return None
-        return [name, *aliases, cid[:12]]
+        return builtins.list(dict.fromkeys([name, *aliases, cid[:12]]))
 
     def _network_json(self, net: Any, containers: bool) -> dict[str, Any]:
         stored = json.loads(net["ipam"]) if net["ipam"] else None
