@@ -39,6 +39,7 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
         body = await req.json()
         if not isinstance(body, dict):
             raise InvalidParameter("invalid JSON: body must be an object")
+        body = validate.create_body(body)
         validate.check(body, validate.CREATE, "ContainerCreateRequest")
         platform = req.q("platform")
         if platform:
@@ -162,8 +163,9 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
         body = await req.json()
         if body is not None and not isinstance(body, dict):
             raise InvalidParameter("invalid JSON: body must be an object")
-        validate.check(body or {}, validate.HOST_CONFIG, "UpdateConfig")
-        return json_response(await resources.update(req.params["id"], body or {}))
+        body = validate.go_names(body or {}, validate.HOST_CONFIG_FIELDS)
+        validate.check(body, validate.HOST_CONFIG, "UpdateConfig")
+        return json_response(await resources.update(req.params["id"], body))
 
     async def archive_stat_header(cid: str, path: str) -> str:
         st = await files.archive_stat(cid, path)

@@ -85,6 +85,33 @@ def check(body: dict[str, Any], table: dict[str, Any], where: str) -> None:
             check(value, want, key)
 
 
+# moby's container.Config and HostConfig field names: Go's decoder matches JSON keys to them case-
+# insensitively, and clients rely on it (docker-py sends CPURealtimePeriod for CpuRealtimePeriod).
+CONFIG_FIELDS = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
+                 "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes",
+                 "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal",
+                 "StopTimeout", "Shell", "HostConfig", "NetworkingConfig")
+HOST_CONFIG_FIELDS = (
+    "Binds", "ContainerIDFile", "LogConfig", "NetworkMode", "PortBindings", "RestartPolicy", "AutoRemove",
+    "VolumeDriver", "VolumesFrom", "ConsoleSize", "Annotations", "CapAdd", "CapDrop", "CgroupnsMode", "Dns",
+    "DnsOptions", "DnsSearch", "ExtraHosts", "GroupAdd", "IpcMode", "Cgroup", "Links", "OomScoreAdj", "PidMode",
+    "Privileged", "PublishAllPorts", "ReadonlyRootfs", "SecurityOpt", "StorageOpt", "Tmpfs", "UTSMode", "UsernsMode",
+    "ShmSize", "Sysctls", "Runtime", "Isolation", "CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight",
+    "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
+    "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "Devices",
+    "DeviceCgroupRules", "DeviceRequests", "KernelMemory", "KernelMemoryTCP", "MemoryReservation", "MemorySwap",
+    "MemorySwappiness", "OomKillDisable", "PidsLimit", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
+    "IOMaximumBandwidth", "Mounts", "MaskedPaths", "ReadonlyPaths", "Init")
+
+
+def create_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A container create body with Go's spelling of every known field."""
+    out = go_names(body, CONFIG_FIELDS)
+    if isinstance(out.get("HostConfig"), dict):
+        out["HostConfig"] = go_names(out["HostConfig"], HOST_CONFIG_FIELDS)
+    return out
+
+
 EXEC_CONFIG = ("User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "AttachStderr", "AttachStdout", "Detach",
                "DetachKeys", "Env", "WorkingDir", "Cmd")
 EXEC_START = ("Detach", "Tty", "ConsoleSize")
