@@ -171,7 +171,8 @@ _VARYING = {"MaskedPaths", "Runtime"}
     {"cap_add": ["NET_ADMIN"], "read_only": True, "shm_size": "128m", "restart_policy": {"Name": "always"}},
     {"mem_limit": "32m", "cpu_shares": 100, "dns": ["127.0.0.9"], "extra_hosts": {"a": "127.0.0.2"},
      "ulimits": [docker.types.Ulimit(name="nofile", soft=100, hard=200)], "port_bindings": {80: None}},
-], ids=["empty", "privileged", "host-namespaces", "caps-ro-shm-restart", "limits-dns-hosts-ulimits-ports"])
+    {"cpu_rt_period": 1000, "cpu_rt_runtime": 500},  # docker-py spells them CPURealtime*: Go matches any case
+], ids=["empty", "privileged", "host-namespaces", "caps-ro-shm-restart", "limits-dns-hosts-ulimits-ports", "cpu-rt"])
 def test_host_config_in_inspect_as_dockerd(engines: Engines, host_config: dict[str, Any]) -> None:
     def run(c: docker.APIClient) -> dict[str, Any]:
         cid = engines.create(c, host_config=c.create_host_config(**host_config))
