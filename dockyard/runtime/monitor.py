@@ -205,7 +205,8 @@ class Monitor:
 
     def _record(self, cid: str) -> dict[str, Any]:
         try:
-            return json.loads((self.record_dir / f"{cid}.json").read_text())
+            record: dict[str, Any] = json.loads((self.record_dir / f"{cid}.json").read_text())
+            return record
         except FileNotFoundError:
             raise NotFound(f"No such container: {cid}") from None
 
@@ -358,7 +359,8 @@ class Monitor:
         rc, out, _ = await self._runtime(cid, "state", cid, check=False)
         if rc != 0:
             return None
-        return json.loads(out)
+        state: dict[str, Any] = json.loads(out)
+        return state
 
     async def delete(self, cid: str, force: bool = False) -> None:
         """Remove the runtime state (and its cgroup) and our records. Idempotent."""

@@ -24,7 +24,8 @@ MT_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 def base_config(parent: Image | None, platform: tuple[str, str] | None = None) -> dict[str, Any]:
     """The image config document a step starts from: the parent's, or an empty one for scratch."""
     if parent is not None:
-        return json.loads(json.dumps(parent.config))
+        copy: dict[str, Any] = json.loads(json.dumps(parent.config))
+        return copy
     os_, arch = platform or ("linux", host_arch())
     return {"architecture": arch, "os": os_, "config": {}, "rootfs": {"type": "layers", "diff_ids": []},
             "history": []}

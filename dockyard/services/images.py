@@ -537,7 +537,7 @@ class ImageService:
             if hasattr(stream, "read"):
                 await asyncio.to_thread(shutil.copyfileobj, stream, out, 1 << 20)  # type: ignore[arg-type]
             else:
-                async for chunk in stream:  # type: ignore[union-attr]
+                async for chunk in stream:
                     out.write(chunk)
 
     async def load(self, stream: AsyncIterator[bytes] | IO[bytes], quiet: bool = False) -> list[dict[str, Any]]:
@@ -691,7 +691,7 @@ class ImageService:
             with open(upload, "rb") as src, self.content.ingest() as w:
                 head = src.read(6)
                 w.write(head)
-                shutil.copyfileobj(src, w, 1 << 20)  # type: ignore[misc]
+                shutil.copyfileobj(src, w, 1 << 20)
                 blob = w.commit()
             try:
                 snap = self.snapshots.apply(None, lambda: self.content.open(blob))

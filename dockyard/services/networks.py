@@ -166,9 +166,9 @@ class NetworkService:
             await asyncio.to_thread(netlink.unmount_dir, self.exec_root / "netns")
 
     # ---- containers -----------------------------------------------------------------------------
-    async def attach(self, cid: str, name: str, hostname: str, network_mode: str, endpoints_config: dict,
-                     port_bindings: dict, exposed_ports: dict, publish_all: bool, dns: builtins.list,
-                     dns_search: builtins.list, dns_options: builtins.list, extra_hosts: builtins.list, mac: str | None,
+    async def attach(self, cid: str, name: str, hostname: str, network_mode: str, endpoints_config: dict[str, Any],
+                     port_bindings: dict[str, Any], exposed_ports: dict[str, Any], publish_all: bool, dns: builtins.list[str],
+                     dns_search: builtins.list[str], dns_options: builtins.list[str], extra_hosts: builtins.list[str], mac: str | None,
                      domainname: str = "", defer_plumbing: bool = False,
                      link_hosts: builtins.list[tuple[str, builtins.list[str]]] | None = None) -> AttachResult:
         """Give the container its network. defer_plumbing: leave the veths to result.plumb, so the caller
@@ -268,10 +268,10 @@ class NetworkService:
     # ---- /networks API --------------------------------------------------------------------------
     async def create(self, name: str, driver: str = "bridge", subnet: str | None = None,
                      gateway: str | None = None, ip_range: str | None = None, internal: bool = False,
-                     attachable: bool = False, labels: dict | None = None, options: dict | None = None,
+                     attachable: bool = False, labels: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
                      ipam_driver: str = "default", enable_ipv6: bool = False,
-                     ipam_configs: builtins.list[dict] | None = None,
-                     ipam_options: dict | None = None) -> dict[str, Any]:
+                     ipam_configs: builtins.list[dict[str, Any]] | None = None,
+                     ipam_options: dict[str, Any] | None = None) -> dict[str, Any]:
         """`ipam_configs`: the request's IPAM.Config ([{Subnet, IPRange, Gateway, AuxiliaryAddresses}]):
         at most one IPv4 and one IPv6 pool, as Docker's bridge driver allows. `subnet`, `gateway` and
         `ip_range` are a one-pool shorthand."""
@@ -292,7 +292,7 @@ class NetworkService:
         configs = builtins.list(ipam_configs or [])
         if subnet or gateway or ip_range:
             configs.append({"Subnet": subnet or "", "Gateway": gateway or "", "IPRange": ip_range or ""})
-        pools: dict[int, tuple[ipam.IPNet, dict]] = {}
+        pools: dict[int, tuple[ipam.IPNet, dict[str, Any]]] = {}
         for cfg in configs:
             if not isinstance(cfg, dict):
                 raise InvalidParameter("invalid IPAM config")
@@ -392,7 +392,7 @@ class NetworkService:
                 deleted.append(net["name"])
         return deleted
 
-    async def connect(self, net_ref: str, container_ref: str, endpoint_config: dict | None = None) -> None:
+    async def connect(self, net_ref: str, container_ref: str, endpoint_config: dict[str, Any] | None = None) -> None:
         net = self.resolve(net_ref)
         if net["driver"] != "bridge":
             raise Forbidden("container cannot be disconnected from host network or connected to host network")
@@ -496,9 +496,9 @@ class NetworkService:
         raise NotFound(f"network {ref} not found")
 
     # ---- internals: attach/detach ---------------------------------------------------------------
-    def _attach_sync(self, cid: str, name: str, hostname: str, mode: str, endpoints_config: dict,
-                     port_bindings: dict, exposed_ports: dict, publish_all: bool, dns: builtins.list,
-                     dns_search: builtins.list, dns_options: builtins.list, extra_hosts: builtins.list, mac: str | None,
+    def _attach_sync(self, cid: str, name: str, hostname: str, mode: str, endpoints_config: dict[str, Any],
+                     port_bindings: dict[str, Any], exposed_ports: dict[str, Any], publish_all: bool, dns: builtins.list[str],
+                     dns_search: builtins.list[str], dns_options: builtins.list[str], extra_hosts: builtins.list[str], mac: str | None,
                      domainname: str, link_hosts: builtins.list[tuple[str, builtins.list[str]]]) -> AttachResult:
         files = self.exec_root / "containers" / cid
         files.mkdir(parents=True, exist_ok=True)
@@ -562,10 +562,10 @@ class NetworkService:
                             Path(paths["hostname"]), self.settings(cid),
                             plumb=functools.partial(_run_all, wiring) if wiring else None)
 
-    def _publish(self, cid: str, ip: str, port_bindings: dict, exposed_ports: dict, publish_all: bool,
+    def _publish(self, cid: str, ip: str, port_bindings: dict[str, Any], exposed_ports: dict[str, Any], publish_all: bool,
                  name: str) -> tuple[builtins.list[dict[str, Any]], builtins.list[str]]:
         """Reserve host ports and return the mappings ({key, proto, host_ip, host_port, ip, port})."""
-        wanted: dict[str, list[dict]] = {k: builtins.list(v or [{}]) for k, v in port_bindings.items()}
+        wanted: dict[str, list[dict[str, Any]]] = {k: builtins.list(v or [{}]) for k, v in port_bindings.items()}
         if publish_all:
             for key in exposed_ports:
                 wanted.setdefault(key, [{}])
@@ -710,13 +710,13 @@ class NetworkService:
             self._sync_firewall()
 
     def _save_sandbox(self, cid: str, name: str, mode: str, netns: str, sandbox_id: str,
-                      maps: builtins.list, exposed: builtins.list, files: dict) -> None:
+                      maps: builtins.list[Any], exposed: builtins.list[Any], files: dict[str, Any]) -> None:
         self.db.execute("INSERT OR REPLACE INTO net_sandboxes(cid, name, mode, netns, sandbox_id, ports, exposed,"
                         " files) VALUES(?,?,?,?,?,?,?,?)",
                         (cid, name, mode, netns, sandbox_id, json.dumps(maps), json.dumps(exposed),
                          json.dumps(files)))
 
-    def _link(self, cid: str, net: Any, ec: dict) -> None:
+    def _link(self, cid: str, net: Any, ec: dict[str, Any]) -> None:
         ec = ec if isinstance(ec, dict) else {}
         aliases = builtins.list(ec.get("Aliases") or [])
         want = ec.get("IPAMConfig") or {}
@@ -737,7 +737,7 @@ class NetworkService:
         self.db.execute("INSERT OR REPLACE INTO net_links(cid, network_id, aliases, ipv4, config) VALUES(?,?,?,?,?)",
                         (cid, net["id"], json.dumps(aliases), ipv4, json.dumps(config)))
 
-    async def declare(self, cid: str, network_mode: str, endpoints_config: dict | None,
+    async def declare(self, cid: str, network_mode: str, endpoints_config: dict[str, Any] | None,
                       links: builtins.list[str] | None = None) -> None:
         """At container create: the networks it will join, with their endpoint settings, so inspect shows
         them at once and start finds them. A network that does not exist (yet) is left out: as with
@@ -745,7 +745,7 @@ class NetworkService:
         async with self._lock:
             await asyncio.to_thread(self._declare_sync, cid, network_mode, endpoints_config or {}, links or [])
 
-    def _declare_sync(self, cid: str, mode: str, endpoints_config: dict, links: builtins.list[str]) -> None:
+    def _declare_sync(self, cid: str, mode: str, endpoints_config: dict[str, Any], links: builtins.list[str]) -> None:
         mode = "bridge" if mode in ("", "default") else mode
         if mode.startswith("container:"):
             return
@@ -921,7 +921,7 @@ class NetworkService:
             raise NotFound(f"network {name} not found")
         return row
 
-    def _rows(self, sql: str, params: tuple = ()) -> builtins.list[Any]:
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> builtins.list[Any]:
         return self.db.query(sql, params)
 
 
@@ -929,7 +929,7 @@ def _prefixlen(subnet: str) -> int:
     return ipaddress.ip_network(subnet).prefixlen
 
 
-def _pool_json(subnet: Any, gateway: Any, ip_range: Any, aux: dict | None) -> dict[str, Any]:
+def _pool_json(subnet: Any, gateway: Any, ip_range: Any, aux: dict[str, Any] | None) -> dict[str, Any]:
     """One IPAM.Config entry as inspect shows it."""
     out: dict[str, Any] = {"Subnet": str(subnet)}
     if ip_range is not None:
