@@ -774,7 +774,7 @@ class NetworkService:
         except NotFound:
             return None
 
-    def _check_endpoints(self, mode: str, endpoints_config: dict) -> None:
+    def _check_endpoints(self, mode: str, endpoints_config: dict[str, Any]) -> None:
         """At start, as dockerd: the network mode's network must exist, and so must every network of
         the create's EndpointsConfig, unless it is a lone entry (older clients' way to give the mode's
         settings; dockerd ignores one naming no network)."""
