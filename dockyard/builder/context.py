@@ -301,12 +301,20 @@ def _is_tar(p: Path) -> bool:
         return False
 
 
+def _read_etc(root: Path, path: str) -> str:
+    top = safetree.open_top(root)
+    try:
+        return safetree.read_file(top, path, 16 << 20).decode("utf-8", "replace")
+    finally:
+        os.close(top)
+
+
 def lookup_id(root: Path, name: str, db: str) -> int:
     """A user or group name to its id via the image's /etc/passwd or /etc/group."""
     if name.isdigit():
         return int(name)
     try:
-        text = resolve_in_root(root, f"/etc/{db}").read_text()
+        text = _read_etc(root, f"/etc/{db}")
     except OSError:
         text = ""
     for line in text.splitlines():
@@ -326,7 +334,7 @@ def parse_chown(root: Path, spec: str) -> tuple[int, int]:
 
 def _primary_gid(root: Path, user: str) -> int:
     try:
-        text = resolve_in_root(root, "/etc/passwd").read_text()
+        text = _read_etc(root, "/etc/passwd")
     except OSError:
         return 0
     for line in text.splitlines():

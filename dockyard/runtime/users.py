@@ -1,7 +1,7 @@
 """Resolve a Docker `--user` value against the container's own /etc/passwd and /etc/group.
 
-Files are opened inside the rootfs with every path component resolved under the rootfs
-(symlinks are followed as if the rootfs were /), so a hostile image can't make us read host files.
+Files are read by fd inside the rootfs (store/safetree.py: symlinks followed as if the rootfs were /),
+so neither a hostile image nor a running container can make us read host files.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from dockyard.errors import InvalidParameter
+from dockyard.store import safetree
 from dockyard.util.paths import resolve_in_root
 
 __all__ = ["ExecUser", "resolve_in_root", "resolve_user"]
@@ -25,14 +26,18 @@ class ExecUser:
 
 
 def _read_db(root: str | os.PathLike[str], path: str) -> list[list[str]]:
-    host = resolve_in_root(root, path)
+    # By fd (safetree): a running container swapping /etc for a link cannot make us read the host's.
     try:
-        # O_NOFOLLOW: the last component was resolved above; refuse a race-swapped symlink.
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        top = safetree.open_top(root)
     except OSError:
         return []
-    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
-        return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    try:
+        text = safetree.read_file(top, path, 16 << 20).decode("utf-8", "replace")
+    except OSError:
+        return []
+    finally:
+        os.close(top)
+    return [line.split(":") for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def resolve_user(root: str | os.PathLike[str], spec: str | None) -> ExecUser:
