@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,8 @@ from dockyard.services.containers import Container, ContainerService
 from dockyard.services.streams import AsyncByteReader, stream_from_thread
 from dockyard.store import overlay
 from dockyard.store.snapshotter import mounted
+
+_NETWORK_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 
 
 class ContainerFiles:
@@ -56,6 +59,22 @@ class ContainerFiles:
         return await asyncio.to_thread(layers.changes, upper, self.cs.lower_dirs(c))
 
     # ---------------------------------------------------------------- cp (archive)
+    def _cp_mounts(self, c: Container) -> list[dict[str, Any]]:
+        """The mounts `cp` sees, as dockerd's: the container's volumes and binds, and the
+        /etc/hostname, /etc/hosts and /etc/resolv.conf the runtime binds over the image's (taken
+        from the bundle the container last ran with; before its first start there are none)."""
+        mounts = list(c.mounts)
+        dests = {m.get("Destination") for m in mounts}
+        try:
+            spec = json.loads((self.cs.run_dir(c.id) / "config.json").read_text())
+        except (OSError, ValueError):
+            return mounts
+        for m in spec.get("mounts") or []:
+            dest = m.get("destination")
+            if dest in _NETWORK_FILES and dest not in dests and os.path.isfile(m.get("source") or ""):
+                mounts.append({"Type": "bind", "Source": m["source"], "Destination": dest, "RW": True})
+        return mounts
+
     async def archive_stat(self, cid: str, path: str) -> dict[str, Any]:
         from dockyard.store import archive_path
 
@@ -63,7 +82,7 @@ class ContainerFiles:
 
         def stat() -> dict[str, Any]:
             with self.mounted_rootfs(c) as root:
-                return archive_path.stat_path(root, path, c.mounts, ref=cid)
+                return archive_path.stat_path(root, path, self._cp_mounts(c), ref=cid)
 
         return await asyncio.to_thread(stat)
 
@@ -74,7 +93,7 @@ class ContainerFiles:
 
         def produce(out: Any) -> None:
             with self.mounted_rootfs(c) as root:
-                for chunk in archive_path.get_archive(root, path, c.mounts, ref=cid):
+                for chunk in archive_path.get_archive(root, path, self._cp_mounts(c), ref=cid):
                     out.write(chunk)
 
         async for chunk in stream_from_thread(produce):
@@ -89,8 +108,9 @@ class ContainerFiles:
 
         def put() -> None:
             with self.mounted_rootfs(c) as root:
-                chown = archive_path.lookup_user(root, c.config.get("User") or "0", c.mounts) if copy_uid_gid else None
-                archive_path.put_archive(root, path, reader, c.mounts, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                mounts = self._cp_mounts(c)
+                chown = archive_path.lookup_user(root, c.config.get("User") or "0", mounts) if copy_uid_gid else None
+                archive_path.put_archive(root, path, reader, mounts, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                                          copy_uid_gid=copy_uid_gid, chown=chown,
                                          readonly_rootfs=bool(c.host_config.get("ReadonlyRootfs")), ref=cid)
 

@@ -31,7 +31,7 @@ from dockyard.services.events import EventBus
 from dockyard.store import archive
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
-from dockyard.store.layers import decompressed, diff_id_of
+from dockyard.store.layers import TAR_ERRORS, decompressed, diff_id_of
 from dockyard.store.snapshots import Snapshotter, chain_ids
 from dockyard.util.timefmt import ZERO_TIME, parse_rfc3339, parse_time_arg, rfc3339
 
@@ -550,6 +550,12 @@ class ImageService:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _load_sync(self, tmp: Path) -> list[dict[str, Any]]:
+        try:
+            return self._load_archive(tmp)
+        except TAR_ERRORS as e:  # a truncated or corrupt archive (or blob in it): the client's fault
+            raise InvalidParameter(f"invalid archive: {e or type(e).__name__}") from e
+
+    def _load_archive(self, tmp: Path) -> list[dict[str, Any]]:
         upload = tmp / "upload"
         with open(upload, "rb") as f:
             head = f.read(6)

@@ -40,6 +40,13 @@ class ArchiveImage:
     tags: list[str] = field(default_factory=list)  # normalized references
 
 
+def _untar_error(e: BaseException) -> InvalidParameter:
+    """dockerd's words (its untar helper's exit and Go's archive/tar error)."""
+    why = "unexpected EOF" if any(w in str(e) for w in ("truncated", "empty", "EOF", "end of")) \
+        else "archive/tar: invalid tar header"
+    return InvalidParameter(f"Error processing tar file(exit status 1): {why}")
+
+
 class ArchiveReader:
     """Index of an uncompressed image tar on disk."""
 
@@ -47,12 +54,14 @@ class ArchiveReader:
         try:
             self._tf = tarfile.open(path, "r:")
         except tarfile.TarError as e:
-            # dockerd's words (its untar helper's exit and Go's archive/tar error)
-            why = "unexpected EOF" if any(w in str(e) for w in ("truncated", "empty", "EOF", "end of")) \
-                else "archive/tar: invalid tar header"
-            raise InvalidParameter(f"Error processing tar file(exit status 1): {why}") from e
+            raise _untar_error(e) from e
         self._members: dict[str, tarfile.TarInfo] = {}
-        for m in self._tf.getmembers():
+        try:
+            members = self._tf.getmembers()  # a truncated archive fails here
+        except (tarfile.TarError, EOFError) as e:
+            self._tf.close()
+            raise _untar_error(e) from e
+        for m in members:
             name = posixpath.normpath("/" + m.name).lstrip("/")
             self._members[name] = m
 
@@ -134,9 +143,9 @@ class ArchiveReader:
         return out
 
     def _oci_images(self, arch: str) -> list[ArchiveImage]:
-        index = self.read_json("index.json")
+        index = _obj(self.read_json("index.json"), "index.json")
         out = []
-        for desc in index.get("manifests") or []:
+        for desc in _list(index.get("manifests"), "index.json manifests"):
             img = self._oci_descriptor(desc, arch, depth=0)
             if img is None:
                 continue
@@ -153,24 +162,50 @@ class ArchiveReader:
     def _oci_descriptor(self, desc: dict[str, Any], arch: str, depth: int) -> ArchiveImage | None:
         if depth > 4:
             raise InvalidParameter("invalid archive: index nesting too deep")
-        doc = json.loads(self.read_blob(desc["digest"]))
+        desc = _obj(desc, "descriptor")
+        try:
+            doc = _obj(json.loads(self.read_blob(_digest(desc))), f"blob {desc['digest']}")
+        except ValueError as e:
+            raise InvalidParameter(f"invalid archive: blob {desc['digest']}: {e}") from e
         mt = desc.get("mediaType") or doc.get("mediaType")
         if mt in _INDEX_TYPES or "manifests" in doc:
             chosen = None
-            for d in doc.get("manifests") or []:
-                p = d.get("platform") or {}
+            for d in _list(doc.get("manifests"), "index manifests"):
+                p = _obj(_obj(d, "descriptor").get("platform") or {}, "platform")
                 if p.get("os", "linux") == "linux" and p.get("architecture", arch) == arch:
                     chosen = d
                     break
             if chosen is None:
                 return None
             return self._oci_descriptor(chosen, arch, depth + 1)
-        config = self.read_blob(doc["config"]["digest"])
+        config = self.read_blob(_digest(_obj(doc.get("config"), "manifest config")))
         layers: list[tuple[Opener, str | None]] = []
-        for layer in doc.get("layers") or []:
-            digest = layer["digest"]
+        for layer in _list(doc.get("layers"), "manifest layers"):
+            digest = _digest(_obj(layer, "layer descriptor"))
             layers.append((self.opener("blobs/sha256/" + hex_of(digest)), digest))
         return ArchiveImage(config, layers)
+
+
+def _obj(v: Any, what: str) -> dict[str, Any]:
+    """`v` when it is a JSON object; the archive is refused otherwise."""
+    if not isinstance(v, dict):
+        raise InvalidParameter(f"invalid archive: {what} is not a JSON object")
+    return v
+
+
+def _list(v: Any, what: str) -> list[Any]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise InvalidParameter(f"invalid archive: {what} is not a list")
+    return v
+
+
+def _digest(desc: dict[str, Any]) -> str:
+    d = desc.get("digest")
+    if not isinstance(d, str) or not is_digest(d):
+        raise InvalidParameter(f"invalid archive: bad digest {d!r} in a descriptor")
+    return d
 
 
 # ---------------------------------------------------------------------------- writing

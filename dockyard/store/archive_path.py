@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from dockyard.errors import Forbidden, InvalidParameter, NotFound
+from dockyard.errors import Forbidden, InvalidParameter, NotFound, SystemError_
 from dockyard.store import safetree
+from dockyard.store.layers import TAR_ERRORS, HoleBudget, write_sparse
 from dockyard.util.timefmt import rfc3339
 
 _CHUNK = 1 << 20
@@ -398,16 +399,20 @@ def put_archive(
     dir_times: list[tuple[str, float]] = []
     try:
         tf = tarfile.open(fileobj=fileobj, mode="r|*")
-    except tarfile.TarError as e:
+    except TAR_ERRORS as e:
         raise InvalidParameter(f"invalid tar archive: {e}") from e
+    holes = HoleBudget()
     with tf:
-        for m in tf:
-            rel = _clean_member(m.name)
-            if rel is None:
-                continue
-            _extract_member(fs, tf, m, dest_cpath, rel, no_overwrite_dir_non_dir, owner, readonly_rootfs)
-            if m.isdir():
-                dir_times.append((posixpath.join(dest_cpath, rel), m.mtime))
+        try:
+            for m in tf:
+                rel = _clean_member(m.name)
+                if rel is None:
+                    continue
+                _extract_member(fs, tf, m, dest_cpath, rel, no_overwrite_dir_non_dir, owner, readonly_rootfs, holes)
+                if m.isdir():
+                    dir_times.append((posixpath.join(dest_cpath, rel), m.mtime))
+        except TAR_ERRORS as e:  # truncated or corrupt: what came before it stays, as with dockerd
+            raise InvalidParameter(f"invalid tar archive: {e}") from e
     for cpath, mtime in reversed(dir_times):  # after the contents, or writing them bumps mtime
         try:
             node = fs.walk(cpath, follow_last=False)
@@ -428,6 +433,7 @@ def _extract_member(
     no_overwrite: bool,
     owner: tuple[int, int] | None,
     readonly_rootfs: bool,
+    holes: HoleBudget,
 ) -> None:
     cpath = posixpath.join(dest_cpath, rel)
     parent, name = fs.walk_parent(cpath, create_dirs=True)
@@ -435,7 +441,10 @@ def _extract_member(
     try:
         _check_writable(parent, readonly_rootfs)
         if fs.mount_at(cpath) is not None:
-            return  # a mount point: its contents come through the mount, the dir itself stays
+            if m.isdir():
+                return  # a mount point: its contents come through the mount, the dir itself stays
+            # a file bound over (a file volume, /etc/hostname): dockerd's unlink fails the same way
+            raise SystemError_(f"Error processing tar file: unlinkat {cpath}: device or resource busy")
         try:
             old = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -455,10 +464,15 @@ def _extract_member(
         elif m.isreg():
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=pfd)
             try:
-                src = tf.extractfile(m)
-                assert src is not None
-                while chunk := src.read(_CHUNK):
-                    os.write(fd, chunk)
+                if m.issparse():
+                    write_sparse(tf, m, fd, holes)
+                else:
+                    src = tf.extractfile(m)
+                    assert src is not None
+                    while chunk := src.read(_CHUNK):
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view):]
             finally:
                 os.close(fd)
         elif m.issym():
