@@ -41,7 +41,9 @@ from dockyard.util.ids import new_id
 from dockyard.util.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# dockerd takes any non-empty name; a "/" makes a network that no path reaches (`network rm ../x` finds
+# no route), so only those (and control characters) are refused. Spaces are fine ("test 01").
+NAME_BAD = re.compile(r"[/\x00-\x1f\x7f]")
 NAME_MAX = 255
 
 SCHEMA_V1 = """
@@ -277,11 +279,9 @@ class NetworkService:
         `ip_range` are a one-pool shorthand."""
         if not name:
             raise InvalidParameter("network name must not be empty")  # swagger: Name is required
-        if len(name) > NAME_MAX or not NAME_RE.fullmatch(name):
-            # dockerd takes any non-empty name, and then `network rm ../../x` finds no route ("page not
-            # found"): such a network can only be removed by id. The rule of container and volume names.
-            raise InvalidParameter(f'invalid network name "{name[:NAME_MAX]}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
-                                   f"are allowed, at most {NAME_MAX} characters")
+        if len(name) > NAME_MAX or NAME_BAD.search(name):
+            raise InvalidParameter(f'invalid network name "{name[:NAME_MAX]}": no "/" or control characters, '
+                                   f"at most {NAME_MAX} characters")
         driver = driver or "bridge"
         if driver in ("host", "null", "none"):
             raise Forbidden(f"only one instance of \"{driver}\" network is allowed")

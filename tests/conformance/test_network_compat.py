@@ -118,6 +118,11 @@ def test_dual_stack_network_as_dockerd(nd: Daemon, real_dockerd: str) -> None:
 
 
 def test_pools_refused_as_dockerd_refuses_them(nd: Daemon) -> None:
+    nd.docker("network", "create", "test 01")  # dockerd takes spaces (docker-py's suite relies on it)
+    assert inspect(nd, "test 01", "network")["Name"] == "test 01"
+    nd.docker("network", "rm", "test 01")
+    p = nd.docker("network", "create", "../x", check=False)  # but no route could reach this one
+    assert p.returncode != 0 and b"invalid network name" in p.stderr
     p = nd.docker("network", "create", "--subnet", "10.232.3.0/24", "--subnet", "10.232.4.0/24", "two", check=False)
     assert p.returncode != 0 and b"bridge driver doesn't support multiple subnets" in p.stderr
     p = nd.docker("network", "create", "--ipv6", "nov6pool", check=False)
