@@ -8,6 +8,7 @@ and `docker cp`'d into the container.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -404,3 +406,68 @@ def test_cp_reads_the_etc_files_the_container_sees(clean_daemon: Daemon, tmp_pat
     p = d.docker("cp", str(tmp_path / "hostname"), f"{name}:/etc/hostname", check=False)
     assert p.returncode != 0 and b"unlinkat /etc/hostname: device or resource busy" in p.stderr  # as dockerd
     assert d.docker("exec", name, "cat", "/etc/hostname").stdout == b"secfs-host\n"
+
+
+def _registry_put(base: str, repo: str, blobs: list[bytes], manifests: dict[str, bytes]) -> None:
+    import httpx
+
+    with httpx.Client(base_url=f"http://{base}", timeout=60) as c:
+        for blob in blobs:
+            loc = c.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            r = c.put(loc, params={"digest": digest}, content=blob,
+                      headers={"Content-Type": "application/octet-stream"})
+            assert r.status_code == 201, r.text
+        for tag, m in manifests.items():
+            r = c.put(f"/v2/{repo}/manifests/{tag}", content=m,
+                      headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
+            assert r.status_code == 201, r.text
+
+
+def test_pull_cannot_claim_another_images_layer(clean_daemon: Daemon, tmp_path: Path) -> None:
+    """A registry serves evil:a (a layer of its own, pulled for real) and evil:b, whose config claims
+    busybox's diff_id for that same blob. Pulling b fetches nothing (the layer is here), so nothing
+    ties the blob to busybox's layer: recording the pair made `save busybox` send the attacker's."""
+    d = clean_daemon
+    diff_id = json.loads(d.docker("inspect", "busybox").stdout)[0]["RootFS"]["Layers"][0]
+    before = _saved_layers(d, "busybox")
+    for n in range(100_000):
+        raw = _tar_bytes({"bin/busybox": b"#!/bin/sh\necho evil " + str(n).encode() + b"\n"})
+        gz = gzip.compress(raw, mtime=0)
+        if hashlib.sha256(gz).hexdigest() < before[0]:
+            break
+    own_diff = "sha256:" + hashlib.sha256(raw).hexdigest()
+
+    def image(diff: str) -> tuple[bytes, bytes]:
+        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                             "rootfs": {"type": "layers", "diff_ids": [diff]}}).encode()
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                       "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(gz),
+                        "digest": "sha256:" + hashlib.sha256(gz).hexdigest()}]}).encode()
+        return config, manifest
+
+    (cfg_a, man_a), (cfg_b, man_b) = image(own_diff), image(diff_id)
+    port = _free_port()
+    reg = subprocess.Popen([sys.executable, "-m", "dockyard.registry.server", "serve", "--addr", f"127.0.0.1:{port}",
+                            "--root", str(tmp_path / "reg")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           cwd=ROOT)
+    try:
+        assert reg.stdout is not None and "listening" in reg.stdout.readline().decode()
+        addr = f"127.0.0.1:{port}"
+        _registry_put(addr, "evil", [gz, cfg_a, cfg_b], {"a": man_a, "b": man_b})
+        d.docker("pull", f"{addr}/evil:a")
+        d.docker("pull", f"{addr}/evil:b")
+        assert _saved_layers(d, "busybox") == before, "busybox's saved layer is the registry's"
+    finally:
+        reg.terminate()
+        reg.wait(10)
+        d.docker("rmi", "-f", f"127.0.0.1:{port}/evil:a", f"127.0.0.1:{port}/evil:b", check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
