@@ -7,8 +7,7 @@ import os
 import sys
 
 from dockyard.client import APIClient, APIError, ConnectError
-from dockyard.compose import commands, engine, servicecmds
-from dockyard.compose.dryrun import DryRunClient
+from dockyard.compose import commands, engine
 from dockyard.compose.engine import Engine, UpOptions
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.loader import Options, Project, load
@@ -236,9 +235,13 @@ def _scale(items: list[str]) -> dict[str, int]:
 def _dispatch(args: argparse.Namespace, host: str | None) -> int:
     if args.command == "version":
         return commands.version(args)
-    client = APIClient(host) if not args.dry_run else DryRunClient(host)
     if args.dry_run:
+        from dockyard.compose.dryrun import DryRunClient
+
+        client: APIClient = DryRunClient(host)
         engine.PREFIX = "DRY-RUN MODE - "
+    else:
+        client = APIClient(host)
     try:
         if args.command == "ls":
             return commands.ls(client, args)
@@ -281,6 +284,8 @@ def _dispatch(args: argparse.Namespace, host: str | None) -> int:
             return commands.logs(client, project, args, host)
         if args.command in ("start", "stop", "restart", "kill", "pause", "unpause", "rm"):
             return commands.lifecycle(client, project, args)
+        from dockyard.compose import servicecmds  # v2's newer commands: imported when used
+
         handler = {"exec": commands.exec_, "run": commands.run, "images": commands.images,
                    "top": commands.top, "port": commands.port, "pull": commands.pull,
                    "push": commands.push, "build": commands.build, "cp": servicecmds.cp,

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from argparse import Namespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,7 +24,9 @@ from dockyard.compose.errors import ComposeError
 from dockyard.compose.graph import order
 from dockyard.compose.loader import Project
 from dockyard.compose.logs import LogPrinter, label_for, start_followers
-from dockyard.compose.watch import Watch
+
+if TYPE_CHECKING:
+    from dockyard.compose.watch import Watch
 
 JSON = dict[str, Any]
 
@@ -405,6 +407,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _watch_thread(client: APIClient, project: Project, names: list[str],
                   on_recreate: Any = None) -> tuple[Watch, threading.Thread]:
+    from dockyard.compose.watch import Watch
+
     w = Watch(APIClient(client.host.url, tls=client.tls or None), project, names, on_recreate)
     ready = threading.Event()
     t = threading.Thread(target=w.run, args=(ready.set,), daemon=True)
@@ -417,6 +421,8 @@ def _watch_thread(client: APIClient, project: Project, names: list[str],
 
 def watch(client: APIClient, project: Project, host: str | None, args: Namespace) -> int:
     """`watch`: until Ctrl-C (the project stays up, as with Compose)."""
+    from dockyard.compose.watch import Watch
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
     w = Watch(client, project, args.names)
@@ -440,7 +446,7 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
     # started us in the background set SIGINT to ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
-    watcher: Watch | None = None
+    watcher: Any = None  # a Watch with --watch
     if getattr(args, "watch", False):
         def recreated(new_ids: list[str]) -> None:  # follow the rebuilt service's new containers
             new = [client_for_thread.inspect_container(i) for i in new_ids]

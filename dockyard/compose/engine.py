@@ -164,7 +164,7 @@ class Engine:
         if svc.get("build") and (opts.build or policy == "build") and not opts.no_build:
             self.build_service(name, svc)
             return
-        if policy == "always" or not state.image_exists(self.client, ref):
+        if policy == "always" or not self.has_image(ref):
             if svc.get("build") and not opts.no_build:
                 self.build_service(name, svc)
             elif policy != "never" and svc.get("image"):
@@ -178,6 +178,18 @@ class Engine:
         if not ctrs:
             raise ComposeError(f"service {service!r} has no running container for network_mode")
         return str(ctrs[0]["Id"])
+
+    def has_image(self, ref: str) -> bool:
+        """One inspect per image however many services use it (its ID is kept for the labels)."""
+        if ref in self._image_ids:
+            return True
+        try:
+            self._image_ids[ref] = str(self.client.inspect_image(ref)["Id"])
+            return True
+        except APIError as e:
+            if e.not_found:
+                return False
+            raise
 
     def image_id(self, ref: str) -> str:
         """The image's ID, which v2 writes as com.docker.compose.image (and compares to recreate)."""
