@@ -25,20 +25,18 @@ from dockyard import trace
 from dockyard.builder import context as bctx
 from dockyard.builder.cache import BuildCache, cache_key
 from dockyard.builder.ctxindex import ContextIndex, HashMemo, hash_mixed
-from dockyard.builder.dockerfile import (
-    EXPANDED,
+from dockyard.dockerfile.dispatch import DEFAULT_SHELL, DISPATCH, ConfigState
+from dockyard.dockerfile.parser import (
     PROXY_ARGS,
     Dockerfile,
     Instruction,
     ParseError,
     Stage,
     expand_word,
-    expand_words,
     fields,
-    name_values,
     parse,
 )
-from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
+from dockyard.errors import DockyardError, NotFound, describe
 from dockyard.runtime.logs import read_log_batches
 from dockyard.services.image_commit import commit_layer
 from dockyard.store import overlay
@@ -48,7 +46,6 @@ from dockyard.util.fs import mark_topdir
 
 log = logging.getLogger("dockyard.builder")
 _STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_build_stage", default=None)
-DEFAULT_SHELL = ["/bin/sh", "-c"]
 
 
 class BuildError(Exception):
@@ -482,72 +479,16 @@ class _Run:
         if c in ("copy", "add"):
             await self._copy(state, inst, env)
             return
-        ex = (lambda s: expand_word(s, env, esc, inst.line)) if c in EXPANDED else (lambda s: s)
         if c == "arg":
             for k, v in self._arg_pairs(inst, env):
                 if v is None and k in self.meta:
                     v = self.meta[k]
                 state.args[k] = self._buildarg(k, v)
             text = "ARG " + inst.rest
-        elif c == "env":
-            envl = list(cfg.get("Env") or [])
-            for k, v in name_values(inst, esc):
-                val = ex(v)
-                envl = [e for e in envl if e.partition("=")[0] != k] + [f"{k}={val}"]
-                env[k] = val
-            cfg["Env"] = envl
-            text = "ENV " + " ".join(envl[-len(name_values(inst, esc)):])
-        elif c == "label":
-            labels = dict(cfg.get("Labels") or {})
-            for k, v in name_values(inst, esc):
-                labels[ex(k)] = ex(v)
-            cfg["Labels"] = labels
-            text = "LABEL " + inst.rest
-        elif c in ("cmd", "entrypoint"):
-            ja = inst.json_args
-            val = ja if ja is not None else [*(cfg.get("Shell") or DEFAULT_SHELL), inst.rest]
-            key = "Cmd" if c == "cmd" else "Entrypoint"
-            cfg[key] = val
-            if c == "cmd":
-                state.cmd_set = True
-            elif not state.cmd_set:
-                cfg["Cmd"] = None  # an inherited CMD does not survive a new ENTRYPOINT (Docker's rule)
-            text = f"{key.upper()} {json.dumps(val)}"
-        elif c == "expose":
-            ports = dict(cfg.get("ExposedPorts") or {})
-            for p in expand_words(inst.rest, env, esc, inst.line):
-                ports[p if "/" in p else p + "/tcp"] = {}
-            cfg["ExposedPorts"] = ports
-            text = "EXPOSE " + " ".join(sorted(ports))
-        elif c == "volume":
-            vols = dict(cfg.get("Volumes") or {})
-            for v in fields(inst):
-                vols[ex(v)] = {}
-            cfg["Volumes"] = vols
-            text = "VOLUME " + json.dumps(list(vols))
-        elif c == "workdir":
-            wd = ex(inst.rest)
-            if not wd.startswith("/"):
-                wd = os.path.join(cfg.get("WorkingDir") or "/", wd)
-            cfg["WorkingDir"] = os.path.normpath(wd)
-            text = "WORKDIR " + cfg["WorkingDir"]
-        elif c == "user":
-            cfg["User"] = ex(inst.rest)
-            text = "USER " + cfg["User"]
-        elif c == "stopsignal":
-            cfg["StopSignal"] = ex(inst.rest)
-            text = "STOPSIGNAL " + cfg["StopSignal"]
-        elif c == "shell":
-            cfg["Shell"] = inst.json_args
-            text = "SHELL " + json.dumps(inst.json_args)
-        elif c == "healthcheck":
-            cfg["Healthcheck"] = _healthcheck(inst, cfg.get("Shell") or DEFAULT_SHELL)
-            text = "HEALTHCHECK " + json.dumps(cfg["Healthcheck"])
-        elif c == "onbuild":
-            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), inst.rest]
-            text = "ONBUILD " + inst.rest
-        elif c == "maintainer":
-            text = "MAINTAINER " + inst.rest
+        elif c in DISPATCH:
+            cst = ConfigState(cfg, env, esc, state.cmd_set)
+            text = DISPATCH[c](cst, inst)
+            state.cmd_set = cst.cmd_set
         else:
             raise BuildError(f"unknown instruction: {c.upper()}")
         created_by = "/bin/sh -c #(nop)  " + text
@@ -801,32 +742,5 @@ def _arch() -> str:
     return host_arch()
 
 
-_UNITS = {"ns": 1, "us": 1000, "ms": 1000_000, "s": 1000_000_000, "m": 60_000_000_000, "h": 3600_000_000_000}
 
 
-def _duration(s: str) -> int:
-    import re
-
-    total = 0
-    for num, unit in re.findall(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", s):
-        total += int(float(num) * _UNITS[unit])
-    if not total and s not in ("0", "0s"):
-        raise InvalidParameter(f"time: invalid duration {s!r}")
-    return total
-
-
-def _healthcheck(inst: Instruction, shell: list[str]) -> dict[str, Any]:
-    kind, _, rest = inst.rest.partition(" ")
-    if kind.upper() == "NONE":
-        return {"Test": ["NONE"]}
-    hc: dict[str, Any] = {}
-    tmp = Instruction("cmd", rest.strip(), inst.line, rest)
-    ja = tmp.json_args
-    hc["Test"] = ["CMD", *ja] if ja is not None else ["CMD-SHELL", rest.strip()]
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
-                      ("start-interval", "StartInterval")):
-        if inst.flags.get(flag):
-            hc[key] = _duration(str(inst.flags[flag]))
-    if inst.flags.get("retries"):
-        hc["Retries"] = int(str(inst.flags["retries"]))
-    return hc

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from dockyard import trace
-from dockyard.services.images import Image, ImageService, apply_changes, host_arch
+from dockyard.dockerfile.dispatch import apply_changes
+from dockyard.services.images import Image, ImageService, host_arch
 from dockyard.store.layers import write_diff
 from dockyard.store.snapshots import chain_ids
 from dockyard.util.timefmt import rfc3339

@@ -14,7 +14,6 @@ import json
 import logging
 import platform
 import secrets
-import shlex
 import shutil
 import threading
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dockyard import trace
+from dockyard.dockerfile.dispatch import apply_changes
 from dockyard.errors import Conflict, InvalidParameter, NotFound, no_such_image
 from dockyard.oci import reference
 from dockyard.oci.digest import validate
@@ -780,65 +780,3 @@ async def _threaded(it: Iterator[bytes]) -> AsyncIterator[bytes]:
         if chunk is None:
             return
         yield chunk
-
-
-def _json_or_shell(rest: str, shell: bool) -> list[str]:
-    if rest.startswith("["):
-        try:
-            v = json.loads(rest)
-            if isinstance(v, list) and all(isinstance(x, str) for x in v):
-                return v
-        except ValueError:
-            pass
-    return ["/bin/sh", "-c", rest] if shell else rest.split()
-
-
-def _pairs(rest: str, instr: str) -> list[tuple[str, str]]:
-    words = shlex.split(rest)
-    if words and "=" not in words[0]:  # legacy `ENV KEY value with spaces`
-        key, _, val = rest.partition(" ")
-        return [(key, val.strip())]
-    out = []
-    for w in words:
-        k, eq, v = w.partition("=")
-        if not eq or not k:
-            raise InvalidParameter(f"{instr} names can not be blank or malformed: {w}")
-        out.append((k, v))
-    return out
-
-
-def apply_changes(config: dict[str, Any], changes: list[str]) -> dict[str, Any]:
-    """Apply `--change` lines (a Dockerfile subset, JSON or shell forms) to a container config."""
-    cfg = dict(config)
-    for line in (ln for ch in changes for ln in ch.splitlines()):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        instr, _, rest = line.partition(" ")
-        instr, rest = instr.upper(), rest.strip()
-        if instr in ("CMD", "ENTRYPOINT"):
-            cfg["Cmd" if instr == "CMD" else "Entrypoint"] = _json_or_shell(rest, True)
-        elif instr == "ENV":
-            env = list(cfg.get("Env") or [])
-            for k, v in _pairs(rest, instr):
-                env = [e for e in env if e.split("=", 1)[0] != k] + [f"{k}={v}"]
-            cfg["Env"] = env
-        elif instr == "LABEL":
-            cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(_pairs(rest, instr))}
-        elif instr == "EXPOSE":
-            ports = dict(cfg.get("ExposedPorts") or {})
-            for p in rest.split():
-                ports[p if "/" in p else p + "/tcp"] = {}
-            cfg["ExposedPorts"] = ports
-        elif instr == "VOLUME":
-            vols = dict(cfg.get("Volumes") or {})
-            for v in _json_or_shell(rest, False):
-                vols[v] = {}
-            cfg["Volumes"] = vols
-        elif instr in ("WORKDIR", "USER", "STOPSIGNAL"):
-            cfg[{"WORKDIR": "WorkingDir", "USER": "User", "STOPSIGNAL": "StopSignal"}[instr]] = rest
-        elif instr == "ONBUILD":
-            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), rest]
-        else:
-            raise InvalidParameter(f"{instr.lower()} is not a valid change command")
-    return cfg

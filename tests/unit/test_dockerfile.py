@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.builder.dockerfile import ParseError, expand_word, expand_words, name_values, parse
+from dockyard.dockerfile.parser import ParseError, expand_word, expand_words, name_values, parse
 
 
 def test_stages_meta_args_and_continuations() -> None:
