@@ -8,7 +8,7 @@ from typing import Any
 
 from dockyard.api.backends import NetworkBackend
 from dockyard.api.server import Request, Response, Router, json_response
-from dockyard.errors import InvalidParameter
+from dockyard.errors import InvalidParameter, NotFound
 
 
 def _obj(body: Any) -> dict[str, Any]:
@@ -24,7 +24,11 @@ def register(router: Router, networks: NetworkBackend) -> None:
         return json_response(await asyncio.to_thread(networks.list, req.qjson("filters") or {}))
 
     async def network_inspect(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(networks.inspect, req.params["id"]))
+        out = await asyncio.to_thread(networks.inspect, req.params["id"])
+        scope = req.q("scope")
+        if scope and scope != out.get("Scope"):  # every network here is local: ?scope=swarm|global finds none
+            raise NotFound(f"network {req.params['id']} not found")
+        return json_response(out)
 
     async def network_create(req: Request) -> Response:
         body = _obj(await req.json())

@@ -113,6 +113,7 @@ class NetworkService:
         self._dns: dict[str, DnsServer] = {}
         self._held: dict[str, list[socket.socket]] = {}
         self.names = NameIndex()  # what the embedded DNS answers, per asking container
+        self._pools: dict[tuple[str, int], ipam.Pool] = {}  # (network id, 4|6) -> addresses in use
         db.migrate("networks", [SCHEMA_V1, SCHEMA_V2])
 
     def set_container_resolver(self, resolve: ResolveContainer) -> None:
@@ -626,26 +627,24 @@ class NetworkService:
         want = ec.get("IPAMConfig") or {}
         subnet = ipaddress.ip_network(net["subnet"])
         gw = ipaddress.ip_address(net["gateway"])
-        aux = _aux_addresses(net)
         veth = netlink.veth_name()
-        with self.db.tx() as c:
-            rows = c.execute("SELECT ip, ip6 FROM net_endpoints WHERE network_id=?", (net["id"],)).fetchall()
-            rng = ipaddress.ip_network(net["ip_range"]) if net["ip_range"] else None
-            ip = ipam.allocate(subnet, gw, [r[0] for r in rows] + aux, rng,
-                               (link["ipv4"] if link else "") or want.get("IPv4Address"))
-            ip6 = ""
+        if want.get("IPv6Address") and not (net["ipv6"] and net["subnet6"]):
+            raise InvalidParameter(f"invalid endpoint settings: network {net['name']} does not have IPv6 "
+                                   "enabled, so an IPv6 address cannot be given")
+        pool = self._pool(net, 4)
+        ip = pool.take((link["ipv4"] if link else "") or want.get("IPv4Address"))
+        ip6 = ""
+        try:
             if net["ipv6"] and net["subnet6"]:
-                rng6 = ipaddress.ip_network(net["ip_range6"]) if net["ip_range6"] else None
-                ip6 = str(ipam.allocate(ipaddress.ip_network(net["subnet6"]), ipaddress.ip_address(net["gateway6"]),
-                                        [r[1] for r in rows if r[1]] + aux, rng6, want.get("IPv6Address")))
-            elif want.get("IPv6Address"):
-                raise InvalidParameter(f"invalid endpoint settings: network {net['name']} does not have IPv6 "
-                                       "enabled, so an IPv6 address cannot be given")
+                ip6 = str(self._pool(net, 6).take(want.get("IPv6Address")))
             local = builtins.list(want.get("LinkLocalIPs") or [])
             mac = mac or ec.get("MacAddress") or ipam.mac_for(ip)
-            c.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname, ip6,"
-                      " link_local) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                      (cid, net["id"], new_id(), name, str(ip), mac, veth, ifname, ip6, json.dumps(local)))
+            self.db.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname, ip6,"
+                            " link_local) VALUES(?,?,?,?,?,?,?,?,?,?)",
+                            (cid, net["id"], new_id(), name, str(ip), mac, veth, ifname, ip6, json.dumps(local)))
+        except BaseException:
+            self._release(net["id"], str(ip), ip6)
+            raise
         self._index(cid, net["id"])
         addrs = [(str(ip), subnet.prefixlen)]
         if ip6:
@@ -661,6 +660,7 @@ class NetworkService:
                 netlink.delete_link(veth)
                 self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
                 self.names.drop_endpoint(cid, net["id"])
+                self._release(net["id"], str(ip), ip6)
                 raise SystemError_(f"failed to set up the network of container {cid[:12]}: {e}") from e
 
         wiring.append(wire)
@@ -670,6 +670,29 @@ class NetworkService:
         self.names.drop_endpoint(ep["cid"], ep["network_id"])
         netlink.delete_link(ep["veth"])  # deleting one end removes the pair
         self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (ep["cid"], ep["network_id"]))
+        self._release(ep["network_id"], ep["ip"], ep["ip6"])
+
+    def _pool(self, net: Any, version: int) -> ipam.Pool:
+        """The network's addresses in use (read from the DB once, then kept up to date by plug and unplug)."""
+        pool = self._pools.get((net["id"], version))
+        if pool is None:
+            col = "ip" if version == 4 else "ip6"
+            used = [r[0] for r in self._rows(f"SELECT {col} FROM net_endpoints WHERE network_id=? AND {col}!=''",
+                                             (net["id"],))]
+            sub, gw, rng = (net["subnet"], net["gateway"], net["ip_range"]) if version == 4 else \
+                (net["subnet6"], net["gateway6"], net["ip_range6"])
+            subnet = ipaddress.ip_network(sub)
+            aux = [a for a in _aux_addresses(net) if ipaddress.ip_address(a) in subnet]
+            pool = ipam.Pool(subnet, ipaddress.ip_address(gw), ipaddress.ip_network(rng) if rng else None,
+                             used + aux)
+            self._pools[(net["id"], version)] = pool
+        return pool
+
+    def _release(self, nid: str, ip: str, ip6: str) -> None:
+        for version, addr in ((4, ip), (6, ip6)):
+            pool = self._pools.get((nid, version))
+            if pool is not None and addr:
+                pool.give(addr)
 
     def _index(self, cid: str, nid: str) -> None:
         """(Re)write what the embedded DNS knows of `cid` on `nid`: user networks only (the default bridge
@@ -835,6 +858,8 @@ class NetworkService:
 
     async def _drop_network(self, net: Any) -> None:
         self.names.drop_network(net["id"])
+        self._pools.pop((net["id"], 4), None)
+        self._pools.pop((net["id"], 6), None)
         await self._stop_dns(net["id"])
         await asyncio.to_thread(netlink.delete_link, net["bridge"])
         await asyncio.to_thread(firewall.remove_forward_accept, self.table, net["bridge"])

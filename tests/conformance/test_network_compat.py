@@ -163,6 +163,8 @@ def test_networks_declared_at_create(nd: Daemon) -> None:
     assert list(nets) == ["one"] and nets["one"]["Aliases"] == ["a1"] and nets["one"]["IPAddress"] == ""
     nd.docker("network", "connect", "--ip", "10.232.7.9", "--alias", "a2", "two", "made")
     with nd.api() as api:  # a MAC address at connect (API 1.44+; the CLI has no flag for it)
+        assert api.get("/v1.47/networks/one", params={"scope": "local"}).status_code == 200
+        assert api.get("/v1.47/networks/one", params={"scope": "swarm"}).status_code == 404  # as dockerd
         r = api.post("/v1.47/networks/two/disconnect", json={"Container": "made"})
         assert r.status_code == 200, r.text
         r = api.post("/v1.47/networks/two/connect", json={"Container": "made", "EndpointConfig": {

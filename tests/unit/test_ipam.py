@@ -42,3 +42,23 @@ def test_allocate_first_free_in_range_and_preferred() -> None:
 
 def test_mac_from_ip() -> None:
     assert ipam.mac_for(IPv4Address("172.17.0.2")) == "02:42:ac:11:00:02"
+
+
+def test_pool_hands_out_the_lowest_free_address_without_rescanning() -> None:
+    net, gw = IPv4Network("10.5.0.0/29"), IPv4Address("10.5.0.1")
+    pool = ipam.Pool(net, gw, None, ["10.5.0.3"])
+    assert [str(pool.take()) for _ in range(3)] == ["10.5.0.2", "10.5.0.4", "10.5.0.5"]
+    pool.give("10.5.0.2")
+    assert str(pool.take()) == "10.5.0.2"  # a freed address is the lowest again
+    assert str(pool.take()) == "10.5.0.6"
+    with pytest.raises(DockyardError, match="no available IPv4 addresses"):
+        pool.take()  # .7 is the broadcast address
+    with pytest.raises(Forbidden, match="Address already in use"):
+        pool.take("10.5.0.4")
+    # A range: nothing outside it, even after an address below it is freed.
+    ranged = ipam.Pool(IPv4Network("10.6.0.0/24"), IPv4Address("10.6.0.1"), IPv4Network("10.6.0.128/25"), [])
+    assert str(ranged.take("10.6.0.9")) == "10.6.0.9" and str(ranged.take()) == "10.6.0.129"
+    ranged.give("10.6.0.9")
+    assert str(ranged.take()) == "10.6.0.130"
+    v6 = ipam.Pool(ipam.parse_subnet("fd00:5::/64"), ipam.parse_ip("fd00:5::1"), None, [])
+    assert str(v6.take()) == "fd00:5::2" and str(v6.take("fd00:5::99")) == "fd00:5::99"
