@@ -235,32 +235,34 @@ class ComposeTen(Scenario):
             clients["docker-compose 1.29.2"] = [str(shutil.which("docker-compose"))]
         work = Path(tempfile.mkdtemp(prefix="bench-compose10-"))
         (work / "compose.yaml").write_text(PROJECT10)
+        names = {label: "bench10" + secrets.token_hex(3) for label in clients}
+        ups: dict[str, list[float]] = {label: [] for label in clients}
+        downs: dict[str, list[float]] = {label: [] for label in clients}
+
+        def run(label: str, *args: str, check: bool = True) -> float:
+            env = {**t.env(), "COMPOSE_PROJECT_NAME": names[label], "PYTHONPATH": str(REPO)}
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed compose runs from .pyc files
+            t0 = time.perf_counter()
+            r = subprocess.run([*clients[label], *args], cwd=work, env=env, capture_output=True, text=True,
+                               timeout=300)
+            if check and r.returncode != 0:
+                raise BenchError(f"{t.name}: {label} {' '.join(args)} failed: {r.stderr[-2000:]}")
+            return (time.perf_counter() - t0) * 1000
+
         out: dict[str, float] = {}
         try:
-            for label, cmd in clients.items():
-                env = {**t.env(), "COMPOSE_PROJECT_NAME": "bench10" + secrets.token_hex(3), "PYTHONPATH": str(REPO)}
-                env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed compose runs from .pyc files
-
-                def run(*args: str, cmd: list[str] = cmd, env: dict[str, str] = env, label: str = label) -> float:
-                    t0 = time.perf_counter()
-                    r = subprocess.run([*cmd, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
-                    if r.returncode != 0:
-                        raise BenchError(f"{t.name}: {label} {' '.join(args)} failed: {r.stderr[-2000:]}")
-                    return (time.perf_counter() - t0) * 1000
-
-                ups: list[float] = []
-                downs: list[float] = []
-                try:
-                    for i in range(max(3, self.runs // 2) + 1):
-                        up, down = run("up", "-d"), run("down", "-v", "-t", "5")
-                        if i:  # the first round warms caches
-                            ups.append(up)
-                            downs.append(down)
-                finally:
-                    subprocess.run([*cmd, "down", "-v", "-t", "1"], cwd=work, env=env, capture_output=True,
-                                   timeout=300)
-                out[f"{label}: up -d, 10 services (ms)"] = median(ups)
-                out[f"{label}: down -v (ms)"] = median(downs)
+            # Rounds alternate the two clients, so both see the same machine load.
+            for i in range(max(3, self.runs // 2) + 1):
+                for label in clients:
+                    up, down = run(label, "up", "-d"), run(label, "down", "-v", "-t", "5")
+                    if i:  # the first round warms caches
+                        ups[label].append(up)
+                        downs[label].append(down)
+            for label in clients:
+                out[f"{label}: up -d, 10 services (ms)"] = median(ups[label])
+                out[f"{label}: down -v (ms)"] = median(downs[label])
         finally:
+            for label in clients:
+                run(label, "down", "-v", "-t", "1", check=False)
             shutil.rmtree(work, ignore_errors=True)
         return out

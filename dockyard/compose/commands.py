@@ -43,20 +43,34 @@ def _containers(client: APIClient, project: Project, names: list[str], all: bool
 
 
 def config(project: Project, args: Namespace) -> int:
-    if args.services:
-        print("\n".join(project.services))
-    elif args.volumes:
-        print("\n".join(project.volumes))
-    elif args.hash:
-        names = list(project.services) if args.hash == "*" else args.hash.split(",")
-        for n in names:
-            print(f"{n} {config_hash(project.services[n])}")
-    elif not args.quiet:
-        doc = project.to_dict()
-        if args.format == "json":
-            print(json.dumps(doc, indent=2))
-        else:
-            sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True))
+    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115 - closed below
+    try:
+        if args.services:
+            out.write("".join(f"{s}\n" for s in project.services))
+        elif args.volumes:
+            out.write("".join(f"{v}\n" for v in project.volumes))
+        elif args.images:
+            from dockyard.compose.convert import image_name
+
+            out.write("".join(f"{image_name(project, n, s)}\n" for n, s in project.services.items()))
+        elif args.profiles:
+            found = {p for s in (*project.services.values(), *project.disabled.values()) for p in s.get("profiles") or []}
+            out.write("".join(f"{p}\n" for p in sorted(found)))
+        elif args.hash:
+            names = list(project.services) if args.hash == "*" else args.hash.split(",")
+            for n in names:
+                if n not in project.services:
+                    raise ComposeError(f"no such service: {n}")
+                out.write(f"{n} {config_hash(project.services[n])}\n")
+        elif not args.quiet:
+            doc = project.to_dict()
+            if args.format == "json":
+                out.write(json.dumps(doc, indent=2) + "\n")
+            else:
+                out.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True))
+    finally:
+        if out is not sys.stdout:
+            out.close()
     return 0
 
 
