@@ -175,7 +175,7 @@ class Watcher:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Step | None] = asyncio.Queue()
         self.missed = 0
-        self.session = ""  # the reader's X-Dockyard-Trace token, for marks
+        self.session = ""  # the name a reader's marks are posted under
 
     def offer(self, s: Step) -> None:
         if self.queue.qsize() >= QUEUE:

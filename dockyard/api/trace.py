@@ -3,8 +3,9 @@
 `GET /dockyard/trace?object=ID&session=TOKEN&follow=1` replays what is kept and, with follow, streams
 records as they are made. `object` names a container, network, volume or image (key, id, or a prefix);
 `session` follows what the client's own requests (sent with `X-Dockyard-Trace: TOKEN`) did, and every
-later step on the objects they touched. `POST /dockyard/trace/mark?session=TOKEN` puts a `{"Mark": true}`
-line into that session's streams after every record made so far: the client's sync point.
+later step on the objects they touched. A stream opened with `mark=NAME` gets a `{"Mark": true}` line,
+after every record made so far, when someone posts `POST /dockyard/trace/mark?mark=NAME`: a client's
+sync point.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def register(router: Router) -> None:
         match, session, follow = req.q("object") or "", req.q("session") or "", req.qbool("follow")
         watcher = trace.watch() if follow else None
         if watcher is not None:
-            watcher.session = session
+            watcher.session = req.q("mark") or ""
         touched: set[str] = set()
 
         def wanted(s: trace.Step) -> bool:
@@ -56,9 +57,9 @@ def register(router: Router) -> None:
         return ndjson_stream(items())
 
     async def post_mark(req: Request) -> Response:
-        session = req.q("session") or ""
+        name = req.q("mark") or ""
         for w in trace.watchers():
-            if w.session == session:
+            if name and w.session == name:
                 w.mark()
         return Response(204)
 

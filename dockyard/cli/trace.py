@@ -84,7 +84,8 @@ class Explainer:
 
         self.client.api_version  # noqa: B018 - negotiate now, not on the reader's thread
         try:
-            self.stream = self.client.stream("GET", "/dockyard/trace", {"session": self.session, "follow": "1"})
+            self.stream = self.client.stream("GET", "/dockyard/trace", {"session": self.session, "mark": self.session,
+                                                                       "follow": "1"})
         except APIError as e:
             if e.status != 404:
                 raise
@@ -117,7 +118,7 @@ class Explainer:
         if not self.available or self.thread is None:
             return
         try:
-            self.client.post("/dockyard/trace/mark", {"session": self.session})
+            self.client.post("/dockyard/trace/mark", {"mark": self.session})
         except Exception:  # noqa: BLE001 - explaining must never fail the command
             return
         self.marks.acquire(timeout=timeout)

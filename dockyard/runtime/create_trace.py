@@ -4,6 +4,7 @@ wrote). The read-back is the kernel's answer; the spec lines only say what was a
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,8 @@ def observe(pid: int, spec: dict[str, Any]) -> str:
     """Read back the process runc made (waiting in runc init for `start`): its own namespaces and the
     capabilities it holds (call `limits` after, for the cgroup files)."""
     try:
-        mine = namespace_inodes(pid)
-        host = namespace_inodes("self")
-        own = [n for n in NAMESPACES if mine[n] and mine[n] != host[n]]
+        host = _own_namespaces()
+        own = [n for n in NAMESPACES if (ino := _inode(pid, n)) and ino != host[n]]
         with open(f"/proc/{pid}/status") as f:
             st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
     except OSError as e:
@@ -87,7 +87,7 @@ def limits(spec: dict[str, Any]) -> None:
     path = (linux.get("cgroupsPath") or "").strip("/")
     if not path or ":" in path:
         return
-    v2 = cgroups.is_v2()
+    v2 = _is_v2()
     for section, key, ctl, v1file, v2file, flag in LIMIT_FILES:
         value = (res.get(section) or {}).get(key)
         if value in (None, 0, ""):
@@ -96,6 +96,24 @@ def limits(spec: dict[str, Any]) -> None:
         got = _read(f)
         trace.seen("cgroup", f"write {f} = {value}", f"reads back {got}",
                    f"{flag} (spec linux.resources.{section}.{key}); runc wrote it before the process runs")
+
+
+@functools.cache
+def _own_namespaces() -> dict[str, int | None]:
+    """The daemon's own namespaces (read once: they do not change under a running daemon)."""
+    return namespace_inodes("self")
+
+
+@functools.cache
+def _is_v2() -> bool:
+    return cgroups.is_v2()
+
+
+def _inode(pid: int, ns: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+    except OSError:  # that namespace type is not in this kernel
+        return None
 
 
 def _read(p: Path) -> str:
