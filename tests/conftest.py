@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -180,18 +181,30 @@ def host_cleanup(d: Daemon) -> None:
     shutil.rmtree(d.base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def daemon() -> Iterator[Daemon]:
+@contextlib.contextmanager
+def own_daemon(prefix: str = "dy-", *args: str, busybox: bool = True) -> Iterator[Daemon]:
+    """A daemon of the caller's own (its roots, socket, bridge and nft table), started with `args`,
+    with busybox loaded; torn down after, restarted first if the test left it stopped (teardown
+    removes containers and networks through its API). The one way tests make a daemon."""
     if os.geteuid() != 0:
-        pytest.fail("integration tests need root (they run real containers)")
-    base = Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp"))
-    d = Daemon(base)
-    d.start()
+        pytest.fail("a daemon of our own needs root (it runs real containers)")
+    d = Daemon(Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")))
     try:
-        d.load_busybox()
+        d.start(*args)
+        if busybox:
+            d.load_busybox()
         yield d
     finally:
+        if d.proc is None:
+            with contextlib.suppress(RuntimeError):
+                d.start(*args)
         d.teardown()
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[Daemon]:
+    with own_daemon() as d:
+        yield d
 
 
 @pytest.fixture()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Daemon
+from tests.conftest import ROOT, Daemon, own_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a real daemon)")
 
@@ -35,13 +34,8 @@ SKIP = {
 
 @pytest.fixture(scope="module")
 def fuzz_daemon() -> Iterator[Daemon]:
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp")))
-    d.start()
-    try:
-        d.load_busybox()
+    with own_daemon() as d:
         yield d
-    finally:
-        d.teardown()
 
 
 def _operations() -> list[Any]:

@@ -10,14 +10,13 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, SHARED, Daemon, host_cleanup
+from tests.conftest import ROOT, SHARED, Daemon, own_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -192,14 +191,11 @@ def mirror_daemon() -> Iterator[Daemon]:
         pytest.skip("no fixture registry")
     port = _free_port()
     subprocess.run([str(serve), "--port", str(port)], check=True, capture_output=True, timeout=600)
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp")))
     try:
-        d.start("--registry-mirror", f"http://127.0.0.1:{port}")
-        yield d
+        with own_daemon("dy-", "--registry-mirror", f"http://127.0.0.1:{port}", busybox=False) as d:
+            yield d
     finally:
-        d.teardown()
         subprocess.run([str(SHARED / "images" / "stop-registry"), "--port", str(port)], capture_output=True)
-        host_cleanup(d)
 
 
 def test_from_missing_image_pulls_through_mirror(mirror_daemon: Any, tmp_path: Path) -> None:

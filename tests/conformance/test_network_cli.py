@@ -11,35 +11,23 @@ import json
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, own_daemon
 
 WEB = "mkdir -p /www && echo hello-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
 @pytest.fixture(scope="module")
 def netd() -> Iterator[Daemon]:
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-net-", dir="/tmp")))
-    d.start()
-    try:
-        d.load_busybox()
+    with own_daemon("dy-net-") as d:
         yield d
         _assert_no_leaks(d)
-    finally:
-        if d.proc is None:
-            try:
-                d.start()
-            except RuntimeError:
-                pass
-        d.teardown()
 
 
 @pytest.fixture()

@@ -11,26 +11,20 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCKER_CLI, Daemon
+from tests.conftest import DOCKER_CLI, Daemon, own_daemon
 
 COMPOSE = shutil.which("docker-compose")
 
 
 @pytest.fixture(scope="module")
 def compatd() -> Iterator[Daemon]:
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-netcompat-", dir="/tmp")))
-    d.start()
-    try:
-        d.load_busybox()
+    with own_daemon("dy-netcompat-") as d:
         yield d
-    finally:
-        d.teardown()
 
 
 @pytest.fixture()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, own_daemon
 
 UPSTREAM = "127.0.0.2"
 COMPOSE = shutil.which("docker-compose")
@@ -66,15 +65,8 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="module")
 def namesd() -> Iterator[Daemon]:
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-names-", dir="/tmp")))
-    d.start()
-    try:
-        d.load_busybox()
+    with own_daemon("dy-names-") as d:
         yield d
-    finally:
-        if d.proc is None:
-            d.start()
-        d.teardown()
 
 
 @pytest.fixture()

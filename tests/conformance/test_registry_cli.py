@@ -29,7 +29,7 @@ import bcrypt
 import httpx
 import pytest
 
-from tests.conftest import DOCKER_CLI, ROOT, SHARED, Daemon
+from tests.conftest import DOCKER_CLI, ROOT, SHARED, Daemon, own_daemon
 
 IMAGES = SHARED / "images"
 PEERS = SHARED / "peers"
@@ -99,12 +99,8 @@ def fixture_registry() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def mirror_daemon(fixture_registry: int) -> Iterator[Daemon]:
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-regcli-")))
-    try:
-        d.start("--registry-mirror", f"http://127.0.0.1:{fixture_registry}")
+    with own_daemon("dy-regcli-", "--registry-mirror", f"http://127.0.0.1:{fixture_registry}", busybox=False) as d:
         yield d
-    finally:
-        d.teardown()
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCKER_CLI, Daemon
+from tests.conftest import DOCKER_CLI, Daemon, own_daemon
 
 
 @pytest.fixture(scope="module")
 def d() -> Iterator[Daemon]:
-    dm = Daemon(Path(tempfile.mkdtemp(prefix="dy-storage-", dir="/tmp")))
-    dm.start()
-    try:
-        dm.load_busybox()
+    with own_daemon("dy-storage-") as dm:
         yield dm
-    finally:
-        dm.teardown()
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Daemon
+from tests.conftest import own_daemon as daemon_of
 
 
-@pytest.fixture()
-def own_daemon() -> Iterator[Daemon]:
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-restart-", dir="/tmp")))
-    d.start()
-    try:
-        d.load_busybox()
+@pytest.fixture(name="own_daemon")
+def restartable_daemon() -> Iterator[Daemon]:
+    with daemon_of("dy-restart-") as d:
         yield d
-    finally:
-        if d.proc is None:
-            try:
-                d.start()
-            except RuntimeError:
-                pass
-        d.teardown()
 
 
 def _pid(d: Daemon, name: str) -> int:
@@ -103,18 +93,13 @@ def test_one_daemon_per_root(own_daemon: Daemon) -> None:
 
 
 def test_two_daemons_side_by_side(own_daemon: Daemon) -> None:
-    other = Daemon(Path(tempfile.mkdtemp(prefix="dy-restart2-", dir="/tmp")))
-    other.start()
-    try:
-        other.load_busybox()
+    with daemon_of("dy-restart2-") as other:
         own_daemon.docker("run", "-d", "--name", "aa", "busybox", "sleep", "1000")
         other.docker("run", "-d", "--name", "aa", "busybox", "sleep", "1000")
         assert own_daemon.docker("ps", "--format", "{{.Names}}").stdout == b"aa\n"
         assert other.docker("ps", "--format", "{{.Names}}").stdout == b"aa\n"
         assert _pid(own_daemon, "aa") != _pid(other, "aa")
         assert other.docker("run", "--rm", "busybox", "echo", "ok").stdout == b"ok\n"
-    finally:
-        other.teardown()
     assert own_daemon.docker("ps", "--format", "{{.Names}}").stdout == b"aa\n"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCKER_CLI, ROOT, Daemon
+from tests.conftest import DOCKER_CLI, ROOT, Daemon, own_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, daemon)")
 
@@ -102,15 +102,10 @@ def certs(net: Net) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def tls_daemon(net: Net, certs: Path) -> Iterator[Daemon]:
-    d = Daemon(Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp")))
     s = certs / "server"
-    d.start("-H", f"tcp://{net.host_ip}:2376", "--tlsverify", "--tlscacert", str(s / "ca.pem"),
-            "--tlscert", str(s / "cert.pem"), "--tlskey", str(s / "key.pem"))
-    try:
-        d.load_busybox()
+    with own_daemon("dy-", "-H", f"tcp://{net.host_ip}:2376", "--tlsverify", "--tlscacert", str(s / "ca.pem"),
+                    "--tlscert", str(s / "cert.pem"), "--tlskey", str(s / "key.pem")) as d:
         yield d
-    finally:
-        d.teardown()
 
 
 def in_ns(net: Net, argv: list[str], env: dict[str, str], input: bytes | None = None,
