@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -463,18 +463,28 @@ class Engine:
             return cast(APIClient, sibling())
         return APIClient(self._main.host.url, tls=self._main.tls or None)
 
-    def _remove(self, c: JSON, timeout: int | None, volumes: bool = False) -> None:
+    def _stop_for_down(self, c: JSON, timeout: int | None) -> None:
+        if c["State"] not in ("running", "paused", "restarting"):
+            return
         cname = state.name(c)
         svc = self.project.services.get(state.service_of(c))
         client = self._client()
         try:
-            if c["State"] in ("running", "paused", "restarting"):
-                try:
-                    self.stop_container(c["Id"], cname, svc if c["State"] == "running" else None, timeout,
-                                        client)
-                except ComposeError as e:  # a failing pre_stop hook does not keep the project up
-                    print(f"WARN[0000] {e}", file=sys.stderr)
-                    client.stop(c["Id"], self._stop_timeout(svc, timeout))
+            try:
+                self.stop_container(c["Id"], cname, svc if c["State"] == "running" else None, timeout, client)
+            except ComposeError as e:  # a failing pre_stop hook does not keep the project up
+                print(f"WARN[0000] {e}", file=sys.stderr)
+                client.stop(c["Id"], self._stop_timeout(svc, timeout))
+        except APIError as e:
+            if not e.not_found:
+                raise
+        finally:
+            client.close()
+
+    def _remove(self, c: JSON, volumes: bool) -> None:
+        cname = state.name(c)
+        client = self._client()
+        try:
             say("Container", cname, "Removing")
             # Anonymous volumes go with -v, as compose passes RemoveVolumes.
             client.remove_container(c["Id"], force=True, v=volumes)
@@ -498,13 +508,23 @@ class Engine:
         for c in ctrs:
             by_service.setdefault(state.service_of(c), []).append(c)
 
-        def remove_all(group: list[JSON]) -> None:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda c: self._remove(c, timeout, volumes), group))
+        removals = ThreadPoolExecutor(max_workers=8)
+        removing: list[Future[None]] = []
 
-        # Orphans first; then each service once its dependants are gone, independent ones in parallel.
-        remove_all([c for s, group in by_service.items() if s not in rank for c in group])
-        walk(services, [s for s in by_service if s in rank], lambda s: remove_all(by_service[s]), reverse=True)
+        def stop_all(group: list[JSON]) -> None:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda c: self._stop_for_down(c, timeout), group))
+            # Removal goes on in the background: only stopping has to wait for the dependants.
+            removing.extend(removals.submit(self._remove, c, volumes) for c in group)
+
+        # Orphans first; then each service once its dependants are stopped, independent ones in parallel.
+        try:
+            stop_all([c for s, group in by_service.items() if s not in rank for c in group])
+            walk(services, [s for s in by_service if s in rank], lambda s: stop_all(by_service[s]), reverse=True)
+        finally:
+            removals.shutdown(wait=True)
+        for f in removing:
+            f.result()
         leftovers = state.project_containers(self.client, self.project.name, oneoff=None)
         for n in self.client.networks(filters={"label": [f"{L_PROJECT}={self.project.name}"]}):
             if leftovers and not remove_orphans:
