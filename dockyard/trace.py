@@ -34,7 +34,8 @@ _session: contextvars.ContextVar[str] = contextvars.ContextVar("trace_session", 
 class Step:
     """One host change. Adapters set `result` (the kernel's answer) and may add `detail` lines."""
 
-    __slots__ = ("seq", "time", "dur_ms", "obj", "area", "op", "why", "result", "detail", "ok", "session", "_t0")
+    __slots__ = ("seq", "time", "start", "dur_ms", "obj", "area", "op", "why", "result", "detail", "ok", "session",
+                 "_t0")
 
     def __init__(self, area: str, op: str, why: str, detail: list[str] | None = None) -> None:
         self.area, self.op, self.why = area, op, why
@@ -45,10 +46,12 @@ class Step:
         self.obj = _object.get()
         self.session = _session.get()
         self.seq = 0
-        self.time = 0.0
+        self.time = 0.0  # when it was recorded (its end)
+        self.start = 0.0  # when it began (steps overlap: runc create runs while the veths are wired)
         self._t0 = 0.0
 
     def __enter__(self) -> Step:
+        self.start = time.time()
         self._t0 = time.perf_counter()
         return self
 
@@ -61,7 +64,7 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         kind, _, oid = self.obj.partition(":")
-        out: dict[str, Any] = {"Seq": self.seq, "Time": self.time, "DurationMs": None if self.dur_ms is None else round(self.dur_ms, 3),
+        out: dict[str, Any] = {"Seq": self.seq, "Time": self.time, "Start": self.start or self.time, "DurationMs": None if self.dur_ms is None else round(self.dur_ms, 3),
                "Object": self.obj, "Kind": kind, "ID": oid, "Area": self.area, "Op": self.op,
                "Result": self.result, "OK": self.ok, "Why": self.why}
         if self.detail:

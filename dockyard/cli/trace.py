@@ -44,7 +44,8 @@ class Renderer:
         if r["Object"] != self.last_obj:
             self.last_obj = r["Object"]
             lines.append(self._c("1", f"── {r['Kind']} {_short(r['ID'])}"))
-        stamp = time.strftime("%H:%M:%S", time.localtime(r["Time"])) + f".{int(r['Time'] * 1000) % 1000:03d}"
+        began = r.get("Start") or r["Time"]  # printed in the order they ended, stamped when they began
+        stamp = time.strftime("%H:%M:%S", time.localtime(began)) + f".{int(began * 1000) % 1000:03d}"
         dur = f"{r['DurationMs']:8.2f}ms" if r.get("DurationMs") is not None else "      seen"
         area = self._c(_COLORS.get(r["Area"], "0"), f"{r['Area']:<8}")
         lines.append(f"  {stamp} {dur} {area} {_short(r['Op'])}")
@@ -139,21 +140,27 @@ class Explainer:
 
 
 def setup_trace(p: argparse.ArgumentParser) -> None:
-    p.add_argument("object", help="a container (name or id), or another object's id")
+    p.add_argument("object", help="a container, network or volume (name or id), or an object key "
+                                   "as the trace names it (image:busybox:latest)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing steps as they happen")
     p.add_argument("--format", default="", help='"json": one JSON record per line, as the daemon sends them')
 
 
 def cmd_trace(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.client import APIError
+    from dockyard.client.base import q
 
     client = ctx.client
     obj = args.object
-    try:
-        obj = "container:" + client.inspect_container(obj)["Id"]
-    except APIError as e:
-        if e.status != 404:
-            raise
+    # A container, network or volume by name or id; anything else is matched as given ("image:...").
+    for kind, path, key in (("container", "/containers/{}/json", "Id"), ("network", "/networks/{}", "Id"),
+                            ("volume", "/volumes/{}", "Name")):
+        try:
+            obj = f"{kind}:" + client.get(path.format(q(args.object)))[key]
+            break
+        except APIError as e:
+            if e.status not in (400, 404):
+                raise
     try:
         stream = client.stream("GET", "/dockyard/trace", {"object": obj, "follow": "1" if args.follow else None})
     except APIError as e:

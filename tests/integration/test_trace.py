@@ -118,6 +118,8 @@ def test_network_volume_image_and_build_steps_are_traced(clean_daemon: Daemon, t
     try:
         err = d.dockyard("volume", "create", "--explain", vol).stderr.decode()
         assert f"── volume {vol}" in err and f"volumes/{vol}/_data" in err
+        assert "type bridge" in d.dockyard("trace", net).stdout.decode()  # replayed by name
+        assert f"volumes/{vol}/_data" in d.dockyard("trace", vol).stdout.decode()
         cid = d.docker("run", "-d", "-v", f"{vol}:/etc", "busybox", "sleep", "300").stdout.decode().strip()
         copy = one(trace_of(d, cid), "volume", r"copy /etc of the image into ")
         assert copy["OK"] and vol in copy["Op"]
