@@ -17,7 +17,7 @@ import socket
 import ssl
 import stat
 from asyncio import sslproto
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -339,6 +339,34 @@ class _HalfCloseSSLProtocol(sslproto.SSLProtocol):
         super()._start_shutdown()
 
 
+class _TLSSniffer(asyncio.Protocol):
+    """The TLS port's first protocol: a TLS handshake goes on to TLS; a plain HTTP request is answered as
+    Go's net/http answers it ("Client sent an HTTP request to an HTTPS server."), not with a dropped
+    connection the client cannot explain."""
+
+    def __init__(self, make_tls: Callable[[], Any]) -> None:
+        self.make_tls = make_tls
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if data[:1] == b"\x16":  # a TLS handshake record: hand the connection and these bytes to TLS
+            proto = self.make_tls()
+            self.transport.set_protocol(proto)
+            proto.connection_made(self.transport)
+            buf = proto.get_buffer(len(data))
+            n = min(len(buf), len(data))
+            buf[:n] = data[:n]
+            proto.buffer_updated(n)
+            return
+        if data[:5] in (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO", b"DELET"):
+            self.transport.write(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+        self.transport.close()
+
+
 class Server:
     """Listening sockets of the API; close() stops accepting and drops open connections."""
 
@@ -375,12 +403,12 @@ class Server:
     def _tls_factory(self, tls: ssl.SSLContext) -> Any:
         loop = asyncio.get_running_loop()
 
-        def factory() -> asyncio.BaseProtocol:
+        def make_tls() -> asyncio.BaseProtocol:
             reader = asyncio.StreamReader(loop=loop)
             app = asyncio.StreamReaderProtocol(reader, self._on_connection, loop=loop)
             return _HalfCloseSSLProtocol(loop, app, tls, None, server_side=True)  # type: ignore[arg-type]
 
-        return factory
+        return lambda: _TLSSniffer(make_tls)
 
     async def _listen_unix(self, path: str, socket_group: str | None) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dockyard.client import APIClient
 
-PROG = "docker"  # docker's own error prefixes, so scripts that parse them keep working
+PROG = "dockyard"  # in usage lines, hints and error prefixes, where docker says "docker"
 
 
 class CLIError(Exception):
@@ -53,11 +53,11 @@ class Ctx:
                 ssl_ctx = ep.tls.ssl_context() if ep.tls else False
                 self.resolved_context = ep.context
             except (ContextError, OSError, ValueError) as e:
-                raise CLIError(f"unable to resolve docker endpoint: {e}") from None
+                raise CLIError(f"Failed to initialize: unable to resolve docker endpoint: {e}") from None
             try:
                 self._client = APIClient(ep.host, tls=ssl_ctx)
             except ValueError as e:
-                raise CLIError(str(e)) from None
+                raise CLIError(f"Failed to initialize: unable to resolve docker endpoint: {e}") from None
         return self._client
 
 
@@ -75,6 +75,12 @@ class Command:
     group_names: list[str] = field(default_factory=list)
     top: bool = True
     help: str = ""
+
+
+def os_error(e: OSError, op: str = "open") -> str:
+    """An OSError in Go's words, as docker prints it: `open /nope: no such file or directory`."""
+    why = (e.strerror or str(e)).lower()
+    return f"{op} {e.filename}: {why}" if e.filename else why
 
 
 def daemon_error(e: Exception) -> str:

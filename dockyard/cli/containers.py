@@ -103,9 +103,8 @@ def _inspect_one(ctx: Ctx, ref: str, kind: str | None, size: bool) -> Any:
             if k == "volume":
                 return client.inspect_volume(ref)
         except APIError as e:
-            if e.status not in (404, 400) or kind:
-                raise CLIError(f"Error: No such {k}: {ref}" if e.status == 404 else
-                               f"Error response from daemon: {e.message}", 1) from e
+            if e.status not in (404, 400) or kind:  # docker names the kind only when guessing it
+                raise CLIError(f"Error response from daemon: {e.message}", 1) from e
     raise CLIError(f"Error: No such object: {ref}", 1)
 
 
@@ -152,11 +151,15 @@ def cmd_container_inspect(ctx: Ctx, args: argparse.Namespace) -> int:
 
 # -- logs ---------------------------------------------------------------------
 def _time_arg(v: str | None) -> str | None:
+    """--since/--until as the API's unix seconds; docker's words for a value that is neither."""
     if v is None:
         return None
     from dockyard.util.timefmt import parse_time_arg
 
-    return f"{parse_time_arg(v):.9f}"
+    try:
+        return f"{parse_time_arg(v):.9f}"
+    except ValueError:
+        raise CLIError(f'failed to parse value as time or duration: "{v}"', 1) from None
 
 
 def cmd_logs(ctx: Ctx, args: argparse.Namespace) -> int:
@@ -255,9 +258,13 @@ def setup_one(p: argparse.ArgumentParser) -> None:
     p.add_argument("container")
 
 
-def _refuse_tty(output: str | None) -> None:
+def _refuse_tty(output: str | None, what: str = "save image") -> None:
     if not output and sys.stdout.isatty():
         raise CLIError("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
+    if output:  # as docker, before asking the daemon for anything
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent):
+            raise CLIError(f"failed to {what}: invalid output path: stat {parent}: no such file or directory", 1)
 
 
 def copy_stream_to(stream: Any, output: str | None) -> None:
@@ -276,7 +283,7 @@ def copy_stream_to(stream: Any, output: str | None) -> None:
 
 
 def cmd_export(ctx: Ctx, args: argparse.Namespace) -> int:
-    _refuse_tty(args.output)
+    _refuse_tty(args.output, "export container")
     with ctx.client.export(args.container) as s:
         copy_stream_to(s, args.output)
     return 0

@@ -97,15 +97,26 @@ def write_rows(
         return
     if not fmt or fmt == "table":
         fmt = default_table
+    from dockyard.cli.common import CLIError
+    from dockyard.cli.gotemplate import TemplateError
+
     table, src = prepare_format(fmt)
-    tmpl = Template(src)
-    if table:
-        lines = [tmpl.render(headers)]
-        lines += [tmpl.render(row) for row in rows]
-        out.write(tabwrite("\n".join(lines).split("\n")) if rows or lines else "")
-    else:
-        for row in rows:
-            out.write(tmpl.render(row) + "\n")
+    try:
+        # Strict, as docker's formatters are structs: a field they lack is an error, not an empty cell.
+        tmpl = Template(src, strict=True)
+    except TemplateError as e:
+        raise CLIError(f"template parsing error: template: {e}", 1) from None
+    known = dict.fromkeys(headers, "")
+    try:
+        if table:
+            lines = [tmpl.render(headers)]
+            lines += [tmpl.render({**known, **row}) for row in rows]
+            out.write(tabwrite("\n".join(lines).split("\n")) if rows or lines else "")
+        else:
+            for row in rows:
+                out.write(tmpl.render({**known, **row}) + "\n")
+    except TemplateError as e:
+        raise CLIError(f"failed to execute template: template: {e}", 1) from None
     out.flush()
 
 

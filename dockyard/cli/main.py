@@ -7,6 +7,7 @@ import os
 import sys
 
 from dockyard.cli.common import PROG, CLIError, Command, Ctx, daemon_error
+from dockyard.cli.parsing import Parser, UsageError
 
 GROUPS = {
     "container": "Manage containers",
@@ -19,57 +20,79 @@ GROUPS = {
 }
 
 
-def all_commands() -> list[Command]:
-    from dockyard.cli import build, containers, context, explain, images, objects, run, system, trace
+_MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace")
+# The modules holding each top-level word's commands: a command imports only what it needs (start-up
+# time). A word missing here still works, through every module (tests/unit/test_cli_parsing.py checks).
+_WORD_MODULES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("run", "create", "start", "attach", "exec"), ("run",)),
+    **dict.fromkeys(("ps", "inspect", "logs", "stop", "restart", "kill", "rm", "pause", "unpause", "rename",
+                     "wait", "diff", "export", "cp", "top", "stats", "port", "update", "commit"), ("containers",)),
+    **dict.fromkeys(("images", "pull", "push", "tag", "rmi", "save", "load", "import", "history"), ("images",)),
+    **dict.fromkeys(("version", "info", "events", "login", "logout"), ("system",)),
+    "build": ("build",), "explain": ("explain",), "trace": ("trace",),
+    "container": ("run", "containers"), "image": ("images", "build"), "network": ("objects",),
+    "volume": ("objects",), "system": ("system", "context"), "context": ("context",), "builder": ("build",),
+    "daemon": (), "registry": (), "compose": (),
+}
 
-    return [*run.COMMANDS, *containers.COMMANDS, *images.COMMANDS, *objects.COMMANDS, *system.COMMANDS,
-            *context.COMMANDS, *build.COMMANDS, *explain.COMMANDS, *trace.COMMANDS]
+
+def all_commands(only: str | None = None) -> list[Command]:
+    import importlib
+
+    names = _WORD_MODULES.get(only, _MODULES) if only else _MODULES
+    out: list[Command] = []
+    for name in names:
+        out += importlib.import_module(f"dockyard.cli.{name}").COMMANDS
+    return out
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> Parser:
     """The parser; with `only`, just that top-level command's subtree (keeps startup short)."""
-    parser = argparse.ArgumentParser(prog=PROG, description="A self-sufficient runtime for containers")
+    parser = Parser(prog=PROG, description="A self-sufficient runtime for containers")
     parser.add_argument("-H", "--host", action="append", help="Daemon socket to connect to")
     parser.add_argument("-c", "--context", help="Name of the context to use to connect to the daemon")
-    parser.add_argument("-l", "--log-level", default="info")
-    parser.add_argument("-D", "--debug", action="store_true")
+    parser.add_argument("-l", "--log-level", default="info", help="Set the logging level")
+    parser.add_argument("-D", "--debug", action="store_true", help="Enable debug mode")
     parser.add_argument("--config", help="Location of client config files")
-    parser.add_argument("--tls", action="store_true", default=None)
-    parser.add_argument("--tlsverify", action="store_true", default=None)
+    parser.add_argument("--tls", action="store_true", default=None, help="Use TLS; implied by --tlsverify")
+    parser.add_argument("--tlsverify", action="store_true", default=None, help="Use TLS and verify the remote")
     parser.add_argument("--tlscacert", help="Trust certs signed only by this CA")
     parser.add_argument("--tlscert", help="Path to TLS certificate file")
     parser.add_argument("--tlskey", help="Path to TLS key file")
     parser.add_argument("-v", "--version", action="store_true", help="Print version information and quit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+    groups: dict[str, argparse._SubParsersAction[Parser]] = {}
     for name, help_text in GROUPS.items():
         if only in (None, name):
-            gp = sub.add_parser(name, help=help_text)
+            gp = sub.add_parser(name, help=help_text, description=help_text)
             groups[name] = gp.add_subparsers(dest="subcommand", metavar="COMMAND")
     if only in (None, "daemon"):
-        dp = sub.add_parser("daemon", help="Run the dockyard daemon", add_help=False)
+        dp = sub.add_parser("daemon", help="Run the dockyard daemon", description="Run the dockyard daemon",
+                            add_help=False)
         dp.add_argument("args", nargs=argparse.REMAINDER)
         dp.set_defaults(func=_daemon)
     if only in (None, "registry"):
-        rp = sub.add_parser("registry", help="Run or maintain a registry server of our own", add_help=False)
+        rp = sub.add_parser("registry", help="Run or maintain a registry server of our own", add_help=False,
+                            description="Run or maintain a registry server of our own")
         rp.add_argument("args", nargs=argparse.REMAINDER)
         rp.set_defaults(func=_registry)
     if only in (None, "compose"):
-        cp = sub.add_parser("compose", help="Define and run multi-container applications", add_help=False)
+        cp = sub.add_parser("compose", help="Define and run multi-container applications", add_help=False,
+                            description="Define and run multi-container applications")
         cp.add_argument("args", nargs=argparse.REMAINDER)
         cp.set_defaults(func=_compose)
     from dockyard.cli.trace import EXPLAINED
 
-    for cmd in all_commands():
+    for cmd in all_commands(only):
         if cmd.top and only in (None, cmd.name):
-            p = sub.add_parser(cmd.name, help=cmd.help, conflict_handler="resolve")
+            p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, conflict_handler="resolve")
             if cmd.setup:
                 cmd.setup(p)
             _explain_flag(p, (cmd.name, None) in EXPLAINED)
             p.set_defaults(func=cmd.func)
         if cmd.group and cmd.group in groups:
             names = cmd.group_names or [cmd.name]
-            p = groups[cmd.group].add_parser(names[0], aliases=names[1:], help=cmd.help,
+            p = groups[cmd.group].add_parser(names[0], aliases=names[1:], help=cmd.help, description=cmd.help,
                                              conflict_handler="resolve")
             if cmd.setup:
                 cmd.setup(p)
@@ -135,11 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         args.args = argv[i + 1:]
         host = args.host[-1] if args.host else None
         return int(args.func(Ctx(host, context=args.context), args) or 0)
-    parser = build_parser(word if word and not word.startswith("-") else None)
+    parser = build_parser(word if word in _WORD_MODULES else None)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0) if e.code in (0, None) else 125 if word in ("run", "create") else 1
+    except UsageError as e:
+        print(e.message, file=sys.stderr)
+        return e.code
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
     host = args.host[-1] if args.host else None
     if args.config:
         os.environ["DOCKER_CONFIG"] = args.config  # contexts and credentials live there
@@ -149,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         print("Docker version 0.1.0 (dockyard)")
         return 0
     func = getattr(args, "func", None)
-    if func is None:
-        (parser if not getattr(args, "command", None) else build_parser()).print_help()
-        return 0 if not getattr(args, "command", None) else 1
+    if func is None:  # a bare group (`dockyard image`) or nothing: its help, as docker
+        command = getattr(args, "command", None)
+        sub = parser._subcommands()
+        target = sub.choices[command] if command and sub is not None else parser
+        target.print_help()
+        return 0
     from dockyard.client import APIError, ConnectError
 
     explainer = None
@@ -179,6 +208,18 @@ def main(argv: list[str] | None = None) -> int:
         # Our reader went away (`dockyard ps | head`): quiet exit, as Go programs do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        code = 1
+    except OSError as e:  # a file the command was given: `open /nope: no such file or directory`
+        from dockyard.cli.common import os_error
+
+        print(os_error(e), file=sys.stderr)
+        code = 1
+    except Exception as e:  # noqa: BLE001 - a user never gets a Python traceback; -D shows it
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"{PROG}: unexpected error: {e or type(e).__name__} (run with -D for details)", file=sys.stderr)
         code = 1
     finally:
         if explainer is not None:

@@ -69,7 +69,7 @@ def cmd_network_ls(ctx: Ctx, args: argparse.Namespace) -> int:
 def setup_ls(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-f", "--filter", action="append", default=[])
-    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--no-trunc", action="store_true", help="Do not truncate the output")
     add_format(p)
 
 
@@ -83,7 +83,7 @@ def cmd_volume_inspect(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def setup_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--format", default="")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="Verbose output for diagnostics")
     p.add_argument("names", nargs="+")
 
 
@@ -138,7 +138,7 @@ def cmd_network_prune(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def setup_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-a", "--all", action="store_true", help="Remove all unused objects, not just anonymous ones")
     p.add_argument("--filter", action="append", default=[])
 
 
@@ -159,7 +159,7 @@ def setup_volume_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--driver", default="local")
     p.add_argument("-o", "--opt", action="append", default=[])
     p.add_argument("--label", action="append", default=[])
-    p.add_argument("--name", dest="name_opt")
+    p.add_argument("--name", dest="name_opt", help="Specify volume name")
     p.add_argument("name", nargs="?")
 
 

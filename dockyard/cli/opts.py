@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 JSON = dict[str, Any]
@@ -12,6 +13,35 @@ JSON = dict[str, Any]
 
 class OptError(Exception):
     pass
+
+
+def checked(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type that validates a flag's value with `parse` and keeps the string: a bad value is
+    a flag error (docker: `invalid argument "abc" for "-m, --memory" flag: invalid size: 'abc'`)."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except OptError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    check.__name__ = parse.__name__
+    return check
+
+
+def parse_cpus(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise OptError(f"failed to parse {s} as a rational number") from None
+
+
+def _go_int(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        raise OptError(f'strconv.ParseInt: parsing "{s}": invalid syntax') from None
 
 
 def add_container_flags(p: argparse.ArgumentParser) -> None:
@@ -46,7 +76,7 @@ def add_container_flags(p: argparse.ArgumentParser) -> None:
     a("--add-host", action="append", default=[])
     a("-v", "--volume", action="append", default=[])
     a("--volumes-from", action="append", default=[])
-    a("--mount", action="append", default=[])
+    a("--mount", action="append", default=[], type=checked(parse_mount))
     a("--tmpfs", action="append", default=[])
     a("--read-only", action="store_true")
     a("--cap-add", action="append", default=[])
@@ -54,16 +84,16 @@ def add_container_flags(p: argparse.ArgumentParser) -> None:
     a("--privileged", action="store_true")
     a("--security-opt", action="append", default=[])
     a("--restart")
-    a("-m", "--memory")
-    a("--memory-swap")
-    a("--memory-reservation")
-    a("--cpus")
+    a("-m", "--memory", type=checked(ram_in_bytes))
+    a("--memory-swap", type=checked(lambda v: v == "-1" or ram_in_bytes(v)))
+    a("--memory-reservation", type=checked(ram_in_bytes))
+    a("--cpus", type=checked(parse_cpus))
     a("-c", "--cpu-shares", type=int)
     a("--cpuset-cpus")
     a("--cpuset-mems")
     a("--pids-limit", type=int)
-    a("--ulimit", action="append", default=[])
-    a("--shm-size")
+    a("--ulimit", action="append", default=[], type=checked(parse_ulimit))
+    a("--shm-size", type=checked(ram_in_bytes))
     a("--health-cmd")
     a("--health-interval")
     a("--health-timeout")
@@ -146,6 +176,14 @@ def _port_range(s: str) -> list[str]:
     return [s]
 
 
+def _valid_port_range(s: str) -> bool:
+    """docker's nat.ParsePortRange: a port, or lo-hi with lo <= hi, each 0..65535."""
+    lo, _, hi = s.partition("-")
+    if not lo.isdigit() or (hi and not hi.isdigit()):
+        return False
+    return int(lo) <= 65535 and (not hi or int(lo) <= int(hi) <= 65535)
+
+
 def parse_ports(specs: list[str]) -> tuple[JSON, JSON]:
     """-p [ip:][hostPort:]containerPort[/proto] → (ExposedPorts, PortBindings)."""
     exposed: JSON = {}
@@ -167,6 +205,17 @@ def parse_ports(specs: list[str]) -> tuple[JSON, JSON]:
             ip, host, ctr = (ip or parts[0]), parts[1], parts[2]
         else:
             raise OptError(f"invalid port format: '{spec}'")
+        if ip:
+            import ipaddress
+
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise OptError(f"invalid IP address: {ip}") from None
+        if not _valid_port_range(ctr):
+            raise OptError(f"invalid containerPort: {ctr}")
+        if host and not _valid_port_range(host):
+            raise OptError(f"invalid hostPort: {host}")
         ctr_ports = _port_range(ctr)
         host_ports = _port_range(host) if host else [""] * len(ctr_ports)
         if len(host_ports) != len(ctr_ports):
@@ -211,7 +260,7 @@ def parse_mount(spec: str) -> JSON:
         else:
             raise OptError(f"invalid field '{k}' must be a key=value pair")
     if "Target" not in m:
-        raise OptError("invalid argument for --mount: target is required")
+        raise OptError("target is required")
     return m
 
 
@@ -231,9 +280,11 @@ def parse_restart(s: str) -> JSON:
 
 
 def parse_ulimit(s: str) -> JSON:
-    name, _, val = s.partition("=")
+    name, eq, val = s.partition("=")
+    if not eq:
+        raise OptError(f"invalid ulimit argument: {s}")
     soft, _, hard = val.partition(":")
-    return {"Name": name, "Soft": int(soft), "Hard": int(hard or soft)}
+    return {"Name": name, "Soft": _go_int(soft), "Hard": _go_int(hard or soft)}
 
 
 def parse_labels(values: list[str], files: list[str]) -> JSON:
@@ -339,7 +390,7 @@ def build_create_body(a: argparse.Namespace) -> tuple[JSON, str | None]:
     if a.shm_size:
         host["ShmSize"] = ram_in_bytes(a.shm_size)
     if a.cpus:
-        host["NanoCpus"] = int(float(a.cpus) * 1e9)
+        host["NanoCpus"] = int(parse_cpus(a.cpus) * 1e9)
     if a.restart:
         host["RestartPolicy"] = parse_restart(a.restart)
     if a.sysctl:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from dockyard.cli.common import PROG, CLIError, Command, Ctx
+from dockyard.cli.common import PROG, CLIError, Command, Ctx, os_error
 from dockyard.cli.opts import OptError, add_container_flags, build_create_body
 from dockyard.cli.stdio import parse_detach_keys, pump, raw_terminal, resize_on_winch
 from dockyard.client import APIClient, APIError
@@ -70,7 +70,8 @@ def create_container(ctx: Ctx, args: argparse.Namespace, cmd: str) -> str:
     try:
         body, name = build_create_body(args)
     except (OptError, ValueError, OSError) as e:
-        raise CLIError(f"{PROG}: {e}\n\nRun '{PROG} {cmd} --help' for more information", 125) from e
+        why = os_error(e) if isinstance(e, OSError) else str(e)
+        raise CLIError(f"{PROG}: {why}\n\nRun '{PROG} {cmd} --help' for more information", 125) from e
     client = ctx.client
     if args.pull == "always":
         try:

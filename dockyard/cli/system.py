@@ -107,10 +107,9 @@ def _gib(n: int) -> str:
 
 
 def cmd_events(ctx: Ctx, args: argparse.Namespace) -> int:
-    from dockyard.util.timefmt import parse_time_arg
+    from dockyard.cli.containers import _time_arg
 
-    since = f"{parse_time_arg(args.since):.9f}" if args.since else None
-    until = f"{parse_time_arg(args.until):.9f}" if args.until else None
+    since, until = _time_arg(args.since or None), _time_arg(args.until or None)
     tmpl = None
     if args.format and args.format != "json":
         from dockyard.cli.gotemplate import Template

@@ -267,6 +267,8 @@ class BaseClient:
             return (
                 f"Cannot connect to the Docker daemon at {self.host.url}. Is the docker daemon running?"
             )
+        if isinstance(e, ConnectionRefusedError | FileNotFoundError):
+            return f"Cannot connect to the Docker daemon at {self.host.url}. Is the docker daemon running?"
         return f"Cannot connect to the Docker daemon at {self.host.url}: {e}"
 
     def _url(self, path: str, params: dict[str, Any] | None = None, versioned: bool = True) -> str:

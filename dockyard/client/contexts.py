@@ -328,9 +328,8 @@ def tls_from_flags(
         if explicit or required or path.is_file():
             try:
                 return path.read_bytes()
-            except OSError as e:
-                what = "CA certificate" if fname == "ca.pem" else f"{fname[:-4]} file"
-                raise ContextError(f'could not read {what} "{path}": {(e.strerror or str(e)).lower()}') from None
+            except OSError as e:  # docker's words: open /x/ca.pem: no such file or directory
+                raise ContextError(f"open {path}: {(e.strerror or str(e)).lower()}") from None
         return None
 
     # verifying needs a CA; a missing client cert/key just means no client authentication

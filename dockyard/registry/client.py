@@ -138,16 +138,43 @@ class RegistryClient:
         candidates = [endpoint.url]
         if endpoint.insecure and endpoint.url.startswith("https://"):
             candidates.append("http://" + endpoint.url[len("https://"):])
-        last: Exception | None = None
+        last = ""
         for url in candidates:
             try:
                 await self.http(endpoint.insecure).get(url + "/v2/", timeout=10 if len(candidates) > 1 else self.options.timeout)
             except (httpx.TransportError, OSError) as e:
-                last = e
+                last = f"Get \"{url}/v2/\": {dial_error(url, e)}"  # dockerd reports the last one it tried
                 continue
             self._scheme[endpoint.url] = url
             return url
-        raise Unavailable(f"Get \"{endpoint.url}/v2/\": {last}")
+        raise Unavailable(last)
+
+
+def dial_error(url: str, e: BaseException) -> str:
+    """A failed connection in Go's words, as dockerd reports it (not Python's `[Errno -2] ...`)."""
+    import socket
+    import ssl
+
+    parts = httpx.URL(url)
+    host = parts.host
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return f"dial tcp: lookup {host}: no such host"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"dial tcp {addr}: connect: connection refused"
+        if isinstance(cause, ssl.SSLError):
+            if "WRONG_VERSION_NUMBER" in str(cause) or "record layer failure" in str(cause):
+                return "http: server gave HTTP response to HTTPS client"
+            return f"tls: {cause.reason or cause}".lower()
+        if isinstance(cause, (TimeoutError, httpx.TimeoutException)):
+            return f"dial tcp {addr}: i/o timeout"
+        if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
+            return f"dial tcp {addr}: connect: {cause.strerror.lower()}"
+        cause = cause.__cause__ or cause.__context__
+    return str(e) or type(e).__name__
 
 
 def _error_message(resp: httpx.Response) -> str:

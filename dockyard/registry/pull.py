@@ -28,7 +28,7 @@ from dockyard.errors import DockyardError, InvalidParameter, NotFound, Unavailab
 from dockyard.oci import reference
 from dockyard.registry import platforms, progress
 from dockyard.registry.auth import Credentials
-from dockyard.registry.client import INDEX_TYPES, RegistryClient, Repository
+from dockyard.registry.client import INDEX_TYPES, RegistryClient, Repository, dial_error
 from dockyard.registry.layermap import LayerMap
 from dockyard.store.content import ContentStore
 from dockyard.store.snapshots import Snapshotter, chain_ids
@@ -121,7 +121,8 @@ class Puller:
             raise NotFound(f"manifest for {ref.familiar} not found: manifest unknown: manifest unknown")
         if isinstance(last, DockyardError):
             raise last
-        raise Unavailable(f"error pulling {ref.familiar}: {last}")
+        why = dial_error(ep.url, last) if isinstance(last, httpx.TransportError) else str(last)
+        raise Unavailable(f"error pulling {ref.familiar}: {why}")
 
     async def pull(self, image: str, tag: str | None = None, platform: str | None = None,
                    creds: Credentials | None = None) -> AsyncIterator[Event]:

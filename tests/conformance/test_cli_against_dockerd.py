@@ -45,7 +45,9 @@ def run(cli: list[str], host: str, *args: str, input: bytes | None = None) -> su
 
 def both(host: str, *args: str, input: bytes | None = None
          ) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
-    return run([DOCKER], host, *args, input=input), run(DOCKYARD, host, *args, input=input)
+    ref, ours = run([DOCKER], host, *args, input=input), run(DOCKYARD, host, *args, input=input)
+    ours.stderr = ours.stderr.replace(b"dockyard", b"docker")  # our CLI says its own name where docker says its
+    return ref, ours
 
 
 def uniq(prefix: str) -> str:

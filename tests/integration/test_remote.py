@@ -170,9 +170,12 @@ def test_tls_refuses_unauthenticated(net: Net, certs: Path, tls_daemon: Daemon, 
     p = dockyard(net, env, "-H", host, *args, "ps")
     assert p.returncode != 0
     assert b"CONTAINER ID" not in p.stdout
+    plain = b"Client sent an HTTP request to an HTTPS server."  # what dockerd (Go's net/http) answers
+    assert (plain in p.stderr) == (case == "plain-http"), p.stderr
     # and the same with the real docker CLI, which the daemon must refuse as well
     p = in_ns(net, [DOCKER_CLI, "-H", host, *args, "ps"], env)
     assert p.returncode != 0
+    assert (plain in p.stderr) == (case == "plain-http"), p.stderr
 
 
 def test_tls_client_verifies_server(net: Net, certs: Path, tls_daemon: Daemon, tmp_path: Path) -> None:
