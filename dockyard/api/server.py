@@ -191,6 +191,9 @@ class _Connection:
                     f"client version {req.api_version} is too old. Minimum supported API version is "
                     f"{MIN_API_VERSION}, please upgrade your client to a newer version"
                 )
+            if req.api_version and _version_tuple(req.api_version) > _version_tuple(API_VERSION):
+                raise InvalidParameter(  # dockerd's answer to /v1.99/: a 400, not the newest API's reply
+                    f"client version {req.api_version} is too new. Maximum supported API version is {API_VERSION}")
             handler, req.params = self.router.match(req.method, req.path)
             result = await handler(req)
         except DockyardError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import platform
 from collections.abc import AsyncIterator
@@ -68,20 +69,80 @@ def register(router: Router, system: SystemBackend) -> None:
 
 def version_info() -> dict[str, Any]:
     u = os.uname()
+    runc = _tool_version("runc")
     return {
         "Platform": {"Name": "Dockyard Engine"},
-        "Components": [{"Name": "Engine", "Version": VERSION, "Details": {
-            "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": _arch()}}],
+        "Components": [
+            {"Name": "Engine", "Version": VERSION, "Details": {
+                "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": _git_commit(),
+                "GoVersion": "python" + platform.python_version(), "Os": "linux", "Arch": _arch(),
+                "KernelVersion": u.release, "BuildTime": _build_time()}},
+            *([{"Name": "runc", "Version": runc[0], "Details": {"GitCommit": runc[1]}}] if runc[0] else []),
+            *([{"Name": "conmon", "Version": conmon[0], "Details": {"GitCommit": conmon[1]}}]
+              for conmon in [_tool_version("conmon")] if conmon[0]),
+        ],
         "Version": VERSION,
         "ApiVersion": API_VERSION,
         "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": "dockyard",
+        "GitCommit": _git_commit(),
         "GoVersion": "python" + platform.python_version(),
         "Os": "linux",
         "Arch": _arch(),
         "KernelVersion": u.release,
-        "BuildTime": rfc3339(0),
+        "BuildTime": _build_time(),
     }
+
+
+@functools.cache
+def _git_commit() -> str:
+    """The commit this daemon's code comes from (a checkout), else "unknown" (never blank: docker shows it)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        p = subprocess.run(["git", "-C", here, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True,
+                           timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else "unknown"
+
+
+@functools.cache
+def _build_time() -> str:
+    """When this code was installed: the package's newest file (what `Built` means for a checkout)."""
+    import time
+
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    newest = max((os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(pkg) for f in fs if f.endswith(".py")),
+                 default=0.0)
+    return time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(newest))
+
+
+@functools.cache
+def _tool_version(tool: str) -> tuple[str, str]:
+    """(version, commit) from `runc --version` / `conmon --version`, as dockerd shows runc's."""
+    import subprocess
+
+    try:
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "", ""
+    version = commit = ""
+    for line in out.splitlines():
+        if line.startswith(f"{tool} version "):
+            version = line.split(" version ", 1)[1].strip()
+        elif line.startswith("commit:"):
+            commit = line.split(":", 1)[1].strip()
+    return version, commit
+
+
+def daemon_id(data_root: str) -> str:
+    """A dockerd-style engine ID (12 groups of 4 base32 characters), steady for a data root."""
+    import base64
+    import hashlib
+
+    b32 = base64.b32encode(hashlib.sha256(data_root.encode()).digest()).decode()[:48]
+    return ":".join(b32[i:i + 4] for i in range(0, 48, 4))
 
 
 def _arch() -> str:
@@ -100,7 +161,7 @@ def info(system: SystemBackend) -> dict[str, Any]:
         pass
     v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     return {
-        "ID": system.data_root.as_posix(),
+        "ID": daemon_id(system.data_root.as_posix()),
         "Containers": n["containers"],
         "ContainersRunning": n["running"],
         "ContainersPaused": n["paused"],
@@ -109,11 +170,11 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": None,
-                    "Log": ["k8s-file"]},
+                    "Log": ["json-file", "local"]},
         "MemoryLimit": True, "SwapLimit": True, "KernelMemory": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
         "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True, "BridgeNfIptables": True,
         "BridgeNfIp6tables": True, "Debug": system.debug, "NFd": len(os.listdir("/proc/self/fd")),
-        "OomKillDisable": True, "NGoroutines": 0, "SystemTime": rfc3339(), "LoggingDriver": "k8s-file",
+        "OomKillDisable": True, "NGoroutines": 0, "SystemTime": rfc3339(), "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if v2 else "1", "NEventsListener": 0,
         "KernelVersion": u.release, "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
         "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
@@ -125,6 +186,9 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "Runtimes": {name: {"path": p} for name, p in system.runtimes.items()},
         "DefaultRuntime": system.default_runtime, "Swarm": {"LocalNodeState": "inactive"},
         "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "catatonit", "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "RuncCommit": {"ID": _tool_version("runc")[1], "Expected": _tool_version("runc")[1]},
+        "ContainerdCommit": {"ID": "", "Expected": ""},
+        "InitCommit": {"ID": "", "Expected": ""},
         "Warnings": None,
     }
 

@@ -381,7 +381,7 @@ def cmd_top(ctx: Ctx, args: argparse.Namespace) -> int:
     result = ctx.client.top(args.container, " ".join(args.ps_args) if args.ps_args else None)
     lines = ["\t".join(result.get("Titles") or [])]
     lines += ["\t".join(p) for p in result.get("Processes") or []]
-    sys.stdout.write(tabwrite(lines))
+    sys.stdout.write(tabwrite(lines, minwidth=20))  # docker top's tabwriter: minwidth 20, padding 3
     return 0
 
 

@@ -108,6 +108,7 @@ def write_rows(
         raise CLIError(f"template parsing error: template: {e}", 1) from None
     known = dict.fromkeys(headers, "")
     try:
+        tmpl.render(known)  # as docker: a field the formatter lacks is an error even with no rows
         if table:
             lines = [tmpl.render(headers)]
             lines += [tmpl.render({**known, **row}) for row in rows]

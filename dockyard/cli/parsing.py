@@ -41,6 +41,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._argv = list(args) if args is not None else sys.argv[1:]
         ns, extras = super().parse_known_args(args, namespace)
         if extras and self.path:
             # argparse would hand these up to the root parser, which knows nothing of this command's
@@ -125,8 +126,11 @@ class Parser(argparse.ArgumentParser):
             return self._arg_count_message(), 1
         m = re.match(r"argument (\S+): expected one argument", message)
         if m:
-            long = m.group(1).split("/")[-1]
-            return self._with_usage(f"flag needs an argument: {long}"), 125
+            forms = m.group(1).split("/")
+            used = next((a for a in reversed(getattr(self, "_argv", [])) if a in forms), forms[-1])
+            if not used.startswith("--"):  # pflag names the letter: flag needs an argument: 'e' in -e
+                return self._with_usage(f"flag needs an argument: '{used[1:]}' in {used}"), 125
+            return self._with_usage(f"flag needs an argument: {used}"), 125
         if _FLAG_VALUE in message:
             return self._with_usage(message.split(_FLAG_VALUE, 1)[1]), 125
         m = re.match(r"argument (\S+): invalid choice: '(.*?)' \(choose from (.*)\)", message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from typing import Any
@@ -76,6 +77,9 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str
         if cfg[key] is None:
             cfg[key] = default
     cfg["Image"] = body.get("Image", "")
+    wd = body.get("WorkingDir") or ""
+    if wd and not str(wd).startswith("/"):  # dockerd's verifyContainerSettings: refused before anything is made
+        raise InvalidParameter(f"the working directory '{wd}' is invalid, it needs to be an absolute path")
     if not (cfg.get("Entrypoint") or cfg.get("Cmd")):
         raise InvalidParameter("no command specified")
     return cfg
@@ -87,6 +91,35 @@ def command_of(cfg: dict[str, Any]) -> list[str]:
 
 INT64_MAX = 2**63 - 1  # every number in a HostConfig is a Go int64 to the docker CLI decoding it
 _RESTART_NAMES = {"", "no", "always", "on-failure", "unless-stopped"}
+
+
+def _port_ok(s: str) -> bool:
+    lo, _, hi = s.partition("-")
+    return lo.isdigit() and int(lo) <= 65535 and (not hi or (hi.isdigit() and int(lo) <= int(hi) <= 65535))
+
+
+def _check_port_bindings(bindings: Any) -> None:
+    """What dockerd refuses at create (so nothing is made), not at start."""
+    import ipaddress
+
+    if not isinstance(bindings, dict):
+        return
+    for key, binds in bindings.items():
+        port = str(key).partition("/")[0]
+        if not _port_ok(port):
+            raise InvalidParameter(f'invalid port specification: "{port}"')
+        for b in binds or []:
+            if not isinstance(b, dict):
+                continue
+            host_port = str(b.get("HostPort") or "")
+            if host_port and not _port_ok(host_port):
+                raise InvalidParameter(f'invalid port specification: "{host_port}"')
+            ip = str(b.get("HostIp") or "")
+            try:
+                if ip:
+                    ipaddress.ip_address(ip.strip("[]"))
+            except ValueError:
+                raise InvalidParameter(f"invalid IP address: {ip}") from None
 
 
 def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
@@ -116,9 +149,13 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
         hc["MemorySwap"] = min(2 * mem, INT64_MAX)
     if not hc.get("SecurityOpt") and (hc.get("Privileged") or hc.get("IpcMode") == "host" or hc.get("PidMode") == "host"):
         hc["SecurityOpt"] = ["label=disable"]  # dockerd's generateSecurityOpt (no SELinux labels here anyway)
+    _check_port_bindings(hc.get("PortBindings") or {})
     nano = hc.get("NanoCpus") or 0
     if nano and (hc.get("CpuQuota") or hc.get("CpuPeriod")):
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    ncpu = len(os.sched_getaffinity(0))  # Go's runtime.NumCPU, which dockerd counts
+    if nano and not 10**7 <= nano <= ncpu * 10**9:
+        raise InvalidParameter(f"Range of CPUs is from 0.01 to {ncpu:.2f}, as there are only {ncpu} CPUs available")
     userns = hc.get("UsernsMode") or ""
     if userns not in ("", "host"):
         # dockerd takes "private" to mean its --userns-remap, which we do not have: say so rather than

@@ -1069,6 +1069,8 @@ class ContainerService:
                 ns = self.networks.settings(c.id) or ns
             except Exception:  # noqa: BLE001
                 pass
+        if not c.running:
+            ns["Ports"] = {}  # dockerd drops the published ports with the network at stop
         ns.setdefault("Ports", {})
         ns.setdefault("Networks", {})
         state: dict[str, Any] = {
@@ -1133,7 +1135,8 @@ class ContainerService:
         """One row of GET /containers/json."""
         ns = c.network_settings or {}
         ports: list[dict[str, Any]] = []
-        for key, binds in (ns.get("Ports") or {}).items():
+        # Only a running container has ports: dockerd lists none for created or exited ones.
+        for key, binds in ((ns.get("Ports") or {}) if c.running else {}).items():
             port, _, proto = key.partition("/")
             if not binds:
                 ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
@@ -1141,7 +1144,7 @@ class ContainerService:
             for b in binds:
                 ports.append({"IP": b.get("HostIp", ""), "PrivatePort": int(port),
                               "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
-        if not ns.get("Ports"):
+        if c.running and not ns.get("Ports"):
             for key in (c.config.get("ExposedPorts") or {}):
                 port, _, proto = key.partition("/")
                 ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
