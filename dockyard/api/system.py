@@ -77,9 +77,8 @@ def version_info() -> dict[str, Any]:
                 "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": _git_commit(),
                 "GoVersion": "python" + platform.python_version(), "Os": "linux", "Arch": _arch(),
                 "KernelVersion": u.release, "BuildTime": _build_time()}},
-            *([{"Name": "runc", "Version": runc[0], "Details": {"GitCommit": runc[1]}}] if runc[0] else []),
-            *([{"Name": "conmon", "Version": conmon[0], "Details": {"GitCommit": conmon[1]}}]
-              for conmon in [_tool_version("conmon")] if conmon[0]),
+            *({"Name": name, "Version": v, "Details": {"GitCommit": commit}}
+              for name, (v, commit) in (("runc", runc), ("conmon", _tool_version("conmon"))) if v),
         ],
         "Version": VERSION,
         "ApiVersion": API_VERSION,
