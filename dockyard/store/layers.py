@@ -659,19 +659,17 @@ def write_tree(root: Path, out: BinaryIO, *, layer: bool = True) -> str:
                 ti = tar_header(e, hardlinks)
                 if ti is None:
                     continue  # sockets, as tar does
-                pax: dict[str, str] = {}
-                if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-                    for k, val in e.xattrs(_ALLOWED_XATTR_PREFIXES).items():
-                        pax["SCHILY.xattr." + k] = val.decode("utf-8", "surrogateescape")
-                ti.pax_headers = pax
-                if ti.isreg():
-                    fd = e.open()
-                    try:
-                        tf.addfile(ti, safetree.SizedReader(fd, ti.size))
-                    finally:
+                fd = e.open() if stat.S_ISREG(st.st_mode) else None  # one open for xattrs and data
+                try:
+                    pax: dict[str, str] = {}
+                    if stat.S_ISDIR(st.st_mode) or fd is not None:
+                        for k, val in e.xattrs(_ALLOWED_XATTR_PREFIXES, fd).items():
+                            pax["SCHILY.xattr." + k] = val.decode("utf-8", "surrogateescape")
+                    ti.pax_headers = pax
+                    tf.addfile(ti, safetree.SizedReader(fd, ti.size) if fd is not None and ti.isreg() else None)
+                finally:
+                    if fd is not None:
                         os.close(fd)
-                else:
-                    tf.addfile(ti)
                 if layer and stat.S_ISDIR(st.st_mode) and _is_opaque(e.fd):
                     op = tarfile.TarInfo(e.rel + "/" + OPAQUE_MARKER)
                     op.mtime = int(st.st_mtime)

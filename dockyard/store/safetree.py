@@ -176,9 +176,10 @@ class Entry:
     def readlink(self) -> str:
         return os.readlink("", dir_fd=self.fd)
 
-    def xattrs(self, prefixes: tuple[str, ...]) -> dict[str, bytes]:
-        """Its xattrs whose names start with one of `prefixes` (regular files and directories)."""
-        fd = self.fd if stat.S_ISDIR(self.st.st_mode) else self.open()
+    def xattrs(self, prefixes: tuple[str, ...], opened: int | None = None) -> dict[str, bytes]:
+        """Its xattrs whose names start with one of `prefixes` (regular files and directories);
+        `opened` is a readable fd of it the caller holds already."""
+        fd = self.fd if stat.S_ISDIR(self.st.st_mode) else opened if opened is not None else self.open()
         try:
             return {k: os.getxattr(fd, k) for k in os.listxattr(fd) if k.startswith(prefixes)}
         except OSError as e:
@@ -186,7 +187,7 @@ class Entry:
                 return {}
             raise
         finally:
-            if fd != self.fd:
+            if fd not in (self.fd, opened):
                 os.close(fd)
 
 
