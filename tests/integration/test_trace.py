@@ -151,3 +151,27 @@ def test_network_volume_image_and_build_steps_are_traced(clean_daemon: Daemon, t
         assert "rm -rf" in err and vol in err
         err = d.dockyard("network", "rm", "--explain", net).stderr.decode()
         assert "ip link del br-" in err
+
+
+def test_each_lifecycle_command_explains_its_own_steps(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+
+    def explain(*args: str) -> str:
+        p = d.dockyard(*args)
+        return p.stderr.decode()
+
+    p = d.dockyard("create", "--explain", "busybox", "sleep", "300")
+    cid, err = p.stdout.decode().strip(), p.stderr.decode()
+    assert "(init layer)" in err and "upper" in err and "runc" not in err  # create makes files, runs nothing
+    err = explain("start", "--explain", cid)
+    assert "mount -t overlay" in err and "runc create --bundle" in err and "runc start" in err
+    err = explain("pause", "--explain", cid)
+    assert f"runc pause {cid[:12]}" in err and "freezer" in err
+    err = explain("unpause", "--explain", cid)
+    assert f"runc resume {cid[:12]}" in err
+    err = explain("restart", "--explain", "-t", "0", cid)
+    assert err.find("runc kill") < err.find("runc delete") < err.find("runc create") < err.find("runc start")
+    err = explain("kill", "--explain", cid)
+    assert f"runc kill {cid[:12]} 9" in err and "SIGKILL" in err
+    err = explain("rm", "--explain", cid)
+    assert "rm -rf" in err and "runc" not in err  # already stopped: only the files go
