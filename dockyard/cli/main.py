@@ -20,7 +20,7 @@ GROUPS = {
 }
 
 
-_MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace")
+_MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion")
 # The modules holding each top-level word's commands: a command imports only what it needs (start-up
 # time). A word missing here still works, through every module (tests/unit/test_cli_parsing.py checks).
 _WORD_MODULES: dict[str, tuple[str, ...]] = {
@@ -30,6 +30,7 @@ _WORD_MODULES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("images", "pull", "push", "tag", "rmi", "save", "load", "import", "history"), ("images",)),
     **dict.fromkeys(("version", "info", "events", "login", "logout"), ("system",)),
     "build": ("build",), "explain": ("explain",), "trace": ("trace",),
+    "completion": ("completion",), "__complete": ("completion",),
     "container": ("run", "containers"), "image": ("images", "build"), "network": ("objects",),
     "volume": ("objects",), "system": ("system", "context"), "context": ("context",), "builder": ("build",),
     "daemon": (), "registry": (), "compose": (),
@@ -149,7 +150,7 @@ def _command_word(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     word = _command_word(argv)
-    if word in ("daemon", "registry", "compose"):
+    if word in ("daemon", "registry", "compose", "__complete"):
         # Pass-through commands: argparse's REMAINDER refuses a first argument that looks like an
         # option (`dockyard daemon --host ...`), so hand everything after the word over untouched.
         parser = build_parser(word)

@@ -170,7 +170,7 @@ class Parser(argparse.ArgumentParser):
 
     def command_names(self) -> list[str]:
         sub = self._subcommands()
-        return sorted(sub.choices) if sub is not None else []
+        return sorted(n for n in sub.choices if not n.startswith("_")) if sub is not None else []
 
     def unknown_command(self, word: str) -> str:
         msg = f"{PROG}: unknown command: {self.prog} {word}"
@@ -193,6 +193,8 @@ class Parser(argparse.ArgumentParser):
             groups: list[tuple[str, str]] = []
             commands: list[tuple[str, str]] = []
             for a in sub._choices_actions:
+                if a.dest.startswith("_"):
+                    continue  # internal (`__complete`)
                 p = sub.choices[a.dest]
                 desc = (words.get(f"{self.path} {a.dest}".strip()) or {}).get("description") or a.help or ""
                 (groups if isinstance(p, Parser) and p._subcommands() is not None else commands).append(
