@@ -19,6 +19,7 @@ from dockyard.cli.stdio import pump, raw_terminal
 from dockyard.client import APIClient, APIError
 from dockyard.compose import state
 from dockyard.compose.convert import L_SLUG, config_hash
+from dockyard.compose.dryrun import client_like
 from dockyard.compose.engine import Engine, UpOptions, say
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.graph import order
@@ -423,7 +424,7 @@ def _watch_thread(client: APIClient, project: Project, names: list[str],
                   on_recreate: Any = None) -> tuple[Watch, threading.Thread]:
     from dockyard.compose.watch import Watch
 
-    w = Watch(APIClient(client.host.url, tls=client.tls or None), project, names, on_recreate)
+    w = Watch(client_like(client), project, names, on_recreate)
     ready = threading.Event()
     t = threading.Thread(target=w.run, args=(ready.set,), daemon=True)
     t.start()
@@ -469,7 +470,7 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
             ctrs.extend(new)
             threads.extend(start_followers(host, new, project.name, printer, follow=True, since=None))
 
-        client_for_thread = APIClient(client.host.url, tls=client.tls or None)
+        client_for_thread = client_like(client)
         watcher, wthread = _watch_thread(client, project, args.names, recreated)
         threads.append(wthread)
     try:

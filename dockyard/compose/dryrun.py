@@ -7,20 +7,25 @@ dry-run `up` walks its whole plan (dependencies included) and prints each step, 
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dockyard.client import APIClient
+from dockyard.client.base import Hijacked
 
 _READS = ("GET", "HEAD")
 
 
 class _NoStream:
+    def __init__(self, body: bytes = b"") -> None:
+        self.body = body
+
     def json(self) -> Iterator[dict[str, Any]]:
         return iter(())
 
     def chunks(self, size: int = 65536) -> Iterator[bytes]:
-        return iter(())
+        return iter((self.body,) if self.body else ())
 
     def __enter__(self) -> _NoStream:
         return self
@@ -58,9 +63,11 @@ class DryRunClient(APIClient):
                     return None
         if method in _READS:
             return super().request(method, path, params, json_body, data, headers)
-        if path.endswith("/create"):
+        if path.endswith(("/create", "/exec")):
             return {"Id": self._fake_id((params or {}).get("name") or (json_body or {}).get("Name")),
                     "Warnings": []}
+        if path == "/commit":
+            return {"Id": "sha256:" + secrets.token_hex(32)}
         if path.endswith("/wait"):
             return {"StatusCode": 0}
         return None
@@ -69,4 +76,17 @@ class DryRunClient(APIClient):
                data: bytes | Iterable[bytes] | None = None, headers: dict[str, str] | None = None) -> Any:
         if method in _READS and not any(fid in path for fid in self.fake):
             return super().stream(method, path, params, json_body, data, headers)
-        return _NoStream()
+        return _NoStream(b'{"StatusCode":0}' if path.endswith("/wait") else b"")
+
+    def hijack(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Hijacked:
+        """attach and exec start: a connection that ends at once (nothing runs)."""
+        mine, other = socket.socketpair()
+        other.close()
+        return Hijacked(mine, b"", "application/vnd.docker.raw-stream")
+
+
+def client_like(client: APIClient) -> APIClient:
+    """Another connection of the same kind (a dry-run client stays dry-run), for another thread."""
+    if isinstance(client, DryRunClient):
+        return client.sibling()
+    return APIClient(client.host.url, tls=client.tls or None)

@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from dockyard.client import APIClient, APIError
 from dockyard.compose import secretfiles, state
@@ -458,10 +458,9 @@ class Engine:
 
     def _client(self) -> APIClient:
         """A client of its own for a worker thread (one connection per client)."""
-        sibling = getattr(self._main, "sibling", None)  # --dry-run's client makes its own kind
-        if sibling is not None:
-            return cast(APIClient, sibling())
-        return APIClient(self._main.host.url, tls=self._main.tls or None)
+        from dockyard.compose.dryrun import client_like  # --dry-run's client makes its own kind
+
+        return client_like(self._main)
 
     def _stop_for_down(self, c: JSON, timeout: int | None) -> None:
         if c["State"] not in ("running", "paused", "restarting"):

@@ -16,6 +16,7 @@ from dockyard.cli.formatting import write_rows
 from dockyard.client import APIClient, APIError
 from dockyard.compose import state
 from dockyard.compose.convert import L_ONEOFF, L_PROJECT, L_SERVICE
+from dockyard.compose.dryrun import client_like
 from dockyard.compose.engine import Engine, UpOptions
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.loader import Project
@@ -124,7 +125,7 @@ def wait(client: APIClient, project: Project, args: Namespace) -> int:
     cond = threading.Condition()
 
     def one(cid: str) -> None:
-        w = APIClient(client.host.url, tls=client.tls or None)
+        w = client_like(client)
         try:
             code = int(w.wait(cid).get("StatusCode", 0))
         except APIError:

@@ -182,7 +182,9 @@ def _walk(rule: Rule) -> list[Path]:
 
 
 def say(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    from dockyard.compose import engine
+
+    sys.stderr.write(engine.PREFIX + text + "\n")
     sys.stderr.flush()
 
 

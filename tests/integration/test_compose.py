@@ -392,6 +392,13 @@ def test_v2_commands(compose: Compose) -> None:
         assert "bin/busybox" in tf.getnames()
     image = f"{compose.name}-snap:1"
     assert compose("commit", "web", image).stdout.startswith("sha256:")
+    # --dry-run on commands that would change something: nothing changes.
+    compose("--dry-run", "exec", "-T", "web", "touch", "/data/dry")
+    compose("--dry-run", "run", "--rm", "-T", "web", "touch", "/data/dry")
+    compose("--dry-run", "stop")
+    compose("--dry-run", "cp", "in.txt", "web:/data/dry")
+    assert "dry" not in compose("exec", "-T", "web", "ls", "/data").stdout
+    assert [r["State"] for r in compose.ps("-a")] == ["running", "running"]
     stats = compose("stats", "--no-stream", "--format", "json").stdout.splitlines()
     assert len(stats) == 2 and all("CPUPerc" in json.loads(s) for s in stats)
 
