@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api.backends import BuildBackend
-from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
+from dockyard.api.server import Request, Response, Router, aclose, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
 
 
@@ -19,6 +20,44 @@ def _json_param(req: Request, name: str) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise InvalidParameter(f"invalid {name}: expected a JSON object")
     return v
+
+
+def _str_list(req: Request, name: str) -> list[str]:
+    """A JSON list of strings (cachefrom); the form's repeated values are taken too (extrahosts)."""
+    out: list[str] = []
+    for raw in req.query.get(name, []):
+        if raw.startswith("["):
+            try:
+                v = json.loads(raw)
+            except ValueError:
+                raise InvalidParameter(f"invalid {name}: {raw}") from None
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise InvalidParameter(f"invalid {name}: expected a list of strings")
+            out += v
+        elif raw:
+            out.append(raw)
+    return out
+
+
+def _run_host_config(req: Request) -> dict[str, Any]:
+    """The build's resource and host options, as HostConfig fields of each RUN step's container."""
+    hc: dict[str, Any] = {}
+    for param, key in (("shmsize", "ShmSize"), ("memory", "Memory"), ("memswap", "MemorySwap"),
+                       ("cpushares", "CpuShares"), ("cpuperiod", "CpuPeriod"), ("cpuquota", "CpuQuota")):
+        v = req.qint(param)
+        if v:
+            hc[key] = v
+    for param, key in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems"), ("cgroupparent", "CgroupParent")):
+        if req.q(param):
+            hc[key] = req.q(param)
+    if hosts := _str_list(req, "extrahosts"):
+        hc["ExtraHosts"] = hosts
+    ulimits = req.qjson("ulimits")
+    if ulimits:
+        if not isinstance(ulimits, list):
+            raise InvalidParameter("invalid ulimits: expected a list")
+        hc["Ulimits"] = ulimits
+    return hc
 
 
 def register(router: Router, builder: BuildBackend) -> None:
@@ -49,12 +88,28 @@ def register(router: Router, builder: BuildBackend) -> None:
             rm=req.qbool("rm", True),
             forcerm=req.qbool("forcerm"),
             auth=auth,
+            cachefrom=_str_list(req, "cachefrom"),
+            run_host_config=_run_host_config(req),
         )
         from dockyard.oci import reference
 
         for t in opts.tags:
             reference.parse(t)  # a bad tag fails before the context is read
-        return ndjson_stream(builder.build(req.stream(), opts))
+        # A build that fails before its first step (no Dockerfile, a parse error) gets an HTTP
+        # error status, as from dockerd; after that, errors are messages in the 200 stream.
+        events = builder.build(req.stream(), opts)
+        first = await anext(events, None)
+
+        async def stream() -> AsyncIterator[dict[str, Any]]:
+            try:
+                if first is not None:
+                    yield first
+                async for ev in events:
+                    yield ev
+            finally:
+                await aclose(events)  # a client gone mid-build stops the build
+
+        return ndjson_stream(stream())
 
     async def post_build_prune(req: Request) -> Response:
         return json_response(await asyncio.to_thread(builder.prune, req.qbool("all")))

@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import json
 import logging
-import os
+import posixpath
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,11 +37,12 @@ from dockyard.dockerfile.parser import (
     parse,
 )
 from dockyard.errors import DockyardError, NotFound, describe
-from dockyard.runtime.logs import read_log_batches
+from dockyard.runtime.logs import STDERR, read_log_batches
 from dockyard.services.image_commit import commit_layer
 from dockyard.store import overlay
 from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted
+from dockyard.util.dockerignore import build_files_to_drop
 from dockyard.util.fs import mark_topdir
 
 log = logging.getLogger("dockyard.builder")
@@ -49,9 +50,12 @@ _STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_bu
 
 
 class BuildError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
+    """A failed build. `status`: the HTTP status dockerd answers with when it fails before any
+    step has run (reading the context or the Dockerfile); later it is an error in the stream."""
+
+    def __init__(self, message: str, code: int = 1, status: int = 400) -> None:
         super().__init__(message)
-        self.message, self.code = message, code
+        self.message, self.code, self.status = message, code, status
 
 
 @dataclass
@@ -69,6 +73,9 @@ class BuildOptions:
     rm: bool = True
     forcerm: bool = False
     auth: str | None = None
+    cachefrom: list[str] = field(default_factory=list)  # when set, only their layers are cache hits
+    # HostConfig fields of every RUN step's container (extrahosts, shmsize, memory, cpu... of the API)
+    run_host_config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,20 +111,30 @@ class Builder:
     # ---------------------------------------------------------------- entry
     async def build(self, body: AsyncIterator[bytes], opts: BuildOptions) -> AsyncIterator[dict[str, Any]]:
         """Run a build, yielding Docker's progress messages; errors become `error`/`errorDetail`."""
-        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        q: asyncio.Queue[dict[str, Any] | DockyardError | None] = asyncio.Queue()
         work = self.root / f"tmp-{secrets.token_hex(8)}"
         work.mkdir()
-        run = _Run(self, opts, work, q.put_nowait)
+        emitted = False
+
+        def emit(item: dict[str, Any]) -> None:
+            nonlocal emitted
+            emitted = True
+            q.put_nowait(item)
+
+        run = _Run(self, opts, work, emit)
 
         async def main() -> None:
-            err: dict[str, Any] | None = None
+            err: dict[str, Any] | DockyardError | None = None
             try:
                 await run.spool(body)
                 await run.go()
             except BuildError as e:
                 err = {"errorDetail": {"message": e.message, "code": e.code}, "error": e.message}
+                if not emitted:  # nothing sent yet: dockerd answers with an HTTP status instead
+                    err = DockyardError(e.message)
+                    err.status = e.status
             except DockyardError as e:
-                err = {"errorDetail": {"message": e.message}, "error": e.message}
+                err = e if not emitted else {"errorDetail": {"message": e.message}, "error": e.message}
             except Exception as e:  # noqa: BLE001 - the client must see every failure
                 log.exception("build failed")
                 err = {"errorDetail": {"message": describe(e)}, "error": describe(e)}
@@ -132,6 +149,8 @@ class Builder:
         task = asyncio.get_running_loop().create_task(main())
         try:
             while (item := await q.get()) is not None:
+                if isinstance(item, DockyardError):
+                    raise item
                 yield item
         finally:
             if not task.done():
@@ -205,6 +224,8 @@ class _Run:
         self.meta: dict[str, str] = {}
         self.used_buildargs: set[str] = set()
         self.hits: list[str] = []  # cache keys used, touched in one commit at the end
+        self.cache_sources: set[str] | None = None  # --cache-from images and their ancestors
+        self.dropped: list[str] = []  # the Dockerfile and .dockerignore, when .dockerignore excludes them
 
     def out(self, text: str) -> None:
         if self.opts.quiet:
@@ -233,7 +254,8 @@ class _Run:
 
     async def spool(self, body: AsyncIterator[bytes]) -> None:
         """Spool the context tar to disk, indexing it on the way (a worker thread does both)."""
-        idx = self.index = ContextIndex(self.work / "context.tar", self.b.hash_memo, {self.opts.dockerfile or "Dockerfile"})
+        idx = self.index = ContextIndex(self.work / "context.tar", self.b.hash_memo,
+                                        {self.opts.dockerfile or "Dockerfile", ".dockerignore"})
         try:
             async for chunk in body:
                 if not idx.put_nowait(chunk):  # the worker is behind: wait, never buffer it all
@@ -253,6 +275,9 @@ class _Run:
                 await asyncio.to_thread(bctx.extract_context, self.index.tar_path, self.ctx)
             except DockyardError as e:
                 raise BuildError(f"failed to read the build context: {e.message}") from None
+            for name in self.dropped:
+                with contextlib.suppress(OSError):
+                    bctx.resolve_in_root(self.ctx, name).unlink()
             self._ctx_ready = True
 
     # ---------------------------------------------------------------- plan
@@ -263,12 +288,15 @@ class _Run:
             await self.ensure_context()
             path = bctx.resolve_in_root(self.ctx, name)
             if not path.is_file():
-                raise BuildError(f"Cannot locate specified Dockerfile: {name}")
+                raise BuildError(f"Cannot locate specified Dockerfile: {name}", status=500)
             text = path.read_bytes()
+        if not text:
+            raise BuildError(f"the Dockerfile ({name}) cannot be empty")
         try:
             df = self.df = parse(text)
         except ParseError as e:
             raise BuildError(e.message) from None
+        await self._drop_build_files(name)
         # ARG before FROM: usable in FROM lines; build args override their defaults.
         self.meta = {"TARGETOS": "linux", "TARGETARCH": _arch(), "TARGETPLATFORM": f"linux/{_arch()}",
                      "BUILDOS": "linux", "BUILDARCH": _arch(), "BUILDPLATFORM": f"linux/{_arch()}"}
@@ -304,19 +332,20 @@ class _Run:
             raise
         self.order = []  # everything after the stages streams live
         final = self.stage_results[target].result()
-        if final is None:
+        if final is None and not self.opts.labels:  # FROM scratch alone; with labels, they make the image
             raise BuildError("No image was generated. Is your Dockerfile empty?")
         # --label: like dockerd, one LABEL step per key appended to the target stage
         step = self.total - len(self.opts.labels)
         for k, v in sorted(self.opts.labels.items()):
             step += 1
             self.out(f"Step {step}/{self.total} : LABEL {k}={v}\n")
-            cfg = dict(self.b.images.get(final).config.get("config") or {})
+            cfg = dict(self.b.images.get(final).config.get("config") or {}) if final else {}
             cfg["Labels"] = {**(cfg.get("Labels") or {}), k: v}
             st = _State(final, cfg, {})
             await self._commit_meta(st, f"/bin/sh -c #(nop)  LABEL {k}={v}")
             assert st.image_id is not None
             final = st.image_id
+        assert final is not None
         unused = [k for k in self.opts.buildargs if k not in self.used_buildargs and k not in PROXY_ARGS]
         if unused:
             self.out(f"[Warning] One or more build-args {sorted(unused)} were not consumed\n")
@@ -329,6 +358,25 @@ class _Run:
             from dockyard.oci import reference
 
             self.out(f"Successfully tagged {reference.parse(t).familiar}\n")
+
+    async def _drop_build_files(self, dockerfile: str) -> None:
+        """As dockerd's classic builder, once the Dockerfile is read: the Dockerfile and .dockerignore
+        leave the context if .dockerignore's patterns exclude them (clients always send both)."""
+        if self.index is not None and self.index.usable:
+            ignore = self.index.file_bytes(".dockerignore")
+        else:
+            await self.ensure_context()
+            path = self.ctx / ".dockerignore"
+            ignore = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        rel = posixpath.normpath("/" + dockerfile).lstrip("/")
+        drop = build_files_to_drop(ignore.decode(errors="replace") if ignore is not None else None, rel)
+        for name in drop:
+            if self.index is not None:
+                self.index.remove(name)
+            if self._ctx_ready:
+                with contextlib.suppress(OSError):
+                    bctx.resolve_in_root(self.ctx, name).unlink()
+        self.dropped = drop
 
     def _tag(self, image_id: str, t: str) -> None:
         from dockyard.oci import reference
@@ -369,9 +417,8 @@ class _Run:
         if name in self.opts.buildargs and self.opts.buildargs[name] is not None:
             self.used_buildargs.add(name)
             return str(self.opts.buildargs[name])
-        if name in self.opts.buildargs:
+        if name in self.opts.buildargs:  # given as null: the ARG's own default, as dockerd
             self.used_buildargs.add(name)
-            return os.environ.get(name, default or "")
         return default or ""
 
     def _arg_pairs(self, inst: Instruction, env: dict[str, str]) -> list[tuple[str, str | None]]:
@@ -508,13 +555,31 @@ class _Run:
         if self.opts.nocache:
             return False
         hit = self.b.cache.get(key, self._exists)
-        if hit is None:
+        if hit is None or (self.opts.cachefrom and not self._from_cache_sources(hit)):
             return False
         self.hits.append(key)
         state.image_id = hit
         self.out(" ---> Using cache\n")
         self.out(f" ---> {_short(hit)}\n")
         return True
+
+    def _from_cache_sources(self, image_id: str) -> bool:
+        """With --cache-from, dockerd takes a cached step only if it is one of those images or an
+        ancestor of one (images that are not there are ignored: then nothing is a hit)."""
+        if self.cache_sources is None:
+            self.cache_sources = set()
+            for ref in self.opts.cachefrom:
+                try:
+                    img = self.b.images.resolve(ref)
+                except DockyardError:
+                    continue
+                while img is not None and img.id not in self.cache_sources:
+                    self.cache_sources.add(img.id)
+                    try:
+                        img = self.b.images.get(img.parent) if img.parent else None
+                    except DockyardError:
+                        img = None
+        return image_id in self.cache_sources
 
     def _exists(self, image_id: str) -> bool:
         try:
@@ -558,7 +623,8 @@ class _Run:
         spec: dict[str, Any] = {
             "Image": state.image_id, "Cmd": cmd, "Entrypoint": [], "Env": run_env,
             "WorkingDir": state.config.get("WorkingDir") or "", "User": state.config.get("User") or "",
-            "Labels": {}, "HostConfig": {"NetworkMode": self.opts.networkmode or inst.flags.get("network")
+            "Labels": {}, "HostConfig": {**self.opts.run_host_config,
+                                         "NetworkMode": self.opts.networkmode or inst.flags.get("network")
                                          or "default"},
         }
         created = await cs.create(spec)
@@ -596,8 +662,10 @@ class _Run:
     async def _pump_log(self, path: Path, exited: asyncio.Event) -> None:
         """Forward the log's lines as `stream` messages until the container has exited."""
         async for batch in read_log_batches(path, follow=True, stop=exited):
-            for _stream, _ts, data in batch:
-                self.out(data.decode("utf-8", "replace"))
+            for stream, _ts, data in batch:
+                text = data.decode("utf-8", "replace")
+                # dockerd's classic builder shows a step's stderr in red (its NewStderrWriter)
+                self.out(f"\x1b[91m{text}\x1b[0m" if stream == STDERR else text)
 
     # ---------------------------------------------------------------- COPY / ADD
     async def _copy(self, state: _State, inst: Instruction, env: dict[str, str]) -> None:

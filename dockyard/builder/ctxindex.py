@@ -274,6 +274,17 @@ class ContextIndex:
                 return False
         return True
 
+    def remove(self, name: str) -> None:
+        """Forget a file of the context (the Dockerfile or .dockerignore the daemon drops)."""
+        n = _norm(name)
+        e = self.entries.get(n) if n else None
+        if n is None or e is None or e.kind == "dir":
+            return
+        del self.entries[n]
+        parent, _, base = n.rpartition("/")
+        self.entries[parent].children.remove(base)
+        self.kept.pop(n, None)
+
     def is_dir(self, name: str) -> bool:
         return self.entries[name].kind == "dir"
 

@@ -2,7 +2,7 @@
 
 The context goes to POST /build as a tar streamed from a temporary file, so a large context is
 never held in memory; `.dockerignore` is applied here, as the docker CLI does, with Docker's
-rules (patterns anchored at the context root, `**`, `!` exceptions), using pathspec.
+rules (dockyard.util.dockerignore: patterns rooted at the context, `**`, `!` exceptions).
 """
 
 from __future__ import annotations
@@ -24,39 +24,31 @@ from dockyard.cli.formatting import human_size
 _CHUNK = 1 << 20
 
 
-def ignore_spec(lines: list[str]) -> Any:
-    """A pathspec matcher with .dockerignore semantics: every pattern is anchored at the root."""
-    import pathspec
-
-    pats = []
-    for raw in lines:
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        neg = line.startswith("!")
-        body = os.path.normpath(line[1:].strip() if neg else line).lstrip("/")
-        if body in ("", "."):
-            continue
-        pats.append(("!" if neg else "") + "/" + body)
-    return pathspec.PathSpec.from_lines("gitwildmatch", pats)
-
-
 def context_files(root: Path, dockerfile_rel: str | None) -> Iterator[tuple[Path, str]]:
-    """(path, name in the tar) for everything .dockerignore keeps; the Dockerfile and
-    .dockerignore always go, as docker sends them even when excluded."""
+    """(path, name in the tar) for everything .dockerignore keeps, as the docker CLI decides
+    (dockyard.util.dockerignore); the Dockerfile and .dockerignore always go, as docker sends them
+    (the daemon drops them again when the patterns exclude them)."""
+    from dockyard.util.dockerignore import PatternMatcher, read_patterns
+
     ig = root / ".dockerignore"
-    spec = ignore_spec(ig.read_text().splitlines()) if ig.is_file() else None
-    always = {".dockerignore", dockerfile_rel or "Dockerfile"}
+    pm = PatternMatcher.of(read_patterns(ig.read_text(errors="replace"))) if ig.is_file() else None
+    always = {".dockerignore", os.path.normpath(dockerfile_rel or "Dockerfile")}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
+        keep_dirs = []
         for name in [*dirnames, *sorted(filenames)]:
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             full = Path(dirpath) / name
             is_dir = name in dirnames and not full.is_symlink()
-            if spec is not None and rel not in always and spec.match_file(rel + ("/" if is_dir else "")):
+            if pm is not None and rel not in always and pm.matches(rel):
+                if is_dir and pm.may_reinclude_under(rel):
+                    keep_dirs.append(name)  # walk in: an exception may bring back something below
                 continue
+            if is_dir:
+                keep_dirs.append(name)
             yield full, rel
+        dirnames[:] = keep_dirs
 
 
 def write_context(root: Path, out: IO[bytes], dockerfile_rel: str | None,

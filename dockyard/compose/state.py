@@ -65,11 +65,10 @@ def image_exists(client: APIClient, ref: str) -> bool:
 def _context_tar(context: Path, dockerfile: str, inline: str | None = None) -> bytes:
     """The build context as a tar, minus what .dockerignore excludes (the Dockerfile always goes);
     `inline` (dockerfile_inline) is added as the file `dockerfile`."""
-    import pathspec
+    from dockyard.util.dockerignore import PatternMatcher, read_patterns
 
     ignore = context / ".dockerignore"
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", ignore.read_text().splitlines()) if ignore.exists() \
-        else None
+    spec = PatternMatcher.of(read_patterns(ignore.read_text(errors="replace"))) if ignore.exists() else None
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for root, dirs, files in os.walk(context):
@@ -77,8 +76,8 @@ def _context_tar(context: Path, dockerfile: str, inline: str | None = None) -> b
             for entry in sorted(files) + dirs:
                 full = Path(root) / entry
                 rel = str(full.relative_to(context))
-                if spec and spec.match_file(rel) and rel != dockerfile:
-                    continue
+                if spec and spec.matches(rel) and rel not in (dockerfile, ".dockerignore"):
+                    continue  # both always go, as docker sends them (the daemon drops them if excluded)
                 if inline is not None and rel == dockerfile:
                     continue
                 tf.add(full, arcname=rel, recursive=False)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dockyard.builder.builder import Builder, BuildOptions
+from dockyard.errors import DockyardError
 from dockyard.services.events import EventBus
 from dockyard.services.images import ImageService
 from dockyard.store.content import ContentStore
@@ -66,7 +67,14 @@ def build(builder: Builder, tar: bytes, **kw: Any) -> list[dict[str, Any]]:
             yield tar[i:i + 4096]
 
     async def run() -> list[dict[str, Any]]:
-        return [m async for m in builder.build(body(), BuildOptions(**kw))]
+        out: list[dict[str, Any]] = []
+        try:
+            async for m in builder.build(body(), BuildOptions(**kw)):
+                out.append(m)
+        except DockyardError as e:  # failed before any step: the API answers with an HTTP status
+            assert not out and e.status in (400, 500)
+            out.append({"errorDetail": {"message": e.message}, "error": e.message, "status": e.status})
+        return out
 
     return asyncio.run(run())
 
