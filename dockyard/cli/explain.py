@@ -141,7 +141,7 @@ def render_network(info: dict[str, Any]) -> str:
         out.append(f"  why: {info.get('Why', '')}")
         return "\n".join(out) + "\n"
     br = info["Bridge"]
-    out += ["", "BRIDGE", f"  {br['Name']:<14}{'state ' + str(br['State']) if br['Exists'] else 'missing!'} "
+    out += ["", "BRIDGE", f"  {br['Name']:<17}{'state ' + str(br['State']) if br['Exists'] else 'missing!'} "
             f"{' '.join(br['Addresses'])}", f"  {'':<14}  why: {br['Why']}",
             f"  {'subnet':<14}{info['Subnet']} (gateway {info['Gateway']})", f"  {'':<14}  why: {info['SubnetWhy']}"]
     dns = info["DNS"]

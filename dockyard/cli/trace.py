@@ -24,7 +24,7 @@ from dockyard.cli.common import CLIError, Command, Ctx
 
 _HEX = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
 _COLORS = {"mount": "35", "netns": "34", "link": "34", "addr": "34", "route": "34", "nft": "33",
-           "iptables": "33", "cgroup": "36", "runtime": "32", "file": "37", "snapshot": "35", "volume": "35"}
+           "iptables": "33", "socket": "33", "cgroup": "36", "runtime": "32", "file": "37", "snapshot": "35", "volume": "35"}
 
 
 class Renderer:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
 
+from dockyard import trace
 from dockyard.network.names import NameIndex, reverse_name
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,12 @@ class DnsServer:
                         self.transport.sendto(out, addr)  # type: ignore[attr-defined]
                 loop.create_task(reply())
 
-        transport, _ = await loop.create_datagram_endpoint(_Udp, local_addr=(self.address, self.port))
-        self._udp = transport
-        self._tcp = await asyncio.start_server(self._tcp_client, self.address, self.port)
+        with trace.step("socket", f"bind udp+tcp {self.address}:{self.port}",
+                        "the network's DNS server: containers on it resolve each other's names here (their "
+                        "resolv.conf names the gateway)"):
+            transport, _ = await loop.create_datagram_endpoint(_Udp, local_addr=(self.address, self.port))
+            self._udp = transport
+            self._tcp = await asyncio.start_server(self._tcp_client, self.address, self.port)
 
     async def close(self) -> None:
         if self._udp is not None:

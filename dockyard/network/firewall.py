@@ -145,7 +145,10 @@ _PORTS_WHY = "-p: connections to the host port are DNATed to the container's add
 def _echoed(out: str) -> str:
     """What the kernel echoed back for the rules that rewrite addresses (with their handles)."""
     rules = [ln.strip() for ln in out.splitlines() if "dnat to" in ln]
-    return "; ".join(rules) if rules else "applied"
+    if rules:
+        return "; ".join(rules)
+    handles = [ln for ln in out.splitlines() if "# handle" in ln]
+    return f"the kernel echoed {len(handles)} rules and chains back" if handles else "applied"
 
 
 def delete_table(table: str) -> None:

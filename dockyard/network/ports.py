@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import socket
 
+from dockyard import trace
+
 
 class PortInUse(Exception):
     pass
@@ -15,13 +17,17 @@ def reserve(proto: str, host_ip: str, port: int) -> socket.socket:
     """A socket bound to host_ip:port (port 0: an ephemeral one); PortInUse when taken."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(socket.AF_INET, kind)
-    try:
-        s.bind((host_ip or "0.0.0.0", port))
-    except OSError as e:
-        s.close()
-        if e.errno == errno.EADDRINUSE:
-            raise PortInUse(str(e)) from None
-        raise
+    with trace.step("socket", f"bind {proto} {host_ip or '0.0.0.0'}:{port} (held, never listened on)",
+                    "-p: the daemon holds the host port so no other program can take it; the DNAT rule, "
+                    "not this socket, carries the traffic") as st:
+        try:
+            s.bind((host_ip or "0.0.0.0", port))
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUse(str(e)) from None
+            raise
+        st.result = "bound to {}:{}".format(*s.getsockname())
     s.set_inheritable(False)
     return s
 
