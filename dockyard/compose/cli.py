@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--pull", default="missing")
     u.add_argument("-t", "--timeout", type=int)
     u.add_argument("--abort-on-container-exit", action="store_true")
+    u.add_argument("--exit-code-from")
     u.add_argument("--no-color", action="store_true")
     u.add_argument("--no-log-prefix", action="store_true")
     u.add_argument("-w", "--watch", action="store_true")
@@ -267,6 +268,10 @@ def _dispatch(args: argparse.Namespace, host: str | None) -> int:
                     raise ComposeError(f"no such service: {s}")
             if args.watch and args.detach:
                 raise ComposeError("cannot use --watch with --detach")
+            if args.exit_code_from and args.exit_code_from not in project.services:
+                raise ComposeError(f"no such service: {args.exit_code_from}")
+            if args.detach and (args.abort_on_container_exit or args.exit_code_from):
+                raise ComposeError("--abort-on-container-exit and --detach are incompatible")
             ids = Engine(client, project).up(opts)
             if args.detach or args.no_start or args.wait:  # --wait implies --detach (Compose v2)
                 return 0

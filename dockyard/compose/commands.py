@@ -473,15 +473,24 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
         client_for_thread = client_like(client)
         watcher, wthread = _watch_thread(client, project, args.names, recreated)
         threads.append(wthread)
+    exit_from = getattr(args, "exit_code_from", None)
+    abort = args.abort_on_container_exit or bool(exit_from)
+    followers = dict(zip(threads, ctrs, strict=False))  # log follower -> its container (ends when it exits)
     try:
-        while any(t.is_alive() for t in threads):
-            for t in threads:
+        exited: JSON | None = None
+        while exited is None and any(t.is_alive() for t in threads):
+            for t in list(threads):
                 t.join(0.2)
-                if args.abort_on_container_exit and not t.is_alive():
-                    raise KeyboardInterrupt
-        for c in ctrs:
+                if abort and not t.is_alive() and t in followers:
+                    exited = followers[t]
+                    break
+        done = [exited] if exited is not None else ctrs
+        for c in done:
             st = client.inspect_container(c["Id"])["State"]
             printer.plain(f"{label_for(c, project.name)} exited with code {st.get('ExitCode', 0)}")
+        if exited is not None:
+            print("Aborting on container exit...", file=sys.stderr)
+            code = int(client.inspect_container(exited["Id"])["State"].get("ExitCode") or 0)
     except KeyboardInterrupt:
         print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
         code = 130
@@ -503,6 +512,11 @@ def attached(client: APIClient, project: Project, host: str | None, ids: list[st
                 say("Container", c["Name"].lstrip("/"), "Killed")
             except APIError:
                 pass
+    if exit_from and code != 130:
+        # --exit-code-from: the status is that service's container's, whichever stopped first.
+        for c in ctrs:
+            if c["Config"]["Labels"].get("com.docker.compose.service") == exit_from:
+                return int(client.inspect_container(c["Id"])["State"].get("ExitCode") or 0)
     return code
 
 

@@ -455,3 +455,15 @@ def test_hooks_optional_dependency_and_gpu_refusal(compose: Compose) -> None:
     p = compose("up", "-d", "--remove-orphans", check=False)
     assert p.returncode == 1 and "requests a GPU" in p.stderr and "has none" in p.stderr
     assert not [r for r in compose.ps("-a") if r["Service"] == "ml"]
+
+
+def test_up_exit_code_from(compose: Compose) -> None:
+    (compose.dir / "compose.yaml").write_text(
+        "services:\n  app:\n    image: busybox\n"
+        "    command: [sh, -c, \"trap 'exit 0' TERM; while true; do sleep 1 & wait; done\"]\n"
+        "  tests:\n    image: busybox\n    command: [sh, -c, 'echo testing; sleep 1; exit 5']\n"
+        "    depends_on: [app]\n")
+    p = compose("up", "--no-color", "--exit-code-from", "tests", check=False)
+    assert p.returncode == 5, p.stderr
+    assert "testing" in p.stdout and "exited with code 5" in p.stdout
+    assert {r["Service"]: r["State"] for r in compose.ps("-a")} == {"app": "exited", "tests": "exited"}
