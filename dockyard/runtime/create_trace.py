@@ -72,11 +72,15 @@ def observe(pid: int, spec: dict[str, Any]) -> str:
         own = [n for n in NAMESPACES if (ino := _inode(pid, n)) and ino != host[n]]
         with open(f"/proc/{pid}/status") as f:
             st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        with open(f"/proc/{pid}/cgroup") as f:  # "N:controllers:/path" per hierarchy (one "0::/path" on v2)
+            groups = {line.rstrip("\n").split(":", 2)[2] for line in f if line.count(":") >= 2}
     except OSError as e:
         return f"pid {pid} (gone before read-back: {e.strerror})"
     caps = cap_names(st.get("CapBnd", "0"))
+    want = (spec.get("linux") or {}).get("cgroupsPath") or ""
+    cg = " ".join(sorted(groups)) if len(groups) > 1 or want not in groups else want
     result = (f"pid {pid}; own namespaces: {' '.join(own)}; CapBnd: {_short(caps)}; "
-              f"Seccomp: {st.get('Seccomp', '?')} ({st.get('Seccomp_filters', '0')} filters)")
+              f"Seccomp: {st.get('Seccomp', '?')} ({st.get('Seccomp_filters', '0')} filters); cgroup {cg}")
     return result
 
 

@@ -79,6 +79,9 @@ def test_trace_names_what_explain_reads_back_from_the_kernel(clean_daemon: Daemo
     assert held.group(1).split() == caps and "net_raw" not in caps and "chown" in caps
     assert any("dropped net_raw" in x for x in create["Detail"])
     assert "own namespaces: mnt uts ipc pid net" in create["Result"]
+    # The cgroup runc put the process in, as /proc/<pid>/cgroup said, is the one explain reads limits from.
+    assert create["Result"].endswith(f"cgroup /dockyard/{cid}")
+    assert set(info["Cgroups"]["Paths"].values()) == {f"/dockyard/{cid}"}
 
     # `dockyard trace` replays the same records; removing the container drops them.
     text = d.dockyard("trace", cid[:12]).stdout.decode()
