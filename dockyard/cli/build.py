@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx
 from dockyard.cli.formatting import human_size
 
@@ -214,20 +215,8 @@ def setup_build(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_builder_prune(ctx: Ctx, args: argparse.Namespace) -> int:
-    if not args.force:
-        sys.stdout.write("WARNING! This will remove all dangling build cache.\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-    res = ctx.client.post("/build/prune", {"all": args.all or None})
-    deleted = res.get("CachesDeleted") or []
-    if deleted:
-        print("Deleted build cache objects:")
-        for k in deleted:
-            print(k)
-        print()
-    print(f"Total reclaimed space: {human_size(res.get('SpaceReclaimed') or 0)}")
-    return 0
+    return prune.prune(ctx, "WARNING! This will remove all dangling build cache.", args.force,
+                       [(prune.build_cache(args.all), None)])
 
 
 def setup_builder_prune(p: argparse.ArgumentParser) -> None:

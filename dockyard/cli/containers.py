@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx, add_format, for_each, parse_filters, print_json
 from dockyard.cli.formatting import (
     ago,
@@ -554,27 +555,9 @@ def setup_commit(p: argparse.ArgumentParser) -> None:
     p.add_argument("repository", nargs="?")
 
 
-def confirm(message: str, force: bool) -> bool:
-    if force:
-        return True
-    sys.stdout.write(f"{message}\nAre you sure you want to continue? [y/N] ")
-    sys.stdout.flush()
-    answer = sys.stdin.readline().strip().lower()
-    return answer in ("y", "yes")
-
-
 def cmd_container_prune(ctx: Ctx, args: argparse.Namespace) -> int:
-    if not confirm("WARNING! This will remove all stopped containers.", args.force):
-        return 0
-    result = ctx.client.prune_containers(parse_filters(args.filter))
-    deleted = result.get("ContainersDeleted") or []
-    if deleted:
-        print("Deleted Containers:")
-        for d in deleted:
-            print(d)
-        print()
-    print(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
-    return 0
+    return prune.prune(ctx, "WARNING! This will remove all stopped containers.", args.force,
+                       [(prune.CONTAINERS, parse_filters(args.filter))])
 
 
 def setup_prune(p: argparse.ArgumentParser) -> None:

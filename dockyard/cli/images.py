@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Any
 
+from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx, add_format, parse_filters
-from dockyard.cli.containers import _refuse_tty, confirm, copy_stream_to, inspect_objects
+from dockyard.cli.containers import _refuse_tty, copy_stream_to, inspect_objects
 from dockyard.cli.formatting import ago, ellipsis, human_size, short_id, write_rows
 from dockyard.client import APIError
 
@@ -285,20 +286,9 @@ def setup_image_inspect(p: argparse.ArgumentParser) -> None:
 def cmd_image_prune(ctx: Ctx, args: argparse.Namespace) -> int:
     warn = ("WARNING! This will remove all images without at least one container associated to them."
             if args.all else "WARNING! This will remove all dangling images.")
-    if not confirm(warn, args.force):
-        return 0
     filters = parse_filters(args.filter) or {}
     filters["dangling"] = ["false" if args.all else "true"]
-    result = ctx.client.prune_images(filters)
-    deleted = result.get("ImagesDeleted") or []
-    if deleted:
-        print("Deleted Images:")
-        for item in deleted:
-            for k, v in item.items():
-                print(f"{k.lower()}: {v}")
-        print()
-    print(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
-    return 0
+    return prune.prune(ctx, warn, args.force, [(prune.IMAGES, filters)])
 
 
 def setup_image_prune(p: argparse.ArgumentParser) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
+from dockyard.cli import prune
 from dockyard.cli.common import Command, Ctx, add_format, for_each, parse_filters
-from dockyard.cli.containers import confirm, inspect_objects
+from dockyard.cli.containers import inspect_objects
 from dockyard.cli.formatting import write_rows
 
 NET_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
@@ -126,14 +126,8 @@ def setup_network_disconnect(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_network_prune(ctx: Ctx, args: argparse.Namespace) -> int:
-    if not confirm("WARNING! This will remove all custom networks not used by at least one container.",
-                   args.force):
-        return 0
-    deleted = ctx.client.prune_networks(parse_filters(args.filter)).get("NetworksDeleted") or []
-    if deleted:
-        print("Deleted Networks:")
-        print("\n".join(deleted))
-    return 0
+    return prune.prune(ctx, "WARNING! This will remove all custom networks not used by at least one container.",
+                       args.force, [(prune.NETWORKS, parse_filters(args.filter))])
 
 
 def setup_prune(p: argparse.ArgumentParser) -> None:
@@ -182,23 +176,11 @@ def cmd_volume_rm(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 def cmd_volume_prune(ctx: Ctx, args: argparse.Namespace) -> int:
-    if not confirm("WARNING! This will remove anonymous local volumes not used by at least one container.",
-                   args.force):
-        return 0
     filters = parse_filters(args.filter) or {}
     if args.all:
         filters["all"] = ["true"]
-    result = ctx.client.prune_volumes(filters or None)
-    deleted = result.get("VolumesDeleted") or []
-    if deleted:
-        print("Deleted Volumes:")
-        print("\n".join(deleted))
-        print()
-    from dockyard.cli.formatting import human_size
-
-    print(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}")
-    sys.stdout.flush()
-    return 0
+    return prune.prune(ctx, "WARNING! This will remove anonymous local volumes not used by at least one container.",
+                       args.force, [(prune.VOLUMES, filters or None)])
 
 
 N, V = "network", "volume"

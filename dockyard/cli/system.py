@@ -9,8 +9,8 @@ import platform
 import sys
 from typing import Any
 
+from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx, add_format, parse_filters
-from dockyard.cli.containers import confirm
 from dockyard.cli.formatting import human_size, write_rows
 from dockyard.client import APIError, ConnectError
 
@@ -188,36 +188,12 @@ def cmd_system_prune(ctx: Ctx, args: argparse.Namespace) -> int:
         what.append("all anonymous volumes not used by at least one container")
     what.append("all images without at least one container associated to them" if args.all
                 else "all dangling images")
-    msg = "WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what)
-    if not confirm(msg.rstrip("\n"), args.force):
-        return 0
-    client = ctx.client
+    msg = "WARNING! This will remove:\n" + "\n".join(f"  - {w}" for w in what)
     filters = parse_filters(args.filter)
-    total = 0
-    r = client.prune_containers(filters)
-    total += r.get("SpaceReclaimed", 0)
-    if r.get("ContainersDeleted"):
-        print("Deleted Containers:\n" + "\n".join(r["ContainersDeleted"]) + "\n")
-    r = client.prune_networks(filters)
-    if r.get("NetworksDeleted"):
-        print("Deleted Networks:\n" + "\n".join(r["NetworksDeleted"]) + "\n")
-    if args.volumes:
-        r = client.prune_volumes(filters)
-        total += r.get("SpaceReclaimed", 0)
-        if r.get("VolumesDeleted"):
-            print("Deleted Volumes:\n" + "\n".join(r["VolumesDeleted"]) + "\n")
-    f = dict(filters or {})
-    f["dangling"] = ["false" if args.all else "true"]
-    r = client.prune_images(f)
-    total += r.get("SpaceReclaimed", 0)
-    if r.get("ImagesDeleted"):
-        print("Deleted Images:")
-        for item in r["ImagesDeleted"]:
-            for k, v in item.items():
-                print(f"{k.lower()}: {v}")
-        print()
-    print(f"Total reclaimed space: {human_size(total)}")
-    return 0
+    images = {**(filters or {}), "dangling": ["false" if args.all else "true"]}
+    steps = [(prune.CONTAINERS, filters), (prune.NETWORKS, filters)]
+    steps += [(prune.VOLUMES, filters)] if args.volumes else []
+    return prune.prune(ctx, msg, args.force, [*steps, (prune.IMAGES, images)])
 
 
 def setup_system_prune(p: argparse.ArgumentParser) -> None:
