@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from typing import Any
 
 ENABLED = os.environ.get("DOCKYARD_TRACE", "on").lower() not in ("off", "0", "no", "false")
-RING = 512  # records kept per object
-OBJECTS = 1024  # objects kept (the least recently traced go first)
+RING = 256  # records kept per object (a container's run --rm makes ~25)
+TOTAL = 16_384  # records kept in all (~10 MiB at most): the least recently traced objects go first
 QUEUE = 10_000  # records a slow watcher may fall behind before it misses some
 
 _object: contextvars.ContextVar[str] = contextvars.ContextVar("trace_object", default="daemon")
@@ -131,6 +131,7 @@ def current() -> str:
 _lock = threading.Lock()
 _seq = itertools.count(1)
 _rings: OrderedDict[str, deque[Step]] = OrderedDict()
+_total = 0  # records in all rings
 _watchers: list[Watcher] = []
 
 
@@ -138,14 +139,17 @@ def _emit(s: Step) -> None:
     s.time = time.time()
     with _lock:
         s.seq = next(_seq)
+        global _total
         ring = _rings.get(s.obj)
         if ring is None:
             ring = _rings[s.obj] = deque(maxlen=RING)
-            if len(_rings) > OBJECTS:
-                _rings.popitem(last=False)
         else:
             _rings.move_to_end(s.obj)
+        if len(ring) < RING:
+            _total += 1
         ring.append(s)
+        while _total > TOTAL and len(_rings) > 1:
+            _total -= len(_rings.popitem(last=False)[1])
         watchers = list(_watchers) if _watchers else ()
     for w in watchers:
         w.offer(s)
@@ -153,8 +157,9 @@ def _emit(s: Step) -> None:
 
 def drop(obj: str) -> None:
     """Forget an object's records (it is gone). Watchers already streaming it keep what they got."""
+    global _total
     with _lock:
-        _rings.pop(obj, None)
+        _total -= len(_rings.pop(obj, ()))
 
 
 def records(match: str = "") -> list[Step]:

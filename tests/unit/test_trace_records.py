@@ -15,6 +15,7 @@ from dockyard import trace
 def fresh() -> None:
     with trace._lock:
         trace._rings.clear()
+        trace._total = 0
 
 
 def test_steps_are_about_the_current_object_and_carry_the_result() -> None:
@@ -69,3 +70,18 @@ def test_watchers_get_records_from_any_thread_in_order_then_the_mark() -> None:
             w.close()
     assert asyncio.run(main()) == ["op0", "op1", "op2"]
     assert trace.watchers() == []
+
+
+def test_all_rings_together_are_bounded_by_dropping_the_least_recent_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "TOTAL", 10)
+    for i in range(6):
+        with trace.about(f"container:c{i}"):
+            trace.seen("file", "a", "ok")
+            trace.seen("file", "b", "ok")
+    with trace.about("container:c1"):
+        trace.seen("file", "c", "ok")  # c1 is now the most recent
+    kept = {r.obj for r in trace.records()}
+    assert len(trace.records()) <= 10 and "container:c1" in kept and "container:c0" not in kept
+    assert trace._total == len(trace.records())
+    trace.drop("container:c1")
+    assert trace._total == len(trace.records())
