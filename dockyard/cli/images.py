@@ -70,20 +70,13 @@ def setup_images(p: argparse.ArgumentParser) -> None:
 
 
 def _progress(events: Any, quiet: bool) -> str:
-    """Print docker's non-tty progress on stdout; returns the last status line."""
-    last = ""
-    for ev in events:
-        if "error" in ev or "errorDetail" in ev:
-            raise APIError(500, ev.get("error") or (ev.get("errorDetail") or {}).get("message", "failed"))
-        if ev.get("progressDetail") and ev.get("progress"):
-            continue
-        status = ev.get("status") or ev.get("stream") or ""
-        last = status
-        if quiet:
-            continue
-        line = f"{ev['id']}: {status}" if ev.get("id") else status
-        print(line, flush=True)
-    return last
+    """docker's progress on stdout (bars on a terminal, plain lines elsewhere); returns the last status."""
+    from dockyard.cli.progress import ProgressError, show
+
+    try:
+        return show(events, sys.stdout, quiet=quiet)
+    except ProgressError as e:
+        raise APIError(500, str(e)) from None
 
 
 def _full_name(ref: str) -> str:
@@ -202,14 +195,7 @@ def cmd_load(ctx: Ctx, args: argparse.Namespace) -> int:
             raise CLIError("requested load from stdin, but stdin is empty", 1)
         f = sys.stdin.buffer
     with f, ctx.client.load(_file_chunks(f), quiet=args.quiet) as s:
-        for ev in s.json():
-            if "error" in ev or "errorDetail" in ev:
-                raise APIError(500, ev.get("error") or ev["errorDetail"].get("message", "load failed"))
-            text = ev.get("stream") or ""
-            if text:
-                sys.stdout.write(text)
-            elif ev.get("status") and not args.quiet:
-                print(f"{ev['id']}: {ev['status']}" if ev.get("id") else ev["status"])
+        _progress(s.json(), quiet=False)  # with -q the daemon sends only the "Loaded image" lines
     return 0
 
 

@@ -31,17 +31,13 @@ def _run_error(e: APIError, cmd: str) -> CLIError:
 
 
 def print_pull_progress(events: Any, out: Any = None) -> None:
-    """Plain-text progress like docker's non-tty output: one line per status change."""
-    out = out or sys.stderr
-    for ev in events:
-        if "error" in ev or "errorDetail" in ev:
-            raise APIError(500, ev.get("error") or ev["errorDetail"].get("message", "pull failed"))
-        status = ev.get("status", "")
-        if ev.get("progressDetail") and ev.get("progress"):
-            continue  # per-chunk progress: docker redraws it in place; skip in plain output
-        line = f"{ev['id']}: {status}" if ev.get("id") else status
-        out.write(line + "\n")
-        out.flush()
+    """docker's pull progress on stderr: bars on a terminal, one line per status change elsewhere."""
+    from dockyard.cli.progress import ProgressError, show
+
+    try:
+        show(events, out or sys.stderr)
+    except ProgressError as e:
+        raise APIError(500, str(e)) from None
 
 
 def pull_image(client: APIClient, image: str, platform: str | None = None, quiet: bool = False) -> None:
