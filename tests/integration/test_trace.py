@@ -137,8 +137,13 @@ def test_network_volume_image_and_build_steps_are_traced(clean_daemon: Daemon, t
         err = d.dockyard("commit", "--explain", cid, tag).stderr.decode()
         assert "tar the changes in" in err and "into a layer blob" in err and "new snapshot" in err
         d.docker("rm", "-f", cid)
+        d.docker("save", "-o", str(tmp_path / "committed.tar"), tag)
         err = d.dockyard("rmi", "--explain", tag).stderr.decode()
         assert "rm -rf" in err and "no image uses this layer chain" in err
+        # load: the layer the image lacks is extracted into a new snapshot (busybox's is there already)
+        err = d.dockyard("load", "--explain", "-i", str(tmp_path / "committed.tar")).stderr.decode()
+        assert "── image sha256:" in err and err.count("extract layer") == 1 and "new snapshot" in err
+        d.docker("rmi", tag)
 
         # build: each RUN step's container, and its upper dir renamed into the layer store
         (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo one > /one\n")
