@@ -156,6 +156,9 @@ class _Live:
     # dockerd's ExitOnNext: a stop or kill ended the restart policy until the next start (stopped_by_user
     # is its HasBeenManuallyStopped, which only unless-stopped consults).
     exit_on_next: bool = False
+    # The exit code at removal, for waiters holding this object (wait?condition=removed, --rm). Kept
+    # here rather than in a daemon-wide dict of removed ids, which grew with every `run --rm`.
+    final_exit: int | None = None
 
 
 def _about(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -196,7 +199,6 @@ class ContainerService:
         self.runtimes = runtimes or {"runc": shutil.which("runc") or "runc"}
         self.boot_id = boot_id()
         self._live: dict[str, _Live] = {}
-        self._last_exit: dict[str, int] = {}  # exit codes of removed containers, for wait(removed)
         (data_root / "containers").mkdir(exist_ok=True)
         # Each container's writable layer is the snapshot keyed by its id (containers/<id>/upper).
         self.snapshots = OverlaySnapshotter(data_root / "containers", data_root / "empty")
@@ -872,7 +874,7 @@ class ContainerService:
                 c2 = self.get(c.id)
             except NotFound:
                 pass
-            return {"StatusCode": self._last_exit.get(c.id, c2.exit_code), "Error": None}
+            return {"StatusCode": c2.exit_code if lv.final_exit is None else lv.final_exit, "Error": None}
         # A container waiting to restart counts as not running (dockerd wakes waiters on its exit).
         if condition in ("", "not-running") and not c.has_process:
             return {"StatusCode": c.exit_code, "Error": None}
@@ -884,7 +886,7 @@ class ContainerService:
         try:
             c = self.get(c.id)
         except NotFound:
-            return {"StatusCode": self._last_exit.get(c.id, c.exit_code), "Error": None}
+            return {"StatusCode": c.exit_code if lv.final_exit is None else lv.final_exit, "Error": None}
         return {"StatusCode": c.exit_code, "Error": None}
 
     @_about
@@ -928,7 +930,7 @@ class ContainerService:
                 await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)  # log, init layer
                 await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
             self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
-            self._last_exit[c.id] = c.exit_code
+            lv.final_exit = c.exit_code
         if not quiet:
             self.emit(c, "destroy")
         lv.exited.set()

@@ -12,7 +12,7 @@ Event = dict[str, Any]
 
 
 class EventBus:
-    def __init__(self, history: int = 1000) -> None:
+    def __init__(self, history: int = 256) -> None:  # dockerd's eventsLimit: `events --since` reaches as far
         self._history: deque[Event] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
