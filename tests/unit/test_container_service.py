@@ -305,3 +305,22 @@ def test_commit_pause_is_recorded_and_yields_to_the_user(world: World) -> None:
         assert w.actions(cid)[-3:] == ["pause", "unpause", "pause"]  # as dockerd: commit's pause is an event
 
     run(world, t)
+
+
+def test_run_rm_leaves_no_state_behind_in_the_service(world: World) -> None:
+    """Each `run --rm` once left an entry in a daemon-wide dict of exit codes (issue 21's RSS growth);
+    a waiter for removal still gets the exit code, from the container's own coordination record."""
+    async def t(w: World) -> None:
+        for code in (3, 0, 7):
+            cid = await w.run(AutoRemove=True)
+            waiter = asyncio.get_running_loop().create_task(w.cs.wait(cid, "removed"))
+            await asyncio.sleep(0)
+            w.runtime.exit(cid, code)
+            assert (await waiter)["StatusCode"] == code
+            await w.settle()
+            with pytest.raises(NotFound):
+                w.cs.get(cid)
+        assert w.cs._live == {}
+        assert not [k for k, v in vars(w.cs).items() if isinstance(v, dict) and cid in v]
+
+    run(world, t)
