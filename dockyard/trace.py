@@ -64,9 +64,11 @@ class Step:
 
     def to_json(self) -> dict[str, Any]:
         kind, _, oid = self.obj.partition(":")
-        out: dict[str, Any] = {"Seq": self.seq, "Time": self.time, "Start": self.start or self.time, "DurationMs": None if self.dur_ms is None else round(self.dur_ms, 3),
-               "Object": self.obj, "Kind": kind, "ID": oid, "Area": self.area, "Op": self.op,
-               "Result": self.result, "OK": self.ok, "Why": self.why}
+        out: dict[str, Any] = {
+            "Seq": self.seq, "Time": self.time, "Start": self.start or self.time,
+            "DurationMs": None if self.dur_ms is None else round(self.dur_ms, 3),
+            "Object": self.obj, "Kind": kind, "ID": oid, "Area": self.area, "Op": self.op,
+            "Result": self.result, "OK": self.ok, "Why": self.why}
         if self.detail:
             out["Detail"] = self.detail
         if self.session:
@@ -77,7 +79,7 @@ class Step:
 class _Off(Step):
     """What step() hands out with tracing compiled out: accepts the same attributes, records nothing."""
 
-    def __init__(self) -> None:  # noqa: D107 - no fields read
+    def __init__(self) -> None:  # no fields: nothing is ever read from it
         pass
 
     def __enter__(self) -> Step:
