@@ -1292,17 +1292,24 @@ def status_text(c: Container) -> str:
 
 
 def resources_of(hc: dict[str, Any]) -> Resources:
-    """HostConfig's resource fields as the runtime's Resources (NanoCpus → CFS quota over 100 ms)."""
-    from dockyard.runtime.spec import Resources
+    """HostConfig's resource fields (typed: wire.container.Resources) as the runtime's Resources
+    (NanoCpus → CFS quota over 100 ms)."""
+    import msgspec  # imported at the first start, not at daemon start (idle RSS)
 
-    quota, period = int(hc.get("CpuQuota") or 0), int(hc.get("CpuPeriod") or 0)
-    if hc.get("NanoCpus"):
+    from dockyard.runtime.spec import Resources
+    from dockyard.wire.container import Resources as WireResources
+
+    try:
+        r = WireResources.of(hc)
+    except msgspec.ValidationError as e:
+        raise InvalidParameter(f"invalid resources: {e}") from None
+    quota, period = r.cpu_quota or 0, r.cpu_period or 0
+    if r.nano_cpus:
         period = 100_000
-        quota = int(hc["NanoCpus"]) * period // 1_000_000_000
+        quota = r.nano_cpus * period // 1_000_000_000
     return Resources(
-        memory=int(hc.get("Memory") or 0), memory_swap=int(hc.get("MemorySwap") or 0),
-        memory_reservation=int(hc.get("MemoryReservation") or 0), cpu_shares=int(hc.get("CpuShares") or 0),
-        cpu_quota=quota, cpu_period=period, cpuset_cpus=hc.get("CpusetCpus") or "",
-        cpuset_mems=hc.get("CpusetMems") or "", pids_limit=int(hc.get("PidsLimit") or 0),
-        oom_kill_disable=bool(hc.get("OomKillDisable")), blkio_weight=int(hc.get("BlkioWeight") or 0),
+        memory=r.memory or 0, memory_swap=r.memory_swap or 0, memory_reservation=r.memory_reservation or 0,
+        cpu_shares=r.cpu_shares or 0, cpu_quota=quota, cpu_period=period, cpuset_cpus=r.cpuset_cpus or "",
+        cpuset_mems=r.cpuset_mems or "", pids_limit=r.pids_limit or 0, oom_kill_disable=bool(r.oom_kill_disable),
+        blkio_weight=r.blkio_weight or 0,
     )
