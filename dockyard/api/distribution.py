@@ -71,4 +71,24 @@ def register(router: Router, distribution: DistributionBackend) -> None:
 
     router.add("POST", "/images/{name:path}/push", post_images_push)
     router.add("GET", "/distribution/{name:path}/json", get_distribution_inspect)
+    async def get_images_search(req: Request) -> Response:
+        import json
+
+        term = req.q("term")
+        if not term:
+            raise InvalidParameter("term is required")
+        try:
+            limit = int(req.q("limit") or 25)
+            filters = json.loads(req.q("filters") or "{}")
+        except ValueError as e:
+            raise InvalidParameter(f"invalid search parameters: {e}") from None
+        if not 1 <= limit <= 100:
+            raise InvalidParameter(f"limit {limit} is outside the range of [1, 100]")
+        if isinstance(filters, dict):  # the old {"key": {"value": true}} shape and the list one
+            filters = {k: list(v) if isinstance(v, (dict, list)) else [str(v)] for k, v in filters.items()}
+        else:
+            filters = {}
+        return json_response(await distribution.search(term, limit, filters))
+
     router.add("POST", "/auth", post_auth)
+    router.add("GET", "/images/search", get_images_search)

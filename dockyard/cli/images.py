@@ -283,8 +283,37 @@ def setup_image_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", action="append", default=[])
 
 
+SEARCH_HEADERS = {"Name": "NAME", "Description": "DESCRIPTION", "StarCount": "STARS", "IsOfficial": "OFFICIAL",
+                  "IsAutomated": "AUTOMATED"}
+SEARCH_TABLE = "table {{.Name}}\t{{.Description}}\t{{.StarCount}}\t{{.IsOfficial}}"
+
+
+def cmd_search(ctx: Ctx, args: argparse.Namespace) -> int:
+    import json
+
+    params = {"term": args.term, "limit": args.limit,
+              "filters": json.dumps(parse_filters(args.filter)) if args.filter else None}
+    rows = []
+    for r in ctx.client.get("/images/search", params):
+        desc = (r.get("description") or "").replace("\n", " ")
+        rows.append({"Name": r.get("name", ""), "Description": desc if args.no_trunc else ellipsis(desc, 45),
+                     "StarCount": str(r.get("star_count", 0)), "IsOfficial": "[OK]" if r.get("is_official") else "",
+                     "IsAutomated": "[OK]" if r.get("is_automated") else ""})
+    write_rows(args.format, rows, SEARCH_HEADERS, SEARCH_TABLE)
+    return 0
+
+
+def setup_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--filter", action="append", default=[])
+    add_format(p)
+    p.add_argument("--limit", type=int, default=25)
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("term")
+
+
 IMG = "image"
 COMMANDS = [
+    Command("search", cmd_search, setup_search, help="Search Docker Hub for images"),
     Command("images", cmd_images, setup_images, IMG, ["ls", "list"], help="List images"),
     Command("pull", cmd_pull, setup_pull, IMG, help="Download an image from a registry"),
     Command("push", cmd_push, setup_push, IMG, help="Upload an image to a registry"),

@@ -156,25 +156,41 @@ def cmd_df(ctx: Ctx, args: argparse.Namespace) -> int:
     cache = df.get("BuildCache") or []
     active_images = sum(1 for i in images if i.get("Containers", 0) > 0)
     img_size = df.get("LayersSize") or sum(i.get("Size", 0) for i in images)
+    # RECLAIMABLE as docker's formatter works it out: what removing the unused would free, and its share
+    used = sum(i.get("Size", 0) - max(i.get("SharedSize", 0), 0) for i in images if i.get("Containers", 0) > 0)
+    ctr_size = sum(max(c.get("SizeRw", 0) or 0, 0) for c in ctrs)
+    ctr_free = sum(max(c.get("SizeRw", 0) or 0, 0) for c in ctrs if c.get("State") not in ("running", "paused"))
+    vol_sizes = [(v.get("UsageData") or {}) for v in vols]
+    vol_size = sum(u.get("Size", 0) for u in vol_sizes if u.get("Size", -1) != -1)
+    vol_free = sum(u.get("Size", 0) for u in vol_sizes if u.get("Size", -1) != -1 and u.get("RefCount", 0) == 0)
+    cache_free = sum(c.get("Size", 0) for c in cache if not c.get("InUse") and not c.get("Shared"))
     rows = [
         {"Type": "Images", "TotalCount": str(len(images)), "Active": str(active_images),
-         "Size": human_size(img_size), "Reclaimable": "-"},
+         "Size": _hs(img_size), "Reclaimable": _share(img_size - used, img_size)},
         {"Type": "Containers", "TotalCount": str(len(ctrs)),
          "Active": str(sum(1 for c in ctrs if c.get("State") == "running")),
-         "Size": human_size(sum(c.get("SizeRw", 0) for c in ctrs)), "Reclaimable": "-"},
+         "Size": _hs(ctr_size), "Reclaimable": _share(ctr_free, ctr_size)},
         {"Type": "Local Volumes", "TotalCount": str(len(vols)),
          "Active": str(sum(1 for v in vols if (v.get("UsageData") or {}).get("RefCount", 0) > 0)),
-         "Size": human_size(sum(max((v.get("UsageData") or {}).get("Size", 0), 0) for v in vols)),
-         "Reclaimable": "-"},
+         "Size": _hs(vol_size), "Reclaimable": _share(vol_free, vol_size)},
         {"Type": "Build Cache", "TotalCount": str(len(cache)),
          "Active": str(sum(1 for c in cache if c.get("InUse"))),
-         "Size": human_size(sum(c.get("Size", 0) for c in cache)), "Reclaimable": "-"},
+         "Size": _hs(sum(c.get("Size", 0) for c in cache)), "Reclaimable": _hs(cache_free)},
     ]
     headers = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
                "Reclaimable": "RECLAIMABLE"}
     write_rows(args.format, rows, headers,
                "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}")
     return 0
+
+
+def _hs(size: float) -> str:
+    return human_size(size, 4)  # system df uses go-units HumanSize: four significant digits
+
+
+def _share(part: int, total: int) -> str:
+    """docker's `1.2MB (40%)`; the size alone when there is nothing at all."""
+    return f"{_hs(part)} ({part * 100 // total}%)" if total > 0 else _hs(part)
 
 
 def setup_df(p: argparse.ArgumentParser) -> None:

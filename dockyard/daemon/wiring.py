@@ -125,6 +125,9 @@ class LazyDistribution:
     async def login(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._get().login(body)
 
+    async def search(self, term: str, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        return await self._get().search(term, limit, filters)
+
     async def aclose(self) -> None:
         if self._obj is not None:  # never built: nothing to close
             await self._obj.client.aclose()

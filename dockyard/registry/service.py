@@ -115,6 +115,39 @@ class Distribution:
         assert last is not None
         raise last
 
+    async def search(self, term: str, limit: int, filters: dict[str, builtins.list[str]]) -> builtins.list[dict[str, Any]]:
+        """GET /images/search: the registry's v1 search, as dockerd asks it; a registry without one (ours,
+        most v2 registries) is asked for its catalog instead, its repositories matched by the term."""
+        first, _, rest = term.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            domain, query = first, rest
+        else:
+            domain, query = "docker.io", term
+        ep = self.client.endpoints(domain)[-1]  # the registry itself, not a mirror
+        base = await self.client.base_url(ep)
+        http = self.client.http(ep.insecure)
+        resp = await http.get(base + "/v1/search", params={"q": query, "n": limit})
+        results: builtins.list[dict[str, Any]] = []
+        if resp.status_code == 200:
+            for r in resp.json().get("results") or []:
+                results.append({"name": r.get("name", ""), "description": r.get("description") or "",
+                                "star_count": int(r.get("star_count") or 0),
+                                "is_official": bool(r.get("is_official")), "is_automated": bool(r.get("is_automated"))})
+        else:
+            resp = await http.get(base + "/v2/_catalog", params={"n": 1000})
+            if resp.status_code >= 400:
+                raise InvalidParameter(f'Get "{base}/v1/search": unexpected status {resp.status_code}')
+            for repo in resp.json().get("repositories") or []:
+                if query.lower() in repo.lower():
+                    results.append({"name": repo if domain == "docker.io" else f"{domain}/{repo}", "description": "",
+                                    "star_count": 0, "is_official": False, "is_automated": False})
+        stars = max((int(v) for v in filters.get("stars", []) if v.isdigit()), default=0)
+        for key in ("is-official", "is-automated"):
+            for v in filters.get(key, []):
+                want = v.lower() == "true"
+                results = [r for r in results if r[key.replace("-", "_")] == want]
+        return [r for r in results if r["star_count"] >= stars][:limit]
+
     async def login(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /auth: check the credentials against the registry's /v2/ (Basic or token flow)."""
         server = (body.get("serveraddress") or "").strip() or "docker.io"

@@ -1155,7 +1155,8 @@ class ContainerService:
             "Names": ["/" + c.name],
             "Image": c.image_ref,
             "ImageID": c.image_id,
-            "Command": " ".join(c.command),  # dockerd joins Path and Args unquoted
+            # dockerd joins Path and Args, each argument holding a space in single quotes
+            "Command": " ".join(c.command[:1] + [f"'{a}'" if " " in a else a for a in c.command[1:]]),
             "Created": int(c.created),
             "Ports": ports,
             "Labels": c.config.get("Labels") or {},

@@ -187,6 +187,7 @@ class NetworkService:
                 if res.plumb is not None and not defer_plumbing:
                     await asyncio.to_thread(res.plumb)
                     res.plumb = None
+                self._emit_membership(cid, "connect")  # dockerd's `network connect` at each start
                 return res
             except BaseException:
                 await asyncio.to_thread(self._detach_sync, cid)
@@ -194,7 +195,15 @@ class NetworkService:
 
     async def detach(self, cid: str) -> None:
         async with self._lock:
+            self._emit_membership(cid, "disconnect")
             await asyncio.to_thread(self._detach_sync, cid)
+
+    def _emit_membership(self, cid: str, action: str) -> None:
+        for ep in self._rows("SELECT network_id FROM net_endpoints WHERE cid=?", (cid,)):
+            net = self.db.query_one("SELECT * FROM networks WHERE id=?", (ep["network_id"],))
+            if net is not None:
+                self.events.emit("network", action, net["id"], {"container": cid, "name": net["name"],
+                                                                "type": net["driver"]})
 
     async def forget(self, cid: str) -> None:
         """At container removal: drop its network memberships too."""

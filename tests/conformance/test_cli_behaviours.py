@@ -1,0 +1,92 @@
+"""Behaviours a learner sees, on our daemon beside the real dockerd: COMMAND quoting, no ports on exited
+containers, /v1.99/ refused, info and version fields, top's columns, RECLAIMABLE, network events."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import DOCKER_CLI, ROOT, Daemon
+
+
+def docker(host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_HOST": host}
+    p = subprocess.run([DOCKER_CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert not check or p.returncode == 0, p.stderr
+    return p
+
+
+def dockyard(host: str, *args: str) -> str:
+    env = {**os.environ, "DOCKER_HOST": host}
+    p = subprocess.run([sys.executable, "-m", "dockyard.cli.main", *args], env=env, capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_command_quoting_and_top_like_dockerd(clean_daemon: Daemon, real_dockerd: str) -> None:
+    outs = []
+    for host in (clean_daemon.host, real_dockerd):
+        docker(host, "run", "-d", "--network", "none", "--name", "quoting", "busybox", "sh", "-c",
+               'echo "a b"; sleep 300')
+        try:
+            outs.append((docker(host, "ps", "--no-trunc", "--filter", "name=quoting", "--format",
+                                "{{.Command}}").stdout,
+                         docker(host, "top", "quoting", "-o", "pid,comm").stdout.splitlines()[0]))
+            if host == clean_daemon.host:
+                assert dockyard(host, "top", "quoting", "-o", "pid,comm").splitlines()[0] == outs[-1][1]
+        finally:
+            docker(host, "rm", "-f", "quoting")
+    assert outs[0] == outs[1] == ('"sh -c \'echo \\"a b\\"; sleep 300\'"\n', "PID" + " " * 17 + "COMMAND")
+
+
+def test_exited_containers_list_no_ports(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    d.docker("run", "--name", "porty", "-p", "127.0.0.1::80", "busybox", "true")
+    for out in (d.docker("ps", "-a", "--format", "[{{.Ports}}]").stdout.decode(),
+                dockyard(d.host, "ps", "-a", "--format", "[{{.Ports}}]")):
+        assert out == "[]\n"
+    assert json.loads(d.docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", "porty").stdout) == {}
+
+
+def test_too_new_api_version_is_refused(clean_daemon: Daemon, real_dockerd: str) -> None:
+    for host in (clean_daemon.host, real_dockerd):
+        with httpx.Client(transport=httpx.HTTPTransport(uds=host.removeprefix("unix://"))) as c:
+            r = c.get("http://d/v1.99/version")
+        assert r.status_code == 400 and "client version 1.99 is too new" in r.json()["message"]
+
+
+def test_info_and_version_fields(clean_daemon: Daemon) -> None:
+    info = json.loads(clean_daemon.docker("info", "--format", "{{json .}}").stdout)
+    assert re.fullmatch(r"([A-Z2-7]{4}:){11}[A-Z2-7]{4}", info["ID"]), info["ID"]
+    assert info["LoggingDriver"] == "json-file" and info["DockerRootDir"] == str(clean_daemon.data_root)
+    version = json.loads(clean_daemon.docker("version", "--format", "{{json .Server}}").stdout)
+    assert all(version[k] for k in ("GitCommit", "GoVersion", "BuildTime")), version
+    assert "runc" in [c["Name"] for c in version["Components"]]
+    text = dockyard(clean_daemon.host, "version")
+    assert not re.search(r"(Git commit|Built|Go version):\s*\n", text), text
+
+
+def test_system_df_reclaimable_as_docker(clean_daemon: Daemon) -> None:
+    ref = clean_daemon.docker("system", "df").stdout.decode()
+    assert dockyard(clean_daemon.host, "system", "df") == ref
+    assert " - " not in ref and "RECLAIMABLE" in ref
+
+
+def test_network_events(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    since = str(int(time.time()))
+    d.docker("network", "create", "evnet")
+    try:
+        d.docker("run", "--rm", "--network", "evnet", "busybox", "true")
+    finally:
+        d.docker("network", "rm", "evnet")
+    out = d.docker("events", "--since", since, "--until", str(int(time.time()) + 1), "--filter", "type=network",
+                   "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout.decode().splitlines()
+    assert out == ["create evnet", "connect evnet", "disconnect evnet", "destroy evnet"]
