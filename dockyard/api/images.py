@@ -41,7 +41,10 @@ def register(router: Router, images: ImageBackend, distribution: DistributionBac
         # Dropped in API 1.45. docker-compose 1.29 negotiates the newest API yet reads ContainerConfig
         # when it recreates a container (KeyError on Docker 25+), so it keeps getting them.
         if v < (1, 45) or req.headers.get("user-agent", "").startswith("docker-compose/"):
-            out = {**out, "Container": "", "ContainerConfig": dict(_EMPTY_CONTAINER_CONFIG)}
+            # what dockerd shows: the config of the container the image was committed from, when the
+            # image records one (docker-compose 1.x carries its Volumes over when it recreates)
+            recorded = images.container_config(req.params["name"])
+            out = {**out, "Container": recorded[0], "ContainerConfig": {**_EMPTY_CONTAINER_CONFIG, **recorded[1]}}
         if v < (1, 44):
             out["VirtualSize"] = out.get("Size", 0)
         return json_response(out)

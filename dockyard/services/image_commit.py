@@ -79,6 +79,10 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
         if changes:
             cfg = apply_changes(cfg, changes)
         doc["config"] = {k: v for k, v in cfg.items() if v is not None}
+        # dockerd's record of the container the layer came from (shown as ContainerConfig to API < 1.45):
+        # its config, with the step as Cmd. docker-compose 1.x reads its Volumes on a recreate.
+        doc["container_config"] = {**doc["config"], "Cmd": ["/bin/sh", "-c", history["created_by"]]} \
+            if history.get("created_by") else dict(doc["config"])
         doc["created"] = now
         if container_id:
             doc["container"] = container_id

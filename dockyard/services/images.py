@@ -498,6 +498,13 @@ class ImageService:
             out["OsVersion"] = cfg["os.version"]
         return out
 
+    def container_config(self, ref_or_id: str) -> tuple[str, dict[str, Any]]:
+        """(container, container_config) as the image config records them (the legacy fields that
+        API < 1.45 shows as Container and ContainerConfig); ("", {}) when it has none."""
+        cfg = self.resolve(ref_or_id).config
+        cc = cfg.get("container_config")
+        return str(cfg.get("container") or ""), dict(cc) if isinstance(cc, dict) else {}
+
     def history(self, ref_or_id: str) -> list[dict[str, Any]]:
         img = self.resolve(ref_or_id)
         items: list[dict[str, Any]] = []

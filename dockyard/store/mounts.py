@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class _Spec:
     tmpfs_options: list[str] = field(default_factory=list)
     origin: str = "binds"  # binds | mounts | volumes-from | image
     copy: bool = True
+    subpath: str = ""  # VolumeOptions.Subpath (API 1.45): mount this directory of the volume only
 
 
 def _bad_spec(raw: str, why: str = "") -> InvalidParameter:
@@ -158,12 +160,16 @@ def _parse_mount(m: dict[str, Any]) -> _Spec:
     if kind == "volume":
         vo = vopts or {}
         dc = vo.get("DriverConfig") or {}
-        if vo.get("Subpath"):
-            raise err("field Subpath is not supported")
+        sub = str(vo.get("Subpath") or "")
+        if sub:
+            clean = posixpath.normpath(sub)
+            if sub.startswith("/") or clean == ".." or clean.startswith("../"):
+                raise err("subpath must be a relative path within the volume")
+            sub = "" if clean == "." else clean
         return _Spec(type="volume", destination=dst, source=src, rw=not ro, mode="z" if src else "",
                      nocopy=bool(vo.get("NoCopy")), volume_opts=dict(dc.get("Options") or {}),
                      volume_labels=dict(vo.get("Labels") or {}), driver=dc.get("Name") or "local",
-                     origin="mounts")
+                     origin="mounts", subpath=sub)
     if src:
         raise err("field Source must not be specified")
     to = topts or {}
@@ -334,7 +340,9 @@ def resolve_mounts(
             vol = volumes.create(name, spec.driver, spec.volume_opts, spec.volume_labels, anonymous=anonymous)
             volumes.acquire(name, cid)
             host = str(volumes.mount_path(name))
-            if spec.copy and not spec.nocopy:
+            if spec.subpath:
+                host = _subpath_in(Path(host), spec.subpath)
+            elif spec.copy and not spec.nocopy:
                 copy_up(rootfs, spec.destination, Path(host))  # only fills an empty volume, as Docker
             entry = {"Type": "volume", "Name": name, "Source": vol["Mountpoint"],
                      "Destination": spec.destination, "Driver": vol["Driver"], "Mode": spec.mode,
@@ -348,6 +356,16 @@ def resolve_mounts(
     # parents before children, whatever order the user gave
     oci.sort(key=lambda m: len([c for c in m["destination"].split("/") if c]))
     return oci, docker
+
+
+def _subpath_in(volume_dir: Path, subpath: str) -> str:
+    """The volume's `subpath`, which must stay inside the volume (no symlink out of it)."""
+    full = volume_dir / subpath
+    real = os.path.realpath(full)
+    root = os.path.realpath(volume_dir)
+    if real != root and not real.startswith(root + "/"):
+        raise InvalidParameter(f"cannot access path {full}: subpath escapes the volume")
+    return real  # a subpath not there (yet: this runs at create too) fails the mount at start, as dockerd
 
 
 def needs_rootfs_propagation(oci_mounts: list[dict[str, Any]]) -> str:

@@ -228,3 +228,22 @@ def test_put_archive_into_a_volume_of_a_created_container(engines: Engines) -> N
 
     ours, ref = engines.both(run)
     assert ours == ref == b"Deaf To All But The Song"
+
+
+def test_volume_subpath_with_the_docker_cli(daemon: Daemon) -> None:
+    """API 1.45's VolumeOptions.Subpath (dockerd 20.10 predates it: the v28 CLI against ours only)."""
+    vol = f"dy-sub-{uuid.uuid4().hex[:8]}"
+    daemon.docker("volume", "create", vol)
+    try:
+        daemon.docker("run", "--rm", "-v", f"{vol}:/v", "busybox", "sh", "-c",
+                      "mkdir -p /v/sub && echo inside > /v/sub/f && ln -s /etc /v/out")
+        r = daemon.docker("run", "--rm", "--mount", f"type=volume,src={vol},dst=/x,volume-subpath=sub,readonly",
+                          "busybox", "sh", "-c", "ls /x; cat /x/f; touch /x/g 2>/dev/null || echo read-only")
+        assert r.stdout == b"f\ninside\nread-only\n"
+        for bad in ("../sub", "/sub", "out"):  # outside the volume, absolute, a symlink out of it
+            r = daemon.docker("run", "--rm", "--mount", f"type=volume,src={vol},dst=/x,volume-subpath={bad}",
+                              "busybox", "true", check=False)
+            assert r.returncode != 0, bad
+            assert b"subpath" in r.stderr, r.stderr
+    finally:
+        daemon.docker("volume", "rm", "-f", vol, check=False)

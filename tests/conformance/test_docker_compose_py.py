@@ -142,3 +142,33 @@ def test_docker_compose_volume_persists(compose: Compose) -> None:
     compose("up", "-d", "worker")
     assert compose("exec", "-T", "worker", "cat", "/data/kept").stdout.strip() == "kept"
 
+
+
+def test_docker_compose_recreate_keeps_the_image_volumes(daemon: Daemon, tmp_path: Path) -> None:
+    """A volume the image declares (anonymous, no name in the compose file) keeps its data when
+    compose recreates the container: compose reads the image's ContainerConfig.Volumes and the old
+    container's Mounts, and hands the same volume to the new one, as on dockerd."""
+    import io
+
+    import docker
+
+    tag = "dc-imgvol-" + secrets.token_hex(4)
+    api = docker.APIClient(base_url=daemon.host, timeout=120)
+    list(api.build(fileobj=io.BytesIO(b"FROM busybox\nVOLUME /data\n"), tag=tag, rm=True))
+    (tmp_path / "docker-compose.yml").write_text(
+        f'version: "3.7"\nservices:\n  db:\n    image: {tag}\n    environment: ["V=${{V:-1}}"]\n'
+        '    command: ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n')
+    c = Compose(daemon, tmp_path)
+    try:
+        c("up", "-d")
+        c("exec", "-T", "db", "sh", "-c", "echo kept > /data/f")
+        before = c.containers()[f"{c.name}_db_1"]
+        c("up", "-d", env={"V": "2"})  # a changed environment: recreated
+        after = c.containers()[f"{c.name}_db_1"]
+        assert after["Id"] != before["Id"]
+        assert [m["Name"] for m in after["Mounts"]] == [m["Name"] for m in before["Mounts"]]  # type: ignore[index]
+        assert c("exec", "-T", "db", "cat", "/data/f").stdout.strip() == "kept"
+    finally:
+        c("down", "-v", "-t", "1", check=False)
+        api.remove_image(tag, force=True)
+        api.close()
