@@ -29,12 +29,14 @@ _COLORS = {"mount": "35", "netns": "34", "link": "34", "addr": "34", "route": "3
 
 class Renderer:
     """Records as a terminal reads them: one group per object, one line per step with its duration, the
-    kernel's answer and why under it. Colour only on a TTY."""
+    kernel's answer and why under it (each why said once: the second container's veth needs no new
+    reason). Colour only on a TTY."""
 
     def __init__(self, out: IO[str], color: bool | None = None) -> None:
         self.out = out
         self.color = out.isatty() if color is None else color
         self.last_obj = ""
+        self.said: set[str] = set()
 
     def _c(self, code: str, text: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
@@ -54,7 +56,8 @@ class Renderer:
             lines.append(f"{pad}{self._c('2', '· ' + _short(d))}")
         result = _short(r["Result"])
         lines.append(f"{pad}→ {self._c('32' if r['OK'] else '31', result)}")
-        if r.get("Why"):
+        if r.get("Why") and r["Why"] not in self.said:
+            self.said.add(r["Why"])
             lines.append(f"{pad}{self._c('2', 'why: ' + r['Why'])}")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()

@@ -85,3 +85,30 @@ def test_all_rings_together_are_bounded_by_dropping_the_least_recent_objects(mon
     assert trace._total == len(trace.records())
     trace.drop("container:c1")
     assert trace._total == len(trace.records())
+
+
+def test_the_renderer_groups_by_object_shortens_ids_and_says_each_why_once() -> None:
+    import io
+
+    from dockyard.cli.trace import Renderer
+
+    cid = "ab" * 32
+    recs = []
+    for op in ("ip link add veth1", "ip link add veth2"):
+        with trace.about(f"container:{cid}"), trace.step("link", f"{op} netns /run/netns/{cid}", "a cable") as s:
+            s.result = "ifindex 7"
+        recs.append(trace.records(cid)[-1].to_json())
+    with pytest.raises(OSError), trace.about("network:n1"), trace.step("link", "ip link add br0", "a switch"):
+        raise OSError(17, "File exists")
+    recs.append(trace.records("network:n1")[-1].to_json())
+    out = io.StringIO()
+    r = Renderer(out, color=False)
+    for rec in recs:
+        r.record(rec)
+    text = out.getvalue()
+    assert text.count(f"── container {cid[:12]}\n") == 1 and "── network n1" in text
+    assert cid not in text and f"/run/netns/{cid[:12]}" in text
+    assert text.count("why: a cable") == 1 and "→ failed: [Errno 17] File exists" in text and "\x1b[" not in text
+    coloured = io.StringIO()
+    Renderer(coloured, color=True).record(recs[-1])
+    assert "\x1b[31m" in coloured.getvalue()  # a failed step in red
