@@ -295,19 +295,20 @@ def test_volume_name_too_long_is_400_not_500(clean_daemon: Daemon) -> None:
         assert c.delete(f"/volumes/{'b' * 255}").status_code == 204
 
 
-@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "x y", "-lead", "n" * 256])
-def test_network_names_outside_the_name_rule_are_refused(clean_daemon: Daemon, name: str) -> None:
+@pytest.mark.parametrize("name", ["../../x", "a/b", "/x", "bell\x07", "n" * 256])
+def test_path_like_network_names_are_refused(clean_daemon: Daemon, name: str) -> None:
     """`../../x` was accepted and could then be removed only by id (the CLI's /networks/..%2F..%2Fx
-    finds no route; dockerd behaves the same)."""
+    finds no route; dockerd behaves the same). Spaces stay allowed: dockerd takes them and docker-py's
+    suite uses one."""
     d = clean_daemon
     with d.api() as c:
         r = c.post("/networks/create", json={"Name": name})
         assert r.status_code == 400, r.text
-        assert "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed" in r.json()["message"]
+        assert "invalid network name" in r.json()["message"]
         assert name not in {n["Name"] for n in c.get("/networks").json()}
-    p = d.docker("network", "create", "n")  # one character stays fine, as in dockerd
-    d.docker("network", "rm", "n")
-    assert p.returncode == 0
+    for ok in ("n", "test 01"):  # one character and a space stay fine, as in dockerd
+        d.docker("network", "create", ok)
+        d.docker("network", "rm", ok)
 
 
 @pytest.mark.parametrize("mode", ["private", "bogus"])
