@@ -38,7 +38,9 @@ from dockyard.dockerfile.parser import (
 )
 from dockyard.errors import DockyardError, NotFound, describe
 from dockyard.runtime.logs import STDERR, read_log_batches
+from dockyard.services.containers import ContainerService
 from dockyard.services.image_commit import commit_layer
+from dockyard.services.images import Image, ImageService
 from dockyard.store import overlay
 from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted
@@ -91,7 +93,7 @@ def _short(image_id: str) -> str:
 
 
 class Builder:
-    def __init__(self, db: Database, images: Any, containers: Any, root: Path,
+    def __init__(self, db: Database, images: ImageService, containers: ContainerService | None, root: Path,
                  pull: Callable[[str, str | None, str | None, str | None], AsyncIterator[Any]] | None = None) -> None:
         self.images = images
         self.containers = containers
@@ -569,6 +571,7 @@ class _Run:
         if self.cache_sources is None:
             self.cache_sources = set()
             for ref in self.opts.cachefrom:
+                img: Image | None
                 try:
                     img = self.b.images.resolve(ref)
                 except DockyardError:
@@ -620,6 +623,8 @@ class _Run:
         if state.image_id is None:
             raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: 127")
         cs = self.b.containers
+        if cs is None:
+            raise BuildError("RUN needs the container service (this builder was made without one)")
         spec: dict[str, Any] = {
             "Image": state.image_id, "Cmd": cmd, "Entrypoint": [], "Env": run_env,
             "WorkingDir": state.config.get("WorkingDir") or "", "User": state.config.get("User") or "",
