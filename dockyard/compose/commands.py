@@ -440,7 +440,7 @@ def watch(client: APIClient, project: Project, host: str | None, args: Namespace
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
-    w = Watch(client, project, args.names)
+    w = Watch(client, project, args.names, prune=args.prune)
     try:
         w.run()
     except KeyboardInterrupt:

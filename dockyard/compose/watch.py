@@ -25,10 +25,11 @@ from inotify_simple import flags as F
 
 from dockyard.client import APIClient, APIError
 from dockyard.compose import state
+from dockyard.compose.convert import image_name
 from dockyard.compose.engine import Engine, UpOptions
 from dockyard.compose.errors import ComposeError
-from dockyard.compose.ignore import Ignore
 from dockyard.compose.loader import Project
+from dockyard.util.dockerignore import PatternMatcher, read_patterns
 
 SYNC_QUIET = 0.02  # seconds without events before a sync batch goes
 REBUILD_QUIET = 0.5
@@ -45,9 +46,9 @@ class Rule:
     action: str  # sync | rebuild | sync+restart | sync+exec | restart
     path: Path
     target: str
-    ignore: Ignore  # patterns relative to `path`
-    context_ignore: tuple[Path, Ignore] | None  # the build context's .dockerignore
-    include: Ignore | None
+    ignore: PatternMatcher  # patterns relative to `path`
+    context_ignore: tuple[Path, PatternMatcher] | None  # the build context's .dockerignore
+    include: PatternMatcher | None
     initial_sync: bool
     exec: dict[str, Any] | None = None
     pending: set[Path] = field(default_factory=set)
@@ -59,9 +60,9 @@ class Rule:
             rel = p.relative_to(self.path).as_posix()
         except ValueError:
             return False
-        if rel != "." and self.ignore.match(rel):
+        if rel != "." and self.ignore.matches(rel):
             return False
-        if self.include is not None and rel != "." and not self.include.match(rel) and not p.is_dir():
+        if self.include is not None and rel != "." and not self.include.matches(rel) and not p.is_dir():
             return False
         if self.context_ignore is not None:
             root, ign = self.context_ignore
@@ -69,7 +70,7 @@ class Rule:
                 crel = p.relative_to(root).as_posix()
             except ValueError:
                 return True
-            if crel != "." and ign.match(crel):
+            if crel != "." and ign.matches(crel):
                 return False
         return True
 
@@ -86,8 +87,9 @@ def rules_of(project: Project, services: list[str]) -> list[Rule]:
         ctx_ign = None
         if svc.get("build"):
             ctx = Path(svc["build"]["context"])
-            ign = Ignore.file(ctx / ".dockerignore")
-            ctx_ign = (ctx, ign) if ign else None
+            f = ctx / ".dockerignore"
+            ign = PatternMatcher.of(read_patterns(f.read_text(errors="replace"))) if f.is_file() else None
+            ctx_ign = (ctx, ign) if ign is not None and ign.patterns else None
         for i, w in enumerate(develop.get("watch") or []):
             action = w.get("action")
             where = f"services.{name}.develop.watch[{i}]"
@@ -99,8 +101,8 @@ def rules_of(project: Project, services: list[str]) -> list[Rule]:
             if action == "sync+exec" and not (w.get("exec") or {}).get("command"):
                 raise ComposeError(f"{where}: exec.command is required for sync+exec")
             out.append(Rule(name, action, Path(w["path"]), str(w.get("target") or ""),
-                            Ignore([*DEFAULT_IGNORES, *(w.get("ignore") or [])]), ctx_ign,
-                            Ignore(list(w["include"])) if w.get("include") else None,
+                            PatternMatcher.of([*DEFAULT_IGNORES, *(w.get("ignore") or [])]), ctx_ign,
+                            PatternMatcher.of(list(w["include"])) if w.get("include") else None,
                             bool(w.get("initial_sync")), w.get("exec")))
     return out
 
@@ -190,8 +192,9 @@ def say(text: str) -> None:
 
 class Watch:
     def __init__(self, client: APIClient, project: Project, services: list[str],
-                 on_recreate: Callable[[list[str]], None] | None = None) -> None:
+                 on_recreate: Callable[[list[str]], None] | None = None, prune: bool = False) -> None:
         self.client = client
+        self.prune = prune
         self.project = project
         chosen = services or list(project.services)
         self.rules = rules_of(project, chosen)
@@ -246,6 +249,8 @@ class Watch:
         name = rule.service
         say(f"Rebuilding service \"{name}\" after changes were detected...")
         engine = Engine(self.client, self.project)
+        tag = image_name(self.project, name, self.project.services[name])
+        old = engine.image_id(tag)
         try:
             engine.build_service(name, self.project.services[name])
             ids = engine.up(UpOptions(services=[name], no_deps=True, force_recreate=True))
@@ -253,6 +258,11 @@ class Watch:
             say(f"Error: rebuilding service \"{name}\": {e}")
             return
         say(f"service \"{name}\" successfully built")
+        if self.prune and old.startswith("sha256:") and engine.image_id(tag) != old:
+            try:  # --prune: the image the rebuild replaced, unless something still uses it
+                self.client.remove_image(old)
+            except APIError:
+                pass
         if self.on_recreate:
             self.on_recreate(ids)
 
