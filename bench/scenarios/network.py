@@ -126,3 +126,35 @@ class Network(Scenario):
                     rps[metric].append(wrk_rps(wrk, url))
             out.update({m: median(v) for m, v in rps.items()})
         return out
+
+
+CROWD = 100
+
+
+@scenario
+class Crowd(Scenario):
+    name = "network-crowd"
+    help = f"{CROWD} x run -d on one user network: is the {CROWD}th run as fast as the first? name lookups"
+    order = 55
+
+    def run(self, t: Target) -> dict[str, float]:
+        net = f"bench-crowd-{os.getpid()}"
+        t.docker("network", "create", net)
+        try:
+            with containers(t) as ids:
+                times = []
+                for i in range(CROWD):
+                    t0 = time.perf_counter()
+                    ids.append(t.docker("run", "-d", "--label", LABEL, "--network", net, "--name", f"{net}-{i}",
+                                        "busybox", "sleep", "1000").stdout.strip())
+                    times.append((time.perf_counter() - t0) * 1000)
+                out = {"run -d, first 10 on the network (ms)": median(times[:10]),
+                       f"run -d, last 10 of {CROWD} on the network (ms)": median(times[-10:])}
+                # 200 lookups of the other containers' names, from one of them (one exec: the loop runs inside).
+                script = " ; ".join(f"nslookup {net}-{i} >/dev/null" for i in range(0, CROWD, CROWD // 20)) * 10
+                t0 = time.perf_counter()
+                t.docker("exec", ids[0], "sh", "-c", script)
+                out["name lookup inside a container, each of 200 (ms)"] = (time.perf_counter() - t0) * 1000 / 200
+                return out
+        finally:
+            t.docker("network", "rm", net, check=False)

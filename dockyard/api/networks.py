@@ -33,8 +33,12 @@ def register(router: Router, networks: NetworkBackend) -> None:
     async def network_create(req: Request) -> Response:
         body = _obj(await req.json())
         ipam = body.get("IPAM") or {}
-        if not isinstance(ipam, dict) or not isinstance(ipam.get("Config") or [], list):
+        if not isinstance(ipam, dict) or not isinstance(ipam.get("Config") or [], list) \
+                or not isinstance(ipam.get("Options") or {}, dict):
             raise InvalidParameter("json: cannot unmarshal into Go struct field NetworkCreateRequest.IPAM")
+        for key in ("Options", "Labels"):
+            if not isinstance(body.get(key) or {}, dict):
+                raise InvalidParameter(f"json: cannot unmarshal into Go struct field NetworkCreateRequest.{key}")
         out = await networks.create(
             body.get("Name") or "", driver=body.get("Driver") or "bridge",
             internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),

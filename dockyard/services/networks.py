@@ -304,8 +304,12 @@ class NetworkService:
             configs.append({"Subnet": subnet or "", "Gateway": gateway or "", "IPRange": ip_range or ""})
         pools: dict[int, tuple[ipam.IPNet, dict[str, Any]]] = {}
         for cfg in configs:
-            if not isinstance(cfg, dict):
-                raise InvalidParameter("invalid IPAM config")
+            if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k) or "", str)
+                                                     for k in ("Subnet", "Gateway", "IPRange")):
+                raise InvalidParameter("invalid IPAM config: Subnet, Gateway and IPRange are strings")
+            aux = cfg.get("AuxiliaryAddresses") or {}
+            if not isinstance(aux, dict) or not all(isinstance(v, str) for v in aux.values()):
+                raise InvalidParameter("invalid IPAM config: AuxiliaryAddresses maps names to addresses")
             if not cfg.get("Subnet"):
                 if cfg.get("Gateway") or cfg.get("IPRange"):
                     raise InvalidParameter("ipam config without a subnet")

@@ -173,6 +173,12 @@ def test_networks_declared_at_create(nd: Daemon) -> None:
     assert nets["two"]["IPAddress"] == "10.232.7.9" and nets["one"]["IPAddress"]
     out = sh(nd, "made", "ip addr")
     assert "02:42:0a:e8:07:09" in out and "10.232.7.9/24" in out
+    with nd.api() as api:  # before API 1.45 dockerd listed the short id among the aliases; after, in DNSNames
+        short = inspect(nd, "made")["Id"][:12]
+        old = api.get("/v1.41/containers/made/json").json()["NetworkSettings"]["Networks"]
+        new = api.get("/v1.47/containers/made/json").json()["NetworkSettings"]["Networks"]
+        assert old["two"]["Aliases"] == ["a2", short] and new["two"]["Aliases"] == ["a2"]
+        assert short in new["two"]["DNSNames"]
     # An unknown network: as with dockerd, the container is made and its start fails on it.
     nd.docker("create", "--name", "lost", "--network", "nope", "busybox")
     p = nd.docker("start", "lost", check=False)
