@@ -378,9 +378,13 @@ class NetworkService:
         if net["builtin"]:
             raise Forbidden(f"{net['name']} is a pre-defined network and cannot be removed")
         async with self._lock:
-            if self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (net["id"],)):
+            users = [r["name"].lstrip("/") for r in self._rows(
+                "SELECT s.name FROM net_endpoints e JOIN net_sandboxes s ON s.cid=e.cid WHERE e.network_id=? "
+                "ORDER BY s.name", (net["id"],))]
+            if users or self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (net["id"],)):
+                # dockerd's words, then who uses it (beyond dockerd: what to stop or disconnect)
                 raise Forbidden(f"error while removing network: network {net['name']} id {net['id']} "
-                                "has active endpoints")
+                                "has active endpoints" + (f" (used by {', '.join(users)})" if users else ""))
             with trace.about(f"network:{net['id']}"):
                 await self._drop_network(net)
         trace.drop(f"network:{net['id']}")
@@ -602,8 +606,11 @@ class NetworkService:
                     raise InvalidParameter(str(e)) from None
                 sock, err = None, ""
                 for hp in candidates:
-                    if hp and self._allocated(proto, host_ip, hp):
-                        err = f"Bind for {host_ip}:{hp} failed: port is already allocated"
+                    holder = self._allocated(proto, host_ip, hp) if hp else None
+                    if holder is not None:
+                        # dockerd's words, then which container has it (beyond dockerd: the learner's question)
+                        err = (f"Bind for {host_ip}:{hp} failed: port is already allocated "
+                               f"(container {holder.lstrip('/')} publishes it)")
                         continue
                     try:
                         sock = ports.reserve(proto, host_ip, hp)
@@ -623,13 +630,14 @@ class NetworkService:
         exposed = sorted(set(exposed_ports) | set(port_bindings))
         return maps, exposed
 
-    def _allocated(self, proto: str, host_ip: str, port: int) -> bool:
-        for sb in self._rows("SELECT ports FROM net_sandboxes"):
+    def _allocated(self, proto: str, host_ip: str, port: int) -> str | None:
+        """The name of the container holding the host port, if one does."""
+        for sb in self._rows("SELECT name, ports FROM net_sandboxes"):
             for p in json.loads(sb["ports"]):
                 if p["proto"] == proto and p["host_port"] == port and (
                         p["host_ip"] == host_ip or "0.0.0.0" in (p["host_ip"], host_ip)):
-                    return True
-        return False
+                    return str(sb["name"])
+        return None
 
     def _plug(self, cid: str, name: str, net: Any, netns_path: str, ifname: str, mac: str | None,
               wiring: builtins.list[Callable[[], None]]) -> tuple[str, str]:

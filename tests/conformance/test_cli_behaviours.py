@@ -90,3 +90,24 @@ def test_network_events(clean_daemon: Daemon) -> None:
     out = d.docker("events", "--since", since, "--until", str(int(time.time()) + 1), "--filter", "type=network",
                    "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout.decode().splitlines()
     assert out == ["create evnet", "connect evnet", "disconnect evnet", "destroy evnet"]
+
+
+def test_errors_name_the_container_in_the_way(clean_daemon: Daemon) -> None:
+    """Beyond dockerd, after its words: a port conflict names the container holding the port, and
+    `network rm` of a network in use names the containers on it."""
+    d = clean_daemon
+    d.docker("run", "-d", "--name", "holder", "-p", "127.0.0.1:18093:80", "busybox", "sleep", "300")
+    for cli in (d.docker, d.dockyard):
+        p = cli("run", "-d", "-p", "127.0.0.1:18093:80", "busybox", "sleep", "300", check=False)
+        assert p.returncode == 125
+        assert b"Bind for 127.0.0.1:18093 failed: port is already allocated (container holder publishes it)" \
+            in p.stderr, p.stderr
+    d.docker("network", "create", "busy-net")
+    try:
+        d.docker("run", "-d", "--name", "user1", "--network", "busy-net", "busybox", "sleep", "300")
+        for cli in (d.docker, d.dockyard):
+            p = cli("network", "rm", "busy-net", check=False)
+            assert p.returncode == 1 and b"has active endpoints (used by user1)" in p.stderr, p.stderr
+    finally:
+        d.docker("rm", "-f", "user1")
+        d.docker("network", "rm", "busy-net")
