@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from dockyard.errors import NotFound
+from dockyard.errors import DockyardError, NotFound
 from dockyard.util.ids import new_id
 from dockyard.util.timefmt import rfc3339
 
@@ -148,7 +148,7 @@ class HealthMonitor:
             proc = self.execs.process_spec(e, False)
             session = await self.runtime.exec_(cid, e.id, proc, tty=False, stdin=False, attach=True)
         except Exception as err:  # noqa: BLE001 - Docker records a failed probe start as exit -1
-            return -1, str(getattr(err, "message", err))
+            return -1, err.message if isinstance(err, DockyardError) else str(err)
         out = bytearray()
 
         async def collect() -> None:

@@ -541,11 +541,11 @@ class ImageService:
     async def _spool(self, stream: AsyncIterator[bytes] | IO[bytes], path: Path) -> None:
         """Write a request body to disk (never whole in memory)."""
         with open(path, "wb") as out:
-            if hasattr(stream, "read"):
-                await asyncio.to_thread(shutil.copyfileobj, stream, out, 1 << 20)  # type: ignore[arg-type]
-            else:
+            if isinstance(stream, AsyncIterator):
                 async for chunk in stream:
                     out.write(chunk)
+            else:
+                await asyncio.to_thread(shutil.copyfileobj, stream, out, 1 << 20)
 
     async def load(self, stream: AsyncIterator[bytes] | IO[bytes], quiet: bool = False) -> list[dict[str, Any]]:
         """`docker load`: returns Docker's messages ({"stream": "Loaded image: x\\n"})."""
