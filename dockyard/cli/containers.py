@@ -190,7 +190,14 @@ def setup_logs(p: argparse.ArgumentParser) -> None:
 
 # -- lifecycle ----------------------------------------------------------------
 def cmd_stop(ctx: Ctx, args: argparse.Namespace) -> int:
-    return for_each(args.containers, lambda c: ctx.client.stop(c, args.time, args.signal))
+    if not sys.stderr.isatty():
+        return for_each(args.containers, lambda c: ctx.client.stop(c, args.time, args.signal))
+    from dockyard.cli.stopwait import stop_explained
+
+    # On a terminal a stop that takes a while says why (a PID 1 ignoring SIGTERM, typically).
+    return for_each(args.containers, lambda c: stop_explained(
+        lambda: ctx.client.stop(c, args.time, args.signal), lambda: ctx.client.inspect_container(c),
+        args.signal, args.time, sys.stderr, c))
 
 
 def cmd_restart(ctx: Ctx, args: argparse.Namespace) -> int:

@@ -111,3 +111,22 @@ def test_errors_name_the_container_in_the_way(clean_daemon: Daemon) -> None:
     finally:
         d.docker("rm", "-f", "user1")
         d.docker("network", "rm", "busy-net")
+
+
+def test_a_long_stop_says_why_it_waits(clean_daemon: Daemon) -> None:
+    """On a terminal, a stop still going after a moment says why: a PID 1 without a SIGTERM handler
+    ignores it (so SIGKILL comes at the timeout), or one with a handler is still shutting down."""
+    d = clean_daemon
+    d.docker("run", "-d", "--name", "deaf", "busybox", "sleep", "300")
+    d.docker("run", "-d", "--name", "polite", "busybox", "sh", "-c",
+             "trap 'sleep 3; exit 0' TERM; while true; do sleep 0.1; done")
+    cmd = f"cd {ROOT} && {sys.executable} -m dockyard.cli.main stop -t 4"
+    for name, words in (("deaf", "its PID 1 (sleep) has no handler for it"),
+                        ("polite", "its PID 1 (sh) handles it and is still shutting down")):
+        p = subprocess.run(["script", "-qec", f"{cmd} {name}", "/dev/null"], env=d.env, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stdout
+        assert f"Waiting for {name} to stop: SIGTERM sent; {words}" in p.stdout, p.stdout
+    p = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "stop", "-t", "1", "deaf"], env=d.env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.stderr == ""  # not on a terminal: docker's plain output
