@@ -141,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--services", action="store_true")
     ps.add_argument("--format", default="table")
     ps.add_argument("--status", action="append", default=[])
+    ps.add_argument("--filter", action="append", default=[])
+    ps.add_argument("--no-trunc", action="store_true")
+    ps.add_argument("--orphans", default="true")
 
     lg = cmd("logs")
     lg.add_argument("-f", "--follow", action="store_true")
@@ -149,6 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--since")
     lg.add_argument("--no-color", action="store_true")
     lg.add_argument("--no-log-prefix", action="store_true")
+    lg.add_argument("--until")
+    lg.add_argument("--index", type=int, default=0)
 
     for name in ("start", "stop", "restart", "kill", "pause", "unpause", "rm"):
         lc = cmd(name)

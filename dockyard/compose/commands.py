@@ -117,8 +117,16 @@ def ps(client: APIClient, project: Project, args: Namespace) -> int:
                 print(s)
         return 0
     ctrs = _containers(client, project, args.names, all=args.all)
-    if args.status:
-        ctrs = [c for c in ctrs if c.get("State") in args.status]
+    statuses = list(args.status)
+    for f in args.filter:
+        key, _, value = f.partition("=")
+        if key != "status":
+            raise ComposeError(f"invalid filter '{key}'")  # v2 knows only status
+        statuses.append(value)
+    if statuses:
+        ctrs = [c for c in ctrs if c.get("State") in statuses]
+    if args.orphans == "false":
+        ctrs = [c for c in ctrs if state.service_of(c) in project.services]
     if args.quiet:
         for c in ctrs:
             print(c["Id"])
@@ -134,17 +142,32 @@ def ps(client: APIClient, project: Project, args: Namespace) -> int:
     lines = ["NAME\tIMAGE\tCOMMAND\tSERVICE\tCREATED\tSTATUS\tPORTS"]
     for r in rows:
         cmd = r["Command"]
-        cmd = '"' + (cmd[:20] + "…" if len(cmd) > 20 else cmd) + '"'
+        cmd = '"' + (cmd[:20] + "…" if len(cmd) > 20 and not args.no_trunc else cmd) + '"'
         lines.append(f"{r['Name']}\t{r['Image']}\t{cmd}\t{r['Service']}\t{r['RunningFor']}\t{r['Status']}\t{r['Ports']}")
     sys.stdout.write(tabwrite(lines, minwidth=0))
     return 0
 
 
+def _log_time(value: str | None) -> str | None:
+    """--since/--until as the API takes them: "10m" (relative) or a timestamp, as docker logs."""
+    if not value:
+        return None
+    from dockyard.util.timefmt import parse_time_arg
+
+    try:
+        return f"{parse_time_arg(value):.9f}"
+    except ValueError:
+        raise ComposeError(f"invalid value for --since/--until: {value!r}") from None
+
+
 def logs(client: APIClient, project: Project, args: Namespace, host: str | None) -> int:
     ctrs = _containers(client, project, args.names, all=True)
+    if args.index:
+        ctrs = [c for c in ctrs if state.number(c) == args.index]
     printer = LogPrinter(colour=False if args.no_color else None, prefix=not args.no_log_prefix)
     threads = start_followers(host, ctrs, project.name, printer, follow=args.follow, tail=args.tail,
-                              timestamps=args.timestamps, since=args.since)
+                              timestamps=args.timestamps, since=_log_time(args.since),
+                              until=_log_time(args.until))
     try:
         for t in threads:
             while t.is_alive():

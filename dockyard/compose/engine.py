@@ -116,6 +116,7 @@ class Engine:
                 for c in body["IPAM"]["Config"]:
                     for k in [k for k, v in c.items() if v is None]:
                         del c[k]
+            say("Network", name, "Creating")
             self.client.create_network(body)
             say("Network", name, "Created")
 
@@ -131,6 +132,7 @@ class Engine:
                     raise
             if vol.get("external"):
                 raise ComposeError(f"external volume \"{name}\" not found")
+            say("Volume", name, "Creating")
             self.client.create_volume({
                 "Name": name, "Driver": vol.get("driver") or "local", "DriverOpts": vol.get("driver_opts") or {},
                 "Labels": {**{k: str(v) for k, v in (vol.get("labels") or {}).items()},

@@ -51,7 +51,7 @@ def label_for(ctr: dict[str, Any], project: str) -> str:
 
 def follow(client_host: str | None, ctr: dict[str, Any], label: str, printer: LogPrinter,
            follow: bool = True, tail: str | None = None, timestamps: bool = False,
-           since: str | None = None) -> None:
+           since: str | None = None, until: str | None = None) -> None:
     """Read one container's log to its end (or forever with follow), printing whole lines."""
     client = APIClient(client_host)  # a connection per thread: the stream holds its socket
     tty = bool(ctr.get("Config", {}).get("Tty")) if "Config" in ctr else False
@@ -61,7 +61,8 @@ def follow(client_host: str | None, ctr: dict[str, Any], label: str, printer: Lo
         except APIError:
             return
     try:
-        with client.logs(ctr["Id"], follow=follow, tail=tail, timestamps=timestamps, since=since) as s:
+        with client.logs(ctr["Id"], follow=follow, tail=tail, timestamps=timestamps, since=since,
+                         until=until) as s:
             buf = b""
             for _, data in s.frames(tty):
                 buf += data
