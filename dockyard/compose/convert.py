@@ -162,6 +162,17 @@ def wants_gpu(svc: Service) -> bool:
     return any("gpu" in caps for r in device_requests(svc) for caps in r.get("Capabilities") or [])
 
 
+def _deploy_restart(svc: Service) -> dict[str, Any]:
+    """deploy.restart_policy, which Compose applies when `restart` is not set."""
+    rp = (svc.get("deploy") or {}).get("restart_policy") or {}
+    cond = rp.get("condition")
+    if cond in ("any", "always"):
+        return {"Name": "always"}
+    if cond == "on-failure":
+        return {"Name": "on-failure", "MaximumRetryCount": int(rp.get("max_attempts") or 0)}
+    return {"Name": "no"}
+
+
 def network_mode(project: Project, svc: Service, resolve_service: Any = None) -> str:
     mode = svc.get("network_mode")
     if mode:
@@ -195,7 +206,7 @@ def create_body(project: Project, name: str, svc: Service, number: int, oneoff: 
     mode = network_mode(project, svc, resolve_service)
     hc: dict[str, Any] = {
         "Binds": binds or None, "Mounts": mounts or None, "PortBindings": bindings or None,
-        "RestartPolicy": _restart(svc.get("restart")), "NetworkMode": mode,
+        "RestartPolicy": _restart(svc.get("restart")) if svc.get("restart") else _deploy_restart(svc), "NetworkMode": mode,
         "CapAdd": svc.get("cap_add"), "CapDrop": svc.get("cap_drop"),
         "ReadonlyRootfs": bool(svc.get("read_only")), "Privileged": bool(svc.get("privileged")),
         "Init": svc.get("init"), "ExtraHosts": [h.replace("=", ":", 1) for h in svc.get("extra_hosts") or []]

@@ -246,12 +246,11 @@ class _Loader:
                 if entry.get("project_directory") else files[0].parent
             env_files = entry.get("env_file")
             env_files = [env_files] if isinstance(env_files, str) else env_files
-            env = dict(os.environ)
-            for ef in [Path(resolve_path(str(e), path.parent)) for e in env_files or []] or [workdir / ".env"]:
-                if ef.exists():
-                    env = {**parse_dotenv(ef, os.environ), **os.environ}
-                elif env_files:
-                    raise ComposeError(f"{path}: include[{i}]: couldn't find env file: {ef}")
+            try:
+                env = project_env([Path(resolve_path(str(e), path.parent)) for e in env_files or []],
+                                  workdir / ".env")
+            except ComposeError as e:
+                raise ComposeError(f"{path}: include[{i}]: {e}") from None
             sub = _Loader(env, workdir)
             merged: dict[str, Any] = {}
             for f in files:
@@ -272,18 +271,23 @@ class _Loader:
                     mine[name] = value
 
 
+def project_env(env_files: list[Path], default: Path) -> dict[str, str]:
+    """The variables for interpolation: the env files in order (a later one wins; each may use the
+    ones before it), then the process environment over all of them, as Compose does."""
+    files: dict[str, str] = {}
+    for ef in env_files or [default]:
+        if ef.exists():
+            files.update(parse_dotenv(ef, {**files, **os.environ}))
+        elif env_files:
+            raise ComposeError(f"couldn't find env file: {ef}")
+    return {**files, **os.environ}
+
+
 def load(opts: Options, cwd: Path | None = None) -> Project:
     cwd = cwd or Path.cwd()
     files = [p.resolve() for p in _find_files(opts, cwd)]
     working_dir = Path(opts.project_directory).resolve() if opts.project_directory else files[0].parent
-    env = dict(os.environ)
-    env_files = [Path(e) for e in opts.env_files] or [working_dir / ".env"]
-    for ef in env_files:
-        if ef.exists():
-            # The process environment wins over the file (as compose does).
-            env = {**parse_dotenv(ef, os.environ), **os.environ}
-        elif opts.env_files:
-            raise ComposeError(f"couldn't find env file: {ef}")
+    env = project_env([Path(e) for e in opts.env_files], working_dir / ".env")
     loader = _Loader(env, working_dir)
     merged: dict[str, Any] = {}
     for f in files:

@@ -230,3 +230,14 @@ def test_nested_defaults_and_required_message() -> None:
     assert i.string("${U:-${V:-${A}}}", "x") == "a"
     with pytest.raises(ComposeError, match="required variable U is missing a value: say why"):
         i.string("${U:?say why}", "services.a.image")
+
+
+def test_env_files_accumulate_and_deploy_restart(tmp_path: Path) -> None:
+    write(tmp_path, "a.env", "A=1\nB=from-a\n")
+    write(tmp_path, "b.env", "B=from-b\nC=${A}2\n")
+    p = project(tmp_path, "services:\n  s:\n    image: busybox\n    environment: [A=$A, B=$B, C=$C]\n"
+                "    deploy: {restart_policy: {condition: on-failure, max_attempts: 3}}\n",
+                env_files=[str(tmp_path / "a.env"), str(tmp_path / "b.env")])
+    assert p.services["s"]["environment"] == {"A": "1", "B": "from-b", "C": "12"}
+    assert create_body(p, "s", p.services["s"], 1)["HostConfig"]["RestartPolicy"] == {
+        "Name": "on-failure", "MaximumRetryCount": 3}
