@@ -139,6 +139,8 @@ class NetworkService:
                 await self._start_dns(net)
             for ep in self._rows("SELECT cid, network_id FROM net_endpoints"):
                 self._index(ep["cid"], ep["network_id"])
+            for sb in self._rows("SELECT cid, files FROM net_sandboxes WHERE files LIKE '%\"dns\"%'"):
+                self.names.set_upstreams(sb["cid"], json.loads(sb["files"]).get("dns") or [])
 
     async def close(self) -> None:
         for nid in list(self._dns):

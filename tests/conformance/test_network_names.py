@@ -159,6 +159,9 @@ def test_renames_links_and_restart(nd: Daemon, upstream: Upstream) -> None:
     assert lookup(nd, "other", "svc") == [svc]
     assert lookup(nd, "client", "backend") == [svc]
     assert lookup(nd, "other", "client") == [ip_on(nd, "client", "app")]
+    assert lookup(nd, "other", "outside.test") == ["10.123.45.67"]  # still its --dns server upstream
+    ptr = nd.docker("exec", "other", "nslookup", svc).stdout.decode()
+    assert "name = svc" in ptr or "svc" in ptr.split("Name:")[-1], ptr  # PTR for a shared network's member
 
     nd.docker("rename", "svc", "svc2")
     assert lookup(nd, "other", "svc2") == [svc]
