@@ -46,6 +46,7 @@ from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted
 from dockyard.util.dockerignore import build_files_to_drop
 from dockyard.util.fs import mark_topdir
+from dockyard.util.paths import resolve_in_root
 
 log = logging.getLogger("dockyard.builder")
 _STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_build_stage", default=None)
@@ -279,7 +280,7 @@ class _Run:
                 raise BuildError(f"failed to read the build context: {e.message}") from None
             for name in self.dropped:
                 with contextlib.suppress(OSError):
-                    bctx.resolve_in_root(self.ctx, name).unlink()
+                    resolve_in_root(self.ctx, name).unlink()
             self._ctx_ready = True
 
     # ---------------------------------------------------------------- plan
@@ -288,7 +289,7 @@ class _Run:
         text = self.index.file_bytes(name) if self.index is not None else None
         if text is None:
             await self.ensure_context()
-            path = bctx.resolve_in_root(self.ctx, name)
+            path = resolve_in_root(self.ctx, name)
             if not path.is_file():
                 raise BuildError(f"Cannot locate specified Dockerfile: {name}", status=500)
             text = path.read_bytes()
@@ -377,7 +378,7 @@ class _Run:
                 self.index.remove(name)
             if self._ctx_ready:
                 with contextlib.suppress(OSError):
-                    bctx.resolve_in_root(self.ctx, name).unlink()
+                    resolve_in_root(self.ctx, name).unlink()
         self.dropped = drop
 
     def _tag(self, image_id: str, t: str) -> None:

@@ -172,7 +172,7 @@ class ContextIndex:
             self.usable = False  # empty context: let the extraction path handle it
             return
         stream = decompressed(raw)
-        with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|") as tf:
             for m in tf:
                 if not self.usable:
                     continue  # keep reading: the spool must be complete

@@ -108,18 +108,19 @@ def workdir(st: ConfigState, inst: Instruction) -> str:
     wd = st.expand(inst, inst.rest)
     if not wd.startswith("/"):
         wd = os.path.join(st.config.get("WorkingDir") or "/", wd)
-    st.config["WorkingDir"] = os.path.normpath(wd)
-    return "WORKDIR " + st.config["WorkingDir"]
+    wd = os.path.normpath(wd)
+    st.config["WorkingDir"] = wd
+    return "WORKDIR " + wd
 
 
 def user(st: ConfigState, inst: Instruction) -> str:
-    st.config["User"] = st.expand(inst, inst.rest)
-    return "USER " + st.config["User"]
+    name = st.config["User"] = st.expand(inst, inst.rest)
+    return "USER " + name
 
 
 def stopsignal(st: ConfigState, inst: Instruction) -> str:
-    st.config["StopSignal"] = st.expand(inst, inst.rest)
-    return "STOPSIGNAL " + st.config["StopSignal"]
+    sig = st.config["StopSignal"] = st.expand(inst, inst.rest)
+    return "STOPSIGNAL " + sig
 
 
 def shell(st: ConfigState, inst: Instruction) -> str:

@@ -99,11 +99,11 @@ class DnsServer:
                     if q.qtype == QTYPE.ANY or q.qtype == (QTYPE.AAAA if v6 else QTYPE.A):
                         rtype, rdata = (QTYPE.AAAA, AAAA(ip)) if v6 else (QTYPE.A, A(ip))
                         reply.add_answer(RR(q.qname, rtype, rdata=rdata, ttl=TTL))
-                return reply.pack()  # other types for our names: NOERROR, no answers
+                return bytes(reply.pack())  # other types for our names: NOERROR, no answers
             if not self.index.forwards(cid):
                 reply = req.reply()
                 reply.header.rcode = RCODE.REFUSED
-                return reply.pack()
+                return bytes(reply.pack())
         upstreams = (self.index.upstreams(cid) if cid else []) or self.host_upstreams()
         return await self._forward(req, data, [u for u in upstreams if u != self.address])
 
@@ -115,7 +115,7 @@ class DnsServer:
                 log.debug("dns forward to %s failed: %s", upstream, e)
         reply = req.reply()
         reply.header.rcode = RCODE.SERVFAIL
-        return reply.pack()
+        return bytes(reply.pack())
 
 
 async def _udp_query(data: bytes, server: str) -> bytes:

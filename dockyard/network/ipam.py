@@ -43,7 +43,7 @@ def pick_subnet(taken: Iterable[IPv4Network], pools: list[IPv4Network] | None = 
 
 
 def check_overlap(subnet: IPNet, ours: Iterable[IPNet]) -> None:
-    if any(subnet.version == o.version and subnet.overlaps(o) for o in ours):  # type: ignore[arg-type]
+    if any(subnet.version == o.version and subnet.overlaps(o) for o in ours):
         raise Forbidden("Pool overlaps with other one on this address space")
 
 
@@ -123,7 +123,7 @@ class Pool:
             return ip
         pool = self.range or self.subnet
         end = pool.broadcast_address
-        ip = max(self.cursor, pool.network_address)  # type: ignore[type-var]
+        ip = max(self.cursor, pool.network_address)
         while ip <= end:  # type: ignore[operator]
             if ip not in self.busy and ip not in self.skip:
                 self.busy.add(ip)

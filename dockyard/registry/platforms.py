@@ -75,4 +75,5 @@ def select(index: dict[str, Any], want: Platform) -> dict[str, Any]:
         candidates.append((0 if p.variant == want.variant else 1, desc))
     if not candidates:
         raise NotFound(f"no matching manifest for {want} in the manifest list entries")
-    return min(candidates, key=lambda c: c[0])[1]
+    best: dict[str, Any] = min(candidates, key=lambda c: c[0])[1]
+    return best

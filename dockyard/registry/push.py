@@ -68,7 +68,7 @@ class Pusher:
             raise InvalidParameter(f"layer {diff_id} does not exist")
         with self.content.ingest() as w:
             with gzip.GzipFile(fileobj=w, mode="wb", mtime=0, compresslevel=6) as gz:  # type: ignore[call-overload]
-                got = write_diff(fs, gz)  # type: ignore[arg-type]
+                got = write_diff(fs, gz)
             if got != diff_id:
                 raise InvalidParameter(f"layer {diff_id} cannot be reproduced from its snapshot (got {got})")
             digest = w.commit()

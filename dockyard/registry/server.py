@@ -18,6 +18,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 
@@ -300,7 +301,7 @@ class Registry:
         return HttpResponse(201, {"location": f"/v2/{name}/manifests/{digest}",
                                   "docker-content-digest": digest, **API_HEADER})
 
-    def _missing_refs(self, name: str, media_type: str, doc: dict) -> tuple[str, str, int, object] | None:
+    def _missing_refs(self, name: str, media_type: str, doc: dict[str, Any]) -> tuple[str, str, int, object] | None:
         try:
             if media_type in INDEX_TYPES:
                 for m in doc.get("manifests") or []:

@@ -395,7 +395,7 @@ def put_archive(
     finally:
         os.close(dest.fd)
     owner = chown if copy_uid_gid else None
-    fileobj: Any = tar_stream if hasattr(tar_stream, "read") else _IterReader(tar_stream)  # type: ignore[arg-type]
+    fileobj: Any = tar_stream if hasattr(tar_stream, "read") else _IterReader(tar_stream)
     dir_times: list[tuple[str, float]] = []
     try:
         tf = tarfile.open(fileobj=fileobj, mode="r|*")

@@ -56,7 +56,8 @@ class Database:
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         with self._lock:
-            return self._conn.execute(sql, params).fetchone()
+            row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+            return row
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """A single-statement write in its own transaction; returns rowcount."""

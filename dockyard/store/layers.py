@@ -87,7 +87,7 @@ def decompressed(f: IO[bytes]) -> IO[bytes]:
     if head.startswith(b"\x1f\x8b"):
         return _GzipFile(fileobj=raw, mode="rb")  # type: ignore[no-any-return]
     if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     if head.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(raw)
     if head.startswith(b"BZh"):
@@ -562,7 +562,7 @@ def apply_layer(fileobj: IO[bytes], dest: Path | int) -> LayerInfo:
         try:
             # Random-access mode over the forward-only pipe (see _Pipe); the members list it keeps
             # is small next to the layer.
-            with tarfile.open(fileobj=pipe, mode="r:", errorlevel=2) as tf:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=pipe, mode="r:", errorlevel=2) as tf:
                 ap = _Applier(tf, root_fd, pipe)
                 for m in tf:
                     ap.entry(m)
@@ -647,7 +647,7 @@ def write_tree(root: Path, out: BinaryIO, *, layer: bool = True) -> str:
     top = safetree.open_top(root)
     hardlinks: dict[tuple[int, int], str] = {}
     try:
-        with tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
             for e in safetree.walk(top):
                 st = e.st
                 if layer and _is_whiteout(st):
