@@ -526,7 +526,9 @@ class Engine:
             removals.shutdown(wait=True)
         for f in removing:
             f.result()
-        leftovers = state.project_containers(self.client, self.project.name, oneoff=None)
+        gone = {c["Id"] for c in ctrs}  # under --dry-run they are still there: count them as gone
+        leftovers = [c for c in state.project_containers(self.client, self.project.name, oneoff=None)
+                     if c["Id"] not in gone]
         for n in self.client.networks(filters={"label": [f"{L_PROJECT}={self.project.name}"]}):
             if leftovers and not remove_orphans:
                 # A container of this project we kept (an orphan) may still use it.

@@ -89,12 +89,12 @@ class _Override:
         self.value = value
 
 
-class _TagLoader(yaml.SafeLoader):
-    pass
+class _TagLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader (libyaml's when there: ~10x faster) plus Compose's two tags."""
 
 
 def _construct_tagged(cls: type) -> Any:
-    def build(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    def build(loader: Any, node: yaml.Node) -> Any:
         if isinstance(node, yaml.MappingNode):
             value: Any = loader.construct_mapping(node, deep=True)
         elif isinstance(node, yaml.SequenceNode):

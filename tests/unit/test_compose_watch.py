@@ -69,3 +69,17 @@ def test_tree_reports_new_directories_with_their_files(tmp_path: Path) -> None:
         assert tmp_path / "a.txt" in tree.read(5)
     finally:
         tree.close()
+
+
+@pytest.mark.parametrize("word,argv", [
+    ("up", ["up", "-d", "--wait"]), ("ps", ["-f", "a.yaml", "-p", "x", "--dry-run", "ps", "--format", "json"]),
+    ("run", ["--profile", "p", "--env-file", "e", "run", "--rm", "web", "echo", "hi"]),
+    ("cp", ["cp", "web:/a", "b"]), ("config", ["--project-directory", "d", "config", "--hash", "*"]),
+])
+def test_compose_parses_the_same_with_only_its_command_built(word: str, argv: list[str]) -> None:
+    from dockyard.compose.cli import _command_of, _parser
+
+    built: list[str] = []
+    alone = _parser(_command_of(argv), built)
+    assert built == [word]
+    assert vars(alone.parse_args(argv)) == vars(_parser().parse_args(argv))
