@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,16 +23,23 @@ class CLIError(Exception):
         self.code = code
 
 
-@dataclass
 class Ctx:
-    host: str | None
-    tls: bool | None = None
-    _client: APIClient | None = None
-    context: str | None = None  # --context
-    tlsverify: bool | None = None
-    tls_files: tuple[str | None, str | None, str | None] = (None, None, None)  # --tlscacert/--tlscert/--tlskey
-    resolved_context: str = "default"  # the context the client connected through (for version/info)
-    trace_sync: Callable[[], None] | None = None  # --explain: prints every step made so far
+    """The client side of one command: where the daemon is, and the client once made.
+
+    A plain class, not a dataclass: dataclasses pulls in inspect, which costs every command's start-up."""
+
+    def __init__(self, host: str | None, tls: bool | None = None, _client: APIClient | None = None,
+                 context: str | None = None, tlsverify: bool | None = None,
+                 tls_files: tuple[str | None, str | None, str | None] = (None, None, None),
+                 resolved_context: str = "default", trace_sync: Callable[[], None] | None = None) -> None:
+        self.host = host
+        self.tls = tls
+        self._client = _client
+        self.context = context  # --context
+        self.tlsverify = tlsverify
+        self.tls_files = tls_files  # --tlscacert/--tlscert/--tlskey
+        self.resolved_context = resolved_context  # the context the client connected through (for version/info)
+        self.trace_sync = trace_sync  # --explain: prints every step made so far
 
     def sync_trace(self) -> None:
         """With --explain, let the steps so far print before the command's own output starts."""
@@ -64,17 +70,31 @@ class Ctx:
 Handler = Callable[[Ctx, argparse.Namespace], int | None]
 
 
-@dataclass
 class Command:
     """One docker command: `name` at top level (if top) and under `group` (with aliases)."""
 
-    name: str
-    func: Handler
-    setup: Callable[[argparse.ArgumentParser], None] | None = None
-    group: str | None = None
-    group_names: list[str] = field(default_factory=list)
-    top: bool = True
-    help: str = ""
+    def __init__(self, name: str, func: Handler, setup: Callable[[argparse.ArgumentParser], None] | None = None,
+                 group: str | None = None, group_names: list[str] | None = None, top: bool = True,
+                 help: str = "") -> None:
+        self.name = name
+        self.func = func
+        self.setup = setup
+        self.group = group
+        self.group_names = group_names or []
+        self.top = top
+        self.help = help
+
+
+# Commands that take --explain (main.py adds the flag and runs them under trace.Explainer). Here, not in
+# trace.py: building the parser must not import trace's HTTP and threading machinery.
+EXPLAINED = {("run", None), ("create", None), ("start", None), ("exec", None), ("stop", None), ("rm", None),
+             ("restart", None), ("kill", None), ("pause", None), ("unpause", None), ("pull", None),
+             ("build", None), ("load", None), ("commit", None), ("rmi", None),
+             ("container", "run"), ("container", "create"), ("container", "start"), ("container", "exec"),
+             ("container", "stop"), ("container", "rm"), ("container", "restart"), ("container", "kill"),
+             ("container", "pause"), ("container", "commit"), ("image", "pull"), ("image", "build"),
+             ("image", "load"), ("image", "rm"), ("network", "connect"), ("network", "disconnect"),
+             ("network", "create"), ("network", "rm"), ("volume", "create"), ("volume", "rm")}
 
 
 def os_error(e: OSError, op: str = "open") -> str:

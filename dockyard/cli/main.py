@@ -83,7 +83,7 @@ def build_parser(only: str | None = None) -> Parser:
                             description="Define and run multi-container applications")
         cp.add_argument("args", nargs=argparse.REMAINDER)
         cp.set_defaults(func=_compose)
-    from dockyard.cli.trace import EXPLAINED
+    from dockyard.cli.common import EXPLAINED
 
     for cmd in all_commands(only):
         if cmd.top and only in (None, cmd.name):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import platform
 import sys
@@ -227,6 +226,8 @@ def cmd_login(ctx: Ctx, args: argparse.Namespace) -> int:
     if args.password_stdin:
         password = sys.stdin.read().rstrip("\n")
     else:
+        import getpass
+
         password = args.password or getpass.getpass("Password: ")
     if args.password:
         print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)

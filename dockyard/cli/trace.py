@@ -20,6 +20,7 @@ import threading
 import time
 from typing import IO, Any
 
+from dockyard.cli import common
 from dockyard.cli.common import CLIError, Command, Ctx
 
 _HEX = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
@@ -184,15 +185,7 @@ def cmd_trace(ctx: Ctx, args: argparse.Namespace) -> int:
     return 0
 
 
-# Commands that take --explain (main.py adds the flag and runs them under an Explainer).
-EXPLAINED = {("run", None), ("create", None), ("start", None), ("exec", None), ("stop", None), ("rm", None),
-             ("restart", None), ("kill", None), ("pause", None), ("unpause", None), ("pull", None),
-             ("build", None), ("load", None), ("commit", None), ("rmi", None),
-             ("container", "run"), ("container", "create"), ("container", "start"), ("container", "exec"),
-             ("container", "stop"), ("container", "rm"), ("container", "restart"), ("container", "kill"),
-             ("container", "pause"), ("container", "commit"), ("image", "pull"), ("image", "build"),
-             ("image", "load"), ("image", "rm"), ("network", "connect"), ("network", "disconnect"),
-             ("network", "create"), ("network", "rm"), ("volume", "create"), ("volume", "rm")}
+EXPLAINED = common.EXPLAINED  # the commands taking --explain (kept light, in cli/common.py)
 
 COMMANDS = [Command("trace", cmd_trace, setup_trace,
                     help="Show the host changes the daemon made for a container, step by step (Dockyard only)")]

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +176,8 @@ class ContextStore:
         meta_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         (meta_dir / "meta.json").write_text(json.dumps(ctx.meta_json(), separators=(",", ":")))
         tls_dir = self.tls_root / context_dir_name(ctx.name)
+        import shutil
+
         shutil.rmtree(tls_dir, ignore_errors=True)
         if ctx.tls:
             (tls_dir / "docker").mkdir(parents=True, mode=0o700)
@@ -201,6 +202,8 @@ class ContextStore:
             if not force:
                 raise ContextError(f'context "{name}" is in use, set -f flag to force remove')
             self.set_current(DEFAULT)
+        import shutil
+
         shutil.rmtree(self.meta_root / context_dir_name(name), ignore_errors=True)
         shutil.rmtree(self.tls_root / context_dir_name(name), ignore_errors=True)
 
