@@ -467,3 +467,23 @@ def test_up_exit_code_from(compose: Compose) -> None:
     assert p.returncode == 5, p.stderr
     assert "testing" in p.stdout and "exited with code 5" in p.stdout
     assert {r["Service"]: r["State"] for r in compose.ps("-a")} == {"app": "exited", "tests": "exited"}
+
+
+def test_attach_follows_until_exit(compose: Compose) -> None:
+    (compose.dir / "compose.yaml").write_text(
+        "services:\n  t:\n    image: busybox\n"
+        "    command: [sh, -c, 'while [ ! -f /tmp/stop ]; do echo tick; sleep 0.2; done; exit 4']\n")
+    compose("up", "-d")
+    env = {**os.environ, "DOCKER_HOST": compose.host, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "dockyard.compose", "-p", compose.name, "attach", "--no-stdin", "t"],
+                         cwd=compose.dir, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert "tick" in p.stdout.readline()  # attached: the container's output comes through
+        compose("exec", "-T", "t", "touch", "/tmp/stop")
+        p.stdout.read()
+        assert p.wait(60) == 4  # attach ends with the container, with its status
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
