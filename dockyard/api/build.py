@@ -61,6 +61,22 @@ def _run_host_config(req: Request) -> dict[str, Any]:
     return hc
 
 
+# `dockyard build --secret`'s bytes: base64url of {id: base64 bytes}, in a header and nowhere else.
+SECRETS_HEADER = "X-Dockyard-Build-Secrets"
+
+
+def _secrets(raw: str | None) -> dict[str, bytes]:
+    if not raw:
+        return {}
+    try:
+        v = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not isinstance(v, dict):
+            raise ValueError
+        return {str(k): base64.b64decode(str(b)) for k, b in v.items()}
+    except ValueError:
+        raise InvalidParameter(f"invalid {SECRETS_HEADER} header: expected base64url JSON") from None
+
+
 def register(router: Router, builder: BuildBackend) -> None:
     from dockyard.builder.builder import BuildOptions
 
@@ -76,6 +92,7 @@ def register(router: Router, builder: BuildBackend) -> None:
             except (ValueError, StopIteration):
                 auth = None
         opts = BuildOptions(
+            secrets=_secrets(req.headers.get(SECRETS_HEADER.lower())),
             dockerfile=req.q("dockerfile") or "Dockerfile",
             tags=[t for t in req.query.get("t", []) if t],
             target=req.q("target") or "",

@@ -13,9 +13,11 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import posixpath
 import secrets
 import shutil
+import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,9 @@ from dockyard import trace
 from dockyard.builder import context as bctx
 from dockyard.builder.cache import BuildCache, cache_key
 from dockyard.builder.ctxindex import ContextIndex, HashMemo, hash_mixed
+from dockyard.builder.runmounts import CacheMounts, SecretFiles
 from dockyard.dockerfile.dispatch import DEFAULT_SHELL, DISPATCH, ConfigState
+from dockyard.dockerfile.mounts import Mount, check_run_flags, run_mounts
 from dockyard.dockerfile.parser import (
     PROXY_ARGS,
     Dockerfile,
@@ -41,7 +45,7 @@ from dockyard.runtime.logs import STDERR, read_log_batches
 from dockyard.services.containers import ContainerService
 from dockyard.services.image_commit import commit_layer
 from dockyard.services.images import Image, ImageService
-from dockyard.store import overlay
+from dockyard.store import overlay, safetree
 from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted
 from dockyard.util.dockerignore import build_files_to_drop
@@ -79,6 +83,8 @@ class BuildOptions:
     cachefrom: list[str] = field(default_factory=list)  # when set, only their layers are cache hits
     # HostConfig fields of every RUN step's container (extrahosts, shmsize, memory, cpu... of the API)
     run_host_config: dict[str, Any] = field(default_factory=dict)
+    # `--secret id=...`: their bytes, for RUN --mount=type=secret only (kept out of reprs and logs)
+    secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -106,9 +112,11 @@ class Builder:
         self.from_memo: dict[tuple[str, tuple[str, ...], str], tuple[str, str]] = {}
         root.mkdir(parents=True, exist_ok=True)
         mark_topdir(root)  # each build's context dir in a fresh block group (see util.fs.mark_topdir)
+        self.cache_mounts = CacheMounts(root / "cache-mounts")
         for d in root.glob("tmp-*"):  # leftovers of a build interrupted by a crash
-            with contextlib.suppress(OSError):
-                overlay.unmount(d / "merged")
+            for m in ("merged", "secrets"):
+                with contextlib.suppress(OSError):
+                    overlay.unmount(d / m)
             shutil.rmtree(d, ignore_errors=True)
 
     # ---------------------------------------------------------------- entry
@@ -144,6 +152,8 @@ class Builder:
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.cache.touch, run.hits)
+                with contextlib.suppress(Exception):
+                    run.secret_files.close()
                 await asyncio.to_thread(shutil.rmtree, work, True)
                 if err is not None:  # after the cleanup: a client that exits on it finds nothing left
                     q.put_nowait(err)
@@ -192,8 +202,9 @@ class Builder:
                     continue
                 deleted.update(r["Deleted"] for r in recs if "Deleted" in r)
                 progress = True
-        return {"CachesDeleted": [e["key"] for e in entries] or None,
-                "SpaceReclaimed": sum(sizes[i] for i in deleted if i in sizes)}
+        mount_keys, mount_bytes = self.cache_mounts.prune()
+        return {"CachesDeleted": [e["key"] for e in entries] + mount_keys or None,
+                "SpaceReclaimed": sum(sizes[i] for i in deleted if i in sizes) + mount_bytes}
 
     def disk_usage(self) -> list[dict[str, Any]]:
         from dockyard.util.timefmt import rfc3339
@@ -201,7 +212,13 @@ class Builder:
         return [{"ID": e["key"][:25], "Parents": [e["parent"]] if e["parent"] else None, "Type": "regular",
                  "Description": e["created_by"], "InUse": False, "Shared": False,
                  "Size": self._own_size(e["image_id"]), "CreatedAt": rfc3339(e["created"]),
-                 "LastUsedAt": rfc3339(e["last_used"]), "UsageCount": 1} for e in self.cache.entries()]
+                 "LastUsedAt": rfc3339(e["last_used"]), "UsageCount": 1} for e in self.cache.entries()] + [
+            # RUN --mount=type=cache dirs, as BuildKit lists them
+            {"ID": m["key"][:25], "Parents": None, "Type": "exec.cachemount",
+             "Description": f"cached mount {m.get('target', '')} from exec {m.get('cmd', '')}",
+             "InUse": m["in_use"], "Shared": False, "Size": m["size"],
+             "CreatedAt": rfc3339(m.get("created", 0)), "LastUsedAt": rfc3339(m.get("last_used", 0)),
+             "UsageCount": 1} for m in self.cache_mounts.entries()]
 
 
 class _Run:
@@ -229,6 +246,7 @@ class _Run:
         self.hits: list[str] = []  # cache keys used, touched in one commit at the end
         self.cache_sources: set[str] | None = None  # --cache-from images and their ancestors
         self.dropped: list[str] = []  # the Dockerfile and .dockerignore, when .dockerignore excludes them
+        self.secret_files = SecretFiles(work / "secrets")
 
     def out(self, text: str) -> None:
         if self.opts.quiet:
@@ -408,6 +426,17 @@ class _Run:
             out.append(d)
         for inst in st.instructions:
             frm = inst.flags.get("from") if inst.cmd in ("copy", "add") else None
+            if inst.cmd == "run" and inst.multi.get("mount"):
+                try:
+                    froms = [m.from_ for m in run_mounts(inst, lambda v: expand_word(v, self.meta, df.escape))]
+                except ParseError as e:
+                    raise BuildError(e.message) from None
+                for f in froms:
+                    d = df.stage_index(f) if f else None
+                    if d is not None:
+                        if d >= st.index:
+                            raise BuildError(f"invalid from flag value {f}: refers to current or later stage")
+                        out.append(d)
             if frm:
                 d = df.stage_index(expand_word(frm, self.meta, df.escape, inst.line))
                 if d is not None:
@@ -605,6 +634,19 @@ class _Run:
         return list(state.config.get("Env") or []) + shown + proxies, shown
 
     async def _run(self, state: _State, inst: Instruction, env: dict[str, str]) -> None:
+        assert self.df is not None
+        esc = self.df.escape
+        try:
+            check_run_flags(inst)
+            mounts = run_mounts(inst, lambda v: expand_word(v, env, esc, inst.line))
+        except ParseError as e:
+            raise BuildError(e.message) from None
+        if inst.flags.get("security") == "insecure":
+            raise BuildError("security.insecure is not allowed")
+        wd = state.config.get("WorkingDir") or "/"
+        for m in mounts:  # a relative target is below the working dir, as BuildKit's
+            if m.target and not m.target.startswith("/"):
+                m.target = posixpath.join(wd, m.target)
         shell = list(state.config.get("Shell") or DEFAULT_SHELL)
         ja = inst.json_args
         if ja is not None:
@@ -618,20 +660,38 @@ class _Run:
             cmd = [*shell, inst.rest]
         run_env, shown = self._run_env(state)
         created_by = (f"|{len(shown)} {' '.join(shown)} " if shown else "") + " ".join(cmd)
-        key = cache_key(state.image_id, "RUN " + created_by + json.dumps(state.config, sort_keys=True))
+        net = inst.flags.get("network")
+        # Mounts and --network are part of the step (BuildKit's LLB holds them); without them the
+        # key is the classic builder's, so older cache entries still hit.
+        extra = ""
+        if mounts or net:
+            extra = json.dumps([net or "", *[await self._mount_key(m) for m in mounts]])
+        key = cache_key(state.image_id, "RUN " + created_by + json.dumps(state.config, sort_keys=True) + extra)
         if await self._cached(state, key):
             return
         if state.image_id is None:
             raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: 127")
+        netmode = net if net and net != "default" else self.opts.networkmode or "default"
+        async with contextlib.AsyncExitStack() as mstack:
+            host_mounts, secret_env = await self._prepare_mounts(mstack, mounts, " ".join(cmd))
+            new = await self._run_container(state, inst, cmd, run_env + secret_env, host_mounts, netmode,
+                                            created_by, mounts)
+        self.b.cache.put(key, new, state.image_id, created_by)
+        state.image_id = new
+        self.out(f" ---> {_short(new)}\n")
+
+    async def _run_container(self, state: _State, inst: Instruction, cmd: list[str], run_env: list[str],
+                             host_mounts: list[dict[str, Any]], netmode: str, created_by: str,
+                             mounts: list[Mount]) -> str:
+        assert state.image_id is not None
         cs = self.b.containers
         if cs is None:
             raise BuildError("RUN needs the container service (this builder was made without one)")
         spec: dict[str, Any] = {
             "Image": state.image_id, "Cmd": cmd, "Entrypoint": [], "Env": run_env,
             "WorkingDir": state.config.get("WorkingDir") or "", "User": state.config.get("User") or "",
-            "Labels": {}, "HostConfig": {**self.opts.run_host_config,
-                                         "NetworkMode": self.opts.networkmode or inst.flags.get("network")
-                                         or "default"},
+            "Labels": {}, "HostConfig": {**self.opts.run_host_config, "NetworkMode": netmode,
+                                         **({"Mounts": host_mounts} if host_mounts else {})},
         }
         created = await cs.create(spec)
         cid = created["Id"]
@@ -655,15 +715,130 @@ class _Run:
             with trace.about(f"container:{cid}"):  # the step's commit is told with its container
                 await asyncio.to_thread(overlay.unmount, cs.rootfs(cid))
                 upper = await asyncio.to_thread(cs.snapshots.commit, cid)
+                if mounts:
+                    await asyncio.to_thread(self._drop_file_stubs, upper, state.image_id, mounts)
                 new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
                                               {"created_by": created_by}, container_id=cid, adopt=True)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(cs.remove(cid, force=True))
         self.out(f"Removing intermediate container {cid[:12]}\n")
-        self.b.cache.put(key, new, state.image_id, created_by)
-        state.image_id = new
-        self.out(f" ---> {_short(new)}\n")
+        return str(new)
+
+    # ---------------------------------------------------------------- RUN --mount
+    async def _bind_source(self, m: Mount, stack: contextlib.AsyncExitStack | None) -> tuple[str, Path | None]:
+        """(what the bind reads, for the cache key; its host path when `stack` is given)."""
+        assert self.df is not None
+        src = m.source or "/"
+        if not m.from_:
+            if stack is None:
+                known = await asyncio.to_thread(self._known_hash, None, None, [src], [], "") \
+                    if src not in ("/", ".", "") else None
+                if known is not None:
+                    return "context:" + known[0], None
+            await self.ensure_context()
+            try:
+                path = resolve_in_root(self.ctx, src)
+            except DockyardError as e:
+                raise BuildError(e.message) from None
+            if not path.exists():
+                raise BuildError(f"failed to compute cache key: \"{posixpath.normpath('/' + src)}\" not found")
+            if stack is None:
+                return "context:" + await asyncio.to_thread(bctx.hash_sources, [path], ""), None
+            return "context", path
+        d = self.df.stage_index(m.from_)
+        image = await self.stage_results[d] if d is not None else await self._base_image(m.from_, None)
+        if stack is None:
+            return f"image:{image}:{src}", None
+        if image is None:
+            raise BuildError(f"failed to compute cache key: \"{posixpath.normpath('/' + src)}\" not found")
+        root = stack.enter_context(self._mounted(image))
+        path = resolve_in_root(root, src)
+        if not path.exists():
+            raise BuildError(f"failed to compute cache key: \"{posixpath.normpath('/' + src)}\" not found")
+        return "image", path
+
+    async def _mount_key(self, m: Mount) -> str:
+        """A mount as the step's cache key sees it: a bind by its content, never a secret's bytes."""
+        if m.type == "bind":
+            what, _ = await self._bind_source(m, None)
+            return f"bind:{m.target}:{m.readonly}:{what}"
+        return json.dumps([m.type, m.target, m.id, m.sharing, m.readonly, m.mode, m.uid, m.gid, m.size, m.env,
+                           m.required])
+
+    async def _prepare_mounts(self, stack: contextlib.AsyncExitStack, mounts: list[Mount],
+                              cmd: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """HostConfig.Mounts for the RUN container, and the secrets given as variables."""
+        out: list[dict[str, Any]] = []
+        env: list[str] = []
+        cm = self.b.cache_mounts
+        for m in mounts:
+            if m.type == "bind":
+                _, path = await self._bind_source(m, stack)
+                assert path is not None
+                if not m.readonly:  # writes go to a throwaway copy
+                    copy = self.work / f"rw-{secrets.token_hex(4)}"
+                    if path.is_dir():
+                        await asyncio.to_thread(shutil.copytree, path, copy, symlinks=True)
+                    else:
+                        await asyncio.to_thread(shutil.copy2, path, copy)
+                    stack.callback(shutil.rmtree if path.is_dir() else Path.unlink, copy)
+                    path = copy
+                out.append({"Type": "bind", "Source": str(path), "Target": m.target, "ReadOnly": m.readonly})
+            elif m.type == "cache":
+                if m.sharing == "locked":
+                    lock = cm.lock(m.id)
+                    await lock.acquire()
+                    stack.callback(lock.release)
+                key, data = cm.acquire(m.id, m.sharing, m.mode if m.mode is not None else 0o755, m.uid or 0,
+                                       m.gid or 0, m.target, cmd)
+                stack.callback(cm.release, key)
+                out.append({"Type": "bind", "Source": str(data), "Target": m.target, "ReadOnly": m.readonly})
+            elif m.type == "tmpfs":
+                out.append({"Type": "tmpfs", "Target": m.target,
+                            "TmpfsOptions": {"SizeBytes": m.size} if m.size else {}})
+            elif m.type == "secret":
+                data_b = self.opts.secrets.get(m.id)
+                if data_b is None:
+                    if m.required:
+                        raise BuildError(f"secret {m.id}: not found")
+                    continue
+                if m.env:
+                    env.append(f"{m.env}={data_b.decode('utf-8', 'replace')}")
+                if m.target:
+                    p = await asyncio.to_thread(self.secret_files.write, data_b,
+                                                m.mode if m.mode is not None else 0o400, m.uid or 0, m.gid or 0)
+                    out.append({"Type": "bind", "Source": str(p), "Target": m.target, "ReadOnly": True})
+            else:
+                raise BuildError(f"mount type {m.type} is not supported: no ssh agent was forwarded")
+        return out, env
+
+    def _drop_file_stubs(self, upper: Path, image_id: str | None, mounts: list[Mount]) -> None:
+        """The empty files made as mount points for file mounts (secrets, file binds) go, as
+        BuildKit leaves none; directory mount points stay, as BuildKit's do. Walked by fd with no
+        link followed: the step's container wrote this tree."""
+        layers = self.b.images.layer_dirs(image_id) if image_id else []
+        for m in mounts:
+            if m.type not in ("secret", "bind") or not m.target:
+                continue
+            parts = [p for p in posixpath.normpath(m.target).split("/") if p]
+            if not parts or any(os.path.lexists(Path(ld, *parts)) for ld in layers):
+                continue
+            top = safetree.open_top(upper)
+            try:
+                dfd = safetree.open_dir(top, parts[:-1])
+            except OSError:
+                continue
+            finally:
+                os.close(top)
+            try:
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    os.unlink(parts[-1], dir_fd=dfd)
+            except OSError:
+                pass
+            finally:
+                os.close(dfd)
 
     async def _pump_log(self, path: Path, exited: asyncio.Event) -> None:
         """Forward the log's lines as `stream` messages until the container has exited."""

@@ -22,6 +22,10 @@ from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx
 from dockyard.cli.formatting import human_size
 
+# The build's secrets travel in this header (base64url of {id: base64 bytes}), never in the query
+# string or the context, so no access log, context hash or layer holds them.
+SECRETS_HEADER = "X-Dockyard-Build-Secrets"
+
 _CHUNK = 1 << 20
 
 
@@ -113,6 +117,38 @@ def _kv(values: list[str]) -> dict[str, str]:
     return {k: v for k, _, v in (s.partition("=") for s in values)}
 
 
+def _secrets(values: list[str]) -> str | None:
+    """`--secret id=x,src=FILE|env=VAR` (buildx's forms) as the build API's header value."""
+    import base64
+
+    out: dict[str, str] = {}
+    for v in values:
+        kv = dict(f.partition("=")[::2] for f in v.split(","))
+        sid = kv.get("id", "")
+        src = kv.get("src") or kv.get("source")
+        env = kv.get("env")
+        if kv.get("type") == "env" and not env:
+            env = src or sid
+            src = None
+        if not sid:
+            sid = os.path.basename(src) if src else (env or "")
+        if not sid:
+            raise CLIError(f"invalid secret: {v}: id is required")
+        if src:
+            try:
+                data = Path(src).expanduser().read_bytes()
+            except OSError as e:
+                raise CLIError(f"failed to read secret {sid}: open {src}: {e.strerror.lower() if e.strerror else e}") from None
+        elif (env or sid) in os.environ:
+            data = os.environ[env or sid].encode()
+        else:
+            raise CLIError(f"secret {sid}: no source: give src=FILE or env=VAR")
+        out[sid] = base64.b64encode(data).decode()
+    if not out:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
+
+
 def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.client import APIError
 
@@ -123,6 +159,7 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
         "labels": json.dumps(_kv(args.label)) if args.label else None,
         "buildargs": json.dumps(_build_args(args.build_arg)) if args.build_arg else None,
     }
+    secret_header = _secrets(args.secret)
     with tempfile.TemporaryFile(prefix="dockyard-context-") as tmp:
         if args.path == "-":  # a tar context on stdin, passed through; or a lone Dockerfile
             head = _read_full(sys.stdin.buffer, 512)
@@ -170,8 +207,10 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
             print(f"Sending build context to Docker daemon  {human_size(size)}", flush=True)
         image_id = ""
         try:
-            with ctx.client.stream("POST", "/build", params, data=_chunks(tmp),
-                                   headers={"Content-Type": "application/x-tar"}) as s:
+            headers = {"Content-Type": "application/x-tar"}
+            if secret_header:
+                headers[SECRETS_HEADER] = secret_header
+            with ctx.client.stream("POST", "/build", params, data=_chunks(tmp), headers=headers) as s:
                 for ev in s.json():
                     if ev.get("error") or ev.get("errorDetail"):
                         msg = ev.get("error") or (ev.get("errorDetail") or {}).get("message", "build failed")
@@ -209,6 +248,7 @@ def setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network")
     p.add_argument("--platform")
     p.add_argument("--iidfile")
+    p.add_argument("--secret", action="append", default=[])
     p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--force-rm", action="store_true")
     p.add_argument("path", metavar="PATH")

@@ -53,6 +53,8 @@ class Instruction:
     original: str  # the keyword and its arguments as written (for error messages)
     flags: dict[str, str | None] = field(default_factory=dict)
     heredocs: list[Heredoc] = field(default_factory=list)
+    # every value of a flag that may repeat (`RUN --mount`, `COPY --exclude`), in order
+    multi: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def json_args(self) -> list[str] | None:
@@ -161,9 +163,10 @@ def parse(text: str | bytes) -> Dockerfile:
         if cmd not in INSTRUCTIONS:
             raise ParseError(start, f"unknown instruction: {word.upper()}")
         flags: dict[str, str | None] = {}
+        multi: dict[str, list[str]] = {}
         if cmd in FLAG_INSTRUCTIONS:
-            flags, rest = _split_flags(rest, start)
-        inst = Instruction(cmd, rest.strip(), start, full, flags)
+            flags, multi, rest = _split_flags(cmd, rest, start)
+        inst = Instruction(cmd, rest.strip(), start, full, flags, multi=multi)
         if cmd in HEREDOC_INSTRUCTIONS:
             for hm in _HEREDOC.finditer(rest):
                 if cmd == "run" and inst.json_args is not None:
@@ -185,19 +188,40 @@ def parse(text: str | bytes) -> Dockerfile:
     return _stages(directives, escape, instructions)
 
 
-def _split_flags(rest: str, line: int) -> tuple[dict[str, str | None], str]:
+# The flags each instruction takes (BuildKit's set); any other is "Unknown flag: X" on its line.
+KNOWN_FLAGS: dict[str, set[str]] = {
+    "from": {"platform"},
+    "run": {"mount", "network", "security"},
+    "copy": {"from", "chown", "chmod", "link", "parents", "exclude"},
+    "add": {"chown", "chmod", "link", "checksum", "keep-git-dir", "exclude"},
+    "healthcheck": {"interval", "timeout", "start-period", "start-interval", "retries"},
+}
+MULTI_FLAGS = {"mount", "exclude"}
+
+
+def _split_flags(cmd: str, rest: str, line: int) -> tuple[dict[str, str | None], dict[str, list[str]], str]:
     flags: dict[str, str | None] = {}
+    multi: dict[str, list[str]] = {}
     while rest.startswith("--"):
-        tok, _, remainder = rest.partition(" ")
+        m = re.match(r"(\S+)\s*", rest)
+        assert m is not None
+        tok = m.group(1)
+        remainder = rest[m.end():]
         if tok == "--":
-            rest = remainder.lstrip()
+            rest = remainder
             break
         name, eq, val = tok[2:].partition("=")
         if not name:
             raise ParseError(line, f"invalid flag: {tok}")
-        flags[name.lower()] = val if eq else None
-        rest = remainder.lstrip()
-    return flags, rest
+        name = name.lower()
+        if name not in KNOWN_FLAGS.get(cmd, set()):
+            raise ParseError(line, f"Unknown flag: {name}")
+        if name in flags and name not in MULTI_FLAGS:
+            raise ParseError(line, f"Duplicate flag specified: {name}")
+        flags[name] = val if eq else None
+        multi.setdefault(name, []).append(val if eq else "")
+        rest = remainder
+    return flags, multi, rest
 
 
 def _check_args(inst: Instruction) -> None:

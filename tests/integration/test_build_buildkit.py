@@ -1,0 +1,173 @@
+"""BuildKit's Dockerfile syntax in our builder (issue 14), against BuildKit itself: the same
+Dockerfiles built by the docker 20.10 CLI with DOCKER_BUILDKIT=1 on the real dockerd and by
+`dockyard build` on ours; what each build added to busybox (paths, types, modes, owners, contents)
+must be the same. The reference runs its steps with --network none (its daemon has no bridge)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+BUILDKIT_CLI = "/usr/bin/docker"  # Debian's docker.io 20.10: BuildKit built in, no buildx needed
+SECRET = b"s3cr3t-" + secrets.token_hex(8).encode()
+
+
+def _listing(host: str, ref: str) -> dict[str, tuple[Any, ...]]:
+    """path -> (type, mode, uid, gid, content digest or link target) of the image's filesystem."""
+    env = {**os.environ, "DOCKER_HOST": host}
+    cid = subprocess.run([BUILDKIT_CLI, "create", ref, "true"], env=env, capture_output=True, check=True,
+                         text=True).stdout.strip()
+    try:
+        data = subprocess.run([BUILDKIT_CLI, "export", cid], env=env, capture_output=True, check=True).stdout
+    finally:
+        subprocess.run([BUILDKIT_CLI, "rm", "-f", cid], env=env, capture_output=True)
+    out: dict[str, tuple[Any, ...]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        for m in tf:
+            body: Any = m.linkname
+            if m.isfile():
+                f = tf.extractfile(m)
+                body = hashlib.sha256(f.read() if f else b"").hexdigest()[:16]
+            out["/" + m.name.strip("/").removeprefix("./")] = (m.type, oct(m.mode & 0o7777), m.uid, m.gid, body)
+    return out
+
+
+def _added(host: str, ref: str) -> dict[str, tuple[Any, ...]]:
+    """What the build added to busybox or changed in it."""
+    base = _listing(host, "busybox:latest")
+    return {p: v for p, v in _listing(host, ref).items() if base.get(p) != v and p not in ("/.dockerenv",)}
+
+
+def _buildkit(host: str, ctx: Path, tag: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_HOST": host, "DOCKER_BUILDKIT": "1", "BUILDKIT_PROGRESS": "plain"}
+    env.pop("DOCKER_CONTEXT", None)
+    return subprocess.run([BUILDKIT_CLI, "build", "--network", "none", "-t", tag, *args, str(ctx)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _rmi(host: str, *refs: str) -> None:
+    subprocess.run([BUILDKIT_CLI, "rmi", "-f", *refs], env={**os.environ, "DOCKER_HOST": host},
+                   capture_output=True)
+
+
+def _files_holding(root: Path, needle: bytes) -> list[str]:
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath, name)
+            if p.is_file() and not p.is_symlink() and needle in p.read_bytes():
+                found.append(str(p))
+    return found
+
+
+MOUNTS = """\
+FROM busybox:latest AS gen
+RUN mkdir /out && echo gen > /out/g
+FROM busybox:latest
+WORKDIR /w
+RUN --mount=type=cache,target=/cache,id=c-RUNID echo x >> /cache/log && wc -l < /cache/log > /count
+RUN --mount=type=cache,target=rel,id=c2-RUNID,uid=7,gid=8,mode=0700 stat -c '%a %u %g' /w/rel > /c2mode
+RUN --mount=type=bind,target=/ctx cat /ctx/f.txt > /ctxf && ls /ctx > /ctxlist
+RUN --mount=type=bind,target=/ctx,rw echo y > /ctx/new && ls /ctx > /ctxlist2
+RUN --mount=type=bind,source=f.txt,target=/etc/f.txt cat /etc/f.txt > /bf
+RUN --mount=type=bind,from=gen,source=/out,target=/g cat /g/g > /fromstage
+RUN --mount=type=tmpfs,target=/tmp/t touch /tmp/t/gone && ls /tmp/t > /tmplist
+RUN --mount=type=secret,id=s1 wc -c < /run/secrets/s1 > /seclen
+RUN --mount=type=secret,id=s1,target=/etc/sec,mode=0440,uid=5,gid=6 stat -c '%a %u %g' /etc/sec > /secmode
+RUN --mount=type=secret,id=absent echo ok > /optional
+"""
+
+
+def test_run_mounts_match_buildkit(daemon: Any, real_dockerd: str, tmp_path: Path) -> None:
+    runid = secrets.token_hex(6)  # cache ids of this run only (20.10's BuildKit expands no --mount option)
+    dockerfile = MOUNTS.replace("RUNID", runid)
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    (tmp_path / "f.txt").write_text("hello\n")
+    sec = tmp_path.parent / f"{tmp_path.name}-secret"
+    sec.write_bytes(SECRET)
+    tag = "bkmounts" + secrets.token_hex(4)
+    try:
+        ref = _buildkit(real_dockerd, tmp_path, tag, "--secret", f"id=s1,src={sec}")
+        assert ref.returncode == 0, ref.stderr
+        p = daemon.dockyard("build", "--secret", f"id=s1,src={sec}", "-t", tag,
+                            str(tmp_path))
+        theirs, ours = _added(real_dockerd, tag), _added(daemon.host, tag)
+        assert {k: (ours.get(k), theirs.get(k)) for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)} \
+            == {}
+        assert "/run/secrets/s1" not in ours and "/etc/sec" not in ours and "/w/rel" in ours
+        # the secret's bytes: in no layer, history line or log line
+        saved = daemon.docker("save", tag).stdout
+        assert SECRET not in saved
+        assert SECRET.decode() not in p.stdout.decode() + p.stderr.decode()
+        hist = daemon.docker("history", "--no-trunc", tag).stdout
+        assert SECRET not in hist and b"--mount" not in hist
+        assert _files_holding(daemon.data_root, SECRET) == []
+
+        # The cache mount outlives the build; a step that changed runs again and sees it.
+        (tmp_path / "Dockerfile").write_text(dockerfile.replace("wc -l < /cache/log > /count",
+                                                            "wc -l < /cache/log > /count2"))
+        daemon.dockyard("build", "--secret", f"id=s1,src={sec}", "-t", tag,
+                        str(tmp_path))
+        out = daemon.docker("run", "--rm", tag, "cat", "/count2").stdout
+        assert out.strip() == b"2"
+        df = daemon.docker("system", "df", "-v").stdout.decode()
+        assert "exec.cachemount" in df
+        pruned = daemon.docker("builder", "prune", "-af").stdout.decode()
+        assert "Total reclaimed space" in pruned
+        assert not any((daemon.data_root / "build" / "cache-mounts").iterdir())
+    finally:
+        _rmi(real_dockerd, tag)
+        daemon.docker("rmi", "-f", tag, check=False)
+        sec.unlink()
+
+
+def test_secret_required_and_mount_errors(daemon: Any, tmp_path: Path) -> None:
+    cases = {
+        "RUN --mount=type=secret,id=x,required cat /run/secrets/x": "secret x: not found",
+        "RUN --mount=type=tmpfs,target=/t,mode=0700 true": 'mode not allowed for "tmpfs" type mounts',
+        "RUN --mount=type=bind,target=/t,size=1m true": "unexpected key 'size' for mount type 'bind'",
+        "RUN --mount=type=foo,target=/t true": 'unsupported mount type "foo"',
+        "RUN --mount=type=cache,target=/t,sharing=nope true": 'unsupported sharing value "nope"',
+        "RUN --mount=type=cache,target=/t,bogus=1 true": "unexpected key 'bogus' in 'bogus=1'",
+        "RUN --frob true": "Unknown flag: frob",
+    }
+    for line, msg in cases.items():
+        (tmp_path / "Dockerfile").write_text(f"FROM busybox:latest\nRUN true\n{line}\n")
+        p = daemon.dockyard("build", str(tmp_path), check=False)
+        assert p.returncode != 0
+        assert msg in p.stderr.decode(), (line, p.stderr)
+        assert "line 3" in p.stderr.decode() or "secret" in msg, (line, p.stderr)
+
+
+def test_network_none_and_secret_env(daemon: Any, tmp_path: Path) -> None:
+    """Beyond docker 20.10's BuildKit (RUN --network is in its labs channel, secret env= and tmpfs
+    size came later): the values newer BuildKit gives."""
+    sec = tmp_path.parent / f"{tmp_path.name}-secret"
+    sec.write_bytes(SECRET)
+    (tmp_path / "Dockerfile").write_text(
+        "# syntax=docker/dockerfile:1\n# check=skip=all\n# frobnicate=yes\nFROM busybox:latest\n"
+        "ARG SZ\n"
+        "RUN --network=none ls /sys/class/net > /nets\n"
+        "RUN --mount=type=secret,id=s1,env=TOKEN,target=/s echo ${#TOKEN} > /envlen\n"
+        "RUN --mount=type=tmpfs,target=/t,size=${SZ:-2m} df -k /t | tail -1 | awk '{print $2}' > /tsize\n")
+    tag = "bknet" + secrets.token_hex(4)
+    try:
+        daemon.dockyard("build", "--secret", f"id=s1,src={sec}", "-t", tag, str(tmp_path))
+        out = daemon.docker("run", "--rm", tag, "cat", "/nets", "/envlen", "/tsize").stdout.decode().split()
+        assert out == ["lo", str(len(SECRET)), "2048"]
+        assert SECRET not in daemon.docker("save", tag).stdout
+        inspect = daemon.docker("image", "inspect", tag).stdout
+        assert SECRET not in inspect
+    finally:
+        daemon.docker("rmi", "-f", tag, check=False)
+        sec.unlink()
