@@ -219,7 +219,7 @@ def build(cfg: DaemonConfig) -> Engine:
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry,
                     container_io, ContainerFiles(containers), ContainerResources(containers),
                     ContainerCommitter(containers, images), system, builder=builder,
-                    internals=InternalsService(containers, networks, volumes))
+                    internals=InternalsService(containers, networks, volumes, images))
     engine.router = build_router(engine)
     return engine
 

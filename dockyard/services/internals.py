@@ -58,12 +58,13 @@ SECCOMP = {"0": "disabled", "1": "strict", "2": "filter"}
 
 
 class InternalsService:
-    def __init__(self, containers: Any, networks: Any = None, volumes: Any = None) -> None:
+    def __init__(self, containers: Any, networks: Any = None, volumes: Any = None, images: Any = None) -> None:
         from dockyard.services.object_internals import ObjectInternals
 
         self.containers = containers
         self.networks = networks
-        self.objects = ObjectInternals(containers, networks, volumes)
+        self.objects = ObjectInternals(containers, images if images is not None else containers.images,
+                                       networks, volumes)
 
     def explain_network(self, ref: str) -> dict[str, Any]:
         return self.objects.network(ref)

@@ -11,18 +11,25 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import NotFound
 from dockyard.network import firewall, netlink, sockets
 from dockyard.services.internals import _rules_for
 from dockyard.store.overlay import is_mounted
 
+if TYPE_CHECKING:
+    from dockyard.services.containers import ContainerService
+    from dockyard.services.images import ImageService
+    from dockyard.services.networks import NetworkService
+    from dockyard.services.volumes import VolumeService
+
 
 class ObjectInternals:
-    def __init__(self, containers: Any, networks: Any = None, volumes: Any = None) -> None:
+    def __init__(self, containers: ContainerService, images: ImageService, networks: NetworkService | None = None,
+                 volumes: VolumeService | None = None) -> None:
         self.containers = containers
-        self.images = containers.images
+        self.images = images
         self.networks = networks
         self.volumes = volumes
 
