@@ -205,30 +205,37 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
         size = tmp.tell()
         if not args.quiet:
             print(f"Sending build context to Docker daemon  {human_size(size)}", flush=True)
+        from dockyard.cli.progress import show
+
         image_id = ""
+        failed: list[dict[str, Any]] = []
+
+        def shown(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            """The events to display: the image ID and an error are kept for the end."""
+            nonlocal image_id
+            for ev in events:
+                if ev.get("error") or ev.get("errorDetail"):
+                    failed.append(ev)
+                    return
+                if isinstance(ev.get("aux"), dict) and ev["aux"].get("ID"):
+                    image_id = ev["aux"]["ID"]
+                    continue
+                yield ev
+
         try:
             headers = {"Content-Type": "application/x-tar"}
             if secret_header:
                 headers[SECRETS_HEADER] = secret_header
             with ctx.client.stream("POST", "/build", params, data=_chunks(tmp), headers=headers) as s:
-                for ev in s.json():
-                    if ev.get("error") or ev.get("errorDetail"):
-                        msg = ev.get("error") or (ev.get("errorDetail") or {}).get("message", "build failed")
-                        code = int((ev.get("errorDetail") or {}).get("code") or 1)
-                        print(msg, file=sys.stderr)
-                        return code if 0 < code < 256 else 1  # as docker: the failed step's code
-                    if isinstance(ev.get("aux"), dict) and ev["aux"].get("ID"):
-                        image_id = ev["aux"]["ID"]
-                        continue
-                    if args.quiet:
-                        continue
-                    if "stream" in ev:
-                        sys.stdout.write(ev["stream"])
-                    elif ev.get("status") and not ev.get("progressDetail"):
-                        sys.stdout.write(f"{ev['id']}: {ev['status']}\n" if ev.get("id") else ev["status"] + "\n")
-                    sys.stdout.flush()
+                show(shown(s.json()), sys.stdout, quiet=args.quiet)  # a FROM's pull: bars on a terminal
         except APIError as e:
             raise CLIError(str(e)) from None
+        if failed:
+            ev = failed[0]
+            msg = ev.get("error") or (ev.get("errorDetail") or {}).get("message", "build failed")
+            code = int((ev.get("errorDetail") or {}).get("code") or 1)
+            print(msg, file=sys.stderr)
+            return code if 0 < code < 256 else 1  # as docker: the failed step's code
     if args.quiet and image_id:
         print(image_id)
     if args.iidfile and image_id:

@@ -24,7 +24,15 @@ def show(events: Iterable[dict[str, Any]], out: IO[str], tty: bool | None = None
     for ev in events:
         if ev.get("error") or ev.get("errorDetail"):
             raise ProgressError(ev.get("error") or (ev.get("errorDetail") or {}).get("message") or "failed")
-        status = ev.get("status") or ev.get("stream") or ""
+        if ev.get("stream"):  # a build's output, as it comes (maybe part of a line): written as is
+            last = ev["stream"].rstrip("\n") or last
+            if not quiet:
+                out.write(ev["stream"])
+                out.flush()
+                rows.clear()  # as docker: lines we cannot count end the redrawing of earlier ones
+                printed = 0
+            continue
+        status = ev.get("status") or ""
         ident = ev.get("id") or ""
         if status:
             last = status.rstrip("\n")

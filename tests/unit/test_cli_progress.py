@@ -72,3 +72,12 @@ def test_error_in_the_stream() -> None:
     with pytest.raises(ProgressError, match="manifest unknown"):
         show([*EVENTS[:2], {"errorDetail": {"message": "manifest unknown"}, "error": "manifest unknown"}],
              io.StringIO(), tty=True)
+
+
+def test_build_output_ends_the_redrawing() -> None:
+    """A build's stream text is written as it comes; progress lines before it are not redrawn after it."""
+    out = io.StringIO()
+    show([{"stream": "Step 1/2 : FROM x\n"}, EVENTS[1], EVENTS[3], {"stream": "partial "}, {"stream": "line\n"},
+          {**EVENTS[3], "progress": "[==========>]  48.1MB/48.1MB"}], out, tty=True)
+    assert screen(out.getvalue()) == ["Step 1/2 : FROM x", "a3ed95caeb02: Downloading [====>      ]  12.3MB/48.1MB",
+                                      "partial line", "a3ed95caeb02: Downloading [==========>]  48.1MB/48.1MB"]
