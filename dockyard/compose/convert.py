@@ -183,9 +183,12 @@ def network_mode(project: Project, svc: Service, resolve_service: Any = None) ->
     return str(project.networks[first]["name"])
 
 
-def endpoint(project: Project, name: str, svc: Service, net: str) -> dict[str, Any]:
+def endpoint(project: Project, name: str, svc: Service, net: str, cname: str,
+             use_aliases: bool = True) -> dict[str, Any]:
+    """v2's aliases: the container's name, then (not for `run` without --use-aliases) the service's
+    name and its configured aliases."""
     cfg = (svc.get("networks") or {}).get(net) or {}
-    ep: dict[str, Any] = {"Aliases": [name, *cfg.get("aliases", [])]}
+    ep: dict[str, Any] = {"Aliases": [cname, name, *cfg.get("aliases", [])] if use_aliases else [cname]}
     ipam = {}
     if cfg.get("ipv4_address"):
         ipam["IPv4Address"] = cfg["ipv4_address"]
@@ -197,7 +200,8 @@ def endpoint(project: Project, name: str, svc: Service, net: str) -> dict[str, A
 
 
 def create_body(project: Project, name: str, svc: Service, number: int, oneoff: bool = False,
-                resolve_service: Any = None) -> dict[str, Any]:
+                resolve_service: Any = None, cname: str | None = None) -> dict[str, Any]:
+    cname = cname or container_name(project, name, number, svc)
     env = [f"{k}={v}" if v is not None else k for k, v in (svc.get("environment") or {}).items()
            if v is not None]
     binds, mounts = _mounts(project, svc)
@@ -247,5 +251,6 @@ def create_body(project: Project, name: str, svc: Service, number: int, oneoff: 
         body["Healthcheck"] = _healthcheck(svc["healthcheck"])
     if not svc.get("network_mode"):
         first = next(iter(svc["networks"]))
-        body["NetworkingConfig"] = {"EndpointsConfig": {mode: endpoint(project, name, svc, first)}}
+        body["NetworkingConfig"] = {"EndpointsConfig": {mode: endpoint(project, name, svc, first, cname,
+                                                                        use_aliases=not oneoff)}}
     return {k: v for k, v in body.items() if v is not None}

@@ -204,12 +204,12 @@ class Engine:
 
     def create(self, name: str, svc: Service, number: int, oneoff: bool = False,
                cname: str | None = None, overrides: JSON | None = None, labels: dict[str, str] | None = None) -> str:
-        body = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container)
+        cname = cname or container_name(self.project, name, number, svc)
+        body = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container, cname)
         body["Labels"][L_IMAGE] = self.image_id(body["Image"])
         body["Labels"].update(labels or {})
         if overrides:
             body.update(overrides)
-        cname = cname or container_name(self.project, name, number, svc)
         cid = str(self.client.create_container(body, name=cname)["Id"])
         inline = secretfiles.resolve(self.project, name, svc)[1]
         if inline:  # environment/content secrets are copied in before the first start
@@ -217,7 +217,7 @@ class Engine:
         # One endpoint goes with create (APIs < 1.44 allow only one); the rest are connected now.
         for net in list(svc.get("networks") or {})[1:]:
             self.client.connect_network(self.project.networks[net]["name"], cid,
-                                        endpoint(self.project, name, svc, net))
+                                        endpoint(self.project, name, svc, net, cname, use_aliases=not oneoff))
         return cid
 
     def _stop_timeout(self, svc: Service | None, timeout: int | None) -> int | None:

@@ -128,7 +128,8 @@ def test_same_project_same_result_on_both_engines(daemon: Any, real_dockerd: str
                 assert {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)} == {}, (key, n)
         web = ours["containers"][f"{name}-web-1"]
         assert web["labels"]["com.docker.compose.depends_on"] == "db:service_healthy:false"
-        assert web["networks"] == {f"{name}_back": ["web"], f"{name}_front": ["web", "www"]}
+        assert web["networks"] == {f"{name}_back": [f"{name}-web-1", "web"],
+                                   f"{name}_front": [f"{name}-web-1", "web", "www"]}
         assert ours["networks"][f"{name}_front"]["labels"] == {
             "purpose": "front", "com.docker.compose.network": "front",
             "com.docker.compose.project": name, "com.docker.compose.version": "2.29.7"}

@@ -103,7 +103,7 @@ networks: {back: {}}
     assert body["Labels"]["com.docker.compose.service"] == "web"
     assert body["Labels"]["com.docker.compose.oneoff"] == "False"
     assert body["HostConfig"]["Mounts"][0]["Source"] == f"{p.name}_data"
-    assert body["NetworkingConfig"]["EndpointsConfig"][f"{p.name}_default"]["Aliases"] == ["web"]
+    assert body["NetworkingConfig"]["EndpointsConfig"][f"{p.name}_default"]["Aliases"] == [f"{p.name}-web-1", "web"]
 
 
 def test_durations_and_sizes() -> None:
