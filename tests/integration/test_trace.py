@@ -183,3 +183,34 @@ def test_each_lifecycle_command_explains_its_own_steps(clean_daemon: Daemon) -> 
     assert f"runc kill {cid[:12]} 9" in err and "SIGKILL" in err
     err = explain("rm", "--explain", cid)
     assert "rm -rf" in err and "runc" not in err  # already stopped: only the files go
+
+
+def test_pull_explain_names_the_snapshot_each_layer_is_unpacked_into(clean_daemon: Daemon, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    d, port = clean_daemon, free_port()
+    reg = subprocess.Popen([sys.executable, "-m", "dockyard.registry.server", "serve", "--addr", f"127.0.0.1:{port}",
+                            "--root", str(tmp_path / "registry")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert reg.stdout is not None and "listening" in reg.stdout.readline().decode()
+        # An image with a layer the daemon lacks: busybox plus one committed file.
+        cid = d.docker("run", "-d", "busybox", "sh", "-c", "echo pulled > /pulled; sleep 300").stdout.decode().strip()
+        d.docker("exec", cid, "true")
+        ref = f"127.0.0.1:{port}/trace/pulled:1"
+        d.docker("commit", cid, ref)
+        d.docker("rm", "-f", cid)
+        d.docker("push", ref)
+        d.docker("rmi", ref)
+        p = d.dockyard("pull", "--explain", ref)
+        err = p.stderr.decode()
+        assert f"── image {ref}" in err and err.count("extract layer") == 1, err  # busybox's layer is there
+        done = re.search(r"→ new snapshot: (\S+) \(diff (sha256:\w+), (\d+) bytes\)", err)
+        assert done is not None, err
+        info = json.loads(d.dockyard("explain", "--format", "json", "--type", "image", ref).stdout)
+        top = info["Layers"][-1]
+        assert done.group(1) == top["Dir"] and top["DiffID"].startswith(done.group(2)) and top["Exists"]
+        d.docker("rmi", ref)
+    finally:
+        reg.terminate()
+        reg.wait(10)
