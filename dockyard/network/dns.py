@@ -100,9 +100,9 @@ class DnsServer:
                         rtype, rdata = (QTYPE.AAAA, AAAA(ip)) if v6 else (QTYPE.A, A(ip))
                         reply.add_answer(RR(q.qname, rtype, rdata=rdata, ttl=TTL))
                 return bytes(reply.pack())  # other types for our names: NOERROR, no answers
-            if not self.index.forwards(cid):
+            if not self.index.forwards(cid):  # as dockerd 25+ (proxyDNS off without external access)
                 reply = req.reply()
-                reply.header.rcode = RCODE.REFUSED
+                reply.header.rcode = RCODE.SERVFAIL
                 return bytes(reply.pack())
         upstreams = (self.index.upstreams(cid) if cid else []) or self.host_upstreams()
         return await self._forward(req, data, [u for u in upstreams if u != self.address])

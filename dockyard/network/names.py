@@ -110,8 +110,8 @@ class NameIndex:
             return list(self._upstreams.get(cid, ()))
 
     def forwards(self, cid: str) -> bool:
-        """Whether other names go upstream for `cid`: not when all its networks are internal (dockerd's
-        resolver does not forward for them either)."""
+        """Whether other names go upstream for `cid`: not when all its networks are internal (dockerd 25+
+        does not forward for them either; 20.10 did)."""
         with self._lock:
             return any(not self._eps[(cid, nid)].internal for nid in self._nets_of.get(cid, ()))
 
