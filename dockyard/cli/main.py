@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from dockyard.cli.common import PROG, CLIError, Command, Ctx, daemon_error
 from dockyard.cli.parsing import Parser, UsageError
@@ -184,6 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         target.print_help()
         return 0
     from dockyard.client import APIError, ConnectError
+
+    def quiet_thread_error(a: Any) -> None:  # a helper thread's failure: one line too, never a traceback
+        if args.debug:
+            sys.__excepthook__(a.exc_type, a.exc_value, a.exc_traceback)  # type: ignore[arg-type]
+        elif a.exc_type is not SystemExit:
+            print(f"{PROG}: unexpected error: {a.exc_value or a.exc_type.__name__} (run with -D for details)",
+                  file=sys.stderr)
+
+    import threading
+
+    threading.excepthook = quiet_thread_error
 
     explainer = None
     try:

@@ -135,9 +135,10 @@ def cmd_run(ctx: Ctx, args: argparse.Namespace) -> int:
     detach_keys = parse_detach_keys(args.detach_keys)
     resize = (lambda hh, ww: client.resize(cid, hh, ww)) if args.tty else None
     sig_proxy = not args.tty and str(args.sig_proxy).lower() not in ("false", "0")
+    tail = bytearray()
     with raw_terminal(args.tty and args.interactive), resize_on_winch(resize), \
             proxy_signals(client, cid, sig_proxy):
-        detached = pump(h, args.tty, args.interactive, detach_keys)
+        detached = pump(h, args.tty, args.interactive, detach_keys, tail=tail)
     if detached:
         waiter.close()
         return 0
@@ -146,7 +147,30 @@ def cmd_run(ctx: Ctx, args: argparse.Namespace) -> int:
     if status.get("Error") and status["Error"].get("Message"):
         print(f"{PROG}: Error response from daemon: {status['Error']['Message']}", file=sys.stderr)
         return 125
+    if b"exec format error" in tail:
+        hint = exec_format_hint(client, args.image)
+        if hint:
+            print(f"{PROG}: {hint}", file=sys.stderr)
     return int(status.get("StatusCode", 0))
+
+
+def exec_format_hint(client: APIClient, image: str) -> str:
+    """Why exec failed, beyond docker's words: the image's platform against the daemon host's."""
+    try:
+        img = client.inspect_image(image)
+        host = client.version()
+    except APIError:
+        return ""
+    return format_hint(image, f"{img.get('Os', 'linux')}/{img.get('Architecture', '')}",
+                       f"{host.get('Os', 'linux')}/{host.get('Arch', '')}")
+
+
+def format_hint(image: str, image_platform: str, host_platform: str) -> str:
+    if image_platform != host_platform:
+        return (f"exec format error: the image {image} is for {image_platform}, and this host runs "
+                f"{host_platform} (pull the {host_platform} variant: --platform {host_platform})")
+    return (f"exec format error: the image {image} and this host are both {host_platform}: the file run is not "
+            "a program for it (a script needs a #! line)")
 
 
 # What docker's --sig-proxy forwards: everything a user or supervisor would send (not SIGCHLD/SIGPIPE...).

@@ -84,10 +84,12 @@ def pump(
     tty: bool,
     send_stdin: bool,
     detach_keys: bytes = b"\x10\x11",
+    tail: bytearray | None = None,
 ) -> bool:
     """Copy output to stdout/stderr and stdin to the socket until the output ends.
 
-    Returns True when the user detached with the detach keys.
+    Returns True when the user detached with the detach keys. `tail` gets the output's last bytes (for
+    a hint about what went wrong).
     """
     detached = threading.Event()
     done = threading.Event()
@@ -99,6 +101,9 @@ def pump(
                 target = err if kind == STDERR else out
                 target.write(data)
                 target.flush()
+                if tail is not None:
+                    tail.extend(data)
+                    del tail[:-256]
         except OSError:
             pass
         finally:

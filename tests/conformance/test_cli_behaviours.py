@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -130,3 +131,18 @@ def test_a_long_stop_says_why_it_waits(clean_daemon: Daemon) -> None:
     p = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "stop", "-t", "1", "deaf"], env=d.env, cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert p.stderr == ""  # not on a terminal: docker's plain output
+
+
+def test_exec_format_error_explained(clean_daemon: Daemon, tmp_path: Path) -> None:
+    """Beyond docker, after its words: `exec format error` says the image's platform and the host's."""
+    d = clean_daemon
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN printf 'echo hi\\n' > /s && chmod +x /s\n")
+    subprocess.run([DOCKER_CLI, "build", "-q", "-t", "noshebang", str(tmp_path)], env={**d.env, "DOCKER_BUILDKIT": "0"},
+                   check=True, capture_output=True, timeout=300)
+    p = d.dockyard("run", "--rm", "noshebang", "/s", check=False)
+    assert p.returncode == d.docker("run", "--rm", "noshebang", "/s", check=False).returncode == 1
+    assert b"exec format error" in p.stderr
+    assert b"the image noshebang and this host are both linux/" in p.stderr and b"#! line" in p.stderr, p.stderr
+    from dockyard.cli.run import format_hint
+
+    assert "is for linux/arm64, and this host runs linux/amd64" in format_hint("x", "linux/arm64", "linux/amd64")
