@@ -16,7 +16,7 @@ from dockyard.api.backends import (
     ResourcesBackend,
 )
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
-from dockyard.errors import InvalidParameter, NotFound
+from dockyard.errors import InvalidParameter, NotFound, NotSupported
 
 
 def _filters(req: Request) -> dict[str, list[str]]:
@@ -128,6 +128,10 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
         tty = bool(c.config.get("Tty"))
         return Hijack(handler, "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream")
 
+    async def container_attach_ws(req: Request) -> Response:
+        cs.get(req.params["id"])  # dockerd's 404 for a container that is not there
+        raise NotSupported("attach over a websocket is not supported by Dockyard: use POST /containers/{id}/attach")
+
     async def container_resize(req: Request) -> Response:
         await io.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
         return Response(200, {"Content-Type": "text/plain"}, b"")
@@ -221,6 +225,7 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
     r("POST", "/containers/{id}/rename", container_rename)
     r("GET", "/containers/{id}/logs", container_logs)
     r("POST", "/containers/{id}/attach", container_attach)
+    r("GET", "/containers/{id}/attach/ws", container_attach_ws)
     r("POST", "/containers/{id}/resize", container_resize)
     r("GET", "/containers/{id}/export", container_export)
     r("GET", "/containers/{id}/changes", container_changes)

@@ -46,6 +46,7 @@ CASES = [
     ("GET", "/networks/", None),
     ("OPTIONS", "/containers/json", None),
     ("GET", "/nosuch", None),
+    ("GET", "/containers/nosuchcontainer/attach/ws", None),
 ]
 
 
@@ -90,6 +91,16 @@ def test_docker_py_leave_swarm_force_is_accepted(daemon: Daemon) -> None:
         assert e.value.response.status_code == 503
     finally:
         c.close()
+
+
+def test_websocket_attach_refused_with_why(daemon: Daemon) -> None:
+    with _client(daemon.host) as c:
+        cid = c.post("/containers/create", json={"Image": "busybox", "Cmd": ["true"]}).json()["Id"]
+        try:
+            r = c.get(f"/containers/{cid}/attach/ws")
+            assert r.status_code == 501 and "websocket" in r.json()["message"]
+        finally:
+            c.delete(f"/containers/{cid}")
 
 
 def test_swarm_init_refused_with_why(daemon: Daemon) -> None:
