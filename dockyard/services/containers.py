@@ -37,7 +37,7 @@ from dockyard.services.events import EventBus
 from dockyard.services.seams import Attachment, ContainerRuntime, ImageLayers, NetworkAttacher
 from dockyard.store import initlayer, overlay
 from dockyard.store.db import Database
-from dockyard.store.snapshotter import OverlaySnapshotter, mount_all
+from dockyard.store.snapshotter import OverlaySnapshotter, Snapshotter, mount_all
 from dockyard.util.fs import mark_topdir
 from dockyard.util.ids import new_id, random_name, validate_name
 from dockyard.util.timefmt import ZERO_TIME, human_duration, parse_time_arg, rfc3339
@@ -201,7 +201,7 @@ class ContainerService:
         self._live: dict[str, _Live] = {}
         (data_root / "containers").mkdir(exist_ok=True)
         # Each container's writable layer is the snapshot keyed by its id (containers/<id>/upper).
-        self.snapshots = OverlaySnapshotter(data_root / "containers", data_root / "empty")
+        self.snapshots: Snapshotter = OverlaySnapshotter(data_root / "containers", data_root / "empty")
         mark_topdir(data_root / "containers")  # upper dirs (and build steps' layers) spread as layers are
         db.migrate("containers", SCHEMA)
         # Hooks other features attach to (healthchecks, restart policies, stats ...).

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from dockyard import trace
 from dockyard.errors import NotFound
@@ -114,9 +114,6 @@ class OverlaySnapshotter:
     def upper(self, key: str) -> Path:
         return self._dir(key) / "upper"
 
-    def exists(self, key: str) -> bool:
-        return self.upper(key).is_dir()
-
     def prepare(self, key: str, parents: Sequence[Path]) -> list[Mount]:
         d = self._dir(key)
         with trace.step("file", f"mkdir {d}/upper {d}/work", "a writable snapshot: its changes go to upper "
@@ -170,12 +167,6 @@ class OverlaySnapshotter:
                 with contextlib.suppress(OSError):
                     total += os.lstat(os.path.join(root, f)).st_size
         return total
-
-    def diff(self, key: str, out: BinaryIO) -> str:
-        """The snapshot's changes as an OCI layer tar on `out`; returns its diff_id."""
-        from dockyard.store.layers import write_diff
-
-        return write_diff(self.upper(key), out)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ class World:
         self.events = EventBus()
         self.runtime = FakeRuntime(tmp / "run" / "exits")
         self.cs = ContainerService(self.db, self.events, FakeImages(), self.runtime, tmp / "data", tmp / "run")
-        self.cs.snapshots = FakeSnapshotter(tmp / "data" / "containers")  # type: ignore[assignment]
+        self.cs.snapshots = FakeSnapshotter(tmp / "data" / "containers")
         self.runtime.on_exit = self.cs.finalize_exit
         self.delays: list[float] = []
         self.gate: asyncio.Event | None = None  # when set, restart delays wait for it
