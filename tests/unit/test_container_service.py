@@ -324,3 +324,19 @@ def test_run_rm_leaves_no_state_behind_in_the_service(world: World) -> None:
         assert not [k for k, v in vars(w.cs).items() if isinstance(v, dict) and cid in v]
 
     run(world, t)
+
+
+def test_back_off_starts_over_after_ten_seconds_of_running(world: World) -> None:
+    async def t(w: World) -> None:
+        cid = await w.run(RestartPolicy={"Name": "always"})
+        for _ in range(3):  # three quick failures: 0.1, 0.2, 0.4
+            w.runtime.exit(cid, 1)
+            await w.settle()
+        w.cs.save(cid, started_at=w.cs.get(cid).started_at - 60)  # this run lasted a minute
+        w.runtime.exit(cid, 1)
+        await w.settle()
+        assert w.delays == [0.1, 0.2, 0.4, 0.1]  # dockerd resets the delay, not the count
+        assert w.cs.get(cid).restart_count == 4
+        await w.cs.stop(cid, timeout=1)
+
+    run(world, t)
