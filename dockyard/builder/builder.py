@@ -48,7 +48,7 @@ from dockyard.services.images import Image, ImageService
 from dockyard.store import overlay, safetree
 from dockyard.store.db import Database
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted
-from dockyard.util.dockerignore import build_files_to_drop
+from dockyard.util.dockerignore import PatternMatcher, build_files_to_drop
 from dockyard.util.fs import mark_topdir
 from dockyard.util.paths import resolve_in_root
 
@@ -872,18 +872,37 @@ class _Run:
         frm = inst.flags.get("from")
         chown = inst.flags.get("chown")
         chmod = inst.flags.get("chmod")
-        mode = None
+        mode: bctx.Chmod | None = None
         if chmod:
             try:
-                mode = int(chmod, 8)
-            except ValueError:
+                mode = bctx.parse_chmod(expand_word(chmod, env, esc, inst.line))
+            except DockyardError:
                 raise BuildError(f"invalid chmod parameter: {chmod}") from None
+        excludes = [expand_word(x, env, esc, inst.line) for x in inst.multi.get("exclude", [])]
+        try:
+            exclude = PatternMatcher.of(excludes).matches if excludes else None
+        except ValueError as e:
+            raise BuildError(f"Dockerfile parse error line {inst.line}: {e}") from None
+        parents = _flag_on(inst, "parents")
+        _flag_on(inst, "link")  # checked; the layer is made as without it (not yet independent of the base)
+        # ADD of a URL: downloaded (mode 0600, never unpacked), its digest checked against --checksum
+        urls = [u for u in srcs if c == "add" and u.startswith(("http://", "https://"))]
+        checksum = inst.flags.get("checksum")
+        if checksum is not None and (not urls or len(srcs) != 1):
+            raise BuildError("checksum can't be specified for non-HTTP(S) sources")
+        url_files = [await self._download(u, checksum) for u in urls]
+        srcs = [u for u in srcs if u not in urls]
         src_image: str | None = None
         if frm:
             frm_x = expand_word(frm, env, esc, inst.line)
             d = self.df.stage_index(frm_x)
             src_image = await self.stage_results[d] if d is not None else await self._base_image(frm_x, None)
         extra = f"{chown}|{chmod}|{src_image}"
+        if excludes or parents:  # only then: older keys stay the same
+            extra += json.dumps([excludes, parents and srcs])
+        if url_files:
+            extra += "|url:" + json.dumps([str(await asyncio.to_thread(bctx.hash_sources, [f])) for f in url_files])
+        rels: dict[Path, str] = {}  # --parents: each source's path below the context (or its `/./` pivot)
         with contextlib.ExitStack() as stack:
             src_root: Path | None = None
             sources: list[Path] = []
@@ -899,12 +918,23 @@ class _Run:
                 try:
                     if src_root is None:
                         raise BuildError(f"{c.upper()} failed: stage has no files")
-                    return [p for s in srcs for p in await asyncio.to_thread(bctx.context_sources, src_root, s)]
+                    found: list[Path] = []
+                    for s in srcs:
+                        got = await asyncio.to_thread(bctx.context_sources, src_root, s)
+                        if parents:
+                            pivot = s.split("/./")[0] if "/./" in s else ""
+                            base = os.path.realpath(resolve_in_root(src_root, pivot)) if pivot else \
+                                os.path.realpath(src_root)
+                            for p in got:
+                                rels[p] = os.path.relpath(os.path.realpath(p.parent), base) + "/" + p.name
+                        found += got
+                    return found
                 except DockyardError as e:
                     raise BuildError(e.message.replace("COPY failed", f"{c.upper()} failed")) from None
 
             # The cache key first, from what is known without touching the disk: the context
             # index, or an earlier hash of the same paths in the same (immutable) image.
+            heredoc_files += url_files
             known = await asyncio.to_thread(self._known_hash, src_image, frm, srcs, heredoc_files, extra)
             if known is None:
                 sources = await on_disk() + heredoc_files
@@ -927,8 +957,20 @@ class _Run:
             with self._mounted(state.image_id, writable=step) as root:
                 def do() -> None:
                     uid, gid = bctx.parse_chown(root, chown) if chown else (0, 0)
-                    bctx.copy_into(sources, root, dest, state.config.get("WorkingDir") or "/", uid=uid, gid=gid,
-                                   mode=mode, extract_tars=(c == "add"))
+                    wd = state.config.get("WorkingDir") or "/"
+                    local = [p for p in sources if p not in url_files]
+                    if parents:
+                        for p in local:
+                            rel = posixpath.normpath(rels.get(p, p.name))
+                            into = rel if p.is_dir() and not p.is_symlink() else posixpath.dirname(rel)
+                            bctx.copy_into([p], root, posixpath.join(dest, into) + "/", wd, uid=uid, gid=gid,
+                                           mode=mode, extract_tars=(c == "add"), exclude=exclude)
+                    elif local:
+                        bctx.copy_into(local, root, dest, wd, uid=uid, gid=gid, mode=mode, extract_tars=(c == "add"),
+                                       exclude=exclude)
+                    if url_files:
+                        bctx.copy_into(url_files, root, dest if len(sources) == 1 else dest.rstrip("/") + "/", wd,
+                                       uid=uid, gid=gid, mode=mode)
                 try:
                     await asyncio.to_thread(do)
                 except DockyardError as e:
@@ -942,6 +984,46 @@ class _Run:
         self.b.cache.put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
+
+    async def _download(self, url: str, checksum: str | None) -> Path:
+        """ADD's URL source as a file of its own (mode 0600, as dockerd's), checked against --checksum."""
+        import hashlib
+        from urllib.parse import urlsplit
+
+        import httpx
+
+        name = posixpath.basename(urlsplit(url).path)
+        if name in ("", ".", "/"):
+            raise BuildError(f"cannot determine filename from url: {url}")
+        algo = want = ""
+        if checksum is not None:
+            algo, _, want = checksum.partition(":")
+            if algo not in ("sha256", "sha384", "sha512") or not want:
+                raise BuildError(f"invalid checksum digest format: {checksum}")
+        d = self.work / f"url-{secrets.token_hex(4)}"
+        d.mkdir()
+        path = d / name
+
+        def fetch() -> str:
+            h = hashlib.new(algo or "sha256")
+            with httpx.stream("GET", url, follow_redirects=True, timeout=60) as r:
+                if r.status_code >= 400:
+                    raise BuildError(f"failed to GET {url} with status {r.status_code} {r.reason_phrase}: "
+                                     f"{r.read()[:200].decode(errors='replace')}")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with open(fd, "wb") as f:
+                    for chunk in r.iter_bytes(1 << 20):
+                        h.update(chunk)
+                        f.write(chunk)
+            return h.hexdigest()
+
+        try:
+            got = await asyncio.to_thread(fetch)
+        except httpx.HTTPError as e:
+            raise BuildError(f"failed to GET {url}: {e}") from None
+        if checksum is not None and got != want:
+            raise BuildError(f"digest mismatch {checksum}: {algo}:{got}")
+        return path
 
     def _known_hash(self, src_image: str | None, frm: Any, srcs: list[str], heredocs: list[Path],
                     extra: str) -> tuple[str, str] | None:
@@ -974,6 +1056,18 @@ class _Run:
         finally:
             if not writable:
                 self.snapshots.remove(key)
+
+
+def _flag_on(inst: Instruction, name: str) -> bool:
+    """A boolean flag: bare (`--link`) is true, else `=true|false`, in BuildKit's words otherwise."""
+    if name not in inst.flags:
+        return False
+    v = inst.flags[name]
+    if v is None or v.lower() == "true":
+        return True
+    if v.lower() == "false":
+        return False
+    raise BuildError(f"Dockerfile parse error line {inst.line}: expecting boolean value for flag {name}, not: {v}")
 
 
 def _display(inst: Instruction) -> str:

@@ -16,6 +16,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,68 @@ from dockyard.errors import InvalidParameter
 from dockyard.store import safetree
 from dockyard.store.layers import apply_layer
 from dockyard.util.paths import resolve_in_root
+
+# COPY --chmod: the new permission bits from (the source's mode, whether it is a directory).
+Chmod = Callable[[int, bool], int]
+# COPY --exclude: whether a source path (relative to what the source names) stays out.
+Exclude = Callable[[str], bool]
+
+_WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
+
+
+def parse_chmod(spec: str) -> Chmod:
+    """`--chmod` as octal (`755`) or symbolic (`u+x,g-w,o=r`, `a+X`), as chmod(1) applies them."""
+    if spec and all(c in "01234567" for c in spec):
+        n = int(spec, 8)
+        if n > 0o7777:
+            raise InvalidParameter(f"invalid chmod parameter: {spec}")
+        # BuildKit applies it as a Go FileMode: setuid, setgid and sticky bits written this way are lost
+        return lambda _m, _d: n & 0o777
+    clauses = []
+    for clause in spec.split(","):
+        i = 0
+        who = 0
+        while i < len(clause) and clause[i] in "ugoa":
+            who |= 0o7777 if clause[i] == "a" else _WHO[clause[i]]
+            i += 1
+        ops = []
+        while i < len(clause) and clause[i] in "+-=":
+            op = clause[i]
+            i += 1
+            perms = ""
+            while i < len(clause) and clause[i] in "rwxXstugo":
+                perms += clause[i]
+                i += 1
+            ops.append((op, perms))
+        if not ops or i != len(clause):
+            raise InvalidParameter(f"invalid chmod parameter: {spec}")
+        clauses.append((who, ops))
+
+    def apply(mode: int, is_dir: bool) -> int:
+        m = stat.S_IMODE(mode)
+        for who, ops in clauses:
+            mask = who or 0o7777  # no `who`: all (umask ignored, as BuildKit's)
+            for op, perms in ops:
+                bits = 0
+                for c in perms:
+                    if c in "ugo":  # copy another class's current bits
+                        shift = {"u": 6, "g": 3, "o": 0}[c]
+                        v = (m >> shift) & 7
+                        bits |= v << 6 | v << 3 | v
+                    else:
+                        bits |= {"r": 0o444, "w": 0o222, "x": 0o111, "s": 0o6000, "t": 0o1000,
+                                 "X": 0o111 if is_dir or m & 0o111 else 0}[c]
+                bits &= mask
+                if op == "+":
+                    m |= bits
+                elif op == "-":
+                    m &= ~bits
+                else:
+                    m = (m & ~(mask & 0o7777 if who else 0o7777)) | bits
+        return m
+
+    return apply
+
 
 # xattrs a copy keeps (shutil.copy2 kept them all; trusted.* are overlay's own).
 _COPIED_XATTRS = ("user.", "security.capability")
@@ -134,7 +197,7 @@ def _walk(top: Path) -> list[Path]:
 
 
 def copy_into(sources: list[Path], root: Path, dest: str, workdir: str, *, uid: int = 0, gid: int = 0,
-              mode: int | None = None, extract_tars: bool = False) -> None:
+              mode: Chmod | None = None, extract_tars: bool = False, exclude: Exclude | None = None) -> None:
     """COPY/ADD semantics: a directory's contents are copied; several sources or a trailing '/'
     make `dest` a directory; a local tar is unpacked for ADD.
 
@@ -161,12 +224,14 @@ def copy_into(sources: list[Path], root: Path, dest: str, workdir: str, *, uid: 
             raise InvalidParameter("When using COPY with more than one source file, the destination must be a "
                                    "directory and end with a /")
         for src in sources:
+            if exclude is not None and exclude(src.name):
+                continue
             into_dir = (src.is_dir() and not src.is_symlink()) or (extract_tars and _is_tar(src)) or dest_is_dir
             parent, name = (target_path, src.name) if into_dir else posixpath.split(target_path)
             dfd = safetree.resolve_dir(top, parent, mkdir)
             try:
                 if src.is_dir() and not src.is_symlink():
-                    _copy_tree(src, dfd, uid, gid, mode)
+                    _copy_tree(src, dfd, uid, gid, mode, exclude)
                 elif extract_tars and _is_tar(src):
                     with open(src, "rb") as f:
                         apply_layer(f, dfd)
@@ -204,7 +269,7 @@ def _remove(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def _copy_one(src: Path, dir_fd: int, name: str, uid: int, gid: int, mode: int | None) -> None:
+def _copy_one(src: Path, dir_fd: int, name: str, uid: int, gid: int, mode: Chmod | None) -> None:
     """The context file or link `src` as `name` in `dir_fd`, replacing what is there."""
     _remove(dir_fd, name)
     if src.is_symlink():
@@ -218,7 +283,8 @@ def _copy_one(src: Path, dir_fd: int, name: str, uid: int, gid: int, mode: int |
         os.close(sfd)
 
 
-def _write_copy(sfd: int, st: os.stat_result, dir_fd: int, name: str, uid: int, gid: int, mode: int | None) -> None:
+def _write_copy(sfd: int, st: os.stat_result, dir_fd: int, name: str, uid: int, gid: int,
+                mode: Chmod | None) -> None:
     dfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
         _copy_data(sfd, dfd, st.st_size)
@@ -246,9 +312,9 @@ def _copy_data(sfd: int, dfd: int, size: int) -> None:
         left -= len(chunk)
 
 
-def _set_attrs(dfd: int, sfd: int, st: os.stat_result, uid: int, gid: int, mode: int | None) -> None:
+def _set_attrs(dfd: int, sfd: int, st: os.stat_result, uid: int, gid: int, mode: Chmod | None) -> None:
     os.fchown(dfd, uid, gid)  # before chmod: chown clears setuid bits
-    os.fchmod(dfd, mode if mode is not None else stat.S_IMODE(st.st_mode))
+    os.fchmod(dfd, mode(st.st_mode, stat.S_ISDIR(st.st_mode)) if mode is not None else stat.S_IMODE(st.st_mode))
     for k in os.listxattr(sfd):
         if k.startswith(_COPIED_XATTRS):
             with contextlib.suppress(OSError):
@@ -256,12 +322,21 @@ def _set_attrs(dfd: int, sfd: int, st: os.stat_result, uid: int, gid: int, mode:
     os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _copy_tree(src: Path, dst_fd: int, uid: int, gid: int, mode: int | None) -> None:
+def _copy_tree(src: Path, dst_fd: int, uid: int, gid: int, mode: Chmod | None,
+               exclude: Exclude | None = None) -> None:
     """The contents of the directory `src` into the directory `dst_fd`, both walked by fd."""
     sfd = safetree.open_top(src)
     stack: list[tuple[str, int]] = [("", os.dup(dst_fd))]  # destination dirs down to the current entry
+    skipped: list[str] = []  # excluded directories: nothing below them is copied
     try:
         for e in safetree.walk(sfd):
+            if exclude is not None:
+                if any(e.rel.startswith(d + "/") for d in skipped):
+                    continue
+                if exclude(e.rel):
+                    if stat.S_ISDIR(e.st.st_mode):
+                        skipped.append(e.rel)
+                    continue
             parent = e.rel.rpartition("/")[0]
             while stack[-1][0] != parent:
                 os.close(stack.pop()[1])

@@ -26,6 +26,9 @@ FLAG_INSTRUCTIONS = {"from", "run", "copy", "add", "healthcheck"}
 PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
               "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
 
+# BuildKit's parser directives: `syntax` names a frontend image (the built-in one is used, nothing is
+# pulled), `check` configures its build checks (read, kept in Dockerfile.directives).
+DIRECTIVES = ("escape", "syntax", "check")
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -113,6 +116,8 @@ def _read_directives(lines: list[str]) -> tuple[dict[str, str], int]:
         if not m or not raw.lstrip().startswith("#"):
             return out, i
         key = m.group(1).lower()
+        if key not in DIRECTIVES:  # BuildKit: an unknown directive is a comment, and ends the directives
+            return out, i
         if key in out:
             raise ParseError(i + 1, f"only one {key} parser directive can be used")
         out[key] = m.group(2)

@@ -171,3 +171,91 @@ def test_network_none_and_secret_env(daemon: Any, tmp_path: Path) -> None:
     finally:
         daemon.docker("rmi", "-f", tag, check=False)
         sec.unlink()
+
+
+COPY_FLAGS = """\
+FROM busybox:latest
+COPY --chmod=750 d /o1/
+COPY --chmod=0640 --chown=5:6 d/a.txt /o2
+COPY --chmod=4755 d/sub /o3
+ADD --chmod=600 d/b.md /o4/
+"""
+
+
+def _tree_ctx(root: Path) -> None:
+    (root / "d" / "sub").mkdir(parents=True)
+    (root / "d" / "a.txt").write_text("a\n")
+    (root / "d" / "a.txt").chmod(0o600)
+    (root / "d" / "b.md").write_text("b\n")
+    (root / "d" / "sub" / "c.txt").write_text("c\n")
+    (root / "d" / "sub" / "e.md").write_text("e\n")
+
+
+def test_copy_chmod_matches_buildkit(daemon: Any, real_dockerd: str, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(COPY_FLAGS)
+    _tree_ctx(tmp_path)
+    tag = "bkcopy" + secrets.token_hex(4)
+    try:
+        ref = _buildkit(real_dockerd, tmp_path, tag)
+        assert ref.returncode == 0, ref.stderr
+        daemon.dockyard("build", "-t", tag, str(tmp_path))
+        theirs, ours = _added(real_dockerd, tag), _added(daemon.host, tag)
+        assert {k: (ours.get(k), theirs.get(k)) for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)} \
+            == {}
+        assert ours["/o1/sub/c.txt"][1] == "0o750" and ours["/o2"][1:4] == ("0o640", 5, 6)
+    finally:
+        _rmi(real_dockerd, tag)
+        daemon.docker("rmi", "-f", tag, check=False)
+
+
+def test_copy_flags_beyond_20_10(daemon: Any, tmp_path: Path) -> None:
+    """Flags newer BuildKit has (20.10's refuses them as unknown): symbolic --chmod, --exclude,
+    --parents, --link; ADD of a URL with --checksum (a server of the test's own, on loopback)."""
+    import http.server
+    import threading
+
+    _tree_ctx(tmp_path)
+    (tmp_path / "srv").mkdir()
+    payload = b"payload\n"
+    (tmp_path / "srv" / "file.bin").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, directory=str(tmp_path / "srv"), **kw)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/file.bin"
+    tag = "bkflags" + secrets.token_hex(4)
+    try:
+        (tmp_path / "Dockerfile").write_text(
+            "FROM busybox:latest\n"
+            "COPY --chmod=u+x,g-r,o= d /s/\n"
+            "COPY --chmod=a+X d/sub /x/\n"
+            "COPY --exclude=*.md --exclude=sub/c.txt d /e/\n"
+            "COPY --parents d/sub/c.txt d/./sub/e.md /p/\n"
+            "COPY --link d/b.md /l/\n"
+            f"ADD --checksum=sha256:{digest} {url} /u/\n")
+        daemon.dockyard("build", "-t", tag, str(tmp_path))
+        ls = _listing(daemon.host, tag)
+        assert ls["/s/a.txt"][1] == "0o700" and ls["/s/b.md"][1] == "0o700" and ls["/s/sub"][1] == "0o710"
+        assert ls["/x/c.txt"][1] == "0o644" and ls["/x"][1] == "0o755"
+        assert sorted(p for p in ls if p.startswith("/e/")) == ["/e/a.txt", "/e/sub", "/e/sub/e.md"]  # `*.md`: the top level only
+        assert "/p/d/sub/c.txt" in ls and "/p/sub/e.md" in ls and "/p/d/sub/e.md" not in ls
+        assert "/l/b.md" in ls
+        assert ls["/u/file.bin"][1] == "0o600" and ls["/u/file.bin"][4] == digest[:16]
+        (tmp_path / "Dockerfile").write_text(f"FROM busybox:latest\nADD --checksum=sha256:{'0' * 64} {url} /u/\n")
+        bad = daemon.dockyard("build", str(tmp_path), check=False)
+        assert bad.returncode != 0
+        assert f"digest mismatch sha256:{'0' * 64}: sha256:{digest}" in bad.stderr.decode()
+        (tmp_path / "Dockerfile").write_text("FROM busybox:latest\nADD --checksum=sha256:00 d/b.md /u/\n")
+        bad = daemon.dockyard("build", str(tmp_path), check=False)
+        assert "checksum can't be specified for non-HTTP(S) sources" in bad.stderr.decode()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        daemon.docker("rmi", "-f", tag, check=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.builder.context import copy_into
+from dockyard.builder.context import copy_into, parse_chmod
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="COPY sets owners (needs root)")
 
@@ -58,5 +58,5 @@ def test_modes_owner_and_setuid_are_kept(tree: tuple[Path, Path, Path]) -> None:
     copy_into([ctx / "tool"], root, "/usr/bin/tool", "/", uid=5, gid=6)
     st = (root / "usr/bin/tool").stat()
     assert stat.S_IMODE(st.st_mode) == 0o4755 and (st.st_uid, st.st_gid) == (5, 6)
-    copy_into([ctx / "tool"], root, "/usr/bin/tool2", "/", mode=0o700)
+    copy_into([ctx / "tool"], root, "/usr/bin/tool2", "/", mode=parse_chmod("700"))
     assert stat.S_IMODE((root / "usr/bin/tool2").stat().st_mode) == 0o700

@@ -50,3 +50,25 @@ def test_flags_repeat_and_unknown_ones_fail() -> None:
         parse("FROM a\nRUN --frob true\n")
     with pytest.raises(ParseError, match="line 2: Duplicate flag specified: from"):
         parse("FROM a\nCOPY --from=a --from=b x y\n")
+
+
+def test_directives_as_buildkit() -> None:
+    df = parse("# syntax=docker/dockerfile:1\n# check=skip=all;error=true\nFROM a\n")
+    assert df.directives == {"syntax": "docker/dockerfile:1", "check": "skip=all;error=true"}
+    # an unknown directive is a comment and ends the directives: the escape after it is a comment too
+    df = parse("# frob=1\n# escape=`\nFROM a\n")
+    assert df.escape == "\\" and df.directives == {}
+
+
+def test_symbolic_chmod() -> None:
+    from dockyard.builder.context import parse_chmod
+
+    assert parse_chmod("755")(0o100600, False) == 0o755
+    assert parse_chmod("4755")(0o600, False) == 0o755  # BuildKit loses the special bits
+    assert parse_chmod("u+x,g-r,o=")(0o644, False) == 0o700
+    assert parse_chmod("a+X")(0o644, False) == 0o644 and parse_chmod("a+X")(0o644, True) == 0o755
+    assert parse_chmod("go=u")(0o640, False) == 0o666
+    assert parse_chmod("+x")(0o600, False) == 0o711
+    for bad in ("u+q", "9", "z=r", ""):
+        with pytest.raises(Exception, match="invalid chmod parameter"):
+            parse_chmod(bad)
