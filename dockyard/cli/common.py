@@ -94,7 +94,9 @@ EXPLAINED = {("run", None), ("create", None), ("start", None), ("exec", None), (
              ("container", "stop"), ("container", "rm"), ("container", "restart"), ("container", "kill"),
              ("container", "pause"), ("container", "commit"), ("image", "pull"), ("image", "build"),
              ("image", "load"), ("image", "rm"), ("network", "connect"), ("network", "disconnect"),
-             ("network", "create"), ("network", "rm"), ("volume", "create"), ("volume", "rm")}
+             ("network", "create"), ("network", "rm"), ("volume", "create"), ("volume", "rm"),
+             ("update", None), ("container", "update"), ("container", "unpause"), ("container", "prune"),
+             ("image", "prune"), ("network", "prune"), ("volume", "prune"), ("system", "prune")}
 
 
 def os_error(e: OSError, op: str = "open") -> str:

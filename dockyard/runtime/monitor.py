@@ -225,7 +225,9 @@ class Monitor:
     async def _runtime(self, cid: str, *args: str, check: bool = True, why: str = "") -> tuple[int, str, str]:
         """Run `runtime ARGS`; with `why`, the call is a host change and goes in the trace."""
         runtime = self._record(cid).get("runtime", "runc") if (self.record_dir / f"{cid}.json").exists() else "runc"
-        with trace.step("runtime", f"{runtime} {' '.join(args)}", why) if why else trace.OFF as s:  # queries change nothing
+        with trace.about(f"container:{cid}"):  # whoever asks, a runtime call is about its container
+            step = trace.step("runtime", f"{runtime} {' '.join(args)}", why) if why else trace.OFF  # queries: none
+        with step as s:
             proc = await asyncio.create_subprocess_exec(
                 *self._runtime_argv(runtime), *args,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -214,3 +214,16 @@ def test_pull_explain_names_the_snapshot_each_layer_is_unpacked_into(clean_daemo
     finally:
         reg.terminate()
         reg.wait(10)
+
+
+def test_update_and_prune_explain_their_steps(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    cid = d.docker("run", "-d", "--memory", "64m", "busybox", "sleep", "300").stdout.decode().strip()
+    err = d.dockyard("update", "--explain", "--memory", "96m", "--memory-swap", "192m", cid).stderr.decode()
+    assert "runc update -r" in err and "docker update" in err
+    assert any(r["Op"].startswith("runc update") for r in trace_of(d, cid))  # kept with the container
+    d.docker("rm", "-f", cid)
+    vol = "trace-prune-" + os.urandom(3).hex()
+    d.docker("volume", "create", vol)
+    err = d.dockyard("volume", "prune", "--explain", "-f", "-a").stderr.decode()
+    assert f"── volume {vol}" in err and "rm -rf" in err
