@@ -146,3 +146,15 @@ def test_exec_format_error_explained(clean_daemon: Daemon, tmp_path: Path) -> No
     from dockyard.cli.run import format_hint
 
     assert "is for linux/arm64, and this host runs linux/amd64" in format_hint("x", "linux/arm64", "linux/amd64")
+
+
+def test_host_config_complete_for_containers_made_by_dockyard(clean_daemon: Daemon) -> None:
+    """`inspect -f '{{.HostConfig.Memory}}'` works on what `dockyard run` made: the same keys as docker's."""
+    d = clean_daemon
+    d.dockyard("run", "-d", "--name", "by-dockyard", "busybox", "sleep", "300")
+    d.docker("run", "-d", "--name", "by-docker", "busybox", "sleep", "300")
+    keys = [set(json.loads(d.docker("inspect", "-f", "{{json .HostConfig}}", n).stdout)) for n in
+            ("by-dockyard", "by-docker")]
+    assert keys[0] == keys[1]
+    for cli in (d.docker, d.dockyard):
+        assert cli("inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.CpuShares}}", "by-dockyard").stdout == b"0 0\n"
