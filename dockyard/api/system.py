@@ -20,6 +20,7 @@ from dockyard.api.server import (
     ndjson_stream,
 )
 from dockyard.errors import InvalidParameter
+from dockyard.util.buildinfo import build_time, git_commit
 from dockyard.util.timefmt import parse_time_arg, rfc3339
 
 VERSION = "0.1.0"
@@ -74,47 +75,22 @@ def version_info() -> dict[str, Any]:
         "Platform": {"Name": "Dockyard Engine"},
         "Components": [
             {"Name": "Engine", "Version": VERSION, "Details": {
-                "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": _git_commit(),
+                "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": git_commit(),
                 "GoVersion": "python" + platform.python_version(), "Os": "linux", "Arch": _arch(),
-                "KernelVersion": u.release, "BuildTime": _build_time()}},
+                "KernelVersion": u.release, "BuildTime": build_time()}},
             *({"Name": name, "Version": v, "Details": {"GitCommit": commit}}
               for name, (v, commit) in (("runc", runc), ("conmon", _tool_version("conmon"))) if v),
         ],
         "Version": VERSION,
         "ApiVersion": API_VERSION,
         "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": _git_commit(),
+        "GitCommit": git_commit(),
         "GoVersion": "python" + platform.python_version(),
         "Os": "linux",
         "Arch": _arch(),
         "KernelVersion": u.release,
-        "BuildTime": _build_time(),
+        "BuildTime": build_time(),
     }
-
-
-@functools.cache
-def _git_commit() -> str:
-    """The commit this daemon's code comes from (a checkout), else "unknown" (never blank: docker shows it)."""
-    import subprocess
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        p = subprocess.run(["git", "-C", here, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True,
-                           timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else "unknown"
-
-
-@functools.cache
-def _build_time() -> str:
-    """When this code was installed: the package's newest file (what `Built` means for a checkout)."""
-    import time
-
-    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    newest = max((os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(pkg) for f in fs if f.endswith(".py")),
-                 default=0.0)
-    return time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(newest))
 
 
 @functools.cache

@@ -18,10 +18,12 @@ CLIENT_VERSION = "0.1.0"
 
 def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.client.base import MAX_API_VERSION
+    from dockyard.util.buildinfo import build_time, git_commit
 
     client_info = {"Version": CLIENT_VERSION, "ApiVersion": MAX_API_VERSION, "Os": sys.platform,
                    "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
-                   "GoVersion": f"python{platform.python_version()}"}
+                   "GoVersion": f"python{platform.python_version()}", "GitCommit": git_commit(),
+                   "BuildTime": build_time()}
     server: dict[str, Any] | None = None
     error = None
     try:
@@ -36,6 +38,7 @@ def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
     else:
         print(f"Client:\n Version:           {client_info['Version']}\n API version:       "
               f"{client_info['ApiVersion']}\n Go version:        {client_info['GoVersion']}\n"
+              f" Git commit:        {client_info['GitCommit']}\n Built:             {client_info['BuildTime']}\n"
               f" OS/Arch:           {client_info['Os']}/{client_info['Arch']}\n"
               f" Context:           {ctx.resolved_context}")
         if server:
@@ -49,6 +52,8 @@ def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
             for comp in server.get("Components") or []:
                 if comp.get("Name") != "Engine":
                     print(f" {comp['Name']}:\n  Version:          {comp.get('Version', '')}")
+                    if (comp.get("Details") or {}).get("GitCommit"):
+                        print(f"  GitCommit:        {comp['Details']['GitCommit']}")
     if error:
         raise CLIError(str(error) if isinstance(error, ConnectError) else f"Error response from daemon: {error}")
     return 0
