@@ -674,15 +674,15 @@ class _Run:
         netmode = net if net and net != "default" else self.opts.networkmode or "default"
         async with contextlib.AsyncExitStack() as mstack:
             host_mounts, secret_env = await self._prepare_mounts(mstack, mounts, " ".join(cmd))
-            new = await self._run_container(state, inst, cmd, run_env + secret_env, host_mounts, netmode,
-                                            created_by, mounts)
+            new = await self._run_container(state, inst, cmd, run_env, host_mounts, netmode, created_by, mounts,
+                                            secret_env)
         self.b.cache.put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
     async def _run_container(self, state: _State, inst: Instruction, cmd: list[str], run_env: list[str],
                              host_mounts: list[dict[str, Any]], netmode: str, created_by: str,
-                             mounts: list[Mount]) -> str:
+                             mounts: list[Mount], secret_env: list[str]) -> str:
         assert state.image_id is not None
         cs = self.b.containers
         if cs is None:
@@ -697,6 +697,8 @@ class _Run:
         cid = created["Id"]
         self.out(f" ---> Running in {cid[:12]}\n")
         try:
+            # secrets as variables: given to this start only, never in the stored container config
+            cs.live(cid).transient_env = secret_env
             await cs.start(cid)
             # The step's output as it comes, through the one k8s-file reader; it drains what is left
             # and ends once the container's exit is recorded.

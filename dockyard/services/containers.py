@@ -159,6 +159,9 @@ class _Live:
     # The exit code at removal, for waiters holding this object (wait?condition=removed, --rm). Kept
     # here rather than in a daemon-wide dict of removed ids, which grew with every `run --rm`.
     final_exit: int | None = None
+    # Variables for the next start only, never stored (the builder's RUN --mount=type=secret,env=...):
+    # they reach the runtime's spec in the exec root and nothing in the data root.
+    transient_env: list[str] = field(default_factory=list)
 
 
 def _about(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -410,6 +413,8 @@ class ContainerService:
             if self.volumes is not None:
                 oci_mounts, docker_mounts = await asyncio.to_thread(self._resolve_mounts, c, rootfs)
             spec = self._build_spec(c, rootfs, net, oci_mounts)
+            if lv.transient_env:
+                spec["process"]["env"] = [*spec["process"]["env"], *lv.transient_env]
             if link_env:  # before the container's own variables, which win (getenv takes the first)
                 own = {kv.partition("=")[0] for kv in spec["process"]["env"]}
                 spec["process"]["env"] = [kv for kv in link_env if kv.partition("=")[0] not in own] + \

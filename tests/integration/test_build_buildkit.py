@@ -168,6 +168,7 @@ def test_network_none_and_secret_env(daemon: Any, tmp_path: Path) -> None:
         assert SECRET not in daemon.docker("save", tag).stdout
         inspect = daemon.docker("image", "inspect", tag).stdout
         assert SECRET not in inspect
+        assert _files_holding(daemon.data_root, SECRET) == []
     finally:
         daemon.docker("rmi", "-f", tag, check=False)
         sec.unlink()
