@@ -160,6 +160,13 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
         "buildargs": json.dumps(_build_args(args.build_arg)) if args.build_arg else None,
     }
     secret_header = _secrets(args.secret)
+    output = None
+    if args.output:
+        from dockyard.cli.build_output import parse_output
+
+        output = parse_output(args.output)
+    # a tar on stdout: the progress goes to stderr, as docker's
+    progress = sys.stderr if output and output["type"] == "tar" and output["dest"] == "-" else sys.stdout
     with tempfile.TemporaryFile(prefix="dockyard-context-") as tmp:
         if args.path == "-":  # a tar context on stdin, passed through; or a lone Dockerfile
             head = _read_full(sys.stdin.buffer, 512)
@@ -204,7 +211,7 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
             write_context(root, tmp, df_rel, extra)
         size = tmp.tell()
         if not args.quiet:
-            print(f"Sending build context to Docker daemon  {human_size(size)}", flush=True)
+            print(f"Sending build context to Docker daemon  {human_size(size)}", flush=True, file=progress)
         from dockyard.cli.progress import show
 
         image_id = ""
@@ -227,7 +234,7 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
             if secret_header:
                 headers[SECRETS_HEADER] = secret_header
             with ctx.client.stream("POST", "/build", params, data=_chunks(tmp), headers=headers) as s:
-                show(shown(s.json()), sys.stdout, quiet=args.quiet)  # a FROM's pull: bars on a terminal
+                show(shown(s.json()), progress, quiet=args.quiet)  # a FROM's pull: bars on a terminal
         except APIError as e:
             raise CLIError(str(e)) from None
         if failed:
@@ -237,9 +244,13 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
             return code if 0 < code < 256 else 1  # as docker: the failed step's code
     if args.quiet and image_id:
-        print(image_id)
+        print(image_id, file=progress)
     if args.iidfile and image_id:
         Path(args.iidfile).write_text(image_id)
+    if output and image_id:
+        from dockyard.cli.build_output import export
+
+        export(ctx.client, image_id, output)
     return 0
 
 
@@ -256,6 +267,7 @@ def setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform")
     p.add_argument("--iidfile")
     p.add_argument("--secret", action="append", default=[])
+    p.add_argument("-o", "--output")
     p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--force-rm", action="store_true")
     p.add_argument("path", metavar="PATH")

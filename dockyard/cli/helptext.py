@@ -44,6 +44,7 @@ HELP: dict[str, dict] = {'': {'description': 'A self-sufficient runtime for cont
                      '--network': ('string',
                                    'Set the networking mode for the RUN instructions during build (default "default")'),
                      '--no-cache': ('', 'Do not use cache when building the image'),
+                     '--output': ('stringArray', 'Output destination (format: type=local,dest=path)'),
                      '--platform': ('string', 'Set platform if server is multi-platform capable'),
                      '--pull': ('', 'Always attempt to pull a newer version of the image'),
                      '--quiet': ('', 'Suppress the build output and print image ID on success'),
@@ -717,6 +718,7 @@ HELP: dict[str, dict] = {'': {'description': 'A self-sufficient runtime for cont
                                          'Set the networking mode for the RUN instructions during build (default '
                                          '"default")'),
                            '--no-cache': ('', 'Do not use cache when building the image'),
+                           '--output': ('stringArray', 'Output destination (format: type=local,dest=path)'),
                            '--platform': ('string', 'Set platform if server is multi-platform capable'),
                            '--pull': ('', 'Always attempt to pull a newer version of the image'),
                            '--quiet': ('', 'Suppress the build output and print image ID on success'),

@@ -260,3 +260,59 @@ def test_copy_flags_beyond_20_10(daemon: Any, tmp_path: Path) -> None:
         srv.shutdown()
         srv.server_close()
         daemon.docker("rmi", "-f", tag, check=False)
+
+
+OUTPUT = """\
+FROM busybox:latest AS b
+RUN mkdir -p /out/sub /out/gone && echo hi > /out/sub/f && chmod 750 /out/sub && ln -s sub/f /out/link
+RUN rm -r /out/gone
+FROM scratch
+COPY --from=b /out /
+COPY f.txt /top.txt
+"""
+
+
+def _dir_listing(root: Path) -> dict[str, tuple[Any, ...]]:
+    out: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            body = os.readlink(p) if p.is_symlink() else \
+                hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else ""
+            out["/" + str(p.relative_to(root))] = (oct(st.st_mode), st.st_uid, st.st_gid, body)
+    return out
+
+
+def _tar_listing(data: bytes) -> dict[str, tuple[Any, ...]]:
+    out: dict[str, tuple[Any, ...]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        for m in tf:
+            f = tf.extractfile(m) if m.isfile() else None
+            out[m.name.strip("/")] = (m.type, oct(m.mode & 0o7777), m.uid, m.gid,
+                                      m.linkname or (hashlib.sha256(f.read()).hexdigest()[:16] if f else ""))
+    return out
+
+
+def test_output_local_and_tar_match_buildkit(daemon: Any, real_dockerd: str, tmp_path: Path) -> None:
+    """(No owner or hard link in the copied stage: BuildKit's COPY --from keeps both, the classic
+    builder's, which ours follows on this endpoint, does not.)"""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(OUTPUT)
+    (ctx / "f.txt").write_text("top\n")
+    ref = _buildkit(real_dockerd, ctx, "unused-" + secrets.token_hex(3), "--output", f"type=local,dest={tmp_path}/theirs")
+    assert ref.returncode == 0, ref.stderr
+    ref = _buildkit(real_dockerd, ctx, "unused-" + secrets.token_hex(3), "--output",
+                    f"type=tar,dest={tmp_path}/theirs.tar")
+    assert ref.returncode == 0, ref.stderr
+    daemon.dockyard("build", "--output", f"type=local,dest={tmp_path}/ours", "--iidfile", str(tmp_path / "iid"),
+                    str(ctx))
+    p = daemon.dockyard("build", "-o", "-", str(ctx))
+    theirs, ours = _dir_listing(tmp_path / "theirs"), _dir_listing(tmp_path / "ours")
+    assert ours == theirs and "/link" in ours and "/gone" not in ours
+    t_theirs, t_ours = _tar_listing((tmp_path / "theirs.tar").read_bytes()), _tar_listing(p.stdout)
+    assert {k: (t_ours.get(k), t_theirs.get(k)) for k in set(t_ours) | set(t_theirs)
+            if t_ours.get(k) != t_theirs.get(k)} == {}
+    assert (tmp_path / "iid").read_text().startswith("sha256:")
+    assert b"Step 1/" in p.stderr  # the progress moved to stderr: stdout is the tar
