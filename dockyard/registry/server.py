@@ -22,6 +22,7 @@ from typing import Any
 
 import bcrypt
 
+from dockyard.registry import referrers
 from dockyard.registry.httpd import HttpRequest, HttpResponse, Limits, raise_nofile_limit, serve
 from dockyard.registry.storage import RegistryStorage, StorageError, check_digest, check_name, check_tag
 
@@ -44,6 +45,7 @@ _ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ("uploads", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$")),
     ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<uuid>[^/]+)$")),
     ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")),
+    ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")),
 ]
 
 
@@ -220,14 +222,27 @@ class Registry:
             async for chunk in req.stream():
                 self.storage.append(up, chunk, f)
 
+    def _range_refused(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse | None:
+        """A chunk's Content-Range must start where the upload ends and span its Content-Length:
+        anything else (a retried or out-of-order chunk) is 416 with the upload's current Range."""
+        cr = req.headers.get("content-range")
+        if not cr:
+            return None
+        up = self.storage.upload(uuid)
+        m = re.fullmatch(r"(?:bytes )?(\d+)-(\d+)", cr.strip())
+        length = req.headers.get("content-length")
+        if (not m or int(m.group(1)) != up.size or int(m.group(2)) < int(m.group(1))
+                or (length is not None and length.isdigit()
+                    and int(length) != int(m.group(2)) - int(m.group(1)) + 1)):
+            return error("BLOB_UPLOAD_INVALID", "blob upload invalid", 416, {"content-range": cr},
+                         self._upload_headers(name, uuid, up.size))
+        return None
+
     async def patch_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
         up = self.storage.upload(uuid)
-        cr = req.headers.get("content-range")
-        if cr:
-            m = re.fullmatch(r"(?:bytes )?(\d+)-(\d+)", cr.strip())
-            if not m or int(m.group(1)) != up.size:
-                return error("BLOB_UPLOAD_INVALID", "blob upload invalid", 416, None,
-                             self._upload_headers(name, uuid, up.size))
+        refused = self._range_refused(req, name, uuid)
+        if refused is not None:
+            return refused
         await self._receive(req, uuid)
         return HttpResponse(202, self._upload_headers(name, uuid, up.size))
 
@@ -236,6 +251,9 @@ class Registry:
         if not digest:
             return error("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
         check_digest(digest)
+        refused = self._range_refused(req, name, uuid)  # the final chunk may come with the PUT
+        if refused is not None:
+            return refused
         await self._receive(req, uuid)
         self.storage.finish_upload(uuid, name, digest)
         return self._created(name, digest)
@@ -257,7 +275,10 @@ class Registry:
         return self.storage.resolve_tag(name, check_tag(ref))
 
     async def get_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
-        digest = self._resolve(name, ref)
+        try:
+            digest = self._resolve(name, ref)
+        except StorageError:  # no manifest can have that name: the spec wants 404 here, not 400
+            digest = None
         media_type = self.storage.manifest_media_type(name, digest) if digest else None
         if digest is None or media_type is None or not self.storage.has_blob(digest):
             return error("MANIFEST_UNKNOWN", "manifest unknown", 404, {"name": name, "reference": ref})
@@ -271,6 +292,10 @@ class Registry:
             data = await req.body(limit=MAX_MANIFEST)
         except OverflowError:
             return error("MANIFEST_INVALID", "manifest too big: the limit is 4 MiB", 413)
+        if ref.startswith("sha256:"):  # the reference is judged before the body
+            check_digest(ref)
+        else:
+            check_tag(ref)
         try:
             doc = json.loads(data)
             if not isinstance(doc, dict):
@@ -288,6 +313,7 @@ class Registry:
         missing = self._missing_refs(name, media_type, doc)
         if missing is not None:
             return error(*missing)
+        subject = referrers.subject_of(doc)  # need not exist (yet): the spec accepts it either way
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         tag = None
         if ref.startswith("sha256:"):
@@ -298,8 +324,12 @@ class Registry:
             tag = check_tag(ref)
         await asyncio.to_thread(self.storage.put_bytes, data)
         self.storage.put_manifest(name, digest, media_type, tag)
-        return HttpResponse(201, {"location": f"/v2/{name}/manifests/{digest}",
-                                  "docker-content-digest": digest, **API_HEADER})
+        headers = {"location": f"/v2/{name}/manifests/{digest}", "docker-content-digest": digest,
+                   **API_HEADER}
+        if subject is not None:
+            self.storage.add_referrer(name, subject, referrers.descriptor(doc, media_type, digest, len(data)))
+            headers["oci-subject"] = subject
+        return HttpResponse(201, headers)
 
     def _missing_refs(self, name: str, media_type: str, doc: dict[str, Any]) -> tuple[str, str, int, object] | None:
         try:
@@ -319,6 +349,17 @@ class Registry:
         except (KeyError, TypeError, AttributeError) as e:
             return ("MANIFEST_INVALID", "manifest invalid", 400, f"missing field {e}")
         return None
+
+    async def get_referrers(self, req: HttpRequest, name: str, digest: str) -> HttpResponse:
+        """An image index of the manifests whose subject is `digest`; empty (not 404) when none."""
+        check_digest(digest)
+        descs = self.storage.referrers(name, digest) if self.storage.repo_exists(name) else []
+        headers = {"content-type": referrers.OCI_INDEX, **API_HEADER}
+        wanted = req.q("artifactType")
+        if wanted:
+            descs = [d for d in descs if d.get("artifactType") == wanted]
+            headers["oci-filters-applied"] = "artifactType"
+        return HttpResponse(200, headers, json.dumps(referrers.index(descs)).encode())
 
     async def delete_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
         if ref.startswith("sha256:"):
@@ -374,6 +415,14 @@ def garbage_collect(root: str | os.PathLike[str], delete_untagged: bool = False,
         for t in tagged:
             if t:
                 mark(name, t)
+        # A referrer (signature, SBOM) is untagged by design: it lives as long as its subject does.
+        grew = True
+        while grew:
+            grew = False
+            for digest in st.revisions(name):
+                if digest not in marked and st.manifest_subject(digest) in marked:
+                    mark(name, digest)
+                    grew = True
         if delete_untagged and not dry_run:
             for digest in st.revisions(name):
                 if digest not in marked:

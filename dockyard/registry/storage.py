@@ -7,17 +7,20 @@ Layout under the root (a subset of distribution's, flattened):
   repositories/<name>/_layers/<hex>            the blob is part of this repository
   repositories/<name>/_manifests/revisions/<hex>   a manifest of this repository (content: media type)
   repositories/<name>/_manifests/tags/<tag>    the tag (content: manifest digest)
+  repositories/<name>/_manifests/referrers/<subject hex>/<hex>   a manifest whose `subject` is that
+                                               digest (content: its descriptor in the referrers index)
 Every name, tag, digest and upload id is validated by a strict regex before it touches a path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dockyard.store.content import ContentStore
 from dockyard.util.fs import atomic_write, fsync_dir
@@ -208,8 +211,44 @@ class RegistryStorage:
         for tag in self.tags(name):
             if self.resolve_tag(name, tag) == digest:
                 self.delete_tag(name, tag)
+        subject = self.manifest_subject(digest)
+        if subject is not None:  # it leaves its subject's referrers index too
+            (self._referrers_dir(name, subject) / digest.split(":", 1)[1]).unlink(missing_ok=True)
         rev.unlink()
         return True
+
+    def manifest_subject(self, digest: str) -> str | None:
+        try:
+            doc = json.loads(self.blob_path(digest).read_bytes())
+        except (OSError, ValueError):
+            return None
+        subject = doc.get("subject") if isinstance(doc, dict) else None
+        d = subject.get("digest") if isinstance(subject, dict) else None
+        return d if isinstance(d, str) and DIGEST_RE.match(d) else None
+
+    # ---- referrers (OCI 1.1) ----
+    def _referrers_dir(self, name: str, subject: str) -> Path:
+        return self._repo(name) / "_manifests" / "referrers" / check_digest(subject).split(":", 1)[1]
+
+    def add_referrer(self, name: str, subject: str, desc: dict[str, Any]) -> None:
+        d = self._referrers_dir(name, subject)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(d / check_digest(desc["digest"]).split(":", 1)[1], json.dumps(desc).encode())
+
+    def referrers(self, name: str, subject: str) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose subject is `subject`, in digest order."""
+        d = self._referrers_dir(name, subject)
+        if not d.is_dir():
+            return []
+        out = []
+        for p in sorted(d.iterdir()):
+            if p.name.startswith("."):
+                continue  # atomic_write's temporary file
+            try:
+                out.append(json.loads(p.read_bytes()))
+            except (OSError, ValueError):
+                continue  # one being replaced right now
+        return out
 
     def revisions(self, name: str) -> list[str]:
         d = self._repo(name) / "_manifests" / "revisions"
