@@ -269,8 +269,18 @@ def run(client: APIClient, project: Project, args: Namespace) -> int:
             engine.up(UpOptions(services=deps))
     else:
         engine.ensure_networks(set(svc.get("networks") or {}))
-    engine.ensure_image(name, svc, UpOptions())
+    engine.ensure_image(name, svc, UpOptions(build=args.build, pull=args.pull))
     engine.ensure_networks(set(svc.get("networks") or {}))
+    if args.remove_orphans:
+        for c in engine.orphans():
+            client.remove_container(c["Id"], force=True)
+            say("Container", state.name(c), "Removed")
+    if args.label:
+        svc["labels"] = {**(svc.get("labels") or {}),
+                         **{k: v for k, _, v in (item.partition("=") for item in args.label)}}
+    for key, extra in (("cap_add", args.cap_add), ("cap_drop", args.cap_drop)):
+        if extra:
+            svc[key] = [*(svc.get(key) or []), *extra]
     engine.ensure_volumes({v["source"] for v in svc.get("volumes") or []
                            if v.get("type") == "volume" and v.get("source")})
     if args.cmd:
@@ -306,7 +316,8 @@ def run(client: APIClient, project: Project, args: Namespace) -> int:
     overrides: JSON = {}
     if not args.detach:
         overrides = {"AttachStdin": svc["stdin_open"], "StdinOnce": svc["stdin_open"]}
-    cid = engine.create(name, svc, 1, oneoff=True, cname=cname, overrides=overrides, labels={L_SLUG: slug})
+    cid = engine.create(name, svc, 1, oneoff=True, cname=cname, overrides=overrides, labels={L_SLUG: slug},
+                        use_aliases=args.use_aliases)
     if args.detach:
         client.start(cid)
         print(cname)

@@ -200,7 +200,8 @@ def endpoint(project: Project, name: str, svc: Service, net: str, cname: str,
 
 
 def create_body(project: Project, name: str, svc: Service, number: int, oneoff: bool = False,
-                resolve_service: Any = None, cname: str | None = None) -> dict[str, Any]:
+                resolve_service: Any = None, cname: str | None = None,
+                use_aliases: bool | None = None) -> dict[str, Any]:
     cname = cname or container_name(project, name, number, svc)
     env = [f"{k}={v}" if v is not None else k for k, v in (svc.get("environment") or {}).items()
            if v is not None]
@@ -251,6 +252,7 @@ def create_body(project: Project, name: str, svc: Service, number: int, oneoff: 
         body["Healthcheck"] = _healthcheck(svc["healthcheck"])
     if not svc.get("network_mode"):
         first = next(iter(svc["networks"]))
+        aliases = not oneoff if use_aliases is None else use_aliases
         body["NetworkingConfig"] = {"EndpointsConfig": {mode: endpoint(project, name, svc, first, cname,
-                                                                        use_aliases=not oneoff)}}
+                                                                        use_aliases=aliases)}}
     return {k: v for k, v in body.items() if v is not None}

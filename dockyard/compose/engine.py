@@ -203,9 +203,12 @@ class Engine:
         return self._image_ids[ref]
 
     def create(self, name: str, svc: Service, number: int, oneoff: bool = False,
-               cname: str | None = None, overrides: JSON | None = None, labels: dict[str, str] | None = None) -> str:
+               cname: str | None = None, overrides: JSON | None = None, labels: dict[str, str] | None = None,
+               use_aliases: bool | None = None) -> str:
         cname = cname or container_name(self.project, name, number, svc)
-        body = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container, cname)
+        aliases = not oneoff if use_aliases is None else use_aliases  # run: only with --use-aliases
+        body = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container, cname,
+                           aliases)
         body["Labels"][L_IMAGE] = self.image_id(body["Image"])
         body["Labels"].update(labels or {})
         if overrides:
@@ -217,7 +220,7 @@ class Engine:
         # One endpoint goes with create (APIs < 1.44 allow only one); the rest are connected now.
         for net in list(svc.get("networks") or {})[1:]:
             self.client.connect_network(self.project.networks[net]["name"], cid,
-                                        endpoint(self.project, name, svc, net, cname, use_aliases=not oneoff))
+                                        endpoint(self.project, name, svc, net, cname, use_aliases=aliases))
         return cid
 
     def _stop_timeout(self, svc: Service | None, timeout: int | None) -> int | None:
