@@ -51,10 +51,36 @@ def test_bash_completes_from_the_daemon(clean_daemon: Daemon, tmp_path: Path) ->
         d.docker("volume", "rm", "compl-vol", check=False)
 
 
-@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_completion_scripts(shell: str) -> None:
-    p = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "completion", shell], capture_output=True,
+# Each shell asked what follows `dockyard stop ` / `dockyard sto`: zsh with compadd standing in for its
+# completion system (which needs a terminal), fish with its own `complete -C`.
+ASK = {
+    "zsh": ("compdef(){ :; }; compadd(){ shift 2; print -l -- \"${(@P)1}\"; }; source @script@; "
+            "words=(dockyard @words@); CURRENT=@n@; _dockyard"),
+    "fish": "source @script@; complete -C 'dockyard @line@'",
+}
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_complete_from_the_daemon(clean_daemon: Daemon, tmp_path: Path, shell: str) -> None:
+    d = clean_daemon
+    d.docker("run", "-d", "--name", "compl-web", "busybox", "sleep", "300")
+    complete(d, tmp_path, "ps")  # makes the shim
+    script = tmp_path / f"completion.{shell}"
+    script.write_text(subprocess.run([sys.executable, "-m", "dockyard.cli.main", "completion", shell],
+                                     capture_output=True, text=True, cwd=ROOT, check=True).stdout)
+    env = {**d.env, "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    for words, want in ((["sto"], ["stop"]), (["stop", ""], ["compl-web"])):
+        program = (ASK[shell].replace("@script@", str(script))
+                   .replace("@words@", " ".join(shlex.quote(w) for w in words))
+                   .replace("@n@", str(len(words) + 1)).replace("@line@", " ".join(words)))
+        argv = ["zsh", "-f", "-c", program] if shell == "zsh" else ["fish", "--no-config", "-c", program]
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert [x.split("\t")[0] for x in out.stdout.splitlines() if x] == want, out
+
+
+def test_bash_script_parses() -> None:
+    p = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "completion", "bash"], capture_output=True,
                        text=True, cwd=ROOT)
     assert p.returncode == 0 and "dockyard __complete" in p.stdout
-    if shell == "bash":
-        assert subprocess.run(["bash", "-n"], input=p.stdout, text=True).returncode == 0  # it parses
+    assert subprocess.run(["bash", "-n"], input=p.stdout, text=True).returncode == 0
