@@ -77,6 +77,20 @@ def _secrets(raw: str | None) -> dict[str, bytes]:
         raise InvalidParameter(f"invalid {SECRETS_HEADER} header: expected base64url JSON") from None
 
 
+def _contexts(raw: dict[str, Any]) -> dict[str, str]:
+    """`buildcontexts` (dockyard's): {NAME: "docker-image://REF" | "dir"}; a dir's files are in the
+    context tar under .dockyard-contexts/NAME/."""
+    import re
+
+    out = {}
+    for k, v in raw.items():
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", str(k)) or not isinstance(v, str) or not (
+                v == "dir" or v.startswith("docker-image://")):
+            raise InvalidParameter(f"invalid build context {k}: {v}")
+        out[str(k)] = v
+    return out
+
+
 def register(router: Router, builder: BuildBackend) -> None:
     from dockyard.builder.builder import BuildOptions
 
@@ -93,6 +107,7 @@ def register(router: Router, builder: BuildBackend) -> None:
                 auth = None
         opts = BuildOptions(
             secrets=_secrets(req.headers.get(SECRETS_HEADER.lower())),
+            contexts=_contexts(_json_param(req, "buildcontexts")),
             dockerfile=req.q("dockerfile") or "Dockerfile",
             tags=[t for t in req.query.get("t", []) if t],
             target=req.q("target") or "",

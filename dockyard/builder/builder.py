@@ -85,6 +85,12 @@ class BuildOptions:
     run_host_config: dict[str, Any] = field(default_factory=dict)
     # `--secret id=...`: their bytes, for RUN --mount=type=secret only (kept out of reprs and logs)
     secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # `--build-context NAME=...`: "docker-image://REF", or "dir" (its files came in the context tar
+    # under NAMED_DIR/NAME/)
+    contexts: dict[str, str] = field(default_factory=dict)
+
+
+NAMED_DIR = ".dockyard-contexts"
 
 
 @dataclass
@@ -299,6 +305,9 @@ class _Run:
             for name in self.dropped:
                 with contextlib.suppress(OSError):
                     resolve_in_root(self.ctx, name).unlink()
+            named = self.ctx / NAMED_DIR
+            if self.opts.contexts and named.is_dir() and not named.is_symlink():
+                named.rename(self.work / "contexts")  # out of the main context: COPY . never sees them
             self._ctx_ready = True
 
     # ---------------------------------------------------------------- plan
@@ -318,6 +327,8 @@ class _Run:
         except ParseError as e:
             raise BuildError(e.message) from None
         await self._drop_build_files(name)
+        if self.index is not None and any(v == "dir" for v in self.opts.contexts.values()):
+            self.index.usable = False  # its names include the named contexts' files: only the disk tells
         # ARG before FROM: usable in FROM lines; build args override their defaults.
         self.meta = {"TARGETOS": "linux", "TARGETARCH": _arch(), "TARGETPLATFORM": f"linux/{_arch()}",
                      "BUILDOS": "linux", "BUILDARCH": _arch(), "BUILDPLATFORM": f"linux/{_arch()}"}
@@ -421,7 +432,7 @@ class _Run:
     def _deps(self, df: Dockerfile, st: Stage) -> list[int]:
         out = []
         base = expand_word(st.base, self.meta, df.escape, st.line)
-        d = df.stage_index(base) if not base.isdigit() else None
+        d = df.stage_index(base) if not base.isdigit() and base not in self.opts.contexts else None
         if d is not None and d < st.index:
             out.append(d)
         for inst in st.instructions:
@@ -432,13 +443,14 @@ class _Run:
                 except ParseError as e:
                     raise BuildError(e.message) from None
                 for f in froms:
-                    d = df.stage_index(f) if f else None
+                    d = df.stage_index(f) if f and f not in self.opts.contexts else None
                     if d is not None:
                         if d >= st.index:
                             raise BuildError(f"invalid from flag value {f}: refers to current or later stage")
                         out.append(d)
             if frm:
-                d = df.stage_index(expand_word(frm, self.meta, df.escape, inst.line))
+                frm_x = expand_word(frm, self.meta, df.escape, inst.line)
+                d = df.stage_index(frm_x) if frm_x not in self.opts.contexts else None
                 if d is not None:
                     if d >= st.index:
                         raise BuildError(f"invalid from flag value {frm}: refers to current or later stage")
@@ -491,7 +503,12 @@ class _Run:
                         f"FROM {base}" + (f" AS {st.name}" if st.name else ""))
         dep = df.stage_index(base)
         image_id: str | None
-        if base.lower() == "scratch":
+        named = self.opts.contexts.get(base)
+        if named is not None:  # a named context replaces an image or stage of that name, as BuildKit's
+            if not named.startswith("docker-image://"):
+                raise BuildError(f"failed to solve: build context {base!r} is a directory, not an image for FROM")
+            image_id = await self._base_image(named.removeprefix("docker-image://"), st.platform)
+        elif base.lower() == "scratch":
             image_id = None
             self.out(" ---> \n")
         elif dep is not None and dep < st.index:
@@ -748,8 +765,15 @@ class _Run:
             if stack is None:
                 return "context:" + await asyncio.to_thread(bctx.hash_sources, [path], ""), None
             return "context", path
-        d = self.df.stage_index(m.from_)
-        image = await self.stage_results[d] if d is not None else await self._base_image(m.from_, None)
+        named = await self._named_dir(m.from_)
+        if named is not None:
+            path = resolve_in_root(named, src)
+            if not path.exists():
+                raise BuildError(f"failed to compute cache key: \"{posixpath.normpath('/' + src)}\" not found")
+            if stack is None:
+                return f"named:{m.from_}:" + await asyncio.to_thread(bctx.hash_sources, [path], ""), None
+            return "named", path
+        image = await self._from_image(m.from_)
         if stack is None:
             return f"image:{image}:{src}", None
         if image is None:
@@ -895,11 +919,15 @@ class _Run:
         url_files = [await self._download(u, checksum) for u in urls]
         srcs = [u for u in srcs if u not in urls]
         src_image: str | None = None
+        named_dir: Path | None = None
         if frm:
             frm_x = expand_word(frm, env, esc, inst.line)
-            d = self.df.stage_index(frm_x)
-            src_image = await self.stage_results[d] if d is not None else await self._base_image(frm_x, None)
+            named_dir = await self._named_dir(frm_x)
+            if named_dir is None:
+                src_image = await self._from_image(frm_x)
         extra = f"{chown}|{chmod}|{src_image}"
+        if named_dir is not None:
+            extra += f"|named:{frm}"
         if excludes or parents:  # only then: older keys stay the same
             extra += json.dumps([excludes, parents and srcs])
         if url_files:
@@ -912,7 +940,9 @@ class _Run:
             async def on_disk() -> list[Path]:
                 """The sources as paths: the stage's image mounted, or the extracted context."""
                 nonlocal src_root
-                if frm:
+                if named_dir is not None:
+                    src_root = named_dir
+                elif frm:
                     src_root = stack.enter_context(self._mounted(src_image)) if src_image else None
                 else:
                     await self.ensure_context()
@@ -986,6 +1016,25 @@ class _Run:
         self.b.cache.put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
+
+    async def _from_image(self, name: str) -> str | None:
+        """`--from=NAME`'s image: a named docker-image:// context, a stage, or an image reference."""
+        assert self.df is not None
+        named = self.opts.contexts.get(name)
+        if named is not None and named.startswith("docker-image://"):
+            return await self._base_image(named.removeprefix("docker-image://"), None)
+        d = self.df.stage_index(name)
+        return await self.stage_results[d] if d is not None else await self._base_image(name, None)
+
+    async def _named_dir(self, name: str) -> Path | None:
+        """A `--build-context NAME=DIR`'s files (extracted with the context), or None."""
+        if self.opts.contexts.get(name) != "dir":
+            return None
+        await self.ensure_context()
+        d = self.work / "contexts" / name
+        if not d.is_dir():
+            d.mkdir(parents=True)  # an empty directory sends no files
+        return d
 
     async def _download(self, url: str, checksum: str | None) -> Path:
         """ADD's URL source as a file of its own (mode 0600, as dockerd's), checked against --checksum."""

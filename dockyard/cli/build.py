@@ -57,9 +57,14 @@ def context_files(root: Path, dockerfile_rel: str | None) -> Iterator[tuple[Path
 
 
 def write_context(root: Path, out: IO[bytes], dockerfile_rel: str | None,
-                  extra: tuple[str, bytes] | None = None) -> None:
+                  extra: tuple[str, bytes] | None = None, named: dict[str, Path] | None = None) -> None:
+    """The context as a tar; `named` directories (`--build-context NAME=DIR`, each with its own
+    .dockerignore) go under `.dockyard-contexts/NAME/`, which the daemon takes out of the main context."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for full, rel in context_files(root, dockerfile_rel):
+        files = [(full, rel) for full, rel in context_files(root, dockerfile_rel)]
+        for name, d in (named or {}).items():
+            files += [(full, f".dockyard-contexts/{name}/{rel}") for full, rel in context_files(d, None)]
+        for full, rel in files:
             ti = tf.gettarinfo(str(full), arcname=rel)
             if ti is None:
                 continue  # a unix socket: tar cannot hold one, and docker skips it too
@@ -149,6 +154,28 @@ def _secrets(values: list[str]) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
 
 
+def _build_contexts(values: list[str]) -> tuple[dict[str, str], dict[str, Path]]:
+    """`--build-context NAME=DIR|docker-image://REF`: (what the daemon is told, the dirs to send)."""
+    import re
+
+    contexts: dict[str, str] = {}
+    dirs: dict[str, Path] = {}
+    for v in values:
+        name, eq, value = v.partition("=")
+        if not eq or not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
+            raise CLIError(f"invalid context value: {v}, expected key=value")
+        if value.startswith("docker-image://"):
+            contexts[name] = value
+        elif "://" in value:
+            raise CLIError(f"build context {name}: only directories and docker-image:// are supported")
+        else:
+            if not Path(value).is_dir():
+                raise CLIError(f'unable to prepare context: path "{value}" not found')
+            contexts[name] = "dir"
+            dirs[name] = Path(value)
+    return contexts, dirs
+
+
 def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.client import APIError
 
@@ -160,6 +187,9 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
         "buildargs": json.dumps(_build_args(args.build_arg)) if args.build_arg else None,
     }
     secret_header = _secrets(args.secret)
+    contexts, named_dirs = _build_contexts(args.build_context)
+    if contexts:
+        params["buildcontexts"] = json.dumps(contexts)
     output = None
     if args.output:
         from dockyard.cli.build_output import parse_output
@@ -208,7 +238,7 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
                     else:
                         df_rel = rel
             params["dockerfile"] = df_rel
-            write_context(root, tmp, df_rel, extra)
+            write_context(root, tmp, df_rel, extra, named_dirs)
         size = tmp.tell()
         if not args.quiet:
             print(f"Sending build context to Docker daemon  {human_size(size)}", flush=True, file=progress)
@@ -268,6 +298,7 @@ def setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iidfile")
     p.add_argument("--secret", action="append", default=[])
     p.add_argument("-o", "--output")
+    p.add_argument("--build-context", action="append", default=[])
     p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--force-rm", action="store_true")
     p.add_argument("path", metavar="PATH")

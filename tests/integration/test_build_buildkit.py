@@ -316,3 +316,33 @@ def test_output_local_and_tar_match_buildkit(daemon: Any, real_dockerd: str, tmp
             if t_ours.get(k) != t_theirs.get(k)} == {}
     assert (tmp_path / "iid").read_text().startswith("sha256:")
     assert b"Step 1/" in p.stderr  # the progress moved to stderr: stdout is the tar
+
+
+def test_named_build_contexts(daemon: Any, tmp_path: Path) -> None:
+    """--build-context (buildx's; 20.10's CLI has none): a directory for COPY --from and a bind mount's
+    from, an image replacing a FROM and a stage of the same name; the named dir stays out of `COPY .`."""
+    ctx, extra = tmp_path / "ctx", tmp_path / "extra"
+    ctx.mkdir()
+    (extra / "sub").mkdir(parents=True)
+    (extra / "sub" / "x.txt").write_text("from extra\n")
+    (extra / "skip.txt").write_text("ignored\n")
+    (extra / ".dockerignore").write_text("skip.txt\n")
+    (ctx / "main.txt").write_text("main\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch AS base\n"  # replaced by the named image context
+        "FROM base\n"
+        "COPY --from=extra sub/x.txt /x.txt\n"
+        "COPY . /all/\n"
+        "RUN --mount=type=bind,from=extra,target=/e cat /e/sub/x.txt > /via-mount && ls -A /e > /e-list\n")
+    tag = "bkctx" + secrets.token_hex(4)
+    try:
+        daemon.dockyard("build", "--build-context", f"extra={extra}", "--build-context",
+                        "base=docker-image://busybox:latest", "-t", tag, str(ctx))
+        out = daemon.docker("run", "--rm", tag, "sh", "-c", "cat /x.txt /via-mount /e-list; ls -A /all").stdout
+        assert out.decode().split("\n") == ["from extra", "from extra", ".dockerignore", "sub", "Dockerfile",
+                                            "main.txt", ""]
+        bad = daemon.dockyard("build", "--build-context", "extra=docker-image://127.0.0.1:1/nosuch:1", str(ctx),
+                              check=False)
+        assert bad.returncode != 0
+    finally:
+        daemon.docker("rmi", "-f", tag, check=False)
