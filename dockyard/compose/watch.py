@@ -90,8 +90,13 @@ def rules_of(project: Project, services: list[str]) -> list[Rule]:
             f = ctx / ".dockerignore"
             ign = PatternMatcher.of(read_patterns(f.read_text(errors="replace"))) if f.is_file() else None
             ctx_ign = (ctx, ign) if ign is not None and ign.patterns else None
+        binds = [Path(v["source"]) for v in svc.get("volumes") or [] if v.get("type") == "bind"]
         for i, w in enumerate(develop.get("watch") or []):
             action = w.get("action")
+            if action.startswith("sync") and any(Path(w["path"]).is_relative_to(b) for b in binds):
+                print(f"WARN[0000] path '{w['path']}' also declared by a bind mount volume, this path won't be "
+                      "monitored!", file=sys.stderr)
+                continue
             where = f"services.{name}.develop.watch[{i}]"
             if action in ("sync", "sync+restart", "sync+exec") and not w.get("target"):
                 raise ComposeError(f"{where}: target is required for {action}")
@@ -171,15 +176,22 @@ def _tar(rule: Rule, paths: list[Path]) -> bytes:
     return buf.getvalue()
 
 
-def _walk(rule: Rule) -> list[Path]:
+# initial_sync leaves these out too (v2): the Dockerfile and compose files are not the app's.
+_NOT_SYNCED_INITIALLY = {"Dockerfile", "compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml",
+                         "compose.override.yaml", "compose.override.yml", "docker-compose.override.yml",
+                         "docker-compose.override.yaml"}
+
+
+def _walk(rule: Rule, dockerfile: str | None) -> list[Path]:
     """Everything under the rule's path that it syncs (initial_sync)."""
+    skip = _NOT_SYNCED_INITIALLY | ({Path(dockerfile).name} if dockerfile else set())
     if not rule.path.is_dir():
         return [rule.path] if rule.path.exists() else []
     out: list[Path] = []
     for root, dirs, files in os.walk(rule.path):
         r = Path(root)
         dirs[:] = [d for d in dirs if rule.wanted(r / d)]
-        out += [r / d for d in dirs] + [r / f for f in files if rule.wanted(r / f)]
+        out += [r / d for d in dirs] + [r / f for f in files if f not in skip and rule.wanted(r / f)]
     return out
 
 
@@ -221,8 +233,8 @@ class Watch:
         for c in self.containers(rule.service):
             if gone:
                 self._exec(c["Id"], ["rm", "-rf", "--", *sorted(gone)])
-            if data:
-                self.client.put_archive(c["Id"], "/", data)
+            if data:  # owned by the container's user, as v2 copies (copyUIDGID)
+                self.client.put_archive(c["Id"], "/", data, copy_uid_gid=True)
         say(f"Syncing service \"{rule.service}\" after {len(changed)} changes were detected")
 
     def _exec(self, cid: str, cmd: list[str], spec: dict[str, Any] | None = None) -> int:
@@ -290,7 +302,8 @@ class Watch:
     def initial(self) -> None:
         for rule in self.rules:
             if rule.initial_sync and rule.action.startswith("sync"):
-                files = _walk(rule)
+                build = self.project.services[rule.service].get("build") or {}
+                files = _walk(rule, build.get("dockerfile"))
                 if files:
                     self.sync(rule, set(files))
 
@@ -329,6 +342,7 @@ class Watch:
                             say(f"Error: watch {r.service}: {e.message}")
         finally:
             tree.close()
+            say("Watch disabled")
 
     def stop(self) -> None:
         self.stopped.set()
