@@ -391,8 +391,7 @@ def build_create_body(a: argparse.Namespace) -> tuple[JSON, str | None]:
         host["ShmSize"] = ram_in_bytes(a.shm_size)
     if a.cpus:
         host["NanoCpus"] = int(parse_cpus(a.cpus) * 1e9)
-    if a.restart:
-        host["RestartPolicy"] = parse_restart(a.restart)
+    host["RestartPolicy"] = parse_restart(a.restart or "no")  # the docker CLI always sends one
     if a.sysctl:
         host["Sysctls"] = dict(s.split("=", 1) for s in a.sysctl)
     if a.log_driver or a.log_opt:
