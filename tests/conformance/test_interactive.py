@@ -173,6 +173,7 @@ def test_attach_and_detach_keeps_running(clean_daemon: Daemon) -> None:
 def test_reattach_after_detach_keeps_stdin(clean_daemon: Daemon, cli: tuple[str, ...]) -> None:
     """`run -it`, Ctrl-P Ctrl-Q, `attach`: what is typed reaches the shell (the detach must not close
     the container's stdin; StdinOnce closes it only at the client's stdin EOF, never with a TTY)."""
+    log_start = clean_daemon.log.stat().st_size
     p = Pty(clean_daemon, "run", "-it", "--name", "det", "busybox", "sh", cli=cli)
     p.type_until(b"echo o''ne", b"one\r\n")
     p.send(b"\x10\x11")
@@ -189,6 +190,9 @@ def test_reattach_after_detach_keeps_stdin(clean_daemon: Daemon, cli: tuple[str,
     p = Pty(clean_daemon, "start", "-ai", "det", cli=cli)  # a restart gets a fresh connection
     p.type_until(b"echo th''ree", b"three\r\n")
     assert p.type_exit(b"exit 6") == 6
+    with open(clean_daemon.log, "rb") as f:  # clients that left (detached) leave no asyncio noise
+        f.seek(log_start)
+        assert b"Task exception was never retrieved" not in f.read()
 
 
 def test_attach_follows_terminal_resizes(clean_daemon: Daemon) -> None:
