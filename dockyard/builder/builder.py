@@ -816,9 +816,17 @@ class _Run:
                     lock = cm.lock(m.id)
                     await lock.acquire()
                     stack.callback(lock.release)
-                key, data = cm.acquire(m.id, m.sharing, m.mode if m.mode is not None else 0o755, m.uid or 0,
-                                       m.gid or 0, m.target, cmd)
+                key, data, fresh = cm.acquire(m.id, m.sharing, m.mode if m.mode is not None else 0o755,
+                                              m.uid or 0, m.gid or 0, m.target, cmd)
                 stack.callback(cm.release, key)
+                if fresh and m.from_:  # a new cache starts as `source` of the stage, image or named context
+                    seed = Mount(type="bind", from_=m.from_, source=m.source or "/", target=m.target)
+                    async with contextlib.AsyncExitStack() as seed_stack:
+                        _, src_path = await self._bind_source(seed, seed_stack)
+                        assert src_path is not None
+                        if src_path.is_dir():
+                            await asyncio.to_thread(shutil.copytree, src_path, data, symlinks=True,
+                                                    dirs_exist_ok=True)
                 out.append({"Type": "bind", "Source": str(data), "Target": m.target, "ReadOnly": m.readonly})
             elif m.type == "tmpfs":
                 out.append({"Type": "tmpfs", "Target": m.target,

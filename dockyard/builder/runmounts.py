@@ -32,8 +32,9 @@ class CacheMounts:
         return self.root / hashlib.sha256(cid.encode()).hexdigest()[:32]
 
     def acquire(self, cid: str, sharing: str, mode: int, uid: int, gid: int, target: str,
-                cmd: str) -> tuple[str, Path]:
-        """The cache dir for `cid`; `private` while another step uses it: a fresh one of its own."""
+                cmd: str) -> tuple[str, Path, bool]:
+        """(key, the cache dir for `cid`, whether it was just made); `private` while another step uses
+        it: a fresh one of its own."""
         key = cid
         if sharing == "private" and self.in_use.get(cid):
             n = 1
@@ -43,7 +44,8 @@ class CacheMounts:
         self.in_use[key] = self.in_use.get(key, 0) + 1
         d = self._dir(key)
         data = d / "data"
-        if not data.is_dir():
+        fresh = not data.is_dir()
+        if fresh:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
             data.mkdir(exist_ok=True)
             os.chown(data, uid, gid)
@@ -53,7 +55,7 @@ class CacheMounts:
             meta = self._meta(d)
         meta["last_used"] = time.time()
         (d / "meta.json").write_text(json.dumps(meta))
-        return key, data
+        return key, data, fresh
 
     def release(self, key: str) -> None:
         self.in_use[key] -= 1

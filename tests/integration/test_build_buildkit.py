@@ -346,3 +346,31 @@ def test_named_build_contexts(daemon: Any, tmp_path: Path) -> None:
         assert bad.returncode != 0
     finally:
         daemon.docker("rmi", "-f", tag, check=False)
+
+
+def test_docker_cli_classic_endpoint_takes_mounts(daemon: Any, tmp_path: Path) -> None:
+    """The docker CLI without BuildKit (the classic POST /build, which dockerd answers with 'the
+    --mount option requires BuildKit') builds the same Dockerfile on ours; a cache mount persists."""
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox:latest\nARG N\n"
+        f"RUN --mount=type=cache,target=/c,id=cli-{secrets.token_hex(4)} echo $N >> /c/log && cat /c/log > /seen\n"
+        "RUN --mount=type=tmpfs,target=/t --mount=type=bind,target=/ctx ls /ctx > /ctx-list\n"
+        f"RUN --mount=type=cache,target=/s,id=seed-{secrets.token_hex(4)},from=busybox:latest,source=/etc "
+        "ls /s/passwd > /seeded && touch /s/mine\n")
+    (tmp_path / "a.txt").write_text("a\n")
+    tag = "bkcli" + secrets.token_hex(4)
+    env = {"DOCKER_BUILDKIT": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        daemon.docker("build", "--build-arg", "N=1", "-t", tag, str(tmp_path))
+        daemon.docker("build", "--build-arg", "N=2", "-t", tag, str(tmp_path))
+        out = daemon.docker("run", "--rm", tag, "cat", "/seen", "/ctx-list", "/seeded").stdout.decode()
+        assert out.split() == ["1", "2", "Dockerfile", "a.txt", "/s/passwd"]  # cache from=, source=: seeded
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        daemon.docker("rmi", "-f", tag, check=False)
