@@ -108,6 +108,7 @@ def register(router: Router, builder: BuildBackend) -> None:
         opts = BuildOptions(
             secrets=_secrets(req.headers.get(SECRETS_HEADER.lower())),
             contexts=_contexts(_json_param(req, "buildcontexts")),
+            no_cache_filter=_str_list(req, "nocachefilter"),
             dockerfile=req.q("dockerfile") or "Dockerfile",
             tags=[t for t in req.query.get("t", []) if t],
             target=req.q("target") or "",

@@ -88,6 +88,7 @@ class BuildOptions:
     # `--build-context NAME=...`: "docker-image://REF", or "dir" (its files came in the context tar
     # under NAMED_DIR/NAME/)
     contexts: dict[str, str] = field(default_factory=dict)
+    no_cache_filter: list[str] = field(default_factory=list)  # stages whose steps never take the cache
 
 
 NAMED_DIR = ".dockyard-contexts"
@@ -602,6 +603,10 @@ class _Run:
 
     async def _cached(self, state: _State, key: str) -> bool:
         if self.opts.nocache:
+            return False
+        st = _STAGE.get()
+        if self.opts.no_cache_filter and self.df is not None and st is not None and \
+                self.df.stages[st].name in {n.lower() for n in self.opts.no_cache_filter}:
             return False
         hit = self.b.cache.get(key, self._exists)
         if hit is None or (self.opts.cachefrom and not self._from_cache_sources(hit)):

@@ -188,6 +188,8 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
     }
     secret_header = _secrets(args.secret)
     contexts, named_dirs = _build_contexts(args.build_context)
+    if args.no_cache_filter:
+        params["nocachefilter"] = json.dumps([n for v in args.no_cache_filter for n in v.split(",") if n])
     if contexts:
         params["buildcontexts"] = json.dumps(contexts)
     output = None
@@ -299,6 +301,7 @@ def setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secret", action="append", default=[])
     p.add_argument("-o", "--output")
     p.add_argument("--build-context", action="append", default=[])
+    p.add_argument("--no-cache-filter", action="append", default=[])
     p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--force-rm", action="store_true")
     p.add_argument("path", metavar="PATH")

@@ -45,6 +45,7 @@ HELP: dict[str, dict] = {'': {'description': 'A self-sufficient runtime for cont
                      '--network': ('string',
                                    'Set the networking mode for the RUN instructions during build (default "default")'),
                      '--no-cache': ('', 'Do not use cache when building the image'),
+                     '--no-cache-filter': ('stringArray', 'Do not cache specified stages'),
                      '--output': ('stringArray', 'Output destination (format: type=local,dest=path)'),
                      '--platform': ('string', 'Set platform if server is multi-platform capable'),
                      '--pull': ('', 'Always attempt to pull a newer version of the image'),
@@ -720,6 +721,7 @@ HELP: dict[str, dict] = {'': {'description': 'A self-sufficient runtime for cont
                                          'Set the networking mode for the RUN instructions during build (default '
                                          '"default")'),
                            '--no-cache': ('', 'Do not use cache when building the image'),
+                           '--no-cache-filter': ('stringArray', 'Do not cache specified stages'),
                            '--output': ('stringArray', 'Output destination (format: type=local,dest=path)'),
                            '--platform': ('string', 'Set platform if server is multi-platform capable'),
                            '--pull': ('', 'Always attempt to pull a newer version of the image'),

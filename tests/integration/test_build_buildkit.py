@@ -374,3 +374,18 @@ def test_docker_cli_classic_endpoint_takes_mounts(daemon: Any, tmp_path: Path) -
             else:
                 os.environ[k] = v
         daemon.docker("rmi", "-f", tag, check=False)
+
+
+def test_no_cache_filter(daemon: Any, tmp_path: Path) -> None:
+    token = secrets.token_hex(4)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM busybox:latest AS a\nRUN echo a-{token} > /a\n"
+        f"FROM busybox:latest\nRUN echo b-{token} > /b\nCOPY --from=a /a /a\n")
+    tag = "bkncf" + token
+    try:
+        daemon.dockyard("build", "-t", tag, str(tmp_path))
+        again = daemon.dockyard("build", "--no-cache-filter", "a", "-t", tag, str(tmp_path)).stdout.decode()
+        assert again.count("Running in") == 1 and f"echo a-{token}" in again.split("Running in")[0]
+        assert again.count("Using cache") >= 1  # stage b's RUN came from the cache
+    finally:
+        daemon.docker("rmi", "-f", tag, check=False)
