@@ -77,6 +77,22 @@ def _secrets(raw: str | None) -> dict[str, bytes]:
         raise InvalidParameter(f"invalid {SECRETS_HEADER} header: expected base64url JSON") from None
 
 
+# `dockyard build --ssh`: base64url of {id: agent socket path on this host}.
+SSH_HEADER = "X-Dockyard-Build-Ssh"
+
+
+def _ssh(raw: str | None) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        v = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not isinstance(v, dict) or not all(isinstance(x, str) and x.startswith("/") for x in v.values()):
+            raise ValueError
+        return {str(k): str(x) for k, x in v.items()}
+    except ValueError:
+        raise InvalidParameter(f"invalid {SSH_HEADER} header: expected base64url JSON of absolute paths") from None
+
+
 def _contexts(raw: dict[str, Any]) -> dict[str, str]:
     """`buildcontexts` (dockyard's): {NAME: "docker-image://REF" | "dir"}; a dir's files are in the
     context tar under .dockyard-contexts/NAME/."""
@@ -109,6 +125,7 @@ def register(router: Router, builder: BuildBackend) -> None:
             secrets=_secrets(req.headers.get(SECRETS_HEADER.lower())),
             contexts=_contexts(_json_param(req, "buildcontexts")),
             no_cache_filter=_str_list(req, "nocachefilter"),
+            ssh=_ssh(req.headers.get(SSH_HEADER.lower())),
             dockerfile=req.q("dockerfile") or "Dockerfile",
             tags=[t for t in req.query.get("t", []) if t],
             target=req.q("target") or "",

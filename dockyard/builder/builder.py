@@ -89,6 +89,8 @@ class BuildOptions:
     # under NAMED_DIR/NAME/)
     contexts: dict[str, str] = field(default_factory=dict)
     no_cache_filter: list[str] = field(default_factory=list)  # stages whose steps never take the cache
+    # `--ssh ID=SOCKET`: agent sockets on the daemon's host (a local client's), for RUN --mount=type=ssh
+    ssh: dict[str, str] = field(default_factory=dict)
 
 
 NAMED_DIR = ".dockyard-contexts"
@@ -848,17 +850,30 @@ class _Run:
                     p = await asyncio.to_thread(self.secret_files.write, data_b,
                                                 m.mode if m.mode is not None else 0o400, m.uid or 0, m.gid or 0)
                     out.append({"Type": "bind", "Source": str(p), "Target": m.target, "ReadOnly": True})
-            else:
-                raise BuildError(f"mount type {m.type} is not supported: no ssh agent was forwarded")
+            elif m.type == "ssh":
+                sock = self.opts.ssh.get(m.id)
+                if sock is None:
+                    if m.required:
+                        raise BuildError(f"no SSH key {m.id!r} forwarded from the client")
+                    continue
+                try:
+                    is_sock = stat.S_ISSOCK(os.stat(sock).st_mode)
+                except OSError:
+                    is_sock = False
+                if not is_sock:
+                    raise BuildError(f"ssh {m.id}: {sock} is not an agent socket on the daemon's host")
+                out.append({"Type": "bind", "Source": sock, "Target": m.target, "ReadOnly": False})
+                if not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+                    env.append(f"SSH_AUTH_SOCK={m.target}")  # as BuildKit: the first ssh mount's
         return out, env
 
     def _drop_file_stubs(self, upper: Path, image_id: str | None, mounts: list[Mount]) -> None:
-        """The empty files made as mount points for file mounts (secrets, file binds) go, as
+        """The empty files made as mount points for file mounts (secrets, file binds, agent sockets) go, as
         BuildKit leaves none; directory mount points stay, as BuildKit's do. Walked by fd with no
         link followed: the step's container wrote this tree."""
         layers = self.b.images.layer_dirs(image_id) if image_id else []
         for m in mounts:
-            if m.type not in ("secret", "bind") or not m.target:
+            if m.type not in ("secret", "bind", "ssh") or not m.target:
                 continue
             parts = [p for p in posixpath.normpath(m.target).split("/") if p]
             if not parts or any(os.path.lexists(Path(ld, *parts)) for ld in layers):

@@ -25,6 +25,7 @@ from dockyard.cli.formatting import human_size
 # The build's secrets travel in this header (base64url of {id: base64 bytes}), never in the query
 # string or the context, so no access log, context hash or layer holds them.
 SECRETS_HEADER = "X-Dockyard-Build-Secrets"
+SSH_HEADER = "X-Dockyard-Build-Ssh"  # {id: agent socket path}, likewise
 
 _CHUNK = 1 << 20
 
@@ -154,6 +155,26 @@ def _secrets(values: list[str]) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
 
 
+def _ssh(values: list[str]) -> str | None:
+    """`--ssh default|ID[=SOCKET]`: agent sockets (the daemon binds them, so it must run on this host)."""
+    import base64
+
+    out: dict[str, str] = {}
+    for v in values:
+        sid, eq, path = v.partition("=")
+        if not eq:
+            path = os.environ.get("SSH_AUTH_SOCK", "")
+            if not path:
+                raise CLIError(f"invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set ({v})")
+        p = Path(path).expanduser().resolve()
+        if not p.is_socket():
+            raise CLIError(f"ssh {sid}: {path} is not an agent socket (key files are not supported)")
+        out[sid or "default"] = str(p)
+    if not out:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
+
+
 def _build_contexts(values: list[str]) -> tuple[dict[str, str], dict[str, Path]]:
     """`--build-context NAME=DIR|docker-image://REF`: (what the daemon is told, the dirs to send)."""
     import re
@@ -188,6 +209,7 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
     }
     secret_header = _secrets(args.secret)
     contexts, named_dirs = _build_contexts(args.build_context)
+    ssh_header = _ssh(args.ssh)
     if args.no_cache_filter:
         params["nocachefilter"] = json.dumps([n for v in args.no_cache_filter for n in v.split(",") if n])
     if contexts:
@@ -265,6 +287,8 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
             headers = {"Content-Type": "application/x-tar"}
             if secret_header:
                 headers[SECRETS_HEADER] = secret_header
+            if ssh_header:
+                headers[SSH_HEADER] = ssh_header
             with ctx.client.stream("POST", "/build", params, data=_chunks(tmp), headers=headers) as s:
                 show(shown(s.json()), progress, quiet=args.quiet)  # a FROM's pull: bars on a terminal
         except APIError as e:
@@ -302,6 +326,7 @@ def setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output")
     p.add_argument("--build-context", action="append", default=[])
     p.add_argument("--no-cache-filter", action="append", default=[])
+    p.add_argument("--ssh", action="append", default=[])
     p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--force-rm", action="store_true")
     p.add_argument("path", metavar="PATH")

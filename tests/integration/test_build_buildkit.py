@@ -11,6 +11,7 @@ import os
 import secrets
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -388,4 +389,38 @@ def test_no_cache_filter(daemon: Any, tmp_path: Path) -> None:
         assert again.count("Running in") == 1 and f"echo a-{token}" in again.split("Running in")[0]
         assert again.count("Using cache") >= 1  # stage b's RUN came from the cache
     finally:
+        daemon.docker("rmi", "-f", tag, check=False)
+
+
+def test_ssh_mount_from_agent(daemon: Any, tmp_path: Path) -> None:
+    """RUN --mount=type=ssh with `--ssh default` (buildx's; 20.10's BuildKit gets it over its session):
+    the client's agent socket at BuildKit's default target, SSH_AUTH_SOCK set, nothing left in the image."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    tag = "bkssh" + secrets.token_hex(4)
+    try:
+        for _ in range(200):  # the agent binds its socket before serving
+            if sock.exists() or agent.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert sock.exists(), "ssh-agent did not start"
+        (tmp_path / "Dockerfile").write_text(
+            "FROM busybox:latest\n"
+            "RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock\n"
+            "RUN --mount=type=ssh,id=other echo not-required > /other\n")
+        os.environ["SSH_AUTH_SOCK"] = str(sock)
+        try:
+            daemon.dockyard("build", "--ssh", "default", "-t", tag, str(tmp_path))
+        finally:
+            os.environ.pop("SSH_AUTH_SOCK", None)
+        ls = _listing(daemon.host, tag)
+        assert "/run/buildkit/ssh_agent.0" not in ls and "/run/buildkit" in ls
+        assert daemon.docker("run", "--rm", tag, "cat", "/sock").stdout == b"/run/buildkit/ssh_agent.0\n"
+        (tmp_path / "Dockerfile").write_text("FROM busybox:latest\nRUN --mount=type=ssh,required true\n")
+        bad = daemon.dockyard("build", str(tmp_path), check=False)
+        assert "no SSH key 'default' forwarded from the client" in bad.stderr.decode()
+    finally:
+        agent.kill()
+        agent.wait()
         daemon.docker("rmi", "-f", tag, check=False)
