@@ -443,8 +443,8 @@ class _Run:
             if inst.cmd == "run" and inst.multi.get("mount"):
                 try:
                     froms = [m.from_ for m in run_mounts(inst, lambda v: expand_word(v, self.meta, df.escape))]
-                except ParseError as e:
-                    raise BuildError(e.message) from None
+                except ParseError:  # the stage's own ARGs may be missing here: the step itself reports it
+                    froms = []
                 for f in froms:
                     d = df.stage_index(f) if f and f not in self.opts.contexts else None
                     if d is not None:
