@@ -63,6 +63,10 @@ def register(router: Router, distribution: DistributionBackend) -> None:
     async def get_distribution_inspect(req: Request) -> Response:
         return json_response(await distribution.inspect(req.params["name"], req.headers.get("x-registry-auth")))
 
+    async def get_distribution_referrers(req: Request) -> Response:
+        return json_response(await distribution.referrers(req.params["name"], req.q("artifactType") or None,
+                                                          req.headers.get("x-registry-auth")))
+
     async def post_auth(req: Request) -> Response:
         body = await req.json()
         if not isinstance(body, dict):
@@ -71,6 +75,7 @@ def register(router: Router, distribution: DistributionBackend) -> None:
 
     router.add("POST", "/images/{name:path}/push", post_images_push)
     router.add("GET", "/distribution/{name:path}/json", get_distribution_inspect)
+    router.add("GET", "/distribution/{name:path}/referrers", get_distribution_referrers)
     async def get_images_search(req: Request) -> Response:
         import json
 

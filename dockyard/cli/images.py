@@ -311,6 +311,42 @@ def setup_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("term")
 
 
+REFERRER_HEADERS = {"Digest": "DIGEST", "ArtifactType": "ARTIFACT TYPE", "MediaType": "MEDIA TYPE",
+                    "Size": "SIZE", "Annotations": "ANNOTATIONS"}
+REFERRER_TABLE = "table {{.Digest}}\t{{.ArtifactType}}\t{{.Size}}"
+
+
+def cmd_image_referrers(ctx: Ctx, args: argparse.Namespace) -> int:
+    """The OCI 1.1 referrers (signatures, SBOMs, attestations) of an image in its registry, asked
+    through the daemon (its mirrors, insecure registries and the CLI's stored login apply)."""
+    from dockyard.cli.run import registry_auth
+
+    res = ctx.client.referrers(args.image, args.artifact_type or None, auth=registry_auth(args.image))
+    rows = []
+    for d in res.get("Referrers") or []:
+        digest = str(d.get("digest", ""))
+        rows.append({"Digest": digest if args.no_trunc else digest[:19], "MediaType": d.get("mediaType", ""),
+                     "ArtifactType": d.get("artifactType") or "<none>", "Size": str(d.get("size", 0)),
+                     "Annotations": ",".join(f"{k}={v}" for k, v in sorted((d.get("annotations") or {}).items()))})
+    if args.quiet:
+        for r in res.get("Referrers") or []:
+            print(r.get("digest", ""))
+        return 0
+    write_rows(args.format, rows, REFERRER_HEADERS, REFERRER_TABLE)
+    return 0
+
+
+def setup_image_referrers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact-type", help="Only referrers of this artifact type")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only show digests")
+    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
+    p.add_argument("--format", default="", help=(
+        "Format output using a custom template: 'table': Print output in table format with column headers "
+        "(default) 'table TEMPLATE': Print output in table format using the given Go template 'json': Print "
+        "in JSON format 'TEMPLATE': Print output using the given Go template"))
+    p.add_argument("image")
+
+
 IMG = "image"
 COMMANDS = [
     Command("search", cmd_search, setup_search, help="Search Docker Hub for images"),
@@ -325,4 +361,6 @@ COMMANDS = [
     Command("history", cmd_history, setup_history, IMG, help="Show the history of an image"),
     Command("inspect", cmd_image_inspect, setup_image_inspect, IMG, top=False, help="Display image details"),
     Command("prune", cmd_image_prune, setup_image_prune, IMG, top=False, help="Remove unused images"),
+    Command("referrers", cmd_image_referrers, setup_image_referrers, IMG, top=False,
+            help="List an image's OCI referrers (signatures, SBOMs) in its registry"),
 ]

@@ -217,6 +217,11 @@ class APIClient(BaseClient):
         with self.stream("POST", f"/images/{q(image)}/push", {"tag": tag}, headers=hdrs) as s:
             yield from s.json()
 
+    def referrers(self, image: str, artifact_type: str | None = None, auth: JSON | None = None) -> JSON:
+        result: JSON = self.request("GET", f"/distribution/{q(image)}/referrers", {"artifactType": artifact_type},
+                                    headers=auth_header(auth) or None)
+        return result
+
     def tag(self, ref: str, repo: str, tag: str | None = None) -> None:
         self.post(f"/images/{q(ref)}/tag", {"repo": repo, "tag": tag})
 

@@ -122,6 +122,9 @@ class LazyDistribution:
     async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:
         return await self._get().inspect(name, auth_header)
 
+    async def referrers(self, name: str, artifact_type: str | None, auth_header: str | None) -> dict[str, Any]:
+        return await self._get().referrers(name, artifact_type, auth_header)
+
     async def login(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._get().login(body)
 

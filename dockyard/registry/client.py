@@ -255,6 +255,31 @@ class Repository:
                 raise InvalidParameter(f"unsupported manifest media type {media_type!r} for {self.path}")
         return bytes(data), media_type, digest
 
+    async def referrers(self, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose subject is `digest`: the referrers API, or, where the
+        registry has none (404), the spec's fallback index tagged sha256-<hex>; filtered by
+        artifactType here when the registry did not say it filtered (OCI-Filters-Applied)."""
+        resp = await self._request("GET", await self._url(f"referrers/{digest}"),
+                                   params={"artifactType": artifact_type} if artifact_type else None,
+                                   headers={"accept": OCI_INDEX})
+        filtered = False
+        if resp.status_code == 404:
+            try:
+                data, _, _ = await self.get_manifest(digest.replace(":", "-", 1))
+            except NotFound:
+                return []
+            descs = json.loads(data).get("manifests") or []
+        else:
+            _raise_for(resp, f"referrers of {self.path}@{digest}")
+            try:
+                descs = resp.json().get("manifests") or []
+            except (ValueError, AttributeError):
+                raise InvalidParameter(f"referrers of {self.path}@{digest}: not an image index") from None
+            filtered = "artifactType" in resp.headers.get("oci-filters-applied", "")
+        if artifact_type and not filtered:
+            descs = [d for d in descs if d.get("artifactType") == artifact_type]
+        return [d for d in descs if isinstance(d, dict)]
+
     async def put_manifest(self, reference: str, data: bytes, media_type: str) -> str:
         resp = await self._request("PUT", await self._url(f"manifests/{reference}"), content=data,
                                     headers={"content-type": media_type})

@@ -115,6 +115,25 @@ class Distribution:
         assert last is not None
         raise last
 
+    async def referrers(self, name: str, artifact_type: str | None, auth_header: str | None) -> dict[str, Any]:
+        """GET /distribution/{name}/referrers (Dockyard's, beside docker's /json): the subject's
+        descriptor as the registry has it and the OCI 1.1 referrers (signatures, SBOMs) pointing at it."""
+        ref = reference.parse(name)
+        creds = self.credentials(auth_header, ref.domain)
+        last: Exception | None = None
+        for ep in self.client.endpoints(ref.domain):
+            repo = self.client.repository(ep, ref.path, creds)
+            try:
+                data, media_type, digest = await repo.get_manifest(ref.digest or ref.tag or "latest")
+                descs = await repo.referrers(digest, artifact_type)
+            except Exception as e:  # mirrors fall through to the next endpoint
+                last = e
+                continue
+            return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
+                    "Referrers": descs}
+        assert last is not None
+        raise last
+
     async def search(self, term: str, limit: int, filters: dict[str, builtins.list[str]]) -> builtins.list[dict[str, Any]]:
         """GET /images/search: the registry's v1 search, as dockerd asks it; a registry without one (ours,
         most v2 registries) is asked for its catalog instead, its repositories matched by the term."""
