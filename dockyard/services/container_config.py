@@ -42,9 +42,8 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str
                 cfg[key] = [cfg[key]] if key == "Env" else shlex.split(cfg[key])
             else:
                 raise InvalidParameter(f"json: cannot unmarshal {type(cfg[key]).__name__} into Go struct field Config.{key} of type []string")
-    cfg["Env"] = merge_env(img.get("Env"), cfg.get("Env"))
-    if not any(e.startswith("PATH=") for e in cfg["Env"]):
-        cfg["Env"].insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    # the image's and the request's only, as dockerd keeps it (the runtime spec adds a default PATH)
+    cfg["Env"] = merge_env(img.get("Env"), cfg.get("Env")) or None
     # An explicit entrypoint drops the image's Cmd too (Docker's rule).
     if body.get("Entrypoint") is not None:
         if cfg.get("Entrypoint") == [""] or cfg.get("Entrypoint") == []:
@@ -144,6 +143,10 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
     if swap > 0 and not mem:
         raise InvalidParameter("You should always set the Memory limit when using Memoryswap limit, see usage")
+    if hc.get("MemorySwappiness") == -1:
+        hc["MemorySwappiness"] = None  # the CLI's "unset", which dockerd stores as null
+    if hc.get("PidsLimit") is not None and hc["PidsLimit"] <= 0:
+        hc["PidsLimit"] = None  # 0 and -1 are "unlimited": dockerd stores null
     if mem and not swap:
         # what dockerd stores (and applies): swap as much again; clamped where its int64 wraps negative
         hc["MemorySwap"] = min(2 * mem, INT64_MAX)

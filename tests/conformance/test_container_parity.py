@@ -186,6 +186,34 @@ def test_host_config_in_inspect_as_dockerd(engines: Engines, host_config: dict[s
         assert set(ref["MaskedPaths"]) <= set(ours["MaskedPaths"])
 
 
+def test_docker_cli_create_inspects_as_on_dockerd(daemon: Daemon, real_dockerd: str) -> None:
+    """What the real docker CLI sends for a typical `docker create` (it fills MemorySwappiness -1,
+    PidsLimit 0, a restart policy...) reads back from inspect as from dockerd."""
+    import json
+    import os
+    import subprocess
+
+    from tests.conftest import DOCKER_CLI
+
+    out = []
+    for host in (daemon.host, real_dockerd):
+        env = {**os.environ, "DOCKER_HOST": host}
+        env.pop("DOCKER_CONTEXT", None)
+        name = f"dy-cli-{uuid.uuid4().hex[:8]}"
+        subprocess.run([DOCKER_CLI, "create", "--name", name, "-e", "A=1", "--memory", "64m", "--restart",
+                        "on-failure:2", "--cap-add", "NET_ADMIN", "--tmpfs", "/t", "--log-opt", "max-size=1m",
+                        "busybox", "true"], env=env, check=True, capture_output=True, timeout=120)
+        try:
+            doc = json.loads(subprocess.run([DOCKER_CLI, "inspect", name], env=env, check=True, capture_output=True,
+                                            timeout=120).stdout)[0]
+        finally:
+            subprocess.run([DOCKER_CLI, "rm", "-f", name], env=env, capture_output=True, timeout=120)
+        hc = {k: v for k, v in doc["HostConfig"].items() if k not in _VARYING}
+        assert "A=1" in doc["Config"]["Env"]
+        out.append(hc)
+    assert out[0] == out[1]
+
+
 def test_config_in_inspect_as_dockerd(engines: Engines) -> None:
     name = f"dy-cfg-{uuid.uuid4().hex[:8]}"
 
