@@ -88,7 +88,7 @@ def compose(host: str, tmp_path: Path) -> Iterator[Compose]:
     try:
         yield c
     finally:
-        c("down", "-v", "--remove-orphans", "-t", "1", check=False)
+        c("down", "-v", "--rmi", "local", "--remove-orphans", "-t", "1", check=False)  # built images too
 
 
 def test_project_lifecycle(compose: Compose) -> None:
