@@ -295,19 +295,6 @@ def test_skopeo_copies_an_artifact_and_its_subject(reg: tuple[httpx.Client, Path
     assert (tmp_path / "out/blobs/sha256" / _sha(payload).split(":")[1]).read_bytes() == payload
 
 
-SUITE = SHARED / "oci-conformance" / "distribution-spec-v1.1.0.test"
-
-
-@pytest.mark.skipif(not SUITE.exists(), reason="the conformance suite's binary is not built here")
-def test_oci_conformance_suite(tmp_path: Path) -> None:
-    """The OCI suite itself, all four workflows, via scripts/oci-conformance (see its header)."""
-    port = _free_port()
-    r = subprocess.run(["scripts/oci-conformance", str(SUITE), str(port), str(tmp_path)], capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parents[2], timeout=240)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "| 0 Failed |" in r.stdout, r.stdout
-
-
 def test_image_referrers_through_the_engine(clean_daemon: Daemon, tmp_path: Path) -> None:
     """`dockyard image referrers` asks the daemon, which asks the registry (GET /distribution/.../referrers)."""
     d = clean_daemon
