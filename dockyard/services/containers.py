@@ -202,6 +202,9 @@ class ContainerService:
         self.runtimes = runtimes or {"runc": shutil.which("runc") or "runc"}
         self.boot_id = boot_id()
         self._live: dict[str, _Live] = {}
+        # Names of creates still on their way to the INSERT: with only 552 random names, concurrent
+        # creates (a build's parallel stages) would otherwise pick the same one between check and insert.
+        self._pending_names: set[str] = set()
         (data_root / "containers").mkdir(exist_ok=True)
         # Each container's writable layer is the snapshot keyed by its id (containers/<id>/upper).
         self.snapshots: Snapshotter = OverlaySnapshotter(data_root / "containers", data_root / "empty")
@@ -299,6 +302,8 @@ class ContainerService:
             raise InvalidParameter("Config cannot be empty in order to create a container")
         if name:
             name = validate_name(name)
+            if name in self._pending_names:
+                raise Conflict(f'Conflict. The container name "/{name}" is already in use.')
             if self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
                 other = self.get(name)
                 raise Conflict(
@@ -318,7 +323,8 @@ class ContainerService:
         if not name:
             for _ in range(20):
                 name = random_name()
-                if not self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
+                if name not in self._pending_names and \
+                        not self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
                     break
             else:
                 name = f"{random_name()}_{cid[:6]}"
@@ -328,6 +334,7 @@ class ContainerService:
             host_config["Links"] = self._check_links(host_config["Links"], name, host_config.get("NetworkMode"))
         cdir = self.container_dir(cid)
         about = trace.about(f"container:{cid}")
+        self._pending_names.add(name)  # no await since the name was checked: taken before anyone else looks
         try:
             # In the try: a full disk can fail any of these, and a dir without a row must not stay.
             image_layers = self.images.layer_dirs(image.id)
@@ -345,6 +352,8 @@ class ContainerService:
             if self.db.query_one("SELECT id FROM containers WHERE name=?", (name,)):
                 raise Conflict(f'Conflict. The container name "/{name}" is already in use.') from None
             raise
+        finally:
+            self._pending_names.discard(name)
         c = self.get(cid)
         if self.networks is not None:
             try:  # the networks it joins, so inspect shows them now

@@ -424,3 +424,17 @@ def test_ssh_mount_from_agent(daemon: Any, tmp_path: Path) -> None:
         agent.kill()
         agent.wait()
         daemon.docker("rmi", "-f", tag, check=False)
+
+
+def test_twenty_parallel_stages(daemon: Any, tmp_path: Path) -> None:
+    """Twenty stages run at once, each creating its RUN container (bench build-stages found two of them
+    given the same random name)."""
+    (tmp_path / "Dockerfile").write_text(
+        "".join(f"FROM busybox:latest AS s{i}\nRUN echo {i} > /out{i}\n" for i in range(20))
+        + "FROM busybox:latest\n" + "".join(f"COPY --from=s{i} /out{i} /outs/\n" for i in range(20)))
+    tag = "bkstages" + secrets.token_hex(4)
+    try:
+        daemon.dockyard("build", "--no-cache", "--network", "none", "-t", tag, str(tmp_path))
+        assert len(daemon.docker("run", "--rm", tag, "ls", "/outs").stdout.split()) == 20
+    finally:
+        daemon.docker("rmi", "-f", tag, check=False)

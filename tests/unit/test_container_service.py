@@ -340,3 +340,14 @@ def test_back_off_starts_over_after_ten_seconds_of_running(world: World) -> None
         await w.cs.stop(cid, timeout=1)
 
     run(world, t)
+
+
+def test_concurrent_creates_never_pick_the_same_random_name(world: World) -> None:
+    """A build's parallel stages create their RUN containers at once; there are only 552 random names
+    (a collision among 60 is all but certain), and the check and the INSERT are an await apart."""
+    async def t(w: World) -> None:
+        made = await asyncio.gather(*(w.cs.create({"Image": "busybox", "HostConfig": {}}) for _ in range(60)))
+        names = {w.cs.get(c["Id"]).name for c in made}
+        assert len(names) == 60
+
+    run(world, t)
