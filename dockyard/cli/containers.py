@@ -7,8 +7,6 @@ import io
 import json
 import os
 import sys
-import tarfile
-import threading
 import time
 from typing import Any
 
@@ -350,6 +348,8 @@ def cmd_cp(ctx: Ctx, args: argparse.Namespace) -> int:
     else:
         target_dir, arcname = os.path.dirname(dst.rstrip("/")) or "/", os.path.basename(dst.rstrip("/"))
     buf = io.BytesIO()
+    import tarfile
+
     with tarfile.open(fileobj=buf, mode="w", dereference=args.follow_link) as tar:  # -L follows host links
         tar.add(src.rstrip("/") if src != "/" else src, arcname=arcname, recursive=True)
     client.put_archive(dst_c, target_dir, buf.getvalue(), copy_uid_gid=args.archive)  # -a: container's user
@@ -362,6 +362,8 @@ def _extract_to(data: io.BytesIO, src: str, dst: str) -> None:
     """Untar a container archive at dst: into it if it is a dir, else under the new name."""
     src_base = os.path.basename(os.path.normpath(src)) or "/"
     into_dir = os.path.isdir(dst)
+    import tarfile
+
     with tarfile.open(fileobj=data, mode="r:") as tar:
         members = tar.getmembers()
         if not into_dir:
@@ -449,6 +451,8 @@ def cmd_stats(ctx: Ctx, args: argparse.Namespace) -> int:
                     latest[name] = frame
         except APIError as e:
             failed.append(e)
+
+    import threading
 
     threads = [threading.Thread(target=follow, args=(n,), daemon=True) for n in names]
     for t in threads:

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dockyard.cli.gotemplate import Template
 from dockyard.util.timefmt import human_duration
 
 
@@ -81,6 +80,17 @@ def prepare_format(fmt: str) -> tuple[bool, str]:
     return table, fmt
 
 
+def _plain_fields(src: str) -> list[str] | None:
+    """The field names of a template that is only `{{.A}}\t{{.B}}...`, else None."""
+    fields = []
+    for part in src.split("\t"):
+        name = part[3:-2] if part.startswith("{{.") and part.endswith("}}") else ""
+        if not name.isidentifier():
+            return None
+        fields.append(name)
+    return fields
+
+
 def write_rows(
     fmt: str,
     rows: list[dict[str, Any]],
@@ -97,10 +107,20 @@ def write_rows(
         return
     if not fmt or fmt == "table":
         fmt = default_table
-    from dockyard.cli.common import CLIError
-    from dockyard.cli.gotemplate import TemplateError
-
     table, src = prepare_format(fmt)
+    fields = _plain_fields(src)
+    if fields is not None and all(f in headers for f in fields) \
+            and all(isinstance(row.get(f), str) and "\n" not in row[f] for row in rows for f in fields):
+        # Only {{.Field}}s between tabs and every cell a string: what the template would render, without
+        # importing the template engine (the default tables of ps, images, ...: start-up time).
+        lines = ["\t".join(headers[f] for f in fields)] if table else []
+        lines += ["\t".join(row[f] for f in fields) for row in rows]
+        out.write(tabwrite(lines) if table else "".join(line + "\n" for line in lines))
+        out.flush()
+        return
+    from dockyard.cli.common import CLIError
+    from dockyard.cli.gotemplate import Template, TemplateError
+
     try:
         # Strict, as docker's formatters are structs: a field they lack is an error, not an empty cell.
         tmpl = Template(src, strict=True)
@@ -124,6 +144,8 @@ def write_rows(
 def render_each(fmt: str, items: Iterable[Any], out: Any = None, on_error: Callable[[Exception], None] | None = None
                 ) -> None:
     """`inspect -f`: one rendering per object, each followed by a newline."""
+    from dockyard.cli.gotemplate import Template
+
     out = out or sys.stdout
     _, src = prepare_format(fmt)
     tmpl = Template(src)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.cli.common import Ctx
 from dockyard.cli.formatting import human_size
-from dockyard.client import APIClient
+
+if TYPE_CHECKING:  # the client's import is paid by the command that prunes, not by every start
+    from dockyard.client import APIClient
 
 Filters = dict[str, list[str]] | None
 
@@ -24,14 +25,15 @@ def confirm(message: str, force: bool) -> bool:
     return answer in ("y", "yes")
 
 
-@dataclass(frozen=True)
 class Kind:
-    """One kind of object a prune removes."""
+    """One kind of object a prune removes (a plain class: dataclasses costs every command's start-up)."""
 
-    call: Callable[[APIClient, Filters], dict[str, Any]]
-    deleted_key: str  # the answer's list of what went
-    heading: str  # docker's line above that list
-    counts_space: bool = True  # the answer has SpaceReclaimed (networks take none)
+    def __init__(self, call: Callable[[APIClient, Filters], dict[str, Any]], deleted_key: str, heading: str,
+                 counts_space: bool = True) -> None:
+        self.call = call
+        self.deleted_key = deleted_key  # the answer's list of what went
+        self.heading = heading  # docker's line above that list
+        self.counts_space = counts_space  # the answer has SpaceReclaimed (networks take none)
 
     def lines(self, result: dict[str, Any]) -> list[str]:
         out = []

@@ -14,9 +14,8 @@ import json
 import os
 import re
 import ssl
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dockyard.client.transport import DEFAULT_HOST
 
@@ -38,14 +37,26 @@ def context_dir_name(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-@dataclass
-class TLSOptions:
+class _Plain:
+    """Equality and repr over the attributes: what @dataclass gave, without importing dataclasses
+    (inspect, ast, dis: ~10 ms of every CLI command's start-up)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class TLSOptions(_Plain):
     """What a client needs for TLS: PEM bytes (from a context) or files (from flags/env)."""
 
-    verify: bool = True
-    ca: bytes | None = None
-    cert: bytes | None = None
-    key: bytes | None = None
+    def __init__(self, verify: bool = True, ca: bytes | None = None, cert: bytes | None = None,
+                 key: bytes | None = None) -> None:
+        self.verify = verify
+        self.ca = ca
+        self.cert = cert
+        self.key = key
 
     def ssl_context(self, server_hostname_check: bool = True) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cadata=self.ca.decode() if self.ca else None)
@@ -68,14 +79,15 @@ class TLSOptions:
         return ctx
 
 
-@dataclass
-class Context:
-    name: str
-    host: str
-    description: str = ""
-    skip_tls_verify: bool = False
-    tls: dict[str, bytes] = field(default_factory=dict)  # file name -> PEM
-    metadata: dict[str, Any] = field(default_factory=dict)  # other Metadata keys, kept as found
+class Context(_Plain):
+    def __init__(self, name: str, host: str, description: str = "", skip_tls_verify: bool = False,
+                 tls: dict[str, bytes] | None = None, metadata: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.host = host
+        self.description = description
+        self.skip_tls_verify = skip_tls_verify
+        self.tls = {} if tls is None else tls  # file name -> PEM
+        self.metadata = {} if metadata is None else metadata  # other Metadata keys, kept as found
 
     def meta_json(self) -> dict[str, Any]:
         meta = dict(self.metadata)
@@ -295,8 +307,7 @@ def _add_dir(tf: Any, name: str) -> None:
 # -- resolving what the client connects to ------------------------------------------
 
 
-@dataclass
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where the client connects and how: the result of flags, environment and contexts."""
 
     host: str

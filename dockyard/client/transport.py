@@ -10,13 +10,12 @@ import http.client
 import os
 import socket
 import ssl
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_HOST = "unix:///run/dockyard.sock"
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(NamedTuple):  # not a dataclass: importing dataclasses costs every CLI command's start-up
     scheme: str  # "unix" | "tcp" | "ssh"
     address: str  # socket path, host, or the whole ssh:// URL
     port: int = 0
