@@ -9,6 +9,7 @@ the command's usage line and the hint to ask for its help. The help text takes d
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import Any, NoReturn
@@ -33,11 +34,35 @@ def _words() -> dict[str, dict[str, Any]]:
     return HELP
 
 
+def _columns() -> int:
+    """shutil.get_terminal_size().columns, without importing shutil (it pulls in bz2, lzma, zlib)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, with the width found as argparse finds it: argparse makes one for every
+    add_argument, and its own lookup imports shutil (start-up time)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with docker's manners. Subparsers are of this class too (argparse's default)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)  # `ps --al` is not `ps --all`
+        kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]

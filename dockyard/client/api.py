@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -20,6 +19,8 @@ def auth_header(auth: JSON | None) -> dict[str, str]:
     """X-Registry-Auth: base64url JSON of {username, password, serveraddress} or {identitytoken}."""
     if not auth:
         return {}
+    import base64  # here: few commands send credentials, every command pays a top-level import
+
     return {"X-Registry-Auth": base64.urlsafe_b64encode(json.dumps(auth).encode()).decode()}
 
 
@@ -143,6 +144,8 @@ class APIClient(BaseClient):
     def stat_path(self, cid: str, path: str) -> JSON:
         hdrs = self.head(f"/containers/{q(cid)}/archive", {"path": path})
         raw = hdrs.get("x-docker-container-path-stat", "")
+        import base64
+
         result: JSON = json.loads(base64.b64decode(raw)) if raw else {}
         return result
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
-import ssl
 import struct
+import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from dockyard.client.transport import Host, open_connection, open_socket, parse_host, tls_context_from_env
+
+if TYPE_CHECKING:  # ssl and http.client are imported only by TLS and ssh endpoints (start-up time)
+    import ssl
+
+    from dockyard.client.transport import Connection
 
 MAX_API_VERSION = "1.47"
 MIN_API_VERSION = "1.24"
@@ -66,7 +70,14 @@ def _error_message(status: int, body: bytes) -> str:
     except ValueError:
         pass
     text = body.decode(errors="replace").strip()
-    return text or http.client.responses.get(status, f"HTTP {status}")
+    if text:
+        return text
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def q(s: str) -> str:
@@ -77,7 +88,7 @@ def q(s: str) -> str:
 class Stream:
     """An open streaming response; iterate chunks, lines, JSON objects or log frames."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+    def __init__(self, conn: Connection, resp: Any) -> None:
         self.conn = conn
         self.resp = resp
         self.headers = {k.lower(): v for k, v in resp.getheaders()}
@@ -174,7 +185,8 @@ class Hijacked:
     def close_write(self) -> None:
         """Half-close: the daemon sees stdin's end but keeps sending output."""
         try:
-            if isinstance(self.sock, ssl.SSLSocket):
+            ssl = sys.modules.get("ssl")  # not imported: not a TLS socket
+            if ssl is not None and isinstance(self.sock, ssl.SSLSocket):
                 return
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -205,7 +217,7 @@ class BaseClient:
         self.host: Host = parse_host(host, tls=self.tls is not None)
         self.timeout = timeout
         self._api_version = None if api_version in (None, "auto") else api_version
-        self._idle: http.client.HTTPConnection | None = None
+        self._idle: Connection | None = None
         self.server_headers: dict[str, str] = {}
         self.extra_headers: dict[str, str] = {}  # sent on every request (dockyard --explain's trace token)
 
@@ -228,7 +240,7 @@ class BaseClient:
         return body.decode()
 
     # -- plain calls ---------------------------------------------------------
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self) -> Connection:
         conn, self._idle = self._idle, None
         return conn or open_connection(self.host, self.tls, self.timeout)
 
@@ -239,7 +251,7 @@ class BaseClient:
         body: bytes | Iterable[bytes] | None,
         headers: dict[str, str],
         stream_timeout: bool = True,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[Connection, Any]:
         if self.extra_headers:
             headers = {**self.extra_headers, **headers}
         for attempt in (0, 1):
@@ -252,7 +264,7 @@ class BaseClient:
                 else:
                     conn.request(method, url, body=body, headers=headers)
                 return conn, conn.getresponse()
-            except (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError) as e:
+            except ConnectionError as e:  # http.client's RemoteDisconnected is one, BrokenPipeError too
                 conn.close()
                 if reused and attempt == 0 and (body is None or isinstance(body, bytes)):
                     continue  # a kept-alive connection the daemon had closed

@@ -8,16 +8,17 @@ Layout under $DOCKER_CONFIG (default ~/.docker):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
-import ssl
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dockyard.client.transport import DEFAULT_HOST
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT = "default"
 DEFAULT_DESCRIPTION = "Current DOCKER_HOST based configuration"
@@ -34,6 +35,8 @@ def config_dir() -> Path:
 
 
 def context_dir_name(name: str) -> str:
+    import hashlib  # here: loading OpenSSL's digests costs ~3 ms of every command's start-up
+
     return hashlib.sha256(name.encode()).hexdigest()
 
 
@@ -59,6 +62,8 @@ class TLSOptions(_Plain):
         self.key = key
 
     def ssl_context(self, server_hostname_check: bool = True) -> ssl.SSLContext:
+        import ssl  # here, not at the top: only TLS endpoints pay its start-up cost
+
         ctx = ssl.create_default_context(cadata=self.ca.decode() if self.ca else None)
         if not self.verify:
             ctx.check_hostname = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -14,6 +13,8 @@ def rfc3339(ts: float | None = None) -> str:
         ts = time.time()
     ns = int(round(ts * 1e9))
     sec, frac = divmod(ns, 1_000_000_000)
+    from datetime import UTC, datetime  # here: the CLI's tables need only human_duration (start-up time)
+
     base = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{frac:09d}Z"
 
@@ -41,6 +42,8 @@ def parse_rfc3339(s: str) -> float:
         main, tz = main[:19], main[19:]
     if tz in ("Z", ""):
         tz = "+00:00"
+    from datetime import datetime
+
     dt = datetime.fromisoformat(main + tz)
     return dt.timestamp() + (float("0." + frac) if frac else 0.0)
 
