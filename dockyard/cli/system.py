@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import sys
 from typing import Any
 
@@ -21,8 +21,10 @@ def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.util.buildinfo import build_time, git_commit
 
     client_info = {"Version": CLIENT_VERSION, "ApiVersion": MAX_API_VERSION, "Os": sys.platform,
-                   "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
-                   "GoVersion": f"python{platform.python_version()}", "GitCommit": git_commit(),
+                   # os.uname and sys.version give what platform.machine/python_version do, without
+                   # importing platform (~2 ms of `version`)
+                   "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine),
+                   "GoVersion": f"python{sys.version.split()[0]}", "GitCommit": git_commit(),
                    "BuildTime": build_time()}
     server: dict[str, Any] | None = None
     error = None

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from dockyard.client.transport import DEFAULT_HOST
 
@@ -312,12 +312,13 @@ def _add_dir(tf: Any, name: str) -> None:
 # -- resolving what the client connects to ------------------------------------------
 
 
-class Endpoint(NamedTuple):
+class Endpoint(_Plain):
     """Where the client connects and how: the result of flags, environment and contexts."""
 
-    host: str
-    tls: TLSOptions | None = None
-    context: str = DEFAULT
+    def __init__(self, host: str, tls: TLSOptions | None = None, context: str = DEFAULT) -> None:
+        self.host = host
+        self.tls = tls
+        self.context = context
 
 
 def resolve_context_name(flag: str | None, hosts: list[str] | None, store: ContextStore) -> str:

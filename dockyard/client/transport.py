@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from dockyard.client.plainhttp import PlainHTTPConnection
 
@@ -21,10 +21,28 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "unix:///run/dockyard.sock"
 
 
-class Host(NamedTuple):  # not a dataclass: importing dataclasses costs every CLI command's start-up
-    scheme: str  # "unix" | "tcp" | "ssh"
-    address: str  # socket path, host, or the whole ssh:// URL
-    port: int = 0
+class Host:
+    """Where the daemon listens. A plain class: a dataclass or NamedTuple costs every CLI command's
+    start-up (importing dataclasses; building the named tuple's code)."""
+
+    __slots__ = ("scheme", "address", "port")
+
+    def __init__(self, scheme: str, address: str, port: int = 0) -> None:
+        self.scheme = scheme  # "unix" | "tcp" | "ssh"
+        self.address = address  # socket path, host, or the whole ssh:// URL
+        self.port = port
+
+    def _key(self) -> tuple[str, str, int]:
+        return self.scheme, self.address, self.port
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Host) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Host(scheme={self.scheme!r}, address={self.address!r}, port={self.port!r})"
 
     @property
     def url(self) -> str:

@@ -89,6 +89,7 @@ def test_network_events(clean_daemon: Daemon) -> None:
     finally:
         d.docker("network", "rm", "evnet")
     out = d.docker("events", "--since", since, "--until", str(int(time.time()) + 1), "--filter", "type=network",
+                   "--filter", "network=evnet",  # not a previous test's container joining bridge that second
                    "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout.decode().splitlines()
     assert out == ["create evnet", "connect evnet", "disconnect evnet", "destroy evnet"]
 
