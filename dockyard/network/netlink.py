@@ -286,12 +286,19 @@ def _write(path: str, value: str) -> None:
 
 def host_routes() -> list[str]:
     """Destinations of the host's IPv4 routes (CIDR), to keep new subnets clear of them."""
-    out: list[str] = []
+    return [dst for dst, _ in host_routes_by_link()]
+
+
+def host_routes_by_link() -> list[tuple[str, str]]:
+    """(destination CIDR, interface name) of the host's IPv4 routes in the main table; a route of a
+    link that is down ("linkdown") is listed too: it still catches the subnet's traffic."""
+    out: list[tuple[str, str]] = []
     with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         for r in ipr.get_routes(family=2, table=254):
             dst = r.get("dst")
             if dst and r["dst_len"] > 0:
-                out.append(f"{dst}/{r['dst_len']}")
+                out.append((f"{dst}/{r['dst_len']}", names.get(r.get("oif"), "") or ""))
     return out
 
 

@@ -848,7 +848,7 @@ class NetworkService:
         if self.bip:
             iface = ipam.parse_subnet(self.bip)
             gw, subnet = self.bip.split("/")[0], str(iface)
-        elif row is not None:
+        elif row is not None and not self._stored_bridge_shadowed(row):
             gw, subnet = row["gateway"], row["subnet"]
         else:
             taken = [ipaddress.IPv4Network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
@@ -870,6 +870,29 @@ class NetworkService:
             if not self.db.query_one("SELECT 1 FROM networks WHERE name=?", (name,)):
                 self.db.execute("INSERT INTO networks(id, name, driver, builtin, created) VALUES(?,?,?,1,?)",
                                 (new_id(), name, driver, time.time()))
+
+    def _stored_bridge_shadowed(self, row: Any) -> bool:
+        """True when another interface now routes the default bridge's stored subnet, and the bridge
+        may move. Seen here: a dockerd started meanwhile took the same subnet for docker0 and stopped,
+        leaving docker0 down with its route; our bridge's route then lost to it and published ports
+        answered nothing. With containers still attached the subnet stays (they hold addresses in it):
+        the log names the interface in the way."""
+        mine = {r["bridge"] for r in self._rows("SELECT bridge FROM networks WHERE bridge!=''")}
+        stored = ipaddress.IPv4Network(row["subnet"])
+        other = [(dst, dev) for dst, dev in netlink.host_routes_by_link()
+                 if dev not in mine and ipaddress.IPv4Network(dst).overlaps(stored)]
+        if not other:
+            return False
+        dst, dev = other[0]
+        if self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (row["id"],)):
+            log.error("the default bridge's subnet %s overlaps %s (a route of %s); its containers keep their "
+                      "addresses, but traffic for them may go to %s: remove that interface or its address",
+                      stored, dst, dev or "another interface", dev or "it")
+            return False
+        log.warning("the default bridge's stored subnet %s overlaps %s (a route of %s): picking another",
+                    stored, dst, dev or "another interface")
+        netlink.delete_link(row["bridge"])  # a bridge left by a killed daemon keeps the old address
+        return True
 
     def _ensure_bridge(self, net: Any) -> None:
         opts = json.loads(net["options"])
