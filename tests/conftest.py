@@ -37,6 +37,17 @@ def oci_layout_tar(layout: Path) -> bytes:
     return buf.getvalue()
 
 
+def static_binary(source: str, out_dir: Path) -> Path:
+    """tests/data/<source>.c built static with gcc (scripts/setup installs gcc and libc6-dev), for
+    containers whose images have no compiler and whose busybox lacks the syscall a test needs."""
+    out = out_dir / source
+    p = subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(ROOT / "tests" / "data" / f"{source}.c")],
+                       capture_output=True)
+    if p.returncode != 0:
+        pytest.fail(f"cannot build tests/data/{source}.c static: {p.stderr.decode()[-300:]}")
+    return out
+
+
 # Base directories of every daemon this test run made: the leak check looks only at these.
 _BASES: list[Path] = []
 

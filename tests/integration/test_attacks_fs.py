@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Daemon
+from tests.conftest import ROOT, Daemon, static_binary
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (real containers)")
 
@@ -36,14 +36,7 @@ SECRET_DATA = b"the host's own bytes, 4d1c0f"
 
 @pytest.fixture(scope="module")
 def racer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not shutil.which("gcc"):
-        pytest.skip("gcc is needed to build the racer")
-    out = tmp_path_factory.mktemp("racer") / "racer"
-    p = subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(ROOT / "tests/data/racer.c")],
-                       capture_output=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot build a static racer: {p.stderr.decode()[-300:]}")
-    return out
+    return static_binary("racer", tmp_path_factory.mktemp("racer"))
 
 
 @pytest.fixture()

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Daemon
+from tests.conftest import Daemon, static_binary
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (real containers)")
 
@@ -34,14 +33,7 @@ DOCKER_DEV = {"console", "core", "fd", "full", "mqueue", "null", "ptmx", "pts", 
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not shutil.which("gcc"):
-        pytest.skip("gcc is needed to build the syscall probe")
-    out = tmp_path_factory.mktemp("probe") / "probe"
-    p = subprocess.run(["gcc", "-static", "-O1", "-o", str(out), str(ROOT / "tests/data/probe.c")],
-                       capture_output=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot build a static probe: {p.stderr.decode()[-300:]}")
-    return out
+    return static_binary("probe", tmp_path_factory.mktemp("probe"))
 
 
 def run(d: Daemon, *args: str, check: bool = True) -> str:
