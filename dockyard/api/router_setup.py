@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockyard.api import containers, swarm, system
+from dockyard.api import containers, plugins, swarm, system
 from dockyard.api.backends import Backends
 from dockyard.api.server import Router
 
@@ -12,6 +12,7 @@ def build_router(engine: Backends) -> Router:
     system.register(router, engine.system)
     containers.register(router, engine.containers, engine.container_io, engine.container_files,
                         engine.container_resources, engine.commits, engine.images)
+    plugins.register(router)
     swarm.register(router)
     from dockyard.api import images
 

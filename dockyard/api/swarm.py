@@ -1,9 +1,9 @@
-"""Paths dockerd serves that Dockyard has no engine for: swarm mode, plugins, BuildKit sessions.
+"""Paths dockerd serves that Dockyard has no engine for: swarm mode, BuildKit sessions.
 
-Each answers as dockerd 20.10 does on a node outside any swarm with no plugins installed (same
-status, same message), so clients take their usual "not here" branch instead of a bare 404 "page
-not found": docker-py's `leave_swarm(force=True)` treats the 503 as done, `docker plugin ls` lists
-nothing. Joining or creating a swarm, or installing a plugin, is refused with 501.
+Each answers as dockerd 20.10 does on a node outside any swarm (same status, same message), so
+clients take their usual "not here" branch instead of a bare 404 "page not found": docker-py's
+`leave_swarm(force=True)` treats the 503 as done. Joining or creating a swarm is refused with 501.
+The /plugins paths are `api/plugins.py`'s.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dockyard.api.server import Request, Response, Router, json_response
-from dockyard.errors import DockyardError, InvalidParameter, NotFound, NotSupported, Unavailable
+from dockyard.api.server import Request, Response, Router
+from dockyard.errors import DockyardError, InvalidParameter, NotSupported, Unavailable
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
                "connect this node to swarm and try again.")
@@ -87,26 +87,6 @@ def register(router: Router) -> None:
             r("POST", f"/{kind}/create", not_manager_after_body)
     r("GET", "/services/{id}/logs", logs)
     r("GET", "/tasks/{id}/logs", logs)
-
-    # Plugins: none installed, none installable.
-    async def plugin_list(req: Request) -> Response:
-        req.qjson("filters")
-        return json_response([])
-
-    async def no_such_plugin(req: Request) -> Response:
-        raise NotFound(f'plugin "{req.params["name"]}" not found')
-
-    async def no_plugins(req: Request) -> Response:
-        raise NotSupported("plugins are not supported by Dockyard")
-
-    r("GET", "/plugins", plugin_list)
-    r("GET", "/plugins/{name:path}/json", no_such_plugin)
-    r("DELETE", "/plugins/{name:path}", no_such_plugin)
-    for action in ("enable", "disable", "push", "set", "upgrade"):
-        r("POST", f"/plugins/{{name:path}}/{action}", no_such_plugin)
-    r("GET", "/plugins/privileges", no_plugins)
-    r("POST", "/plugins/pull", no_plugins)
-    r("POST", "/plugins/create", no_plugins)
 
     # BuildKit's session and gRPC upgrades: Dockyard has the classic builder only (_ping says so).
     async def upgrade_only(req: Request) -> Response:
