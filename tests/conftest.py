@@ -13,10 +13,15 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import docker
 
 ROOT = Path(__file__).resolve().parent.parent
 # The workspace's shared images and tools: beside the checkout, or above a worktree (/work/wt/NAME).
@@ -257,6 +262,70 @@ def real_dockerd() -> Iterator[str]:
         shutil.rmtree(f"{state}-exec", ignore_errors=True)
         for leftover in (f"{state}d.log", f"{state}.pid", f"{state}.sock"):
             Path(leftover).unlink(missing_ok=True)
+
+
+class Engines:
+    """Our daemon and the real dockerd through the same docker-py client: the conformance tests' pair.
+
+    `ours`/`ref` are the low-level APIClients, `clients` the DockerClients by engine name. What a test
+    makes through `create` and `tag`, or labels with `labels`, is removed from both at the end."""
+
+    LABEL = "dockyard.test.parity"
+
+    def __init__(self, ours: str, ref: str, version: str | None = "1.41", timeout: int = 300) -> None:
+        import docker
+
+        self.clients = {"dockyard": docker.DockerClient(base_url=ours, version=version, timeout=timeout),
+                        "dockerd": docker.DockerClient(base_url=ref, version=version, timeout=timeout)}
+        self.ours, self.ref = self.clients["dockyard"].api, self.clients["dockerd"].api
+        self.run_id = uuid.uuid4().hex[:12]
+        self.labels = {self.LABEL: self.run_id}
+        self._containers: list[tuple[docker.APIClient, str]] = []
+        self._tags: list[tuple[docker.APIClient, str]] = []
+
+    def both(self, fn: Callable[[docker.APIClient], Any]) -> tuple[Any, Any]:
+        """fn on our daemon, then on dockerd: (ours, dockerd's)."""
+        return fn(self.ours), fn(self.ref)
+
+    def both_docker(self, fn: Callable[[docker.DockerClient], Any]) -> tuple[Any, Any]:
+        """fn on dockerd's DockerClient, then on ours: (ours, dockerd's)."""
+        ref = fn(self.clients["dockerd"])
+        return fn(self.clients["dockyard"]), ref
+
+    def create(self, c: docker.APIClient, image: str = "busybox", **kw: Any) -> str:
+        cid: str = c.create_container(image, **kw)["Id"]
+        self._containers.append((c, cid))
+        return cid
+
+    def tag(self, c: docker.APIClient) -> str:
+        t = f"dy-bp-{uuid.uuid4().hex[:10]}"
+        self._tags.append((c, t))
+        return t
+
+    def close(self) -> None:
+        import docker.errors
+
+        labelled = [(c.api, ctr["Id"]) for c in self.clients.values()
+                    for ctr in c.api.containers(all=True, filters={"label": f"{self.LABEL}={self.run_id}"})]
+        for c, cid in self._containers + labelled:
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove_container(cid, force=True, v=True)
+        for c, t in self._tags:
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove_image(t, force=True)
+        for dc in self.clients.values():
+            dc.close()
+
+
+@pytest.fixture()
+def engines(daemon: Daemon, real_dockerd: str, request: pytest.FixtureRequest) -> Iterator[Engines]:
+    """The pair on the shared daemon and the reference dockerd; a module may set ENGINES_API_VERSION
+    (None: docker-py negotiates)."""
+    e = Engines(daemon.host, real_dockerd, version=getattr(request.module, "ENGINES_API_VERSION", "1.41"))
+    try:
+        yield e
+    finally:
+        e.close()
 
 
 def conmon_pids_for(base: Path) -> list[int]:

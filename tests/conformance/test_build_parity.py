@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +16,7 @@ import docker
 import docker.errors
 import pytest
 
-from tests.conftest import DOCKER_CLI, ROOT, Daemon
-
-
-class Engines:
-    def __init__(self, ours: docker.APIClient, ref: docker.APIClient) -> None:
-        self.ours, self.ref = ours, ref
-        self.tags: list[tuple[docker.APIClient, str]] = []
-
-    def tag(self, c: docker.APIClient) -> str:
-        t = f"dy-bp-{uuid.uuid4().hex[:10]}"
-        self.tags.append((c, t))
-        return t
-
-    def both(self, fn: Any) -> tuple[Any, Any]:
-        return fn(self.ours), fn(self.ref)
-
-
-@pytest.fixture()
-def engines(daemon: Daemon, real_dockerd: str) -> Iterator[Engines]:
-    e = Engines(docker.APIClient(base_url=daemon.host, version="1.41", timeout=300),
-                docker.APIClient(base_url=real_dockerd, version="1.41", timeout=300))
-    try:
-        yield e
-    finally:
-        for c, t in e.tags:
-            try:
-                c.remove_image(t, force=True)
-            except docker.errors.APIError:
-                pass
-        e.ours.close()
-        e.ref.close()
+from tests.conftest import DOCKER_CLI, ROOT, Daemon, Engines
 
 
 def stream(c: docker.APIClient, **kw: Any) -> list[dict[str, Any]]:

@@ -4,45 +4,14 @@ docker-py calls: kill, update, log config, isolation, and the HostConfig that in
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import docker
 import docker.errors
 import pytest
 
-from tests.conftest import Daemon
-
-
-class Engines:
-    def __init__(self, ours: docker.APIClient, ref: docker.APIClient) -> None:
-        self.ours, self.ref = ours, ref
-        self.made: list[tuple[docker.APIClient, str]] = []
-
-    def create(self, c: docker.APIClient, **kw: Any) -> str:
-        cid = c.create_container("busybox", **kw)["Id"]
-        self.made.append((c, cid))
-        return cid
-
-    def both(self, fn: Callable[[docker.APIClient], Any]) -> tuple[Any, Any]:
-        """fn on our daemon, then on dockerd: (ours, dockerd's)."""
-        return fn(self.ours), fn(self.ref)
-
-
-@pytest.fixture()
-def engines(daemon: Daemon, real_dockerd: str) -> Iterator[Engines]:
-    e = Engines(docker.APIClient(base_url=daemon.host, version="1.41", timeout=120),
-                docker.APIClient(base_url=real_dockerd, version="1.41", timeout=120))
-    try:
-        yield e
-    finally:
-        for c, cid in e.made:
-            try:
-                c.remove_container(cid, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-        e.ours.close()
-        e.ref.close()
+from tests.conftest import Daemon, Engines
 
 
 def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:

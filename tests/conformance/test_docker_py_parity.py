@@ -10,70 +10,26 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import docker
 import docker.errors
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Engines
 
 BB = "busybox"
-LABEL = "dockyard.test.parity"
 # First run exits 1, the policy restart then stays up: one deterministic restart.
 ONCE = "if [ -f /once ]; then trap 'exit 7' INT; trap 'exit 9' USR2; sleep 300 & wait; exit 0; fi; touch /once; echo first; exit 1"
 
 
-class Engines:
-    """docker-py clients for both engines; containers made through `run`/`create` are removed at the end."""
-
-    def __init__(self, ours: docker.DockerClient, ref: docker.DockerClient) -> None:
-        self.clients = {"dockyard": ours, "dockerd": ref}
-        self.tag = uuid.uuid4().hex[:12]
-
-    def both(self, fn: Callable[[docker.DockerClient], Any]) -> tuple[Any, Any]:
-        """(dockerd's result, ours) of the same scenario, run on dockerd first."""
-        return fn(self.clients["dockerd"]), fn(self.clients["dockyard"])
-
-    def kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
-        return {"network_mode": "none", "labels": {LABEL: self.tag}, **kw}
-
-    def cleanup(self) -> None:
-        for c in self.clients.values():
-            for ctr in c.containers.list(all=True, filters={"label": f"{LABEL}={self.tag}"}):
-                try:
-                    ctr.remove(force=True)
-                except docker.errors.NotFound:
-                    pass
+ENGINES_API_VERSION = None  # the engines fixture's clients negotiate, as docker-py does by default
 
 
-@pytest.fixture(scope="module")
-def ref_client(real_dockerd: str) -> Iterator[docker.DockerClient]:
-    c = docker.DockerClient(base_url=real_dockerd, timeout=120)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture(scope="module")
-def our_client(daemon: Daemon) -> Iterator[docker.DockerClient]:
-    c = docker.DockerClient(base_url=daemon.host, timeout=120)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture()
-def engines(our_client: docker.DockerClient, ref_client: docker.DockerClient) -> Iterator[Engines]:
-    e = Engines(our_client, ref_client)
-    try:
-        yield e
-    finally:
-        e.cleanup()
+def kwargs(e: Engines, kw: dict[str, Any]) -> dict[str, Any]:
+    """Containers without a network (the reference dockerd has no bridge), labelled for removal."""
+    return {"network_mode": "none", "labels": e.labels, **kw}
 
 
 @pytest.fixture(params=["dockyard", "dockerd"])
@@ -83,11 +39,11 @@ def client(request: pytest.FixtureRequest, engines: Engines) -> tuple[docker.Doc
 
 
 def run(e: Engines, c: docker.DockerClient, cmd: str | list[str], **kw: Any) -> Any:
-    return c.containers.run(BB, cmd, detach=True, **e.kwargs(kw))
+    return c.containers.run(BB, cmd, detach=True, **kwargs(e, kw))
 
 
 def create(e: Engines, c: docker.DockerClient, cmd: str | list[str], **kw: Any) -> Any:
-    return c.containers.create(BB, cmd, **e.kwargs(kw))
+    return c.containers.create(BB, cmd, **kwargs(e, kw))
 
 
 def shape(x: Any) -> Any:
@@ -143,7 +99,7 @@ def test_attach_stream_with_logs(engines: Engines) -> None:
         ctr.exec_run(["touch", "/go"])
         return b"".join(live), b"".join(replay), ctr.wait(timeout=60)["StatusCode"], ctr.logs(stdout=False)
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert (ours[0], ours[2:]) == (ref[0], ref[2:]) == (b"late\n", (4, b"err\n"))
     # The log replay: stdout and stderr lines in the order the two pipes were read. dockerd 20.10 at times
     # sends none of it (its attach races its log reader), so only the live tail is compared there.
@@ -158,7 +114,7 @@ def test_attach_before_start_demux(engines: Engines) -> None:
         ctr.start()
         return fold(frames), ctr.wait(timeout=60)["StatusCode"]
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref == ((b"out\nmore\n", b"err\n"), 2)
 
 
@@ -181,7 +137,7 @@ def test_attach_socket_stdin_half_close(engines: Engines, tty: bool) -> None:
             sock.close()
         return data, ctr.wait(timeout=60)["StatusCode"], ctr.logs()
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref
     if tty:
         assert ours[0] == b"hello\r\nhello\r\ndone\r\n"
@@ -208,7 +164,7 @@ def test_exec_run_stream_demux(engines: Engines) -> None:
         return (streamed.exit_code, frames, tuple(whole), (plain.exit_code, sorted(plain.output.splitlines())),
                 tuple(tty), tuple(env))
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref
     assert ours[0] is None and ours[1] == (b"a\nc\n", b"b\n") and ours[2] == (3, (b"a\nc\n", b"b\n"))
 
@@ -219,7 +175,7 @@ def test_exec_into_paused_container(engines: Engines) -> None:
         ctr.pause()
         return api_error(lambda: ctr.exec_run("true"), ctr.id)
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref == (409, "Container <id> is paused, unpause the container before exec")
 
 
@@ -241,7 +197,7 @@ def test_stats_shape(engines: Engines) -> None:
         stopped = ctr.stats(stream=False)
         return primed, one_shot, first, second, stopped
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     for r, o in zip(ref, ours, strict=True):
         assert shape(o) == shape(r)
     primed, one_shot, first, second, stopped = ours
@@ -275,7 +231,7 @@ def test_top(engines: Engines) -> None:
         out.append(api_error(ctr.top, ctr.id))
         return out
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref
     assert ours[0][0] == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
 
@@ -305,7 +261,7 @@ def test_pause_unpause(engines: Engines) -> None:
         seen.append(api_error(ctr.pause, ctr.id))
         return seen
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref
     assert ours[0] == ("paused", "paused", True, True)
     assert ours[3] == (409, "Container <id> is already paused")
@@ -348,7 +304,7 @@ def test_on_failure_max_retries_and_delay(engines: Engines) -> None:
                 gaps.append((ev["timeNano"] - died) / 1e9)
         return state_of(ctr), ctr.logs(), actions, gaps, ctr.attrs["HostConfig"]["RestartPolicy"]
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours[:3] == ref[:3] and ours[4] == ref[4]
     assert ours[0] == ("exited", False, False, 3, 3) and ours[1] == b"x\n" * 4
     assert ours[2] == ["create", "start"] + ["die", "start"] * 3 + ["die"]
@@ -384,7 +340,7 @@ def test_always_restarting_state_then_stop(engines: Engines) -> None:
         seen.append((status, running, restarting, code, count >= 1))
         return seen
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref
     assert ours[0] == (True, True, 0, 1, False) and ours[3][:4] == ("exited", False, False, 1)
     assert ours[2][0] == (409, "Container <id> is restarting, wait until the container is running")
@@ -405,7 +361,7 @@ def test_restart_after_exit_then_user_stop_and_start(engines: Engines, policy: s
         seen.append((ctr.wait(timeout=60)["StatusCode"], state_of(ctr)))
         return seen
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref
     assert ours[0] == ("running", True, False, 0, 1) and ours[1] == b"first\n"
     assert ours[2] == ("exited", False, False, 137, 1) and ours[3] == ("running", True, False, 0, 0)
@@ -432,7 +388,7 @@ def test_kill_with_other_signal(engines: Engines, policy: str) -> None:
             seen.append((ctr.wait(timeout=60)["StatusCode"], state_of(ctr)))
         return seen
 
-    ref, ours = engines.both(scenario)
+    ours, ref = engines.both_docker(scenario)
     assert ours == ref
     if policy == "always":
         assert ours == [("running", True, False, 0, 2), (9, ("exited", False, False, 9, 2))]
@@ -447,6 +403,6 @@ def test_restart_policy_per_engine(client: tuple[docker.DockerClient, Engines]) 
     until_state(ctr, lambda st: st[0] == "exited" and st[4] == 2, "two restarts")
     assert state_of(ctr) == ("exited", False, False, 5, 2)
     assert ctr.attrs["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
-    status, message = api_error(lambda: c.containers.run(BB, "true", detach=True, **e.kwargs(
-        {"restart_policy": {"Name": "sometimes"}})), "")
+    status, message = api_error(lambda: c.containers.run(BB, "true", detach=True, **kwargs(
+        e, {"restart_policy": {"Name": "sometimes"}})), "")
     assert status == 400 and message.startswith("invalid restart policy")

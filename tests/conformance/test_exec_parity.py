@@ -5,31 +5,24 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import docker
 import docker.errors
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Engines
 
 
 @pytest.fixture()
-def pair(daemon: Daemon, real_dockerd: str) -> Iterator[list[tuple[docker.APIClient, str]]]:
+def pair(engines: Engines) -> list[tuple[docker.APIClient, str]]:
     """A running `cat` container on each engine: [(client, id) ours, (client, id) dockerd's]."""
     out = []
-    for host in (daemon.host, real_dockerd):
-        c = docker.APIClient(base_url=host, version="1.41", timeout=60)
-        cid = c.create_container("busybox", "cat", stdin_open=True)["Id"]
+    for c in (engines.ours, engines.ref):
+        cid = engines.create(c, command="cat", stdin_open=True)
         c.start(cid)
         out.append((c, cid))
-    try:
-        yield out
-    finally:
-        for c, cid in out:
-            c.remove_container(cid, force=True)
-            c.close()
+    return out
 
 
 def both(pair: list[tuple[docker.APIClient, str]], fn: Any) -> tuple[Any, Any]:

@@ -4,38 +4,26 @@ docker-py calls: load errors, intermediate build images in the list and the coun
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import docker
 import docker.errors
 import pytest
 
-from tests.conftest import Daemon
-
-
-@pytest.fixture()
-def clients(daemon: Daemon, real_dockerd: str) -> Iterator[tuple[docker.DockerClient, docker.DockerClient]]:
-    ours = docker.DockerClient(base_url=daemon.host, version="1.41", timeout=120)
-    ref = docker.DockerClient(base_url=real_dockerd, version="1.41", timeout=120)
-    try:
-        yield ours, ref
-    finally:
-        ours.close()
-        ref.close()
+from tests.conftest import Engines
 
 
 @pytest.mark.parametrize("data", [b"abc", b"\0" * 100], ids=["not-a-tar", "truncated-tar"])
-def test_load_error_is_in_the_stream(clients: tuple[docker.DockerClient, docker.DockerClient], data: bytes) -> None:
+def test_load_error_is_in_the_stream(engines: Engines, data: bytes) -> None:
     def run(c: docker.DockerClient) -> str:
         with pytest.raises(docker.errors.ImageLoadError) as e:
             c.images.load(data)
         return str(e.value)
 
-    ours, ref = (run(c) for c in clients)
+    ours, ref = engines.both_docker(run)
     assert ours == ref == "Error processing tar file(exit status 1): unexpected EOF"
 
 
-def test_intermediate_build_images_only_with_all(clients: tuple[docker.DockerClient, docker.DockerClient]) -> None:
+def test_intermediate_build_images_only_with_all(engines: Engines) -> None:
     dockerfile = b"FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n"
 
     def run(c: docker.DockerClient) -> tuple[bool, bool, bool]:
@@ -48,5 +36,5 @@ def test_intermediate_build_images_only_with_all(clients: tuple[docker.DockerCli
         finally:
             c.images.remove(img.id, force=True)
 
-    ours, ref = (run(c) for c in clients)
+    ours, ref = engines.both_docker(run)
     assert ours == ref == (True, True, True)
