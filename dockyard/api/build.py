@@ -140,6 +140,7 @@ def register(router: Router, builder: BuildBackend) -> None:
             forcerm=req.qbool("forcerm"),
             auth=auth,
             cachefrom=_str_list(req, "cachefrom"),
+            cache_to=_str_list(req, "cacheto"),
             run_host_config=_run_host_config(req),
         )
         from dockyard.oci import reference

@@ -18,10 +18,11 @@ import posixpath
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard import trace
 from dockyard.builder import context as bctx
@@ -47,10 +48,15 @@ from dockyard.services.image_commit import commit_layer
 from dockyard.services.images import Image, ImageService
 from dockyard.store import overlay, safetree
 from dockyard.store.db import Database
+from dockyard.store.snapshots import chain_ids
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted
 from dockyard.util.dockerignore import PatternMatcher, build_files_to_drop
 from dockyard.util.fs import mark_topdir
 from dockyard.util.paths import resolve_in_root
+
+if TYPE_CHECKING:  # the registry client (httpx) is imported only by builds that use a cache import/export
+    from dockyard.registry.buildcache import CachedStep, CacheSource
+    from dockyard.registry.service import Distribution
 
 log = logging.getLogger("dockyard.builder")
 _STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_build_stage", default=None)
@@ -81,6 +87,9 @@ class BuildOptions:
     forcerm: bool = False
     auth: str | None = None
     cachefrom: list[str] = field(default_factory=list)  # when set, only their layers are cache hits
+    # `type=registry,ref=R` / `type=local,src=DIR` entries of cachefrom are cache imports instead;
+    # cache_to: `--cache-to` specs (`type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR`)
+    cache_to: list[str] = field(default_factory=list)
     # HostConfig fields of every RUN step's container (extrahosts, shmsize, memory, cpu... of the API)
     run_host_config: dict[str, Any] = field(default_factory=dict)
     # `--secret id=...`: their bytes, for RUN --mount=type=secret only (kept out of reprs and logs)
@@ -110,8 +119,10 @@ def _short(image_id: str) -> str:
 
 class Builder:
     def __init__(self, db: Database, images: ImageService, containers: ContainerService | None, root: Path,
-                 pull: Callable[[str, str | None, str | None, str | None], AsyncIterator[Any]] | None = None) -> None:
+                 pull: Callable[[str, str | None, str | None, str | None], AsyncIterator[Any]] | None = None,
+                 distribution: Callable[[], Distribution] | None = None) -> None:
         self.images = images
+        self.distribution = distribution  # --cache-to/--cache-from's registry and local caches
         self.containers = containers
         self.root = root
         self.pull_fn = pull
@@ -256,6 +267,9 @@ class _Run:
         self.cache_sources: set[str] | None = None  # --cache-from images and their ancestors
         self.dropped: list[str] = []  # the Dockerfile and .dockerignore, when .dockerignore excludes them
         self.secret_files = SecretFiles(work / "secrets")
+        self.steps: dict[str, tuple[str, str]] = {}  # cache key -> (image id, created_by): what --cache-to sends
+        self.imports: list[CacheSource] = []  # --cache-from type=registry|local
+        self._materialize_lock = asyncio.Lock()
 
     def out(self, text: str) -> None:
         if self.opts.quiet:
@@ -330,6 +344,7 @@ class _Run:
         except ParseError as e:
             raise BuildError(e.message) from None
         await self._drop_build_files(name)
+        await self._import_caches()
         if self.index is not None and any(v == "dir" for v in self.opts.contexts.values()):
             self.index.usable = False  # its names include the named contexts' files: only the disk tells
         # ARG before FROM: usable in FROM lines; build args override their defaults.
@@ -384,6 +399,7 @@ class _Run:
         unused = [k for k in self.opts.buildargs if k not in self.used_buildargs and k not in PROXY_ARGS]
         if unused:
             self.out(f"[Warning] One or more build-args {sorted(unused)} were not consumed\n")
+        await self._export_caches(final)
         self._emit({"aux": {"ID": final}})
         if self.opts.quiet:
             self._emit({"stream": final + "\n"})
@@ -599,7 +615,7 @@ class _Run:
             return
         new = await asyncio.to_thread(commit_layer, self.b.images, None, state.image_id, state.config,
                                       {"created_by": created_by}, author=author)
-        self.b.cache.put(key, new, state.image_id, created_by)
+        self._put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
@@ -611,9 +627,16 @@ class _Run:
                 self.df.stages[st].name in {n.lower() for n in self.opts.no_cache_filter}:
             return False
         hit = self.b.cache.get(key, self._exists)
-        if hit is None or (self.opts.cachefrom and not self._from_cache_sources(hit)):
+        if hit is None and self.imports:
+            hit = await self._imported(key)
+        elif hit is not None and self.classic_cachefrom and not self._from_cache_sources(hit):
+            return False
+        if hit is None:
             return False
         self.hits.append(key)
+        if self.opts.cache_to and key not in self.steps:
+            row = self.b.cache.db.query_one("SELECT created_by FROM build_cache WHERE key=?", (key,))
+            self.steps[key] = (hit, str(row["created_by"]) if row else "")
         state.image_id = hit
         self.out(" ---> Using cache\n")
         self.out(f" ---> {_short(hit)}\n")
@@ -624,7 +647,7 @@ class _Run:
         ancestor of one (images that are not there are ignored: then nothing is a hit)."""
         if self.cache_sources is None:
             self.cache_sources = set()
-            for ref in self.opts.cachefrom:
+            for ref in self.classic_cachefrom:
                 img: Image | None
                 try:
                     img = self.b.images.resolve(ref)
@@ -637,6 +660,133 @@ class _Run:
                     except DockyardError:
                         img = None
         return image_id in self.cache_sources
+
+    def _put(self, key: str, image_id: str, parent: str | None, created_by: str) -> None:
+        self.b.cache.put(key, image_id, parent, created_by)
+        self.steps[key] = (image_id, created_by)
+
+    # ---------------------------------------------------------------- --cache-from / --cache-to
+    @property
+    def classic_cachefrom(self) -> list[str]:
+        """--cache-from images (dockerd's classic meaning); `type=...` entries are cache imports."""
+        return [c for c in self.opts.cachefrom if not c.startswith("type=")]
+
+    def _dist(self) -> Distribution:
+        if self.b.distribution is None:
+            raise BuildError("--cache-to/--cache-from need the distribution service (this builder has none)")
+        return self.b.distribution()
+
+    async def _import_caches(self) -> None:
+        specs = [c for c in self.opts.cachefrom if c.startswith("type=")]
+        if not specs and not self.opts.cache_to:
+            return
+        from dockyard.registry.buildcache import parse_spec
+
+        try:
+            parsed = [parse_spec(c) for c in specs]
+            for c in self.opts.cache_to:
+                if parse_spec(c).get("type") == "local" and not parse_spec(c).get("dest"):
+                    raise DockyardError(f"cache {c!r}: type=local needs dest= to export")
+            for spec in parsed:
+                if spec["type"] == "local" and not spec.get("src"):
+                    raise DockyardError(f"cache {spec}: type=local needs src= to import")
+        except DockyardError as e:
+            raise BuildError(e.message) from None
+        for spec in parsed:
+            name = spec.get("ref") or spec.get("src", "")
+            self.out(f"importing cache manifest from {name}\n")
+            try:
+                self.imports.append(await self._dist().import_cache(spec, self.opts.auth))
+            except DockyardError as e:  # as BuildKit: a cache that cannot be read is a warning, not a failure
+                self.out(f"[Warning] failed to import cache {name}: {e.message}\n")
+
+    async def _imported(self, key: str) -> str | None:
+        """A step found in an imported cache: its image made here from the cached config and layer
+        (and its parents first), so it has the same id as where it was built."""
+        for src in self.imports:
+            step = src.steps.get(key)
+            if step is None:
+                continue
+            async with self._materialize_lock:
+                if await self._materialize(src, step):
+                    self._put(key, step.image_id, step.parent or None, step.created_by)
+                    return step.image_id
+        return None
+
+    async def _materialize(self, src: CacheSource, step: CachedStep) -> bool:
+        if self._exists(step.image_id):
+            return True
+        if step.parent and not self._exists(step.parent):
+            parent = next((s for s in src.steps.values() if s.image_id == step.parent), None)
+            if parent is None or not await self._materialize(src, parent):
+                return False
+        images = self.b.images
+        diff_ids = list(json.loads(step.config)["rootfs"]["diff_ids"])
+        digest = await src.fetch(step.layer, images.content) if step.layer else ""
+
+        def register() -> None:
+            blobs = []
+            if step.layer:
+                chains = chain_ids(diff_ids)
+                la = src.layers[step.layer]
+                with images.gc_lock:
+                    images.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
+                                            lambda: images.content.open(digest))
+                blobs = [(step.layer, digest, la.media_type, la.size)]
+            images.register(step.config, diff_ids, parent=step.parent, layer_blobs=blobs)
+
+        try:
+            await asyncio.to_thread(register)
+        except DockyardError as e:
+            self.out(f"[Warning] cached step {step.key[:12]} from {src.name} not used: {e.message}\n")
+            return False
+        return True
+
+    async def _export_caches(self, final: str) -> None:
+        if not self.opts.cache_to:
+            return
+        chain: set[str] = set()
+        img: str | None = final
+        while img and img not in chain:
+            chain.add(img)
+            try:
+                img = self.b.images.get(img).parent or None
+            except NotFound:
+                break
+        from dockyard.registry.buildcache import parse_spec
+
+        for c in self.opts.cache_to:
+            try:
+                spec = parse_spec(c)
+            except DockyardError as e:
+                raise BuildError(e.message) from None
+            mode = spec.get("mode", "min")
+            if mode not in ("min", "max"):
+                raise BuildError(f"invalid cache mode {mode!r} (min or max)")
+            name = spec.get("ref") or spec.get("dest", "")
+            t0 = time.monotonic()
+            steps = await asyncio.to_thread(self._cached_steps, chain if mode == "min" else None)
+            try:
+                digest = await self._dist().export_cache(spec, steps, self.opts.auth)
+            except DockyardError as e:
+                raise BuildError(f"failed to export cache to {name}: {e.message}") from None
+            self.out(f"exporting cache to {name}: {len(steps)} steps, manifest {digest} "
+                     f"({time.monotonic() - t0:.1f}s)\n")
+
+    def _cached_steps(self, only: set[str] | None) -> list[CachedStep]:
+        from dockyard.registry.buildcache import CachedStep
+
+        out = []
+        for key, (image_id, created_by) in self.steps.items():
+            if only is not None and image_id not in only:
+                continue
+            img = self.b.images.get(image_id)
+            parent = self.b.images.get(img.parent) if img.parent else None
+            own = img.diff_ids[-1] if len(img.diff_ids) > len(parent.diff_ids if parent else []) else None
+            with self.b.images.content.open(image_id) as f:
+                config = f.read()
+            out.append(CachedStep(key, image_id, img.parent, config, own, created_by))
+        return out
 
     def _exists(self, image_id: str) -> bool:
         try:
@@ -700,7 +850,7 @@ class _Run:
             host_mounts, secret_env = await self._prepare_mounts(mstack, mounts, " ".join(cmd))
             new = await self._run_container(state, inst, cmd, run_env, host_mounts, netmode, created_by, mounts,
                                             secret_env)
-        self.b.cache.put(key, new, state.image_id, created_by)
+        self._put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
@@ -1041,7 +1191,7 @@ class _Run:
             new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
                                           {"created_by": created_by}, adopt=True)
             await asyncio.to_thread(self.snapshots.remove, step)
-        self.b.cache.put(key, new, state.image_id, created_by)
+        self._put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 

@@ -197,6 +197,20 @@ def _build_contexts(values: list[str]) -> tuple[dict[str, str], dict[str, Path]]
     return contexts, dirs
 
 
+def _cache_specs(value: str) -> list[str]:
+    """A --cache-from/--cache-to value: `type=...,k=v` as it is (a local dir made absolute, as the
+    daemon reads it), else image references separated by commas (docker's `strings` flag)."""
+    if not value.startswith("type="):
+        return [v for v in value.split(",") if v]
+    parts = []
+    for part in value.split(","):
+        k, eq, v = part.partition("=")
+        if eq and k in ("src", "dest") and v:
+            v = os.path.abspath(v)
+        parts.append(f"{k}{eq}{v}")
+    return [",".join(parts)]
+
+
 def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.client import APIError
 
@@ -210,6 +224,10 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
     secret_header = _secrets(args.secret)
     contexts, named_dirs = _build_contexts(args.build_context)
     ssh_header = _ssh(args.ssh)
+    if args.cache_from:
+        params["cachefrom"] = json.dumps([c for v in args.cache_from for c in _cache_specs(v)])
+    if args.cache_to:
+        params["cacheto"] = json.dumps([c for v in args.cache_to for c in _cache_specs(v)])
     if args.no_cache_filter:
         params["nocachefilter"] = json.dumps([n for v in args.no_cache_filter for n in v.split(",") if n])
     if contexts:
@@ -326,6 +344,8 @@ def setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output")
     p.add_argument("--build-context", action="append", default=[])
     p.add_argument("--no-cache-filter", action="append", default=[])
+    p.add_argument("--cache-from", action="append", default=[])
+    p.add_argument("--cache-to", action="append", default=[])
     p.add_argument("--ssh", action="append", default=[])
     p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--force-rm", action="store_true")

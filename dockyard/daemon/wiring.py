@@ -107,6 +107,9 @@ class LazyDistribution:
         self._factory = factory
         self._obj: Distribution | None = None
 
+    def get(self) -> Distribution:
+        return self._get()
+
     def _get(self) -> Distribution:
         if self._obj is None:
             self._obj = self._factory()
@@ -212,7 +215,8 @@ def build(cfg: DaemonConfig) -> Engine:
     container_io = ContainerIO(containers)
     from dockyard.builder.builder import Builder
 
-    builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw))
+    builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw),
+                      distribution=registry.get)
     from dockyard.services.internals import InternalsService
     from dockyard.services.system import SystemService
 

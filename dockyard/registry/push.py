@@ -52,6 +52,12 @@ class Pusher:
         self.layermap = layermap
         self.concurrency = concurrency
 
+    def blob_for(self, diff_id: str, chain: str) -> tuple[str, str, int]:
+        """(digest, media type, size) of a stored blob of the layer (made from its snapshot if none).
+        Blocking."""
+        src = self._blob_for(diff_id, chain)
+        return src.digest, src.media_type, src.size
+
     def _blob_for(self, diff_id: str, chain: str) -> LayerSource:
         """A compressed blob for the layer: one we pulled or built, else gzip the snapshot (checked)."""
         for src in self.layermap.sources(diff_id):

@@ -6,15 +6,18 @@ service is seen through `ImageStore` (services/images.py ImageService implements
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from dockyard.errors import InvalidParameter, Unauthorized
 from dockyard.oci import reference
-from dockyard.registry import platforms
+from dockyard.registry import buildcache, platforms
 from dockyard.registry.auth import Credentials, RegistryAuth, decode_registry_auth, load_docker_config
+from dockyard.registry.buildcache import CachedStep, CacheSource
 from dockyard.registry.client import INDEX_TYPES, RegistryClient
 from dockyard.registry.layermap import LayerMap
 from dockyard.registry.pull import Event, ImageRegistrar, Puller
@@ -48,6 +51,25 @@ class Distribution:
         self.images = images
         self.puller = Puller(client, content, snapshots, images, layermap)
         self.pusher = Pusher(client, content, snapshots, layermap, images.layer_blob)
+
+    async def export_cache(self, spec: dict[str, str], steps: builtins.list[CachedStep],
+                           auth_header: str | None) -> str:
+        """`--cache-to`: the steps' images and layers to a registry or a local OCI layout; returns
+        the cache manifest's digest."""
+        if spec["type"] == "local":
+            return await asyncio.to_thread(buildcache.export_local, Path(spec["dest"]), steps, self.pusher.blob_for,
+                                           self.content)
+        ref = reference.parse(spec["ref"])
+        return await buildcache.export_registry(self.client, spec["ref"], self.credentials(auth_header, ref.domain),
+                                                steps, self.pusher.blob_for, self.content)
+
+    async def import_cache(self, spec: dict[str, str], auth_header: str | None) -> CacheSource:
+        """`--cache-from`: read a cache manifest (layers are fetched later, as steps hit)."""
+        if spec["type"] == "local":
+            return await buildcache.import_local(Path(spec["src"]), self.content, spec.get("tag") or "latest")
+        ref = reference.parse(spec["ref"])
+        return await buildcache.import_registry(self.client, spec["ref"], self.credentials(auth_header, ref.domain),
+                                                self.content)
 
     @staticmethod
     def credentials(auth_header: str | None, domain: str) -> Credentials:
