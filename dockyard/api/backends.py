@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from dockyard.api.router import AuthZGate
+
 if TYPE_CHECKING:
     from dockyard.builder.builder import BuildOptions
 
@@ -198,3 +200,5 @@ class Backends(Protocol):
     def execs(self) -> ExecBackend | None: ...
     @property
     def internals(self) -> InternalsBackend | None: ...
+    @property
+    def authz(self) -> AuthZGate | None: ...

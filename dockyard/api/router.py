@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dockyard.errors import DockyardError, InvalidParameter, NotFound
 
@@ -210,9 +210,20 @@ def _compile(pattern: str) -> tuple[re.Pattern[str], tuple[int, int]]:
     return re.compile("".join(parts) + r"\Z"), (literal, -greedy)
 
 
+class AuthZGate(Protocol):
+    """Authorization plugins (services/authz.AuthZ): each request, then its response, is put to them."""
+
+    def wants_body(self, uri: str, headers: dict[str, str]) -> bool: ...
+    async def request(self, method: str, uri: str, headers: dict[str, str], body: bytes | None,
+                      user: str = "") -> dict[str, Any]: ...
+    async def response(self, ctx: dict[str, Any], status: int, headers: dict[str, str],
+                       body: bytes | None) -> None: ...
+
+
 class Router:
     def __init__(self) -> None:
         self._routes: list[_Route] = []
+        self.authz: AuthZGate | None = None  # set by build_router when plugins are configured
 
     def add(self, method: str, pattern: str, handler: Callable[..., Any]) -> None:
         regex, spec = _compile(pattern)

@@ -9,6 +9,7 @@ from dockyard.api.server import Router
 
 def build_router(engine: Backends) -> Router:
     router = Router()
+    router.authz = engine.authz if engine.authz else None
     system.register(router, engine.system)
     containers.register(router, engine.containers, engine.container_io, engine.container_files,
                         engine.container_resources, engine.commits, engine.images)

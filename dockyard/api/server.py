@@ -28,6 +28,7 @@ from dockyard import trace
 from dockyard.api.listen import parse_listen_address
 from dockyard.api.router import (
     DEFAULT_BODY_LIMIT,
+    AuthZGate,
     Hijack,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -87,6 +88,18 @@ def _unread(reader: asyncio.StreamReader, data: bytes) -> None:
     # asyncio has no unread; h11 already took these bytes, and they precede whatever the reader still holds.
     buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
     buffer[:0] = data
+
+
+async def _authorize_response(authz: AuthZGate, ctx: dict[str, Any], resp: Response) -> Response:
+    """AuthZRes: the response goes out only if every plugin allows it (streams are not held back)."""
+    body = bytes(resp.body) if isinstance(resp.body, bytes | bytearray) else None
+    ctype = resp.headers.get("Content-Type", "application/json" if body else "")
+    shown = body if body and ctype.split(";")[0].strip() == "application/json" else None
+    try:
+        await authz.response(ctx, resp.status, dict(resp.headers), shown)
+    except DockyardError as e:
+        return _error_response(e.status, e.message)
+    return resp
 
 
 class _Connection:
@@ -185,6 +198,7 @@ class _Connection:
         # Steps this request causes carry the client's trace token (dockyard --explain sends one).
         trace.set_session(req.headers.get("x-dockyard-trace", ""))
         result: Response | Hijack
+        authz, authz_ctx = self.router.authz, None
         try:
             if req.api_version and _version_tuple(req.api_version) < _version_tuple(MIN_API_VERSION):
                 raise InvalidParameter(
@@ -195,12 +209,19 @@ class _Connection:
                 raise InvalidParameter(  # dockerd's answer to /v1.99/: a 400, not the newest API's reply
                     f"client version {req.api_version} is too new. Maximum supported API version is {API_VERSION}")
             handler, req.params = self.router.match(req.method, req.path)
+            if authz is not None:
+                uri = event.target.decode("latin-1")
+                body = await req.body() if authz.wants_body(uri, req.headers) else None
+                authz_ctx = await authz.request(req.method, uri, req.headers, body)
             result = await handler(req)
         except DockyardError as e:
             result = _error_response(e.status, e.message)
         except Exception as e:
             log.exception("%s %s failed", req.method, req.path)
             result = _error_response(500, describe(e))
+        if (authz is not None and authz_ctx is not None and isinstance(result, Response)
+                and isinstance(result.body, bytes | bytearray)):
+            result = await _authorize_response(authz, authz_ctx, result)
         if isinstance(result, Hijack):
             log.debug("%s %s -> hijacked", req.method, event.target.decode("latin-1"))
             await self._hijack(req, result)

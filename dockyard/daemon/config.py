@@ -36,6 +36,9 @@ class DaemonConfig:
     insecure_tcp: bool = False
     iptables: bool = True
     cgroup_favordynmods: bool = True  # see runtime/cgroup_tuning.py
+    authorization_plugins: list[str] = field(default_factory=list)
+    plugin_discovery_dirs: list[str] = field(default_factory=list)  # [] = dockerd's dirs and <exec-root>/plugins
+    plugin_retry_seconds: float = 30.0  # how long a call waits for an unreachable plugin (dockerd: 30 s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iptables", default=None, choices=["true", "false"])
     p.add_argument("--cgroup-favordynmods", default=None, choices=["true", "false"],
                    help="remount cgroup2 with favordynmods: fast cgroup moves for start and exec (default true)")
+    p.add_argument("--authorization-plugin", action="append", default=[], metavar="NAME",
+                   help="authorization plugins to load, in order")
+    p.add_argument("--plugin-discovery-dir", action="append", default=[], metavar="DIR",
+                   help="look for plugin sockets and spec files here instead of /run/docker/plugins, "
+                        "<exec-root>/plugins, /etc/docker/plugins and /usr/lib/docker/plugins (Dockyard's own)")
+    p.add_argument("--plugin-retry-seconds", type=float, default=None,
+                   help="how long a call retries a plugin that cannot be reached (default 30, as dockerd)")
     p.add_argument("-D", "--debug", action="store_true")
     return p
 
@@ -73,6 +83,8 @@ _JSON_KEYS = {
     "insecure-registries": "insecure_registries", "bridge": "bridge", "bip": "bip", "group": "group",
     "tls": "tls", "tlsverify": "tlsverify", "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
     "iptables": "iptables", "cgroup-favordynmods": "cgroup_favordynmods",
+    "authorization-plugins": "authorization_plugins", "plugin-discovery-dirs": "plugin_discovery_dirs",
+    "plugin-retry-seconds": "plugin_retry_seconds",
 }
 
 
@@ -124,5 +136,11 @@ def load(argv: list[str] | None) -> DaemonConfig:
             raise InvalidParameter(f"invalid runtime {spec!r}: expected NAME=PATH")
         cfg.runtimes[name] = rpath
     cfg.registry_mirrors += args.registry_mirror
+    if args.authorization_plugin:  # dockerd: the flag and daemon.json may not both set it; the flag wins here
+        cfg.authorization_plugins = args.authorization_plugin
+    if args.plugin_discovery_dir:
+        cfg.plugin_discovery_dirs = args.plugin_discovery_dir
+    if args.plugin_retry_seconds is not None:
+        cfg.plugin_retry_seconds = args.plugin_retry_seconds
     cfg.insecure_registries += args.insecure_registry
     return cfg

@@ -18,8 +18,10 @@ from dockyard.store.db import Database
 if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (lazily: daemon RSS)
     from dockyard.api.server import Router
     from dockyard.builder.builder import Builder
+    from dockyard.plugins.discovery import PluginStore
     from dockyard.registry.service import Distribution
     from dockyard.runtime.monitor import Monitor
+    from dockyard.services.authz import AuthZ
     from dockyard.services.container_commit import ContainerCommitter
     from dockyard.services.container_files import ContainerFiles
     from dockyard.services.container_io import ContainerIO
@@ -63,11 +65,16 @@ class Engine:
     system: SystemService
     builder: Builder | None = None
     internals: InternalsService | None = None
+    plugins: PluginStore | None = None
+    authz: AuthZ | None = None
     router: Router = field(init=False)  # built from the engine itself, last
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.events.bind_loop(asyncio.get_running_loop())
+        if self.authz is not None and self.plugins is not None:
+            for name in self.authz.names:  # dockerd refuses to start without its authorization plugins
+                await asyncio.to_thread(self.plugins.get, name, "authz")
         if self.cfg.cgroup_favordynmods:
             from dockyard.runtime.cgroup_tuning import set_favordynmods
 
@@ -150,6 +157,7 @@ def build(cfg: DaemonConfig) -> Engine:
     data_root, exec_root = cfg.data_root, cfg.exec_root
     data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
     exec_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    plugins = _plugin_store(cfg)
     db = Database(data_root / "dockyard.db")
     events = EventBus()
     content = ContentStore(data_root / "content")
@@ -227,8 +235,22 @@ def build(cfg: DaemonConfig) -> Engine:
                     container_io, ContainerFiles(containers), ContainerResources(containers),
                     ContainerCommitter(containers, images), system, builder=builder,
                     internals=InternalsService(containers, networks, volumes, images))
+    engine.plugins = plugins
+    if cfg.authorization_plugins:
+        from dockyard.services.authz import AuthZ
+
+        engine.authz = AuthZ(plugins, cfg.authorization_plugins)
     engine.router = build_router(engine)
     return engine
+
+
+def _plugin_store(cfg: DaemonConfig) -> PluginStore:
+    from dockyard.plugins.discovery import SOCKET_DIRS, SPEC_DIRS, PluginStore
+
+    if cfg.plugin_discovery_dirs:
+        dirs = [Path(d) for d in cfg.plugin_discovery_dirs]
+        return PluginStore(dirs, dirs, cfg.plugin_retry_seconds)
+    return PluginStore([*SOCKET_DIRS, cfg.exec_root / "plugins"], SPEC_DIRS, cfg.plugin_retry_seconds)
 
 
 def _resolve_for_network(containers: ContainerService, ref: str) -> tuple[str, str, bool]:

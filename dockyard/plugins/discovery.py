@@ -1,0 +1,156 @@
+"""Finding and activating plugins, as moby's pkg/plugins (discovery.go, plugins.go).
+
+A plugin NAME is found, in order, at:
+- a unix socket `NAME.sock` or `NAME/NAME.sock` in a socket dir (dockerd's `/run/docker/plugins`,
+  and Dockyard's own `<exec-root>/plugins`);
+- a spec file in a spec dir (`/etc/docker/plugins`, `/usr/lib/docker/plugins`): `NAME.spec` (one
+  line: the plugin's URL, `unix:///path` or `tcp://host:port`) or `NAME.json` (`{"Name", "Addr"}`),
+  either also as `NAME/NAME.spec|json`.
+The first use activates it (`POST /Plugin.Activate` → `{"Implements": ["VolumeDriver", ...]}`); the
+answer is kept until a call finds the plugin gone, then the next use finds and activates it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.errors import InvalidParameter, NotFound
+from dockyard.plugins.client import PluginClient, PluginGone
+
+log = logging.getLogger("dockyard.plugins")
+
+SOCKET_DIRS = [Path("/run/docker/plugins")]
+SPEC_DIRS = [Path("/etc/docker/plugins"), Path("/usr/lib/docker/plugins")]
+KINDS = ("VolumeDriver", "NetworkDriver", "IpamDriver", "LogDriver", "authz", "MetricsCollector")
+
+
+@dataclass
+class Plugin:
+    name: str
+    addr: str
+    implements: list[str] = field(default_factory=list)
+    client: PluginClient = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def call(self, method: str, body: object = None) -> dict[str, object]:
+        return self.client.call(method, body)
+
+
+def _is_socket(p: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(p).st_mode)
+    except OSError:
+        return False
+
+
+class PluginStore:
+    def __init__(self, socket_dirs: list[Path], spec_dirs: list[Path], retry_seconds: float = 30.0) -> None:
+        self.socket_dirs = [Path(d) for d in socket_dirs]
+        self.spec_dirs = [Path(d) for d in spec_dirs]
+        self.retry_seconds = retry_seconds
+        self._active: dict[str, Plugin] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ discovery
+
+    def locate(self, name: str) -> str | None:
+        """The address of plugin `name` from the discovery dirs, None when none names it."""
+        if not name or "/" in name or name.startswith("."):
+            return None
+        for d in self.socket_dirs:
+            for p in (d / f"{name}.sock", d / name / f"{name}.sock"):
+                if _is_socket(p):
+                    return f"unix://{p}"
+        for d in self.spec_dirs:
+            for base in (d, d / name):
+                spec, js = base / f"{name}.spec", base / f"{name}.json"
+                if spec.is_file():
+                    url = spec.read_text().strip()
+                    if not url:
+                        raise InvalidParameter(f"plugin {name}: {spec} is empty")
+                    return url
+                if js.is_file():
+                    try:
+                        addr = json.loads(js.read_text()).get("Addr") or ""
+                    except (ValueError, AttributeError):
+                        raise InvalidParameter(f"plugin {name}: {js} is not a plugin spec (JSON with Addr)") from None
+                    if not addr:
+                        raise InvalidParameter(f"plugin {name}: {js} has no Addr")
+                    return str(addr)
+        return None
+
+    def scan(self) -> list[str]:
+        """Every plugin name the discovery dirs hold (sockets first, then spec files)."""
+        names: list[str] = []
+        for d in self.socket_dirs:
+            for p in sorted(d.glob("*.sock")) + sorted(d.glob("*/*.sock")):
+                n = p.stem
+                if _is_socket(p) and (p.parent == d or p.parent.name == n) and n not in names:
+                    names.append(n)
+        for d in self.spec_dirs:
+            for ext in ("spec", "json"):
+                for p in sorted(d.glob(f"*.{ext}")) + sorted(d.glob(f"*/*.{ext}")):
+                    n = p.stem
+                    if (p.parent == d or p.parent.name == n) and n not in names:
+                        names.append(n)
+        return names
+
+    # ------------------------------------------------------------ activation
+
+    def get(self, name: str, kind: str | None = None) -> Plugin:
+        """The activated plugin `name` (implementing `kind`); NotFound as moby words it."""
+        with self._lock:
+            plugin = self._active.get(name)
+        if plugin is None:
+            plugin = self._activate(name)
+        if kind is not None and kind not in plugin.implements:
+            raise NotFound(f'plugin "{name}" found, but it does not implement {kind} '
+                           f"(it implements {', '.join(plugin.implements) or 'nothing'})")
+        return plugin
+
+    def _activate(self, name: str) -> Plugin:
+        addr = self.locate(name)
+        if addr is None:
+            raise NotFound(f'plugin "{name}" not found')
+        client = PluginClient(name, addr, self.retry_seconds)
+        answer = client.call("Plugin.Activate", None)
+        implements = answer.get("Implements")
+        if not isinstance(implements, list):
+            raise InvalidParameter(f'plugin "{name}": Plugin.Activate answered no Implements list')
+        plugin = Plugin(name, addr, [str(k) for k in implements], client)
+        log.info("plugin %s activated at %s: implements %s", name, addr, ", ".join(plugin.implements))
+        with self._lock:
+            self._active[name] = plugin
+        return plugin
+
+    def all(self, kind: str) -> list[Plugin]:
+        """Every discoverable plugin implementing `kind` (ones that fail to activate are skipped)."""
+        out = []
+        for name in self.scan():
+            try:
+                plugin = self.get(name)
+            except Exception as e:  # noqa: BLE001 - one broken plugin must not hide the others
+                log.warning("plugin %s: %s", name, e)
+                continue
+            if kind in plugin.implements:
+                out.append(plugin)
+        return out
+
+    def forget(self, name: str) -> None:
+        """A call found the plugin gone: the next use finds and activates it again."""
+        with self._lock:
+            self._active.pop(name, None)
+
+    def call(self, name: str, kind: str, method: str, body: object = None) -> dict[str, object]:
+        """`get(name, kind)` then call; a gone plugin is forgotten (and the error raised)."""
+        plugin = self.get(name, kind)
+        try:
+            return plugin.call(method, body)
+        except PluginGone:
+            self.forget(name)
+            raise

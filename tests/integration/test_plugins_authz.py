@@ -1,0 +1,102 @@
+"""Authorization plugins through the real docker CLI and `dockyard`: two plugins in order (one that
+allows and logs, one that forbids --privileged and binds of the host's /, and withholds answers
+naming a hidden label); a denial is a 403 with the plugin's message; a plugin gone is a clear error
+and the daemon refuses to start without its plugins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, own_daemon
+from tests.plugins.procs import PluginProc, calls, running
+
+DENIED = "authorization denied by plugin authz-strict"
+
+
+@pytest.fixture(scope="module")
+def setup() -> Iterator[tuple[Daemon, Path, PluginProc]]:
+    with tempfile.TemporaryDirectory(prefix="plugins-authz-", dir="/tmp") as tmp:
+        disc, log = Path(tmp) / "plugins", Path(tmp) / "calls.log"
+        logger = PluginProc("authz_plugin.py", "authz-log", socket=disc / "authz-log.sock", log=log)
+        strict = PluginProc("authz_plugin.py", "authz-strict", socket=disc / "authz-strict.sock", log=log,
+                            extra=("--policy", "strict"))
+        with running(logger, strict), own_daemon(
+                "dy-authz-", "--plugin-discovery-dir", str(disc), "--plugin-retry-seconds", "1",
+                "--authorization-plugin", "authz-log", "--authorization-plugin", "authz-strict") as d:
+            yield d, log, strict
+
+
+def test_privileged_and_root_binds_are_denied(setup: tuple[Daemon, Path, PluginProc]) -> None:
+    d, _log, _ = setup
+    assert d.docker("run", "--rm", "busybox", "echo", "allowed").stdout == b"allowed\n"
+    with tempfile.TemporaryDirectory(prefix="plugins-authz-bind-", dir="/tmp") as ok:
+        assert d.docker("run", "--rm", "-v", f"{ok}:/x", "busybox", "true").returncode == 0
+    for args in (["--privileged"], ["-v", "/:/host"], ["--mount", "type=bind,src=/,dst=/host"]):
+        p = d.docker("run", "--rm", *args, "busybox", "true", check=False)
+        assert p.returncode != 0
+        err = p.stderr.decode()
+        assert DENIED in err, err
+        assert ("privileged containers are forbidden here" if args == ["--privileged"]
+                else "binding the host's / is forbidden here") in err
+    p = d.dockyard("run", "--rm", "--privileged", "busybox", "true", check=False)
+    assert p.returncode != 0 and DENIED in p.stderr.decode()
+    with d.api() as c:
+        r = c.post("/containers/create", json={"Image": "busybox", "HostConfig": {"Privileged": True}})
+        assert r.status_code == 403
+        assert r.json()["message"] == f"{DENIED}: privileged containers are forbidden here"
+    # nothing was made by the denied requests
+    assert d.docker("ps", "-aq").stdout == b""
+
+
+def test_plugins_are_asked_in_order_request_then_response(setup: tuple[Daemon, Path, PluginProc]) -> None:
+    d, log, _ = setup
+    start = len(calls(log))
+    d.docker("volume", "ls")
+    seen = [(c["plugin"], c["path"]) for c in calls(log)[start:] if "/volumes" in c["body"]["RequestUri"]]
+    assert seen == [("authz-log", "/AuthZPlugin.AuthZReq"), ("authz-strict", "/AuthZPlugin.AuthZReq"),
+                    ("authz-log", "/AuthZPlugin.AuthZRes"), ("authz-strict", "/AuthZPlugin.AuthZRes")]
+    res = [c["body"] for c in calls(log, "authz-log", "/AuthZPlugin.AuthZRes")][-1]
+    assert res["RequestMethod"] == "GET" and res["ResponseStatusCode"] == 200
+    assert "User-Agent" in res["RequestHeaders"]
+
+
+def test_response_denied_by_authzres(setup: tuple[Daemon, Path, PluginProc]) -> None:
+    d, _log, _ = setup
+    d.docker("create", "--name", "hidden", "--label", "authz.hide=1", "busybox", "true")
+    try:
+        p = d.docker("inspect", "hidden", check=False)
+        assert p.returncode != 0
+        assert f"{DENIED}: this answer names a hidden object" in p.stderr.decode()
+    finally:
+        d.docker("rm", "hidden")
+
+
+def test_gone_plugin_then_back(setup: tuple[Daemon, Path, PluginProc]) -> None:
+    d, _log, strict = setup
+    strict.kill()
+    try:
+        p = d.docker("ps", check=False)
+        assert p.returncode != 0
+        err = p.stderr.decode()
+        assert "plugin authz-strict failed with error" in err and "is not reachable" in err, err
+    finally:
+        strict.start()
+    assert d.docker("ps").returncode == 0
+
+
+def test_daemon_refuses_to_start_without_its_plugin() -> None:
+    with tempfile.TemporaryDirectory(prefix="plugins-authz-none-", dir="/tmp") as tmp:
+        Path(tmp, "daemon.json").write_text("{}")
+        p = subprocess.run(
+            [sys.executable, "-m", "dockyard.daemon.main", "-H", f"unix://{tmp}/d.sock", "--data-root",
+             f"{tmp}/data", "--exec-root", f"{tmp}/run", "--config-file", f"{tmp}/daemon.json",
+             "--plugin-discovery-dir", f"{tmp}/plugins", "--authorization-plugin", "absent"],
+            capture_output=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+        assert p.returncode != 0
+        assert b'plugin "absent" not found' in p.stderr + p.stdout
