@@ -619,12 +619,15 @@ class _Run:
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
-    async def _cached(self, state: _State, key: str) -> bool:
+    def _cache_allowed(self) -> bool:
         if self.opts.nocache:
             return False
         st = _STAGE.get()
-        if self.opts.no_cache_filter and self.df is not None and st is not None and \
-                self.df.stages[st].name in {n.lower() for n in self.opts.no_cache_filter}:
+        return not (self.opts.no_cache_filter and self.df is not None and st is not None and
+                    self.df.stages[st].name in {n.lower() for n in self.opts.no_cache_filter})
+
+    async def _cached(self, state: _State, key: str) -> bool:
+        if not self._cache_allowed():
             return False
         hit = self.b.cache.get(key, self._exists)
         if hit is None and self.imports:
@@ -1088,7 +1091,7 @@ class _Run:
         except ValueError as e:
             raise BuildError(f"Dockerfile parse error line {inst.line}: {e}") from None
         parents = _flag_on(inst, "parents")
-        _flag_on(inst, "link")  # checked; the layer is made as without it (not yet independent of the base)
+        link = _flag_on(inst, "link")  # the layer is made from the sources alone, reusable on any base
         # ADD of a URL: downloaded (mode 0600, never unpacked), its digest checked against --checksum
         urls = [u for u in srcs if c == "add" and u.startswith(("http://", "https://"))]
         checksum = inst.flags.get("checksum")
@@ -1106,6 +1109,8 @@ class _Run:
         extra = f"{chown}|{chmod}|{src_image}"
         if named_dir is not None:
             extra += f"|named:{frm}"
+        if link:  # a --link layer differs from the same copy made on the base
+            extra += "|link"
         if excludes or parents:  # only then: older keys stay the same
             extra += json.dumps([excludes, parents and srcs])
         if url_files:
@@ -1161,12 +1166,25 @@ class _Run:
             key = cache_key(state.image_id, created_by + json.dumps(state.config, sort_keys=True), chash)
             if await self._cached(state, key):
                 return
+            owner: tuple[int, int] | None = None
+            link_key = ""
+            if link:
+                # BuildKit's --link: the layer depends on the sources, the destination and the owner
+                # (names resolved in the base), never on the base's files: a new base reuses it.
+                owner = (0, 0)
+                if chown:
+                    with self._mounted(state.image_id) as base_root:
+                        owner = await asyncio.to_thread(bctx.parse_chown, base_root, chown)
+                wd0 = state.config.get("WorkingDir") or "/"
+                link_key = cache_key(None, f"link {created_by} wd={wd0} owner={owner[0]}:{owner[1]}", chash)
+                if await self._reuse_link(state, link_key, created_by, key):
+                    return
             if known is not None:
                 sources = await on_disk() + heredoc_files
             step = f"step-{secrets.token_hex(4)}"
-            with self._mounted(state.image_id, writable=step) as root:
+            with self._mounted(None if link else state.image_id, writable=step) as root:
                 def do() -> None:
-                    uid, gid = bctx.parse_chown(root, chown) if chown else (0, 0)
+                    uid, gid = owner if owner is not None else bctx.parse_chown(root, chown) if chown else (0, 0)
                     wd = state.config.get("WorkingDir") or "/"
                     local = [p for p in sources if p not in url_files]
                     if parents:
@@ -1191,9 +1209,30 @@ class _Run:
             new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
                                           {"created_by": created_by}, adopt=True)
             await asyncio.to_thread(self.snapshots.remove, step)
+            if link_key:
+                self.b.cache.put_link(link_key, self.b.images.get(new).diff_ids[-1])
         self._put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
+
+    async def _reuse_link(self, state: _State, link_key: str, created_by: str, key: str) -> bool:
+        """A COPY --link layer made before (on any base) put on this one: extracted from its blob on
+        the new chain, not copied again."""
+        if not self._cache_allowed():
+            return False
+        diff_id = self.b.cache.get_link(link_key)
+        if diff_id is None:
+            return False
+        try:
+            new = await asyncio.to_thread(commit_layer, self.b.images, None, state.image_id, state.config,
+                                          {"created_by": created_by}, layer=diff_id)
+        except NotFound:  # its blob went with the images that held it
+            return False
+        self._put(key, new, state.image_id, created_by)
+        state.image_id = new
+        self.out(f" ---> Using linked layer {diff_id.removeprefix('sha256:')[:12]} (made on another base)\n")
+        self.out(f" ---> {_short(new)}\n")
+        return True
 
     async def _from_image(self, name: str) -> str | None:
         """`--from=NAME`'s image: a named docker-image:// context, a stage, or an image reference."""

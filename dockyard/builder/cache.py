@@ -16,6 +16,8 @@ SCHEMA = [
         created REAL NOT NULL, last_used REAL NOT NULL
     )
     """,
+    # COPY --link: a layer made from its sources alone, by a key that names no parent image
+    "CREATE TABLE build_links (key TEXT PRIMARY KEY, diff_id TEXT NOT NULL, created REAL NOT NULL)",
 ]
 
 
@@ -53,6 +55,13 @@ class BuildCache:
         self.db.execute("INSERT OR REPLACE INTO build_cache VALUES(?,?,?,?,?,?)",
                         (key, image_id, parent or "", created_by, now, now))
 
+    def get_link(self, key: str) -> str | None:
+        row = self.db.query_one("SELECT diff_id FROM build_links WHERE key=?", (key,))
+        return str(row["diff_id"]) if row else None
+
+    def put_link(self, key: str, diff_id: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO build_links VALUES(?,?,?)", (key, diff_id, time.time()))
+
     def entries(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.query("SELECT * FROM build_cache ORDER BY created")]
 
@@ -60,3 +69,4 @@ class BuildCache:
         with self.db.tx() as c:
             for k in keys:
                 c.execute("DELETE FROM build_cache WHERE key=?", (k,))
+            c.execute("DELETE FROM build_links")

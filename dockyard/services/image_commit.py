@@ -46,12 +46,14 @@ def _content_size(root: Path) -> int:
 def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str | None, config: dict[str, Any],
                  history: dict[str, Any], tags: list[str] | tuple[str, ...] = (), *, author: str = "",
                  comment: str = "", changes: list[str] | None = None, container_id: str = "",
-                 platform: tuple[str, str] | None = None, adopt: bool = False) -> str:
+                 platform: tuple[str, str] | None = None, adopt: bool = False, layer: str | None = None) -> str:
     """Register an image = parent + (the diff of `upper`, if given); returns its id ("sha256:...").
 
     `config` is the new container config (the image's `config` field); `changes` (`--change`
     lines) are applied on top. With `adopt`, `upper` (no longer mounted, on the data root's
-    filesystem) becomes the layer's snapshot by rename rather than by extracting the tar again. `history` gets `created`, and `empty_layer` when `upper` is None.
+    filesystem) becomes the layer's snapshot by rename rather than by extracting the tar again.
+    `layer`: instead of `upper`, a layer already in the content store (its diff_id) put on this parent
+    (COPY --link's layer reused on another base: extracted again on the new chain, not made again). `history` gets `created`, and `empty_layer` when `upper` is None.
     Blocking: call from a worker thread.
     """
     parent = images.get(parent_image_id) if parent_image_id else None
@@ -60,7 +62,14 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
     with images.gc_lock:  # no GC of the parent's layers between our snapshot and the row that references it
         diff_ids = parent_diffs
         blobs: list[tuple[str, str, str, int]] = []
-        if upper is not None:
+        if layer is not None:
+            diff_ids = [*parent_diffs, layer]
+            chains = chain_ids(diff_ids)
+            digest, mt, size = images.layer_blob(layer)
+            images.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
+                                    lambda: images.content.open(digest))
+            blobs = [(layer, digest, mt, size)]
+        elif upper is not None:
             with trace.step("snapshot", f"tar the changes in {upper} into a layer blob",
                             "a layer is an OCI tar of what changed (deletions as whiteouts); its sha256 is the "
                             "diff_id the image config lists") as s, images.content.ingest() as w:
@@ -95,7 +104,7 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
             hist.setdefault("author", author)
         if comment:
             hist.setdefault("comment", comment)
-        if upper is None:
+        if upper is None and layer is None:
             hist["empty_layer"] = True
         doc["history"] = [*(doc.get("history") or []), hist]
         doc["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
