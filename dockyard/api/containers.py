@@ -13,6 +13,7 @@ from dockyard.api.backends import (
     ContainerIOBackend,
     FilesBackend,
     ImageBackend,
+    PodBackend,
     ResourcesBackend,
 )
 from dockyard.api.server import Hijack, Request, Response, Router, json_response
@@ -27,7 +28,8 @@ def _filters(req: Request) -> dict[str, list[str]]:
 
 
 def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files: FilesBackend,
-             resources: ResourcesBackend, commits: CommitBackend, images: ImageBackend) -> None:
+             resources: ResourcesBackend, commits: CommitBackend, images: ImageBackend,
+             pods: PodBackend | None = None) -> None:
 
     async def container_list(req: Request) -> Response:
         return json_response(cs.list(
@@ -44,6 +46,11 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
         platform = req.q("platform")
         if platform:
             images.check_platform(body.get("Image", ""), platform)
+        pod = req.q("pod")  # Dockyard's: a member of this pod (podman's create spec has `pod`)
+        if pod:
+            if pods is None:
+                raise InvalidParameter("this daemon has no pods")
+            body = pods.member_body(pod, body)
         return json_response(await cs.create(body, req.q("name")), 201)
 
     async def container_inspect(req: Request) -> Response:

@@ -12,7 +12,7 @@ def build_router(engine: Backends) -> Router:
     router.authz = engine.authz if engine.authz else None
     system.register(router, engine.system)
     containers.register(router, engine.containers, engine.container_io, engine.container_files,
-                        engine.container_resources, engine.commits, engine.images)
+                        engine.container_resources, engine.commits, engine.images, engine.pods)
     plugins.register(router)
     swarm.register(router)
     from dockyard.api import images
@@ -45,4 +45,8 @@ def build_router(engine: Backends) -> Router:
         from dockyard.api import internals
 
         internals.register(router, engine.internals)
+    if engine.pods is not None:
+        from dockyard.api import pods
+
+        pods.register(router, engine.pods)
     return router

@@ -53,6 +53,7 @@ HEADER_TIMEOUT = 60.0  # a started request head must arrive within this; idle ke
 _DRAIN_LIMIT = 1024 * 1024  # unread request body we discard to keep a connection alive
 _READ_SIZE = 64 * 1024
 _VERSION_PREFIX = re.compile(r"/v(\d+\.\d+)(?=/|$)")
+_LIBPOD_PREFIX = re.compile(r"/v\d+(?:\.\d+){0,2}(?=/libpod/)")  # podman's clients: /v4.0.0/libpod/...
 
 log = logging.getLogger("dockyard.api")
 
@@ -177,7 +178,9 @@ class _Connection:
         raw_path, _, qs = target.partition("?")
         path = unquote(raw_path)
         api_version = None
-        if m := _VERSION_PREFIX.match(path):
+        if m := _LIBPOD_PREFIX.match(path):  # libpod's version is podman's, not the Engine API's
+            path = path[m.end():]
+        elif m := _VERSION_PREFIX.match(path):
             api_version, path = m.group(1), path[m.end():] or "/"
         headers: dict[str, str] = {}
         for name, value in event.headers:

@@ -18,10 +18,12 @@ GROUPS = {
     "system": "Manage Docker",
     "context": "Manage contexts",
     "builder": "Manage builds",
+    "pod": "Manage pods (containers sharing network, IPC and UTS namespaces)",
+    "kube": "Generate Kubernetes YAML from containers, pods and compose projects, or play it",
 }
 
 
-_MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion")
+_MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion", "pods", "kube")
 # The modules holding each top-level word's commands: a command imports only what it needs (start-up
 # time). A word missing here still works, through every module (tests/unit/test_cli_parsing.py checks).
 _WORD_MODULES: dict[str, tuple[str, ...]] = {
@@ -35,7 +37,7 @@ _WORD_MODULES: dict[str, tuple[str, ...]] = {
     "completion": ("completion",), "__complete": ("completion",),
     "container": ("run", "containers"), "image": ("images", "build"), "network": ("objects",),
     "volume": ("objects",), "system": ("system", "context"), "context": ("context",), "builder": ("build",),
-    "daemon": (), "registry": (), "compose": (),
+    "daemon": (), "registry": (), "compose": (), "pod": ("pods",), "kube": ("kube",),
 }
 
 

@@ -102,6 +102,7 @@ def add_container_flags(p: argparse.ArgumentParser) -> None:
     a("--health-start-interval")
     a("--no-healthcheck", action="store_true")
     a("--platform")
+    a("--pod", help="Run the container in an existing pod (Dockyard's pods, podman's flag)")
     a("--pull", default="missing", choices=["always", "missing", "never"])
     a("--log-driver")
     a("--log-opt", action="append", default=[])

@@ -75,14 +75,14 @@ def create_container(ctx: Ctx, args: argparse.Namespace, cmd: str) -> str:
         except APIError as e:
             raise _run_error(e, cmd) from e
     try:
-        result = client.create_container(body, name=name, platform=args.platform)
+        result = client.create_container(body, name=name, platform=args.platform, pod=args.pod)
     except APIError as e:
         if e.status != 404 or "image" not in e.message.lower() or args.pull == "never":
             raise _run_error(e, cmd) from e
         print(f"Unable to find image '{_full_ref(args.image)}' locally", file=sys.stderr, flush=True)
         try:
             pull_image(client, args.image, args.platform, args.quiet)
-            result = client.create_container(body, name=name, platform=args.platform)
+            result = client.create_container(body, name=name, platform=args.platform, pod=args.pod)
         except APIError as e2:
             raise _run_error(e2, cmd) from e2
     for w in result.get("Warnings") or []:

@@ -57,8 +57,34 @@ class APIClient(BaseClient):
         result: list[JSON] = self.get("/containers/json", params)
         return result
 
-    def create_container(self, config: JSON, name: str | None = None, platform: str | None = None) -> JSON:
-        result: JSON = self.post("/containers/create", {"name": name, "platform": platform}, config)
+    def create_container(self, config: JSON, name: str | None = None, platform: str | None = None,
+                         pod: str | None = None) -> JSON:
+        result: JSON = self.post("/containers/create", {"name": name, "platform": platform, "pod": pod}, config)
+        return result
+
+    # Pods, on podman's libpod paths (Dockyard's daemon and podman's service answer them)
+    def create_pod(self, spec: JSON) -> JSON:
+        result: JSON = self.post("/libpod/pods/create", None, spec)
+        return result
+
+    def pods(self, filters: dict[str, list[str]] | None = None) -> list[JSON]:
+        result: list[JSON] = self.get("/libpod/pods/json", {"filters": _filters(filters)})
+        return result
+
+    def inspect_pod(self, name: str) -> JSON:
+        result: JSON = self.get(f"/libpod/pods/{q(name)}/json")
+        return result
+
+    def start_pod(self, name: str) -> JSON:
+        result: JSON = self.post(f"/libpod/pods/{q(name)}/start")
+        return result
+
+    def stop_pod(self, name: str, timeout: int | None = None) -> JSON:
+        result: JSON = self.post(f"/libpod/pods/{q(name)}/stop", {"t": timeout})
+        return result
+
+    def remove_pod(self, name: str, force: bool = False) -> JSON:
+        result: JSON = self.delete(f"/libpod/pods/{q(name)}", {"force": force or None})
         return result
 
     def inspect_container(self, cid: str, size: bool = False) -> JSON:

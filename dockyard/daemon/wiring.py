@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (laz
     from dockyard.services.images import ImageService
     from dockyard.services.internals import InternalsService
     from dockyard.services.networks import NetworkService
+    from dockyard.services.pods import PodService
     from dockyard.services.system import SystemService
     from dockyard.services.volumes import VolumeService
 
@@ -67,6 +68,7 @@ class Engine:
     internals: InternalsService | None = None
     plugins: PluginStore | None = None
     authz: AuthZ | None = None
+    pods: PodService | None = None
     router: Router = field(init=False)  # built from the engine itself, last
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -171,6 +173,7 @@ def build(cfg: DaemonConfig) -> Engine:
     iid = instance_id(cfg)
 
     from dockyard.services.networks import NetworkService
+    from dockyard.services.pods import PodService
 
     net_kwargs: dict[str, Any] = {"table": "dockyard" + (f"_{iid}" if iid else "")}
     if cfg.bridge:
@@ -240,6 +243,7 @@ def build(cfg: DaemonConfig) -> Engine:
         from dockyard.services.authz import AuthZ
 
         engine.authz = AuthZ(plugins, cfg.authorization_plugins)
+    engine.pods = PodService(db, events, containers, images)
     engine.router = build_router(engine)
     return engine
 

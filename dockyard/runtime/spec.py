@@ -97,6 +97,8 @@ class SpecInput:
     netns: str | None = None  # None = new netns; "host" = share the host's; else a netns path
     ipc_host: bool = False
     pid_host: bool = False
+    ipc_path: str | None = None  # join this IPC namespace (a pod's infra: /proc/<pid>/ns/ipc)
+    uts_path: str | None = None  # join this UTS namespace (a pod's infra: one hostname for the pod)
     hosts_path: str | None = None
     hostname_path: str | None = None
     resolv_conf_path: str | None = None
@@ -318,6 +320,10 @@ def _env(inp: SpecInput, home: str) -> list[str]:
     return env
 
 
+def _ns(kind: str, path: str | None) -> dict[str, Any]:
+    return {"type": kind, "path": path} if path else {"type": kind}
+
+
 def build_spec(inp: SpecInput) -> dict[str, Any]:
     if not inp.args:
         raise InvalidParameter("no command specified")
@@ -357,11 +363,11 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
         "oomScoreAdj": inp.oom_score_adj,
     }
 
-    namespaces: list[dict[str, Any]] = [{"type": "mount"}, {"type": "uts"}]
+    namespaces: list[dict[str, Any]] = [{"type": "mount"}, _ns("uts", inp.uts_path)]
     if not inp.pid_host:
         namespaces.append({"type": "pid"})
     if not inp.ipc_host:
-        namespaces.append({"type": "ipc"})
+        namespaces.append(_ns("ipc", inp.ipc_path))
     if inp.netns is None:
         namespaces.append({"type": "network"})
     elif inp.netns != "host":

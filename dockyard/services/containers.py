@@ -216,6 +216,8 @@ class ContainerService:
         # Running containers found alive at daemon start (their state, e.g. health, carries on).
         self.on_adopted: list[Callable[[Container], None]] = []
         self.on_removed: list[Callable[[Container], None]] = []
+        # Awaited before a user's start takes the container's lock (a pod member's infra starts first).
+        self.before_start: list[Callable[[Container], Awaitable[None]]] = []
 
     # ---------------------------------------------------------------- paths
     def lower_dirs(self, c: Container) -> list[Path]:
@@ -389,6 +391,8 @@ class ContainerService:
     @_about
     async def start(self, ref: str) -> None:
         c = self.get(ref)
+        for hook in self.before_start:
+            await hook(c)
         async with self.live(c.id).lock:
             c = self.get(c.id)
             if c.state == "paused":
@@ -597,6 +601,8 @@ class ContainerService:
             readonly_paths=hc.get("ReadonlyPaths"),
             ipc_host=hc.get("IpcMode") == "host",
             pid_host=hc.get("PidMode") == "host",
+            ipc_path=self._joined_ns(hc.get("IpcMode"), "ipc"),
+            uts_path=self._joined_ns(hc.get("UTSMode"), "uts"),
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
             group_add=[str(g) for g in hc.get("GroupAdd") or []],
         )
@@ -611,6 +617,15 @@ class ContainerService:
         if propagation:
             spec.setdefault("linux", {})["rootfsPropagation"] = propagation
         return spec
+
+    def _joined_ns(self, mode: str | None, kind: str) -> str | None:
+        """`container:X` (a pod's members join its infra's IPC and UTS): X's namespace by its PID 1."""
+        if not mode or not mode.startswith("container:"):
+            return None
+        other = self.get(mode.partition(":")[2])
+        if not other.has_process or not other.pid:
+            raise Conflict(f"cannot join {kind} namespace of a non running container: {other.id}")
+        return f"/proc/{other.pid}/ns/{kind}"
 
     # ---------------------------------------------------------------- exit
     @_about
@@ -807,6 +822,8 @@ class ContainerService:
         c = self.get(ref)
         if c.running:
             await self.stop(c.id, timeout, sig)
+        for hook in self.before_start:
+            await hook(c)
         async with self.live(c.id).lock:
             await self._start_locked(self.get(c.id))
         self.emit(self.get(c.id), "restart")
