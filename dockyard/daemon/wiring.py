@@ -186,7 +186,7 @@ def build(cfg: DaemonConfig) -> Engine:
 
     from dockyard.services.volumes import VolumeService
 
-    volumes = VolumeService(db, data_root, events)
+    volumes = VolumeService(db, data_root, events, plugins)
     containers = ContainerService(
         db, events, images, runtime, data_root, exec_root, networks=networks, volumes=volumes,
         default_runtime=cfg.default_runtime, runtimes=runtimes,

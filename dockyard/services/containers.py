@@ -369,7 +369,10 @@ class ContainerService:
             # Docker makes volumes (and checks bind sources) at create: `volume rm` and inspect see them.
             try:
                 with trace.about(f"container:{cid}"):
-                    _oci, docker_mounts = await asyncio.to_thread(self._mounts_at_create, c)
+                    try:
+                        _oci, docker_mounts = await asyncio.to_thread(self._mounts_at_create, c)
+                    finally:  # plugin volumes were mounted for the copy-up only: start mounts them again
+                        await asyncio.to_thread(self.volumes.unmount_container, cid)
             except BaseException:
                 await self.remove(cid, force=True, volumes=True, quiet=True)
                 raise
@@ -671,6 +674,8 @@ class ContainerService:
         except Exception as e:  # noqa: BLE001
             log.debug("runtime delete %s: %s", c.id[:12], e)
         await asyncio.to_thread(overlay.unmount, self.rootfs(c.id))
+        if self.volumes is not None:  # plugin volumes it mounted (VolumeDriver.Unmount)
+            await asyncio.to_thread(self.volumes.unmount_container, c.id)
         if self.networks is not None:
             try:
                 await self.networks.detach(c.id)

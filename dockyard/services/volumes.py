@@ -2,6 +2,11 @@
 
 A volume with `type`/`device`/`o` options (tmpfs, `o=bind`, ...) is mounted on `_data` at first use
 and unmounted when no container references it any more, as Docker's local driver does.
+
+Any other driver is a volume plugin (`VolumeDriver.*` over plugins/): the plugin makes, mounts and
+removes the volume; we keep its row (name, driver, labels, options). A container mounts it at start
+(`VolumeDriver.Mount` with the container's id as ID) and unmounts it at exit: `volume_mounts` holds
+who has it mounted, so each container's Mount is matched by one Unmount, across daemon restarts.
 `volume_refs` records which containers use which volume: that is Docker's "in use" (stopped
 containers count) and what `dangling` means.
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import re
 import secrets
@@ -21,8 +27,12 @@ from typing import Any
 
 from dockyard import trace
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
+from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
+
+log = logging.getLogger("dockyard.volumes")
+VOLUME_DRIVER = "VolumeDriver"
 
 SCHEMA_V1 = """
 CREATE TABLE volumes (
@@ -32,6 +42,11 @@ CREATE TABLE volume_refs (
     volume TEXT NOT NULL REFERENCES volumes(name), container_id TEXT NOT NULL,
     PRIMARY KEY (volume, container_id));
 CREATE INDEX volume_refs_container ON volume_refs(container_id)
+"""
+SCHEMA_V2 = """
+CREATE TABLE volume_mounts (
+    volume TEXT NOT NULL, container_id TEXT NOT NULL, mountpoint TEXT NOT NULL,
+    PRIMARY KEY (volume, container_id))
 """
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -115,13 +130,14 @@ def dir_size(path: Path) -> int:
 
 
 class VolumeService:
-    def __init__(self, db: Database, data_root: Path, events: EventBus) -> None:
+    def __init__(self, db: Database, data_root: Path, events: EventBus, plugins: PluginStore | None = None) -> None:
         self.db = db
+        self.plugins = plugins
         self.root = Path(data_root) / "volumes"
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o701)
         self.events = events
-        db.migrate("volumes", [SCHEMA_V1])
+        db.migrate("volumes", [SCHEMA_V1, SCHEMA_V2])
 
     # ------------------------------------------------------------ shape
 
@@ -137,6 +153,31 @@ class VolumeService:
             "Options": options or None,
             "Scope": "local",
         }
+
+    # ------------------------------------------------------------ volume plugins
+
+    def _driver_call(self, driver: str, method: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        """VolumeDriver.<method> of plugin `driver`; errors worded as dockerd's volume store."""
+        if self.plugins is None:
+            raise NotFound(f'{what}: error looking up volume plugin {driver}: plugin "{driver}" not found')
+        try:
+            plugin = self.plugins.get(driver, VOLUME_DRIVER)
+        except NotFound as e:
+            raise NotFound(f"{what}: error looking up volume plugin {driver}: {e.message}") from None
+        try:
+            return self.plugins.call(plugin.name, VOLUME_DRIVER, f"{VOLUME_DRIVER}.{method}", body)
+        except DockyardError as e:
+            raise type(e)(f"{what}: {VOLUME_DRIVER}.{method}: {e.message}") from None
+
+    def _plugin_shape(self, row: Any) -> dict[str, Any]:
+        """inspect of a plugin volume: its Mountpoint and Status from VolumeDriver.Get."""
+        v = self._shape(row)
+        got = self._driver_call(row["driver"], "Get", {"Name": row["name"]}, f"get {row['name']}")
+        vol = got.get("Volume") or {}
+        v["Mountpoint"] = vol.get("Mountpoint") or v["Mountpoint"]
+        if vol.get("Status"):
+            v["Status"] = vol["Status"]
+        return v
 
     def _row(self, name: str) -> Any:
         row = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
@@ -160,12 +201,15 @@ class VolumeService:
         if not name:
             name = secrets.token_hex(32)
             anonymous = True
-        validate_volume_name(name)
+        if driver == "local":  # dockerd's rules for a name are the local driver's; a plugin judges its own
+            validate_volume_name(name)
+        elif "/" in name or name in (".", ".."):
+            raise InvalidParameter(f"create {name}: invalid volume name")
         existing = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
         if existing is not None:
             return self._shape(existing)
         if driver != "local":
-            raise NotFound(f"create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found")
+            return self._create_by_plugin(name, driver, opts, labels, anonymous)
         for k in opts:
             if k not in VALID_OPTS:
                 raise InvalidParameter(f'create {name}: invalid option: "{k}"')
@@ -197,8 +241,32 @@ class VolumeService:
         self.events.emit("volume", "create", name, {"driver": driver})
         return self._shape(self._row(name))
 
-    def inspect(self, name: str) -> dict[str, Any]:
+    def _create_by_plugin(self, name: str, driver: str, opts: dict[str, str], labels: dict[str, str],
+                          anonymous: bool) -> dict[str, Any]:
+        if anonymous:
+            labels.setdefault(ANON_LABEL, "")
+        with trace.about(f"volume:{name}"), trace.step(
+                "volume", f"POST /VolumeDriver.Create {{Name: {name}, Opts: {opts}}} to plugin {driver}",
+                f"volume driver {driver} is a plugin: it makes the volume") as s:
+            self._driver_call(driver, "Create", {"Name": name, "Opts": opts}, f"create {name}")
+            s.result = "created"
+        try:
+            self.db.execute(
+                "INSERT INTO volumes(name, driver, mountpoint, created, labels, options, anonymous) "
+                "VALUES(?,?,?,?,?,?,?)",
+                (name, driver, "", time.time(), json.dumps(labels), json.dumps(opts), int(anonymous)),
+            )
+        except Exception:
+            existing = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
+            if existing is not None:
+                return self._shape(existing)
+            raise
+        self.events.emit("volume", "create", name, {"driver": driver})
         return self._shape(self._row(name))
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        row = self._row(name)
+        return self._plugin_shape(row) if row["driver"] != "local" else self._shape(row)
 
     def exists(self, name: str) -> bool:
         return self.db.query_one("SELECT 1 FROM volumes WHERE name=?", (name,)) is not None
@@ -225,7 +293,36 @@ class VolumeService:
             if "dangling" in f and _bool_filter("dangling", f["dangling"]) == (row["name"] in used):
                 continue
             out.append(v)
-        return {"Volumes": out, "Warnings": []}
+        warnings: builtins.list[str] = []
+        known = {v["Name"] for v in out}
+        for driver, vols in self._plugin_lists(warnings):
+            for pv in vols:
+                vname = str(pv.get("Name") or "")
+                if not vname or vname in known or ("driver" in f and driver not in f["driver"]):
+                    continue
+                if ("name" in f and not any(n in vname for n in f["name"])) or "label" in f:
+                    continue
+                if "dangling" in f and not _bool_filter("dangling", f["dangling"]):
+                    continue
+                known.add(vname)
+                out.append({"CreatedAt": "", "Driver": driver, "Labels": None, "Mountpoint": pv.get("Mountpoint", ""),
+                            "Name": vname, "Options": None, "Scope": "local"})
+        return {"Volumes": out, "Warnings": warnings}
+
+    def _plugin_lists(self, warnings: builtins.list[str]) -> builtins.list[tuple[str, builtins.list[Any]]]:
+        """VolumeDriver.List of each plugin volume driver in use (by a volume of ours, or active)."""
+        if self.plugins is None:
+            return []
+        drivers = {r[0] for r in self.db.query("SELECT DISTINCT driver FROM volumes WHERE driver != 'local'")}
+        out = []
+        for driver in sorted(drivers):
+            try:
+                vols = self._driver_call(driver, "List", {}, "list").get("Volumes") or []
+            except DockyardError as e:
+                warnings.append(e.message)
+                continue
+            out.append((driver, vols if isinstance(vols, builtins.list) else []))
+        return out
 
     def remove(self, name: str, force: bool = False) -> None:
         try:
@@ -258,7 +355,8 @@ class VolumeService:
                 continue
             if "label!" in f and any(_labels_match(labels, [w]) for w in f["label!"]):
                 continue
-            size = 0 if json.loads(row["options"]).get("type") else dir_size(Path(row["mountpoint"]))
+            local = row["driver"] == "local"
+            size = dir_size(Path(row["mountpoint"])) if local and not json.loads(row["options"]).get("type") else 0
             try:
                 self._destroy(row["name"])
             except DockyardError:
@@ -273,15 +371,19 @@ class VolumeService:
         out = []
         for row in self.db.query("SELECT * FROM volumes ORDER BY name"):
             v = self._shape(row)
-            v["UsageData"] = {"Size": dir_size(Path(row["mountpoint"])), "RefCount": len(self.users(row["name"]))}
+            size = dir_size(Path(row["mountpoint"])) if row["driver"] == "local" else -1  # dockerd: -1, not local
+            v["UsageData"] = {"Size": size, "RefCount": len(self.users(row["name"]))}
             out.append(v)
         return out
 
     # ------------------------------------------------------------ used by containers
 
-    def mount_path(self, name: str) -> Path:
-        """The host path to bind into a container; mounts tmpfs/bind-option volumes on first use."""
+    def mount_path(self, name: str, cid: str = "") -> Path:
+        """The host path to bind into container `cid`; mounts tmpfs/bind-option volumes on first use,
+        and a plugin's volume once per container (VolumeDriver.Mount, ID = the container's id)."""
         row = self._row(name)
+        if row["driver"] != "local":
+            return self._plugin_mount(row, cid)
         data = Path(row["mountpoint"])
         opts = json.loads(row["options"])
         if opts.get("type") or opts.get("o"):
@@ -300,12 +402,46 @@ class VolumeService:
                     raise SystemError_(f"error while mounting volume '{data}': {proc.stderr.strip()}")
         return data
 
+    def _plugin_mount(self, row: Any, cid: str) -> Path:
+        name, driver = row["name"], row["driver"]
+        held = self.db.query_one("SELECT mountpoint FROM volume_mounts WHERE volume=? AND container_id=?",
+                                 (name, cid))
+        if held is not None:
+            return Path(held[0])
+        with trace.step("volume", f"POST /VolumeDriver.Mount {{Name: {name}, ID: {cid[:12]}}} to plugin {driver}",
+                        "a plugin's volume is mounted by the plugin, once for each container using it") as s:
+            got = self._driver_call(driver, "Mount", {"Name": name, "ID": cid}, f"error while mounting volume '{name}'")
+            mp = str(got.get("Mountpoint") or "")
+            s.result = mp
+        if not mp or not os.path.isdir(mp):
+            raise SystemError_(f"error while mounting volume '{name}': plugin {driver} gave mountpoint {mp!r}, "
+                               "not a directory on this host")
+        self.db.execute("INSERT OR REPLACE INTO volume_mounts(volume, container_id, mountpoint) VALUES(?,?,?)",
+                        (name, cid, mp))
+        self.db.execute("UPDATE volumes SET mountpoint=? WHERE name=?", (mp, name))
+        return Path(mp)
+
+    def unmount_container(self, cid: str) -> None:
+        """The container stopped (or was only being created): each plugin volume it mounted is unmounted."""
+        for name, _mp in self.db.query("SELECT volume, mountpoint FROM volume_mounts WHERE container_id=?", (cid,)):
+            row = self.db.query_one("SELECT * FROM volumes WHERE name=?", (name,))
+            if row is not None:
+                try:
+                    with trace.step("volume", f"POST /VolumeDriver.Unmount {{Name: {name}, ID: {cid[:12]}}} "
+                                    f"to plugin {row['driver']}", "the container no longer uses the volume"):
+                        self._driver_call(row["driver"], "Unmount", {"Name": name, "ID": cid},
+                                          f"error while unmounting volume '{name}'")
+                except DockyardError as e:
+                    log.warning("%s", e.message)
+            self.db.execute("DELETE FROM volume_mounts WHERE volume=? AND container_id=?", (name, cid))
+
     def acquire(self, name: str, cid: str) -> None:
         self._row(name)
         self.db.execute("INSERT OR IGNORE INTO volume_refs(volume, container_id) VALUES(?, ?)", (name, cid))
 
     def release_container(self, cid: str, remove_anonymous: bool = False) -> None:
         """The container is gone: drop its references, unmount unused mounts, maybe remove anonymous."""
+        self.unmount_container(cid)
         names = [r[0] for r in self.db.query("SELECT volume FROM volume_refs WHERE container_id=?", (cid,))]
         self.db.execute("DELETE FROM volume_refs WHERE container_id=?", (cid,))
         for name in names:
@@ -316,12 +452,12 @@ class VolumeService:
                 continue
             if remove_anonymous and row["anonymous"]:
                 self._destroy(name)
-            else:
+            elif row["driver"] == "local":
                 self._unmount(Path(row["mountpoint"]))
 
     def unmount_all(self) -> None:
         """At daemon shutdown: unmount option volumes (their contents are per-boot anyway for tmpfs)."""
-        for row in self.db.query("SELECT mountpoint FROM volumes"):
+        for row in self.db.query("SELECT mountpoint FROM volumes WHERE driver='local'"):
             self._unmount(Path(row[0]))
 
     # ------------------------------------------------------------ internals
@@ -336,6 +472,17 @@ class VolumeService:
 
     def _destroy(self, name: str) -> None:
         row = self._row(name)
+        if row["driver"] != "local":
+            with trace.about(f"volume:{name}"), trace.step(
+                    "volume", f"POST /VolumeDriver.Remove {{Name: {name}}} to plugin {row['driver']}",
+                    "the plugin removes its volume"):
+                self._driver_call(row["driver"], "Remove", {"Name": name}, f"remove {name}")
+            with self.db.tx() as c:
+                c.execute("DELETE FROM volume_refs WHERE volume=?", (name,))
+                c.execute("DELETE FROM volumes WHERE name=?", (name,))
+            trace.drop(f"volume:{name}")
+            self.events.emit("volume", "destroy", name, {"driver": row["driver"]})
+            return
         data = Path(row["mountpoint"])
         self._unmount(data)  # never rm -rf through a bind mount into the host's files
         if data.exists() and _mounted(data):

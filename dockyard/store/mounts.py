@@ -30,7 +30,7 @@ class VolumeBackend(Protocol):
     def create(self, name: str | None = None, driver: str = "local", driver_opts: dict[str, str] | None = None,
                labels: dict[str, str] | None = None, anonymous: bool = False) -> dict[str, Any]: ...
     def acquire(self, name: str, cid: str) -> None: ...
-    def mount_path(self, name: str) -> Path: ...
+    def mount_path(self, name: str, cid: str = "") -> Path: ...
 
 PROPAGATIONS = {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
 LABELS = {"z", "Z"}
@@ -294,6 +294,8 @@ def resolve_mounts(
     explicit: set[str] = set()
     for raw in hc.get("Binds") or []:
         spec = _parse_bind(raw)
+        if spec.type == "volume" and hc.get("VolumeDriver"):  # --volume-driver: -v's volumes are made by it
+            spec.driver = str(hc["VolumeDriver"])
         if spec.destination in explicit:
             raise InvalidParameter(f"Duplicate mount point: {spec.destination}")
         explicit.add(spec.destination)
@@ -339,12 +341,13 @@ def resolve_mounts(
             name = spec.source or anonymous_volume_name(cid, spec.destination)
             vol = volumes.create(name, spec.driver, spec.volume_opts, spec.volume_labels, anonymous=anonymous)
             volumes.acquire(name, cid)
-            host = str(volumes.mount_path(name))
+            mountpoint = volumes.mount_path(name, cid)
+            host = str(mountpoint)
             if spec.subpath:
                 host = _subpath_in(Path(host), spec.subpath)
             elif spec.copy and not spec.nocopy:
                 copy_up(rootfs, spec.destination, Path(host))  # only fills an empty volume, as Docker
-            entry = {"Type": "volume", "Name": name, "Source": vol["Mountpoint"],
+            entry = {"Type": "volume", "Name": name, "Source": vol["Mountpoint"] or str(mountpoint),
                      "Destination": spec.destination, "Driver": vol["Driver"], "Mode": spec.mode,
                      "RW": spec.rw, "Propagation": ""}
         docker.append(entry)
