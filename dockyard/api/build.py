@@ -141,6 +141,7 @@ def register(router: Router, builder: BuildBackend) -> None:
             auth=auth,
             cachefrom=_str_list(req, "cachefrom"),
             cache_to=_str_list(req, "cacheto"),
+            explain_cache=req.qbool("explaincache"),
             run_host_config=_run_host_config(req),
         )
         from dockyard.oci import reference

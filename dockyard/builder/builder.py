@@ -90,6 +90,7 @@ class BuildOptions:
     # `type=registry,ref=R` / `type=local,src=DIR` entries of cachefrom are cache imports instead;
     # cache_to: `--cache-to` specs (`type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR`)
     cache_to: list[str] = field(default_factory=list)
+    explain_cache: bool = False  # a cache miss says which input changed (`--progress plain`, `--explain`)
     # HostConfig fields of every RUN step's container (extrahosts, shmsize, memory, cpu... of the API)
     run_host_config: dict[str, Any] = field(default_factory=dict)
     # `--secret id=...`: their bytes, for RUN --mount=type=secret only (kept out of reprs and logs)
@@ -111,6 +112,9 @@ class _State:
     config: dict[str, Any]
     args: dict[str, str]  # ARGs in scope (name -> value)
     cmd_set: bool = False
+    pos: str = ""  # the step's place (Dockerfile:stage:instruction): where an earlier build of it is found
+    base: str = ""  # the stage's FROM: its image id and as written
+    base_ref: str = ""
 
 
 def _short(image_id: str) -> str:
@@ -270,6 +274,9 @@ class _Run:
         self.steps: dict[str, tuple[str, str]] = {}  # cache key -> (image id, created_by): what --cache-to sends
         self.imports: list[CacheSource] = []  # --cache-from type=registry|local
         self._materialize_lock = asyncio.Lock()
+        self.fresh: set[str] = set()  # images this build made (not taken from a cache)
+        self._inputs: dict[str, tuple[str, str, dict[str, Any]]] = {}  # key -> (pos, parent, inputs) until put
+        self._files_for: dict[str, Callable[[], dict[str, str] | None]] = {}  # a COPY's files, by its key
 
     def out(self, text: str) -> None:
         if self.opts.quiet:
@@ -539,16 +546,19 @@ class _Run:
         config: dict[str, Any] = {}
         if image_id is not None:
             config = dict(self.b.images.get(image_id).config.get("config") or {})
-        state = _State(image_id, config, {})
+        state = _State(image_id, config, {}, base=image_id or "", base_ref=base)
+        where = f"{self.opts.dockerfile or 'Dockerfile'}:{st.name or st.index}"
         triggers = list(config.get("OnBuild") or [])
         if triggers:
             config["OnBuild"] = None
             self.out(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
-            for trig in triggers:
+            for n, trig in enumerate(triggers):
                 inst = parse("FROM scratch\n" + trig).stages[0].instructions[0]
+                state.pos = f"{where}:onbuild{n}"
                 await self._step(state, inst, announce=False)
-        for inst in st.instructions:
+        for n, inst in enumerate(st.instructions):
             self._next_step(_display(inst))
+            state.pos = f"{where}:{n}"
             await self._step(state, inst)
         return state.image_id
 
@@ -611,7 +621,7 @@ class _Run:
 
     async def _commit_meta(self, state: _State, created_by: str, author: str = "") -> None:
         key = cache_key(state.image_id, created_by + json.dumps(state.config, sort_keys=True))
-        if await self._cached(state, key):
+        if await self._cached(state, key, {"inst": created_by.removeprefix("/bin/sh -c #(nop)  ")}):
             return
         new = await asyncio.to_thread(commit_layer, self.b.images, None, state.image_id, state.config,
                                       {"created_by": created_by}, author=author)
@@ -626,8 +636,13 @@ class _Run:
         return not (self.opts.no_cache_filter and self.df is not None and st is not None and
                     self.df.stages[st].name in {n.lower() for n in self.opts.no_cache_filter})
 
-    async def _cached(self, state: _State, key: str) -> bool:
+    async def _cached(self, state: _State, key: str, inputs: dict[str, Any] | None = None) -> bool:
+        if inputs is not None:
+            self._inputs[key] = (state.pos, state.image_id or "", inputs)
+        files = self._files_for.pop(key, None)
         if not self._cache_allowed():
+            if files is not None and inputs is not None:
+                inputs["files"] = await asyncio.to_thread(files)
             return False
         hit = self.b.cache.get(key, self._exists)
         if hit is None and self.imports:
@@ -635,6 +650,10 @@ class _Run:
         elif hit is not None and self.classic_cachefrom and not self._from_cache_sources(hit):
             return False
         if hit is None:
+            if files is not None and inputs is not None:
+                inputs["files"] = await asyncio.to_thread(files)
+            if self.opts.explain_cache and inputs is not None:
+                self.out(f" ---> Cache miss: {await asyncio.to_thread(self._miss_reason, state, key, inputs)}\n")
             return False
         self.hits.append(key)
         if self.opts.cache_to and key not in self.steps:
@@ -664,9 +683,58 @@ class _Run:
                         img = None
         return image_id in self.cache_sources
 
-    def _put(self, key: str, image_id: str, parent: str | None, created_by: str) -> None:
+    def _put(self, key: str, image_id: str, parent: str | None, created_by: str, fresh: bool = True) -> None:
         self.b.cache.put(key, image_id, parent, created_by)
         self.steps[key] = (image_id, created_by)
+        if fresh:
+            self.fresh.add(image_id)
+        pending = self._inputs.pop(key, None)
+        if pending is not None:
+            self.b.cache.put_inputs(key, pending[0], pending[1], pending[2])
+
+    # ---------------------------------------------------------------- why a step missed the cache
+    def _source_digests(self, frm: Any, srcs: list[str]) -> dict[str, str] | None:
+        """The COPY sources' files and their digests, from the context index (None if not known)."""
+        idx = self.index
+        if frm or idx is None or not idx.usable:
+            return None
+        names: list[str] = []
+        for src in srcs:
+            found = idx.sources(src)
+            if found is None:
+                return None
+            names += found
+        return idx.file_digests(names)
+
+    def _miss_reason(self, state: _State, key: str, inputs: dict[str, Any]) -> str:
+        """Which input of the step differs from the nearest earlier build of it: the instruction, a
+        file of the context, a build arg, the base image or the step before it."""
+        cache = self.b.cache
+        parent = state.image_id or ""
+        if self.opts.cachefrom and self.classic_cachefrom and cache.has(key):
+            return "the cached result is not from the --cache-from images"
+        if cache.inputs("key", key):
+            return "its cached result was removed (pruned, or its image deleted)"
+        same_parent = cache.inputs("parent", parent)
+        if same_parent:
+            ranked = sorted(same_parent, key=lambda r: (r[1] != state.pos, r[3].get("inst") != inputs.get("inst")))
+            return _diff_inputs(ranked[0][3], inputs) or \
+                "its config changed (ENV, WORKDIR, USER or another setting above it)"
+        at_pos = cache.inputs("pos", state.pos)
+        if parent and parent in self.fresh:
+            why = "the step before it was rebuilt (its parent layer is new)" if parent != state.base else \
+                f"the stage it starts from ({state.base_ref}) was rebuilt"
+            also = _diff_inputs(at_pos[0][3], inputs) if at_pos else ""
+            return why + (f"; and {also}" if also else "")
+        earlier = [r for r in at_pos if r[3].get("inst") == inputs.get("inst")]
+        if earlier:
+            old_parent = earlier[0][2]
+            if parent == state.base:
+                return (f"the base image changed: {state.base_ref} is {_short(parent)} now, the cache has this step "
+                        f"on {_short(old_parent) if old_parent else 'scratch'}")
+            return (f"its parent layer changed: {_short(parent) if parent else 'scratch'} now, "
+                    f"{_short(old_parent) if old_parent else 'scratch'} in the cache")
+        return "no earlier build of this step in the cache"
 
     # ---------------------------------------------------------------- --cache-from / --cache-to
     @property
@@ -712,7 +780,7 @@ class _Run:
                 continue
             async with self._materialize_lock:
                 if await self._materialize(src, step):
-                    self._put(key, step.image_id, step.parent or None, step.created_by)
+                    self._put(key, step.image_id, step.parent or None, step.created_by, fresh=False)
                     return step.image_id
         return None
 
@@ -844,7 +912,7 @@ class _Run:
         if mounts or net:
             extra = json.dumps([net or "", *[await self._mount_key(m) for m in mounts]])
         key = cache_key(state.image_id, "RUN " + created_by + json.dumps(state.config, sort_keys=True) + extra)
-        if await self._cached(state, key):
+        if await self._cached(state, key, {"inst": _display(inst), "args": shown, "extra": extra}):
             return
         if state.image_id is None:
             raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: 127")
@@ -1164,7 +1232,10 @@ class _Run:
                 chash, kind = known
             created_by = f"/bin/sh -c #(nop) {c.upper()} {kind}:{chash} in {dest} "
             key = cache_key(state.image_id, created_by + json.dumps(state.config, sort_keys=True), chash)
-            if await self._cached(state, key):
+            inputs: dict[str, Any] = {"inst": _display(inst), "hash": chash, "from": src_image or frm or "",
+                                      "extra": extra}
+            self._files_for[key] = lambda: self._source_digests(frm, srcs)  # walked on a miss only
+            if await self._cached(state, key, inputs):
                 return
             owner: tuple[int, int] | None = None
             link_key = ""
@@ -1228,7 +1299,7 @@ class _Run:
                                           {"created_by": created_by}, layer=diff_id)
         except NotFound:  # its blob went with the images that held it
             return False
-        self._put(key, new, state.image_id, created_by)
+        self._put(key, new, state.image_id, created_by, fresh=False)
         state.image_id = new
         self.out(f" ---> Using linked layer {diff_id.removeprefix('sha256:')[:12]} (made on another base)\n")
         self.out(f" ---> {_short(new)}\n")
@@ -1324,6 +1395,39 @@ class _Run:
         finally:
             if not writable:
                 self.snapshots.remove(key)
+
+
+def _diff_inputs(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two records of a step, in a few words ("" if nothing they record)."""
+    if old.get("inst") != new.get("inst"):
+        return f"the instruction changed (the cache has: {old.get('inst')})"
+    if old.get("args") != new.get("args"):
+        was = dict(a.partition("=")[::2] for a in old.get("args") or [])
+        now = dict(a.partition("=")[::2] for a in new.get("args") or [])
+        diffs = [f"{k}={now.get(k, '')!r} (was {was[k]!r})" if k in was and k in now else
+                 f"{k} {'added' if k in now else 'removed'}" for k in sorted(set(was) | set(now))
+                 if was.get(k) != now.get(k)]
+        return "build arg " + ", ".join(diffs)
+    if old.get("from") != new.get("from"):
+        return f"the --from source changed: {new.get('from')} (the cache has {old.get('from')})"
+    of, nf = old.get("files"), new.get("files")
+    if isinstance(of, dict) and isinstance(nf, dict) and of != nf:
+        changed = sorted(p for p in nf if p in of and of[p] != nf[p] and not nf[p].startswith("dir"))
+        added = sorted(p for p in nf if p not in of)
+        removed = sorted(p for p in of if p not in nf)
+        parts = []
+        for label, names in (("changed", changed), ("added", added), ("removed", removed)):
+            if names:
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                parts.append(f"{label}: {', '.join(names[:3])}{more}")
+        if not parts:
+            parts = ["a directory's mode changed"]
+        return "files of the context " + "; ".join(parts)
+    if old.get("hash") != new.get("hash"):
+        return "its sources changed (content, mode or owner)"
+    if old.get("extra") != new.get("extra"):
+        return "its flags or mounts changed (--chown, --chmod, --mount, --network, ...)"
+    return ""
 
 
 def _flag_on(inst: Instruction, name: str) -> bool:

@@ -18,6 +18,13 @@ SCHEMA = [
     """,
     # COPY --link: a layer made from its sources alone, by a key that names no parent image
     "CREATE TABLE build_links (key TEXT PRIMARY KEY, diff_id TEXT NOT NULL, created REAL NOT NULL)",
+    # What each step was made from (instruction, files, args...): a later miss says which one changed
+    """
+    CREATE TABLE build_inputs (key TEXT PRIMARY KEY, pos TEXT NOT NULL, parent TEXT NOT NULL,
+                               inputs TEXT NOT NULL, created REAL NOT NULL);
+    CREATE INDEX build_inputs_parent ON build_inputs(parent);
+    CREATE INDEX build_inputs_pos ON build_inputs(pos);
+    """,
 ]
 
 
@@ -62,6 +69,20 @@ class BuildCache:
     def put_link(self, key: str, diff_id: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO build_links VALUES(?,?,?)", (key, diff_id, time.time()))
 
+    def put_inputs(self, key: str, pos: str, parent: str | None, inputs: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO build_inputs VALUES(?,?,?,?,?)",
+                        (key, pos, parent or "", json.dumps(inputs, sort_keys=True), time.time()))
+
+    def inputs(self, where: str, value: str, limit: int = 20) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(key, pos, parent, inputs) of the steps recorded with this `parent`, `pos` or `key`, newest first."""
+        assert where in ("parent", "pos", "key")
+        rows = self.db.query(f"SELECT key, pos, parent, inputs FROM build_inputs WHERE {where}=? "  # noqa: S608
+                             "ORDER BY created DESC LIMIT ?", (value, limit))
+        return [(r["key"], r["pos"], r["parent"], json.loads(r["inputs"])) for r in rows]
+
+    def has(self, key: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM build_cache WHERE key=?", (key,)) is not None
+
     def entries(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.query("SELECT * FROM build_cache ORDER BY created")]
 
@@ -70,3 +91,4 @@ class BuildCache:
             for k in keys:
                 c.execute("DELETE FROM build_cache WHERE key=?", (k,))
             c.execute("DELETE FROM build_links")
+            c.execute("DELETE FROM build_inputs")

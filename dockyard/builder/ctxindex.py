@@ -299,6 +299,22 @@ class ContextIndex:
         self._entry(h, ".", e)
         self._walk(h, name, "")
 
+    def file_digests(self, names: list[str], limit: int = 5000) -> dict[str, str] | None:
+        """path -> a short digest of each file below the sources `names` (a link's target, a dir's
+        mode), for telling which file changed; None when there are more than `limit`."""
+        out: dict[str, str] = {}
+        todo = list(names)
+        while todo:
+            n = todo.pop()
+            e = self.entries[n]
+            out[n or "."] = e.digest.hex()[:16] if e.kind == "reg" else "-> " + e.link if e.kind == "sym" else \
+                f"dir {e.mode:o}"
+            if len(out) > limit:
+                return None
+            if e.kind == "dir":
+                todo += [_join(n, k) for k in e.children]
+        return out
+
     def _walk(self, h: Any, name: str, rel: str) -> None:
         e = self.entries[name]
         kids = sorted(e.children)

@@ -224,6 +224,12 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
     secret_header = _secrets(args.secret)
     contexts, named_dirs = _build_contexts(args.build_context)
     ssh_header = _ssh(args.ssh)
+    if args.progress not in ("auto", "plain", "tty", "quiet", "rawjson"):
+        raise CLIError(f'invalid progress mode "{args.progress}" (auto, plain, tty, quiet or rawjson)')
+    if args.progress == "plain" or getattr(args, "explain", False):
+        params["explaincache"] = 1  # a step that misses the cache says which input changed
+    if args.progress == "quiet":
+        args.quiet = params["q"] = True
     if args.cache_from:
         params["cachefrom"] = json.dumps([c for v in args.cache_from for c in _cache_specs(v)])
     if args.cache_to:
@@ -346,6 +352,7 @@ def setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache-filter", action="append", default=[])
     p.add_argument("--cache-from", action="append", default=[])
     p.add_argument("--cache-to", action="append", default=[])
+    p.add_argument("--progress", default="auto")
     p.add_argument("--ssh", action="append", default=[])
     p.add_argument("--rm", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--force-rm", action="store_true")
