@@ -12,13 +12,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from dockyard.api.router import AuthZGate
-
 if TYPE_CHECKING:
     from dockyard.builder.builder import BuildOptions
 
 HijackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Json = dict[str, Any]  # a document in the Engine API's shape
+
+
+class AuthZGate(Protocol):
+    """Authorization plugins (services/authz.AuthZ): each request, then its response, is put to them."""
+
+    def wants_body(self, uri: str, headers: dict[str, str]) -> bool: ...
+    async def request(self, method: str, uri: str, headers: dict[str, str], body: bytes | None,
+                      user: str = "") -> dict[str, Any]: ...
+    async def response(self, ctx: dict[str, Any], status: int, headers: dict[str, str],
+                       body: bytes | None) -> None: ...
 
 
 class Identified(Protocol):

@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api.backends import BuildBackend
-from dockyard.api.router import aclose
-from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
+from dockyard.api.server import Request, Response, Router, aclose, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
 
 

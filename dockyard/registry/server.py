@@ -22,8 +22,9 @@ from typing import Any
 
 import bcrypt
 
+from dockyard.http.messages import PayloadTooLarge, Request, Response
+from dockyard.http.server import Limits, Server, Site, nofile_connections, raise_nofile_limit
 from dockyard.registry import referrers
-from dockyard.registry.httpd import HttpRequest, HttpResponse, Limits, raise_nofile_limit, serve
 from dockyard.registry.storage import RegistryStorage, StorageError, check_digest, check_name, check_tag
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,22 @@ _ROUTES: list[tuple[str, re.Pattern[str]]] = [
 
 
 def error(code: str, message: str, status: int, detail: object = None,
-          headers: dict[str, str] | None = None) -> HttpResponse:
+          headers: dict[str, str] | None = None) -> Response:
     body = json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
-    return HttpResponse(status, {"content-type": "application/json", **API_HEADER, **(headers or {})}, body)
+    return Response(status, {"content-type": "application/json", **API_HEADER, **(headers or {})}, body)
+
+
+def site_error(status: int, message: str) -> Response:
+    """An error the HTTP server meets (a bad head or body, a crash) in the registry's words."""
+    return error("UNKNOWN", message, status)
+
+
+def registry_site(handle: Callable[[Request], Awaitable[Response]], limits: Limits | None = None) -> Site:
+    """A registry (or anything answering as one) on the HTTP server: no Docker headers, registry
+    errors, the registry's limits (idle connections closed, request bodies drained whole)."""
+    return Site(handle, site_error, limits=limits or Limits(header_timeout=30.0, idle_timeout=120.0,
+                                                              max_connections=nofile_connections(),
+                                                              drain_limit=None), log=log)
 
 
 def load_htpasswd(path: str | os.PathLike[str]) -> dict[str, bytes]:
@@ -75,14 +89,14 @@ class Registry:
         self._verified: set[bytes] = set()  # sha256 of good "user:pass": bcrypt costs ~50-200 ms
 
     # ---- dispatch ----
-    async def __call__(self, req: HttpRequest) -> HttpResponse:
+    async def __call__(self, req: Request) -> Response:
         if self.users is not None and not await self._authorized(req):
             return error("UNAUTHORIZED", "authentication required", 401, None,
                          {"www-authenticate": f'Basic realm="{self.realm}"'})
         kind, m = next(((k, mm) for k, rx in _ROUTES if (mm := rx.match(req.path))), ("", None))
         if m is None:
             return error("NOT_FOUND", "not found", 404)
-        handler: Callable[..., Awaitable[HttpResponse]] | None = getattr(
+        handler: Callable[..., Awaitable[Response]] | None = getattr(
             self, f"{req.method.lower()}_{kind}", None)
         if req.method == "HEAD" and handler is None:
             handler = getattr(self, f"get_{kind}", None)
@@ -96,7 +110,7 @@ class Registry:
         except StorageError as e:
             return error(e.code, e.message, e.status, e.detail)
 
-    async def _authorized(self, req: HttpRequest) -> bool:
+    async def _authorized(self, req: Request) -> bool:
         auth = req.headers.get("authorization", "")
         if not auth.lower().startswith("basic "):
             return False
@@ -116,10 +130,10 @@ class Registry:
         return True
 
     # ---- base, catalog, tags ----
-    async def get_base(self, req: HttpRequest) -> HttpResponse:
-        return HttpResponse(200, {"content-type": "application/json", **API_HEADER}, b"{}")
+    async def get_base(self, req: Request) -> Response:
+        return Response(200, {"content-type": "application/json", **API_HEADER}, b"{}")
 
-    def _paginate(self, req: HttpRequest, items: list[str], base: str) -> tuple[list[str], dict[str, str]]:
+    def _paginate(self, req: Request, items: list[str], base: str) -> tuple[list[str], dict[str, str]]:
         last = req.q("last")
         if last:
             items = [i for i in items if i > last]
@@ -139,22 +153,22 @@ class Registry:
                     headers["link"] = f'<{base}?n={n}&last={items[-1]}>; rel="next"'
         return items, headers
 
-    async def get_catalog(self, req: HttpRequest) -> HttpResponse:
+    async def get_catalog(self, req: Request) -> Response:
         repos, headers = self._paginate(req, self.storage.repositories(), "/v2/_catalog")
         return self._json({"repositories": repos}, headers)
 
-    async def get_tags(self, req: HttpRequest, name: str) -> HttpResponse:
+    async def get_tags(self, req: Request, name: str) -> Response:
         if not self.storage.repo_exists(name):
             return error("NAME_UNKNOWN", "repository name not known to registry", 404, {"name": name})
         tags, headers = self._paginate(req, self.storage.tags(name), f"/v2/{name}/tags/list")
         return self._json({"name": name, "tags": tags}, headers)
 
-    def _json(self, obj: object, headers: dict[str, str] | None = None) -> HttpResponse:
-        return HttpResponse(200, {"content-type": "application/json", **API_HEADER, **(headers or {})},
+    def _json(self, obj: object, headers: dict[str, str] | None = None) -> Response:
+        return Response(200, {"content-type": "application/json", **API_HEADER, **(headers or {})},
                             json.dumps(obj).encode())
 
     # ---- blobs ----
-    async def get_blob(self, req: HttpRequest, name: str, digest: str) -> HttpResponse:
+    async def get_blob(self, req: Request, name: str, digest: str) -> Response:
         check_digest(digest)
         if not self.storage.repo_has_blob(name, digest):
             return error("BLOB_UNKNOWN", "blob unknown to registry", 404, {"digest": digest})
@@ -181,25 +195,25 @@ class Registry:
             headers["content-range"] = f"bytes {start}-{end}/{size}"
         headers["content-length"] = str(end - start + 1)
         if req.method == "HEAD":
-            return HttpResponse(status, headers, b"")
-        return HttpResponse(status, headers, _file_chunks(path, start, end - start + 1))
+            return Response(status, headers, b"")
+        return Response(status, headers, _file_chunks(path, start, end - start + 1))
 
-    async def delete_blob(self, req: HttpRequest, name: str, digest: str) -> HttpResponse:
+    async def delete_blob(self, req: Request, name: str, digest: str) -> Response:
         check_digest(digest)
         if not self.storage.unlink_blob(name, digest):
             return error("BLOB_UNKNOWN", "blob unknown to registry", 404, {"digest": digest})
-        return HttpResponse(202, {"docker-content-digest": digest, **API_HEADER})
+        return Response(202, {"docker-content-digest": digest, **API_HEADER})
 
     # ---- uploads ----
     def _upload_headers(self, name: str, uid: str, size: int) -> dict[str, str]:
         return {"location": f"/v2/{name}/blobs/uploads/{uid}", "docker-upload-uuid": uid,
                 "range": f"0-{max(size - 1, 0)}", **API_HEADER}
 
-    def _created(self, name: str, digest: str) -> HttpResponse:
-        return HttpResponse(201, {"location": f"/v2/{name}/blobs/{digest}", "docker-content-digest": digest,
+    def _created(self, name: str, digest: str) -> Response:
+        return Response(201, {"location": f"/v2/{name}/blobs/{digest}", "docker-content-digest": digest,
                                   **API_HEADER})
 
-    async def post_uploads(self, req: HttpRequest, name: str) -> HttpResponse:
+    async def post_uploads(self, req: Request, name: str) -> Response:
         mount, src = req.q("mount"), req.q("from")
         if mount and src:
             check_digest(mount)
@@ -214,15 +228,15 @@ class Registry:
             await self._receive(req, uid)
             self.storage.finish_upload(uid, name, digest)
             return self._created(name, digest)
-        return HttpResponse(202, {**self._upload_headers(name, uid, 0), "content-length": "0"})
+        return Response(202, {**self._upload_headers(name, uid, 0), "content-length": "0"})
 
-    async def _receive(self, req: HttpRequest, uid: str) -> None:
+    async def _receive(self, req: Request, uid: str) -> None:
         up = self.storage.upload(uid)
         with open(up.path, "ab") as f:
             async for chunk in req.stream():
                 self.storage.append(up, chunk, f)
 
-    def _range_refused(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse | None:
+    def _range_refused(self, req: Request, name: str, uuid: str) -> Response | None:
         """A chunk's Content-Range must start where the upload ends and span its Content-Length:
         anything else (a retried or out-of-order chunk) is 416 with the upload's current Range."""
         cr = req.headers.get("content-range")
@@ -238,15 +252,15 @@ class Registry:
                          self._upload_headers(name, uuid, up.size))
         return None
 
-    async def patch_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+    async def patch_upload(self, req: Request, name: str, uuid: str) -> Response:
         up = self.storage.upload(uuid)
         refused = self._range_refused(req, name, uuid)
         if refused is not None:
             return refused
         await self._receive(req, uuid)
-        return HttpResponse(202, self._upload_headers(name, uuid, up.size))
+        return Response(202, self._upload_headers(name, uuid, up.size))
 
-    async def put_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+    async def put_upload(self, req: Request, name: str, uuid: str) -> Response:
         digest = req.q("digest")
         if not digest:
             return error("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
@@ -258,14 +272,14 @@ class Registry:
         self.storage.finish_upload(uuid, name, digest)
         return self._created(name, digest)
 
-    async def get_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+    async def get_upload(self, req: Request, name: str, uuid: str) -> Response:
         up = self.storage.upload(uuid)
-        return HttpResponse(204, self._upload_headers(name, uuid, up.size))
+        return Response(204, self._upload_headers(name, uuid, up.size))
 
-    async def delete_upload(self, req: HttpRequest, name: str, uuid: str) -> HttpResponse:
+    async def delete_upload(self, req: Request, name: str, uuid: str) -> Response:
         self.storage.upload(uuid)
         self.storage.cancel_upload(uuid)
-        return HttpResponse(204, dict(API_HEADER))
+        return Response(204, dict(API_HEADER))
 
     # ---- manifests ----
     def _resolve(self, name: str, ref: str) -> str | None:
@@ -274,7 +288,7 @@ class Registry:
             return ref if self.storage.manifest_media_type(name, ref) is not None else None
         return self.storage.resolve_tag(name, check_tag(ref))
 
-    async def get_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
+    async def get_manifest(self, req: Request, name: str, ref: str) -> Response:
         try:
             digest = self._resolve(name, ref)
         except StorageError:  # no manifest can have that name: the spec wants 404 here, not 400
@@ -285,12 +299,12 @@ class Registry:
         data = self.storage.blob_path(digest).read_bytes()
         headers = {"content-type": media_type, "docker-content-digest": digest, "etag": f'"{digest}"',
                    "content-length": str(len(data)), **API_HEADER}
-        return HttpResponse(200, headers, b"" if req.method == "HEAD" else data)
+        return Response(200, headers, b"" if req.method == "HEAD" else data)
 
-    async def put_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
+    async def put_manifest(self, req: Request, name: str, ref: str) -> Response:
         try:
             data = await req.body(limit=MAX_MANIFEST)
-        except OverflowError:
+        except PayloadTooLarge:
             return error("MANIFEST_INVALID", "manifest too big: the limit is 4 MiB", 413)
         if ref.startswith("sha256:"):  # the reference is judged before the body
             check_digest(ref)
@@ -329,7 +343,7 @@ class Registry:
         if subject is not None:
             self.storage.add_referrer(name, subject, referrers.descriptor(doc, media_type, digest, len(data)))
             headers["oci-subject"] = subject
-        return HttpResponse(201, headers)
+        return Response(201, headers)
 
     def _missing_refs(self, name: str, media_type: str, doc: dict[str, Any]) -> tuple[str, str, int, object] | None:
         try:
@@ -350,7 +364,7 @@ class Registry:
             return ("MANIFEST_INVALID", "manifest invalid", 400, f"missing field {e}")
         return None
 
-    async def get_referrers(self, req: HttpRequest, name: str, digest: str) -> HttpResponse:
+    async def get_referrers(self, req: Request, name: str, digest: str) -> Response:
         """An image index of the manifests whose subject is `digest`; empty (not 404) when none."""
         check_digest(digest)
         descs = self.storage.referrers(name, digest) if self.storage.repo_exists(name) else []
@@ -359,16 +373,16 @@ class Registry:
         if wanted:
             descs = [d for d in descs if d.get("artifactType") == wanted]
             headers["oci-filters-applied"] = "artifactType"
-        return HttpResponse(200, headers, json.dumps(referrers.index(descs)).encode())
+        return Response(200, headers, json.dumps(referrers.index(descs)).encode())
 
-    async def delete_manifest(self, req: HttpRequest, name: str, ref: str) -> HttpResponse:
+    async def delete_manifest(self, req: Request, name: str, ref: str) -> Response:
         if ref.startswith("sha256:"):
             ok = self.storage.delete_manifest(name, check_digest(ref))
         else:
             ok = self.storage.delete_tag(name, check_tag(ref))
         if not ok:
             return error("MANIFEST_UNKNOWN", "manifest unknown", 404, {"name": name, "reference": ref})
-        return HttpResponse(202, dict(API_HEADER))
+        return Response(202, dict(API_HEADER))
 
 
 async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
@@ -456,9 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--realm", default="Registry Realm")
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
-    s.add_argument("--header-timeout", type=float, default=Limits.header_timeout,
+    s.add_argument("--header-timeout", type=float, default=30.0,
                    help="seconds a request head may take to arrive (default %(default)s)")
-    s.add_argument("--idle-timeout", type=float, default=Limits.idle_timeout,
+    s.add_argument("--idle-timeout", type=float, default=120.0,
                    help="seconds a kept-alive connection may wait for its next request (default %(default)s)")
     s.add_argument("--max-connections", type=int, default=0,
                    help="open connections; beyond it the longest idle one is closed (default: from ulimit -n)")
@@ -481,17 +495,24 @@ def main(argv: list[str] | None = None) -> int:
     host, port = _parse_addr(args.addr)
     registry = Registry(args.root, users, args.realm)
     raise_nofile_limit()
-    limits = Limits(args.header_timeout, args.idle_timeout, args.max_connections)
+    limits = Limits(args.header_timeout, args.idle_timeout, args.max_connections or nofile_connections(),
+                    drain_limit=None)
 
-    def started(p: int) -> None:
-        print(f"registry listening on {'https' if ctx else 'http'}://{host}:{p}", flush=True)
+    async def run() -> None:
+        server = Server(registry_site(registry, limits))
+        await server.listen_tcp(host, port, ctx)
+        actual = server.sockets[0].getsockname()[1]
+        print(f"registry listening on {'https' if ctx else 'http'}://{host}:{actual}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
 
     try:
-        asyncio.run(serve(registry, host, port, ctx, started, limits))
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -330,39 +330,33 @@ def test_registry_auth_header_decoding() -> None:
 
 def test_bearer_token_flow(ours: str, tmp_path: Path) -> None:
     """A token server plus a registry front that wants `Bearer <token>` (the Docker Hub flow)."""
-    from dockyard.registry.httpd import HttpRequest, HttpResponse, serve
-    from dockyard.registry.server import Registry
+    from dockyard.http.messages import Request, Response
+    from dockyard.http.server import Server
+    from dockyard.registry.server import Registry, registry_site
 
     seen_scopes: list[str] = []
 
     async def go() -> None:
         ports: dict[str, int] = {}
-        ready = asyncio.Event()
 
-        async def token(req: HttpRequest) -> HttpResponse:
+        async def token(req: Request) -> Response:
             if req.headers.get("authorization") != "Basic " + base64.b64encode(b"bob:pw").decode():
-                return HttpResponse(401, {}, b"{}")
+                return Response(401, {}, b"{}")
             seen_scopes.append(req.q("scope") or "")
-            return HttpResponse(200, {"content-type": "application/json"}, b'{"token": "T0K"}')
+            return Response(200, {"content-type": "application/json"}, b'{"token": "T0K"}')
 
         inner = Registry(tmp_path / "reg")
 
-        async def front(req: HttpRequest) -> HttpResponse:
+        async def front(req: Request) -> Response:
             if req.headers.get("authorization") != "Bearer T0K":
                 realm = f"http://127.0.0.1:{ports['token']}/token"
-                return HttpResponse(401, {"www-authenticate": f'Bearer realm="{realm}",service="test"'}, b"{}")
+                return Response(401, {"www-authenticate": f'Bearer realm="{realm}",service="test"'}, b"{}")
             return await inner(req)
 
-        def started(name: str) -> Any:
-            def cb(p: int) -> None:
-                ports[name] = p
-                if len(ports) == 2:
-                    ready.set()
-            return cb
-
-        servers = [asyncio.create_task(serve(token, "127.0.0.1", 0, started=started("token"))),
-                   asyncio.create_task(serve(front, "127.0.0.1", 0, started=started("front")))]
-        await ready.wait()
+        servers = {"token": Server(registry_site(token)), "front": Server(registry_site(front))}
+        for name, srv in servers.items():
+            await srv.listen_tcp("127.0.0.1", 0)
+            ports[name] = srv.sockets[0].getsockname()[1]
         eng = Engine(tmp_path / "engine")
         try:
             target = f"127.0.0.1:{ports['front']}/library/busybox"
@@ -372,9 +366,8 @@ def test_bearer_token_flow(ours: str, tmp_path: Path) -> None:
             assert st[-1].startswith("Status: Downloaded newer image")
         finally:
             await eng.close()
-            for s in servers:
-                s.cancel()
-            await asyncio.gather(*servers, return_exceptions=True)
+            for srv in servers.values():
+                await srv.close()
     run(go())
     assert seen_scopes and seen_scopes[0] == "repository:library/busybox:pull"
 
@@ -382,7 +375,8 @@ def test_bearer_token_flow(ours: str, tmp_path: Path) -> None:
 def test_api_pull_push_and_distribution_inspect(ours: str, tmp_path: Path) -> None:
     """The Engine API handlers (api/distribution.py) over the Distribution facade."""
     from dockyard.api import distribution as api
-    from dockyard.api.router import Request, Router
+    from dockyard.http.messages import Request
+    from dockyard.http.routing import Router
     from dockyard.registry.service import Distribution
 
     async def body(resp: Any) -> list[dict[str, Any]]:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from dockyard.api import containers
-from dockyard.api.router import Request, Response, Router
 from dockyard.errors import InvalidParameter
+from dockyard.http.messages import Request, Response
+from dockyard.http.routing import Router
 
 
 class Calls:

@@ -1,19 +1,16 @@
-"""What API handlers see: Request, Response, Hijack and the Router.
-
-`server.py` re-exports all of it and does the HTTP. Routes: `{name}` is one path segment,
-`{name:path}` the rest of the path (image names contain slashes).
-"""
+"""What handlers see: a Request (its body read as it arrives), a Response (bytes or a stream), or a
+Hijack that takes the connection over (attach, exec start). Errors are DockyardErrors: the site
+(`server.Site.error`) words them for its clients."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from dockyard.errors import DockyardError, InvalidParameter, NotFound
+from dockyard.errors import DockyardError, InvalidParameter
 
 DEFAULT_BODY_LIMIT = 16 * 1024 * 1024  # Request.body(); big uploads use Request.stream()
 
@@ -40,9 +37,11 @@ class Request:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         body_source: BodySource = _no_body,
+        target: str = "",
     ) -> None:
         self.method = method
         self.path = path
+        self.target = target or path  # the request line's target as sent (path with prefix and query)
         self.api_version = api_version
         self.query = query or {}
         self.headers = headers or {}
@@ -175,73 +174,3 @@ async def aclose(it: Any) -> None:
     close = getattr(it, "aclose", None)
     if close is not None:
         await close()
-
-
-_PARAM = re.compile(r"\{(\w+)(:path)?\}")
-
-
-class MethodNotAllowed(DockyardError):
-    status = 405
-
-
-@dataclass(frozen=True)
-class _Route:
-    method: str
-    pattern: str
-    regex: re.Pattern[str]
-    handler: Callable[..., Any]
-    specificity: tuple[int, int]  # (literal chars, -rest-of-path params): higher wins
-
-
-def _compile(pattern: str) -> tuple[re.Pattern[str], tuple[int, int]]:
-    parts: list[str] = []
-    literal, greedy, pos = 0, 0, 0
-    for m in _PARAM.finditer(pattern):
-        parts.append(re.escape(pattern[pos : m.start()]))
-        literal += m.start() - pos
-        if m.group(2):
-            greedy += 1
-            parts.append(f"(?P<{m.group(1)}>.+)")
-        else:
-            parts.append(f"(?P<{m.group(1)}>[^/]+)")
-        pos = m.end()
-    parts.append(re.escape(pattern[pos:]))
-    literal += len(pattern) - pos
-    return re.compile("".join(parts) + r"\Z"), (literal, -greedy)
-
-
-class AuthZGate(Protocol):
-    """Authorization plugins (services/authz.AuthZ): each request, then its response, is put to them."""
-
-    def wants_body(self, uri: str, headers: dict[str, str]) -> bool: ...
-    async def request(self, method: str, uri: str, headers: dict[str, str], body: bytes | None,
-                      user: str = "") -> dict[str, Any]: ...
-    async def response(self, ctx: dict[str, Any], status: int, headers: dict[str, str],
-                       body: bytes | None) -> None: ...
-
-
-class Router:
-    def __init__(self) -> None:
-        self._routes: list[_Route] = []
-        self.authz: AuthZGate | None = None  # set by build_router when plugins are configured
-
-    def add(self, method: str, pattern: str, handler: Callable[..., Any]) -> None:
-        regex, spec = _compile(pattern)
-        self._routes.append(_Route(method.upper(), pattern, regex, handler, spec))
-
-    def match(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str]]:
-        """The most specific route for (method, path); NotFound or MethodNotAllowed otherwise."""
-        best: tuple[_Route, dict[str, str]] | None = None
-        path_known = False
-        for route in self._routes:
-            m = route.regex.match(path)
-            if m is None:
-                continue
-            path_known = path_known or route.method != "OPTIONS"  # the catch-all preflight knows no path
-            if route.method == method and (best is None or route.specificity > best[0].specificity):
-                best = (route, m.groupdict())
-        if best is not None:
-            return best[0].handler, best[1]
-        if path_known:
-            raise MethodNotAllowed("method not allowed")
-        raise NotFound("page not found")

@@ -1,0 +1,69 @@
+"""Routes to handlers: `{name}` is one path segment, `{name:path}` the rest of the path (image names
+contain slashes). The most specific pattern wins; a known path with another method is a 405."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dockyard.errors import DockyardError, NotFound
+
+_PARAM = re.compile(r"\{(\w+)(:path)?\}")
+
+
+class MethodNotAllowed(DockyardError):
+    status = 405
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    pattern: str
+    regex: re.Pattern[str]
+    handler: Callable[..., Any]
+    specificity: tuple[int, int]  # (literal chars, -rest-of-path params): higher wins
+
+
+def _compile(pattern: str) -> tuple[re.Pattern[str], tuple[int, int]]:
+    parts: list[str] = []
+    literal, greedy, pos = 0, 0, 0
+    for m in _PARAM.finditer(pattern):
+        parts.append(re.escape(pattern[pos : m.start()]))
+        literal += m.start() - pos
+        if m.group(2):
+            greedy += 1
+            parts.append(f"(?P<{m.group(1)}>.+)")
+        else:
+            parts.append(f"(?P<{m.group(1)}>[^/]+)")
+        pos = m.end()
+    parts.append(re.escape(pattern[pos:]))
+    literal += len(pattern) - pos
+    return re.compile("".join(parts) + r"\Z"), (literal, -greedy)
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[_Route] = []
+
+    def add(self, method: str, pattern: str, handler: Callable[..., Any]) -> None:
+        regex, spec = _compile(pattern)
+        self._routes.append(_Route(method.upper(), pattern, regex, handler, spec))
+
+    def match(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str]]:
+        """The most specific route for (method, path); NotFound or MethodNotAllowed otherwise."""
+        best: tuple[_Route, dict[str, str]] | None = None
+        path_known = False
+        for route in self._routes:
+            m = route.regex.match(path)
+            if m is None:
+                continue
+            path_known = path_known or route.method != "OPTIONS"  # the catch-all preflight knows no path
+            if route.method == method and (best is None or route.specificity > best[0].specificity):
+                best = (route, m.groupdict())
+        if best is not None:
+            return best[0].handler, best[1]
+        if path_known:
+            raise MethodNotAllowed("method not allowed")
+        raise NotFound("page not found")

@@ -1,0 +1,477 @@
+"""The HTTP/1.1 server under the Engine API and our registry: asyncio streams + h11.
+
+Why not aiohttp/ASGI: attach and exec need connection hijacking (`Upgrade: tcp` -> 101, then a raw
+socket that supports half-close), which neither offers; the registry needs request bodies streamed
+as they arrive (multi-GiB blob uploads). h11 gives us keep-alive, chunked bodies both ways and leaves
+the socket in our hands.
+
+What differs between the two servers is a `Site`: the handler, how errors are worded, the headers
+every response carries, and the `Limits` a client is held to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import http
+import logging
+import os
+import resource
+import socket
+import ssl
+import stat
+from asyncio import sslproto
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import h11
+
+from dockyard.errors import DockyardError, InvalidParameter, describe
+from dockyard.http.messages import Hijack, Request, Response, aclose
+
+MAX_HEADER_SIZE = 64 * 1024
+_READ_SIZE = 64 * 1024
+
+log = logging.getLogger("dockyard.http")
+
+
+@dataclass
+class Limits:
+    """What one client may hold. Without them (the registry before it had them), half-sent heads
+    stayed open for minutes and 300 idle sockets used up the process's descriptors (EMFILE)."""
+
+    header_timeout: float = 60.0  # a request head must be whole this long after it began (or after accept)
+    idle_timeout: float | None = None  # keep-alive wait for the next request, longest silence mid-body or
+    # while the client does not read; None: no limit
+    max_connections: int | None = None  # beyond it the longest idle connection is closed; None: no cap
+    drain_limit: int | None = 1024 * 1024  # unread request body discarded to keep a connection; None: all
+
+
+@dataclass
+class Site:
+    """What one server serves and how it speaks."""
+
+    handle: Callable[[Request], Awaitable[Response | Hijack]]
+    error: Callable[[int, str], Response]  # an error (protocol, DockyardError, crash) as this site words it
+    headers: Callable[[], list[tuple[str, str]]] = list  # sent with every response, 100-continue and hijack
+    limits: Limits = field(default_factory=Limits)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("dockyard.http"))  # its failures
+
+
+def nofile_connections() -> int:
+    """A connection cap from RLIMIT_NOFILE: each connection may hold a file open as well."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(8, (soft - 32) // 2)
+
+
+def raise_nofile_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one, as the Go runtime does for every Go program."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _unread(reader: asyncio.StreamReader, data: bytes) -> None:
+    # asyncio has no unread; h11 already took these bytes, and they precede whatever the reader still holds.
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+    buffer[:0] = data
+
+
+class _Connection:
+    def __init__(self, site: Site, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.site = site
+        self.limits = site.limits
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_SIZE)
+        self.body_done = asyncio.Event()
+        self.busy = False  # from a request's head to the end of its response (the connection cap's view)
+        self.since = asyncio.get_running_loop().time()
+
+    async def run(self) -> None:
+        first = True
+        try:
+            while True:
+                self.busy, self.since = False, asyncio.get_running_loop().time()
+                try:
+                    event = await self._read_head(first)
+                except h11.RemoteProtocolError as e:
+                    await self._respond("GET", self.site.error(e.error_status_hint, str(e)), close=True)
+                    return
+                first = False
+                self.busy = True
+                if not isinstance(event, h11.Request) or not await self._handle(event):
+                    return
+        except (TimeoutError, ConnectionError, ssl.SSLError):
+            pass  # a stalled, vanished or evicted client: just drop the connection
+        except Exception:
+            self.site.log.exception("connection failed")
+        finally:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+
+    def evict(self) -> None:
+        """Close now (the connection cap needs the descriptor); the reader sees EOF."""
+        self.busy = True  # not chosen twice before its task notices
+        self.writer.transport.abort()
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+    async def _feed(self, deadline: float | None = None) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await self.reader.read(_READ_SIZE)
+        except ConnectionError:
+            data = b""
+        self.h11.receive_data(data)
+
+    async def _read_head(self, first: bool) -> Any:
+        # A new connection gets header_timeout for its first head; a kept-alive one waits idle_timeout
+        # for the next to begin, then header_timeout for the rest of it.
+        begun = first
+        deadline = self._deadline(self.limits.header_timeout if first else self.limits.idle_timeout)
+        while (event := self.h11.next_event()) is h11.NEED_DATA:
+            if not begun and self.h11.trailing_data[0]:
+                begun, deadline = True, self._deadline(self.limits.header_timeout)
+            await self._feed(deadline)
+        # h11's limit only applies while the head is incomplete, so a head that arrived whole gets checked here
+        if isinstance(event, h11.Request) and len(event.target) + sum(
+            len(k) + len(v) + 4 for k, v in event.headers.raw_items()
+        ) > MAX_HEADER_SIZE:
+            raise h11.RemoteProtocolError("request header too large", error_status_hint=431)
+        return event
+
+    async def _body_chunk(self) -> bytes | None:
+        if self.body_done.is_set():
+            return None
+        if self.h11.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=self.site.headers()))
+        try:
+            while (event := self.h11.next_event()) is h11.NEED_DATA:
+                await self._feed(self._deadline(self.limits.idle_timeout))
+        except h11.RemoteProtocolError as e:
+            raise InvalidParameter(f"bad request body: {e}") from None
+        if isinstance(event, h11.Data):
+            return bytes(event.data)
+        self.body_done.set()
+        return None
+
+    def _make_request(self, event: h11.Request) -> Request:
+        target = event.target.decode("latin-1")
+        raw_path, _, qs = target.partition("?")
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key, val = name.decode("latin-1").lower(), value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {val}" if key in headers else val
+        if "transfer-encoding" not in headers and headers.get("content-length", "0") == "0":
+            # No body: consume h11's EndOfMessage now so the disconnect watcher may read the socket.
+            self.h11.next_event()
+            self.body_done.set()
+        return Request(
+            event.method.decode("ascii"), unquote(raw_path),
+            query=parse_qs(qs, keep_blank_values=True), headers=headers, body_source=self._body_chunk,
+            target=target,
+        )
+
+    async def _handle(self, event: h11.Request) -> bool:
+        """Serve one request; False when the connection must close."""
+        req = self._make_request(event)
+        result: Response | Hijack
+        try:
+            result = await self.site.handle(req)
+        except DockyardError as e:
+            result = self.site.error(e.status, e.message)
+        except Exception as e:
+            self.site.log.exception("%s %s failed", req.method, req.path)
+            result = self.site.error(500, describe(e))
+        if isinstance(result, Hijack):
+            self.site.log.debug("%s %s -> hijacked", req.method, event.target.decode("latin-1"))
+            await self._hijack(req, result)
+            return False
+        self.site.log.debug("%s %s -> %d", req.method, event.target.decode("latin-1"), result.status)
+        if not await self._respond(req.method, result):
+            return False
+        return await self._next_cycle()
+
+    async def _send(self, event: Any) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.writer.write(data)
+            if self.limits.idle_timeout is None:
+                await self.writer.drain()
+                return
+            async with asyncio.timeout(self.limits.idle_timeout):  # a client that stopped reading
+                await self.writer.drain()
+
+    async def _respond(self, method: str, resp: Response, close: bool = False) -> bool:
+        """Send resp; False when the body stream failed or was cut short."""
+        headers = self.site.headers() + list(resp.headers.items())
+        body = resp.body
+        no_body = method == "HEAD" or resp.status in (204, 304)
+        if isinstance(body, bytes | bytearray) and resp.status not in (204, 304):
+            if not any(k.lower() == "content-length" for k in resp.headers):
+                headers.append(("Content-Length", str(len(body))))
+        if close:
+            headers.append(("Connection", "close"))
+        await self._send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
+        if isinstance(body, bytes | bytearray):
+            if body and not no_body:
+                await self._send(h11.Data(data=body))
+        elif no_body:
+            await aclose(body)
+        elif not await self._stream(body):
+            return False
+        await self._send(h11.EndOfMessage())
+        return True
+
+    async def _stream(self, body: AsyncIterator[bytes]) -> bool:
+        async def pump() -> None:
+            async for chunk in body:
+                if chunk:
+                    await self._send(h11.Data(data=chunk))
+
+        pump_task = asyncio.create_task(pump())
+        watch_task = asyncio.create_task(self._watch_disconnect())
+        try:
+            await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Client gone (or server closing): cancel the producer and close it so generators waiting on
+            # events stop now rather than at their next yield.
+            for task in (pump_task, watch_task):
+                task.cancel()
+            await asyncio.gather(pump_task, watch_task, return_exceptions=True)
+            await aclose(body)
+        if pump_task.cancelled():
+            return False
+        if (exc := pump_task.exception()) is not None:
+            if not isinstance(exc, ConnectionError | TimeoutError):
+                self.site.log.error("response stream failed", exc_info=exc)
+            return False
+        return True
+
+    async def _watch_disconnect(self) -> None:
+        """Return at EOF from the client. Only reads once the request body is in (a handler may stream it)."""
+        await self.body_done.wait()
+        while True:
+            try:
+                data = await self.reader.read(_READ_SIZE)
+            except ConnectionError:
+                data = b""
+            self.h11.receive_data(data)  # pipelined bytes stay in h11 for the next request
+            if not data:
+                return
+
+    async def _next_cycle(self) -> bool:
+        if self.h11.our_state is not h11.DONE:
+            return False
+        drained, limit = 0, self.limits.drain_limit
+        try:
+            while (chunk := await self._body_chunk()) is not None:  # body the handler left unread
+                drained += len(chunk)
+                if limit is not None and drained > limit:
+                    return False
+        except DockyardError:
+            return False
+        if self.h11.their_state is not h11.DONE:
+            return False
+        self.h11.start_next_cycle()
+        self.body_done = asyncio.Event()
+        return True
+
+    async def _hijack(self, req: Request, hijack: Hijack) -> None:
+        try:
+            await req.body()  # e.g. exec start's JSON options precede the raw stream
+        except DockyardError as e:
+            await self._respond(req.method, self.site.error(e.status, e.message), close=True)
+            return
+        # Like moby: 101 when the client asked to upgrade (the docker CLI does), else a bare 200 whose
+        # body is the raw stream (no length, no chunking).
+        if "upgrade" in req.headers:
+            head = ["HTTP/1.1 101 UPGRADED", f"Content-Type: {hijack.content_type}",
+                    "Connection: Upgrade", "Upgrade: tcp"]
+        else:
+            head = ["HTTP/1.1 200 OK", f"Content-Type: {hijack.content_type}"]
+        head += [f"{k}: {v}" for k, v in self.site.headers()]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        await self.writer.drain()
+        trailing, _ = self.h11.trailing_data
+        if trailing:
+            _unread(self.reader, trailing)
+        try:
+            await hijack.handler(self.reader, self.writer)
+        except ConnectionError:
+            pass
+        except Exception:
+            self.site.log.exception("%s %s: hijacked stream failed", req.method, req.path)
+
+
+def _backlog() -> int:
+    """The kernel's cap, as Go's net.Listen asks for (dockerd): asyncio's default of 100 made clients
+    beyond it fail to connect when 200 `docker create` arrived at once (a full unix socket backlog
+    is EAGAIN, not a wait)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return min(int(f.read()), 65535)
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+class _HalfCloseSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS, except that the peer's close_notify is a half-close, as in Go's tls.Conn.CloseWrite:
+    the docker CLI closes its side of a hijacked attach (no stdin) and then reads the output, which
+    stock asyncio would cut off by shutting the whole connection down."""
+
+    def _start_shutdown(self) -> None:
+        app = self._app_transport
+        peer_done = getattr(self, "_app_state", None) == sslproto.AppProtocolState.STATE_EOF
+        if peer_done and app is not None and not app._closed:
+            return  # peer is done writing; we close when our side is done (the app closes its writer)
+        super()._start_shutdown()
+
+
+class _TLSSniffer(asyncio.Protocol):
+    """The TLS port's first protocol: a TLS handshake goes on to TLS; a plain HTTP request is answered as
+    Go's net/http answers it ("Client sent an HTTP request to an HTTPS server."), not with a dropped
+    connection the client cannot explain. A client that sends nothing is closed at the header timeout."""
+
+    def __init__(self, make_tls: Callable[[], Any], timeout: float) -> None:
+        self.make_tls = make_tls
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(self.timeout, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        if data[:1] == b"\x16":  # a TLS handshake record: hand the connection and these bytes to TLS
+            proto = self.make_tls()
+            self.transport.set_protocol(proto)
+            proto.connection_made(self.transport)
+            buf = proto.get_buffer(len(data))
+            n = min(len(buf), len(data))
+            buf[:n] = data[:n]
+            proto.buffer_updated(n)
+            return
+        if data[:5] in (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO", b"DELET", b"PATCH"):
+            self.transport.write(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+        self.transport.close()
+
+
+class Server:
+    """Listening sockets of one site; close() stops accepting and drops open connections."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._servers: list[asyncio.Server] = []
+        self._unix_paths: list[str] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._open: set[_Connection] = set()
+
+    def _admit(self) -> bool:
+        """Room for one more connection: under the cap, or by closing the one idle longest."""
+        cap = self.site.limits.max_connections
+        if cap is None or len(self._open) < cap:
+            return True
+        idle = [c for c in self._open if not c.busy]
+        if not idle:
+            return False  # every connection is mid-request: the newcomer waits for none
+        min(idle, key=lambda c: c.since).evict()
+        return True
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit():
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = _Connection(self.site, reader, writer)
+        self._open.add(conn)
+        try:
+            await conn.run()
+        except asyncio.CancelledError:
+            pass  # close(): end quietly (a cancelled task here makes 3.11's asyncio log an error)
+        finally:
+            self._open.discard(conn)
+            self._tasks.discard(task)
+
+    async def listen_tcp(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        if tls is None:
+            srv = await asyncio.start_server(self._on_connection, host, port, backlog=_backlog(), limit=_READ_SIZE)
+        else:
+            srv = await asyncio.get_running_loop().create_server(self._tls_factory(tls), host, port,
+                                                                 backlog=_backlog())
+        self._servers.append(srv)
+
+    def _tls_factory(self, tls: ssl.SSLContext) -> Any:
+        loop = asyncio.get_running_loop()
+        timeout = self.site.limits.header_timeout
+
+        def make_tls() -> asyncio.BaseProtocol:
+            reader = asyncio.StreamReader(limit=_READ_SIZE, loop=loop)
+            app = asyncio.StreamReaderProtocol(reader, self._on_connection, loop=loop)
+            return _HalfCloseSSLProtocol(loop, app, tls, None, server_side=True,  # type: ignore[arg-type]
+                                         ssl_handshake_timeout=timeout)  # type: ignore[arg-type]
+
+        return lambda: _TLSSniffer(make_tls, timeout)
+
+    async def listen_unix(self, path: str, socket_group: str | None = None) -> None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # stale socket from a previous daemon
+        except FileNotFoundError:
+            pass
+        srv = await asyncio.start_unix_server(self._on_connection, path, backlog=_backlog(), limit=_READ_SIZE)
+        self._servers.append(srv)
+        self._unix_paths.append(path)
+        os.chmod(path, 0o660)
+        if socket_group:
+            try:
+                os.chown(path, 0, grp.getgrnam(socket_group).gr_gid)
+            except KeyError:
+                pass  # like dockerd: no such group, socket stays root-only
+            except PermissionError:
+                self.site.log.warning("cannot chown %s to group %s", path, socket_group)
+
+    @property
+    def sockets(self) -> list[Any]:
+        return [s for srv in self._servers for s in srv.sockets]
+
+    async def close(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for srv in self._servers:
+            await srv.wait_closed()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
