@@ -204,6 +204,7 @@ def build(cfg: DaemonConfig) -> Engine:
     containers.on_adopted.append(health.on_adopted)
     containers.on_exited.append(health.on_exited)
     containers.on_removed.append(_heap_trimmer())
+    _connect_log_plugins(containers, plugins, exec_root / "logging")
     from dockyard.registry.layermap import LayerMap
 
     layermap = LayerMap(db)
@@ -224,6 +225,7 @@ def build(cfg: DaemonConfig) -> Engine:
     from dockyard.services.container_resources import ContainerResources
 
     container_io = ContainerIO(containers)
+    container_io.log_plugins = containers.log_plugins
     from dockyard.builder.builder import Builder
 
     builder = Builder(db, images, containers, data_root / "build", pull=lambda *a, **kw: registry.pull(*a, **kw),
@@ -255,6 +257,24 @@ def _plugin_store(cfg: DaemonConfig) -> PluginStore:
         dirs = [Path(d) for d in cfg.plugin_discovery_dirs]
         return PluginStore(dirs, dirs, cfg.plugin_retry_seconds)
     return PluginStore([*SOCKET_DIRS, cfg.exec_root / "plugins"], SPEC_DIRS, cfg.plugin_retry_seconds)
+
+
+def _connect_log_plugins(containers: ContainerService, plugins: PluginStore, fifo_dir: Path) -> None:
+    """--log-driver NAME of a plugin: its containers' output is shipped to it from start to exit."""
+    from dockyard.services.container_config import LOG_DRIVERS
+    from dockyard.services.logplugins import LogPlugins, container_info
+
+    log_plugins = LogPlugins(plugins, fifo_dir)
+    containers.log_plugins = log_plugins
+
+    def ship(c: Any) -> None:
+        driver = containers.log_driver(c)
+        if driver not in LOG_DRIVERS and c.running:
+            log_plugins.start(driver, container_info(c), containers.log_path(c.id), containers.live(c.id).exited)
+
+    containers.on_started.append(ship)
+    containers.on_adopted.append(ship)
+    containers.on_removed.append(lambda c: log_plugins.forget(c.id))
 
 
 def _resolve_for_network(containers: ContainerService, ref: str) -> tuple[str, str, bool]:

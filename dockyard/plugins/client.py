@@ -12,7 +12,7 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from dockyard.errors import DockyardError, SystemError_, Unavailable
@@ -100,7 +100,7 @@ class PluginClient:
             raise PluginError(str(out["Err"]))
         return out
 
-    def stream(self, method: str, body: Any = None) -> Iterator[bytes]:
+    def stream(self, method: str, body: Any = None) -> Generator[bytes, None, None]:
         """POST and yield the raw answer in chunks (LogDriver.ReadLogs)."""
         resp = self._open(method, json.dumps(body or {}).encode(), True, CALL_TIMEOUT)
         try:

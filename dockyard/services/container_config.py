@@ -121,7 +121,7 @@ def _check_port_bindings(bindings: Any) -> None:
                 raise InvalidParameter(f"invalid IP address: {ip}") from None
 
 
-def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
+def validate_host_config(hc: dict[str, Any], log_plugin: str | None = None) -> dict[str, Any]:
     """Check the HostConfig fields we act on; fill Docker's defaults."""
     hc = dict(hc or {})
     rp = hc.get("RestartPolicy") or {}
@@ -172,7 +172,7 @@ def validate_host_config(hc: dict[str, Any]) -> dict[str, Any]:
     if iso not in ("", "default"):
         # dockerd 20.10 answers 500; later ones 400 (an invalid parameter), as here
         raise InvalidParameter(f"Invalid isolation: \"{iso}\" - linux only supports 'default'")
-    hc["LogConfig"] = validate_log_config(hc.get("LogConfig"))
+    hc["LogConfig"] = validate_log_config(hc.get("LogConfig"), log_plugin)
     hc.setdefault("Binds", None)
     hc.setdefault("Runtime", "")
     hc.setdefault("ShmSize", 64 * 1024 * 1024)
@@ -193,11 +193,19 @@ OTHER_DOCKER_LOG_DRIVERS = frozenset({"syslog", "journald", "gelf", "fluentd", "
                                       "gcplogs", "logentries"})
 
 
-def validate_log_config(lc: Any) -> dict[str, Any]:
-    """HostConfig.LogConfig filled (json-file, the daemon default) and checked as dockerd does at create."""
+def log_driver_of(hc: Any) -> str:
+    lc = hc.get("LogConfig") if isinstance(hc, dict) else None
+    return str((lc.get("Type") if isinstance(lc, dict) else None) or "json-file")
+
+
+def validate_log_config(lc: Any, log_plugin: str | None = None) -> dict[str, Any]:
+    """HostConfig.LogConfig filled (json-file, the daemon default) and checked as dockerd does at create.
+    `log_plugin`: the driver, already found to be a logging plugin (its options are its own to judge)."""
     lc = lc if isinstance(lc, dict) else {}
     kind = lc.get("Type") or "json-file"
     opts = lc.get("Config") or {}
+    if log_plugin and kind == log_plugin:
+        return {"Type": kind, "Config": {str(k): str(v) for k, v in opts.items()}}
     if kind in OTHER_DOCKER_LOG_DRIVERS:
         raise InvalidParameter(f"logging driver {kind!r} is not supported by Dockyard (json-file, local, none)")
     if kind not in LOG_DRIVERS:

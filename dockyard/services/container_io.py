@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from dockyard.errors import Conflict, InvalidParameter, NotSupported
 from dockyard.runtime.logs import frame
 from dockyard.services.attach import AttachHub
 from dockyard.services.containers import Container, ContainerService
 from dockyard.util.timefmt import parse_time_arg
+
+if TYPE_CHECKING:
+    from dockyard.services.logplugins import LogPlugins
 
 log = logging.getLogger("dockyard.container_io")
 
@@ -24,6 +28,7 @@ HijackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 class ContainerIO:
     def __init__(self, containers: ContainerService) -> None:
         self.cs = containers
+        self.log_plugins: LogPlugins | None = None  # logging plugins that can read serve `logs`
         self.runtime = containers.runtime
         self.hubs: dict[str, AttachHub] = {}  # a running container's shared attach connection
 
@@ -52,7 +57,20 @@ class ContainerIO:
     async def _log_stream(self, c: Container, *, stdout: bool, stderr: bool, since: float, until: float, tail: int,
                           timestamps: bool, follow: bool, raw: bool) -> AsyncIterator[bytes]:
         from dockyard.runtime import logs as rtlogs
+        from dockyard.services.container_config import LOG_DRIVERS
 
+        driver = self.cs.log_driver(c)
+        if driver not in LOG_DRIVERS and self.log_plugins is not None and \
+                await asyncio.to_thread(self.log_plugins.can_read, driver):
+            from dockyard.services.logplugins import container_info
+
+            async for stream, ts, data in self.log_plugins.read(
+                    driver, container_info(c), stdout=stdout, stderr=stderr, since=since, until=until, tail=tail,
+                    follow=follow):
+                if timestamps:
+                    data = rtlogs.docker_timestamp(ts).encode() + b" " + data
+                yield data if raw else frame(stream, data)
+            return
         async for batch in rtlogs.read_log_batches(
             self.cs.log_path(c.id), stdout=stdout, stderr=stderr, since=since, until=until, tail=tail,
             timestamps=timestamps, follow=follow, stop=self.cs.live(c.id).exited,

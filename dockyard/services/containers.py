@@ -44,6 +44,7 @@ from dockyard.util.timefmt import ZERO_TIME, human_duration, parse_time_arg, rfc
 
 if TYPE_CHECKING:
     from dockyard.runtime.spec import Resources
+    from dockyard.services.logplugins import LogPlugins
     from dockyard.services.volumes import VolumeService
 
 log = logging.getLogger("dockyard.containers")
@@ -213,6 +214,7 @@ class ContainerService:
         # Hooks other features attach to (healthchecks, restart policies, stats ...).
         self.on_started: list[Callable[[Container], None]] = []
         self.on_exited: list[Callable[[Container], None]] = []
+        self.log_plugins: LogPlugins | None = None  # set by the wiring: --log-driver NAME of a plugin
         # Running containers found alive at daemon start (their state, e.g. health, carries on).
         self.on_adopted: list[Callable[[Container], None]] = []
         self.on_removed: list[Callable[[Container], None]] = []
@@ -314,7 +316,15 @@ class ContainerService:
                 )
         image = self.images.resolve(image_ref)
         config = cc.merge_config(body, image.config)
-        host_config = cc.validate_host_config(body.get("HostConfig") or {})
+        log_plugin = None
+        kind = cc.log_driver_of(body.get("HostConfig"))
+        if kind not in cc.LOG_DRIVERS and kind not in cc.OTHER_DOCKER_LOG_DRIVERS and self.log_plugins is not None:
+            try:
+                await asyncio.to_thread(self.log_plugins.is_driver, kind)
+            except NotFound as e:  # dockerd checks it with the HostConfig: a 400
+                raise InvalidParameter(e.message) from None
+            log_plugin = kind
+        host_config = cc.validate_host_config(body.get("HostConfig") or {}, log_plugin)
         runtime = host_config.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
             raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
