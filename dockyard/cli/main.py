@@ -23,7 +23,8 @@ GROUPS = {
 }
 
 
-_MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion", "pods", "kube")
+_MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion", "pods",
+            "kube", "dashboard")
 # The modules holding each top-level word's commands: a command imports only what it needs (start-up
 # time). A word missing here still works, through every module (tests/unit/test_cli_parsing.py checks).
 _WORD_MODULES: dict[str, tuple[str, ...]] = {
@@ -33,7 +34,7 @@ _WORD_MODULES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("images", "pull", "push", "tag", "rmi", "save", "load", "import", "history", "search"),
                     ("images",)),
     **dict.fromkeys(("version", "info", "events", "login", "logout"), ("system",)),
-    "build": ("build",), "explain": ("explain",), "trace": ("trace",),
+    "build": ("build",), "explain": ("explain",), "trace": ("trace",), "dashboard": ("dashboard",),
     "completion": ("completion",), "__complete": ("completion",),
     "container": ("run", "containers"), "image": ("images", "build"), "network": ("objects",),
     "volume": ("objects",), "system": ("system", "context"), "context": ("context",), "builder": ("build",),
