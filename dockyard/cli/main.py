@@ -121,7 +121,7 @@ def _daemon(ctx: Ctx, args: argparse.Namespace) -> int | None:
 
 
 def _registry(ctx: Ctx, args: argparse.Namespace) -> int | None:
-    from dockyard.registry.server import main as registry_main
+    from dockyard.registry.server.main import main as registry_main
 
     return registry_main(args.args)
 

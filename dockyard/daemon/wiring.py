@@ -205,12 +205,12 @@ def build(cfg: DaemonConfig) -> Engine:
     containers.on_exited.append(health.on_exited)
     containers.on_removed.append(_heap_trimmer())
     _connect_log_plugins(containers, plugins, exec_root / "logging")
-    from dockyard.registry.layermap import LayerMap
+    from dockyard.registry.client.layermap import LayerMap
 
     layermap = LayerMap(db)
 
     def make_registry() -> Distribution:
-        from dockyard.registry.client import RegistryClient, RegistryOptions
+        from dockyard.registry.client.remote import RegistryClient, RegistryOptions
         from dockyard.registry.service import Distribution
 
         return Distribution(

@@ -29,8 +29,8 @@ from typing import Any
 from dockyard.errors import InvalidParameter, NotFound
 from dockyard.oci import reference
 from dockyard.oci.digest import sha256_digest
-from dockyard.registry.auth import Credentials
-from dockyard.registry.client import OCI_MANIFEST, RegistryClient, Repository
+from dockyard.registry.client.auth import Credentials
+from dockyard.registry.client.remote import OCI_MANIFEST, RegistryClient, Repository
 from dockyard.store.content import ContentStore
 from dockyard.store.snapshots import chain_ids
 

@@ -15,13 +15,14 @@ from typing import Any, Protocol
 
 from dockyard.errors import InvalidParameter, Unauthorized
 from dockyard.oci import reference
-from dockyard.registry import buildcache, platforms
-from dockyard.registry.auth import Credentials, RegistryAuth, decode_registry_auth, load_docker_config
+from dockyard.registry import buildcache
 from dockyard.registry.buildcache import CachedStep, CacheSource
-from dockyard.registry.client import INDEX_TYPES, RegistryClient
-from dockyard.registry.layermap import LayerMap
-from dockyard.registry.pull import Event, ImageRegistrar, Puller
-from dockyard.registry.push import Pusher
+from dockyard.registry.client import platforms
+from dockyard.registry.client.auth import Credentials, RegistryAuth, decode_registry_auth, load_docker_config
+from dockyard.registry.client.layermap import LayerMap
+from dockyard.registry.client.pull import Event, ImageRegistrar, Puller
+from dockyard.registry.client.push import Pusher
+from dockyard.registry.client.remote import INDEX_TYPES, RegistryClient
 from dockyard.store.content import ContentStore
 from dockyard.store.snapshots import Snapshotter
 

@@ -265,7 +265,7 @@ def test_import_with_changes(svc: ImageService, tmp_path: Path) -> None:
 
 
 def test_startup_sweep_frees_unreferenced_blobs(svc: ImageService, tmp_path: Path) -> None:
-    from dockyard.registry.layermap import LayerMap
+    from dockyard.registry.client.layermap import LayerMap
 
     loaded(svc, "busybox")
     lid = loaded(svc, "layered")

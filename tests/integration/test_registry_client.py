@@ -22,11 +22,11 @@ import httpx
 import pytest
 
 from dockyard.errors import InvalidParameter, NotFound, Unauthorized
-from dockyard.registry.auth import Credentials
-from dockyard.registry.client import RegistryClient, RegistryOptions
-from dockyard.registry.layermap import LayerMap
-from dockyard.registry.pull import Puller
-from dockyard.registry.push import Pusher
+from dockyard.registry.client.auth import Credentials
+from dockyard.registry.client.layermap import LayerMap
+from dockyard.registry.client.pull import Puller
+from dockyard.registry.client.push import Pusher
+from dockyard.registry.client.remote import RegistryClient, RegistryOptions
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
 from dockyard.store.snapshots import Snapshotter
@@ -321,7 +321,7 @@ async def _collect(it: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_registry_auth_header_decoding() -> None:
-    from dockyard.registry.auth import decode_registry_auth
+    from dockyard.registry.client.auth import decode_registry_auth
 
     raw = json.dumps({"username": "u", "password": "p", "serveraddress": "x"}).encode()
     assert decode_registry_auth(base64.urlsafe_b64encode(raw).decode().rstrip("=")) == Credentials("u", "p")
@@ -332,7 +332,7 @@ def test_bearer_token_flow(ours: str, tmp_path: Path) -> None:
     """A token server plus a registry front that wants `Bearer <token>` (the Docker Hub flow)."""
     from dockyard.http.messages import Request, Response
     from dockyard.http.server import Server
-    from dockyard.registry.server import Registry, registry_site
+    from dockyard.registry.server.handlers import Registry, registry_site
 
     seen_scopes: list[str] = []
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dockyard.registry.server import garbage_collect
+from dockyard.registry.server.gc import garbage_collect
 from tests.conftest import SHARED, Daemon
 from tests.integration.test_registry_server import _free_port, _start
 

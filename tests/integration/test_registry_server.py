@@ -16,7 +16,7 @@ import bcrypt
 import httpx
 import pytest
 
-from dockyard.registry.server import garbage_collect
+from dockyard.registry.server.gc import garbage_collect
 from tests.conftest import SHARED
 
 PREBUILT = SHARED / "images" / "prebuilt"

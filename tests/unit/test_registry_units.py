@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import NotFound
-from dockyard.registry import platforms, progress
-from dockyard.registry.auth import Credentials, load_docker_config, parse_challenge
-from dockyard.registry.storage import NAME_RE, TAG_RE
+from dockyard.registry.client import platforms, progress
+from dockyard.registry.client.auth import Credentials, load_docker_config, parse_challenge
+from dockyard.registry.server.storage import NAME_RE, TAG_RE
 
 INDEX = {"manifests": [
     {"digest": "sha256:a", "platform": {"os": "linux", "architecture": "amd64"}},

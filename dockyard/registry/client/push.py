@@ -13,10 +13,10 @@ from typing import Any
 from dockyard.errors import InvalidParameter, NotFound
 from dockyard.oci import reference
 from dockyard.oci.digest import sha256_digest
-from dockyard.registry import progress
-from dockyard.registry.auth import Credentials
-from dockyard.registry.client import DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient, Repository
-from dockyard.registry.layermap import LayerMap, LayerSource
+from dockyard.registry.client import progress
+from dockyard.registry.client.auth import Credentials
+from dockyard.registry.client.layermap import LayerMap, LayerSource
+from dockyard.registry.client.remote import DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient, Repository
 from dockyard.store.content import ContentStore
 from dockyard.store.layers import write_diff
 from dockyard.store.snapshots import Snapshotter, chain_ids

@@ -1,12 +1,9 @@
-"""Our own registry: the OCI Distribution (Docker Registry HTTP API v2) server.
-
-`dockyard registry serve --addr 127.0.0.1:5000 --root DIR [--htpasswd FILE] [--tls-cert C --tls-key K]`
-`dockyard registry garbage-collect --root DIR [--delete-untagged] [--dry-run]`
-"""
+"""The OCI Distribution (Docker Registry HTTP API v2) endpoints of our registry server: routing,
+basic auth, blobs, uploads, manifests, tags, catalog, referrers; served by `dockyard/http`
+through `registry_site`."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -14,8 +11,6 @@ import json
 import logging
 import os
 import re
-import ssl
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,9 +18,15 @@ from typing import Any
 import bcrypt
 
 from dockyard.http.messages import PayloadTooLarge, Request, Response
-from dockyard.http.server import Limits, Server, Site, nofile_connections, raise_nofile_limit
-from dockyard.registry import referrers
-from dockyard.registry.storage import RegistryStorage, StorageError, check_digest, check_name, check_tag
+from dockyard.http.server import Limits, Site, nofile_connections
+from dockyard.registry.server import referrers
+from dockyard.registry.server.storage import (
+    RegistryStorage,
+    StorageError,
+    check_digest,
+    check_name,
+    check_tag,
+)
 
 log = logging.getLogger(__name__)
 
@@ -397,122 +398,3 @@ async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[byt
             yield chunk
     finally:
         f.close()
-
-
-def garbage_collect(root: str | os.PathLike[str], delete_untagged: bool = False,
-                    dry_run: bool = False) -> list[str]:
-    """Mark every blob reachable from a manifest revision (or only tagged ones), delete the rest."""
-    st = RegistryStorage(root)
-    marked: set[str] = set()
-
-    def mark(name: str, digest: str) -> None:
-        if digest in marked or not st.has_blob(digest):
-            return
-        marked.add(digest)
-        try:
-            doc = json.loads(st.blob_path(digest).read_bytes())
-        except ValueError:
-            return
-        for m in doc.get("manifests") or []:
-            mark(name, m["digest"])
-        for desc in [doc.get("config"), *(doc.get("layers") or [])]:
-            if desc and not desc.get("urls"):
-                marked.add(desc["digest"])
-
-    for name in st.repositories():
-        tagged = {st.resolve_tag(name, t) for t in st.tags(name)}
-        for digest in st.revisions(name):
-            if delete_untagged and digest not in tagged:
-                # An untagged child of a tagged index is still reachable through that index.
-                continue
-            mark(name, digest)
-        for t in tagged:
-            if t:
-                mark(name, t)
-        # A referrer (signature, SBOM) is untagged by design: it lives as long as its subject does.
-        grew = True
-        while grew:
-            grew = False
-            for digest in st.revisions(name):
-                if digest not in marked and st.manifest_subject(digest) in marked:
-                    mark(name, digest)
-                    grew = True
-        if delete_untagged and not dry_run:
-            for digest in st.revisions(name):
-                if digest not in marked:
-                    st.delete_manifest(name, digest)
-    removed = []
-    for digest in st.digests():
-        if digest not in marked:
-            removed.append(digest)
-            if not dry_run:
-                st.delete_blob(digest)
-    if not dry_run:  # drop repository links to blobs that are gone
-        gone = {d.split(":", 1)[1] for d in removed}
-        for link in (st.root / "repositories").rglob("_layers/*"):
-            if link.name in gone:
-                link.unlink()
-    return removed
-
-
-def _parse_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return (host.strip("[]") or "0.0.0.0"), int(port)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dockyard registry", description="OCI distribution registry")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="serve the registry API")
-    s.add_argument("--addr", default="127.0.0.1:5000")
-    s.add_argument("--root", required=True)
-    s.add_argument("--htpasswd")
-    s.add_argument("--realm", default="Registry Realm")
-    s.add_argument("--tls-cert")
-    s.add_argument("--tls-key")
-    s.add_argument("--header-timeout", type=float, default=30.0,
-                   help="seconds a request head may take to arrive (default %(default)s)")
-    s.add_argument("--idle-timeout", type=float, default=120.0,
-                   help="seconds a kept-alive connection may wait for its next request (default %(default)s)")
-    s.add_argument("--max-connections", type=int, default=0,
-                   help="open connections; beyond it the longest idle one is closed (default: from ulimit -n)")
-    g = sub.add_parser("garbage-collect", help="delete blobs no manifest references")
-    g.add_argument("--root", required=True)
-    g.add_argument("--delete-untagged", action="store_true")
-    g.add_argument("--dry-run", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.cmd == "garbage-collect":
-        removed = garbage_collect(args.root, args.delete_untagged, args.dry_run)
-        for d in removed:
-            print(("would delete " if args.dry_run else "deleted ") + d)
-        return 0
-    users = load_htpasswd(args.htpasswd) if args.htpasswd else None
-    ctx = None
-    if args.tls_cert:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(args.tls_cert, args.tls_key)
-    host, port = _parse_addr(args.addr)
-    registry = Registry(args.root, users, args.realm)
-    raise_nofile_limit()
-    limits = Limits(args.header_timeout, args.idle_timeout, args.max_connections or nofile_connections(),
-                    drain_limit=None)
-
-    async def run() -> None:
-        server = Server(registry_site(registry, limits))
-        await server.listen_tcp(host, port, ctx)
-        actual = server.sockets[0].getsockname()[1]
-        print(f"registry listening on {'https' if ctx else 'http'}://{host}:{actual}", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.close()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dockyard.registry.storage import StorageError, check_digest
+from dockyard.registry.server.storage import StorageError, check_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"

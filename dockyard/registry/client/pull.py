@@ -26,10 +26,10 @@ import httpx
 from dockyard import trace
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, Unavailable, out_of_space
 from dockyard.oci import reference
-from dockyard.registry import platforms, progress
-from dockyard.registry.auth import Credentials
-from dockyard.registry.client import INDEX_TYPES, RegistryClient, Repository, dial_error
-from dockyard.registry.layermap import LayerMap
+from dockyard.registry.client import platforms, progress
+from dockyard.registry.client.auth import Credentials
+from dockyard.registry.client.layermap import LayerMap
+from dockyard.registry.client.remote import INDEX_TYPES, RegistryClient, Repository, dial_error
 from dockyard.store.content import ContentStore
 from dockyard.store.snapshots import Snapshotter, chain_ids
 

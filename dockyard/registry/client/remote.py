@@ -20,7 +20,7 @@ import httpx
 
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, Unauthorized, Unavailable
 from dockyard.oci.reference import DEFAULT_DOMAIN
-from dockyard.registry.auth import Credentials, RegistryAuth
+from dockyard.registry.client.auth import Credentials, RegistryAuth
 from dockyard.store.content import ContentStore
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
