@@ -284,6 +284,11 @@ class ContainerService:
         return [(r["id"], r["state"] in RUNNING_STATES)
                 for r in self.db.query("SELECT id, state FROM containers WHERE image_id=?", (image_id,))]
 
+    def names_using_image(self, image_id: str) -> builtins.list[str]:
+        """Names of the containers made from the image, sorted."""
+        return [r["name"] for r in self.db.query(
+            "SELECT name FROM containers WHERE image_id=? ORDER BY name", (image_id,))]
+
     def save(self, cid: str, **fields: Any) -> None:
         """Write fields of a container's row (for the services built on this one: io, health, exec)."""
         cols = ", ".join(f"{k}=?" for k in fields)

@@ -198,6 +198,16 @@ class ImageService:
         """Extracted layer dirs, bottom first (overlay's lowerdir wants them reversed)."""
         return self.snapshots.dirs(self.resolve(image_id).chain_ids)
 
+    def sharing_layer(self, chain_id: str, but: str) -> list[str]:
+        """Ids of the images other than `but` whose layers include this chain."""
+        return [r["image_id"] for r in self.db.query(
+            "SELECT DISTINCT image_id FROM image_layers WHERE chain_id=? AND image_id!=?", (chain_id, but))]
+
+    def display_name(self, image_id: str) -> str:
+        """The image's first tag by name, else its short id."""
+        row = self.db.query_one("SELECT name FROM tags WHERE image_id=? ORDER BY name", (image_id,))
+        return str(row["name"]) if row else image_id[:19]
+
     def check_platform(self, ref: str, wanted: str) -> None:
         img = self.resolve(ref)
         os_, _, arch = wanted.partition("/")

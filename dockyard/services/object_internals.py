@@ -81,27 +81,19 @@ class ObjectInternals:
         img = self.images.resolve(ref)
         hist = [h for h in img.config.get("history") or [] if not h.get("empty_layer")]
         made_by = [h.get("created_by", "") for h in hist] if len(hist) == len(img.diff_ids) else []
-        dirs = self.images.snapshots.dirs(img.chain_ids)
-        db = self.images.db
+        dirs = self.images.layer_dirs(img.id)
         layers = []
         for i, (chain, diff, d) in enumerate(zip(img.chain_ids, img.diff_ids, dirs, strict=True)):
-            others = [r["image_id"] for r in db.query(
-                "SELECT DISTINCT image_id FROM image_layers WHERE chain_id=? AND image_id!=?", (chain, img.id))]
-            shared = [self._image_name(o) for o in others]
+            shared = [self.images.display_name(o) for o in self.images.sharing_layer(chain, but=img.id)]
             layers.append({"Index": i + 1, "DiffID": diff, "ChainID": chain, "Dir": str(d), "Exists": d.is_dir(),
                            "Size": img.layer_sizes[i] if i < len(img.layer_sizes) else None,
                            "CreatedBy": made_by[i] if made_by else "", "SharedWith": shared,
                            "Why": "unpacked once; every image and container built on this chain of layers "
                                   "uses the same directory as an overlay lowerdir"})
-        users = [r["name"] for r in self.containers.db.query(
-            "SELECT name FROM containers WHERE image_id=? ORDER BY name", (img.id,))]
+        users = self.containers.names_using_image(img.id)
         return {"Kind": "image", "Id": img.id, "Tags": img.repo_tags, "Layers": layers, "Containers": users,
                 "Why": "an image is a config plus an ordered list of layers; a container stacks them (bottom "
                        "first here, top first in overlay's lowerdir) under its own writable layer"}
-
-    def _image_name(self, image_id: str) -> str:
-        rows = self.images.db.query("SELECT name FROM tags WHERE image_id=? ORDER BY name", (image_id,))
-        return rows[0]["name"] if rows else image_id[:19]
 
     # ------------------------------------------------------------------ volume
     def volume(self, name: str) -> dict[str, Any]:

@@ -149,6 +149,13 @@ def test_explain_network_image_and_volume_read_back_the_host(clean_daemon: Daemo
         image_dirs = [x["Dir"] for x in c_info["Rootfs"]["Lower"] if x["Role"].startswith("image layer")]
         assert [layer["Dir"] for layer in img["Layers"]] == list(reversed(image_dirs))  # bottom first vs top first
         assert ct["Name"].lstrip("/") in img["Containers"]
+        shared = f"explain-shared-{secrets.token_hex(3)}:v1"  # an image on busybox's layers, named by its tag
+        d.docker("commit", cid, shared)
+        try:
+            img = json.loads(d.dockyard("explain", "--format", "json", "--type", "image", "busybox").stdout)
+            assert all(any(shared in name for name in layer["SharedWith"]) for layer in img["Layers"])
+        finally:
+            d.docker("rmi", shared)
 
         vol = json.loads(d.dockyard("explain", "--format", "json", volume).stdout)
         assert vol["Kind"] == "volume" and vol["Exists"] and not vol["Mounted"]
