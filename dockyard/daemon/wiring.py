@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (laz
     from dockyard.services.execs import ExecService
     from dockyard.services.images import ImageService
     from dockyard.services.internals import InternalsService
+    from dockyard.services.managed_plugins import ManagedPlugins
     from dockyard.services.networks import NetworkService
     from dockyard.services.pods import PodService
     from dockyard.services.system import SystemService
@@ -68,12 +69,15 @@ class Engine:
     internals: InternalsService | None = None
     plugins: PluginStore | None = None
     authz: AuthZ | None = None
+    managed_plugins: ManagedPlugins | None = None
     pods: PodService | None = None
     router: Router = field(init=False)  # built from the engine itself, last
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.events.bind_loop(asyncio.get_running_loop())
+        if self.managed_plugins is not None:
+            await asyncio.to_thread(self.managed_plugins.restore)
         if self.authz is not None and self.plugins is not None:
             for name in self.authz.names:  # dockerd refuses to start without its authorization plugins
                 await asyncio.to_thread(self.plugins.get, name, "authz")
@@ -105,6 +109,8 @@ class Engine:
             await self.networks.shutdown()
         if self.registry is not None:
             await self.registry.aclose()
+        if self.managed_plugins is not None:
+            await asyncio.to_thread(self.managed_plugins.shutdown)
         self.db.close()
 
 
@@ -241,6 +247,9 @@ def build(cfg: DaemonConfig) -> Engine:
                     ContainerCommitter(containers, images), system, builder=builder,
                     internals=InternalsService(containers, networks, volumes, images))
     engine.plugins = plugins
+    from dockyard.services.managed_plugins import ManagedPlugins
+
+    engine.managed_plugins = ManagedPlugins(db, data_root, exec_root, plugins, events, runtimes["runc"])
     if cfg.authorization_plugins:
         from dockyard.services.authz import AuthZ
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Generator
@@ -37,11 +38,19 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(self.timeout)
+        dfd = -1
         try:
-            s.connect(self._path)
+            path = self._path
+            if len(path.encode()) > 107:  # sun_path's limit: reach it through its directory's fd
+                dfd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
+                path = f"/proc/self/fd/{dfd}/{os.path.basename(path)}"
+            s.connect(path)
         except OSError:
             s.close()
             raise
+        finally:
+            if dfd >= 0:
+                os.close(dfd)
         self.sock = s
 
 

@@ -36,6 +36,11 @@ class Plugin:
     addr: str
     implements: list[str] = field(default_factory=list)
     client: PluginClient = field(repr=False, default=None)  # type: ignore[assignment]
+    scope: str = ""  # a managed plugin's rootfs: the paths it answers with are inside it
+
+    def scoped(self, path: str) -> str:
+        """A path the plugin gave, as the host sees it."""
+        return str(Path(self.scope) / path.lstrip("/")) if self.scope and path else path
 
     def call(self, method: str, body: object = None) -> dict[str, object]:
         return self.client.call(method, body)
@@ -54,12 +59,34 @@ class PluginStore:
         self.spec_dirs = [Path(d) for d in spec_dirs]
         self.retry_seconds = retry_seconds
         self._active: dict[str, Plugin] = {}
+        self._managed: dict[str, tuple[str, str, list[str]]] = {}  # name → (addr, rootfs, interface types)
         self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ managed plugins (services/managed_plugins.py)
+
+    def register_managed(self, name: str, addr: str, scope: str, types: list[str]) -> None:
+        with self._lock:
+            self._managed[name] = (addr, scope, types)
+            self._active.pop(name, None)
+
+    def unregister_managed(self, name: str) -> None:
+        with self._lock:
+            self._managed.pop(name, None)
+            self._active.pop(name, None)
+            if name.endswith(":latest"):
+                self._active.pop(name[:-len(":latest")], None)
+
+    def _managed_entry(self, name: str) -> tuple[str, str, list[str]] | None:
+        with self._lock:
+            return self._managed.get(name) or (self._managed.get(name + ":latest") if ":" not in name else None)
 
     # ------------------------------------------------------------ discovery
 
     def locate(self, name: str) -> str | None:
         """The address of plugin `name` from the discovery dirs, None when none names it."""
+        managed = self._managed_entry(name)
+        if managed:
+            return managed[0]
         if not name or "/" in name or name.startswith("."):
             return None
         for d in self.socket_dirs:
@@ -86,7 +113,8 @@ class PluginStore:
 
     def scan(self) -> list[str]:
         """Every plugin name the discovery dirs hold (sockets first, then spec files)."""
-        names: list[str] = []
+        with self._lock:
+            names: list[str] = list(self._managed)
         for d in self.socket_dirs:
             for p in sorted(d.glob("*.sock")) + sorted(d.glob("*/*.sock")):
                 n = p.stem
@@ -105,6 +133,8 @@ class PluginStore:
     def get(self, name: str, kind: str | None = None) -> Plugin:
         """The activated plugin `name` (implementing `kind`); NotFound as moby words it."""
         with self._lock:
+            if ":" not in name and name + ":latest" in self._managed:
+                name += ":latest"  # a managed plugin's full name, as dockerd records it
             plugin = self._active.get(name)
         if plugin is None:
             plugin = self._activate(name)
@@ -114,7 +144,8 @@ class PluginStore:
         return plugin
 
     def _activate(self, name: str) -> Plugin:
-        addr = self.locate(name)
+        managed = self._managed_entry(name)
+        addr = managed[0] if managed else self.locate(name)
         if addr is None:
             raise NotFound(f'plugin "{name}" not found')
         client = PluginClient(name, addr, self.retry_seconds)
@@ -122,7 +153,9 @@ class PluginStore:
         implements = answer.get("Implements")
         if not isinstance(implements, list):
             raise InvalidParameter(f'plugin "{name}": Plugin.Activate answered no Implements list')
-        plugin = Plugin(name, addr, [str(k) for k in implements], client)
+        if managed:  # its config's interface types say what it is (dockerd does not ask it)
+            implements = managed[2]
+        plugin = Plugin(name, addr, [str(k) for k in implements], client, managed[1] if managed else "")
         log.info("plugin %s activated at %s: implements %s", name, addr, ", ".join(plugin.implements))
         with self._lock:
             self._active[name] = plugin

@@ -14,6 +14,7 @@ containers count) and what `dangling` means.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
 import os
@@ -169,12 +170,18 @@ class VolumeService:
         except DockyardError as e:
             raise type(e)(f"{what}: {VOLUME_DRIVER}.{method}: {e.message}") from None
 
+    def _scoped(self, driver: str, path: str) -> str:
+        """A managed plugin answers with paths inside its rootfs (dockerd's ScopedPath)."""
+        if self.plugins is None or not path:
+            return path
+        return self.plugins.get(driver, VOLUME_DRIVER).scoped(path)
+
     def _plugin_shape(self, row: Any) -> dict[str, Any]:
         """inspect of a plugin volume: its Mountpoint and Status from VolumeDriver.Get."""
         v = self._shape(row)
         got = self._driver_call(row["driver"], "Get", {"Name": row["name"]}, f"get {row['name']}")
         vol = got.get("Volume") or {}
-        v["Mountpoint"] = vol.get("Mountpoint") or v["Mountpoint"]
+        v["Mountpoint"] = self._scoped(row["driver"], str(vol.get("Mountpoint") or "")) or v["Mountpoint"]
         if vol.get("Status"):
             v["Status"] = vol["Status"]
         return v
@@ -245,6 +252,9 @@ class VolumeService:
                           anonymous: bool) -> dict[str, Any]:
         if anonymous:
             labels.setdefault(ANON_LABEL, "")
+        if self.plugins is not None:
+            with contextlib.suppress(DockyardError):  # a managed plugin's full name (vieux/sshfs:latest)
+                driver = self.plugins.get(driver, VOLUME_DRIVER).name
         with trace.about(f"volume:{name}"), trace.step(
                 "volume", f"POST /VolumeDriver.Create {{Name: {name}, Opts: {opts}}} to plugin {driver}",
                 f"volume driver {driver} is a plugin: it makes the volume") as s:
@@ -411,7 +421,7 @@ class VolumeService:
         with trace.step("volume", f"POST /VolumeDriver.Mount {{Name: {name}, ID: {cid[:12]}}} to plugin {driver}",
                         "a plugin's volume is mounted by the plugin, once for each container using it") as s:
             got = self._driver_call(driver, "Mount", {"Name": name, "ID": cid}, f"error while mounting volume '{name}'")
-            mp = str(got.get("Mountpoint") or "")
+            mp = self._scoped(driver, str(got.get("Mountpoint") or ""))
             s.result = mp
         if not mp or not os.path.isdir(mp):
             raise SystemError_(f"error while mounting volume '{name}': plugin {driver} gave mountpoint {mp!r}, "

@@ -1,0 +1,389 @@
+"""Managed plugins (`docker plugin create|ls|inspect|enable|disable|set|rm`): a plugin shipped as a
+rootfs and a config (`application/vnd.docker.plugin.v1+json`), run by the daemon under runc.
+
+A plugin lives in `<data-root>/plugins/<id>/` (`config.json`, `rootfs/`); enabled, it runs as runc
+container `<id>` (state in `<exec-root>/plugin-runc`) with `<exec-root>/plugins/<id>` bind-mounted at
+its `/run/docker/plugins`, where it makes the socket its config names; then it is activated and
+known to plugins/discovery by its name (`vieux/sshfs:latest`, or without `:latest`), like any
+other plugin. Paths it answers with (a volume's Mountpoint) are inside its rootfs, as dockerd scopes
+them. Settings (`set`): Env, Args, Mounts' sources, Devices' paths, where the config allows them.
+Disabled at daemon shutdown and enabled again at the next start, as it was.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import re
+import secrets
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from dockyard import trace
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
+from dockyard.plugins.discovery import PluginStore
+from dockyard.services.events import EventBus
+from dockyard.store.db import Database
+
+log = logging.getLogger("dockyard.managed_plugins")
+
+SCHEMA_V1 = """
+CREATE TABLE plugins (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, enabled INTEGER NOT NULL DEFAULT 0,
+    config TEXT NOT NULL, settings TEXT NOT NULL, reference TEXT NOT NULL DEFAULT '', created REAL NOT NULL)
+"""
+CONFIG_MEDIA_TYPE = "application/vnd.docker.plugin.v1+json"
+_INTERFACE = {"docker.volumedriver/1.0": "VolumeDriver", "docker.networkdriver/1.0": "NetworkDriver",
+              "docker.ipamdriver/1.0": "IpamDriver", "docker.authz/1.0": "authz", "docker.logdriver/1.0": "LogDriver",
+              "docker.metricscollector/1.0": "MetricsCollector"}
+_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
+
+
+def normalize_name(name: str) -> str:
+    """`vieux/sshfs` → `vieux/sshfs:latest`; docker.io/ (and library/) left out, as dockerd shows names."""
+    n = name.strip()
+    for prefix in ("docker.io/", "index.docker.io/"):
+        if n.startswith(prefix):
+            n = n[len(prefix):]
+    if n.startswith("library/"):
+        n = n[len("library/"):]
+    if not _NAME_RE.match(n):
+        raise InvalidParameter(f"invalid reference format: repository name ({name}) must be lowercase")
+    last = n.rsplit("/", 1)[-1]
+    return n if ":" in last else n + ":latest"
+
+
+# Go decodes the plugin config case-insensitively: the file says "entrypoint", the API shows "Entrypoint".
+_KEYS = {k.lower(): k for k in (
+    "DockerVersion", "Description", "Documentation", "Interface", "Types", "Socket", "ProtocolScheme", "Entrypoint",
+    "WorkDir", "User", "UID", "GID", "Network", "Type", "Linux", "Capabilities", "AllowAllDevices", "Devices",
+    "PropagatedMount", "IpcHost", "PidHost", "Mounts", "Env", "Args", "rootfs", "diff_ids", "Name", "Description",
+    "Settable", "Value", "Source", "Destination", "Options", "Path")}
+
+
+def _go_keys(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {_KEYS.get(k.lower(), k): _go_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_go_keys(v) for v in obj]
+    return obj
+
+
+def plugin_config(raw: Any) -> dict[str, Any]:
+    """The config with dockerd's field names and its defaults, checked as dockerd does at create."""
+    if not isinstance(raw, dict):
+        raise InvalidParameter("plugin config is not a JSON object")
+    c = _go_keys(raw)
+    iface = c.get("Interface") or {}
+    if not iface.get("Types"):
+        raise InvalidParameter("plugin config: interface.types is empty")
+    if not c.get("Entrypoint"):
+        raise InvalidParameter("plugin config: entrypoint is empty")
+    out = {
+        "Args": {"Description": "", "Name": "", "Settable": None, "Value": None, **(c.get("Args") or {})},
+        "Description": c.get("Description", ""), "DockerVersion": c.get("DockerVersion", ""),
+        "Documentation": c.get("Documentation", ""),
+        "Entrypoint": list(c["Entrypoint"]),
+        "Env": [{"Description": "", "Settable": None, **e} for e in c.get("Env") or []],
+        "Interface": {"Socket": iface.get("Socket", ""), "Types": list(iface["Types"]),
+                      "ProtocolScheme": iface.get("ProtocolScheme", "")},
+        "IpcHost": bool(c.get("IpcHost")),
+        "Linux": {"AllowAllDevices": bool((c.get("Linux") or {}).get("AllowAllDevices")),
+                  "Capabilities": (c.get("Linux") or {}).get("Capabilities"),
+                  "Devices": (c.get("Linux") or {}).get("Devices")},
+        "Mounts": c.get("Mounts"), "Network": {"Type": (c.get("Network") or {}).get("Type", "")},
+        "PidHost": bool(c.get("PidHost")), "PropagatedMount": c.get("PropagatedMount", ""),
+        "User": c.get("User") or {}, "WorkDir": c.get("WorkDir", ""),
+        "rootfs": c.get("rootfs") or {"type": "layers", "diff_ids": []},
+    }
+    if not iface.get("Socket"):
+        raise InvalidParameter("plugin config: interface.socket is empty")
+    return out
+
+
+def privileges(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the plugin asks of the host (moby's computePrivileges), for the user to grant."""
+    out: list[dict[str, Any]] = []
+    net = config["Network"]["Type"]
+    if net not in ("", "null", "bridge"):
+        out.append({"Name": "network", "Description": "permissions to access a network", "Value": [net]})
+    if config.get("IpcHost"):
+        out.append({"Name": "host ipc namespace", "Description": "allow access to host ipc namespace", "Value": ["true"]})
+    if config.get("PidHost"):
+        out.append({"Name": "host pid namespace", "Description": "allow access to host pid namespace", "Value": ["true"]})
+    for m in config.get("Mounts") or []:
+        if m.get("Source"):
+            out.append({"Name": "mount", "Description": "host path to mount", "Value": [m["Source"]]})
+    for d in config["Linux"].get("Devices") or []:
+        if d.get("Path"):
+            out.append({"Name": "device", "Description": "host device to access", "Value": [d["Path"]]})
+    if config["Linux"].get("AllowAllDevices"):
+        out.append({"Name": "allow-all-devices", "Description": "allow 'rwm' access to all devices", "Value": ["true"]})
+    if config["Linux"].get("Capabilities"):
+        out.append({"Name": "capabilities", "Description": "list of additional capabilities required",
+                    "Value": list(config["Linux"]["Capabilities"])})
+    return out
+
+
+def _default_settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Mounts": [dict(m) for m in config.get("Mounts") or []],
+        "Env": [f"{e['Name']}={e.get('Value') or ''}" for e in config["Env"] if e.get("Value") is not None],
+        "Args": list(config["Args"].get("Value") or []),
+        "Devices": [dict(d) for d in config["Linux"].get("Devices") or []],
+    }
+
+
+class ManagedPlugins:
+    def __init__(self, db: Database, data_root: Path, exec_root: Path, store: PluginStore, events: EventBus,
+                 runc: str = "runc") -> None:
+        self.db = db
+        self.root = Path(data_root) / "plugins"
+        self.sockets = Path(exec_root) / "plugins"
+        self.bundles = Path(exec_root) / "plugin-bundles"
+        self.runc_root = Path(exec_root) / "plugin-runc"
+        self.store = store
+        self.events = events
+        self.runc = runc
+        db.migrate("plugins", [SCHEMA_V1])
+
+    # ------------------------------------------------------------ lookups
+
+    def _row(self, ref: str) -> Any:
+        row = None
+        try:
+            row = self.db.query_one("SELECT * FROM plugins WHERE name=?", (normalize_name(ref),))
+        except InvalidParameter:
+            pass
+        if row is None and re.fullmatch(r"[0-9a-f]{1,64}", ref):
+            rows = self.db.query("SELECT * FROM plugins WHERE id LIKE ?", (ref + "%",))
+            if len(rows) == 1:
+                row = rows[0]
+        if row is None:
+            raise NotFound(f'plugin "{ref}" not found')
+        return row
+
+    def _shape(self, row: Any) -> dict[str, Any]:
+        return {"Id": row["id"], "Name": row["name"], "Enabled": bool(row["enabled"]),
+                "Settings": json.loads(row["settings"]), "PluginReference": row["reference"],
+                "Config": json.loads(row["config"])}
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        return self._shape(self._row(ref))
+
+    def list(self, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[dict[str, Any]]:
+        f = filters or {}
+        for k in f:
+            if k not in ("capability", "enabled"):
+                raise InvalidParameter(f"invalid filter '{k}'")
+        out = []
+        for row in self.db.query("SELECT * FROM plugins ORDER BY created"):
+            p = self._shape(row)
+            if "enabled" in f and str(p["Enabled"]).lower() not in [v.lower() for v in f["enabled"]]:
+                continue
+            if "capability" in f:
+                caps = {t.split("/")[0].removeprefix("docker.").removesuffix("driver") for t in p["Config"]["Interface"]["Types"]}
+                if not caps & {v.lower().removesuffix("driver") for v in f["capability"]}:
+                    continue
+            out.append(p)
+        return out
+
+    def privileges_of(self, ref: str) -> builtins.list[dict[str, Any]]:
+        return privileges(json.loads(self._row(ref)["config"]))
+
+    # ------------------------------------------------------------ create / remove / set
+
+    def create(self, name: str, context: IO[bytes]) -> str:
+        """`docker plugin create`: a tar of config.json and rootfs/ (the CLI's archive of the dir)."""
+        full = normalize_name(name)
+        if self.db.query_one("SELECT 1 FROM plugins WHERE name=?", (full,)):
+            raise Conflict(f"plugin {full!r} already exists")
+        pid = secrets.token_hex(32)
+        dest = self.root / pid
+        dest.mkdir(parents=True, mode=0o700)
+        try:
+            with tarfile.open(fileobj=context, mode="r|*") as tar:
+                tar.extractall(dest, filter="tar")
+            cfg_file = dest / "config.json"
+            if not cfg_file.is_file():
+                raise InvalidParameter("plugin create: the context has no config.json")
+            if not (dest / "rootfs").is_dir():
+                raise InvalidParameter("plugin create: the context has no rootfs directory")
+            try:
+                config = plugin_config(json.loads(cfg_file.read_text()))
+            except ValueError as e:
+                raise InvalidParameter(f"plugin create: config.json: {e}") from None
+            cfg_file.write_text(json.dumps(config))
+            self.db.execute("INSERT INTO plugins(id, name, enabled, config, settings, created) VALUES(?,?,0,?,?,?)",
+                            (pid, full, json.dumps(config), json.dumps(_default_settings(config)), time.time()))
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        self.events.emit("plugin", "create", pid, {"name": full})
+        return pid
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        row = self._row(ref)
+        if row["enabled"]:
+            if not force:
+                raise Conflict(f"plugin must be disabled before removing: plugin {row['name']} is enabled")
+            self._stop(row)
+        self.db.execute("DELETE FROM plugins WHERE id=?", (row["id"],))
+        shutil.rmtree(self.root / row["id"], ignore_errors=True)
+        self.events.emit("plugin", "remove", row["id"], {"name": row["name"]})
+
+    def set(self, ref: str, args: builtins.list[str]) -> None:
+        """`docker plugin set NAME KEY=VALUE | mount.source=... | args=...`, where the config allows it."""
+        row = self._row(ref)
+        if row["enabled"]:
+            raise Conflict(f"cannot set on an active plugin, disable plugin before setting: plugin {row['name']} is enabled")
+        config, settings = json.loads(row["config"]), json.loads(row["settings"])
+        for arg in args:
+            key, eq, value = str(arg).partition("=")
+            if not eq:
+                raise InvalidParameter(f"invalid argument {arg!r}: expected KEY=VALUE")
+            k, _, field = key.partition(".")
+            env = next((e for e in config["Env"] if e["Name"] == k), None)
+            mount = next((m for m in config.get("Mounts") or [] if m.get("Name") == k), None)
+            if env is not None and not field:
+                if "value" not in (env.get("Settable") or []):
+                    raise InvalidParameter(f"setting {k!r} is not settable")
+                settings["Env"] = [e for e in settings["Env"] if e.partition("=")[0] != k] + [f"{k}={value}"]
+            elif mount is not None and field in ("", "source"):
+                if "source" not in (mount.get("Settable") or []):
+                    raise InvalidParameter(f"{k!r} is not settable")
+                for m in settings["Mounts"]:
+                    if m.get("Name") == k:
+                        m["Source"] = value
+            elif k == config["Args"].get("Name") and k and not field:
+                if "value" not in (config["Args"].get("Settable") or []):
+                    raise InvalidParameter(f"{k!r} is not settable")
+                settings["Args"] = value.split()
+            else:
+                raise InvalidParameter(f"setting {k!r} not found in the plugin configuration")
+        self.db.execute("UPDATE plugins SET settings=? WHERE id=?", (json.dumps(settings), row["id"]))
+
+    # ------------------------------------------------------------ enable / disable
+
+    def enable(self, ref: str, timeout: int = 30) -> None:
+        row = self._row(ref)
+        if row["enabled"]:
+            raise Conflict(f"plugin already enabled: plugin {row['name']} is enabled")
+        self._start(row, timeout)
+        self.db.execute("UPDATE plugins SET enabled=1 WHERE id=?", (row["id"],))
+        self.events.emit("plugin", "enable", row["id"], {"name": row["name"]})
+
+    def disable(self, ref: str, force: bool = False) -> None:
+        row = self._row(ref)
+        if not row["enabled"]:
+            raise Conflict(f"plugin is already disabled: plugin {row['name']} is disabled")
+        self._stop(row)
+        self.db.execute("UPDATE plugins SET enabled=0 WHERE id=?", (row["id"],))
+        self.events.emit("plugin", "disable", row["id"], {"name": row["name"]})
+
+    def _spec(self, row: Any) -> dict[str, Any]:
+        from dockyard.runtime.spec import SpecInput, build_spec
+
+        config, settings = json.loads(row["config"]), json.loads(row["settings"])
+        rootfs = self.root / row["id"] / "rootfs"
+        sockdir = self.sockets / row["id"]
+        mounts: builtins.list[dict[str, Any]] = [{"destination": "/run/docker/plugins", "type": "bind",
+                                          "source": str(sockdir), "options": ["rbind", "rprivate", "rw"]}]
+        for m in settings["Mounts"]:
+            if not m.get("Source") and m.get("Type", "bind") == "bind":
+                continue
+            opts = list(m.get("Options") or ["rbind", "rprivate"])
+            mounts.append({"destination": m["Destination"], "type": m.get("Type") or "bind",
+                           "source": m.get("Source") or "none", "options": opts})
+        net = config["Network"]["Type"]
+        env = [*settings["Env"]]
+        inp = SpecInput(
+            rootfs=str(rootfs), args=[*config["Entrypoint"], *settings["Args"]], env=env,
+            cwd=config.get("WorkDir") or "/", cap_add=list(config["Linux"].get("Capabilities") or []),
+            mounts=mounts, netns="host" if net == "host" else None, ipc_host=bool(config.get("IpcHost")),
+            pid_host=bool(config.get("PidHost")), hostname="",
+            devices=[{"PathOnHost": d["Path"], "PathInContainer": d["Path"], "CgroupPermissions": "rwm"}
+                     for d in settings["Devices"] if d.get("Path")],
+        )
+        return build_spec(inp)
+
+    def _runc(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([self.runc, "--root", str(self.runc_root), *args], capture_output=True, text=True, **kw)
+        if check and p.returncode != 0:
+            raise SystemError_(f"runc {args[0]}: {p.stderr.strip()}")
+        return p
+
+    def _start(self, row: Any, timeout: int) -> None:
+        config = json.loads(row["config"])
+        pid, name = row["id"], row["name"]
+        sockdir = self.sockets / pid
+        shutil.rmtree(sockdir, ignore_errors=True)
+        sockdir.mkdir(parents=True, mode=0o700)
+        bundle = self.bundles / pid
+        bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (bundle / "config.json").write_text(json.dumps(self._spec(row)))
+        self._runc("delete", "--force", pid, check=False)  # a leftover of a daemon that died
+        with trace.about(f"plugin:{name}"), trace.step("runtime", f"runc run --detach --bundle {bundle} {pid}",
+                                                        f"plugin {name} is enabled: its entrypoint runs under runc"):
+            with open(bundle / "plugin.log", "ab") as out:  # the plugin's stdout and stderr, runc's errors too
+                p = subprocess.run([self.runc, "--root", str(self.runc_root), "run", "--detach", "--bundle",
+                                    str(bundle), "--pid-file", str(bundle / "pid"), pid],
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            if p.returncode != 0:
+                tail = (bundle / "plugin.log").read_bytes()[-500:].decode(errors="replace").strip()
+                self._stop(row)
+                raise SystemError_(f"plugin {name}: runc run: {tail}")
+        sock = sockdir / config["Interface"]["Socket"]
+        deadline = time.monotonic() + max(timeout, 1)
+        while not sock.exists():
+            if time.monotonic() > deadline or not self._running(pid):
+                tail = (bundle / "plugin.log").read_bytes()[-500:].decode(errors="replace").strip()
+                self._stop(row)
+                raise SystemError_(f"plugin {name} did not make its socket {config['Interface']['Socket']} "
+                                   f"within {timeout}s" + (f": {tail}" if tail else ""))
+            time.sleep(0.05)
+        types = [_INTERFACE.get(t, t) for t in config["Interface"]["Types"]]
+        self.store.register_managed(name, f"unix://{sock}", str(self.root / pid / "rootfs"), types)
+        try:
+            self.store.get(name)
+        except DockyardError:
+            self._stop(row)
+            raise
+
+    def _running(self, pid: str) -> bool:
+        p = self._runc("state", pid, check=False)
+        return p.returncode == 0 and json.loads(p.stdout or "{}").get("status") in ("running", "created")
+
+    def _stop(self, row: Any) -> None:
+        pid = row["id"]
+        self.store.unregister_managed(row["name"])
+        with trace.about(f"plugin:{row['name']}"), trace.step("runtime", f"runc kill {pid} TERM; runc delete {pid}",
+                                                               f"plugin {row['name']} is disabled"):
+            if self._running(pid):
+                self._runc("kill", pid, "TERM", check=False)
+                deadline = time.monotonic() + 10
+                while self._running(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            self._runc("delete", "--force", pid, check=False)
+        shutil.rmtree(self.sockets / pid, ignore_errors=True)
+        shutil.rmtree(self.bundles / pid, ignore_errors=True)
+
+    # ------------------------------------------------------------ daemon start and stop
+
+    def restore(self) -> None:
+        """At daemon start: the plugins that were enabled run again."""
+        for row in self.db.query("SELECT * FROM plugins WHERE enabled=1"):
+            try:
+                self._start(row, 30)
+            except DockyardError as e:
+                log.warning("plugin %s: %s", row["name"], e.message)
+
+    def shutdown(self) -> None:
+        for row in self.db.query("SELECT * FROM plugins WHERE enabled=1"):
+            self._stop(row)
+
