@@ -169,6 +169,10 @@ class SystemBackend(Protocol):
     data_root: Path
     debug: bool
     registry_mirrors: list[str]
+    rootless: bool  # run by an ordinary user in a user namespace (issue 17)
+
+    @property
+    def limits_refused(self) -> str | None: ...  # why resource limits are refused, when they are
 
     @property
     def runtimes(self) -> dict[str, str]: ...

@@ -133,15 +133,17 @@ def api_site(router: Router) -> Site:
 
 
 async def serve(
-    router: Router, hosts: list[str], *, socket_group: str | None = "docker", tls: ssl.SSLContext | None = None
+    router: Router, hosts: list[str], *, socket_group: str | None = "docker", tls: ssl.SSLContext | None = None,
+    private: bool = False,
 ) -> Server:
-    """Listen on every host (unix:///path, tcp://host:port) and serve router until close()."""
+    """Listen on every host (unix:///path, tcp://host:port) and serve router until close(); `private`
+    unix sockets are 0600 (the rootless daemon's), others 0660 with `socket_group`."""
     server = Server(api_site(router))
     try:
         for host in hosts:
             addr = parse_listen_address(host)  # the parser daemon/main.py's TLS guard uses
             if addr.scheme == "unix":
-                await server.listen_unix(addr.path, socket_group)
+                await server.listen_unix(addr.path, socket_group, private)
             else:
                 await server.listen_tcp(addr.host, addr.port_for(tls is not None), tls)
     except BaseException:

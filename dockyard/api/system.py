@@ -135,6 +135,11 @@ def info(system: SystemBackend) -> dict[str, Any]:
     except OSError:
         pass
     v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    limits = system.limits_refused is None
+    security = ["name=seccomp,profile=builtin"] + (["name=rootless"] if system.rootless else [])
+    warnings = None
+    if system.limits_refused is not None:
+        warnings = [f"WARNING: Running in rootless-mode without cgroups: {system.limits_refused}"]
     return {
         "ID": daemon_id(system.data_root.as_posix()),
         "Containers": n["containers"],
@@ -146,11 +151,11 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": None,
                     "Log": ["json-file", "local"]},
-        "MemoryLimit": True, "SwapLimit": True, "KernelMemory": False, "CpuCfsPeriod": True, "CpuCfsQuota": True,
-        "CPUShares": True, "CPUSet": True, "PidsLimit": True, "IPv4Forwarding": True, "BridgeNfIptables": True,
+        "MemoryLimit": limits, "SwapLimit": limits, "KernelMemory": False, "CpuCfsPeriod": limits,
+        "CpuCfsQuota": limits, "CPUShares": limits, "CPUSet": limits, "PidsLimit": limits, "IPv4Forwarding": True, "BridgeNfIptables": True,
         "BridgeNfIp6tables": True, "Debug": system.debug, "NFd": len(os.listdir("/proc/self/fd")),
         "OomKillDisable": True, "NGoroutines": 0, "SystemTime": rfc3339(), "LoggingDriver": "json-file",
-        "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if v2 else "1", "NEventsListener": 0,
+        "CgroupDriver": "cgroupfs" if limits else "none", "CgroupVersion": "2" if v2 else "1", "NEventsListener": 0,
         "KernelVersion": u.release, "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
         "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"],
@@ -160,11 +165,11 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "ExperimentalBuild": False, "ServerVersion": VERSION,
         "Runtimes": {name: {"path": p} for name, p in system.runtimes.items()},
         "DefaultRuntime": system.default_runtime, "Swarm": {"LocalNodeState": "inactive"},
-        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "catatonit", "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "catatonit", "SecurityOptions": security,
         "RuncCommit": {"ID": _tool_version("runc")[1], "Expected": _tool_version("runc")[1]},
         "ContainerdCommit": {"ID": "", "Expected": ""},
         "InitCommit": {"ID": "", "Expected": ""},
-        "Warnings": None,
+        "Warnings": warnings,
     }
 
 

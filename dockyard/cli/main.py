@@ -20,11 +20,12 @@ GROUPS = {
     "builder": "Manage builds",
     "pod": "Manage pods (containers sharing network, IPC and UTS namespaces)",
     "kube": "Generate Kubernetes YAML from containers, pods and compose projects, or play it",
+    "rootless": "Run the daemon as an ordinary user (Dockyard only)",
 }
 
 
 _MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion", "pods",
-            "kube", "dashboard")
+            "kube", "dashboard", "rootless")
 # The modules holding each top-level word's commands: a command imports only what it needs (start-up
 # time). A word missing here still works, through every module (tests/unit/test_cli_parsing.py checks).
 _WORD_MODULES: dict[str, tuple[str, ...]] = {
@@ -39,6 +40,7 @@ _WORD_MODULES: dict[str, tuple[str, ...]] = {
     "container": ("run", "containers"), "image": ("images", "build"), "network": ("objects",),
     "volume": ("objects",), "system": ("system", "context"), "context": ("context",), "builder": ("build",),
     "daemon": (), "registry": (), "compose": (), "pod": ("pods",), "kube": ("kube",),
+    "rootless": ("rootless",),
 }
 
 

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockyard.client.transport import DEFAULT_HOST
+from dockyard.client.transport import default_host
 
 if TYPE_CHECKING:
     import ssl
@@ -149,7 +149,7 @@ class ContextStore:
 
     # -- contexts ------------------------------------------------------------
     def default_context(self) -> Context:
-        return Context(DEFAULT, os.environ.get("DOCKER_HOST") or DEFAULT_HOST, DEFAULT_DESCRIPTION)
+        return Context(DEFAULT, os.environ.get("DOCKER_HOST") or default_host(), DEFAULT_DESCRIPTION)
 
     def exists(self, name: str) -> bool:
         return name == DEFAULT or (self.meta_root / context_dir_name(name) / "meta.json").is_file()
@@ -365,7 +365,7 @@ def resolve(
     store = store or ContextStore()
     name = resolve_context_name(context, hosts, store)
     if name == DEFAULT:
-        host = (hosts[-1] if hosts else None) or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        host = (hosts[-1] if hosts else None) or os.environ.get("DOCKER_HOST") or default_host()
         return Endpoint(host, tls_from_flags(tls, tlsverify, tlscacert, tlscert, tlskey), DEFAULT)
     ctx = store.get(name)
     return Endpoint(ctx.host, ctx.tls_options(), name)

@@ -21,6 +21,28 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "unix:///run/dockyard.sock"
 
 
+def default_host() -> str:
+    """Where to go without -H, $DOCKER_HOST or a context: our rootful socket, except for an ordinary user
+    whose own rootless daemon listens (issue 17): $XDG_RUNTIME_DIR/dockyard.sock, when it is theirs and
+    /run/dockyard.sock is not. (Here, not in util/rootless.py: every command's start-up pays imports.)"""
+    uid = os.getuid()
+    if uid == 0:
+        return DEFAULT_HOST
+    path = (os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}") + "/dockyard.sock"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return DEFAULT_HOST
+    if st.st_uid != uid or (st.st_mode & 0o170000) != 0o140000:  # not the user's, or not a socket
+        return DEFAULT_HOST
+    try:
+        if os.stat(DEFAULT_HOST[len("unix://"):]).st_uid == uid:
+            return DEFAULT_HOST
+    except OSError:
+        pass
+    return f"unix://{path}"
+
+
 class Host:
     """Where the daemon listens. A plain class: a dataclass or NamedTuple costs every CLI command's
     start-up (importing dataclasses; building the named tuple's code)."""
@@ -56,7 +78,7 @@ def parse_host(host: str | None, tls: bool = False) -> Host:
 
     A tcp host without a port gets docker's convention: 2376 with TLS, 2375 without.
     """
-    host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    host = host or os.environ.get("DOCKER_HOST") or default_host()
     if host.startswith("unix://"):
         return Host("unix", host[len("unix://") :])
     if host.startswith("/"):

@@ -10,6 +10,7 @@ from typing import Any
 
 from dockyard.api.listen import DEFAULT_UNIX_SOCKET, parse_listen_address
 from dockyard.errors import InvalidParameter
+from dockyard.util import rootless
 
 DEFAULT_SOCKET = f"unix://{DEFAULT_UNIX_SOCKET}"
 
@@ -39,16 +40,20 @@ class DaemonConfig:
     authorization_plugins: list[str] = field(default_factory=list)
     plugin_discovery_dirs: list[str] = field(default_factory=list)  # [] = dockerd's dirs and <exec-root>/plugins
     plugin_retry_seconds: float = 30.0  # how long a call waits for an unreachable plugin (dockerd: 30 s)
+    rootless: bool = False  # run by an ordinary user (issue 17): XDG defaults, user namespace (daemon/rootless.py)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dockyard daemon", description="The Dockyard engine daemon (dockerd's flags).")
     p.add_argument("-H", "--host", action="append", dest="hosts", help="daemon socket(s) to listen on")
-    p.add_argument("--data-root", help="root of persistent state (default /var/lib/dockyard)")
-    p.add_argument("--exec-root", help="root of runtime state (default /run/dockyard)")
+    p.add_argument("--data-root", help="root of persistent state (default /var/lib/dockyard; rootless: "
+                   "~/.local/share/dockyard)")
+    p.add_argument("--exec-root", help="root of runtime state (default /run/dockyard; rootless: "
+                   "$XDG_RUNTIME_DIR/dockyard)")
     p.add_argument("-p", "--pidfile", help="path of the pid file")
     p.add_argument("-l", "--log-level", choices=["debug", "info", "warn", "error", "fatal"])
-    p.add_argument("--config-file", default=None, help="daemon.json (default /etc/dockyard/daemon.json)")
+    p.add_argument("--config-file", default=None, help="daemon.json (default /etc/dockyard/daemon.json; rootless: "
+                   "~/.config/dockyard/daemon.json)")
     p.add_argument("--default-runtime")
     p.add_argument("--add-runtime", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--registry-mirror", action="append", default=[])
@@ -91,7 +96,18 @@ _JSON_KEYS = {
 def load(argv: list[str] | None) -> DaemonConfig:
     args = build_parser().parse_args(argv)
     cfg = DaemonConfig()
-    path = Path(args.config_file) if args.config_file else Path("/etc/dockyard/daemon.json")
+    default_config = Path("/etc/dockyard/daemon.json")
+    if rootless.is_rootless():
+        # Docker's rootless defaults: everything under the user's XDG directories, a socket only they reach.
+        try:
+            rp = rootless.paths()
+        except ValueError as e:
+            raise InvalidParameter(str(e)) from None
+        cfg.rootless = True
+        cfg.hosts = [f"unix://{rp.socket}"]
+        cfg.data_root, cfg.exec_root, default_config = rp.data_root, rp.exec_root, rp.config_file
+        cfg.group = ""  # the socket stays the user's own (0600)
+    path = Path(args.config_file) if args.config_file else default_config
     if path.exists():
         try:
             data: dict[str, Any] = json.loads(path.read_text())

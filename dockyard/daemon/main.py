@@ -36,7 +36,7 @@ async def run(cfg: DaemonConfig) -> None:
     engine = build(cfg)
     await engine.start()
     try:
-        server = await serve(engine.router, cfg.hosts, socket_group=cfg.group, tls=tls)
+        server = await serve(engine.router, cfg.hosts, socket_group=cfg.group, tls=tls, private=cfg.rootless)
     except BaseException:
         await engine.close()  # e.g. the address is in use: leave no bridge or nft table behind
         raise
@@ -113,8 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug output drowns ours
     if os.geteuid() != 0:
-        print("dockyard daemon: must run as root", file=sys.stderr)
-        return 1
+        # An ordinary user: rootless mode (issue 17). Come back as uid 0 of a user namespace of our own.
+        from dockyard.daemon.rootless import exec_in_user_namespace
+
+        try:
+            exec_in_user_namespace(argv if argv is not None else sys.argv[1:])
+        except (DockyardError, ValueError, OSError) as e:
+            print(f"dockyard daemon: {getattr(e, 'message', None) or e}", file=sys.stderr)
+            return 1
+    if cfg.rootless:
+        log.info("rootless mode: uid %s on the host, data root %s, socket %s",
+                 os.environ.get("DOCKYARD_ROOTLESS_UID", "?"), cfg.data_root, ", ".join(cfg.hosts))
     try:
         lock_fd = _lock(cfg.data_root)
     except DockyardError as e:

@@ -81,7 +81,7 @@ class Engine:
         if self.authz is not None and self.plugins is not None:
             for name in self.authz.names:  # dockerd refuses to start without its authorization plugins
                 await asyncio.to_thread(self.plugins.get, name, "authz")
-        if self.cfg.cgroup_favordynmods:
+        if self.cfg.cgroup_favordynmods and not self.cfg.rootless:  # rootless: no cgroup of ours to tune
             from dockyard.runtime.cgroup_tuning import set_favordynmods
 
             log.info("cgroup tuning: %s", await asyncio.to_thread(set_favordynmods, True))
@@ -93,6 +93,18 @@ class Engine:
         await startup_sweep(self)  # GC last: after recovery has settled which containers live
         self.tasks.append(asyncio.get_running_loop().create_task(self._watch_exits()))
 
+    async def _stop_all(self) -> None:
+        """Rootless: the containers live in the daemon's user, mount and network namespaces, which go with
+        it (a new daemon gets new ones and could not reach them): stop them, as dockerd does without
+        live-restore."""
+        running = [c for c in self.containers.all() if c.running]
+        if running:
+            log.info("rootless: stopping %d containers, whose namespaces go with the daemon", len(running))
+        results = await asyncio.gather(*(self.containers.stop(c.id) for c in running), return_exceptions=True)
+        for c, r in zip(running, results, strict=True):
+            if isinstance(r, BaseException):
+                log.warning("rootless: stopping %s: %s", c.id[:12], r)
+
     async def _watch_exits(self) -> None:
         from dockyard.runtime.exits import ExitWatcher
 
@@ -101,6 +113,8 @@ class Engine:
             asyncio.get_running_loop().create_task(self.containers.finalize_exit(cid))
 
     async def close(self) -> None:
+        if self.cfg.rootless:
+            await self._stop_all()
         for t in self.tasks:
             t.cancel()
         if self.execs is not None:
@@ -242,6 +256,14 @@ def build(cfg: DaemonConfig) -> Engine:
     system = SystemService(containers, images, volumes, events, data_root=data_root,
                            debug=cfg.log_level == "debug", registry_mirrors=list(cfg.registry_mirrors),
                            build_cache=builder.disk_usage)
+    if cfg.rootless:  # issue 17: in our own user namespace (daemon/rootless.py)
+        from dockyard.network import ports
+        from dockyard.network.rootlesskit import PortDriver
+        from dockyard.util.rootless import cgroup_limits_refused
+
+        ports.use_port_driver(PortDriver.from_env())
+        containers.limits_refused = cgroup_limits_refused()
+        system.rootless = True
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry,
                     container_io, ContainerFiles(containers), ContainerResources(containers),
                     ContainerCommitter(containers, images), system, builder=builder,

@@ -439,7 +439,8 @@ class Server:
 
         return lambda: _TLSSniffer(make_tls, timeout)
 
-    async def listen_unix(self, path: str, socket_group: str | None = None) -> None:
+    async def listen_unix(self, path: str, socket_group: str | None = None, private: bool = False) -> None:
+        """A unix socket, 0660 with `socket_group`; `private` (the rootless daemon's): 0600, no group."""
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -449,8 +450,8 @@ class Server:
         srv = await asyncio.start_unix_server(self._on_connection, path, backlog=_backlog(), limit=_READ_SIZE)
         self._servers.append(srv)
         self._unix_paths.append(path)
-        os.chmod(path, 0o660)
-        if socket_group:
+        os.chmod(path, 0o600 if private else 0o660)
+        if socket_group and not private:
             try:
                 os.chown(path, 0, grp.getgrnam(socket_group).gr_gid)
             except KeyError:

@@ -7,16 +7,41 @@ import errno
 import socket
 
 from dockyard import trace
+from dockyard.network.rootlesskit import PortDriver
+
+# Rootless (issue 17): the host side of each published port is RootlessKit's (network/rootlesskit.py).
+_driver: PortDriver | None = None
+
+
+def use_port_driver(driver: PortDriver | None) -> None:
+    global _driver
+    _driver = driver
 
 
 class PortInUse(Exception):
     pass
 
 
+class ForwardedSocket(socket.socket):
+    """A held port whose host side RootlessKit listens on; closing it stops that listener too."""
+
+    port_id: int | None = None
+
+    def close(self) -> None:
+        pid, self.port_id = self.port_id, None
+        if pid is not None and _driver is not None:
+            try:
+                _driver.remove(pid)
+            except OSError:
+                pass  # RootlessKit gone (daemon stopping): its listeners went with it
+        super().close()
+
+
 def reserve(proto: str, host_ip: str, port: int) -> socket.socket:
     """A socket bound to host_ip:port (port 0: an ephemeral one); PortInUse when taken."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind)
+    driver = _driver
+    s = ForwardedSocket(socket.AF_INET, kind) if driver is not None else socket.socket(socket.AF_INET, kind)
     with trace.step("socket", f"bind {proto} {host_ip or '0.0.0.0'}:{port} (held, never listened on)",
                     "-p: the daemon holds the host port so no other program can take it; the DNAT rule, "
                     "not this socket, carries the traffic") as st:
@@ -29,6 +54,12 @@ def reserve(proto: str, host_ip: str, port: int) -> socket.socket:
             raise
         st.result = "bound to {}:{}".format(*s.getsockname())
     s.set_inheritable(False)
+    if isinstance(s, ForwardedSocket) and driver is not None:
+        try:
+            s.port_id = driver.add(proto, host_ip, s.getsockname()[1])
+        except BaseException:
+            s.close()
+            raise
     return s
 
 

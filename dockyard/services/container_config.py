@@ -121,6 +121,27 @@ def _check_port_bindings(bindings: Any) -> None:
                 raise InvalidParameter(f"invalid IP address: {ip}") from None
 
 
+# HostConfig fields that need a cgroup of the container's own, with the docker CLI flag that sets each.
+LIMIT_FLAGS = {
+    "Memory": "--memory", "MemorySwap": "--memory-swap", "MemoryReservation": "--memory-reservation",
+    "NanoCpus": "--cpus", "CpuShares": "--cpu-shares", "CpuPeriod": "--cpu-period", "CpuQuota": "--cpu-quota",
+    "CpusetCpus": "--cpuset-cpus", "CpusetMems": "--cpuset-mems", "PidsLimit": "--pids-limit",
+    "BlkioWeight": "--blkio-weight", "KernelMemory": "--kernel-memory", "OomKillDisable": "--oom-kill-disable",
+    "CpuRealtimePeriod": "--cpu-rt-period", "CpuRealtimeRuntime": "--cpu-rt-runtime",
+    "BlkioWeightDevice": "--blkio-weight-device", "BlkioDeviceReadBps": "--device-read-bps",
+    "BlkioDeviceWriteBps": "--device-write-bps", "BlkioDeviceReadIOps": "--device-read-iops",
+    "BlkioDeviceWriteIOps": "--device-write-iops", "DeviceCgroupRules": "--device-cgroup-rule",
+    "CgroupParent": "--cgroup-parent",
+}
+
+
+def refuse_limits(hc: dict[str, Any], reason: str) -> None:
+    """Rootless without a delegated cgroup: a limit asked for is refused, never silently dropped."""
+    asked = [flag for key, flag in LIMIT_FLAGS.items() if hc.get(key) not in (None, 0, -1, "", [], False)]
+    if asked:
+        raise InvalidParameter(f"rootless mode cannot apply {', '.join(asked)}: {reason}")
+
+
 def validate_host_config(hc: dict[str, Any], log_plugin: str | None = None) -> dict[str, Any]:
     """Check the HostConfig fields we act on; fill Docker's defaults."""
     hc = dict(hc or {})

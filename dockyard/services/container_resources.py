@@ -74,6 +74,8 @@ class ContainerResources:
         if body.get("RestartPolicy"):
             hc["RestartPolicy"] = body["RestartPolicy"]
         hc = cc.validate_host_config(hc)
+        if self.cs.limits_refused is not None:
+            cc.refuse_limits({k: body.get(k) for k in resource_keys}, self.cs.limits_refused)
         if c.has_process:
             from dockyard.services.containers import resources_of
 

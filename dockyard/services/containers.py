@@ -202,6 +202,9 @@ class ContainerService:
         self.default_runtime = default_runtime
         self.runtimes = runtimes or {"runc": shutil.which("runc") or "runc"}
         self.boot_id = boot_id()
+        # Rootless without a delegated cgroup (issue 17): why limits are refused at create and update;
+        # containers then get no cgroup of ours (runc's rootless mode runs them in the daemon's).
+        self.limits_refused: str | None = None
         self._live: dict[str, _Live] = {}
         # Names of creates still on their way to the INSERT: with only 552 random names, concurrent
         # creates (a build's parallel stages) would otherwise pick the same one between check and insert.
@@ -329,6 +332,8 @@ class ContainerService:
             except NotFound as e:  # dockerd checks it with the HostConfig: a 400
                 raise InvalidParameter(e.message) from None
             log_plugin = kind
+        if self.limits_refused is not None:  # as given: validation derives fields (MemorySwap) of its own
+            cc.refuse_limits(body.get("HostConfig") or {}, self.limits_refused)
         host_config = cc.validate_host_config(body.get("HostConfig") or {}, log_plugin)
         runtime = host_config.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
@@ -610,7 +615,7 @@ class ContainerService:
             hostname_path=(str(net.hostname_path) if net is not None and net.hostname_path else None),
             shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
             ulimits=list(hc.get("Ulimits") or []),
-            cgroups_path=f"/dockyard/{c.id}",
+            cgroups_path="" if self.limits_refused is not None else f"/dockyard/{c.id}",
             resources=resources_of(hc),
             init=bool(hc.get("Init")),
             sysctls=dict(hc.get("Sysctls") or {}),

@@ -26,6 +26,11 @@ class SystemService:
         self.debug = debug
         self.registry_mirrors = list(registry_mirrors or [])
         self.build_cache = build_cache  # the builder's disk usage (the builder sits above services)
+        self.rootless = False
+
+    @property
+    def limits_refused(self) -> str | None:
+        return self.containers.limits_refused
 
     @property
     def runtimes(self) -> dict[str, str]:

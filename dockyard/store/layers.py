@@ -29,6 +29,7 @@ import zstandard
 
 from dockyard.errors import InvalidParameter
 from dockyard.store import safetree
+from dockyard.util import rootless
 
 try:  # ISA-L inflates gzip ~2.3x faster than zlib; optional, zlib is the fallback
     from isal import igzip as _igzip
@@ -41,9 +42,14 @@ except ImportError:  # pragma: no cover
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
-# xattrs a layer may carry; trusted.* (overlay metadata) must never come from an image.
+# In a user namespace (rootless, issue 17) trusted.* cannot be written: overlay is mounted with
+# `userxattr` there and reads its metadata from user.overlay.* instead (store/snapshotter.py).
+OVERLAY_USERXATTR = rootless.in_user_namespace()
+OPAQUE_XATTR = "user.overlay.opaque" if OVERLAY_USERXATTR else "trusted.overlay.opaque"
+# xattrs a layer may carry; overlay's own metadata (trusted.overlay.*, user.overlay.* under userxattr)
+# must never come from an image, nor go into one.
 _ALLOWED_XATTR_PREFIXES = ("user.", "security.capability")
+_OVERLAY_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.")
 _DIR_FLAGS = safetree.DIR_FLAGS
 _CHUNK = 1 << 20
 
@@ -311,7 +317,7 @@ def _xattrs(m: tarfile.TarInfo) -> dict[str, bytes]:
     for k, v in m.pax_headers.items():
         if k.startswith("SCHILY.xattr."):
             name = k[len("SCHILY.xattr."):]
-            if name.startswith(_ALLOWED_XATTR_PREFIXES):
+            if name.startswith(_ALLOWED_XATTR_PREFIXES) and not name.startswith(_OVERLAY_XATTR_PREFIXES):
                 out[name] = v.encode("utf-8", "surrogateescape")
     return out
 
@@ -664,6 +670,8 @@ def write_tree(root: Path, out: BinaryIO, *, layer: bool = True) -> str:
                     pax: dict[str, str] = {}
                     if stat.S_ISDIR(st.st_mode) or fd is not None:
                         for k, val in e.xattrs(_ALLOWED_XATTR_PREFIXES, fd).items():
+                            if k.startswith(_OVERLAY_XATTR_PREFIXES):
+                                continue
                             pax["SCHILY.xattr." + k] = val.decode("utf-8", "surrogateescape")
                     ti.pax_headers = pax
                     tf.addfile(ti, safetree.SizedReader(fd, ti.size) if fd is not None and ti.isreg() else None)

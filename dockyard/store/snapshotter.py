@@ -24,7 +24,10 @@ from typing import Protocol
 
 from dockyard import trace
 from dockyard.errors import NotFound
+from dockyard.store.layers import OVERLAY_USERXATTR
 
+# In a user namespace (rootless) overlay keeps its metadata in user.overlay.* xattrs (store/layers.py).
+_USERXATTR: tuple[str, ...] = ("userxattr",) if OVERLAY_USERXATTR else ()
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -131,13 +134,13 @@ class OverlaySnapshotter:
             pad = d / f"empty{len(lowers)}"
             pad.mkdir(exist_ok=True)
             lowers.append(str(pad))
-        return [Mount("overlay", "overlay", (f"lowerdir={':'.join(lowers)}", "index=off"))]
+        return [Mount("overlay", "overlay", (f"lowerdir={':'.join(lowers)}", "index=off", *_USERXATTR))]
 
     def mounts(self, key: str, parents: Sequence[Path]) -> list[Mount]:
         d = self._dir(key)
         lowers = [str(p) for p in reversed(parents)] or [str(self.empty_dir)]
         return [Mount("overlay", "overlay", (f"lowerdir={':'.join(lowers)}", f"upperdir={d / 'upper'}",
-                                             f"workdir={d / 'work'}", "index=off"))]
+                                             f"workdir={d / 'work'}", "index=off", *_USERXATTR))]
 
     def commit(self, key: str) -> Path:
         d = self._dir(key)

@@ -1,0 +1,89 @@
+"""Published ports of a rootless daemon (issue 17): RootlessKit's port API.
+
+The daemon runs in a network namespace of its own; a `-p 8080:80` there is our usual DNAT rule (and the
+held socket of network/ports.py) inside it. To reach it from the host, RootlessKit's builtin port driver
+listens on the host's address and port and connects to the same port on 127.0.0.1 inside, which the
+DNAT takes on to the container. The API is HTTP on `$ROOTLESSKIT_STATE_DIR/api.sock`:
+`POST /v1/ports` {"proto", "parentIP", "parentPort", "childPort"} -> {"id", ...}; `DELETE /v1/ports/{id}`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from typing import Any
+
+from dockyard import trace
+from dockyard.errors import InvalidParameter, SystemError_
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("rootlesskit", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(self.path)
+        self.sock = s
+
+
+class PortDriver:
+    """Adds and removes host-side listeners through RootlessKit's API."""
+
+    def __init__(self, api_sock: str, unprivileged_port_start: int = 1024) -> None:
+        self.api_sock = api_sock
+        self.port_start = unprivileged_port_start
+
+    @classmethod
+    def from_env(cls) -> PortDriver | None:
+        state = os.environ.get("ROOTLESSKIT_STATE_DIR")
+        if not state:
+            return None
+        try:
+            start = int(os.environ.get("DOCKYARD_ROOTLESS_PORT_START", "1024"))
+        except ValueError:
+            start = 1024
+        return cls(os.path.join(state, "api.sock"), start)
+
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        conn = _UnixHTTP(self.api_sock)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def add(self, proto: str, host_ip: str, port: int) -> int:
+        """Listen on the host's host_ip:port, forwarding to port inside; the port's id in RootlessKit."""
+        if 0 < port < self.port_start:
+            # dockerd-rootless's words (rootlesskit-docker-proxy), with the sysctl to change
+            raise InvalidParameter(
+                f"cannot expose privileged port {port}, you can add 'net.ipv4.ip_unprivileged_port_start={port}' "
+                f"to /etc/sysctl.conf (currently {self.port_start}), or choose a larger port number "
+                f"(>= {self.port_start})")
+        spec = {"proto": proto, "parentIP": host_ip or "0.0.0.0", "parentPort": port, "childPort": port}
+        with trace.step("socket", f"rootlesskit: listen {proto} {spec['parentIP']}:{port} on the host -> :{port} inside",
+                        "-p in rootless mode: the host side of the port is RootlessKit's, in the host's network "
+                        "namespace; it connects to the daemon's namespace, where the DNAT rule goes on") as st:
+            status, out = self._call("POST", "/v1/ports", spec)
+            if status // 100 != 2:
+                try:
+                    msg = json.loads(out).get("message") or out.decode()
+                except ValueError:
+                    msg = out.decode(errors="replace")
+                raise SystemError_(f"rootlesskit could not publish {spec['parentIP']}:{port}/{proto} on the host: "
+                                   f"{msg.strip()}")
+            pid = int(json.loads(out)["id"])
+            st.result = f"port id {pid}"
+        return pid
+
+    def remove(self, port_id: int) -> None:
+        with trace.step("socket", f"rootlesskit: stop listening (port id {port_id})",
+                        "the container's published port goes") as st:
+            status, _out = self._call("DELETE", f"/v1/ports/{port_id}")
+            st.result = f"HTTP {status}"
