@@ -397,3 +397,31 @@ def test_daemon_restart_stops_its_containers_and_serves_again(rl: RootlessUser) 
         assert rl.docker("exec", "rl-keep", "echo", "back").stdout == b"back\n"
     finally:
         rl.docker("rm", "-f", "rl-keep", check=False)
+
+
+def test_binds_tmpfs_cp_commit_save_and_load(rl: RootlessUser) -> None:
+    bind = rl.base / "bind"
+    bind.mkdir()
+    os.chown(bind, rl.uid, rl.gid)
+    rl.docker("run", "-d", "--name", "rl-files", "-v", f"{bind}:/b", "--tmpfs", "/scratch", "busybox", "sleep", "300")
+    try:
+        rl.docker("exec", "rl-files", "sh", "-c", "echo bound > /b/f && echo t > /scratch/t && grep -q ' /scratch tmpfs' "
+                  "/proc/mounts && echo made > /made")
+        assert (bind / "f").read_text() == "bound\n" and os.stat(bind / "f").st_uid == rl.uid
+        # cp both ways, through the user's own files
+        (bind / "in.txt").write_text("copied in\n")
+        os.chown(bind / "in.txt", rl.uid, rl.gid)
+        rl.docker("cp", str(bind / "in.txt"), "rl-files:/in.txt")
+        assert rl.docker("exec", "rl-files", "cat", "/in.txt").stdout == b"copied in\n"
+        rl.docker("cp", "rl-files:/made", str(bind / "out.txt"))
+        assert (bind / "out.txt").read_text() == "made\n"
+        # commit, save, rmi, load: the image comes back with the container's change
+        rl.docker("commit", "rl-files", "rl-committed:1")
+        tar = bind / "saved.tar"
+        rl.docker("save", "-o", str(tar), "rl-committed:1")
+        rl.docker("rmi", "rl-committed:1")
+        rl.docker("load", "-i", str(tar))
+        assert rl.docker("run", "--rm", "rl-committed:1", "cat", "/made").stdout == b"made\n"
+    finally:
+        rl.docker("rm", "-f", "rl-files", check=False)
+        rl.docker("rmi", "rl-committed:1", check=False)
