@@ -114,6 +114,7 @@ async function route() {
   const main = document.getElementById('main');
   if (cleanup) { cleanup(); cleanup = null; }
   main.replaceChildren();
+  main.dataset.page = page;
   for (const a of document.querySelectorAll('nav a')) {
     a.classList.toggle('active', a.getAttribute('href').startsWith('#/' + page.replace(/^(container|image)$/, '$1')));
   }
