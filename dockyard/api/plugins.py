@@ -1,33 +1,90 @@
 """The /plugins paths: managed plugins (services/managed_plugins.py).
 
-Made from a local directory (`docker plugin create`), listed, inspected, configured, enabled under
-runc, disabled and removed. Installing, upgrading and pushing through a registry (`plugin install`,
-`GET /plugins/privileges?remote=`) are not built yet: 501 with a message that says so.
+Made from a local directory (`docker plugin create`) or installed from a registry (privileges, then
+pull: the granted privileges must be the ones the config asks for), listed, inspected, configured,
+enabled under runc, disabled, pushed and removed. Upgrade is not built (501 saying so).
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from typing import Any
 
-from dockyard.api.backends import ManagedPluginBackend
+from dockyard.api.backends import DistributionBackend, ManagedPluginBackend
+from dockyard.api.distribution import _stream
 from dockyard.api.server import Request, Response, Router, json_response
 from dockyard.errors import InvalidParameter, NotFound, NotSupported
 
-NO_REGISTRY = ("installing, upgrading or pushing plugins through a registry is not supported by Dockyard yet: "
-               "make the plugin with `docker plugin create NAME DIR`")
+NO_REGISTRY = "this daemon has no registry client: plugins cannot be installed or pushed"
+NO_UPGRADE = "plugin upgrade is not supported by Dockyard yet: disable, remove and install the new one"
 
 
-def register(router: Router, plugins: ManagedPluginBackend | None) -> None:
+def _privilege_set(privs: Any) -> set[tuple[str, tuple[str, ...]]]:
+    if not isinstance(privs, list):
+        raise InvalidParameter("the body must be the list of privileges granted")
+    try:
+        return {(str(p["Name"]), tuple(sorted(str(v) for v in p.get("Value") or []))) for p in privs}
+    except (TypeError, KeyError):
+        raise InvalidParameter("invalid privilege in the body") from None
+
+
+def register(router: Router, plugins: ManagedPluginBackend | None,
+             registry: DistributionBackend | None = None) -> None:
     r = router.add
 
-    async def no_registry(req: Request) -> Response:
-        raise NotSupported(NO_REGISTRY)
+    async def no_upgrade(req: Request) -> Response:
+        raise NotSupported(NO_UPGRADE)
 
-    r("GET", "/plugins/privileges", no_registry)
-    r("POST", "/plugins/pull", no_registry)
-    for action in ("push", "upgrade"):
-        r("POST", f"/plugins/{{name:path}}/{action}", no_registry)
+    r("POST", "/plugins/{name:path}/upgrade", no_upgrade)
+
+    if plugins is None or registry is None:
+        async def no_registry(req: Request) -> Response:
+            raise NotSupported(NO_REGISTRY)
+
+        r("GET", "/plugins/privileges", no_registry)
+        r("POST", "/plugins/pull", no_registry)
+        r("POST", "/plugins/{name:path}/push", no_registry)
+    else:
+        reg, man = registry, plugins
+
+        async def privileges(req: Request) -> Response:
+            remote = req.q("remote") or ""
+            if not remote:
+                raise InvalidParameter("remote is required")
+            config = await reg.plugin_config(remote, req.headers.get("x-registry-auth"))
+            return json_response(await asyncio.to_thread(man.privileges_for, config))
+
+        async def pull(req: Request) -> Response:
+            remote = req.q("remote") or ""
+            if not remote:
+                raise InvalidParameter("remote is required")
+            name = req.q("name") or remote
+            local = await asyncio.to_thread(man.full_name, name)
+            granted = _privilege_set(await req.json() or [])
+            auth = req.headers.get("x-registry-auth")
+            config = await reg.plugin_config(remote, auth)
+            needed = _privilege_set(await asyncio.to_thread(man.privileges_for, config))
+            if needed != granted:  # dockerd: the user must have granted exactly what the plugin asks
+                raise InvalidParameter("incorrect privileges")
+
+            async def events() -> Any:
+                out: dict[str, Any] = {}
+                async for ev in reg.pull_plugin(remote, auth, out):
+                    yield ev
+                await asyncio.to_thread(man.install, name, remote, out["config"], out["layers"])
+
+            resp = await _stream(events())
+            resp.headers["Docker-Plugin-Name"] = local  # the CLI enables the plugin by this name
+            return resp
+
+        async def push(req: Request) -> Response:
+            name, config, layers = await asyncio.to_thread(man.for_push, req.params["name"])
+            return await _stream(reg.push_plugin(name, config, layers, req.headers.get("x-registry-auth")))
+
+        r("GET", "/plugins/privileges", privileges)
+        r("POST", "/plugins/pull", pull)
+        r("POST", "/plugins/{name:path}/push", push)
 
     if plugins is None:  # a daemon built without them answers as dockerd with none installed
         async def plugin_list_empty(req: Request) -> Response:
@@ -42,7 +99,10 @@ def register(router: Router, plugins: ManagedPluginBackend | None) -> None:
         r("DELETE", "/plugins/{name:path}", no_such_plugin)
         for action in ("enable", "disable", "set"):
             r("POST", f"/plugins/{{name:path}}/{action}", no_such_plugin)
-        r("POST", "/plugins/create", no_registry)
+        async def no_plugins(req: Request) -> Response:
+            raise NotSupported("plugins are not supported by this daemon")
+
+        r("POST", "/plugins/create", no_plugins)
         return
     mp = plugins
 

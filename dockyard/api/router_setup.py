@@ -13,7 +13,7 @@ def build_router(engine: Backends) -> Router:
     system.register(router, engine.system)
     containers.register(router, engine.containers, engine.container_io, engine.container_files,
                         engine.container_resources, engine.commits, engine.images, engine.pods)
-    plugins.register(router, engine.managed_plugins)
+    plugins.register(router, engine.managed_plugins, engine.registry)
     swarm.register(router)
     from dockyard.api import images
 

@@ -163,6 +163,16 @@ class LazyDistribution:
     async def search(self, term: str, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         return await self._get().search(term, limit, filters)
 
+    async def plugin_config(self, remote: str, auth_header: str | None) -> bytes:
+        return await self._get().plugin_config(remote, auth_header)
+
+    def pull_plugin(self, remote: str, auth_header: str | None, out: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return self._get().pull_plugin(remote, auth_header, out)
+
+    def push_plugin(self, remote: str, config: bytes, layers: list[tuple[str, int]],
+                    auth_header: str | None) -> AsyncIterator[dict[str, Any]]:
+        return self._get().push_plugin(remote, config, layers, auth_header)
+
     async def aclose(self) -> None:
         if self._obj is not None:  # never built: nothing to close
             await self._obj.client.aclose()
@@ -271,7 +281,7 @@ def build(cfg: DaemonConfig) -> Engine:
     engine.plugins = plugins
     from dockyard.services.managed_plugins import ManagedPlugins
 
-    engine.managed_plugins = ManagedPlugins(db, data_root, exec_root, plugins, events, runtimes["runc"])
+    engine.managed_plugins = ManagedPlugins(db, data_root, exec_root, plugins, events, runtimes["runc"], content)
     if cfg.authorization_plugins:
         from dockyard.services.authz import AuthZ
 

@@ -92,6 +92,27 @@ class Distribution:
             async for ev in self.pusher.push(target, self._config_bytes(image), creds):
                 yield ev
 
+    # ------------------------------------------------------------ managed plugins (registry/plugins.py)
+
+    async def plugin_config(self, remote: str, auth_header: str | None) -> bytes:
+        from dockyard.registry import plugins
+
+        creds = self.credentials(auth_header, reference.parse(remote).domain)
+        return (await plugins.fetch_config(self.client, remote, creds, self.content))[0]
+
+    def pull_plugin(self, remote: str, auth_header: str | None, out: dict[str, Any]) -> AsyncIterator[Event]:
+        from dockyard.registry import plugins
+
+        creds = self.credentials(auth_header, reference.parse(remote).domain)
+        return plugins.pull(self.client, remote, creds, self.content, out)
+
+    def push_plugin(self, remote: str, config: bytes, layers: builtins.list[tuple[str, int]],
+                    auth_header: str | None) -> AsyncIterator[Event]:
+        from dockyard.registry import plugins
+
+        creds = self.credentials(auth_header, reference.parse(remote).domain)
+        return plugins.push(self.client, remote, creds, self.content, config, layers)
+
     def _tags_of(self, ref: reference.Reference) -> list[str]:
         """`docker push --all-tags`: every local tag of the repository."""
         out = []

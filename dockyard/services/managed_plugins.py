@@ -20,6 +20,7 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +29,7 @@ from dockyard import trace
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
 from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
+from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
 
 log = logging.getLogger("dockyard.managed_plugins")
@@ -41,7 +43,8 @@ CONFIG_MEDIA_TYPE = "application/vnd.docker.plugin.v1+json"
 _INTERFACE = {"docker.volumedriver/1.0": "VolumeDriver", "docker.networkdriver/1.0": "NetworkDriver",
               "docker.ipamdriver/1.0": "IpamDriver", "docker.authz/1.0": "authz", "docker.logdriver/1.0": "LogDriver",
               "docker.metricscollector/1.0": "MetricsCollector"}
-_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
+_NAME_RE = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?"  # a registry host, as in 127.0.0.1:5000/x/y
+                      r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
 
 
 def normalize_name(name: str) -> str:
@@ -139,10 +142,25 @@ def _default_settings(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _WriterFile:
+    """A content-store Writer as the file gzip writes to."""
+
+    def __init__(self, w: Any) -> None:
+        self.w = w
+
+    def write(self, data: bytes) -> int:
+        self.w.write(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 class ManagedPlugins:
     def __init__(self, db: Database, data_root: Path, exec_root: Path, store: PluginStore, events: EventBus,
-                 runc: str = "runc") -> None:
+                 runc: str = "runc", content: ContentStore | None = None) -> None:
         self.db = db
+        self.content = content
         self.root = Path(data_root) / "plugins"
         self.sockets = Path(exec_root) / "plugins"
         self.bundles = Path(exec_root) / "plugin-bundles"
@@ -195,6 +213,73 @@ class ManagedPlugins:
 
     def privileges_of(self, ref: str) -> builtins.list[dict[str, Any]]:
         return privileges(json.loads(self._row(ref)["config"]))
+
+    @staticmethod
+    def full_name(name: str) -> str:
+        return normalize_name(name)
+
+    def privileges_for(self, config: bytes) -> builtins.list[dict[str, Any]]:
+        """What a plugin's config (as a registry serves it) asks of the host."""
+        try:
+            return privileges(plugin_config(json.loads(config)))
+        except ValueError as e:
+            raise InvalidParameter(f"invalid plugin config: {e}") from None
+
+    # ------------------------------------------------------------ registry: install and push
+
+    def install(self, name: str, remote: str, config: bytes, layers: builtins.list[str]) -> str:
+        """`plugin install`: the pulled layers (in the content store) extracted into a new plugin's rootfs."""
+        from dockyard.store.layers import apply_layer
+
+        assert self.content is not None
+        full = normalize_name(name)
+        if self.db.query_one("SELECT 1 FROM plugins WHERE name=?", (full,)):
+            raise Conflict(f"plugin {full!r} already exists")
+        cfg = plugin_config(json.loads(config))
+        pid = secrets.token_hex(32)
+        rootfs = self.root / pid / "rootfs"
+        rootfs.mkdir(parents=True, mode=0o755)
+        try:
+            diff_ids = []
+            for digest in layers:
+                with self.content.open(digest) as f:
+                    diff_ids.append(apply_layer(f, rootfs).diff_id)
+            want = cfg["rootfs"].get("diff_ids") or []
+            if want and want != diff_ids:
+                raise InvalidParameter(f"plugin {remote}: its layers' diff_ids {diff_ids} are not its config's {want}")
+            (self.root / pid / "config.json").write_text(json.dumps(cfg))
+            self.db.execute("INSERT INTO plugins(id, name, enabled, config, settings, reference, created) "
+                            "VALUES(?,?,0,?,?,?,?)",
+                            (pid, full, json.dumps(cfg), json.dumps(_default_settings(cfg)), remote, time.time()))
+        except BaseException:
+            shutil.rmtree(self.root / pid, ignore_errors=True)
+            raise
+        self.events.emit("plugin", "pull", pid, {"name": full})
+        return pid
+
+    def for_push(self, ref: str) -> tuple[str, bytes, builtins.list[tuple[str, int]]]:
+        """(name, config bytes, [(layer digest, size)]): the rootfs as one gzip layer in the content store."""
+        import gzip
+
+        from dockyard.store.layers import write_tree
+
+        assert self.content is not None
+        row = self._row(ref)
+        cfg = json.loads(row["config"])
+        with tempfile.TemporaryFile() as raw:
+            diff_id = write_tree(self.root / row["id"] / "rootfs", raw, layer=False)
+            raw.seek(0)
+            w = self.content.ingest()
+            try:
+                with gzip.GzipFile(fileobj=_WriterFile(w), mode="wb", mtime=0) as z:
+                    shutil.copyfileobj(raw, z, 1 << 20)
+                size = w.size
+                digest = w.commit()
+            except BaseException:
+                w.abort()
+                raise
+        cfg["rootfs"] = {"type": "layers", "diff_ids": [diff_id]}
+        return row["name"], json.dumps(cfg, separators=(",", ":")).encode(), [(digest, size)]
 
     # ------------------------------------------------------------ create / remove / set
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,15 +45,36 @@ def make_plugin_dir(dest: Path) -> Path:
     return dest
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
-def daemon_and_dir() -> Iterator[tuple[Daemon, Path]]:
+def registry() -> Iterator[str]:
+    """Our own registry server (`dockyard registry`), on loopback."""
+    with tempfile.TemporaryDirectory(prefix="plugins-reg-", dir="/tmp") as tmp:
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "dockyard.registry.server", "serve", "--addr",
+                                 f"127.0.0.1:{port}", "--root", tmp], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        try:
+            assert proc.stdout is not None and b"listening" in proc.stdout.readline()
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def daemon_and_dir(registry: str) -> Iterator[tuple[Daemon, Path]]:
     with tempfile.TemporaryDirectory(prefix="plugins-managed-", dir="/tmp") as tmp:
         with own_daemon("dy-pman-", "--plugin-discovery-dir", str(Path(tmp) / "none"),
-                        "--plugin-retry-seconds", "1") as d:
+                        "--plugin-retry-seconds", "1", "--insecure-registry", registry) as d:
             yield d, make_plugin_dir(Path(tmp) / "dirvol")
-            for p in json.loads(d.docker("plugin", "ls", "--format", "{{json .}}").stdout.decode().strip()
-                                .replace("\n", ",").join("[]")):
-                d.docker("plugin", "rm", "-f", p["Name"], check=False)
+            for name in d.docker("plugin", "ls", "--format", "{{.Name}}").stdout.decode().split():
+                d.docker("plugin", "rm", "-f", name, check=False)
 
 
 def _runc_state(d: Daemon, pid: str) -> subprocess.CompletedProcess[str]:
@@ -106,7 +129,33 @@ def test_create_enable_use_disable_remove(daemon_and_dir: tuple[Daemon, Path]) -
     assert p.returncode != 0 and b"not found" in p.stderr
 
 
-def test_install_from_a_registry_says_it_is_not_built(daemon_and_dir: tuple[Daemon, Path]) -> None:
-    d, _ = daemon_and_dir
-    p = d.docker("plugin", "install", "--grant-all-permissions", "127.0.0.1:1/x/y", check=False)
-    assert p.returncode != 0 and b"not supported by Dockyard yet" in p.stderr
+def test_push_then_install_from_our_registry(daemon_and_dir: tuple[Daemon, Path], registry: str) -> None:
+    d, pdir = daemon_and_dir
+    remote = f"{registry}/dyk/dirvol"
+    d.docker("plugin", "create", remote, str(pdir))
+    out = d.docker("plugin", "push", remote).stdout.decode()
+    assert "digest: sha256:" in out
+    d.docker("plugin", "rm", remote)
+    with d.api() as c:
+        r = c.get("/plugins/privileges", params={"remote": remote})
+        assert r.status_code == 200
+        assert r.json() == [  # as moby's computePrivileges: any network type but "", null and bridge is one
+            {"Name": "network", "Description": "permissions to access a network", "Value": ["none"]},
+            {"Name": "mount", "Description": "host path to mount", "Value": ["/usr"]}]
+        r = c.post("/plugins/pull", params={"remote": remote, "name": "dyk/ungranted"}, json=[])
+        assert r.status_code == 400 and r.json()["message"] == "incorrect privileges"
+    # the docker CLI: privileges granted, pulled, extracted, enabled
+    d.docker("plugin", "install", "--grant-all-permissions", "--alias", "dyk/fromreg", remote)
+    info = json.loads(d.docker("plugin", "inspect", "dyk/fromreg").stdout)[0]
+    try:
+        assert info["Enabled"] is True and info["PluginReference"] == remote
+        assert info["Config"]["rootfs"]["diff_ids"][0].startswith("sha256:")
+        d.docker("volume", "create", "-d", "dyk/fromreg", "rv1")
+        d.docker("run", "--rm", "-v", "rv1:/d", "busybox", "sh", "-c", "echo pulled > /d/f")
+        rootfs = d.data_root / "plugins" / info["Id"] / "rootfs"
+        assert (rootfs / "data" / "volumes" / "rv1" / "f").read_text() == "pulled\n"
+        d.docker("volume", "rm", "rv1")
+    finally:
+        d.docker("plugin", "rm", "-f", "dyk/fromreg")
+    p = d.docker("plugin", "upgrade", "dyk/x", remote, check=False)
+    assert p.returncode != 0
