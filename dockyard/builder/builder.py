@@ -625,7 +625,7 @@ class _Run:
             return
         new = await asyncio.to_thread(commit_layer, self.b.images, None, state.image_id, state.config,
                                       {"created_by": created_by}, author=author)
-        self._put(key, new, state.image_id, created_by)
+        await self._put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
@@ -683,14 +683,13 @@ class _Run:
                         img = None
         return image_id in self.cache_sources
 
-    def _put(self, key: str, image_id: str, parent: str | None, created_by: str, fresh: bool = True) -> None:
-        self.b.cache.put(key, image_id, parent, created_by)
+    async def _put(self, key: str, image_id: str, parent: str | None, created_by: str, fresh: bool = True) -> None:
+        """Record a step's result (and its inputs) in one transaction, off the event loop: with FULL
+        sync each commit waits for the disk, and twenty stages' steps would queue on the loop."""
         self.steps[key] = (image_id, created_by)
         if fresh:
             self.fresh.add(image_id)
-        pending = self._inputs.pop(key, None)
-        if pending is not None:
-            self.b.cache.put_inputs(key, pending[0], pending[1], pending[2])
+        await asyncio.to_thread(self.b.cache.put, key, image_id, parent, created_by, self._inputs.pop(key, None))
 
     # ---------------------------------------------------------------- why a step missed the cache
     def _source_digests(self, frm: Any, srcs: list[str]) -> dict[str, str] | None:
@@ -780,7 +779,7 @@ class _Run:
                 continue
             async with self._materialize_lock:
                 if await self._materialize(src, step):
-                    self._put(key, step.image_id, step.parent or None, step.created_by, fresh=False)
+                    await self._put(key, step.image_id, step.parent or None, step.created_by, fresh=False)
                     return step.image_id
         return None
 
@@ -921,7 +920,7 @@ class _Run:
             host_mounts, secret_env = await self._prepare_mounts(mstack, mounts, " ".join(cmd))
             new = await self._run_container(state, inst, cmd, run_env, host_mounts, netmode, created_by, mounts,
                                             secret_env)
-        self._put(key, new, state.image_id, created_by)
+        await self._put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
@@ -1282,7 +1281,7 @@ class _Run:
             await asyncio.to_thread(self.snapshots.remove, step)
             if link_key:
                 self.b.cache.put_link(link_key, self.b.images.get(new).diff_ids[-1])
-        self._put(key, new, state.image_id, created_by)
+        await self._put(key, new, state.image_id, created_by)
         state.image_id = new
         self.out(f" ---> {_short(new)}\n")
 
@@ -1299,7 +1298,7 @@ class _Run:
                                           {"created_by": created_by}, layer=diff_id)
         except NotFound:  # its blob went with the images that held it
             return False
-        self._put(key, new, state.image_id, created_by, fresh=False)
+        await self._put(key, new, state.image_id, created_by, fresh=False)
         state.image_id = new
         self.out(f" ---> Using linked layer {diff_id.removeprefix('sha256:')[:12]} (made on another base)\n")
         self.out(f" ---> {_short(new)}\n")

@@ -57,10 +57,16 @@ class BuildCache:
             for k in keys:
                 c.execute("UPDATE build_cache SET last_used=? WHERE key=?", (now, k))
 
-    def put(self, key: str, image_id: str, parent: str | None, created_by: str) -> None:
+    def put(self, key: str, image_id: str, parent: str | None, created_by: str,
+            inputs: tuple[str, str, dict[str, Any]] | None = None) -> None:
+        """An entry, and with `inputs` (pos, parent, inputs) what it was made from, in one transaction."""
         now = time.time()
-        self.db.execute("INSERT OR REPLACE INTO build_cache VALUES(?,?,?,?,?,?)",
-                        (key, image_id, parent or "", created_by, now, now))
+        with self.db.tx() as c:
+            c.execute("INSERT OR REPLACE INTO build_cache VALUES(?,?,?,?,?,?)",
+                      (key, image_id, parent or "", created_by, now, now))
+            if inputs is not None:
+                c.execute("INSERT OR REPLACE INTO build_inputs VALUES(?,?,?,?,?)",
+                          (key, inputs[0], inputs[1] or "", json.dumps(inputs[2], sort_keys=True), now))
 
     def get_link(self, key: str) -> str | None:
         row = self.db.query_one("SELECT diff_id FROM build_links WHERE key=?", (key,))
@@ -68,10 +74,6 @@ class BuildCache:
 
     def put_link(self, key: str, diff_id: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO build_links VALUES(?,?,?)", (key, diff_id, time.time()))
-
-    def put_inputs(self, key: str, pos: str, parent: str | None, inputs: dict[str, Any]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO build_inputs VALUES(?,?,?,?,?)",
-                        (key, pos, parent or "", json.dumps(inputs, sort_keys=True), time.time()))
 
     def inputs(self, where: str, value: str, limit: int = 20) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(key, pos, parent, inputs) of the steps recorded with this `parent`, `pos` or `key`, newest first."""
