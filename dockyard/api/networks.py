@@ -26,7 +26,7 @@ def register(router: Router, networks: NetworkBackend) -> None:
     async def network_inspect(req: Request) -> Response:
         out = await asyncio.to_thread(networks.inspect, req.params["id"])
         scope = req.q("scope")
-        if scope and scope != out.get("Scope"):  # every network here is local: ?scope=swarm|global finds none
+        if scope and scope != out.get("Scope"):  # ?scope=local finds no swarm network, and the reverse
             raise NotFound(f"network {req.params['id']} not found")
         return json_response(out)
 
@@ -44,7 +44,8 @@ def register(router: Router, networks: NetworkBackend) -> None:
             internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
             labels=body.get("Labels") or {}, options=body.get("Options") or {},
             ipam_driver=ipam.get("Driver") or "default", enable_ipv6=bool(body.get("EnableIPv6")),
-            ipam_configs=ipam.get("Config") or [], ipam_options=ipam.get("Options"))
+            ipam_configs=ipam.get("Config") or [], ipam_options=ipam.get("Options"),
+            scope=str(body.get("Scope") or ""), ingress=bool(body.get("Ingress")))
         return json_response(out, 201)
 
     async def network_delete(req: Request) -> Response:

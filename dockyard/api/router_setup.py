@@ -14,7 +14,7 @@ def build_router(engine: Backends) -> Router:
     containers.register(router, engine.containers, engine.container_io, engine.container_files,
                         engine.container_resources, engine.commits, engine.images, engine.pods)
     plugins.register(router, engine.managed_plugins, engine.registry)
-    swarm.register(router)
+    swarm.register(router, engine.swarm)
     from dockyard.api import images
 
     images.register(router, engine.images, engine.registry)

@@ -1,9 +1,11 @@
-"""Paths dockerd serves that Dockyard has no engine for: swarm mode, BuildKit sessions.
+"""Paths dockerd serves for swarm mode and BuildKit sessions.
 
-Each answers as dockerd 20.10 does on a node outside any swarm (same status, same message), so
-clients take their usual "not here" branch instead of a bare 404 "page not found": docker-py's
-`leave_swarm(force=True)` treats the 503 as done. Joining or creating a swarm is refused with 501.
-The /plugins paths are `api/plugins.py`'s.
+Swarm: with a `SwarmBackend`, `swarm init` makes this node a single-node swarm (services/swarm.py):
+/swarm, /nodes and swarm-scoped networks answer as dockerd's do; services, tasks, secrets and configs
+list empty and refuse creation with 501 (why in the message). Outside a swarm every path answers as
+dockerd 20.10 does on a node outside any swarm (same status, same message), so clients take their
+usual "not here" branch instead of a bare 404: docker-py's `leave_swarm(force=True)` treats the 503
+as done. The /plugins paths are `api/plugins.py`'s.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dockyard.api.server import Request, Response, Router
-from dockyard.errors import DockyardError, InvalidParameter, NotSupported, Unavailable
+from dockyard.api.backends import SwarmBackend
+from dockyard.api.server import Request, Response, Router, json_response
+from dockyard.errors import DockyardError, InvalidParameter, NotFound, NotSupported, Unavailable
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
                "connect this node to swarm and try again.")
 NOT_IN_SWARM = "This node is not part of a swarm"
+NO_SERVICES = ("Dockyard's swarm mode is one node with swarm networks only: it runs no services, tasks, secrets "
+               "or configs (run containers on an attachable overlay network instead)")
 
 
 async def _body(req: Request) -> Any:
@@ -30,16 +35,26 @@ async def _body(req: Request) -> Any:
         raise InvalidParameter(f"invalid JSON: {e}") from None
 
 
-def _version(req: Request, kind: str) -> None:
+def _obj(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidParameter("json: cannot unmarshal into Go value of type object")
+    return body
+
+
+def _version(req: Request, kind: str) -> str:
     """Object updates parse ?version= before anything else, as dockerd does."""
     v = req.q("version") or ""
     if not v.isdigit():
         if kind in ("secret", "config"):
             raise InvalidParameter(f"invalid {kind} version")
         raise InvalidParameter(f"invalid {kind} version '{v}': strconv.ParseUint: parsing \"{v}\": invalid syntax")
+    return v
 
 
-def register(router: Router) -> None:
+def register(router: Router, swarm: SwarmBackend | None = None) -> None:
+    def active() -> bool:
+        return swarm is not None and swarm.active()
+
     async def not_manager(req: Request) -> Response:
         raise Unavailable(NOT_MANAGER)
 
@@ -47,46 +62,142 @@ def register(router: Router) -> None:
         await _body(req)
         raise Unavailable(NOT_MANAGER)
 
-    async def leave(req: Request) -> Response:
-        raise Unavailable(NOT_IN_SWARM)
+    async def inspect(req: Request) -> Response:
+        if swarm is None:
+            raise Unavailable(NOT_MANAGER)
+        return json_response(swarm.inspect())
 
-    async def init_or_join(req: Request) -> Response:
+    async def leave(req: Request) -> Response:
+        if swarm is None:
+            raise Unavailable(NOT_IN_SWARM)
+        await swarm.leave(req.qbool("force"))
+        return Response(200)
+
+    async def init(req: Request) -> Response:
         body = await _body(req)
         addr = body.get("ListenAddr", "") if isinstance(body, dict) else ""
         if not addr:
             raise InvalidParameter(f'invalid ListenAddr "{addr}": invalid empty address')
-        raise NotSupported("swarm mode is not supported by Dockyard: this node cannot init or join a swarm")
+        if swarm is None:
+            raise NotSupported("swarm mode is not supported by this daemon")
+        return json_response(await swarm.init(_obj(body)))
 
-    def updater(kind: str) -> Any:
-        async def update(req: Request) -> Response:
-            _version(req, kind)
-            await _body(req)
+    async def join(req: Request) -> Response:
+        body = await _body(req)
+        addr = body.get("ListenAddr", "") if isinstance(body, dict) else ""
+        if not addr:
+            raise InvalidParameter(f'invalid ListenAddr "{addr}": invalid empty address')
+        if active():
+            raise Unavailable('This node is already part of a swarm. Use "docker swarm leave" to leave this swarm '
+                              "and join another one.")
+        raise NotSupported("joining a swarm is not supported by Dockyard: its swarm mode is a single node "
+                           "(`docker swarm init` makes one)")
+
+    async def update(req: Request) -> Response:
+        version = _version(req, "swarm")
+        body = _obj(await _body(req))
+        if swarm is None:
             raise Unavailable(NOT_MANAGER)
-        return update
+        swarm.update(version, body, req.qbool("rotateWorkerToken"), req.qbool("rotateManagerToken"))
+        return Response(200)
 
-    async def logs(req: Request) -> Response:
-        if not (req.qbool("stdout") or req.qbool("stderr")):
-            raise DockyardError("Bad parameters: you must choose at least one stream")
+    async def unlock_key(req: Request) -> Response:
+        if swarm is None:
+            raise Unavailable(NOT_MANAGER)
+        return json_response(swarm.unlock_key())
+
+    async def unlock(req: Request) -> Response:
+        await _body(req)
+        if active():
+            raise InvalidParameter("swarm is not locked")
         raise Unavailable(NOT_MANAGER)
 
+    async def node_list(req: Request) -> Response:
+        if swarm is None:
+            raise Unavailable(NOT_MANAGER)
+        return json_response(swarm.nodes(req.qjson("filters") or {}))
+
+    async def node_inspect(req: Request) -> Response:
+        if swarm is None:
+            raise Unavailable(NOT_MANAGER)
+        return json_response(swarm.node(req.params["id"]))
+
+    async def node_update(req: Request) -> Response:
+        version = _version(req, "node")
+        body = _obj(await _body(req))
+        if swarm is None:
+            raise Unavailable(NOT_MANAGER)
+        swarm.update_node(req.params["id"], version, body)
+        return Response(200)
+
+    async def node_delete(req: Request) -> Response:
+        if swarm is None:
+            raise Unavailable(NOT_MANAGER)
+        swarm.remove_node(req.params["id"], req.qbool("force"))
+        return Response(200)
+
+    # Services, tasks, secrets, configs: none exist in a swarm here, and none can be made.
+    def none_listed(kind: str) -> Any:
+        async def handler(req: Request) -> Response:
+            if not active():
+                raise Unavailable(NOT_MANAGER)
+            req.qjson("filters")
+            return json_response([])
+        return handler
+
+    def not_found(kind: str) -> Any:
+        async def handler(req: Request) -> Response:
+            if not active():
+                raise Unavailable(NOT_MANAGER)
+            raise NotFound(f"{kind} {req.params['id']} not found")
+        return handler
+
+    async def create(req: Request) -> Response:
+        await _body(req)
+        if not active():
+            raise Unavailable(NOT_MANAGER)
+        raise NotSupported(NO_SERVICES)
+
+    def updater(kind: str) -> Any:
+        async def handler(req: Request) -> Response:
+            _version(req, kind)
+            await _body(req)
+            if not active():
+                raise Unavailable(NOT_MANAGER)
+            raise NotFound(f"{kind} {req.params['id']} not found")
+        return handler
+
+    def logs(kind: str) -> Any:
+        async def handler(req: Request) -> Response:
+            if not (req.qbool("stdout") or req.qbool("stderr")):
+                raise DockyardError("Bad parameters: you must choose at least one stream")
+            if not active():
+                raise Unavailable(NOT_MANAGER)
+            raise NotFound(f"{kind} {req.params['id']} not found")
+        return handler
+
     r = router.add
-    r("POST", "/swarm/init", init_or_join)
-    r("POST", "/swarm/join", init_or_join)
+    r("POST", "/swarm/init", init)
+    r("POST", "/swarm/join", join)
     r("POST", "/swarm/leave", leave)
-    r("POST", "/swarm/update", updater("swarm"))
-    r("POST", "/swarm/unlock", not_manager_after_body)
-    r("GET", "/swarm", not_manager)
-    r("GET", "/swarm/unlockkey", not_manager)
-    for kind in ("services", "nodes", "tasks", "secrets", "configs"):
-        r("GET", f"/{kind}", not_manager)
-        r("GET", f"/{kind}/{{id}}", not_manager)
+    r("POST", "/swarm/update", update)
+    r("POST", "/swarm/unlock", unlock)
+    r("GET", "/swarm", inspect)
+    r("GET", "/swarm/unlockkey", unlock_key)
+    r("GET", "/nodes", node_list)
+    r("GET", "/nodes/{id}", node_inspect)
+    r("DELETE", "/nodes/{id}", node_delete)
+    r("POST", "/nodes/{id}/update", node_update)
+    for kind in ("services", "tasks", "secrets", "configs"):
+        one = kind.rstrip("s")
+        r("GET", f"/{kind}", none_listed(one))
+        r("GET", f"/{kind}/{{id}}", not_found(one))
         if kind != "tasks":
-            r("DELETE", f"/{kind}/{{id}}", not_manager)
-            r("POST", f"/{kind}/{{id}}/update", updater(kind.rstrip("s")))
-        if kind not in ("nodes", "tasks"):
-            r("POST", f"/{kind}/create", not_manager_after_body)
-    r("GET", "/services/{id}/logs", logs)
-    r("GET", "/tasks/{id}/logs", logs)
+            r("DELETE", f"/{kind}/{{id}}", not_found(one))
+            r("POST", f"/{kind}/{{id}}/update", updater(one))
+            r("POST", f"/{kind}/create", create)
+    r("GET", "/services/{id}/logs", logs("service"))
+    r("GET", "/tasks/{id}/logs", logs("task"))
 
     # BuildKit's session and gRPC upgrades: Dockyard has the classic builder only (_ping says so).
     async def upgrade_only(req: Request) -> Response:

@@ -29,7 +29,8 @@ VERSION = "0.1.0"
 def register(router: Router, system: SystemBackend) -> None:
     async def ping(req: Request) -> Response:
         headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache, no-store, must-revalidate",
-                   "Pragma": "no-cache", "Builder-Version": "1", "Swarm": "inactive"}
+                   "Pragma": "no-cache", "Builder-Version": "1",
+                   "Swarm": "active/manager" if system.swarm_info().get("ControlAvailable") else "inactive"}
         return Response(200, headers, b"" if req.method == "HEAD" else b"OK")
 
     async def get_version(req: Request) -> Response:
@@ -149,7 +150,7 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "Images": n["images"],
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Authorization": None,
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null", "overlay"], "Authorization": None,
                     "Log": ["json-file", "local"]},
         "MemoryLimit": limits, "SwapLimit": limits, "KernelMemory": False, "CpuCfsPeriod": limits,
         "CpuCfsQuota": limits, "CPUShares": limits, "CPUSet": limits, "PidsLimit": limits, "IPv4Forwarding": True, "BridgeNfIptables": True,
@@ -164,7 +165,7 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": u.nodename, "Labels": [],
         "ExperimentalBuild": False, "ServerVersion": VERSION,
         "Runtimes": {name: {"path": p} for name, p in system.runtimes.items()},
-        "DefaultRuntime": system.default_runtime, "Swarm": {"LocalNodeState": "inactive"},
+        "DefaultRuntime": system.default_runtime, "Swarm": system.swarm_info(),
         "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "catatonit", "SecurityOptions": security,
         "RuncCommit": {"ID": _tool_version("runc")[1], "Expected": _tool_version("runc")[1]},
         "ContainerdCommit": {"ID": "", "Expected": ""},

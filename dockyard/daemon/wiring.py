@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (laz
     from dockyard.services.managed_plugins import ManagedPlugins
     from dockyard.services.networks import NetworkService
     from dockyard.services.pods import PodService
+    from dockyard.services.swarm import SwarmService
     from dockyard.services.system import SystemService
     from dockyard.services.volumes import VolumeService
 
@@ -71,6 +72,7 @@ class Engine:
     authz: AuthZ | None = None
     managed_plugins: ManagedPlugins | None = None
     pods: PodService | None = None
+    swarm: SwarmService | None = None
     router: Router = field(init=False)  # built from the engine itself, last
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -287,6 +289,11 @@ def build(cfg: DaemonConfig) -> Engine:
 
         engine.authz = AuthZ(plugins, cfg.authorization_plugins)
     engine.pods = PodService(db, events, containers, images)
+    from dockyard.api.system import VERSION
+    from dockyard.services.swarm import SwarmService
+
+    engine.swarm = SwarmService(db, networks, VERSION)
+    system.swarm_info = engine.swarm.info
     engine.router = build_router(engine)
     return engine
 

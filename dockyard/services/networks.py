@@ -37,7 +37,7 @@ from dockyard.network.dns import DnsServer
 from dockyard.network.names import Endpoint, NameIndex
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
-from dockyard.util.ids import new_id
+from dockyard.util.ids import new_id, swarm_id
 from dockyard.util.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,26 @@ ALTER TABLE net_endpoints ADD COLUMN link_local TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX net_endpoints_by_network ON net_endpoints(network_id)
 """
 
+# Swarm mode (services/swarm.py): swarm-scoped networks (driver overlay, or a bridge made with scope swarm)
+# and the ingress network. On one node an overlay network is a local bridge like any other: what differs is
+# its scope, its id (swarmkit's), its pool (10.0.0.0/8 in /24s, as swarmkit's default) and that containers
+# join it only when it is attachable. The ingress network is a record only: no service can use it here.
+SCHEMA_V3 = """
+ALTER TABLE networks ADD COLUMN scope TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE networks ADD COLUMN ingress INTEGER NOT NULL DEFAULT 0
+"""
+BRIDGED = "driver IN ('bridge','overlay') AND bridge!=''"  # networks with a Linux bridge of ours underneath
+VNI_BASE = 4096  # swarmkit's first VXLAN id: the ingress network gets it at init
+
+
+def default_swarm_pools() -> builtins.list[ipaddress.IPv4Network]:
+    """Swarmkit's default address pool: 10.0.0.0/8 in /24s."""
+    return builtins.list(ipaddress.IPv4Network("10.0.0.0/8").subnets(new_prefix=24))
+
+
+NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
+               "connect this node to swarm and try again.")
+
 ResolveContainer = Callable[[str], tuple[str, str, bool]]  # ref → (cid, name, running)
 
 
@@ -114,7 +134,9 @@ class NetworkService:
         self._held: dict[str, list[socket.socket]] = {}
         self.names = NameIndex()  # what the embedded DNS answers, per asking container
         self._pools: dict[tuple[str, int], ipam.Pool] = {}  # (network id, 4|6) -> addresses in use
-        db.migrate("networks", [SCHEMA_V1, SCHEMA_V2])
+        self.swarm_active: Callable[[], bool] = lambda: False  # set by the swarm service
+        self.swarm_pools: Callable[[], builtins.list[ipaddress.IPv4Network]] = default_swarm_pools
+        db.migrate("networks", [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3])
 
     def set_container_resolver(self, resolve: ResolveContainer) -> None:
         """Wiring injects the container service's lookup after both exist."""
@@ -125,7 +147,7 @@ class NetworkService:
         async with self._lock:
             netlink.set_sysctl("net/ipv4/ip_forward", "1")
             await asyncio.to_thread(self._ensure_builtins)
-            for net in self._rows("SELECT * FROM networks WHERE driver='bridge'"):
+            for net in self._rows(f"SELECT * FROM networks WHERE {BRIDGED}"):
                 await asyncio.to_thread(self._ensure_bridge, net)
             for sb in self._rows("SELECT * FROM net_sandboxes"):
                 if sb["netns"] and sb["mode"] not in ("host",) and not sb["mode"].startswith("container:") \
@@ -134,7 +156,7 @@ class NetworkService:
                     continue
                 self._rehold(sb)
             await asyncio.to_thread(self._sync_firewall)
-            for net in self._rows("SELECT * FROM networks WHERE driver='bridge' AND builtin=0"):
+            for net in self._rows(f"SELECT * FROM networks WHERE {BRIDGED} AND builtin=0"):
                 self.names.set_network(net["id"], net["name"])
                 await self._start_dns(net)
             for ep in self._rows("SELECT cid, network_id FROM net_endpoints"):
@@ -164,7 +186,7 @@ class NetworkService:
         async with self._lock:
             for sb in self._rows("SELECT cid FROM net_sandboxes"):
                 await asyncio.to_thread(self._detach_sync, sb["cid"], False)
-            for net in self._rows("SELECT * FROM networks WHERE driver='bridge'"):
+            for net in self._rows(f"SELECT * FROM networks WHERE {BRIDGED}"):
                 await asyncio.to_thread(netlink.delete_link, net["bridge"])
             await asyncio.to_thread(firewall.delete_table, self.table)
             await asyncio.to_thread(firewall.remove_forward_accept, self.table)
@@ -285,10 +307,12 @@ class NetworkService:
                      attachable: bool = False, labels: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
                      ipam_driver: str = "default", enable_ipv6: bool = False,
                      ipam_configs: builtins.list[dict[str, Any]] | None = None,
-                     ipam_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                     ipam_options: dict[str, Any] | None = None, scope: str = "",
+                     ingress: bool = False) -> dict[str, Any]:
         """`ipam_configs`: the request's IPAM.Config ([{Subnet, IPRange, Gateway, AuxiliaryAddresses}]):
         at most one IPv4 and one IPv6 pool, as Docker's bridge driver allows. `subnet`, `gateway` and
-        `ip_range` are a one-pool shorthand."""
+        `ip_range` are a one-pool shorthand. `scope` "swarm" (or driver overlay) and `ingress` need an
+        active swarm; dockerd's checks and words, in its order."""
         if not name:
             raise InvalidParameter("network name must not be empty")  # swagger: Name is required
         if len(name) > NAME_MAX or NAME_BAD.search(name):
@@ -297,8 +321,17 @@ class NetworkService:
         driver = driver or "bridge"
         if driver in ("host", "null", "none"):
             raise Forbidden(f"only one instance of \"{driver}\" network is allowed")
-        if driver != "bridge":
+        if driver not in ("bridge", "overlay"):
             raise NotFound(f"plugin \"{driver}\" not found")
+        if ingress and driver != "overlay":
+            raise Forbidden("Ingress network can only be global scope network")
+        if driver == "overlay" and scope == "local":
+            raise Forbidden("cannot downgrade network scope for overlay networks")
+        if scope == "swarm" and driver != "overlay" and not self.swarm_active():
+            raise Forbidden("cannot create a swarm scoped network when swarm is not active")
+        if driver == "overlay" and not self.swarm_active():
+            raise SystemError_(NOT_MANAGER)  # dockerd 20.10 answers 500 here (503 on /swarm)
+        swarm = driver == "overlay" or scope == "swarm"
         if ipam_driver not in ("", "default"):
             raise NotFound(f"plugin \"{ipam_driver}\" not found")
         configs = builtins.list(ipam_configs or [])
@@ -326,6 +359,9 @@ class NetworkService:
         async with self._lock:
             if self.db.query_one("SELECT 1 FROM networks WHERE name=?", (name,)):
                 raise Conflict(f"network with name {name} already exists")
+            held = self.db.query_one("SELECT id FROM networks WHERE ingress=1")
+            if ingress and held is not None:
+                raise Conflict(f"rpc error: code = AlreadyExists desc = ingress network ({held['id']}) is already present")
             ours = [ipaddress.ip_network(r["subnet"]) for r in self._rows("SELECT subnet FROM networks WHERE subnet!=''")]
             ours += [ipaddress.ip_network(r["subnet6"]) for r in self._rows("SELECT subnet6 FROM networks WHERE subnet6!=''")]
             if 4 in pools:
@@ -333,7 +369,7 @@ class NetworkService:
                 ipam.check_overlap(net4, ours)
             else:
                 host = [ipaddress.ip_network(r) for r in await asyncio.to_thread(netlink.host_routes)]
-                net4 = ipam.pick_subnet(ours + host)  # type: ignore[arg-type]
+                net4 = ipam.pick_subnet(ours + host, self.swarm_pools() if swarm else None)  # type: ignore[arg-type]
             cfg4 = pools.get(4, (net4, {}))[1]
             gw, rng = ipam.validate(net4, cfg4.get("Gateway") or None, cfg4.get("IPRange") or None,
                                     cfg4.get("AuxiliaryAddresses"))
@@ -346,34 +382,68 @@ class NetworkService:
                                        cfg6.get("AuxiliaryAddresses"))
                 net6, gw6, rng6 = str(n6), str(g6), str(r6) if r6 else ""
                 report.append(_pool_json(n6, g6, r6, cfg6.get("AuxiliaryAddresses")))
-            nid = new_id()
+            nid = swarm_id() if swarm else new_id()
             options = dict(options or {})
+            if driver == "overlay":
+                options = {"com.docker.network.driver.overlay.vxlanid_list": str(self._free_vni()), **options}
             bridge = options.get("com.docker.network.bridge.name") or f"br-{nid[:12]}"
+            if ingress:
+                bridge = ""  # a record only: no service runs here to be published through it
             if len(bridge) > 15:
                 raise InvalidParameter(f"bridge name {bridge} is longer than 15 characters")
-            if self.db.query_one("SELECT 1 FROM networks WHERE bridge=?", (bridge,)):
+            if bridge and self.db.query_one("SELECT 1 FROM networks WHERE bridge=?", (bridge,)):
                 raise Conflict(f"bridge name {bridge} is already in use by another network")
             self.db.execute(
                 "INSERT INTO networks(id, name, driver, bridge, subnet, gateway, ip_range, internal, attachable,"
-                " labels, options, created, ipv6, subnet6, gateway6, ip_range6, ipam)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " labels, options, created, ipv6, subnet6, gateway6, ip_range6, ipam, scope, ingress)"
+                " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (nid, name, driver, bridge, str(net4), str(gw), str(rng) if rng else "", int(internal),
                  int(attachable), json.dumps(labels or {}), json.dumps(options), time.time(), int(enable_ipv6),
-                 net6, gw6, rng6, json.dumps({"Config": report, "Options": ipam_options})))
+                 net6, gw6, rng6, json.dumps({"Config": report, "Options": ipam_options}),
+                 "swarm" if swarm else "local", int(ingress)))
             row = self._net_row(nid)
             try:
                 if enable_ipv6:
                     netlink.set_sysctl("net/ipv6/conf/all/forwarding", "1")  # as dockerd does for --ipv6
                 with trace.about(f"network:{nid}"):
-                    await asyncio.to_thread(self._ensure_bridge, row)
-                    await asyncio.to_thread(self._sync_firewall)
-                    self.names.set_network(nid, name)
-                    await self._start_dns(row)
+                    if bridge:
+                        await asyncio.to_thread(self._ensure_bridge, row)
+                        await asyncio.to_thread(self._sync_firewall)
+                        self.names.set_network(nid, name)
+                        await self._start_dns(row)
             except BaseException:
                 await self._drop_network(row)
                 raise
         self.events.emit("network", "create", nid, {"name": name, "type": driver})
         return {"Id": nid, "Warning": ""}
+
+    def _free_vni(self) -> int:
+        used = {int(v) for r in self._rows("SELECT options FROM networks WHERE driver='overlay'")
+                if (v := json.loads(r["options"]).get("com.docker.network.driver.overlay.vxlanid_list", "")).isdigit()}
+        return next(v for v in range(VNI_BASE, VNI_BASE + len(used) + 1) if v not in used)
+
+    async def drop_swarm_networks(self) -> builtins.list[str]:
+        """Swarm leave: every swarm-scoped network goes, and the containers on them leave them first, as
+        with dockerd (a running container keeps its other networks)."""
+        dropped: builtins.list[str] = []
+        async with self._lock:
+            for net in self._rows("SELECT * FROM networks WHERE scope='swarm' ORDER BY created"):
+                with trace.about(f"network:{net['id']}"):
+                    members = self._rows("SELECT * FROM net_endpoints WHERE network_id=?", (net["id"],))
+                    for ep in members:
+                        await asyncio.to_thread(self._unplug, ep)
+                    self.db.execute("DELETE FROM net_links WHERE network_id=?", (net["id"],))
+                    for ep in members:
+                        sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (ep["cid"],))
+                        if sb is not None and sb["netns"]:
+                            await asyncio.to_thread(self._after_leave, sb)
+                        self.events.emit("network", "disconnect", net["id"],
+                                         {"container": ep["cid"], "name": net["name"], "type": net["driver"]})
+                    await self._drop_network(net)
+                trace.drop(f"network:{net['id']}")
+                self.events.emit("network", "destroy", net["id"], {"name": net["name"], "type": net["driver"]})
+                dropped.append(net["name"])
+        return dropped
 
     async def remove(self, ref: str) -> None:
         net = self.resolve(ref)
@@ -383,6 +453,9 @@ class NetworkService:
             users = [r["name"].lstrip("/") for r in self._rows(
                 "SELECT s.name FROM net_endpoints e JOIN net_sandboxes s ON s.cid=e.cid WHERE e.network_id=? "
                 "ORDER BY s.name", (net["id"],))]
+            if net["scope"] == "swarm" and users:
+                raise InvalidParameter(f"rpc error: code = FailedPrecondition desc = network {net['id']} is in use "
+                                       f"by container {users[0]}")
             if users or self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (net["id"],)):
                 # dockerd's words, then who uses it (beyond dockerd: what to stop or disconnect)
                 raise Forbidden(f"error while removing network: network {net['name']} id {net['id']} "
@@ -414,7 +487,7 @@ class NetworkService:
 
     async def connect(self, net_ref: str, container_ref: str, endpoint_config: dict[str, Any] | None = None) -> None:
         net = self.resolve(net_ref)
-        if net["driver"] != "bridge":
+        if net["driver"] not in ("bridge", "overlay"):
             raise Forbidden("container cannot be disconnected from host network or connected to host network")
         cid, name, running = self._container(container_ref)
         ec = endpoint_config or {}
@@ -422,7 +495,7 @@ class NetworkService:
             sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
             modes = {r["network_id"] for r in self._rows(
                 "SELECT l.network_id FROM net_links l JOIN networks n ON n.id=l.network_id "
-                "WHERE l.cid=? AND n.driver!='bridge'", (cid,))}
+                "WHERE l.cid=? AND n.driver NOT IN ('bridge','overlay')", (cid,))}
             if (sb is not None and (sb["mode"] in ("host", "none") or sb["mode"].startswith("container:"))) or modes:
                 raise Forbidden("container sharing network namespace with another container or host "
                                 "cannot be connected to any other network")
@@ -441,7 +514,7 @@ class NetworkService:
                     self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
                     raise
                 await asyncio.to_thread(self._fix_resolv, sb)
-        self.events.emit("network", "connect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
+        self.events.emit("network", "connect", net["id"], {"container": cid, "name": net["name"], "type": net["driver"]})
 
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
         net = self.resolve(net_ref)
@@ -458,7 +531,7 @@ class NetworkService:
             sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
             if ep is not None and sb is not None and sb["netns"]:
                 await asyncio.to_thread(self._after_leave, sb)
-        self.events.emit("network", "disconnect", net["id"], {"container": cid, "name": net["name"], "type": "bridge"})
+        self.events.emit("network", "disconnect", net["id"], {"container": cid, "name": net["name"], "type": net["driver"]})
 
     def _after_leave(self, sb: Any) -> None:
         """A network left a running container: the default routes and the name server its resolv.conf
@@ -645,6 +718,9 @@ class NetworkService:
               wiring: builtins.list[Callable[[], None]]) -> tuple[str, str]:
         """Allocate addresses on `net` (now) and add to `wiring` what puts a veth into the netns; returns
         the (v4, v6) addresses (v6 "" on a v4-only network)."""
+        if net["scope"] == "swarm" and not (net["attachable"] and net["bridge"]):  # at start and at connect
+            raise SystemError_(f"Could not attach to network {net['name']}: rpc error: code = PermissionDenied "
+                               f"desc = network {net['name']} not manually attachable")
         link = self.db.query_one("SELECT * FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
         ec = json.loads(link["config"] or "{}") if link else {}
         want = ec.get("IPAMConfig") or {}
@@ -809,7 +885,7 @@ class NetworkService:
         extra = [(net, v) for net, v in ((self._find(k), v) for k, v in configs.items()) if net is not None]
         self._link(cid, primary, ec)
         for net, cfg in extra:
-            if net["driver"] != "bridge":
+            if net["driver"] not in ("bridge", "overlay"):
                 raise InvalidParameter(f"container cannot be connected to network {net['name']} "
                                        f"of driver {net['driver']} with others")
             self._link(cid, net, cfg or {})
@@ -833,7 +909,7 @@ class NetworkService:
     def _declared(self, cid: str) -> builtins.list[Any]:
         """The bridge networks a container is to join, in the order they were given."""
         return builtins.list(self._rows("SELECT n.* FROM net_links l JOIN networks n ON n.id=l.network_id "
-                                        "WHERE l.cid=? AND n.driver='bridge' ORDER BY l.rowid", (cid,)))
+                                        "WHERE l.cid=? AND n.driver IN ('bridge','overlay') ORDER BY l.rowid", (cid,)))
 
     def _rehold(self, sb: Any) -> None:
         for p in json.loads(sb["ports"]):
@@ -907,14 +983,15 @@ class NetworkService:
         self._pools.pop((net["id"], 4), None)
         self._pools.pop((net["id"], 6), None)
         await self._stop_dns(net["id"])
-        await asyncio.to_thread(netlink.delete_link, net["bridge"])
-        await asyncio.to_thread(firewall.remove_forward_accept, self.table, net["bridge"])
+        if net["bridge"]:
+            await asyncio.to_thread(netlink.delete_link, net["bridge"])
+            await asyncio.to_thread(firewall.remove_forward_accept, self.table, net["bridge"])
         self.db.execute("DELETE FROM networks WHERE id=?", (net["id"],))
         await asyncio.to_thread(self._sync_firewall)
 
     def _sync_firewall(self) -> None:
         nets = [firewall.BridgeNet(r["bridge"], r["subnet"], bool(r["internal"]), r["subnet6"] if r["ipv6"] else "")
-                for r in self._rows("SELECT * FROM networks WHERE driver='bridge' ORDER BY created")]
+                for r in self._rows(f"SELECT * FROM networks WHERE {BRIDGED} ORDER BY created")]
         maps = [firewall.PortMap(p["proto"], p["host_ip"], p["host_port"], p["ip"], p["port"])
                 for sb in self._rows("SELECT ports FROM net_sandboxes") for p in json.loads(sb["ports"])]
         firewall.sync(self.table, nets, maps)
@@ -950,6 +1027,10 @@ class NetworkService:
                 c["IPRange"] = net["ip_range"]
             cfg.append(c)
         options = stored["Options"] if stored is not None else (None if net["builtin"] else {})
+        swarm = net["scope"] == "swarm"
+        unused = swarm and not net["ingress"] and not self._in_use(net["id"])
+        if swarm and not options:
+            options = None  # dockerd shows a swarm network's empty IPAM options as null
         members: dict[str, Any] = {}
         if containers:
             plen = _prefixlen(net["subnet"]) if net["subnet"] else 0
@@ -964,12 +1045,15 @@ class NetworkService:
                     members[sb["cid"]] = {"Name": sb["name"], "EndpointID": "", "MacAddress": "",
                                           "IPv4Address": "", "IPv6Address": ""}
         return {
-            "Name": net["name"], "Id": net["id"], "Created": rfc3339(net["created"]), "Scope": "local",
+            "Name": net["name"], "Id": net["id"], "Created": rfc3339(net["created"]), "Scope": net["scope"],
             "Driver": net["driver"], "EnableIPv4": True, "EnableIPv6": bool(net["ipv6"]),
             "IPAM": {"Driver": "default", "Options": options, "Config": cfg},
-            "Internal": bool(net["internal"]), "Attachable": bool(net["attachable"]), "Ingress": False,
-            "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": members,
-            "Options": json.loads(net["options"]), "Labels": json.loads(net["labels"]),
+            "Internal": bool(net["internal"]), "Attachable": bool(net["attachable"]), "Ingress": bool(net["ingress"]),
+            "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+            # dockerd shows null for a swarm network not instantiated on this node (no container of it here
+            # yet); the ingress network always is (its routing-mesh sandbox, which Dockyard has not)
+            "Containers": members or (None if unused else members),
+            "Options": json.loads(net["options"]), "Labels": json.loads(net["labels"]) or (None if unused else {}),
         }
 
     def _in_use(self, nid: str) -> bool:
@@ -1057,7 +1141,7 @@ def _matches(net: Any, filters: dict[str, list[str]], in_use: bool, prune: bool 
             return False
         if key == "driver" and net["driver"] not in values:
             return False
-        if key == "scope" and "local" not in values:
+        if key == "scope" and net["scope"] not in values:
             return False
         if key == "type":
             kind = "builtin" if net["builtin"] else "custom"

@@ -13,6 +13,11 @@ from dockyard.services.images import ImageService
 from dockyard.services.volumes import VolumeService
 
 
+def _no_swarm() -> dict[str, Any]:
+    return {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False, "Error": "",
+            "RemoteManagers": None}
+
+
 class SystemService:
     def __init__(self, containers: ContainerService, images: ImageService, volumes: VolumeService | None,
                  events: EventBus, *, data_root: Path, debug: bool = False,
@@ -27,6 +32,7 @@ class SystemService:
         self.registry_mirrors = list(registry_mirrors or [])
         self.build_cache = build_cache  # the builder's disk usage (the builder sits above services)
         self.rootless = False
+        self.swarm_info: Callable[[], dict[str, Any]] = _no_swarm  # /info's Swarm block (wiring sets it)
 
     @property
     def limits_refused(self) -> str | None:

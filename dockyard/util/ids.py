@@ -22,6 +22,21 @@ def new_id() -> str:
     return secrets.token_hex(32)
 
 
+def swarm_id() -> str:
+    """An id in swarmkit's form (nodes, networks, the cluster): 25 base-36 digits of 128 random bits."""
+    n = int.from_bytes(secrets.token_bytes(17), "big") | (0x80 << 128)  # the high bit: no padding needed
+    return _base36(n)[1:26]
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
+
+
 def random_name() -> str:
     return f"{random.choice(_LEFT)}_{random.choice(_RIGHT)}"
 

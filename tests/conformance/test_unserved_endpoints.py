@@ -1,5 +1,5 @@
-"""Paths dockerd knows and Dockyard has no engine for (swarm mode, plugins, BuildKit sessions):
-the same status and message as the real dockerd outside a swarm, never a bare "page not found"."""
+"""Paths dockerd knows and Dockyard has no engine for (plugins, BuildKit sessions), and swarm paths on a
+node outside a swarm: the same status and message as the real dockerd there, never a bare "page not found"."""
 
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def test_websocket_attach_refused_with_why(daemon: Daemon) -> None:
             c.delete(f"/containers/{cid}")
 
 
-def test_swarm_init_refused_with_why(daemon: Daemon) -> None:
+def test_swarm_join_refused_with_why(daemon: Daemon) -> None:
+    """A single-node swarm mode (tests/conformance/test_swarm_mode.py): joining another is refused."""
     with _client(daemon.host) as c:
-        r = c.post("/swarm/init", json={"ListenAddr": "127.0.0.1:2377"})
-    assert r.status_code == 501 and "swarm" in r.json()["message"]
+        r = c.post("/swarm/join", json={"ListenAddr": "127.0.0.1:2377", "RemoteAddrs": ["127.0.0.1:2378"],
+                                        "JoinToken": "SWMTKN-1-x"})
+    assert r.status_code == 501 and "single node" in r.json()["message"]
