@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api.backends import BuildBackend
-from dockyard.api.server import Request, Response, Router, aclose, json_response, ndjson_stream
+from dockyard.api.server import Request, Response, Route, aclose, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
 
 
@@ -106,10 +106,15 @@ def _contexts(raw: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def register(router: Router, builder: BuildBackend) -> None:
-    from dockyard.builder.builder import BuildOptions
+class BuildRoutes:
+    """The classic builder's endpoints over the BuildBackend."""
 
-    async def post_build(req: Request) -> Response:
+    def __init__(self, builder: BuildBackend) -> None:
+        self.builder = builder
+
+    async def post_build(self, req: Request) -> Response:
+        from dockyard.builder.builder import BuildOptions
+
         if req.q("remote"):
             raise InvalidParameter("remote build contexts are not supported")
         auth = req.headers.get("x-registry-config")
@@ -149,7 +154,7 @@ def register(router: Router, builder: BuildBackend) -> None:
             reference.parse(t)  # a bad tag fails before the context is read
         # A build that fails before its first step (no Dockerfile, a parse error) gets an HTTP
         # error status, as from dockerd; after that, errors are messages in the 200 stream.
-        events = builder.build(req.stream(), opts)
+        events = self.builder.build(req.stream(), opts)
         first = await anext(events, None)
 
         async def stream() -> AsyncIterator[dict[str, Any]]:
@@ -163,17 +168,20 @@ def register(router: Router, builder: BuildBackend) -> None:
 
         return ndjson_stream(stream())
 
-    async def post_build_prune(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(builder.prune, req.qbool("all")))
+    async def post_build_prune(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.builder.prune, req.qbool("all")))
 
-    async def get_build_cache(req: Request) -> Response:
-        return json_response(builder.disk_usage())
+    async def get_build_cache(self, req: Request) -> Response:
+        return json_response(self.builder.disk_usage())
 
-    async def post_build_cancel(req: Request) -> Response:
+    async def post_build_cancel(self, req: Request) -> Response:
         # dockerd cancels BuildKit builds by id; a classic build stops when its client hangs up
         return Response(200)
 
-    router.add("POST", "/build", post_build)
-    router.add("POST", "/build/cancel", post_build_cancel)
-    router.add("POST", "/build/prune", post_build_prune)
-    router.add("GET", "/build/cache", get_build_cache)
+    def routes(self) -> list[Route]:
+        return [
+            ("POST", "/build", self.post_build),
+            ("POST", "/build/cancel", self.post_build_cancel),
+            ("POST", "/build/prune", self.post_build_prune),
+            ("GET", "/build/cache", self.get_build_cache),
+        ]

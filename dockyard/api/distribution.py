@@ -1,6 +1,6 @@
 """Distribution endpoints: pull (dispatched from POST /images/create), push, /distribution, /auth.
 
-`register(router, distribution)` wires the routes; `pull_stream(req, distribution)` is what
+`DistributionRoutes` are the routes; `pull_stream(req, distribution)` is what
 api/images.py calls for POST /images/create when `fromImage` is set. The distribution service is
 seen through `backends.DistributionBackend`, so the API imports no adapters.
 """
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard.api.backends import DistributionBackend
-from dockyard.api.server import Request, Response, Router, json_response, ndjson_stream
+from dockyard.api.server import Request, Response, Route, json_response, ndjson_stream
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, describe
 
 
@@ -50,33 +50,34 @@ async def pull_stream(req: Request, distribution: DistributionBackend | None) ->
     return await _stream(events)
 
 
-def register(router: Router, distribution: DistributionBackend) -> None:
+class DistributionRoutes:
+    """Push, /distribution, /auth and search over the DistributionBackend (pull is ImageRoutes')."""
 
-    async def post_images_push(req: Request) -> Response:
+    def __init__(self, distribution: DistributionBackend) -> None:
+        self.distribution = distribution
+
+    async def post_images_push(self, req: Request) -> Response:
         name = req.params["name"]
-        events = distribution.push(name, req.q("tag") or None, req.headers.get("x-registry-auth"))
+        events = self.distribution.push(name, req.q("tag") or None, req.headers.get("x-registry-auth"))
         try:
             return await _stream(events)
         except NotFound as e:  # docker: "An image does not exist locally with the tag: x"
             raise NotFound(f"An image does not exist locally with the tag: {name}") from e
 
-    async def get_distribution_inspect(req: Request) -> Response:
-        return json_response(await distribution.inspect(req.params["name"], req.headers.get("x-registry-auth")))
+    async def get_distribution_inspect(self, req: Request) -> Response:
+        return json_response(await self.distribution.inspect(req.params["name"], req.headers.get("x-registry-auth")))
 
-    async def get_distribution_referrers(req: Request) -> Response:
-        return json_response(await distribution.referrers(req.params["name"], req.q("artifactType") or None,
+    async def get_distribution_referrers(self, req: Request) -> Response:
+        return json_response(await self.distribution.referrers(req.params["name"], req.q("artifactType") or None,
                                                           req.headers.get("x-registry-auth")))
 
-    async def post_auth(req: Request) -> Response:
+    async def post_auth(self, req: Request) -> Response:
         body = await req.json()
         if not isinstance(body, dict):
             raise InvalidParameter("invalid auth configuration")
-        return json_response(await distribution.login(body))
+        return json_response(await self.distribution.login(body))
 
-    router.add("POST", "/images/{name:path}/push", post_images_push)
-    router.add("GET", "/distribution/{name:path}/json", get_distribution_inspect)
-    router.add("GET", "/distribution/{name:path}/referrers", get_distribution_referrers)
-    async def get_images_search(req: Request) -> Response:
+    async def get_images_search(self, req: Request) -> Response:
         import json
 
         term = req.q("term")
@@ -93,7 +94,13 @@ def register(router: Router, distribution: DistributionBackend) -> None:
             filters = {k: list(v) if isinstance(v, (dict, list)) else [str(v)] for k, v in filters.items()}
         else:
             filters = {}
-        return json_response(await distribution.search(term, limit, filters))
+        return json_response(await self.distribution.search(term, limit, filters))
 
-    router.add("POST", "/auth", post_auth)
-    router.add("GET", "/images/search", get_images_search)
+    def routes(self) -> list[Route]:
+        return [
+            ("POST", "/images/{name:path}/push", self.post_images_push),
+            ("GET", "/distribution/{name:path}/json", self.get_distribution_inspect),
+            ("GET", "/distribution/{name:path}/referrers", self.get_distribution_referrers),
+            ("POST", "/auth", self.post_auth),
+            ("GET", "/images/search", self.get_images_search),
+        ]

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from dockyard.api import validate
 from dockyard.api.backends import ExecBackend
-from dockyard.api.server import Hijack, Request, Response, Router, json_response
+from dockyard.api.server import Hijack, Request, Response, Route, json_response
 from dockyard.errors import InvalidParameter
 
 
-def register(router: Router, execs: ExecBackend) -> None:
-    async def container_exec(req: Request) -> Response:
+class ExecRoutes:
+    """Exec endpoints over the ExecBackend."""
+
+    def __init__(self, execs: ExecBackend) -> None:
+        self.execs = execs
+
+    async def container_exec(self, req: Request) -> Response:
         body = await req.json()
         if not isinstance(body, dict):
             raise InvalidParameter("invalid exec config")
-        return json_response(execs.create(req.params["id"], validate.go_names(body, validate.EXEC_CONFIG)), 201)
+        return json_response(self.execs.create(req.params["id"], validate.go_names(body, validate.EXEC_CONFIG)), 201)
 
-    async def exec_start(req: Request) -> Response | Hijack:
+    async def exec_start(self, req: Request) -> Response | Hijack:
         body = await req.json() or {}
         if not isinstance(body, dict):
             raise InvalidParameter("invalid exec start config")
@@ -23,19 +28,22 @@ def register(router: Router, execs: ExecBackend) -> None:
         # As dockerd: the start request's Tty alone says whether the stream is raw or multiplexed; the
         # process has a terminal if the exec was created with one.
         raw = bool(body.get("Tty"))
-        handler = await execs.start(req.params["id"], bool(body.get("Detach")), raw)
+        handler = await self.execs.start(req.params["id"], bool(body.get("Detach")), raw)
         if handler is None:
             return Response(200, {"Content-Type": "application/json"}, b"")
         return Hijack(handler, "application/vnd.docker.raw-stream" if raw else "application/vnd.docker.multiplexed-stream")
 
-    async def exec_inspect(req: Request) -> Response:
-        return json_response(execs.inspect(req.params["id"]))
+    async def exec_inspect(self, req: Request) -> Response:
+        return json_response(self.execs.inspect(req.params["id"]))
 
-    async def exec_resize(req: Request) -> Response:
-        execs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
+    async def exec_resize(self, req: Request) -> Response:
+        self.execs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
         return Response(200, {"Content-Type": "text/plain"}, b"")  # dockerd answers 200 (API spec too)
 
-    router.add("POST", "/containers/{id}/exec", container_exec)
-    router.add("POST", "/exec/{id}/start", exec_start)
-    router.add("GET", "/exec/{id}/json", exec_inspect)
-    router.add("POST", "/exec/{id}/resize", exec_resize)
+    def routes(self) -> list[Route]:
+        return [
+            ("POST", "/containers/{id}/exec", self.container_exec),
+            ("POST", "/exec/{id}/start", self.exec_start),
+            ("GET", "/exec/{id}/json", self.exec_inspect),
+            ("POST", "/exec/{id}/resize", self.exec_resize),
+        ]

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from dockyard.api.backends import NetworkBackend
-from dockyard.api.server import Request, Response, Router, json_response
+from dockyard.api.server import Request, Response, Route, json_response
 from dockyard.errors import InvalidParameter, NotFound
 
 
@@ -19,18 +19,23 @@ def _obj(body: Any) -> dict[str, Any]:
     return body
 
 
-def register(router: Router, networks: NetworkBackend) -> None:
-    async def network_list(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(networks.list, req.qjson("filters") or {}))
+class NetworkRoutes:
+    """Network endpoints over the NetworkBackend."""
 
-    async def network_inspect(req: Request) -> Response:
-        out = await asyncio.to_thread(networks.inspect, req.params["id"])
+    def __init__(self, networks: NetworkBackend) -> None:
+        self.networks = networks
+
+    async def network_list(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.networks.list, req.qjson("filters") or {}))
+
+    async def network_inspect(self, req: Request) -> Response:
+        out = await asyncio.to_thread(self.networks.inspect, req.params["id"])
         scope = req.q("scope")
         if scope and scope != out.get("Scope"):  # ?scope=local finds no swarm network, and the reverse
             raise NotFound(f"network {req.params['id']} not found")
         return json_response(out)
 
-    async def network_create(req: Request) -> Response:
+    async def network_create(self, req: Request) -> Response:
         body = _obj(await req.json())
         ipam = body.get("IPAM") or {}
         if not isinstance(ipam, dict) or not isinstance(ipam.get("Config") or [], list) \
@@ -39,7 +44,7 @@ def register(router: Router, networks: NetworkBackend) -> None:
         for key in ("Options", "Labels"):
             if not isinstance(body.get(key) or {}, dict):
                 raise InvalidParameter(f"json: cannot unmarshal into Go struct field NetworkCreateRequest.{key}")
-        out = await networks.create(
+        out = await self.networks.create(
             body.get("Name") or "", driver=body.get("Driver") or "bridge",
             internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
             labels=body.get("Labels") or {}, options=body.get("Options") or {},
@@ -48,37 +53,40 @@ def register(router: Router, networks: NetworkBackend) -> None:
             scope=str(body.get("Scope") or ""), ingress=bool(body.get("Ingress")))
         return json_response(out, 201)
 
-    async def network_delete(req: Request) -> Response:
-        await networks.remove(req.params["id"])
+    async def network_delete(self, req: Request) -> Response:
+        await self.networks.remove(req.params["id"])
         return Response(204)
 
-    async def network_connect(req: Request) -> Response:
+    async def network_connect(self, req: Request) -> Response:
         body = _obj(await req.json())
         _check_container(body)
         ec = body.get("EndpointConfig") or {}
         if not isinstance(ec, dict):
             raise InvalidParameter("json: cannot unmarshal into Go struct field NetworkConnect.EndpointConfig")
-        await networks.connect(req.params["id"], body["Container"], ec)
+        await self.networks.connect(req.params["id"], body["Container"], ec)
         return Response(200)
 
-    async def network_disconnect(req: Request) -> Response:
+    async def network_disconnect(self, req: Request) -> Response:
         body = _obj(await req.json())
         _check_container(body)
-        await networks.disconnect(req.params["id"], body["Container"], bool(body.get("Force")))
+        await self.networks.disconnect(req.params["id"], body["Container"], bool(body.get("Force")))
         return Response(200)
 
-    async def network_prune(req: Request) -> Response:
-        deleted = await networks.prune(req.qjson("filters") or {})
+    async def network_prune(self, req: Request) -> Response:
+        deleted = await self.networks.prune(req.qjson("filters") or {})
         return json_response({"NetworksDeleted": deleted or None})
 
-    router.add("GET", "/networks", network_list)
-    router.add("GET", "/networks/", network_list)  # dockerd's mux serves both
-    router.add("GET", "/networks/{id}", network_inspect)
-    router.add("POST", "/networks/create", network_create)
-    router.add("DELETE", "/networks/{id}", network_delete)
-    router.add("POST", "/networks/{id}/connect", network_connect)
-    router.add("POST", "/networks/{id}/disconnect", network_disconnect)
-    router.add("POST", "/networks/prune", network_prune)
+    def routes(self) -> list[Route]:
+        return [
+            ("GET", "/networks", self.network_list),
+            ("GET", "/networks/", self.network_list),  # dockerd's mux serves both
+            ("GET", "/networks/{id}", self.network_inspect),
+            ("POST", "/networks/create", self.network_create),
+            ("DELETE", "/networks/{id}", self.network_delete),
+            ("POST", "/networks/{id}/connect", self.network_connect),
+            ("POST", "/networks/{id}/disconnect", self.network_disconnect),
+            ("POST", "/networks/prune", self.network_prune),
+        ]
 
 
 def _check_container(body: dict[str, Any]) -> None:

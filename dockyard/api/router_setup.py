@@ -1,52 +1,55 @@
-"""Builds the API router from every endpoint module."""
+"""Builds the API router: every group of endpoints (a class whose methods are the handlers, over
+its Protocols in api/backends.py) adds its table of routes, in this order."""
 
 from __future__ import annotations
 
-from dockyard.api import containers, plugins, swarm, system
+from dockyard.api import containers, plugins, swarm
 from dockyard.api.backends import Backends
 from dockyard.api.server import Router
+from dockyard.api.system import SystemRoutes
+from dockyard.api.trace import TraceRoutes
 
 
 def build_router(engine: Backends) -> Router:
     router = Router()
     router.authz = engine.authz if engine.authz else None
-    system.register(router, engine.system)
+    router.include(SystemRoutes(engine.system).routes())
     containers.register(router, engine.containers, engine.container_io, engine.container_files,
                         engine.container_resources, engine.commits, engine.images, engine.pods)
+    # containers, plugins and swarm are still register() functions: other issues were changing them.
     plugins.register(router, engine.managed_plugins, engine.registry)
     swarm.register(router, engine.swarm)
-    from dockyard.api import images
+    # The other groups are imported only when the engine has their backend (start-up time).
+    from dockyard.api.images import ImageRoutes
 
-    images.register(router, engine.images, engine.registry)
+    router.include(ImageRoutes(engine.images, engine.registry).routes())
     if engine.registry is not None:
-        from dockyard.api import distribution
+        from dockyard.api.distribution import DistributionRoutes
 
-        distribution.register(router, engine.registry)
+        router.include(DistributionRoutes(engine.registry).routes())
     if engine.builder is not None:
-        from dockyard.api import build
+        from dockyard.api.build import BuildRoutes
 
-        build.register(router, engine.builder)
+        router.include(BuildRoutes(engine.builder).routes())
     if engine.networks is not None:
-        from dockyard.api import networks
+        from dockyard.api.networks import NetworkRoutes
 
-        networks.register(router, engine.networks)
+        router.include(NetworkRoutes(engine.networks).routes())
     if engine.volumes is not None:
-        from dockyard.api import volumes
+        from dockyard.api.volumes import VolumeRoutes
 
-        volumes.register(router, engine.volumes)
+        router.include(VolumeRoutes(engine.volumes).routes())
     if engine.execs is not None:
-        from dockyard.api import execs as exec_api
+        from dockyard.api.execs import ExecRoutes
 
-        exec_api.register(router, engine.execs)
-    from dockyard.api import trace as trace_api
-
-    trace_api.register(router)
+        router.include(ExecRoutes(engine.execs).routes())
+    router.include(TraceRoutes().routes())
     if engine.internals is not None:
-        from dockyard.api import internals
+        from dockyard.api.internals import InternalsRoutes
 
-        internals.register(router, engine.internals)
+        router.include(InternalsRoutes(engine.internals).routes())
     if engine.pods is not None:
-        from dockyard.api import pods
+        from dockyard.api.pods import PodRoutes
 
-        pods.register(router, engine.pods)
+        router.include(PodRoutes(engine.pods).routes())
     return router

@@ -29,12 +29,12 @@ from dockyard.http.messages import (
     json_response,
     ndjson_stream,
 )
-from dockyard.http.routing import MethodNotAllowed
+from dockyard.http.routing import MethodNotAllowed, Route
 from dockyard.http.server import Limits, Server, Site
 
 __all__ = [
     "API_VERSION", "DEFAULT_BODY_LIMIT", "MIN_API_VERSION", "Hijack", "MethodNotAllowed", "PayloadTooLarge",
-    "Request", "Response", "Router", "Server", "aclose", "json_response", "ndjson_stream", "serve",
+    "Request", "Response", "Route", "Router", "Server", "aclose", "json_response", "ndjson_stream", "serve",
 ]
 
 API_VERSION = "1.47"

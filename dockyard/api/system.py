@@ -15,7 +15,7 @@ from dockyard.api.server import (
     MIN_API_VERSION,
     Request,
     Response,
-    Router,
+    Route,
     json_response,
     ndjson_stream,
 )
@@ -26,20 +26,25 @@ from dockyard.util.timefmt import parse_time_arg, rfc3339
 VERSION = "0.1.0"
 
 
-def register(router: Router, system: SystemBackend) -> None:
-    async def ping(req: Request) -> Response:
+class SystemRoutes:
+    """/_ping, /version, /info, /events and /system/df over the SystemBackend."""
+
+    def __init__(self, system: SystemBackend) -> None:
+        self.system = system
+
+    async def ping(self, req: Request) -> Response:
         headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache, no-store, must-revalidate",
                    "Pragma": "no-cache", "Builder-Version": "1",
-                   "Swarm": "active/manager" if system.swarm_info().get("ControlAvailable") else "inactive"}
+                   "Swarm": "active/manager" if self.system.swarm_info().get("ControlAvailable") else "inactive"}
         return Response(200, headers, b"" if req.method == "HEAD" else b"OK")
 
-    async def get_version(req: Request) -> Response:
+    async def get_version(self, req: Request) -> Response:
         return json_response(version_info())
 
-    async def get_info(req: Request) -> Response:
-        return json_response(info(system))
+    async def get_info(self, req: Request) -> Response:
+        return json_response(info(self.system))
 
-    async def get_events(req: Request) -> Response:
+    async def get_events(self, req: Request) -> Response:
         since = req.q("since")
         until = req.q("until")
         filters = req.qjson("filters") or {}
@@ -52,21 +57,24 @@ def register(router: Router, system: SystemBackend) -> None:
             raise InvalidParameter(f"invalid time: {e}") from e
 
         async def gen() -> AsyncIterator[dict[str, Any]]:
-            async for ev in system.subscribe(s, u):
+            async for ev in self.system.subscribe(s, u):
                 if event_matches(ev, filters):
                     yield ev
 
         return ndjson_stream(gen())
 
-    async def system_df(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(system.disk_usage))
+    async def system_df(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.system.disk_usage))
 
-    router.add("GET", "/_ping", ping)
-    router.add("HEAD", "/_ping", ping)
-    router.add("GET", "/version", get_version)
-    router.add("GET", "/info", get_info)
-    router.add("GET", "/events", get_events)
-    router.add("GET", "/system/df", system_df)
+    def routes(self) -> list[Route]:
+        return [
+            ("GET", "/_ping", self.ping),
+            ("HEAD", "/_ping", self.ping),
+            ("GET", "/version", self.get_version),
+            ("GET", "/info", self.get_info),
+            ("GET", "/events", self.get_events),
+            ("GET", "/system/df", self.system_df),
+        ]
 
 
 def version_info() -> dict[str, Any]:

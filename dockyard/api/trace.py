@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dockyard import trace
-from dockyard.api.server import Request, Response, Router, ndjson_stream
+from dockyard.api.server import Request, Response, Route, ndjson_stream
 
 
-def register(router: Router) -> None:
-    async def get_trace(req: Request) -> Response:
+class TraceRoutes:
+    """The trace endpoints (the trace is process-wide: no backend)."""
+
+    async def get_trace(self, req: Request) -> Response:
         match, session, follow = req.q("object") or "", req.q("session") or "", req.qbool("follow")
         watcher = trace.watch() if follow else None
         if watcher is not None:
@@ -56,12 +58,15 @@ def register(router: Router) -> None:
 
         return ndjson_stream(items())
 
-    async def post_mark(req: Request) -> Response:
+    async def post_mark(self, req: Request) -> Response:
         name = req.q("mark") or ""
         for w in trace.watchers():
             if name and w.session == name:
                 w.mark()
         return Response(204)
 
-    router.add("GET", "/dockyard/trace", get_trace)
-    router.add("POST", "/dockyard/trace/mark", post_mark)
+    def routes(self) -> list[Route]:
+        return [
+            ("GET", "/dockyard/trace", self.get_trace),
+            ("POST", "/dockyard/trace/mark", self.post_mark),
+        ]

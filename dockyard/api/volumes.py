@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from dockyard.api.backends import VolumeBackend
-from dockyard.api.server import Request, Response, Router, json_response
+from dockyard.api.server import Request, Response, Route, json_response
 from dockyard.errors import InvalidParameter
 
 
-def register(router: Router, volumes: VolumeBackend) -> None:
-    async def volume_list(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(volumes.list, req.qjson("filters")))
+class VolumeRoutes:
+    """Volume endpoints over the VolumeBackend."""
 
-    async def volume_create(req: Request) -> Response:
+    def __init__(self, volumes: VolumeBackend) -> None:
+        self.volumes = volumes
+
+    async def volume_list(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.volumes.list, req.qjson("filters")))
+
+    async def volume_create(self, req: Request) -> Response:
         body = await req.json() or {}
         if not isinstance(body, dict):
             raise InvalidParameter("invalid JSON body")
@@ -26,23 +31,26 @@ def register(router: Router, volumes: VolumeBackend) -> None:
             if not all(isinstance(v, str) for v in (body.get(key) or {}).values()):
                 raise InvalidParameter(f"{key} values must be strings")
         vol = await asyncio.to_thread(
-            volumes.create, body.get("Name") or None, body.get("Driver") or "local",
+            self.volumes.create, body.get("Name") or None, body.get("Driver") or "local",
             body.get("DriverOpts") or {}, body.get("Labels") or {},
         )
         return json_response(vol, 201)
 
-    async def volume_inspect(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(volumes.inspect, req.params["name"]))
+    async def volume_inspect(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.volumes.inspect, req.params["name"]))
 
-    async def volume_delete(req: Request) -> Response:
-        await asyncio.to_thread(volumes.remove, req.params["name"], req.qbool("force"))
+    async def volume_delete(self, req: Request) -> Response:
+        await asyncio.to_thread(self.volumes.remove, req.params["name"], req.qbool("force"))
         return Response(204)
 
-    async def volume_prune(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(volumes.prune, req.qjson("filters")))
+    async def volume_prune(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self.volumes.prune, req.qjson("filters")))
 
-    router.add("GET", "/volumes", volume_list)
-    router.add("POST", "/volumes/create", volume_create)
-    router.add("POST", "/volumes/prune", volume_prune)
-    router.add("GET", "/volumes/{name}", volume_inspect)
-    router.add("DELETE", "/volumes/{name}", volume_delete)
+    def routes(self) -> list[Route]:
+        return [
+            ("GET", "/volumes", self.volume_list),
+            ("POST", "/volumes/create", self.volume_create),
+            ("POST", "/volumes/prune", self.volume_prune),
+            ("GET", "/volumes/{name}", self.volume_inspect),
+            ("DELETE", "/volumes/{name}", self.volume_delete),
+        ]

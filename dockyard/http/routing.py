@@ -4,11 +4,15 @@ contain slashes). The most specific pattern wins; a known path with another meth
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from dockyard.errors import DockyardError, NotFound
+from dockyard.http.messages import Request
+
+Handler = Callable[[Request], Awaitable[Any]]  # returns a Response (or, where the site allows, a Hijack)
+Route = tuple[str, str, Handler]  # (method, pattern, handler): one row of a group's table
 
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
 
@@ -50,6 +54,11 @@ class Router:
     def add(self, method: str, pattern: str, handler: Callable[..., Any]) -> None:
         regex, spec = _compile(pattern)
         self._routes.append(_Route(method.upper(), pattern, regex, handler, spec))
+
+    def include(self, routes: Iterable[Route]) -> None:
+        """Add a group's table (its `routes()`)."""
+        for method, pattern, handler in routes:
+            self.add(method, pattern, handler)
 
     def match(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str]]:
         """The most specific route for (method, path); NotFound or MethodNotAllowed otherwise."""

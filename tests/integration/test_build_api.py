@@ -62,8 +62,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
     router.add("GET", "/version", version)
-    build_api.register(router, builder)
-    images_api.register(router, images, None)
+    router.include(build_api.BuildRoutes(builder).routes())
+    router.include(images_api.ImageRoutes(images, None).routes())
     sock = root / "d.sock"
     loop = asyncio.new_event_loop()
     ready = threading.Event()

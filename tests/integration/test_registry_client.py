@@ -386,7 +386,7 @@ def test_api_pull_push_and_distribution_inspect(ours: str, tmp_path: Path) -> No
         eng = Engine(tmp_path / "engine")
         dist = Distribution(eng.client, eng.content, eng.snapshots, eng.images, eng.layermap)
         router = Router()
-        api.register(router, dist)
+        router.include(api.DistributionRoutes(dist).routes())
         try:
             with pytest.raises(NotFound, match="manifest unknown"):
                 await api.pull_stream(Request("POST", "/images/create",

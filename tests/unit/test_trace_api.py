@@ -29,7 +29,7 @@ def sock() -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix="dy-trc-")
     path = os.path.join(tmp, "api.sock")
     router = Router()
-    trace_api.register(router)
+    router.include(trace_api.TraceRoutes().routes())
 
     async def change(req: Request) -> Response:  # a service doing one host change about an object
         with trace.about(req.params["obj"]), trace.step("file", f"touch {req.params['obj']}", "test"):
