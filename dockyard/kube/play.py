@@ -1,6 +1,6 @@
 """`kube play` / `kube down`: Kubernetes manifests run as pods on one engine.
 
-Kinds: Pod, Deployment (each replica a pod `<name>-pod`, `<name>-pod-1`, ...), Service (its name and
+Kinds: Pod, Deployment (each replica a pod `<name>-pod-0`, `<name>-pod-1`, ... as podman names them), Service (its name and
 the pod's name are DNS aliases of the pod on the play's network; a LoadBalancer or NodePort Service
 publishes its port on the host, as a container's `hostPort` does), ConfigMap and Secret (files
 copied into the container before it starts, or environment), PersistentVolumeClaim (a named volume
@@ -126,7 +126,7 @@ def plan(docs: list[Manifest]) -> Plan:
             labels = dict((tmpl.get("metadata") or {}).get("labels") or {})
             replicas = int(spec.get("replicas", 1))
             for r in range(replicas):
-                p.pods.append((f"{name}-pod" + (f"-{r}" if r else ""), tmpl.get("spec") or {}, labels))
+                p.pods.append((f"{name}-pod-{r}", tmpl.get("spec") or {}, labels))  # podman 4.3's names
         elif kind == "Service":
             spec = d.get("spec") or {}
             stype = spec.get("type") or "ClusterIP"

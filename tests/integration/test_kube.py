@@ -180,10 +180,10 @@ def test_round_trip_compose_generate_play(kd: Daemon) -> None:
         after = answers(port)
         assert after == before
         names = dy(kd, "pod", "ls", "--format", "{{.Name}} {{.Status}}").stdout.decode().split("\n")
-        assert sorted(n for n in names if n) == ["db-pod Running", "web-pod Running"]
+        assert sorted(n for n in names if n) == ["db-pod-0 Running", "web-pod-0 Running"]
         # --replace plays it again over the running pods; without it, play refuses
         again = dy(kd, "kube", "play", str(manifest), check=False)
-        assert again.returncode == 125 and b"pod db-pod already exists" in again.stderr
+        assert again.returncode == 125 and b"pod db-pod-0 already exists" in again.stderr
         dy(kd, "kube", "play", "--replace", str(manifest))
         assert answers(port) == before
     finally:
@@ -305,3 +305,35 @@ def test_play_pod_with_init_configmap_secret_claim_probe(kd: Daemon) -> None:
     assert b"solo" in down.stdout
     assert dy(kd, "ps", "-aq").stdout.strip() == b""
     assert "solo-work" not in dy(kd, "volume", "ls", "-q").stdout.decode().split()
+
+
+def test_generate_registry_pushes_and_pins_digests(kd: Daemon, tmp_path: Path) -> None:
+    """--registry: the images go to REG (our `registry serve`) and the YAML names them by digest."""
+    from test_registry_server import _start
+
+    proc, reg = _start(tmp_path / "reg")
+    try:
+        dy(kd, "create", "--name", "pinme", "busybox", "sleep", "1")
+        p = dy(kd, "kube", "generate", "--registry", reg, "pinme")
+        docs = validate_all(p.stdout.decode())
+        image = next(d for d in docs if d["kind"] == "Pod")["spec"]["containers"][0]["image"]
+        repo, _, digest = image.partition("@")
+        assert repo == f"{reg}/library/busybox" and digest.startswith("sha256:") and len(digest) == 71
+        assert f"pushed as {reg}/library/busybox:latest" in p.stderr.decode()
+        # the registry serves that digest, and the tag points at it
+        req = urllib.request.Request(f"http://{reg}/v2/library/busybox/manifests/latest", method="HEAD", headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.headers["Docker-Content-Digest"] == digest
+        # what the YAML names runs: the pinned reference pulls from REG (after the local copy goes)
+        dy(kd, "rmi", f"{reg}/library/busybox:latest")
+        pod = yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pinned"},
+                              "spec": {"containers": [{"name": "c", "image": image, "command": ["sleep", "30"]}]}})
+        dy(kd, "kube", "play", "-", input=pod.encode())
+        assert dy(kd, "inspect", "--format", "{{.Config.Image}}", "pinned-c").stdout.decode().strip() == image
+        dy(kd, "kube", "down", "-", input=pod.encode())
+    finally:
+        dy(kd, "rm", "-f", "pinme", check=False)
+        dy(kd, "rmi", "-f", image if "image" in locals() else "none", check=False)
+        proc.terminate()
+        proc.wait(10)
