@@ -174,6 +174,7 @@ class Builder:
                 log.exception("build failed")
                 err = {"errorDetail": {"message": describe(e)}, "error": describe(e)}
             finally:
+                await run.removed()
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.cache.touch, run.hits)
                 with contextlib.suppress(Exception):
@@ -271,12 +272,21 @@ class _Run:
         self.cache_sources: set[str] | None = None  # --cache-from images and their ancestors
         self.dropped: list[str] = []  # the Dockerfile and .dockerignore, when .dockerignore excludes them
         self.secret_files = SecretFiles(work / "secrets")
+        self.removals: list[asyncio.Task[Any]] = []  # step containers being removed
         self.steps: dict[str, tuple[str, str]] = {}  # cache key -> (image id, created_by): what --cache-to sends
         self.imports: list[CacheSource] = []  # --cache-from type=registry|local
         self._materialize_lock = asyncio.Lock()
         self.fresh: set[str] = set()  # images this build made (not taken from a cache)
         self._inputs: dict[str, tuple[str, str, dict[str, Any]]] = {}  # key -> (pos, parent, inputs) until put
         self._files_for: dict[str, Callable[[], dict[str, str] | None]] = {}  # a COPY's files, by its key
+
+    async def removed(self) -> None:
+        """Wait for the step containers' removals (errors logged: a leftover is not the build's failure)."""
+        while self.removals:
+            batch, self.removals = self.removals, []
+            for r in await asyncio.shield(asyncio.gather(*batch, return_exceptions=True)):
+                if isinstance(r, BaseException):
+                    log.warning("removing a step container: %s", describe(r) if isinstance(r, Exception) else r)
 
     def out(self, text: str) -> None:
         if self.opts.quiet:
@@ -388,6 +398,7 @@ class _Run:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         self.order = []  # everything after the stages streams live
+        await self.removed()
         final = self.stage_results[target].result()
         if final is None and not self.opts.labels:  # FROM scratch alone; with labels, they make the image
             raise BuildError("No image was generated. Is your Dockerfile empty?")
@@ -966,8 +977,9 @@ class _Run:
                 new = await asyncio.to_thread(commit_layer, self.b.images, upper, state.image_id, state.config,
                                               {"created_by": created_by}, container_id=cid, adopt=True)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(cs.remove(cid, force=True))
+            # off the stage's path: the next step need not wait for the container's files and row to go
+            # (the build waits for every removal before it reports its result, and on failure)
+            self.removals.append(asyncio.get_running_loop().create_task(cs.remove(cid, force=True)))
         self.out(f"Removing intermediate container {cid[:12]}\n")
         return str(new)
 
