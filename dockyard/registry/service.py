@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from dockyard.registry.client.auth import Credentials, RegistryAuth, decode_regi
 from dockyard.registry.client.layermap import LayerMap
 from dockyard.registry.client.pull import Event, ImageRegistrar, Puller
 from dockyard.registry.client.push import Pusher
-from dockyard.registry.client.remote import INDEX_TYPES, RegistryClient
+from dockyard.registry.client.remote import INDEX_TYPES, RegistryClient, Repository
 from dockyard.store.content import ContentStore
 from dockyard.store.snapshots import Snapshotter
 
@@ -129,8 +129,11 @@ class Distribution:
             return self.content.path(image.id).read_bytes()
         return json.dumps(image.config, separators=(",", ":")).encode()
 
-    async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:
-        """GET /distribution/{name}/json: the registry's descriptor and platforms."""
+    async def _manifest(self, name: str, auth_header: str | None,
+                        also: Callable[[Repository, str], Awaitable[Any]] | None = None,
+                        ) -> tuple[Repository, bytes, str, str, Any]:
+        """(repository, manifest, media type, digest, what `also(repository, digest)` read) from the first
+        endpoint that answers: a mirror that fails falls through to the next, the last failure is raised."""
         ref = reference.parse(name)
         creds = self.credentials(auth_header, ref.domain)
         last: Exception | None = None
@@ -138,45 +141,43 @@ class Distribution:
             repo = self.client.repository(ep, ref.path, creds)
             try:
                 data, media_type, digest = await repo.get_manifest(ref.digest or ref.tag or "latest")
+                extra = await also(repo, digest) if also is not None else None
             except Exception as e:  # mirrors fall through to the next endpoint
                 last = e
                 continue
-            doc = json.loads(data)
-            plats: list[dict[str, str]] = []
-            if media_type in INDEX_TYPES:
-                for m in doc.get("manifests") or []:
-                    p = m.get("platform") or {}
-                    if p.get("os") and p.get("architecture") != "unknown":
-                        plats.append({k: p[k] for k in ("architecture", "os", "variant") if p.get(k)})
-            else:
-                await repo.fetch_blob(doc["config"]["digest"], doc["config"].get("size"), self.content)
-                cfg = json.loads(self.content.path(doc["config"]["digest"]).read_bytes())
-                p2 = platforms.Platform(cfg.get("os", ""), cfg.get("architecture", ""), cfg.get("variant", ""))
-                plats.append({k: v for k, v in (("architecture", p2.architecture), ("os", p2.os),
-                                                ("variant", p2.variant)) if v})
-            return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
-                    "Platforms": plats}
+            return repo, data, media_type, digest, extra
         assert last is not None
         raise last
+
+    async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:
+        """GET /distribution/{name}/json: the registry's descriptor and platforms."""
+        repo, data, media_type, digest, _ = await self._manifest(name, auth_header)
+        doc = json.loads(data)
+        plats: list[dict[str, str]] = []
+        if media_type in INDEX_TYPES:
+            for m in doc.get("manifests") or []:
+                p = m.get("platform") or {}
+                if p.get("os") and p.get("architecture") != "unknown":
+                    plats.append({k: p[k] for k in ("architecture", "os", "variant") if p.get(k)})
+        else:
+            await repo.fetch_blob(doc["config"]["digest"], doc["config"].get("size"), self.content)
+            cfg = json.loads(self.content.path(doc["config"]["digest"]).read_bytes())
+            p2 = platforms.Platform(cfg.get("os", ""), cfg.get("architecture", ""), cfg.get("variant", ""))
+            plats.append({k: v for k, v in (("architecture", p2.architecture), ("os", p2.os),
+                                            ("variant", p2.variant)) if v})
+        return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
+                "Platforms": plats}
 
     async def referrers(self, name: str, artifact_type: str | None, auth_header: str | None) -> dict[str, Any]:
         """GET /distribution/{name}/referrers (Dockyard's, beside docker's /json): the subject's
         descriptor as the registry has it and the OCI 1.1 referrers (signatures, SBOMs) pointing at it."""
-        ref = reference.parse(name)
-        creds = self.credentials(auth_header, ref.domain)
-        last: Exception | None = None
-        for ep in self.client.endpoints(ref.domain):
-            repo = self.client.repository(ep, ref.path, creds)
-            try:
-                data, media_type, digest = await repo.get_manifest(ref.digest or ref.tag or "latest")
-                descs = await repo.referrers(digest, artifact_type)
-            except Exception as e:  # mirrors fall through to the next endpoint
-                last = e
-                continue
-            return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
-                    "Referrers": descs}
-        assert last is not None
-        raise last
+
+        async def referring(repo: Repository, digest: str) -> Any:
+            return await repo.referrers(digest, artifact_type)
+
+        _, data, media_type, digest, descs = await self._manifest(name, auth_header, referring)
+        return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
+                "Referrers": descs}
 
     async def search(self, term: str, limit: int, filters: dict[str, builtins.list[str]]) -> builtins.list[dict[str, Any]]:
         """GET /images/search: the registry's v1 search, as dockerd asks it; a registry without one (ours,

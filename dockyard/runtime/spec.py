@@ -270,34 +270,21 @@ def _user_devices(devs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     return nodes, rules
 
 
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that are set (not 0, "", None or False), in order: one OCI resource block."""
+    return {k: v for k, v in fields.items() if v}
+
+
 def linux_resources(r: Resources) -> dict[str, Any]:
     """The OCI `linux.resources` for r (also what `runc update -r` reads)."""
     res: dict[str, Any] = {}
-    mem: dict[str, Any] = {}
-    if r.memory:
-        mem["limit"] = r.memory
-    if r.memory_reservation:
-        mem["reservation"] = r.memory_reservation
-    if r.memory_swap:
-        mem["swap"] = r.memory_swap
-    elif r.memory:
-        mem["swap"] = min(r.memory * 2, 2**63 - 1)  # Docker: swap defaults to the same amount again (runc: int64)
-    if r.oom_kill_disable:
-        mem["disableOOMKiller"] = True
-    if mem:
+    # Docker: swap defaults to the same amount again (runc: int64)
+    swap = r.memory_swap or (min(r.memory * 2, 2**63 - 1) if r.memory else 0)
+    if mem := _given(limit=r.memory, reservation=r.memory_reservation, swap=swap,
+                     disableOOMKiller=bool(r.oom_kill_disable)):
         res["memory"] = mem
-    cpu: dict[str, Any] = {}
-    if r.cpu_shares:
-        cpu["shares"] = r.cpu_shares
-    if r.cpu_quota:
-        cpu["quota"] = r.cpu_quota
-    if r.cpu_period:
-        cpu["period"] = r.cpu_period
-    if r.cpuset_cpus:
-        cpu["cpus"] = r.cpuset_cpus
-    if r.cpuset_mems:
-        cpu["mems"] = r.cpuset_mems
-    if cpu:
+    if cpu := _given(shares=r.cpu_shares, quota=r.cpu_quota, period=r.cpu_period, cpus=r.cpuset_cpus,
+                     mems=r.cpuset_mems):
         res["cpu"] = cpu
     if r.pids_limit > 0:
         res["pids"] = {"limit": r.pids_limit}

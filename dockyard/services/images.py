@@ -33,6 +33,7 @@ from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
 from dockyard.store.layers import TAR_ERRORS, decompressed, diff_id_of
 from dockyard.store.snapshots import Snapshotter, chain_ids
+from dockyard.util.filters import normalize_filters
 from dockyard.util.timefmt import ZERO_TIME, parse_rfc3339, parse_time_arg, rfc3339
 
 log = logging.getLogger("dockyard.images")
@@ -104,19 +105,6 @@ def _media_type_of(head: bytes) -> str:
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return archive.MT_LAYER_ZSTD
     return archive.MT_LAYER_TAR
-
-
-def normalize_filters(raw: Any) -> dict[str, list[str]]:
-    """Docker's filters arrive as {"k": ["v"]} or the legacy {"k": {"v": true}}."""
-    out: dict[str, list[str]] = {}
-    for k, v in (raw or {}).items():
-        if isinstance(v, dict):
-            out[k] = [x for x, on in v.items() if on]
-        elif isinstance(v, list):
-            out[k] = [str(x) for x in v]
-        else:
-            out[k] = [str(v)]
-    return out
 
 
 def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:

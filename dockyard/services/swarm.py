@@ -22,6 +22,7 @@ import socket
 from typing import Any
 
 from dockyard.errors import Conflict, InvalidParameter, NotFound, NotSupported, SystemError_, Unavailable
+from dockyard.runtime import procfs
 from dockyard.services.networks import NOT_MANAGER, NetworkService
 from dockyard.store.db import Database
 from dockyard.util.ids import swarm_id
@@ -185,12 +186,7 @@ class SwarmService:
             return str(self._node["ID"])
 
     def _description(self) -> dict[str, Any]:
-        mem = 0
-        try:
-            with open("/proc/meminfo") as f:
-                mem = int(f.readline().split()[1]) * 1024
-        except OSError:
-            pass
+        mem = procfs.mem_total()
         plugins = [{"Type": "Log", "Name": n} for n in ("json-file", "local")]
         plugins += [{"Type": "Network", "Name": n} for n in ("bridge", "host", "null", "overlay")]
         plugins += [{"Type": "Volume", "Name": "local"}]

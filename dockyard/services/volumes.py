@@ -31,6 +31,7 @@ from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound,
 from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
+from dockyard.util.filters import normalize_filters
 
 log = logging.getLogger("dockyard.volumes")
 VOLUME_DRIVER = "VolumeDriver"
@@ -70,23 +71,6 @@ def validate_volume_name(name: str) -> None:
             f'create {name}: "{name}" includes invalid characters for a local volume name, only '
             '"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path'
         )
-
-
-def normalize_filters(raw: Any) -> dict[str, list[str]]:
-    """Docker's filters: {"k": ["v"]} or the legacy {"k": {"v": true}}."""
-    if not raw:
-        return {}
-    if not isinstance(raw, dict):
-        raise InvalidParameter("invalid filter format")
-    out: dict[str, list[str]] = {}
-    for k, v in raw.items():
-        if isinstance(v, dict):
-            out[k] = [x for x, on in v.items() if on]
-        elif isinstance(v, list):
-            out[k] = [str(x) for x in v]
-        else:
-            out[k] = [str(v)]
-    return out
 
 
 def _bool_filter(name: str, vals: list[str]) -> bool:

@@ -38,6 +38,17 @@ def reopen(fd: int, flags: int) -> int:
     return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
 
 
+def _open_or_make(dir_fd: int, name: str, flags: int, mkdir: Callable[[int, str], None] | None) -> int:
+    """dir_fd/name opened with flags; when missing, made first by `mkdir(dir_fd, name)` if given."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if mkdir is None:
+            raise
+        mkdir(dir_fd, name)
+        return os.open(name, flags, dir_fd=dir_fd)
+
+
 def open_dir(dir_fd: int, parts: list[str], mkdir: Callable[[int, str], None] | None = None) -> int:
     """A directory fd of dir_fd/parts[0]/..., following no symlink at all (layer apply's rule: an
     entry never lands through a link). Missing components are made by `mkdir(parent_fd, name)`
@@ -45,13 +56,7 @@ def open_dir(dir_fd: int, parts: list[str], mkdir: Callable[[int, str], None] | 
     fd = os.dup(dir_fd)
     try:
         for p in parts:
-            try:
-                nfd = os.open(p, DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if mkdir is None:
-                    raise
-                mkdir(fd, p)
-                nfd = os.open(p, DIR_FLAGS, dir_fd=fd)
+            nfd = _open_or_make(fd, p, DIR_FLAGS, mkdir)
             os.close(fd)
             fd = nfd
     except BaseException:
@@ -101,13 +106,7 @@ def resolve(top_fd: int, path: str, *, follow_last: bool = True, mkdir: Callable
             if other is not None:
                 stack.append((comp, other[0], other[1]))
                 continue
-            try:
-                fd = os.open(comp, PATH_FLAGS, dir_fd=cur_fd)
-            except FileNotFoundError:
-                if mkdir is None:
-                    raise
-                mkdir(cur_fd, comp)
-                fd = os.open(comp, PATH_FLAGS, dir_fd=cur_fd)
+            fd = _open_or_make(cur_fd, comp, PATH_FLAGS, mkdir)
             st = os.fstat(fd)
             if stat.S_ISLNK(st.st_mode) and (queue or follow_last):
                 target = os.readlink("", dir_fd=fd)
