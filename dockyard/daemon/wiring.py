@@ -214,7 +214,7 @@ def build(cfg: DaemonConfig) -> Engine:
         net_kwargs["bridge_name"] = f"dy{iid}"[:15]
     if cfg.bip:
         net_kwargs["bip"] = cfg.bip
-    networks = NetworkService(db, exec_root, events, **net_kwargs)
+    networks = NetworkService(db, exec_root, events, plugins=plugins, **net_kwargs)
 
     from dockyard.services.volumes import VolumeService
 

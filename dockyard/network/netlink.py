@@ -121,7 +121,26 @@ def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, addresse
             s.result = f"{host_name} ifindex {idx} on {bridge}"
     # Hairpin lets a container reach itself through its own published port.
     _write(f"/sys/class/net/{host_name}/brport/hairpin_mode", "1")
+    _configure_in_netns(netns_path, tmp_peer, ifname, addresses, gateways, mac, mtu)
 
+
+def adopt_link(src_name: str, netns_path: str, ifname: str, addresses: list[tuple[str, int]],
+               gateways: list[str], mac: str, mtu: int = 1500) -> None:
+    """A link someone else made (a network plugin's Join: `SrcName`) moved into the netns and set up
+    there as `ifname`, as for our own veths."""
+    with IPRoute() as ipr:
+        idx = _ifindex(ipr, src_name)
+        if idx is None:
+            raise RuntimeError(f"the network plugin's interface {src_name} does not exist")
+        with trace.step("link", f"ip link set {src_name} netns {netns_path}",
+                        "the network plugin made this interface: it goes into the container's netns") as s:
+            ipr.link("set", index=idx, net_ns_fd=netns_path)
+            s.result = f"{src_name} moved"
+    _configure_in_netns(netns_path, src_name, ifname, addresses, gateways, mac, mtu)
+
+
+def _configure_in_netns(netns_path: str, tmp_peer: str, ifname: str, addresses: list[tuple[str, int]],
+                        gateways: list[str], mac: str, mtu: int) -> None:
     def configure() -> None:
         with IPRoute() as nipr:  # opened inside the netns, so bound to it
             idx = _ifindex(nipr, tmp_peer)

@@ -35,12 +35,14 @@ from dockyard.errors import (
 from dockyard.network import firewall, hostfiles, ipam, netlink, ports
 from dockyard.network.dns import DnsServer
 from dockyard.network.names import Endpoint, NameIndex
+from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
 from dockyard.util.ids import new_id, swarm_id
 from dockyard.util.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
+NETWORK_DRIVER = "NetworkDriver"
 # dockerd takes any non-empty name; a "/" makes a network that no path reaches (`network rm ../x` finds
 # no route), so only those (and control characters) are refused. Spaces are fine ("test 01").
 NAME_BAD = re.compile(r"[/\x00-\x1f\x7f]")
@@ -122,13 +124,14 @@ class NetworkService:
     def __init__(self, db: Database, exec_root: Path, events: EventBus, bridge_name: str = "dockyard0",
                  bip: str | None = None, table: str = "dockyard", mtu: int = 1500,
                  resolve_container: ResolveContainer | None = None,
-                 host_resolv_conf: Path = Path("/etc/resolv.conf")) -> None:
+                 host_resolv_conf: Path = Path("/etc/resolv.conf"), plugins: PluginStore | None = None) -> None:
         """`bip` None: keep the stored default-bridge subnet, or pick the first of Docker's pools
         that overlaps no host route (so several daemons and dockerd can share a host)."""
         self.db, self.exec_root, self.events = db, Path(exec_root), events
         self.bridge_name, self.bip, self.table, self.mtu = bridge_name, bip, table, mtu
         self.resolve_container = resolve_container
         self.host_resolv_conf = host_resolv_conf
+        self.plugins = plugins  # network drivers other than bridge and overlay (the remote driver protocol)
         self._lock = asyncio.Lock()
         self._dns: dict[str, DnsServer] = {}
         self._held: dict[str, list[socket.socket]] = {}
@@ -321,8 +324,11 @@ class NetworkService:
         driver = driver or "bridge"
         if driver in ("host", "null", "none"):
             raise Forbidden(f"only one instance of \"{driver}\" network is allowed")
-        if driver not in ("bridge", "overlay"):
-            raise NotFound(f"plugin \"{driver}\" not found")
+        plugin = driver not in ("bridge", "overlay")
+        if plugin:
+            if self.plugins is None:
+                raise NotFound(f"plugin \"{driver}\" not found")
+            driver = (await asyncio.to_thread(self.plugins.get, driver, NETWORK_DRIVER)).name
         if ingress and driver != "overlay":
             raise Forbidden("Ingress network can only be global scope network")
         if driver == "overlay" and scope == "local":
@@ -387,8 +393,8 @@ class NetworkService:
             if driver == "overlay":
                 options = {"com.docker.network.driver.overlay.vxlanid_list": str(self._free_vni()), **options}
             bridge = options.get("com.docker.network.bridge.name") or f"br-{nid[:12]}"
-            if ingress:
-                bridge = ""  # a record only: no service runs here to be published through it
+            if ingress or plugin:
+                bridge = ""  # a record only (no service runs here), or the plugin's business
             if len(bridge) > 15:
                 raise InvalidParameter(f"bridge name {bridge} is longer than 15 characters")
             if bridge and self.db.query_one("SELECT 1 FROM networks WHERE bridge=?", (bridge,)):
@@ -403,16 +409,19 @@ class NetworkService:
                  "swarm" if swarm else "local", int(ingress)))
             row = self._net_row(nid)
             try:
-                if enable_ipv6:
+                if enable_ipv6 and not plugin:
                     netlink.set_sysctl("net/ipv6/conf/all/forwarding", "1")  # as dockerd does for --ipv6
                 with trace.about(f"network:{nid}"):
-                    if bridge:
+                    if plugin:  # the plugin makes the network; no bridge, nft rules or DNS server of ours
+                        await asyncio.to_thread(self._plugin_create, row, report, options, enable_ipv6)
+                        self.names.set_network(nid, name)
+                    elif bridge:
                         await asyncio.to_thread(self._ensure_bridge, row)
                         await asyncio.to_thread(self._sync_firewall)
                         self.names.set_network(nid, name)
                         await self._start_dns(row)
             except BaseException:
-                await self._drop_network(row)
+                await self._drop_network(row, plugin_created=False)
                 raise
         self.events.emit("network", "create", nid, {"name": name, "type": driver})
         return {"Id": nid, "Warning": ""}
@@ -487,7 +496,7 @@ class NetworkService:
 
     async def connect(self, net_ref: str, container_ref: str, endpoint_config: dict[str, Any] | None = None) -> None:
         net = self.resolve(net_ref)
-        if net["driver"] not in ("bridge", "overlay"):
+        if net["driver"] in ("host", "null"):
             raise Forbidden("container cannot be disconnected from host network or connected to host network")
         cid, name, running = self._container(container_ref)
         ec = endpoint_config or {}
@@ -495,7 +504,7 @@ class NetworkService:
             sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
             modes = {r["network_id"] for r in self._rows(
                 "SELECT l.network_id FROM net_links l JOIN networks n ON n.id=l.network_id "
-                "WHERE l.cid=? AND n.driver NOT IN ('bridge','overlay')", (cid,))}
+                "WHERE l.cid=? AND n.driver IN ('host', 'null')", (cid,))}
             if (sb is not None and (sb["mode"] in ("host", "none") or sb["mode"].startswith("container:"))) or modes:
                 raise Forbidden("container sharing network namespace with another container or host "
                                 "cannot be connected to any other network")
@@ -638,7 +647,7 @@ class NetworkService:
                 nets.insert(0, primary)
             for i, net in enumerate(nets):
                 ips.append(self._plug(cid, name, net, str(netns_path), f"eth{i}", mac if i == 0 else None, wiring))
-            embedded = next((n["gateway"] for n in nets if not n["builtin"]), None)
+            embedded = next((n["gateway"] for n in nets if not n["builtin"] and not _is_plugin(n)), None)
             maps, exposed = self._publish(cid, ips[0][0], port_bindings, exposed_ports, publish_all, name)
             self.db.execute("UPDATE net_sandboxes SET ports=?, exposed=? WHERE cid=?",
                             (json.dumps(maps), json.dumps(exposed), cid))
@@ -726,7 +735,7 @@ class NetworkService:
         want = ec.get("IPAMConfig") or {}
         subnet = ipaddress.ip_network(net["subnet"])
         gw = ipaddress.ip_address(net["gateway"])
-        veth = netlink.veth_name()
+        veth = "" if _is_plugin(net) else netlink.veth_name()
         if want.get("IPv6Address") and not (net["ipv6"] and net["subnet6"]):
             raise InvalidParameter(f"invalid endpoint settings: network {net['name']} does not have IPv6 "
                                    "enabled, so an IPv6 address cannot be given")
@@ -738,9 +747,10 @@ class NetworkService:
                 ip6 = str(self._pool(net, 6).take(want.get("IPv6Address")))
             local = builtins.list(want.get("LinkLocalIPs") or [])
             mac = mac or ec.get("MacAddress") or ipam.mac_for(ip)
+            eid = new_id()
             self.db.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname, ip6,"
                             " link_local) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                            (cid, net["id"], new_id(), name, str(ip), mac, veth, ifname, ip6, json.dumps(local)))
+                            (cid, net["id"], eid, name, str(ip), mac, veth, ifname, ip6, json.dumps(local)))
         except BaseException:
             self._release(net["id"], str(ip), ip6)
             raise
@@ -754,9 +764,15 @@ class NetworkService:
 
         def wire() -> None:
             try:
-                netlink.add_veth(veth, net["bridge"], netns_path, ifname, addrs, gateways, mac, mtu)
+                if _is_plugin(net):
+                    self._plugin_wire(cid, net, eid, netns_path, ifname, str(ip), ip6, mac, ifname == "eth0")
+                else:
+                    netlink.add_veth(veth, net["bridge"], netns_path, ifname, addrs, gateways, mac, mtu)
             except Exception as e:
-                netlink.delete_link(veth)
+                if veth:
+                    netlink.delete_link(veth)
+                else:
+                    self._plugin_unplug(net, {"endpoint_id": eid})
                 self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
                 self.names.drop_endpoint(cid, net["id"])
                 self._release(net["id"], str(ip), ip6)
@@ -767,7 +783,11 @@ class NetworkService:
 
     def _unplug(self, ep: Any) -> None:
         self.names.drop_endpoint(ep["cid"], ep["network_id"])
-        netlink.delete_link(ep["veth"])  # deleting one end removes the pair
+        net = self.db.query_one("SELECT * FROM networks WHERE id=?", (ep["network_id"],))
+        if net is not None and _is_plugin(net):
+            self._plugin_unplug(net, ep)  # Leave, DeleteEndpoint: the plugin removes its interface
+        elif ep["veth"]:
+            netlink.delete_link(ep["veth"])  # deleting one end removes the pair
         self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (ep["cid"], ep["network_id"]))
         self._release(ep["network_id"], ep["ip"], ep["ip6"])
 
@@ -885,7 +905,7 @@ class NetworkService:
         extra = [(net, v) for net, v in ((self._find(k), v) for k, v in configs.items()) if net is not None]
         self._link(cid, primary, ec)
         for net, cfg in extra:
-            if net["driver"] not in ("bridge", "overlay"):
+            if net["driver"] in ("host", "null"):
                 raise InvalidParameter(f"container cannot be connected to network {net['name']} "
                                        f"of driver {net['driver']} with others")
             self._link(cid, net, cfg or {})
@@ -909,7 +929,8 @@ class NetworkService:
     def _declared(self, cid: str) -> builtins.list[Any]:
         """The bridge networks a container is to join, in the order they were given."""
         return builtins.list(self._rows("SELECT n.* FROM net_links l JOIN networks n ON n.id=l.network_id "
-                                        "WHERE l.cid=? AND n.driver IN ('bridge','overlay') ORDER BY l.rowid", (cid,)))
+                                        "WHERE l.cid=? AND n.driver NOT IN ('host', 'null') ORDER BY l.rowid",
+                                        (cid,)))
 
     def _rehold(self, sb: Any) -> None:
         for p in json.loads(sb["ports"]):
@@ -970,6 +991,62 @@ class NetworkService:
         netlink.delete_link(row["bridge"])  # a bridge left by a killed daemon keeps the old address
         return True
 
+    # ------------------------------------------------------------ network plugins (remote driver)
+
+    def _plugin_call(self, net: Any, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.plugins is not None
+        try:
+            return dict(self.plugins.call(net["driver"], NETWORK_DRIVER, f"{NETWORK_DRIVER}.{method}", body))
+        except DockyardError as e:
+            raise type(e)(f"{NETWORK_DRIVER}.{method}: {e.message}") from None
+
+    def _plugin_create(self, net: Any, report: builtins.list[dict[str, Any]], options: dict[str, Any],
+                       ipv6: bool) -> None:
+        """NetworkDriver.CreateNetwork with the pools our IPAM gave (the default IPAM driver's)."""
+        def data(p: dict[str, Any]) -> dict[str, Any]:
+            plen = p["Subnet"].split("/")[1]
+            return {"AddressSpace": "LocalDefault", "Pool": p["Subnet"], "Gateway": f"{p['Gateway']}/{plen}",
+                    "AuxAddresses": {k: f"{v}/{plen}" for k, v in (p.get("AuxiliaryAddresses") or {}).items()}}
+
+        v4 = [data(p) for p in report if ":" not in p["Subnet"]]
+        v6 = [data(p) for p in report if ":" in p["Subnet"]]
+        with trace.step("network", f"POST /NetworkDriver.CreateNetwork {{NetworkID: {net['id'][:12]}}} to plugin "
+                        f"{net['driver']}", f"network driver {net['driver']} is a plugin: it makes the network"):
+            self._plugin_call(net, "CreateNetwork", {
+                "NetworkID": net["id"], "IPv4Data": v4, "IPv6Data": v6,
+                "Options": {"com.docker.network.enable_ipv6": ipv6, "com.docker.network.generic": options}})
+
+    def _plugin_wire(self, cid: str, net: Any, eid: str, netns_path: str, ifname: str, ip: str, ip6: str,
+                     mac: str, primary: bool) -> None:
+        """CreateEndpoint, Join, then the plugin's interface (SrcName) into the netns as `ifname`."""
+        plen = _prefixlen(net["subnet"])
+        iface = {"Address": f"{ip}/{plen}", "AddressIPv6": f"{ip6}/{_prefixlen(net['subnet6'])}" if ip6 else "",
+                 "MacAddress": mac}
+        got = self._plugin_call(net, "CreateEndpoint", {"NetworkID": net["id"], "EndpointID": eid,
+                                                        "Interface": iface, "Options": {}})
+        given = got.get("Interface") or {}
+        if given.get("MacAddress"):
+            mac = given["MacAddress"]
+        joined = self._plugin_call(net, "Join", {"NetworkID": net["id"], "EndpointID": eid,
+                                                 "SandboxKey": netns_path, "Options": {}})
+        src = (joined.get("InterfaceName") or {}).get("SrcName") or ""
+        if not src:
+            raise SystemError_(f"network plugin {net['driver']}: Join gave no InterfaceName.SrcName")
+        addrs = [(ip, plen)] + ([(ip6, _prefixlen(net["subnet6"]))] if ip6 else [])
+        gateways = [] if net["internal"] or not primary or joined.get("DisableGatewayService") else \
+            [str(joined.get("Gateway") or net["gateway"])] + ([str(joined["GatewayIPv6"])]
+                                                               if ip6 and joined.get("GatewayIPv6") else [])
+        netlink.adopt_link(src, netns_path, ifname, addrs, gateways, mac, self.mtu)
+        for r in joined.get("StaticRoutes") or []:
+            log.info("network plugin %s: static route %s not applied (not supported yet)", net["driver"], r)
+
+    def _plugin_unplug(self, net: Any, ep: Any) -> None:
+        for method in ("Leave", "DeleteEndpoint"):
+            try:
+                self._plugin_call(net, method, {"NetworkID": net["id"], "EndpointID": ep["endpoint_id"]})
+            except DockyardError as e:
+                log.warning("network plugin %s: %s", net["driver"], e.message)
+
     def _ensure_bridge(self, net: Any) -> None:
         opts = json.loads(net["options"])
         mtu = int(opts.get("com.docker.network.driver.mtu") or self.mtu)
@@ -978,11 +1055,13 @@ class NetworkService:
                               net["gateway6"] if v6 else None, _prefixlen(net["subnet6"]) if v6 else 64)
         firewall.ensure_forward_accept(self.table, net["bridge"])
 
-    async def _drop_network(self, net: Any) -> None:
+    async def _drop_network(self, net: Any, plugin_created: bool = True) -> None:
         self.names.drop_network(net["id"])
         self._pools.pop((net["id"], 4), None)
         self._pools.pop((net["id"], 6), None)
         await self._stop_dns(net["id"])
+        if _is_plugin(net) and plugin_created:
+            await asyncio.to_thread(self._plugin_call, net, "DeleteNetwork", {"NetworkID": net["id"]})
         if net["bridge"]:
             await asyncio.to_thread(netlink.delete_link, net["bridge"])
             await asyncio.to_thread(firewall.remove_forward_accept, self.table, net["bridge"])
@@ -1039,7 +1118,7 @@ class NetworkService:
                 members[ep["cid"]] = {"Name": ep["name"], "EndpointID": ep["endpoint_id"], "MacAddress": ep["mac"],
                                       "IPv4Address": f"{ep['ip']}/{plen}",
                                       "IPv6Address": f"{ep['ip6']}/{plen6}" if ep["ip6"] else ""}
-            if net["driver"] != "bridge":
+            if net["driver"] in ("host", "null"):
                 for sb in self._rows("SELECT * FROM net_sandboxes WHERE mode=?",
                                      ("host" if net["driver"] == "host" else "none",)):
                     members[sb["cid"]] = {"Name": sb["name"], "EndpointID": "", "MacAddress": "",
@@ -1164,3 +1243,8 @@ def _label_ok(labels: dict[str, str], spec: str) -> bool:
 
 
 __all__ = ["AttachResult", "NetworkService"]
+
+
+def _is_plugin(net: Any) -> bool:
+    """A network made by a network plugin (any driver but the built-in bridge, overlay, host and null)."""
+    return net["driver"] not in ("bridge", "overlay", "host", "null")
