@@ -190,6 +190,7 @@ class SystemBackend(Protocol):
     debug: bool
     registry_mirrors: list[str]
     rootless: bool  # run by an ordinary user in a user namespace (issue 17)
+    storage_driver: str  # "overlay2", or "fuse-overlayfs" (rootless)
 
     @property
     def limits_refused(self) -> str | None: ...  # why resource limits are refused, when they are

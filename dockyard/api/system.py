@@ -156,7 +156,7 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "ContainersPaused": n["paused"],
         "ContainersStopped": n["containers"] - n["running"] - n["paused"],
         "Images": n["images"],
-        "Driver": "overlay2",
+        "Driver": system.storage_driver,
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
         "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null", "overlay"], "Authorization": None,
                     "Log": ["json-file", "local"]},

@@ -276,6 +276,7 @@ def build(cfg: DaemonConfig) -> Engine:
         ports.use_port_driver(PortDriver.from_env())
         containers.limits_refused = cgroup_limits_refused()
         system.rootless = True
+        system.storage_driver = _rootless_overlay(exec_root)
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry,
                     container_io, ContainerFiles(containers), ContainerResources(containers),
                     ContainerCommitter(containers, images), system, builder=builder,
@@ -323,6 +324,29 @@ def _connect_log_plugins(containers: ContainerService, plugins: PluginStore, fif
     containers.on_started.append(ship)
     containers.on_adopted.append(ship)
     containers.on_removed.append(lambda c: log_plugins.forget(c.id))
+
+
+def _rootless_overlay(exec_root: Path) -> str:
+    """The kernel's overlayfs where it mounts in our user namespace (Linux >= 5.11), else fuse-overlayfs
+    (also when DOCKYARD_ROOTLESS_OVERLAY=fuse-overlayfs asks for it); Docker's names for `info`."""
+    import os
+
+    from dockyard.errors import DockyardError
+    from dockyard.store import snapshotter
+
+    why = snapshotter.probe_overlay(exec_root / "overlay-probe")
+    if why is None and os.environ.get("DOCKYARD_ROOTLESS_OVERLAY") != "fuse-overlayfs":
+        return "overlay2"
+    if shutil.which("fuse-overlayfs") is None:
+        raise DockyardError(f"overlayfs cannot be mounted in this user namespace ({why or 'asked'}) and "
+                            "fuse-overlayfs is missing: sudo apt-get install -y fuse-overlayfs")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise DockyardError(f"overlayfs cannot be mounted in this user namespace ({why or 'asked'}) and "
+                            "fuse-overlayfs needs /dev/fuse, which this user cannot open: sudo chmod 0666 /dev/fuse")
+    if why:
+        log.warning("rootless: overlayfs refused in the user namespace (%s): using fuse-overlayfs", why)
+    snapshotter.use_fuse_overlayfs()
+    return "fuse-overlayfs"
 
 
 def _resolve_for_network(containers: ContainerService, ref: str) -> tuple[str, str, bool]:

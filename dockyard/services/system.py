@@ -33,6 +33,7 @@ class SystemService:
         self.build_cache = build_cache  # the builder's disk usage (the builder sits above services)
         self.rootless = False
         self.swarm_info: Callable[[], dict[str, Any]] = _no_swarm  # /info's Swarm block (wiring sets it)
+        self.storage_driver = "overlay2"  # rootless: "fuse-overlayfs" where the kernel's overlay is refused
 
     @property
     def limits_refused(self) -> str | None:

@@ -46,10 +46,11 @@ OPAQUE_MARKER = ".wh..wh..opq"
 # `userxattr` there and reads its metadata from user.overlay.* instead (store/snapshotter.py).
 OVERLAY_USERXATTR = rootless.in_user_namespace()
 OPAQUE_XATTR = "user.overlay.opaque" if OVERLAY_USERXATTR else "trusted.overlay.opaque"
+FUSE_OPAQUE_XATTR = "user.fuseoverlayfs.opaque"  # what fuse-overlayfs writes in upper dirs (it reads both)
 # xattrs a layer may carry; overlay's own metadata (trusted.overlay.*, user.overlay.* under userxattr)
 # must never come from an image, nor go into one.
 _ALLOWED_XATTR_PREFIXES = ("user.", "security.capability")
-_OVERLAY_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.")
+_OVERLAY_XATTR_PREFIXES = ("user.overlay.", "trusted.overlay.", "user.fuseoverlayfs.")
 _DIR_FLAGS = safetree.DIR_FLAGS
 _CHUNK = 1 << 20
 
@@ -605,10 +606,13 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 
 def _is_opaque(dir_fd: int) -> bool:
-    try:
-        return os.getxattr(dir_fd, OPAQUE_XATTR) == b"y"
-    except OSError:
-        return False
+    for name in (OPAQUE_XATTR, FUSE_OPAQUE_XATTR) if OVERLAY_USERXATTR else (OPAQUE_XATTR,):
+        try:
+            if os.getxattr(dir_fd, name) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def tar_header(e: safetree.Entry, hardlinks: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,35 @@ from dockyard.store.layers import OVERLAY_USERXATTR
 
 # In a user namespace (rootless) overlay keeps its metadata in user.overlay.* xattrs (store/layers.py).
 _USERXATTR: tuple[str, ...] = ("userxattr",) if OVERLAY_USERXATTR else ()
+# "overlay" (the kernel's) or "fuse-overlayfs": rootless on a kernel that refuses overlayfs in a user
+# namespace (before 5.11), or when asked (DOCKYARD_ROOTLESS_OVERLAY=fuse-overlayfs); set at daemon start.
+_DRIVER = ["overlay"]
+_FUSE_OPTIONS = ("lowerdir", "upperdir", "workdir")
+
+
+def use_fuse_overlayfs() -> None:
+    _DRIVER[0] = "fuse-overlayfs"
+
+
+def driver() -> str:
+    return _DRIVER[0]
+
+
+def probe_overlay(scratch: Path) -> str | None:
+    """None when the kernel's overlayfs mounts here (in this user namespace), else why not."""
+    for part in ("l1", "l2", "u", "w", "m"):
+        (scratch / part).mkdir(parents=True, exist_ok=True)
+    opts = f"lowerdir={scratch / 'l1'}:{scratch / 'l2'},upperdir={scratch / 'u'},workdir={scratch / 'w'}"
+    opts += ",userxattr" if _USERXATTR else ""
+    try:
+        if _libc.mount(b"overlay", str(scratch / "m").encode(), b"overlay", 0, opts.encode()) != 0:
+            return os.strerror(ctypes.get_errno())
+        _libc.umount2(str(scratch / "m").encode(), 2)
+        return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -54,6 +85,14 @@ class Mount:
                         "the root filesystem: read-only layers (lowerdir, top first) under a writable upperdir"
                         if self.option("upperdir") else "a read-only view of the layers (no upperdir)",
                         [f"lowerdir {d}" for d in lowers if d]) as s:
+            if self.type == "fuse-overlayfs":  # a FUSE daemon of its own, left running until the unmount
+                fopts = ",".join(o for o in self.options if o.partition("=")[0] in _FUSE_OPTIONS)
+                p = subprocess.run([shutil.which("fuse-overlayfs") or "fuse-overlayfs", "-o", fopts, str(target)],
+                                   capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise OSError(errno.EIO, f"fuse-overlayfs at {target}: {p.stderr.strip()}")
+                s.result = "fuse-overlayfs: mounted"
+                return
             if _libc.mount(self.source.encode(), str(target).encode(), self.type.encode(), 0, opts.encode()) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"mount {self.type} at {target}: {os.strerror(err)}")
@@ -130,6 +169,12 @@ class OverlaySnapshotter:
         d = self._dir(key)
         d.mkdir(parents=True, exist_ok=True)
         lowers = [str(p) for p in reversed(parents)]
+        if _DRIVER[0] == "fuse-overlayfs":  # it has no read-only mode: a scratch upper, dropped with the view
+            (d / "view-upper").mkdir(exist_ok=True)
+            (d / "view-work").mkdir(exist_ok=True)
+            return [Mount("fuse-overlayfs", "fuse-overlayfs", (f"lowerdir={':'.join(lowers or [str(self.empty_dir)])}",
+                                                               f"upperdir={d / 'view-upper'}",
+                                                               f"workdir={d / 'view-work'}"))]
         while len(lowers) < 2:
             pad = d / f"empty{len(lowers)}"
             pad.mkdir(exist_ok=True)
@@ -139,7 +184,7 @@ class OverlaySnapshotter:
     def mounts(self, key: str, parents: Sequence[Path]) -> list[Mount]:
         d = self._dir(key)
         lowers = [str(p) for p in reversed(parents)] or [str(self.empty_dir)]
-        return [Mount("overlay", "overlay", (f"lowerdir={':'.join(lowers)}", f"upperdir={d / 'upper'}",
+        return [Mount(_DRIVER[0], _DRIVER[0], (f"lowerdir={':'.join(lowers)}", f"upperdir={d / 'upper'}",
                                              f"workdir={d / 'work'}", "index=off", *_USERXATTR))]
 
     def commit(self, key: str) -> Path:
@@ -160,6 +205,8 @@ class OverlaySnapshotter:
         for pad in d.glob("empty*"):
             with contextlib.suppress(OSError):
                 pad.rmdir()
+        for part in ("view-upper", "view-work"):  # fuse-overlayfs views' scratch
+            shutil.rmtree(d / part, ignore_errors=True)
         with contextlib.suppress(OSError):
             d.rmdir()  # only when nothing else (a container's log, init layer) shares the dir
 

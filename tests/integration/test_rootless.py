@@ -84,13 +84,13 @@ class RootlessUser:
         """Our CLI, as the user, with no DOCKER_HOST: it must find the user's socket itself."""
         return self.run(str(VENV / "bin" / "python"), "-m", "dockyard.cli.main", *args, check=check)
 
-    def start(self) -> None:
+    def start(self, **env: str) -> None:
         logf = open(self.log, "ab")
         # `dockyard daemon` with no flag; host loopback open so the daemon reaches the test's registry
         # (at 10.0.2.2, slirp4netns's address for the host's 127.0.0.1).
         self.proc = subprocess.Popen(
             ["runuser", "-u", self.name, "--",
-             *self.env(DOCKYARD_ROOTLESS_DISABLE_HOST_LOOPBACK="false"),
+             *self.env(DOCKYARD_ROOTLESS_DISABLE_HOST_LOOPBACK="false", **env),
              str(VENV / "bin" / "python"), "-m", "dockyard.cli.main", "daemon", "--log-level", "info"],
             stdout=logf, stderr=subprocess.STDOUT, cwd=self.home)
         logf.close()
@@ -425,3 +425,28 @@ def test_binds_tmpfs_cp_commit_save_and_load(rl: RootlessUser) -> None:
     finally:
         rl.docker("rm", "-f", "rl-files", check=False)
         rl.docker("rmi", "rl-committed:1", check=False)
+
+
+def test_fuse_overlayfs_fallback(rl: RootlessUser) -> None:
+    # The kernels here mount overlayfs in a user namespace; DOCKYARD_ROOTLESS_OVERLAY asks for the
+    # fallback older kernels get. fuse-overlayfs needs /dev/fuse (0600 on these machines).
+    fuse_mode = stat.S_IMODE(os.stat("/dev/fuse").st_mode)
+    rl.stop()
+    os.chmod("/dev/fuse", 0o666)
+    try:
+        rl.start(DOCKYARD_ROOTLESS_OVERLAY="fuse-overlayfs")
+        assert "Storage Driver: fuse-overlayfs" in rl.docker("info").stdout.decode()
+        out = rl.docker("run", "--name", "rl-fuse", "busybox", "sh", "-c",
+                        "grep ' / ' /proc/mounts; echo new > /new; rm /bin/ls").stdout.decode()
+        assert "fuse" in out, out
+        changes = rl.docker("diff", "rl-fuse").stdout.decode().splitlines()
+        assert "A /new" in changes and "D /bin/ls" in changes, changes
+        rl.docker("commit", "rl-fuse", "rl-fuse-img")
+        out = rl.docker("run", "--rm", "rl-fuse-img", "sh", "-c", "cat /new; ls /bin/ls || echo gone").stdout
+        assert out.startswith(b"new\n") and out.endswith(b"gone\n"), out
+    finally:
+        rl.docker("rm", "-f", "rl-fuse", check=False)
+        rl.docker("rmi", "rl-fuse-img", check=False)
+        rl.stop()
+        os.chmod("/dev/fuse", fuse_mode)
+        rl.start()
