@@ -2,7 +2,7 @@
 
 Made from a local directory (`docker plugin create`) or installed from a registry (privileges, then
 pull: the granted privileges must be the ones the config asks for), listed, inspected, configured,
-enabled under runc, disabled, pushed and removed. Upgrade is not built (501 saying so).
+enabled under runc, disabled, upgraded (a disabled one), pushed and removed.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Any
 from dockyard.api.backends import DistributionBackend, ManagedPluginBackend
 from dockyard.api.distribution import _stream
 from dockyard.api.server import Request, Response, Router, json_response
-from dockyard.errors import InvalidParameter, NotFound, NotSupported
+from dockyard.errors import Conflict, InvalidParameter, NotFound, NotSupported
 
 NO_REGISTRY = "this daemon has no registry client: plugins cannot be installed or pushed"
-NO_UPGRADE = "plugin upgrade is not supported by Dockyard yet: disable, remove and install the new one"
 
 
 def _privilege_set(privs: Any) -> set[tuple[str, tuple[str, ...]]]:
@@ -33,11 +32,6 @@ def register(router: Router, plugins: ManagedPluginBackend | None,
              registry: DistributionBackend | None = None) -> None:
     r = router.add
 
-    async def no_upgrade(req: Request) -> Response:
-        raise NotSupported(NO_UPGRADE)
-
-    r("POST", "/plugins/{name:path}/upgrade", no_upgrade)
-
     if plugins is None or registry is None:
         async def no_registry(req: Request) -> Response:
             raise NotSupported(NO_REGISTRY)
@@ -45,6 +39,7 @@ def register(router: Router, plugins: ManagedPluginBackend | None,
         r("GET", "/plugins/privileges", no_registry)
         r("POST", "/plugins/pull", no_registry)
         r("POST", "/plugins/{name:path}/push", no_registry)
+        r("POST", "/plugins/{name:path}/upgrade", no_registry)
     else:
         reg, man = registry, plugins
 
@@ -55,12 +50,8 @@ def register(router: Router, plugins: ManagedPluginBackend | None,
             config = await reg.plugin_config(remote, req.headers.get("x-registry-auth"))
             return json_response(await asyncio.to_thread(man.privileges_for, config))
 
-        async def pull(req: Request) -> Response:
-            remote = req.q("remote") or ""
-            if not remote:
-                raise InvalidParameter("remote is required")
-            name = req.q("name") or remote
-            local = await asyncio.to_thread(man.full_name, name)
+        async def fetch(req: Request, remote: str, then: Any) -> Response:
+            """Privileges checked, then the plugin pulled and handed to `then(config, layers)`."""
             granted = _privilege_set(await req.json() or [])
             auth = req.headers.get("x-registry-auth")
             config = await reg.plugin_config(remote, auth)
@@ -72,11 +63,28 @@ def register(router: Router, plugins: ManagedPluginBackend | None,
                 out: dict[str, Any] = {}
                 async for ev in reg.pull_plugin(remote, auth, out):
                     yield ev
-                await asyncio.to_thread(man.install, name, remote, out["config"], out["layers"])
+                await asyncio.to_thread(then, out["config"], out["layers"])
 
-            resp = await _stream(events())
+            return await _stream(events())
+
+        async def pull(req: Request) -> Response:
+            remote = req.q("remote") or ""
+            if not remote:
+                raise InvalidParameter("remote is required")
+            name = req.q("name") or remote
+            local = await asyncio.to_thread(man.full_name, name)
+            resp = await fetch(req, remote, lambda cfg, layers: man.install(name, remote, cfg, layers))
             resp.headers["Docker-Plugin-Name"] = local  # the CLI enables the plugin by this name
             return resp
+
+        async def upgrade(req: Request) -> Response:
+            remote = req.q("remote") or ""
+            if not remote:
+                raise InvalidParameter("remote is required")
+            name = req.params["name"]
+            if (await asyncio.to_thread(man.inspect, name))["Enabled"]:
+                raise Conflict(f"plugin must be disabled before upgrading: plugin {name} is enabled")
+            return await fetch(req, remote, lambda cfg, layers: man.upgrade(name, remote, cfg, layers))
 
         async def push(req: Request) -> Response:
             name, config, layers = await asyncio.to_thread(man.for_push, req.params["name"])
@@ -84,6 +92,7 @@ def register(router: Router, plugins: ManagedPluginBackend | None,
 
         r("GET", "/plugins/privileges", privileges)
         r("POST", "/plugins/pull", pull)
+        r("POST", "/plugins/{name:path}/upgrade", upgrade)
         r("POST", "/plugins/{name:path}/push", push)
 
     if plugins is None:  # a daemon built without them answers as dockerd with none installed

@@ -227,26 +227,55 @@ class ManagedPlugins:
 
     # ------------------------------------------------------------ registry: install and push
 
-    def install(self, name: str, remote: str, config: bytes, layers: builtins.list[str]) -> str:
-        """`plugin install`: the pulled layers (in the content store) extracted into a new plugin's rootfs."""
+    def _extract(self, remote: str, cfg: dict[str, Any], layers: builtins.list[str], rootfs: Path) -> None:
         from dockyard.store.layers import apply_layer
 
         assert self.content is not None
+        rootfs.mkdir(parents=True, mode=0o755)
+        diff_ids = []
+        for digest in layers:
+            with self.content.open(digest) as f:
+                diff_ids.append(apply_layer(f, rootfs).diff_id)
+        want = cfg["rootfs"].get("diff_ids") or []
+        if want and want != diff_ids:
+            raise InvalidParameter(f"plugin {remote}: its layers' diff_ids {diff_ids} are not its config's {want}")
+
+    def upgrade(self, ref: str, remote: str, config: bytes, layers: builtins.list[str]) -> None:
+        """`plugin upgrade`: a disabled plugin gets the pulled rootfs and config; its settings stay where
+        the new config still has them."""
+        row = self._row(ref)
+        if row["enabled"]:
+            raise Conflict(f"plugin must be disabled before upgrading: plugin {row['name']} is enabled")
+        cfg = plugin_config(json.loads(config))
+        new = self.root / row["id"] / f"rootfs.new-{secrets.token_hex(4)}"
+        try:
+            self._extract(remote, cfg, layers, new)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        old = self.root / row["id"] / "rootfs"
+        gone = old.with_name(f"rootfs.old-{secrets.token_hex(4)}")
+        old.rename(gone)
+        new.rename(old)
+        shutil.rmtree(gone, ignore_errors=True)
+        settings, fresh = json.loads(row["settings"]), _default_settings(cfg)
+        names = {e["Name"] for e in cfg["Env"]}
+        kept = {e.partition("=")[0]: e for e in settings["Env"] if e.partition("=")[0] in names}
+        fresh["Env"] = [kept.get(e.partition("=")[0], e) for e in fresh["Env"]]
+        (self.root / row["id"] / "config.json").write_text(json.dumps(cfg))
+        self.db.execute("UPDATE plugins SET config=?, settings=?, reference=? WHERE id=?",
+                        (json.dumps(cfg), json.dumps(fresh), remote, row["id"]))
+        self.events.emit("plugin", "pull", row["id"], {"name": row["name"]})
+
+    def install(self, name: str, remote: str, config: bytes, layers: builtins.list[str]) -> str:
+        """`plugin install`: the pulled layers (in the content store) extracted into a new plugin's rootfs."""
         full = normalize_name(name)
         if self.db.query_one("SELECT 1 FROM plugins WHERE name=?", (full,)):
             raise Conflict(f"plugin {full!r} already exists")
         cfg = plugin_config(json.loads(config))
         pid = secrets.token_hex(32)
-        rootfs = self.root / pid / "rootfs"
-        rootfs.mkdir(parents=True, mode=0o755)
         try:
-            diff_ids = []
-            for digest in layers:
-                with self.content.open(digest) as f:
-                    diff_ids.append(apply_layer(f, rootfs).diff_id)
-            want = cfg["rootfs"].get("diff_ids") or []
-            if want and want != diff_ids:
-                raise InvalidParameter(f"plugin {remote}: its layers' diff_ids {diff_ids} are not its config's {want}")
+            self._extract(remote, cfg, layers, self.root / pid / "rootfs")
             (self.root / pid / "config.json").write_text(json.dumps(cfg))
             self.db.execute("INSERT INTO plugins(id, name, enabled, config, settings, reference, created) "
                             "VALUES(?,?,0,?,?,?,?)",

@@ -155,7 +155,26 @@ def test_push_then_install_from_our_registry(daemon_and_dir: tuple[Daemon, Path]
         rootfs = d.data_root / "plugins" / info["Id"] / "rootfs"
         assert (rootfs / "data" / "volumes" / "rv1" / "f").read_text() == "pulled\n"
         d.docker("volume", "rm", "rv1")
+        # upgrade: a v2 in the registry; the plugin must be disabled first; its settings stay
+        cfg = json.loads((pdir / "config.json").read_text())
+        (pdir / "config.json").write_text(json.dumps({**cfg, "description": "version 2"}))
+        (pdir / "rootfs" / "plugin" / "VERSION").write_text("2\n")
+        d.docker("plugin", "create", f"{remote}:v2", str(pdir))
+        d.docker("plugin", "push", f"{remote}:v2")
+        d.docker("plugin", "rm", f"{remote}:v2")
+        p = d.docker("plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", "dyk/fromreg",
+                     f"{remote}:v2", check=False)
+        assert p.returncode != 0 and b"must be disabled before upgrading" in p.stderr
+        d.docker("plugin", "disable", "dyk/fromreg")
+        d.docker("plugin", "set", "dyk/fromreg", "DEBUG=1")
+        d.docker("plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", "dyk/fromreg",
+                 f"{remote}:v2")
+        up = json.loads(d.docker("plugin", "inspect", "dyk/fromreg").stdout)[0]
+        assert up["Id"] == info["Id"] and up["PluginReference"] == f"{remote}:v2"
+        assert up["Config"]["Description"] == "version 2" and up["Settings"]["Env"] == ["DEBUG=1"]
+        assert (rootfs / "plugin" / "VERSION").read_text() == "2\n"
+        d.docker("plugin", "enable", "dyk/fromreg")
+        d.docker("volume", "create", "-d", "dyk/fromreg", "rv2")
+        d.docker("volume", "rm", "rv2")
     finally:
         d.docker("plugin", "rm", "-f", "dyk/fromreg")
-    p = d.docker("plugin", "upgrade", "dyk/x", remote, check=False)
-    assert p.returncode != 0
