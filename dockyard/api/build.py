@@ -11,6 +11,7 @@ from typing import Any
 from dockyard.api.backends import BuildBackend
 from dockyard.api.server import Request, Response, Route, aclose, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
+from dockyard.util.gitref import is_git_url
 
 
 def _json_param(req: Request, name: str) -> dict[str, Any]:
@@ -115,8 +116,9 @@ class BuildRoutes:
     async def post_build(self, req: Request) -> Response:
         from dockyard.builder.builder import BuildOptions
 
-        if req.q("remote"):
-            raise InvalidParameter("remote build contexts are not supported")
+        remote = req.q("remote") or ""
+        if remote and not is_git_url(remote):
+            raise InvalidParameter("remote build contexts other than git URLs are not supported")
         auth = req.headers.get("x-registry-config")
         if auth:  # the CLI sends every configured registry; the puller wants one X-Registry-Auth value
             try:
@@ -145,6 +147,7 @@ class BuildRoutes:
             auth=auth,
             cachefrom=_str_list(req, "cachefrom"),
             cache_to=_str_list(req, "cacheto"),
+            remote=remote,
             explain_cache=req.qbool("explaincache"),
             run_host_config=_run_host_config(req),
         )

@@ -50,6 +50,7 @@ from dockyard.store import overlay, safetree
 from dockyard.store.db import Database
 from dockyard.store.snapshots import chain_ids
 from dockyard.store.snapshotter import OverlaySnapshotter, mounted
+from dockyard.util import gitref
 from dockyard.util.dockerignore import PatternMatcher, build_files_to_drop
 from dockyard.util.fs import mark_topdir
 from dockyard.util.paths import resolve_in_root
@@ -101,6 +102,7 @@ class BuildOptions:
     no_cache_filter: list[str] = field(default_factory=list)  # stages whose steps never take the cache
     # `--ssh ID=SOCKET`: agent sockets on the daemon's host (a local client's), for RUN --mount=type=ssh
     ssh: dict[str, str] = field(default_factory=dict)
+    remote: str = ""  # the API's `remote`: a git URL (`#ref:subdir`) the daemon clones as the context
 
 
 NAMED_DIR = ".dockyard-contexts"
@@ -157,6 +159,8 @@ class Builder:
             q.put_nowait(item)
 
         run = _Run(self, opts, work, emit)
+        if opts.remote:
+            body = _git_context(opts.remote, work)
 
         async def main() -> None:
             err: dict[str, Any] | DockyardError | None = None
@@ -1172,6 +1176,17 @@ class _Run:
         parents = _flag_on(inst, "parents")
         link = _flag_on(inst, "link")  # the layer is made from the sources alone, reusable on any base
         # ADD of a URL: downloaded (mode 0600, never unpacked), its digest checked against --checksum
+        # ADD of a git URL (`#ref:subdir`): keyed by the commit the ref names, cloned only on a miss
+        gits = [u for u in srcs if c == "add" and gitref.is_git_url(u)]
+        keep_git = _flag_on(inst, "keep-git-dir")
+        srcs = [u for u in srcs if u not in gits]
+        git_refs: list[tuple[gitref.GitRef, str]] = []
+        try:
+            for u in gits:
+                ref = gitref.parse(u)
+                git_refs.append((ref, await asyncio.to_thread(gitref.resolve, ref)))
+        except gitref.GitError as e:
+            raise BuildError(f"ADD failed: {e}") from None
         urls = [u for u in srcs if c == "add" and u.startswith(("http://", "https://"))]
         checksum = inst.flags.get("checksum")
         if checksum is not None and (not urls or len(srcs) != 1):
@@ -1192,6 +1207,8 @@ class _Run:
             extra += "|link"
         if excludes or parents:  # only then: older keys stay the same
             extra += json.dumps([excludes, parents and srcs])
+        if git_refs:
+            extra += "|git:" + json.dumps([[r.remote, sha, r.subdir, keep_git] for r, sha in git_refs])
         if url_files:
             extra += "|url:" + json.dumps([str(await asyncio.to_thread(bctx.hash_sources, [f])) for f in url_files])
         rels: dict[Path, str] = {}  # --parents: each source's path below the context (or its `/./` pivot)
@@ -1263,6 +1280,13 @@ class _Run:
                     return
             if known is not None:
                 sources = await on_disk() + heredoc_files
+            for ref, _sha in git_refs:
+                try:
+                    tree, _commit = await asyncio.to_thread(gitref.checkout, ref, self.work / f"git-{secrets.token_hex(4)}",
+                                                            keep_git)
+                except gitref.GitError as e:
+                    raise BuildError(f"ADD failed: {e}") from None
+                sources.append(tree)
             step = f"step-{secrets.token_hex(4)}"
             with self._mounted(None if link else state.image_id, writable=step) as root:
                 def do() -> None:
@@ -1439,6 +1463,39 @@ def _diff_inputs(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("extra") != new.get("extra"):
         return "its flags or mounts changed (--chown, --chmod, --mount, --network, ...)"
     return ""
+
+
+async def _git_context(url: str, work: Path) -> AsyncIterator[bytes]:
+    """A git URL's checkout (`#ref:subdir`, no .git) as a context tar, as dockerd's remote git contexts
+    (its .dockerignore decides only whether the Dockerfile and itself stay, as for dockerd)."""
+    import tarfile
+
+    def make() -> Path:
+        try:
+            tree, _commit = gitref.checkout(gitref.parse(url), work / "remote")
+        except gitref.GitError as e:
+            raise BuildError(f"unable to prepare context: {e}", status=500) from None
+        tar = work / "remote.tar"
+        with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as tf:
+            for dirpath, dirnames, filenames in os.walk(tree):
+                dirnames.sort()
+                for name in [*dirnames, *sorted(filenames)]:
+                    full = os.path.join(dirpath, name)
+                    ti = tf.gettarinfo(full, arcname=os.path.relpath(full, tree))
+                    ti.uid = ti.gid = 0
+                    ti.uname = ti.gname = ""
+                    if ti.isreg():
+                        with open(full, "rb") as f:
+                            tf.addfile(ti, f)
+                    else:
+                        tf.addfile(ti)
+        shutil.rmtree(work / "remote", ignore_errors=True)
+        return tar
+
+    tar = await asyncio.to_thread(make)
+    with open(tar, "rb") as f:
+        while chunk := await asyncio.to_thread(f.read, 1 << 20):
+            yield chunk
 
 
 def _flag_on(inst: Instruction, name: str) -> bool:

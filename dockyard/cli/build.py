@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -212,6 +213,26 @@ def _cache_specs(value: str) -> list[str]:
 
 
 def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
+    from dockyard.util import gitref
+
+    if not gitref.is_git_url(args.path):
+        return _build(ctx, args)
+    # A git context, as the docker CLI's: cloned here (BuildKit's rules: `#ref:subdir`, no .git sent)
+    tmp = Path(tempfile.mkdtemp(prefix="dockyard-git-context-"))
+    try:
+        try:
+            root, _commit = gitref.checkout(gitref.parse(args.path), tmp / "repo")
+        except gitref.GitError as e:
+            raise CLIError(f"unable to prepare context: {e}") from None
+        args.path = str(root)
+        if args.file and args.file != "-" and not os.path.isabs(args.file):
+            args.file = str(root / args.file)  # -f names a file of the repository
+        return _build(ctx, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.client import APIError
 
     params: dict[str, Any] = {
