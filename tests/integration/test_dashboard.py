@@ -160,6 +160,20 @@ def test_container_from_cli_appears_and_stop_button_stops_it(daemon_: Daemon, da
     expect(page.locator(f'tr[data-name="{n}"]')).to_have_count(0, timeout=5000)
 
 
+def test_health_shows_and_token_leaves_the_address_bar(daemon_: Daemon, dash: Dash, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    n = name()
+    daemon_.dockyard("run", "-d", "--name", n, "--health-cmd", "true", "--health-interval", "1s", "busybox",
+                     "sleep", "300")
+    try:
+        page.goto(dash.url)
+        assert "token" not in page.url  # the cookie carries it now
+        expect(page.locator(f'tr[data-name="{n}"] .health')).to_have_text("healthy", timeout=15000)
+    finally:
+        daemon_.dockyard("rm", "-f", n)
+
+
 def test_new_log_line_shows_up_coloured_by_stream(daemon_: Daemon, dash: Dash, page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -262,6 +276,7 @@ def test_images_networks_volumes_events_pages(daemon_: Daemon, dash: Dash, page:
         expect(page.locator("#conn.up")).to_be_visible()
         daemon_.dockyard("restart", "-t", "1", n)
         expect(page.locator("#events .ev[data-action=restart]").first).to_be_visible(timeout=15000)
+        expect(page.locator("svg.strip rect").first).to_be_visible()
         shot(page, "events")
     finally:
         daemon_.dockyard("rm", "-f", n)

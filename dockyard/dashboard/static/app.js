@@ -123,6 +123,8 @@ async function route() {
   cleanup = render(main, arg) || null;
 }
 
+// The token has done its work (the cookie carries it now): keep it out of the address bar and history.
+if (new URLSearchParams(location.search).has('token')) history.replaceState(null, '', '/' + location.hash);
 connect();
 window.addEventListener('hashchange', route);
 route();
