@@ -6,7 +6,6 @@ container (paths it answers with are inside its rootfs), then disable and rm."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,32 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon, own_daemon
+from tests.plugins.procs import make_plugin_dir
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 NAME = "dyk/dirvol"
-
-
-def make_plugin_dir(dest: Path) -> Path:
-    """A plugin dir: the driver's scripts in rootfs/plugin; the host's /usr (its python) mounted read-only."""
-    rootfs = dest / "rootfs"
-    for d in ("plugin", "usr", "data", "run/docker/plugins", "tmp", "proc", "dev", "sys", "etc"):
-        (rootfs / d).mkdir(parents=True, exist_ok=True)
-    for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")):
-        (rootfs / link).symlink_to(target)
-    for script in ("volume_plugin.py", "pluginhttp.py"):
-        shutil.copy(PLUGINS / script, rootfs / "plugin" / script)
-    (dest / "config.json").write_text(json.dumps({
-        "description": "a local-directory volume driver (Dockyard's tests)",
-        "documentation": "tests/plugins/volume_plugin.py",
-        "entrypoint": ["/usr/bin/python3", "/plugin/volume_plugin.py", "--name", "dirvol",
-                       "--socket", "/run/docker/plugins/dirvol.sock", "--root", "/data"],
-        "network": {"type": "none"},
-        "interface": {"types": ["docker.volumedriver/1.0"], "socket": "dirvol.sock"},
-        "mounts": [{"name": "usr", "source": "/usr", "destination": "/usr", "type": "bind",
-                    "options": ["rbind", "ro"], "settable": ["source"]}],
-        "env": [{"name": "DEBUG", "settable": ["value"], "value": "0"}],
-    }))
-    return dest
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -78,3 +79,29 @@ def calls(log: Path, plugin: str | None = None, path: str | None = None) -> list
         return []
     out = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return [c for c in out if (plugin is None or c["plugin"] == plugin) and (path is None or c["path"] == path)]
+
+
+def make_plugin_dir(dest: Path, name: str = "dirvol", description: str = "a local-directory volume driver "
+                    "(Dockyard's tests)", network: str = "none") -> Path:
+    """The test volume driver as a managed plugin's dir (`docker plugin create NAME DIR`): its scripts in
+    rootfs/plugin, the host's /usr (its python) mounted read-only, DEBUG settable, socket NAME.sock."""
+    rootfs = dest / "rootfs"
+    for d in ("plugin", "usr", "data", "run/docker/plugins", "tmp", "proc", "dev", "sys", "etc"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")):
+        if not (rootfs / link).is_symlink():
+            (rootfs / link).symlink_to(target)
+    for script in ("volume_plugin.py", "pluginhttp.py"):
+        shutil.copy(HERE / script, rootfs / "plugin" / script)
+    (dest / "config.json").write_text(json.dumps({
+        "description": description,
+        "documentation": "tests/plugins/volume_plugin.py",
+        "entrypoint": ["/usr/bin/python3", "/plugin/volume_plugin.py", "--name", name,
+                       "--socket", f"/run/docker/plugins/{name}.sock", "--root", "/data"],
+        "network": {"type": network},
+        "interface": {"types": ["docker.volumedriver/1.0"], "socket": f"{name}.sock"},
+        "mounts": [{"name": "usr", "source": "/usr", "destination": "/usr", "type": "bind",
+                    "options": ["rbind", "ro"], "settable": ["source"]}],
+        "env": [{"name": "DEBUG", "settable": ["value"], "value": "0"}],
+    }))
+    return dest
