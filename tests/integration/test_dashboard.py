@@ -129,6 +129,31 @@ def test_non_loopback_needs_a_token(daemon_: Daemon) -> None:
     assert p.returncode != 0 and "without --token" in p.stderr
 
 
+def test_https_with_a_certificate(daemon_: Daemon, tmp_path: Path) -> None:
+    import ssl
+
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   capture_output=True, check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "dashboard", "--tls-cert", str(cert),
+                             "--tls-key", str(key)], env=daemon_.env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        url = proc.stdout.readline().strip()
+        assert url.startswith("https://127.0.0.1:"), url
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(url.replace("/?", "/api/containers/json?"), context=ctx, timeout=10) as r:
+            assert r.status == 200 and isinstance(json.loads(r.read()), list)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url.split("?")[0], context=ctx, timeout=10)
+        assert e.value.code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_container_from_cli_appears_and_stop_button_stops_it(daemon_: Daemon, dash: Dash, page: Any) -> None:
     from playwright.sync_api import expect
 
