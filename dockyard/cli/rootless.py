@@ -36,8 +36,8 @@ def cmd_setup(ctx: Ctx, args: argparse.Namespace) -> int:
             fixes.append(c.fix)
     missing = [c for c in checks if c.required and not c.ok]
     if not fixes:
-        print("\nrootless mode is ready: run `dockyard daemon` as this user; the CLI finds "
-              "$XDG_RUNTIME_DIR/dockyard.sock")
+        print("\nrootless mode is ready: run `dockyard daemon` as this user; our CLI finds its socket, the docker "
+              "CLI needs:\n  export DOCKER_HOST=unix://$XDG_RUNTIME_DIR/dockyard.sock")
         return 0
     if not args.apply:
         print("\nto fix (or run `dockyard rootless setup --apply`):")

@@ -89,6 +89,8 @@ class Engine:
             log.info("cgroup tuning: %s", await asyncio.to_thread(set_favordynmods, True))
         if self.networks is not None:
             await self.networks.start()
+        if self.cfg.rootless:
+            await asyncio.to_thread(_reap_other_namespaces, self.runtime)
         await self.containers.recover()
         from dockyard.daemon.sweep import startup_sweep
 
@@ -324,6 +326,33 @@ def _connect_log_plugins(containers: ContainerService, plugins: PluginStore, fif
     containers.on_started.append(ship)
     containers.on_adopted.append(ship)
     containers.on_removed.append(lambda c: log_plugins.forget(c.id))
+
+
+def _reap_other_namespaces(runtime: Monitor) -> None:
+    """Rootless: containers left running by a daemon that died without stopping them (SIGKILL) live in
+    its user, mount and network namespaces, which this daemon can neither enter nor adopt. Every
+    rootless start is in a new user namespace, so any monitor alive now is such a leftover (their
+    namespace files are not even readable from here: a sibling user namespace). The monitors and init
+    processes are the user's own: kill them (the init's pid namespace takes the rest with it), so
+    recovery records them as exited."""
+    import os
+    import signal
+
+    for cid in runtime.known():
+        pid = runtime.conmon_pid(cid)
+        if not pid or not runtime.conmon_alive(cid):
+            continue
+        try:
+            init = int((runtime.bundle(cid) / "pidfile").read_text().strip())
+        except (OSError, ValueError):
+            init = 0
+        for p in (init, pid):
+            if p:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+        log.warning("rootless: container %s was left in a stopped daemon's namespaces; killed it", cid[:12])
 
 
 def _rootless_overlay(exec_root: Path) -> str:

@@ -450,3 +450,27 @@ def test_fuse_overlayfs_fallback(rl: RootlessUser) -> None:
         rl.stop()
         os.chmod("/dev/fuse", fuse_mode)
         rl.start()
+
+
+def test_containers_of_a_killed_daemon_are_reaped_at_the_next_start(rl: RootlessUser) -> None:
+    # A daemon killed outright leaves its containers in namespaces that no new daemon can enter: the
+    # next start kills them and records them as exited, rather than adopting what it cannot reach.
+    rl.docker("run", "-d", "--name", "rl-orphan", "busybox", "sleep", "300")
+    try:
+        pid = int(rl.docker("inspect", "-f", "{{.State.Pid}}", "rl-orphan").stdout)
+        daemon = rl.daemon_pid()
+        assert daemon is not None and rl.proc is not None
+        os.kill(daemon, signal.SIGKILL)
+        rl.proc.wait(30)
+        rl.proc = None
+        os.kill(pid, 0)  # the container outlived its daemon
+        rl.start()
+        assert rl.docker("inspect", "-f", "{{.State.Status}}", "rl-orphan").stdout.strip() == b"exited"
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists()
+        rl.docker("start", "rl-orphan")  # and it runs again under the new daemon
+        assert rl.docker("exec", "rl-orphan", "true").returncode == 0
+    finally:
+        rl.docker("rm", "-f", "rl-orphan", check=False)
