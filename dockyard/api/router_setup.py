@@ -52,4 +52,7 @@ def build_router(engine: Backends) -> Router:
         from dockyard.api.pods import PodRoutes
 
         router.include(PodRoutes(engine.pods).routes())
+        from dockyard.api.kube import KubeRoutes
+
+        router.include(KubeRoutes(engine.loopback).routes())
     return router

@@ -76,6 +76,10 @@ class Engine:
     router: Router = field(init=False)  # built from the engine itself, last
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def loopback(self) -> str | None:
+        """The daemon's first unix socket: the API's kube play/generate call the daemon through it."""
+        return next((h for h in self.cfg.hosts if h.startswith("unix://")), None)
+
     async def start(self) -> None:
         self.events.bind_loop(asyncio.get_running_loop())
         if self.managed_plugins is not None:

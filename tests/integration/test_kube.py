@@ -337,3 +337,30 @@ def test_generate_registry_pushes_and_pins_digests(kd: Daemon, tmp_path: Path) -
         dy(kd, "rmi", "-f", image if "image" in locals() else "none", check=False)
         proc.terminate()
         proc.wait(10)
+
+
+def test_libpod_play_and_generate_paths(kd: Daemon) -> None:
+    """podman's REST paths for play and generate, on our daemon (what podman --remote calls)."""
+    port = free_port()
+    text = PLAY.replace("HOSTPORT", str(port))
+    with kd.api() as c:
+        r = c.post("/v4.3.1/libpod/play/kube", content=text.encode(), headers={"Content-Type": "application/x-yaml"})
+        assert r.status_code == 200, r.text
+        try:
+            rep = r.json()
+            assert len(rep["Pods"]) == 1 and len(rep["Pods"][0]["Containers"]) == 1
+            assert rep["Volumes"] == [{"Name": "solo-work"}]
+            assert wait_for(port, "/", "hi") == "hi pw1 mode=play prepared\n"
+            g = c.get("/v4.3.1/libpod/generate/kube", params={"names": "solo", "service": "true"})
+            assert g.status_code == 200 and g.headers["content-type"] == "text/vnd.yaml"
+            docs = validate_all(g.text)
+            assert sorted(d["kind"] for d in docs) == ["PersistentVolumeClaim", "Pod", "Service", "Service"]
+            g = c.get("/v4.3.1/libpod/generate/kube", params={"names": "solo"})
+            assert "Service" not in [d["kind"] for d in validate_all(g.text)]
+            bad = c.post("/v4.3.1/libpod/play/kube", content=b"kind: Job\nmetadata: {name: j}\n")
+            assert bad.status_code == 400 and "unsupported kind 'Job'" in bad.json()["message"]
+            assert c.get("/libpod/generate/kube", params={"names": "nope"}).status_code == 404
+        finally:
+            r = c.request("DELETE", "/v4.3.1/libpod/play/kube", content=text.encode())
+        assert r.status_code == 200 and r.json()["RmReport"] == [{"Err": None, "Id": "solo"}]
+        assert c.get("/libpod/pods/json").json() == []

@@ -152,3 +152,20 @@ def test_kube_play_matches_podman(podman: str, ours: Daemon) -> None:
     assert our_shape == podman_shape
     assert our_answers == podman_answers
     assert our_answers == ["hello solo solo\n", "deployed\n"]
+    # the same REST call a podman client makes, on our daemon: same report shape, same result
+    with ours.api() as c:
+        r = c.post("/v4.3.1/libpod/play/kube", content=MANIFESTS.encode(), headers={"Content-Type": "application/x-yaml"})
+        assert r.status_code == 200, r.text
+        try:
+            ours_report = r.json()
+            assert set(ours_report) == set(report)
+            assert sorted(len(p["Containers"]) for p in ours_report["Pods"]) == \
+                sorted(len(p["Containers"]) for p in report["Pods"])
+            assert set(ours_report["Pods"][0]) == set(report["Pods"][0])
+            assert answers() == podman_answers
+        finally:
+            r = c.request("DELETE", "/v4.3.1/libpod/play/kube", content=MANIFESTS.encode(),
+                          headers={"Content-Type": "application/x-yaml"})
+        assert r.status_code == 200, r.text
+        assert sorted(x["Id"] for x in r.json()["RmReport"]) == ["solo", "web-pod-0"]
+        assert c.get("/libpod/pods/json").json() == []
