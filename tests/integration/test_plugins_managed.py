@@ -46,8 +46,10 @@ def registry() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def daemon_and_dir(registry: str) -> Iterator[tuple[Daemon, Path]]:
     with tempfile.TemporaryDirectory(prefix="plugins-managed-", dir="/tmp") as tmp:
-        with own_daemon("dy-pman-", "--plugin-discovery-dir", str(Path(tmp) / "none"),
-                        "--plugin-retry-seconds", "1", "--insecure-registry", registry) as d:
+        args = ("--plugin-discovery-dir", str(Path(tmp) / "none"), "--plugin-retry-seconds", "1",
+                "--insecure-registry", registry)
+        with own_daemon("dy-pman-", *args) as d:
+            d.args = args  # type: ignore[attr-defined]  # to start it again the same way
             yield d, make_plugin_dir(Path(tmp) / "dirvol")
             for name in d.docker("plugin", "ls", "--format", "{{.Name}}").stdout.decode().split():
                 d.docker("plugin", "rm", "-f", name, check=False)
@@ -154,3 +156,23 @@ def test_push_then_install_from_our_registry(daemon_and_dir: tuple[Daemon, Path]
         d.docker("volume", "rm", "rv2")
     finally:
         d.docker("plugin", "rm", "-f", "dyk/fromreg")
+
+
+def test_enabled_plugin_runs_again_after_a_daemon_restart(daemon_and_dir: tuple[Daemon, Path]) -> None:
+    d, pdir = daemon_and_dir
+    d.docker("plugin", "create", "dyk/restart", str(pdir))
+    pid = json.loads(d.docker("plugin", "inspect", "dyk/restart").stdout)[0]["Id"]
+    d.docker("plugin", "enable", "dyk/restart")
+    try:
+        d.docker("volume", "create", "-d", "dyk/restart", "kept")
+        d.stop()  # the daemon stops its plugins...
+        assert _runc_state(d, pid).returncode != 0
+        d.start(*d.args)  # type: ignore[attr-defined]  # ...and runs the enabled ones again
+        assert json.loads(_runc_state(d, pid).stdout)["status"] == "running"
+        assert json.loads(d.docker("plugin", "inspect", "dyk/restart").stdout)[0]["Enabled"] is True
+        d.docker("run", "--rm", "-v", "kept:/k", "busybox", "sh", "-c", "echo again > /k/f")
+        rootfs = d.data_root / "plugins" / pid / "rootfs"
+        assert (rootfs / "data" / "volumes" / "kept" / "f").read_text() == "again\n"
+        d.docker("volume", "rm", "kept")
+    finally:
+        d.docker("plugin", "rm", "-f", "dyk/restart")

@@ -24,8 +24,9 @@ def setup() -> Iterator[tuple[Daemon, Path, Path]]:
         disc, log, root = Path(tmp) / "plugins", Path(tmp) / "calls.log", Path(tmp) / "vols"
         drv = PluginProc("volume_plugin.py", "dirvol", socket=disc / "dirvol.sock", log=log,
                          extra=("--root", str(root)))
-        with running(drv), own_daemon("dy-pvol-", "--plugin-discovery-dir", str(disc),
-                                      "--plugin-retry-seconds", "1") as d:
+        args = ("--plugin-discovery-dir", str(disc), "--plugin-retry-seconds", "1")
+        with running(drv), own_daemon("dy-pvol-", *args) as d:
+            d.args = args  # type: ignore[attr-defined]  # to start it again the same way
             yield d, log, root
             d.cleanup_containers()
             for name in d.docker("volume", "ls", "-q").stdout.decode().split():
@@ -88,6 +89,24 @@ def test_mounts_are_counted_per_container(setup: tuple[Daemon, Path, Path]) -> N
         d.docker("rm", "-f", a, b)
     assert _inspect(d, "shared")["Status"]["mounts"] == 0
     d.docker("volume", "rm", "shared")
+    _balanced(log)
+
+
+def test_mount_pairing_survives_a_daemon_restart(setup: tuple[Daemon, Path, Path]) -> None:
+    d, log, _root = setup
+    d.docker("volume", "create", "-d", "dirvol", "across")
+    cid = d.docker("run", "-d", "-v", "across:/a", "busybox", "sleep", "600").stdout.decode().strip()
+    try:
+        d.stop()
+        d.start(*d.args)  # type: ignore[attr-defined]
+        assert json.loads(d.docker("inspect", cid).stdout)[0]["State"]["Running"] is True
+        assert _inspect(d, "across")["Status"]["mounts"] == 1
+        d.docker("stop", "-t", "0", cid)  # the exit after the restart still unmounts with the same ID
+        assert calls(log, "dirvol", "/VolumeDriver.Unmount")[-1]["body"] == {"Name": "across", "ID": cid}
+        assert _inspect(d, "across")["Status"]["mounts"] == 0
+    finally:
+        d.docker("rm", "-f", cid)
+    d.docker("volume", "rm", "across")
     _balanced(log)
 
 
