@@ -26,6 +26,7 @@ _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_SHARED = 1 << 20
 _IFA_F_NODAD = 0x02
+_NET_ADDR_SET = "3"  # /sys/class/net/X/addr_assign_type of an address set by hand (NET_ADDR_SET)
 
 
 def _ifindex(ipr: IPRoute, name: str) -> int | None:
@@ -55,6 +56,7 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500,
                 idx = _ifindex(ipr, name)
                 assert idx is not None
                 s.result = f"ifindex {idx}"
+        _pin_mac(ipr, idx, name)
         have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
         if (address, prefixlen) not in have:
             with trace.step("addr", f"ip addr add {address}/{prefixlen} dev {name}",
@@ -71,6 +73,26 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500,
                     _add_addr(ipr, idx, address6, prefixlen6)
         ipr.link("set", index=idx, state="up")
     set_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")  # lets DNATed 127.x reach containers
+
+
+def _pin_mac(ipr: IPRoute, idx: int, name: str) -> None:
+    """Give the bridge its MAC address for good. A bridge with none set takes the lowest MAC among its
+    ports, so it changes whenever a container with a lower one joins or leaves; the containers keep the
+    old one in their ARP caches, and their frames to the gateway (DNS, the way out) go to a MAC no port
+    has any more: lost until the entry expires, tens of seconds ("bad address" under churn). libnetwork
+    sets one at creation for the same reason. Pinning the current address keeps those caches right."""
+    try:
+        assign = Path(f"/sys/class/net/{name}/addr_assign_type").read_text().strip()
+    except OSError:
+        return
+    if assign == _NET_ADDR_SET:
+        return
+    link = ipr.get_links(idx)[0]
+    mac = link.get_attr("IFLA_ADDRESS")
+    with trace.step("link", f"ip link set {name} address {mac}",
+                    "pin the bridge's MAC: else it follows the lowest MAC of its ports and containers' ARP "
+                    "entries for the gateway go stale when one leaves"):
+        ipr.link("set", index=idx, address=mac)
 
 
 def _add_addr(ipr: IPRoute, idx: int, address: str, prefixlen: int) -> None:
