@@ -37,10 +37,18 @@ class Plugin:
     implements: list[str] = field(default_factory=list)
     client: PluginClient = field(repr=False, default=None)  # type: ignore[assignment]
     scope: str = ""  # a managed plugin's rootfs: the paths it answers with are inside it
+    propagated: tuple[str, str] | None = None  # (its PropagatedMount, the host dir shared with it)
 
     def scoped(self, path: str) -> str:
-        """A path the plugin gave, as the host sees it."""
-        return str(Path(self.scope) / path.lstrip("/")) if self.scope and path else path
+        """A path the plugin gave, as the host sees it (moby's ScopedPath): under its PropagatedMount,
+        the shared host dir (where mounts the plugin makes show up); else inside its rootfs."""
+        if not self.scope or not path:
+            return path
+        if self.propagated:
+            inside, host = self.propagated
+            if path == inside or path.startswith(inside.rstrip("/") + "/"):
+                return str(Path(host) / path[len(inside):].lstrip("/"))
+        return str(Path(self.scope) / path.lstrip("/"))
 
     def call(self, method: str, body: object = None) -> dict[str, object]:
         return self.client.call(method, body)
@@ -59,14 +67,16 @@ class PluginStore:
         self.spec_dirs = [Path(d) for d in spec_dirs]
         self.retry_seconds = retry_seconds
         self._active: dict[str, Plugin] = {}
-        self._managed: dict[str, tuple[str, str, list[str]]] = {}  # name → (addr, rootfs, interface types)
+        # name → (addr, rootfs, interface types, (PropagatedMount, host dir) | None)
+        self._managed: dict[str, tuple[str, str, list[str], tuple[str, str] | None]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ managed plugins (services/managed_plugins.py)
 
-    def register_managed(self, name: str, addr: str, scope: str, types: list[str]) -> None:
+    def register_managed(self, name: str, addr: str, scope: str, types: list[str],
+                         propagated: tuple[str, str] | None = None) -> None:
         with self._lock:
-            self._managed[name] = (addr, scope, types)
+            self._managed[name] = (addr, scope, types, propagated)
             self._active.pop(name, None)
 
     def unregister_managed(self, name: str) -> None:
@@ -76,7 +86,7 @@ class PluginStore:
             if name.endswith(":latest"):
                 self._active.pop(name[:-len(":latest")], None)
 
-    def _managed_entry(self, name: str) -> tuple[str, str, list[str]] | None:
+    def _managed_entry(self, name: str) -> tuple[str, str, list[str], tuple[str, str] | None] | None:
         with self._lock:
             return self._managed.get(name) or (self._managed.get(name + ":latest") if ":" not in name else None)
 
@@ -155,7 +165,8 @@ class PluginStore:
             raise InvalidParameter(f'plugin "{name}": Plugin.Activate answered no Implements list')
         if managed:  # its config's interface types say what it is (dockerd does not ask it)
             implements = managed[2]
-        plugin = Plugin(name, addr, [str(k) for k in implements], client, managed[1] if managed else "")
+        plugin = Plugin(name, addr, [str(k) for k in implements], client, managed[1] if managed else "",
+                        managed[3] if managed else None)
         log.info("plugin %s activated at %s: implements %s", name, addr, ", ".join(plugin.implements))
         with self._lock:
             self._active[name] = plugin

@@ -347,6 +347,7 @@ class ManagedPlugins:
             if not force:
                 raise Conflict(f"plugin must be disabled before removing: plugin {row['name']} is enabled")
             self._stop(row)
+        self._unshare_propagated(row["id"])
         self.db.execute("DELETE FROM plugins WHERE id=?", (row["id"],))
         shutil.rmtree(self.root / row["id"], ignore_errors=True)
         self.events.emit("plugin", "remove", row["id"], {"name": row["name"]})
@@ -424,7 +425,35 @@ class ManagedPlugins:
             devices=[{"PathOnHost": d["Path"], "PathInContainer": d["Path"], "CgroupPermissions": "rwm"}
                      for d in settings["Devices"] if d.get("Path")],
         )
-        return build_spec(inp)
+        spec = build_spec(inp)
+        prop = config.get("PropagatedMount") or ""
+        if prop:  # a dir shared with the host: mounts the plugin makes under it are seen outside
+            spec["mounts"].append({"destination": prop, "type": "bind", "source": str(self._propagated(row["id"])),
+                                   "options": ["rbind", "rw", "rshared"]})
+            spec["linux"]["rootfsPropagation"] = "rshared"
+        return spec
+
+    def _propagated(self, pid: str) -> Path:
+        return self.root / pid / "propagated-mount"
+
+    def _share_propagated(self, pid: str) -> None:
+        """moby's propagated-mount: the dir bind-mounted on itself and made rshared, once."""
+        d = self._propagated(pid)
+        d.mkdir(exist_ok=True, mode=0o755)
+        with open("/proc/self/mountinfo") as f:
+            mounted = any(line.split()[4] == str(d) for line in f)
+        if not mounted:
+            with trace.step("mount", f"mount --bind {d} {d}; mount --make-rshared {d}",
+                            "the plugin's PropagatedMount: what it mounts there is seen by the host and containers"):
+                for args in (["--bind", str(d), str(d)], ["--make-rshared", str(d)]):
+                    p = subprocess.run(["mount", *args], capture_output=True, text=True)
+                    if p.returncode != 0:
+                        raise SystemError_(f"propagated mount of plugin {pid[:12]}: {p.stderr.strip()}")
+
+    def _unshare_propagated(self, pid: str) -> None:
+        d = self._propagated(pid)
+        if d.exists():
+            subprocess.run(["umount", "--recursive", "--lazy", str(d)], capture_output=True)
 
     def _runc(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
         p = subprocess.run([self.runc, "--root", str(self.runc_root), *args], capture_output=True, text=True, **kw)
@@ -440,6 +469,8 @@ class ManagedPlugins:
         sockdir.mkdir(parents=True, mode=0o700)
         bundle = self.bundles / pid
         bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if config.get("PropagatedMount"):
+            self._share_propagated(pid)
         (bundle / "config.json").write_text(json.dumps(self._spec(row)))
         self._runc("delete", "--force", pid, check=False)  # a leftover of a daemon that died
         with trace.about(f"plugin:{name}"), trace.step("runtime", f"runc run --detach --bundle {bundle} {pid}",
@@ -462,7 +493,9 @@ class ManagedPlugins:
                                    f"within {timeout}s" + (f": {tail}" if tail else ""))
             time.sleep(0.05)
         types = [_INTERFACE.get(t, t) for t in config["Interface"]["Types"]]
-        self.store.register_managed(name, f"unix://{sock}", str(self.root / pid / "rootfs"), types)
+        prop = config.get("PropagatedMount") or ""
+        self.store.register_managed(name, f"unix://{sock}", str(self.root / pid / "rootfs"), types,
+                                    (prop, str(self._propagated(pid))) if prop else None)
         try:
             self.store.get(name)
         except DockyardError:
@@ -484,6 +517,7 @@ class ManagedPlugins:
                 while self._running(pid) and time.monotonic() < deadline:
                     time.sleep(0.05)
             self._runc("delete", "--force", pid, check=False)
+        self._unshare_propagated(pid)
         shutil.rmtree(self.sockets / pid, ignore_errors=True)
         shutil.rmtree(self.bundles / pid, ignore_errors=True)
 

@@ -176,3 +176,36 @@ def test_enabled_plugin_runs_again_after_a_daemon_restart(daemon_and_dir: tuple[
         d.docker("volume", "rm", "kept")
     finally:
         d.docker("plugin", "rm", "-f", "dyk/restart")
+
+
+def test_propagated_mount_and_capabilities(daemon_and_dir: tuple[Daemon, Path]) -> None:
+    """A plugin that mounts: its config asks CAP_SYS_ADMIN and PropagatedMount /data; the tmpfs it mounts
+    there for a volume is seen by the host (under <plugin>/propagated-mount) and by containers."""
+    d, pdir = daemon_and_dir
+    tdir = make_plugin_dir(pdir.parent / "tmpfsvol", "tmpfsvol", tmpfs=True)
+    d.docker("plugin", "create", "dyk/tmpfsvol", str(tdir))
+    info = json.loads(d.docker("plugin", "inspect", "dyk/tmpfsvol").stdout)[0]
+    assert info["Config"]["PropagatedMount"] == "/data"
+    assert info["Config"]["Linux"]["Capabilities"] == ["CAP_SYS_ADMIN"]
+    prop = d.data_root / "plugins" / info["Id"] / "propagated-mount"
+    d.docker("plugin", "enable", "dyk/tmpfsvol")
+    try:
+        d.docker("volume", "create", "-d", "dyk/tmpfsvol", "tv")
+        v = json.loads(d.docker("volume", "inspect", "tv").stdout)[0]
+        assert v["Mountpoint"] == str(prop / "volumes" / "tv")
+        a = d.docker("run", "-d", "-v", "tv:/t", "busybox", "sh", "-c", "echo in-tmpfs > /t/f; sleep 600"
+                     ).stdout.decode().strip()
+        try:
+            mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+            assert any(m[4] == str(prop / "volumes" / "tv") and "tmpfs" in m for m in mounts)
+            assert d.docker("run", "--rm", "-v", "tv:/t", "busybox", "cat", "/t/f").stdout == b"in-tmpfs\n"
+            assert (prop / "volumes" / "tv" / "f").read_text() == "in-tmpfs\n"
+        finally:
+            d.docker("rm", "-f", a)
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        assert str(prop / "volumes" / "tv") not in mounts  # the plugin's last Unmount reached the host too
+        assert not (prop / "volumes" / "tv" / "f").exists()  # it was only in the tmpfs
+        d.docker("volume", "rm", "tv")
+    finally:
+        d.docker("plugin", "rm", "-f", "dyk/tmpfsvol")
+    assert not any(str(prop) in line for line in Path("/proc/self/mountinfo").read_text().splitlines())

@@ -82,9 +82,10 @@ def calls(log: Path, plugin: str | None = None, path: str | None = None) -> list
 
 
 def make_plugin_dir(dest: Path, name: str = "dirvol", description: str = "a local-directory volume driver "
-                    "(Dockyard's tests)", network: str = "none") -> Path:
+                    "(Dockyard's tests)", network: str = "none", tmpfs: bool = False) -> Path:
     """The test volume driver as a managed plugin's dir (`docker plugin create NAME DIR`): its scripts in
-    rootfs/plugin, the host's /usr (its python) mounted read-only, DEBUG settable, socket NAME.sock."""
+    rootfs/plugin, the host's /usr (its python) mounted read-only, DEBUG settable, socket NAME.sock.
+    `tmpfs`: each volume is a tmpfs it mounts under its PropagatedMount /data (CAP_SYS_ADMIN)."""
     rootfs = dest / "rootfs"
     for d in ("plugin", "usr", "data", "run/docker/plugins", "tmp", "proc", "dev", "sys", "etc"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,9 @@ def make_plugin_dir(dest: Path, name: str = "dirvol", description: str = "a loca
         "description": description,
         "documentation": "tests/plugins/volume_plugin.py",
         "entrypoint": ["/usr/bin/python3", "/plugin/volume_plugin.py", "--name", name,
-                       "--socket", f"/run/docker/plugins/{name}.sock", "--root", "/data"],
+                       "--socket", f"/run/docker/plugins/{name}.sock", "--root", "/data",
+                       *(["--tmpfs"] if tmpfs else [])],
+        **({"propagatedmount": "/data", "linux": {"capabilities": ["CAP_SYS_ADMIN"]}} if tmpfs else {}),
         "network": {"type": network},
         "interface": {"types": ["docker.volumedriver/1.0"], "socket": f"{name}.sock"},
         "mounts": [{"name": "usr", "source": "/usr", "destination": "/usr", "type": "bind",

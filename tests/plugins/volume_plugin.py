@@ -1,7 +1,9 @@
 """A test volume driver (VolumeDriver.*): each volume is a directory under --root.
 
 Mounts are counted per caller ID, as a real driver must: the directory is "mounted" (listed in
-the volume's Status) while any ID holds it. Create with `-o fail=MESSAGE` fails with MESSAGE.
+the volume's Status) while any ID holds it; with `--tmpfs` it really is: a tmpfs is mounted on it at
+the first Mount and unmounted at the last Unmount (what a managed plugin's PropagatedMount must let
+the host see). Create with `-o fail=MESSAGE` fails with MESSAGE.
 State is kept in --root/state.json, so a restarted plugin knows its volumes.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,12 @@ def main() -> None:
     root = Path(a.root)
     root.mkdir(parents=True, exist_ok=True)
     state_file = root / "state.json"
+    tmpfs = "--tmpfs" in sys.argv
+
+    def run(*args: str) -> None:
+        p = subprocess.run(args, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)}: {p.stderr.strip()}")
     lock = threading.Lock()
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
 
@@ -61,6 +71,8 @@ def main() -> None:
             v = vol(b["Name"])
             if b["ID"] in v["mounts"]:
                 raise ValueError(f"volume {b['Name']} already mounted for {b['ID']}")
+            if tmpfs and not v["mounts"]:
+                run("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", path(b["Name"]))
             v["mounts"].append(b["ID"])
             save()
         return {"Mountpoint": path(b["Name"]), "Err": ""}
@@ -71,6 +83,8 @@ def main() -> None:
             if b["ID"] not in v["mounts"]:
                 raise ValueError(f"volume {b['Name']} is not mounted for {b['ID']}")
             v["mounts"].remove(b["ID"])
+            if tmpfs and not v["mounts"]:
+                run("umount", path(b["Name"]))
             save()
         return {"Err": ""}
 
