@@ -88,6 +88,29 @@ def shape(pods: list[dict[str, Any]], containers: list[dict[str, Any]], infra: s
     return {"pods": names, "containers": members, "ports": ports}
 
 
+def _remove_cni_chains() -> None:
+    """CNI's plugins leave their base chains (firewall: CNI-FORWARD/CNI-ADMIN; portmap: CNI-HOSTPORT-*)
+    behind; remove them unless another podman runs (its containers may need them)."""
+    others = subprocess.run(["pgrep", "-f", "podman.* system service"], capture_output=True, text=True).stdout.split()
+    if others:
+        return
+    rules = [
+        ("filter", ["-D", "FORWARD", "-m", "comment", "--comment", "CNI firewall plugin rules", "-j", "CNI-FORWARD"]),
+        ("nat", ["-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"]),
+        ("nat", ["-D", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"]),
+        ("nat", ["-D", "POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j",
+                 "CNI-HOSTPORT-MASQ"]),
+    ]
+    for table, rule in rules:
+        subprocess.run(["iptables", "-t", table, *rule], capture_output=True)
+    for table, chains in (("filter", ["CNI-FORWARD", "CNI-ADMIN"]),
+                          ("nat", ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"])):
+        for chain in chains:
+            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+        for chain in chains:
+            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def podman() -> Iterator[str]:
     state = tempfile.mkdtemp(prefix="kube-podman-", dir="/tmp")
@@ -113,6 +136,7 @@ def podman() -> Iterator[str]:
             bridge = json.loads(net.read_text())["plugins"][0].get("bridge")
             if bridge:
                 subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        _remove_cni_chains()
         shutil.rmtree(state, ignore_errors=True)
         for suffix in (".log", ".pid", ".sock"):
             Path(state + suffix).unlink(missing_ok=True)
