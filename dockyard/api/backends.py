@@ -195,6 +195,7 @@ class SystemBackend(Protocol):
     @property
     def limits_refused(self) -> str | None: ...  # why resource limits are refused, when they are
     swarm_info: Callable[[], Json]  # /info's Swarm block
+    plugins_info: Callable[[], Json]  # /info's Plugins: built-in drivers, plugins in use, authorization
 
     @property
     def runtimes(self) -> dict[str, str]: ...

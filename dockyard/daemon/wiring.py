@@ -301,8 +301,17 @@ def build(cfg: DaemonConfig) -> Engine:
 
     engine.swarm = SwarmService(db, networks, VERSION)
     system.swarm_info = engine.swarm.info
+    system.plugins_info = lambda: _plugins_info(plugins, cfg.authorization_plugins)
     engine.router = build_router(engine)
     return engine
+
+
+def _plugins_info(plugins: PluginStore, authz: list[str]) -> dict[str, Any]:
+    """/info's Plugins: the built-in drivers, then the plugins in use (activated), as dockerd lists them."""
+    return {"Volume": ["local", *plugins.active("VolumeDriver")],
+            "Network": ["bridge", "host", "null", "overlay", *plugins.active("NetworkDriver")],
+            "Authorization": list(authz) or None,
+            "Log": ["json-file", "local", *plugins.active("LogDriver")]}
 
 
 def _plugin_store(cfg: DaemonConfig) -> PluginStore:

@@ -185,6 +185,11 @@ class PluginStore:
                 out.append(plugin)
         return out
 
+    def active(self, kind: str) -> list[str]:
+        """Names of the plugins implementing `kind` that are activated now (no discovery, no call)."""
+        with self._lock:
+            return sorted(n for n, p in self._active.items() if kind in p.implements)
+
     def forget(self, name: str) -> None:
         """A call found the plugin gone: the next use finds and activates it again."""
         with self._lock:

@@ -33,6 +33,7 @@ class SystemService:
         self.build_cache = build_cache  # the builder's disk usage (the builder sits above services)
         self.rootless = False
         self.swarm_info: Callable[[], dict[str, Any]] = _no_swarm  # /info's Swarm block (wiring sets it)
+        self.plugins_info: Callable[[], dict[str, Any]] = _builtin_plugins  # /info's Plugins (wiring sets it)
         self.storage_driver = "overlay2"  # rootless: "fuse-overlayfs" where the kernel's overlay is refused
 
     @property
@@ -89,3 +90,8 @@ class SystemService:
             "Volumes": self.volumes.usage() if self.volumes is not None else [],
             "BuildCache": self.build_cache() if self.build_cache is not None else [],
         }
+
+
+def _builtin_plugins() -> dict[str, Any]:
+    return {"Volume": ["local"], "Network": ["bridge", "host", "null", "overlay"], "Authorization": None,
+            "Log": ["json-file", "local"]}

@@ -5,6 +5,7 @@ and the daemon refuses to start without its plugins."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,8 @@ def test_privileged_and_root_binds_are_denied(setup: tuple[Daemon, Path, PluginP
 
 def test_plugins_are_asked_in_order_request_then_response(setup: tuple[Daemon, Path, PluginProc]) -> None:
     d, log, _ = setup
+    info = d.docker("info", "--format", "{{json .Plugins.Authorization}}").stdout
+    assert json.loads(info) == ["authz-log", "authz-strict"]
     start = len(calls(log))
     d.docker("volume", "ls")
     seen = [(c["plugin"], c["path"]) for c in calls(log)[start:] if "/volumes" in c["body"]["RequestUri"]]

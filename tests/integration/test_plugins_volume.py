@@ -54,6 +54,7 @@ def test_create_inspect_use_and_remove(setup: tuple[Daemon, Path, Path]) -> None
     assert v["Mountpoint"] == str(root / "volumes" / "pv1")
     assert v["Status"] == {"mounts": 0, "opts": {"size": "1m"}}
     assert "dirvol    pv1" in d.docker("volume", "ls").stdout.decode()
+    assert json.loads(d.docker("info", "--format", "{{json .Plugins.Volume}}").stdout) == ["local", "dirvol"]
     cid = d.docker("run", "-d", "-v", "pv1:/data", "busybox", "sh", "-c", "echo hi > /data/f").stdout.decode().strip()
     d.docker("wait", cid)
     assert (root / "volumes" / "pv1" / "f").read_text() == "hi\n"
