@@ -17,10 +17,14 @@ only carries the namespace's outbound traffic then (none in the tests: there is 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from typing import NoReturn
 
 from dockyard.errors import DockyardError
@@ -40,12 +44,6 @@ def command(argv: list[str]) -> list[str]:
         raise DockyardError("rootless mode needs RootlessKit: sudo apt-get install -y rootlesskit slirp4netns uidmap "
                             "(`dockyard rootless setup` checks everything it needs)")
     rp = rootless.paths()
-    if not rootless.subid_ranges("uid") or not rootless.subid_ranges("gid"):
-        # RootlessKit 1.1 will not start without them (it has no one-uid mode): say what to run.
-        start, end = rootless.free_subid_start(), rootless.free_subid_start() + rootless.SUBID_COUNT - 1
-        raise DockyardError(f"rootless mode needs subordinate ids: there are none for this user in /etc/subuid or "
-                            f"/etc/subgid. Fix: sudo usermod --add-subuids {start}-{end} --add-subgids {start}-{end} "
-                            f"{os.environ.get('USER') or os.getuid()} (or `dockyard rootless setup --apply`)")
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
         raise DockyardError("rootless mode's network (slirp4netns) needs /dev/net/tun, which this user cannot open: "
                             "sudo chmod 0666 /dev/net/tun (Debian's udev default)")
@@ -58,17 +56,125 @@ def command(argv: list[str]) -> list[str]:
     return [*args, sys.executable, "-m", "dockyard.daemon.main", *argv]
 
 
+def has_subids() -> bool:
+    return bool(rootless.subid_ranges("uid") and rootless.subid_ranges("gid"))
+
+
 def exec_in_user_namespace(argv: list[str]) -> NoReturn:
-    """Replace this process with RootlessKit running the daemon inside; it comes back as uid 0 there."""
+    """Replace this process with RootlessKit running the daemon inside; it comes back as uid 0 there.
+    Without subordinate ids (RootlessKit 1.1 refuses to start then), a namespace of our own that maps
+    the user alone, with a warning naming the fix."""
     rp = rootless.paths()
+    if not has_subids():
+        start = rootless.free_subid_start()
+        end = start + rootless.SUBID_COUNT - 1
+        log.warning("no subordinate ids for this user in /etc/subuid and /etc/subgid: running with one uid and gid "
+                    "(root in containers; images' other owners become root, and a container that switches to "
+                    "another user fails). Fix: sudo usermod --add-subuids %d-%d --add-subgids %d-%d %s "
+                    "(or `dockyard rootless setup --apply`)", start, end, start, end,
+                    os.environ.get("USER") or os.getuid())
+        raise SystemExit(_run_single_uid(argv, rp))
     cmd = command(argv)
     rp.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     shutil.rmtree(rp.state_dir, ignore_errors=True)  # RootlessKit's own from a daemon that was killed
+    env = _env(rp)  # XDG_RUNTIME_DIR included: the child is uid 0 and must not fall back to /run/user/0
+    log.info("rootless: %s", " ".join(cmd))
+    os.execvpe(cmd[0], cmd, env)
+
+
+_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+
+
+def _env(rp: rootless.RootlessPaths) -> dict[str, str]:
     env = dict(os.environ)
     env[rootless.ROOTLESS_ENV] = "1"
     env[rootless.HOST_UID_ENV] = str(os.getuid())
     env[rootless.PORT_START_ENV] = str(rootless.unprivileged_port_start())
-    env["XDG_RUNTIME_DIR"] = str(rp.runtime)  # the child is uid 0: it must not fall back to /run/user/0
+    env["XDG_RUNTIME_DIR"] = str(rp.runtime)
     env.setdefault("HOME", os.path.expanduser("~"))
-    log.info("rootless: %s", " ".join(cmd))
-    os.execvpe(cmd[0], cmd, env)
+    return env
+
+
+def _run_single_uid(argv: list[str], rp: rootless.RootlessPaths) -> int:
+    """The one-uid fallback: a user + mount + network namespace mapping only the user (which needs no
+    newuidmap), slirp4netns for the way out and, through its API, published ports. This process stays
+    outside as the parent: it writes the maps, runs slirp4netns, passes SIGTERM/SIGINT on, and exits
+    with the daemon's status."""
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        raise DockyardError("rootless mode's network (slirp4netns) needs /dev/net/tun, which this user cannot open: "
+                            "sudo chmod 0666 /dev/net/tun (Debian's udev default)")
+    slirp_bin = shutil.which("slirp4netns")
+    if slirp_bin is None:
+        raise DockyardError("rootless mode needs slirp4netns: sudo apt-get install -y slirp4netns")
+    rp.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.rmtree(rp.state_dir, ignore_errors=True)
+    rp.state_dir.mkdir(mode=0o700)
+    api = rp.state_dir / "slirp4netns.sock"
+    env = _env(rp)
+    env["DOCKYARD_ROOTLESS_SLIRP_API"] = str(api)
+    env.pop("ROOTLESSKIT_STATE_DIR", None)
+    libc = ctypes.CDLL(None, use_errno=True)
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    uid, gid = os.getuid(), os.getgid()
+    pid = os.fork()
+    if pid == 0:  # the daemon-to-be
+        try:
+            os.close(go_w)
+            os.close(ready_r)
+            if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET) != 0:
+                os.write(2, f"dockyard daemon: unshare: {os.strerror(ctypes.get_errno())}\n".encode())
+                os._exit(125)
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+            if os.read(go_r, 1) != b"1":
+                os._exit(125)
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
+            os.execve(sys.executable, [sys.executable, "-m", "dockyard.daemon.main", *argv], env)
+        finally:
+            os._exit(125)
+    os.close(go_r)
+    os.close(ready_w)
+    slirp: subprocess.Popen[bytes] | None = None
+    try:
+        if os.read(ready_r, 1) != b"1":
+            return 1
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(f"0 {uid} 1\n")
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(f"0 {gid} 1\n")
+        args = [slirp_bin, "--configure", "--mtu=65520", "--api-socket", str(api)]
+        if os.environ.get(DISABLE_HOST_LOOPBACK_ENV, "true").lower() not in ("false", "0"):
+            args.append("--disable-host-loopback")
+        slirp = subprocess.Popen([*args, str(pid), "tap0"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not api.exists():
+            if slirp.poll() is not None or time.monotonic() > deadline:
+                raise DockyardError("slirp4netns did not start (see its messages above)")
+            time.sleep(0.02)
+        os.write(go_w, b"1")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda s, _f: os.kill(pid, s))
+        while True:
+            try:
+                _pid, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        return os.waitstatus_to_exitcode(status)
+    except BaseException:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(go_w)
+        os.close(ready_r)
+        if slirp is not None:
+            slirp.terminate()
+            slirp.wait(10)
+        shutil.rmtree(rp.state_dir, ignore_errors=True)

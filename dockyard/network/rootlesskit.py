@@ -4,7 +4,11 @@ The daemon runs in a network namespace of its own; a `-p 8080:80` there is our u
 held socket of network/ports.py) inside it. To reach it from the host, RootlessKit's builtin port driver
 listens on the host's address and port and connects to the same port on 127.0.0.1 inside, which the
 DNAT takes on to the container. The API is HTTP on `$ROOTLESSKIT_STATE_DIR/api.sock`:
-`POST /v1/ports` {"proto", "parentIP", "parentPort", "childPort"} -> {"id", ...}; `DELETE /v1/ports/{id}`."""
+`POST /v1/ports` {"proto", "parentIP", "parentPort", "childPort"} -> {"id", ...}; `DELETE /v1/ports/{id}`.
+
+Without subordinate ids there is no RootlessKit (daemon/rootless.py runs its own one-uid namespace):
+then slirp4netns's own API forwards the port (`add_hostfwd` to the namespace's 10.0.2.100, where
+the same DNAT takes it)."""
 
 from __future__ import annotations
 
@@ -39,14 +43,32 @@ class PortDriver:
 
     @classmethod
     def from_env(cls) -> PortDriver | None:
-        state = os.environ.get("ROOTLESSKIT_STATE_DIR")
-        if not state:
-            return None
         try:
             start = int(os.environ.get("DOCKYARD_ROOTLESS_PORT_START", "1024"))
         except ValueError:
             start = 1024
+        slirp = os.environ.get("DOCKYARD_ROOTLESS_SLIRP_API")
+        if slirp:
+            return SlirpPortDriver(slirp, start)
+        state = os.environ.get("ROOTLESSKIT_STATE_DIR")
+        if not state:
+            return None
         return cls(os.path.join(state, "api.sock"), start)
+
+    def _publish(self, spec: dict[str, Any]) -> int:
+        status, out = self._call("POST", "/v1/ports", spec)
+        if status // 100 != 2:
+            try:
+                msg = json.loads(out).get("message") or out.decode()
+            except ValueError:
+                msg = out.decode(errors="replace")
+            raise SystemError_(f"rootlesskit could not publish {spec['parentIP']}:{spec['parentPort']}/"
+                               f"{spec['proto']} on the host: {msg.strip()}")
+        return int(json.loads(out)["id"])
+
+    def _unpublish(self, port_id: int) -> str:
+        status, _out = self._call("DELETE", f"/v1/ports/{port_id}")
+        return f"HTTP {status}"
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
         conn = _UnixHTTP(self.api_sock)
@@ -70,20 +92,40 @@ class PortDriver:
         with trace.step("socket", f"rootlesskit: listen {proto} {spec['parentIP']}:{port} on the host -> :{port} inside",
                         "-p in rootless mode: the host side of the port is RootlessKit's, in the host's network "
                         "namespace; it connects to the daemon's namespace, where the DNAT rule goes on") as st:
-            status, out = self._call("POST", "/v1/ports", spec)
-            if status // 100 != 2:
-                try:
-                    msg = json.loads(out).get("message") or out.decode()
-                except ValueError:
-                    msg = out.decode(errors="replace")
-                raise SystemError_(f"rootlesskit could not publish {spec['parentIP']}:{port}/{proto} on the host: "
-                                   f"{msg.strip()}")
-            pid = int(json.loads(out)["id"])
+            pid = self._publish(spec)
             st.result = f"port id {pid}"
         return pid
 
     def remove(self, port_id: int) -> None:
         with trace.step("socket", f"rootlesskit: stop listening (port id {port_id})",
                         "the container's published port goes") as st:
-            status, _out = self._call("DELETE", f"/v1/ports/{port_id}")
-            st.result = f"HTTP {status}"
+            st.result = self._unpublish(port_id)
+
+
+class SlirpPortDriver(PortDriver):
+    """slirp4netns's API (`--api-socket`): one JSON request per connection."""
+
+    def _slirp(self, request: dict[str, Any]) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.api_sock)
+            s.sendall(json.dumps(request).encode())
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        answer: dict[str, Any] = json.loads(data or b"{}")
+        return answer
+
+    def _publish(self, spec: dict[str, Any]) -> int:
+        out = self._slirp({"execute": "add_hostfwd", "arguments": {
+            "proto": spec["proto"], "host_addr": spec["parentIP"], "host_port": spec["parentPort"],
+            "guest_port": spec["childPort"]}})
+        if "error" in out:
+            raise SystemError_(f"slirp4netns could not publish {spec['parentIP']}:{spec['parentPort']}/"
+                               f"{spec['proto']} on the host: {out['error'].get('desc', out['error'])}")
+        return int(out["return"]["id"])
+
+    def _unpublish(self, port_id: int) -> str:
+        out = self._slirp({"execute": "remove_hostfwd", "arguments": {"id": port_id}})
+        return "removed" if "return" in out else str(out.get("error"))

@@ -16,6 +16,10 @@ from typing import Any
 from dockyard.errors import InvalidParameter
 from dockyard.runtime import seccomp
 from dockyard.runtime.users import _read_db, resolve_user
+from dockyard.util import rootless
+
+# Rootless without subordinate ids (one uid and gid mapped): no gid 5 for devpts, no other group.
+_ONE_ID = rootless.in_user_namespace() and rootless.single_id_map()
 
 # Capability numbers 0..40, the kernel's order.
 ALL_CAPS: tuple[str, ...] = tuple("CAP_" + c for c in """
@@ -215,7 +219,7 @@ def _dev_mounts(shm_size: int) -> list[dict[str, Any]]:
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", *([] if _ONE_ID else ["gid=5"])]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
          "options": ["ro", "nosuid", "noexec", "nodev"]},
@@ -340,7 +344,7 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
     process: dict[str, Any] = {
         "terminal": inp.tty,
         "user": {"uid": user.uid, "gid": user.gid, **({"additionalGids": user.additional_gids}
-                                                       if user.additional_gids else {})},
+                                                       if user.additional_gids and not _ONE_ID else {})},
         "args": args,
         "env": _env(inp, user.home),
         "cwd": inp.cwd or "/",

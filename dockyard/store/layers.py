@@ -45,6 +45,8 @@ OPAQUE_MARKER = ".wh..wh..opq"
 # In a user namespace (rootless, issue 17) trusted.* cannot be written: overlay is mounted with
 # `userxattr` there and reads its metadata from user.overlay.* instead (store/snapshotter.py).
 OVERLAY_USERXATTR = rootless.in_user_namespace()
+# Rootless without subordinate ids (one uid mapped): every owner becomes root, the only one there is.
+SQUASH_OWNERS = OVERLAY_USERXATTR and rootless.single_id_map()
 OPAQUE_XATTR = "user.overlay.opaque" if OVERLAY_USERXATTR else "trusted.overlay.opaque"
 FUSE_OPAQUE_XATTR = "user.fuseoverlayfs.opaque"  # what fuse-overlayfs writes in upper dirs (it reads both)
 # xattrs a layer may carry; overlay's own metadata (trusted.overlay.*, user.overlay.* under userxattr)
@@ -572,6 +574,8 @@ def apply_layer(fileobj: IO[bytes], dest: Path | int) -> LayerInfo:
             with tarfile.open(fileobj=pipe, mode="r:", errorlevel=2) as tf:
                 ap = _Applier(tf, root_fd, pipe)
                 for m in tf:
+                    if SQUASH_OWNERS:
+                        m.uid = m.gid = 0
                     ap.entry(m)
             pipe.drain()
         except TAR_ERRORS as e:

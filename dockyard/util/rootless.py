@@ -33,6 +33,16 @@ def in_user_namespace() -> bool:
     return not (len(first) == 3 and first == ["0", "0", "4294967295"])
 
 
+def single_id_map() -> bool:
+    """This user namespace maps one uid only (rootless without subordinate ids): files of other owners
+    cannot exist here, so layers unpack with every owner squashed to root."""
+    try:
+        lines = [ln.split() for ln in Path("/proc/self/uid_map").read_text().splitlines() if ln.strip()]
+    except OSError:
+        return False
+    return len(lines) == 1 and lines[0][2] == "1"
+
+
 def is_rootless() -> bool:
     """This process is (or will become) a rootless daemon: an ordinary user, or our child in its userns."""
     return os.geteuid() != 0 or os.environ.get(ROOTLESS_ENV) == "1"
