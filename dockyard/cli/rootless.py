@@ -30,10 +30,15 @@ def cmd_setup(ctx: Ctx, args: argparse.Namespace) -> int:
     for c in checks:
         mark = "ok" if c.ok else ("MISSING" if c.required else "note")
         print(f"{c.name:<{width}}  {mark:<7}  {c.detail}")
-    fixes: list[str] = []
+    fixes: list[str] = []  # what --apply runs: the required ones only
     for c in checks:
-        if c.fix and not c.ok and c.fix not in fixes:
+        if c.fix and not c.ok and c.required and c.fix not in fixes:
             fixes.append(c.fix)
+    optional = [c.fix for c in checks if c.fix and not c.ok and not c.required]
+    if optional:
+        print("\noptional (not applied by --apply):")
+        for f in optional:
+            print(f"  {f}")
     missing = [c for c in checks if c.required and not c.ok]
     if not fixes:
         print("\nrootless mode is ready: run `dockyard daemon` as this user; our CLI finds its socket, the docker "

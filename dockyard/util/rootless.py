@@ -215,6 +215,10 @@ def checks(user: str | None = None) -> list[Check]:
     out.append(Check("fuse-overlayfs", fuse is not None, fuse or "missing (needed only on kernels that refuse "
                      "overlayfs in a user namespace, before 5.11)",
                      "" if fuse else "sudo apt-get install -y fuse-overlayfs", required=False))
+    fuse_ok = os.access("/dev/fuse", os.R_OK | os.W_OK) if uid == os.getuid() else _other_can_rw("/dev/fuse")
+    out.append(Check("/dev/fuse", fuse_ok, "usable by the user" if fuse_ok else
+                     "not usable by the user: only the fuse-overlayfs fallback needs it (kernels before 5.11)",
+                     "" if fuse_ok else "sudo chmod 0666 /dev/fuse", required=False))
     port = unprivileged_port_start()
     out.append(Check("net.ipv4.ip_unprivileged_port_start", True,
                      f"{port}: published host ports below it are refused",
