@@ -517,3 +517,10 @@ def test_one_uid_fallback_without_subordinate_ids(rl: RootlessUser) -> None:
         shutil.rmtree(base, ignore_errors=True)
     assert not _uid_pids(u.uid)
     assert u.name not in Path("/etc/passwd").read_text()
+
+
+def test_containers_reach_out_through_slirp4netns(rl: RootlessUser) -> None:
+    # A container's outbound traffic: masqueraded in the daemon's namespace, then slirp4netns's user-mode
+    # stack; the host's loopback registry at 10.0.2.2 (opened by the fixture) stands in for the outside.
+    p = rl.docker("run", "--rm", "busybox", "wget", "-q", "-O", "-", f"http://{rl.registry}/v2/")
+    assert p.stdout.strip() == b"{}", p.stdout
