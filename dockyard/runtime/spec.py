@@ -103,6 +103,7 @@ class SpecInput:
     pid_host: bool = False
     ipc_path: str | None = None  # join this IPC namespace (a pod's infra: /proc/<pid>/ns/ipc)
     uts_path: str | None = None  # join this UTS namespace (a pod's infra: one hostname for the pod)
+    shm_path: str | None = None  # bind this as /dev/shm (the IPC owner's, as docker's --ipc container:X)
     hosts_path: str | None = None
     hostname_path: str | None = None
     resolv_conf_path: str | None = None
@@ -326,6 +327,10 @@ def build_spec(inp: SpecInput) -> dict[str, Any]:
     nnp, sec = _security_opts(inp.security_opt)
     args = list(inp.args)
     mounts = _dev_mounts(inp.shm_size)
+    if inp.shm_path:
+        mounts = [m for m in mounts if m["destination"] != "/dev/shm"]
+        mounts.append({"destination": "/dev/shm", "type": "bind", "source": inp.shm_path,
+                       "options": ["rbind", "rprivate", "nosuid", "noexec", "nodev"]})
     if inp.privileged:
         for m in mounts:
             if m["destination"] in ("/sys", "/sys/fs/cgroup"):

@@ -448,6 +448,10 @@ class ContainerService:
             docker_mounts: list[dict[str, Any]] = []
             if self.volumes is not None:
                 oci_mounts, docker_mounts = await asyncio.to_thread(self._resolve_mounts, c, rootfs)
+            if c.host_config.get("IpcMode") == "shareable":
+                shm = run_dir / "shm"
+                await asyncio.to_thread(overlay.mount_shm, shm, int(c.host_config.get("ShmSize") or 64 << 20))
+                steps.append(lambda: overlay.unmount(shm))
             spec = self._build_spec(c, rootfs, net, oci_mounts)
             if lv.transient_env:
                 spec["process"]["env"] = [*spec["process"]["env"], *lv.transient_env]
@@ -625,6 +629,7 @@ class ContainerService:
             ipc_host=hc.get("IpcMode") == "host",
             pid_host=hc.get("PidMode") == "host",
             ipc_path=self._joined_ns(hc.get("IpcMode"), "ipc"),
+            shm_path=self._shm_path(c),
             uts_path=self._joined_ns(hc.get("UTSMode"), "uts"),
             oom_score_adj=int(hc.get("OomScoreAdj") or 0),
             group_add=[str(g) for g in hc.get("GroupAdd") or []],
@@ -640,6 +645,16 @@ class ContainerService:
         if propagation:
             spec.setdefault("linux", {})["rootfsPropagation"] = propagation
         return spec
+
+    def _shm_path(self, c: Container) -> str | None:
+        """POSIX shm lives in /dev/shm, not in the IPC namespace: a shareable container's is a tmpfs on
+        the host (mounted at start), which containers joining its IPC namespace bind as theirs."""
+        mode = c.host_config.get("IpcMode") or ""
+        owner = c.id if mode == "shareable" else mode.partition(":")[2] if mode.startswith("container:") else ""
+        if not owner:
+            return None
+        path = self.run_dir(self.get(owner).id) / "shm"
+        return str(path) if overlay.is_mounted(path) else None
 
     def _joined_ns(self, mode: str | None, kind: str) -> str | None:
         """`container:X` (a pod's members join its infra's IPC and UTS): X's namespace by its PID 1."""
@@ -694,6 +709,8 @@ class ContainerService:
         except Exception as e:  # noqa: BLE001
             log.debug("runtime delete %s: %s", c.id[:12], e)
         await asyncio.to_thread(overlay.unmount, self.rootfs(c.id))
+        if c.host_config.get("IpcMode") == "shareable":
+            await asyncio.to_thread(overlay.unmount, self.run_dir(c.id) / "shm")
         if self.volumes is not None:  # plugin volumes it mounted (VolumeDriver.Unmount)
             await asyncio.to_thread(self.volumes.unmount_container, c.id)
         if self.networks is not None:

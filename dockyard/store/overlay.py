@@ -24,6 +24,21 @@ def unmount(target: Path) -> None:
                "the root filesystem goes with the process; the layers stay for the next start")
 
 
+def mount_shm(target: Path, size: int) -> None:
+    """A tmpfs on the host for a shareable /dev/shm (a pod's infra, docker's --ipc shareable)."""
+    if is_mounted(target):
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    opts = f"mode=1777,size={size}"
+    with trace.step("mount", f"mount -t tmpfs shm {target} -o nosuid,nodev,noexec,{opts}",
+                    "IpcMode shareable: /dev/shm on the host, so containers joining this IPC namespace share it") as s:
+        flags = 0x2 | 0x4 | 0x8  # MS_NOSUID | MS_NODEV | MS_NOEXEC
+        if _libc.mount(b"shm", str(target).encode(), b"tmpfs", flags, opts.encode()) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount tmpfs at {target}: {os.strerror(err)}")
+        s.result = "mount(2) = 0"
+
+
 def is_mounted(target: Path) -> bool:
     t = str(target)
     with open("/proc/self/mountinfo") as f:

@@ -72,6 +72,10 @@ def test_pod_shares_namespaces_and_ports(pd: Daemon) -> None:
         host = out(pd, "run", "--rm", "busybox", "sh", "-c",
                    NS).split()
         assert ns == web
+        # POSIX shared memory too: /dev/shm is the infra's for every member (a file one writes, another reads)
+        out(pd, "exec", "shop-web", "sh", "-c", "echo shared > /dev/shm/seg")
+        assert out(pd, "run", "--rm", "--pod", "shop", "busybox", "cat", "/dev/shm/seg") == "shared\n"
+        assert pd.dockyard("run", "--rm", "busybox", "cat", "/dev/shm/seg", check=False).returncode == 1
         assert all(a != b for a, b in zip(ns, host, strict=True))
         info = json.loads(out(pd, "pod", "inspect", "shop"))
         assert info["Id"] == pod_id and info["State"] == "Running" and info["Hostname"] == "shop"
