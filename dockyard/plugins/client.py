@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Generator
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 from dockyard.errors import DockyardError, SystemError_, Unavailable
 
 VERSION_MIMETYPE = "application/vnd.docker.plugins.v1.2+json"
-CALL_TIMEOUT = 60.0  # one call's socket timeout once connected (a volume Mount may take a while)
+CALL_TIMEOUT = 60.0
+MAX_IDLE = 4  # kept-alive connections per plugin  # one call's socket timeout once connected (a volume Mount may take a while)
 
 
 class PluginError(SystemError_):
@@ -59,6 +61,22 @@ class PluginClient:
         self.name = name
         self.addr = addr  # unix:///path or tcp://host:port
         self.retry_seconds = retry_seconds
+        self._idle: list[http.client.HTTPConnection] = []  # kept-alive connections (dockerd's keeps them too)
+        self._idle_lock = threading.Lock()
+
+    def _take_idle(self) -> http.client.HTTPConnection | None:
+        with self._idle_lock:
+            return self._idle.pop() if self._idle else None
+
+    def _give_back(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        if resp.will_close:
+            conn.close()
+            return
+        with self._idle_lock:
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.addr.startswith("unix://"):
@@ -69,15 +87,25 @@ class PluginClient:
             return http.client.HTTPConnection(host or hostport, int(port or 80), timeout=timeout)
         raise SystemError_(f'plugin "{self.name}": unsupported address {self.addr!r}')
 
-    def _open(self, method: str, data: bytes, retry: bool, timeout: float) -> http.client.HTTPResponse:
+    def _send(self, conn: http.client.HTTPConnection, method: str, data: bytes) -> http.client.HTTPResponse:
+        conn.request("POST", f"/{method}", body=data,
+                     headers={"Accept": VERSION_MIMETYPE, "Content-Type": VERSION_MIMETYPE})
+        return conn.getresponse()
+
+    def _open(self, method: str, data: bytes, retry: bool, timeout: float,
+              reuse: bool = True) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        idle = self._take_idle() if reuse else None
+        if idle is not None:
+            try:
+                return idle, self._send(idle, method, data)
+            except (OSError, http.client.HTTPException):
+                idle.close()  # the plugin closed it meanwhile (or restarted): a fresh one below
         deadline = time.monotonic() + (self.retry_seconds if retry else 0)
         delay = 0.05
         while True:
             conn = self._connection(timeout)
             try:
-                conn.request("POST", f"/{method}", body=data,
-                             headers={"Accept": VERSION_MIMETYPE, "Content-Type": VERSION_MIMETYPE})
-                return conn.getresponse()
+                return conn, self._send(conn, method, data)
             except (TimeoutError, ConnectionError, FileNotFoundError, OSError) as e:
                 conn.close()
                 if time.monotonic() + delay > deadline:
@@ -91,11 +119,13 @@ class PluginClient:
     def call(self, method: str, body: Any = None, retry: bool = True) -> dict[str, Any]:
         """POST body as JSON to /method; the JSON answer (an `Err` in it raised as PluginError)."""
         data = json.dumps(body if body is not None else {}).encode()
-        resp = self._open(method, data, retry, CALL_TIMEOUT)
+        conn, resp = self._open(method, data, retry, CALL_TIMEOUT)
         try:
             raw = resp.read()
-        finally:
-            resp.close()
+        except BaseException:
+            conn.close()
+            raise
+        self._give_back(conn, resp)
         try:
             out = json.loads(raw) if raw.strip() else {}
         except ValueError:
@@ -111,7 +141,7 @@ class PluginClient:
 
     def stream(self, method: str, body: Any = None) -> Generator[bytes, None, None]:
         """POST and yield the raw answer in chunks (LogDriver.ReadLogs)."""
-        resp = self._open(method, json.dumps(body or {}).encode(), True, CALL_TIMEOUT)
+        conn, resp = self._open(method, json.dumps(body or {}).encode(), True, CALL_TIMEOUT, reuse=False)
         try:
             if resp.status != 200:
                 raw = resp.read()
@@ -124,6 +154,7 @@ class PluginClient:
                 yield chunk
         finally:
             resp.close()
+            conn.close()
 
 
 def describe(e: BaseException) -> str:

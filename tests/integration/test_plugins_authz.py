@@ -69,6 +69,22 @@ def test_plugins_are_asked_in_order_request_then_response(setup: tuple[Daemon, P
     assert "User-Agent" in res["RequestHeaders"]
 
 
+def test_hijacked_and_streamed_calls_pass_through(setup: tuple[Daemon, Path, PluginProc]) -> None:
+    """exec and attach (hijacked, JSON bodies read for AuthZReq first) and logs (streamed) still work."""
+    d, log, _ = setup
+    cid = d.docker("run", "-d", "busybox", "sh", "-c", "echo logged; sleep 600").stdout.decode().strip()
+    try:
+        assert d.docker("exec", cid, "echo", "via-exec").stdout == b"via-exec\n"
+        assert d.docker("exec", "-i", cid, "cat", input=b"via-stdin").stdout == b"via-stdin"
+        assert d.docker("logs", cid).stdout == b"logged\n"
+        assert d.docker("run", "--rm", "-i", "busybox", "cat", input=b"attached").stdout == b"attached"
+        starts = [c["body"] for c in calls(log, "authz-strict", "/AuthZPlugin.AuthZReq")
+                  if "/exec/" in c["body"]["RequestUri"] and c["body"]["RequestUri"].endswith("/start")]
+        assert starts and "RequestBody" in starts[-1]  # the exec start's JSON body was shown to the plugin
+    finally:
+        d.docker("rm", "-f", cid)
+
+
 def test_response_denied_by_authzres(setup: tuple[Daemon, Path, PluginProc]) -> None:
     d, _log, _ = setup
     d.docker("create", "--name", "hidden", "--label", "authz.hide=1", "busybox", "true")
