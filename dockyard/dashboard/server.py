@@ -187,7 +187,8 @@ class Dashboard:
             self.live.unsubscribe(q)
 
     async def logs(self, cid: str, req: Request) -> Response:
-        params = {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 1, "tail": req.query.get("tail", "200")}
+        params = {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 1, "tail": req.query.get("tail", "200"),
+                  "since": req.query.get("since")}  # a page picking up again after a restart
         info = await asyncio.to_thread(self.engine.call, "GET", f"/containers/{cid}/json")
         tty = bool((info.get("Config") or {}).get("Tty"))
         stream = await asyncio.to_thread(self.engine.stream, "GET", f"/containers/{cid}/logs", params)
@@ -223,12 +224,16 @@ class Dashboard:
 def _log_lines(stream: Any, tty: bool, put: Callable[[bytes], None]) -> None:
     frames = ((1, d) for d in stream.chunks()) if tty else demux(stream.chunks())
     partial = {1: b"", 2: b""}
-    for kind, data in frames:
-        buf = partial.get(kind, b"") + data
-        *lines, partial[kind] = buf.split(b"\n")
-        for line in lines:
-            ts, _, text = line.decode(errors="replace").partition(" ")
-            put(sse("log", {"s": "err" if kind == STDERR else "out", "ts": ts, "t": text}))
+    try:
+        for kind, data in frames:
+            buf = partial.get(kind, b"") + data
+            *lines, partial[kind] = buf.split(b"\n")
+            for line in lines:
+                ts, _, text = line.decode(errors="replace").partition(" ")
+                put(sse("log", {"s": "err" if kind == STDERR else "out", "ts": ts, "t": text}))
+    finally:
+        # Follow ends when the container stops: say so, or EventSource would reconnect and replay the tail.
+        put(sse("end", {}))
 
 
 def _from_thread(run: Callable[[Callable[[bytes], None]], None], stop: Callable[[], None]) -> AsyncIterator[bytes]:

@@ -185,6 +185,20 @@ def test_container_from_cli_appears_and_stop_button_stops_it(daemon_: Daemon, da
     expect(page.locator(f'tr[data-name="{n}"]')).to_have_count(0, timeout=5000)
 
 
+def test_log_stream_of_a_stopped_container_says_it_ended(daemon_: Daemon, dash: Dash) -> None:
+    n = name()
+    daemon_.dockyard("run", "--name", n, "busybox", "sh", "-c", "echo once; echo twice >&2")
+    try:
+        with urllib.request.urlopen(f"{dash.base}/sse/logs/{n}?token={dash.token}", timeout=30) as r:
+            body = r.read().decode()
+        events = [b.splitlines() for b in body.strip().split("\n\n")]
+        assert [e[0] for e in events] == ["event: log", "event: log", "event: end"], body
+        lines = [json.loads(e[1][len("data: "):]) for e in events[:2]]
+        assert sorted((x["s"], x["t"]) for x in lines) == [("err", "twice"), ("out", "once")]
+    finally:
+        daemon_.dockyard("rm", "-f", n)
+
+
 def test_health_shows_and_token_leaves_the_address_bar(daemon_: Daemon, dash: Dash, page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -217,6 +231,19 @@ def test_new_log_line_shows_up_coloured_by_stream(daemon_: Daemon, dash: Dash, p
         expect(page.locator("#logs div.out", has_text=marker)).to_be_hidden()
         expect(page.locator("#logs mark")).to_have_text("started")
         page.fill("input[type=search]", "")
+        # Stopped and started again: follow ended with the stop ("end": the page closes its stream rather
+        # than let EventSource reconnect and replay the tail) and picks up after the last line shown.
+        daemon_.dockyard("stop", "-t", "1", n)
+        expect(page.locator("#state")).to_have_text("exited", timeout=10000)
+        daemon_.dockyard("start", n)
+        expect(page.locator("#logs div.out", has_text="started")).to_have_count(2, timeout=15000)
+        again = "again-" + secrets.token_hex(4)
+        daemon_.dockyard("exec", n, "sh", "-c", f"echo {again} > /say")
+        expect(page.locator("#logs div.out", has_text=again)).to_be_visible(timeout=5000)
+        daemon_.dockyard("exec", n, "sh", "-c", f"echo {again}-2 > /say")
+        expect(page.locator("#logs div.out", has_text=f"{again}-2")).to_be_visible(timeout=5000)
+        expect(page.locator("#logs div.out", has_text="started")).to_have_count(2)
+        expect(page.locator("#logs div.out", has_text=marker)).to_have_count(1)
         shot(page, "container-logs")
         page.click('button[data-tab="Top"]')
         expect(page.locator("main table")).to_contain_text("sh -c echo started", timeout=5000)  # PID 1

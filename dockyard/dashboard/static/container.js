@@ -53,17 +53,36 @@ function logs(pane, id) {
   }
   function refilter() { for (const el of box.children) { el.hidden = !visible(el); mark(el); } }
 
-  const src = new EventSource(`/sse/logs/${encodeURIComponent(id)}?tail=500`);
-  src.addEventListener('log', (e) => {
-    const l = JSON.parse(e.data);
-    const el = h('div', { class: l.s, 'data-s': l.s, 'data-t': l.t }, h('span', { class: 'ts' }, l.ts.slice(11, 19)), h('span', {}, l.t));
-    el.hidden = !visible(el);
-    if (search.value) mark(el);
-    box.append(el);
-    while (box.children.length > 5000) box.firstChild.remove();
-    if (follow.checked) box.scrollTop = box.scrollHeight;
+  // Follow ends when the container stops (an "end" event); when it runs again, follow on from the
+  // last line seen (since=), so nothing is shown twice.
+  let src = null, last = '', ended = false;
+  const nanos = (ts) => BigInt(Date.parse(ts.replace(/\.\d+/, ''))) * 1000000n + BigInt(((/\.(\d+)/.exec(ts) || [])[1] || '').padEnd(9, '0').slice(0, 9));
+  function open() {
+    // since= as seconds.nanoseconds: what dockerd takes (RFC 3339 only our daemon does).
+    const since = last && `${Date.parse(last.replace(/\.\d+/, '')) / 1000}.${((/\.(\d+)/.exec(last) || [])[1] || '').padEnd(9, '0').slice(0, 9)}`;
+    const q = last ? `since=${since}&tail=all` : 'tail=500';
+    const after = last ? nanos(last) : -1n;
+    src = new EventSource(`/sse/logs/${encodeURIComponent(id)}?${q}`);
+    ended = false;
+    src.addEventListener('end', () => { src.close(); ended = true; });
+    src.addEventListener('log', (e) => {
+      const l = JSON.parse(e.data);
+      if (after >= 0n && l.ts && nanos(l.ts) <= after) return;  // since= is inclusive: already shown
+      last = l.ts || last;
+      const el = h('div', { class: l.s, 'data-s': l.s, 'data-t': l.t }, h('span', { class: 'ts' }, l.ts.slice(11, 19)), h('span', {}, l.t));
+      el.hidden = !visible(el);
+      if (search.value) mark(el);
+      box.append(el);
+      while (box.children.length > 5000) box.firstChild.remove();
+      if (follow.checked) box.scrollTop = box.scrollHeight;
+    });
+  }
+  open();
+  const off = live.on((k) => {
+    const c = k === 'containers' && live.containers.find((x) => x.Id.startsWith(id) || x.Id === id);
+    if (c && c.State === 'running' && ended) open();
   });
-  return () => src.close();
+  return () => { off(); src.close(); };
 }
 
 async function inspect(pane, id) {
