@@ -172,6 +172,14 @@ def test_round_trip_compose_generate_play(kd: Daemon) -> None:
         notes = gen.stderr.decode()
         assert "db (service_healthy) not expressed" in notes and "written as their initContainer" in notes
         manifest.write_text(gen.stdout.decode())
+        # with the compose files gone, the project is read from its containers (and says so)
+        (work / "compose.yaml").rename(work / "gone.yaml")
+        fallback = dy(kd, "kube", "generate", "-p", project)
+        (work / "gone.yaml").rename(work / "compose.yaml")
+        assert "generated from its containers" in fallback.stderr.decode()
+        fb = validate_all(fallback.stdout.decode())
+        assert sorted((d["kind"], d["metadata"]["name"]) for d in fb if d["kind"] == "Deployment") == [
+            ("Deployment", "db"), ("Deployment", "setup"), ("Deployment", "web")]
         compose(kd, project, work, "down", "-v")
         with pytest.raises(OSError):
             get(port, "/")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from conftest import Daemon, own_daemon
+from conftest import ROOT, Daemon, own_daemon
 
 
 def free_port() -> int:
@@ -86,6 +88,21 @@ def test_pod_shares_namespaces_and_ports(pd: Daemon) -> None:
         ls = out(pd, "pod", "ls", "--format", "{{.Name}} {{.Status}} {{.NumContainers}}").split()
         assert ls == ["shop", "Running", "2"]
         assert out(pd, "pod", "logs", "--names", "shop").splitlines() == ["shop-web web-up"]
+        # -f follows every member until they stop
+        follow = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "pod", "logs", "-f", "shop"],
+                                  env=pd.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert follow.stdout is not None
+            first = follow.stdout.readline().decode()
+            assert first.split()[1] == "web-up" and info["Containers"][1]["Id"].startswith(first.split()[0])
+            out(pd, "exec", "shop-web", "sh", "-c", "echo late > /proc/1/fd/1")
+            assert follow.stdout.readline().decode().split()[1] == "late"
+            out(pd, "stop", "shop-web")
+            assert follow.wait(30) == 0
+        finally:
+            follow.kill()
+            follow.wait()
+        out(pd, "start", "shop-web")
         # a member may not bring its own ports or network: podman's words
         p = pd.dockyard("create", "--pod", "shop", "-p", "81:81", "busybox", check=False)
         assert p.returncode == 125 and b"network cannot be configured when it is shared with a pod" in p.stderr
