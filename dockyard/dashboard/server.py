@@ -108,7 +108,7 @@ class Dashboard:
     def check(self, req: Request) -> Response | None:
         host = req.headers.get("host", "")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name.strip("[]") not in self.allowed_hosts:
+        if "*" not in self.allowed_hosts and name.strip("[]") not in self.allowed_hosts:
             return error(403, f"host {host!r} is not this dashboard's (DNS rebinding?)")
         if req.method in ("GET", "HEAD"):
             if any(self._token_ok(t) for t in (req.query.get("token", ""), req.cookie(COOKIE),

@@ -127,6 +127,19 @@ def test_non_loopback_needs_a_token(daemon_: Daemon) -> None:
     p = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "dashboard", "--host", "0.0.0.0"],
                        env=daemon_.env, cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "without --token" in p.stderr
+    # With a token it listens on every address (any Host: the token is the guard); asked on loopback here.
+    token = secrets.token_hex(16)
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "dashboard", "--host", "0.0.0.0", "--token",
+                             token], env=daemon_.env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        port = proc.stdout.readline().strip().split("/?")[0].rsplit(":", 1)[1]
+        assert status(f"http://127.0.0.1:{port}/api/containers/json?token={token}") == 200
+        assert status(f"http://127.0.0.1:{port}/api/containers/json") == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_https_with_a_certificate(daemon_: Daemon, tmp_path: Path) -> None:
