@@ -6,7 +6,6 @@ import base64
 import json
 from collections.abc import AsyncIterator
 
-from dockyard.api import validate
 from dockyard.api.backends import (
     CommitBackend,
     ContainerBackend,
@@ -38,20 +37,21 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
         ))
 
     async def container_create(req: Request) -> Response:
+        from dockyard.wire.container import create_request  # msgspec: at the first create, not at start
+
         body = await req.json()
         if not isinstance(body, dict):
             raise InvalidParameter("invalid JSON: body must be an object")
-        body = validate.create_body(body)
-        validate.check(body, validate.CREATE, "ContainerCreateRequest")
+        create = create_request(body)  # decoded once: typed from here down to the runtime spec
         platform = req.q("platform")
         if platform:
-            images.check_platform(body.get("Image", ""), platform)
+            images.check_platform(create.image, platform)
         pod = req.q("pod")  # Dockyard's: a member of this pod (podman's create spec has `pod`)
         if pod:
             if pods is None:
                 raise InvalidParameter("this daemon has no pods")
-            body = pods.member_body(pod, body)
-        return json_response(await cs.create(body, req.q("name")), 201)
+            create = pods.member_body(pod, create)
+        return json_response(await cs.create(create, req.q("name")), 201)
 
     async def container_inspect(req: Request) -> Response:
         out = cs.inspect(req.params["id"], size=req.qbool("size"))
@@ -118,7 +118,7 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
         stdout, stderr = req.qbool("stdout"), req.qbool("stderr")
         if not (stdout or stderr):
             raise InvalidParameter("You must choose at least one stream")
-        tty = bool(c.config.get("Tty"))
+        tty = c.config.tty
         body = io.logs(
             c.id, stdout=stdout, stderr=stderr, follow=req.qbool("follow"), since=req.q("since"),
             until=req.q("until"), tail=req.q("tail"), timestamps=req.qbool("timestamps"), raw=tty,
@@ -132,7 +132,7 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
             c.id, stdin=req.qbool("stdin"), stdout=req.qbool("stdout"), stderr=req.qbool("stderr"),
             stream=req.qbool("stream"), logs=req.qbool("logs"), detach_keys=req.q("detachKeys"),
         )
-        tty = bool(c.config.get("Tty"))
+        tty = c.config.tty
         return Hijack(handler, "application/vnd.docker.raw-stream" if tty else "application/vnd.docker.multiplexed-stream")
 
     async def container_attach_ws(req: Request) -> Response:
@@ -171,12 +171,12 @@ def register(router: Router, cs: ContainerBackend, io: ContainerIOBackend, files
         return Response(200, {"Content-Type": "application/json"}, lines())
 
     async def container_update(req: Request) -> Response:
+        from dockyard.wire.container import update_request
+
         body = await req.json()
         if body is not None and not isinstance(body, dict):
             raise InvalidParameter("invalid JSON: body must be an object")
-        body = validate.go_names(body or {}, validate.HOST_CONFIG_FIELDS)
-        validate.check(body, validate.HOST_CONFIG, "UpdateConfig")
-        return json_response(await resources.update(req.params["id"], body))
+        return json_response(await resources.update(req.params["id"], update_request(body)))
 
     async def archive_stat_header(cid: str, path: str) -> str:
         st = await files.archive_stat(cid, path)

@@ -952,7 +952,9 @@ class _Run:
             "Labels": {}, "HostConfig": {**self.opts.run_host_config, "NetworkMode": netmode,
                                          **({"Mounts": host_mounts} if host_mounts else {})},
         }
-        created = await cs.create(spec)
+        from dockyard.wire.container import create_request
+
+        created = await cs.create(create_request(spec))
         cid = created["Id"]
         self.out(f" ---> Running in {cid[:12]}\n")
         try:

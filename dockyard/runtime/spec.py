@@ -17,6 +17,7 @@ from dockyard.errors import InvalidParameter
 from dockyard.runtime import seccomp
 from dockyard.runtime.users import _read_db, resolve_user
 from dockyard.util import rootless
+from dockyard.wire.container import DeviceMapping, Ulimit
 
 # Rootless without subordinate ids (one uid and gid mapped): no gid 5 for devpts, no other group.
 _ONE_ID = rootless.in_user_namespace() and rootless.single_id_map()
@@ -108,13 +109,13 @@ class SpecInput:
     hostname_path: str | None = None
     resolv_conf_path: str | None = None
     shm_size: int = DEFAULT_SHM_SIZE
-    ulimits: list[dict[str, Any]] = field(default_factory=list)  # [{"Name": "nofile", "Soft": n, "Hard": n}]
+    ulimits: list[Ulimit] = field(default_factory=list)
     cgroups_path: str = ""
     resources: Resources = field(default_factory=Resources)
     init: bool = False
     init_binary: str = INIT_HOST_BINARY
     sysctls: dict[str, str] = field(default_factory=dict)
-    devices: list[dict[str, Any]] = field(default_factory=list)  # [{"PathOnHost","PathInContainer","CgroupPermissions"}]
+    devices: list[DeviceMapping] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     oom_score_adj: int = 0
     group_add: list[str] = field(default_factory=list)  # --group-add: names (container's /etc/group) or gids
@@ -193,19 +194,19 @@ def _group_add(rootfs: str, names: list[str]) -> list[int]:
     return out
 
 
-def _rlimits(ulimits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rlimits(ulimits: list[Ulimit]) -> list[dict[str, Any]]:
     """Never above our own hard limit: runc can't raise it without CAP_SYS_RESOURCE."""
     out: dict[str, dict[str, Any]] = {}
     nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     nofile_cap = 1048576 if nofile_hard == resource.RLIM_INFINITY else min(nofile_hard, 1048576)
     out["RLIMIT_NOFILE"] = {"type": "RLIMIT_NOFILE", "soft": nofile_cap, "hard": nofile_cap}
     for u in ulimits:
-        name = str(u.get("Name", "")).lower()
+        name = u.name.lower()
         if name not in RLIMITS:
             raise InvalidParameter(f"invalid ulimit type: {name}")
         typ = RLIMITS[name]
         cur_hard = resource.getrlimit(getattr(resource, typ))[1]
-        soft, hard = int(u.get("Soft", 0)), int(u.get("Hard", 0))
+        soft, hard = u.soft, u.hard
         if soft > hard:
             raise InvalidParameter(f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
         if cur_hard != resource.RLIM_INFINITY:
@@ -254,13 +255,13 @@ def host_devices() -> list[dict[str, Any]]:
     return out
 
 
-def _user_devices(devs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _user_devices(devs: list[DeviceMapping]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """`--device /dev/x[:/dev/y[:rwm]]` → (linux.devices, cgroup allow rules)."""
     nodes, rules = [], []
     for d in devs:
-        src = d.get("PathOnHost", "")
-        dst = d.get("PathInContainer") or src
-        perms = d.get("CgroupPermissions") or "rwm"
+        src = d.path_on_host
+        dst = d.path_in_container or src
+        perms = d.cgroup_permissions or "rwm"
         try:
             st = os.stat(src)
         except OSError as e:

@@ -228,7 +228,7 @@ async def attach_hub(io: Stdio, c: Any, fresh: bool) -> AttachHub:
             if io.hubs.get(c.id) is h:
                 del io.hubs[c.id]
 
-        hub = AttachHub(sock, close_on_eof=bool(c.config.get("StdinOnce")) and not c.config.get("Tty"),
+        hub = AttachHub(sock, close_on_eof=c.config.stdin_once and not c.config.tty,
                         on_end=forget)
         io.hubs[c.id] = hub
     return hub
@@ -243,7 +243,7 @@ async def make_attach_handler(io: Stdio, cid: str, *, stdin: bool, stdout: bool,
     if c.state == "restarting":
         raise Conflict(f"container {c.id} is restarting, wait until the container is running")
     keys = parse_detach_keys(detach_keys)
-    tty = bool(c.config.get("Tty"))
+    tty = c.config.tty
     lv = cs.live(c.id)
     ready: asyncio.Future[HubSession] = asyncio.get_running_loop().create_future()
     before_start = stream and not c.running

@@ -42,9 +42,9 @@ class ContainerCommitter:
                      override: dict[str, Any]) -> str:
         # One implementation for `docker commit` and the builder's steps.
         parent = self.images.get(c.image_id)
-        base = {k: v for k, v in (c.config or {}).items() if v is not None}
+        base = {k: v for k, v in c.config.doc().items() if v is not None}
         cfg = {**(parent.config.get("config") or {}), **base, **(override or {})}
-        cmd = (c.config or {}).get("Cmd") or []
+        cmd = c.config.cmd or []
         created_by = " ".join(cmd) if isinstance(cmd, list) else str(cmd)
         tags = [f"{repo}:{tag}" if tag else repo] if repo else []
         image = commit_layer(self.images, self.cs.snapshots.upper(c.id), c.image_id, cfg,

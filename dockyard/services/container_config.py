@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import InvalidParameter
 
-# Fields of Config the Engine API accepts; anything else in a create body is ignored, as Docker does.
-CONFIG_KEYS = (
-    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
-    "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes",
-    "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal",
-    "StopTimeout", "Shell",
-)
+if TYPE_CHECKING:
+    from dockyard.wire.container import Config, CreateRequest, HostConfig, LogConfig, PortBinding, Resources
 
 MIN_MEMORY = 6 * 1024 * 1024
 
@@ -32,60 +26,38 @@ def merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
     return list(out.values())
 
 
-def merge_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[str, Any]:
+def merge_config(req: CreateRequest, image_config: dict[str, Any]) -> Config:
     """The container's Config: the request's fields over the image's defaults."""
+    from dockyard.wire.container import Config, HealthConfig, convert
+
     img = image_config.get("config") or image_config.get("Config") or {}
-    cfg: dict[str, Any] = {k: body.get(k) for k in CONFIG_KEYS if k in body}
-    for key in ("Env", "Cmd", "Entrypoint"):
-        if cfg.get(key) is not None and not isinstance(cfg[key], list):
-            if isinstance(cfg[key], str):
-                cfg[key] = [cfg[key]] if key == "Env" else shlex.split(cfg[key])
-            else:
-                raise InvalidParameter(f"json: cannot unmarshal {type(cfg[key]).__name__} into Go struct field Config.{key} of type []string")
+    cfg = Config(**{f: getattr(req, f) for f in Config.__struct_fields__})
     # the image's and the request's only, as dockerd keeps it (the runtime spec adds a default PATH)
-    cfg["Env"] = merge_env(img.get("Env"), cfg.get("Env")) or None
+    cfg.env = merge_env(img.get("Env"), cfg.env) or None
     # An explicit entrypoint drops the image's Cmd too (Docker's rule).
-    if body.get("Entrypoint") is not None:
-        if cfg.get("Entrypoint") == [""] or cfg.get("Entrypoint") == []:
-            cfg["Entrypoint"] = None
-        if cfg.get("Cmd") is None:
-            cfg["Cmd"] = None
+    if req.entrypoint is not None:
+        if cfg.entrypoint in ([""], []):
+            cfg.entrypoint = None
     else:
-        cfg["Entrypoint"] = img.get("Entrypoint")
-        if cfg.get("Cmd") is None:
-            cfg["Cmd"] = img.get("Cmd")
-    for key in ("WorkingDir", "User", "StopSignal"):
-        if not cfg.get(key):
-            cfg[key] = img.get(key) or ""
-    if "Healthcheck" not in cfg and img.get("Healthcheck"):
-        cfg["Healthcheck"] = img["Healthcheck"]
-    labels = dict(img.get("Labels") or {})
-    labels.update(cfg.get("Labels") or {})
-    cfg["Labels"] = labels
-    ports = dict(img.get("ExposedPorts") or {})
-    ports.update(cfg.get("ExposedPorts") or {})
-    cfg["ExposedPorts"] = ports or None
-    vols = dict(img.get("Volumes") or {})
-    vols.update(cfg.get("Volumes") or {})
-    cfg["Volumes"] = vols or None
-    if img.get("OnBuild"):
-        cfg.setdefault("OnBuild", img["OnBuild"])
-    for key, default in (("Hostname", ""), ("Domainname", ""), ("AttachStdin", False), ("AttachStdout", False),
-                         ("AttachStderr", False), ("Tty", False), ("OpenStdin", False), ("StdinOnce", False)):
-        cfg.setdefault(key, default)
-        if cfg[key] is None:
-            cfg[key] = default
-    cfg["Image"] = body.get("Image", "")
-    wd = body.get("WorkingDir") or ""
-    if wd and not str(wd).startswith("/"):  # dockerd's verifyContainerSettings: refused before anything is made
+        cfg.entrypoint = img.get("Entrypoint")
+        if cfg.cmd is None:
+            cfg.cmd = img.get("Cmd")
+    cfg.working_dir = cfg.working_dir or img.get("WorkingDir") or ""
+    cfg.user = cfg.user or img.get("User") or ""
+    cfg.stop_signal = cfg.stop_signal or img.get("StopSignal") or ""
+    if cfg.healthcheck is None and img.get("Healthcheck"):
+        cfg.healthcheck = convert(img["Healthcheck"], HealthConfig)
+    cfg.labels = {**(img.get("Labels") or {}), **(cfg.labels or {})}
+    cfg.exposed_ports = {**(img.get("ExposedPorts") or {}), **(cfg.exposed_ports or {})} or None
+    cfg.volumes = {**(img.get("Volumes") or {}), **(cfg.volumes or {})} or None
+    if cfg.on_build is None and img.get("OnBuild"):
+        cfg.on_build = list(img["OnBuild"])
+    wd = req.working_dir
+    if wd and not wd.startswith("/"):  # dockerd's verifyContainerSettings: refused before anything is made
         raise InvalidParameter(f"the working directory '{wd}' is invalid, it needs to be an absolute path")
-    if not (cfg.get("Entrypoint") or cfg.get("Cmd")):
+    if not cfg.command():
         raise InvalidParameter("no command specified")
     return cfg
-
-
-def command_of(cfg: dict[str, Any]) -> list[str]:
-    return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
 INT64_MAX = 2**63 - 1  # every number in a HostConfig is a Go int64 to the docker CLI decoding it
@@ -97,23 +69,19 @@ def _port_ok(s: str) -> bool:
     return lo.isdigit() and int(lo) <= 65535 and (not hi or (hi.isdigit() and int(lo) <= int(hi) <= 65535))
 
 
-def _check_port_bindings(bindings: Any) -> None:
+def _check_port_bindings(bindings: dict[str, list[PortBinding] | None]) -> None:
     """What dockerd refuses at create (so nothing is made), not at start."""
     import ipaddress
 
-    if not isinstance(bindings, dict):
-        return
     for key, binds in bindings.items():
-        port = str(key).partition("/")[0]
+        port = key.partition("/")[0]
         if not _port_ok(port):
             raise InvalidParameter(f'invalid port specification: "{port}"')
         for b in binds or []:
-            if not isinstance(b, dict):
-                continue
-            host_port = str(b.get("HostPort") or "")
+            host_port = b.host_port
             if host_port and not _port_ok(host_port):
                 raise InvalidParameter(f'invalid port specification: "{host_port}"')
-            ip = str(b.get("HostIp") or "")
+            ip = b.host_ip
             try:
                 if ip:
                     ipaddress.ip_address(ip.strip("[]"))
@@ -135,70 +103,69 @@ LIMIT_FLAGS = {
 }
 
 
-def refuse_limits(hc: dict[str, Any], reason: str) -> None:
+def refuse_limits(hc: Resources | None, reason: str) -> None:
     """Rootless without a delegated cgroup: a limit asked for is refused, never silently dropped."""
-    asked = [flag for key, flag in LIMIT_FLAGS.items() if hc.get(key) not in (None, 0, -1, "", [], False)]
+    doc = hc.doc() if hc is not None else {}
+    asked = [flag for key, flag in LIMIT_FLAGS.items() if doc.get(key) not in (None, 0, -1, "", [], False)]
     if asked:
         raise InvalidParameter(f"rootless mode cannot apply {', '.join(asked)}: {reason}")
 
 
-def validate_host_config(hc: dict[str, Any], log_plugin: str | None = None) -> dict[str, Any]:
-    """Check the HostConfig fields we act on; fill Docker's defaults."""
-    hc = dict(hc or {})
-    rp = hc.get("RestartPolicy") or {}
-    name = rp.get("Name", "") or ""
+def validate_host_config(given: HostConfig | None, log_plugin: str | None = None) -> HostConfig:
+    """Check the HostConfig fields we act on; fill Docker's defaults (on a copy)."""
+    import msgspec
+
+    from dockyard.wire.container import HostConfig, RestartPolicy
+
+    hc = msgspec.structs.replace(given) if given is not None else HostConfig()
+    rp = hc.restart_policy or RestartPolicy()
+    name = rp.name
     if name not in _RESTART_NAMES:
         raise InvalidParameter(f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'")
-    if name != "on-failure" and rp.get("MaximumRetryCount"):
+    if name != "on-failure" and rp.maximum_retry_count:
         raise InvalidParameter("invalid restart policy: maximum retry count can only be used with 'on-failure'")
-    if rp.get("MaximumRetryCount", 0) and rp["MaximumRetryCount"] < 0:
+    if rp.maximum_retry_count < 0:
         raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
-    if name and name != "no" and hc.get("AutoRemove"):
+    if name and name != "no" and hc.auto_remove:
         raise InvalidParameter("can't create 'AutoRemove' container with restart policy")
-    hc["RestartPolicy"] = {"Name": name, "MaximumRetryCount": rp.get("MaximumRetryCount", 0) or 0}
-    mem = hc.get("Memory") or 0
+    hc.restart_policy = RestartPolicy(name=name, maximum_retry_count=rp.maximum_retry_count)
+    mem = hc.memory
     if mem and mem < MIN_MEMORY:
         raise InvalidParameter("Minimum memory limit allowed is 6MB")
-    swap = hc.get("MemorySwap") or 0
+    swap = hc.memory_swap
     if swap > 0 and mem and swap < mem:
         raise InvalidParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
     if swap > 0 and not mem:
         raise InvalidParameter("You should always set the Memory limit when using Memoryswap limit, see usage")
-    if hc.get("MemorySwappiness") == -1:
-        hc["MemorySwappiness"] = None  # the CLI's "unset", which dockerd stores as null
-    if hc.get("PidsLimit") is not None and hc["PidsLimit"] <= 0:
-        hc["PidsLimit"] = None  # 0 and -1 are "unlimited": dockerd stores null
+    if hc.memory_swappiness == -1:
+        hc.memory_swappiness = None  # the CLI's "unset", which dockerd stores as null
+    if hc.pids_limit is not None and hc.pids_limit <= 0:
+        hc.pids_limit = None  # 0 and -1 are "unlimited": dockerd stores null
     if mem and not swap:
         # what dockerd stores (and applies): swap as much again; clamped where its int64 wraps negative
-        hc["MemorySwap"] = min(2 * mem, INT64_MAX)
-    if not hc.get("SecurityOpt") and (hc.get("Privileged") or hc.get("IpcMode") == "host" or hc.get("PidMode") == "host"):
-        hc["SecurityOpt"] = ["label=disable"]  # dockerd's generateSecurityOpt (no SELinux labels here anyway)
-    _check_port_bindings(hc.get("PortBindings") or {})
-    nano = hc.get("NanoCpus") or 0
-    if nano and (hc.get("CpuQuota") or hc.get("CpuPeriod")):
+        hc.memory_swap = min(2 * mem, INT64_MAX)
+    if not hc.security_opt and (hc.privileged or hc.ipc_mode == "host" or hc.pid_mode == "host"):
+        hc.security_opt = ["label=disable"]  # dockerd's generateSecurityOpt (no SELinux labels here anyway)
+    _check_port_bindings(hc.port_bindings or {})
+    nano = hc.nano_cpus
+    if nano and (hc.cpu_quota or hc.cpu_period):
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
     ncpu = len(os.sched_getaffinity(0))  # Go's runtime.NumCPU, which dockerd counts
     if nano and not 10**7 <= nano <= ncpu * 10**9:
         raise InvalidParameter(f"Range of CPUs is from 0.01 to {ncpu:.2f}, as there are only {ncpu} CPUs available")
-    userns = hc.get("UsernsMode") or ""
+    userns = hc.userns_mode
     if userns not in ("", "host"):
         # dockerd takes "private" to mean its --userns-remap, which we do not have: say so rather than
         # run the container in the host's user namespace as if it had been honoured.
         raise InvalidParameter(f'invalid UsernsMode "{userns}": user namespace remapping is not supported '
                                '(only "host" or empty)')
-    hc.setdefault("NetworkMode", "default")
-    if not hc.get("NetworkMode"):
-        hc["NetworkMode"] = "default"
-    iso = hc.get("Isolation") or ""
+    hc.network_mode = hc.network_mode or "default"
+    iso = hc.isolation
     if iso not in ("", "default"):
         # dockerd 20.10 answers 500; later ones 400 (an invalid parameter), as here
         raise InvalidParameter(f"Invalid isolation: \"{iso}\" - linux only supports 'default'")
-    hc["LogConfig"] = validate_log_config(hc.get("LogConfig"), log_plugin)
-    hc.setdefault("Binds", None)
-    hc.setdefault("Runtime", "")
-    hc.setdefault("ShmSize", 64 * 1024 * 1024)
-    if not hc.get("ShmSize"):
-        hc["ShmSize"] = 64 * 1024 * 1024
+    hc.log_config = validate_log_config(hc.log_config, log_plugin)
+    hc.shm_size = hc.shm_size or 64 * 1024 * 1024
     return hc
 
 
@@ -214,19 +181,20 @@ OTHER_DOCKER_LOG_DRIVERS = frozenset({"syslog", "journald", "gelf", "fluentd", "
                                       "gcplogs", "logentries"})
 
 
-def log_driver_of(hc: Any) -> str:
-    lc = hc.get("LogConfig") if isinstance(hc, dict) else None
-    return str((lc.get("Type") if isinstance(lc, dict) else None) or "json-file")
+def log_driver_of(hc: HostConfig | None) -> str:
+    lc = hc.log_config if hc is not None else None
+    return (lc.type if lc is not None else "") or "json-file"
 
 
-def validate_log_config(lc: Any, log_plugin: str | None = None) -> dict[str, Any]:
+def validate_log_config(lc: LogConfig | None, log_plugin: str | None = None) -> LogConfig:
     """HostConfig.LogConfig filled (json-file, the daemon default) and checked as dockerd does at create.
     `log_plugin`: the driver, already found to be a logging plugin (its options are its own to judge)."""
-    lc = lc if isinstance(lc, dict) else {}
-    kind = lc.get("Type") or "json-file"
-    opts = lc.get("Config") or {}
+    from dockyard.wire.container import LogConfig
+
+    kind = (lc.type if lc is not None else "") or "json-file"
+    opts = (lc.config if lc is not None else None) or {}
     if log_plugin and kind == log_plugin:
-        return {"Type": kind, "Config": {str(k): str(v) for k, v in opts.items()}}
+        return LogConfig(type=kind, config=dict(opts))
     if kind in OTHER_DOCKER_LOG_DRIVERS:
         raise InvalidParameter(f"logging driver {kind!r} is not supported by Dockyard (json-file, local, none)")
     if kind not in LOG_DRIVERS:
@@ -235,15 +203,15 @@ def validate_log_config(lc: Any, log_plugin: str | None = None) -> dict[str, Any
         if kind != "none" and key not in LOG_DRIVERS[kind]:
             raise InvalidParameter(f"unknown log opt '{key}' for {kind} log driver" if kind == "json-file"
                                    else f"unknown log opt '{key}' for log driver {kind}")
-    return {"Type": kind, "Config": dict(opts)}
+    return LogConfig(type=kind, config=dict(opts))
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 
 
-def log_max_size(lc: dict[str, Any]) -> int | None:
+def log_max_size(lc: LogConfig | None) -> int | None:
     """The log-opt max-size in bytes (go-units RAMInBytes: binary multipliers), None when unset."""
-    raw = (lc.get("Config") or {}).get("max-size")
+    raw = ((lc.config if lc is not None else None) or {}).get("max-size")
     if not raw:
         return None
     m = _SIZE.match(str(raw))

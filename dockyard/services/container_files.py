@@ -109,10 +109,10 @@ class ContainerFiles:
         def put() -> None:
             with self.mounted_rootfs(c) as root:
                 mounts = self._cp_mounts(c)
-                chown = archive_path.lookup_user(root, c.config.get("User") or "0", mounts) if copy_uid_gid else None
+                chown = archive_path.lookup_user(root, c.config.user or "0", mounts) if copy_uid_gid else None
                 archive_path.put_archive(root, path, reader, mounts, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                                          copy_uid_gid=copy_uid_gid, chown=chown,
-                                         readonly_rootfs=bool(c.host_config.get("ReadonlyRootfs")), ref=cid)
+                                         readonly_rootfs=c.host_config.readonly_rootfs, ref=cid)
 
         await asyncio.to_thread(put)
         self.cs.emit(c, "extract-to-dir")

@@ -89,6 +89,6 @@ class ContainerIO:
         c = self.cs.get(cid)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
-        if not c.config.get("Tty"):
+        if not c.config.tty:
             return  # Docker ignores resize without a TTY on containers
         self.runtime.resize(c.id, h, w)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import Conflict, InvalidParameter
 from dockyard.services.containers import ContainerService
+
+if TYPE_CHECKING:
+    from dockyard.wire.container import UpdateConfig
 
 
 class ContainerResources:
@@ -61,21 +64,21 @@ class ContainerResources:
             prev = cur
             await asyncio.sleep(1.0)
 
-    async def update(self, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, cid: str, upd: UpdateConfig) -> dict[str, Any]:
+        """dockerd's update: each limit given non-zero (PidsLimit: given) replaces the container's."""
+        import msgspec
+
         from dockyard.services import container_config as cc
 
         c = self.cs.get(cid)
-        hc = dict(c.host_config)
-        resource_keys = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
-                         "CpuQuota", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight", "KernelMemory")
-        for key in resource_keys:
-            if key in body and body[key] is not None:
-                hc[key] = body[key]
-        if body.get("RestartPolicy"):
-            hc["RestartPolicy"] = body["RestartPolicy"]
-        hc = cc.validate_host_config(hc)
+        changes = {f: getattr(upd, f) for f in _UPDATED if getattr(upd, f)}
+        if upd.pids_limit is not None:
+            changes["pids_limit"] = upd.pids_limit
+        if upd.restart_policy is not None and upd.restart_policy.name:
+            changes["restart_policy"] = upd.restart_policy
+        hc = cc.validate_host_config(msgspec.structs.replace(c.host_config, **changes))
         if self.cs.limits_refused is not None:
-            cc.refuse_limits({k: body.get(k) for k in resource_keys}, self.cs.limits_refused)
+            cc.refuse_limits(upd, self.cs.limits_refused)
         if c.has_process:
             from dockyard.services.containers import resources_of
 
@@ -83,3 +86,7 @@ class ContainerResources:
         self.cs.save(c.id, host_config=hc)
         self.cs.emit(c, "update")
         return {"Warnings": []}
+
+
+_UPDATED = ("memory", "memory_swap", "memory_reservation", "nano_cpus", "cpu_shares", "cpu_period", "cpu_quota",
+            "cpuset_cpus", "cpuset_mems", "blkio_weight", "kernel_memory")

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from dockyard.runtime.spec import Resources
     from dockyard.services.logplugins import LogPlugins
     from dockyard.services.volumes import VolumeService
+    from dockyard.wire.container import Config, CreateRequest, HostConfig
+    from dockyard.wire.container import Resources as WireResources
 
 log = logging.getLogger("dockyard.containers")
 
@@ -99,8 +101,8 @@ class Container:
     image_id: str
     image_ref: str
     created: float
-    config: dict[str, Any]
-    host_config: dict[str, Any]
+    config: Config  # typed wire structs (dockyard/wire), decoded from the store once per read
+    host_config: HostConfig
     runtime: str
     state: str
     pid: int
@@ -119,9 +121,12 @@ class Container:
 
     @classmethod
     def from_row(cls, r: Any) -> Container:
+        # msgspec is imported here, not at daemon start (idle RSS)
+        from dockyard.wire.container import Config, HostConfig, stored
+
         return cls(
             id=r["id"], name=r["name"], image_id=r["image_id"], image_ref=r["image_ref"], created=r["created"],
-            config=json.loads(r["config"]), host_config=json.loads(r["host_config"]), runtime=r["runtime"],
+            config=stored(r["config"], Config), host_config=stored(r["host_config"], HostConfig), runtime=r["runtime"],
             state=r["state"], pid=r["pid"], exit_code=r["exit_code"], error=r["error"],
             started_at=r["started_at"], finished_at=r["finished_at"], restart_count=r["restart_count"],
             oom_killed=bool(r["oom_killed"]), stopped_by_user=bool(r["stopped_by_user"]), boot_id=r["boot_id"],
@@ -140,7 +145,7 @@ class Container:
 
     @property
     def command(self) -> list[str]:
-        return cc.command_of(self.config)
+        return self.config.command()
 
 
 @dataclass
@@ -242,7 +247,8 @@ class ContainerService:
 
     @staticmethod
     def log_driver(c: Container) -> str:
-        return str((c.host_config.get("LogConfig") or {}).get("Type") or "json-file")
+        lc = c.host_config.log_config
+        return (lc.type if lc is not None else "") or "json-file"
 
     def log_path(self, cid: str) -> Path:
         return self.container_dir(cid) / "ctr.log"
@@ -295,22 +301,21 @@ class ContainerService:
     def save(self, cid: str, **fields: Any) -> None:
         """Write fields of a container's row (for the services built on this one: io, health, exec)."""
         cols = ", ".join(f"{k}=?" for k in fields)
-        vals = [json.dumps(v) if isinstance(v, dict | list) else v for v in fields.values()]
+        vals = [_column(v) for v in fields.values()]
         self.db.execute(f"UPDATE containers SET {cols} WHERE id=?", (*vals, cid))
 
     def emit(self, c: Container, action: str, extra: dict[str, str] | None = None) -> None:
         """A container event, with the image, name and labels Docker puts in its attributes."""
         attrs = {"image": c.image_ref, "name": c.name}
-        attrs.update({k: str(v) for k, v in (c.config.get("Labels") or {}).items()})
+        attrs.update({k: str(v) for k, v in (c.config.labels or {}).items()})
         attrs.update(extra or {})
         self.events.emit("container", action, c.id, attrs)
 
     # ---------------------------------------------------------------- create
-    async def create(self, body: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise InvalidParameter("invalid JSON body: expected an object")
-        image_ref = body.get("Image")
-        if not image_ref or not isinstance(image_ref, str):
+    async def create(self, req: CreateRequest, name: str | None = None) -> dict[str, Any]:
+        """A container from a create request, decoded once (wire.container.create_request)."""
+        image_ref = req.image
+        if not image_ref:
             raise InvalidParameter("Config cannot be empty in order to create a container")
         if name:
             name = validate_name(name)
@@ -323,9 +328,9 @@ class ContainerService:
                     "You have to remove (or rename) that container to be able to reuse that name."
                 )
         image = self.images.resolve(image_ref)
-        config = cc.merge_config(body, image.config)
+        config = cc.merge_config(req, image.config)
         log_plugin = None
-        kind = cc.log_driver_of(body.get("HostConfig"))
+        kind = cc.log_driver_of(req.host_config)
         if kind not in cc.LOG_DRIVERS and kind not in cc.OTHER_DOCKER_LOG_DRIVERS and self.log_plugins is not None:
             try:
                 await asyncio.to_thread(self.log_plugins.is_driver, kind)
@@ -333,14 +338,15 @@ class ContainerService:
                 raise InvalidParameter(e.message) from None
             log_plugin = kind
         if self.limits_refused is not None:  # as given: validation derives fields (MemorySwap) of its own
-            cc.refuse_limits(body.get("HostConfig") or {}, self.limits_refused)
-        host_config = cc.validate_host_config(body.get("HostConfig") or {}, log_plugin)
-        runtime = host_config.get("Runtime") or self.default_runtime
+            cc.refuse_limits(req.host_config, self.limits_refused)
+        host_config = cc.validate_host_config(req.host_config, log_plugin)
+        requested_links = list(host_config.links or [])
+        runtime = host_config.runtime or self.default_runtime
         if runtime not in self.runtimes:
             raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
-        host_config["Runtime"] = runtime
-        if body.get("NetworkingConfig"):
-            host_config["_NetworkingConfig"] = body["NetworkingConfig"]
+        host_config.runtime = runtime
+        if req.networking_config is not None and req.networking_config.endpoints_config:
+            host_config.networking = req.networking_config
         cid = new_id()
         if not name:
             for _ in range(20):
@@ -350,10 +356,10 @@ class ContainerService:
                     break
             else:
                 name = f"{random_name()}_{cid[:6]}"
-        if not config.get("Hostname"):
-            config["Hostname"] = cid[:12]
-        if host_config.get("Links"):
-            host_config["Links"] = self._check_links(host_config["Links"], name, host_config.get("NetworkMode"))
+        if not config.hostname:
+            config.hostname = cid[:12]
+        if host_config.links:
+            host_config.links = self._check_links(host_config.links, name, host_config.network_mode)
         cdir = self.container_dir(cid)
         about = trace.about(f"container:{cid}")
         self._pending_names.add(name)  # no await since the name was checked: taken before anyone else looks
@@ -367,7 +373,7 @@ class ContainerService:
                 tx.execute(
                     "INSERT INTO containers(id, name, image_id, image_ref, created, config, host_config, runtime)"
                     " VALUES(?,?,?,?,?,?,?,?)",
-                    (cid, name, image.id, image_ref, time.time(), json.dumps(config), json.dumps(host_config), runtime),
+                    (cid, name, image.id, image_ref, time.time(), _column(config), _column(host_config), runtime),
                 )
         except BaseException:  # a cancelled create (client gone) must not leave the dir either
             shutil.rmtree(cdir, ignore_errors=True)
@@ -381,7 +387,7 @@ class ContainerService:
             try:  # the networks it joins, so inspect shows them now
                 net_args = self._network_args(c)
                 await self.networks.declare(cid, net_args["network_mode"], net_args["endpoints_config"],
-                                            (body.get("HostConfig") or {}).get("Links") or [])
+                                            requested_links)
             except BaseException:
                 await self.remove(cid, force=True, volumes=True, quiet=True)
                 raise
@@ -448,9 +454,9 @@ class ContainerService:
             docker_mounts: list[dict[str, Any]] = []
             if self.volumes is not None:
                 oci_mounts, docker_mounts = await asyncio.to_thread(self._resolve_mounts, c, rootfs)
-            if c.host_config.get("IpcMode") == "shareable":
+            if c.host_config.ipc_mode == "shareable":
                 shm = run_dir / "shm"
-                await asyncio.to_thread(overlay.mount_shm, shm, int(c.host_config.get("ShmSize") or 64 << 20))
+                await asyncio.to_thread(overlay.mount_shm, shm, c.host_config.shm_size or 64 << 20)
                 steps.append(lambda: overlay.unmount(shm))
             spec = self._build_spec(c, rootfs, net, oci_mounts)
             if lv.transient_env:
@@ -463,12 +469,12 @@ class ContainerService:
             with trace.step("file", f"write {bundle / 'config.json'}",
                             "the OCI bundle: everything runc will do, from the container's config and flags") as s:
                 s.result = f"{(bundle / 'config.json').write_text(json.dumps(spec))} bytes"
-            stdin = bool(c.config.get("OpenStdin"))
-            log_config = c.host_config.get("LogConfig") or {}
+            stdin = c.config.open_stdin
             create = self.runtime.create(
-                c.id, bundle, runtime=c.runtime, tty=bool(c.config.get("Tty")),
+                c.id, bundle, runtime=c.runtime, tty=c.config.tty,
                 log_path=None if self.log_driver(c) == "none" else str(self.log_path(c.id)),
-                log_max=cc.log_max_size(log_config), stdin=stdin, leave_stdin_open=stdin and not c.config.get("StdinOnce"),
+                log_max=cc.log_max_size(c.host_config.log_config), stdin=stdin,
+                leave_stdin_open=stdin and not c.config.stdin_once,
                 spec=spec,
             )
             if net is not None and net.plumb is not None:
@@ -498,7 +504,7 @@ class ContainerService:
             code = exit_code_of(msg, 128)
             self.save(c.id, error=msg, exit_code=code)
             self.emit(c, "die", {"exitCode": str(code)})
-            if c.host_config.get("AutoRemove"):
+            if c.host_config.auto_remove:
                 # Docker removes an auto-remove container whose start failed (its waiters see it go).
                 asyncio.get_running_loop().create_task(self.remove(c.id, force=True, volumes=True))
             from dockyard.runtime.monitor import RuntimeError_
@@ -525,15 +531,16 @@ class ContainerService:
 
     def _network_args(self, c: Container) -> dict[str, Any]:
         hc, cfg = c.host_config, c.config
+        endpoints = (hc.networking.endpoints_config if hc.networking is not None else None) or {}
         return dict(
-            cid=c.id, name=c.name, hostname=cfg.get("Hostname") or c.id[:12],
-            network_mode="bridge" if hc.get("NetworkMode") in (None, "", "default") else hc["NetworkMode"],
-            endpoints_config={("bridge" if k == "default" else k): v for k, v in
-                              ((hc.get("_NetworkingConfig") or {}).get("EndpointsConfig") or {}).items()},
-            port_bindings=hc.get("PortBindings") or {}, exposed_ports=cfg.get("ExposedPorts") or {},
-            publish_all=bool(hc.get("PublishAllPorts")), dns=hc.get("Dns") or [],
-            dns_search=hc.get("DnsSearch") or [], dns_options=hc.get("DnsOptions") or [],
-            extra_hosts=hc.get("ExtraHosts") or [], mac=cfg.get("MacAddress") or None,
+            cid=c.id, name=c.name, hostname=cfg.hostname or c.id[:12],
+            network_mode="bridge" if hc.network_mode in ("", "default") else hc.network_mode,
+            endpoints_config={("bridge" if k == "default" else k): v.doc() for k, v in endpoints.items()},
+            port_bindings={k: [b.doc() for b in v or []] for k, v in (hc.port_bindings or {}).items()},
+            exposed_ports=cfg.exposed_ports or {},
+            publish_all=hc.publish_all_ports, dns=hc.dns or [],
+            dns_search=hc.dns_search or [], dns_options=hc.dns_options or [],
+            extra_hosts=hc.extra_hosts or [], mac=cfg.mac_address or None,
         )
 
     def _resolve_mounts(self, c: Container, rootfs: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -542,13 +549,11 @@ class ContainerService:
         if self.volumes is None:  # a daemon built without volumes (the builder's own tests)
             return [], []
         # Config.Volumes holds the image's VOLUMEs merged at create with `-v /path` ones.
-        return resolve_mounts(self.volumes, c.id, c.host_config, {"Volumes": c.config.get("Volumes")}, rootfs,
+        return resolve_mounts(self.volumes, c.id, c.host_config, c.config.volumes, rootfs,
                               lambda ref: self.get(ref).mounts)
 
-    def _check_links(self, specs: Any, name: str, mode: str | None) -> list[str]:
+    def _check_links(self, specs: list[str], name: str, mode: str) -> list[str]:
         """HostConfig.Links as dockerd stores them ("/target:/name/alias"); each target must exist."""
-        if not isinstance(specs, list):
-            raise InvalidParameter("json: cannot unmarshal into Go struct field HostConfig.Links of type []string")
         if mode == "host" or (mode or "").startswith("container:"):
             raise InvalidParameter("conflicting options: host type networking can't be used with links. "
                                    "This would result in undefined behavior")
@@ -566,12 +571,12 @@ class ContainerService:
     def _legacy_links(self, c: Container) -> tuple[list[str], list[tuple[str, list[str]]]]:
         """Environment and hosts entries of --link on the default bridge (on a user network a link is only
         a DNS alias: the network service answers it). Each linked container must be running."""
-        mode = c.host_config.get("NetworkMode") or "default"
-        if mode not in ("default", "bridge") or not c.host_config.get("Links"):
+        mode = c.host_config.network_mode or "default"
+        if mode not in ("default", "bridge") or not c.host_config.links:
             return [], []
         env: list[str] = []
         hosts: list[tuple[str, list[str]]] = []
-        for spec in c.host_config["Links"]:
+        for spec in c.host_config.links:
             link = links.parse(spec, c.name)
             try:
                 target = self.get(link.target)
@@ -583,15 +588,15 @@ class ContainerService:
             ip = ((ns.get("Networks") or {}).get("bridge") or {}).get("IPAddress") or ""
             if not ip:
                 continue  # not on the default bridge: nothing to point at
-            env += links.env(link, ip, sorted(target.config.get("ExposedPorts") or {}), target.config.get("Env") or [])
-            hosts.append((ip, [link.alias, target.config.get("Hostname") or target.id[:12], target.name]))
+            env += links.env(link, ip, sorted(target.config.exposed_ports or {}), target.config.env or [])
+            hosts.append((ip, [link.alias, target.config.hostname or target.id[:12], target.name]))
         return env, hosts
 
     def _build_spec(self, c: Container, rootfs: Path, net: Attachment | None, mounts: list[dict[str, Any]]) -> dict[str, Any]:
         from dockyard.runtime import spec as rtspec
 
         hc, cfg = c.host_config, c.config
-        mode = hc.get("NetworkMode") or "default"
+        mode = hc.network_mode or "default"
         netns: str | None = None
         if mode == "host":
             netns = "host"
@@ -600,42 +605,42 @@ class ContainerService:
         inp = rtspec.SpecInput(
             rootfs=str(rootfs),
             args=c.command,
-            env=list(cfg.get("Env") or []),
-            cwd=cfg.get("WorkingDir") or "/",
-            user=cfg.get("User") or "",
-            hostname=cfg.get("Hostname") or c.id[:12],
-            domainname=cfg.get("Domainname") or "",
-            tty=bool(cfg.get("Tty")),
-            stdin=bool(cfg.get("OpenStdin")),
-            readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
-            cap_add=list(hc.get("CapAdd") or []),
-            cap_drop=list(hc.get("CapDrop") or []),
-            privileged=bool(hc.get("Privileged")),
-            security_opt=list(hc.get("SecurityOpt") or []),
+            env=list(cfg.env or []),
+            cwd=cfg.working_dir or "/",
+            user=cfg.user,
+            hostname=cfg.hostname or c.id[:12],
+            domainname=cfg.domainname,
+            tty=cfg.tty,
+            stdin=cfg.open_stdin,
+            readonly_rootfs=hc.readonly_rootfs,
+            cap_add=list(hc.cap_add or []),
+            cap_drop=list(hc.cap_drop or []),
+            privileged=hc.privileged,
+            security_opt=list(hc.security_opt or []),
             mounts=mounts,
             netns=netns,
             hosts_path=(str(net.hosts_path) if net is not None and net.hosts_path else None),
             resolv_conf_path=(str(net.resolv_path) if net is not None and net.resolv_path else None),
             hostname_path=(str(net.hostname_path) if net is not None and net.hostname_path else None),
-            shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
-            ulimits=list(hc.get("Ulimits") or []),
+            shm_size=hc.shm_size or 64 * 1024 * 1024,
+            ulimits=list(hc.ulimits or []),
             cgroups_path="" if self.limits_refused is not None else f"/dockyard/{c.id}",
             resources=resources_of(hc),
-            init=bool(hc.get("Init")),
-            sysctls=dict(hc.get("Sysctls") or {}),
-            devices=list(hc.get("Devices") or []),
-            masked_paths=hc.get("MaskedPaths"),
-            readonly_paths=hc.get("ReadonlyPaths"),
-            ipc_host=hc.get("IpcMode") == "host",
-            pid_host=hc.get("PidMode") == "host",
-            ipc_path=self._joined_ns(hc.get("IpcMode"), "ipc"),
+            init=bool(hc.init),
+            sysctls=dict(hc.sysctls or {}),
+            devices=list(hc.devices or []),
+            masked_paths=hc.masked_paths,
+            readonly_paths=hc.readonly_paths,
+            ipc_host=hc.ipc_mode == "host",
+            pid_host=hc.pid_mode == "host",
+            ipc_path=self._joined_ns(hc.ipc_mode, "ipc"),
             shm_path=self._shm_path(c),
-            uts_path=self._joined_ns(hc.get("UTSMode"), "uts"),
-            oom_score_adj=int(hc.get("OomScoreAdj") or 0),
-            group_add=[str(g) for g in hc.get("GroupAdd") or []],
+            uts_path=self._joined_ns(hc.uts_mode, "uts"),
+            oom_score_adj=hc.oom_score_adj,
+            group_add=list(hc.group_add or []),
         )
         spec = rtspec.build_spec(inp)
-        size = hc.get("ConsoleSize") or [0, 0]
+        size = hc.console_size or [0, 0]
         if inp.tty and len(size) == 2 and size[0] and size[1]:
             # The CLI's first resize races the shell's first prompt; start at the client's size.
             spec["process"]["consoleSize"] = {"height": int(size[0]), "width": int(size[1])}
@@ -649,7 +654,7 @@ class ContainerService:
     def _shm_path(self, c: Container) -> str | None:
         """POSIX shm lives in /dev/shm, not in the IPC namespace: a shareable container's is a tmpfs on
         the host (mounted at start), which containers joining its IPC namespace bind as theirs."""
-        mode = c.host_config.get("IpcMode") or ""
+        mode = c.host_config.ipc_mode
         owner = c.id if mode == "shareable" else mode.partition(":")[2] if mode.startswith("container:") else ""
         if not owner:
             return None
@@ -691,7 +696,7 @@ class ContainerService:
             lv.exited.set()
         for hook in self.on_exited:
             hook(c)
-        if c.host_config.get("AutoRemove"):
+        if c.host_config.auto_remove:
             await self.remove(cid, force=True, volumes=True)
             return
         self._maybe_schedule_restart(c)
@@ -709,7 +714,7 @@ class ContainerService:
         except Exception as e:  # noqa: BLE001
             log.debug("runtime delete %s: %s", c.id[:12], e)
         await asyncio.to_thread(overlay.unmount, self.rootfs(c.id))
-        if c.host_config.get("IpcMode") == "shareable":
+        if c.host_config.ipc_mode == "shareable":
             await asyncio.to_thread(overlay.unmount, self.run_dir(c.id) / "shm")
         if self.volumes is not None:  # plugin volumes it mounted (VolumeDriver.Unmount)
             await asyncio.to_thread(self.volumes.unmount_container, c.id)
@@ -721,15 +726,15 @@ class ContainerService:
 
     # Restart policies: Docker's increasing delay (100 ms doubling, reset after 10 s of running).
     def _maybe_schedule_restart(self, c: Container) -> None:
-        rp = c.host_config.get("RestartPolicy") or {}
-        name = rp.get("Name") or "no"
+        rp = c.host_config.restart_policy
+        name = (rp.name if rp is not None else "") or "no"
         lv = self.live(c.id)
         if name == "no" or lv.exit_on_next or (name == "unless-stopped" and c.stopped_by_user):
             return
         if name == "on-failure":
             if c.exit_code == 0:
                 return
-            mx = rp.get("MaximumRetryCount") or 0
+            mx = rp.maximum_retry_count if rp is not None else 0
             if mx and c.restart_count >= mx:
                 return
         ran = (c.finished_at - c.started_at) if c.started_at else 0
@@ -771,7 +776,7 @@ class ContainerService:
         # dockerd counts every kill as a manual stop (unless-stopped stays down after it), and it ends
         # the restart policy for SIGKILL, the container's StopSignal, or any signal when none is set.
         self.save(c.id, stopped_by_user=1)
-        stop_sig = c.config.get("StopSignal")
+        stop_sig = c.config.stop_signal
         if not stop_sig or signum == signal_mod.SIGKILL or signum == parse_signal(stop_sig):
             self.live(c.id).exit_on_next = True
             if c.state == "restarting":
@@ -810,9 +815,9 @@ class ContainerService:
             await self.runtime.resume(c.id)
             self.save(c.id, state="running")
         if timeout is None or timeout < -1:
-            st = c.config.get("StopTimeout")
+            st = c.config.stop_timeout
             timeout = 10 if st is None else int(st)
-        signum = parse_signal(sig or c.config.get("StopSignal") or "TERM")
+        signum = parse_signal(sig or c.config.stop_signal or "TERM")
         try:
             await self.runtime.kill(c.id, signum)
         except Exception as e:  # noqa: BLE001 - it may have exited just now
@@ -1019,10 +1024,12 @@ class ContainerService:
         if not slash:
             raise InvalidParameter("Conflict, cannot remove the default link name of the container")
         parent = self.get(parent_ref)
-        kept = [s for s in parent.host_config.get("Links") or [] if links.parse(s, parent.name).alias != alias]
-        if len(kept) == len(parent.host_config.get("Links") or []):
+        hc = parent.host_config
+        kept = [s for s in hc.links or [] if links.parse(s, parent.name).alias != alias]
+        if len(kept) == len(hc.links or []):
             raise NotFound(f"Could not find entity for {ref}")
-        self.save(parent.id, host_config={**parent.host_config, "Links": kept or None})
+        hc.links = kept or None
+        self.save(parent.id, host_config=hc)
 
     async def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)
@@ -1092,7 +1099,7 @@ class ContainerService:
         # Restart policies apply across daemon restarts: always comes back even if the user stopped it
         # (what dockerd does, and what tells it apart from unless-stopped), unless-stopped only if not.
         for c in self.all():
-            name = (c.host_config.get("RestartPolicy") or {}).get("Name")
+            name = c.host_config.restart_policy.name if c.host_config.restart_policy is not None else ""
             if c.running or c.state != "exited":
                 continue
             if name == "always" or (name == "unless-stopped" and not c.stopped_by_user):
@@ -1136,7 +1143,7 @@ class ContainerService:
         image_id = c.image_id
         from dockyard.runtime.spec import MASKED_PATHS, READONLY_PATHS
 
-        hc = cc.host_config_view(c.host_config, list(MASKED_PATHS), list(READONLY_PATHS))
+        hc = cc.host_config_view(c.host_config.doc(), list(MASKED_PATHS), list(READONLY_PATHS))
         ns = dict(c.network_settings or {})
         if self.networks is not None:
             # Live view first: `network connect/disconnect` change a running container's networks.
@@ -1198,7 +1205,7 @@ class ContainerService:
                 },
             },
             "Mounts": c.mounts,
-            "Config": cc.config_view(c.config),
+            "Config": cc.config_view(c.config.doc()),
             "NetworkSettings": ns,
         }
         if size:
@@ -1220,7 +1227,7 @@ class ContainerService:
                 ports.append({"IP": b.get("HostIp", ""), "PrivatePort": int(port),
                               "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
         if c.running and not ns.get("Ports"):
-            for key in (c.config.get("ExposedPorts") or {}):
+            for key in (c.config.exposed_ports or {}):
                 port, _, proto = key.partition("/")
                 ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
         out = {
@@ -1232,10 +1239,10 @@ class ContainerService:
             "Command": " ".join(c.command[:1] + [f"'{a}'" if " " in a else a for a in c.command[1:]]),
             "Created": int(c.created),
             "Ports": ports,
-            "Labels": c.config.get("Labels") or {},
+            "Labels": c.config.labels or {},
             "State": c.state,
             "Status": status_text(c),
-            "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode", "default")},
+            "HostConfig": {"NetworkMode": c.host_config.network_mode or "default"},
             "NetworkSettings": {"Networks": ns.get("Networks") or {}},
             "Mounts": c.mounts,
         }
@@ -1265,7 +1272,7 @@ class ContainerService:
             cs = cs[:limit]
         out = [self.summary(c, size) for c in cs]
         linked: dict[str, list[str]] = {}  # target name -> "/parent/alias" (one pass over all containers)
-        for r in self.db.query("SELECT name, host_config FROM containers WHERE host_config LIKE '%\"Links\": [%'"):
+        for r in self.db.query("SELECT name, host_config FROM containers WHERE host_config LIKE '%\"Links\":%'"):
             for spec in json.loads(r["host_config"]).get("Links") or []:
                 link = links.parse(spec, r["name"])
                 linked.setdefault(link.target, []).append(f"/{r['name']}/{link.alias}")
@@ -1286,7 +1293,7 @@ class ContainerService:
             if key == "exited" and not (c.state == "exited" and str(c.exit_code) in values):
                 return False
             if key == "label":
-                labels = c.config.get("Labels") or {}
+                labels = c.config.labels or {}
                 for v in values:
                     k, eq, val = v.partition("=")
                     if k not in labels or (eq and labels[k] != val):
@@ -1330,7 +1337,7 @@ async def _both(a: Awaitable[Any], b: Awaitable[Any]) -> tuple[Any, Any]:
 def _has_mounts(c: Container) -> bool:
     """Whether the container asks for any volume, bind or tmpfs (else create need not mount its rootfs)."""
     hc = c.host_config
-    return bool(c.config.get("Volumes") or any(hc.get(k) for k in ("Binds", "Mounts", "Tmpfs", "VolumesFrom")))
+    return bool(c.config.volumes or hc.binds or hc.mounts or hc.tmpfs or hc.volumes_from)
 
 
 def _name_match(pattern: str, name: str) -> bool:
@@ -1365,25 +1372,29 @@ def status_text(c: Container) -> str:
     return c.state.capitalize()
 
 
-def resources_of(hc: dict[str, Any]) -> Resources:
+def resources_of(r: WireResources) -> Resources:
     """HostConfig's resource fields (typed: wire.container.Resources) as the runtime's Resources
     (NanoCpus → CFS quota over 100 ms)."""
-    import msgspec  # imported at the first start, not at daemon start (idle RSS)
-
     from dockyard.runtime.spec import Resources
-    from dockyard.wire.container import Resources as WireResources
 
-    try:
-        r = WireResources.of(hc)
-    except msgspec.ValidationError as e:
-        raise InvalidParameter(f"invalid resources: {e}") from None
-    quota, period = r.cpu_quota or 0, r.cpu_period or 0
+    quota, period = r.cpu_quota, r.cpu_period
     if r.nano_cpus:
         period = 100_000
         quota = r.nano_cpus * period // 1_000_000_000
     return Resources(
-        memory=r.memory or 0, memory_swap=r.memory_swap or 0, memory_reservation=r.memory_reservation or 0,
-        cpu_shares=r.cpu_shares or 0, cpu_quota=quota, cpu_period=period, cpuset_cpus=r.cpuset_cpus or "",
-        cpuset_mems=r.cpuset_mems or "", pids_limit=r.pids_limit or 0, oom_kill_disable=bool(r.oom_kill_disable),
-        blkio_weight=r.blkio_weight or 0,
+        memory=r.memory, memory_swap=r.memory_swap, memory_reservation=r.memory_reservation,
+        cpu_shares=r.cpu_shares, cpu_quota=quota, cpu_period=period, cpuset_cpus=r.cpuset_cpus,
+        cpuset_mems=r.cpuset_mems, pids_limit=r.pids_limit or 0, oom_kill_disable=bool(r.oom_kill_disable),
+        blkio_weight=r.blkio_weight,
     )
+
+
+def _column(v: Any) -> Any:
+    """A value for a containers row: JSON for documents and wire structs, else as it is."""
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    if v is None or isinstance(v, str | int | float | bytes):
+        return v
+    from dockyard.wire.container import ENCODER
+
+    return ENCODER(v).decode()

@@ -9,11 +9,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import DockyardError, NotFound
 from dockyard.util.ids import new_id
 from dockyard.util.timefmt import rfc3339
+
+if TYPE_CHECKING:
+    from dockyard.wire.container import HealthConfig
 
 log = logging.getLogger("dockyard.health")
 
@@ -26,13 +29,13 @@ MAX_LOG = 5
 MAX_OUTPUT = 4096  # Docker truncates a probe's output to 4 KiB
 
 
-def _secs(ns: Any, default: float) -> float:
+def _secs(ns: int, default: float) -> float:
     return float(ns) / NS if ns else default
 
 
-def probe_command(hc: dict[str, Any] | None) -> list[str] | None:
+def probe_command(hc: HealthConfig | None) -> list[str] | None:
     """Docker's Test → argv; None when there is no (or a NONE) healthcheck."""
-    test = list((hc or {}).get("Test") or [])
+    test = list((hc.test if hc is not None else None) or [])
     if not test or test[0] == "NONE":
         return None
     if test[0] == "CMD":
@@ -60,8 +63,8 @@ class HealthMonitor:
 
     def _arm(self, c: Any, fresh: bool) -> None:
         self.stop(c.id)
-        hc = c.config.get("Healthcheck")
-        if probe_command(hc) is None:
+        hc = c.config.healthcheck
+        if hc is None or probe_command(hc) is None:
             if c.health is not None:
                 self.cs.save(c.id, health="")
             return
@@ -83,10 +86,10 @@ class HealthMonitor:
             self.stop(cid)
 
     # ------------------------------------------------------------------ probing
-    async def _loop(self, cid: str, hc: dict[str, Any], started_at: float) -> None:
-        interval = _secs(hc.get("Interval"), DEFAULT_INTERVAL)
-        start_period = _secs(hc.get("StartPeriod"), 0.0)
-        start_interval = _secs(hc.get("StartInterval"), DEFAULT_START_INTERVAL)
+    async def _loop(self, cid: str, hc: HealthConfig, started_at: float) -> None:
+        interval = _secs(hc.interval, DEFAULT_INTERVAL)
+        start_period = _secs(hc.start_period, 0.0)
+        start_interval = _secs(hc.start_interval, DEFAULT_START_INTERVAL)
         try:
             while True:
                 in_start = time.time() < started_at + start_period
@@ -108,10 +111,10 @@ class HealthMonitor:
             if self._tasks.get(cid) is asyncio.current_task():
                 self._tasks.pop(cid, None)
 
-    async def probe_once(self, cid: str, hc: dict[str, Any], started_at: float) -> dict[str, Any]:
+    async def probe_once(self, cid: str, hc: HealthConfig, started_at: float) -> dict[str, Any]:
         """Run one probe and fold its result into State.Health; returns the log entry."""
         argv = probe_command(hc) or ["true"]
-        timeout = _secs(hc.get("Timeout"), DEFAULT_TIMEOUT)
+        timeout = _secs(hc.timeout, DEFAULT_TIMEOUT)
         start = time.time()
         code, output = await self._run(cid, argv, timeout)
         entry = {"Start": rfc3339(start), "End": rfc3339(time.time()), "ExitCode": code, "Output": output}
@@ -124,8 +127,8 @@ class HealthMonitor:
         h = dict(c.health or {"Status": "starting", "FailingStreak": 0, "Log": []})
         old = h.get("Status")
         h["Log"] = (list(h.get("Log") or []) + [entry])[-MAX_LOG:]
-        retries = int(hc.get("Retries") or DEFAULT_RETRIES)
-        start_period = _secs(hc.get("StartPeriod"), 0.0)
+        retries = hc.retries or DEFAULT_RETRIES
+        start_period = _secs(hc.start_period, 0.0)
         if code == 0:
             h["Status"], h["FailingStreak"] = "healthy", 0
         elif old == "starting" and start < started_at + start_period:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.network import firewall, netlink
 from dockyard.runtime import cgroups, procfs
+
+if TYPE_CHECKING:
+    from dockyard.wire.container import HostConfig
 
 OWN_WHY = {
     "mnt": "its own mount table: the overlay root filesystem and only the mounts listed below",
@@ -90,10 +93,10 @@ class InternalsService:
                              for m in c.mounts or []]
             out["Mounts"] += [{"Target": t, "Type": "tmpfs", "Source": "tmpfs", "Options": o or "",
                                "Why": "tmpfs from --tmpfs: in memory, gone when the container stops"}
-                              for t, o in (c.host_config.get("Tmpfs") or {}).items()]
+                              for t, o in (c.host_config.tmpfs or {}).items()]
             out["Cgroups"] = {"Configured": _configured_limits(c.host_config)}
             out["Network"] = {"Mode": _net_mode(c.host_config),
-                              "Ports": c.host_config.get("PortBindings") or {}}
+                              "Ports": c.host_config.doc().get("PortBindings") or {}}
             return out
         out["Process"] = _process(pid)
         out["Namespaces"] = _namespaces(pid)
@@ -148,7 +151,7 @@ class InternalsService:
         masked = set((spec.get("linux") or {}).get("maskedPaths") or [])
         readonly = set((spec.get("linux") or {}).get("readonlyPaths") or [])
         records = {m.get("Destination"): m for m in c.mounts or []}
-        tmpfs = set((c.host_config.get("Tmpfs") or {}).keys())
+        tmpfs = set((c.host_config.tmpfs or {}).keys())
         out = []
         for m in mounts:
             if m.target in records:
@@ -244,7 +247,7 @@ def _process(pid: int) -> dict[str, Any]:
     }
 
 
-def _cgroups(pid: int, hc: dict[str, Any]) -> dict[str, Any]:
+def _cgroups(pid: int, hc: HostConfig) -> dict[str, Any]:
     paths = procfs.cgroup_paths(pid)
     v2 = cgroups.is_v2()
     path = paths.get("" if v2 else "memory") or paths.get("pids") or ""
@@ -256,14 +259,15 @@ def _cgroups(pid: int, hc: dict[str, Any]) -> dict[str, Any]:
                    "use together; the runtime wrote the limits into these files at create"}
 
 
-def _configured_limits(hc: dict[str, Any]) -> dict[str, Any]:
-    keys = ("Memory", "MemorySwap", "NanoCpus", "CpuQuota", "CpuPeriod", "CpuShares", "PidsLimit",
-            "CpusetCpus", "CpusetMems")
-    return {k: hc[k] for k in keys if hc.get(k)}
+def _configured_limits(hc: HostConfig) -> dict[str, Any]:
+    return {k: v for k, v in (("Memory", hc.memory), ("MemorySwap", hc.memory_swap), ("NanoCpus", hc.nano_cpus),
+                              ("CpuQuota", hc.cpu_quota), ("CpuPeriod", hc.cpu_period), ("CpuShares", hc.cpu_shares),
+                              ("PidsLimit", hc.pids_limit), ("CpusetCpus", hc.cpuset_cpus),
+                              ("CpusetMems", hc.cpuset_mems)) if v}
 
 
-def _net_mode(hc: dict[str, Any]) -> str:
-    mode = hc.get("NetworkMode") or "default"
+def _net_mode(hc: HostConfig) -> str:
+    mode = hc.network_mode or "default"
     return "bridge" if mode == "default" else mode
 
 

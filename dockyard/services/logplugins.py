@@ -18,13 +18,16 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import DockyardError, NotFound
 from dockyard.plugins.discovery import PluginStore
 from dockyard.plugins.logentry import FrameReader, LogEntry, encode
 from dockyard.runtime.logs import STDERR, STDOUT, read_log_batches
 from dockyard.util.timefmt import parse_rfc3339, rfc3339
+
+if TYPE_CHECKING:
+    from dockyard.services.containers import Container
 
 log = logging.getLogger("dockyard.logplugins")
 LOG_DRIVER = "LogDriver"
@@ -147,16 +150,16 @@ class LogPlugins:
             await asyncio.to_thread(chunks.close)
 
 
-def container_info(c: Any) -> dict[str, Any]:
+def container_info(c: Container) -> dict[str, Any]:
     """logger.Info as dockerd hands it to a logging plugin."""
-    cfg, hc = c.config, c.host_config
-    entry = cfg.get("Entrypoint") or []
-    cmd = cfg.get("Cmd") or []
+    cfg, lc = c.config, c.host_config.log_config
+    entry = list(cfg.entrypoint or [])
+    cmd = list(cfg.cmd or [])
     path, args = (entry[0], [*entry[1:], *cmd]) if entry else ((cmd[0], cmd[1:]) if cmd else ("", []))
     return {
-        "Config": dict((hc.get("LogConfig") or {}).get("Config") or {}),
+        "Config": dict((lc.config if lc is not None else None) or {}),
         "ContainerID": c.id, "ContainerName": "/" + c.name.lstrip("/"), "ContainerEntrypoint": path,
         "ContainerArgs": args, "ContainerImageID": c.image_id, "ContainerImageName": c.image_ref,
-        "ContainerCreated": rfc3339(c.created), "ContainerEnv": cfg.get("Env") or [],
-        "ContainerLabels": cfg.get("Labels") or {}, "LogPath": "", "DaemonName": "docker",
+        "ContainerCreated": rfc3339(c.created), "ContainerEnv": cfg.env or [],
+        "ContainerLabels": cfg.labels or {}, "LogPath": "", "DaemonName": "docker",
     }

@@ -403,6 +403,7 @@ class ManagedPlugins:
 
     def _spec(self, row: Any) -> dict[str, Any]:
         from dockyard.runtime.spec import SpecInput, build_spec
+        from dockyard.wire.container import DeviceMapping
 
         config, settings = json.loads(row["config"]), json.loads(row["settings"])
         rootfs = self.root / row["id"] / "rootfs"
@@ -422,7 +423,7 @@ class ManagedPlugins:
             cwd=config.get("WorkDir") or "/", cap_add=list(config["Linux"].get("Capabilities") or []),
             mounts=mounts, netns="host" if net == "host" else None, ipc_host=bool(config.get("IpcHost")),
             pid_host=bool(config.get("PidHost")), hostname="",
-            devices=[{"PathOnHost": d["Path"], "PathInContainer": d["Path"], "CgroupPermissions": "rwm"}
+            devices=[DeviceMapping(path_on_host=d["Path"], path_in_container=d["Path"], cgroup_permissions="rwm")
                      for d in settings["Devices"] if d.get("Path")],
         )
         spec = build_spec(inp)

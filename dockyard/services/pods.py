@@ -19,13 +19,16 @@ import re
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
 from dockyard.util.ids import new_id
+
+if TYPE_CHECKING:
+    from dockyard.wire.container import CreateRequest
 
 SCHEMA_V1 = """
 CREATE TABLE pods (
@@ -107,9 +110,9 @@ class PodService:
         return row
 
     def members(self, pod_id: str, infra: bool = False) -> builtins.list[Container]:
-        out = [c for c in self.containers.all() if (c.config.get("Labels") or {}).get(POD_LABEL) == pod_id]
+        out = [c for c in self.containers.all() if (c.config.labels or {}).get(POD_LABEL) == pod_id]
         if not infra:
-            out = [c for c in out if (c.config.get("Labels") or {}).get(INFRA_LABEL) != "true"]
+            out = [c for c in out if (c.config.labels or {}).get(INFRA_LABEL) != "true"]
         return sorted(out, key=lambda c: c.created)
 
     def _infra(self, row: Any) -> Container | None:
@@ -175,7 +178,9 @@ class PodService:
         }
         if endpoints:
             body["NetworkingConfig"] = {"EndpointsConfig": endpoints}
-        infra = await self.containers.create(body, f"{pid[:12]}-infra")
+        from dockyard.wire.container import create_request
+
+        infra = await self.containers.create(create_request(body), f"{pid[:12]}-infra")
         config = {"hostname": hostname, "share": list(share), "portmappings": spec.get("portmappings") or [],
                   "networks": list(nets) or ([] if nsmode == "host" else ["bridge"]), "nsmode": nsmode or "bridge"}
         try:
@@ -189,29 +194,31 @@ class PodService:
         self.events.emit("pod", "create", pid, {"name": name})
         return {"Id": pid}
 
-    def member_body(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A container create body for a member of pod `ref`: it joins the infra's namespaces."""
+    def member_body(self, ref: str, req: CreateRequest) -> CreateRequest:
+        """A container create request for a member of pod `ref`: it joins the infra's namespaces."""
+        import msgspec
+
+        from dockyard.wire.container import HostConfig
+
         row = self._row(ref)
         cfg = json.loads(row["config"])
-        hc = dict(body.get("HostConfig") or {})
-        if any(hc.get("PortBindings") or {}) or hc.get("PublishAllPorts") or \
-                hc.get("NetworkMode") not in (None, "", "default") or body.get("NetworkingConfig"):
+        hc = msgspec.structs.replace(req.host_config) if req.host_config is not None else HostConfig()
+        nc = req.networking_config
+        if any(hc.port_bindings or {}) or hc.publish_all_ports or hc.network_mode not in ("", "default") or \
+                (nc is not None and nc.endpoints_config is not None):
             raise InvalidParameter(SHARED_NET_ERROR)
         infra = f"container:{row['infra_id']}"
-        hc["NetworkMode"] = infra
+        hc.network_mode = infra
         if "ipc" in cfg["share"]:
-            hc["IpcMode"] = infra
+            hc.ipc_mode = infra
         if "uts" in cfg["share"]:
-            hc["UTSMode"] = infra
-        out = dict(body)
-        out["HostConfig"] = hc
-        out["Hostname"] = cfg["hostname"]
-        out["Labels"] = {**(body.get("Labels") or {}), POD_LABEL: row["id"]}
-        return out
+            hc.uts_mode = infra
+        return msgspec.structs.replace(req, host_config=hc, hostname=cfg["hostname"],
+                                       labels={**(req.labels or {}), POD_LABEL: row["id"]})
 
     async def _start_infra_of(self, c: Container) -> None:
         """A member starting (`start`, `restart`, a pod start) needs its infra running first."""
-        labels = c.config.get("Labels") or {}
+        labels = c.config.labels or {}
         if not labels.get(POD_LABEL) or labels.get(INFRA_LABEL) == "true":
             return
         row = self.db.query_one("SELECT * FROM pods WHERE id=?", (labels[POD_LABEL],))

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from dockyard import trace
 from dockyard.errors import InvalidParameter
 from dockyard.store.archive_path import ContainerFS, clean_abs, get_archive, put_archive
+from dockyard.wire.container import Driver, HostConfig, Mount, TmpfsOptions, VolumeOptions
 
 
 class VolumeBackend(Protocol):
@@ -126,21 +127,21 @@ def _valid_mode(mode: str) -> bool:
     return max(seen_rw, seen_prop, seen_label, seen_copy) <= 1
 
 
-def _parse_mount(m: dict[str, Any]) -> _Spec:
-    kind = m.get("Type") or ""
+def _parse_mount(m: Mount) -> _Spec:
+    kind = m.type
     if kind not in ("bind", "volume", "tmpfs"):
         raise InvalidParameter(f'invalid mount config for type "{kind}": mount type unknown')
 
     def err(msg: str) -> InvalidParameter:
         return InvalidParameter(f'invalid mount config for type "{kind}": {msg}')
 
-    src = m.get("Source") or ""
-    dst = _check_target(kind, m.get("Target") or "")
-    ro = bool(m.get("ReadOnly"))
-    bopts, vopts, topts = m.get("BindOptions"), m.get("VolumeOptions"), m.get("TmpfsOptions")
+    src = m.source
+    dst = _check_target(kind, m.target)
+    ro = m.read_only
+    bopts, vopts, topts = m.bind_options, m.volume_options, m.tmpfs_options
     for name, val, allowed in (("BindOptions", bopts, "bind"), ("VolumeOptions", vopts, "volume"),
                                ("TmpfsOptions", topts, "tmpfs")):
-        if val and kind != allowed:
+        if val is not None and val != type(val)() and kind != allowed:  # an empty one passes, as always here
             raise err(f"field {name} must not be specified")
     if kind == "bind":
         if not src:
@@ -149,40 +150,40 @@ def _parse_mount(m: dict[str, Any]) -> _Spec:
             raise err(f"invalid mount path: '{src}' mount path must be absolute")
         src = clean_abs(src)
         if not os.path.exists(src):
-            if (bopts or {}).get("CreateMountpoint"):
+            if bopts is not None and bopts.create_mountpoint:
                 os.makedirs(src, 0o755, exist_ok=True)
             else:
                 raise err(f"bind source path does not exist: {src}")
-        prop = (bopts or {}).get("Propagation") or "rprivate"
+        prop = (bopts.propagation if bopts is not None else "") or "rprivate"
         if prop not in PROPAGATIONS:
             raise err(f"invalid propagation mode: {prop}")
         return _Spec(type="bind", destination=dst, source=src, rw=not ro, propagation=prop, origin="mounts")
     if kind == "volume":
-        vo = vopts or {}
-        dc = vo.get("DriverConfig") or {}
-        sub = str(vo.get("Subpath") or "")
+        vo = vopts or VolumeOptions()
+        dc = vo.driver_config or Driver()
+        sub = vo.subpath
         if sub:
             clean = posixpath.normpath(sub)
             if sub.startswith("/") or clean == ".." or clean.startswith("../"):
                 raise err("subpath must be a relative path within the volume")
             sub = "" if clean == "." else clean
         return _Spec(type="volume", destination=dst, source=src, rw=not ro, mode="z" if src else "",
-                     nocopy=bool(vo.get("NoCopy")), volume_opts=dict(dc.get("Options") or {}),
-                     volume_labels=dict(vo.get("Labels") or {}), driver=dc.get("Name") or "local",
+                     nocopy=vo.no_copy, volume_opts=dict(dc.options or {}),
+                     volume_labels=dict(vo.labels or {}), driver=dc.name or "local",
                      origin="mounts", subpath=sub)
     if src:
         raise err("field Source must not be specified")
-    to = topts or {}
+    to = topts or TmpfsOptions()
     opts: list[str] = []
-    if to.get("SizeBytes"):
-        size = int(to["SizeBytes"])
+    if to.size_bytes:
+        size = to.size_bytes
         if size < 0:
             raise err("invalid tmpfs size")
         opts.append(f"size={size // 1024}k" if size % 1024 == 0 else f"size={size}")
-    if to.get("Mode"):
-        opts.append(f"mode={int(to['Mode']) & 0o7777:o}")
-    for o in to.get("Options") or []:  # API 1.46: [["exec"], ["uid", "1000"]]
-        opts.append("=".join(o) if isinstance(o, list) else str(o))
+    if to.mode:
+        opts.append(f"mode={to.mode & 0o7777:o}")
+    for o in to.options or []:  # API 1.46: [["exec"], ["uid", "1000"]]
+        opts.append("=".join(o))
     if ro:
         opts.append("ro")
     return _Spec(type="tmpfs", destination=dst, rw=not ro, tmpfs_options=opts, origin="mounts")
@@ -263,8 +264,8 @@ def copy_up(rootfs: Path, cpath: str, volume_dir: Path) -> bool:
 def resolve_mounts(
     volumes: VolumeBackend,
     cid: str,
-    host_config: dict[str, Any],
-    image_config: dict[str, Any],
+    hc: HostConfig,
+    image_volumes: dict[str, Any] | None,
     rootfs: Path,
     containers_lookup: Callable[[str], list[dict[str, Any]]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -273,10 +274,9 @@ def resolve_mounts(
     Idempotent: calling it again for the same container (at each start) reuses the same volumes.
     `containers_lookup(ref)` returns another container's inspect `Mounts` (raising NotFound).
     """
-    hc = host_config or {}
     specs: dict[str, _Spec] = {}
 
-    for ref in hc.get("VolumesFrom") or []:
+    for ref in hc.volumes_from or []:
         name, _, mode = ref.partition(":")
         if mode not in ("", "ro", "rw"):
             raise InvalidParameter(f"invalid mode for volumes-from: {ref}")
@@ -292,30 +292,30 @@ def resolve_mounts(
             specs[spec.destination] = spec
 
     explicit: set[str] = set()
-    for raw in hc.get("Binds") or []:
+    for raw in hc.binds or []:
         spec = _parse_bind(raw)
-        if spec.type == "volume" and hc.get("VolumeDriver"):  # --volume-driver: -v's volumes are made by it
-            spec.driver = str(hc["VolumeDriver"])
+        if spec.type == "volume" and hc.volume_driver:  # --volume-driver: -v's volumes are made by it
+            spec.driver = hc.volume_driver
         if spec.destination in explicit:
             raise InvalidParameter(f"Duplicate mount point: {spec.destination}")
         explicit.add(spec.destination)
         specs[spec.destination] = spec
-    for m in hc.get("Mounts") or []:
-        spec = _parse_mount(m)
+    for mount in hc.mounts or []:
+        spec = _parse_mount(mount)
         if spec.destination in explicit:
             raise InvalidParameter(f"Duplicate mount point: {spec.destination}")
         explicit.add(spec.destination)
         specs[spec.destination] = spec
 
     tmpfs: dict[str, list[str]] = {}
-    for dst, data in (hc.get("Tmpfs") or {}).items():
+    for dst, data in (hc.tmpfs or {}).items():
         clean = _check_target("tmpfs", dst)
         if clean in explicit:
             raise InvalidParameter(f"Duplicate mount point: {clean}")
         specs.pop(clean, None)  # overrides volumes-from at the same place
         tmpfs[clean] = [o for o in (data or "").split(",") if o]
 
-    for dst in (image_config or {}).get("Volumes") or {}:
+    for dst in image_volumes or {}:
         clean = clean_abs(dst)
         if clean in specs or clean in tmpfs or clean == "/":
             continue

@@ -15,8 +15,15 @@ from dockyard.services.events import EventBus
 from dockyard.services.volumes import ANON_LABEL, VolumeService, _mounted
 from dockyard.store.db import Database
 from dockyard.store.mounts import anonymous_volume_name, resolve_mounts
+from dockyard.wire.container import HostConfig, convert
 
 pytestmark = pytest.mark.root
+
+
+def _resolve(vs: VolumeService, cid: str, hc: dict[str, Any], image: dict[str, Any], rootfs: Path,
+             lookup: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """resolve_mounts for a HostConfig and an image config written as the API's JSON."""
+    return resolve_mounts(vs, cid, convert(hc, HostConfig), image.get("Volumes"), rootfs, lookup)
 
 
 @pytest.fixture
@@ -140,7 +147,7 @@ def test_resolve_mounts_all_kinds(vs: VolumeService, rootfs: Path, tmp_path: Pat
         "Tmpfs": {"/run": "size=64k,mode=755"},
     }
     image = {"Volumes": {"/var/lib/escape": {}, "/run": {}, "/h": {}}}
-    oci, docker = resolve_mounts(vs, "cid1", hc, image, rootfs, _no_lookup)
+    oci, docker = _resolve(vs, "cid1", hc, image, rootfs, _no_lookup)
     assert hostdir.is_dir()  # -v of a missing host path creates it
     by_dst = {m["Destination"]: m for m in docker}
     assert set(by_dst) == {"/var/lib/app", "/h", "/anon", "/m", "/scratch", "/nocopy", "/var/lib/escape"}
@@ -169,13 +176,13 @@ def test_resolve_mounts_all_kinds(vs: VolumeService, rootfs: Path, tmp_path: Pat
     assert "size=1024k" in o["/scratch"]["options"]
     # again (a restart): same volumes, existing data untouched
     (data / "seed.txt").write_text("changed")
-    _oci2, docker2 = resolve_mounts(vs, "cid1", hc, image, rootfs, _no_lookup)
+    _oci2, docker2 = _resolve(vs, "cid1", hc, image, rootfs, _no_lookup)
     assert sorted(m.get("Name", "") for m in docker2) == sorted(m.get("Name", "") for m in docker)
     assert (data / "seed.txt").read_text() == "changed"
     with pytest.raises(Conflict):
         vs.remove("named")
     # --volumes-from, read-only
-    oci3, docker3 = resolve_mounts(vs, "cid2", {"VolumesFrom": ["cid1:ro"]}, {}, rootfs,
+    oci3, docker3 = _resolve(vs, "cid2", {"VolumesFrom": ["cid1:ro"]}, {}, rootfs,
                                    lambda ref: docker if ref == "cid1" else _no_lookup(ref))
     d3 = {m["Destination"]: m for m in docker3}
     assert d3["/var/lib/app"]["Name"] == "named" and d3["/var/lib/app"]["RW"] is False and "/scratch" not in d3
@@ -187,20 +194,20 @@ def test_resolve_mounts_all_kinds(vs: VolumeService, rootfs: Path, tmp_path: Pat
 
 def test_resolve_mounts_errors(vs: VolumeService, rootfs: Path) -> None:
     with pytest.raises(InvalidParameter, match="bind source path does not exist: /nonexistent-dockyard"):
-        resolve_mounts(vs, "c", {"Mounts": [{"Type": "bind", "Source": "/nonexistent-dockyard", "Target": "/x"}]},
+        _resolve(vs, "c", {"Mounts": [{"Type": "bind", "Source": "/nonexistent-dockyard", "Target": "/x"}]},
                        {}, rootfs, _no_lookup)
     assert not os.path.exists("/nonexistent-dockyard")
     with pytest.raises(InvalidParameter, match="Duplicate mount point: /x"):
-        resolve_mounts(vs, "c", {"Binds": ["a1:/x", "b1:/x"]}, {}, rootfs, _no_lookup)
+        _resolve(vs, "c", {"Binds": ["a1:/x", "b1:/x"]}, {}, rootfs, _no_lookup)
     with pytest.raises(InvalidParameter, match="includes invalid characters"):
-        resolve_mounts(vs, "c", {"Binds": ["rel/dir:/x"]}, {}, rootfs, _no_lookup)
+        _resolve(vs, "c", {"Binds": ["rel/dir:/x"]}, {}, rootfs, _no_lookup)
     with pytest.raises(NotFound):
-        resolve_mounts(vs, "c", {"VolumesFrom": ["ghost"]}, {}, rootfs, _no_lookup)
+        _resolve(vs, "c", {"VolumesFrom": ["ghost"]}, {}, rootfs, _no_lookup)
 
 
 def test_tmpfs_volume_data_visible_through_mount(vs: VolumeService, rootfs: Path) -> None:
     vs.create("tv", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=2m"})
-    _oci, docker = resolve_mounts(vs, "c5", {"Binds": ["tv:/var/lib/app"]}, {}, rootfs, _no_lookup)
+    _oci, docker = _resolve(vs, "c5", {"Binds": ["tv:/var/lib/app"]}, {}, rootfs, _no_lookup)
     src = Path(docker[0]["Source"])
     assert _mounted(src) and (src / "seed.txt").read_text() == "from image"
     out = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", str(src)], capture_output=True, text=True).stdout

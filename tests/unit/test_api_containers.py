@@ -13,6 +13,7 @@ from dockyard.api import containers
 from dockyard.errors import InvalidParameter
 from dockyard.http.messages import Request, Response
 from dockyard.http.routing import Router
+from dockyard.wire.container import Config
 
 
 class Calls:
@@ -29,7 +30,7 @@ class Calls:
 
 class FakeContainer:
     id = "c" * 64
-    config: dict[str, Any] = {"Tty": False}
+    config = Config(tty=False)
 
 
 class FakeContainers(Calls):

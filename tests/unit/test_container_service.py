@@ -17,6 +17,7 @@ from dockyard.runtime.monitor import RuntimeError_
 from dockyard.services.containers import ContainerService
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
+from dockyard.wire.container import create_request
 from tests.unit.fakes import FakeImages, FakeRuntime, FakeSnapshotter
 
 
@@ -34,7 +35,7 @@ class World:
         self.gate: asyncio.Event | None = None  # when set, restart delays wait for it
 
     async def run(self, body: dict[str, Any] | None = None, **hc: Any) -> str:
-        created = await self.cs.create({"Image": "busybox", **(body or {}), "HostConfig": hc})
+        created = await self.cs.create(create_request({"Image": "busybox", **(body or {}), "HostConfig": hc}))
         await self.cs.start(created["Id"])
         return str(created["Id"])
 
@@ -222,7 +223,7 @@ def test_pause_and_unpause(world: World) -> None:
 def test_failed_start_reports_docker_wording_and_exit_code(world: World) -> None:
     async def t(w: World) -> None:
         w.runtime.fail_create = RuntimeError_('exec: "nope": executable file not found in $PATH')
-        cid = (await w.cs.create({"Image": "busybox", "Cmd": ["nope"]}))["Id"]
+        cid = (await w.cs.create(create_request({"Image": "busybox", "Cmd": ["nope"]})))["Id"]
         with pytest.raises(RuntimeError_, match="^failed to create task for container: OCI runtime create failed"):
             await w.cs.start(cid)
         c = w.cs.get(cid)
@@ -264,7 +265,7 @@ def test_using_image_answers_the_image_service(world: World) -> None:
     async def t(w: World) -> None:
         image_id = FakeImages().image.id
         running = await w.run()
-        stopped = (await w.cs.create({"Image": "busybox"}))["Id"]
+        stopped = (await w.cs.create(create_request({"Image": "busybox"})))["Id"]
         assert sorted(w.cs.using_image(image_id)) == sorted([(running, True), (stopped, False)])
         assert w.cs.using_image("sha256:" + "0" * 64) == []
 
@@ -346,7 +347,7 @@ def test_concurrent_creates_never_pick_the_same_random_name(world: World) -> Non
     """A build's parallel stages create their RUN containers at once; there are only 552 random names
     (a collision among 60 is all but certain), and the check and the INSERT are an await apart."""
     async def t(w: World) -> None:
-        made = await asyncio.gather(*(w.cs.create({"Image": "busybox", "HostConfig": {}}) for _ in range(60)))
+        made = await asyncio.gather(*(w.cs.create(create_request({"Image": "busybox", "HostConfig": {}})) for _ in range(60)))
         names = {w.cs.get(c["Id"]).name for c in made}
         assert len(names) == 60
 

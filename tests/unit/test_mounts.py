@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dockyard.errors import InvalidParameter
 from dockyard.store.mounts import _parse_bind, _parse_mount, _tmpfs_options, anonymous_volume_name
+from dockyard.wire.container import Mount, convert
 
 
 def test_bind_forms() -> None:
@@ -40,13 +43,13 @@ def test_bind_errors(raw: str, msg: str) -> None:
 
 
 def test_mount_forms(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    s = _parse_mount({"Type": "bind", "Source": str(tmp_path), "Target": "/t", "ReadOnly": True,
+    s = _mount({"Type": "bind", "Source": str(tmp_path), "Target": "/t", "ReadOnly": True,
                       "BindOptions": {"Propagation": "rslave"}})
     assert (s.type, s.rw, s.propagation, s.mode) == ("bind", False, "rslave", "")
-    s = _parse_mount({"Type": "volume", "Source": "v1", "Target": "/t",
+    s = _mount({"Type": "volume", "Source": "v1", "Target": "/t",
                       "VolumeOptions": {"NoCopy": True, "DriverConfig": {"Options": {"type": "tmpfs"}}}})
     assert s.nocopy and s.volume_opts == {"type": "tmpfs"} and s.mode == "z"
-    s = _parse_mount({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1 << 20, "Mode": 0o1770}})
+    s = _mount({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1 << 20, "Mode": 0o1770}})
     assert s.tmpfs_options == ["size=1024k", "mode=1770"]
 
 
@@ -68,7 +71,7 @@ def test_mount_forms(tmp_path) -> None:  # type: ignore[no-untyped-def]
 )
 def test_mount_errors(m: dict, msg: str) -> None:
     with pytest.raises(InvalidParameter) as e:
-        _parse_mount(m)
+        _mount(m)
     assert e.value.message == msg
 
 
@@ -81,3 +84,7 @@ def test_anonymous_names_are_stable() -> None:
     a = anonymous_volume_name("c1", "/data")
     assert a == anonymous_volume_name("c1", "/data") and len(a) == 64
     assert a != anonymous_volume_name("c2", "/data")
+
+
+def _mount(m: dict[str, Any]) -> Any:
+    return _parse_mount(convert(m, Mount))

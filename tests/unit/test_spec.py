@@ -12,6 +12,7 @@ from dockyard.errors import InvalidParameter
 from dockyard.runtime import seccomp
 from dockyard.runtime.spec import DEFAULT_CAPS, INIT_PATH, Resources, SpecInput, build_spec
 from dockyard.runtime.users import resolve_in_root, resolve_user
+from dockyard.wire.container import Ulimit
 
 
 @pytest.fixture
@@ -110,11 +111,11 @@ def test_init_mounts_netns_resources(rootfs: Path) -> None:
 
 def test_ulimits_capped(rootfs: Path) -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    s = spec(rootfs, ulimits=[{"Name": "nofile", "Soft": 10, "Hard": hard + 1000}])
+    s = spec(rootfs, ulimits=[Ulimit(name="nofile", soft=10, hard=hard + 1000)])
     nofile = next(r for r in s["process"]["rlimits"] if r["type"] == "RLIMIT_NOFILE")
     assert nofile == {"type": "RLIMIT_NOFILE", "soft": 10, "hard": hard}
     with pytest.raises(InvalidParameter):
-        spec(rootfs, ulimits=[{"Name": "bogus", "Soft": 1, "Hard": 1}])
+        spec(rootfs, ulimits=[Ulimit(name="bogus", soft=1, hard=1)])
 
 
 def test_user_resolution(rootfs: Path) -> None:
