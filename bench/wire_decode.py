@@ -2,7 +2,11 @@
 with msgspec structs, pydantic 2 models or json.loads into dicts; prints the import's RSS growth and
 the time per decode (median of 5 x 20000). Needs msgspec and pydantic (a scratch venv:
 `python3 -m venv /tmp/w && /tmp/w/bin/pip install msgspec pydantic`), then
-`for w in json msgspec pydantic; do /tmp/w/bin/python bench/wire_decode.py $w; done`."""
+`for w in json msgspec pydantic; do /tmp/w/bin/python bench/wire_decode.py $w; done`.
+
+`bench/wire_decode.py dockyard` times what the daemon does with that body (json.loads, then
+wire.container.create_request; in a tree from before the wire types, api/validate's name folding
+and type checks): `PYTHONPATH=. .venv/bin/python bench/wire_decode.py dockyard` in each tree."""
 
 import json
 import statistics
@@ -195,6 +199,19 @@ elif which == "pydantic":
     after = rss_kib()
     def f():
         return ContainerConfig.model_validate_json(BODY)
+elif which == "dockyard":
+    try:
+        from dockyard.wire.container import create_request
+    except ImportError:  # before the wire types: names folded and types checked on the dicts
+        from dockyard.api import validate
+
+        def create_request(doc):
+            doc = validate.create_body(doc)
+            validate.check(doc, validate.CREATE, "ContainerCreateRequest")
+            return doc
+    after = rss_kib()
+    def f():
+        return create_request(json.loads(BODY))
 else:
     after = rss_kib()
     def f():

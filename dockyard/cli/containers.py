@@ -508,22 +508,24 @@ def setup_port(p: argparse.ArgumentParser) -> None:
 
 def cmd_update(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.cli.opts import parse_restart, ram_in_bytes
+    from dockyard.wire.container import ENCODER, UpdateConfig
 
-    body: dict[str, Any] = {}
+    upd = UpdateConfig()
     if args.memory:
-        body["Memory"] = ram_in_bytes(args.memory)
+        upd.memory = ram_in_bytes(args.memory)
     if args.memory_swap:
-        body["MemorySwap"] = -1 if args.memory_swap == "-1" else ram_in_bytes(args.memory_swap)
+        upd.memory_swap = -1 if args.memory_swap == "-1" else ram_in_bytes(args.memory_swap)
     if args.memory_reservation:
-        body["MemoryReservation"] = ram_in_bytes(args.memory_reservation)
+        upd.memory_reservation = ram_in_bytes(args.memory_reservation)
     if args.cpus:
-        body["NanoCpus"] = int(float(args.cpus) * 1e9)
-    for key, val in (("CpuShares", args.cpu_shares), ("CpusetCpus", args.cpuset_cpus),
-                     ("CpusetMems", args.cpuset_mems), ("PidsLimit", args.pids_limit)):
+        upd.nano_cpus = int(float(args.cpus) * 1e9)
+    for attr, val in (("cpu_shares", args.cpu_shares), ("cpuset_cpus", args.cpuset_cpus),
+                      ("cpuset_mems", args.cpuset_mems), ("pids_limit", args.pids_limit)):
         if val is not None:
-            body[key] = val
+            setattr(upd, attr, val)
     if args.restart:
-        body["RestartPolicy"] = parse_restart(args.restart)
+        upd.restart_policy = parse_restart(args.restart)
+    body = ENCODER(upd)
 
     def one(c: str) -> None:
         for w in ctx.client.update(c, body).get("Warnings") or []:

@@ -1,4 +1,6 @@
-"""`run`/`create` flags → the Engine API's create body, as docker's CLI builds it."""
+"""`run`/`create` flags → the Engine API's create body, as docker's CLI builds it: the daemon's
+own wire structs (dockyard/wire: CreateRequest, HostConfig, ...), encoded as JSON. The structs (and
+msgspec) are imported when a command builds one, not at the CLI's start."""
 
 from __future__ import annotations
 
@@ -6,7 +8,18 @@ import argparse
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dockyard.wire.container import (
+        CreateRequest,
+        DeviceMapping,
+        HealthConfig,
+        Mount,
+        PortBinding,
+        RestartPolicy,
+        Ulimit,
+    )
 
 JSON = dict[str, Any]
 
@@ -185,10 +198,12 @@ def _valid_port_range(s: str) -> bool:
     return int(lo) <= 65535 and (not hi or int(lo) <= int(hi) <= 65535)
 
 
-def parse_ports(specs: list[str]) -> tuple[JSON, JSON]:
+def parse_ports(specs: list[str]) -> tuple[JSON, dict[str, list[PortBinding] | None]]:
     """-p [ip:][hostPort:]containerPort[/proto] → (ExposedPorts, PortBindings)."""
+    from dockyard.wire.container import PortBinding
+
     exposed: JSON = {}
-    bindings: JSON = {}
+    bindings: dict[str, list[PortBinding] | None] = {}
     for spec in specs:
         proto = "tcp"
         if "/" in spec:
@@ -228,12 +243,14 @@ def parse_ports(specs: list[str]) -> tuple[JSON, JSON]:
                 raise OptError(f"invalid containerPort: {cp}")
             key = f"{cp}/{proto}"
             exposed[key] = {}
-            bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": hp})
+            bindings.setdefault(key, []).append(PortBinding(host_ip=ip, host_port=hp))  # type: ignore[union-attr]
     return exposed, bindings
 
 
-def parse_mount(spec: str) -> JSON:
+def parse_mount(spec: str) -> Mount:
     """--mount type=bind,source=/a,target=/b,readonly (CSV key=value)."""
+    from dockyard.wire.container import Mount, convert
+
     m: JSON = {"Type": "volume"}
     for field in spec.split(","):
         k, _, v = field.partition("=")
@@ -262,30 +279,36 @@ def parse_mount(spec: str) -> JSON:
             raise OptError(f"invalid field '{k}' must be a key=value pair")
     if "Target" not in m:
         raise OptError("target is required")
-    return m
+    return convert(m, Mount)
 
 
-def parse_device(spec: str) -> JSON:
+def parse_device(spec: str) -> DeviceMapping:
+    from dockyard.wire.container import DeviceMapping
+
     parts = spec.split(":")
     host = parts[0]
     ctr = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
     perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
-    return {"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": perms}
+    return DeviceMapping(path_on_host=host, path_in_container=ctr, cgroup_permissions=perms)
 
 
-def parse_restart(s: str) -> JSON:
+def parse_restart(s: str) -> RestartPolicy:
+    from dockyard.wire.container import RestartPolicy
+
     name, _, count = s.partition(":")
     if name not in ("no", "always", "on-failure", "unless-stopped"):
         raise OptError(f"invalid restart policy '{s}'")
-    return {"Name": name, "MaximumRetryCount": int(count) if count else 0}
+    return RestartPolicy(name=name, maximum_retry_count=int(count) if count else 0)
 
 
-def parse_ulimit(s: str) -> JSON:
+def parse_ulimit(s: str) -> Ulimit:
+    from dockyard.wire.container import Ulimit
+
     name, eq, val = s.partition("=")
     if not eq:
         raise OptError(f"invalid ulimit argument: {s}")
     soft, _, hard = val.partition(":")
-    return {"Name": name, "Soft": _go_int(soft), "Hard": _go_int(hard or soft)}
+    return Ulimit(name=name, soft=_go_int(soft), hard=_go_int(hard or soft))
 
 
 def parse_labels(values: list[str], files: list[str]) -> JSON:
@@ -300,36 +323,36 @@ def parse_labels(values: list[str], files: list[str]) -> JSON:
     return labels
 
 
-def build_create_body(a: argparse.Namespace) -> tuple[JSON, str | None]:
-    """Returns (create body, container name)."""
-    config: JSON = {
-        "Image": a.image,
-        "Tty": a.tty,
-        "OpenStdin": a.interactive,
-        "StdinOnce": a.interactive,
-        "AttachStdin": a.interactive,
-        "AttachStdout": True,
-        "AttachStderr": True,
-        "Env": parse_env(a.env, a.env_file),
-        "Labels": parse_labels(a.label, a.label_file),
-    }
+def build_create_body(a: argparse.Namespace) -> tuple[CreateRequest, str | None]:
+    """Returns (create request, container name); send `encode(request)`."""
+    from dockyard.wire.container import (
+        CreateRequest,
+        EndpointIPAMConfig,
+        EndpointSettings,
+        HostConfig,
+        LogConfig,
+        NetworkingConfig,
+    )
+
+    req = CreateRequest(
+        image=a.image, tty=a.tty, open_stdin=a.interactive, stdin_once=a.interactive, attach_stdin=a.interactive,
+        attach_stdout=True, attach_stderr=True, env=parse_env(a.env, a.env_file),
+        labels=parse_labels(a.label, a.label_file),
+    )
     if getattr(a, "detach", False):
-        config["AttachStdout"] = config["AttachStderr"] = config["AttachStdin"] = False
-        config["StdinOnce"] = False
+        req.attach_stdout = req.attach_stderr = req.attach_stdin = req.stdin_once = False
     elif a.attach:
         want = {x.lower() for x in a.attach}
-        config["AttachStdin"] = "stdin" in want
-        config["AttachStdout"] = "stdout" in want
-        config["AttachStderr"] = "stderr" in want
+        req.attach_stdin, req.attach_stdout, req.attach_stderr = "stdin" in want, "stdout" in want, "stderr" in want
     if a.command:
-        config["Cmd"] = a.command
+        req.cmd = a.command
     if a.entrypoint is not None:
-        config["Entrypoint"] = [a.entrypoint] if a.entrypoint else [""]
-    for key, val in (("WorkingDir", a.workdir), ("User", a.user), ("Hostname", a.hostname),
-                     ("Domainname", a.domainname), ("StopSignal", a.stop_signal),
-                     ("StopTimeout", a.stop_timeout), ("MacAddress", a.mac_address)):
+        req.entrypoint = [a.entrypoint] if a.entrypoint else [""]
+    for attr, val in (("working_dir", a.workdir), ("user", a.user), ("hostname", a.hostname),
+                      ("domainname", a.domainname), ("stop_signal", a.stop_signal),
+                      ("stop_timeout", a.stop_timeout), ("mac_address", a.mac_address)):
         if val is not None:
-            config[key] = val
+            setattr(req, attr, val)
     exposed, bindings = parse_ports(a.publish)
     for e in a.expose:
         proto = "tcp"
@@ -338,93 +361,87 @@ def build_create_body(a: argparse.Namespace) -> tuple[JSON, str | None]:
         for p in _port_range(e):
             exposed[f"{p}/{proto}"] = {}
     if exposed:
-        config["ExposedPorts"] = exposed
-    host: JSON = {
-        "Binds": [],
-        "PortBindings": bindings,
-        "PublishAllPorts": a.publish_all,
-        "Privileged": a.privileged,
-        "ReadonlyRootfs": a.read_only,
-        "CapAdd": a.cap_add or None,
-        "CapDrop": a.cap_drop or None,
-        "SecurityOpt": a.security_opt or None,
-        "Dns": a.dns,
-        "DnsSearch": a.dns_search,
-        "DnsOptions": a.dns_option,
-        "ExtraHosts": a.add_host or None,
-        "VolumesFrom": a.volumes_from or None,
-        "Links": a.link or None,
-        "GroupAdd": a.group_add or None,
-        "Devices": [parse_device(d) for d in a.device],
-        "Ulimits": [parse_ulimit(u) for u in a.ulimit] or None,
-        "AutoRemove": bool(getattr(a, "rm", False)),
-        "Init": True if a.init else None,
-    }
+        req.exposed_ports = exposed
+    hc = HostConfig(
+        binds=[], port_bindings=bindings, publish_all_ports=a.publish_all, privileged=a.privileged,
+        readonly_rootfs=a.read_only, cap_add=a.cap_add or None, cap_drop=a.cap_drop or None,
+        security_opt=a.security_opt or None, dns=a.dns, dns_search=a.dns_search, dns_options=a.dns_option,
+        extra_hosts=a.add_host or None, volumes_from=a.volumes_from or None, links=a.link or None,
+        group_add=a.group_add or None, devices=[parse_device(d) for d in a.device],
+        ulimits=[parse_ulimit(u) for u in a.ulimit] or None, auto_remove=bool(getattr(a, "rm", False)),
+        init=True if a.init else None,
+    )
     volumes: JSON = {}
     for v in a.volume:
         parts = v.split(":")
         if len(parts) == 1 or (len(parts) == 2 and parts[1] in ("ro", "rw")):
             volumes[parts[0]] = {}  # anonymous volume
         else:
-            host["Binds"].append(v)
+            hc.binds.append(v)  # type: ignore[union-attr]
     if volumes:
-        config["Volumes"] = volumes
+        req.volumes = volumes
     if a.mount:
-        host["Mounts"] = [parse_mount(m) for m in a.mount]
+        hc.mounts = [parse_mount(m) for m in a.mount]
     if a.tmpfs:
-        host["Tmpfs"] = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in a.tmpfs}
-    for key, val in (("Runtime", a.runtime), ("CpusetCpus", a.cpuset_cpus), ("CpusetMems", a.cpuset_mems),
-                     ("CpuShares", a.cpu_shares), ("PidsLimit", a.pids_limit), ("IpcMode", a.ipc),
-                     ("PidMode", a.pid), ("UTSMode", a.uts), ("UsernsMode", a.userns),
-                     ("CgroupnsMode", a.cgroupns), ("CgroupParent", a.cgroup_parent),
-                     ("Isolation", a.isolation)):
+        hc.tmpfs = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in a.tmpfs}
+    for attr, val in (("runtime", a.runtime), ("cpuset_cpus", a.cpuset_cpus), ("cpuset_mems", a.cpuset_mems),
+                      ("cpu_shares", a.cpu_shares), ("pids_limit", a.pids_limit), ("ipc_mode", a.ipc),
+                      ("pid_mode", a.pid), ("uts_mode", a.uts), ("userns_mode", a.userns),
+                      ("cgroupns_mode", a.cgroupns), ("cgroup_parent", a.cgroup_parent),
+                      ("isolation", a.isolation)):
         if val is not None:
-            host[key] = val
+            setattr(hc, attr, val)
     if a.oom_kill_disable:
-        host["OomKillDisable"] = True
+        hc.oom_kill_disable = True
     if a.memory:
-        host["Memory"] = ram_in_bytes(a.memory)
+        hc.memory = ram_in_bytes(a.memory)
     if a.memory_swap:
-        host["MemorySwap"] = -1 if a.memory_swap == "-1" else ram_in_bytes(a.memory_swap)
+        hc.memory_swap = -1 if a.memory_swap == "-1" else ram_in_bytes(a.memory_swap)
     if a.memory_reservation:
-        host["MemoryReservation"] = ram_in_bytes(a.memory_reservation)
+        hc.memory_reservation = ram_in_bytes(a.memory_reservation)
     if a.shm_size:
-        host["ShmSize"] = ram_in_bytes(a.shm_size)
+        hc.shm_size = ram_in_bytes(a.shm_size)
     if a.cpus:
-        host["NanoCpus"] = int(parse_cpus(a.cpus) * 1e9)
-    host["RestartPolicy"] = parse_restart(a.restart or "no")  # the docker CLI always sends one
+        hc.nano_cpus = int(parse_cpus(a.cpus) * 1e9)
+    hc.restart_policy = parse_restart(a.restart or "no")  # the docker CLI always sends one
     if a.sysctl:
-        host["Sysctls"] = dict(s.split("=", 1) for s in a.sysctl)
+        hc.sysctls = dict(s.split("=", 1) for s in a.sysctl)
     if a.log_driver or a.log_opt:
-        host["LogConfig"] = {"Type": a.log_driver or "", "Config": dict(o.split("=", 1) for o in a.log_opt)}
+        hc.log_config = LogConfig(type=a.log_driver or "", config=dict(o.split("=", 1) for o in a.log_opt))
     if getattr(a, "rm", False) and a.restart and a.restart != "no":
         raise OptError("Conflicting options: --restart and --rm")
-    health = _healthcheck(a)
-    if health:
-        config["Healthcheck"] = health
-    body: JSON = {**config, "HostConfig": {k: v for k, v in host.items() if v is not None}}
+    req.healthcheck = _healthcheck(a)
     if a.network:
-        body["HostConfig"]["NetworkMode"] = a.network
+        hc.network_mode = a.network
+    req.host_config = hc
     if a.network and (a.network_alias or a.ip or a.ip6):
-        ep: JSON = {}
-        if a.network_alias:
-            ep["Aliases"] = a.network_alias
+        ep = EndpointSettings(aliases=a.network_alias or None)
         if a.ip or a.ip6:
-            ep["IPAMConfig"] = {k: v for k, v in (("IPv4Address", a.ip), ("IPv6Address", a.ip6)) if v}
-        body["NetworkingConfig"] = {"EndpointsConfig": {a.network: ep}}
-    return body, a.name
+            ep.ipam_config = EndpointIPAMConfig(ipv4_address=a.ip or "", ipv6_address=a.ip6 or "")
+        req.networking_config = NetworkingConfig(endpoints_config={a.network: ep})
+    return req, a.name
 
 
-def _healthcheck(a: argparse.Namespace) -> JSON | None:
+def encode(req: CreateRequest) -> bytes:
+    """The create body: Go's field names; a HostConfig's unset fields left out (the daemon reads
+    them as Go's zero values)."""
+    from dockyard.wire.container import ENCODER
+
+    return ENCODER(req)
+
+
+def _healthcheck(a: argparse.Namespace) -> HealthConfig | None:
+    from dockyard.wire.container import HealthConfig
+
     if a.no_healthcheck:
-        return {"Test": ["NONE"]}
-    h: JSON = {}
+        return HealthConfig(test=["NONE"])
+    h = HealthConfig()
     if a.health_cmd:
-        h["Test"] = ["CMD-SHELL", a.health_cmd]
-    for key, val in (("Interval", a.health_interval), ("Timeout", a.health_timeout),
-                     ("StartPeriod", a.health_start_period), ("StartInterval", a.health_start_interval)):
+        h.test = ["CMD-SHELL", a.health_cmd]
+    for attr, val in (("interval", a.health_interval), ("timeout", a.health_timeout),
+                      ("start_period", a.health_start_period), ("start_interval", a.health_start_interval)):
         if val:
-            h[key] = go_duration(val)
+            setattr(h, attr, go_duration(val))
     if a.health_retries is not None:
-        h["Retries"] = a.health_retries
-    return h or None
+        h.retries = a.health_retries
+    return h if h != HealthConfig() else None

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dockyard.cli.common import PROG, CLIError, Command, Ctx, os_error
-from dockyard.cli.opts import OptError, add_container_flags, build_create_body
+from dockyard.cli.opts import OptError, add_container_flags, build_create_body, encode
 from dockyard.cli.stdio import parse_detach_keys, pump, raw_terminal, resize_on_winch
 from dockyard.client import APIClient, APIError
 
@@ -64,7 +64,8 @@ def registry_auth(image: str) -> dict[str, str] | None:
 
 def create_container(ctx: Ctx, args: argparse.Namespace, cmd: str) -> str:
     try:
-        body, name = build_create_body(args)
+        req, name = build_create_body(args)
+        body = encode(req)
     except (OptError, ValueError, OSError) as e:
         why = os_error(e) if isinstance(e, OSError) else str(e)
         raise CLIError(f"{PROG}: {why}\n\nRun '{PROG} {cmd} --help' for more information", 125) from e

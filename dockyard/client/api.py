@@ -57,8 +57,9 @@ class APIClient(BaseClient):
         result: list[JSON] = self.get("/containers/json", params)
         return result
 
-    def create_container(self, config: JSON, name: str | None = None, platform: str | None = None,
+    def create_container(self, config: JSON | bytes, name: str | None = None, platform: str | None = None,
                          pod: str | None = None) -> JSON:
+        """config: a create body, or one encoded already (cli.opts.encode of a wire CreateRequest)."""
         result: JSON = self.post("/containers/create", {"name": name, "platform": platform, "pod": pod}, config)
         return result
 
@@ -115,7 +116,7 @@ class APIClient(BaseClient):
     def unpause(self, cid: str) -> None:
         self.post(f"/containers/{q(cid)}/unpause")
 
-    def update(self, cid: str, config: JSON) -> JSON:
+    def update(self, cid: str, config: JSON | bytes) -> JSON:
         result: JSON = self.post(f"/containers/{q(cid)}/update", json_body=config)
         return result
 

@@ -414,9 +414,10 @@ class BaseClient:
 
 def _body(json_body: Any, data: bytes | Iterable[bytes] | None,
           headers: dict[str, str] | None) -> tuple[bytes | Iterable[bytes] | None, dict[str, str]]:
-    """The request body and headers: JSON when json_body is given, else the raw data."""
+    """The request body and headers: JSON when json_body is given (bytes: encoded already, as the
+    wire structs are), else the raw data."""
     hdrs = dict(headers or {})
     if json_body is None:
         return data, hdrs
     hdrs["Content-Type"] = "application/json"
-    return json.dumps(json_body).encode(), hdrs
+    return (json_body if isinstance(json_body, bytes) else json.dumps(json_body).encode()), hdrs

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
 from dockyard.cli.formatting import human_duration, human_size, tabwrite, write_rows
 from dockyard.cli.gotemplate import Template, TemplateError, render
-from dockyard.cli.opts import add_container_flags, build_create_body, go_duration, parse_ports, ram_in_bytes
+from dockyard.cli.opts import (
+    add_container_flags,
+    build_create_body,
+    encode,
+    go_duration,
+    parse_ports,
+    ram_in_bytes,
+)
 from dockyard.cli.stdio import parse_detach_keys
 
 DATA = {"Name": "/x", "State": {"Status": "running", "Pid": 12}, "M": None,
@@ -73,7 +81,8 @@ def test_run_flags_to_body() -> None:
                       "-m", "1g", "--cpus", "1.5", "--restart", "no", "--entrypoint", "", "--name", "n",
                       "--health-cmd", "true", "--health-interval", "5s", "--network", "net1",
                       "--network-alias", "al", "busybox", "ls", "-l"])
-    body, name = build_create_body(a)
+    req, name = build_create_body(a)
+    body = json.loads(encode(req))  # what the daemon gets
     assert name == "n" and body["Cmd"] == ["ls", "-l"] and body["Entrypoint"] == [""]
     assert body["Env"] == ["A=1"] and body["Volumes"] == {"/anon": {}}
     hc = body["HostConfig"]
@@ -87,6 +96,6 @@ def test_run_flags_to_body() -> None:
 def test_ports_and_keys() -> None:
     exposed, bindings = parse_ports(["8000-8001:80-81", "53"])
     assert set(exposed) == {"80/tcp", "81/tcp", "53/tcp"}
-    assert bindings["81/tcp"] == [{"HostIp": "", "HostPort": "8001"}]
+    assert [b.doc() for b in bindings["81/tcp"] or []] == [{"HostIp": "", "HostPort": "8001"}]
     assert parse_detach_keys(None) == b"\x10\x11"
     assert parse_detach_keys("ctrl-a,x") == b"\x01x"
