@@ -66,6 +66,22 @@ def test_update_resources_of_a_running_container(engines: Engines, daemon: Daemo
     assert out.split() == [b"50000", b"100000"]
 
 
+def test_update_keeps_the_limits_the_body_leaves_at_zero(engines: Engines) -> None:
+    """The docker CLI's update body carries every limit, zero where no flag was given: dockerd replaces
+    only the non-zero ones (the memory limit set at create stays)."""
+    def run(c: docker.APIClient) -> tuple[Any, ...]:
+        cid = engines.create(c, command=["true"], host_config=c.create_host_config(mem_limit="64m", cpu_shares=512))
+        body = {"Memory": 0, "MemorySwap": 0, "MemoryReservation": 0, "NanoCpus": 0, "CpuShares": 256,
+                "CpuPeriod": 0, "CpuQuota": 0, "CpusetCpus": "", "CpusetMems": "", "BlkioWeight": 0,
+                "PidsLimit": None, "RestartPolicy": {"Name": "", "MaximumRetryCount": 0}}
+        c._raise_for_status(c._post_json(c._url("/containers/{0}/update", cid), data=body))
+        hc = c.inspect_container(cid)["HostConfig"]
+        return hc["Memory"], hc["MemorySwap"], hc["CpuShares"], hc["RestartPolicy"]["Name"]
+
+    ours, ref = engines.both(run)
+    assert ours == ref and ours[:3] == (64 << 20, 128 << 20, 256)
+
+
 def test_log_config_defaults_to_json_file(engines: Engines) -> None:
     def run(c: docker.APIClient) -> Any:
         cid = engines.create(c, host_config=c.create_host_config(log_config=docker.types.LogConfig(type=None)))
