@@ -58,6 +58,9 @@ async def run(cfg: DaemonConfig) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    from dockyard.daemon.stackdump import install
+
+    install(loop)  # SIGUSR1: every thread's and task's stack to the log
     await stop.wait()
     log.info("%s: shutting down; containers keep running under their monitors",
              signal.Signals(received[0]).name if received else "stop")

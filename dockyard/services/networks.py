@@ -150,6 +150,7 @@ class NetworkService:
         async with self._lock:
             netlink.set_sysctl("net/ipv4/ip_forward", "1")
             await asyncio.to_thread(self._ensure_builtins)
+            await asyncio.to_thread(self._move_shadowed_user_networks)
             for net in self._rows(f"SELECT * FROM networks WHERE {BRIDGED}"):
                 await asyncio.to_thread(self._ensure_bridge, net)
             for sb in self._rows("SELECT * FROM net_sandboxes"):
@@ -405,7 +406,7 @@ class NetworkService:
                 " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (nid, name, driver, bridge, str(net4), str(gw), str(rng) if rng else "", int(internal),
                  int(attachable), json.dumps(labels or {}), json.dumps(options), time.time(), int(enable_ipv6),
-                 net6, gw6, rng6, json.dumps({"Config": report, "Options": ipam_options}),
+                 net6, gw6, rng6, json.dumps({"Config": report, "Options": ipam_options, "Picked": 4 not in pools}),
                  "swarm" if swarm else "local", int(ingress)))
             row = self._net_row(nid)
             try:
@@ -1046,6 +1047,45 @@ class NetworkService:
                 self._plugin_call(net, method, {"NetworkID": net["id"], "EndpointID": ep["endpoint_id"]})
             except DockyardError as e:
                 log.warning("network plugin %s: %s", net["driver"], e.message)
+
+    def _move_shadowed_user_networks(self) -> None:
+        """At start, as `_stored_bridge_shadowed` does for the default bridge: a user network's stored
+        subnet that another interface now routes (a bridge another engine left behind, a VPN) would send
+        its containers' traffic there. Moved to a free subnet when the daemon picked it and nothing holds
+        or asked for an address in it; else kept, and the log names the interface in the way."""
+        nets = self._rows(f"SELECT * FROM networks WHERE {BRIDGED} AND builtin=0 AND subnet!=''")
+        if not nets:
+            return
+        mine = {r["bridge"] for r in self._rows("SELECT bridge FROM networks WHERE bridge!=''")}
+        routes = netlink.host_routes_by_link()
+        foreign = [(ipaddress.IPv4Network(dst), dev) for dst, dev in routes if dev not in mine]
+        for net in nets:
+            stored = ipaddress.IPv4Network(net["subnet"])
+            dst, dev = next(((d, v) for d, v in foreign if d.overlaps(stored)), (None, ""))
+            if dst is None:
+                continue
+            doc = json.loads(net["ipam"]) if net["ipam"] else {}
+            held = self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (net["id"],))
+            asked = self.db.query_one("SELECT 1 FROM net_links WHERE network_id=? AND ipv4!=''", (net["id"],))
+            if held or asked or not doc.get("Picked"):
+                why = ("its containers hold addresses in it" if held else "containers asked for addresses in it"
+                       if asked else "it was given at create")
+                log.error("network %s: its subnet %s overlaps %s, a route of %s; the subnet stays (%s), but "
+                          "traffic for it may go to %s: remove that interface or its address, or recreate the "
+                          "network", net["name"], stored, dst, dev or "another interface", why, dev or "it")
+                continue
+            taken = [ipaddress.IPv4Network(r["subnet"]) for r in self._rows(
+                "SELECT subnet FROM networks WHERE subnet!='' AND id!=?", (net["id"],))]
+            taken += [ipaddress.IPv4Network(r) for r in netlink.host_routes()]
+            new = ipam.pick_subnet(taken, self.swarm_pools() if net["scope"] == "swarm" else None)
+            gw = new.network_address + 1
+            log.warning("network %s: its stored subnet %s overlaps %s, a route of %s: moved to %s", net["name"],
+                        stored, dst, dev or "another interface", new)
+            netlink.delete_link(net["bridge"])  # a bridge left by a killed daemon keeps the old address
+            doc["Config"] = [_pool_json(new, gw, None, None)] + [
+                c for c in doc.get("Config") or [] if ":" in str(c.get("Subnet", ""))]
+            self.db.execute("UPDATE networks SET subnet=?, gateway=?, ip_range='', ipam=? WHERE id=?",
+                            (str(new), str(gw), json.dumps(doc), net["id"]))
 
     def _ensure_bridge(self, net: Any) -> None:
         opts = json.loads(net["options"])

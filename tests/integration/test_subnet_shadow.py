@@ -65,3 +65,38 @@ def test_a_subnet_shadowed_by_a_dead_bridge_moves_and_ports_answer() -> None:
             assert body == "through\n"
         finally:
             subprocess.run(["ip", "link", "del", dead], capture_output=True)
+
+
+def _net_subnet(d: Daemon, name: str) -> ipaddress.IPv4Network:
+    with d.api() as c:
+        return ipaddress.IPv4Network(c.get(f"/networks/{name}").json()["IPAM"]["Config"][0]["Subnet"])
+
+
+def test_user_networks_shadowed_by_dead_bridges_move_or_are_named() -> None:
+    """The same for user networks: one whose subnet the daemon picked moves; one whose subnet was given
+    at create stays (it is the user's), and the log names the interface in the way."""
+    dead = [f"dysh{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with own_daemon("dy-shadow-") as d:
+        d.docker("network", "create", "picked")
+        d.docker("network", "create", "--subnet", "10.219.77.0/24", "given")
+        picked, given = _net_subnet(d, "picked"), _net_subnet(d, "given")
+        d.stop()
+        try:
+            for dev, net in zip(dead, (picked, given), strict=True):
+                subprocess.run(["ip", "link", "add", dev, "type", "bridge"], check=True)
+                subprocess.run(["ip", "link", "set", dev, "up"], check=True)
+                subprocess.run(["ip", "addr", "add", f"{net.network_address + 1}/{net.prefixlen}", "dev", dev],
+                               check=True)
+            d.start()
+            moved = _net_subnet(d, "picked")
+            assert not moved.overlaps(picked), (moved, picked)
+            assert _net_subnet(d, "given") == given
+            log = d.log.read_text()
+            assert dead[0] in log and f"moved to {moved}" in log
+            assert dead[1] in log and "the subnet stays (it was given at create)" in log
+            out = d.docker("run", "--rm", "--network", "picked", "busybox", "ip", "-4", "-o", "addr", "show", "eth0")
+            addr = out.stdout.decode().split()[3]
+            assert ipaddress.IPv4Interface(addr).ip in moved
+        finally:
+            for dev in dead:
+                subprocess.run(["ip", "link", "del", dev], capture_output=True)
