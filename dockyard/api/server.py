@@ -106,7 +106,7 @@ def api_site(router: Router) -> Site:
         try:
             handler = route(req)
             body = await req.body() if authz.wants_body(req.target, req.headers) else None
-            ctx = await authz.request(req.method, req.target, req.headers, body)
+            ctx = await authz.request(req.method, req.target, req.headers, body, req.user)
             result = await handler(req)
         except DockyardError as e:
             result = _error_response(e.status, e.message)

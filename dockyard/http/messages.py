@@ -38,10 +38,12 @@ class Request:
         params: dict[str, str] | None = None,
         body_source: BodySource = _no_body,
         target: str = "",
+        user: str = "",
     ) -> None:
         self.method = method
         self.path = path
         self.target = target or path  # the request line's target as sent (path with prefix and query)
+        self.user = user  # the TLS client certificate's common name (dockerd's authn), "" without one
         self.api_version = api_version
         self.query = query or {}
         self.headers = headers or {}

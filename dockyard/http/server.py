@@ -88,6 +88,18 @@ def _unread(reader: asyncio.StreamReader, data: bytes) -> None:
     buffer[:0] = data
 
 
+def _peer_common_name(writer: asyncio.StreamWriter) -> str:
+    """The CN of a verified TLS client certificate (--tlsverify), as dockerd names the user to authz plugins."""
+    cert = writer.get_extra_info("peercert")
+    if not cert:
+        return ""
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
+
+
 class _Connection:
     def __init__(self, site: Site, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.site = site
@@ -185,7 +197,7 @@ class _Connection:
         return Request(
             event.method.decode("ascii"), unquote(raw_path),
             query=parse_qs(qs, keep_blank_values=True), headers=headers, body_source=self._body_chunk,
-            target=target,
+            target=target, user=_peer_common_name(self.writer),
         )
 
     async def _handle(self, event: h11.Request) -> bool:

@@ -6,6 +6,7 @@ and the daemon refuses to start without its plugins."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -119,3 +120,42 @@ def test_daemon_refuses_to_start_without_its_plugin() -> None:
             capture_output=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
         assert p.returncode != 0
         assert b'plugin "absent" not found' in p.stderr + p.stdout
+
+
+def test_tls_users_are_named_to_the_plugin() -> None:
+    """--tlsverify: the client certificate's CN is the User the plugin sees (UserAuthNMethod TLS); a
+    plugin lets bob only read while alice may run containers (a shared daemon, several users)."""
+    from tests.integration.test_remote import make_ca, make_cert
+
+    with tempfile.TemporaryDirectory(prefix="plugins-authz-tls-", dir="/tmp") as tmp:
+        t = Path(tmp)
+        make_ca(t / "ca", "authz-test-ca")
+        make_cert(t / "ca", t / "server", "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+        for user in ("alice", "bob"):
+            make_cert(t / "ca", t / user, user, "extendedKeyUsage=clientAuth")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = t / "calls.log"
+        readers = PluginProc("authz_plugin.py", "authz-readers", socket=t / "plugins" / "authz-readers.sock", log=log,
+                             extra=("--policy", "readers"))
+        srv = t / "server"
+        with running(readers), own_daemon(
+                "dy-authz-tls-", "-H", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", str(srv / "ca.pem"),
+                "--tlscert", str(srv / "cert.pem"), "--tlskey", str(srv / "key.pem"),
+                "--plugin-discovery-dir", str(t / "plugins"), "--authorization-plugin", "authz-readers") as d:
+            def as_user(user: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+                env = {**d.env, "DOCKER_HOST": f"tcp://127.0.0.1:{port}", "DOCKER_TLS_VERIFY": "1",
+                       "DOCKER_CERT_PATH": str(t / user)}
+                return subprocess.run(["docker", *args], env=env, capture_output=True, timeout=120)
+
+            assert as_user("alice", "run", "--rm", "busybox", "echo", "alice ran").stdout == b"alice ran\n"
+            assert as_user("bob", "ps", "-a").returncode == 0
+            p = as_user("bob", "run", "--rm", "busybox", "true")
+            assert p.returncode != 0
+            assert ("authorization denied by plugin authz-readers: user bob may only read (authenticated by TLS)"
+                    in p.stderr.decode())
+            seen = {(c["body"].get("User"), c["body"].get("UserAuthNMethod"))
+                    for c in calls(log, "authz-readers", "/AuthZPlugin.AuthZReq")}
+            assert ("alice", "TLS") in seen and ("bob", "TLS") in seen
+            assert (None, None) in seen  # the unix socket's callers (the test's own setup) are nobody

@@ -2,7 +2,8 @@
 
 `--policy allow`: allows everything (and logs it). `--policy strict`: forbids privileged
 containers and bind mounts of the host's `/` (as -v /:/x or --mount type=bind,src=/), and
-withholds any response whose body names the label `authz.hide`.
+withholds any response whose body names the label `authz.hide`. `--policy readers`: the TLS user
+`bob` may only read (GET and HEAD); anyone else anything.
 """
 
 from __future__ import annotations
@@ -50,7 +51,14 @@ def strict_response(req: Any) -> dict[str, Any]:
 def main() -> None:
     a = pluginhttp.args("test authorization plugin")
     policy = sys.argv[sys.argv.index("--policy") + 1] if "--policy" in sys.argv else "allow"
-    if policy == "strict":
+    if policy == "readers":
+        def readers(req: Any) -> dict[str, Any]:
+            if req.get("User") == "bob" and req.get("RequestMethod") not in ("GET", "HEAD"):
+                return {"Allow": False, "Msg": f"user bob may only read (authenticated by {req.get('UserAuthNMethod')})"}
+            return {"Allow": True}
+
+        handlers = {"/AuthZPlugin.AuthZReq": readers, "/AuthZPlugin.AuthZRes": lambda _r: {"Allow": True}}
+    elif policy == "strict":
         handlers = {"/AuthZPlugin.AuthZReq": strict_request, "/AuthZPlugin.AuthZRes": strict_response}
     else:
         handlers = {"/AuthZPlugin.AuthZReq": lambda _r: {"Allow": True},
