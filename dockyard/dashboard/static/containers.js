@@ -58,7 +58,7 @@ function statCells(id) {
   const hist = live.history[id] || [];
   const last = hist[hist.length - 1];
   return [
-    h('td', {}, h('div', { class: 'spark cpu', 'data-samples': hist.length }, sparkline(hist.map((x) => x.cpu), 100 / 20), last ? `${last.cpu.toFixed(1)} %` : '')),
+    h('td', { class: 'hide-narrow' }, h('div', { class: 'spark cpu', 'data-samples': hist.length }, sparkline(hist.map((x) => x.cpu), 100 / 20), last ? `${last.cpu.toFixed(1)} %` : '')),
     h('td', { class: 'hide-narrow' }, h('div', { class: 'spark mem' }, sparkline(hist.map((x) => x.mem), last ? last.limit / 20 : 0), last ? bytes(last.mem) : '')),
   ];
 }
@@ -69,7 +69,7 @@ export function render(root) {
   root.append(h('h1', {}, 'Containers'), h('div', { class: 'toolbar' }, filter, h('span', { class: 'muted', id: 'count' })),
     h('div', { class: 'card' }, h('table', { id: 'containers' },
       h('thead', {}, h('tr', {}, ['Name', 'Image', 'State', 'Ports', 'Uptime', 'CPU', 'Memory', ''].map((t, i) =>
-        h('th', { class: i === 1 || i === 4 || i === 6 ? 'hide-narrow' : '' }, t)))), body)));
+        h('th', { class: [1, 4, 5, 6].includes(i) ? 'hide-narrow' : '' }, t)))), body)));
 
   function row(c) {
     const name = (c.Names?.[0] || short(c.Id)).replace(/^\//, '');
@@ -80,7 +80,7 @@ export function render(root) {
       h('td', {}, h('span', { class: `state ${c.State}` }, c.State), hl && h('span', { class: `health ${hl.replace(' ', '')}` }, hl)),
       h('td', {}, portLinks(c)),
       h('td', { class: 'hide-narrow muted' }, c.State === 'running' ? (c.Status || '').replace(/ \(.*\)$/, '') : c.Status),
-      ...(c.State === 'running' ? statCells(c.Id) : [h('td'), h('td', { class: 'hide-narrow' })]),
+      ...(c.State === 'running' ? statCells(c.Id) : [h('td', { class: 'hide-narrow' }), h('td', { class: 'hide-narrow' })]),
       h('td', {}, actionButtons(c)));
     return tr;
   }
