@@ -147,7 +147,8 @@ def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, addresse
 
 
 def adopt_link(src_name: str, netns_path: str, ifname: str, addresses: list[tuple[str, int]],
-               gateways: list[str], mac: str, mtu: int = 1500) -> None:
+               gateways: list[str], mac: str, mtu: int = 1500,
+               routes: list[tuple[str, str | None]] | None = None) -> None:
     """A link someone else made (a network plugin's Join: `SrcName`) moved into the netns and set up
     there as `ifname`, as for our own veths."""
     with IPRoute() as ipr:
@@ -158,11 +159,13 @@ def adopt_link(src_name: str, netns_path: str, ifname: str, addresses: list[tupl
                         "the network plugin made this interface: it goes into the container's netns") as s:
             ipr.link("set", index=idx, net_ns_fd=netns_path)
             s.result = f"{src_name} moved"
-    _configure_in_netns(netns_path, src_name, ifname, addresses, gateways, mac, mtu)
+    _configure_in_netns(netns_path, src_name, ifname, addresses, gateways, mac, mtu, routes or [])
 
 
 def _configure_in_netns(netns_path: str, tmp_peer: str, ifname: str, addresses: list[tuple[str, int]],
-                        gateways: list[str], mac: str, mtu: int) -> None:
+                        gateways: list[str], mac: str, mtu: int,
+                        routes: list[tuple[str, str | None]] | None = None) -> None:
+    """`routes`: (destination, next hop) more, a next hop None meaning on the link itself."""
     def configure() -> None:
         with IPRoute() as nipr:  # opened inside the netns, so bound to it
             idx = _ifindex(nipr, tmp_peer)
@@ -180,6 +183,13 @@ def _configure_in_netns(netns_path: str, tmp_peer: str, ifname: str, addresses: 
                     s.result = f"{ifname} ifindex {idx}: {' '.join(got)}"
             lo = _ifindex(nipr, "lo")
             nipr.link("set", index=lo, state="up")
+            for dst, hop in routes or []:
+                with trace.step("route", f"(in netns) ip route add {dst} " + (f"via {hop}" if hop else f"dev {ifname}"),
+                                "a static route the network plugin asked for at Join"):
+                    if hop:
+                        nipr.route("add", dst=dst, gateway=hop)
+                    else:
+                        nipr.route("add", dst=dst, oif=idx)
             _default_routes(nipr, gateways)
 
     _in_netns(configure, netns_path)

@@ -1037,9 +1037,12 @@ class NetworkService:
         gateways = [] if net["internal"] or not primary or joined.get("DisableGatewayService") else \
             [str(joined.get("Gateway") or net["gateway"])] + ([str(joined["GatewayIPv6"])]
                                                                if ip6 and joined.get("GatewayIPv6") else [])
-        netlink.adopt_link(src, netns_path, ifname, addrs, gateways, mac, self.mtu)
-        for r in joined.get("StaticRoutes") or []:
-            log.info("network plugin %s: static route %s not applied (not supported yet)", net["driver"], r)
+        routes = []
+        for r in joined.get("StaticRoutes") or []:  # RouteType 1: on the link (CONNECTED), else via NextHop
+            if not isinstance(r, dict) or not r.get("Destination"):
+                raise SystemError_(f"network plugin {net['driver']}: invalid static route {r!r}")
+            routes.append((str(r["Destination"]), None if r.get("RouteType") == 1 else str(r.get("NextHop") or "")))
+        netlink.adopt_link(src, netns_path, ifname, addrs, gateways, mac, self.mtu, routes)
 
     def _plugin_unplug(self, net: Any, ep: Any) -> None:
         for method in ("Leave", "DeleteEndpoint"):

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,10 @@ def test_create_enable_use_disable_remove(daemon_and_dir: tuple[Daemon, Path]) -
     assert p.returncode != 0 and b"already disabled" in p.stderr
     d.docker("plugin", "rm", NAME)
     assert not (d.data_root / "plugins" / pid).exists()
+    events = d.docker("events", "--since", "0", "--until", f"{time.time() + 1:.0f}", "--filter", "type=plugin",
+                      "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout.decode().splitlines()
+    assert [e for e in events if e.endswith(f"{NAME}:latest")] == [
+        f"{a} {NAME}:latest" for a in ("create", "enable", "disable", "remove")]
     assert d.docker("plugin", "ls", "-q").stdout == b""
     p = d.docker("plugin", "inspect", NAME, check=False)
     assert p.returncode != 0 and b"not found" in p.stderr

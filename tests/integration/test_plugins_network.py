@@ -50,7 +50,10 @@ def test_containers_on_a_plugin_network(setup: tuple[Daemon, Path]) -> None:
         # eth0 in the container is the plugin's veth, on the plugin's bridge
         out = d.docker("exec", a, "ip", "-o", "-4", "addr", "show", "eth0").stdout.decode()
         assert f"inet {ip}/" in out
-        assert d.docker("exec", a, "ip", "route").stdout.decode().startswith(f"default via {pool['Gateway'].split('/')[0]}")
+        gw = pool["Gateway"].split("/")[0]
+        routes = d.docker("exec", a, "ip", "route").stdout.decode()
+        assert routes.startswith(f"default via {gw}")
+        assert f"10.254.1.0/24 via {gw} dev eth0" in routes and "10.254.2.0/24 dev eth0" in routes  # StaticRoutes
         p = d.docker("run", "--rm", "--network", "pnet", "busybox", "ping", "-c", "1", "-W", "5", ip)
         assert b"1 packets received" in p.stdout
         p = d.docker("network", "rm", "pnet", check=False)

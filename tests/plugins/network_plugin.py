@@ -57,7 +57,9 @@ def main() -> None:
             sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
             sh("ip", "link", "set", host, "master", n["bridge"], "up")
             eps[eid] = host
-        return {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}, "Gateway": n["gateway"]}
+        return {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"}, "Gateway": n["gateway"],
+                "StaticRoutes": [{"Destination": "10.254.1.0/24", "RouteType": 0, "NextHop": n["gateway"]},
+                                 {"Destination": "10.254.2.0/24", "RouteType": 1}]}
 
     def leave(b: Any) -> dict[str, Any]:
         with lock:
