@@ -487,7 +487,8 @@ class NetworkService:
 
     async def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[str]:
         deleted = []
-        for net in self._rows("SELECT * FROM networks WHERE builtin=0 ORDER BY created"):
+        # the ingress network goes only when asked for by name, as with dockerd
+        for net in self._rows("SELECT * FROM networks WHERE builtin=0 AND ingress=0 ORDER BY created"):
             if self._in_use(net["id"]) or not _matches(net, filters or {}, False, prune=True):
                 continue
             with contextlib.suppress(DockyardError):

@@ -169,6 +169,13 @@ def test_overlay_networks_as_dockerd(pair: tuple[Cli, Cli]) -> None:
           "nslookup srv >/dev/null && ping -c1 -W5 srv >/dev/null && echo reached")
     _same(ours, ref, "run", "--rm", "--network", "ov-plain", "busybox", "true")
     _same(ours, ref, "network", "rm", "ingress2")
+    _same(ours, ref, "network", "create", "-d", "overlay", "--ingress", "ingress3")
+    _same(ours, ref, "network", "create", "-d", "overlay", "unused-ov")
+    # prune takes unused swarm networks too, never the ingress network (dockerd: "has to be explicitly
+    # invoked by user") nor one a container is on
+    mine, theirs = _both(ours, ref, "network", "prune", "-f")  # the same networks; dockerd's order is its store's
+    assert sorted(mine[1].splitlines()) == sorted(theirs[1].splitlines()) and mine[0] == theirs[0] == 0
+    _same(ours, ref, "network", "ls", "--filter", "scope=swarm", "--format", "{{.Name}}")
     # leaving the swarm takes its networks, and the containers on them lose those
     _same(ours, ref, "swarm", "leave", "--force")
     _same(ours, ref, "inspect", "srv", "-f", "{{.State.Running}} {{len .NetworkSettings.Networks}}")
