@@ -182,7 +182,11 @@ class SwarmService:
             try:  # as dockerd: the ingress network comes with the swarm (it may be removed)
                 await self.networks.create("ingress", driver="overlay", ingress=True, scope="swarm")
             except Conflict:
-                pass
+                pass  # a network of that name exists already: the swarm goes on without one
+            except BaseException:
+                self.db.execute("DELETE FROM swarm WHERE id=1")  # no half-made swarm
+                self._cluster = self._node = None
+                raise
             return str(self._node["ID"])
 
     def _description(self) -> dict[str, Any]:
