@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,8 +405,11 @@ def _services(g: Generated, name: str, pod: _Pod, labels: dict[str, str], ports:
                "spec": {"type": "LoadBalancer", "selector": dict(labels), "ports": outer}})
 
 
-def from_project(project: Project, g: Generated | None = None) -> Generated:
-    """Deployments, Services, claims, ConfigMaps and Secrets for a compose project."""
+def from_project(project: Project, g: Generated | None = None,
+                 image_ports: Callable[[str], list[str]] | None = None) -> Generated:
+    """Deployments, Services, claims, ConfigMaps and Secrets for a compose project. `image_ports`
+    names an image's EXPOSEd ports ("6379/tcp"): compose reaches a service by name whatever its ports,
+    a cluster only through a Service, which needs them."""
     g = g or Generated()
     init_only = {dep for svc in project.services.values()
                  for dep, spec in (svc.get("depends_on") or {}).items()
@@ -434,7 +438,16 @@ def from_project(project: Project, g: Generated | None = None) -> Generated:
                        f"independently; {dep}'s readinessProbe keeps it out of its Service until healthy")
             else:
                 g.note(f"{where}.depends_on: {dep} ({cond}) not expressed: pods start independently")
+        if image_ports is not None and svc.get("image"):
+            known = {f"{p['target']}/{p.get('protocol') or 'tcp'}" for p in svc.get("ports") or []}
+            known |= {e if "/" in str(e) else f"{e}/tcp" for e in svc.get("expose") or []}
+            extra = [p for p in image_ports(str(svc["image"])) if p not in known]
+            if extra:
+                svc = {**svc, "expose": [*(svc.get("expose") or []), *extra]}
         pod.container(name, svc, where)
+        if not pod.ports:
+            g.note(f"{where}: no ports known, so no Service: other pods cannot reach it by name "
+                   "(add `expose:` if they should)")
         template = {"metadata": {"labels": dict(labels)}, "spec": pod.pod_spec(svc, where)}
         replicas = int(svc.get("scale", 1))
         g.add({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -502,7 +515,9 @@ def service_of_container(info: dict[str, Any], image_config: dict[str, Any] | No
         svc["ports"] = ports
     bound = {f"{p['target']}/{p['protocol']}" for p in ports}
     image_ports = set(img.get("ExposedPorts") or {})
-    expose = [k for k in (cfg.get("ExposedPorts") or {}) if k not in bound and k not in image_ports]
+    # the image's EXPOSE too: a Service (the name other pods reach it by) needs the ports
+    expose = [k for k in (cfg.get("ExposedPorts") or {}) if k not in bound] + \
+        [k for k in image_ports if k not in bound and k not in (cfg.get("ExposedPorts") or {})]
     if expose:
         svc["expose"] = expose
     vols = []

@@ -36,7 +36,13 @@ def project(client: APIClient, name: str, g: gen.Generated) -> None:
         for svc_name, svc in project.services.items():
             if env_files.get(svc_name):
                 svc["x-env-files"] = env_files[svc_name]
-        gen.from_project(project, g)
+        def image_ports(ref: str) -> list[str]:
+            try:
+                return list((client.inspect_image(ref).get("Config") or {}).get("ExposedPorts") or {})
+            except APIError:
+                return []
+
+        gen.from_project(project, g, image_ports)
         return
     except (ComposeError, OSError) as e:
         g.note(f"project {name}: {e}; generated from its containers (configs, secrets, init containers "

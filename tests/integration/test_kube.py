@@ -22,7 +22,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT, Daemon, own_daemon
+from conftest import ROOT, SHARED, Daemon, own_daemon
 from kubernetes_validate import utils as kv_utils
 
 NEWEST = sorted({str(v) for v in kv_utils.all_versions()}, key=lambda v: tuple(map(int, v.split("."))))[-3:]
@@ -84,17 +84,16 @@ def test_validator_rejects_a_bad_manifest() -> None:
 APP = """
 services:
   db:
-    image: busybox
-    command: ["sh", "-c", "echo \\"$$DB_GREETING\\" > /data/greeting; touch /data/ready; exec httpd -f -p 6379 -h /data"]
-    env_file: [db.env]
+    image: redis:7
     volumes: [data:/data]
-    expose: ["6379"]
     mem_limit: 64m
-    healthcheck: {test: ["CMD", "test", "-f", "/data/ready"], interval: 1s, retries: 30}
+    healthcheck: {test: ["CMD", "redis-cli", "ping"], interval: 1s, retries: 30}
   setup:
     image: busybox
-    command: ["sh", "-c", "echo seeded > /data/seed"]
-    volumes: [data:/data]
+    env_file: [setup.env]
+    command: ["sh", "-c", "until printf 'SET greeting %s\\r\\n' \\"$$GREETING\\" | nc db 6379 | grep -q OK; do sleep 0.2; done"]
+    depends_on:
+      db: {condition: service_healthy}
   web:
     image: busybox
     command: ["sh", "-c", "mkdir -p /www/cgi-bin && cp /etc/app/page /www/index.html && cp /etc/app/cgi /www/cgi-bin/q && chmod +x /www/cgi-bin/q && exec httpd -f -p 80 -h /www"]
@@ -115,16 +114,33 @@ volumes:
   data: {}
 """
 
+# web asks the redis db by its name, in redis' own protocol (busybox nc), for what setup stored
 CGI = """#!/bin/sh
 echo "Content-Type: text/plain"
 echo
-echo "db says: $(wget -qO- http://db:6379/greeting)"
-echo "seed: $(wget -qO- http://db:6379/seed)"
+echo "db says: $(printf 'GET greeting\\r\\n' | nc db 6379 | sed -n 2p | tr -d '\\r')"
 echo "token: $(cat /run/secrets/token)"
 echo "who: $WHO"
 """
 
-WANT = "db says: hello-from-db\nseed: seeded\ntoken: s3cret\nwho: web\n"
+WANT = "db says: hello-from-db\ntoken: s3cret\nwho: web\n"
+
+
+@pytest.fixture(scope="module")
+def redis_image(kd: Daemon) -> str:
+    """redis:7 from the image fixtures (../shared/images), through a registry of its own, stopped after."""
+    images = SHARED / "images"
+    port, store = free_port(), tempfile.mkdtemp(prefix="kube-reg-", dir="/tmp")
+    subprocess.run([str(images / "serve-registry"), "--port", str(port), "--dir", store, "redis"], check=True,
+                   capture_output=True, timeout=300)
+    try:
+        dy(kd, "pull", f"127.0.0.1:{port}/library/redis:7")
+        dy(kd, "tag", f"127.0.0.1:{port}/library/redis:7", "redis:7")
+        dy(kd, "rmi", f"127.0.0.1:{port}/library/redis:7")
+    finally:
+        subprocess.run([str(images / "stop-registry"), "--port", str(port), "--dir", store], capture_output=True)
+        subprocess.run(["rm", "-rf", store])
+    return "redis:7"
 
 
 def compose(d: Daemon, project: str, workdir: Path, *args: str) -> None:
@@ -139,14 +155,14 @@ def answers(port: int) -> tuple[str, str]:
     return wait_for(port, "/", "shop"), wait_for(port, "/cgi-bin/q", WANT)
 
 
-def test_round_trip_compose_generate_play(kd: Daemon) -> None:
+def test_round_trip_compose_generate_play(kd: Daemon, redis_image: str) -> None:
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="kube-rt-", dir="/tmp"))
     project = "rt" + os.urandom(3).hex()
     (work / "compose.yaml").write_text(APP.replace("PORT", str(port)))
     (work / "q.cgi").write_text(CGI)
     (work / "token.txt").write_text("s3cret")
-    (work / "db.env").write_text("DB_GREETING=hello-from-db\n")
+    (work / "setup.env").write_text("GREETING=hello-from-db\n")
     manifest = work / "app.yaml"
     try:
         compose(kd, project, work, "up", "-d")
@@ -155,7 +171,7 @@ def test_round_trip_compose_generate_play(kd: Daemon) -> None:
         gen = dy(kd, "kube", "generate", "-p", project)
         docs = validate_all(gen.stdout.decode())
         kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-        assert kinds == [("ConfigMap", "cgi"), ("ConfigMap", "db-env"), ("ConfigMap", "page"),
+        assert kinds == [("ConfigMap", "cgi"), ("ConfigMap", "page"), ("ConfigMap", "setup-env"),
                          ("Deployment", "db"), ("Deployment", "web"), ("PersistentVolumeClaim", "data"),
                          ("Secret", "token"), ("Service", "db"), ("Service", "web"), ("Service", "web-public")]
         web = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "web")
@@ -164,9 +180,10 @@ def test_round_trip_compose_generate_play(kd: Daemon) -> None:
         assert pod["containers"][0]["resources"] == {"limits": {"cpu": "500m"}}
         db = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "db")
         dbc = db["spec"]["template"]["spec"]["containers"][0]
-        assert dbc["readinessProbe"]["exec"]["command"] == ["test", "-f", "/data/ready"]
-        assert dbc["envFrom"] == [{"configMapRef": {"name": "db-env"}}]
+        assert dbc["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
         assert dbc["resources"] == {"limits": {"memory": "64Mi"}}
+        assert dbc["ports"] == [{"containerPort": 6379, "protocol": "TCP"}]  # the image's EXPOSE
+        assert pod["initContainers"][0]["envFrom"] == [{"configMapRef": {"name": "setup-env"}}]
         public = next(d for d in docs if d["metadata"]["name"] == "web-public")
         assert public["spec"]["type"] == "LoadBalancer" and public["spec"]["ports"][0]["port"] == port
         notes = gen.stderr.decode()
@@ -196,8 +213,10 @@ def test_round_trip_compose_generate_play(kd: Daemon) -> None:
         assert answers(port) == before
     finally:
         dy(kd, "kube", "down", str(manifest), check=False)
-        compose(kd, project, work, "down", "-v")
-        subprocess.run(["rm", "-rf", str(work)])
+        try:
+            compose(kd, project, work, "down", "-v")
+        finally:
+            subprocess.run(["rm", "-rf", str(work)])
     assert dy(kd, "ps", "-aq").stdout.strip() == b""
     assert dy(kd, "pod", "ls", "-q").stdout.strip() == b""
     assert b"data" not in dy(kd, "volume", "ls", "-q").stdout.split()
