@@ -9,6 +9,8 @@ from typing import Any
 
 from dockyard.store.db import Database
 
+KEEP_INPUTS = 4  # records of what a step was made from, per Dockerfile position
+
 SCHEMA = [
     """
     CREATE TABLE build_cache (
@@ -67,6 +69,9 @@ class BuildCache:
             if inputs is not None:
                 c.execute("INSERT OR REPLACE INTO build_inputs VALUES(?,?,?,?,?)",
                           (key, inputs[0], inputs[1] or "", json.dumps(inputs[2], sort_keys=True), now))
+                # a few records per place in a Dockerfile are enough to explain a miss: older ones go
+                c.execute("DELETE FROM build_inputs WHERE pos=? AND key NOT IN (SELECT key FROM build_inputs "
+                          "WHERE pos=? ORDER BY created DESC LIMIT ?)", (inputs[0], inputs[0], KEEP_INPUTS))
 
     def get_link(self, key: str) -> str | None:
         row = self.db.query_one("SELECT diff_id FROM build_links WHERE key=?", (key,))
