@@ -15,6 +15,7 @@ GROUPS = {
     "image": "Manage images",
     "network": "Manage networks",
     "volume": "Manage volumes",
+    "plugin": "Manage plugins",
     "system": "Manage Docker",
     "context": "Manage contexts",
     "builder": "Manage builds",
@@ -25,7 +26,7 @@ GROUPS = {
 
 
 _MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion", "pods",
-            "kube", "dashboard", "rootless")
+            "kube", "dashboard", "rootless", "plugins")
 # The modules holding each top-level word's commands: a command imports only what it needs (start-up
 # time). A word missing here still works, through every module (tests/unit/test_cli_parsing.py checks).
 _WORD_MODULES: dict[str, tuple[str, ...]] = {
@@ -40,7 +41,7 @@ _WORD_MODULES: dict[str, tuple[str, ...]] = {
     "container": ("run", "containers"), "image": ("images", "build"), "network": ("objects",),
     "volume": ("objects",), "system": ("system", "context"), "context": ("context",), "builder": ("build",),
     "daemon": (), "registry": (), "compose": (), "pod": ("pods",), "kube": ("kube",),
-    "rootless": ("rootless",),
+    "rootless": ("rootless",), "plugin": ("plugins",),
 }
 
 

@@ -214,3 +214,29 @@ def test_propagated_mount_and_capabilities(daemon_and_dir: tuple[Daemon, Path]) 
     finally:
         d.docker("plugin", "rm", "-f", "dyk/tmpfsvol")
     assert not any(str(prop) in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def test_dockyard_plugin_commands(daemon_and_dir: tuple[Daemon, Path], registry: str) -> None:
+    """The same through our own CLI: create, ls, set, enable, inspect -f, disable, push, rm, install."""
+    d, pdir = daemon_and_dir
+    remote = f"{registry}/dyk/ours"
+    assert d.dockyard("plugin", "create", remote, str(pdir)).stdout.decode().strip() == remote
+    ls = d.dockyard("plugin", "ls").stdout.decode().splitlines()
+    assert ls[0].split() == ["ID", "NAME", "DESCRIPTION", "ENABLED"] and f"{remote}:latest" in ls[1]
+    d.dockyard("plugin", "set", remote, "DEBUG=1")
+    d.dockyard("plugin", "enable", remote)
+    fmt = "{{.Enabled}} {{index .Settings.Env 0}}"
+    assert d.dockyard("plugin", "inspect", "-f", fmt, remote).stdout == b"true DEBUG=1\n"
+    p = d.dockyard("plugin", "rm", remote, check=False)
+    assert p.returncode != 0 and b"must be disabled before removing" in p.stderr
+    d.dockyard("plugin", "disable", remote)
+    assert b"digest: sha256:" in d.dockyard("plugin", "push", remote).stdout
+    d.dockyard("plugin", "rm", remote)
+    p = d.dockyard("plugin", "install", remote, check=False)  # no TTY to ask on: privileges not granted
+    assert p.returncode != 0 and b"--grant-all-permissions" in p.stderr
+    out = d.dockyard("plugin", "install", "--grant-all-permissions", "--alias", "dyk/again", remote, "DEBUG=1")
+    assert b"Installed plugin" in out.stdout
+    info = json.loads(d.dockyard("plugin", "inspect", "dyk/again").stdout)[0]
+    assert info["Enabled"] is True and info["Settings"]["Env"] == ["DEBUG=1"]
+    d.dockyard("plugin", "rm", "-f", "dyk/again")
+    assert d.dockyard("plugin", "ls", "-q").stdout == b""
