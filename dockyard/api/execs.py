@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dockyard.api import validate
 from dockyard.api.backends import ExecBackend
 from dockyard.api.server import Hijack, Request, Response, Route, json_response
 from dockyard.errors import InvalidParameter
@@ -15,20 +14,24 @@ class ExecRoutes:
         self.execs = execs
 
     async def container_exec(self, req: Request) -> Response:
+        from dockyard.wire.container import exec_request
+
         body = await req.json()
         if not isinstance(body, dict):
             raise InvalidParameter("invalid exec config")
-        return json_response(self.execs.create(req.params["id"], validate.go_names(body, validate.EXEC_CONFIG)), 201)
+        return json_response(self.execs.create(req.params["id"], exec_request(body)), 201)
 
     async def exec_start(self, req: Request) -> Response | Hijack:
+        from dockyard.wire.container import exec_start_request
+
         body = await req.json() or {}
         if not isinstance(body, dict):
             raise InvalidParameter("invalid exec start config")
-        body = validate.go_names(body, validate.EXEC_START)
+        start = exec_start_request(body)
         # As dockerd: the start request's Tty alone says whether the stream is raw or multiplexed; the
         # process has a terminal if the exec was created with one.
-        raw = bool(body.get("Tty"))
-        handler = await self.execs.start(req.params["id"], bool(body.get("Detach")), raw)
+        raw = start.tty
+        handler = await self.execs.start(req.params["id"], start.detach, raw)
         if handler is None:
             return Response(200, {"Content-Type": "application/json"}, b"")
         return Hijack(handler, "application/vnd.docker.raw-stream" if raw else "application/vnd.docker.multiplexed-stream")

@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound
 from dockyard.runtime.failures import exit_code_of
@@ -16,6 +16,9 @@ from dockyard.runtime.logs import frame
 from dockyard.services.attach import HijackHandler, parse_detach_keys, pump_session
 from dockyard.services.containers import ContainerService
 from dockyard.util.ids import new_id
+
+if TYPE_CHECKING:
+    from dockyard.wire.container import ExecConfig
 
 log = logging.getLogger("dockyard.exec")
 
@@ -31,7 +34,7 @@ DETACHED = b"exec attach failed: error on attach stdin: read escape sequence\r\n
 class Exec:
     id: str
     container_id: str
-    config: dict[str, Any]
+    config: ExecConfig  # as created (wire.container.exec_request: decoded once at the API)
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
@@ -54,7 +57,7 @@ class ExecService:
             raise NotFound(f"No such exec instance: {exec_id}")
         return e
 
-    def create(self, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, ref: str, cfg: ExecConfig) -> dict[str, Any]:
         c = self.cs.get(ref)
         if c.state == "paused":
             raise Conflict(f"Container {ref} is paused, unpause the container before exec")  # the ref, as moby
@@ -62,21 +65,21 @@ class ExecService:
             raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
         if c.state != "running":
             raise Conflict(f"Container {c.id} is not running")
-        cmd = body.get("Cmd")
-        if not cmd or not isinstance(cmd, list):
+        cmd = cfg.cmd
+        if not cmd:
             raise InvalidParameter("No exec command specified")
-        if body.get("DetachKeys"):
-            parse_detach_keys(body["DetachKeys"])
-        e = Exec(new_id(), c.id, dict(body))
+        if cfg.detach_keys:
+            parse_detach_keys(cfg.detach_keys)
+        e = Exec(new_id(), c.id, cfg)
         self._execs[e.id] = e
         self.cs.live(c.id)  # keep coordination state alive for this container
         self.cs.emit(c, f"exec_create: {' '.join(cmd)}", {"execID": e.id})
-        if not body.get("Detach") and any(body.get(k) for k in ("AttachStdin", "AttachStdout", "AttachStderr")):
+        if not cfg.detach and (cfg.attach_stdin or cfg.attach_stdout or cfg.attach_stderr):
             self._prepare(e)
         return {"Id": e.id}
 
     def _prepare(self, e: Exec) -> None:
-        tty, stdin = bool(e.config.get("Tty")), bool(e.config.get("AttachStdin"))
+        tty, stdin = e.config.tty, e.config.attach_stdin
 
         async def spawn() -> Any:
             return await self.runtime.exec_(e.container_id, e.id, self.process_spec(e, tty), tty=tty, stdin=stdin,
@@ -103,17 +106,17 @@ class ExecService:
     def inspect(self, exec_id: str) -> dict[str, Any]:
         e = self.get(exec_id)
         cfg = e.config
-        cmd = list(cfg.get("Cmd") or [])
+        cmd = list(cfg.cmd or [])
         return {
             "ID": e.id, "Running": e.running, "ExitCode": e.exit_code, "CanRemove": False,
             # dockerd keeps the parsed keys as Go bytes, which its JSON shows in base64
             "ContainerID": e.container_id,
-            "DetachKeys": base64.b64encode(parse_detach_keys(cfg["DetachKeys"])).decode() if cfg.get("DetachKeys") else "",
-            "OpenStdin": bool(cfg.get("AttachStdin")), "OpenStdout": bool(cfg.get("AttachStdout")),
-            "OpenStderr": bool(cfg.get("AttachStderr")), "Pid": e.pid,
-            "ProcessConfig": {"tty": bool(cfg.get("Tty")), "entrypoint": cmd[0] if cmd else "",
-                              "arguments": cmd[1:], "privileged": bool(cfg.get("Privileged")),
-                              **({"user": cfg["User"]} if cfg.get("User") else {})},
+            "DetachKeys": base64.b64encode(parse_detach_keys(cfg.detach_keys)).decode() if cfg.detach_keys else "",
+            "OpenStdin": cfg.attach_stdin, "OpenStdout": cfg.attach_stdout,
+            "OpenStderr": cfg.attach_stderr, "Pid": e.pid,
+            "ProcessConfig": {"tty": cfg.tty, "entrypoint": cmd[0] if cmd else "",
+                              "arguments": cmd[1:], "privileged": cfg.privileged,
+                              **({"user": cfg.user} if cfg.user else {})},
         }
 
     def process_spec(self, e: Exec, tty: bool) -> dict[str, Any]:
@@ -125,18 +128,18 @@ class ExecService:
         spec = json.loads((self.cs.run_dir(c.id) / "config.json").read_text())
         proc = dict(spec["process"])
         cfg = e.config
-        proc["args"] = list(cfg["Cmd"])
+        proc["args"] = list(cfg.cmd or [])
         proc["terminal"] = tty
         env = {k.split("=", 1)[0]: k for k in proc.get("env") or []}
-        for entry in cfg.get("Env") or []:
+        for entry in cfg.env or []:
             env[entry.split("=", 1)[0]] = entry
         proc["env"] = list(env.values())
-        if cfg.get("WorkingDir"):
-            proc["cwd"] = cfg["WorkingDir"]
-        if cfg.get("User"):
-            u = resolve_user(self.cs.rootfs(c.id), cfg["User"])
+        if cfg.working_dir:
+            proc["cwd"] = cfg.working_dir
+        if cfg.user:
+            u = resolve_user(self.cs.rootfs(c.id), cfg.user)
             proc["user"] = {"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids}
-        if cfg.get("Privileged"):
+        if cfg.privileged:
             from dockyard.runtime.spec import SpecInput
 
             caps = capabilities(SpecInput(rootfs="", args=[], privileged=True))
@@ -150,9 +153,9 @@ class ExecService:
         e = self.get(exec_id)
         prepared, e.prepared = e.prepared, None
         cfg = e.config
-        use_tty = bool(cfg.get("Tty"))
-        stdin = bool(cfg.get("AttachStdin")) and not detach
-        attach = not detach and (stdin or bool(cfg.get("AttachStdout")) or bool(cfg.get("AttachStderr")))
+        use_tty = cfg.tty
+        stdin = cfg.attach_stdin and not detach
+        attach = not detach and (stdin or cfg.attach_stdout or cfg.attach_stderr)
         try:
             if e.running or e.exit_code is not None:
                 raise Conflict(f"Error: Exec command {exec_id} has already run")
@@ -180,7 +183,7 @@ class ExecService:
             self._started(e)
             e.pumped.set()
             return None
-        keys = parse_detach_keys(cfg.get("DetachKeys"))
+        keys = parse_detach_keys(cfg.detach_keys)
 
         async def exited() -> None:
             # The CLI reads the exit code right after the stream ends: make sure it is known by then.
@@ -205,7 +208,7 @@ class ExecService:
             self._started(e)
             await pump_session(e.session.attach, reader, writer, tty=raw, stdin=stdin,
                                # a raw stream has no place for stderr: dockerd drops it
-                               stdout=bool(cfg.get("AttachStdout")), stderr=bool(cfg.get("AttachStderr")) and not raw,
+                               stdout=cfg.attach_stdout, stderr=cfg.attach_stderr and not raw,
                                detach_keys=keys, frame=frame, before_close=exited,
                                on_detach=DETACHED if raw else frame(1, DETACHED))
             e.pumped.set()
@@ -222,7 +225,7 @@ class ExecService:
         e.pid = e.session.pid
         with contextlib.suppress(NotFound):
             c = self.cs.get(e.container_id)
-            self.cs.emit(c, f"exec_start: {' '.join(e.config['Cmd'])}", {"execID": e.id})
+            self.cs.emit(c, f"exec_start: {' '.join(e.config.cmd or [])}", {"execID": e.id})
         asyncio.get_running_loop().create_task(self._reap(e))
 
     async def _reap(self, e: Exec) -> None:
@@ -245,7 +248,7 @@ class ExecService:
 
     def resize(self, exec_id: str, h: int, w: int) -> None:
         e = self.get(exec_id)
-        if not e.config.get("Tty"):
+        if not e.config.tty:
             raise InvalidParameter("resize: exec is not running with a TTY")
         if e.session is not None and e.running:
             e.session.resize(h, w)

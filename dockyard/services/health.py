@@ -145,8 +145,9 @@ class HealthMonitor:
     async def _run(self, cid: str, argv: list[str], timeout: float) -> tuple[int, str]:
         """Exec argv in the container; (exit code, output). A probe past its timeout is killed: -1."""
         from dockyard.services.execs import Exec
+        from dockyard.wire.container import ExecConfig
 
-        e = Exec(new_id(), cid, {"Cmd": argv, "AttachStdout": True, "AttachStderr": True})
+        e = Exec(new_id(), cid, ExecConfig(cmd=argv, attach_stdout=True, attach_stderr=True))
         try:
             proc = self.execs.process_spec(e, False)
             session = await self.runtime.exec_(cid, e.id, proc, tty=False, stdin=False, attach=True)

@@ -295,6 +295,31 @@ class CreateRequest(Config):
     networking_config: NetworkingConfig | None = None
 
 
+class ExecConfig(Wire, omit_defaults=False):
+    """The body of `POST /containers/{id}/exec` (moby's container.ExecOptions, the swagger's ExecConfig)."""
+
+    user: str = ""
+    privileged: bool = False
+    tty: bool = False
+    console_size: list[int] | None = None
+    attach_stdin: bool = False
+    attach_stderr: bool = False
+    attach_stdout: bool = False
+    detach: bool = False
+    detach_keys: str = ""
+    env: Strs = None
+    working_dir: str = ""
+    cmd: Strs = None
+
+
+class ExecStartConfig(Wire, omit_defaults=False):
+    """The body of `POST /exec/{id}/start`."""
+
+    detach: bool = False
+    tty: bool = False
+    console_size: list[int] | None = None
+
+
 def _strs(v: list[str] | str | None) -> list[str]:
     return [v] if isinstance(v, str) else list(v or [])
 
@@ -399,6 +424,14 @@ def create_request(doc: Any) -> CreateRequest:
 
 def update_request(doc: Any) -> UpdateConfig:
     return convert(doc, UpdateConfig, "UpdateConfig")
+
+
+def exec_request(doc: Any) -> ExecConfig:
+    return convert(doc, ExecConfig, "ExecConfig")
+
+
+def exec_start_request(doc: Any) -> ExecStartConfig:
+    return convert(doc, ExecStartConfig, "ExecStartConfig")
 
 
 def stored(raw: str | bytes, tp: type[T]) -> T:

@@ -5,8 +5,8 @@
 
 Reads api/docs/v1.4N.yaml from a moby checkout (a bare git dir works: read at HEAD), keeps the
 definitions reachable from ContainerConfig, HostConfig and NetworkingConfig (and the create and update
-bodies' parts), drops descriptions and examples, and prints one JSON document: {"_license": ..., "definitions":
-{"Name": [{"versions": ["1.41", ...], "schema": {...}}, ...]}} (a definition once per distinct form).
+bodies' parts) and the exec bodies the swagger defines inline (ExecConfig, ExecStartConfig), drops
+descriptions and examples, and prints one JSON document: {"_license": ..., "definitions": {"Name": [{"versions": ["1.41", ...], "schema": {...}}, ...]}} (a definition once per distinct form).
 tests/unit/test_wire_swagger.py checks dockyard/wire's structs against it."""
 
 import json
@@ -18,6 +18,8 @@ import yaml
 
 VERSIONS = [f"1.{n}" for n in range(41, 48)]
 ROOTS = ["ContainerConfig", "HostConfig", "NetworkingConfig", "Resources"]
+# Bodies the swagger defines inline, under a path: kept under their titles.
+INLINE = {"ExecConfig": "/containers/{id}/exec", "ExecStartConfig": "/exec/{id}/start"}
 KEEP = {"type", "format", "items", "properties", "additionalProperties", "$ref", "allOf", "x-nullable", "enum"}
 LICENSE = ("Extracted from moby/moby api/docs/v1.41.yaml .. v1.47.yaml (the Docker Engine API swagger), "
            "Copyright 2013-2018 Docker, Inc., licensed under the Apache License, Version 2.0 "
@@ -60,9 +62,13 @@ def main() -> None:
     src = Path(sys.argv[1])
     forms: dict[str, list[dict[str, object]]] = {}
     for version in VERSIONS:
-        defs = yaml.safe_load(read(src, version))["definitions"]
+        doc = yaml.safe_load(read(src, version))
+        defs = doc["definitions"]
+        for title, path in INLINE.items():
+            body = next(p for p in doc["paths"][path]["post"]["parameters"] if p.get("in") == "body")
+            defs[title] = body["schema"]
         kept: dict[str, object] = {}
-        todo = list(ROOTS)
+        todo = [*ROOTS, *INLINE]
         while todo:
             name = todo.pop()
             if name in kept:

@@ -17,6 +17,8 @@ from dockyard.wire.container import (
     Resources,
     convert,
     create_request,
+    exec_request,
+    exec_start_request,
     stored,
     update_request,
 )
@@ -106,3 +108,15 @@ def test_down_to_the_runtime() -> None:
     assert (rt.memory, rt.memory_swap, rt.cpu_period, rt.cpu_quota, rt.pids_limit, rt.cpu_shares) == \
         (64 << 20, -1, 100_000, 50_000, 10, 0)
     assert resources_of(Resources()) == resources_of(convert({"Memory": None, "CpuQuota": None}, Resources))
+
+
+def test_exec_bodies() -> None:
+    """docker-py sends the exec's `detachKeys` so; Cmd is a list of strings (no shell form), as Go's."""
+    cfg = exec_request({"Cmd": ["ls", "-l"], "detachKeys": "ctrl-a,x", "AttachStdout": True, "Env": None,
+                        "User": None, "Bogus": 1})
+    assert (cfg.cmd, cfg.detach_keys, cfg.attach_stdout, cfg.env, cfg.user) == (["ls", "-l"], "ctrl-a,x", True, None, "")
+    with pytest.raises(InvalidParameter) as e:
+        exec_request({"Cmd": "ls"})
+    assert e.value.message == "json: cannot unmarshal string into Go struct field ExecConfig.Cmd of type []string"
+    start = exec_start_request({"detach": True, "TTY": True})
+    assert (start.detach, start.tty) == (True, True)

@@ -1,7 +1,7 @@
 """dockyard/wire's container structs against moby's swagger, v1.41..v1.47 (tests/data/moby-container-defs.json,
 vendored by tests/data/vendor_container_defs.py): every property of ContainerConfig, HostConfig (and its
-Resources), NetworkingConfig and the definitions they reach has a field of the same JSON name and a
-compatible type, so a struct drifting from the API fails here."""
+Resources), NetworkingConfig, the definitions they reach and the exec bodies has a field of the same JSON
+name and a compatible type, so a struct drifting from the API fails here."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ STRUCTS: dict[str, type[w.Wire]] = {
     "NetworkingConfig": w.NetworkingConfig, "EndpointSettings": w.EndpointSettings,
     "EndpointIPAMConfig": w.EndpointIPAMConfig, "PortBinding": w.PortBinding, "Mount": w.Mount,
     "RestartPolicy": w.RestartPolicy, "DeviceMapping": w.DeviceMapping, "DeviceRequest": w.DeviceRequest,
-    "ThrottleDevice": w.ThrottleDevice, "HealthConfig": w.HealthConfig,
+    "ThrottleDevice": w.ThrottleDevice, "HealthConfig": w.HealthConfig, "ExecConfig": w.ExecConfig,
+    "ExecStartConfig": w.ExecStartConfig,
 }
 ALIASES = {"MountType": {"type": "string"}, "PortMap": {"type": "object", "additionalProperties": {
     "type": "array", "items": {"$ref": "#/definitions/PortBinding"}}}}
