@@ -446,6 +446,7 @@ class NetworkService:
                     for ep in members:
                         sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (ep["cid"],))
                         if sb is not None and sb["netns"]:
+                            await asyncio.to_thread(self._unpublish, sb, ep["ip"])
                             await asyncio.to_thread(self._after_leave, sb)
                         self.events.emit("network", "disconnect", net["id"],
                                          {"container": ep["cid"], "name": net["name"], "type": net["driver"]})
@@ -454,6 +455,29 @@ class NetworkService:
                 self.events.emit("network", "destroy", net["id"], {"name": net["name"], "type": net["driver"]})
                 dropped.append(net["name"])
         return dropped
+
+    def _unpublish(self, sb: Any, ip: str) -> None:
+        """The ports a container published through an endpoint that is gone go with it, host ports
+        released (dockerd's inspect shows no Ports after a swarm leave took its only network)."""
+        maps = json.loads(sb["ports"])
+        gone = [p for p in maps if p["ip"] == ip]
+        if not gone:
+            return
+        kinds = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+        freed = {(kinds.get(p["proto"]), p["host_port"]) for p in gone}
+        kept_socks = []
+        for sock in self._held.get(sb["cid"], []):
+            if (sock.type, sock.getsockname()[1]) in freed:
+                sock.close()
+            else:
+                kept_socks.append(sock)
+        self._held[sb["cid"]] = kept_socks
+        kept = [p for p in maps if p["ip"] != ip]
+        exposed = json.loads(sb["exposed"]) if kept or self.db.query_one(
+            "SELECT 1 FROM net_endpoints WHERE cid=?", (sb["cid"],)) else []
+        self.db.execute("UPDATE net_sandboxes SET ports=?, exposed=? WHERE cid=?",
+                        (json.dumps(kept), json.dumps(exposed), sb["cid"]))
+        self._sync_firewall()
 
     async def remove(self, ref: str) -> None:
         net = self.resolve(ref)

@@ -164,7 +164,7 @@ def test_overlay_networks_as_dockerd(pair: tuple[Cli, Cli]) -> None:
 
     # containers: on an attachable network they run and resolve each other; on another they may not
     for cli in (ours, ref):
-        cli("run", "-d", "--name", "srv", "--network", "ov-att", "busybox", "sleep", "300")
+        cli("run", "-d", "--name", "srv", "--network", "ov-att", "-p", "127.0.0.1::80", "busybox", "sleep", "300")
     _same(ours, ref, "run", "--rm", "--network", "ov-att", "busybox", "sh", "-c",
           "nslookup srv >/dev/null && ping -c1 -W5 srv >/dev/null && echo reached")
     _same(ours, ref, "run", "--rm", "--network", "ov-plain", "busybox", "true")
@@ -178,7 +178,9 @@ def test_overlay_networks_as_dockerd(pair: tuple[Cli, Cli]) -> None:
     _same(ours, ref, "network", "ls", "--filter", "scope=swarm", "--format", "{{.Name}}")
     # leaving the swarm takes its networks, and the containers on them lose those
     _same(ours, ref, "swarm", "leave", "--force")
-    _same(ours, ref, "inspect", "srv", "-f", "{{.State.Running}} {{len .NetworkSettings.Networks}}")
+    _same(ours, ref, "inspect", "srv", "-f", "{{.State.Running}} {{len .NetworkSettings.Networks}} "
+          "{{json .NetworkSettings.Ports}}")
+    _same(ours, ref, "port", "srv")  # the published port went with the network
     _same(ours, ref, "network", "ls", "--filter", "type=custom", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
 
 
