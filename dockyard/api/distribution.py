@@ -58,7 +58,8 @@ class DistributionRoutes:
 
     async def post_images_push(self, req: Request) -> Response:
         name = req.params["name"]
-        events = self.distribution.push(name, req.q("tag") or None, req.headers.get("x-registry-auth"))
+        events = self.distribution.push(name, req.q("tag") or None, req.headers.get("x-registry-auth"),
+                                        req.q("referrers") in ("1", "true"))  # Dockyard's --with-referrers
         try:
             return await _stream(events)
         except NotFound as e:  # docker: "An image does not exist locally with the tag: x"

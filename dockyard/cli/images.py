@@ -119,7 +119,8 @@ def cmd_push(ctx: Ctx, args: argparse.Namespace) -> int:
         tag = "latest"
         if not args.quiet:
             print("Using default tag: latest")
-    _progress(ctx.client.push(name, tag, auth=registry_auth(args.name)), args.quiet)
+    _progress(ctx.client.push(name, tag, auth=registry_auth(args.name), with_referrers=args.with_referrers),
+              args.quiet)
     if args.quiet:
         print(args.name)
     return 0
@@ -127,6 +128,8 @@ def cmd_push(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def setup_push(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all-tags", action="store_true")
+    p.add_argument("--with-referrers", action="store_true",
+                   help="Push the manifest as pulled and copy its OCI referrers (signatures, SBOMs) along")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--platform")
     p.add_argument("--disable-content-trust", action="store_true")

@@ -242,9 +242,11 @@ class APIClient(BaseClient):
                          headers={"Content-Type": "application/x-tar"}) as s:
             yield from s.json()
 
-    def push(self, image: str, tag: str | None = None, auth: JSON | None = None) -> Iterator[JSON]:
+    def push(self, image: str, tag: str | None = None, auth: JSON | None = None,
+             with_referrers: bool = False) -> Iterator[JSON]:
         hdrs = auth_header(auth) or {"X-Registry-Auth": "e30="}  # dockerd wants the header: "{}"
-        with self.stream("POST", f"/images/{q(image)}/push", {"tag": tag}, headers=hdrs) as s:
+        params = {"tag": tag, "referrers": "1" if with_referrers else None}
+        with self.stream("POST", f"/images/{q(image)}/push", params, headers=hdrs) as s:
             yield from s.json()
 
     def referrers(self, image: str, artifact_type: str | None = None, auth: JSON | None = None) -> JSON:

@@ -156,8 +156,9 @@ class LazyDistribution:
              auth_header: str | None) -> AsyncIterator[dict[str, Any]]:
         return self._get().pull(image, tag, platform, auth_header)
 
-    def push(self, name: str, tag: str | None, auth_header: str | None) -> AsyncIterator[dict[str, Any]]:
-        return self._get().push(name, tag, auth_header)
+    def push(self, name: str, tag: str | None, auth_header: str | None,
+             with_referrers: bool = False) -> AsyncIterator[dict[str, Any]]:
+        return self._get().push(name, tag, auth_header, with_referrers)
 
     async def inspect(self, name: str, auth_header: str | None) -> dict[str, Any]:
         return await self._get().inspect(name, auth_header)

@@ -17,11 +17,11 @@ from dockyard.errors import InvalidParameter, Unauthorized
 from dockyard.oci import reference
 from dockyard.registry import buildcache
 from dockyard.registry.buildcache import CachedStep, CacheSource
-from dockyard.registry.client import platforms
+from dockyard.registry.client import platforms, progress
 from dockyard.registry.client.auth import Credentials, RegistryAuth, decode_registry_auth, load_docker_config
 from dockyard.registry.client.layermap import LayerMap
 from dockyard.registry.client.pull import Event, ImageRegistrar, Puller
-from dockyard.registry.client.push import Pusher
+from dockyard.registry.client.push import Pusher, copy_referrers
 from dockyard.registry.client.remote import INDEX_TYPES, RegistryClient, Repository
 from dockyard.store.content import ContentStore
 from dockyard.store.snapshots import Snapshotter
@@ -34,6 +34,8 @@ class StoredImage(Protocol):
     def config(self) -> dict[str, Any]: ...
     @property
     def repo_tags(self) -> builtins.list[str]: ...
+    @property
+    def repo_digests(self) -> builtins.list[str]: ...
 
 
 class ImageStore(ImageRegistrar, Protocol):
@@ -82,15 +84,55 @@ class Distribution:
         ref = reference.parse(image, default_tag=None)
         return self.puller.pull(image, tag, platform, self.credentials(auth_header, ref.domain))
 
-    async def push(self, name: str, tag: str | None, auth_header: str | None) -> AsyncIterator[Event]:
+    async def push(self, name: str, tag: str | None, auth_header: str | None,
+                   with_referrers: bool = False) -> AsyncIterator[Event]:
+        """`with_referrers` (Dockyard's): the manifest goes up as it was pulled, and the OCI 1.1
+        referrers (signatures, SBOMs) of it in the registry it came from are copied along."""
         ref = reference.parse(name, default_tag=None)
         creds = self.credentials(auth_header, ref.domain)
         tags = [tag] if tag else self._tags_of(ref) or ["latest"]
         for t in tags:
             target = str(ref.with_tag(t))
             image = self.images.resolve(target)
-            async for ev in self.pusher.push(target, self._config_bytes(image), creds):
+            origin = self._origin(image) if with_referrers else None
+            if with_referrers and origin is None:
+                yield progress.status("No referrers to copy: the image's manifest as pulled is not here")
+            src: Repository | None = None
+            if origin is not None:
+                src_ref = reference.parse(origin[2])
+                src = self.client.repository(self.client.endpoints(src_ref.domain)[-1], src_ref.path,
+                                             self.credentials(None, src_ref.domain))
+                for la in json.loads(origin[0]).get("layers") or []:  # a layer that was here already
+                    await src.fetch_blob(la["digest"], la.get("size"), self.content)  # was not fetched
+            async for ev in self.pusher.push(target, self._config_bytes(image), creds,
+                                             origin[0] if origin else None):
                 yield ev
+            if origin is not None and src is not None:
+                dst = self.client.repository(self.client.endpoints(ref.domain, push=True)[0], ref.path, creds,
+                                             push=True)
+                async for ev in copy_referrers(src, dst, origin[1], self.content):
+                    yield ev
+
+    def _origin(self, image: StoredImage) -> tuple[bytes, str, str] | None:
+        """(manifest as pulled, its digest, `host/repo` it came from) of an image whose manifest is in
+        the content store; of an index, the manifest of this image's config."""
+        for rd in image.repo_digests:
+            r = reference.parse(rd)
+            if not r.digest or not self.content.has(r.digest):
+                continue
+            digest = r.digest
+            doc = json.loads(self.content.path(digest).read_bytes())
+            if "manifests" in doc:
+                kids = [m["digest"] for m in doc["manifests"] if self.content.has(m.get("digest", ""))]
+                kids = [k for k in kids if json.loads(self.content.path(k).read_bytes()).get("config", {})
+                        .get("digest") == image.id]
+                if not kids:
+                    continue
+                digest = kids[0]
+                doc = json.loads(self.content.path(digest).read_bytes())
+            if (doc.get("config") or {}).get("digest") == image.id:
+                return self.content.path(digest).read_bytes(), digest, f"{r.domain}/{r.path}"
+        return None
 
     # ------------------------------------------------------------ managed plugins (registry/plugins.py)
 

@@ -354,3 +354,58 @@ def test_image_referrers_falls_back_to_the_tag_schema(clean_daemon: Daemon, tmp_
     finally:
         subprocess.run([str(images / "stop-registry"), "--port", str(port), "--dir", str(tmp_path / "dist")],
                        capture_output=True)
+
+
+def _skopeo_busybox(addr: str, name: str) -> None:
+    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{PREBUILT / 'busybox'}:latest",
+                    f"docker://{addr}/{name}"], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+def test_push_with_referrers_copies_them_byte_for_byte(clean_daemon: Daemon, tmp_path: Path) -> None:
+    """Pull from one registry, push to another with --with-referrers: the manifest keeps its digest and
+    its referrers (and a referrer's referrer) arrive with the same digests and bytes; without the flag
+    the target gets none."""
+    d = clean_daemon
+    pa, a = _start(tmp_path / "a")
+    pb, b = _start(tmp_path / "b")
+    try:
+        _skopeo_busybox(a, "app:v1")
+        with httpx.Client(base_url=f"http://{a}") as c:
+            r = c.head("/v2/app/manifests/v1", headers={"accept": ACCEPT})
+            subject = (r.headers["docker-content-digest"], int(r.headers["content-length"]))
+            sig, _ = _artifact(c, "app", subject, b"sig", "application/vnd.example.signature",
+                               annotations={"org.example.signed-by": "alice"})
+            sbom, _ = _artifact(c, "app", subject, b"sbom", "application/spdx+json")
+            sbom_d = sbom.headers["docker-content-digest"]
+            sbom_sig, _ = _artifact(c, "app", (sbom_d, len(sbom.request.content)), b"sbom-sig",
+                                    "application/vnd.example.signature")
+            want = {r.headers["docker-content-digest"]: r.request.content for r in (sig, sbom, sbom_sig)}
+            top = c.get(f"/v2/app/referrers/{subject[0]}").json()["manifests"]
+        d.dockyard("pull", f"{a}/app:v1")
+        d.docker("tag", f"{a}/app:v1", f"{b}/copy:v1")
+        d.docker("tag", f"{a}/app:v1", f"{b}/plain:v1")
+        out = d.dockyard("push", "--with-referrers", f"{b}/copy:v1").stdout.decode()
+        assert sum(line.startswith("Referrer ") for line in out.splitlines()) == 3, out
+        d.dockyard("push", f"{b}/plain:v1")
+        with httpx.Client(base_url=f"http://{b}") as c:
+            r = c.get("/v2/copy/manifests/v1", headers={"accept": ACCEPT})
+            assert r.headers["docker-content-digest"] == subject[0]  # the manifest as pulled
+            assert c.get(f"/v2/copy/referrers/{subject[0]}").json()["manifests"] == top
+            assert [m["digest"] for m in c.get(f"/v2/copy/referrers/{sbom_d}").json()["manifests"]] == [
+                sbom_sig.headers["docker-content-digest"]]
+            for digest, raw in want.items():
+                got = c.get(f"/v2/copy/manifests/{digest}", headers={"accept": OCI_MANIFEST})
+                assert got.content == raw
+                for blob in [json.loads(raw)["config"], *json.loads(raw)["layers"]]:
+                    assert _sha(c.get(f"/v2/copy/blobs/{blob['digest']}").content) == blob["digest"]
+            plain = c.head("/v2/plain/manifests/v1", headers={"accept": ACCEPT}).headers["docker-content-digest"]
+            assert c.get(f"/v2/plain/referrers/{plain}").json()["manifests"] == []
+        out = d.dockyard("image", "referrers", "-q", f"{b}/copy:v1").stdout.decode().split()
+        assert sorted(out) == sorted(m["digest"] for m in top)
+    finally:
+        for ref in (f"{a}/app:v1", f"{b}/copy:v1", f"{b}/plain:v1"):
+            d.docker("rmi", ref, check=False)
+        for p in (pa, pb):
+            p.terminate()
+            p.wait(10)

@@ -82,8 +82,11 @@ class Pusher:
         self.layermap.record(diff_id, digest, src.media_type, src.size, "", "")
         return src
 
-    async def push(self, target: str, config_bytes: bytes, creds: Credentials | None = None) -> AsyncIterator[Event]:
-        """Push one image (its config JSON) as `target` (`host/repo:tag`). Yields Docker's events."""
+    async def push(self, target: str, config_bytes: bytes, creds: Credentials | None = None,
+                   original: bytes | None = None) -> AsyncIterator[Event]:
+        """Push one image (its config JSON) as `target` (`host/repo:tag`). Yields Docker's events.
+        `original`: the manifest as pulled (its layer blobs in the content store), pushed byte for byte
+        so that its digest, which referrers name as their subject, stays the same."""
         ref = reference.parse(target)
         if not ref.tag:
             raise InvalidParameter("push needs a tag")
@@ -93,7 +96,13 @@ class Pusher:
         yield progress.status(f"The push refers to repository [{ref.repository if ref.domain != 'docker.io' else 'docker.io/' + ref.path}]")
         endpoint = self.client.endpoints(ref.domain, push=True)[0]
         repo = self.client.repository(endpoint, ref.path, creds or Credentials(), push=True)
-        layers = [PushLayer(d, await asyncio.to_thread(self._blob_for, d, c)) for d, c in zip(diff_ids, chains, strict=True)]
+        if original is not None:
+            descs = json.loads(original)["layers"]
+            layers = [PushLayer(d, LayerSource(desc["digest"], desc.get("mediaType", ""), int(desc["size"]), "", ""))
+                      for d, desc in zip(diff_ids, descs, strict=True)]
+        else:
+            layers = [PushLayer(d, await asyncio.to_thread(self._blob_for, d, c))
+                      for d, c in zip(diff_ids, chains, strict=True)]
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         for layer in reversed(layers):  # docker lists top layer first
             queue.put_nowait(progress.layer("Preparing", progress.short(layer.diff_id)))
@@ -136,6 +145,8 @@ class Pusher:
         finally:
             runner.cancel()
         manifest, media_type = await self._config_and_manifest(repo, config_bytes, layers)
+        if original is not None:
+            manifest, media_type = original, json.loads(original).get("mediaType") or OCI_MANIFEST
         digest = await repo.put_manifest(ref.tag, manifest, media_type)
         yield progress.status(f"{ref.tag}: digest: {digest} size: {len(manifest)}")
         yield {"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": digest, "Size": len(manifest)}}
@@ -160,3 +171,26 @@ class Pusher:
         # Docker's own formatting (3-space indent) so our manifests look like dockerd's.
         data = json.dumps(doc, indent=3).encode()
         return data, str(doc["mediaType"])
+
+
+async def copy_referrers(src: Repository, dst: Repository, subject: str, content: ContentStore,
+                         depth: int = 3) -> AsyncIterator[Event]:
+    """Copy the OCI 1.1 referrers of `subject` (signatures, SBOMs; and theirs, `depth` levels) from `src`
+    to `dst` byte for byte: same manifests, same blobs, so the same digests."""
+    for desc in await src.referrers(subject):
+        data, media_type, digest = await src.get_manifest(desc["digest"])
+        doc = json.loads(data)
+        blobs = [d for d in [doc.get("config"), *(doc.get("layers") or doc.get("blobs") or [])]
+                 if isinstance(d, dict) and d.get("digest")]
+        for b in blobs:
+            if await dst.has_blob(b["digest"]):
+                continue
+            if src.endpoint == dst.endpoint and await dst.mount_blob(b["digest"], src.path):
+                continue
+            await src.fetch_blob(b["digest"], b.get("size"), content)
+            await dst.upload_blob(b["digest"], content.path(b["digest"]), content.size(b["digest"]))
+        await dst.put_referrer(digest, data, media_type, subject)
+        yield progress.status(f"Referrer {digest} ({desc.get('artifactType') or 'unknown type'}): pushed")
+        if depth > 1:
+            async for ev in copy_referrers(src, dst, digest, content, depth - 1):
+                yield ev

@@ -290,6 +290,30 @@ class Repository:
             raise RegistryError(f"registry returned digest {got}, expected {digest}")
         return digest
 
+    async def put_referrer(self, digest: str, data: bytes, media_type: str, subject: str) -> None:
+        """PUT a manifest whose `subject` is `subject` by its digest; a registry that did not answer
+        OCI-Subject (no referrers API) gets the spec's fallback index tagged sha256-<hex> updated."""
+        resp = await self._request("PUT", await self._url(f"manifests/{digest}"), content=data,
+                                   headers={"content-type": media_type})
+        _raise_for(resp, f"put manifest {self.path}@{digest}")
+        if resp.headers.get("oci-subject"):
+            return
+        tag = subject.replace(":", "-", 1)
+        try:
+            index = json.loads((await self.get_manifest(tag))[0])
+        except NotFound:
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        descs = [d for d in index.get("manifests") or [] if d.get("digest") != digest]
+        doc = json.loads(data)
+        desc: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": len(data)}
+        kind = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
+        if kind:
+            desc["artifactType"] = kind
+        if doc.get("annotations"):
+            desc["annotations"] = doc["annotations"]
+        index["manifests"] = [*descs, desc]
+        await self.put_manifest(tag, json.dumps(index).encode(), OCI_INDEX)
+
     # ---- blobs ----
     async def fetch_blob(self, digest: str, size: int | None, store: ContentStore,
                          progress: Progress | None = None,
