@@ -118,6 +118,7 @@ class VolumeService:
     def __init__(self, db: Database, data_root: Path, events: EventBus, plugins: PluginStore | None = None) -> None:
         self.db = db
         self.plugins = plugins
+        self._scopes: dict[str, str] = {}  # volume plugin → its Capabilities' Scope
         self.root = Path(data_root) / "volumes"
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o701)
@@ -160,12 +161,28 @@ class VolumeService:
             return path
         return self.plugins.get(driver, VOLUME_DRIVER).scoped(path)
 
+    def _scope(self, driver: str) -> str:
+        """VolumeDriver.Capabilities' Scope (local or global), asked once per driver; local if it will not say."""
+        if driver not in self._scopes:
+            try:
+                caps = self._driver_call(driver, "Capabilities", {}, "capabilities").get("Capabilities") or {}
+                self._scopes[driver] = "global" if caps.get("Scope") == "global" else "local"
+            except DockyardError:
+                return "local"
+        return self._scopes[driver]
+
     def _plugin_shape(self, row: Any) -> dict[str, Any]:
-        """inspect of a plugin volume: its Mountpoint and Status from VolumeDriver.Get."""
+        """inspect of a plugin volume: its Mountpoint and Status from VolumeDriver.Get (the Mountpoint
+        from VolumeDriver.Path when Get gives none), its Scope from the driver's Capabilities."""
         v = self._shape(row)
         got = self._driver_call(row["driver"], "Get", {"Name": row["name"]}, f"get {row['name']}")
         vol = got.get("Volume") or {}
-        v["Mountpoint"] = self._scoped(row["driver"], str(vol.get("Mountpoint") or "")) or v["Mountpoint"]
+        mp = str(vol.get("Mountpoint") or "")
+        if not mp:
+            path = self._driver_call(row["driver"], "Path", {"Name": row["name"]}, f"get {row['name']}")
+            mp = str(path.get("Mountpoint") or "")
+        v["Mountpoint"] = self._scoped(row["driver"], mp) or v["Mountpoint"]
+        v["Scope"] = self._scope(row["driver"])
         if vol.get("Status"):
             v["Status"] = vol["Status"]
         return v

@@ -23,7 +23,7 @@ def setup() -> Iterator[tuple[Daemon, Path, Path]]:
     with tempfile.TemporaryDirectory(prefix="plugins-vol-", dir="/tmp") as tmp:
         disc, log, root = Path(tmp) / "plugins", Path(tmp) / "calls.log", Path(tmp) / "vols"
         drv = PluginProc("volume_plugin.py", "dirvol", socket=disc / "dirvol.sock", log=log,
-                         extra=("--root", str(root)))
+                         extra=("--root", str(root), "--global", "--path-only"))
         args = ("--plugin-discovery-dir", str(disc), "--plugin-retry-seconds", "1")
         with running(drv), own_daemon("dy-pvol-", *args) as d:
             d.args = args  # type: ignore[attr-defined]  # to start it again the same way
@@ -53,6 +53,8 @@ def test_create_inspect_use_and_remove(setup: tuple[Daemon, Path, Path]) -> None
     assert v["Driver"] == "dirvol" and v["Labels"] == {"k": "v"} and v["Options"] == {"size": "1m"}
     assert v["Mountpoint"] == str(root / "volumes" / "pv1")
     assert v["Status"] == {"mounts": 0, "opts": {"size": "1m"}}
+    assert v["Scope"] == "global"  # the driver's Capabilities
+    assert calls(log, "dirvol", "/VolumeDriver.Path")[-1]["body"] == {"Name": "pv1"}  # Get gave no Mountpoint
     assert "dirvol    pv1" in d.docker("volume", "ls").stdout.decode()
     assert json.loads(d.docker("info", "--format", "{{json .Plugins.Volume}}").stdout) == ["local", "dirvol"]
     cid = d.docker("run", "-d", "-v", "pv1:/data", "busybox", "sh", "-c", "echo hi > /data/f").stdout.decode().strip()

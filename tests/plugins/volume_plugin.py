@@ -90,7 +90,9 @@ def main() -> None:
 
     def get(b: Any) -> dict[str, Any]:
         v = vol(b["Name"])
-        return {"Volume": {"Name": b["Name"], "Mountpoint": path(b["Name"]),
+        # with --path-only, Get names no Mountpoint: the daemon must ask VolumeDriver.Path
+        mp = "" if "--path-only" in sys.argv else path(b["Name"])
+        return {"Volume": {"Name": b["Name"], "Mountpoint": mp,
                            "Status": {"mounts": len(v["mounts"]), "opts": v["opts"]}}, "Err": ""}
 
     handlers = {
@@ -102,7 +104,8 @@ def main() -> None:
         "/VolumeDriver.Get": get,
         "/VolumeDriver.List": lambda _b: {"Volumes": [{"Name": n, "Mountpoint": path(n)} for n in sorted(state)],
                                           "Err": ""},
-        "/VolumeDriver.Capabilities": lambda _b: {"Capabilities": {"Scope": "local"}},
+        "/VolumeDriver.Capabilities": lambda _b: {"Capabilities": {"Scope": "global" if "--global" in sys.argv
+                                                                   else "local"}},
     }
     pluginhttp.serve(a, ["VolumeDriver"], handlers)
 
