@@ -72,6 +72,24 @@ class DistributionRoutes:
         return json_response(await self.distribution.referrers(req.params["name"], req.q("artifactType") or None,
                                                           req.headers.get("x-registry-auth")))
 
+    async def get_distribution_signatures(self, req: Request) -> Response:
+        return json_response(await self.distribution.signatures(req.params["name"], req.headers.get("x-registry-auth")))
+
+    async def post_distribution_signatures(self, req: Request) -> Response:
+        """Dockyard's: store a cosign-format signature the client made ({"Payload": b64, "Signature": b64})."""
+        import base64
+        import binascii
+
+        body = await req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("Signature"), str):
+            raise InvalidParameter("a signature needs Payload and Signature")
+        try:
+            payload = base64.b64decode(str(body.get("Payload") or ""), validate=True)
+        except binascii.Error:
+            raise InvalidParameter("Payload is not base64") from None
+        return json_response(await self.distribution.add_signature(req.params["name"], payload, body["Signature"],
+                                                              req.headers.get("x-registry-auth")), 201)
+
     async def post_auth(self, req: Request) -> Response:
         body = await req.json()
         if not isinstance(body, dict):
@@ -102,6 +120,8 @@ class DistributionRoutes:
             ("POST", "/images/{name:path}/push", self.post_images_push),
             ("GET", "/distribution/{name:path}/json", self.get_distribution_inspect),
             ("GET", "/distribution/{name:path}/referrers", self.get_distribution_referrers),
+            ("GET", "/distribution/{name:path}/signatures", self.get_distribution_signatures),
+            ("POST", "/distribution/{name:path}/signatures", self.post_distribution_signatures),
             ("POST", "/auth", self.post_auth),
             ("GET", "/images/search", self.get_images_search),
         ]

@@ -22,11 +22,12 @@ GROUPS = {
     "pod": "Manage pods (containers sharing network, IPC and UTS namespaces)",
     "kube": "Generate Kubernetes YAML from containers, pods and compose projects, or play it",
     "rootless": "Run the daemon as an ordinary user (Dockyard only)",
+    "trust": "Sign images and verify their signatures (cosign's format)",
 }
 
 
 _MODULES = ("run", "containers", "images", "objects", "system", "context", "build", "explain", "trace", "completion", "pods",
-            "kube", "dashboard", "rootless", "plugins")
+            "kube", "dashboard", "rootless", "plugins", "trust")
 # The modules holding each top-level word's commands: a command imports only what it needs (start-up
 # time). A word missing here still works, through every module (tests/unit/test_cli_parsing.py checks).
 _WORD_MODULES: dict[str, tuple[str, ...]] = {
@@ -41,7 +42,7 @@ _WORD_MODULES: dict[str, tuple[str, ...]] = {
     "container": ("run", "containers"), "image": ("images", "build"), "network": ("objects",),
     "volume": ("objects",), "system": ("system", "context"), "context": ("context",), "builder": ("build",),
     "daemon": (), "registry": (), "compose": (), "pod": ("pods",), "kube": ("kube",),
-    "rootless": ("rootless",), "plugin": ("plugins",),
+    "rootless": ("rootless",), "plugin": ("plugins",), "trust": ("trust",),
 }
 
 

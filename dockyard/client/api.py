@@ -254,6 +254,18 @@ class APIClient(BaseClient):
                                     headers=auth_header(auth) or None)
         return result
 
+    def signatures(self, image: str, auth: JSON | None = None) -> JSON:
+        result: JSON = self.request("GET", f"/distribution/{q(image)}/signatures", headers=auth_header(auth) or None)
+        return result
+
+    def add_signature(self, image: str, payload: bytes, signature: str, auth: JSON | None = None) -> JSON:
+        import base64
+
+        result: JSON = self.request("POST", f"/distribution/{q(image)}/signatures",
+                                    json_body={"Payload": base64.b64encode(payload).decode(), "Signature": signature},
+                                    headers=auth_header(auth) or None)
+        return result
+
     def tag(self, ref: str, repo: str, tag: str | None = None) -> None:
         self.post(f"/images/{q(ref)}/tag", {"repo": repo, "tag": tag})
 

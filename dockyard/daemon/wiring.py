@@ -166,6 +166,13 @@ class LazyDistribution:
     async def referrers(self, name: str, artifact_type: str | None, auth_header: str | None) -> dict[str, Any]:
         return await self._get().referrers(name, artifact_type, auth_header)
 
+    async def add_signature(self, name: str, payload: bytes, signature: str,
+                            auth_header: str | None) -> dict[str, Any]:
+        return await self._get().add_signature(name, payload, signature, auth_header)
+
+    async def signatures(self, name: str, auth_header: str | None) -> dict[str, Any]:
+        return await self._get().signatures(name, auth_header)
+
     async def login(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._get().login(body)
 

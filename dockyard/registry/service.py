@@ -7,14 +7,16 @@ service is seen through `ImageStore` (services/images.py ImageService implements
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dockyard.errors import InvalidParameter, Unauthorized
-from dockyard.oci import reference
+from dockyard.errors import InvalidParameter, NotFound, Unauthorized
+from dockyard.oci import cosign, reference
+from dockyard.oci.digest import sha256_digest
 from dockyard.registry import buildcache
 from dockyard.registry.buildcache import CachedStep, CacheSource
 from dockyard.registry.client import platforms, progress
@@ -220,6 +222,102 @@ class Distribution:
         _, data, media_type, digest, descs = await self._manifest(name, auth_header, referring)
         return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
                 "Referrers": descs}
+
+    # ------------------------------------------------------------ signatures (cosign's format, oci/cosign.py)
+
+    async def add_signature(self, name: str, payload: bytes, signature: str, auth_header: str | None) -> dict[str, Any]:
+        """POST /distribution/{name}/signatures (Dockyard's): store a signature made by the client (the
+        private key stays there) as cosign does: a layer of the manifest tagged sha256-<hex>.sig, kept
+        with the signatures already there, and an OCI 1.1 referrer of the image."""
+        _, data, media_type, digest, _ = await self._manifest(name, auth_header)
+        try:
+            signed = json.loads(payload)["critical"]["image"]["docker-manifest-digest"]
+        except (ValueError, KeyError, TypeError):
+            raise InvalidParameter("the payload is not a simple-signing payload") from None
+        if signed != digest:
+            raise InvalidParameter(f"the payload signs {signed}, but {name} is {digest}")
+        ref = reference.parse(name)
+        creds = self.credentials(auth_header, ref.domain)
+        repo = self.client.repository(self.client.endpoints(ref.domain, push=True)[0], ref.path, creds, push=True)
+        layer = cosign.layer(payload, signature)
+        layers: list[dict[str, Any]] = []
+        try:
+            old, _, _ = await repo.get_manifest(cosign.sig_tag(digest))
+            layers = [la for la in json.loads(old).get("layers") or [] if la != layer]
+        except NotFound:
+            pass
+        layers.append(layer)
+        await self._upload(repo, payload)
+        config = cosign.config_blob([la["digest"] for la in layers])
+        await self._upload(repo, config)
+        man = {"schemaVersion": 2, "mediaType": cosign.OCI_MANIFEST,
+               "config": {"mediaType": cosign.OCI_CONFIG, "size": len(config), "digest": sha256_digest(config)},
+               "layers": layers}
+        tagged = await repo.put_manifest(cosign.sig_tag(digest), json.dumps(man).encode(), cosign.OCI_MANIFEST)
+        await self._upload(repo, b"{}")
+        art = {"schemaVersion": 2, "mediaType": cosign.OCI_MANIFEST, "artifactType": cosign.ARTIFACT_TYPE,
+               "config": {"mediaType": cosign.EMPTY, "size": 2, "digest": sha256_digest(b"{}")},
+               "layers": [layer], "subject": {"mediaType": media_type, "digest": digest, "size": len(data)}}
+        raw = json.dumps(art).encode()
+        await repo.put_referrer(sha256_digest(raw), raw, cosign.OCI_MANIFEST, digest)
+        return {"Digest": digest, "Tag": cosign.sig_tag(digest), "TagDigest": tagged, "Referrer": sha256_digest(raw)}
+
+    async def _upload(self, repo: Repository, data: bytes) -> None:
+        digest = sha256_digest(data)
+        if await repo.has_blob(digest):
+            return
+        if not self.content.has(digest):
+            self.content.write(data, digest)
+        await repo.upload_blob(digest, self.content.path(digest), len(data))
+
+    async def signatures(self, name: str, auth_header: str | None) -> dict[str, Any]:
+        """GET /distribution/{name}/signatures (Dockyard's): the image's descriptor and the cosign
+        signatures found for it (the sha256-<hex>.sig tag and cosign referrers), payloads in base64."""
+        repo, data, media_type, digest, _ = await self._manifest(name, auth_header)
+        sigs = await self._signatures(repo, digest)
+        return {"Descriptor": {"mediaType": media_type, "digest": digest, "size": len(data)},
+                "Signatures": [{"Payload": base64.b64encode(s.payload).decode(), "Signature": s.signature,
+                                "Source": s.source} for s in sigs]}
+
+    async def _signatures(self, repo: Repository, digest: str) -> builtins.list[cosign.Signature]:
+        found: list[tuple[dict[str, Any], str]] = []
+        try:
+            raw, _, _ = await repo.get_manifest(cosign.sig_tag(digest))
+            found.append((json.loads(raw), cosign.sig_tag(digest)))
+        except NotFound:
+            pass
+        for desc in await repo.referrers(digest, cosign.ARTIFACT_TYPE):
+            raw, _, d = await repo.get_manifest(desc["digest"])
+            found.append((json.loads(raw), d))
+        out: list[cosign.Signature] = []
+        for man, source in found:
+            blobs: dict[str, bytes] = {}
+            for la in man.get("layers") or []:
+                if la.get("mediaType") == cosign.PAYLOAD_TYPE and int(la.get("size") or 0) <= 1 << 20:
+                    await repo.fetch_blob(la["digest"], la.get("size"), self.content)
+                    blobs[la["digest"]] = self.content.path(la["digest"]).read_bytes()
+            out += cosign.signatures_of(man, blobs, source)
+        return out
+
+    async def verify_image(self, image: StoredImage, public_pem: bytes) -> str:
+        """`--verify-signatures`: the image must come from a registry (a RepoDigest) where a signature
+        by the key over that digest is found; returns the digest verified, raises SignatureError."""
+        if not image.repo_digests:
+            raise cosign.SignatureError("it has no registry digest (it was built or loaded here), so no signature")
+        why = ""
+        for rd in image.repo_digests:
+            r = reference.parse(rd)
+            if not r.digest:
+                continue
+            try:
+                repo, _, _, digest, _ = await self._manifest(rd, None)
+                cosign.verify(await self._signatures(repo, digest), digest, public_pem)
+                return digest
+            except cosign.SignatureError as e:
+                why = f"{rd}: {e}"
+            except Exception as e:  # the registry cannot be asked: not verified
+                why = f"{rd}: {e}"
+        raise cosign.SignatureError(why or "no registry digest")
 
     async def search(self, term: str, limit: int, filters: dict[str, builtins.list[str]]) -> builtins.list[dict[str, Any]]:
         """GET /images/search: the registry's v1 search, as dockerd asks it; a registry without one (ours,
