@@ -40,6 +40,7 @@ class DaemonConfig:
     authorization_plugins: list[str] = field(default_factory=list)
     plugin_discovery_dirs: list[str] = field(default_factory=list)  # [] = dockerd's dirs and <exec-root>/plugins
     plugin_retry_seconds: float = 30.0  # how long a call waits for an unreachable plugin (dockerd: 30 s)
+    verify_signatures: str = ""  # a public key (PEM): create/run only images signed by it (cosign's format)
     rootless: bool = False  # run by an ordinary user (issue 17): XDG defaults, user namespace (daemon/rootless.py)
 
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "<exec-root>/plugins, /etc/docker/plugins and /usr/lib/docker/plugins (Dockyard's own)")
     p.add_argument("--plugin-retry-seconds", type=float, default=None,
                    help="how long a call retries a plugin that cannot be reached (default 30, as dockerd)")
+    p.add_argument("--verify-signatures", metavar="KEY", default=None,
+                   help="refuse to create or run an image without a signature by this public key (PEM, cosign's "
+                   "format) in its registry (Dockyard's)")
     p.add_argument("-D", "--debug", action="store_true")
     return p
 
@@ -89,7 +93,7 @@ _JSON_KEYS = {
     "tls": "tls", "tlsverify": "tlsverify", "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
     "iptables": "iptables", "cgroup-favordynmods": "cgroup_favordynmods",
     "authorization-plugins": "authorization_plugins", "plugin-discovery-dirs": "plugin_discovery_dirs",
-    "plugin-retry-seconds": "plugin_retry_seconds",
+    "plugin-retry-seconds": "plugin_retry_seconds", "verify-signatures": "verify_signatures",
 }
 
 
@@ -159,4 +163,8 @@ def load(argv: list[str] | None) -> DaemonConfig:
     if args.plugin_retry_seconds is not None:
         cfg.plugin_retry_seconds = args.plugin_retry_seconds
     cfg.insecure_registries += args.insecure_registry
+    if args.verify_signatures:
+        cfg.verify_signatures = args.verify_signatures
+    if cfg.verify_signatures and not Path(cfg.verify_signatures).is_file():  # refused at start, not at each run
+        raise InvalidParameter(f"--verify-signatures: no public key file {cfg.verify_signatures}")
     return cfg

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +134,27 @@ class Engine:
         if self.managed_plugins is not None:
             await asyncio.to_thread(self.managed_plugins.shutdown)
         self.db.close()
+
+
+def _signature_gate(registry: LazyDistribution, public_pem: bytes) -> Callable[[Any, str], Awaitable[None]]:
+    """`--verify-signatures`: an image is created only if its registry holds a signature by the key over
+    its manifest digest (cosign's format). Verified image ids are remembered for the daemon's life."""
+    from dockyard.errors import Forbidden
+    from dockyard.oci.cosign import SignatureError
+
+    verified: set[str] = set()
+
+    async def gate(image: Any, ref: str) -> None:
+        if image.id in verified:
+            return
+        try:
+            await registry.get().verify_image(image, public_pem)
+        except SignatureError as e:
+            raise Forbidden(f'image "{ref}" ({image.id[:19]}) is refused: its signature does not verify with '
+                            f"the daemon's --verify-signatures key: {e}") from None
+        verified.add(image.id)
+
+    return gate
 
 
 class LazyDistribution:
@@ -265,6 +286,8 @@ def build(cfg: DaemonConfig) -> Engine:
         )
 
     registry = LazyDistribution(make_registry)
+    if cfg.verify_signatures:
+        containers.image_gate = _signature_gate(registry, Path(cfg.verify_signatures).read_bytes())
     from dockyard.services.container_commit import ContainerCommitter
     from dockyard.services.container_files import ContainerFiles
     from dockyard.services.container_io import ContainerIO

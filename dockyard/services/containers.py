@@ -210,6 +210,8 @@ class ContainerService:
         # Rootless without a delegated cgroup (issue 17): why limits are refused at create and update;
         # containers then get no cgroup of ours (runc's rootless mode runs them in the daemon's).
         self.limits_refused: str | None = None
+        # `--verify-signatures` (daemon/wiring.py): awaited with the image before a create; raises to refuse it.
+        self.image_gate: Callable[[Any, str], Awaitable[None]] | None = None
         self._live: dict[str, _Live] = {}
         # Names of creates still on their way to the INSERT: with only 552 random names, concurrent
         # creates (a build's parallel stages) would otherwise pick the same one between check and insert.
@@ -328,6 +330,8 @@ class ContainerService:
                     "You have to remove (or rename) that container to be able to reuse that name."
                 )
         image = self.images.resolve(image_ref)
+        if self.image_gate is not None:
+            await self.image_gate(image, image_ref)
         config = cc.merge_config(req, image.config)
         log_plugin = None
         kind = cc.log_driver_of(req.host_config)

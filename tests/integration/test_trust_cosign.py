@@ -114,3 +114,52 @@ def test_verify_refuses_other_keys_and_other_images(clean_daemon: Daemon, regist
     assert p.returncode == 1 and f"the signature is for {_digest_v1(addr)}, not {other}".encode() in p.stderr, p.stderr
     p = d.dockyard("trust", "verify", "--key", f"{tmp_path}/o.pub", f"{addr}/app:nosuch", check=False)
     assert p.returncode == 1 and b"manifest unknown" in p.stderr, p.stderr
+
+
+def _variant(c: httpx.Client, tag: str, marker: str) -> None:
+    """Another image in the registry: busybox's layers under a config of its own (so its own image id)."""
+    base = c.get("/v2/app/manifests/v1", headers={"accept": ACCEPT}).json()
+    config = json.loads(c.get(f"/v2/app/blobs/{base['config']['digest']}").content)
+    config.setdefault("config", {})["Labels"] = {"variant": marker}
+    raw = json.dumps(config).encode()
+    digest = "sha256:" + __import__("hashlib").sha256(raw).hexdigest()
+    assert c.post("/v2/app/blobs/uploads/", params={"digest": digest}, content=raw).status_code == 201
+    base["config"] = {**base["config"], "digest": digest, "size": len(raw)}
+    r = c.put(f"/v2/app/manifests/{tag}", content=json.dumps(base).encode(), headers={"content-type": base["mediaType"]})
+    assert r.status_code == 201, r.text
+
+
+def test_daemon_verify_signatures_refuses_unsigned_images(registry: str, tmp_path: Path) -> None:
+    """`dockyard daemon --verify-signatures KEY`: run works for an image its registry holds a signature of
+    by KEY; create of an unsigned one, one signed by another key, or a local one is refused, naming the
+    image and why."""
+    from tests.conftest import own_daemon
+
+    addr = registry
+    for k in ("k", "other"):
+        subprocess.run([__import__("sys").executable, "-m", "dockyard.cli.main", "trust", "keygen",
+                        "--output-key-prefix", str(tmp_path / k)], check=True, capture_output=True)
+    with httpx.Client(base_url=f"http://{addr}") as c:
+        _variant(c, "unsigned", "u")
+        _variant(c, "forged", "f")
+    with own_daemon("dy-vsig-", "--verify-signatures", str(tmp_path / "k.pub")) as d:
+        for tag in ("v1", "unsigned", "forged"):
+            d.dockyard("pull", f"{addr}/app:{tag}")
+        d.dockyard("trust", "sign", "--key", str(tmp_path / "k.key"), f"{addr}/app:v1")
+        d.dockyard("trust", "sign", "--key", str(tmp_path / "other.key"), f"{addr}/app:forged")
+        out = d.docker("run", "--rm", f"{addr}/app:v1", "echo", "signed").stdout
+        assert out == b"signed\n"
+        for tag, why in (("unsigned", b"no signatures found"), ("forged", b"invalid signature")):
+            p = d.docker("create", f"{addr}/app:{tag}", check=False)
+            assert p.returncode != 0, p
+            assert f'image "{addr}/app:{tag}"'.encode() in p.stderr and b"is refused" in p.stderr, p.stderr
+            assert why in p.stderr, p.stderr
+        # busybox here is v1's very image (same id): allowed; an imported image has no registry digest
+        assert d.docker("run", "--rm", "busybox", "true").returncode == 0
+        tar = subprocess.run(["tar", "-c", "-C", str(SHARED / "images/prebuilt/busybox"), "oci-layout"],
+                             check=True, capture_output=True).stdout
+        d.docker("import", "-", "local/imported:1", input=tar)
+        p = d.docker("create", "local/imported:1", "true", check=False)
+        assert p.returncode != 0 and b'image "local/imported:1"' in p.stderr, p.stderr
+        assert b"no registry digest" in p.stderr, p.stderr
+        assert d.docker("ps", "-aq").stdout == b""  # nothing was created
