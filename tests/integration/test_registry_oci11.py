@@ -409,3 +409,42 @@ def test_push_with_referrers_copies_them_byte_for_byte(clean_daemon: Daemon, tmp
         for p in (pa, pb):
             p.terminate()
             p.wait(10)
+
+
+def test_registry_gc_keeps_what_referrers_need(reg: tuple[httpx.Client, Path]) -> None:
+    """`dockyard registry gc --delete-untagged`, dry run first: a chain of untagged referrers (a signature
+    of an SBOM of the image) and their blobs stay while the image is tagged; an orphan blob and an
+    untagged manifest go; the dry run names exactly what the run deletes; referrers of a deleted
+    subject go with it."""
+    import sys
+
+    c, root = reg
+    subject = _image(c, "app", "v1", b"layer")
+    sbom, _ = _artifact(c, "app", subject, b"sbom-payload", "application/spdx+json")
+    sbom_d = sbom.headers["docker-content-digest"]
+    sbom_sig, _ = _artifact(c, "app", (sbom_d, len(sbom.request.content)), b"sbom-sig", "application/vnd.example.sig")
+    old = _image(c, "app", "old", b"old layer")
+    old_sig, _ = _artifact(c, "app", old, b"old-sig", "application/vnd.example.sig")
+    assert c.delete("/v2/app/manifests/old").status_code == 202  # the tag goes: old is untagged now
+    orphan = _blob(c, "app", b"nobody points here")["digest"]
+
+    def gc(*flags: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "registry", "gc", "--root", str(root),
+                              "--delete-untagged", *flags], check=True, capture_output=True).stdout.decode()
+        return sorted(line.split()[-1] for line in out.splitlines())
+
+    would = gc("--dry-run")
+    assert orphan in would and _sha(b"old layer") in would and _sha(b"old-sig") in would
+    kept = [subject[0], sbom_d, sbom_sig.headers["docker-content-digest"], _sha(b"layer"), _sha(b"sbom-payload"),
+            _sha(b"sbom-sig"), _sha(b"{}")]
+    assert not set(kept) & set(would), would
+    assert gc() == would
+    for digest in kept[1:3]:
+        assert c.get(f"/v2/app/manifests/{digest}", headers={"accept": OCI_MANIFEST}).status_code == 200
+    for digest in kept[3:]:
+        assert c.get(f"/v2/app/blobs/{digest}").status_code == 200, digest
+    for digest in (orphan, _sha(b"old-sig")):
+        assert c.get(f"/v2/app/blobs/{digest}").status_code == 404
+    assert c.get(f"/v2/app/manifests/{old_sig.headers['docker-content-digest']}",
+                 headers={"accept": OCI_MANIFEST}).status_code == 404
+    assert gc("--dry-run") == []

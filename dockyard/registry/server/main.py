@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds a kept-alive connection may wait for its next request (default %(default)s)")
     s.add_argument("--max-connections", type=int, default=0,
                    help="open connections; beyond it the longest idle one is closed (default: from ulimit -n)")
-    g = sub.add_parser("garbage-collect", help="delete blobs no manifest references")
+    g = sub.add_parser("garbage-collect", aliases=["gc"], help="delete blobs no manifest references (and no referrer of a kept one)")
     g.add_argument("--root", required=True)
     g.add_argument("--delete-untagged", action="store_true")
     g.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.cmd == "garbage-collect":
+    if args.cmd in ("garbage-collect", "gc"):
         removed = garbage_collect(args.root, args.delete_untagged, args.dry_run)
         for d in removed:
             print(("would delete " if args.dry_run else "deleted ") + d)
