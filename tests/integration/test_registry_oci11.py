@@ -448,3 +448,44 @@ def test_registry_gc_keeps_what_referrers_need(reg: tuple[httpx.Client, Path]) -
     assert c.get(f"/v2/app/manifests/{old_sig.headers['docker-content-digest']}",
                  headers={"accept": OCI_MANIFEST}).status_code == 404
     assert gc("--dry-run") == []
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+def test_push_with_referrers_to_a_registry_without_the_api(clean_daemon: Daemon, tmp_path: Path) -> None:
+    """The target is distribution 2.8 (no referrers API, no OCI-Subject): the copied referrers are
+    listed in the spec's fallback index tagged sha256-<hex>, which `image referrers` then reads."""
+    d = clean_daemon
+    images = SHARED / "images"
+    pa, a = _start(tmp_path / "a")
+    port = _free_port()
+    subprocess.run([str(images / "serve-registry"), "--port", str(port), "--dir", str(tmp_path / "dist")],
+                   check=True, capture_output=True, timeout=300)
+    b = f"127.0.0.1:{port}"
+    try:
+        _skopeo_busybox(a, "app:v1")
+        with httpx.Client(base_url=f"http://{a}") as c:
+            r = c.head("/v2/app/manifests/v1", headers={"accept": ACCEPT})
+            subject = (r.headers["docker-content-digest"], int(r.headers["content-length"]))
+            sig, _ = _artifact(c, "app", subject, b"sig", "application/vnd.example.signature")
+            sbom, _ = _artifact(c, "app", subject, b"sbom", "application/spdx+json")
+        want = sorted(x.headers["docker-content-digest"] for x in (sig, sbom))
+        d.dockyard("pull", f"{a}/app:v1")
+        d.docker("tag", f"{a}/app:v1", f"{b}/copy:v1")
+        d.dockyard("push", "--with-referrers", f"{b}/copy:v1")
+        with httpx.Client(base_url=f"http://{b}") as c:
+            assert c.get(f"/v2/copy/referrers/{subject[0]}").status_code == 404
+            r = c.get(f"/v2/copy/manifests/{subject[0].replace(':', '-')}", headers={"accept": OCI_INDEX})
+            assert sorted(m["digest"] for m in r.json()["manifests"]) == want
+            for x in (sig, sbom):
+                got = c.get(f"/v2/copy/manifests/{x.headers['docker-content-digest']}",
+                            headers={"accept": OCI_MANIFEST})
+                assert got.content == x.request.content
+        out = d.dockyard("image", "referrers", "-q", f"{b}/copy:v1").stdout.decode().split()
+        assert sorted(out) == want
+    finally:
+        for ref in (f"{a}/app:v1", f"{b}/copy:v1"):
+            d.docker("rmi", ref, check=False)
+        pa.terminate()
+        pa.wait(10)
+        subprocess.run([str(images / "stop-registry"), "--port", str(port), "--dir", str(tmp_path / "dist")],
+                       capture_output=True)
