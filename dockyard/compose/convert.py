@@ -63,6 +63,15 @@ def service_labels(project: Project, name: str, svc: Service, number: int, oneof
     return labels
 
 
+def _sysctls(value: Any) -> dict[str, str] | None:
+    """compose's sysctls, a map or a list of key=value, as the API's map of strings."""
+    if not value:
+        return None
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    return dict(str(kv).split("=", 1) if "=" in str(kv) else (str(kv), "") for kv in value)
+
+
 def _healthcheck(hc: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "test" in hc:
@@ -216,8 +225,10 @@ def create_body(project: Project, name: str, svc: Service, number: int, oneoff: 
         "ReadonlyRootfs": bool(svc.get("read_only")), "Privileged": bool(svc.get("privileged")),
         "Init": svc.get("init"), "ExtraHosts": [h.replace("=", ":", 1) for h in svc.get("extra_hosts") or []]
         or None, "Dns": svc.get("dns"), "DnsSearch": svc.get("dns_search"),
-        "SecurityOpt": svc.get("security_opt"), "Sysctls": svc.get("sysctls"), "PidMode": svc.get("pid"),
-        "IpcMode": svc.get("ipc"), "GroupAdd": svc.get("group_add"), "ShmSize": svc.get("shm_size"),
+        "SecurityOpt": svc.get("security_opt"), "Sysctls": _sysctls(svc.get("sysctls")), "PidMode": svc.get("pid"),
+        "IpcMode": svc.get("ipc"), "ShmSize": svc.get("shm_size"),
+        # YAML reads `1000` and `1024` as numbers; the API's GroupAdd and Sysctls are strings (as compose sends)
+        "GroupAdd": [str(g) for g in svc["group_add"]] if svc.get("group_add") else None,
     }
     _resources(svc, hc)
     if svc.get("tmpfs"):

@@ -241,3 +241,25 @@ def test_env_files_accumulate_and_deploy_restart(tmp_path: Path) -> None:
     assert p.services["s"]["environment"] == {"A": "1", "B": "from-b", "C": "12"}
     assert create_body(p, "s", p.services["s"], 1)["HostConfig"]["RestartPolicy"] == {
         "Name": "on-failure", "MaximumRetryCount": 3}
+
+
+def test_numbers_in_yaml_reach_the_api_as_its_strings(tmp_path: Path) -> None:
+    """YAML reads `1000` as a number; GroupAdd and Sysctls are strings to the daemon, which refuses a
+    number there as Go does (the body decodes: wire.container.create_request)."""
+    from dockyard.wire.container import create_request
+
+    p = project(tmp_path, """
+services:
+  a:
+    image: busybox
+    group_add: [1000, audio]
+    sysctls: {net.core.somaxconn: 1024}
+  b:
+    image: busybox
+    sysctls: [net.ipv4.ip_forward=1]
+""")
+    hc = create_body(p, "a", p.services["a"], 1)["HostConfig"]
+    assert (hc["GroupAdd"], hc["Sysctls"]) == (["1000", "audio"], {"net.core.somaxconn": "1024"})
+    req = create_request(create_body(p, "a", p.services["a"], 1)).host_config
+    assert req is not None and req.group_add == ["1000", "audio"]
+    assert create_body(p, "b", p.services["b"], 1)["HostConfig"]["Sysctls"] == {"net.ipv4.ip_forward": "1"}
