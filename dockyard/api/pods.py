@@ -10,13 +10,6 @@ from dockyard.api.server import Request, Response, Route, json_response
 from dockyard.errors import InvalidParameter
 
 
-def _filters(req: Request) -> dict[str, list[str]]:
-    raw = req.qjson("filters") or {}
-    if not isinstance(raw, dict):
-        raise InvalidParameter("invalid filter")
-    return {k: (list(v.keys()) if isinstance(v, dict) else list(v)) for k, v in raw.items()}
-
-
 class PodRoutes:
     """libpod's pod endpoints over the PodBackend."""
 
@@ -30,7 +23,7 @@ class PodRoutes:
         return json_response(await self.pods.create(spec), 201)
 
     async def pod_list(self, req: Request) -> Response:
-        return json_response(await asyncio.to_thread(self.pods.list, _filters(req)))
+        return json_response(await asyncio.to_thread(self.pods.list, req.qfilters()))
 
     async def pod_inspect(self, req: Request) -> Response:
         return json_response(await asyncio.to_thread(self.pods.inspect, req.params["name"]))

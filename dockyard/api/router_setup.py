@@ -3,9 +3,11 @@ its Protocols in api/backends.py) adds its table of routes, in this order."""
 
 from __future__ import annotations
 
-from dockyard.api import containers, plugins, swarm
+from dockyard.api import plugins
 from dockyard.api.backends import Backends
+from dockyard.api.containers import ContainerRoutes
 from dockyard.api.server import Router
+from dockyard.api.swarm import SwarmRoutes
 from dockyard.api.system import SystemRoutes
 from dockyard.api.trace import TraceRoutes
 
@@ -14,11 +16,11 @@ def build_router(engine: Backends) -> Router:
     router = Router()
     router.authz = engine.authz if engine.authz else None
     router.include(SystemRoutes(engine.system).routes())
-    containers.register(router, engine.containers, engine.container_io, engine.container_files,
-                        engine.container_resources, engine.commits, engine.images, engine.pods)
-    # containers, plugins and swarm are still register() functions: other issues were changing them.
+    router.include(ContainerRoutes(engine.containers, engine.container_io, engine.container_files,
+                                   engine.container_resources, engine.commits, engine.images, engine.pods).routes())
+    # plugins is still a register() function: issue 23 is changing it.
     plugins.register(router, engine.managed_plugins, engine.registry)
-    swarm.register(router, engine.swarm)
+    router.include(SwarmRoutes(engine.swarm).routes())
     # The other groups are imported only when the engine has their backend (start-up time).
     from dockyard.api.images import ImageRoutes
 

@@ -14,8 +14,9 @@ import json
 from typing import Any
 
 from dockyard.api.backends import SwarmBackend
-from dockyard.api.server import Request, Response, Router, json_response
+from dockyard.api.server import Request, Response, Route, json_response
 from dockyard.errors import DockyardError, InvalidParameter, NotFound, NotSupported, Unavailable
+from dockyard.http.routing import Handler
 
 NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
                "connect this node to swarm and try again.")
@@ -51,165 +52,175 @@ def _version(req: Request, kind: str) -> str:
     return v
 
 
-def register(router: Router, swarm: SwarmBackend | None = None) -> None:
-    def active() -> bool:
-        return swarm is not None and swarm.active()
+class SwarmRoutes:
+    """Swarm mode's paths over the SwarmBackend (None: a daemon without swarm mode, answering as
+    dockerd outside a swarm), BuildKit's upgrades and the OPTIONS preflight."""
 
-    async def not_manager(req: Request) -> Response:
+    def __init__(self, swarm: SwarmBackend | None = None) -> None:
+        self.swarm = swarm
+
+    def active(self) -> bool:
+        return self.swarm is not None and self.swarm.active()
+
+    async def not_manager(self, req: Request) -> Response:
         raise Unavailable(NOT_MANAGER)
 
-    async def not_manager_after_body(req: Request) -> Response:
+    async def not_manager_after_body(self, req: Request) -> Response:
         await _body(req)
         raise Unavailable(NOT_MANAGER)
 
-    async def inspect(req: Request) -> Response:
-        if swarm is None:
+    async def inspect(self, req: Request) -> Response:
+        if self.swarm is None:
             raise Unavailable(NOT_MANAGER)
-        return json_response(swarm.inspect())
+        return json_response(self.swarm.inspect())
 
-    async def leave(req: Request) -> Response:
-        if swarm is None:
+    async def leave(self, req: Request) -> Response:
+        if self.swarm is None:
             raise Unavailable(NOT_IN_SWARM)
-        await swarm.leave(req.qbool("force"))
+        await self.swarm.leave(req.qbool("force"))
         return Response(200)
 
-    async def init(req: Request) -> Response:
+    async def init(self, req: Request) -> Response:
         body = await _body(req)
         addr = body.get("ListenAddr", "") if isinstance(body, dict) else ""
         if not addr:
             raise InvalidParameter(f'invalid ListenAddr "{addr}": invalid empty address')
-        if swarm is None:
+        if self.swarm is None:
             raise NotSupported("swarm mode is not supported by this daemon")
-        return json_response(await swarm.init(_obj(body)))
+        return json_response(await self.swarm.init(_obj(body)))
 
-    async def join(req: Request) -> Response:
+    async def join(self, req: Request) -> Response:
         body = await _body(req)
         addr = body.get("ListenAddr", "") if isinstance(body, dict) else ""
         if not addr:
             raise InvalidParameter(f'invalid ListenAddr "{addr}": invalid empty address')
-        if active():
+        if self.active():
             raise Unavailable('This node is already part of a swarm. Use "docker swarm leave" to leave this swarm '
                               "and join another one.")
         raise NotSupported("joining a swarm is not supported by Dockyard: its swarm mode is a single node "
                            "(`docker swarm init` makes one)")
 
-    async def update(req: Request) -> Response:
+    async def update(self, req: Request) -> Response:
         version = _version(req, "swarm")
         body = _obj(await _body(req))
-        if swarm is None:
+        if self.swarm is None:
             raise Unavailable(NOT_MANAGER)
-        swarm.update(version, body, req.qbool("rotateWorkerToken"), req.qbool("rotateManagerToken"))
+        self.swarm.update(version, body, req.qbool("rotateWorkerToken"), req.qbool("rotateManagerToken"))
         return Response(200)
 
-    async def unlock_key(req: Request) -> Response:
-        if swarm is None:
+    async def unlock_key(self, req: Request) -> Response:
+        if self.swarm is None:
             raise Unavailable(NOT_MANAGER)
-        return json_response(swarm.unlock_key())
+        return json_response(self.swarm.unlock_key())
 
-    async def unlock(req: Request) -> Response:
+    async def unlock(self, req: Request) -> Response:
         await _body(req)
-        if active():
+        if self.active():
             raise InvalidParameter("swarm is not locked")
         raise Unavailable(NOT_MANAGER)
 
-    async def node_list(req: Request) -> Response:
-        if swarm is None:
+    async def node_list(self, req: Request) -> Response:
+        if self.swarm is None:
             raise Unavailable(NOT_MANAGER)
-        return json_response(swarm.nodes(req.qjson("filters") or {}))
+        return json_response(self.swarm.nodes(req.qjson("filters") or {}))
 
-    async def node_inspect(req: Request) -> Response:
-        if swarm is None:
+    async def node_inspect(self, req: Request) -> Response:
+        if self.swarm is None:
             raise Unavailable(NOT_MANAGER)
-        return json_response(swarm.node(req.params["id"]))
+        return json_response(self.swarm.node(req.params["id"]))
 
-    async def node_update(req: Request) -> Response:
+    async def node_update(self, req: Request) -> Response:
         version = _version(req, "node")
         body = _obj(await _body(req))
-        if swarm is None:
+        if self.swarm is None:
             raise Unavailable(NOT_MANAGER)
-        swarm.update_node(req.params["id"], version, body)
+        self.swarm.update_node(req.params["id"], version, body)
         return Response(200)
 
-    async def node_delete(req: Request) -> Response:
-        if swarm is None:
+    async def node_delete(self, req: Request) -> Response:
+        if self.swarm is None:
             raise Unavailable(NOT_MANAGER)
-        swarm.remove_node(req.params["id"], req.qbool("force"))
+        self.swarm.remove_node(req.params["id"], req.qbool("force"))
         return Response(200)
 
-    # Services, tasks, secrets, configs: none exist in a swarm here, and none can be made.
-    def none_listed(kind: str) -> Any:
+    def none_listed(self, kind: str) -> Handler:
         async def handler(req: Request) -> Response:
-            if not active():
+            if not self.active():
                 raise Unavailable(NOT_MANAGER)
             req.qjson("filters")
             return json_response([])
         return handler
 
-    def not_found(kind: str) -> Any:
+    def not_found(self, kind: str) -> Handler:
         async def handler(req: Request) -> Response:
-            if not active():
+            if not self.active():
                 raise Unavailable(NOT_MANAGER)
             raise NotFound(f"{kind} {req.params['id']} not found")
         return handler
 
-    async def create(req: Request) -> Response:
+    async def create(self, req: Request) -> Response:
         await _body(req)
-        if not active():
+        if not self.active():
             raise Unavailable(NOT_MANAGER)
         raise NotSupported(NO_SERVICES)
 
-    def updater(kind: str) -> Any:
+    def updater(self, kind: str) -> Handler:
         async def handler(req: Request) -> Response:
             _version(req, kind)
             await _body(req)
-            if not active():
+            if not self.active():
                 raise Unavailable(NOT_MANAGER)
             raise NotFound(f"{kind} {req.params['id']} not found")
         return handler
 
-    def logs(kind: str) -> Any:
+    def logs(self, kind: str) -> Handler:
         async def handler(req: Request) -> Response:
             if not (req.qbool("stdout") or req.qbool("stderr")):
                 raise DockyardError("Bad parameters: you must choose at least one stream")
-            if not active():
+            if not self.active():
                 raise Unavailable(NOT_MANAGER)
             raise NotFound(f"{kind} {req.params['id']} not found")
         return handler
 
-    r = router.add
-    r("POST", "/swarm/init", init)
-    r("POST", "/swarm/join", join)
-    r("POST", "/swarm/leave", leave)
-    r("POST", "/swarm/update", update)
-    r("POST", "/swarm/unlock", unlock)
-    r("GET", "/swarm", inspect)
-    r("GET", "/swarm/unlockkey", unlock_key)
-    r("GET", "/nodes", node_list)
-    r("GET", "/nodes/{id}", node_inspect)
-    r("DELETE", "/nodes/{id}", node_delete)
-    r("POST", "/nodes/{id}/update", node_update)
-    for kind in ("services", "tasks", "secrets", "configs"):
-        one = kind.rstrip("s")
-        r("GET", f"/{kind}", none_listed(one))
-        r("GET", f"/{kind}/{{id}}", not_found(one))
-        if kind != "tasks":
-            r("DELETE", f"/{kind}/{{id}}", not_found(one))
-            r("POST", f"/{kind}/{{id}}/update", updater(one))
-            r("POST", f"/{kind}/create", create)
-    r("GET", "/services/{id}/logs", logs("service"))
-    r("GET", "/tasks/{id}/logs", logs("task"))
-
     # BuildKit's session and gRPC upgrades: Dockyard has the classic builder only (_ping says so).
-    async def upgrade_only(req: Request) -> Response:
+    async def upgrade_only(self, req: Request) -> Response:
         if not req.headers.get("upgrade"):
             raise InvalidParameter("no upgrade proto in request")
         raise NotSupported("BuildKit is not supported by Dockyard (Builder-Version 1, the classic builder)")
 
-    r("POST", "/session", upgrade_only)
-    r("POST", "/grpc", upgrade_only)
-
     # dockerd answers OPTIONS on any path (its CORS preflight handler), with an empty 200.
-    async def options(req: Request) -> Response:
+    async def options(self, req: Request) -> Response:
         return Response(200, {"Content-Type": "text/plain; charset=utf-8"}, b"")
 
-    r("OPTIONS", "/{any:path}", options)
+    def _objects(self) -> list[Route]:
+        """Services, tasks, secrets, configs: none exist in a swarm here, and none can be made."""
+        table: list[Route] = []
+        for kind in ("services", "tasks", "secrets", "configs"):
+            one = kind.rstrip("s")
+            table += [("GET", f"/{kind}", self.none_listed(one)), ("GET", f"/{kind}/{{id}}", self.not_found(one))]
+            if kind != "tasks":
+                table += [("DELETE", f"/{kind}/{{id}}", self.not_found(one)),
+                          ("POST", f"/{kind}/{{id}}/update", self.updater(one)),
+                          ("POST", f"/{kind}/create", self.create)]
+        return table
+
+    def routes(self) -> list[Route]:
+        return [
+            ("POST", "/swarm/init", self.init),
+            ("POST", "/swarm/join", self.join),
+            ("POST", "/swarm/leave", self.leave),
+            ("POST", "/swarm/update", self.update),
+            ("POST", "/swarm/unlock", self.unlock),
+            ("GET", "/swarm", self.inspect),
+            ("GET", "/swarm/unlockkey", self.unlock_key),
+            ("GET", "/nodes", self.node_list),
+            ("GET", "/nodes/{id}", self.node_inspect),
+            ("DELETE", "/nodes/{id}", self.node_delete),
+            ("POST", "/nodes/{id}/update", self.node_update),
+            *self._objects(),
+            ("GET", "/services/{id}/logs", self.logs("service")),
+            ("GET", "/tasks/{id}/logs", self.logs("task")),
+            ("POST", "/session", self.upgrade_only),
+            ("POST", "/grpc", self.upgrade_only),
+            ("OPTIONS", "/{any:path}", self.options),
+        ]

@@ -85,6 +85,13 @@ class Request:
             raise InvalidParameter(f"invalid filter: {value}")
         return out
 
+    def qfilters(self) -> dict[str, list[str]]:
+        """?filters= as {key: [values]}, from either of moby's two forms."""
+        raw = self.qjson("filters") or {}
+        if not isinstance(raw, dict):
+            raise InvalidParameter("invalid filter")
+        return {k: (list(v.keys()) if isinstance(v, dict) else list(v)) for k, v in raw.items()}
+
     async def stream(self) -> AsyncIterator[bytes]:
         """The request body chunk by chunk as it arrives (never buffered whole)."""
         if self._body is not None:

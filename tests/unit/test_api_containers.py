@@ -67,7 +67,7 @@ class FakeIO(Calls):
 
 def router(cs: FakeContainers, io: FakeIO | None = None) -> Router:
     r = Router()
-    containers.register(r, cs, io or FakeIO(), Calls(), Calls(), Calls(), Calls())  # type: ignore[arg-type]
+    r.include(containers.ContainerRoutes(cs, io or FakeIO(), Calls(), Calls(), Calls(), Calls()).routes())  # type: ignore[arg-type]
     return r
 
 
