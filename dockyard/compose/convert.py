@@ -69,7 +69,7 @@ def _sysctls(value: Any) -> dict[str, str] | None:
         return None
     if isinstance(value, dict):
         return {str(k): str(v) for k, v in value.items()}
-    return dict(str(kv).split("=", 1) if "=" in str(kv) else (str(kv), "") for kv in value)
+    return {k: v for k, _, v in (str(kv).partition("=") for kv in value)}
 
 
 def _healthcheck(hc: dict[str, Any]) -> dict[str, Any]:
