@@ -45,7 +45,9 @@ def main() -> int:
         if b"listening" not in reg.stdout.readline():
             print("docker-py plugins: the registry did not start")
             return 2
-        daemon.start("--registry-mirror", f"http://127.0.0.1:{port}", "--insecure-registry", f"127.0.0.1:{port}")
+        # the conformance stage's bridge subnet (that daemon is gone by now): never one a pytest daemon may pick
+        daemon.start("--registry-mirror", f"http://127.0.0.1:{port}", "--insecure-registry", f"127.0.0.1:{port}",
+                     "--bip", "172.30.0.1/16", "--cgroup-favordynmods", "false")
         env = {**daemon.env, "CONFORMANCE_CACHE": os.environ.get("CONFORMANCE_CACHE", str(base / "cache"))}
         suite = SHARED / "conformance" / "docker-py"
         for step in ([str(suite / "mkimages"), f"127.0.0.1:{port}"],
