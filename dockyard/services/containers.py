@@ -1086,6 +1086,11 @@ class ContainerService:
                 self.save(c.id, state="exited")
                 continue
             if not c.running:
+                if self.networks is not None and self.networks.has_sandbox(c.id):
+                    # A start (or exit) the crash cut short: its netns, veths and addresses, perhaps a
+                    # runtime container and its mounts, are there for a container that does not run.
+                    log.info("container %s: releasing what a start cut short by the crash left", c.id[:12])
+                    await self._cleanup_runtime(c)
                 continue
             if c.boot_id != self.boot_id:
                 await self._cleanup_runtime(c)

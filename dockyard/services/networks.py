@@ -238,6 +238,9 @@ class NetworkService:
         await self.detach(cid)
         self.db.execute("DELETE FROM net_links WHERE cid=?", (cid,))
 
+    def has_sandbox(self, cid: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=?", (cid,)) is not None
+
     def settings(self, cid: str) -> dict[str, Any]:
         sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
         eps = {r["network_id"]: r for r in self._rows("SELECT * FROM net_endpoints WHERE cid=?", (cid,))}

@@ -1,0 +1,64 @@
+"""What a daemon crash in the middle of an operation leaves, found by the chaos harness
+(bench/chaos/chaos.py, issue 25) and reproduced here one at a time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import DOCKER_CLI, own_daemon
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(1200):
+        if path.exists():
+            return
+        if proc.poll() is not None and proc.returncode == 0:
+            raise AssertionError(f"docker run ended first: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_a_start_cut_short_by_a_crash_leaves_no_network_behind(tmp_path: Path) -> None:
+    """SIGKILL while `docker run` is between the network (netns, veth, address: made) and the runtime
+    (runc create: held back by a wrapper): after the restart the container does not run, so its netns,
+    its veth on the bridge and any runtime state go (the chaos run found one veth and netns per kill)."""
+    runc = shutil.which("runc") or "/usr/sbin/runc"
+    marker, go, done = tmp_path / "creating", tmp_path / "go", tmp_path / "created"
+    wrapper = tmp_path / "held-runc"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do if [ "$a" = create ]; then touch {marker}\n'
+                       f'  while [ ! -e {go} ]; do sleep 0.05; done; fi; done\n{runc} "$@"; s=$?\n'
+                       f'for a in "$@"; do [ "$a" = create ] && touch {done}; done\nexit $s\n')
+    wrapper.chmod(0o755)
+    runtime = ("--add-runtime", f"held={wrapper}")
+    with own_daemon("dy-cutstart-", *runtime) as d:
+        run = subprocess.Popen([DOCKER_CLI, "run", "-d", "--name", "cut", "--runtime", "held", "busybox",
+                                "sleep", "300"], env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_for(marker, run)
+            cid = d.docker("inspect", "-f", "{{.Id}}", "cut").stdout.decode().strip()
+            netns = d.exec_root / "netns" / cid
+            assert netns.exists(), "the start had not made the network yet: the test proves nothing"
+            d.kill()
+        finally:
+            go.touch()
+            run.communicate(timeout=60)
+        _wait_for(done, run)  # conmon outlived the daemon: its runc create ends before the restart
+        d.start(*runtime)
+        assert d.docker("inspect", "-f", "{{.State.Running}}", "cut").stdout.decode().strip() == "false"
+        assert not netns.exists(), "the cut start's netns is still there"
+        bridge = json.loads(d.docker("network", "inspect", "bridge").stdout)[0]["Options"][
+            "com.docker.network.bridge.name"]
+        veths = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
+                               text=True).stdout
+        assert "veth" not in veths, f"the cut start's veth is still on {bridge}: {veths}"
+        listed = subprocess.run([runc, "--root", str(d.exec_root / "runtime" / "held"), "list", "-q"],
+                                capture_output=True, text=True).stdout.split()
+        assert cid not in listed, "runc still has the cut start's container:\n" + "\n".join(
+            ln[:300] for ln in d.log.read_text().splitlines() if cid[:12] in ln and "pyroute2" not in ln)
+        # And it starts again as any stopped container.
+        d.docker("start", "cut")
+        assert d.docker("inspect", "-f", "{{.State.Running}}", "cut").stdout.decode().strip() == "true"
