@@ -8,6 +8,7 @@ that no image references. Deleting an image removes snapshots and blobs no other
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -26,7 +27,7 @@ from dockyard import trace
 from dockyard.dockerfile.dispatch import apply_changes
 from dockyard.errors import Conflict, InvalidParameter, NotFound, no_such_image
 from dockyard.oci import reference
-from dockyard.oci.digest import validate
+from dockyard.oci.digest import sha256_digest, validate
 from dockyard.services.events import EventBus
 from dockyard.store import archive
 from dockyard.store.content import ContentStore
@@ -58,6 +59,14 @@ SCHEMA = [
     CREATE TABLE layer_blobs (
         diff_id TEXT NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
         PRIMARY KEY (diff_id, digest)
+    )
+    """,
+    # OCI 1.1 referrers (signatures, SBOMs) that came with an image in a loaded OCI layout: `manifest` is
+    # the image's manifest as loaded (their subject), kept with them in the content store for save.
+    """
+    CREATE TABLE image_referrers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE, manifest TEXT NOT NULL,
+        idx INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (image_id, manifest, idx)
     )
     """,
 ]
@@ -575,13 +584,16 @@ class ImageService:
         try:
             with self._lock:
                 prepared = []
-                for ai in reader.images(host_arch()):
+                images = reader.images(host_arch())
+                for ai in images:
                     with trace.about(f"image:sha256:{hashlib.sha256(ai.config).hexdigest()}"):
                         prepared.append(self._prepare(ai, new_chains, new_blobs))
                 messages: list[dict[str, Any]] = []
-                for config, diff_ids, tags, blobs in prepared:
+                for (config, diff_ids, tags, blobs), ai in zip(prepared, images, strict=True):
                     olds = {t: self.db.query_one("SELECT image_id FROM tags WHERE name=?", (t,)) for t in tags}
                     img = self.register(config, diff_ids, tags, layer_blobs=blobs)
+                    if ai.referrers:
+                        self._keep_referrers(img.id, ai, new_blobs)
                     for t in tags:
                         old = olds[t]
                         if old is not None and old["image_id"] != img.id:
@@ -638,6 +650,45 @@ class ImageService:
             blobs.append((diff_ids[i], digest, _media_type_of(head), self.content.size(digest)))
         return ai.config, diff_ids, ai.tags, blobs
 
+    def _keep_referrers(self, image_id: str, ai: archive.ArchiveImage, new_blobs: list[str]) -> None:
+        """Store a loaded image's manifest and its referrers (manifests and blobs, byte for byte)."""
+        subject = sha256_digest(ai.manifest)
+        for digest, data in [(subject, ai.manifest), *((r.digest, r.manifest) for r in ai.referrers)]:
+            if not self.content.has(digest):
+                self.content.write(data, digest)
+                new_blobs.append(digest)
+        for r in ai.referrers:
+            for digest, _size, opener in r.blobs:
+                if not self.content.has(digest):
+                    with opener() as src, self.content.ingest(digest) as w:
+                        shutil.copyfileobj(src, w, 1 << 20)
+                        w.commit()
+                    new_blobs.append(digest)
+        self.db.execute("DELETE FROM image_referrers WHERE image_id=? AND manifest=?", (image_id, subject))
+        for i, r in enumerate(ai.referrers):
+            self.db.execute("INSERT INTO image_referrers VALUES (?,?,?,?)", (image_id, subject, i, r.digest))
+
+    def _saved_referrers(self, img: Image, layer_digests: list[str]) -> tuple[bytes, list[archive.Referrer]]:
+        """The manifest as loaded and its referrers, for save; none if the layers differ from it now."""
+        rows = self.db.query("SELECT manifest, digest FROM image_referrers WHERE image_id=? ORDER BY manifest, idx",
+                             (img.id,))
+        if not rows or not self.content.has(rows[0]["manifest"]):
+            return b"", []
+        manifest = self.content.path(rows[0]["manifest"]).read_bytes()
+        if [la.get("digest") for la in json.loads(manifest).get("layers") or []] != layer_digests:
+            return b"", []
+        refs = []
+        for r in rows:
+            if r["manifest"] != rows[0]["manifest"] or not self.content.has(r["digest"]):
+                continue
+            raw = self.content.path(r["digest"]).read_bytes()
+            doc = json.loads(raw)
+            blobs = [(d["digest"], self.content.size(d["digest"]), self._opener(d["digest"]))
+                     for d in [doc.get("config"), *(doc.get("layers") or [])]
+                     if isinstance(d, dict) and self.content.has(d.get("digest", ""))]
+            refs.append(archive.Referrer(r["digest"], raw, blobs))
+        return manifest, refs
+
     def _known_blob(self, diff_id: str, digest: str) -> bool:
         """Whether `digest` is a blob recorded (so checked) for the layer `diff_id`."""
         return digest == diff_id or self.db.query_one(
@@ -671,7 +722,8 @@ class ImageService:
                 layers.append((digest, mt, size, self._opener(digest)))
             config = self.content.path(img.id).read_bytes() if self.content.has(img.id) else \
                 self.db.query_one("SELECT config FROM images WHERE id=?", (img.id,))["config"]  # type: ignore[index]
-            out.append(archive.SaveImage(bytes(config), img.id, layers, tags))
+            manifest, refs = self._saved_referrers(img, [la[0] for la in layers])
+            out.append(archive.SaveImage(bytes(config), img.id, layers, tags, manifest, refs))
         return out
 
     async def save(self, names: list[str]) -> AsyncIterator[bytes]:
@@ -743,6 +795,13 @@ class ImageService:
         keep = {r["id"] for r in self.db.query("SELECT id FROM images")} | live
         keep |= {r["digest"] for r in self.db.query("SELECT diff_id, digest FROM layer_blobs") if r["diff_id"] in live}
         keep |= {r["name"].rpartition("@")[2] for r in self.db.query("SELECT name FROM digests")}
+        for r in self.db.query("SELECT manifest, digest FROM image_referrers"):  # loaded with their image
+            keep |= {r["manifest"], r["digest"]}
+            if self.content.has(r["digest"]):
+                with contextlib.suppress(ValueError, AttributeError):
+                    doc = json.loads(self.content.path(r["digest"]).read_bytes())
+                    keep |= {d["digest"] for d in [doc.get("config"), *(doc.get("layers") or [])]
+                             if isinstance(d, dict) and isinstance(d.get("digest"), str)}
         if self.db.query_one("SELECT 1 FROM sqlite_master WHERE type='table' AND name='distribution_layers'"):
             rows = self.db.query("SELECT diff_id, digest FROM distribution_layers")
             keep |= {r["digest"] for r in rows if r["diff_id"] in live}

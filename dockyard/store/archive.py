@@ -38,6 +38,16 @@ class ArchiveImage:
     config: bytes
     layers: list[tuple[Opener, str | None]]  # (open the blob, its digest when the archive states it)
     tags: list[str] = field(default_factory=list)  # normalized references
+    manifest: bytes = b""  # an OCI layout's manifest of the image, as in the archive
+    # OCI 1.1 referrers of that manifest in the layout (and theirs): (digest, manifest, its blobs' openers)
+    referrers: list[Referrer] = field(default_factory=list)
+
+
+@dataclass
+class Referrer:
+    digest: str
+    manifest: bytes
+    blobs: list[tuple[str, int, Opener]]  # (digest, size, open)
 
 
 def _untar_error(e: BaseException) -> InvalidParameter:
@@ -118,7 +128,10 @@ class ArchiveReader:
 
     def images(self, arch: str = "amd64") -> list[ArchiveImage]:
         if self.has("manifest.json"):
-            return self._docker_images()
+            imgs = self._docker_images()
+            if self.has("index.json"):  # ours and docker 25+'s: referrers live in the OCI side
+                self._attach_referrers(imgs)
+            return imgs
         if self.has("index.json"):
             return self._oci_images(arch)
         raise InvalidParameter("invalid archive: no manifest.json or index.json (not a docker-archive or OCI layout)")
@@ -145,7 +158,16 @@ class ArchiveReader:
     def _oci_images(self, arch: str) -> list[ArchiveImage]:
         index = _obj(self.read_json("index.json"), "index.json")
         out = []
+        artifacts: dict[str, list[tuple[str, bytes, dict[str, Any]]]] = {}  # subject -> referrers
+        descs = []
         for desc in _list(index.get("manifests"), "index.json manifests"):
+            doc = self._artifact(_obj(desc, "descriptor"))
+            if doc is None:
+                descs.append(desc)
+                continue
+            raw, parsed = doc
+            artifacts.setdefault(str(parsed["subject"].get("digest")), []).append((_digest(desc), raw, parsed))
+        for desc in descs:
             img = self._oci_descriptor(desc, arch, depth=0)
             if img is None:
                 continue
@@ -156,7 +178,59 @@ class ArchiveReader:
                     img.tags.append(str(reference.parse(name)))
                 except InvalidParameter:
                     pass
+            if img.manifest:
+                img.referrers = self._referrers_of(sha256_digest(img.manifest), artifacts, 0)
             out.append(img)
+        return out
+
+    def _attach_referrers(self, imgs: list[ArchiveImage]) -> None:
+        try:
+            index = _obj(self.read_json("index.json"), "index.json")
+            artifacts: dict[str, list[tuple[str, bytes, dict[str, Any]]]] = {}
+            mans = []
+            for desc in _list(index.get("manifests"), "index.json manifests"):
+                if (doc := self._artifact(_obj(desc, "descriptor"))) is not None:
+                    artifacts.setdefault(str(doc[1]["subject"].get("digest")), []).append((_digest(desc), *doc))
+                elif desc.get("mediaType") == MT_OCI_MANIFEST:
+                    mans.append(self.read_blob(_digest(desc)))
+            if not artifacts:
+                return
+            by_config = {sha256_digest(i.config): i for i in imgs}
+            for raw in mans:
+                img = by_config.get(str((json.loads(raw).get("config") or {}).get("digest")))
+                if img is not None and not img.referrers:
+                    img.manifest = raw
+                    img.referrers = self._referrers_of(sha256_digest(raw), artifacts, 0)
+        except (InvalidParameter, ValueError, AttributeError):
+            return  # a docker-archive's index.json is optional: the images load without referrers
+
+    def _artifact(self, desc: dict[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+        """A manifest with a `subject` (signature, SBOM) listed in index.json: not an image to load."""
+        if desc.get("mediaType") not in (MT_OCI_MANIFEST, None) or int(desc.get("size") or 0) > _MAX_JSON:
+            return None
+        raw = self.read_blob(_digest(desc))
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        if isinstance(doc, dict) and isinstance(doc.get("subject"), dict):
+            return raw, doc
+        return None
+
+    def _referrers_of(self, subject: str, artifacts: dict[str, list[tuple[str, bytes, dict[str, Any]]]],
+                      depth: int) -> list[Referrer]:
+        out: list[Referrer] = []
+        if depth > 3:
+            return out
+        for digest, raw, doc in artifacts.get(subject, []):
+            blobs = []
+            for d in [doc.get("config"), *(doc.get("layers") or [])]:
+                if isinstance(d, dict) and d.get("digest"):
+                    name = "blobs/sha256/" + hex_of(_digest(d))
+                    if self.has(name):
+                        blobs.append((str(d["digest"]), self._member(name).size, self.opener(name)))
+            out.append(Referrer(digest, raw, blobs))
+            out += self._referrers_of(digest, artifacts, depth + 1)
         return out
 
     def _oci_descriptor(self, desc: dict[str, Any], arch: str, depth: int) -> ArchiveImage | None:
@@ -183,7 +257,7 @@ class ArchiveReader:
         for layer in _list(doc.get("layers"), "manifest layers"):
             digest = _digest(_obj(layer, "layer descriptor"))
             layers.append((self.opener("blobs/sha256/" + hex_of(digest)), digest))
-        return ArchiveImage(config, layers)
+        return ArchiveImage(config, layers, manifest=self.read_blob(_digest(desc)))
 
 
 def _obj(v: Any, what: str) -> dict[str, Any]:
@@ -217,6 +291,8 @@ class SaveImage:
     config_digest: str
     layers: list[tuple[str, str, int, Opener]]  # (blob digest, media type, size, open)
     tags: list[str]  # normalized references
+    manifest: bytes = b""  # the manifest as loaded, written as is when it has referrers (their subject)
+    referrers: list[Referrer] = field(default_factory=list)
 
 
 def _header(name: str, size: int, dir_: bool = False) -> bytes:
@@ -271,7 +347,7 @@ def write_archive(images: list[SaveImage]) -> Iterator[bytes]:
             "config": {"mediaType": MT_OCI_CONFIG, "digest": img.config_digest, "size": len(img.config)},
             "layers": [{"mediaType": mt, "digest": d, "size": s} for d, mt, s, _ in img.layers],
         }
-        mbytes = json.dumps(manifest, separators=(",", ":")).encode()
+        mbytes = img.manifest or json.dumps(manifest, separators=(",", ":")).encode()
         mdigest = sha256_digest(mbytes)
         if mdigest not in written:
             written.add(mdigest)
@@ -283,6 +359,21 @@ def write_archive(images: list[SaveImage]) -> Iterator[bytes]:
         for r in refs:
             ann = {"io.containerd.image.name": str(r), "org.opencontainers.image.ref.name": r.tag or ""}
             index_manifests.append({**desc, "annotations": ann})
+        for ref in img.referrers:  # listed in index.json, as skopeo and oras write them
+            for digest, size, opener in ref.blobs:
+                if digest not in written:
+                    written.add(digest)
+                    yield from _stream("blobs/sha256/" + hex_of(digest), size, opener)
+            if ref.digest not in written:
+                written.add(ref.digest)
+                yield from _file("blobs/sha256/" + hex_of(ref.digest), ref.manifest)
+                rdoc = json.loads(ref.manifest)
+                rdesc: dict[str, Any] = {"mediaType": rdoc.get("mediaType") or MT_OCI_MANIFEST, "digest": ref.digest,
+                                         "size": len(ref.manifest)}
+                kind = rdoc.get("artifactType") or (rdoc.get("config") or {}).get("mediaType")
+                if kind:
+                    rdesc["artifactType"] = kind
+                index_manifests.append(rdesc)
         docker_manifest.append({
             "Config": "blobs/sha256/" + hex_of(img.config_digest),
             "RepoTags": [r.familiar for r in refs] or None,
