@@ -46,6 +46,7 @@ class ImageStore(ImageRegistrar, Protocol):
     def resolve(self, ref_or_id: str) -> StoredImage: ...
     def all(self) -> Sequence[StoredImage]: ...
     def layer_blob(self, diff_id: str) -> tuple[str, str, int]: ...
+    def local_referrers(self, image_id: str) -> tuple[bytes, builtins.list[tuple[str, bytes]]]: ...
 
 
 class Distribution:
@@ -97,7 +98,16 @@ class Distribution:
             target = str(ref.with_tag(t))
             image = self.images.resolve(target)
             origin = self._origin(image) if with_referrers else None
-            if with_referrers and origin is None:
+            local: builtins.list[tuple[str, bytes]] = []
+            if with_referrers and origin is None:  # loaded from an OCI layout with its referrers?
+                manifest, local = await asyncio.to_thread(self.images.local_referrers, image.id)
+                if manifest:
+                    async for ev in self.pusher.push(target, self._config_bytes(image), creds, manifest):
+                        yield ev
+                    await self._push_local_referrers(ref, creds, sha256_digest(manifest), local)
+                    for digest, _ in local:
+                        yield progress.status(f"Referrer {digest}: pushed")
+                    continue
                 yield progress.status("No referrers to copy: the image's manifest as pulled is not here")
             src: Repository | None = None
             if origin is not None:
@@ -114,6 +124,17 @@ class Distribution:
                                              push=True)
                 async for ev in copy_referrers(src, dst, origin[1], self.content):
                     yield ev
+
+    async def _push_local_referrers(self, ref: reference.Reference, creds: Credentials, subject: str,
+                                    refs: builtins.list[tuple[str, bytes]]) -> None:
+        dst = self.client.repository(self.client.endpoints(ref.domain, push=True)[0], ref.path, creds, push=True)
+        for digest, raw in refs:
+            doc = json.loads(raw)
+            for d in [doc.get("config"), *(doc.get("layers") or [])]:
+                if isinstance(d, dict) and d.get("digest") and not await dst.has_blob(d["digest"]):
+                    await dst.upload_blob(d["digest"], self.content.path(d["digest"]), self.content.size(d["digest"]))
+            await dst.put_referrer(digest, raw, doc.get("mediaType") or cosign.OCI_MANIFEST,
+                                   (doc.get("subject") or {}).get("digest") or subject)
 
     def _origin(self, image: StoredImage) -> tuple[bytes, str, str] | None:
         """(manifest as pulled, its digest, `host/repo` it came from) of an image whose manifest is in

@@ -668,6 +668,14 @@ class ImageService:
         for i, r in enumerate(ai.referrers):
             self.db.execute("INSERT INTO image_referrers VALUES (?,?,?,?)", (image_id, subject, i, r.digest))
 
+    def local_referrers(self, image_id: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """(manifest as loaded, [(digest, referrer manifest)]) of an image loaded with OCI 1.1 referrers
+        (their blobs are in the content store); (b"", []) for others."""
+        img = self.get(image_id)
+        layers = [self.layer_blob(d)[0] for d in img.diff_ids]
+        manifest, refs = self._saved_referrers(img, layers)
+        return manifest, [(r.digest, r.manifest) for r in refs]
+
     def _saved_referrers(self, img: Image, layer_digests: list[str]) -> tuple[bytes, list[archive.Referrer]]:
         """The manifest as loaded and its referrers, for save; none if the layers differ from it now."""
         rows = self.db.query("SELECT manifest, digest FROM image_referrers WHERE image_id=? ORDER BY manifest, idx",

@@ -106,3 +106,38 @@ def test_referrers_survive_the_daemons_content_sweep(tmp_path: Path) -> None:
         with tarfile.open(tmp_path / "out.tar") as tf:
             index = json.loads(tf.extractfile("index.json").read())  # type: ignore[union-attr]
         assert [m["digest"] for m in index["manifests"]] == [subject["digest"], *(_sha(a) for a in arts)]
+
+
+def test_push_with_referrers_of_a_loaded_image(clean_daemon: Daemon, tmp_path: Path) -> None:
+    """An image loaded from an OCI layout with referrers: `push --with-referrers` sends the manifest as
+    loaded and the referrers (from the content store) to the registry, same digests."""
+    import httpx
+
+    from tests.integration.test_registry_server import _start
+
+    d = clean_daemon
+    layout, subject, arts = _layout(tmp_path)
+    with tarfile.open(tmp_path / "in.tar", "w") as tf:
+        for p in sorted(layout.rglob("*")):
+            tf.add(p, str(p.relative_to(layout)), recursive=False)
+    proc, addr = _start(tmp_path / "reg")
+    try:
+        d.docker("load", "-i", str(tmp_path / "in.tar"))
+        d.docker("tag", "example.com/signed:v1", f"{addr}/signed:v1")
+        d.dockyard("push", "--with-referrers", f"{addr}/signed:v1")
+        with httpx.Client(base_url=f"http://{addr}") as c:
+            r = c.head("/v2/signed/manifests/v1", headers={"accept": OCI_MANIFEST})
+            assert r.headers["docker-content-digest"] == subject["digest"]
+            assert [m["digest"] for m in c.get(f"/v2/signed/referrers/{subject['digest']}").json()["manifests"]] \
+                == [_sha(arts[0])]
+            assert [m["digest"] for m in c.get(f"/v2/signed/referrers/{_sha(arts[0])}").json()["manifests"]] \
+                == [_sha(arts[1])]
+            for a in arts:
+                assert c.get(f"/v2/signed/manifests/{_sha(a)}", headers={"accept": OCI_MANIFEST}).content == a
+                for blob in json.loads(a)["layers"]:
+                    assert _sha(c.get(f"/v2/signed/blobs/{blob['digest']}").content) == blob["digest"]
+    finally:
+        for ref in ("example.com/signed:v1", f"{addr}/signed:v1"):
+            d.docker("rmi", ref, check=False)
+        proc.terminate()
+        proc.wait(10)
