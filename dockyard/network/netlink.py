@@ -12,7 +12,7 @@ import ipaddress
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -365,8 +365,9 @@ def links(netns_path: str | None = None) -> list[dict[str, Any]]:
             addrs: dict[int, list[str]] = {}
             for a in ipr.get_addr(family=2):
                 addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
-            names = {ln["index"]: ln.get("ifname") for ln in ipr.get_links()}
-            for ln in ipr.get_links():
+            dump = ipr.get_links()  # one dump: each is hundreds of decoded attributes per link
+            names = {ln["index"]: ln.get("ifname") for ln in dump}
+            for ln in dump:
                 out.append({"index": ln["index"], "name": ln.get("ifname"), "kind": ln.get(("linkinfo", "kind")),
                             "state": ln.get("operstate"), "mac": ln.get("address"), "peer_index": ln.get("link"),
                             "master": names.get(ln.get("master")), "addresses": addrs.get(ln["index"], [])})
@@ -375,4 +376,25 @@ def links(netns_path: str | None = None) -> list[dict[str, Any]]:
         read()
     else:
         _in_netns(read, netns_path)
+    return out
+
+
+def host_links_by_index(indexes: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """{index: {"name", "master"}} of the host's links with these ifindexes (absent ones left out):
+    one RTM_GETLINK each, and one for each master, instead of a dump of every link on the host."""
+    out: dict[int, dict[str, Any]] = {}
+    masters: dict[int, str | None] = {}
+    with IPRoute() as ipr:
+        for i in set(indexes):
+            try:
+                (ln,) = ipr.get_links(i)
+            except NetlinkError:
+                continue
+            m = ln.get("master")
+            if m and m not in masters:
+                try:
+                    masters[m] = ipr.get_links(m)[0].get("ifname")
+                except NetlinkError:
+                    masters[m] = None
+            out[i] = {"name": ln.get("ifname"), "master": masters.get(m) if m else None}
     return out

@@ -5,6 +5,7 @@ cgroups_path is runc's `linux.cgroupsPath` for the cgroupfs driver, e.g. `/docky
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freeze
                   "net_cls,net_prio", "systemd", "unified")
 
 
+@functools.cache
 def is_v2(root: Path = ROOT) -> bool:
+    """Asked on every stats sample: a host's cgroup version does not change while it runs."""
     return (root / "cgroup.controllers").exists()
 
 

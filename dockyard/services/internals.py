@@ -181,11 +181,10 @@ class InternalsService:
         if any(n["Type"] == "net" and n["Shared"] for n in namespaces):
             out["Why"] = SHARED_WHY["net"]
             return out
-        host = {ln["index"]: ln for ln in netlink.links()}
+        veths = [ln for ln in netlink.links(f"/proc/{pid}/ns/net") if ln["kind"] == "veth"]
+        host = netlink.host_links_by_index(ln["peer_index"] for ln in veths if ln["peer_index"])
         ifaces, ips, bridges = [], [], set()
-        for ln in netlink.links(f"/proc/{pid}/ns/net"):
-            if ln["kind"] != "veth":
-                continue
+        for ln in veths:
             peer = host.get(ln["peer_index"]) or {}
             ifaces.append({"Container": ln["name"], "Addresses": ln["addresses"], "Mac": ln["mac"],
                            "Host": peer.get("name"), "Bridge": peer.get("master"),
