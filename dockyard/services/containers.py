@@ -1102,6 +1102,8 @@ class ContainerService:
                 await self.finalize_exit(c.id)
             else:
                 await self._reconcile_pause(c)
+                if self.networks is not None:
+                    await self.networks.reconcile(c.id)
                 log.info("re-adopted running container %s", c.id[:12])
                 for hook in self.on_adopted:
                     hook(self.get(c.id))

@@ -238,6 +238,30 @@ class NetworkService:
         await self.detach(cid)
         self.db.execute("DELETE FROM net_links WHERE cid=?", (cid,))
 
+    async def reconcile(self, cid: str) -> None:
+        """A running container re-adopted after a crash. An endpoint whose veth is not on the host is
+        what a `network connect` the crash cut short (row written, veth not yet made) or a disconnect
+        (veth gone, row not yet) left, or a veth someone deleted: inspect would show an address the
+        container does not have. Drop it (address, DNS name, membership), so the records say what the
+        kernel has and a new connect works; a membership with no endpoint at all goes the same way."""
+        async with self._lock:
+            for ep in self._rows("SELECT * FROM net_endpoints WHERE cid=?", (cid,)):
+                if not ep["veth"] or await asyncio.to_thread(netlink.link_exists, ep["veth"]):
+                    continue
+                log.warning("container %s: its endpoint on network %s has no veth (%s) on the host: dropped",
+                            cid[:12], ep["network_id"][:12], ep["veth"])
+                await asyncio.to_thread(self._unplug, ep)
+                self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, ep["network_id"]))
+            if self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=? AND mode NOT IN ('host', 'none') "
+                                 "AND mode NOT LIKE 'container:%'", (cid,)):
+                for link in self._rows("SELECT l.network_id FROM net_links l JOIN networks n ON n.id=l.network_id "
+                                       "WHERE l.cid=? AND n.driver NOT IN ('host', 'null') AND NOT EXISTS "
+                                       "(SELECT 1 FROM net_endpoints e WHERE e.cid=l.cid AND "
+                                       "e.network_id=l.network_id)", (cid,)):
+                    log.warning("container %s: on network %s without an endpoint: dropped", cid[:12],
+                                link["network_id"][:12])
+                    self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, link["network_id"]))
+
     def has_sandbox(self, cid: str) -> bool:
         return self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=?", (cid,)) is not None
 

@@ -97,6 +97,10 @@ class NetworkAttacher(Protocol):
         """The container holds a network sandbox (netns, veths, addresses: made at start, released at exit)."""
         ...
 
+    async def reconcile(self, cid: str) -> None:
+        """A running container adopted after a crash: drop the endpoints the kernel does not have."""
+        ...
+
     def rename(self, cid: str, name: str) -> None: ...
 
 

@@ -62,3 +62,32 @@ def test_a_start_cut_short_by_a_crash_leaves_no_network_behind(tmp_path: Path) -
         # And it starts again as any stopped container.
         d.docker("start", "cut")
         assert d.docker("inspect", "-f", "{{.State.Running}}", "cut").stdout.decode().strip() == "true"
+
+
+def test_an_endpoint_without_its_veth_is_dropped_at_the_restart() -> None:
+    """The chaos run found a running container that inspect showed on a network (an address, an
+    endpoint) with no veth for it in the kernel, after a kill landed in `network connect` (row written,
+    veth not made) or disconnect (veth gone, row not). The same state made on purpose: the veth is
+    deleted by hand and the daemon SIGKILLed. After the restart the records say what the kernel has,
+    and connecting again works."""
+    with own_daemon("dy-cutconn-") as d:
+        d.docker("network", "create", "cutnet")
+        d.docker("run", "-d", "--name", "cc", "busybox", "sleep", "300")
+        d.docker("network", "connect", "cutnet", "cc")
+        net = json.loads(d.docker("network", "inspect", "cutnet").stdout)[0]
+        bridge = f"br-{net['Id'][:12]}"
+        links = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
+                               text=True).stdout
+        veths = [ln.split(": ")[1].split("@")[0] for ln in links.splitlines() if ": veth" in ln]
+        assert len(veths) == 1, links
+        subprocess.run(["ip", "link", "del", veths[0]], check=True)
+        d.kill()
+        d.start()
+        nets = json.loads(d.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "cc").stdout)
+        assert "cutnet" not in nets, f"inspect still shows an endpoint the kernel does not have: {nets}"
+        assert "bridge" in nets
+        d.docker("network", "connect", "cutnet", "cc")
+        addr = d.docker("exec", "cc", "ip", "-o", "-4", "addr", "show", "eth1").stdout.decode()
+        ip = json.loads(d.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "cc").stdout)["cutnet"][
+            "IPAddress"]
+        assert ip and ip in addr, (ip, addr)
