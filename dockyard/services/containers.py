@@ -314,8 +314,9 @@ class ContainerService:
         self.events.emit("container", action, c.id, attrs)
 
     # ---------------------------------------------------------------- create
-    async def create(self, req: CreateRequest, name: str | None = None) -> dict[str, Any]:
-        """A container from a create request, decoded once (wire.container.create_request)."""
+    async def create(self, req: CreateRequest, name: str | None = None, verify: bool = True) -> dict[str, Any]:
+        """A container from a create request, decoded once (wire.container.create_request). `verify=False`:
+        the engine's own containers (a build's RUN, a pod's infra) skip `--verify-signatures`."""
         image_ref = req.image
         if not image_ref:
             raise InvalidParameter("Config cannot be empty in order to create a container")
@@ -330,7 +331,7 @@ class ContainerService:
                     "You have to remove (or rename) that container to be able to reuse that name."
                 )
         image = self.images.resolve(image_ref)
-        if self.image_gate is not None:
+        if self.image_gate is not None and verify:
             await self.image_gate(image, image_ref)
         config = cc.merge_config(req, image.config)
         log_plugin = None

@@ -180,7 +180,7 @@ class PodService:
             body["NetworkingConfig"] = {"EndpointsConfig": endpoints}
         from dockyard.wire.container import create_request
 
-        infra = await self.containers.create(create_request(body), f"{pid[:12]}-infra")
+        infra = await self.containers.create(create_request(body), f"{pid[:12]}-infra", verify=False)
         config = {"hostname": hostname, "share": list(share), "portmappings": spec.get("portmappings") or [],
                   "networks": list(nets) or ([] if nsmode == "host" else ["bridge"]), "nsmode": nsmode or "bridge"}
         try:

@@ -162,4 +162,9 @@ def test_daemon_verify_signatures_refuses_unsigned_images(registry: str, tmp_pat
         p = d.docker("create", "local/imported:1", "true", check=False)
         assert p.returncode != 0 and b'image "local/imported:1"' in p.stderr, p.stderr
         assert b"no registry digest" in p.stderr, p.stderr
+        # the engine's own containers are not gated: a build's RUN steps work from the signed base,
+        # but the built image itself has no signature
+        d.dockyard("build", "-t", "local/built:1", "-", input=f"FROM {addr}/app:v1\nRUN touch /built\nRUN test -e /built\n".encode())
+        p = d.docker("create", "local/built:1", "true", check=False)
+        assert p.returncode != 0 and b"no registry digest" in p.stderr, p.stderr
         assert d.docker("ps", "-aq").stdout == b""  # nothing was created
