@@ -13,7 +13,7 @@ from typing import Any
 
 from dockyard.api.backends import DistributionBackend, ManagedPluginBackend
 from dockyard.api.distribution import _stream
-from dockyard.api.server import Request, Response, Router, json_response
+from dockyard.api.server import Request, Response, Route, json_response
 from dockyard.errors import Conflict, InvalidParameter, NotFound, NotSupported
 
 NO_REGISTRY = "this daemon has no registry client: plugins cannot be installed or pushed"
@@ -28,133 +28,165 @@ def _privilege_set(privs: Any) -> set[tuple[str, tuple[str, ...]]]:
         raise InvalidParameter("invalid privilege in the body") from None
 
 
-def register(router: Router, plugins: ManagedPluginBackend | None,
-             registry: DistributionBackend | None = None) -> None:
-    r = router.add
+class PluginRoutes:
+    """The /plugins paths over the ManagedPluginBackend and, to install, upgrade and push, the
+    DistributionBackend. A daemon without managed plugins answers as dockerd with none installed; one
+    without a registry client refuses what needs one (501)."""
 
-    if plugins is None or registry is None:
-        async def no_registry(req: Request) -> Response:
-            raise NotSupported(NO_REGISTRY)
+    def __init__(self, plugins: ManagedPluginBackend | None, registry: DistributionBackend | None = None) -> None:
+        self.plugins = plugins
+        self.registry = registry
 
-        r("GET", "/plugins/privileges", no_registry)
-        r("POST", "/plugins/pull", no_registry)
-        r("POST", "/plugins/{name:path}/push", no_registry)
-        r("POST", "/plugins/{name:path}/upgrade", no_registry)
-    else:
-        reg, man = registry, plugins
-
-        async def privileges(req: Request) -> Response:
-            remote = req.q("remote") or ""
-            if not remote:
-                raise InvalidParameter("remote is required")
-            config = await reg.plugin_config(remote, req.headers.get("x-registry-auth"))
-            return json_response(await asyncio.to_thread(man.privileges_for, config))
-
-        async def fetch(req: Request, remote: str, then: Any) -> Response:
-            """Privileges checked, then the plugin pulled and handed to `then(config, layers)`."""
-            granted = _privilege_set(await req.json() or [])
-            auth = req.headers.get("x-registry-auth")
-            config = await reg.plugin_config(remote, auth)
-            needed = _privilege_set(await asyncio.to_thread(man.privileges_for, config))
-            if needed != granted:  # dockerd: the user must have granted exactly what the plugin asks
-                raise InvalidParameter("incorrect privileges")
-
-            async def events() -> Any:
-                out: dict[str, Any] = {}
-                async for ev in reg.pull_plugin(remote, auth, out):
-                    yield ev
-                await asyncio.to_thread(then, out["config"], out["layers"])
-
-            return await _stream(events())
-
-        async def pull(req: Request) -> Response:
-            remote = req.q("remote") or ""
-            if not remote:
-                raise InvalidParameter("remote is required")
-            name = req.q("name") or remote
-            local = await asyncio.to_thread(man.full_name, name)
-            resp = await fetch(req, remote, lambda cfg, layers: man.install(name, remote, cfg, layers))
-            resp.headers["Docker-Plugin-Name"] = local  # the CLI enables the plugin by this name
-            return resp
-
-        async def upgrade(req: Request) -> Response:
-            remote = req.q("remote") or ""
-            if not remote:
-                raise InvalidParameter("remote is required")
-            name = req.params["name"]
-            if (await asyncio.to_thread(man.inspect, name))["Enabled"]:
-                raise Conflict(f"plugin must be disabled before upgrading: plugin {name} is enabled")
-            return await fetch(req, remote, lambda cfg, layers: man.upgrade(name, remote, cfg, layers))
-
-        async def push(req: Request) -> Response:
-            name, config, layers = await asyncio.to_thread(man.for_push, req.params["name"])
-            return await _stream(reg.push_plugin(name, config, layers, req.headers.get("x-registry-auth")))
-
-        r("GET", "/plugins/privileges", privileges)
-        r("POST", "/plugins/pull", pull)
-        r("POST", "/plugins/{name:path}/upgrade", upgrade)
-        r("POST", "/plugins/{name:path}/push", push)
-
-    if plugins is None:  # a daemon built without them answers as dockerd with none installed
-        async def plugin_list_empty(req: Request) -> Response:
-            req.qjson("filters")
-            return json_response([])
-
-        async def no_such_plugin(req: Request) -> Response:
-            raise NotFound(f'plugin "{req.params["name"]}" not found')
-
-        r("GET", "/plugins", plugin_list_empty)
-        r("GET", "/plugins/{name:path}/json", no_such_plugin)
-        r("DELETE", "/plugins/{name:path}", no_such_plugin)
-        for action in ("enable", "disable", "set"):
-            r("POST", f"/plugins/{{name:path}}/{action}", no_such_plugin)
-        async def no_plugins(req: Request) -> Response:
+    def _man(self) -> ManagedPluginBackend:
+        if self.plugins is None:  # routes() lists the handlers that use it only when it is there
             raise NotSupported("plugins are not supported by this daemon")
+        return self.plugins
 
-        r("POST", "/plugins/create", no_plugins)
-        return
-    mp = plugins
+    def _reg(self) -> DistributionBackend:
+        if self.registry is None:
+            raise NotSupported(NO_REGISTRY)
+        return self.registry
 
-    async def plugin_list(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(mp.list, req.qjson("filters")))
+    # Without a registry client (or without managed plugins).
 
-    async def plugin_inspect(req: Request) -> Response:
-        return json_response(await asyncio.to_thread(mp.inspect, req.params["name"]))
+    async def no_registry(self, req: Request) -> Response:
+        raise NotSupported(NO_REGISTRY)
 
-    async def plugin_remove(req: Request) -> Response:
-        await asyncio.to_thread(mp.remove, req.params["name"], req.qbool("force"))
+    # Without managed plugins.
+
+    async def plugin_list_empty(self, req: Request) -> Response:
+        req.qjson("filters")
+        return json_response([])
+
+    async def no_such_plugin(self, req: Request) -> Response:
+        raise NotFound(f'plugin "{req.params["name"]}" not found')
+
+    async def no_plugins(self, req: Request) -> Response:
+        raise NotSupported("plugins are not supported by this daemon")
+
+    # Through a registry.
+
+    async def privileges(self, req: Request) -> Response:
+        remote = req.q("remote") or ""
+        if not remote:
+            raise InvalidParameter("remote is required")
+        config = await self._reg().plugin_config(remote, req.headers.get("x-registry-auth"))
+        return json_response(await asyncio.to_thread(self._man().privileges_for, config))
+
+    async def _fetch(self, req: Request, remote: str, then: Any) -> Response:
+        """Privileges checked, then the plugin pulled and handed to `then(config, layers)`."""
+        reg, man = self._reg(), self._man()
+        granted = _privilege_set(await req.json() or [])
+        auth = req.headers.get("x-registry-auth")
+        config = await reg.plugin_config(remote, auth)
+        needed = _privilege_set(await asyncio.to_thread(man.privileges_for, config))
+        if needed != granted:  # dockerd: the user must have granted exactly what the plugin asks
+            raise InvalidParameter("incorrect privileges")
+
+        async def events() -> Any:
+            out: dict[str, Any] = {}
+            async for ev in reg.pull_plugin(remote, auth, out):
+                yield ev
+            await asyncio.to_thread(then, out["config"], out["layers"])
+
+        return await _stream(events())
+
+    async def pull(self, req: Request) -> Response:
+        remote = req.q("remote") or ""
+        if not remote:
+            raise InvalidParameter("remote is required")
+        man = self._man()
+        name = req.q("name") or remote
+        local = await asyncio.to_thread(man.full_name, name)
+        resp = await self._fetch(req, remote, lambda cfg, layers: man.install(name, remote, cfg, layers))
+        resp.headers["Docker-Plugin-Name"] = local  # the CLI enables the plugin by this name
+        return resp
+
+    async def upgrade(self, req: Request) -> Response:
+        remote = req.q("remote") or ""
+        if not remote:
+            raise InvalidParameter("remote is required")
+        man = self._man()
+        name = req.params["name"]
+        if (await asyncio.to_thread(man.inspect, name))["Enabled"]:
+            raise Conflict(f"plugin must be disabled before upgrading: plugin {name} is enabled")
+        return await self._fetch(req, remote, lambda cfg, layers: man.upgrade(name, remote, cfg, layers))
+
+    async def push(self, req: Request) -> Response:
+        name, config, layers = await asyncio.to_thread(self._man().for_push, req.params["name"])
+        return await _stream(self._reg().push_plugin(name, config, layers, req.headers.get("x-registry-auth")))
+
+    # Managed plugins.
+
+    async def plugin_list(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self._man().list, req.qjson("filters")))
+
+    async def plugin_inspect(self, req: Request) -> Response:
+        return json_response(await asyncio.to_thread(self._man().inspect, req.params["name"]))
+
+    async def plugin_remove(self, req: Request) -> Response:
+        await asyncio.to_thread(self._man().remove, req.params["name"], req.qbool("force"))
         return Response(200)
 
-    async def plugin_enable(req: Request) -> Response:
-        await asyncio.to_thread(mp.enable, req.params["name"], req.qint("timeout", 30) or 30)
+    async def plugin_enable(self, req: Request) -> Response:
+        await asyncio.to_thread(self._man().enable, req.params["name"], req.qint("timeout", 30) or 30)
         return Response(200)
 
-    async def plugin_disable(req: Request) -> Response:
-        await asyncio.to_thread(mp.disable, req.params["name"], req.qbool("force"))
+    async def plugin_disable(self, req: Request) -> Response:
+        await asyncio.to_thread(self._man().disable, req.params["name"], req.qbool("force"))
         return Response(200)
 
-    async def plugin_set(req: Request) -> Response:
+    async def plugin_set(self, req: Request) -> Response:
         body = await req.json()
         if not isinstance(body, list) or not all(isinstance(a, str) for a in body):
             raise InvalidParameter("plugin set: the body must be a list of KEY=VALUE strings")
-        await asyncio.to_thread(mp.set, req.params["name"], body)
+        await asyncio.to_thread(self._man().set, req.params["name"], body)
         return Response(204)
 
-    async def plugin_create(req: Request) -> Response:
+    async def plugin_create(self, req: Request) -> Response:
         name = req.q("name") or ""
         if not name:
             raise InvalidParameter("plugin create: name is required")
+        man = self._man()
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as ctx:
             async for chunk in req.stream():
                 await asyncio.to_thread(ctx.write, chunk)
             ctx.seek(0)
-            await asyncio.to_thread(mp.create, name, ctx)
+            await asyncio.to_thread(man.create, name, ctx)
         return Response(204)
 
-    r("GET", "/plugins", plugin_list)
-    r("GET", "/plugins/{name:path}/json", plugin_inspect)
-    r("DELETE", "/plugins/{name:path}", plugin_remove)
-    r("POST", "/plugins/{name:path}/enable", plugin_enable)
-    r("POST", "/plugins/{name:path}/disable", plugin_disable)
-    r("POST", "/plugins/{name:path}/set", plugin_set)
-    r("POST", "/plugins/create", plugin_create)
+    def routes(self) -> list[Route]:
+        table: list[Route]
+        if self.plugins is None or self.registry is None:
+            table = [
+                ("GET", "/plugins/privileges", self.no_registry),
+                ("POST", "/plugins/pull", self.no_registry),
+                ("POST", "/plugins/{name:path}/push", self.no_registry),
+                ("POST", "/plugins/{name:path}/upgrade", self.no_registry),
+            ]
+        else:
+            table = [
+                ("GET", "/plugins/privileges", self.privileges),
+                ("POST", "/plugins/pull", self.pull),
+                ("POST", "/plugins/{name:path}/upgrade", self.upgrade),
+                ("POST", "/plugins/{name:path}/push", self.push),
+            ]
+        if self.plugins is None:
+            return table + [
+                ("GET", "/plugins", self.plugin_list_empty),
+                ("GET", "/plugins/{name:path}/json", self.no_such_plugin),
+                ("DELETE", "/plugins/{name:path}", self.no_such_plugin),
+                ("POST", "/plugins/{name:path}/enable", self.no_such_plugin),
+                ("POST", "/plugins/{name:path}/disable", self.no_such_plugin),
+                ("POST", "/plugins/{name:path}/set", self.no_such_plugin),
+                ("POST", "/plugins/create", self.no_plugins),
+            ]
+        return table + [
+            ("GET", "/plugins", self.plugin_list),
+            ("GET", "/plugins/{name:path}/json", self.plugin_inspect),
+            ("DELETE", "/plugins/{name:path}", self.plugin_remove),
+            ("POST", "/plugins/{name:path}/enable", self.plugin_enable),
+            ("POST", "/plugins/{name:path}/disable", self.plugin_disable),
+            ("POST", "/plugins/{name:path}/set", self.plugin_set),
+            ("POST", "/plugins/create", self.plugin_create),
+        ]

@@ -3,9 +3,9 @@ its Protocols in api/backends.py) adds its table of routes, in this order."""
 
 from __future__ import annotations
 
-from dockyard.api import plugins
 from dockyard.api.backends import Backends
 from dockyard.api.containers import ContainerRoutes
+from dockyard.api.plugins import PluginRoutes
 from dockyard.api.server import Router
 from dockyard.api.swarm import SwarmRoutes
 from dockyard.api.system import SystemRoutes
@@ -18,8 +18,7 @@ def build_router(engine: Backends) -> Router:
     router.include(SystemRoutes(engine.system).routes())
     router.include(ContainerRoutes(engine.containers, engine.container_io, engine.container_files,
                                    engine.container_resources, engine.commits, engine.images, engine.pods).routes())
-    # plugins is still a register() function: issue 23 is changing it.
-    plugins.register(router, engine.managed_plugins, engine.registry)
+    router.include(PluginRoutes(engine.managed_plugins, engine.registry).routes())
     router.include(SwarmRoutes(engine.swarm).routes())
     # The other groups are imported only when the engine has their backend (start-up time).
     from dockyard.api.images import ImageRoutes
