@@ -132,6 +132,19 @@ def sample(cgroups_path: str, root: Path = ROOT) -> Sample:
         io_bytes=io)
 
 
+def frozen(cgroups_path: str, root: Path = ROOT) -> bool | None:
+    """Whether the container's cgroup is frozen (paused), read from the freezer's file: what `runc state`
+    reports as "paused", without a runc process. None: no such cgroup here (ask runc)."""
+    rel = cgroups_path.strip("/")
+    if not rel:
+        return None
+    if is_v2(root):
+        v = _read(root / rel / "cgroup.freeze")
+        return None if v is None else v == "1"
+    v = _read(root / "freezer" / rel / "freezer.state")
+    return None if v is None else v != "THAWED"
+
+
 def pids(cgroups_path: str, root: Path = ROOT) -> list[int]:
     rel = cgroups_path.strip("/")
     base = root / rel if is_v2(root) else root / "pids" / rel
