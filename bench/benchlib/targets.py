@@ -66,9 +66,13 @@ class Peer(Managed):
             subprocess.run([str(PEERS / f"stop-{self.name}"), *self.stop_args, self.state], check=False)
             with open("/proc/self/mountinfo") as f:  # podman's storage keeps its overlay dir mounted
                 mounts = [line.split()[4] for line in f]
-            for m in sorted((m for m in mounts if m.startswith(self.state + "/")), key=len, reverse=True):
+            # dockerd also bind-mounts its data root onto itself
+            for m in sorted((m for m in mounts if m == self.state or m.startswith(self.state + "/")), key=len,
+                            reverse=True):
                 subprocess.run(["umount", "-l", m], capture_output=True)
-            if subprocess.run(["pgrep", "-f", self.others], capture_output=True).returncode != 0:
+            others = subprocess.run(["pgrep", "-af", self.others], capture_output=True, text=True).stdout
+            # an engine told to leave the firewall alone (dockerd --iptables=false) does not use those rules
+            if not [ln for ln in others.splitlines() if "--iptables=false" not in ln]:
                 drop_iptables(self.chains)
                 for link in self.links:
                     subprocess.run(["ip", "link", "del", link], capture_output=True)
