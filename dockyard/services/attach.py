@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import Conflict, InvalidParameter
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from dockyard.services.containers import ContainerService
 
 log = logging.getLogger("dockyard.attach")
@@ -61,16 +59,26 @@ def parse_detach_keys(spec: str | None) -> bytes:
 async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                        tty: bool, stdin: bool, stdout: bool, stderr: bool, detach_keys: bytes,
                        frame: Callable[[int, bytes], bytes],
-                       before_close: Callable[[], Awaitable[None]] | None = None, on_detach: bytes = b"") -> None:
+                       before_close: Callable[[], Awaitable[None]] | None = None, on_detach: bytes = b"",
+                       output_from: AsyncIterator[bytes] | None = None) -> None:
     """Copy monitor output to the client and client input to the monitor until output ends or detach.
 
     before_close runs after the output ended and before the client sees EOF (exec: the exit code
     must be known by then, since the CLI inspects the exec right after). on_detach is written to the
-    client when it detaches (dockerd's exec reports the escape as an error on the stream)."""
+    client when it detaches (dockerd's exec reports the escape as an error on the stream).
+    output_from, when given, is the output instead of the monitor's (bytes ready for the client)."""
     loop = asyncio.get_running_loop()
     detached = asyncio.Event()
 
     async def output() -> None:
+        if output_from is not None:
+            async for chunk in output_from:
+                writer.write(chunk)
+                try:
+                    await writer.drain()
+                except ConnectionError:
+                    return
+            return
         while True:
             try:
                 item = await att.recv()
@@ -202,6 +210,11 @@ class HubSession:
     async def send(self, data: bytes) -> None:
         await self.hub.sock.send(data)
 
+    def input_only(self) -> None:
+        """This session takes no output from the hub (its client reads the output elsewhere)."""
+        self.hub._subs.discard(self.q)
+        _drain(self.q)
+
     def close_stdin(self) -> None:
         if self.hub.close_on_eof:
             self.hub.sock.close_stdin()
@@ -273,9 +286,27 @@ async def make_attach_handler(io: Stdio, cid: str, *, stdin: bool, stdout: bool,
     elif stream:
         await connect_now()
 
+    kept = logs and io.cs.log_driver(c) != "none"  # no log kept: nothing to replay
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            if logs and io.cs.log_driver(c) != "none":  # no log kept: nothing to replay
+            if kept and stream and not before_start:
+                # logs=1&stream=1 on a running container: the output is the log followed, so what
+                # was logged and what comes next join with no line lost or repeated (a replay then
+                # the live stream would lose or repeat what the container writes in between:
+                # dockerd's attach loses it). The attach connection only takes the client's input.
+                try:
+                    conn = await ready
+                except Exception as e:  # noqa: BLE001
+                    log.debug("attach %s: %s", c.id[:12], e)
+                    return
+                conn.input_only()
+                followed = io.logs(c.id, stdout=stdout, stderr=stderr, follow=True, since=None, until=None,
+                                   tail=None, timestamps=False, raw=tty)
+                await pump_session(conn, reader, writer, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr,
+                                   detach_keys=keys, frame=frame, output_from=followed)
+                return
+            if kept:
                 async for chunk in io.logs(c.id, stdout=stdout, stderr=stderr, follow=False, since=None,
                                            until=None, tail=None, timestamps=False, raw=tty):
                     writer.write(chunk)
