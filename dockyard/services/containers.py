@@ -11,6 +11,7 @@ import builtins
 import functools
 import json
 import logging
+import os
 import shutil
 import signal as signal_mod
 import time
@@ -228,6 +229,8 @@ class ContainerService:
         # Running containers found alive at daemon start (their state, e.g. health, carries on).
         self.on_adopted: list[Callable[[Container], None]] = []
         self.on_removed: list[Callable[[Container], None]] = []
+        self._monitor_watch: dict[str, int] = {}  # cid -> pidfd of its conmon
+        self._monitor_tasks: set[asyncio.Task[None]] = set()
         # Awaited before a user's start takes the container's lock (a pod member's infra starts first).
         self.before_start: list[Callable[[Container], Awaitable[None]]] = []
 
@@ -492,6 +495,7 @@ class ContainerService:
             for connect in pending:
                 await connect(None)
             await self.runtime.start(c.id)
+            self._watch_monitor(c.id)
         except Exception as e:
             log.warning("start of %s failed: %s", c.id[:12], e)
             pending, lv.pending_attach = lv.pending_attach, []
@@ -676,6 +680,35 @@ class ContainerService:
         return f"/proc/{other.pid}/ns/{kind}"
 
     # ---------------------------------------------------------------- exit
+    def _watch_monitor(self, cid: str) -> None:
+        """conmon writes the exit file the exit watcher waits for. If conmon itself dies first (killed,
+        OOM), nothing would ever record the exit and the container would show running with nobody
+        minding it: a pidfd on conmon tells the loop it is gone, and the exit is finalized as a daemon
+        restart would (exit file if there is one, else 255; the runtime's container deleted)."""
+        pid = self.runtime.conmon_pid(cid)
+        if not pid or cid in self._monitor_watch:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        if not self.runtime.conmon_alive(cid):  # the pid was read before the pidfd: make sure it is ours
+            os.close(fd)
+            return
+        loop = asyncio.get_running_loop()
+        self._monitor_watch[cid] = fd
+
+        def gone() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            if self._monitor_watch.get(cid) == fd:
+                del self._monitor_watch[cid]
+            task = loop.create_task(self.finalize_exit(cid))
+            self._monitor_tasks.add(task)
+            task.add_done_callback(self._monitor_tasks.discard)
+
+        loop.add_reader(fd, gone)
+
     @_about
     async def finalize_exit(self, cid: str) -> None:
         """Idempotent: record the exit, release runtime/mounts/network, apply the restart policy."""
@@ -1105,6 +1138,7 @@ class ContainerService:
                 await self._reconcile_pause(c)
                 if self.networks is not None:
                     await self.networks.reconcile(c.id)
+                self._watch_monitor(c.id)
                 log.info("re-adopted running container %s", c.id[:12])
                 for hook in self.on_adopted:
                     hook(self.get(c.id))

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import DOCKER_CLI, own_daemon
+from tests.conftest import DOCKER_CLI, conmon_pids_for, own_daemon
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -91,3 +93,28 @@ def test_an_endpoint_without_its_veth_is_dropped_at_the_restart() -> None:
         ip = json.loads(d.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "cc").stdout)["cutnet"][
             "IPAddress"]
         assert ip and ip in addr, (ip, addr)
+
+
+def test_a_container_whose_conmon_is_killed_is_finalized() -> None:
+    """The chaos run found containers shown running long after their conmon was SIGKILLed (nobody
+    left to record the exit; only a daemon restart noticed). The daemon now watches each conmon: the
+    container is finalized as a restart would (stopped, exit 255 without an exit file)."""
+    with own_daemon("dy-conmonkill-") as d:
+        d.docker("run", "-d", "--name", "cm", "busybox", "sleep", "300")
+        cid = d.docker("inspect", "-f", "{{.Id}}", "cm").stdout.decode().strip()
+        pids = [p for p in conmon_pids_for(d.base)
+                if cid.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(pids) == 1, pids
+        os.kill(pids[0], signal.SIGKILL)
+        state = ""
+        for _ in range(600):  # a wait for the event, not a timing assertion
+            state = d.docker("inspect", "-f", "{{.State.Status}}", "cm").stdout.decode().strip()
+            if state != "running":
+                break
+            time.sleep(0.1)
+        assert state == "exited", f"still {state} with its conmon dead"
+        listed = subprocess.run(["runc", "--root", str(d.exec_root / "runtime" / "runc"), "list", "-q"],
+                                capture_output=True, text=True).stdout.split()
+        assert cid not in listed, "the runtime still has the container"
+        d.docker("start", "cm")  # and it starts again
+        assert d.docker("inspect", "-f", "{{.State.Status}}", "cm").stdout.decode().strip() == "running"

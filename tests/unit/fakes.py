@@ -107,6 +107,9 @@ class FakeRuntime:
     def oom_killed(self, cid: str) -> bool:
         return False
 
+    def conmon_pid(self, cid: str) -> int | None:
+        return None  # no monitor process to watch
+
     def conmon_alive(self, cid: str) -> bool:
         p = self.procs.get(cid)
         return p is not None and p.exit_code is None
