@@ -1044,6 +1044,8 @@ class ContainerService:
             with trace.step("file", f"rm -rf {self.container_dir(c.id)} {self.run_dir(c.id)}",
                             "the init layer, log and bundle go with the container"):
                 await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)  # log, init layer
+                # A view of the rootfs (cp, export, create's) a daemon crash left mounted goes first.
+                await asyncio.to_thread(overlay.unmount_under, self.run_dir(c.id))
                 await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
             self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
             lv.final_exit = c.exit_code

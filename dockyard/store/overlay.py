@@ -24,6 +24,15 @@ def unmount(target: Path) -> None:
                "the root filesystem goes with the process; the layers stay for the next start")
 
 
+def unmount_under(base: Path) -> None:
+    """Every mount at or below `base`, deepest first (what a crash left of a temporary view)."""
+    prefix = str(base).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [p for p in (line.split()[4] for line in f) if p == str(base) or p.startswith(prefix)]
+    for p in sorted(set(points), key=len, reverse=True):
+        unmount(Path(p))
+
+
 def mount_shm(target: Path, size: int) -> None:
     """A tmpfs on the host for a shareable /dev/shm (a pod's infra, docker's --ipc shareable)."""
     if is_mounted(target):
