@@ -6,12 +6,15 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.api.backends import BuildBackend
 from dockyard.api.server import Request, Response, Route, aclose, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
 from dockyard.util.gitref import is_git_url
+
+if TYPE_CHECKING:
+    from dockyard.wire.container import HostConfig
 
 
 def _json_param(req: Request, name: str) -> dict[str, Any]:
@@ -40,8 +43,10 @@ def _str_list(req: Request, name: str) -> list[str]:
     return out
 
 
-def _run_host_config(req: Request) -> dict[str, Any]:
-    """The build's resource and host options, as HostConfig fields of each RUN step's container."""
+def _run_host_config(req: Request) -> HostConfig | None:
+    """The build's resource and host options, as the HostConfig of each RUN step's container."""
+    from dockyard.wire.container import HostConfig, convert  # msgspec: at the first build, not at start
+
     hc: dict[str, Any] = {}
     for param, key in (("shmsize", "ShmSize"), ("memory", "Memory"), ("memswap", "MemorySwap"),
                        ("cpushares", "CpuShares"), ("cpuperiod", "CpuPeriod"), ("cpuquota", "CpuQuota")):
@@ -58,7 +63,7 @@ def _run_host_config(req: Request) -> dict[str, Any]:
         if not isinstance(ulimits, list):
             raise InvalidParameter("invalid ulimits: expected a list")
         hc["Ulimits"] = ulimits
-    return hc
+    return convert(hc, HostConfig, "HostConfig") if hc else None
 
 
 # `dockyard build --secret`'s bytes: base64url of {id: base64 bytes}, in a header and nowhere else.

@@ -58,6 +58,8 @@ from dockyard.util.paths import resolve_in_root
 if TYPE_CHECKING:  # the registry client (httpx) is imported only by builds that use a cache import/export
     from dockyard.registry.buildcache import CachedStep, CacheSource
     from dockyard.registry.service import Distribution
+    from dockyard.wire.container import HostConfig
+    from dockyard.wire.container import Mount as WireMount
 
 log = logging.getLogger("dockyard.builder")
 _STAGE: contextvars.ContextVar[int | None] = contextvars.ContextVar("dockyard_build_stage", default=None)
@@ -92,8 +94,8 @@ class BuildOptions:
     # cache_to: `--cache-to` specs (`type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR`)
     cache_to: list[str] = field(default_factory=list)
     explain_cache: bool = False  # a cache miss says which input changed (`--progress plain`, `--explain`)
-    # HostConfig fields of every RUN step's container (extrahosts, shmsize, memory, cpu... of the API)
-    run_host_config: dict[str, Any] = field(default_factory=dict)
+    # the HostConfig of every RUN step's container (extrahosts, shmsize, memory, cpu... of the API)
+    run_host_config: HostConfig | None = None
     # `--secret id=...`: their bytes, for RUN --mount=type=secret only (kept out of reprs and logs)
     secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
     # `--build-context NAME=...`: "docker-image://REF", or "dir" (its files came in the context tar
@@ -940,21 +942,22 @@ class _Run:
         self.out(f" ---> {_short(new)}\n")
 
     async def _run_container(self, state: _State, inst: Instruction, cmd: list[str], run_env: list[str],
-                             host_mounts: list[dict[str, Any]], netmode: str, created_by: str,
+                             host_mounts: list[WireMount], netmode: str, created_by: str,
                              mounts: list[Mount], secret_env: list[str]) -> str:
         assert state.image_id is not None
         cs = self.b.containers
         if cs is None:
             raise BuildError("RUN needs the container service (this builder was made without one)")
-        spec: dict[str, Any] = {
-            "Image": state.image_id, "Cmd": cmd, "Entrypoint": [], "Env": run_env,
-            "WorkingDir": state.config.get("WorkingDir") or "", "User": state.config.get("User") or "",
-            "Labels": {}, "HostConfig": {**self.opts.run_host_config, "NetworkMode": netmode,
-                                         **({"Mounts": host_mounts} if host_mounts else {})},
-        }
-        from dockyard.wire.container import create_request
+        import msgspec
 
-        created = await cs.create(create_request(spec), verify=False)  # its own step images are unsigned
+        from dockyard.wire.container import CreateRequest, HostConfig
+
+        hc = msgspec.structs.replace(self.opts.run_host_config or HostConfig(), network_mode=netmode,
+                                     mounts=host_mounts or None)
+        spec = CreateRequest(image=state.image_id, cmd=cmd, entrypoint=[], env=run_env,
+                             working_dir=state.config.get("WorkingDir") or "", user=state.config.get("User") or "",
+                             labels={}, host_config=hc)
+        created = await cs.create(spec, verify=False)  # its own step images are unsigned
         cid = created["Id"]
         self.out(f" ---> Running in {cid[:12]}\n")
         try:
@@ -1038,9 +1041,12 @@ class _Run:
                            m.required])
 
     async def _prepare_mounts(self, stack: contextlib.AsyncExitStack, mounts: list[Mount],
-                              cmd: str) -> tuple[list[dict[str, Any]], list[str]]:
+                              cmd: str) -> tuple[list[WireMount], list[str]]:
         """HostConfig.Mounts for the RUN container, and the secrets given as variables."""
-        out: list[dict[str, Any]] = []
+        from dockyard.wire.container import Mount as WireMount
+        from dockyard.wire.container import TmpfsOptions
+
+        out: list[WireMount] = []
         env: list[str] = []
         cm = self.b.cache_mounts
         for m in mounts:
@@ -1055,7 +1061,7 @@ class _Run:
                         await asyncio.to_thread(shutil.copy2, path, copy)
                     stack.callback(shutil.rmtree if path.is_dir() else Path.unlink, copy)
                     path = copy
-                out.append({"Type": "bind", "Source": str(path), "Target": m.target, "ReadOnly": m.readonly})
+                out.append(WireMount(type="bind", source=str(path), target=m.target, read_only=m.readonly))
             elif m.type == "cache":
                 if m.sharing == "locked":
                     lock = cm.lock(m.id)
@@ -1072,10 +1078,9 @@ class _Run:
                         if src_path.is_dir():
                             await asyncio.to_thread(shutil.copytree, src_path, data, symlinks=True,
                                                     dirs_exist_ok=True)
-                out.append({"Type": "bind", "Source": str(data), "Target": m.target, "ReadOnly": m.readonly})
+                out.append(WireMount(type="bind", source=str(data), target=m.target, read_only=m.readonly))
             elif m.type == "tmpfs":
-                out.append({"Type": "tmpfs", "Target": m.target,
-                            "TmpfsOptions": {"SizeBytes": m.size} if m.size else {}})
+                out.append(WireMount(type="tmpfs", target=m.target, tmpfs_options=TmpfsOptions(size_bytes=m.size or 0)))
             elif m.type == "secret":
                 data_b = self.opts.secrets.get(m.id)
                 if data_b is None:
@@ -1087,7 +1092,7 @@ class _Run:
                 if m.target:
                     p = await asyncio.to_thread(self.secret_files.write, data_b,
                                                 m.mode if m.mode is not None else 0o400, m.uid or 0, m.gid or 0)
-                    out.append({"Type": "bind", "Source": str(p), "Target": m.target, "ReadOnly": True})
+                    out.append(WireMount(type="bind", source=str(p), target=m.target, read_only=True))
             elif m.type == "ssh":
                 sock = self.opts.ssh.get(m.id)
                 if sock is None:
@@ -1100,7 +1105,7 @@ class _Run:
                     is_sock = False
                 if not is_sock:
                     raise BuildError(f"ssh {m.id}: {sock} is not an agent socket on the daemon's host")
-                out.append({"Type": "bind", "Source": sock, "Target": m.target, "ReadOnly": False})
+                out.append(WireMount(type="bind", source=sock, target=m.target))
                 if not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
                     env.append(f"SSH_AUTH_SOCK={m.target}")  # as BuildKit: the first ssh mount's
         return out, env

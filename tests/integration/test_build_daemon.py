@@ -108,3 +108,20 @@ def test_run_layer_adopted_from_upper_matches_its_tar(daemon: Any, tmp_path: Pat
     run = daemon.docker("run", "--rm", "adopt:1", "sh", "-c", "cat /x/y/l; ls /var; test -e /bin/ls || echo gone")
     assert run.stdout == b"hi\nonly\ngone\n"
     daemon.docker("rmi", "adopt:1")
+
+
+def test_run_steps_get_the_builds_host_options(daemon: Any, tmp_path: Path) -> None:
+    # --ulimit, --shm-size and --add-host reach each RUN step's container (the build's HostConfig);
+    # a ulimits parameter that is not a list of ulimits is refused with the request, in Go's words.
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nRUN echo $(ulimit -Sn) $(ulimit -Hn) $(df -k /dev/shm | tail -1 | awk '{print $2}') "
+        "$(grep -c h.example /etc/hosts) > /opts\nCMD [\"cat\", \"/opts\"]\n")
+    build(daemon, tmp_path, "-t", "bopts:1", "--ulimit", "nofile=1000:2000", "--shm-size", "96m",
+          "--add-host", "h.example:10.1.2.3")
+    try:
+        assert daemon.docker("run", "--rm", "bopts:1").stdout == b"1000 2000 98304 1\n"
+    finally:
+        daemon.docker("rmi", "bopts:1")
+    with daemon.api() as c:
+        r = c.post("/build", params={"ulimits": '[{"Name": "nofile", "Soft": "x"}]'}, content=b"")
+        assert r.status_code == 400 and "cannot unmarshal string" in r.text, r.text
