@@ -328,6 +328,24 @@ def engines(daemon: Daemon, real_dockerd: str, request: pytest.FixtureRequest) -
         e.close()
 
 
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[str]:
+    """Our registry server (`dockyard registry serve`) on a free loopback port: its host:port, stopped after."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.registry.server", "serve", "--addr", f"127.0.0.1:{port}",
+                             "--root", str(tmp_path / "reg")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None and "listening" in proc.stdout.readline().decode()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def conmon_pids_for(base: Path) -> list[int]:
     out = []
     for pid in os.listdir("/proc"):
