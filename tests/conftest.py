@@ -90,20 +90,7 @@ class Daemon:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-            try:
-                with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), timeout=2) as c:
-                    if c.get("http://d/_ping").status_code == 200:
-                        return
-            except (httpx.HTTPError, OSError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon did not answer /_ping:\n{self.log.read_text()[-4000:]}")
+        wait_for_ping(self.sock, self.proc, self.log, timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -346,8 +333,28 @@ def registry(tmp_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-def conmon_pids_for(base: Path) -> list[int]:
-    out = []
+def wait_for_ping(sock: Path, proc: subprocess.Popen[bytes] | None, log: Path, timeout: float,
+                  what: str = "daemon", every: float = 0.05) -> None:
+    """Until a daemon answers `_ping` on its unix socket; its log's tail in the error if it exits or never answers."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), timeout=2) as c:
+                if c.get("http://d/_ping").status_code == 200:
+                    return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(every)
+    raise RuntimeError(f"{what} did not answer /_ping:\n{log.read_text()[-4000:]}")
+
+
+def processes_named(exe: str, base: Path) -> dict[int, list[bytes]]:
+    """Processes whose program is `exe` and whose command line mentions `base` (a daemon's dirs): pid -> argv."""
+    out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -355,9 +362,13 @@ def conmon_pids_for(base: Path) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmd and cmd[0].endswith(b"conmon") and any(str(base).encode() in a for a in cmd):
-            out.append(int(pid))
+        if cmd and cmd[0].endswith(exe.encode()) and any(str(base).encode() in a for a in cmd):
+            out[int(pid)] = cmd
     return out
+
+
+def conmon_pids_for(base: Path) -> list[int]:
+    return list(processes_named("conmon", base))
 
 
 def _favordynmods() -> bool | None:

@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import DOCKER_CLI, Daemon  # noqa: E402
+from conftest import DOCKER_CLI, Daemon, processes_named  # noqa: E402
 
 from dockyard.runtime import cgroups  # noqa: E402
 
@@ -382,17 +382,7 @@ def runc_states(d: Daemon) -> dict[str, str]:
 
 def procs_of(d: Daemon, exe: str) -> dict[int, list[bytes]]:
     """Processes named `exe` whose command line mentions the daemon's directories."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(exe.encode()) and any(str(d.base).encode() in a for a in cmd):
-            out[int(pid)] = cmd
-    return out
+    return processes_named(exe, d.base)
 
 
 def cgroup_dirs(cid: str) -> list[Path]:

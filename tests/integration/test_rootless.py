@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DOCKER_CLI, PREBUILT, ROOT, SHARED, oci_layout_tar
+from conftest import DOCKER_CLI, PREBUILT, ROOT, SHARED, oci_layout_tar, wait_for_ping
 
 VENV = Path(os.environ.get("DOCKYARD_USER_VENV", "/opt/dockyard/venv-user"))
 IMAGES = SHARED / "images"
@@ -94,20 +94,7 @@ class RootlessUser:
              str(VENV / "bin" / "python"), "-m", "dockyard.cli.main", "daemon", "--log-level", "info"],
             stdout=logf, stderr=subprocess.STDOUT, cwd=self.home)
         logf.close()
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rootless daemon exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-            try:
-                with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), timeout=2) as c:
-                    if c.get("http://d/_ping").status_code == 200:
-                        return
-            except (httpx.HTTPError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"rootless daemon did not answer:\n{self.log.read_text()[-4000:]}")
+        wait_for_ping(self.sock, self.proc, self.log, 60, what="rootless daemon", every=0.1)
 
     def daemon_pid(self) -> int | None:
         for pid in _uid_pids(self.uid):
