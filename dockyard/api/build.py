@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from dockyard.api.backends import BuildBackend
-from dockyard.api.server import Request, Response, Route, aclose, json_response, ndjson_stream
+from dockyard.api.server import Hijack, Request, Response, Route, aclose, json_response, ndjson_stream
 from dockyard.errors import InvalidParameter
+from dockyard.util import buildsession
 from dockyard.util.gitref import is_git_url
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class BuildRoutes:
             contexts=_contexts(_json_param(req, "buildcontexts")),
             no_cache_filter=_str_list(req, "nocachefilter"),
             ssh=_ssh(req.headers.get(SSH_HEADER.lower())),
+            session=req.headers.get(buildsession.HEADER.lower(), ""),
             dockerfile=req.q("dockerfile") or "Dockerfile",
             tags=[t for t in req.query.get("t", []) if t],
             target=req.q("target") or "",
@@ -176,6 +178,19 @@ class BuildRoutes:
 
         return ndjson_stream(stream())
 
+    async def post_build_session(self, req: Request) -> Hijack:
+        """Dockyard's build session (dockyard/util/buildsession.py): `id`, and `ssh`, the agent ids the
+        client serves; hijacked as attach is, and held until the client hangs up."""
+        sid = req.q("id") or ""
+        if not sid:
+            raise InvalidParameter("a build session needs an id")
+        ssh_ids = {i for i in (req.q("ssh") or "").split(",") if i}
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self.builder.session(sid, ssh_ids, reader, writer)
+
+        return Hijack(handler, buildsession.CONTENT_TYPE)
+
     async def post_build_prune(self, req: Request) -> Response:
         return json_response(await asyncio.to_thread(self.builder.prune, req.qbool("all")))
 
@@ -192,4 +207,5 @@ class BuildRoutes:
             ("POST", "/build/cancel", self.post_build_cancel),
             ("POST", "/build/prune", self.post_build_prune),
             ("GET", "/build/cache", self.get_build_cache),
+            ("POST", buildsession.PATH, self.post_build_session),
         ]

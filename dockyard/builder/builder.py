@@ -29,6 +29,8 @@ from dockyard.builder import context as bctx
 from dockyard.builder.cache import BuildCache, cache_key
 from dockyard.builder.ctxindex import ContextIndex, HashMemo, hash_mixed
 from dockyard.builder.runmounts import CacheMounts, SecretFiles
+from dockyard.builder.session import BuildSession, Sessions
+from dockyard.builder.sshsocket import AgentSocket, AgentSource, local_agent
 from dockyard.dockerfile.dispatch import DEFAULT_SHELL, DISPATCH, ConfigState
 from dockyard.dockerfile.mounts import Mount, check_run_flags, run_mounts
 from dockyard.dockerfile.parser import (
@@ -104,6 +106,7 @@ class BuildOptions:
     no_cache_filter: list[str] = field(default_factory=list)  # stages whose steps never take the cache
     # `--ssh ID=SOCKET`: agent sockets on the daemon's host (a local client's), for RUN --mount=type=ssh
     ssh: dict[str, str] = field(default_factory=dict)
+    session: str = ""  # the client's build session (X-Dockyard-Build-Session): its ssh agents, from any host
     remote: str = ""  # the API's `remote`: a git URL (`#ref:subdir`) the daemon clones as the context
 
 
@@ -141,6 +144,7 @@ class Builder:
         root.mkdir(parents=True, exist_ok=True)
         mark_topdir(root)  # each build's context dir in a fresh block group (see util.fs.mark_topdir)
         self.cache_mounts = CacheMounts(root / "cache-mounts")
+        self.sessions = Sessions()
         for d in root.glob("tmp-*"):  # leftovers of a build interrupted by a crash
             for m in ("merged", "secrets"):
                 with contextlib.suppress(OSError):
@@ -201,6 +205,11 @@ class Builder:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+
+    async def session(self, sid: str, ssh_ids: set[str], reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        """A client's build session connection (dockyard/util/buildsession.py), served until it closes."""
+        await self.sessions.hold(sid, ssh_ids, reader, writer)
 
     # ---------------------------------------------------------------- cache admin
     def _own_size(self, image_id: str) -> int:
@@ -278,6 +287,7 @@ class _Run:
         self.cache_sources: set[str] | None = None  # --cache-from images and their ancestors
         self.dropped: list[str] = []  # the Dockerfile and .dockerignore, when .dockerignore excludes them
         self.secret_files = SecretFiles(work / "secrets")
+        self.session: BuildSession | None = None  # opts.session's, found at the first ssh mount
         self.removals: list[asyncio.Task[Any]] = []  # step containers being removed
         self.steps: dict[str, tuple[str, str]] = {}  # cache key -> (image id, created_by): what --cache-to sends
         self.imports: list[CacheSource] = []  # --cache-from type=registry|local
@@ -1094,21 +1104,40 @@ class _Run:
                                                 m.mode if m.mode is not None else 0o400, m.uid or 0, m.gid or 0)
                     out.append(WireMount(type="bind", source=str(p), target=m.target, read_only=True))
             elif m.type == "ssh":
-                sock = self.opts.ssh.get(m.id)
-                if sock is None:
+                source = await self._agent_source(m.id)
+                if source is None:
                     if m.required:
                         raise BuildError(f"no SSH key {m.id!r} forwarded from the client")
                     continue
-                try:
-                    is_sock = stat.S_ISSOCK(os.stat(sock).st_mode)
-                except OSError:
-                    is_sock = False
-                if not is_sock:
-                    raise BuildError(f"ssh {m.id}: {sock} is not an agent socket on the daemon's host")
-                out.append(WireMount(type="bind", source=sock, target=m.target))
+                agent = AgentSocket(self.work)
+                stack.push_async_callback(agent.close)
+                await agent.start(source, m.mode if m.mode is not None else 0o600, m.uid or 0, m.gid or 0)
+                out.append(WireMount(type="bind", source=str(agent.path), target=m.target))
                 if not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
                     env.append(f"SSH_AUTH_SOCK={m.target}")  # as BuildKit: the first ssh mount's
         return out, env
+
+    async def _agent_source(self, ssh_id: str) -> AgentSource | None:
+        """Where the step's connections to agent `ssh_id` go: the client's session, else a socket path
+        the header gave; None when the client forwarded no such agent."""
+        if self.opts.session:
+            if self.session is None:
+                self.session = await self.b.sessions.get(self.opts.session)
+                if self.session is None:
+                    raise BuildError(f"no active session for {self.opts.session}: context deadline exceeded")
+            s = self.session
+            if ssh_id in s.ssh_ids:
+                return lambda r, w: s.serve(ssh_id, r, w)
+        path = self.opts.ssh.get(ssh_id)
+        if path is None:
+            return None
+        try:
+            is_sock = stat.S_ISSOCK(os.stat(path).st_mode)
+        except OSError:
+            is_sock = False
+        if not is_sock:
+            raise BuildError(f"ssh {ssh_id}: {path} is not an agent socket on the daemon's host")
+        return local_agent(path)
 
     def _drop_file_stubs(self, upper: Path, image_id: str | None, mounts: list[Mount]) -> None:
         """The empty files made as mount points for file mounts (secrets, file binds, agent sockets) go, as

@@ -26,7 +26,6 @@ from dockyard.cli.formatting import human_size
 # The build's secrets travel in this header (base64url of {id: base64 bytes}), never in the query
 # string or the context, so no access log, context hash or layer holds them.
 SECRETS_HEADER = "X-Dockyard-Build-Secrets"
-SSH_HEADER = "X-Dockyard-Build-Ssh"  # {id: agent socket path}, likewise
 
 _CHUNK = 1 << 20
 
@@ -156,26 +155,6 @@ def _secrets(values: list[str]) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
 
 
-def _ssh(values: list[str]) -> str | None:
-    """`--ssh default|ID[=SOCKET]`: agent sockets (the daemon binds them, so it must run on this host)."""
-    import base64
-
-    out: dict[str, str] = {}
-    for v in values:
-        sid, eq, path = v.partition("=")
-        if not eq:
-            path = os.environ.get("SSH_AUTH_SOCK", "")
-            if not path:
-                raise CLIError(f"invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set ({v})")
-        p = Path(path).expanduser().resolve()
-        if not p.is_socket():
-            raise CLIError(f"ssh {sid}: {path} is not an agent socket (key files are not supported)")
-        out[sid or "default"] = str(p)
-    if not out:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
-
-
 def _build_contexts(values: list[str]) -> tuple[dict[str, str], dict[str, Path]]:
     """`--build-context NAME=DIR|docker-image://REF`: (what the daemon is told, the dirs to send)."""
     import re
@@ -244,7 +223,11 @@ def _build(ctx: Ctx, args: argparse.Namespace) -> int:
     }
     secret_header = _secrets(args.secret)
     contexts, named_dirs = _build_contexts(args.build_context)
-    ssh_header = _ssh(args.ssh)
+    agents = None
+    if args.ssh:
+        from dockyard.cli.sshagent import agents_from_flags
+
+        agents = agents_from_flags(args.ssh)
     if args.progress not in ("auto", "plain", "tty", "quiet", "rawjson"):
         raise CLIError(f'invalid progress mode "{args.progress}" (auto, plain, tty, quiet or rawjson)')
     if args.progress == "plain" or getattr(args, "explain", False):
@@ -328,16 +311,24 @@ def _build(ctx: Ctx, args: argparse.Namespace) -> int:
                     continue
                 yield ev
 
+        session = None
         try:
             headers = {"Content-Type": "application/x-tar"}
             if secret_header:
                 headers[SECRETS_HEADER] = secret_header
-            if ssh_header:
-                headers[SSH_HEADER] = ssh_header
+            if agents:  # the daemon reaches these agents through a session, wherever it runs
+                from dockyard.cli.build_session import BuildSession
+                from dockyard.util.buildsession import HEADER
+
+                session = BuildSession(ctx.client, agents)
+                headers[HEADER] = session.id
             with ctx.client.stream("POST", "/build", params, data=_chunks(tmp), headers=headers) as s:
                 show(shown(s.json()), progress, quiet=args.quiet)  # a FROM's pull: bars on a terminal
         except APIError as e:
             raise CLIError(str(e)) from None
+        finally:
+            if session is not None:
+                session.close()
         if failed:
             ev = failed[0]
             msg = ev.get("error") or (ev.get("errorDetail") or {}).get("message", "build failed")
