@@ -100,14 +100,15 @@ def _ssh(raw: str | None) -> dict[str, str]:
 
 
 def _contexts(raw: dict[str, Any]) -> dict[str, str]:
-    """`buildcontexts` (dockyard's): {NAME: "docker-image://REF" | "dir"}; a dir's files are in the
-    context tar under .dockyard-contexts/NAME/."""
+    """`buildcontexts` (dockyard's): {NAME: "docker-image://REF" | "dir" | git URL | http(s) URL}; a dir's
+    files are in the context tar under .dockyard-contexts/NAME/; URLs are fetched by the daemon, as
+    BuildKit's named contexts are."""
     import re
 
     out = {}
     for k, v in raw.items():
         if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", str(k)) or not isinstance(v, str) or not (
-                v == "dir" or v.startswith("docker-image://")):
+                v == "dir" or v.startswith(("docker-image://", "http://", "https://")) or is_git_url(v)):
             raise InvalidParameter(f"invalid build context {k}: {v}")
         out[str(k)] = v
     return out

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import secrets
 import shutil
 import stat
@@ -111,6 +112,7 @@ class BuildOptions:
 
 
 NAMED_DIR = ".dockyard-contexts"
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass
@@ -288,6 +290,7 @@ class _Run:
         self.dropped: list[str] = []  # the Dockerfile and .dockerignore, when .dockerignore excludes them
         self.secret_files = SecretFiles(work / "secrets")
         self.session: BuildSession | None = None  # opts.session's, found at the first ssh mount
+        self._fetch_lock = asyncio.Lock()  # git and http(s) named contexts, fetched once
         self.removals: list[asyncio.Task[Any]] = []  # step containers being removed
         self.steps: dict[str, tuple[str, str]] = {}  # cache key -> (image id, created_by): what --cache-to sends
         self.imports: list[CacheSource] = []  # --cache-from type=registry|local
@@ -559,7 +562,7 @@ class _Run:
         named = self.opts.contexts.get(base)
         if named is not None:  # a named context replaces an image or stage of that name, as BuildKit's
             if not named.startswith("docker-image://"):
-                raise BuildError(f"failed to solve: build context {base!r} is a directory, not an image for FROM")
+                raise BuildError(f"failed to solve: build context {base!r} is not an image: FROM needs an image")
             image_id = await self._base_image(named.removeprefix("docker-image://"), st.platform)
         elif base.lower() == "scratch":
             image_id = None
@@ -591,7 +594,8 @@ class _Run:
 
     async def _base_image(self, ref: str, platform: str | None) -> str:
         try:
-            if self.opts.pull and self.b.pull_fn is not None:
+            # an image id (an oci-layout:// context the CLI loaded) is never pulled
+            if self.opts.pull and self.b.pull_fn is not None and not _IMAGE_ID.fullmatch(ref):
                 raise NotFound("pull requested")
             return str(self.b.images.resolve(ref).id)
         except NotFound:
@@ -1386,23 +1390,55 @@ class _Run:
         return await self.stage_results[d] if d is not None else await self._base_image(name, None)
 
     async def _named_dir(self, name: str) -> Path | None:
-        """A `--build-context NAME=DIR`'s files (extracted with the context), or None."""
-        if self.opts.contexts.get(name) != "dir":
+        """A `--build-context NAME=...`'s files, or None for an image context or no context of that name:
+        a directory's (extracted with the context), a git URL's checkout, or an http(s) URL's file."""
+        kind = self.opts.contexts.get(name)
+        if kind is None or kind.startswith("docker-image://"):
             return None
-        await self.ensure_context()
-        d = self.work / "contexts" / name
-        if not d.is_dir():
-            d.mkdir(parents=True)  # an empty directory sends no files
-        return d
+        if kind == "dir":
+            await self.ensure_context()
+            d = self.work / "contexts" / name
+            if not d.is_dir():
+                d.mkdir(parents=True)  # an empty directory sends no files
+            return d
+        async with self._fetch_lock:  # fetched once, at the first step that uses it
+            d = self.work / "remote-contexts" / name
+            if not d.is_dir():
+                await self._fetch_context(kind, d)
+            return d
 
-    async def _download(self, url: str, checksum: str | None) -> Path:
-        """ADD's URL source as a file of its own (mode 0600, as dockerd's), checked against --checksum."""
+    async def _fetch_context(self, url: str, dest: Path) -> None:
+        """As BuildKit's named contexts: a git URL (`#ref:subdir`) is its checkout without .git; any other
+        http(s) URL is one file named `context` (mode 0600), never unpacked."""
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.mkdir(parents=True)
+        if gitref.is_git_url(url):
+            def clone() -> None:
+                try:
+                    ref = gitref.parse(url)
+                    gitref.resolve(ref)  # a missing ref in the words ADD's use: "failed to resolve REF in URL"
+                    tree, _commit = gitref.checkout(ref, tmp / "repo")
+                except gitref.GitError as e:
+                    raise BuildError(f"failed to load build context {dest.name}: {e}") from None
+                tree.rename(dest)
+                shutil.rmtree(tmp, ignore_errors=True)
+
+            await asyncio.to_thread(clone)
+            return
+        f = await self._download(url, None, name="context")
+        f.rename(tmp / "context")
+        shutil.rmtree(f.parent, ignore_errors=True)
+        tmp.rename(dest)
+
+    async def _download(self, url: str, checksum: str | None, name: str = "") -> Path:
+        """ADD's URL source as a file of its own (mode 0600, as dockerd's), checked against --checksum;
+        named as the URL's path ends, unless `name` is given."""
         import hashlib
         from urllib.parse import urlsplit
 
         import httpx
 
-        name = posixpath.basename(urlsplit(url).path)
+        name = name or posixpath.basename(urlsplit(url).path)
         if name in ("", ".", "/"):
             raise BuildError(f"cannot determine filename from url: {url}")
         algo = want = ""

@@ -155,9 +155,13 @@ def _secrets(values: list[str]) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
 
 
-def _build_contexts(values: list[str]) -> tuple[dict[str, str], dict[str, Path]]:
-    """`--build-context NAME=DIR|docker-image://REF`: (what the daemon is told, the dirs to send)."""
+def _build_contexts(values: list[str], client: Any) -> tuple[dict[str, str], dict[str, Path]]:
+    """`--build-context NAME=DIR|docker-image://REF|oci-layout://PATH|git URL|http(s) URL`: (what the
+    daemon is told, the dirs to send). Git and http(s) URLs are fetched by the daemon, as BuildKit's;
+    an OCI layout is loaded into the daemon's store first (dockyard/cli/oci_context.py)."""
     import re
+
+    from dockyard.util import gitref
 
     contexts: dict[str, str] = {}
     dirs: dict[str, Path] = {}
@@ -165,10 +169,14 @@ def _build_contexts(values: list[str]) -> tuple[dict[str, str], dict[str, Path]]
         name, eq, value = v.partition("=")
         if not eq or not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
             raise CLIError(f"invalid context value: {v}, expected key=value")
-        if value.startswith("docker-image://"):
+        if value.startswith(("docker-image://", "http://", "https://")) or gitref.is_git_url(value):
             contexts[name] = value
+        elif value.startswith("oci-layout://"):
+            from dockyard.cli import oci_context
+
+            contexts[name] = "docker-image://" + oci_context.load(client, value)
         elif "://" in value:
-            raise CLIError(f"build context {name}: only directories and docker-image:// are supported")
+            raise CLIError(f"unsupported context source {value.split('://', 1)[0]} for {name}")
         else:
             if not Path(value).is_dir():
                 raise CLIError(f'unable to prepare context: path "{value}" not found')
@@ -222,7 +230,7 @@ def _build(ctx: Ctx, args: argparse.Namespace) -> int:
         "buildargs": json.dumps(_build_args(args.build_arg)) if args.build_arg else None,
     }
     secret_header = _secrets(args.secret)
-    contexts, named_dirs = _build_contexts(args.build_context)
+    contexts, named_dirs = _build_contexts(args.build_context, ctx.client)
     agents = None
     if args.ssh:
         from dockyard.cli.sshagent import agents_from_flags
