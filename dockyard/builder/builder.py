@@ -560,10 +560,12 @@ class _Run:
         dep = df.stage_index(base)
         image_id: str | None
         named = self.opts.contexts.get(base)
+        files_of = ""  # a files context (dir, git, http) FROM names: its files are the stage's rootfs
         if named is not None:  # a named context replaces an image or stage of that name, as BuildKit's
-            if not named.startswith("docker-image://"):
-                raise BuildError(f"failed to solve: build context {base!r} is not an image: FROM needs an image")
-            image_id = await self._base_image(named.removeprefix("docker-image://"), st.platform)
+            if named.startswith("docker-image://"):
+                image_id = await self._base_image(named.removeprefix("docker-image://"), st.platform)
+            else:
+                image_id, files_of = None, base
         elif base.lower() == "scratch":
             image_id = None
             self.out(" ---> \n")
@@ -578,6 +580,10 @@ class _Run:
             config = dict(self.b.images.get(image_id).config.get("config") or {})
         state = _State(image_id, config, {}, base=image_id or "", base_ref=base)
         where = f"{self.opts.dockerfile or 'Dockerfile'}:{st.name or st.index}"
+        if files_of:  # as BuildKit: no image config, one layer holding the context's files
+            state.pos = f"{where}:from"
+            await self._copy(state, Instruction("copy", "/ /", st.line, f"COPY --from={files_of} / /",
+                                                flags={"from": files_of}), self._env(state))
         triggers = list(config.get("OnBuild") or [])
         if triggers:
             config["OnBuild"] = None

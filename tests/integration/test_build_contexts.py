@@ -137,3 +137,26 @@ def test_oci_layout_context(clean_daemon: Daemon, tmp_path: Path) -> None:
         after = set(d.docker("images", "-a", "-q", "--no-trunc").stdout.decode().split())
         for image in after - before:
             d.docker("rmi", "-f", image, check=False)
+
+
+def test_from_a_files_context(clean_daemon: Daemon, web: tuple[str, Path], tmp_path: Path) -> None:
+    """`FROM NAME` of a directory or URL context: its files are the stage's root filesystem, as BuildKit's."""
+    d = clean_daemon
+    base, root = web
+    (root / "notes.txt").write_text("plain\n")
+    files = tmp_path / "files"
+    (files / "sub").mkdir(parents=True)
+    (files / "sub" / "a.txt").write_text("a\n")
+    (files / "skip.txt").write_text("x\n")
+    (files / ".dockerignore").write_text("skip.txt\n")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM files AS fromdir\nFROM note AS fromhttp\nFROM busybox:latest\n"
+                                    "COPY --from=fromdir / /d/\nCOPY --from=fromhttp / /h/\n")
+    try:
+        d.dockyard("build", "--build-context", f"files={files}", "--build-context", f"note={base}/notes.txt",
+                   "-t", "ctxfrom", str(ctx))
+        assert _run(d, "ctxfrom", "find /d /h | sort; cat /d/sub/a.txt") == \
+            "/d\n/d/.dockerignore\n/d/sub\n/d/sub/a.txt\n/h\n/h/context\na\n"
+    finally:
+        d.dockyard("rmi", "-f", "ctxfrom", check=False)
