@@ -1117,7 +1117,7 @@ class _Run:
                 source = await self._agent_source(m.id)
                 if source is None:
                     if m.required:
-                        raise BuildError(f"no SSH key {m.id!r} forwarded from the client")
+                        raise BuildError(f"no SSH key \"{m.id}\" forwarded from the client")
                     continue
                 agent = AgentSocket(self.work)
                 stack.push_async_callback(agent.close)

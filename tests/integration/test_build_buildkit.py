@@ -419,7 +419,7 @@ def test_ssh_mount_from_agent(daemon: Any, tmp_path: Path) -> None:
         assert daemon.docker("run", "--rm", tag, "cat", "/sock").stdout == b"/run/buildkit/ssh_agent.0\n"
         (tmp_path / "Dockerfile").write_text("FROM busybox:latest\nRUN --mount=type=ssh,required true\n")
         bad = daemon.dockyard("build", str(tmp_path), check=False)
-        assert "no SSH key 'default' forwarded from the client" in bad.stderr.decode()
+        assert "no SSH key \"default\" forwarded from the client" in bad.stderr.decode()
     finally:
         agent.kill()
         agent.wait()
