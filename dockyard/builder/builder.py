@@ -1438,7 +1438,8 @@ class _Run:
 
     async def _download(self, url: str, checksum: str | None, name: str = "") -> Path:
         """ADD's URL source as a file of its own (mode 0600, as dockerd's), checked against --checksum;
-        named as the URL's path ends, unless `name` is given."""
+        named as the URL's path ends, unless `name` is given (a named context's, which fails in BuildKit's
+        words rather than the classic builder's)."""
         import hashlib
         from urllib.parse import urlsplit
 
@@ -1459,6 +1460,8 @@ class _Run:
         def fetch() -> str:
             h = hashlib.new(algo or "sha256")
             with httpx.stream("GET", url, follow_redirects=True, timeout=60) as r:
+                if r.status_code >= 400 and name:
+                    raise BuildError(f"failed to load cache key: invalid response status {r.status_code}")
                 if r.status_code >= 400:
                     raise BuildError(f"failed to GET {url} with status {r.status_code} {r.reason_phrase}: "
                                      f"{r.read()[:200].decode(errors='replace')}")
