@@ -155,10 +155,11 @@ def _secrets(values: list[str]) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
 
 
-def _build_contexts(values: list[str], client: Any) -> tuple[dict[str, str], dict[str, Path]]:
+def _build_contexts(values: list[str], client: Any, loaded: list[str]) -> tuple[dict[str, str], dict[str, Path]]:
     """`--build-context NAME=DIR|docker-image://REF|oci-layout://PATH|git URL|http(s) URL`: (what the
     daemon is told, the dirs to send). Git and http(s) URLs are fetched by the daemon, as BuildKit's;
-    an OCI layout is loaded into the daemon's store first (dockyard/cli/oci_context.py)."""
+    an OCI layout is loaded into the daemon's store first (dockyard/cli/oci_context.py; the ids it
+    loaded anew go in `loaded`, to remove after the build)."""
     import re
 
     from dockyard.util import gitref
@@ -174,7 +175,10 @@ def _build_contexts(values: list[str], client: Any) -> tuple[dict[str, str], dic
         elif value.startswith("oci-layout://"):
             from dockyard.cli import oci_context
 
-            contexts[name] = "docker-image://" + oci_context.load(client, value)
+            image_id, had = oci_context.load(client, value)
+            contexts[name] = "docker-image://" + image_id
+            if not had:
+                loaded.append(image_id)
         elif "://" in value:
             raise CLIError(f"unsupported context source {value.split('://', 1)[0]} for {name}")
         else:
@@ -220,8 +224,6 @@ def cmd_build(ctx: Ctx, args: argparse.Namespace) -> int:
 
 
 def _build(ctx: Ctx, args: argparse.Namespace) -> int:
-    from dockyard.client import APIError
-
     params: dict[str, Any] = {
         "t": args.tag or None, "target": args.target or None, "nocache": args.no_cache or None,
         "pull": args.pull or None, "q": args.quiet or None, "rm": args.rm, "forcerm": args.force_rm or None,
@@ -229,8 +231,24 @@ def _build(ctx: Ctx, args: argparse.Namespace) -> int:
         "labels": json.dumps(_kv(args.label)) if args.label else None,
         "buildargs": json.dumps(_build_args(args.build_arg)) if args.build_arg else None,
     }
+    loaded: list[str] = []  # images of oci-layout:// contexts, removed after the build
+    built: list[str] = []  # the build's image id (when it is one of those, it stays)
+    try:
+        return _build_with(ctx, args, params, loaded, built)
+    finally:
+        from dockyard.cli import oci_context
+
+        for image_id in loaded:
+            if image_id not in built:
+                oci_context.unload(ctx.client, image_id)
+
+
+def _build_with(ctx: Ctx, args: argparse.Namespace, params: dict[str, Any], loaded: list[str],
+                built: list[str]) -> int:
+    from dockyard.client import APIError
+
     secret_header = _secrets(args.secret)
-    contexts, named_dirs = _build_contexts(args.build_context, ctx.client)
+    contexts, named_dirs = _build_contexts(args.build_context, ctx.client, loaded)
     agents = None
     if args.ssh:
         from dockyard.cli.sshagent import agents_from_flags
@@ -343,6 +361,7 @@ def _build(ctx: Ctx, args: argparse.Namespace) -> int:
             code = int((ev.get("errorDetail") or {}).get("code") or 1)
             print(msg, file=sys.stderr)
             return code if 0 < code < 256 else 1  # as docker: the failed step's code
+    built.append(image_id)
     if args.quiet and image_id:
         print(image_id, file=progress)
     if args.iidfile and image_id:

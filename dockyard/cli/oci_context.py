@@ -3,7 +3,8 @@ the client, as buildx reads one (the digest, else the manifest whose ref name an
 "latest" by default, else the index's only manifest). buildx hands BuildKit the layout as a content
 store over its session; here the chosen image (its manifests, config and layers only, no name) is
 loaded into the daemon's store over the API (`POST /images/load`) and used as `docker-image://ID`,
-so a remote daemon gets it too. It stays there untagged (BuildKit keeps it in its cache only)."""
+so a remote daemon gets it too; after the build it is removed again unless the daemon had it before or
+the build's images stand on it."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def _reachable(layout: Path, desc: dict[str, Any], out: list[str], depth: int = 
                 _reachable(layout, child, out, depth + 1)
 
 
-def load(client: Any, value: str) -> str:
-    """Load the layout's chosen image into the daemon; its image id."""
+def load(client: Any, value: str) -> tuple[str, bool]:
+    """Load the layout's chosen image into the daemon: (its image id, whether the daemon had it before)."""
     layout, tag, digest = parse(value)
     if not (layout / "index.json").is_file():
         raise CLIError(f"invalid store at {layout}: no index.json")
@@ -98,6 +99,7 @@ def load(client: Any, value: str) -> str:
             for d in blobs:
                 tf.add(str(_blob(layout, d)), arcname=f"blobs/sha256/{d.split(':', 1)[1]}")
         tmp.seek(0)
+        had = {str(i.get("Id")) for i in client.images(all=True)}
         image_id = ""
         with client.load(iter(lambda: tmp.read(1 << 20), b"")) as s:
             for ev in s.json():
@@ -108,4 +110,15 @@ def load(client: Any, value: str) -> str:
                     image_id = text.removeprefix("Loaded image ID: ").strip()
     if not image_id:
         raise CLIError(f"failed to load {value}: no image in it")
-    return image_id
+    return image_id, image_id in had
+
+
+def unload(client: Any, image_id: str) -> None:
+    """After the build: the loaded image goes again unless the build's images stand on it (then it is
+    their parent, hidden from `images` as intermediate images are), as BuildKit keeps no image of it."""
+    from dockyard.client import APIError
+
+    try:
+        client.remove_image(image_id)
+    except APIError:
+        pass  # a conflict: a step image of this build has it as parent

@@ -120,7 +120,17 @@ def test_oci_layout_context(clean_daemon: Daemon, tmp_path: Path) -> None:
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM base\nRUN echo \"$FIXTURE\" > /fixture\nCOPY --from=bb /bin/busybox /bb\n")
     before = set(d.docker("images", "-a", "-q", "--no-trunc").stdout.decode().split())
+    manifest = json.loads((lay / "blobs" / "sha256" / digest.split(":")[1]).read_text())
+    layered_id = manifest["config"]["digest"]
+    assert layered_id not in before
+    copy_only = tmp_path / "copy-only"
+    copy_only.mkdir()
+    (copy_only / "Dockerfile").write_text("FROM busybox:latest\nCOPY --from=lay /data /data\n")
     try:
+        # used by COPY alone: the loaded image goes again after the build (BuildKit keeps no image of it)
+        d.dockyard("build", "--build-context", f"lay=oci-layout://{lay}", "-t", "ctxoci", str(copy_only))
+        assert _run(d, "ctxoci", "/data/hello.sh") == "hello from layered: v2\n"
+        assert layered_id not in d.docker("images", "-a", "-q", "--no-trunc").stdout.decode().split()
         for spec in (f"oci-layout://{lay}", f"oci-layout://{lay}:latest", f"oci-layout://{lay}@{digest}"):
             d.dockyard("build", "--pull", "--build-context", f"base={spec}", "--build-context",
                        f"bb=oci-layout://{lay}:bb", "-t", "ctxoci", str(ctx))
@@ -128,6 +138,8 @@ def test_oci_layout_context(clean_daemon: Daemon, tmp_path: Path) -> None:
                 "layered\nhello from layered: v2\nbb\n"
         tags = d.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
         assert not any(t.startswith("layered") for t in tags)  # loaded by id, named nowhere
+        # FROM it: it stays as the parent of the build's steps, hidden as intermediate images are
+        assert layered_id not in d.docker("images", "-q", "--no-trunc").stdout.decode().split()
         bad = d.dockyard("build", "--build-context", f"base=oci-layout://{lay}:nope", str(ctx), check=False)
         assert bad.returncode != 0 and "failed to resolve digest" in bad.stderr.decode(), bad.stderr
         bad = d.dockyard("build", "--build-context", f"base=oci-layout://{tmp_path}/none", str(ctx), check=False)
