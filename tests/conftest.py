@@ -78,7 +78,9 @@ class Daemon:
         env["DOCKER_CONFIG"] = str(self.base / "docker-config")
         return env
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, recovered: bool = True) -> None:
+        """Start it and wait until it answers `_ping`, and with `recovered` (the default) until it has
+        recovered its containers too (it answers `_ping` before; other requests wait for that)."""
         args = [sys.executable, "-m", "dockyard.daemon.main", "-H", self.host, "--data-root", str(self.data_root),
                 "--exec-root", str(self.exec_root), "--log-level", "debug", "--config-file", str(self.base / "daemon.json"),
                 *extra]
@@ -87,10 +89,18 @@ class Daemon:
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
         logf.close()
-        self.wait_ready()
+        self.wait_ready(recovered=recovered)
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 30, recovered: bool = True) -> None:
         wait_for_ping(self.sock, self.proc, self.log, timeout)
+        if recovered:  # any request but _ping waits for the recovery
+            import httpx
+
+            try:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), timeout=timeout) as c:
+                    c.get("http://d/version").raise_for_status()
+            except httpx.HTTPError as e:
+                raise RuntimeError(f"daemon did not recover: {e}\n{self.log.read_text()[-4000:]}") from e
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

@@ -7,9 +7,11 @@ Handler modules import Request, Response, Router and the rest from here (re-expo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any
@@ -52,6 +54,9 @@ class Router(routing.Router):
     def __init__(self) -> None:
         super().__init__()
         self.authz: AuthZGate | None = None  # set by build_router when plugins are configured
+        # Set once the daemon has recovered its containers (daemon/wiring.Engine.recover); until then
+        # only `_ping` is answered and every other request waits for it. None: always ready.
+        self.ready: asyncio.Event | None = None
 
 
 def _error_response(status: int, message: str) -> Response:
@@ -60,13 +65,20 @@ def _error_response(status: int, message: str) -> Response:
     return json_response({"message": message}, status)
 
 
+_date: tuple[int, str] = (0, "")
+
+
 def _common_headers() -> list[tuple[str, str]]:
+    global _date
+    now = int(time.time())
+    if _date[0] != now:  # formatted once a second, not for each of thousands of requests
+        _date = (now, formatdate(now, usegmt=True))
     return [
         ("Api-Version", API_VERSION),
         ("Docker-Experimental", "false"),
         ("Ostype", "linux"),
         ("Server", "Dockyard/0.1"),
-        ("Date", formatdate(usegmt=True)),
+        ("Date", _date[1]),
     ]
 
 
@@ -94,6 +106,8 @@ def api_site(router: Router) -> Site:
             req.path = req.path[m.end():]
         elif m := _VERSION_PREFIX.match(req.path):
             req.api_version, req.path = m.group(1), req.path[m.end():] or "/"
+        if router.ready is not None and not router.ready.is_set() and req.path != "/_ping":
+            await router.ready.wait()  # a container not re-adopted yet must not be seen, nor touched
         # Steps this request causes carry the client's trace token (dockyard --explain sends one).
         trace.set_session(req.headers.get("x-dockyard-trace", ""))
         authz = router.authz

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import fcntl
 import logging
@@ -43,6 +44,18 @@ async def run(cfg: DaemonConfig) -> None:
     log.info("API listening on %s", ", ".join(cfg.hosts))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    failed: list[BaseException] = []
+
+    async def recover() -> None:
+        try:
+            await engine.recover()
+        except Exception as e:  # noqa: BLE001 - the daemon stops with it, as when start failed before the API
+            failed.append(e)
+            stop.set()
+        else:
+            log.info("recovered; answering every request")
+
+    recovering = loop.create_task(recover())
     received: list[int] = []
     me = os.getpid()
 
@@ -62,10 +75,16 @@ async def run(cfg: DaemonConfig) -> None:
 
     install(loop)  # SIGUSR1: every thread's and task's stack to the log
     await stop.wait()
-    log.info("%s: shutting down; containers keep running under their monitors",
-             signal.Signals(received[0]).name if received else "stop")
+    recovering.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await recovering
+    if not failed:
+        log.info("%s: shutting down; containers keep running under their monitors",
+                 signal.Signals(received[0]).name if received else "stop")
     await server.close()
     await engine.close()
+    if failed:
+        raise failed[0]
 
 
 def _tls_context(cfg: DaemonConfig):  # type: ignore[no-untyped-def]

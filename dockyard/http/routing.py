@@ -47,13 +47,27 @@ def _compile(pattern: str) -> tuple[re.Pattern[str], tuple[int, int]]:
     return re.compile("".join(parts) + r"\Z"), (literal, -greedy)
 
 
+def _first_segment(path: str) -> str:
+    return path.split("/", 2)[1] if path.startswith("/") else ""
+
+
 class Router:
     def __init__(self) -> None:
         self._routes: list[_Route] = []
+        # Routes by their first path segment when it is all literal ("containers"), and the rest, which any
+        # path may match: a request tries a few dozen patterns, not all ~200 (~0.15 ms a request).
+        self._by_segment: dict[str, list[_Route]] = {}
+        self._anywhere: list[_Route] = []
 
     def add(self, method: str, pattern: str, handler: Callable[..., Any]) -> None:
         regex, spec = _compile(pattern)
-        self._routes.append(_Route(method.upper(), pattern, regex, handler, spec))
+        route = _Route(method.upper(), pattern, regex, handler, spec)
+        self._routes.append(route)
+        first = _first_segment(pattern)
+        if first and "{" not in first and "}" not in first:
+            self._by_segment.setdefault(first, []).append(route)
+        else:
+            self._anywhere.append(route)
 
     def include(self, routes: Iterable[Route]) -> None:
         """Add a group's table (its `routes()`)."""
@@ -64,7 +78,7 @@ class Router:
         """The most specific route for (method, path); NotFound or MethodNotAllowed otherwise."""
         best: tuple[_Route, dict[str, str]] | None = None
         path_known = False
-        for route in self._routes:
+        for route in (*self._by_segment.get(_first_segment(path), ()), *self._anywhere):
             m = route.regex.match(path)
             if m is None:
                 continue

@@ -198,17 +198,24 @@ class Monitor:
         self.record_dir = self.exec_root / "monitor"
         for d in (self.exit_dir, self.socket_dir, self.record_dir):
             d.mkdir(parents=True, exist_ok=True)
+        # The records as read or written (this daemon alone writes them): a restart with 500 running read
+        # each container's file three times to find its bundle.
+        self._records: dict[str, dict[str, Any]] = {}
 
     # --- bookkeeping -------------------------------------------------------------------------
     def runtime_root(self, runtime: str) -> Path:
         return self.exec_root / "runtime" / runtime
 
     def _record(self, cid: str) -> dict[str, Any]:
-        try:
-            record: dict[str, Any] = json.loads((self.record_dir / f"{cid}.json").read_text())
+        if (record := self._records.get(cid)) is not None:
             return record
+        try:
+            record = json.loads((self.record_dir / f"{cid}.json").read_text())
         except FileNotFoundError:
             raise NotFound(f"No such container: {cid}") from None
+        assert isinstance(record, dict)
+        self._records[cid] = record
+        return record
 
     def bundle(self, cid: str) -> Path:
         return Path(self._record(cid)["bundle"])
@@ -267,6 +274,7 @@ class Monitor:
         `spec` (the bundle's config.json, when the caller has it) names in the trace what runc was asked."""
         bundle = Path(bundle_dir)
         self._runtime_argv(runtime)  # validates the name, makes its root
+        self._records.pop(cid, None)
         (self.record_dir / f"{cid}.json").write_text(json.dumps({"bundle": str(bundle), "runtime": runtime}))
         (self.exit_dir / cid).unlink(missing_ok=True)
         argv = self._conmon_args(cid, cid, runtime, bundle, log_path, tty, stdin, self.exit_dir,
@@ -372,6 +380,7 @@ class Monitor:
             if rc != 0 and "does not exist" not in err and "not exist" not in err:
                 raise classify(runtime_message(err))
         (self.exit_dir / cid).unlink(missing_ok=True)
+        self._records.pop(cid, None)
         (self.record_dir / f"{cid}.json").unlink(missing_ok=True)
 
     def oom_killed(self, cid: str) -> bool:

@@ -246,7 +246,7 @@ class NetworkService:
         kernel has and a new connect works; a membership with no endpoint at all goes the same way."""
         async with self._lock:
             for ep in self._rows("SELECT * FROM net_endpoints WHERE cid=?", (cid,)):
-                if not ep["veth"] or await asyncio.to_thread(netlink.link_exists, ep["veth"]):
+                if not ep["veth"] or netlink.link_exists(ep["veth"]):
                     continue
                 log.warning("container %s: its endpoint on network %s has no veth (%s) on the host: dropped",
                             cid[:12], ep["network_id"][:12], ep["veth"])

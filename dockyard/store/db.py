@@ -70,7 +70,14 @@ class Database:
 
 
 def _exec_script(conn: sqlite3.Connection, script: str) -> None:
-    # executescript() would COMMIT our transaction; run statements one by one instead.
-    for stmt in script.split(";"):
-        if stmt.strip():
-            conn.execute(stmt)
+    # executescript() would COMMIT our transaction; run statements one by one instead (a piece ends a
+    # statement only where SQLite says one is complete: a trigger's body holds semicolons).
+    stmt = ""
+    for piece in script.split(";"):
+        stmt += piece + ";"
+        if sqlite3.complete_statement(stmt):
+            if stmt.strip(" \n\t;"):
+                conn.execute(stmt)
+            stmt = ""
+    if stmt.strip(" \n\t;"):
+        conn.execute(stmt)

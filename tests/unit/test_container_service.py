@@ -5,6 +5,7 @@ same paths in tests/integration and tests/conformance; these pin the decisions t
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -350,5 +351,31 @@ def test_concurrent_creates_never_pick_the_same_random_name(world: World) -> Non
         made = await asyncio.gather(*(w.cs.create(create_request({"Image": "busybox", "HostConfig": {}})) for _ in range(60)))
         names = {w.cs.get(c["Id"]).name for c in made}
         assert len(names) == 60
+
+    run(world, t)
+
+
+def test_the_list_sees_every_change_to_a_row_it_kept(world: World) -> None:
+    """The list keeps rows decoded between lists (by rev, a trigger bumps it at every UPDATE): a write by
+    any path, even one the service does not make, must show at the next list, and removal must too."""
+
+    def listed(all_: bool = True) -> dict[str, dict[str, Any]]:
+        body = json.loads(world.cs.list_json(all_=all_))
+        rows = world.cs.list(all_=all_)
+        assert body == [{**row, "Status": b["Status"]} for row, b in zip(rows, body, strict=True)]
+        return {row["Id"]: row for row in body}
+
+    async def t(w: World) -> None:
+        a, b = await w.run(), await w.run()
+        assert listed()[a]["State"] == "running"
+        w.db.execute("UPDATE containers SET state='paused' WHERE id=?", (a,))  # not through the service
+        assert listed()[a]["Status"].endswith("(Paused)")
+        await w.cs.rename(b, "renamed")
+        assert listed()[b]["Names"] == ["/renamed"]
+        w.runtime.exit(b, 3)
+        await w.cs.wait(b)
+        assert b not in listed(all_=False) and listed()[b]["Status"].startswith("Exited (3)")
+        await w.cs.remove(b)
+        assert list(listed()) == [a]
 
     run(world, t)
