@@ -1470,6 +1470,14 @@ class _Run:
                     for chunk in r.iter_bytes(1 << 20):
                         h.update(chunk)
                         f.write(chunk)
+                if name:  # BuildKit's http source: the mtime is Last-Modified, else the epoch
+                    from email.utils import parsedate_to_datetime
+
+                    try:
+                        mtime = parsedate_to_datetime(r.headers.get("last-modified", "")).timestamp()
+                    except (TypeError, ValueError):
+                        mtime = 0.0
+                    os.utime(path, (mtime, mtime))
             return h.hexdigest()
 
         try:

@@ -80,6 +80,7 @@ def test_http_context(clean_daemon: Daemon, web: tuple[str, Path], tmp_path: Pat
         tf.addfile(ti, io.BytesIO(b"in\n"))
     (root / "files.tar").write_bytes(buf.getvalue())
     (root / "notes.txt").write_text("plain\n")
+    os.utime(root / "notes.txt", (1500000000, 1500000000))  # served as Last-Modified, kept as the mtime
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(
@@ -88,8 +89,8 @@ def test_http_context(clean_daemon: Daemon, web: tuple[str, Path], tmp_path: Pat
     try:
         d.dockyard("build", "--build-context", f"tarball={base}/files.tar", "--build-context",
                    f"note={base}/notes.txt", "-t", "ctxhttp", str(ctx))
-        out = _run(d, "ctxhttp", "ls /t; stat -c '%a %s' /t/context /n; cat /n /viamount")
-        assert out == f"context\n600 {len(buf.getvalue())}\n600 6\nplain\nplain\n", out
+        out = _run(d, "ctxhttp", "ls /t; stat -c '%a %s' /t/context; stat -c '%a %s %Y' /n; cat /n /viamount")
+        assert out == f"context\n600 {len(buf.getvalue())}\n600 6 1500000000\nplain\nplain\n", out
         bad = d.dockyard("build", "--build-context", f"tarball={base}/files.tar", "--build-context",
                          f"note={base}/missing", str(ctx), check=False)
         assert bad.returncode != 0 and "failed to load cache key: invalid response status 404" in bad.stderr.decode()
