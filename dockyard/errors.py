@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-import sqlite3
+import sys
 
 
 class DockyardError(Exception):
@@ -70,10 +70,17 @@ def out_of_space(e: BaseException | None) -> bool:
     while e is not None and seen < 10:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if isinstance(e, sqlite3.Error) and (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL
+        if _sqlite_error(e) and (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF == 13:  # SQLITE_FULL
             return True
         e, seen = e.__cause__ or e.__context__, seen + 1
     return False
+
+
+def _sqlite_error(e: BaseException) -> bool:
+    """isinstance(e, sqlite3.Error) without importing sqlite3 (the CLI imports this module: start-up
+    time); a process that never imported sqlite3 has no sqlite3 errors."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(e, sqlite3.Error)
 
 
 def describe(e: BaseException) -> str:
@@ -84,6 +91,6 @@ def describe(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         reason = e.strerror[:1].lower() + e.strerror[1:]
         return f"{e.filename}: {reason}" if e.filename else reason
-    if isinstance(e, sqlite3.Error) and out_of_space(e):
+    if _sqlite_error(e) and out_of_space(e):
         return "write metadata database: no space left on device"
     return str(e) or type(e).__name__

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import _socket  # not socket, nor urllib.parse: each costs ~3 ms of every command's start-up
 import json
-import socket
 import struct
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
 
 from dockyard.client.transport import Host, open_connection, open_socket, parse_host, tls_context_from_env
 
 if TYPE_CHECKING:  # ssl and http.client are imported only by TLS and ssh endpoints (start-up time)
+    import socket
     import ssl
 
     from dockyard.client.transport import Connection
@@ -59,7 +59,7 @@ def _params(params: dict[str, Any] | None) -> str:
             items.extend((k, str(x)) for x in v)
         else:
             items.append((k, str(v)))
-    return "?" + urlencode(items) if items else ""
+    return "?" + "&".join(f"{_quote(k, ' ')}={_quote(v, ' ')}".replace(" ", "+") for k, v in items) if items else ""
 
 
 def _error_message(status: int, body: bytes) -> str:
@@ -82,7 +82,19 @@ def _error_message(status: int, body: bytes) -> str:
 
 def q(s: str) -> str:
     """Quote a path segment (names may hold '/' for images: keep it)."""
-    return quote(s, safe="/:@")
+    return _quote(s, "/:@")
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _quote(s: str, safe: str) -> str:
+    """urllib.parse.quote(s, safe): UTF-8, %XX for every byte but RFC 3986's unreserved and `safe`."""
+    ok = _UNRESERVED.union(safe.encode())
+    raw = s.encode()
+    if all(b in ok for b in raw):
+        return s
+    return "".join(chr(b) if b in ok else f"%{b:02X}" for b in raw)
 
 
 class Stream:
@@ -151,7 +163,7 @@ def demux(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
 class Hijacked:
     """A raw bidirectional socket after a 101/200 answer to an attach or exec start."""
 
-    def __init__(self, sock: socket.socket, initial: bytes, content_type: str) -> None:
+    def __init__(self, sock: socket.socket | _socket.socket, initial: bytes, content_type: str) -> None:
         self.sock = sock
         self.initial = initial
         self.content_type = content_type
@@ -188,7 +200,7 @@ class Hijacked:
             ssl = sys.modules.get("ssl")  # not imported: not a TLS socket
             if ssl is not None and isinstance(self.sock, ssl.SSLSocket):
                 return
-            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
 

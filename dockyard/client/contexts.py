@@ -12,13 +12,13 @@ import io
 import json
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockyard.client.transport import default_host
 
 if TYPE_CHECKING:
     import ssl
+    from pathlib import Path
 
 DEFAULT = "default"
 DEFAULT_DESCRIPTION = "Current DOCKER_HOST based configuration"
@@ -31,6 +31,8 @@ class ContextError(Exception):
 
 
 def config_dir() -> Path:
+    from pathlib import Path  # here: a command given -H or $DOCKER_HOST needs no store (start-up time)
+
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
 
 
@@ -75,12 +77,13 @@ class TLSOptions(_Plain):
 
             # ssl only loads client certificates from files: write them to a private temp dir briefly.
             with tempfile.TemporaryDirectory(prefix="dockyard-tls-") as d:
-                cert, key = Path(d, "cert.pem"), Path(d, "key.pem")
-                cert.write_bytes(self.cert)
+                cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+                with open(cert, "wb") as c:
+                    c.write(self.cert)
                 fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(self.key)
-                ctx.load_cert_chain(str(cert), str(key))
+                ctx.load_cert_chain(cert, key)
         return ctx
 
 
@@ -341,6 +344,8 @@ def tls_from_flags(
     verify = bool(tlsverify) or (tlsverify is None and env_verify)
     if not (tls or verify or os.environ.get("DOCKER_TLS")):
         return None
+    from pathlib import Path
+
     certs = Path(os.environ.get("DOCKER_CERT_PATH") or config_dir())
 
     def read(explicit: str | None, fname: str, required: bool = False) -> bytes | None:
@@ -362,10 +367,14 @@ def resolve(
     tlsverify: bool | None = None, tlscacert: str | None = None, tlscert: str | None = None,
     tlskey: str | None = None, store: ContextStore | None = None,
 ) -> Endpoint:
-    store = store or ContextStore()
-    name = resolve_context_name(context, hosts, store)
+    if not context and (hosts or os.environ.get("DOCKER_HOST")):
+        name = DEFAULT  # resolve_context_name's answer, without reading the store
+    else:
+        store = store or ContextStore()
+        name = resolve_context_name(context, hosts, store)
     if name == DEFAULT:
         host = (hosts[-1] if hosts else None) or os.environ.get("DOCKER_HOST") or default_host()
         return Endpoint(host, tls_from_flags(tls, tlsverify, tlscacert, tlscert, tlskey), DEFAULT)
+    assert store is not None
     ctx = store.get(name)
     return Endpoint(ctx.host, ctx.tls_options(), name)

@@ -8,20 +8,26 @@ Same surface as http.client's: `request(...)`, `getresponse()`, `close()`, `.soc
 
 from __future__ import annotations
 
-import socket
+import io
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import _socket
+    import socket
+
+    Socket = socket.socket | _socket.socket
 
 _BODY_METHODS = ("PATCH", "POST", "PUT")  # http.client sends Content-Length: 0 for these without a body
 
 
 class PlainHTTPConnection:
-    def __init__(self, dial: Callable[[], socket.socket], timeout: float | None = None,
+    def __init__(self, dial: Callable[[], Socket], timeout: float | None = None,
                  host_header: str = "localhost") -> None:
         self.dial = dial
         self.host_header = host_header
         self.timeout = timeout
-        self.sock: socket.socket | None = None
+        self.sock: Socket | None = None
         self._resp: PlainHTTPResponse | None = None
         self._head = False  # the last request was a HEAD: its answer has no body whatever it says
 
@@ -65,7 +71,7 @@ class PlainHTTPConnection:
         assert self.sock is not None
         if self._resp is not None:
             self._resp.close()  # the previous answer's reader, on this kept-alive socket
-        self._resp = PlainHTTPResponse(self.sock.makefile("rb"), self._head)
+        self._resp = PlainHTTPResponse(io.BufferedReader(_SocketReader(self.sock)), self._head)
         return self._resp
 
     def close(self) -> None:
@@ -75,6 +81,21 @@ class PlainHTTPConnection:
             self._resp = None
         if sock is not None:
             sock.close()
+
+
+class _SocketReader(io.RawIOBase):
+    """socket.makefile("rb")'s raw reader for a socket from `_socket` (which has no makefile): reads
+    through recv_into; closing it leaves the socket open, as makefile's does."""
+
+    def __init__(self, sock: Socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        return self._sock.recv_into(b)
 
 
 def _blocks(body: Any) -> Iterable[bytes]:

@@ -6,14 +6,15 @@ every CLI command 25-40 ms); TLS and ssh go through the stdlib's http.client, im
 
 from __future__ import annotations
 
+import _socket  # socket.py's enum conversions cost ~3 ms of every command's start-up
 import os
-import socket
 from typing import TYPE_CHECKING
 
 from dockyard.client.plainhttp import PlainHTTPConnection
 
 if TYPE_CHECKING:
     import http.client
+    import socket
     import ssl
 
     Connection = PlainHTTPConnection | http.client.HTTPConnection
@@ -119,8 +120,8 @@ def open_connection(host: Host, tls: ssl.SSLContext | None, timeout: float | Non
     return http.client.HTTPSConnection(host.address, host.port, timeout=timeout, context=tls)
 
 
-def _unix_socket(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _unix_socket(path: str) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError:
@@ -130,6 +131,8 @@ def _unix_socket(path: str) -> socket.socket:
 
 
 def _tcp_socket(host: Host, timeout: float | None) -> socket.socket:
+    import socket
+
     sock = socket.create_connection((host.address, host.port), timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client: small requests go out at once
     return sock
@@ -151,16 +154,16 @@ def _ssh_connection(url: str, timeout: float | None) -> http.client.HTTPConnecti
     return SSHHTTPConnection("localhost", timeout=timeout)
 
 
-def open_socket(host: Host, tls: ssl.SSLContext | None) -> socket.socket:
+def open_socket(host: Host, tls: ssl.SSLContext | None) -> socket.socket | _socket.socket:
     """A plain connected socket, for hijacked requests (attach, exec start)."""
     if host.scheme == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(host.address)
-        return sock
+        return _unix_socket(host.address)
     if host.scheme == "ssh":
         from dockyard.client.ssh import SSHTarget, dial
 
         return dial(SSHTarget.parse(host.address))
+    import socket
+
     sock = socket.create_connection((host.address, host.port))
     if tls is not None:
         return tls.wrap_socket(sock, server_hostname=host.address)

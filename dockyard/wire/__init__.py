@@ -7,3 +7,15 @@ Why msgspec, measured (a `run -p 8080:80 --memory 64m nginx` create body, 2 CPUs
 dicts in 37.5 us; imported into the daemon, msgspec adds 1.0 MiB RSS and pydantic 5.4 MiB
 (before its models). The daemon's RSS is a target (<= 150 MiB with 50 running), so msgspec.
 """
+
+import sys
+
+if "msgspec" not in sys.modules and "typing_extensions" not in sys.modules:
+    # msgspec imports typing_extensions only for get_type_hints and Required/NotRequired, which typing
+    # has since 3.11; through it come inspect, ast, dis and tokenize: ~10 ms of `dockyard run`'s
+    # start-up (issue 20). Let msgspec take typing's; other importers still get typing_extensions.
+    sys.modules["typing_extensions"] = None  # type: ignore[assignment]
+    try:
+        import msgspec  # noqa: F401
+    finally:
+        del sys.modules["typing_extensions"]

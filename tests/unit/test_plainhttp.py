@@ -167,3 +167,17 @@ def test_a_closed_connection_before_any_answer(tmp_path: Path) -> None:
         conn.getresponse()
     conn.close()
     lsock.close()
+
+
+def test_through_the_transport_socket(server: tuple[str, list[socket.socket]]) -> None:
+    """unix:// dials with `_socket` (no socket.py at start-up): keep-alive reads and a chunked body."""
+    from dockyard.client.transport import Host, open_connection
+
+    conn = open_connection(Host("unix", server[0]), None, 10)
+    for path in ("/a", "/chunked", "/b"):
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        body = resp.read()
+        assert body == (b"hello chunked world" if path == "/chunked" else f"path={path} host=localhost".encode())
+    conn.close()

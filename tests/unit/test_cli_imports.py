@@ -1,0 +1,55 @@
+"""What a CLI command imports at start-up (issue 20: each module is milliseconds of every command):
+`ps` against a daemon named with -H reads no context store and needs none of socket.py, urllib.parse,
+pathlib or http.client; `create` builds its typed body (msgspec) without typing_extensions and the
+inspect, ast and dis it brings, or sqlite3; the hand-written URL quoting says what urllib.parse would."""
+
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from dockyard.client.base import _params, q
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("socket", "urllib.parse", "pathlib", "http.client", "ssl", "email", "typing_extensions", "inspect",
+         "sqlite3")
+
+PROBE = f"""
+import sys
+from dockyard.cli.main import main
+code = main(["-H", "unix://" + sys.argv[1], *sys.argv[2:]])
+print(code, "msgspec" in sys.modules, " ".join(m for m in {HEAVY!r} if m in sys.modules))
+"""
+
+
+def imports(tmp_path: Path, *argv: str) -> tuple[bool, str]:
+    """Whether the command imported msgspec, and which of HEAVY it imported."""
+    # -S: no site hooks (this venv's editable-install finder imports pathlib for every interpreter);
+    # the packages come in through PYTHONPATH, as an installed CLI would find them.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()]),
+           "DOCKER_CONFIG": str(tmp_path)}
+    env.pop("DOCKER_HOST", None)
+    out = subprocess.run([sys.executable, "-S", "-c", PROBE, str(tmp_path / "none.sock"), *argv], env=env,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    code, wire, heavy = (out.stdout.strip() + " ").split(" ", 2)
+    assert code == "1", out  # no daemon there: the connection error, after the imports
+    return wire == "True", heavy.strip()
+
+
+def test_ps_start_up_imports(tmp_path: Path) -> None:
+    assert imports(tmp_path, "ps") == (False, "")
+
+
+def test_create_start_up_imports(tmp_path: Path) -> None:
+    assert imports(tmp_path, "create", "busybox", "true") == (True, "")
+
+
+def test_quoting_matches_urllib() -> None:
+    for s in ["abc", "a b", "x/y:z@w", "é😀", "a+b&c=d", "~_.-", "%41", '{"label":["a=b"]}', "", " ", "/"]:
+        assert q(s) == quote(s, safe="/:@"), s
+        assert _params({"k": s, "f k": [s, "x"], "b": True}) == "?" + urlencode(
+            [("k", s), ("f k", s), ("f k", "x"), ("b", "1")]), s
