@@ -77,16 +77,36 @@ def _signal_name(sig: int | str) -> str:
 
 
 async def _read_line(fd: int, timeout: float) -> bytes:
-    """One newline-terminated line from a pipe without blocking the loop; b"" on EOF."""
-    def read() -> bytes:
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = os.read(fd, 1)
-            if not chunk:
-                break
-            buf += chunk
-        return buf
-    return await asyncio.wait_for(asyncio.to_thread(read), timeout)
+    """One newline-terminated line from a pipe without blocking the loop; b"" on EOF.
+
+    Read as the loop sees the pipe readable, not in a worker thread: a thread would be held for all of
+    runc create (or a whole exec's life, for its exit code), and the default executor has cpu+4 of
+    them: ten clients starting containers at once queued every other thread hop behind these reads."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    buf = bytearray()
+    done: asyncio.Future[bytes] = loop.create_future()
+
+    def readable() -> None:
+        if done.done():
+            return
+        try:
+            while True:
+                b = os.read(fd, 1)  # a byte at a time: the next message stays in the pipe for its reader
+                buf.extend(b)
+                if not b or b == b"\n":
+                    done.set_result(bytes(buf))
+                    return
+        except BlockingIOError:
+            return
+        except OSError as e:
+            done.set_exception(e)
+
+    loop.add_reader(fd, readable)
+    try:
+        return await asyncio.wait_for(done, timeout)
+    finally:
+        loop.remove_reader(fd)
 
 
 def _parse_sync(line: bytes) -> tuple[int, str]:

@@ -329,10 +329,12 @@ class ContainerService:
             "SELECT name FROM containers WHERE image_id=? ORDER BY name", (image_id,))]
 
     def save(self, cid: str, **fields: Any) -> None:
-        """Write fields of a container's row (for the services built on this one: io, health, exec)."""
+        """Write fields of a container's row (for the services built on this one: io, health, exec).
+        Only what a reboot voids (state, pid, times, exit code) is written without the fsync."""
         cols = ", ".join(f"{k}=?" for k in fields)
         vals = [_column(v) for v in fields.values()]
-        self.db.execute(f"UPDATE containers SET {cols} WHERE id=?", (*vals, cid))
+        self.db.execute(f"UPDATE containers SET {cols} WHERE id=?", (*vals, cid),
+                        durable=not _RUN_STATE.issuperset(fields))
 
     def emit(self, c: Container, action: str, extra: dict[str, str] | None = None) -> None:
         """A container event, with the image, name and labels Docker puts in its attributes."""
@@ -550,12 +552,14 @@ class ContainerService:
             if isinstance(e, DockyardError):
                 raise
             raise InvalidParameter(f"failed to create task for container: {msg}: unknown") from e
+        # Counted in the same write as the state change, so nobody sees a half-made restart.
+        policy = {"stopped_by_user": 0, "restart_count": c.restart_count if restart_count is None else restart_count}
         self.save(
             c.id, state="running", pid=pid, started_at=time.time(), finished_at=0, exit_code=0, error="",
-            oom_killed=0, stopped_by_user=0, boot_id=self.boot_id,
-            # Counted in the same write as the state change, so nobody sees a half-made restart.
-            restart_count=c.restart_count if restart_count is None else restart_count,
+            oom_killed=0, boot_id=self.boot_id,
             network_settings=(net.network_settings if net is not None else {}), mounts=docker_mounts,
+            # unchanged, they are left out, and the write needs no fsync (see save)
+            **{k: v for k, v in policy.items() if getattr(c, k) != v},
         )
         lv.exit_on_next = False
         c = self.get(c.id)
@@ -771,21 +775,31 @@ class ContainerService:
             return False
 
     async def _cleanup_runtime(self, c: Container) -> None:
-        """Delete runtime state, unmount the rootfs, release the network. Safe to repeat."""
-        try:
-            await self.runtime.delete(c.id, force=True)
-        except Exception as e:  # noqa: BLE001
-            log.debug("runtime delete %s: %s", c.id[:12], e)
-        await asyncio.to_thread(overlay.unmount, self.rootfs(c.id))
-        if c.host_config.ipc_mode == "shareable":
-            await asyncio.to_thread(overlay.unmount, self.run_dir(c.id) / "shm")
-        if self.volumes is not None:  # plugin volumes it mounted (VolumeDriver.Unmount)
-            await asyncio.to_thread(self.volumes.unmount_container, c.id)
-        if self.networks is not None:
+        """Delete runtime state, unmount the rootfs, release the network. Safe to repeat.
+        The three touch nothing of each other's: they run at once (a `run --rm` waits for the longest,
+        runc delete, not for the sum)."""
+
+        async def runtime_state() -> None:
             try:
-                await self.networks.detach(c.id)
+                await self.runtime.delete(c.id, force=True)
             except Exception as e:  # noqa: BLE001
-                log.warning("network detach %s: %s", c.id[:12], e)
+                log.debug("runtime delete %s: %s", c.id[:12], e)
+            if self.volumes is not None:  # plugin volumes it mounted (VolumeDriver.Unmount), once runc
+                await asyncio.to_thread(self.volumes.unmount_container, c.id)  # killed any straggler
+
+        def unmount() -> None:  # lazy (MNT_DETACH): a process still exiting keeps its own view
+            overlay.unmount(self.rootfs(c.id))
+            if c.host_config.ipc_mode == "shareable":
+                overlay.unmount(self.run_dir(c.id) / "shm")
+
+        async def network() -> None:
+            if self.networks is not None:
+                try:
+                    await self.networks.detach(c.id)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("network detach %s: %s", c.id[:12], e)
+
+        await asyncio.gather(runtime_state(), asyncio.to_thread(unmount), network())
 
     # Restart policies: Docker's increasing delay (100 ms doubling, reset after 10 s of running).
     def _maybe_schedule_restart(self, c: Container) -> None:
@@ -1066,12 +1080,7 @@ class ContainerService:
             if self.volumes is not None:
                 await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
             await asyncio.to_thread(self.snapshots.remove, c.id)
-            with trace.step("file", f"rm -rf {self.container_dir(c.id)} {self.run_dir(c.id)}",
-                            "the init layer, log and bundle go with the container"):
-                await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)  # log, init layer
-                # A view of the rootfs (cp, export, create's) a daemon crash left mounted goes first.
-                await asyncio.to_thread(overlay.unmount_under, self.run_dir(c.id))
-                await asyncio.to_thread(shutil.rmtree, self.run_dir(c.id), True)
+            await asyncio.to_thread(self._remove_dirs, c.id)
             self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
             lv.final_exit = c.exit_code
         if not quiet:
@@ -1082,6 +1091,14 @@ class ContainerService:
         trace.drop(f"container:{c.id}")
         for hook in self.on_removed:
             hook(c)
+
+    def _remove_dirs(self, cid: str) -> None:
+        with trace.step("file", f"rm -rf {self.container_dir(cid)} {self.run_dir(cid)}",
+                        "the init layer, log and bundle go with the container"):
+            shutil.rmtree(self.container_dir(cid), True)  # log, init layer
+            # A view of the rootfs (cp, export, create's) a daemon crash left mounted goes first.
+            overlay.unmount_under(self.run_dir(cid))
+            shutil.rmtree(self.run_dir(cid), True)
 
     def _remove_link(self, ref: str) -> None:
         """`rm --link parent/alias`: the parent forgets the link; both containers stay."""
@@ -1457,6 +1474,12 @@ async def _both(a: Awaitable[Any], b: Awaitable[Any]) -> tuple[Any, Any]:
         if isinstance(r, BaseException):
             raise r
     return results[0], results[1]
+
+
+# Columns whose value a reboot makes void (boot_id tells; recovery marks such a container exited).
+# Not stopped_by_user, restart_count or paused_by: restart policies read them after a reboot.
+_RUN_STATE = frozenset(("state", "pid", "started_at", "finished_at", "exit_code", "error", "oom_killed",
+                        "boot_id", "network_settings", "mounts"))
 
 
 def _has_mounts(c: Container) -> bool:

@@ -222,9 +222,29 @@ class NetworkService:
                 raise
 
     async def detach(self, cid: str) -> None:
+        if cid not in self._held and not self.has_sandbox(cid) and \
+                self.db.query_one("SELECT 1 FROM net_endpoints WHERE cid=?", (cid,)) is None:
+            return  # released already (a removal after the exit's cleanup)
+        # The container's own veths and netns go first, outside the lock: they are nobody else's, and
+        # the kernel's 10-30 ms for them need not hold up every other container's start and stop.
+        # The records, addresses and rules then go under the lock (the veths gone, so an address
+        # handed out again is on no other interface).
+        await asyncio.to_thread(self._unwire, cid)
         async with self._lock:
             self._emit_membership(cid, "disconnect")
             await asyncio.to_thread(self._detach_sync, cid)
+
+    def _unwire(self, cid: str) -> None:
+        eps = self._rows("SELECT e.veth, n.driver FROM net_endpoints e JOIN networks n ON n.id=e.network_id "
+                         "WHERE e.cid=?", (cid,))
+        for ep in eps:
+            if ep["veth"] and not _is_plugin(ep):
+                netlink.delete_link(ep["veth"])  # deleting one end removes the pair
+        if any(_is_plugin(ep) for ep in eps):
+            return  # a plugin is told (Leave) before the netns with its interface goes
+        sb = self.db.query_one("SELECT netns, mode FROM net_sandboxes WHERE cid=?", (cid,))
+        if sb is not None and sb["netns"] and not sb["mode"].startswith("container:"):
+            netlink.delete_netns(Path(sb["netns"]))
 
     def _emit_membership(self, cid: str, action: str) -> None:
         for ep in self._rows("SELECT network_id FROM net_endpoints WHERE cid=?", (cid,)):
@@ -503,7 +523,7 @@ class NetworkService:
         exposed = json.loads(sb["exposed"]) if kept or self.db.query_one(
             "SELECT 1 FROM net_endpoints WHERE cid=?", (sb["cid"],)) else []
         self.db.execute("UPDATE net_sandboxes SET ports=?, exposed=? WHERE cid=?",
-                        (json.dumps(kept), json.dumps(exposed), sb["cid"]))
+                        (json.dumps(kept), json.dumps(exposed), sb["cid"]), durable=False)
         self._sync_firewall()
 
     async def remove(self, ref: str) -> None:
@@ -703,11 +723,11 @@ class NetworkService:
             embedded = next((n["gateway"] for n in nets if not n["builtin"] and not _is_plugin(n)), None)
             maps, exposed = self._publish(cid, ips[0][0], port_bindings, exposed_ports, publish_all, name)
             self.db.execute("UPDATE net_sandboxes SET ports=?, exposed=? WHERE cid=?",
-                            (json.dumps(maps), json.dumps(exposed), cid))
+                            (json.dumps(maps), json.dumps(exposed), cid), durable=False)
             if maps:
                 self._sync_firewall()
         if dns:
-            self.db.execute("UPDATE net_sandboxes SET files=? WHERE cid=?", (json.dumps({**paths, "dns": dns}), cid))
+            self.db.execute("UPDATE net_sandboxes SET files=? WHERE cid=?", (json.dumps({**paths, "dns": dns}), cid), durable=False)
             self.names.set_upstreams(cid, dns)
         own = [ip for ip in (ips[0] if ips else ()) if ip]
         _write_runtime(paths["hosts"], hostfiles.hosts(hostname, own, extra_hosts, domainname, link_hosts).encode())
@@ -763,7 +783,7 @@ class NetworkService:
                 maps.append({"key": f"{port}/{proto}", "proto": proto, "host_ip": host_ip,
                              "host_port": sock.getsockname()[1], "ip": ip, "port": port})
                 # Recorded at once so a second binding in the same request sees it as allocated.
-                self.db.execute("UPDATE net_sandboxes SET ports=? WHERE cid=?", (json.dumps(maps), cid))
+                self.db.execute("UPDATE net_sandboxes SET ports=? WHERE cid=?", (json.dumps(maps), cid), durable=False)
         exposed = sorted(set(exposed_ports) | set(port_bindings))
         return maps, exposed
 
@@ -803,7 +823,7 @@ class NetworkService:
             eid = new_id()
             self.db.execute("INSERT INTO net_endpoints(cid, network_id, endpoint_id, name, ip, mac, veth, ifname, ip6,"
                             " link_local) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                            (cid, net["id"], eid, name, str(ip), mac, veth, ifname, ip6, json.dumps(local)))
+                            (cid, net["id"], eid, name, str(ip), mac, veth, ifname, ip6, json.dumps(local)), durable=False)
         except BaseException:
             self._release(net["id"], str(ip), ip6)
             raise
@@ -826,7 +846,7 @@ class NetworkService:
                     netlink.delete_link(veth)
                 else:
                     self._plugin_unplug(net, {"endpoint_id": eid})
-                self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
+                self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]), durable=False)
                 self.names.drop_endpoint(cid, net["id"])
                 self._release(net["id"], str(ip), ip6)
                 raise SystemError_(f"failed to set up the network of container {cid[:12]}: {e}") from e
@@ -841,7 +861,7 @@ class NetworkService:
             self._plugin_unplug(net, ep)  # Leave, DeleteEndpoint: the plugin removes its interface
         elif ep["veth"]:
             netlink.delete_link(ep["veth"])  # deleting one end removes the pair
-        self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (ep["cid"], ep["network_id"]))
+        self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (ep["cid"], ep["network_id"]), durable=False)
         self._release(ep["network_id"], ep["ip"], ep["ip6"])
 
     def _pool(self, net: Any, version: int) -> ipam.Pool:
@@ -900,7 +920,7 @@ class NetworkService:
         had_ports = sb["ports"] != "[]"
         if sb["netns"] and not sb["mode"].startswith("container:"):
             netlink.delete_netns(Path(sb["netns"]))
-        self.db.execute("DELETE FROM net_sandboxes WHERE cid=?", (cid,))
+        self.db.execute("DELETE FROM net_sandboxes WHERE cid=?", (cid,), durable=False)
         if had_ports and sync_rules:
             self._sync_firewall()
 
@@ -909,7 +929,7 @@ class NetworkService:
         self.db.execute("INSERT OR REPLACE INTO net_sandboxes(cid, name, mode, netns, sandbox_id, ports, exposed,"
                         " files) VALUES(?,?,?,?,?,?,?,?)",
                         (cid, name, mode, netns, sandbox_id, json.dumps(maps), json.dumps(exposed),
-                         json.dumps(files)))
+                         json.dumps(files)), durable=False)
 
     def _link(self, cid: str, net: Any, ec: dict[str, Any]) -> None:
         ec = ec if isinstance(ec, dict) else {}
