@@ -20,6 +20,7 @@ from typing import Any
 from pyroute2 import IPRoute, NetlinkError
 
 from dockyard import trace
+from dockyard.util.mountpoint import is_mountpoint
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
@@ -324,9 +325,7 @@ def unmount_dir(path: Path) -> None:
 
 
 def _is_mountpoint(path: Path) -> bool:
-    target = str(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
+    return is_mountpoint(path)
 
 
 def set_sysctl(key: str, value: str) -> None:

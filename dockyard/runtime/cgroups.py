@@ -91,9 +91,16 @@ class Sample:
     io_bytes: list[tuple[int, int, str, int]] = field(default_factory=list)  # (major, minor, op, bytes)
 
 
-def sample(cgroups_path: str, root: Path = ROOT) -> Sample:
-    """Read the container's memory, cpu, pids and io counters (the one reader `docker stats` uses)."""
+def sample(cgroups_path: str, root: Path = ROOT, cpu_only: bool = False) -> Sample:
+    """Read the container's memory, cpu, pids and io counters (the one reader `docker stats` uses).
+    cpu_only: the cpu counters alone (what a stats answer's precpu_stats needs: 4 files, not 14)."""
     rel = cgroups_path.strip("/")
+    if is_v2(root) and cpu_only:
+        cpu = _kv(f"{root}/{rel}/cpu.stat")
+        return Sample(True, cpu_total_ns=cpu.get("usage_usec", 0) * 1000, cpu_user_ns=cpu.get("user_usec", 0) * 1000,
+                      cpu_system_ns=cpu.get("system_usec", 0) * 1000, cfs_periods=cpu.get("nr_periods", 0),
+                      cfs_throttled_periods=cpu.get("nr_throttled", 0),
+                      cfs_throttled_ns=cpu.get("throttled_usec", 0) * 1000)
     if is_v2(root):
         d = f"{root}/{rel}"
         cpu = _kv(f"{d}/cpu.stat")
@@ -117,6 +124,13 @@ def sample(cgroups_path: str, root: Path = ROOT) -> Sample:
     tick_ns = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)  # cpuacct.stat counts USER_HZ ticks
     st = _kv(f"{acct}/cpuacct.stat")
     cfs = _kv(f"{cfs_dir}/cpu.stat")
+    if cpu_only:
+        return Sample(
+            False, cpu_total_ns=_int(f"{acct}/cpuacct.usage") or 0, cpu_user_ns=st.get("user", 0) * tick_ns,
+            cpu_system_ns=st.get("system", 0) * tick_ns,
+            percpu_ns=[int(x) for x in (_read(f"{acct}/cpuacct.usage_percpu") or "").split()],
+            cfs_periods=cfs.get("nr_periods", 0), cfs_throttled_periods=cfs.get("nr_throttled", 0),
+            cfs_throttled_ns=cfs.get("throttled_time", 0))
     io = []
     for line in (_read(f"{root}/blkio/{rel}/blkio.throttle.io_service_bytes") or "").splitlines():
         parts = line.split()

@@ -67,7 +67,7 @@ class ContainerResources:
             # Inline, not in a worker thread: a sample is ~15 reads of cgroupfs/procfs files, which never
             # block on a disk, and the thread hand-off cost more CPU than the reads (cProfile: ~0.4 ms
             # in the queue's put alone per sample under load).
-            cur = container_stats(c, prev)
+            cur = container_stats(c, prev, cpu_only=prime)
             if prime:
                 prime = False
             else:

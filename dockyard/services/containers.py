@@ -37,7 +37,7 @@ from dockyard.services import links
 from dockyard.services.events import EventBus
 from dockyard.services.seams import Attachment, ContainerRuntime, ImageLayers, NetworkAttacher
 from dockyard.store import initlayer, overlay
-from dockyard.store.db import Database
+from dockyard.store.db import Database, prefix_range
 from dockyard.store.snapshotter import OverlaySnapshotter, Snapshotter, mount_all
 from dockyard.util.fs import mark_topdir
 from dockyard.util.ids import new_id, random_name, validate_name
@@ -293,7 +293,7 @@ class ContainerService:
         if r is None:
             r = self.db.query_one("SELECT * FROM containers WHERE name=?", (ref.lstrip("/"),))
         if r is None and all(c in "0123456789abcdef" for c in ref):
-            rows = self.db.query("SELECT * FROM containers WHERE id LIKE ? LIMIT 2", (ref + "%",))
+            rows = self.db.query("SELECT * FROM containers WHERE id >= ? AND id < ? LIMIT 2", prefix_range(ref))
             if len(rows) > 1:
                 raise InvalidParameter(f"multiple IDs found with provided prefix: {ref}")
             r = rows[0] if rows else None

@@ -31,7 +31,7 @@ from dockyard.oci.digest import sha256_digest, validate
 from dockyard.services.events import EventBus
 from dockyard.store import archive
 from dockyard.store.content import ContentStore
-from dockyard.store.db import Database
+from dockyard.store.db import Database, prefix_range
 from dockyard.store.layers import TAR_ERRORS, decompressed, diff_id_of
 from dockyard.store.snapshots import Snapshotter, chain_ids
 from dockyard.util.filters import normalize_filters
@@ -182,7 +182,7 @@ class ImageService:
             if row is not None:
                 return row["image_id"], str(ref) if not ref.digest else f"{ref.repository}@{ref.digest}"
         if bare and all(c in "0123456789abcdef" for c in bare):
-            rows = self.db.query("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{bare}%",))
+            rows = self.db.query("SELECT id FROM images WHERE id >= ? AND id < ? LIMIT 2", prefix_range(f"sha256:{bare}"))
             if len(rows) == 1:
                 return rows[0]["id"], None
         # Docker names the normalized reference: "No such image: nope:latest"

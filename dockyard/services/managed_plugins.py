@@ -31,6 +31,7 @@ from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
 from dockyard.store.content import ContentStore
 from dockyard.store.db import Database
+from dockyard.util.mountpoint import is_mountpoint
 
 log = logging.getLogger("dockyard.managed_plugins")
 
@@ -441,9 +442,7 @@ class ManagedPlugins:
         """moby's propagated-mount: the dir bind-mounted on itself and made rshared, once."""
         d = self._propagated(pid)
         d.mkdir(exist_ok=True, mode=0o755)
-        with open("/proc/self/mountinfo") as f:
-            mounted = any(line.split()[4] == str(d) for line in f)
-        if not mounted:
+        if not is_mountpoint(d):
             with trace.step("mount", f"mount --bind {d} {d}; mount --make-rshared {d}",
                             "the plugin's PropagatedMount: what it mounts there is seen by the host and containers"):
                 for args in (["--bind", str(d), str(d)], ["--make-rshared", str(d)]):

@@ -37,7 +37,7 @@ from dockyard.network.dns import DnsServer
 from dockyard.network.names import Endpoint, NameIndex
 from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
-from dockyard.store.db import Database
+from dockyard.store.db import Database, prefix_range
 from dockyard.util.ids import new_id, swarm_id
 from dockyard.util.timefmt import rfc3339
 
@@ -663,7 +663,7 @@ class NetworkService:
         if row is not None:
             return row
         if ref:
-            rows = self._rows("SELECT * FROM networks WHERE id LIKE ?", (ref.lower() + "%",))
+            rows = self._rows("SELECT * FROM networks WHERE id >= ? AND id < ?", prefix_range(ref.lower()))
             if len(rows) == 1:
                 return rows[0]
             if len(rows) > 1:

@@ -33,9 +33,10 @@ def _memory(s: cgroups.Sample) -> dict[str, Any]:
             "failcnt": s.memory_failcnt or 0}
 
 
-def container_stats(c: Container, prev: dict[str, Any] | None) -> dict[str, Any]:
+def container_stats(c: Container, prev: dict[str, Any] | None, cpu_only: bool = False) -> dict[str, Any]:
+    """cpu_only: a document with only `read` and `cpu_stats` right (a stream=false answer's precpu sample)."""
     running = c.state in ("running", "paused")
-    s = cgroups.sample(f"/dockyard/{c.id}") if running else cgroups.Sample(cgroups.is_v2())
+    s = cgroups.sample(f"/dockyard/{c.id}", cpu_only=cpu_only) if running else cgroups.Sample(cgroups.is_v2())
     now = time.time()
     # Field presence follows dockerd's Go types: omitempty fields are left out when zero.
     cpu_stats: dict[str, Any] = {
@@ -49,6 +50,8 @@ def container_stats(c: Container, prev: dict[str, Any] | None) -> dict[str, Any]
     if running:
         cpu_stats["system_cpu_usage"] = procfs.system_cpu_ns()
         cpu_stats["online_cpus"] = os.cpu_count() or 1
+    if cpu_only:
+        return {"read": rfc3339(now) if running else ZERO_TIME, "cpu_stats": cpu_stats}
     empty_cpu = {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
                  "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
     # dockerd: every blkio list is empty (not null) for a running container on v1; on v2 only the bytes one.

@@ -32,6 +32,7 @@ from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
 from dockyard.util.filters import normalize_filters
+from dockyard.util.mountpoint import is_mountpoint
 
 log = logging.getLogger("dockyard.volumes")
 VOLUME_DRIVER = "VolumeDriver"
@@ -91,9 +92,7 @@ def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
 
 
 def _mounted(path: Path) -> bool:
-    target = str(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
+    return is_mountpoint(path)
 
 
 def dir_size(path: Path) -> int:

@@ -81,6 +81,13 @@ class Database:
             self._conn.close()
 
 
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """Bounds for `col >= ? AND col < ?`: the values that start with `prefix`, found through the column's
+    index. `LIKE 'prefix%'` cannot use it (LIKE ignores case) and reads every row: `docker stats` of 500
+    containers by short id made that 500 scans of 500 rows."""
+    return prefix, prefix + "\U0010ffff"
+
+
 def _exec_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT our transaction; run statements one by one instead (a piece ends a
     # statement only where SQLite says one is complete: a trigger's body holds semicolons).

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from dockyard import trace
+from dockyard.util.mountpoint import is_mountpoint
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
@@ -49,6 +50,4 @@ def mount_shm(target: Path, size: int) -> None:
 
 
 def is_mounted(target: Path) -> bool:
-    t = str(target)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == t for line in f)
+    return is_mountpoint(target)

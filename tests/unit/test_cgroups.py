@@ -31,6 +31,8 @@ def test_v2(tmp_path: Path) -> None:
     assert (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_ns) == (5, 2, 7_000)
     assert (s.pids_current, s.pids_limit) == (3, 100)
     assert s.io_bytes == [(8, 0, "read", 512), (8, 0, "write", 1024)]
+    cpu = cgroups.sample("/dockyard/c1", tmp_path, cpu_only=True)  # a stats answer's precpu: cpu.stat alone
+    assert (cpu.cpu_total_ns, cpu.cfs_throttled_ns, cpu.memory_usage, cpu.pids_current) == (30_000, 7_000, None, None)
 
 
 def test_v1(tmp_path: Path) -> None:
@@ -53,6 +55,9 @@ def test_v1(tmp_path: Path) -> None:
     assert (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_ns) == (4, 1, 77)
     assert (s.pids_current, s.pids_limit) == (2, None)
     assert s.io_bytes == [(8, 0, "read", 10), (8, 0, "write", 20)]
+    cpu = cgroups.sample("/dockyard/c1", tmp_path, cpu_only=True)
+    assert (cpu.cpu_total_ns, cpu.percpu_ns, cpu.cfs_periods) == (s.cpu_total_ns, s.percpu_ns, s.cfs_periods)
+    assert (cpu.memory_usage, cpu.memory_stat, cpu.pids_current, cpu.io_bytes) == (None, {}, None, [])
 
 
 def test_a_gone_cgroup_reads_as_nothing(tmp_path: Path) -> None:
