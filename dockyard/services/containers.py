@@ -28,7 +28,9 @@ from dockyard.errors import (
     NotFound,
     NotModified,
     SystemError_,
+    describe,
     no_such_container,
+    out_of_space,
 )
 from dockyard.runtime.failures import exit_code_of
 from dockyard.runtime.signals import parse_signal
@@ -523,6 +525,18 @@ class ContainerService:
                 await connect(None)
             await self.runtime.start(c.id)
             self._watch_monitor(c.id)
+            # In the try: if the state cannot be written (a full disk), the running process is undone
+            # with the rest, not left running under a container the daemon calls created.
+            # Counted in the same write as the state change, so nobody sees a half-made restart.
+            policy = {"stopped_by_user": 0,
+                      "restart_count": c.restart_count if restart_count is None else restart_count}
+            self.save(
+                c.id, state="running", pid=pid, started_at=time.time(), finished_at=0, exit_code=0, error="",
+                oom_killed=0, boot_id=self.boot_id,
+                network_settings=(net.network_settings if net is not None else {}), mounts=docker_mounts,
+                # unchanged, they are left out, and the write needs no fsync (see save)
+                **{k: v for k, v in policy.items() if getattr(c, k) != v},
+            )
         except Exception as e:
             log.warning("start of %s failed: %s", c.id[:12], e)
             pending, lv.pending_attach = lv.pending_attach, []
@@ -536,9 +550,15 @@ class ContainerService:
                     pass
             if self.networks is not None:
                 await self.networks.detach(c.id)
-            msg = e.message if isinstance(e, DockyardError) else str(e)
+            full = out_of_space(e)
+            msg = describe(e) if full or isinstance(e, DockyardError) else str(e)
             code = exit_code_of(msg, 128)
-            self.save(c.id, error=msg, exit_code=code)
+            try:
+                self.save(c.id, error=msg, exit_code=code)
+            except Exception as save_error:
+                if not out_of_space(save_error):
+                    raise
+                log.warning("start of %s failed and its error was not recorded: %s", c.id[:12], describe(save_error))
             self.emit(c, "die", {"exitCode": str(code)})
             if c.host_config.auto_remove:
                 # Docker removes an auto-remove container whose start failed (its waiters see it go).
@@ -549,18 +569,9 @@ class ContainerService:
                 # Docker's wording, which the CLI maps to exit codes 126/127.
                 err = type(e)(f"failed to create task for container: OCI runtime create failed: {msg}: unknown")
                 raise err from e
-            if isinstance(e, DockyardError):
-                raise
+            if isinstance(e, DockyardError) or full:
+                raise  # a full disk answers as any other: 500, "... no space left on device"
             raise InvalidParameter(f"failed to create task for container: {msg}: unknown") from e
-        # Counted in the same write as the state change, so nobody sees a half-made restart.
-        policy = {"stopped_by_user": 0, "restart_count": c.restart_count if restart_count is None else restart_count}
-        self.save(
-            c.id, state="running", pid=pid, started_at=time.time(), finished_at=0, exit_code=0, error="",
-            oom_killed=0, boot_id=self.boot_id,
-            network_settings=(net.network_settings if net is not None else {}), mounts=docker_mounts,
-            # unchanged, they are left out, and the write needs no fsync (see save)
-            **{k: v for k, v in policy.items() if getattr(c, k) != v},
-        )
         lv.exit_on_next = False
         c = self.get(c.id)
         self.emit(c, "start")

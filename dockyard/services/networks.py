@@ -912,14 +912,18 @@ class NetworkService:
     def _detach_sync(self, cid: str, sync_rules: bool = True) -> None:
         for s in self._held.pop(cid, []):
             s.close()
-        for ep in self._rows("SELECT * FROM net_endpoints WHERE cid=?", (cid,)):
-            self._unplug(ep)
         sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
+        try:
+            for ep in self._rows("SELECT * FROM net_endpoints WHERE cid=?", (cid,)):
+                self._unplug(ep)
+        finally:
+            # The netns goes even when a row could not be deleted (a full disk): with it go the veths
+            # still in it; the rows left are dropped by the next attach (or start's recovery).
+            if sb is not None and sb["netns"] and not sb["mode"].startswith("container:"):
+                netlink.delete_netns(Path(sb["netns"]))
         if sb is None:
             return
         had_ports = sb["ports"] != "[]"
-        if sb["netns"] and not sb["mode"].startswith("container:"):
-            netlink.delete_netns(Path(sb["netns"]))
         self.db.execute("DELETE FROM net_sandboxes WHERE cid=?", (cid,), durable=False)
         if had_ports and sync_rules:
             self._sync_firewall()

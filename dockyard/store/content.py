@@ -54,17 +54,23 @@ class Writer:
         return digest
 
     def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        self.tmp.unlink(missing_ok=True)
+        try:
+            if self._f is not None:
+                f, self._f = self._f, None
+                f.close()  # flushes what is buffered: on a full disk that raises ENOSPC again
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self.digest is None:
-            self.abort()
+            try:
+                self.abort()
+            except OSError:
+                if et is None:
+                    raise  # else the error that brought us here is the one to report
 
 
 class ContentStore:

@@ -58,6 +58,9 @@ def disk_daemon() -> Iterator[Daemon]:
         d.data_root.mkdir()
         # -o loop attaches the device with autoclear: it goes away with the last unmount.
         subprocess.run(["mount", "-o", "loop", str(img), str(d.data_root)], check=True, capture_output=True)
+        # In daemon.json, so the tests' restarts keep it.
+        (d.base / "daemon.json").write_text(json.dumps({"runtimes": {"fill-at-start": {
+            "path": str(_fill_at_start_runtime(d))}}}))
         d.start()
         d.load_busybox()
         yield d
@@ -95,6 +98,33 @@ def registry() -> Iterator[int]:
 def _avail(d: Daemon) -> int:
     st = os.statvfs(d.data_root)
     return st.f_bavail * st.f_frsize
+
+
+def _fill_at_start_runtime(d: Daemon) -> Path:
+    """runc, but `start` first fills the data root to its last block (when the marker file is there)
+    after truncating the DB's WAL: the daemon's next DB write, recording the start, finds no room."""
+    fill = d.base / "fill.py"
+    fill.write_text(f"""import os, sqlite3
+con = sqlite3.connect({str(d.data_root / "dockyard.db")!r})
+con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+con.close()
+with open({str(d.data_root / "filler-at-start")!r}, "wb") as f:
+    st = os.statvfs(f.name)
+    os.posix_fallocate(f.fileno(), 0, max(st.f_bavail * st.f_frsize - (1 << 20), 4096))
+    off = os.fstat(f.fileno()).st_size
+    try:
+        while True:
+            os.posix_fallocate(f.fileno(), off, 4096)
+            off += 4096
+    except OSError:
+        pass
+""")
+    wrapper = d.base / "fill-at-start-runc"
+    wrapper.write_text(f'#!/bin/sh\nif [ -e {d.base}/fill-marker ]; then for a in "$@"; do\n'
+                       f'  if [ "$a" = start ]; then rm -f {d.base}/fill-marker; python3 {fill}; fi\ndone; fi\n'
+                       'exec runc "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -237,11 +267,17 @@ def test_load_bigger_than_free_space(disk_daemon: Daemon, tmp_path: Path, leave:
 # ---------------------------------------------------------------------------------------------- pull
 
 
-def test_pull_that_does_not_fit(disk_daemon: Daemon, registry: int) -> None:
+@pytest.mark.parametrize("leave", [0, 8 * MiB, 40 * MiB],
+                         ids=["nothing-fits", "download-does-not-fit", "unpack-does-not-fit"])
+def test_pull_that_does_not_fit(disk_daemon: Daemon, registry: int, leave: int) -> None:
+    """No room: the first blob (the manifest) fails at its flush, and its ingest file must go all the
+    same (a chaos run's disk fill left three: the writer's close raised ENOSPC again, before the
+    unlink); 8 MiB free: the 27 MiB layer's download stops half-way; 40 MiB: the download fits, its
+    74 MiB unpacked do not."""
     d = disk_daemon
     ref = f"127.0.0.1:{registry}/{DEBIAN}"
     snaps, blobs = _snapshots(d), _blobs(d)
-    with filler(d, 40 * MiB):  # the 27 MiB download fits, its 74 MiB unpacked do not
+    with filler(d, leave):
         p = d.docker("pull", ref, check=False)
         err = p.stderr.decode() + p.stdout.decode()
         assert p.returncode != 0, p
@@ -253,7 +289,8 @@ def test_pull_that_does_not_fit(disk_daemon: Daemon, registry: int) -> None:
         # Only manifests may stay (small; the next start's sweep takes them): not the layer's 27 MiB.
         left = {b: (d.data_root / "content" / "blobs" / "sha256" / b).stat().st_size for b in _blobs(d) - blobs}
         assert sum(left.values()) < 64 * 1024, f"a failed pull left blobs: {left}"
-        _daemon_fine(d)
+        if leave:  # with no room at all no container starts: the pull and run below check it after
+            _daemon_fine(d)
     d.docker("pull", ref)
     assert d.docker("run", "--rm", ref, "cat", "/etc/debian_version").stdout.startswith(b"12.")
     d.docker("rmi", ref)
@@ -380,4 +417,40 @@ def test_create_with_almost_no_room(disk_daemon: Daemon, blocks: int) -> None:
             assert _container_dirs(d) == _container_ids(d)
         if r.status_code == 201:
             assert c.delete(f"/containers/{r.json()['Id']}").status_code == 204
+    assert _container_dirs(d) == _container_ids(d) == set()
+
+
+def test_start_whose_state_write_fails(disk_daemon: Daemon) -> None:
+    """The disk fills between the runtime's start and the DB write that records it (the chaos run's
+    fill did so): the start fails with a clear error and the process does not run on, unknown to the
+    daemon, with its veth on the bridge (before the fix: runc said running, the daemon created)."""
+    d = disk_daemon
+    cid = d.docker("create", "--runtime", "fill-at-start", "busybox", "sleep", "600").stdout.decode().strip()
+    from dockyard.daemon.config import DaemonConfig
+    from dockyard.daemon.wiring import instance_id
+
+    bridge = f"dy{instance_id(DaemonConfig(data_root=d.data_root))}"[:15]
+    try:
+        (d.base / "fill-marker").touch()
+        p = d.docker("start", cid, check=False)
+        assert (d.data_root / "filler-at-start").exists(), "the runtime wrapper did not fill the disk"
+        (d.data_root / "filler-at-start").unlink()
+        err = p.stderr.decode()
+        if p.returncode == 0:
+            pytest.skip("the state write found room after all (a free page in the DB)")
+        assert "no space left on device" in err.lower(), err
+        _no_pythonisms(err)
+        listed = subprocess.run(["runc", "--root", str(d.exec_root / "runtime" / "fill-at-start"), "list", "-q"],
+                                capture_output=True, text=True).stdout.split()
+        assert cid not in listed, "the process runs on, under a container the daemon does not call running"
+        state = json.loads(d.docker("inspect", cid).stdout)[0]["State"]
+        assert not state["Running"], state
+        assert not (d.exec_root / "netns" / cid).exists(), "its netns is left"
+        links = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+        assert "veth" not in links, f"a veth is left on the bridge: {links}"
+        assert d.docker("start", cid, check=False).returncode == 0  # with room, it starts
+    finally:
+        (d.data_root / "filler-at-start").unlink(missing_ok=True)
+        (d.base / "fill-marker").unlink(missing_ok=True)
+        d.docker("rm", "-f", cid, check=False)
     assert _container_dirs(d) == _container_ids(d) == set()
