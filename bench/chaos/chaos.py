@@ -1,8 +1,17 @@
 """Chaos harness (issue 25): clients doing a seeded random mix against a throw-away daemon of this
-checkout while a chaos thread SIGKILLs the daemon (and restarts it) and kills its conmon/runc
-processes; invariants checked after each restart and at the end.
+checkout while a chaos thread SIGKILLs the daemon (and restarts it), kills its conmon/runc
+processes, fills and frees the disk under its data root, stops the registry mid-pull (and starts
+it again), and starts and stops a second Dockyard daemon and a real dockerd beside it
+(engines.py); invariants checked after each of those and at the end.
 
-    sudo DOCKYARD_SHARED=/work/shared .venv/bin/python bench/chaos/chaos.py --ops 400 --kills 5 --clients 4 --seed 7
+    sudo DOCKYARD_SHARED=/work/shared .venv/bin/python bench/chaos/chaos.py --ops 400 --kills 5 --clients 4 --seed 7 \
+        --disk-fills 3 --registry-stops 3 --engine-steps 4
+
+The data root is a tmpfs of --data-size MiB made by the harness, so a fill never touches the host's
+disk. While it is full the clients go on; their errors are printed apart (they must say why), and
+after the free the daemon must be alive and its stores whole. A registry stop waits (up to 60 s) for
+a client's pull of a 16 MiB image to be in flight, SIGKILLs the registry, and starts it again on the
+same port a few seconds later; then no blob half-written, no layer half-extracted, every image whole.
 
 Clients alternate between the real docker CLI and docker-py. An operation's error is expected (a
 kill can land in it) and only counted; a violation is: an API call not answered within 30 s (the
@@ -25,7 +34,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,11 +47,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import DOCKER_CLI, Daemon, processes_named  # noqa: E402
+from engines import Engines, free_port, port_answers  # noqa: E402
 
 from dockyard.runtime import cgroups  # noqa: E402
 
 API_TIMEOUT = 30.0
 HEX64 = re.compile(rb"[0-9a-f]{64}")
+BIG = "chaos/big:latest"  # an image with a 16 MiB layer of its own, so a pull of it takes a while
 
 
 class Gate:
@@ -76,13 +86,20 @@ class Gate:
 
 
 class Run:
-    def __init__(self, args: argparse.Namespace, d: Daemon, registry: str) -> None:
-        self.args, self.d, self.registry = args, d, registry
+    def __init__(self, args: argparse.Namespace, d: Daemon, registry: Registry) -> None:
+        self.args, self.d, self.reg = args, d, registry
+        self.registry = registry.addr
         self.gate = Gate()
         self.lock = threading.Lock()
         self.ops_done = 0
         self.kills_done = 0
         self.proc_kills = Counter[str]()
+        self.faults = Counter[str]()  # disk fills, registry stops (and how many landed mid-pull), ...
+        self.pulls_inflight = 0
+        self.disk_full = False
+        self.full_errors = Counter[str]()  # errors clients saw while the disk was full, by message
+        self.sentinel = ""  # the harness's own container with a published port: not the chaos thread's
+        self.engines: Engines | None = None
         self.outcomes = Counter[str]()
         self.errors: dict[str, str] = {}
         self.violations: list[str] = []
@@ -90,10 +107,13 @@ class Run:
         self.seen_ids: set[str] = set()
         self.log_marks: dict[str, str] = {}  # container -> a line a client has read from its logs
         self.stop = threading.Event()
+        self.t0 = time.monotonic()
+        self.loads: list[float] = []
         rng = random.Random(args.seed)
         span = range(max(1, args.ops // 20), max(args.ops * 9 // 10, args.ops // 20 + args.kills + 1))
-        points = sorted(rng.sample(span, args.kills)) if args.kills else []
-        self.kill_points = points
+        kinds = (["kill"] * args.kills + ["disk"] * args.disk_fills + ["registry"] * args.registry_stops
+                 + ["engines"] * args.engine_steps)
+        self.events = sorted(zip(rng.sample(span, len(kinds)), rng.sample(kinds, len(kinds)), strict=True))
         self.tmp = Path(tempfile.mkdtemp(prefix="chaos-files-", dir="/tmp"))
         (self.tmp / "payload").write_bytes(os.urandom(2048))
 
@@ -107,6 +127,9 @@ class Run:
             os.kill(self.d.proc.pid, signal.SIGUSR1)
             time.sleep(1)
         self.violation(f"no answer within {API_TIMEOUT:.0f} s: {why} (stacks in {self.d.log})")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
 
     def count(self) -> int:
         with self.lock:
@@ -249,10 +272,15 @@ class Client(threading.Thread):
         r = self.rng.random()
         if r < 0.3 or not self.networks:
             name = self.name("net")
+            # A subnet of the client's own under 10.180-199/16, not one of the host-wide defaults
+            # (172.17-31/16, 192.168/20: 31 in all), which the other daemons on this host share.
+            subnet = f"10.{180 + self.k % 20}.{self.n % 250}.0/24"
             if self.cli:
-                self.docker("network", "create", name)
+                self.docker("network", "create", "--subnet", subnet, name)
             else:
-                self.client().api.create_network(name)
+                from docker.types import IPAMConfig, IPAMPool
+
+                self.client().api.create_network(name, ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
             self.networks.append(name)
         elif r < 0.6:
             net, cid = self.pick(self.networks), self.pick(self.containers)
@@ -316,11 +344,25 @@ class Client(threading.Thread):
             self.client().api.unpause(cid)
 
     def op_pull(self) -> None:
-        ref = f"{self.run_.registry}/chaos/busybox:latest"
-        if self.cli:
-            self.docker("pull", "-q", ref)
-        else:
-            self.client().api.pull(f"{self.run_.registry}/chaos/busybox", tag="latest")
+        big = self.rng.random() < 0.5
+        ref = f"{self.run_.registry}/{BIG if big else 'chaos/busybox:latest'}"
+        if big:  # gone first, so the pull fetches its layer (another client's pull may race it)
+            with contextlib.suppress(Exception):
+                if self.cli:
+                    self.docker("rmi", ref)
+                else:
+                    self.client().api.remove_image(ref)
+        with self.run_.lock:
+            self.run_.pulls_inflight += 1
+        try:
+            if self.cli:
+                self.docker("pull", "-q", ref)
+            else:
+                repo, tag = ref.rsplit(":", 1)
+                self.client().api.pull(repo, tag=tag)
+        finally:
+            with self.run_.lock:
+                self.run_.pulls_inflight -= 1
         self.images.append(ref)
 
     def op_build(self) -> None:
@@ -335,7 +377,7 @@ class Client(threading.Thread):
         self.images.append(ref)
 
     OPS = [("create", 10), ("start", 10), ("exec", 8), ("logs", 8), ("stop", 5), ("kill", 3), ("rm", 6),
-           ("commit", 2), ("rmi", 2), ("network", 8), ("volume", 4), ("cp", 4), ("pause", 4), ("pull", 2),
+           ("commit", 2), ("rmi", 2), ("network", 8), ("volume", 4), ("cp", 4), ("pause", 4), ("pull", 4),
            ("build", 2)]
 
     def run(self) -> None:
@@ -354,14 +396,16 @@ class Client(threading.Thread):
                 msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
                 with self.run_.lock:
                     self.run_.errors.setdefault(f"{op}: {msg[:60]}", msg)
+                    if self.run_.disk_full:
+                        self.run_.full_errors[f"{op}: {msg[:120]}"] += 1
             finally:
                 self.run_.gate.leave()
             with self.run_.lock:
                 self.run_.outcomes[f"{op}:{outcome}"] += 1
                 if outcome != "skip":
                     self.run_.latencies.append(time.monotonic() - t0)
-            if outcome != "skip" and self.run_.count() >= self.run_.args.ops:
-                self.run_.stop.set()
+            if outcome != "skip" and self.run_.count() >= self.run_.args.ops and not self.run_.events:
+                self.run_.stop.set()  # the count reached and every kill and fault done
 
 
 # -- the kernel's view ----------------------------------------------------------------------------
@@ -501,6 +545,32 @@ def image_problems(d: Daemon) -> list[str]:
     return bad
 
 
+def store_problems(d: Daemon) -> list[str]:
+    """Half-written blobs or half-extracted layers (asked with no operation in flight, so none is
+    being written), blobs whose bytes are not their digest, layer dirs without their metadata."""
+    import hashlib
+
+    bad = []
+    content, overlay = d.data_root / "content", d.data_root / "overlay"
+    ingest = list((content / "ingest").iterdir()) if (content / "ingest").exists() else []
+    if ingest:
+        bad.append(f"half-written blobs in {content / 'ingest'}: {[p.name for p in ingest][:3]}")
+    blobs = content / "blobs" / "sha256"
+    for p in blobs.iterdir() if blobs.exists() else []:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != p.name:
+            bad.append(f"blob {p.name[:12]} holds other bytes ({h.hexdigest()[:12]})")
+    for p in overlay.iterdir() if overlay.exists() else []:
+        if p.name.startswith("tmp-"):
+            bad.append(f"half-extracted layer {p}")
+        elif p.is_dir() and not (p / "meta.json").is_file():
+            bad.append(f"layer dir {p} without meta.json")
+    return bad
+
+
 def host_snapshot() -> dict[str, set[str]]:
     def lines(*argv: str) -> set[str]:
         return set(subprocess.run(argv, capture_output=True, text=True).stdout.splitlines())
@@ -521,7 +591,7 @@ def settle_and_check(run: Run, when: str) -> None:
         try:
             with run.lock:
                 ever = set(run.seen_ids)
-            bad = kernel_mismatches(run.d, ever) + image_problems(run.d)
+            bad = kernel_mismatches(run.d, ever) + image_problems(run.d) + store_problems(run.d)
         except Exception as e:  # noqa: BLE001
             bad = [f"check failed: {e}"]
         if not bad:
@@ -531,45 +601,147 @@ def settle_and_check(run: Run, when: str) -> None:
         run.violation(f"{when}: {b}")
 
 
+def sample_load(run: Run) -> None:
+    """The host's 1-minute load average every 30 s (other work shares this machine)."""
+    while not run.stop.wait(30):
+        with run.lock:
+            run.loads.append(os.getloadavg()[0])
+
+
+def held(run: Run, what: str) -> bool:
+    """Close the gate (no client operation in flight); False, and a violation, if it would not close."""
+    if run.gate.close(API_TIMEOUT * 2):
+        return True
+    run.violation(f"client operations still in flight 60 s after {what}")
+    return False
+
+
+def kill_daemon(run: Run, done: int) -> bool:
+    before = run.engines.snapshot() if run.engines else {}
+    run.d.kill()  # SIGKILL wherever the clients are
+    run.kills_done += 1
+    held(run, f"kill {run.kills_done}")
+    print(f"kill {run.kills_done} at op {done}", flush=True)
+    try:
+        run.d.start()
+    except RuntimeError as e:
+        run.violation(f"restart after kill {run.kills_done} failed: {str(e)[-600:]}")
+        return False
+    settle_and_check(run, f"after kill {run.kills_done}")
+    if run.engines:
+        run.engines.check(f"restart after kill {run.kills_done}", before, "chaos daemon")
+    else:
+        check_sentinel(run, f"after kill {run.kills_done}")
+    return True
+
+
+def check_sentinel(run: Run, when: str) -> None:
+    bad = port_answers(run.args.sentinel_port)
+    if bad is not None:
+        run.violation(f"{when}: the chaos daemon's published port {run.args.sentinel_port} does not answer: {bad}")
+
+
+def fill_disk(run: Run, rng: random.Random, done: int) -> None:
+    """Fill the data root's filesystem to the last byte, hold it full while the clients go on, free it."""
+    fill = run.d.data_root / "chaos-fill"
+    with run.lock:
+        run.disk_full = True
+    n = run.faults["disk fills"] = run.faults["disk fills"] + 1
+    try:
+        with open(fill, "wb") as f:
+            while True:
+                f.write(b"\0" * (4 << 20))
+                f.flush()
+    except OSError as e:
+        print(f"disk fill {n} at op {done}: {fill} {fill.stat().st_size >> 20} MiB, then {e.strerror}", flush=True)
+    time.sleep(rng.uniform(3, 10))
+    fill.unlink()
+    with run.lock:
+        run.disk_full = False
+    if held(run, f"disk fill {n}"):
+        settle_and_check(run, f"after disk fill {n}")
+
+
+def stop_registry(run: Run, rng: random.Random, done: int) -> None:
+    """SIGKILL the registry while a client's pull is in flight (waiting up to 60 s for one), then
+    start it again on the same address."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not run.pulls_inflight and not run.stop.is_set():
+        time.sleep(0.05)
+    mid = run.pulls_inflight > 0
+    run.reg.kill()
+    run.faults["registry stops"] += 1
+    run.faults["registry stops mid-pull"] += mid
+    print(f"registry stop {run.faults['registry stops']} at op {done}{' (mid-pull)' if mid else ''}", flush=True)
+    time.sleep(rng.uniform(2, 6))
+    run.reg.start()
+    if held(run, "a registry stop"):
+        settle_and_check(run, f"after registry stop {run.faults['registry stops']}")
+
+
 def chaos(run: Run, rng: random.Random) -> None:
     while not run.stop.is_set():
         time.sleep(rng.uniform(0.2, 1.0))
         with run.lock:
             done = run.ops_done
-        if run.kill_points and done >= run.kill_points[0]:
-            run.kill_points.pop(0)
-            run.d.kill()  # SIGKILL wherever the clients are
-            run.kills_done += 1
-            if not run.gate.close(API_TIMEOUT * 2):
-                run.violation("client operations still in flight 60 s after the daemon died")
-            print(f"kill {run.kills_done} at op {done}", flush=True)
-            try:
-                run.d.start()
-            except RuntimeError as e:
-                run.violation(f"restart after kill {run.kills_done} failed: {str(e)[-600:]}")
-                run.stop.set()
-                run.gate.reopen()
-                return
-            settle_and_check(run, f"after kill {run.kills_done}")
+        if run.d.proc is not None and run.d.proc.poll() is not None:
+            run.violation(f"the daemon exited by itself (status {run.d.proc.returncode}) near op {done}")
+            run.d.proc = None
+            if held(run, "the daemon's exit"):
+                try:
+                    run.d.start()
+                except RuntimeError as e:
+                    run.violation(f"restart after its exit failed: {str(e)[-600:]}")
+                    run.stop.set()
             run.gate.reopen()
+            continue
+        if run.events and done >= run.events[0][0]:
+            _, kind = run.events[0]
+            t0 = time.monotonic()
+            try:
+                if kind == "kill":
+                    if not kill_daemon(run, done):
+                        run.stop.set()
+                elif kind == "disk":
+                    fill_disk(run, rng, done)
+                elif kind == "registry":
+                    stop_registry(run, rng, done)
+                elif kind == "engines" and run.engines is not None and held(run, "an engine step"):
+                    print(f"engines at op {done}: {run.engines.step()}", flush=True)
+            finally:
+                run.events.pop(0)
+                run.gate.reopen()
+            print(f"  ({kind} took {time.monotonic() - t0:.1f} s; {run.elapsed():.0f} s in, op {run.ops_done})",
+                  flush=True)
         elif rng.random() < run.args.proc_kill_rate:
             kind = rng.choice(["conmon", "runc"])
-            pids = sorted(procs_of(run.d, kind))
+            pids = sorted(p for p, cmd in procs_of(run.d, kind).items()
+                          if not run.sentinel or run.sentinel.encode() not in b" ".join(cmd))
             if pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(rng.choice(pids), signal.SIGKILL)
                 run.proc_kills[kind] += 1
 
 
-def start_registry(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "dockyard.registry.server", "serve", "--addr", f"127.0.0.1:{port}",
-                             "--root", str(base / "registry")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            cwd=ROOT)
-    assert proc.stdout is not None and "listening" in proc.stdout.readline().decode()
-    return proc, f"127.0.0.1:{port}"
+class Registry:
+    """Our registry server on a fixed address, killed and started again by the chaos thread."""
+
+    def __init__(self, base: Path) -> None:
+        self.root = base / "registry"
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "dockyard.registry.server", "serve", "--addr", self.addr,
+                                      "--root", str(self.root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     cwd=ROOT)
+        assert self.proc.stdout is not None and "listening" in self.proc.stdout.readline().decode()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
 
 
 def remove_everything(d: Daemon) -> None:
@@ -590,6 +762,30 @@ def percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
 
 
+def iid_names(d: Daemon) -> list[str]:
+    """Host-wide names a daemon makes (its bridge, nft table) that name none of its directories."""
+    from dockyard.daemon.config import DaemonConfig
+    from dockyard.daemon.wiring import instance_id
+
+    iid = instance_id(DaemonConfig(data_root=d.data_root))
+    return [f"dy{iid}"[:15], f"dockyard_{iid}"]
+
+
+def prepare(d: Daemon, registry: str, port: int) -> str:
+    """busybox and the 16 MiB image in the registry (not kept locally); the sentinel's id."""
+    d.docker("tag", "busybox", f"{registry}/chaos/busybox:latest")
+    d.docker("push", f"{registry}/chaos/busybox:latest")
+    env = dict(d.env, DOCKER_BUILDKIT="0")
+    subprocess.run([DOCKER_CLI, "build", "-q", "-t", f"{registry}/{BIG}", "-"], env=env, check=True,
+                   capture_output=True, input=b"FROM busybox\nRUN head -c 16777216 /dev/urandom > /big\n")
+    d.docker("push", f"{registry}/{BIG}")
+    d.docker("rmi", f"{registry}/{BIG}")
+    from engines import SENTINEL_CMD
+
+    return d.docker("run", "-d", "--name", "chaos-sentinel", "-p", f"{port}:80", "busybox",
+                    *SENTINEL_CMD).stdout.decode().strip()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", type=int, default=400)
@@ -598,30 +794,48 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--proc-kill-rate", type=float, default=0.05,
                     help="chance per chaos tick (0.2-1 s) to SIGKILL one of the daemon's conmon/runc processes")
+    ap.add_argument("--disk-fills", type=int, default=0, help="fills of the data root's filesystem, then frees")
+    ap.add_argument("--registry-stops", type=int, default=0, help="registry SIGKILLs (mid-pull if one comes)")
+    ap.add_argument("--engine-steps", type=int, default=0,
+                    help="starts/stops in turn of a second Dockyard daemon and a dockerd beside this one")
+    ap.add_argument("--data-size", type=int, default=1024, help="MiB of the data root's tmpfs")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 31)
     print(f"seed {args.seed} (replay: --ops {args.ops} --kills {args.kills} --clients {args.clients} "
-          f"--seed {args.seed})", flush=True)
+          f"--proc-kill-rate {args.proc_kill_rate} --disk-fills {args.disk_fills} --registry-stops "
+          f"{args.registry_stops} --engine-steps {args.engine_steps} --data-size {args.data_size} --seed {args.seed})",
+          flush=True)
     if os.geteuid() != 0:
         print("needs root (real containers)", file=sys.stderr)
         return 2
     before = host_snapshot()
+    load0 = os.getloadavg()
     d = Daemon(Path(tempfile.mkdtemp(prefix="chaos-", dir="/tmp")))
-    reg_proc, registry = start_registry(d.base)
+    d.data_root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={args.data_size}m", "chaos-data", str(d.data_root)], check=True)
+    args.sentinel_port = free_port()
+    reg = Registry(d.base)
+    reg.start()
     run: Run | None = None
+    names = iid_names(d)
     t0 = time.monotonic()
     try:
         d.start()
         d.load_busybox()
-        d.docker("tag", "busybox", f"{registry}/chaos/busybox:latest")
-        d.docker("push", f"{registry}/chaos/busybox:latest")
-        run = Run(args, d, registry)
+        sentinel = prepare(d, reg.addr, args.sentinel_port)
+        run = Run(args, d, reg)
+        run.sentinel = sentinel
+        run.seen_ids.add(sentinel)
+        if args.engine_steps:
+            run.engines = Engines(d, args.sentinel_port, args.seed, run.violation)
+            names += iid_names(run.engines.peer)
         clients = [Client(run, k) for k in range(args.clients)]
         for c in clients:
             c.start()
         chaos_thread = threading.Thread(target=chaos, args=(run, random.Random(f"{args.seed}-chaos")), daemon=True)
         chaos_thread.start()
+        threading.Thread(target=sample_load, args=(run,), daemon=True).start()
         for c in clients:
             c.join()
         run.stop.set()
@@ -629,18 +843,24 @@ def main() -> int:
         if d.proc is None:
             d.start()
         settle_and_check(run, "at the end")
+        check_sentinel(run, "at the end")
         remove_everything(d)
         settle_and_check(run, "after removing everything")
+        d.stop()  # a start sweeps what failed pulls leave (manifests fetched before the failure)
+        d.start()
         left = {"mounts": [m for m in mounts_under(d.base) if "/overlay" in m or "/containers/" in m],
                 "conmon": list(procs_of(d, "conmon")), "runc": list(procs_of(d, "runc")),
-                "cgroups": [i for i in run.seen_ids if cgroup_dirs(i)]}
+                "cgroups": [i for i in run.seen_ids if cgroup_dirs(i)],
+                "layers": [p.name for p in (d.data_root / "overlay").iterdir()],
+                "blobs": [p.name for p in (d.data_root / "content" / "blobs" / "sha256").iterdir()]}
         for kind, xs in left.items():
             if xs:
                 run.violation(f"after removing everything, {kind} left: {xs[:5]}")
     finally:
+        if run is not None and run.engines is not None:
+            run.engines.teardown()
         d.teardown()
-        reg_proc.terminate()
-        reg_proc.wait(10)
+        reg.kill()
         if run is not None:
             import shutil
 
@@ -648,9 +868,11 @@ def main() -> int:
     after = host_snapshot()
     elapsed = time.monotonic() - t0
     assert run is not None
+    dirs = [str(d.base)] + ([str(run.engines.peer.base), str(run.engines.dockerd_state), str(run.engines.dockerd_exec)]
+                           if run.engines else [])
     for kind in before:
         new = after[kind] - before[kind]
-        ours = [x for x in new if str(d.base) in x or any(i in x for i in run.seen_ids)]
+        ours = [x for x in new if any(p in x for p in dirs + names) or any(i in x for i in run.seen_ids)]
         if ours:
             run.violation(f"host not as before: {kind} added {ours[:5]}")
         elif new:
@@ -659,6 +881,20 @@ def main() -> int:
     print(f"\nseed {args.seed}: {run.ops_done} operations by {args.clients} clients in {elapsed:.0f} s, "
           f"{run.kills_done} daemon kills survived, proc kills {dict(run.proc_kills)}")
     print(f"latency p50 {percentile(lat, .5):.2f} s, p95 {percentile(lat, .95):.2f} s, max {max(lat or [0]):.2f} s")
+    loads = run.loads or [load0[0]]
+    print(f"faults: {dict(run.faults)}; load average (1 min, every 30 s) at start {load0[0]:.1f}, median "
+          f"{percentile(loads, .5):.1f}, max {max(loads):.1f}, at the end {os.getloadavg()[0]:.1f}")
+    if run.full_errors:
+        print("errors while the disk was full:")
+        for key, n in run.full_errors.most_common(30):
+            print(f"  {n} x {key}")
+    if run.engines:
+        summary = run.engines.summary()
+        print(f"engine steps: {summary['transitions']}")
+        for name, files in summary["files"].items():
+            print(f"  {name} held under /run, /var/run, /tmp: {files[:12]}{' ...' if len(files) > 12 else ''}")
+        for note in summary["dockerd notes"]:
+            print(f"  note (dockerd, not ours): {note}")
     oks = Counter[str]()
     errs = Counter[str]()
     for key, n in run.outcomes.items():
