@@ -313,10 +313,8 @@ def run(client: APIClient, project: Project, args: Namespace) -> int:
     svc["stdin_open"] = not args.detach and args.interactive
     slug = secrets.token_hex(32)  # v2's one-off identity: the name carries its first 12 characters
     cname = args.name or f"{project.name}-{name}-run-{slug[:12]}"
-    overrides: JSON = {}
-    if not args.detach:
-        overrides = {"AttachStdin": svc["stdin_open"], "StdinOnce": svc["stdin_open"]}
-    cid = engine.create(name, svc, 1, oneoff=True, cname=cname, overrides=overrides, labels={L_SLUG: slug},
+    cid = engine.create(name, svc, 1, oneoff=True, cname=cname, attach_stdin=None if args.detach else svc["stdin_open"],
+                        labels={L_SLUG: slug},
                         use_aliases=args.use_aliases)
     if args.detach:
         client.start(cid)

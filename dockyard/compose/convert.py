@@ -1,14 +1,27 @@
-"""A normalised service → an Engine API container create body, plus Compose's labels and config hash."""
+"""A normalised service → an Engine API container create request (the wire structs the CLI and the
+daemon use; `encode` gives the body), plus Compose's labels and config hash."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.compose import secretfiles
 from dockyard.compose.loader import Project
 from dockyard.compose.normalize import Service, parse_duration
+
+if TYPE_CHECKING:  # the structs (msgspec) are imported when a container is made, not at compose's start
+    from dockyard.wire.container import (
+        CreateRequest,
+        DeviceRequest,
+        EndpointSettings,
+        HealthConfig,
+        HostConfig,
+        Mount,
+        PortBinding,
+        RestartPolicy,
+    )
 
 COMPOSE_VERSION = "2.29.7"  # what we write in com.docker.compose.version (the Compose we mimic)
 
@@ -72,22 +85,24 @@ def _sysctls(value: Any) -> dict[str, str] | None:
     return {k: v for k, _, v in (str(kv).partition("=") for kv in value)}
 
 
-def _healthcheck(hc: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "test" in hc:
-        out["Test"] = hc["test"]
-    for key, api in (("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod"),
-                     ("start_interval", "StartInterval")):
+def _healthcheck(hc: dict[str, Any]) -> HealthConfig:
+    from dockyard.wire.container import HealthConfig
+
+    out = HealthConfig(test=hc.get("test"))
+    for key, attr in (("interval", "interval"), ("timeout", "timeout"), ("start_period", "start_period"),
+                      ("start_interval", "start_interval")):
         if key in hc:
-            out[api] = parse_duration(hc[key], key)
+            setattr(out, attr, parse_duration(hc[key], key))
     if "retries" in hc:
-        out["Retries"] = int(hc["retries"])
+        out.retries = int(hc["retries"])
     return out
 
 
-def _mounts(project: Project, svc: Service) -> tuple[list[str], list[dict[str, Any]]]:
+def _mounts(project: Project, svc: Service) -> tuple[list[str], list[Mount]]:
+    from dockyard.wire.container import Mount, TmpfsOptions, VolumeOptions
+
     binds: list[str] = []
-    mounts: list[dict[str, Any]] = []
+    mounts: list[Mount] = []
     for v in svc.get("volumes") or []:
         ro = bool(v.get("read_only"))
         if v["type"] == "bind":
@@ -95,59 +110,67 @@ def _mounts(project: Project, svc: Service) -> tuple[list[str], list[dict[str, A
             binds.append(f"{v['source']}:{v['target']}" + (":ro" if ro else ""))
         elif v["type"] == "volume":
             src = v.get("source")
-            m: dict[str, Any] = {"Type": "volume", "Target": v["target"], "ReadOnly": ro}
+            m = Mount(type="volume", target=v["target"], read_only=ro)
             if src:
-                m["Source"] = project.volumes[src]["name"]
+                m.source = project.volumes[src]["name"]
             if (v.get("volume") or {}).get("nocopy"):
-                m["VolumeOptions"] = {"NoCopy": True}
+                m.volume_options = VolumeOptions(no_copy=True)
             mounts.append(m)
         elif v["type"] == "tmpfs":
-            m = {"Type": "tmpfs", "Target": v["target"]}
+            m = Mount(type="tmpfs", target=v["target"])
             size = (v.get("tmpfs") or {}).get("size")
             if size:
-                m["TmpfsOptions"] = {"SizeBytes": int(size)}
+                m.tmpfs_options = TmpfsOptions(size_bytes=int(size))
             mounts.append(m)
     return binds, mounts
 
 
-def _ports(svc: Service) -> tuple[dict[str, Any], dict[str, list[dict[str, str]]]]:
+def _ports(svc: Service) -> tuple[dict[str, Any], dict[str, list[PortBinding] | None]]:
+    from dockyard.wire.container import PortBinding
+
     exposed: dict[str, Any] = {}
-    bindings: dict[str, list[dict[str, str]]] = {}
+    bindings: dict[str, list[PortBinding] | None] = {}
     for p in svc.get("ports") or []:
         key = f"{p['target']}/{p.get('protocol', 'tcp')}"
         exposed[key] = {}
-        bindings.setdefault(key, []).append({"HostIp": p.get("host_ip", ""), "HostPort": p.get("published", "")})
+        bound = bindings.setdefault(key, [])
+        assert bound is not None
+        bound.append(PortBinding(host_ip=p.get("host_ip", ""), host_port=p.get("published", "")))
     for e in svc.get("expose") or []:
         exposed[e if "/" in e else f"{e}/tcp"] = {}
     return exposed, bindings
 
 
-def _restart(policy: str | None) -> dict[str, Any]:
+def _restart(policy: str | None) -> RestartPolicy:
+    from dockyard.wire.container import RestartPolicy
+
     if not policy or policy == "no":
-        return {"Name": "no"}
+        return RestartPolicy(name="no")
     name, _, count = policy.partition(":")
-    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+    return RestartPolicy(name=name, maximum_retry_count=int(count or 0))
 
 
-def _resources(svc: Service, hc: dict[str, Any]) -> None:
+def _resources(svc: Service, hc: HostConfig) -> None:
     """deploy.resources outside swarm, as Compose applies them (service-level keys win)."""
     res = (svc.get("deploy") or {}).get("resources") or {}
     lim, rsv = res.get("limits") or {}, res.get("reservations") or {}
     if lim.get("memory") and not svc.get("mem_limit"):
-        hc["Memory"] = int(lim["memory"])
+        hc.memory = int(lim["memory"])
     if lim.get("cpus") and not svc.get("cpus"):
-        hc["NanoCpus"] = int(float(lim["cpus"]) * 1e9)
+        hc.nano_cpus = int(float(lim["cpus"]) * 1e9)
     if lim.get("pids") and not svc.get("pids_limit"):
-        hc["PidsLimit"] = int(lim["pids"])
+        hc.pids_limit = int(lim["pids"])
     if rsv.get("memory") and not svc.get("mem_reservation"):
-        hc["MemoryReservation"] = int(rsv["memory"])
+        hc.memory_reservation = int(rsv["memory"])
     if svc.get("mem_reservation"):
-        hc["MemoryReservation"] = int(svc["mem_reservation"])
+        hc.memory_reservation = int(svc["mem_reservation"])
 
 
-def device_requests(svc: Service) -> list[dict[str, Any]]:
+def device_requests(svc: Service) -> list[DeviceRequest]:
     """`gpus:` and deploy.resources.reservations.devices as the API's DeviceRequests."""
-    out: list[dict[str, Any]] = []
+    from dockyard.wire.container import DeviceRequest
+
+    out: list[DeviceRequest] = []
     gpus = svc.get("gpus")
     items: list[dict[str, Any]] = []
     if gpus == "all":
@@ -158,28 +181,29 @@ def device_requests(svc: Service) -> list[dict[str, Any]]:
     items += list(res.get("devices") or [])
     for d in items:
         count = d.get("count")
-        req: dict[str, Any] = {"Driver": d.get("driver", ""),
-                               "Count": -1 if count == "all" or (count is None and not d.get("device_ids"))
-                               else int(count or 0),
-                               "DeviceIDs": d.get("device_ids"), "Capabilities": [list(d.get("capabilities") or [])],
-                               "Options": d.get("options") or {}}
-        out.append({k: v for k, v in req.items() if v is not None})
+        out.append(DeviceRequest(
+            driver=d.get("driver", ""),
+            count=-1 if count == "all" or (count is None and not d.get("device_ids")) else int(count or 0),
+            device_ids=d.get("device_ids"), capabilities=[list(d.get("capabilities") or [])],
+            options=d.get("options") or {}))
     return out
 
 
 def wants_gpu(svc: Service) -> bool:
-    return any("gpu" in caps for r in device_requests(svc) for caps in r.get("Capabilities") or [])
+    return any("gpu" in caps for r in device_requests(svc) for caps in r.capabilities or [])
 
 
-def _deploy_restart(svc: Service) -> dict[str, Any]:
+def _deploy_restart(svc: Service) -> RestartPolicy:
     """deploy.restart_policy, which Compose applies when `restart` is not set."""
+    from dockyard.wire.container import RestartPolicy
+
     rp = (svc.get("deploy") or {}).get("restart_policy") or {}
     cond = rp.get("condition")
     if cond in ("any", "always"):
-        return {"Name": "always"}
+        return RestartPolicy(name="always")
     if cond == "on-failure":
-        return {"Name": "on-failure", "MaximumRetryCount": int(rp.get("max_attempts") or 0)}
-    return {"Name": "no"}
+        return RestartPolicy(name="on-failure", maximum_retry_count=int(rp.get("max_attempts") or 0))
+    return RestartPolicy(name="no")
 
 
 def network_mode(project: Project, svc: Service, resolve_service: Any = None) -> str:
@@ -193,77 +217,81 @@ def network_mode(project: Project, svc: Service, resolve_service: Any = None) ->
 
 
 def endpoint(project: Project, name: str, svc: Service, net: str, cname: str,
-             use_aliases: bool = True) -> dict[str, Any]:
+             use_aliases: bool = True) -> EndpointSettings:
     """v2's aliases: the container's name, then (not for `run` without --use-aliases) the service's
     name and its configured aliases."""
+    from dockyard.wire.container import EndpointIPAMConfig, EndpointSettings
+
     cfg = (svc.get("networks") or {}).get(net) or {}
-    ep: dict[str, Any] = {"Aliases": [cname, name, *cfg.get("aliases", [])] if use_aliases else [cname]}
-    ipam = {}
-    if cfg.get("ipv4_address"):
-        ipam["IPv4Address"] = cfg["ipv4_address"]
-    if cfg.get("ipv6_address"):
-        ipam["IPv6Address"] = cfg["ipv6_address"]
-    if ipam:
-        ep["IPAMConfig"] = ipam
+    ep = EndpointSettings(aliases=[cname, name, *cfg.get("aliases", [])] if use_aliases else [cname])
+    if cfg.get("ipv4_address") or cfg.get("ipv6_address"):
+        ep.ipam_config = EndpointIPAMConfig(ipv4_address=cfg.get("ipv4_address") or "",
+                                            ipv6_address=cfg.get("ipv6_address") or "")
     return ep
 
 
 def create_body(project: Project, name: str, svc: Service, number: int, oneoff: bool = False,
                 resolve_service: Any = None, cname: str | None = None,
-                use_aliases: bool | None = None) -> dict[str, Any]:
+                use_aliases: bool | None = None) -> CreateRequest:
+    """The create request (send `encode(request)`)."""
+    from dockyard.wire.container import CreateRequest, HostConfig, NetworkingConfig, Ulimit
+
     cname = cname or container_name(project, name, number, svc)
-    env = [f"{k}={v}" if v is not None else k for k, v in (svc.get("environment") or {}).items()
-           if v is not None]
+    env = [f"{k}={v}" for k, v in (svc.get("environment") or {}).items() if v is not None]
     binds, mounts = _mounts(project, svc)
     binds += secretfiles.resolve(project, name, svc)[0]
     exposed, bindings = _ports(svc)
     mode = network_mode(project, svc, resolve_service)
-    hc: dict[str, Any] = {
-        "Binds": binds or None, "Mounts": mounts or None, "PortBindings": bindings or None,
-        "RestartPolicy": _restart(svc.get("restart")) if svc.get("restart") else _deploy_restart(svc), "NetworkMode": mode,
-        "CapAdd": svc.get("cap_add"), "CapDrop": svc.get("cap_drop"),
-        "ReadonlyRootfs": bool(svc.get("read_only")), "Privileged": bool(svc.get("privileged")),
-        "Init": svc.get("init"), "ExtraHosts": [h.replace("=", ":", 1) for h in svc.get("extra_hosts") or []]
-        or None, "Dns": svc.get("dns"), "DnsSearch": svc.get("dns_search"),
-        "SecurityOpt": svc.get("security_opt"), "Sysctls": _sysctls(svc.get("sysctls")), "PidMode": svc.get("pid"),
-        "IpcMode": svc.get("ipc"), "ShmSize": svc.get("shm_size"),
+    hc = HostConfig(
+        binds=binds or None, mounts=mounts or None, port_bindings=bindings or None,
+        restart_policy=_restart(svc.get("restart")) if svc.get("restart") else _deploy_restart(svc), network_mode=mode,
+        cap_add=svc.get("cap_add"), cap_drop=svc.get("cap_drop"),
+        readonly_rootfs=bool(svc.get("read_only")), privileged=bool(svc.get("privileged")),
+        init=svc.get("init"), extra_hosts=[h.replace("=", ":", 1) for h in svc.get("extra_hosts") or []] or None,
+        dns=svc.get("dns"), dns_search=svc.get("dns_search"),
+        security_opt=svc.get("security_opt"), sysctls=_sysctls(svc.get("sysctls")), pid_mode=svc.get("pid") or "",
+        ipc_mode=svc.get("ipc") or "", shm_size=svc.get("shm_size") or 0,
         # YAML reads `1000` and `1024` as numbers; the API's GroupAdd and Sysctls are strings (as compose sends)
-        "GroupAdd": [str(g) for g in svc["group_add"]] if svc.get("group_add") else None,
-    }
+        group_add=[str(g) for g in svc["group_add"]] if svc.get("group_add") else None,
+    )
     _resources(svc, hc)
     if svc.get("tmpfs"):
-        hc["Tmpfs"] = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in svc["tmpfs"]}
+        hc.tmpfs = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in svc["tmpfs"]}
     if svc.get("mem_limit"):
-        hc["Memory"] = svc["mem_limit"]
+        hc.memory = svc["mem_limit"]
     if svc.get("cpus"):
-        hc["NanoCpus"] = int(svc["cpus"] * 1e9)
+        hc.nano_cpus = int(svc["cpus"] * 1e9)
     if svc.get("pids_limit"):
-        hc["PidsLimit"] = int(svc["pids_limit"])
-    requests = device_requests(svc)
-    if requests:
-        hc["DeviceRequests"] = requests
+        hc.pids_limit = int(svc["pids_limit"])
+    hc.device_requests = device_requests(svc) or None
     if svc.get("ulimits"):
-        hc["Ulimits"] = [{"Name": k, "Soft": v, "Hard": v} if isinstance(v, int)
-                         else {"Name": k, "Soft": v["soft"], "Hard": v["hard"]} for k, v in svc["ulimits"].items()]
+        hc.ulimits = [Ulimit(name=k, soft=v, hard=v) if isinstance(v, int) else Ulimit(name=k, soft=v["soft"], hard=v["hard"])
+                      for k, v in svc["ulimits"].items()]
     if svc.get("volumes_from"):
-        hc["VolumesFrom"] = svc["volumes_from"]
-    body: dict[str, Any] = {
-        "Image": image_name(project, name, svc), "Env": env, "Cmd": svc.get("command"),
-        "Entrypoint": svc.get("entrypoint"), "Labels": service_labels(project, name, svc, number, oneoff),
-        "Hostname": svc.get("hostname"), "Domainname": svc.get("domainname"),
-        "WorkingDir": svc.get("working_dir"), "User": svc.get("user"),
-        "Tty": bool(svc.get("tty")), "OpenStdin": bool(svc.get("stdin_open")),
-        "AttachStdin": False, "AttachStdout": True, "AttachStderr": True,
-        "StopSignal": svc.get("stop_signal"), "ExposedPorts": exposed or None,
-        "HostConfig": {k: v for k, v in hc.items() if v is not None},
-    }
+        hc.volumes_from = svc["volumes_from"]
+    req = CreateRequest(
+        image=image_name(project, name, svc), env=env, cmd=svc.get("command"),
+        entrypoint=svc.get("entrypoint"), labels=service_labels(project, name, svc, number, oneoff),
+        hostname=svc.get("hostname") or "", domainname=svc.get("domainname") or "",
+        working_dir=svc.get("working_dir") or "", user=svc.get("user") or "",
+        tty=bool(svc.get("tty")), open_stdin=bool(svc.get("stdin_open")),
+        attach_stdin=False, attach_stdout=True, attach_stderr=True,
+        stop_signal=svc.get("stop_signal") or "", exposed_ports=exposed or None, host_config=hc,
+    )
     if svc.get("stop_grace_period"):
-        body["StopTimeout"] = parse_duration(svc["stop_grace_period"], "stop_grace_period") // 10**9
+        req.stop_timeout = parse_duration(svc["stop_grace_period"], "stop_grace_period") // 10**9
     if svc.get("healthcheck"):
-        body["Healthcheck"] = _healthcheck(svc["healthcheck"])
+        req.healthcheck = _healthcheck(svc["healthcheck"])
     if not svc.get("network_mode"):
         first = next(iter(svc["networks"]))
         aliases = not oneoff if use_aliases is None else use_aliases
-        body["NetworkingConfig"] = {"EndpointsConfig": {mode: endpoint(project, name, svc, first, cname,
-                                                                        use_aliases=aliases)}}
-    return {k: v for k, v in body.items() if v is not None}
+        req.networking_config = NetworkingConfig(endpoints_config={mode: endpoint(project, name, svc, first, cname,
+                                                                                   use_aliases=aliases)})
+    return req
+
+
+def encode(req: CreateRequest) -> bytes:
+    """The create body: Go's field names, a HostConfig's unset fields left out (Go's zero values)."""
+    from dockyard.wire.container import ENCODER
+
+    return ENCODER(req)

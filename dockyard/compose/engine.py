@@ -23,6 +23,7 @@ from dockyard.compose.convert import (
     config_hash,
     container_name,
     create_body,
+    encode,
     endpoint,
     image_name,
     wants_gpu,
@@ -203,24 +204,24 @@ class Engine:
         return self._image_ids[ref]
 
     def create(self, name: str, svc: Service, number: int, oneoff: bool = False,
-               cname: str | None = None, overrides: JSON | None = None, labels: dict[str, str] | None = None,
+               cname: str | None = None, attach_stdin: bool | None = None, labels: dict[str, str] | None = None,
                use_aliases: bool | None = None) -> str:
+        """attach_stdin: `run`'s AttachStdin and StdinOnce when it attaches."""
         cname = cname or container_name(self.project, name, number, svc)
         aliases = not oneoff if use_aliases is None else use_aliases  # run: only with --use-aliases
-        body = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container, cname,
-                           aliases)
-        body["Labels"][L_IMAGE] = self.image_id(body["Image"])
-        body["Labels"].update(labels or {})
-        if overrides:
-            body.update(overrides)
-        cid = str(self.client.create_container(body, name=cname)["Id"])
+        req = create_body(self.project, name, svc, number, oneoff, self._resolve_service_container, cname,
+                          aliases)
+        req.labels = {**(req.labels or {}), L_IMAGE: self.image_id(req.image), **(labels or {})}
+        if attach_stdin is not None:
+            req.attach_stdin = req.stdin_once = attach_stdin
+        cid = str(self.client.create_container(encode(req), name=cname)["Id"])
         inline = secretfiles.resolve(self.project, name, svc)[1]
         if inline:  # environment/content secrets are copied in before the first start
             self.client.put_archive(cid, "/", secretfiles.archive(inline))
         # One endpoint goes with create (APIs < 1.44 allow only one); the rest are connected now.
         for net in list(svc.get("networks") or {})[1:]:
             self.client.connect_network(self.project.networks[net]["name"], cid,
-                                        endpoint(self.project, name, svc, net, cname, use_aliases=aliases))
+                                        endpoint(self.project, name, svc, net, cname, use_aliases=aliases).doc())
         return cid
 
     def _stop_timeout(self, svc: Service | None, timeout: int | None) -> int | None:

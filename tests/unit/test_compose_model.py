@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from dockyard.compose.convert import config_hash, create_body
+from dockyard.compose.convert import config_hash, create_body, encode
 from dockyard.compose.errors import ComposeError
 from dockyard.compose.interpolate import Interpolator, parse_dotenv
 from dockyard.compose.loader import Options, Project, load
@@ -98,7 +99,7 @@ networks: {back: {}}
     assert web["scale"] == 2 and web["networks"] == {"default": None}
     assert p.networks["default"]["name"] == f"{p.name}_default" and p.networks["back"]["name"].endswith("_back")
     assert p.volumes["data"]["name"] == f"{p.name}_data"
-    body = create_body(p, "web", web, 1)
+    body = json.loads(encode(create_body(p, "web", web, 1)))
     assert body["Healthcheck"]["Interval"] == 90 * 10**9
     assert body["Labels"]["com.docker.compose.service"] == "web"
     assert body["Labels"]["com.docker.compose.oneoff"] == "False"
@@ -218,11 +219,13 @@ services:
           devices: [{capabilities: [gpu], count: 1}]
   b: {image: busybox, gpus: all}
 """)
-    hc = create_body(p, "a", p.services["a"], 1)["HostConfig"]
+    hc = json.loads(encode(create_body(p, "a", p.services["a"], 1)))["HostConfig"]
     assert (hc["NanoCpus"], hc["Memory"], hc["PidsLimit"], hc["MemoryReservation"]) == (
         500_000_000, 64 << 20, 50, 32 << 20)
-    assert hc["DeviceRequests"] == [{"Driver": "", "Count": 1, "Capabilities": [["gpu"]], "Options": {}}]
-    assert create_body(p, "b", p.services["b"], 1)["HostConfig"]["DeviceRequests"][0]["Count"] == -1
+    assert hc["DeviceRequests"] == [{"Driver": "", "Count": 1, "DeviceIDs": None, "Capabilities": [["gpu"]],
+                                     "Options": {}}]
+    b = create_body(p, "b", p.services["b"], 1).host_config
+    assert b is not None and b.device_requests is not None and b.device_requests[0].count == -1
 
 
 def test_nested_defaults_and_required_message() -> None:
@@ -239,7 +242,7 @@ def test_env_files_accumulate_and_deploy_restart(tmp_path: Path) -> None:
                 "    deploy: {restart_policy: {condition: on-failure, max_attempts: 3}}\n",
                 env_files=[str(tmp_path / "a.env"), str(tmp_path / "b.env")])
     assert p.services["s"]["environment"] == {"A": "1", "B": "from-b", "C": "12"}
-    assert create_body(p, "s", p.services["s"], 1)["HostConfig"]["RestartPolicy"] == {
+    assert json.loads(encode(create_body(p, "s", p.services["s"], 1)))["HostConfig"]["RestartPolicy"] == {
         "Name": "on-failure", "MaximumRetryCount": 3}
 
 
@@ -258,8 +261,9 @@ services:
     image: busybox
     sysctls: [net.ipv4.ip_forward=1]
 """)
-    hc = create_body(p, "a", p.services["a"], 1)["HostConfig"]
+    hc = json.loads(encode(create_body(p, "a", p.services["a"], 1)))["HostConfig"]
     assert (hc["GroupAdd"], hc["Sysctls"]) == (["1000", "audio"], {"net.core.somaxconn": "1024"})
-    req = create_request(create_body(p, "a", p.services["a"], 1)).host_config
+    req = create_request(json.loads(encode(create_body(p, "a", p.services["a"], 1)))).host_config
     assert req is not None and req.group_add == ["1000", "audio"]
-    assert create_body(p, "b", p.services["b"], 1)["HostConfig"]["Sysctls"] == {"net.ipv4.ip_forward": "1"}
+    b = create_body(p, "b", p.services["b"], 1).host_config
+    assert b is not None and b.sysctls == {"net.ipv4.ip_forward": "1"}
