@@ -100,7 +100,7 @@ def _construct_tagged(cls: type) -> Any:
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_scalar(node)  # type: ignore[arg-type]
+            value = loader.construct_scalar(node)
         return _Reset() if cls is _Reset else _Override(value)
     return build
 
@@ -200,7 +200,8 @@ class _Loader:
                            for n, s in services.items()}
         if doc.get("include"):
             self.include(doc, path)
-        return doc
+        loaded: dict[str, Any] = doc
+        return loaded
 
     def resolve_extends(self, doc: dict[str, Any], path: Path, tags: Tags | None = None,
                         seen: tuple[str, ...] = ()) -> None:
