@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             exec_in_user_namespace(argv if argv is not None else sys.argv[1:])
         except (DockyardError, ValueError, OSError) as e:
-            print(f"dockyard daemon: {getattr(e, 'message', None) or e}", file=sys.stderr)
+            print(f"dockyard daemon: {(e.message if isinstance(e, DockyardError) else '') or e}", file=sys.stderr)
             return 1
     if cfg.rootless:
         log.info("rootless mode: uid %s on the host, data root %s, socket %s",

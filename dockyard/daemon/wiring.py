@@ -326,7 +326,7 @@ def build(cfg: DaemonConfig) -> Engine:
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry,
                     container_io, ContainerFiles(containers), ContainerResources(containers),
                     ContainerCommitter(containers, images), system, builder=builder,
-                    internals=InternalsService(containers, networks, volumes, images))
+                    internals=InternalsService(containers, images, networks, volumes))
     engine.plugins = plugins
     from dockyard.services.managed_plugins import ManagedPlugins
 

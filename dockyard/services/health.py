@@ -16,6 +16,8 @@ from dockyard.util.ids import new_id
 from dockyard.util.timefmt import rfc3339
 
 if TYPE_CHECKING:
+    from dockyard.services.containers import Container, ContainerService
+    from dockyard.services.execs import ExecService
     from dockyard.wire.container import HealthConfig
 
 log = logging.getLogger("dockyard.health")
@@ -48,20 +50,20 @@ def probe_command(hc: HealthConfig | None) -> list[str] | None:
 class HealthMonitor:
     """Hook it up with `containers.on_started.append(m.on_started)` / `on_exited.append(m.on_exited)`."""
 
-    def __init__(self, containers: Any, execs: Any) -> None:
+    def __init__(self, containers: ContainerService, execs: ExecService) -> None:
         self.cs = containers
         self.execs = execs
         self.runtime = containers.runtime
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ hooks
-    def on_started(self, c: Any) -> None:
+    def on_started(self, c: Container) -> None:
         self._arm(c, fresh=True)
 
-    def on_adopted(self, c: Any) -> None:
+    def on_adopted(self, c: Container) -> None:
         self._arm(c, fresh=False)
 
-    def _arm(self, c: Any, fresh: bool) -> None:
+    def _arm(self, c: Container, fresh: bool) -> None:
         self.stop(c.id)
         hc = c.config.healthcheck
         if hc is None or probe_command(hc) is None:
@@ -73,7 +75,7 @@ class HealthMonitor:
             self.cs.save(c.id, health={"Status": "starting", "FailingStreak": 0, "Log": []})
         self._tasks[c.id] = asyncio.get_running_loop().create_task(self._loop(c.id, hc, c.started_at))
 
-    def on_exited(self, c: Any) -> None:
+    def on_exited(self, c: Container) -> None:
         self.stop(c.id)
 
     def stop(self, cid: str) -> None:

@@ -16,6 +16,10 @@ from dockyard.network import firewall, netlink
 from dockyard.runtime import cgroups, procfs
 
 if TYPE_CHECKING:
+    from dockyard.services.containers import ContainerService
+    from dockyard.services.images import ImageService
+    from dockyard.services.networks import NetworkService
+    from dockyard.services.volumes import VolumeService
     from dockyard.wire.container import HostConfig
 
 OWN_WHY = {
@@ -61,13 +65,13 @@ SECCOMP = {"0": "disabled", "1": "strict", "2": "filter"}
 
 
 class InternalsService:
-    def __init__(self, containers: Any, networks: Any = None, volumes: Any = None, images: Any = None) -> None:
+    def __init__(self, containers: ContainerService, images: ImageService, networks: NetworkService | None = None,
+                 volumes: VolumeService | None = None) -> None:
         from dockyard.services.object_internals import ObjectInternals
 
         self.containers = containers
         self.networks = networks
-        self.objects = ObjectInternals(containers, images if images is not None else containers.images,
-                                       networks, volumes)
+        self.objects = ObjectInternals(containers, images, networks, volumes)
 
     def explain_network(self, ref: str) -> dict[str, Any]:
         return self.objects.network(ref)

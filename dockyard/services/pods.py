@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified
+from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, NotModified
 from dockyard.services.containers import Container, ContainerService
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database
@@ -247,7 +247,7 @@ class PodService:
             except NotModified:
                 pass
             except Exception as e:  # noqa: BLE001 - reported per container, as podman's Errs
-                errs.append(f"{c.name}: {getattr(e, 'message', str(e))}")
+                errs.append(f"{c.name}: {e.message if isinstance(e, DockyardError) else str(e)}")
         self.events.emit("pod", "start", row["id"], {"name": row["name"]})
         return {"Errs": errs or None, "Id": row["id"]}
 
@@ -265,7 +265,7 @@ class PodService:
             except NotModified:
                 pass
             except Exception as e:  # noqa: BLE001
-                errs.append(f"{c.name}: {getattr(e, 'message', str(e))}")
+                errs.append(f"{c.name}: {e.message if isinstance(e, DockyardError) else str(e)}")
 
         await asyncio.gather(*(stop_one(c) for c in members if c.running))
         if infra is not None and infra.running:
