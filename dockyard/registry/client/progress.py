@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def relay(queue: asyncio.Queue[T | None], work: Awaitable[None]) -> AsyncGenerator[T, None]:
+    """What `work` puts on `queue`, as it comes, until the work ends; then its first failure, if any.
+    A consumer that stops early cancels the work."""
+
+    async def run() -> None:
+        try:
+            await work
+        finally:
+            queue.put_nowait(None)
+
+    runner = asyncio.create_task(run())
+    try:
+        while (ev := await queue.get()) is not None:
+            yield ev
+        await runner  # re-raises the first failure
+    finally:
+        runner.cancel()
 
 
 def human_size(n: float) -> str:

@@ -312,16 +312,6 @@ class Puller:
             await asyncio.to_thread(self.images.register, config_bytes, diff_ids, tags,
                                     repo_digests=[f"{res.ref.repository}@{res.digest}"], layer_blobs=blobs)
 
-        async def run() -> None:
-            try:
-                await fetch_layers()
-            finally:
-                queue.put_nowait(None)
-
-        runner = asyncio.create_task(run())
-        try:
-            while (ev := await queue.get()) is not None:
+        async with contextlib.aclosing(progress.relay(queue, fetch_layers())) as events:  # closed with us, so the work is cancelled
+            async for ev in events:
                 yield ev
-            await runner  # re-raises the first failure
-        finally:
-            runner.cancel()

@@ -4,6 +4,7 @@ are cross-mounted, the rest are uploaded in parallel; then the config and the ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 from collections.abc import AsyncIterator, Callable
@@ -131,19 +132,12 @@ class Pusher:
                 self.layermap.record(layer.diff_id, src.digest, src.media_type, src.size, ref.domain, ref.path)
                 queue.put_nowait(progress.layer("Pushed", lid))
 
-        async def run() -> None:
-            try:
-                await asyncio.gather(*(one(layer) for layer in layers))
-            finally:
-                queue.put_nowait(None)
+        async def push_layers() -> None:
+            await asyncio.gather(*(one(layer) for layer in layers))
 
-        runner = asyncio.create_task(run())
-        try:
-            while (ev := await queue.get()) is not None:
+        async with contextlib.aclosing(progress.relay(queue, push_layers())) as events:  # closed with us, so the work is cancelled
+            async for ev in events:
                 yield ev
-            await runner
-        finally:
-            runner.cancel()
         manifest, media_type = await self._config_and_manifest(repo, config_bytes, layers)
         if original is not None:
             manifest, media_type = original, json.loads(original).get("mediaType") or OCI_MANIFEST
