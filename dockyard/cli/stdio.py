@@ -12,24 +12,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from dockyard.client import STDERR, Hijacked
-
-DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+from dockyard.util import detachkeys
 
 
 def parse_detach_keys(spec: str | None) -> bytes:
-    """docker's detach key syntax: comma-separated `ctrl-<x>` or single characters."""
-    out = bytearray()
-    for key in (spec or DEFAULT_DETACH_KEYS).split(","):
-        key = key.strip()
-        if key.startswith("ctrl-") and len(key) == 6:
-            ch = key[5]
-            code = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}.get(ch)
-            out.append(code if code is not None else (ord(ch.lower()) - ord("a") + 1))
-        elif len(key) == 1:
-            out.append(ord(key))
-        else:
-            raise ValueError(f"Invalid escape keys ({spec}) provided")
-    return bytes(out)
+    """docker's detach key syntax (util/detachkeys): comma-separated `ctrl-<x>` or single characters."""
+    try:
+        return detachkeys.parse(spec)
+    except ValueError:
+        raise ValueError(f"Invalid escape keys ({spec}) provided") from None
 
 
 @contextlib.contextmanager
@@ -110,7 +101,7 @@ def pump(
             done.set()
 
     def input_loop() -> None:
-        matched = 0
+        keys = detachkeys.Matcher(detach_keys if tty else b"")
         try:
             while not done.is_set():
                 readable, _, _ = select.select([0], [], [], 0.2)
@@ -119,22 +110,12 @@ def pump(
                 data = os.read(0, 32768)
                 if not data:
                     break
-                if tty and detach_keys:
-                    # Watch for the detach sequence across reads; hold back a partial match.
-                    buf = bytearray()
-                    for b in data:
-                        if b == detach_keys[matched]:
-                            matched += 1
-                            if matched == len(detach_keys):
-                                detached.set()
-                                done.set()
-                                return
-                            continue
-                        if matched:
-                            buf += detach_keys[:matched]
-                            matched = 0
-                        buf.append(b)
-                    data = bytes(buf)
+                passed = keys.feed(data)
+                if passed is None:
+                    detached.set()
+                    done.set()
+                    return
+                data = passed
                 if data:
                     h.send(data)
         except OSError:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.errors import Conflict, InvalidParameter
+from dockyard.util import detachkeys
 
 if TYPE_CHECKING:
     from dockyard.services.containers import ContainerService
@@ -31,29 +32,14 @@ class Stdio(Protocol):
 
     def logs(self, cid: str, *, stdout: bool, stderr: bool, follow: bool, since: str | None,
              until: str | None, tail: str | None, timestamps: bool, raw: bool) -> AsyncIterator[bytes]: ...
-DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
 
 
 def parse_detach_keys(spec: str | None) -> bytes:
-    """Docker's --detach-keys: comma-separated `ctrl-<x>` or single characters."""
-    if not spec:
-        return DEFAULT_DETACH_KEYS
-    out = bytearray()
-    for part in spec.split(","):
-        part = part.strip()
-        if part.startswith("ctrl-") and len(part) == 6:
-            ch = part[5].lower()
-            if "a" <= ch <= "z":
-                out.append(ord(ch) - ord("a") + 1)
-            elif ch in "@[\\]^_":
-                out.append({"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}[ch])
-            else:
-                raise InvalidParameter(f"invalid detach keys ({spec}) provided")
-        elif len(part) == 1:
-            out.append(ord(part))
-        else:
-            raise InvalidParameter(f"invalid detach keys ({spec}) provided")
-    return bytes(out)
+    """Docker's --detach-keys (util/detachkeys), refused as dockerd words it."""
+    try:
+        return detachkeys.parse(spec)
+    except ValueError:
+        raise InvalidParameter(f"invalid detach keys ({spec}) provided") from None
 
 
 async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
@@ -95,7 +81,7 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
                     return  # the client left: the session ends, the container goes on
 
     async def input_() -> None:
-        matched = 0
+        keys = detachkeys.Matcher(detach_keys)
         while True:
             try:
                 data = await reader.read(65536)
@@ -105,21 +91,11 @@ async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.S
                 with contextlib.suppress(OSError):
                     att.close_stdin()
                 return
-            if detach_keys:
-                # Look for the detach sequence across reads; bytes of a partial match are held back.
-                out = bytearray()
-                for b in data:
-                    if b == detach_keys[matched]:
-                        matched += 1
-                        if matched == len(detach_keys):
-                            detached.set()
-                            return
-                        continue
-                    if matched:
-                        out += detach_keys[:matched]
-                        matched = 0
-                    out.append(b)
-                data = bytes(out)
+            passed = keys.feed(data)
+            if passed is None:
+                detached.set()
+                return
+            data = passed
             if data:
                 await att.send(data)
 
