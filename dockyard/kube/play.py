@@ -17,13 +17,16 @@ import re
 import tarfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from dockyard.client import APIClient, APIError
 
 Manifest = dict[str, Any]
+
+if TYPE_CHECKING:  # the structs (msgspec) are imported when a container is made
+    from dockyard.wire.container import CreateRequest, HealthConfig, Mount
 KINDS = ("Pod", "Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim")
 PLAY_LABEL = "io.dockyard.kube.play"
 DEFAULT_NETWORK = "dockyard-kube"
@@ -172,7 +175,9 @@ def nano_cpus(q: Any) -> int:
     return int(float(text) * 10**9)
 
 
-def healthcheck(probe: Manifest, where: str) -> dict[str, Any]:
+def healthcheck(probe: Manifest, where: str) -> HealthConfig:
+    from dockyard.wire.container import HealthConfig
+
     if "exec" in probe:
         test = ["CMD", *probe["exec"]["command"]]
     elif "httpGet" in probe:
@@ -183,9 +188,16 @@ def healthcheck(probe: Manifest, where: str) -> dict[str, Any]:
         test = ["CMD-SHELL", f"nc -z {probe['tcpSocket'].get('host') or 'localhost'} {probe['tcpSocket']['port']}"]
     else:
         raise PlayError(f"{where}: a probe needs exec, httpGet or tcpSocket")
-    return {"Test": test, "Interval": int(probe.get("periodSeconds", 10)) * 10**9,
-            "Timeout": int(probe.get("timeoutSeconds", 1)) * 10**9, "Retries": int(probe.get("failureThreshold", 3)),
-            "StartPeriod": int(probe.get("initialDelaySeconds", 0)) * 10**9}
+    return HealthConfig(test=test, interval=int(probe.get("periodSeconds", 10)) * 10**9,
+                        timeout=int(probe.get("timeoutSeconds", 1)) * 10**9,
+                        retries=int(probe.get("failureThreshold", 3)),
+                        start_period=int(probe.get("initialDelaySeconds", 0)) * 10**9)
+
+
+def _encode(req: CreateRequest) -> bytes:
+    from dockyard.wire.container import ENCODER
+
+    return ENCODER(req)
 
 
 def _files_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
@@ -260,9 +272,11 @@ class Player:
         return env
 
     def _mounts(self, p: Plan, spec: Manifest, c: Manifest, where: str,
-                ) -> tuple[list[dict[str, Any]], dict[str, tuple[bytes, int]]]:
+                ) -> tuple[list[Mount], dict[str, tuple[bytes, int]]]:
+        from dockyard.wire.container import Mount
+
         vols = {v["name"]: v for v in spec.get("volumes") or []}
-        mounts: list[dict[str, Any]] = []
+        mounts: list[Mount] = []
         files: dict[str, tuple[bytes, int]] = {}
         for m in c.get("volumeMounts") or []:
             v = vols.get(m["name"])
@@ -270,15 +284,15 @@ class Player:
                 raise PlayError(f"{where}.volumeMounts: volume {m['name']} is not declared in the pod")
             target, ro = m["mountPath"], bool(m.get("readOnly"))
             if "persistentVolumeClaim" in v:
-                mounts.append({"Type": "volume", "Source": v["persistentVolumeClaim"]["claimName"],
-                               "Target": target, "ReadOnly": ro})
+                mounts.append(Mount(type="volume", source=v["persistentVolumeClaim"]["claimName"], target=target,
+                                    read_only=ro))
             elif "emptyDir" in v:
                 if (v["emptyDir"] or {}).get("medium") == "Memory":
-                    mounts.append({"Type": "tmpfs", "Target": target})
+                    mounts.append(Mount(type="tmpfs", target=target))
                 else:
-                    mounts.append({"Type": "volume", "Target": target})
+                    mounts.append(Mount(type="volume", target=target))
             elif "hostPath" in v:
-                mounts.append({"Type": "bind", "Source": v["hostPath"]["path"], "Target": target, "ReadOnly": ro})
+                mounts.append(Mount(type="bind", source=v["hostPath"]["path"], target=target, read_only=ro))
             else:
                 kind = "configMap" if "configMap" in v else "secret"
                 ref = v[kind]
@@ -300,45 +314,48 @@ class Player:
         return mounts, files
 
     def _body(self, p: Plan, pod: str, spec: Manifest, c: Manifest, where: str, restart: str,
-              ) -> tuple[dict[str, Any], dict[str, tuple[bytes, int]]]:
+              ) -> tuple[CreateRequest, dict[str, tuple[bytes, int]]]:
+        """The container's create request (send it encoded) and the files to copy in before start."""
+        from dockyard.wire.container import CreateRequest, HostConfig, RestartPolicy
+
         mounts, files = self._mounts(p, spec, c, where)
-        hc: dict[str, Any] = {"Mounts": mounts, "RestartPolicy": {"Name": restart}}
-        body: dict[str, Any] = {"Image": c["image"], "Env": self._env(p, c, pod, where), "HostConfig": hc,
-                                "Labels": {PLAY_LABEL: pod}}
+        hc = HostConfig(mounts=mounts, restart_policy=RestartPolicy(name=restart))
+        req = CreateRequest(image=c["image"], env=self._env(p, c, pod, where), host_config=hc,
+                            labels={PLAY_LABEL: pod})
         if c.get("command"):
-            body["Entrypoint"] = list(c["command"])
-            body["Cmd"] = list(c.get("args") or [])
+            req.entrypoint = list(c["command"])
+            req.cmd = list(c.get("args") or [])
         elif c.get("args"):
-            body["Cmd"] = list(c["args"])
+            req.cmd = list(c["args"])
         if c.get("workingDir"):
-            body["WorkingDir"] = c["workingDir"]
-        body["Tty"], body["OpenStdin"] = bool(c.get("tty")), bool(c.get("stdin"))
+            req.working_dir = c["workingDir"]
+        req.tty, req.open_stdin = bool(c.get("tty")), bool(c.get("stdin"))
         probe = c.get("readinessProbe") or c.get("livenessProbe") or c.get("startupProbe")
         if probe:
-            body["Healthcheck"] = healthcheck(probe, where)
+            req.healthcheck = healthcheck(probe, where)
         limits = (c.get("resources") or {}).get("limits") or {}
         requests = (c.get("resources") or {}).get("requests") or {}
         if "memory" in limits:
-            hc["Memory"] = memory_bytes(limits["memory"])
+            hc.memory = memory_bytes(limits["memory"])
         if "cpu" in limits:
-            hc["NanoCpus"] = nano_cpus(limits["cpu"])
+            hc.nano_cpus = nano_cpus(limits["cpu"])
         if "memory" in requests:
-            hc["MemoryReservation"] = memory_bytes(requests["memory"])
+            hc.memory_reservation = memory_bytes(requests["memory"])
         sc = {**(spec.get("securityContext") or {}), **(c.get("securityContext") or {})}
         if sc.get("privileged"):
-            hc["Privileged"] = True
+            hc.privileged = True
         caps = sc.get("capabilities") or {}
         if caps.get("add"):
-            hc["CapAdd"] = list(caps["add"])
+            hc.cap_add = list(caps["add"])
         if caps.get("drop"):
-            hc["CapDrop"] = list(caps["drop"])
+            hc.cap_drop = list(caps["drop"])
         if sc.get("readOnlyRootFilesystem"):
-            hc["ReadonlyRootfs"] = True
+            hc.readonly_rootfs = True
         if sc.get("allowPrivilegeEscalation") is False:
-            hc["SecurityOpt"] = ["no-new-privileges"]
+            hc.security_opt = ["no-new-privileges"]
         if "runAsUser" in sc:
-            body["User"] = str(sc["runAsUser"]) + (f":{sc['runAsGroup']}" if "runAsGroup" in sc else "")
-        return body, files
+            req.user = str(sc["runAsUser"]) + (f":{sc['runAsGroup']}" if "runAsGroup" in sc else "")
+        return req, files
 
     def _ensure_image(self, ref: str) -> None:
         try:
@@ -433,9 +450,9 @@ class Player:
                 self._run_init(p, name, spec, c, f"pod {name}: initContainers[{i}]")
             for i, c in enumerate(spec.get("containers") or []):
                 where = f"pod {name}: containers[{i}]"
-                body, files = self._body(p, name, spec, c, where, restart)
+                req, files = self._body(p, name, spec, c, where, restart)
                 self._ensure_image(c["image"])
-                cid = self.client.create_container(body, name=f"{name}-{c['name']}", pod=name)["Id"]
+                cid = self.client.create_container(_encode(req), name=f"{name}-{c['name']}", pod=name)["Id"]
                 if files:
                     self.client.put_archive(cid, "/", _files_tar(files))
                 self.report[pod_id].append(cid)
@@ -447,9 +464,9 @@ class Player:
             raise
 
     def _run_init(self, p: Plan, pod: str, spec: Manifest, c: Manifest, where: str) -> None:
-        body, files = self._body(p, pod, spec, c, where, "no")
+        req, files = self._body(p, pod, spec, c, where, "no")
         self._ensure_image(c["image"])
-        cid = self.client.create_container(body, name=f"{pod}-init-{c['name']}", pod=pod)["Id"]
+        cid = self.client.create_container(_encode(req), name=f"{pod}-init-{c['name']}", pod=pod)["Id"]
         try:
             if files:
                 self.client.put_archive(cid, "/", _files_tar(files))
