@@ -6,17 +6,20 @@ conmon (2.1.x, podman's protocol) parents each container and outlives the daemon
 
 Layout under exec_root: `runtime/<name>/` (runc --root, never the host's default state),
 `exits/<cid>`, `socks/` (conmon's socket dir; we run it with --full-attach so sockets stay in the
-bundle), `monitor/<cid>.json` (bundle + runtime, so a restarted daemon can find them).
+bundle), `monitor/<cid>.json` (bundle + runtime, so a restarted daemon can find them), `term/` (each
+TTY conmon's own $TMPDIR while runc hands it the pty; see `term_root`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal as _signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,23 @@ class ExecNotFound(RuntimeError_):
     """Executable missing / not executable: Docker answers these with 400 on create, 127/126 on run."""
 
     status = 400
+
+
+# conmon binds a TTY's console socket as $TMPDIR/conmon-term.XXXXXX and unlinks it only once runc has
+# passed it the pty: one killed before (a held exec abandoned, a crash) left the socket in /tmp. Each
+# TTY conmon gets a private $TMPDIR that goes once runc has answered. A socket path holds 107 bytes,
+# and the name and the per-spawn dir take 41 of them: the bundles are too deep for it.
+_TERM_ROOT_MAX = 64
+
+
+def term_root(exec_root: Path) -> Path:
+    """Where TTY conmons' private $TMPDIRs go: `<exec_root>/term`, or a dir named for the exec root
+    under /run (/tmp when not root) if that path is too long for a socket under it."""
+    root = exec_root / "term"
+    if len(str(root)) <= _TERM_ROOT_MAX:
+        return root
+    digest = hashlib.sha256(str(exec_root).encode()).hexdigest()[:12]
+    return Path("/run" if os.geteuid() == 0 else "/tmp") / f"dockyard-term-{digest}"
 
 
 _RUNC_ERR = re.compile(r'msg="(?P<msg>(?:[^"\\]|\\.)*)"')
@@ -124,8 +144,10 @@ def _parse_sync(line: bytes) -> tuple[int, str]:
 class ExecSession:
     """A `docker exec` under its own conmon: attach socket, exit code via the sync pipe."""
 
-    def __init__(self, exec_id: str, pid: int, attach: AttachSocket | None, sync_fd: int, exec_dir: Path) -> None:
+    def __init__(self, exec_id: str, pid: int, attach: AttachSocket | None, sync_fd: int, exec_dir: Path,
+                 term_dir: Path | None = None) -> None:
         self.exec_id, self.pid, self.attach, self.exec_dir = exec_id, pid, attach, exec_dir
+        self._term_dir = term_dir  # a held TTY exec's conmon $TMPDIR: its console socket waits there
         self._sync_fd = sync_fd
         self._code: int | None = None
         self._start_fd = -1  # a held exec: conmon waits on this pipe until release()
@@ -149,7 +171,11 @@ class ExecSession:
             finally:
                 os.close(self._start_fd)
                 self._start_fd = -1
-            self.pid = self._parse_pid(await _read_line(self._sync_fd, self._timeout))
+            try:
+                self.pid = self._parse_pid(await _read_line(self._sync_fd, self._timeout))
+            finally:
+                _remove_term_dir(self._term_dir)
+                self._term_dir = None
             s.result = f"pid {self.pid}"
         return self.pid
 
@@ -192,7 +218,14 @@ class ExecSession:
         if self._sync_fd >= 0:
             os.close(self._sync_fd)
             self._sync_fd = -1
+        _remove_term_dir(self._term_dir)
+        self._term_dir = None
         shutil.rmtree(self.exec_dir, ignore_errors=True)
+
+
+def _remove_term_dir(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_ctl(path: Path, msg: str) -> None:
@@ -216,7 +249,10 @@ class Monitor:
         self.exit_dir = self.exec_root / "exits"
         self.socket_dir = self.exec_root / "socks"
         self.record_dir = self.exec_root / "monitor"
-        for d in (self.exit_dir, self.socket_dir, self.record_dir):
+        self.term_root = term_root(self.exec_root)
+        # what a daemon killed while a TTY conmon waited for runc left (one daemon per exec root)
+        shutil.rmtree(self.term_root, ignore_errors=True)
+        for d in (self.exit_dir, self.socket_dir, self.record_dir, self.term_root):
             d.mkdir(parents=True, exist_ok=True)
         # The records as read or written (this daemon alone writes them): a restart with 500 running read
         # each container's file three times to find its bundle.
@@ -299,12 +335,13 @@ class Monitor:
         (self.exit_dir / cid).unlink(missing_ok=True)
         argv = self._conmon_args(cid, cid, runtime, bundle, log_path, tty, stdin, self.exit_dir,
                                  bundle / "pidfile", bundle / "conmon.pid", leave_stdin_open, log_max)
+        term_dir = self._term_dir(cid) if tty else None
         r_sync, w_sync = os.pipe2(os.O_CLOEXEC)
         with trace.step("runtime", f"conmon -> {runtime} create --bundle {bundle} {cid}",
                         "runc makes the namespaces, mounts the rootfs and pivots into it, applies the cgroup, "
                         "capabilities and seccomp, then waits for start", create_trace.asked(spec or {})) as s:
             try:
-                await self._spawn(argv, bundle, {"_OCI_SYNCPIPE": w_sync}, [w_sync])
+                await self._spawn(argv, bundle, {"_OCI_SYNCPIPE": w_sync}, [w_sync], term_dir)
                 os.close(w_sync)
                 w_sync = -1
                 line = await _read_line(r_sync, timeout)
@@ -312,6 +349,7 @@ class Monitor:
                 if w_sync >= 0:
                     os.close(w_sync)
                 os.close(r_sync)  # conmon keeps its end open; we only need the first message
+                _remove_term_dir(term_dir)  # runc has answered: the pty was handed over or never will be
             pid = self._pid_from_sync(line, bundle, "create")
             if trace.ENABLED:
                 s.result = create_trace.observe(pid, spec or {})
@@ -319,8 +357,15 @@ class Monitor:
             create_trace.limits(spec or {})
         return pid
 
-    async def _spawn(self, argv: list[str], cwd: Path, env_fds: dict[str, int], fds: list[int]) -> None:
+    def _term_dir(self, name: str) -> Path:
+        """A TTY conmon's private $TMPDIR (its console socket's dir), short enough for the socket."""
+        return Path(tempfile.mkdtemp(prefix=f"{name[:12]}-", dir=self.term_root))
+
+    async def _spawn(self, argv: list[str], cwd: Path, env_fds: dict[str, int], fds: list[int],
+                     term_dir: Path | None = None) -> None:
         env = dict(os.environ, **{k: str(v) for k, v in env_fds.items()})
+        if term_dir is not None:
+            env["TMPDIR"] = str(term_dir)
         with open(cwd / "conmon.log", "ab") as errlog:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=str(cwd), env=env, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL,
@@ -494,11 +539,12 @@ class Monitor:
             env["_OCI_ATTACHPIPE"] = w_att
             child.append(w_att)
         sock: AttachSocket | None = None
+        term_dir = self._term_dir(exec_id) if tty else None
         try:
             # conmon blocks on the start pipe before it double-forks; pre-load that first byte.
             os.write(w_start, b"0")
             try:
-                await self._spawn(argv, exec_dir, env, child)
+                await self._spawn(argv, exec_dir, env, child, term_dir)
             finally:
                 for fd in child:
                     os.close(fd)
@@ -508,7 +554,8 @@ class Monitor:
                     self._pid_from_sync(await _read_line(r_sync, timeout), exec_dir, "exec in")
                 sock = AttachSocket(connect_seqpacket(exec_dir / "attach"))
                 if hold:
-                    held = ExecSession(exec_id, 0, sock, r_sync, exec_dir)
+                    held = ExecSession(exec_id, 0, sock, r_sync, exec_dir, term_dir)
+                    term_dir = None  # the session removes it once runc has answered
                     held.trace_obj = f"container:{cid}"
                     held.hold(w_start, lambda ln: self._pid_from_sync(ln, exec_dir, "exec in"), timeout)
                     w_start = -1  # the session owns it now
@@ -526,6 +573,7 @@ class Monitor:
             os.close(r_sync)
             raise
         finally:
+            _remove_term_dir(term_dir)
             for fd in (w_start, r_att) if attach else (w_start, r_att, w_att):
                 try:
                     os.close(fd)

@@ -138,3 +138,35 @@ def test_a_rootfs_view_a_crash_left_mounted_goes_with_the_container() -> None:
             assert not left, f"mounts left under the removed container's run dir: {left}"
         finally:
             subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+def test_a_tty_create_whose_conmon_is_killed_leaves_no_console_socket(tmp_path: Path) -> None:
+    """conmon binds a TTY container's console socket (`conmon-term.XXXXXX`) in $TMPDIR and unlinks it
+    only once runc has passed it the pty: a conmon SIGKILLed in between used to leave the socket in
+    /tmp. The kill is timed by a wrapper that holds `runc create` with the socket bound and records
+    the path runc was given; after the failed run the path must be gone."""
+    runc = shutil.which("runc") or "/usr/sbin/runc"
+    marker, go, args = tmp_path / "creating", tmp_path / "go", tmp_path / "args"
+    wrapper = tmp_path / "held-runc"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do if [ "$a" = create ]; then printf "%s\\n" "$@" > {args}\n'
+                       f'  touch {marker}; while [ ! -e {go} ]; do sleep 0.05; done; fi; done\nexec {runc} "$@"\n')
+    wrapper.chmod(0o755)
+    with own_daemon("dy-termsock-", "--add-runtime", f"held={wrapper}") as d:
+        run = subprocess.Popen([DOCKER_CLI, "run", "-dt", "--name", "tt", "--runtime", "held", "busybox",
+                                "sleep", "300"], env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_for(marker, run)
+            argv = args.read_text().splitlines()
+            sock = Path(argv[argv.index("--console-socket") + 1])
+            cid = argv[-1]
+            assert sock.is_socket(), f"runc was given {sock}, which is not a bound socket"
+            pids = [p for p in conmon_pids_for(d.base) if cid.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+            assert len(pids) == 1, pids
+            os.kill(pids[0], signal.SIGKILL)
+        finally:
+            go.touch()
+            out, err = run.communicate(timeout=120)
+        assert run.returncode != 0, f"the run succeeded with its conmon killed: {out!r}"
+        left = sock.exists() or sock.is_socket()
+        sock.unlink(missing_ok=True)  # before the fix: in /tmp, ours to remove
+        assert not left, f"conmon's console socket {sock} outlived it"

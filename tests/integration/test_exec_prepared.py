@@ -3,6 +3,7 @@ never run before start, and a held monitor nobody starts goes away (after the TT
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -72,3 +73,38 @@ def test_started_with_another_tty_mode_runs_once(clean_daemon: Daemon) -> None:
     until(lambda: d.docker("exec", "mode", "cat", "/count", check=False).stdout == b"x\n")
     until(lambda: not monitors_of(eid))
     assert d.docker("exec", "mode", "cat", "/count").stdout == b"x\n"
+
+
+def listening_socket_paths(pid: int) -> list[str]:
+    """Paths of the unix sockets process `pid` holds (its fds' inodes looked up in /proc/net/unix)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    with open("/proc/net/unix") as f:
+        rows = [ln.split() for ln in f.readlines()[1:]]
+    return [r[7] for r in rows if len(r) >= 8 and r[6] in inodes]
+
+
+def test_a_dropped_tty_exec_leaves_no_console_socket(clean_daemon: Daemon) -> None:
+    """A held TTY exec's conmon has bound its console socket (`conmon-term.XXXXXX`, in its $TMPDIR)
+    and waits: dropping it (SIGKILL; here by starting it detached) used to leave the socket in /tmp."""
+    d = clean_daemon
+    d.docker("run", "-d", "--name", "ttyheld", "busybox", "sleep", "1000")
+    with d.api() as c:
+        r = c.post("/containers/ttyheld/exec", json={"Cmd": ["true"], "Tty": True, "AttachStdout": True})
+        assert r.status_code == 201, r.text
+        eid = str(r.json()["Id"])
+    until(lambda: bool(monitors_of(eid)))
+    pid = monitors_of(eid)[0]
+    socks: list[str] = []
+    until(lambda: bool(socks.extend(p for p in listening_socket_paths(pid) if "conmon-term" in p) or socks))
+    with d.api() as c:  # started detached: the held one is dropped
+        assert c.post(f"/exec/{eid}/start", json={"Detach": True}).status_code == 200
+    until(lambda: pid not in monitors_of(eid))
+    left = [p for p in socks if os.path.exists(p)]
+    for p in left:  # before the fix: in /tmp, ours to remove
+        os.unlink(p)
+    assert not left, f"the dropped exec's console socket outlived its conmon: {left}"
