@@ -204,6 +204,9 @@ class SystemBackend(Protocol):
 
     @property
     def limits_refused(self) -> str | None: ...  # why resource limits are refused, when they are
+
+    @property
+    def limit_controllers(self) -> frozenset[str] | None: ...  # cgroup controllers limits may use (None: all)
     swarm_info: Callable[[], Json]  # /info's Swarm block
     plugins_info: Callable[[], Json]  # /info's Plugins: built-in drivers, plugins in use, authorization
 

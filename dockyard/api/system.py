@@ -144,11 +144,16 @@ def info(system: SystemBackend) -> dict[str, Any]:
     except OSError:
         pass
     v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-    limits = system.limits_refused is None
+    ctl = system.limit_controllers  # None: all (rootful); rootless: those delegated to the user
+
+    def has(controller: str) -> bool:
+        return ctl is None or controller in ctl
+
     security = ["name=seccomp,profile=builtin"] + (["name=rootless"] if system.rootless else [])
     warnings = None
     if system.limits_refused is not None:
-        warnings = [f"WARNING: Running in rootless-mode without cgroups: {system.limits_refused}"]
+        without = "without cgroups" if not ctl else "with limits of some controllers refused"
+        warnings = [f"WARNING: Running in rootless-mode {without}: {system.limits_refused}"]
     return {
         "ID": daemon_id(system.data_root.as_posix()),
         "Containers": n["containers"],
@@ -159,11 +164,12 @@ def info(system: SystemBackend) -> dict[str, Any]:
         "Driver": system.storage_driver,
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
         "Plugins": system.plugins_info(),
-        "MemoryLimit": limits, "SwapLimit": limits, "KernelMemory": False, "CpuCfsPeriod": limits,
-        "CpuCfsQuota": limits, "CPUShares": limits, "CPUSet": limits, "PidsLimit": limits, "IPv4Forwarding": True, "BridgeNfIptables": True,
+        "MemoryLimit": has("memory"), "SwapLimit": has("memory"), "KernelMemory": False,
+        "CpuCfsPeriod": has("cpu"), "CpuCfsQuota": has("cpu"), "CPUShares": has("cpu"), "CPUSet": has("cpuset"),
+        "PidsLimit": has("pids"), "IPv4Forwarding": True, "BridgeNfIptables": True,
         "BridgeNfIp6tables": True, "Debug": system.debug, "NFd": len(os.listdir("/proc/self/fd")),
         "OomKillDisable": True, "NGoroutines": 0, "SystemTime": rfc3339(), "LoggingDriver": "json-file",
-        "CgroupDriver": "cgroupfs" if limits else "none", "CgroupVersion": "2" if v2 else "1", "NEventsListener": 0,
+        "CgroupDriver": "cgroupfs" if ctl is None or ctl else "none", "CgroupVersion": "2" if v2 else "1", "NEventsListener": 0,
         "KernelVersion": u.release, "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
         "Architecture": u.machine, "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"],

@@ -317,10 +317,13 @@ def build(cfg: DaemonConfig) -> Engine:
     if cfg.rootless:  # issue 17: in our own user namespace (daemon/rootless.py)
         from dockyard.network import ports
         from dockyard.network.rootlesskit import PortDriver
-        from dockyard.util.rootless import cgroup_limits_refused
+        from dockyard.runtime import cgroup_delegation
 
         ports.use_port_driver(PortDriver.from_env())
-        containers.limits_refused = cgroup_limits_refused()
+        deleg = cgroup_delegation.prepare(cgroup_delegation.decide())
+        containers.limits_refused = deleg.refused or None
+        containers.limit_controllers = deleg.controllers
+        containers.cgroup_parent = deleg.parent
         system.rootless = True
         system.storage_driver = _rootless_overlay(exec_root)
     engine = Engine(cfg, db, events, images, containers, runtime, networks, volumes, execs, registry,

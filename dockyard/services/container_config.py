@@ -103,10 +103,24 @@ LIMIT_FLAGS = {
 }
 
 
-def refuse_limits(hc: Resources | None, reason: str) -> None:
-    """Rootless without a delegated cgroup: a limit asked for is refused, never silently dropped."""
+# The cgroup v2 controller each of those needs (None: none a rootless daemon can have: device rules are
+# eBPF programs, a cgroup parent is outside the delegated subtree).
+LIMIT_CONTROLLER: dict[str, str | None] = {
+    "Memory": "memory", "MemorySwap": "memory", "MemoryReservation": "memory", "KernelMemory": "memory",
+    "OomKillDisable": "memory", "NanoCpus": "cpu", "CpuShares": "cpu", "CpuPeriod": "cpu", "CpuQuota": "cpu",
+    "CpuRealtimePeriod": "cpu", "CpuRealtimeRuntime": "cpu", "CpusetCpus": "cpuset", "CpusetMems": "cpuset",
+    "PidsLimit": "pids", "BlkioWeight": "io", "BlkioWeightDevice": "io", "BlkioDeviceReadBps": "io",
+    "BlkioDeviceWriteBps": "io", "BlkioDeviceReadIOps": "io", "BlkioDeviceWriteIOps": "io",
+    "DeviceCgroupRules": None, "CgroupParent": None,
+}
+
+
+def refuse_limits(hc: Resources | None, reason: str, controllers: frozenset[str] = frozenset()) -> None:
+    """Rootless: a limit whose cgroup controller is not delegated (all of them without a delegated
+    cgroup v2) is refused, never silently dropped."""
     doc = hc.doc() if hc is not None else {}
-    asked = [flag for key, flag in LIMIT_FLAGS.items() if doc.get(key) not in (None, 0, -1, "", [], False)]
+    asked = [flag for key, flag in LIMIT_FLAGS.items() if doc.get(key) not in (None, 0, -1, "", [], False)
+             and LIMIT_CONTROLLER[key] not in controllers]
     if asked:
         raise InvalidParameter(f"rootless mode cannot apply {', '.join(asked)}: {reason}")
 

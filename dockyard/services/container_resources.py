@@ -28,7 +28,8 @@ class ContainerResources:
             raise Conflict(f"Container {c.id} is not running")
         from dockyard.runtime import cgroups
 
-        pids = set(await asyncio.to_thread(cgroups.pids, f"/dockyard/{c.id}"))
+        path = self.cs.cgroup_path(c.id)  # "": rootless without a cgroup of its own
+        pids = set(await asyncio.to_thread(cgroups.pids, path)) if path else set()
         args = ["ps"] + ps_args.split()
         proc = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -67,7 +68,7 @@ class ContainerResources:
             # Inline, not in a worker thread: a sample is ~15 reads of cgroupfs/procfs files, which never
             # block on a disk, and the thread hand-off cost more CPU than the reads (cProfile: ~0.4 ms
             # in the queue's put alone per sample under load).
-            cur = container_stats(c, prev, cpu_only=prime)
+            cur = container_stats(c, prev, self.cs.cgroup_path(c.id), cpu_only=prime)
             if prime:
                 prime = False
             else:
@@ -91,7 +92,7 @@ class ContainerResources:
             changes["restart_policy"] = upd.restart_policy
         hc = cc.validate_host_config(msgspec.structs.replace(c.host_config, **changes))
         if self.cs.limits_refused is not None:
-            cc.refuse_limits(upd, self.cs.limits_refused)
+            cc.refuse_limits(upd, self.cs.limits_refused, self.cs.limit_controllers)
         if c.has_process:
             from dockyard.services.containers import resources_of
 

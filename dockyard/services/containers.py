@@ -228,9 +228,12 @@ class ContainerService:
         self.default_runtime = default_runtime
         self.runtimes = runtimes or {"runc": shutil.which("runc") or "runc"}
         self.boot_id = boot_id()
-        # Rootless without a delegated cgroup (issue 17): why limits are refused at create and update;
-        # containers then get no cgroup of ours (runc's rootless mode runs them in the daemon's).
+        # Rootless (issue 17): why limits are refused at create and update (those of the controllers not in
+        # limit_controllers: all without a delegated cgroup v2), and where containers' cgroups go: under
+        # cgroup_parent; "" gives them none of ours (runc's rootless mode runs them in the daemon's).
         self.limits_refused: str | None = None
+        self.limit_controllers: frozenset[str] = frozenset()
+        self.cgroup_parent = "/dockyard"
         # `--verify-signatures` (daemon/wiring.py): awaited with the image before a create; raises to refuse it.
         self.image_gate: Callable[[Any, str], Awaitable[None]] | None = None
         self._live: dict[str, _Live] = {}
@@ -287,6 +290,10 @@ class ContainerService:
         return lv
 
     # ---------------------------------------------------------------- lookup
+    def cgroup_path(self, cid: str) -> str:
+        """runc's linux.cgroupsPath for the container ("" in rootless mode without a delegated cgroup)."""
+        return f"{self.cgroup_parent}/{cid}" if self.cgroup_parent else ""
+
     def get(self, ref: str) -> Container:
         """By full id, name (with or without '/'), or unique id prefix — Docker's order."""
         if not ref:
@@ -375,7 +382,7 @@ class ContainerService:
                 raise InvalidParameter(e.message) from None
             log_plugin = kind
         if self.limits_refused is not None:  # as given: validation derives fields (MemorySwap) of its own
-            cc.refuse_limits(req.host_config, self.limits_refused)
+            cc.refuse_limits(req.host_config, self.limits_refused, self.limit_controllers)
         host_config = cc.validate_host_config(req.host_config, log_plugin)
         requested_links = list(host_config.links or [])
         runtime = host_config.runtime or self.default_runtime
@@ -673,7 +680,7 @@ class ContainerService:
             hostname_path=(str(net.hostname_path) if net is not None and net.hostname_path else None),
             shm_size=hc.shm_size or 64 * 1024 * 1024,
             ulimits=list(hc.ulimits or []),
-            cgroups_path="" if self.limits_refused is not None else f"/dockyard/{c.id}",
+            cgroups_path=self.cgroup_path(c.id),
             resources=resources_of(hc),
             init=bool(hc.init),
             sysctls=dict(hc.sysctls or {}),
@@ -1225,13 +1232,13 @@ class ContainerService:
           inspect tells the truth and `docker unpause` works; unpausing behind the user's back could
           undo a pause someone made with runc on purpose.
         """
-        if c.state == "running" and self.limits_refused is None:
+        if c.state == "running" and self.cgroup_parent:
             # The common case, once per running container at every start: the freezer's file says it is
             # not paused, and no `runc state` process is needed (one each made recovery grow by
             # ~10-20 ms per container).
             from dockyard.runtime import cgroups
 
-            if cgroups.frozen(f"/dockyard/{c.id}") is False:  # a cgroupfs read: inline, as above
+            if cgroups.frozen(self.cgroup_path(c.id)) is False:  # a cgroupfs read: inline, as above
                 return
         st = await self.runtime.state(c.id)
         frozen = st is not None and st.get("status") == "paused"

@@ -33,10 +33,13 @@ def _memory(s: cgroups.Sample) -> dict[str, Any]:
             "failcnt": s.memory_failcnt or 0}
 
 
-def container_stats(c: Container, prev: dict[str, Any] | None, cpu_only: bool = False) -> dict[str, Any]:
-    """cpu_only: a document with only `read` and `cpu_stats` right (a stream=false answer's precpu sample)."""
+def container_stats(c: Container, prev: dict[str, Any] | None, cgroup_path: str | None = None,
+                    cpu_only: bool = False) -> dict[str, Any]:
+    """cgroup_path: the container's (ContainerService.cgroup_path), "" when it has none of its own;
+    cpu_only: a document with only `read` and `cpu_stats` right (a stream=false answer's precpu sample)."""
     running = c.state in ("running", "paused")
-    s = cgroups.sample(f"/dockyard/{c.id}", cpu_only=cpu_only) if running else cgroups.Sample(cgroups.is_v2())
+    path = f"/dockyard/{c.id}" if cgroup_path is None else cgroup_path
+    s = cgroups.sample(path, cpu_only=cpu_only) if running and path else cgroups.Sample(cgroups.is_v2())
     now = time.time()
     # Field presence follows dockerd's Go types: omitempty fields are left out when zero.
     cpu_stats: dict[str, Any] = {

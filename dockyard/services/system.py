@@ -41,6 +41,11 @@ class SystemService:
         return self.containers.limits_refused
 
     @property
+    def limit_controllers(self) -> frozenset[str] | None:
+        """The cgroup controllers limits may use; None: all (rootful)."""
+        return self.containers.limit_controllers if self.containers.limits_refused is not None else None
+
+    @property
     def runtimes(self) -> dict[str, str]:
         return self.containers.runtimes
 

@@ -239,12 +239,3 @@ def _read_int(path: str) -> int | None:
         return int(Path(path).read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def cgroup_limits_refused() -> str:
-    """Why a rootless daemon refuses resource limits on this host (shown by `info` and at create)."""
-    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return ("this host runs cgroup v1, whose controllers cannot be handed to an ordinary user; limits need "
-                "cgroup v2 delegated by systemd (user@.service with Delegate=yes), or the rootful daemon")
-    return ("resource limits on a delegated cgroup v2 are not built yet in Dockyard's rootless mode; "
-            "use the rootful daemon for limits")

@@ -135,6 +135,50 @@ def _setup_user(base: Path) -> RootlessUser:
     return u
 
 
+def _remove_user(u: RootlessUser) -> None:
+    """The daemon, every process of the user (conmon and containers a failed test left), the user with
+    its home, its /etc/subuid and /etc/subgid lines; then check that nothing of it is left."""
+    u.stop()
+    for pid in _uid_pids(u.uid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while _uid_pids(u.uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subprocess.run(["userdel", "--remove", u.name], capture_output=True)
+    for f in ("/etc/subuid", "/etc/subgid"):
+        lines = Path(f).read_text().splitlines(keepends=True)
+        kept = [ln for ln in lines if not ln.startswith(f"{u.name}:")]
+        if kept != lines:
+            Path(f).write_text("".join(kept))
+    assert not _uid_pids(u.uid), "processes of the rootless user are left"
+    assert u.name not in Path("/etc/passwd").read_text()
+    assert f"{u.name}:" not in Path("/etc/subuid").read_text()
+
+
+def _load_busybox(u: RootlessUser) -> None:
+    tar = u.base / "busybox.tar"
+    tar.write_bytes(oci_layout_tar(PREBUILT / "busybox"))
+    tar.chmod(0o644)
+    loaded = u.docker("load", "-i", str(tar)).stdout.decode()
+    u.docker("tag", loaded.split("sha256:")[1].split()[0], "busybox:latest")
+
+
+def _get(url: str, limit: float = 20) -> bytes:
+    """The body at url once it answers (a published port is there when the container's server is)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return bytes(r.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def rl() -> Iterator[RootlessUser]:
     if os.geteuid() != 0:
@@ -169,37 +213,15 @@ def rl() -> Iterator[RootlessUser]:
                           f"{u.home}/.config/dockyard/daemon.json")
         subprocess.run([str(IMAGES / "serve-registry"), "--port", str(port), "--dir", str(storage), "nginx"], check=True, capture_output=True, timeout=300)
         u.start()
-        tar = base / "busybox.tar"
-        tar.write_bytes(oci_layout_tar(PREBUILT / "busybox"))
-        tar.chmod(0o644)
-        loaded = u.docker("load", "-i", str(tar)).stdout.decode()
-        u.docker("tag", loaded.split("sha256:")[1].split()[0], "busybox:latest")
+        _load_busybox(u)
         yield u
     finally:
         if u is not None:
-            u.stop()
-            for pid in _uid_pids(u.uid):  # conmon and containers left by a test that failed midway
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 10
-            while _uid_pids(u.uid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            subprocess.run(["userdel", "--remove", u.name], capture_output=True)
-            for f in ("/etc/subuid", "/etc/subgid"):
-                lines = Path(f).read_text().splitlines(keepends=True)
-                kept = [ln for ln in lines if not ln.startswith(f"{u.name}:")]
-                if kept != lines:
-                    Path(f).write_text("".join(kept))
+            _remove_user(u)
         subprocess.run([str(IMAGES / "stop-registry"), "--port", str(port), "--dir", str(storage)],
                        capture_output=True)
         os.chmod("/dev/net/tun", tun_mode)
         shutil.rmtree(base, ignore_errors=True)
-        if u is not None:
-            assert not _uid_pids(u.uid), "processes of the rootless user are left"
-            assert u.name not in Path("/etc/passwd").read_text()
-            assert f"{u.name}:" not in Path("/etc/subuid").read_text()
 
 
 def _subid_start(u: RootlessUser) -> int:
@@ -269,16 +291,7 @@ def test_published_port_reaches_nginx_from_the_host(rl: RootlessUser) -> None:
     port = _free_port()
     rl.docker("run", "-d", "--name", "rl-web", "-p", f"{port}:80", f"{rl.registry}/library/nginx:latest")
     try:
-        body = b""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                    body = r.read()
-                    break
-            except OSError:
-                time.sleep(0.2)
-        assert b"Welcome to nginx!" in body
+        assert b"Welcome to nginx!" in _get(f"http://127.0.0.1:{port}/")
         # nginx's workers run as www-data (33) inside: a subordinate id on the host.
         assert rl.docker("port", "rl-web").stdout.decode().strip() == f"80/tcp -> 0.0.0.0:{port}"
     finally:
@@ -470,40 +483,17 @@ def test_one_uid_fallback_without_subordinate_ids(rl: RootlessUser) -> None:
         u.start()
         log = u.log.read_text()
         assert "running with one uid" in log and "--add-subuids" in log, log[-2000:]
-        tar = base / "busybox.tar"
-        tar.write_bytes(oci_layout_tar(PREBUILT / "busybox"))
-        tar.chmod(0o644)
-        loaded = u.docker("load", "-i", str(tar)).stdout.decode()
-        u.docker("tag", loaded.split("sha256:")[1].split()[0], "busybox:latest")
+        _load_busybox(u)
         out = u.docker("run", "--rm", "busybox", "sh", "-c", "id -u; cat /proc/self/uid_map").stdout.split()
         assert out == [b"0", b"0", str(u.uid).encode(), b"1"], out
         port = _free_port()
         u.docker("run", "-d", "--name", "one-web", "-p", f"{port}:8080", "busybox", "sh", "-c",
                  "echo one-uid > /i.html; exec httpd -f -p 8080 -h /")
-        body = b""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not body:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/i.html", timeout=5) as r:
-                    body = r.read()
-            except OSError:
-                time.sleep(0.2)
-        assert body == b"one-uid\n"
+        assert _get(f"http://127.0.0.1:{port}/i.html") == b"one-uid\n"
         u.docker("rm", "-f", "one-web")
     finally:
-        u.stop()
-        for pid in _uid_pids(u.uid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        while _uid_pids(u.uid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        subprocess.run(["userdel", "--remove", u.name], capture_output=True)
+        _remove_user(u)
         shutil.rmtree(base, ignore_errors=True)
-    assert not _uid_pids(u.uid)
-    assert u.name not in Path("/etc/passwd").read_text()
 
 
 def test_containers_reach_out_through_slirp4netns(rl: RootlessUser) -> None:
