@@ -56,6 +56,21 @@ HEX64 = re.compile(rb"[0-9a-f]{64}")
 BIG = "chaos/big:latest"  # an image with a 16 MiB layer of its own, so a pull of it takes a while
 
 
+RESTART_WAIT = 180.0  # a restart slower than this (re-adopting, on a loaded host) is a violation
+
+
+class ChaosDaemon(Daemon):
+    """The throw-away daemon, given longer to answer after a restart (load here reaches 30 on 2
+    cores); each wait is recorded."""
+
+    restarts: list[float] = []
+
+    def wait_ready(self, timeout: float = RESTART_WAIT) -> None:
+        t0 = time.monotonic()
+        super().wait_ready(timeout)
+        self.restarts.append(time.monotonic() - t0)
+
+
 class Gate:
     """Clients pass it around each operation; the chaos thread closes it to restart and check."""
 
@@ -602,10 +617,17 @@ def settle_and_check(run: Run, when: str) -> None:
 
 
 def sample_load(run: Run) -> None:
-    """The host's 1-minute load average every 30 s (other work shares this machine)."""
+    """The host's 1-minute load average every 30 s (other work shares this machine), and a progress
+    line every 60 s (so a run cut short still says how far it got)."""
     while not run.stop.wait(30):
         with run.lock:
             run.loads.append(os.getloadavg()[0])
+            lat = list(run.latencies)
+        if len(run.loads) % 2 == 0:
+            print(f"progress {run.elapsed():.0f} s: {run.ops_done} ops, {run.kills_done} kills, proc kills "
+                  f"{dict(run.proc_kills)}, faults {dict(run.faults)}, violations {len(run.violations)}, "
+                  f"latency p50 {percentile(lat, .5):.2f} p95 {percentile(lat, .95):.2f} max {max(lat or [0]):.2f} s, "
+                  f"load {run.loads[-1]:.1f}", flush=True)
 
 
 def held(run: Run, what: str) -> bool:
@@ -811,7 +833,7 @@ def main() -> int:
         return 2
     before = host_snapshot()
     load0 = os.getloadavg()
-    d = Daemon(Path(tempfile.mkdtemp(prefix="chaos-", dir="/tmp")))
+    d = ChaosDaemon(Path(tempfile.mkdtemp(prefix="chaos-", dir="/tmp")))
     d.data_root.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={args.data_size}m", "chaos-data", str(d.data_root)], check=True)
     args.sentinel_port = free_port()
@@ -882,6 +904,8 @@ def main() -> int:
           f"{run.kills_done} daemon kills survived, proc kills {dict(run.proc_kills)}")
     print(f"latency p50 {percentile(lat, .5):.2f} s, p95 {percentile(lat, .95):.2f} s, max {max(lat or [0]):.2f} s")
     loads = run.loads or [load0[0]]
+    rs = d.restarts[1:]  # the first start is not a restart
+    print(f"restarts to _ping: {len(rs)}, p50 {percentile(rs, .5):.1f} s, max {max(rs or [0]):.1f} s")
     print(f"faults: {dict(run.faults)}; load average (1 min, every 30 s) at start {load0[0]:.1f}, median "
           f"{percentile(loads, .5):.1f}, max {max(loads):.1f}, at the end {os.getloadavg()[0]:.1f}")
     if run.full_errors:
