@@ -53,6 +53,7 @@ from dockyard.runtime import cgroups  # noqa: E402
 
 API_TIMEOUT = 30.0
 HEX64 = re.compile(rb"[0-9a-f]{64}")
+MAX_CONTAINERS = 6  # per client: at 20 clients, up to 120 containers
 BIG = "chaos/big:latest"  # an image with a 16 MiB layer of its own, so a pull of it takes a while
 
 
@@ -124,6 +125,7 @@ class Run:
         self.stop = threading.Event()
         self.t0 = time.monotonic()
         self.loads: list[float] = []
+        self.client_nets = free_tens(args.clients)
         rng = random.Random(args.seed)
         span = range(max(1, args.ops // 20), max(args.ops * 9 // 10, args.ops // 20 + args.kills + 1))
         kinds = (["kill"] * args.kills + ["disk"] * args.disk_fills + ["registry"] * args.registry_stops
@@ -196,6 +198,9 @@ class Client(threading.Thread):
 
     # -- operations ----------------------------------------------------------------------------
     def op_create(self) -> None:
+        if len(self.containers) >= MAX_CONTAINERS:  # a bounded population: checks stay O(clients)
+            self.op_rm()
+            return
         name = self.name("c")
         cmd = ["sh", "-c", f"echo mark-{name}; exec sleep 3600"]
         run = self.rng.random() < 0.5
@@ -287,9 +292,9 @@ class Client(threading.Thread):
         r = self.rng.random()
         if r < 0.3 or not self.networks:
             name = self.name("net")
-            # A subnet of the client's own under 10.180-199/16, not one of the host-wide defaults
-            # (172.17-31/16, 192.168/20: 31 in all), which the other daemons on this host share.
-            subnet = f"10.{180 + self.k % 20}.{self.n % 250}.0/24"
+            # A subnet of the client's own 10.X/16 (free of the host's routes at the run's start), not
+            # one of the host-wide defaults (172.17-31/16, 192.168/20: 31 in all) the other daemons share.
+            subnet = f"{self.run_.client_nets[self.k]}.{self.n % 250}.0/24"
             if self.cli:
                 self.docker("network", "create", "--subnet", subnet, name)
             else:
@@ -461,7 +466,8 @@ def bridge_links(master: str) -> list[str]:
 def kernel_mismatches(d: Daemon, ever: set[str]) -> list[str]:
     """What the daemon's containers say against what the kernel holds (the daemon quiet meanwhile)."""
     bad: list[str] = []
-    ctrs = {c["Id"]: api_json(d, f"/containers/{c['Id']}/json") for c in api_json(d, "/containers/json", all="1")}
+    ids = [c["Id"] for c in api_json(d, "/containers/json", all="1")]
+    ctrs = dict(zip(ids, pool_map(lambda i: api_json(d, f"/containers/{i}/json"), ids), strict=True))
     runc = runc_states(d)
     conmons = {HEX64.search(b" ".join(cmd)) for cmd in procs_of(d, "conmon").values()}
     conmon_ids = {m.group(0).decode() for m in conmons if m}
@@ -543,21 +549,27 @@ def nft_container_addresses(d: Daemon) -> set[str]:
     return out
 
 
+def pool_map(fn: Any, xs: list[Any]) -> list[Any]:
+    """fn over xs, 8 at a time (the daemon answers requests concurrently; a check of hundreds of
+    objects one by one took a minute at load 30)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as ex:
+        return list(ex.map(fn, xs))
+
+
 def image_problems(d: Daemon) -> list[str]:
-    bad = []
-    for img in api_json(d, "/images/json", all="1"):
-        iid = img["Id"]
+    def one(iid: str) -> list[str]:
         try:
             full = api_json(d, f"/images/{iid}/json")
             api_json(d, f"/images/{iid}/history")
         except Exception as e:  # noqa: BLE001 - any failure is the finding
-            bad.append(f"image {iid[:19]} listed but not readable: {e}")
-            continue
-        for key, path in (full.get("GraphDriver") or {}).get("Data", {}).items():
-            for p in str(path).split(":"):
-                if p.startswith("/") and not Path(p).exists():
-                    bad.append(f"image {iid[:19]} {key} {p} missing")
-    return bad
+            return [f"image {iid[:19]} listed but not readable: {e}"]
+        return [f"image {iid[:19]} {key} {p} missing"
+                for key, path in (full.get("GraphDriver") or {}).get("Data", {}).items()
+                for p in str(path).split(":") if p.startswith("/") and not Path(p).exists()]
+
+    return [b for bad in pool_map(one, [img["Id"] for img in api_json(d, "/images/json", all="1")]) for b in bad]
 
 
 def store_problems(d: Daemon) -> list[str]:
@@ -614,6 +626,20 @@ def settle_and_check(run: Run, when: str) -> None:
         time.sleep(2)  # the daemon may still be reconciling: ask again before calling it a violation
     for b in bad:
         run.violation(f"{when}: {b}")
+
+
+def free_tens(n: int) -> list[str]:
+    """n prefixes "10.X" whose /16 no route of the host overlaps now (another run's leftovers, other
+    helpers' networks), so given subnets do not land on a subnet already in use."""
+    routed = [ipaddress.ip_network(line.split()[0], strict=False)
+              for line in subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
+                                         text=True).stdout.splitlines()
+              if line.split() and line.split()[0][:1].isdigit()]
+    free = [f"10.{x}" for x in range(100, 251)
+            if not any(ipaddress.ip_network(f"10.{x}.0.0/16").overlaps(r) for r in routed)]
+    if len(free) < n:
+        raise SystemExit(f"only {len(free)} free 10.X/16 for {n} clients")
+    return free[:n]
 
 
 def sample_load(run: Run) -> None:
@@ -853,6 +879,14 @@ def main() -> int:
             run.engines = Engines(d, args.sentinel_port, args.seed, run.violation)
             names += iid_names(run.engines.peer)
         clients = [Client(run, k) for k in range(args.clients)]
+
+        def cut_short(signum: int, _frame: Any) -> None:
+            print(f"signal {signum}: stopping at op {run.ops_done} (events left: {len(run.events)}); "
+                  "the end checks follow", flush=True)
+            run.stop.set()
+
+        signal.signal(signal.SIGTERM, cut_short)
+        signal.signal(signal.SIGINT, cut_short)
         for c in clients:
             c.start()
         chaos_thread = threading.Thread(target=chaos, args=(run, random.Random(f"{args.seed}-chaos")), daemon=True)
@@ -881,6 +915,13 @@ def main() -> int:
     finally:
         if run is not None and run.engines is not None:
             run.engines.teardown()
+        if d.proc is None or d.proc.poll() is not None:
+            # teardown removes containers and networks through the API: a dead daemon would leave
+            # their conmons, processes and bridges behind
+            try:
+                d.start()
+            except RuntimeError as e:
+                print(f"restart for the teardown failed: {str(e)[-300:]}")
         d.teardown()
         reg.kill()
         if run is not None:
@@ -892,6 +933,11 @@ def main() -> int:
     assert run is not None
     dirs = [str(d.base)] + ([str(run.engines.peer.base), str(run.engines.dockerd_state), str(run.engines.dockerd_exec)]
                            if run.engines else [])
+    ours_nets = [ipaddress.ip_network(f"{x}.0.0/16") for x in run.client_nets]
+    for line in subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout.splitlines():
+        link, addr = line.split()[1], line.split()[3]
+        if any(ipaddress.ip_network(addr, strict=False).overlaps(n) for n in ours_nets):
+            run.violation(f"host not as before: {link} still has {addr}, an address of the clients' networks")
     for kind in before:
         new = after[kind] - before[kind]
         ours = [x for x in new if any(p in x for p in dirs + names) or any(i in x for i in run.seen_ids)]
