@@ -7,6 +7,7 @@ them), and the refusal on this host's real tree is checked as it is."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import msgspec
@@ -93,6 +94,32 @@ def test_a_failed_preparation_means_no_limits(tmp_path: Path) -> None:
     (root / OWN.lstrip("/") / "cgroup.procs").unlink()  # e.g. a cgroup gone meanwhile
     after = cd.prepare(d, root)
     assert after.parent == "" and not after.controllers and "could not prepare" in after.refused
+
+
+def test_prepare_moves_the_processes_on_the_kernels_cgroup2() -> None:
+    # The hybrid hosts here mount a cgroup v2 hierarchy without controllers: enough to run the move into
+    # the leaf against the kernel's own cgroup.procs (which takes one pid per write).
+    unified = Path("/sys/fs/cgroup/unified")
+    if not (unified / "cgroup.controllers").exists():
+        pytest.skip("no controller-less cgroup2 mount at /sys/fs/cgroup/unified")
+    own = unified / f"dyrl-deleg-{os.getpid()}"
+    own.mkdir()
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        (own / "cgroup.procs").write_text(str(sleeper.pid))
+        d = cd.decide(unified, f"0::/{own.name}\n", uid=0)
+        assert d.parent == f"/{own.name}" and not d.controllers  # the user's, but nothing offered
+        assert "the cpu cpuset io memory pids controllers are not delegated" in d.refused
+        assert cd.prepare(d, unified) == d
+        assert (own / "cgroup.procs").read_text().split() == []
+        assert (own / cd.LEAF / "cgroup.procs").read_text().split() == [str(sleeper.pid)]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for d in (own / cd.LEAF, own):
+            if d.is_dir():
+                d.rmdir()
+    assert not own.exists()
 
 
 def test_this_cgroup_v1_host_refuses() -> None:
