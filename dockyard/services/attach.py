@@ -16,7 +16,8 @@ from dockyard.errors import Conflict, InvalidParameter
 from dockyard.util import detachkeys
 
 if TYPE_CHECKING:
-    from dockyard.services.containers import ContainerService
+    from dockyard.runtime.attach import AttachSocket
+    from dockyard.services.containers import Container, ContainerService
 
 log = logging.getLogger("dockyard.attach")
 
@@ -42,7 +43,7 @@ def parse_detach_keys(spec: str | None) -> bytes:
         raise InvalidParameter(f"invalid detach keys ({spec}) provided") from None
 
 
-async def pump_session(att: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+async def pump_session(att: AttachSocket | HubSession, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                        tty: bool, stdin: bool, stdout: bool, stderr: bool, detach_keys: bytes,
                        frame: Callable[[int, bytes], bytes],
                        before_close: Callable[[], Awaitable[None]] | None = None, on_detach: bytes = b"",
@@ -129,7 +130,7 @@ class AttachHub:
     subscribe here, and only a client's stdin EOF closes the container's stdin, as dockerd's
     StdinOnce does (and never with a TTY, as in dockerd)."""
 
-    def __init__(self, sock: Any, close_on_eof: bool, on_end: Callable[[AttachHub], None]) -> None:
+    def __init__(self, sock: AttachSocket, close_on_eof: bool, on_end: Callable[[AttachHub], None]) -> None:
         self.sock = sock
         self.close_on_eof = close_on_eof
         self._on_end = on_end
@@ -205,7 +206,7 @@ def _drain(q: asyncio.Queue[Any]) -> None:
         q.get_nowait()
 
 
-async def attach_hub(io: Stdio, c: Any, fresh: bool) -> AttachHub:
+async def attach_hub(io: Stdio, c: Container, fresh: bool) -> AttachHub:
     """The container's hub, connected now if it has none (fresh: a new conmon just started it)."""
     hub = io.hubs.get(c.id)
     if hub is None or hub.closed or fresh:

@@ -18,6 +18,7 @@ from dockyard.services.containers import ContainerService
 from dockyard.util.ids import new_id
 
 if TYPE_CHECKING:
+    from dockyard.runtime.monitor import ExecSession
     from dockyard.wire.container import ExecConfig
 
 log = logging.getLogger("dockyard.exec")
@@ -38,10 +39,10 @@ class Exec:
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
-    session: Any = None
+    session: ExecSession | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     pumped: asyncio.Event = field(default_factory=asyncio.Event)  # the attach stream was copied out
-    prepared: asyncio.Task[Any] | None = None  # a held session spawned at create (tty, stdin) below
+    prepared: asyncio.Task[ExecSession] | None = None  # a held session spawned at create (tty, stdin) below
     prepared_mode: tuple[bool, bool] = (False, False)
 
 
@@ -172,15 +173,16 @@ class ExecService:
         e.running = True
         try:
             if prepared is not None:
-                e.session = await prepared
+                session = await prepared
             else:
-                e.session = await self.runtime.exec_(c.id, e.id, self.process_spec(e, use_tty), tty=use_tty,
-                                                     stdin=stdin, attach=attach, hold=attach)
+                session = await self.runtime.exec_(c.id, e.id, self.process_spec(e, use_tty), tty=use_tty,
+                                                   stdin=stdin, attach=attach, hold=attach)
         except Exception as err:
             self._failed(e, err)
             raise
+        e.session = session
         if not attach:
-            self._started(e)
+            self._started(e, session)
             e.pumped.set()
             return None
         keys = parse_detach_keys(cfg.detach_keys)
@@ -193,10 +195,10 @@ class ExecService:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             # Run the process only now that the 101 headers are out, as moby does.
             try:
-                await e.session.release()
+                await session.release()
             except Exception as err:  # noqa: BLE001 - reported in the stream, like moby
                 self._failed(e, err)
-                e.session.cleanup()
+                session.cleanup()
                 text = err.message if isinstance(err, DockyardError) else str(err)
                 msg = f"OCI runtime exec failed: {text}: unknown\r\n".encode()
                 writer.write(msg if raw else frame(1, msg))
@@ -205,8 +207,9 @@ class ExecService:
                 writer.close()
                 e.pumped.set()
                 return
-            self._started(e)
-            await pump_session(e.session.attach, reader, writer, tty=raw, stdin=stdin,
+            self._started(e, session)
+            assert session.attach is not None  # asked for with attach=True
+            await pump_session(session.attach, reader, writer, tty=raw, stdin=stdin,
                                # a raw stream has no place for stderr: dockerd drops it
                                stdout=cfg.attach_stdout, stderr=cfg.attach_stderr and not raw,
                                detach_keys=keys, frame=frame, before_close=exited,
@@ -221,16 +224,16 @@ class ExecService:
         e.exit_code = exit_code_of(err.message if isinstance(err, DockyardError) else str(err or ""), 126)
         e.done.set()
 
-    def _started(self, e: Exec) -> None:
-        e.pid = e.session.pid
+    def _started(self, e: Exec, session: ExecSession) -> None:
+        e.pid = session.pid
         with contextlib.suppress(NotFound):
             c = self.cs.get(e.container_id)
             self.cs.emit(c, f"exec_start: {' '.join(e.config.cmd or [])}", {"execID": e.id})
-        asyncio.get_running_loop().create_task(self._reap(e))
+        asyncio.get_running_loop().create_task(self._reap(e, session))
 
-    async def _reap(self, e: Exec) -> None:
+    async def _reap(self, e: Exec, session: ExecSession) -> None:
         try:
-            e.exit_code = await e.session.wait()
+            e.exit_code = await session.wait()
         except Exception as err:  # noqa: BLE001
             log.warning("exec %s: %s", e.id[:12], err)
             e.exit_code = -1
@@ -244,7 +247,7 @@ class ExecService:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(e.pumped.wait(), 60)
         with contextlib.suppress(Exception):
-            e.session.cleanup()
+            session.cleanup()
 
     def resize(self, exec_id: str, h: int, w: int) -> None:
         e = self.get(exec_id)
