@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (laz
     from dockyard.services.container_files import ContainerFiles
     from dockyard.services.container_io import ContainerIO
     from dockyard.services.container_resources import ContainerResources
-    from dockyard.services.containers import ContainerService
+    from dockyard.services.containers import Container, ContainerService
     from dockyard.services.execs import ExecService
     from dockyard.services.images import ImageService
     from dockyard.services.internals import InternalsService
@@ -374,7 +374,7 @@ def _connect_log_plugins(containers: ContainerService, plugins: PluginStore, fif
     log_plugins = LogPlugins(plugins, fifo_dir)
     containers.log_plugins = log_plugins
 
-    def ship(c: Any) -> None:
+    def ship(c: Container) -> None:
         driver = containers.log_driver(c)
         if driver not in LOG_DRIVERS and c.running:
             log_plugins.start(driver, container_info(c), containers.log_path(c.id), containers.live(c.id).exited)
@@ -446,7 +446,7 @@ def _heap_trimmer() -> Callable[[Any], None]:
 
     trimmer = HeapTrimmer()
 
-    def on_removed(_c: Any) -> None:
+    def on_removed(_c: Container) -> None:
         if trimmer.due():
             asyncio.get_running_loop().run_in_executor(None, trimmer.trim)
 

@@ -16,7 +16,7 @@ from dockyard.network import firewall, netlink
 from dockyard.runtime import cgroups, procfs
 
 if TYPE_CHECKING:
-    from dockyard.services.containers import ContainerService
+    from dockyard.services.containers import Container, ContainerService
     from dockyard.services.images import ImageService
     from dockyard.services.networks import NetworkService
     from dockyard.services.volumes import VolumeService
@@ -113,7 +113,7 @@ class InternalsService:
         return out
 
     # ------------------------------------------------------------------ pieces
-    def _monitor(self, c: Any) -> dict[str, Any]:
+    def _monitor(self, c: Container) -> dict[str, Any]:
         rt = self.containers.runtime
         conmon = rt.conmon_pid(c.id) if c.running else None
         return {"ConmonPid": conmon, "ConmonAlive": bool(conmon) and rt.conmon_alive(c.id),
@@ -122,7 +122,7 @@ class InternalsService:
                        "can restart without killing containers; the runtime (runc) set up the namespaces, "
                        "mounts and cgroup from the OCI bundle and then exec'd the process"}
 
-    def _rootfs(self, c: Any, mount: procfs.Mount | None) -> dict[str, Any]:
+    def _rootfs(self, c: Container, mount: procfs.Mount | None) -> dict[str, Any]:
         """The overlay at /: which lowerdir is which image layer, plus the init and writable layers."""
         cdir = self.containers.container_dir(c.id)
         known = self.containers.lower_dirs(c)  # bottom first
@@ -150,7 +150,7 @@ class InternalsService:
                 "Why": "read-only image layers stacked under one writable dir: files the container changes "
                        "are copied up into Upper, so the image stays shared and untouched"}
 
-    def _mounts(self, c: Any, mounts: list[procfs.Mount]) -> list[dict[str, Any]]:
+    def _mounts(self, c: Container, mounts: list[procfs.Mount]) -> list[dict[str, Any]]:
         spec = _bundle_spec(self.containers.run_dir(c.id))
         masked = set((spec.get("linux") or {}).get("maskedPaths") or [])
         readonly = set((spec.get("linux") or {}).get("readonlyPaths") or [])
@@ -180,7 +180,7 @@ class InternalsService:
                         "Options": m.options, "Why": why})
         return out
 
-    def _network(self, c: Any, pid: int, namespaces: list[dict[str, Any]]) -> dict[str, Any]:
+    def _network(self, c: Container, pid: int, namespaces: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"Mode": _net_mode(c.host_config)}
         if any(n["Type"] == "net" and n["Shared"] for n in namespaces):
             out["Why"] = SHARED_WHY["net"]
