@@ -15,9 +15,21 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyroute2 import IPRoute, NetlinkError
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute, NetlinkError
+else:
+    class NetlinkError(Exception):
+        """Stands in until pyroute2 is imported (by the first IPRoute): nothing raises it before."""
+
+    def IPRoute(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - pyroute2's name
+        # pyroute2 imported at the first use: ~0.15 s of CPU the daemon's start (to `_ping`) need not wait for.
+        global NetlinkError
+        import pyroute2
+
+        NetlinkError = pyroute2.NetlinkError
+        return pyroute2.IPRoute(*args, **kwargs)
 
 from dockyard import trace
 from dockyard.util.mountpoint import is_mountpoint
