@@ -1099,7 +1099,7 @@ class ContainerService:
                 await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
             await asyncio.to_thread(self.snapshots.remove, c.id)
             await asyncio.to_thread(self._remove_dirs, c.id)
-            self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
+            await asyncio.to_thread(self.db.execute, "DELETE FROM containers WHERE id=?", (c.id,))  # fsync: off the loop
             lv.final_exit = c.exit_code
         if not quiet:
             self.emit(c, "destroy")

@@ -256,7 +256,7 @@ class NetworkService:
     async def forget(self, cid: str) -> None:
         """At container removal: drop its network memberships too."""
         await self.detach(cid)
-        self.db.execute("DELETE FROM net_links WHERE cid=?", (cid,))
+        await asyncio.to_thread(self.db.execute, "DELETE FROM net_links WHERE cid=?", (cid,))  # fsync: off the loop
 
     async def reconcile(self, cid: str) -> None:
         """A running container re-adopted after a crash. An endpoint whose veth is not on the host is
