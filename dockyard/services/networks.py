@@ -32,7 +32,7 @@ from dockyard.errors import (
     SystemError_,
     Unavailable,
 )
-from dockyard.network import firewall, hostfiles, ipam, netlink, ports
+from dockyard.network import firewall, hostfiles, ipam, netlink, ports, subnetlock
 from dockyard.network.dns import DnsServer
 from dockyard.network.names import Endpoint, NameIndex
 from dockyard.plugins.discovery import PluginStore
@@ -149,10 +149,11 @@ class NetworkService:
     async def start(self) -> None:
         async with self._lock:
             netlink.set_sysctl("net/ipv4/ip_forward", "1")
-            await asyncio.to_thread(self._ensure_builtins)
-            await asyncio.to_thread(self._move_shadowed_user_networks)
-            for net in self._rows(f"SELECT * FROM networks WHERE {BRIDGED}"):
-                await asyncio.to_thread(self._ensure_bridge, net)
+            async with subnetlock.held_async():  # the default bridge's subnet, or a moved one, may be picked
+                await asyncio.to_thread(self._ensure_builtins)
+                await asyncio.to_thread(self._move_shadowed_user_networks)
+                for net in self._rows(f"SELECT * FROM networks WHERE {BRIDGED}"):
+                    await asyncio.to_thread(self._ensure_bridge, net)
             for sb in self._rows("SELECT * FROM net_sandboxes"):
                 if sb["netns"] and sb["mode"] not in ("host",) and not sb["mode"].startswith("container:") \
                         and not Path(sb["netns"]).exists():
@@ -410,7 +411,7 @@ class NetworkService:
         if enable_ipv6 and 6 not in pools:  # dockerd 20.10 has no default v6 pools either
             raise Unavailable("could not find an available, non-overlapping IPv6 address pool among the defaults "
                               "to assign to the network")
-        async with self._lock:
+        async with self._lock, contextlib.AsyncExitStack() as picking:
             if self.db.query_one("SELECT 1 FROM networks WHERE name=?", (name,)):
                 raise Conflict(f"network with name {name} already exists")
             held = self.db.query_one("SELECT id FROM networks WHERE ingress=1")
@@ -421,7 +422,8 @@ class NetworkService:
             if 4 in pools:
                 net4 = pools[4][0]
                 ipam.check_overlap(net4, ours)
-            else:
+            else:  # held until the bridge is up: no other daemon picks the same subnet meanwhile
+                await picking.enter_async_context(subnetlock.held_async())
                 host = [ipaddress.ip_network(r) for r in await asyncio.to_thread(netlink.host_routes)]
                 net4 = ipam.pick_subnet(ours + host, self.swarm_pools() if swarm else None)  # type: ignore[arg-type]
             cfg4 = pools.get(4, (net4, {}))[1]
@@ -465,6 +467,7 @@ class NetworkService:
                         self.names.set_network(nid, name)
                     elif bridge:
                         await asyncio.to_thread(self._ensure_bridge, row)
+                        await picking.aclose()  # its route now shows the subnet taken
                         await asyncio.to_thread(self._sync_firewall)
                         self.names.set_network(nid, name)
                         await self._start_dns(row)
