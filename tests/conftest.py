@@ -394,6 +394,9 @@ _FAVORDYNMODS_AT_START = _favordynmods()
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A leak is a failure: no dockyard mounts or monitors may outlive the suite."""
+    from tests.subnets import release_subnets
+
+    release_subnets()
     if _FAVORDYNMODS_AT_START is not None and _favordynmods() != _FAVORDYNMODS_AT_START:
         from dockyard.runtime.cgroup_tuning import set_favordynmods
 

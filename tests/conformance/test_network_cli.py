@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Daemon, own_daemon
+from tests.subnets import free_subnet
 
 WEB = "mkdir -p /www && echo hello-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"
 
@@ -214,28 +215,30 @@ def test_host_port_in_use_fails_at_start(nd: Daemon) -> None:
 # ---- user networks ------------------------------------------------------------------------------
 
 def test_network_lifecycle(nd: Daemon) -> None:
-    nid = nd.docker("network", "create", "--subnet", "10.201.7.0/24", "--label", "t=1", "n1").stdout.decode().strip()
+    subnet = free_subnet()
+    prefix = str(subnet.network_address)[:-1]  # "a.b.c."
+    nid = nd.docker("network", "create", "--subnet", str(subnet), "--label", "t=1", "n1").stdout.decode().strip()
     assert len(nid) == 64
     ls = nd.docker("network", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.decode().splitlines()
     assert {"bridge bridge", "host host", "none null", "n1 bridge"} <= set(ls)
     n = inspect(nd, "n1", "network")
     assert n["Id"] == nid and n["Driver"] == "bridge" and n["Labels"] == {"t": "1"}
-    assert n["IPAM"]["Config"][0]["Subnet"] == "10.201.7.0/24"
+    assert n["IPAM"]["Config"][0]["Subnet"] == str(subnet)
 
     nd.docker("run", "-d", "--name", "c1", "busybox", "sleep", "300")
     nd.docker("network", "connect", "--alias", "svc", "n1", "c1")
     nets = inspect(nd, "c1")["NetworkSettings"]["Networks"]
     assert set(nets) == {"bridge", "n1"}
-    assert nets["n1"]["IPAddress"].startswith("10.201.7.")
+    assert nets["n1"]["IPAddress"].startswith(prefix)
     assert "svc" in (nets["n1"]["Aliases"] or [])
-    assert b"10.201.7." in nd.docker("exec", "c1", "ip", "-4", "addr").stdout
+    assert prefix.encode() in nd.docker("exec", "c1", "ip", "-4", "addr").stdout
     assert "c1" in [c["Name"] for c in inspect(nd, "n1", "network")["Containers"].values()]
 
     p = nd.docker("network", "rm", "n1", check=False)
     assert p.returncode != 0 and b"active endpoints" in p.stderr
     nd.docker("network", "disconnect", "n1", "c1")
     assert set(inspect(nd, "c1")["NetworkSettings"]["Networks"]) == {"bridge"}
-    assert b"10.201.7." not in nd.docker("exec", "c1", "ip", "-4", "addr").stdout
+    assert prefix.encode() not in nd.docker("exec", "c1", "ip", "-4", "addr").stdout
     nd.docker("network", "rm", "n1")
     assert nd.docker("network", "inspect", "n1", check=False).returncode != 0
 
@@ -246,8 +249,9 @@ def test_network_lifecycle(nd: Daemon) -> None:
 
 
 def test_overlapping_subnets_error(nd: Daemon) -> None:
-    nd.docker("network", "create", "--subnet", "10.202.0.0/16", "ov1")
-    p = nd.docker("network", "create", "--subnet", "10.202.5.0/24", "ov2", check=False)
+    outer = free_subnet(20)
+    nd.docker("network", "create", "--subnet", str(outer), "ov1")
+    p = nd.docker("network", "create", "--subnet", str(list(outer.subnets(new_prefix=24))[5]), "ov2", check=False)
     assert p.returncode != 0
     assert b"overlaps" in p.stderr, p.stderr
 
@@ -293,14 +297,17 @@ def test_network_host_none_and_container(nd: Daemon) -> None:
 
 
 def test_dns_add_host_hostname_ip_mac(nd: Daemon) -> None:
-    nd.docker("network", "create", "--subnet", "10.203.9.0/24", "opts")
-    p = sh(nd, "--network", "opts", "--ip", "10.203.9.77", "--mac-address", "02:42:0a:cb:09:4d",
+    subnet = free_subnet()
+    ip = str(subnet.network_address + 77)
+    mac = "02:42:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
+    nd.docker("network", "create", "--subnet", str(subnet), "opts")
+    p = sh(nd, "--network", "opts", "--ip", ip, "--mac-address", mac,
            "--hostname", "myhost", "--add-host", "db.local:10.1.2.3", "--dns", "10.9.9.9",
            "hostname; cat /etc/hosts; cat /etc/resolv.conf; ip addr show eth0")
     out = p.stdout.decode()
     assert out.splitlines()[0] == "myhost"
     assert "10.1.2.3\tdb.local" in out or "10.1.2.3 db.local" in out
-    assert "10.203.9.77" in out and "02:42:0a:cb:09:4d" in out
+    assert ip in out and mac in out
     # --dns on a user network: the embedded server answers (and forwards to 10.9.9.9).
     gw = inspect(nd, "opts", "network")["IPAM"]["Config"][0]["Gateway"]
     assert f"nameserver {gw}" in out or "nameserver 127.0.0.11" in out, out

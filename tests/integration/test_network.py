@@ -7,6 +7,7 @@ them through nsenter. Traffic stays on loopback and inside the namespaces the te
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import secrets
 import socket
@@ -24,6 +25,7 @@ from dockyard.network import firewall, netlink
 from dockyard.services.events import EventBus
 from dockyard.services.networks import NetworkService
 from dockyard.store.db import Database
+from tests.subnets import free_subnet
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -178,26 +180,30 @@ def test_port_in_use_by_another_program_and_ephemeral_udp(tmp_path: Path) -> Non
 
 
 def test_user_network_dns_isolation_and_errors(tmp_path: Path) -> None:
+    # four /24s of a free /20: two networks, an overlapping half, a gateway outside its subnet
+    s1, s2, s3, s4 = list(free_subnet(20).subnets(new_prefix=24))[:4]
+    gw1, gw2 = str(s1.network_address + 1), str(s2.network_address + 1)
+
     async def body(svc: NetworkService, _: Path) -> None:
-        n1 = await svc.create("dyt-net1", subnet="10.231.1.0/24", labels={"t": "1"})
-        n2 = await svc.create("dyt-net2", subnet="10.231.2.0/24")
+        n1 = await svc.create("dyt-net1", subnet=str(s1), labels={"t": "1"})
+        n2 = await svc.create("dyt-net2", subnet=str(s2))
         with pytest.raises(DockyardError, match="already exists") as e:
             await svc.create("dyt-net1")
         assert e.value.status == 409
         with pytest.raises(Forbidden, match="Pool overlaps with other one on this address space"):
-            await svc.create("dyt-net3", subnet="10.231.1.128/25")
+            await svc.create("dyt-net3", subnet=str(list(s1.subnets())[1]))
         with pytest.raises(DockyardError, match="no matching subnet for gateway"):
-            await svc.create("dyt-net3", subnet="10.231.3.0/24", gateway="10.231.4.1")
+            await svc.create("dyt-net3", subnet=str(s3), gateway=str(s4.network_address + 1))
         a, b, c = (secrets.token_hex(32) for _ in range(3))
         ra = await attach(svc, a, "dyt-net1", endpoints_config={"dyt-net1": {"Aliases": ["web"]}})
         rb = await attach(svc, b, "dyt-net1")
         rc = await attach(svc, c, "dyt-net2")
-        assert "nameserver 10.231.1.1" in Path(rb.resolv_path).read_text()
+        assert f"nameserver {gw1}" in Path(rb.resolv_path).read_text()
         ip_a = ra.network_settings["Networks"]["dyt-net1"]["IPAddress"]
-        assert ip_a.startswith("10.231.1.")
+        assert ipaddress.ip_address(ip_a) in s1
         for name in (f"c{a[:6]}", "web", a[:12]):
-            assert await resolve_in(rb.netns_path, name, "10.231.1.1") == ip_a
-        assert await resolve_in(rc.netns_path, "web", "10.231.2.1") == ""  # not on that network
+            assert await resolve_in(rb.netns_path, name, gw1) == ip_a
+        assert await resolve_in(rc.netns_path, "web", gw2) == ""  # not on that network
         async with serve_in(ra.netns_path, ip_a, 80):
             assert await fetch("http://web:80/", rb.netns_path, rb.resolv_path) == "200"  # by name
             assert await fetch(f"http://c{a[:6]}:80/", rb.netns_path, rb.resolv_path) == "200"
@@ -208,9 +214,9 @@ def test_user_network_dns_isolation_and_errors(tmp_path: Path) -> None:
         with pytest.raises(Forbidden, match="already exists in network"):
             await svc.connect("dyt-net1", a)
         await svc.connect("dyt-net2", a, {"Aliases": ["api"]})
-        assert (await resolve_in(rc.netns_path, "api", "10.231.2.1")).startswith("10.231.2.")
+        assert ipaddress.ip_address(await resolve_in(rc.netns_path, "api", gw2)) in s2
         await svc.disconnect("dyt-net2", a)
-        assert await resolve_in(rc.netns_path, "api", "10.231.2.1") == ""
+        assert await resolve_in(rc.netns_path, "api", gw2) == ""
         assert svc.inspect(n1["Id"])["Containers"].keys() == {a, b}
         assert [n["Name"] for n in svc.list({"label": ["t=1"]})] == ["dyt-net1"]
         for cid in (a, b, c):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DOCKER_CLI, ROOT, Daemon, own_daemon
+from tests.subnets import free_subnet
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, daemon)")
 
@@ -29,11 +30,13 @@ class Net:
     """A namespace joined to the host by a veth pair: host side .1, namespace side .2."""
 
     def __init__(self) -> None:
-        tag = f"{os.getpid() % 10000}"
+        # a /30 reserved for this run: its names too are no other live run's, so a leftover that
+        # has them is a dead run's
+        subnet = free_subnet(30)
+        tag = subnet.network_address.packed[1:].hex()
         self.ns = f"dyrem{tag}"
         self.host_if, self.ns_if = f"dyrh{tag}", f"dyrn{tag}"
-        octet = 100 + os.getpid() % 150
-        self.host_ip, self.ns_ip = f"10.251.{octet}.1", f"10.251.{octet}.2"
+        self.host_ip, self.ns_ip = str(subnet.network_address + 1), str(subnet.network_address + 2)
 
     def up(self) -> None:
         for cmd in (
@@ -77,7 +80,7 @@ def make_cert(ca: Path, out: Path, cn: str, ext: str) -> None:
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
     n = Net()
-    n.down()  # a leftover from a killed run with the same pid
+    n.down()  # a leftover from a killed run that had the same subnet
     n.up()
     try:
         yield n

@@ -18,6 +18,7 @@ import uuid
 import pytest
 
 from tests.conftest import Daemon, own_daemon
+from tests.subnets import free_subnet
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (bridges, daemon)")
 
@@ -78,7 +79,7 @@ def test_user_networks_shadowed_by_dead_bridges_move_or_are_named() -> None:
     dead = [f"dysh{uuid.uuid4().hex[:8]}" for _ in range(2)]
     with own_daemon("dy-shadow-") as d:
         d.docker("network", "create", "picked")
-        d.docker("network", "create", "--subnet", "10.219.77.0/24", "given")
+        d.docker("network", "create", "--subnet", str(free_subnet()), "given")
         picked, given = _net_subnet(d, "picked"), _net_subnet(d, "given")
         d.stop()
         try:
