@@ -37,8 +37,9 @@ class ForwardedSocket(socket.socket):
         super().close()
 
 
-def reserve(proto: str, host_ip: str, port: int) -> socket.socket:
-    """A socket bound to host_ip:port (port 0: an ephemeral one); PortInUse when taken."""
+def reserve(proto: str, host_ip: str, port: int, target: tuple[str, str, int] | None = None) -> socket.socket:
+    """A socket bound to host_ip:port (port 0: an ephemeral one); PortInUse when taken. target: the
+    container's netns path, address and port, for a rootless port driver that dials there."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     driver = _driver
     s = ForwardedSocket(socket.AF_INET, kind) if driver is not None else socket.socket(socket.AF_INET, kind)
@@ -56,7 +57,7 @@ def reserve(proto: str, host_ip: str, port: int) -> socket.socket:
     s.set_inheritable(False)
     if isinstance(s, ForwardedSocket) and driver is not None:
         try:
-            s.port_id = driver.add(proto, host_ip, s.getsockname()[1])
+            s.port_id = driver.add(proto, host_ip, s.getsockname()[1], target)
         except BaseException:
             s.close()
             raise

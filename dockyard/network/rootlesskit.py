@@ -5,6 +5,8 @@ held socket of network/ports.py) inside it. To reach it from the host, RootlessK
 listens on the host's address and port and connects to the same port on 127.0.0.1 inside, which the
 DNAT takes on to the container. The API is HTTP on `$ROOTLESSKIT_STATE_DIR/api.sock`:
 `POST /v1/ports` {"proto", "parentIP", "parentPort", "childPort"} -> {"id", ...}; `DELETE /v1/ports/{id}`.
+TCP ports with a broker (the launcher outside) go instead through systemd-socket-proxyd in the container's
+netns (network/host_ports.py); UDP always through RootlessKit.
 
 Without subordinate ids there is no RootlessKit (daemon/rootless.py runs its own one-uid namespace):
 then slirp4netns's own API forwards the port (`add_hostfwd` to the namespace's 10.0.2.100, where
@@ -16,10 +18,13 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 from typing import Any
 
 from dockyard import trace
 from dockyard.errors import InvalidParameter, SystemError_
+from dockyard.network import host_ports
+from dockyard.util import rootless
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -37,9 +42,14 @@ class _UnixHTTP(http.client.HTTPConnection):
 class PortDriver:
     """Adds and removes host-side listeners through RootlessKit's API."""
 
-    def __init__(self, api_sock: str, unprivileged_port_start: int = 1024) -> None:
+    def __init__(self, api_sock: str, unprivileged_port_start: int = 1024, broker: str | None = None) -> None:
         self.api_sock = api_sock
         self.port_start = unprivileged_port_start
+        # TCP through the launcher's broker and systemd-socket-proxyd in the container's netns
+        # (network/host_ports.py); None: everything through RootlessKit.
+        self.broker = broker if broker and host_ports.proxy_available() else None
+        self._proxies: dict[int, subprocess.Popen[bytes]] = {}
+        self._next_proxy = 1 << 30  # ids apart from RootlessKit's
 
     @classmethod
     def from_env(cls) -> PortDriver | None:
@@ -53,7 +63,7 @@ class PortDriver:
         state = os.environ.get("ROOTLESSKIT_STATE_DIR")
         if not state:
             return None
-        return cls(os.path.join(state, "api.sock"), start)
+        return cls(os.path.join(state, "api.sock"), start, os.environ.get(rootless.PORT_BROKER_ENV))
 
     def _publish(self, spec: dict[str, Any]) -> int:
         status, out = self._call("POST", "/v1/ports", spec)
@@ -80,14 +90,18 @@ class PortDriver:
         finally:
             conn.close()
 
-    def add(self, proto: str, host_ip: str, port: int) -> int:
-        """Listen on the host's host_ip:port, forwarding to port inside; the port's id in RootlessKit."""
+    def add(self, proto: str, host_ip: str, port: int, target: tuple[str, str, int] | None = None) -> int:
+        """Listen on the host's host_ip:port, forwarding to port inside (through our DNAT) or, for TCP with a
+        target (the container's netns path, address and port) and a broker, straight into the container.
+        The port's id, for remove."""
         if 0 < port < self.port_start:
             # dockerd-rootless's words (rootlesskit-docker-proxy), with the sysctl to change
             raise InvalidParameter(
                 f"cannot expose privileged port {port}, you can add 'net.ipv4.ip_unprivileged_port_start={port}' "
                 f"to /etc/sysctl.conf (currently {self.port_start}), or choose a larger port number "
                 f"(>= {self.port_start})")
+        if proto == "tcp" and target is not None and self.broker is not None:
+            return self._add_proxy(host_ip or "0.0.0.0", port, *target)
         spec = {"proto": proto, "parentIP": host_ip or "0.0.0.0", "parentPort": port, "childPort": port}
         with trace.step("socket", f"rootlesskit: listen {proto} {spec['parentIP']}:{port} on the host -> :{port} inside",
                         "-p in rootless mode: the host side of the port is RootlessKit's, in the host's network "
@@ -96,7 +110,34 @@ class PortDriver:
             st.result = f"port id {pid}"
         return pid
 
+    def _add_proxy(self, host_ip: str, port: int, netns: str, ip: str, cport: int) -> int:
+        assert self.broker is not None
+        with trace.step("socket", f"listen tcp {host_ip}:{port} on the host (the launcher's) -> "
+                        f"systemd-socket-proxyd in the container's netns -> {ip}:{cport}",
+                        "-p in rootless mode: the launcher outside holds the host's side; a C proxy dialing inside "
+                        "the container carries it, with no bridge, veth or NAT on the way") as st:
+            try:
+                listener = host_ports.request(self.broker, host_ip, port)
+            except OSError as e:
+                raise SystemError_(f"could not publish {host_ip}:{port}/tcp on the host: "
+                                   f"{e.strerror or e}") from None
+            with listener:
+                proc = host_ports.forward(listener, netns, ip, cport)
+            pid = self._next_proxy
+            self._next_proxy += 1
+            self._proxies[pid] = proc
+            st.result = f"proxy pid {proc.pid}"
+        return pid
+
     def remove(self, port_id: int) -> None:
+        proc = self._proxies.pop(port_id, None)
+        if proc is not None:
+            with trace.step("socket", f"stop systemd-socket-proxyd {proc.pid}",
+                            "the container's published port goes (its host socket with it)") as st:
+                proc.kill()
+                proc.wait()
+                st.result = "stopped"
+            return
         with trace.step("socket", f"rootlesskit: stop listening (port id {port_id})",
                         "the container's published port goes") as st:
             st.result = self._unpublish(port_id)

@@ -773,7 +773,7 @@ class NetworkService:
                                f"(container {holder.lstrip('/')} publishes it)")
                         continue
                     try:
-                        sock = ports.reserve(proto, host_ip, hp)
+                        sock = ports.reserve(proto, host_ip, hp, (str(self.exec_root / "netns" / cid), ip, int(port)))
                         break
                     except ports.PortInUse:
                         err = (f"failed to bind host port for {host_ip}:{hp}:{ip}:{port}/{proto}: "

@@ -19,6 +19,8 @@ ROOTLESS_ENV = "DOCKYARD_ROOTLESS"
 PORT_START_ENV = "DOCKYARD_ROOTLESS_PORT_START"
 # The user's host uid, for messages inside the namespace (where we are uid 0).
 HOST_UID_ENV = "DOCKYARD_ROOTLESS_UID"
+# The launcher's unix socket that binds host ports for the daemon (network/host_ports.py).
+PORT_BROKER_ENV = "DOCKYARD_ROOTLESS_PORT_BROKER"
 
 SUBID_COUNT = 65536
 

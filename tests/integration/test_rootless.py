@@ -292,8 +292,13 @@ def test_published_port_reaches_nginx_from_the_host(rl: RootlessUser) -> None:
     rl.docker("run", "-d", "--name", "rl-web", "-p", f"{port}:80", f"{rl.registry}/library/nginx:latest")
     try:
         assert b"Welcome to nginx!" in _get(f"http://127.0.0.1:{port}/")
-        # nginx's workers run as www-data (33) inside: a subordinate id on the host.
         assert rl.docker("port", "rl-web").stdout.decode().strip() == f"80/tcp -> 0.0.0.0:{port}"
+        # The host side is a C proxy in the container's own netns (podman's rootlessport dials from there
+        # too): no bridge, veth or NAT between it and nginx.
+        pid = int(rl.docker("inspect", "-f", "{{.State.Pid}}", "rl-web").stdout)
+        proxies = [p for p in _uid_pids(rl.uid)
+                   if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"/lib/systemd/systemd-socket-proxyd\0")]
+        assert [os.readlink(f"/proc/{p}/ns/net") for p in proxies] == [os.readlink(f"/proc/{pid}/ns/net")]
     finally:
         rl.docker("rm", "-f", "rl-web", check=False)
     # The port's host side went with the container.
