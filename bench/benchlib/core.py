@@ -14,6 +14,9 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -89,3 +92,28 @@ def ensure_busybox(t: Target) -> None:
     tar = subprocess.run([py, "-m", "dockyard.bootstrap", "busybox"], cwd=root, check=True,
                          stdout=subprocess.PIPE, text=True).stdout.strip()
     t.docker("load", "-i", tar)
+
+
+def buildkit_cli() -> str:
+    """BuildKit's client: Debian's docker 20.10 (its classic builder refuses --mount), $BENCH_BUILDKIT_CLI."""
+    return os.environ.get("BENCH_BUILDKIT_CLI", "/usr/bin/docker")
+
+
+def timed_build(t: Target, ctx: Path, *extra: str, tag: str, buildkit: bool | None = None,
+                cli: Sequence[str] | None = None, network_none: bool = True, timeout: float = 1800) -> float:
+    """Wall seconds of one `docker build` of ctx (its Dockerfile) at t. BuildKit (buildkit_cli(),
+    DOCKER_BUILDKIT=1) on dockerd unless buildkit says otherwise; the target's classic endpoint for the
+    rest. cli replaces the client (e.g. `dockyard build`). A failed build is a BenchError."""
+    if buildkit is None:
+        buildkit = t.name == "dockerd"
+    client = list(cli) if cli else [buildkit_cli() if buildkit else t.cli]
+    env = dict(t.env(), DOCKER_BUILDKIT="1" if buildkit else "0")
+    args = [*client, "build", *(["--network", "none"] if network_none else []),
+            *(["--progress=plain"] if buildkit else []), "-t", tag, *extra, str(ctx)]
+    t0 = time.perf_counter()
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
+                       cwd=REPO)
+    took = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise BenchError(f"{t.name}: {' '.join(args)} failed: {(r.stdout + r.stderr)[-2000:]}")
+    return took

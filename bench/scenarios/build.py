@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from benchlib.core import BenchError, Scenario, Target, ensure_busybox, median, scenario
+from benchlib.core import Scenario, Target, buildkit_cli, ensure_busybox, median, scenario, timed_build
 
 DOCKERFILE = """\
 FROM busybox AS deps
@@ -55,15 +54,7 @@ class Build(Scenario):
     order = 60
 
     def _build(self, t: Target, ctx: Path, buildkit: bool, *extra: str) -> float:
-        cli = os.environ.get("BENCH_BUILDKIT_CLI", "/usr/bin/docker") if buildkit else t.cli
-        env = dict(t.env(), DOCKER_BUILDKIT="1" if buildkit else "0")
-        args = [cli, "build", *(["--progress=plain"] if buildkit else []), "-t", TAG, *extra, str(ctx)]
-        t0 = time.perf_counter()
-        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
-        took = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise BenchError(f"{t.name}: {' '.join(args)} failed: {r.stderr[-2000:]}")
-        return took
+        return timed_build(t, ctx, *extra, tag=TAG, buildkit=buildkit, network_none=False, timeout=900)
 
     def _series(self, t: Target, ctx: Path, buildkit: bool) -> dict[str, float]:
         n = max(1, min(self.runs, 3))
@@ -90,8 +81,7 @@ class Build(Scenario):
             classic = self._series(t, ctx, buildkit=False)
             out = {f"classic: {k}": v for k, v in classic.items()}
             if t.name == "dockerd":
-                bk = os.environ.get("BENCH_BUILDKIT_CLI", "/usr/bin/docker")
-                if shutil.which(bk):
+                if shutil.which(buildkit_cli()):
                     out.update({f"vs BuildKit: {k}": v for k, v in self._series(t, ctx, buildkit=True).items()})
             else:
                 out.update({f"vs BuildKit: {k}": v for k, v in classic.items()})

@@ -11,14 +11,20 @@ target's POST /build. The ratio column then compares ours with BuildKit.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from benchlib.core import BenchError, Scenario, Target, ensure_busybox, median, scenario
+from benchlib.core import (
+    BenchError,
+    Scenario,
+    Target,
+    buildkit_cli,
+    ensure_busybox,
+    median,
+    scenario,
+    timed_build,
+)
 
 INSTALL = (
     "for r in $(cat /reqs.txt); do "
@@ -39,21 +45,12 @@ class BuildMounts(Scenario):
     order = 61
 
     def _build(self, t: Target, ctx: Path, dockerfile: str) -> float:
-        buildkit = t.name == "dockerd"
-        cli = os.environ.get("BENCH_BUILDKIT_CLI", "/usr/bin/docker") if buildkit else t.cli
         (ctx / "Dockerfile").write_text(dockerfile)
-        env = dict(t.env(), DOCKER_BUILDKIT="1" if buildkit else "0")
-        args = [cli, "build", "--network", "none", *(["--progress=plain"] if buildkit else []), "-t", TAG, str(ctx)]
-        t0 = time.perf_counter()
-        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
-        took = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise BenchError(f"{t.name}: {' '.join(args)} failed: {r.stderr[-2000:]}")
-        return took
+        return timed_build(t, ctx, tag=TAG, timeout=900)
 
     def run(self, t: Target) -> dict[str, float]:
         ensure_busybox(t)
-        if t.name == "dockerd" and not shutil.which(os.environ.get("BENCH_BUILDKIT_CLI", "/usr/bin/docker")):
+        if t.name == "dockerd" and not shutil.which(buildkit_cli()):
             raise BenchError("BuildKit's CLI (/usr/bin/docker 20.10) is needed on the dockerd side")
         ctx = Path(tempfile.mkdtemp(prefix="dockyard-bench-mounts-"))
         cold, added, plain = [], [], []
