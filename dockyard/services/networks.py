@@ -205,22 +205,46 @@ class NetworkService:
                      link_hosts: builtins.list[tuple[str, builtins.list[str]]] | None = None) -> AttachResult:
         """Give the container its network. defer_plumbing: leave the veths to result.plumb, so the caller
         can wire them while the runtime creates the container (which needs only the netns to exist)."""
-        async with self._lock:
-            if self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=?", (cid,)):
-                await asyncio.to_thread(self._detach_sync, cid)  # left over from a crash
-            try:
-                res = await asyncio.to_thread(
-                    self._attach_sync, cid, name, hostname, network_mode or "default", endpoints_config or {},
-                    port_bindings or {}, exposed_ports or {}, publish_all, dns or [], dns_search or [],
-                    dns_options or [], extra_hosts or [], mac, domainname, link_hosts or [])
-                if res.plumb is not None and not defer_plumbing:
-                    await asyncio.to_thread(res.plumb)
-                    res.plumb = None
-                self._emit_membership(cid, "connect")  # dockerd's `network connect` at each start
-                return res
-            except BaseException:
-                await asyncio.to_thread(self._detach_sync, cid)
-                raise
+        mode = network_mode or "default"
+        netns = self.exec_root / "netns" / cid
+        fresh = not self.has_sandbox(cid)
+        made = None
+        if fresh and mode != "host" and not mode.startswith("container:"):
+            # The container's own namespace is made before the lock: it shares nothing, and under the
+            # lock concurrent starts queued behind each other's (20 build stages: up to 3 s each).
+            # _attach_sync finds it made.
+            made = asyncio.ensure_future(asyncio.to_thread(netlink.create_netns, netns))
+        try:
+            if made is not None:
+                await asyncio.shield(made)
+            async with self._lock_for(mode if fresh else ""):
+                if self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=?", (cid,)):
+                    await asyncio.to_thread(self._detach_sync, cid)  # left over from a crash
+                try:
+                    res = await asyncio.to_thread(
+                        self._attach_sync, cid, name, hostname, mode, endpoints_config or {},
+                        port_bindings or {}, exposed_ports or {}, publish_all, dns or [], dns_search or [],
+                        dns_options or [], extra_hosts or [], mac, domainname, link_hosts or [])
+                    if res.plumb is not None and not defer_plumbing:
+                        await asyncio.to_thread(res.plumb)
+                        res.plumb = None
+                    self._emit_membership(cid, "connect")  # dockerd's `network connect` at each start
+                    return res
+                except BaseException:
+                    await asyncio.to_thread(self._detach_sync, cid)
+                    raise
+        except BaseException:
+            if made is not None:  # failed or cancelled before its row: nobody else drops the namespace
+                await asyncio.wait([made])  # a cancelled wait: the thread still makes it
+                if not self.has_sandbox(cid):
+                    await asyncio.to_thread(netlink.delete_netns, netns)
+            raise
+
+    def _lock_for(self, mode: str) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The networks lock, except for a sandbox of mode none or host: it shares nothing with other
+        containers (no address, port, firewall rule or DNS name), so its rows and files need only the
+        container's own lock, which orders its starts, exits and removal (the caller holds it)."""
+        return contextlib.nullcontext() if mode in ("none", "host") else self._lock
 
     async def detach(self, cid: str) -> None:
         if cid not in self._held and not self.has_sandbox(cid) and \
@@ -231,7 +255,8 @@ class NetworkService:
         # The records, addresses and rules then go under the lock (the veths gone, so an address
         # handed out again is on no other interface).
         await asyncio.to_thread(self._unwire, cid)
-        async with self._lock:
+        sb = self.db.query_one("SELECT mode FROM net_sandboxes WHERE cid=?", (cid,))
+        async with self._lock_for(sb["mode"] if sb is not None else ""):
             self._emit_membership(cid, "disconnect")
             await asyncio.to_thread(self._detach_sync, cid)
 
@@ -964,7 +989,7 @@ class NetworkService:
         """At container create: the networks it will join, with their endpoint settings, so inspect shows
         them at once and start finds them. A network that does not exist (yet) is left out: as with
         dockerd, start fails on it (404 "network x not found"), not create."""
-        async with self._lock:
+        async with self._lock_for(network_mode):
             await asyncio.to_thread(self._declare_sync, cid, network_mode, endpoints_config or {}, links or [])
 
     def _declare_sync(self, cid: str, mode: str, endpoints_config: dict[str, Any], links: builtins.list[str]) -> None:

@@ -256,3 +256,30 @@ def test_rules_rebuilt_from_db_after_restart(tmp_path: Path) -> None:
             await again.close()
 
     run(body, tmp_path)
+
+
+def test_none_and_host_sandboxes_do_not_queue_behind_the_networks_lock(tmp_path: Path) -> None:
+    """Modes none and host share nothing with other containers: their attach and detach go on while
+    another container's attach holds the networks lock (concurrent build steps queued behind each
+    other's). A start cancelled while it waits for the lock leaves no namespace behind."""
+    async def body(svc: NetworkService, _: Path) -> None:
+        none, host, bridged = (secrets.token_hex(32) for _ in range(3))
+        async with svc._lock:  # another container's attach, however long it takes
+            r = await asyncio.wait_for(attach(svc, none, "none"), 60)
+            assert r.netns_path is not None and r.netns_path.exists()
+            assert netlink._holds_netns(r.netns_path)  # a namespace of its own is mounted there
+            h = await asyncio.wait_for(attach(svc, host, "host"), 60)
+            assert h.netns_path is None and h.hosts_path.exists()
+            queued = asyncio.get_running_loop().create_task(attach(svc, bridged))
+            netns = svc.exec_root / "netns" / bridged
+            while not netlink._holds_netns(netns):  # made before the lock, then waits for it
+                await asyncio.sleep(0.01)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            assert not netns.exists()
+            await asyncio.wait_for(svc.detach(none), 60)
+            await asyncio.wait_for(svc.detach(host), 60)
+        assert not r.netns_path.exists() and not svc.has_sandbox(none) and not svc.has_sandbox(host)
+
+    run(body, tmp_path)
