@@ -658,10 +658,13 @@ def write_tree(root: Path, out: BinaryIO, *, layer: bool = True) -> str:
     Read by fd (safetree.walk): a link swapped in by a running container is an entry, never a way
     out; a file removed meanwhile is left out, one that shrinks is padded to its header's size."""
     hw = _HashingWriter(out)
+    # tarfile's stream writes 10 KiB records; buffered to 1 MiB, the writes (each a syscall and, under a
+    # content store writer, two sha256 updates) drop from ~7,000 to ~70 for 64 MiB of files.
+    buffered = io.BufferedWriter(hw, _CHUNK)
     top = safetree.open_top(root)
     hardlinks: dict[tuple[int, int], str] = {}
     try:
-        with tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT) as tf:
             for e in safetree.walk(top):
                 st = e.st
                 if layer and _is_whiteout(st):
@@ -690,6 +693,7 @@ def write_tree(root: Path, out: BinaryIO, *, layer: bool = True) -> str:
                     op = tarfile.TarInfo(e.rel + "/" + OPAQUE_MARKER)
                     op.mtime = int(st.st_mtime)
                     tf.addfile(op)
+        buffered.flush()
     finally:
         os.close(top)
     return "sha256:" + hw.hash.hexdigest()
