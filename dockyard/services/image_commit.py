@@ -72,9 +72,10 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
         elif upper is not None:
             with trace.step("snapshot", f"tar the changes in {upper} into a layer blob",
                             "a layer is an OCI tar of what changed (deletions as whiteouts); its sha256 is the "
-                            "diff_id the image config lists") as s, images.content.ingest() as w:
+                            "diff_id the image config lists") as s, \
+                    images.content.ingest(hashed_by_writer=True) as w:
                 diff_id = write_diff(upper, w)  # type: ignore[arg-type]  # it needs only write()
-                s.result = f"{w.commit()} ({images.content.size(diff_id)} bytes)"
+                s.result = f"{w.commit(diff_id)} ({images.content.size(diff_id)} bytes)"
             diff_ids = [*parent_diffs, diff_id]
             chains = chain_ids(diff_ids)
             parent_chain = chains[-2] if len(chains) > 1 else None

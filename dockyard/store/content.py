@@ -22,28 +22,34 @@ from dockyard.util.fs import fsync_dir
 class Writer:
     """An in-progress blob: `.write(chunk)` then `.commit()`; discarded if never committed."""
 
-    def __init__(self, store: ContentStore, expected: str | None) -> None:
+    def __init__(self, store: ContentStore, expected: str | None, hashed_by_writer: bool = False) -> None:
         self._store = store
         self._expected = validate(expected) if expected else None
         self.tmp = store.root / "ingest" / secrets.token_hex(16)
         self._f: BinaryIO | None = open(self.tmp, "xb")  # noqa: SIM115 (closed in commit/abort)
-        self._hash = hashlib.sha256()
+        # None: whoever writes hashes every byte it writes here and hands commit() that digest
+        # (write_tree does, for a built layer's diff_id): the same bytes are not hashed twice.
+        self._hash = None if hashed_by_writer else hashlib.sha256()
         self.size = 0
         self.digest: str | None = None
 
     def write(self, chunk: bytes) -> None:
         assert self._f is not None, "writer is closed"
         self._f.write(chunk)
-        self._hash.update(chunk)
+        if self._hash is not None:
+            self._hash.update(chunk)
         self.size += len(chunk)
 
-    def commit(self) -> str:
+    def commit(self, hashed: str | None = None) -> str:
+        """Move the bytes in under their digest; `hashed` is the writer's own digest of them (and
+        only that: a writer opened with hashed_by_writer)."""
         assert self._f is not None, "writer is closed"
+        assert (hashed is None) == (self._hash is not None), "commit(hashed) goes with hashed_by_writer"
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
         self._f = None
-        digest = "sha256:" + self._hash.hexdigest()
+        digest = "sha256:" + self._hash.hexdigest() if self._hash is not None else validate(hashed or "")
         if self._expected and digest != self._expected:
             self.tmp.unlink(missing_ok=True)
             raise InvalidParameter(f"digest mismatch: expected {self._expected}, got {digest}")
@@ -96,8 +102,8 @@ class ContentStore:
             w.write(data)
             return w.commit()
 
-    def ingest(self, expected: str | None = None) -> Writer:
-        return Writer(self, expected)
+    def ingest(self, expected: str | None = None, *, hashed_by_writer: bool = False) -> Writer:
+        return Writer(self, expected, hashed_by_writer)
 
     def open(self, digest: str) -> BinaryIO:
         try:
