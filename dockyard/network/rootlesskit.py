@@ -48,7 +48,7 @@ class PortDriver:
         # TCP through the launcher's broker and systemd-socket-proxyd in the container's netns
         # (network/host_ports.py); None: everything through RootlessKit.
         self.broker = broker if broker and host_ports.proxy_available() else None
-        self._proxies: dict[int, subprocess.Popen[bytes]] = {}
+        self._proxies: dict[int, list[subprocess.Popen[bytes]]] = {}
         self._next_proxy = 1 << 30  # ids apart from RootlessKit's
 
     @classmethod
@@ -121,21 +121,25 @@ class PortDriver:
             except OSError as e:
                 raise SystemError_(f"could not publish {host_ip}:{port}/tcp on the host: "
                                    f"{e.strerror or e}") from None
+            # One proxy per CPU (up to 4) accepting on the same socket: each is one thread (RootlessKit's
+            # and rootlessport's Go runtimes use several), so connections spread over the CPUs.
             with listener:
-                proc = host_ports.forward(listener, netns, ip, cport)
+                procs = [host_ports.forward(listener, netns, ip, cport) for _ in range(min(os.cpu_count() or 1, 4))]
             pid = self._next_proxy
             self._next_proxy += 1
-            self._proxies[pid] = proc
-            st.result = f"proxy pid {proc.pid}"
+            self._proxies[pid] = procs
+            st.result = "proxy pids " + " ".join(str(p.pid) for p in procs)
         return pid
 
     def remove(self, port_id: int) -> None:
-        proc = self._proxies.pop(port_id, None)
-        if proc is not None:
-            with trace.step("socket", f"stop systemd-socket-proxyd {proc.pid}",
+        procs = self._proxies.pop(port_id, None)
+        if procs is not None:
+            with trace.step("socket", "stop systemd-socket-proxyd " + " ".join(str(p.pid) for p in procs),
                             "the container's published port goes (its host socket with it)") as st:
-                proc.kill()
-                proc.wait()
+                for p in procs:
+                    p.kill()
+                for p in procs:
+                    p.wait()
                 st.result = "stopped"
             return
         with trace.step("socket", f"rootlesskit: stop listening (port id {port_id})",
