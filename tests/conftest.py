@@ -377,6 +377,18 @@ def processes_named(exe: str, base: Path) -> dict[int, list[bytes]]:
     return out
 
 
+def flock_waiter(path: os.PathLike[str], pid: int) -> bool:
+    """Process `pid` is blocked on a flock of `path` (a "->" waiter row of /proc/locks)."""
+    inode = os.stat(path).st_ino
+    with open("/proc/locks") as f:
+        for row in f:
+            words = row.split()
+            if "->" in words and words[words.index("->") + 4] == str(pid) \
+                    and words[words.index("->") + 5].endswith(f":{inode}"):
+                return True
+    return False
+
+
 def conmon_pids_for(base: Path) -> list[int]:
     return list(processes_named("conmon", base))
 

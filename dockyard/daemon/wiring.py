@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import shutil
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,13 @@ class Engine:
         if self.cfg.cgroup_favordynmods and not self.cfg.rootless:  # rootless: no cgroup of ours to tune
             from dockyard.runtime.cgroup_tuning import set_favordynmods
 
-            log.info("cgroup tuning: %s", await asyncio.to_thread(set_favordynmods, True))
+            # In a thread of its own: it waits for the host's lock (another daemon or a test may hold it)
+            # without holding up the start, and a daemon stopping meanwhile does not wait for it.
+            log.info("cgroup tuning: favordynmods to be turned on, under the host's lock")
+            threading.Thread(target=lambda: log.info("cgroup tuning: %s", set_favordynmods(True)),
+                             name="cgroup-tuning", daemon=True).start()
+        else:
+            log.info("cgroup tuning: none (%s)", "rootless" if self.cfg.rootless else "--cgroup-favordynmods=false")
 
     async def recover(self) -> None:
         """Once the API listens: networks, containers (re-adopted or finalized), the sweep. Only `_ping`

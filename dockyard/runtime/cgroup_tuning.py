@@ -6,7 +6,8 @@ rwsem must wait for an RCU grace period first: 7-14 ms here, on every container 
 `docker exec`. With `favordynmods` (Linux 6.0+, on a cgroup2 mount, global in effect) readers
 (fork and exit) take a slightly slower path and writers skip the wait: a migration drops to
 ~0.1 ms. The kernel documents it for exactly this: hosts that create and move tasks often.
-Like dockerd's `ip_forward`, the daemon sets it at start and leaves it set.
+Like dockerd's `ip_forward`, the daemon sets it at start and leaves it set. The switch is one for
+the host: whoever reads or sets it holds the host's "favordynmods" lock (util/hostlock.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from dockyard.util import hostlock
 
 OPTION = "favordynmods"
 
@@ -39,8 +42,12 @@ def cgroup2_mount(mountinfo: Path = Path("/proc/self/mountinfo")) -> Cgroup2Moun
     return None
 
 
-def set_favordynmods(on: bool = True) -> str:
-    """Turn the option on (or off); returns what happened, for the daemon's log."""
+def set_favordynmods(on: bool = True, lock: bool = True) -> str:
+    """Turn the option on (or off); returns what happened, for the daemon's log. Without `lock` the
+    caller holds the host's lock already."""
+    if lock:
+        with hostlock.held(OPTION):
+            return set_favordynmods(on, lock=False)
     m = cgroup2_mount()
     if m is None:
         return "no cgroup2 mount: cgroup migrations stay slow (v1-only host)"
@@ -53,4 +60,7 @@ def set_favordynmods(on: bool = True) -> str:
     r = subprocess.run(["mount", "--options-mode", "ignore", "-o", opts, m.path], capture_output=True, text=True)
     if r.returncode != 0:
         return f"{m.path}: cannot set {OPTION} (Linux 6.0+ has it): {r.stderr.strip()}"
+    after = cgroup2_mount()
+    if after is None or after.favored != on:  # what the log says is what the mount shows
+        return f"{m.path}: the remount left {OPTION} {'off' if on else 'on'}"
     return f"{m.path}: {OPTION} {'on' if on else 'off'}"

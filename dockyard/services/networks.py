@@ -32,12 +32,13 @@ from dockyard.errors import (
     SystemError_,
     Unavailable,
 )
-from dockyard.network import firewall, hostfiles, ipam, netlink, ports, subnetlock
+from dockyard.network import firewall, hostfiles, ipam, netlink, ports
 from dockyard.network.dns import DnsServer
 from dockyard.network.names import Endpoint, NameIndex
 from dockyard.plugins.discovery import PluginStore
 from dockyard.services.events import EventBus
 from dockyard.store.db import Database, prefix_range
+from dockyard.util import hostlock
 from dockyard.util.ids import new_id, swarm_id
 from dockyard.util.timefmt import rfc3339
 
@@ -149,7 +150,7 @@ class NetworkService:
     async def start(self) -> None:
         async with self._lock:
             netlink.set_sysctl("net/ipv4/ip_forward", "1")
-            async with subnetlock.held_async():  # the default bridge's subnet, or a moved one, may be picked
+            async with hostlock.held_async("subnets"):  # the default bridge's subnet, or a moved one, may be picked
                 await asyncio.to_thread(self._ensure_builtins)
                 await asyncio.to_thread(self._move_shadowed_user_networks)
                 for net in self._rows(f"SELECT * FROM networks WHERE {BRIDGED}"):
@@ -448,7 +449,7 @@ class NetworkService:
                 net4 = pools[4][0]
                 ipam.check_overlap(net4, ours)
             else:  # held until the bridge is up: no other daemon picks the same subnet meanwhile
-                await picking.enter_async_context(subnetlock.held_async())
+                await picking.enter_async_context(hostlock.held_async("subnets"))
                 host = [ipaddress.ip_network(r) for r in await asyncio.to_thread(netlink.host_routes)]
                 net4 = ipam.pick_subnet(ours + host, self.swarm_pools() if swarm else None)  # type: ignore[arg-type]
             cfg4 = pools.get(4, (net4, {}))[1]

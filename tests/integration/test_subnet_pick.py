@@ -1,4 +1,4 @@
-"""Daemons on one host picking a free subnet at once (network/subnetlock.py): each waits for the host's
+"""Daemons on one host picking a free subnet at once (util/hostlock.py, "subnets"): each waits for the host's
 lock, so one finds the bridge another made meanwhile instead of the same pool."""
 
 from __future__ import annotations
@@ -14,29 +14,17 @@ import uuid
 import pytest
 
 from dockyard.network import ipam, netlink
-from dockyard.network.subnetlock import LOCK_PATH
-from tests.conftest import DOCKER_CLI, own_daemon
+from dockyard.util import hostlock
+from tests.conftest import DOCKER_CLI, flock_waiter, own_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (bridges, daemon)")
-
-
-def waits_for(path: os.PathLike[str], pid: int) -> bool:
-    """Process `pid` is blocked on a flock of `path` (a "->" waiter row of /proc/locks)."""
-    inode = os.stat(path).st_ino
-    with open("/proc/locks") as f:
-        for row in f:
-            words = row.split()
-            if "->" in words and words[words.index("->") + 4] == str(pid) \
-                    and words[words.index("->") + 5].endswith(f":{inode}"):
-                return True
-    return False
 
 
 def test_a_picked_subnet_waits_for_the_host_lock_and_skips_a_bridge_made_meanwhile() -> None:
     dead = f"dypk{uuid.uuid4().hex[:8]}"
     with own_daemon("dy-pick-") as d:
         assert d.proc is not None
-        fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(hostlock.path("subnets"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         create = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # another daemon, between its pick and its bridge
@@ -44,12 +32,12 @@ def test_a_picked_subnet_waits_for_the_host_lock_and_skips_a_bridge_made_meanwhi
             create = subprocess.Popen([DOCKER_CLI, "network", "create", "picked"], env=d.env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for _ in range(2400):  # until the daemon waits for the lock, or (the bug) did not
-                if create.poll() is not None or waits_for(LOCK_PATH, d.proc.pid):
+                if create.poll() is not None or flock_waiter(hostlock.path("subnets"), d.proc.pid):
                     break
                 time.sleep(0.05)
             assert create.poll() is None, f"network create picked a subnet while another daemon held the lock: " \
                                           f"{create.communicate()}"
-            assert waits_for(LOCK_PATH, d.proc.pid), "the daemon never waited for the host's subnet lock"
+            assert flock_waiter(hostlock.path("subnets"), d.proc.pid), "the daemon never waited for the host's subnet lock"
             # What the other daemon makes: a bridge holding the subnet this one would have picked.
             subprocess.run(["ip", "link", "add", dead, "type", "bridge"], check=True)
             subprocess.run(["ip", "addr", "add", f"{want.network_address + 1}/{want.prefixlen}", "dev", dead],
