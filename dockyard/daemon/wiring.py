@@ -400,7 +400,9 @@ def _reap_other_namespaces(runtime: Monitor) -> None:
     recovery records them as exited."""
     import os
     import signal
+    import time
 
+    killed: list[int] = []
     for cid in runtime.known():
         pid = runtime.conmon_pid(cid)
         if not pid or not runtime.conmon_alive(cid):
@@ -413,9 +415,25 @@ def _reap_other_namespaces(runtime: Monitor) -> None:
             if p:
                 try:
                     os.kill(p, signal.SIGKILL)
+                    killed.append(p)
                 except OSError:
                     pass
         log.warning("rootless: container %s was left in a stopped daemon's namespaces; killed it", cid[:12])
+    # SIGKILL is delivered, not done: recovery must not find them still alive (seen under load).
+    deadline = time.monotonic() + 10
+    while killed and time.monotonic() < deadline:
+        killed = [p for p in killed if _alive(p)]
+        if killed:
+            time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _rootless_overlay(exec_root: Path) -> str:
