@@ -16,6 +16,7 @@ from dockyard.api.server import (
     Request,
     Response,
     Route,
+    aclose,
     json_response,
     ndjson_stream,
 )
@@ -56,10 +57,15 @@ class SystemRoutes:
         except ValueError as e:
             raise InvalidParameter(f"invalid time: {e}") from e
 
+        events = self.system.subscribe(s, u)  # now, before the headers go
+
         async def gen() -> AsyncIterator[dict[str, Any]]:
-            async for ev in self.system.subscribe(s, u):
-                if event_matches(ev, filters):
-                    yield ev
+            try:
+                async for ev in events:
+                    if event_matches(ev, filters):
+                        yield ev
+            finally:
+                await aclose(events)
 
         return ndjson_stream(gen())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,8 @@ Event = dict[str, Any]
 class EventBus:
     def __init__(self, history: int = 256) -> None:  # dockerd's eventsLimit: `events --since` reaches as far
         self._history: deque[Event] = deque(maxlen=history)
-        self._subscribers: set[asyncio.Queue[Event]] = set()
+        # weak: a subscription whose reader never started (its client went before the body) goes with it
+        self._subscribers: weakref.WeakSet[asyncio.Queue[Event]] = weakref.WeakSet()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -51,10 +53,15 @@ class EventBus:
         for q in list(self._subscribers):
             q.put_nowait(ev)
 
-    async def subscribe(self, since: float | None = None, until: float | None = None) -> AsyncIterator[Event]:
-        """Past events from `since`, then live ones until `until` (unix seconds) or forever."""
+    def subscribe(self, since: float | None = None, until: float | None = None) -> AsyncIterator[Event]:
+        """Past events from `since`, then live ones until `until` (unix seconds) or forever. Subscribed at
+        the call, not at the first read: the events API subscribes before its response headers go, so a
+        client that has them and then acts sees its own events (as dockerd's does)."""
         q: asyncio.Queue[Event] = asyncio.Queue()
         self._subscribers.add(q)
+        return self._read(q, since, until)
+
+    async def _read(self, q: asyncio.Queue[Event], since: float | None, until: float | None) -> AsyncIterator[Event]:
         try:
             if since is not None:
                 for ev in list(self._history):

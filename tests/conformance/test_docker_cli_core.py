@@ -6,8 +6,17 @@ import io
 import json
 import tarfile
 import time
+from collections.abc import Callable
 
 from tests.conftest import Daemon
+
+
+def until(cond: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    """Wait for what a container does in its own time (a loaded host runs it late), not for a fixed sleep."""
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"never happened: {what}"
+        time.sleep(0.1)
 
 
 def test_version_and_info(clean_daemon: Daemon) -> None:
@@ -54,7 +63,7 @@ def test_detached_logs_stop_rm(clean_daemon: Daemon) -> None:
     cid = d.docker("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
                    "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.1; done").stdout.decode().strip()
     assert len(cid) == 64
-    time.sleep(0.6)
+    until(lambda: len(d.docker("logs", "ticker").stdout.splitlines()) >= 3, "three lines logged")
     ps = d.docker("ps", "--format", "{{.Names}} {{.Status}}").stdout.decode()
     assert "ticker Up" in ps
     logs = d.docker("logs", "--tail", "2", "ticker").stdout.decode().splitlines()
@@ -154,7 +163,8 @@ def test_ps_filters_and_format(clean_daemon: Daemon) -> None:
 def test_cp_both_ways_and_export_diff(clean_daemon: Daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = clean_daemon
     d.docker("run", "-d", "--name", "files", "busybox", "sh", "-c", "echo inside > /tmp/in.txt; rm /etc/group; sleep 100")
-    time.sleep(0.5)
+    until(lambda: d.docker("exec", "files", "test", "!", "-e", "/etc/group", check=False).returncode == 0,
+          "the container wrote its file and removed /etc/group")
     d.docker("cp", "files:/tmp/in.txt", str(tmp_path / "out.txt"))
     assert (tmp_path / "out.txt").read_text() == "inside\n"
     (tmp_path / "up.txt").write_text("from host\n")
@@ -269,7 +279,7 @@ def test_our_cp_archive_and_follow_link(clean_daemon: Daemon, tmp_path) -> None:
     d = clean_daemon
     d.docker("run", "-d", "--name", "cpflags", "-u", "1000:1000", "busybox", "sh", "-c",
              "echo target > /tmp/real; ln -s /tmp/real /tmp/link; sleep 100")
-    time.sleep(0.5)
+    until(lambda: d.docker("exec", "cpflags", "test", "-L", "/tmp/link", check=False).returncode == 0, "the link made")
     (tmp_path / "f.txt").write_text("x\n")
     d.dockyard("cp", "-a", str(tmp_path / "f.txt"), "cpflags:/tmp/f.txt")
     assert d.docker("exec", "cpflags", "stat", "-c", "%u:%g", "/tmp/f.txt").stdout == b"1000:1000\n"

@@ -316,7 +316,7 @@ def test_network_name_resolution(client: docker.DockerClient) -> None:
                                     detach=True, name=srv_name, network=net.name,
                                     tmpfs={"/www": ""})
         out = b""
-        for _ in range(50):  # httpd binds asynchronously
+        for _ in range(600):  # httpd binds asynchronously (late on a loaded host)
             try:
                 out = client.containers.run(BB, f"wget -qO- http://{srv_name}", network=net.name, remove=True)
                 break
@@ -370,8 +370,7 @@ def test_events_stream_live(client: docker.DockerClient) -> None:
             break
 
     t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    time.sleep(0.3)
+    t.start()  # the daemon subscribed before it answered the events request: no wait for the reader
     c = client.containers.run(BB, "true", detach=True)
     t.join(30)
     stream.close()
@@ -449,7 +448,7 @@ def test_volume_driver_opts_anonymous_volumes_from(client: docker.DockerClient) 
     src.reload()
     anon = src.attrs["Mounts"][0]
     assert anon["Type"] == "volume" and anon["Destination"] == "/anon" and len(anon["Name"]) == 64
-    for _ in range(50):
+    for _ in range(600):  # until the container has written it
         if src.exec_run("cat /anon/f").output == b"anon\n":
             break
         time.sleep(0.1)

@@ -192,7 +192,8 @@ def test_restart_policy_after_crash(own_daemon: Daemon) -> None:
     d.kill()
     for pid in pids.values():
         subprocess.run(["kill", "-9", str(pid)], check=True)
-    time.sleep(1)
+    # dead (reaped by their conmons) before the daemon is back, however late a loaded host runs them
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids.values()), "both reaped", tries=2400)
     d.start()
     _wait_for(lambda: _status(d, "alw").startswith("Up"), "alw restarted")
     assert _pid(d, "alw") not in (0, pids["alw"])
