@@ -12,11 +12,19 @@ from typing import Any
 from tests.conftest import Daemon
 
 
-def until(cond: Callable[[], bool], timeout: float = 60) -> None:
+def until(cond: Callable[[], bool], timeout: float = 60, why: Callable[[], str] = lambda: "") -> None:
+    """Wait for cond; `why` says what the daemon saw, should it never come (a flake seen once under load)."""
     end = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < end, "condition never became true"
+        assert time.monotonic() < end, f"condition never became true {why()}"
         time.sleep(0.1)
+
+
+def log_of(d: Daemon, name: str) -> str:
+    """The container's State and the daemon's log lines naming it."""
+    c = inspect(d, name)
+    lines = [ln[:300] for ln in d.log.read_text().splitlines() if c["Id"][:12] in ln and "pyroute2" not in ln]
+    return f"{name}: {c['State']}\n" + "\n".join(lines[-40:])
 
 
 def inspect(d: Daemon, name: str) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def test_restart_across_daemon_crash(clean_daemon: Daemon) -> None:
     d.kill()  # SIGKILL, as a crash would; conmon keeps the containers
     subprocess.run(["kill", "-9", str(dies_pid)], check=True)  # this one dies while the daemon is down
     d.start()
-    until(lambda: inspect(d, "dies")["State"]["Running"])
+    until(lambda: inspect(d, "dies")["State"]["Running"], why=lambda: log_of(d, "dies"))
     assert inspect(d, "up")["State"]["Pid"] == up_pid  # re-adopted, not restarted
     assert inspect(d, "unl")["State"]["Running"]
     # As dockerd (checked by hand: stop both, restart dockerd): "always" comes back even after a user's
