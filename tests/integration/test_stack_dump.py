@@ -40,14 +40,14 @@ def test_sigusr1_dumps_threads_and_tasks_and_the_daemon_goes_on() -> None:
             with open(d.log) as f:
                 f.seek(before)
                 text = f.read()
-            if "asyncio tasks" in text and "subscribe" in text:
+            if "asyncio tasks" in text and "in _read" in text:
                 break
             time.sleep(0.1)
         assert "SIGUSR1: the stacks of every thread and asyncio task follow" in text
         assert "--- thread MainThread" in text  # the loop's thread, by name
         assert "Current thread" in text or "Thread 0x" in text  # faulthandler's raw dump came first
         # the events stream's task, down to where it waits: the event bus's subscription
-        assert "awaiting (outermost first)" in text and "in subscribe" in text
+        assert "awaiting (outermost first)" in text and "in _read" in text
         with d.api() as c:
             assert c.get("/_ping").status_code == 200
             c.post("/networks/create", json={"Name": "wake-events"})  # an event ends the stream
