@@ -6,9 +6,9 @@ small pool; streams (events, stats, logs, pull) each take a connection of their 
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import queue
-import socket
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -60,8 +60,9 @@ class Engine:
 def interrupt(stream: Stream) -> None:
     """Wake a thread blocked reading `stream` (close() alone does not interrupt a recv in progress)."""
     sock = getattr(stream.conn, "sock", None)
-    if isinstance(sock, socket.socket):
+    # _socket's: the unix transport's sockets are plain _socket ones (client/base.py), socket.socket a subclass
+    if isinstance(sock, _socket.socket):
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(_socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         stream.close()
