@@ -139,6 +139,20 @@ class Stream:
     def close(self) -> None:
         self.conn.close()
 
+    def interrupt(self) -> None:
+        """Wake a thread blocked reading this stream (close() alone does not interrupt a recv in progress);
+        any socket of ours is an _socket.socket (socket.socket and ssl's are subclasses)."""
+        sock = getattr(self.conn, "sock", None)
+        if isinstance(sock, _socket.socket):
+            try:
+                sock.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            self.close()
+        except OSError:
+            pass
+
     def __enter__(self) -> Stream:
         return self
 

@@ -6,7 +6,6 @@ small pool; streams (events, stats, logs, pull) each take a connection of their 
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import queue
 import ssl
@@ -58,11 +57,5 @@ class Engine:
 
 
 def interrupt(stream: Stream) -> None:
-    """Wake a thread blocked reading `stream` (close() alone does not interrupt a recv in progress)."""
-    sock = getattr(stream.conn, "sock", None)
-    # _socket's: the unix transport's sockets are plain _socket ones (client/base.py), socket.socket a subclass
-    if isinstance(sock, _socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(_socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        stream.close()
+    """Wake a thread blocked reading `stream` (the client's Stream knows its socket)."""
+    stream.interrupt()
