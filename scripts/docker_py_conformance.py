@@ -146,7 +146,10 @@ def main() -> int:
         junit = base / "junit.xml"
         r = subprocess.run([str(SUITE / "run"), "-q"], env={**env, "JUNIT": str(junit)},
                            capture_output=True, text=True, timeout=3000)
-        tail = [line for line in r.stdout.splitlines() if line.startswith("  ") and line.split()[0].endswith("_test")]
+        # The runner's per-module lines ("  api_build_test  22 0 0"); pytest's own indented lines
+        # (warnings, blank "  " lines) are not among them.
+        tail = [line for line in r.stdout.splitlines()
+                if line.startswith("  ") and line.split() and line.split()[0].endswith("_test")]
         print("per module (passed/failed/skipped):\n" + "\n".join(tail))
         if not junit.exists():
             print(f"docker-py conformance: the suite did not run:\n{(r.stdout + r.stderr).strip()[-2000:]}")
