@@ -878,6 +878,10 @@ def main() -> int:
         if args.engine_steps:
             run.engines = Engines(d, args.sentinel_port, args.seed, run.violation)
             names += iid_names(run.engines.peer)
+        # docker-py imported once, here: twenty threads importing it at once raced its circular imports
+        # ("cannot import name 'CancellableStream' from partially initialized module", seed 2601).
+        import docker  # noqa: F401
+
         clients = [Client(run, k) for k in range(args.clients)]
 
         def cut_short(signum: int, _frame: Any) -> None:

@@ -24,7 +24,7 @@ log = logging.getLogger("dockyard.daemon")
 
 async def startup_sweep(engine: Engine) -> dict[str, int]:
     """Returns counts of what was removed (for the log and tests)."""
-    out = {"bundles": 0, "container_dirs": 0, "mounts": 0, "build_tmp": 0}
+    out = {"bundles": 0, "container_dirs": 0, "mounts": 0, "netns": 0, "build_tmp": 0}
     try:
         await asyncio.to_thread(engine.images.sweep)
     except Exception as e:  # noqa: BLE001 - a failed sweep must not keep the daemon down
@@ -46,6 +46,14 @@ async def startup_sweep(engine: Engine) -> dict[str, int]:
                 continue
             await asyncio.to_thread(shutil.rmtree, d, True)
             out[key] += 1
+    if engine.networks is not None:
+        # A netns of a container that no longer exists (a removal or a start a crash cut short).
+        from dockyard.network import netlink
+
+        for f in _entries(engine.networks.exec_root / "netns"):
+            if f.name not in rows:
+                await asyncio.to_thread(netlink.delete_netns, f)
+                out["netns"] += 1
     for c in rows.values():
         if c.state in ("running", "paused"):
             continue
@@ -65,6 +73,13 @@ async def startup_sweep(engine: Engine) -> dict[str, int]:
 def _subdirs(p: Path) -> list[Path]:
     try:
         return [d for d in p.iterdir() if d.is_dir() and not d.is_symlink()]
+    except FileNotFoundError:
+        return []
+
+
+def _entries(p: Path) -> list[Path]:
+    try:
+        return list(p.iterdir())
     except FileNotFoundError:
         return []
 

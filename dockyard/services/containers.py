@@ -1182,7 +1182,7 @@ class ContainerService:
                 self.save(c.id, state="exited")
                 continue
             if not c.running:
-                if self.networks is not None and self.networks.has_sandbox(c.id):
+                if self.networks is not None and (self.networks.has_sandbox(c.id) or self.networks.netns_left(c.id)):
                     # A start (or exit) the crash cut short: its netns, veths and addresses, perhaps a
                     # runtime container and its mounts, are there for a container that does not run.
                     log.info("container %s: releasing what a start cut short by the crash left", c.id[:12])

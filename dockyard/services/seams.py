@@ -98,6 +98,10 @@ class NetworkAttacher(Protocol):
         """The container holds a network sandbox (netns, veths, addresses: made at start, released at exit)."""
         ...
 
+    def netns_left(self, cid: str) -> bool:
+        """The container's own netns file exists (perhaps with no sandbox row: a start cut short by a crash)."""
+        ...
+
     async def reconcile(self, cid: str) -> None:
         """A running container adopted after a crash: drop the endpoints the kernel does not have."""
         ...

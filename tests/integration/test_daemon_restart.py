@@ -167,6 +167,34 @@ def test_startup_sweep_removes_garbage(own_daemon: Daemon) -> None:
     assert d.docker("run", "--rm", "busybox", "echo", "ok").stdout == b"ok\n"
 
 
+def _holds_netns(p: Path) -> bool:
+    return p.exists() and p.stat().st_dev != p.parent.stat().st_dev
+
+
+def test_netns_a_crash_left_without_its_row_is_released(own_daemon: Daemon) -> None:
+    """A start makes the container's netns before its sandbox row; a daemon killed in between left a
+    netns no record named, kept forever (chaos seed 2601: a restart policy's start cut short)."""
+    from dockyard.network import netlink
+
+    d = own_daemon
+    cut = d.docker("create", "--name", "cut", "busybox", "true").stdout.decode().strip()
+    gone = d.docker("create", "--name", "gone", "busybox", "true").stdout.decode().strip()
+    d.kill()
+    netns = d.exec_root / "netns"
+    planted = {"cut": netns / cut, "orphan": netns / ("a" * 64)}
+    for p in planted.values():
+        netlink.create_netns(p)
+        assert _holds_netns(p)
+    d.start()
+    for name, p in planted.items():
+        assert not p.exists(), name
+    assert d.docker("start", "-a", "cut").returncode == 0
+    # And without a restart: the removal of a container that has one but no row releases it.
+    netlink.create_netns(netns / gone)
+    assert d.docker("rm", "gone").returncode == 0
+    assert not (netns / gone).exists()
+
+
 def test_named_volume_data_survives_containers_and_restart(own_daemon: Daemon) -> None:
     d = own_daemon
     d.docker("run", "--rm", "-v", "keepme:/data", "busybox", "sh", "-c", "echo persisted > /data/f")
