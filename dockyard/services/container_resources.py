@@ -55,7 +55,11 @@ class ContainerResources:
         from dockyard.services.stats import container_stats
 
         prev: dict[str, Any] | None = None
-        # dockerd's stream=false without one-shot primes precpu_stats with a sample taken a second before.
+        # stream=false without one-shot primes precpu_stats with an earlier sample, so the CPU % has a
+        # span to be computed over. dockerd's is its collector's tick, a second before; ours is taken
+        # _PRIME_S before: CPU % is a ratio of the two deltas (cpuacct's ns over /proc/stat's 10 ms ticks
+        # of all CPUs), so a fifth of a second still measures it to ~2.5 % here, and `stats --no-stream`
+        # of all containers answers in a fraction of dockerd's floor of one to two seconds.
         prime = not stream and not one_shot and c.has_process
         first = True
         while True:
@@ -75,8 +79,8 @@ class ContainerResources:
                 yield cur
                 if not stream:
                     return
+            await asyncio.sleep(_PRIME_S if prev is None and not stream else 1.0)
             prev = cur
-            await asyncio.sleep(1.0)
 
     async def update(self, cid: str, upd: UpdateConfig) -> dict[str, Any]:
         """dockerd's update: each limit given non-zero (PidsLimit: given) replaces the container's."""
@@ -101,6 +105,8 @@ class ContainerResources:
         self.cs.emit(c, "update")
         return {"Warnings": []}
 
+
+_PRIME_S = 0.2
 
 _UPDATED = ("memory", "memory_swap", "memory_reservation", "nano_cpus", "cpu_shares", "cpu_period", "cpu_quota",
             "cpuset_cpus", "cpuset_mems", "blkio_weight", "kernel_memory")
