@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -926,11 +927,23 @@ def main() -> int:
                 d.start()
             except RuntimeError as e:
                 print(f"restart for the teardown failed: {str(e)[-300:]}")
+        if run is not None and run.violations:
+            # The stacks a timeout dumped and everything else the daemons said go with their dirs at the
+            # teardown: kept beside the run for the diagnosis (seed 2602 lost its build's stacks so).
+            keep = Path(f"/tmp/chaos-{args.seed}-logs")
+            keep.mkdir(exist_ok=True)
+            logs = [("daemon.log", d.log)]
+            if run.engines is not None:
+                logs.append(("peer-daemon.log", run.engines.peer.log))
+            for name, src in logs:
+                try:
+                    shutil.copyfile(src, keep / name)
+                except OSError as e:
+                    print(f"could not keep {src}: {e}")
+            print(f"logs kept in {keep}")
         d.teardown()
         reg.kill()
         if run is not None:
-            import shutil
-
             shutil.rmtree(run.tmp, ignore_errors=True)
     after = host_snapshot()
     elapsed = time.monotonic() - t0
