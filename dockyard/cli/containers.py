@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-from typing import Any
 
 from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx, add_format, for_each, parse_filters, print_json
@@ -22,6 +21,10 @@ from dockyard.cli.formatting import (
     write_rows,
 )
 from dockyard.client import STDERR, APIError
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every command's start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 PS_HEADERS = {
     "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",

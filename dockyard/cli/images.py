@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx, add_format, parse_filters
 from dockyard.cli.containers import _refuse_tty, copy_stream_to, inspect_objects
 from dockyard.cli.formatting import ago, ellipsis, human_size, short_id, write_rows
 from dockyard.client import APIError
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every command's start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Digest": "DIGEST",
                  "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",

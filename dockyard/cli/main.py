@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from dockyard.cli.common import PROG, CLIError, Command, Ctx, daemon_error
 from dockyard.cli.parsing import Parser, UsageError
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every command's start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 GROUPS = {
     "container": "Manage containers",

@@ -4,13 +4,15 @@ endpoint, print what went (docker's headings) and the space reclaimed."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from dockyard.cli.common import Ctx
 from dockyard.cli.formatting import human_size
 
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every command's start-up)
 if TYPE_CHECKING:  # the client's import is paid by the command that prunes, not by every start
+    from collections.abc import Callable
+    from typing import Any
+
     from dockyard.client import APIClient
 
 Filters = dict[str, list[str]] | None

@@ -6,12 +6,15 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
 from dockyard.cli import prune
 from dockyard.cli.common import CLIError, Command, Ctx, add_format, parse_filters
 from dockyard.cli.formatting import human_size, write_rows
 from dockyard.client import APIError, ConnectError
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every command's start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 CLIENT_VERSION = "0.1.0"
 
