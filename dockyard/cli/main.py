@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[:i + 1])
         args.args = argv[i + 1:]
         host = args.host[-1] if args.host else None
+        _resume_gc()
         return int(args.func(Ctx(host, context=args.context), args) or 0)
     parser = build_parser(word if word in _WORD_MODULES else None)
     try:
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.excepthook = quiet_thread_error
 
+    _resume_gc()
     explainer = None
     try:
         if getattr(args, "explain", False):
@@ -253,5 +255,54 @@ def main(argv: list[str] | None = None) -> int:
     return int(code or 0)
 
 
+# Read-only commands that write only to stdout and stderr, and that people run most: they end with
+# os._exit, without the interpreter's teardown (~3 ms of every run: freeing every module).
+_QUICK = frozenset({"version", "ps", "images", "inspect", "logs", "info"})
+_gc_paused = False
+
+
+def cli() -> None:
+    """The process's entry (the `dockyard` script, `python -m dockyard.cli.main`): main(), with the
+    cyclic garbage collector off while the modules load and the parser is built (they make tens of
+    thousands of objects that live to the end; collecting them costs ~2 ms of every start), and for the
+    _QUICK commands no teardown when nothing is left for it to do."""
+    global _gc_paused
+    import gc
+
+    gc.disable()
+    _gc_paused = True
+    code = main()
+    if _command_word(sys.argv[1:]) in _QUICK and _nothing_left():
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001,S110 - a closed pipe: the ordinary exit, which knows what to say
+            pass
+        else:
+            os._exit(code)
+    sys.exit(code)
+
+
+def _resume_gc() -> None:
+    """After cli() paused the collector: the start-up's objects are made; collect what comes after."""
+    global _gc_paused
+    if _gc_paused:
+        import gc
+
+        gc.freeze()  # they live to the end: no collection needs to look at them again
+        gc.enable()
+        _gc_paused = False
+
+
+def _nothing_left() -> bool:
+    """Whether an ordinary exit would only free memory: no atexit function to run, no thread to join."""
+    import atexit
+
+    if atexit._ncallbacks():
+        return False
+    threading = sys.modules.get("threading")
+    return threading is None or all(t.daemon or t is threading.main_thread() for t in threading.enumerate())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 DEFAULT = "default"
 DEFAULT_DESCRIPTION = "Current DOCKER_HOST based configuration"
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.+-]+$")
+_NAME_RE = r"^[a-zA-Z0-9][a-zA-Z0-9_.+-]+$"  # compiled when a name is checked (start-up time)
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 
 
@@ -116,9 +116,9 @@ class Context(_Plain):
 def validate_name(name: str) -> None:
     if name == DEFAULT:
         raise ContextError(f'"{DEFAULT}" is a reserved context name')
-    if not _NAME_RE.match(name):
+    if not re.match(_NAME_RE, name):
         raise ContextError(
-            f'context name "{name}" is invalid, names are validated against regexp "{_NAME_RE.pattern}"'
+            f'context name "{name}" is invalid, names are validated against regexp "{_NAME_RE}"'
         )
 
 
