@@ -36,8 +36,9 @@ def test_quick_commands_exit_at_once_with_their_code_and_output(tmp_path: Path) 
     assert out.stdout.startswith("Client:\n") and " Context:" in out.stdout, out
     assert out.stdout.endswith("os._exit 1 True\n"), out  # the collector was back on for the command
     assert "Cannot connect to the Docker daemon" in out.stderr, out
-    out = run_cli(tmp_path, "ps")
-    assert (out.returncode, out.stdout) == (1, "os._exit 1 True\n"), out
+    for argv in (["ps"], ["run", "--rm", "busybox", "true"]):
+        out = run_cli(tmp_path, *argv)
+        assert (out.returncode, out.stdout) == (1, "os._exit 1 True\n"), (argv, out)
 
 
 def test_other_commands_exit_the_ordinary_way(tmp_path: Path) -> None:
