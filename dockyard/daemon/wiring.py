@@ -276,6 +276,7 @@ def build(cfg: DaemonConfig) -> Engine:
     )
     images.containers_using = containers.using_image
     networks.set_container_resolver(lambda ref: _resolve_for_network(containers, ref))
+    networks.on_container_networks.append(containers.networks_changed)
     from dockyard.services.execs import ExecService
 
     execs = ExecService(containers)

@@ -11,6 +11,7 @@ import builtins
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import signal as signal_mod
@@ -43,7 +44,7 @@ from dockyard.store.db import Database, prefix_range
 from dockyard.store.snapshotter import OverlaySnapshotter, Snapshotter, mount_all
 from dockyard.util.fs import mark_topdir
 from dockyard.util.ids import new_id, random_name, validate_name
-from dockyard.util.timefmt import ZERO_TIME, human_duration, parse_time_arg, rfc3339
+from dockyard.util.timefmt import ZERO_TIME, human_duration, human_duration_left, parse_time_arg, rfc3339
 
 if TYPE_CHECKING:
     from dockyard.runtime.spec import Resources
@@ -134,7 +135,7 @@ class Container:
     @classmethod
     def from_row(cls, r: Any) -> Container:
         # msgspec is imported here, not at daemon start (idle RSS)
-        from dockyard.wire.container import Config, HostConfig, stored
+        from dockyard.wire.container import Config, HostConfig, stored, stored_doc
 
         return cls(
             id=r["id"], name=r["name"], image_id=r["image_id"], image_ref=r["image_ref"], created=r["created"],
@@ -142,8 +143,8 @@ class Container:
             state=r["state"], pid=r["pid"], exit_code=r["exit_code"], error=r["error"],
             started_at=r["started_at"], finished_at=r["finished_at"], restart_count=r["restart_count"],
             oom_killed=bool(r["oom_killed"]), stopped_by_user=bool(r["stopped_by_user"]), boot_id=r["boot_id"],
-            network_settings=json.loads(r["network_settings"]), mounts=json.loads(r["mounts"]),
-            health=json.loads(r["health"]) if r["health"] else None, paused_by=r["paused_by"],
+            network_settings=stored_doc(r["network_settings"]), mounts=stored_doc(r["mounts"]),
+            health=stored_doc(r["health"]) if r["health"] else None, paused_by=r["paused_by"],
         )
 
     @property
@@ -162,11 +163,17 @@ class Container:
 
 @dataclass
 class _Listed:
-    """A row as the list last read it: its rev, decoded, and its list entry encoded but for Names and Status."""
+    """A row as the list last read it: its rev, decoded; its list entry encoded but for Names and Status
+    (body), and whole (entry) with the names and status it was encoded with, until the status text may
+    change (until: time.time(); a new rev makes a new _Listed)."""
 
     rev: int
     c: Container
     body: bytes | None = None
+    names: builtins.list[str] = field(default_factory=builtins.list)
+    status: str = ""
+    until: float = 0.0
+    entry: bytes | None = None
 
 
 @dataclass
@@ -256,6 +263,8 @@ class ContainerService:
         self._monitor_tasks: set[asyncio.Task[None]] = set()
         # The list's rows, decoded (and encoded for the API) once per rev of each row: id -> _Listed.
         self._listed_rows: dict[str, _Listed] = {}
+        self._listed_order: list[_Listed] = []  # every row, newest first, as of _listed_mark
+        self._listed_mark: tuple[int, int] | None = None  # db.version() when _listed_order was read
         # Awaited before a user's start takes the container's lock (a pod member's infra starts first).
         self.before_start: list[Callable[[Container], Awaitable[None]]] = []
 
@@ -1258,6 +1267,15 @@ class ContainerService:
             log.warning("container %s is paused in the runtime but not in our records: recorded paused", c.id[:12])
             self.save(c.id, state="paused", paused_by="")
 
+    def networks_changed(self, cid: str) -> None:
+        """`network connect/disconnect` changed a container's networks: a running one's settings in its row
+        (written at start, shown by the list; inspect asks the network service) become the live ones."""
+        if self.networks is None:
+            return
+        ns = self.networks.settings(cid)
+        self.db.execute("UPDATE containers SET network_settings=? WHERE id=? AND state IN ('running', 'paused')",
+                        (json.dumps(ns), cid), durable=False)
+
     # ---------------------------------------------------------------- views
     def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
         c = self.get(ref)
@@ -1372,8 +1390,13 @@ class ContainerService:
         return out
 
     def _listed(self) -> builtins.list[_Listed]:
-        """Every container, newest first, for the list. A row is decoded again only when its rev moved:
-        decoding each row's documents at every list was ~50 µs a container (cProfile at 500)."""
+        """Every container, newest first, for the list, each with its names (its own, then those it has as
+        the target of other containers' links: "/parent/alias"). Nothing is read again while the database
+        is unchanged (db.version()); else a row is decoded again only when its rev moved: decoding each
+        row's documents at every list was ~50 µs a container (cProfile at 500)."""
+        mark = self.db.version()  # before the reads: a write after it moves the next list's mark
+        if mark is not None and mark == self._listed_mark:
+            return self._listed_order
         known = self._listed_rows
         order = self.db.query("SELECT id, rev FROM containers ORDER BY created DESC")
         stale = [r["id"] for r in order if (e := known.get(r["id"])) is None or e.rev != r["rev"]]
@@ -1383,20 +1406,28 @@ class ContainerService:
                 "SELECT * FROM containers WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(stale),)))
             fresh = {r["id"]: _Listed(r["rev"], Container.from_row(r)) for r in rows}
         out = [fresh.get(r["id"]) or known[r["id"]] for r in order if r["id"] in fresh or r["id"] in known]
+        linked: dict[str, list[str]] = {}  # target name -> "/parent/alias" (one pass over all containers)
+        for e in out:
+            for spec in e.c.host_config.links or []:
+                link = links.parse(spec, e.c.name)
+                linked.setdefault(link.target, []).append(f"/{e.c.name}/{link.alias}")
+        for e in out:
+            names = ["/" + e.c.name, *linked.get(e.c.name, [])]
+            if names != e.names:
+                e.names, e.entry = names, None
         self._listed_rows = {e.c.id: e for e in out}  # removed containers leave the cache here
+        self._listed_order, self._listed_mark = out, mark
         return out
 
     def _select(self, all_: bool, limit: int, filters: dict[str, builtins.list[str]] | None,
-                before: str | None, since: str | None) -> builtins.list[tuple[_Listed, builtins.list[str]]]:
-        """The containers a list shows, newest first, each with its names (its own, then those it has
-        as the target of other containers' links: "/parent/alias")."""
+                before: str | None, since: str | None) -> builtins.list[_Listed]:
+        """The containers a list shows, newest first."""
         filters = dict(filters or {})
         if before:
             filters.setdefault("before", []).append(before)
         if since:
             filters.setdefault("since", []).append(since)
-        every = self._listed()
-        es = every
+        es = self._listed()
         if "before" in filters:
             ref = self.get(filters["before"][0])
             es = [e for e in es if e.c.created < ref.created]
@@ -1409,36 +1440,38 @@ class ContainerService:
             es = [e for e in es if self.matches(e.c, filters)]
         if limit > 0:
             es = es[:limit]
-        linked: dict[str, list[str]] = {}  # target name -> "/parent/alias" (one pass over all containers)
-        for e in every:
-            for spec in e.c.host_config.links or []:
-                link = links.parse(spec, e.c.name)
-                linked.setdefault(link.target, []).append(f"/{e.c.name}/{link.alias}")
-        return [(e, ["/" + e.c.name, *linked.get(e.c.name, [])]) for e in es]
+        return es
 
     def list(self, all_: bool = False, limit: int = -1, size: bool = False,
              filters: dict[str, builtins.list[str]] | None = None, before: str | None = None,
              since: str | None = None) -> builtins.list[dict[str, Any]]:
         out = []
-        for e, names in self._select(all_, limit, filters, before, since):
+        for e in self._select(all_, limit, filters, before, since):
             row = self.summary(e.c, size)
-            row["Names"] = names
+            row["Names"] = list(e.names)
             out.append(row)
         return out
 
     def list_json(self, all_: bool = False, limit: int = -1, filters: dict[str, builtins.list[str]] | None = None,
                   before: str | None = None, since: str | None = None) -> bytes:
-        """GET /containers/json's body (without sizes): each row's encoding is kept with its rev, and only
-        Names and the time-dependent Status are encoded at each list."""
+        """GET /containers/json's body (without sizes). Each row's entry is kept encoded: whole until its
+        status text may change (then only Names and Status are encoded again, and only if they changed),
+        and a new rev of the row or new names make it anew. An unchanged container costs a comparison."""
         from dockyard.wire.container import ENCODER
 
+        now = time.time()
         parts = []
-        for e, names in self._select(all_, limit, filters, before, since):
-            if e.body is None:
-                row = self.summary(e.c)
-                del row["Names"], row["Status"]
-                e.body = ENCODER(row)
-            parts.append(b'{"Names":%s,"Status":%s,%s' % (ENCODER(names), ENCODER(status_text(e.c)), e.body[1:]))
+        for e in self._select(all_, limit, filters, before, since):
+            if e.entry is None or now >= e.until:
+                status, e.until = status_until(e.c, now)
+                if e.entry is None or status != e.status:
+                    if e.body is None:
+                        row = self.summary(e.c)
+                        del row["Names"], row["Status"]
+                        e.body = ENCODER(row)
+                    e.status = status
+                    e.entry = b'{"Names":%s,"Status":%s,%s' % (ENCODER(e.names), ENCODER(status), e.body[1:])
+            parts.append(e.entry)
         return b"[" + b",".join(parts) + b"]\n"
 
     def matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
@@ -1517,11 +1550,17 @@ def _name_match(pattern: str, name: str) -> bool:
 
 
 def status_text(c: Container) -> str:
-    now = time.time()
+    return status_until(c, time.time())[0]
+
+
+def status_until(c: Container, now: float) -> tuple[str, float]:
+    """The list's Status of c at `now`, and a time before which it stays the same (the texts that tell a
+    duration change with it: human_duration's, at the next second under a minute, else at the next minute,
+    which is as soon as or sooner than it changes)."""
     if c.state == "created":
-        return "Created"
+        return "Created", math.inf
     if c.state == "removing":
-        return "Removal In Progress"
+        return "Removal In Progress", math.inf
     if c.state in ("running", "paused"):
         s = f"Up {human_duration(now - c.started_at)}"
         if c.state == "paused":
@@ -1529,14 +1568,16 @@ def status_text(c: Container) -> str:
         elif c.health and c.health.get("Status") in ("healthy", "unhealthy", "starting"):
             st = c.health["Status"]
             s += " (health: starting)" if st == "starting" else f" ({st})"
-        return s
+        return s, now + human_duration_left(now - c.started_at)
     if c.state == "restarting":
-        return f"Restarting ({c.exit_code}) {human_duration(now - c.finished_at)} ago"
+        return (f"Restarting ({c.exit_code}) {human_duration(now - c.finished_at)} ago",
+                now + human_duration_left(now - c.finished_at))
     if c.state == "exited":
         if not c.finished_at:
-            return "Created" if not c.started_at else f"Exited ({c.exit_code})"
-        return f"Exited ({c.exit_code}) {human_duration(now - c.finished_at)} ago"
-    return c.state.capitalize()
+            return ("Created" if not c.started_at else f"Exited ({c.exit_code})"), math.inf
+        return (f"Exited ({c.exit_code}) {human_duration(now - c.finished_at)} ago",
+                now + human_duration_left(now - c.finished_at))
+    return c.state.capitalize(), math.inf
 
 
 def resources_of(r: WireResources) -> Resources:

@@ -140,6 +140,9 @@ class NetworkService:
         self._pools: dict[tuple[str, int], ipam.Pool] = {}  # (network id, 4|6) -> addresses in use
         self.swarm_active: Callable[[], bool] = lambda: False  # set by the swarm service
         self.swarm_pools: Callable[[], builtins.list[ipaddress.IPv4Network]] = default_swarm_pools
+        # Called with a container's id after `network connect/disconnect` changed its networks (the
+        # container service keeps a running container's settings, which the list shows, in its row).
+        self.on_container_networks: builtins.list[Callable[[str], None]] = []
         db.migrate("networks", [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3])
 
     def set_container_resolver(self, resolve: ResolveContainer) -> None:
@@ -633,6 +636,7 @@ class NetworkService:
                     self.db.execute("DELETE FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
                     raise
                 await asyncio.to_thread(self._fix_resolv, sb)
+            self._networks_changed(cid)
         self.events.emit("network", "connect", net["id"], {"container": cid, "name": net["name"], "type": net["driver"]})
 
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
@@ -650,7 +654,15 @@ class NetworkService:
             sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
             if ep is not None and sb is not None and sb["netns"]:
                 await asyncio.to_thread(self._after_leave, sb)
+            self._networks_changed(cid)
         self.events.emit("network", "disconnect", net["id"], {"container": cid, "name": net["name"], "type": net["driver"]})
+
+    def _networks_changed(self, cid: str) -> None:
+        for fn in self.on_container_networks:
+            try:
+                fn(cid)
+            except Exception:  # noqa: BLE001 - the connect or disconnect itself is done
+                log.exception("after the networks of %s changed", cid[:12])
 
     def _after_leave(self, sb: Any) -> None:
         """A network left a running container: the default routes and the name server its resolv.conf

@@ -71,6 +71,16 @@ class Database:
             row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
             return row
 
+    def version(self) -> tuple[int, int] | None:
+        """A mark that moves with every write to the file: rows our connection inserted, updated or
+        deleted (SQLite's total_changes, triggers' writes included; a rolled-back write moves it too) and
+        commits by any other connection (`PRAGMA data_version`). Equal marks: nothing read in between
+        can have changed. None inside an open transaction (a rollback could undo what a read saw)."""
+        with self._lock:
+            if self._conn.in_transaction:
+                return None
+            return self._conn.total_changes, self._conn.execute("PRAGMA data_version").fetchone()[0]
+
     def execute(self, sql: str, params: Sequence[Any] = (), durable: bool = True) -> int:
         """A single-statement write in its own transaction; returns rowcount."""
         with self.tx(durable) as c:

@@ -60,6 +60,14 @@ def parse_time_arg(s: str) -> float:
         return parse_rfc3339(s)
 
 
+def human_duration_left(seconds: float) -> float:
+    """How long human_duration(seconds) surely reads the same, as seconds grow: to the next whole second
+    under a minute, else to the next whole minute (every text from a minute on changes at a minute's
+    boundary: minutes, and hours rounded at the half hour, days, weeks... counted from them)."""
+    s = int(seconds)
+    return (s + 1 - seconds) if s < 60 else ((s // 60 + 1) * 60 - seconds)
+
+
 def human_duration(seconds: float) -> str:
     """go-units HumanDuration."""
     s = int(seconds)

@@ -160,6 +160,45 @@ def test_ps_filters_and_format(clean_daemon: Daemon) -> None:
     assert len(d.docker("ps", "-a", "--no-trunc", "-q").stdout.split()[0]) == 64
 
 
+def test_ps_shows_each_change_at_once(clean_daemon: Daemon) -> None:
+    """The list keeps its entries encoded between lists: a rename, a network connect and disconnect, a
+    pause, a link and a stop must each show at the very next `docker ps`."""
+    d = clean_daemon
+
+    def ps(*args: str) -> dict[str, str]:
+        """Names (all of them: --no-trunc) -> "State Networks"."""
+        out = d.docker("ps", "--no-trunc", *args, "--format", "{{.Names}} {{.State}} {{.Networks}}").stdout
+        return {line.split()[0]: line.split(" ", 1)[1] for line in out.decode().splitlines()}
+
+    net = "psnet" + str(time.monotonic_ns())[-6:]
+    d.docker("network", "create", net)
+    try:
+        d.docker("run", "-d", "--name", "ps1", "busybox", "sleep", "100")
+        d.docker("run", "-d", "--name", "ps2", "busybox", "sleep", "100")
+        assert ps() == {"ps1": "running bridge", "ps2": "running bridge"}
+        assert ps() == {"ps1": "running bridge", "ps2": "running bridge"}  # kept entries now
+        d.docker("rename", "ps1", "ps1b")
+        assert ps() == {"ps1b": "running bridge", "ps2": "running bridge"}
+        d.docker("network", "connect", net, "ps2")
+        assert ps()["ps2"] in (f"running bridge,{net}", f"running {net},bridge")
+        d.docker("network", "disconnect", net, "ps2")
+        assert ps()["ps2"] == "running bridge"
+        d.docker("pause", "ps2")
+        assert ps()["ps2"] == "paused bridge"
+        assert d.docker("ps", "--filter", "name=ps2", "--format", "{{.Status}}").stdout.strip().endswith(b"(Paused)")
+        d.docker("unpause", "ps2")
+        d.docker("run", "-d", "--name", "ps3", "--link", "ps2:db", "busybox", "sleep", "100")
+        assert ps() == {"ps1b": "running bridge", "ps2,ps3/db": "running bridge", "ps3": "running bridge"}
+        d.docker("stop", "-t", "0", "ps2")
+        assert ps() == {"ps1b": "running bridge", "ps3": "running bridge"}
+        assert ps("-a")["ps2,ps3/db"] == "exited bridge"
+        d.docker("rm", "-f", "ps3")
+        assert ps("-a") == {"ps1b": "running bridge", "ps2": "exited bridge"}
+    finally:
+        d.docker("rm", "-f", "ps1b", "ps2", "ps3", check=False)
+        d.docker("network", "rm", net, check=False)
+
+
 def test_cp_both_ways_and_export_diff(clean_daemon: Daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = clean_daemon
     d.docker("run", "-d", "--name", "files", "busybox", "sh", "-c", "echo inside > /tmp/in.txt; rm /etc/group; sleep 100")

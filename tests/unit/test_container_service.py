@@ -379,3 +379,68 @@ def test_the_list_sees_every_change_to_a_row_it_kept(world: World) -> None:
         assert list(listed()) == [a]
 
     run(world, t)
+
+
+def test_a_list_of_an_unchanged_database_reads_no_row_and_sees_every_change(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list keeps each entry encoded whole and reads nothing while the database is unchanged
+    (db.version()); every write, ours or another connection's, and the time in Status must still show."""
+    import sqlite3
+
+    import dockyard.services.containers as containers_mod
+
+    reads: list[str] = []
+    query = world.db.query
+
+    def counted(sql: str, params: Any = ()) -> Any:
+        reads.append(sql)
+        return query(sql, params)
+
+    monkeypatch.setattr(world.db, "query", counted)
+    clock = [1_000_000.0]
+    monkeypatch.setattr(containers_mod.time, "time", lambda: clock[0])
+
+    def listed(all_: bool = True) -> dict[str, dict[str, Any]]:
+        body = world.cs.list_json(all_=all_)
+        rows = world.cs.list(all_=all_)
+        assert json.loads(body) == rows  # the kept bytes say what a fresh encoding says
+        return {row["Id"]: row for row in rows}
+
+    async def t(w: World) -> None:
+        a, b = await w.run(), await w.run(Links=[])
+        first = listed()
+        reads.clear()
+        again = w.cs.list_json(all_=True)
+        assert reads == [] and json.loads(again) == list(first.values())  # nothing read, the same answer
+        assert first[a]["Status"] == "Up Less than a second"
+        clock[0] += 75  # no write: the status text still moves with the time
+        assert listed()[a]["Status"] == "Up About a minute" and reads == []
+        clock[0] += 3600
+        assert listed()[a]["Status"] == "Up About an hour"
+        other = sqlite3.connect(tmp_path / "db.sqlite")  # another connection (data_version)
+        other.execute("UPDATE containers SET state='paused' WHERE id=?", (a,))
+        other.commit()
+        other.close()
+        assert listed()[a]["Status"] == "Up About an hour (Paused)" and reads
+        w.db.execute("UPDATE containers SET state='running' WHERE id=?", (a,))  # ours, not through the service
+        assert listed()[a]["Status"] == "Up About an hour"
+        # Names: a link makes its target's entry list "/parent/alias"; renaming the parent changes it.
+        c = await w.run(Links=[f"{first[a]['Names'][0][1:]}:db"])
+        parent = listed()[c]["Names"][0]
+        assert listed()[a]["Names"] == [first[a]["Names"][0], f"{parent}/db"]
+        await w.cs.rename(c, "renamed")
+        assert listed()[a]["Names"] == [first[a]["Names"][0], "/renamed/db"]
+        await w.cs.remove(c, force=True)
+        assert listed()[a]["Names"] == [first[a]["Names"][0]] and c not in listed()
+        # Network settings (a connect or disconnect writes them) and a stop.
+        w.db.execute("UPDATE containers SET network_settings=? WHERE id=?",
+                     (json.dumps({"Networks": {"n1": {"NetworkID": "abc"}}}), b))
+        assert listed()[b]["NetworkSettings"] == {"Networks": {"n1": {"NetworkID": "abc"}}}
+        assert [r["Id"] for r in w.cs.list(filters={"network": ["n1"]})] == [b]
+        w.runtime.exit(b, 3)
+        await w.cs.wait(b)
+        assert b not in listed(all_=False) and listed()[b]["Status"] == "Exited (3) Less than a second ago"
+        clock[0] += 2
+        assert listed()[b]["Status"] == "Exited (3) 2 seconds ago"
+
+    run(world, t)
