@@ -15,7 +15,20 @@ if "msgspec" not in sys.modules and "typing_extensions" not in sys.modules:
     # has since 3.11; through it come inspect, ast, dis and tokenize: ~10 ms of `dockyard run`'s
     # start-up (issue 20). Let msgspec take typing's; other importers still get typing_extensions.
     sys.modules["typing_extensions"] = None  # type: ignore[assignment]
+    # msgspec imports uuid, and uuid imports platform only to ask platform.system() whether this is
+    # Linux or AIX (for getnode): ~2 ms of `dockyard run`'s start-up, platform's own regular
+    # expressions mostly. uuid gets os.uname's answer, the one platform.system() gives.
+    _platform = None
+    if "uuid" not in sys.modules and "platform" not in sys.modules:
+        import os
+
+        _platform = type(sys)("platform")
+        _platform.system = lambda: os.uname().sysname  # type: ignore[attr-defined]
+        sys.modules["platform"] = _platform
     try:
         import msgspec  # noqa: F401
     finally:
         del sys.modules["typing_extensions"]
+        if _platform is not None and sys.modules.get("platform") is _platform:
+            del sys.modules["platform"]
+        del _platform

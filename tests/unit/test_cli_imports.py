@@ -16,7 +16,7 @@ from dockyard.client.base import _params, q
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("socket", "urllib.parse", "pathlib", "http.client", "ssl", "email", "typing_extensions", "inspect",
-         "sqlite3")
+         "sqlite3", "platform")
 
 # Each ~1-3 ms, and none needed by the commands people run most (docker's CLI starts in ~20 ms): typing
 # (annotations only: TYPE_CHECKING), gettext and locale (argparse's translations; there are none).
@@ -56,6 +56,16 @@ def test_hot_commands_import_no_typing_nor_gettext(tmp_path: Path) -> None:
 
 def test_create_start_up_imports(tmp_path: Path) -> None:
     assert imports(tmp_path, "create", "busybox", "true") == (True, "")
+
+
+def test_uuid_imported_through_msgspec_knows_the_system() -> None:
+    """dockyard.wire lets uuid (through msgspec) ask os.uname instead of platform; after it, platform is
+    the real module, and uuid knows what platform would have told it."""
+    probe = ("import dockyard.wire, uuid, platform; "
+             "print(uuid._LINUX == (platform.system() == 'Linux'), uuid._AIX, hasattr(platform, 'machine'))")
+    out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "False", "True"], out
 
 
 def test_quoting_matches_urllib() -> None:
