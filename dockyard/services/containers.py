@@ -485,7 +485,23 @@ class ContainerService:
 
     @_about
     async def _start_locked(self, c: Container, restart_count: int | None = None) -> None:
-        """Start under the container's lock. restart_count: the new RestartCount (None keeps it)."""
+        """Start under the container's lock. restart_count: the new RestartCount (None keeps it).
+
+        Never abandoned half-way. A cancelled start (a policy restart that stop, kill or rm ended, a
+        build whose client hung up, the daemon's shutdown) runs on to its end first, and the
+        cancellation is raised after: its steps run in threads and in conmon and runc, which a
+        cancellation does not stop, and an await cut short skipped the undo (for an exception only).
+        That left a container recorded as not running with its netns, its veth on the bridge, its
+        addresses, its rootfs mount and a runc container in "created" (the chaos run: one veth more
+        on the bridge than running endpoints). The canceller finds it started, or failed and undone."""
+        start = asyncio.ensure_future(self._start_body(c, restart_count))
+        try:
+            await asyncio.shield(start)
+        except asyncio.CancelledError:
+            await _settle(start)
+            raise
+
+    async def _start_body(self, c: Container, restart_count: int | None) -> None:
         lv = self.live(c.id)
         lv.exited.clear()
         run_dir = self.run_dir(c.id)
@@ -884,7 +900,9 @@ class ContainerService:
         if not stop_sig or signum == signal_mod.SIGKILL or signum == parse_signal(stop_sig):
             self.live(c.id).exit_on_next = True
             if c.state == "restarting":
-                self._cancel_restart(c.id)
+                if await self._cancel_restart(c.id):
+                    return  # no process to signal, as in dockerd
+                c = self.get(c.id)  # the policy's start was under way and completed: signalled below
         if c.state == "restarting":
             return  # no process to signal, as in dockerd
         await self.runtime.kill(c.id, signum)
@@ -902,16 +920,13 @@ class ContainerService:
         c = self.get(ref)
         lv = self.live(c.id)
         lv.exit_on_next = True
-        if lv.restart_task is not None:
-            lv.restart_task.cancel()
-            lv.restart_task = None
-            self.save(c.id, stopped_by_user=1)
+        if lv.restart_task is not None or c.state == "restarting":
+            # Waiting out the restart delay: nothing runs, the container just stays exited. A policy
+            # start already under way ends first: a container it started is stopped below.
+            if await self._cancel_restart(c.id):
+                self.emit(self.get(c.id), "stop")
+                return
             c = self.get(c.id)
-        if c.state == "restarting":
-            # Waiting out the restart delay: nothing runs, the container just stays exited.
-            self._cancel_restart(c.id)
-            self.emit(self.get(c.id), "stop")
-            return
         if not c.running:
             raise NotModified("container already stopped")
         self.save(c.id, stopped_by_user=1)
@@ -939,15 +954,24 @@ class ContainerService:
         await self._wait_exited(c.id)
         self.emit(self.get(c.id), "stop")
 
-    def _cancel_restart(self, cid: str) -> None:
-        """End a pending policy restart: the container is exited and stays so."""
+    async def _cancel_restart(self, cid: str) -> bool:
+        """End a pending policy restart; True when the container is left not running (exited, and it
+        stays so). False when the policy's start was already under way and started it: a start is not
+        cut short (see _start_locked), so this waits for it, and the caller stops or kills what it
+        started (its exit then ends the policy)."""
         lv = self.live(cid)
         lv.exit_on_next = True
-        if lv.restart_task is not None:
-            lv.restart_task.cancel()
-            lv.restart_task = None
-        if self.get(cid).state == "restarting":
-            self.save(cid, state="exited", stopped_by_user=1)
+        task, lv.restart_task = lv.restart_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait([task])
+        async with lv.lock:  # a start whose task another caller ended may still be under way
+            c = self.get(cid)
+            if c.state == "restarting":
+                self.save(cid, state="exited", stopped_by_user=1)
+                return True
+            lv.exit_on_next = True  # a start that completed reset it
+            return not c.running
 
     async def _wait_exited(self, cid: str, poll: float = 0.05) -> None:
         """Wait until finalize_exit has run (it is triggered by the exit watcher)."""
@@ -1188,6 +1212,8 @@ class ContainerService:
                 await self.remove(c.id, force=True)
                 continue
             if c.state == "restarting":  # the daemon died during a restart delay: the policy below decides
+                # Or during the policy's start (recorded running only once started): what it made goes.
+                await self._cleanup_runtime(c)
                 self.save(c.id, state="exited")
                 continue
             if not c.running:
@@ -1516,6 +1542,18 @@ class ContainerService:
                 if "true" in values:
                     return False
         return True
+
+
+async def _settle(fut: asyncio.Future[Any]) -> None:
+    """Wait for `fut` to end, through any cancellation of our own (the caller raises its own after);
+    its outcome is retrieved, so an exception of a start nobody waits for is not logged as lost."""
+    while not fut.done():
+        try:
+            await asyncio.wait([fut])
+        except asyncio.CancelledError:
+            continue
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("a cancelled start ended in an error: %s", fut.exception())
 
 
 async def _both(a: Awaitable[Any], b: Awaitable[Any]) -> tuple[Any, Any]:

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import DOCKER_CLI, conmon_pids_for, own_daemon
+from tests.conftest import DOCKER_CLI, Daemon, conmon_pids_for, own_daemon
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -170,3 +170,104 @@ def test_a_tty_create_whose_conmon_is_killed_leaves_no_console_socket(tmp_path: 
         left = sock.exists() or sock.is_socket()
         sock.unlink(missing_ok=True)  # before the fix: in /tmp, ours to remove
         assert not left, f"conmon's console socket {sock} outlived it"
+
+
+def _held_policy_runtime(tmp_path: Path) -> tuple[Path, Path, Path, Path, Path]:
+    """A runc wrapper that, once `hold` exists, holds every `create` (`creating` touched) until `go`
+    exists, and touches `created` when that runc has ended; and a dir for the container's /w."""
+    runc = shutil.which("runc") or "/usr/sbin/runc"
+    hold, marker, go, done, w = (tmp_path / n for n in ("hold", "creating", "go", "created", "w"))
+    w.mkdir()
+    wrapper = tmp_path / "held-runc"
+    wrapper.write_text(f'#!/bin/sh\nheld=""\nfor a in "$@"; do if [ "$a" = create ] && [ -e {hold} ]; then held=1\n'
+                       f'  touch {marker}; while [ ! -e {go} ]; do sleep 0.05; done; fi; done\n{runc} "$@"; s=$?\n'
+                       f'[ -n "$held" ] && touch {done}\nexit $s\n')
+    wrapper.chmod(0o755)
+    return wrapper, hold, marker, go, done
+
+
+# The first run exits (3) when /w/exit appears; the policy's start of it then runs `sleep 300`.
+_EXITS_ONCE = "[ -e /w/ran ] && exec sleep 300; touch /w/ran; while [ ! -e /w/exit ]; do sleep 0.1; done; exit 3"
+
+
+def _start_a_policy_restart(d: Daemon, tmp_path: Path, policy: str, hold: Path, marker: Path) -> str:
+    """Run `pr` under `policy`, make it exit, and return once the policy's start of it is held in
+    runc create (its netns and veth made, it is recorded "restarting")."""
+    w = tmp_path / "w"
+    cid = d.docker("run", "-d", "--name", "pr", "--restart", policy, "--runtime", "held", "-v", f"{w}:/w",
+                   "busybox", "sh", "-c", _EXITS_ONCE).stdout.decode().strip()
+    for _ in range(600):
+        if (w / "ran").exists():
+            break
+        time.sleep(0.05)
+    hold.touch()
+    (w / "exit").touch()
+    for _ in range(1200):
+        if marker.exists():
+            break
+        time.sleep(0.05)
+    assert marker.exists(), "the policy's start never reached runc create"
+    assert d.docker("inspect", "-f", "{{.State.Status}}", "pr").stdout.decode().strip() == "restarting"
+    time.sleep(0.5)  # the veth is wired while runc create runs
+    return cid
+
+
+def _left_behind(d: Daemon, cid: str) -> list[str]:
+    bridge = json.loads(d.docker("network", "inspect", "bridge").stdout)[0]["Options"][
+        "com.docker.network.bridge.name"]
+    veths = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+    left = [f"a veth on {bridge}: {veths}"] if "veth" in veths else []
+    if (d.exec_root / "netns" / cid).exists():
+        left.append("its netns")
+    listed = subprocess.run(["runc", "--root", str(d.exec_root / "runtime" / "held"), "list"],
+                            capture_output=True, text=True).stdout
+    if cid in listed:
+        left.append(f"a runc container: {listed}")
+    return left
+
+
+def test_a_policy_start_that_stop_ends_leaves_no_network_behind(tmp_path: Path) -> None:
+    """`docker stop` cancelled a restart policy's pending restart even when its start was under way:
+    the cancellation landed in the start's await of runc create, the start's undo (for exceptions
+    only) never ran, and the container was recorded exited with its netns, its veth on the bridge,
+    its address and a runc container in "created" kept (the chaos run's one veth more on the bridge
+    than running endpoints). A start is now never cut short: stop waits for it, then stops what it
+    started."""
+    wrapper, hold, marker, go, _ = _held_policy_runtime(tmp_path)
+    with own_daemon("dy-policystop-", "--add-runtime", f"held={wrapper}") as d:
+        cid = _start_a_policy_restart(d, tmp_path, "always", hold, marker)
+        stop = subprocess.Popen([DOCKER_CLI, "stop", "-t", "1", "pr"], env=d.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            time.sleep(1)
+        finally:
+            go.touch()
+            out, err = stop.communicate(timeout=120)
+        assert stop.returncode == 0, err
+        time.sleep(1)  # a restart the stop failed to end would be under way by now
+        assert d.docker("inspect", "-f", "{{.State.Status}}", "pr").stdout.decode().strip() == "exited"
+        left = _left_behind(d, cid)
+        assert not left, f"the stopped container keeps: {left}"
+        d.docker("start", "pr")  # and it starts again as any stopped container
+        assert d.docker("inspect", "-f", "{{.State.Status}}", "pr").stdout.decode().strip() == "running"
+
+
+def test_a_policy_start_cut_short_by_a_crash_leaves_no_network_behind(tmp_path: Path) -> None:
+    """A daemon SIGKILLed during a restart policy's start: the container is recorded "restarting"
+    (running only once started), and recovery marked it exited without releasing what the start had
+    made (netns, veth, address, runc container). An on-failure container is not restarted at boot, so
+    nothing else ever released them."""
+    wrapper, hold, marker, go, done = _held_policy_runtime(tmp_path)
+    runtime = ("--add-runtime", f"held={wrapper}")
+    with own_daemon("dy-policycrash-", *runtime) as d:
+        cid = _start_a_policy_restart(d, tmp_path, "on-failure", hold, marker)
+        d.kill()
+        go.touch()
+        for _ in range(1200):  # conmon outlived the daemon: its runc create ends before the restart
+            if done.exists():
+                break
+            time.sleep(0.05)
+        d.start(*runtime)
+        assert d.docker("inspect", "-f", "{{.State.Status}}", "pr").stdout.decode().strip() == "exited"
+        left = _left_behind(d, cid)
+        assert not left, f"the exited container keeps: {left}"
