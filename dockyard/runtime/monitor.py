@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from typing import Any
 
 from dockyard import trace
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
-from dockyard.runtime import create_trace
+from dockyard.runtime import create_trace, procfs
 from dockyard.runtime.attach import AttachSocket, connect_seqpacket
 from dockyard.runtime.failures import is_exec_failure
 from dockyard.runtime.signals import parse_signal
@@ -91,6 +92,10 @@ def classify(message: str) -> RuntimeError_:
     return ExecNotFound(message) if is_exec_failure(message) else RuntimeError_(message)
 
 
+# How often a create that has not answered yet is looked at (Monitor._create_answer); a create
+# answers in ~50 ms, so most are never looked at.
+_CREATE_LOOK = 0.25
+
 _SPAWNER: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -141,6 +146,22 @@ async def _read_line(fd: int, timeout: float) -> bytes:
     loop.add_reader(fd, readable)
     try:
         return await asyncio.wait_for(done, timeout)
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _readable(fd: int) -> None:
+    """Until `fd` polls readable (a pidfd: its process has exited), without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await ready
     finally:
         loop.remove_reader(fd)
 
@@ -363,6 +384,7 @@ class Monitor:
         self._records.pop(cid, None)
         (self.record_dir / f"{cid}.json").write_text(json.dumps({"bundle": str(bundle), "runtime": runtime}))
         (self.exit_dir / cid).unlink(missing_ok=True)
+        (bundle / "pidfile").unlink(missing_ok=True)  # a previous start's: runc create's is its last step
         argv = self._conmon_args(cid, cid, runtime, bundle, log_path, tty, stdin, self.exit_dir,
                                  bundle / "pidfile", bundle / "conmon.pid", leave_stdin_open, log_max)
         term_dir = self._term_dir(cid) if tty else None
@@ -374,7 +396,7 @@ class Monitor:
                 await self._spawn(argv, bundle, {"_OCI_SYNCPIPE": w_sync}, [w_sync], term_dir)
                 os.close(w_sync)
                 w_sync = -1
-                line = await _read_line(r_sync, timeout)
+                line = await self._create_answer(cid, bundle, r_sync, timeout)
             finally:
                 if w_sync >= 0:
                     os.close(w_sync)
@@ -386,6 +408,88 @@ class Monitor:
         if trace.ENABLED:
             create_trace.limits(spec or {})
         return pid
+
+    async def _create_answer(self, cid: str, bundle: Path, r_sync: int, timeout: float) -> bytes:
+        """conmon's first sync message (the container's pid, or runc's error), or b"" if conmon died.
+
+        A `runc create` killed once it has told its init to go on (chaos: a runc SIGKILLed at a random
+        moment) leaves that init alive, waiting on runc's exec fifo for a `runc start` that will never
+        come, and holding the container's stderr: conmon's pipe. conmon (2.1.x), seeing its runtime
+        fail, reads that pipe for runc's error before it reports anything, and the read blocks as long
+        as the init lives: no message, no EOF, and this create (a start, a build's RUN step) waited for
+        its whole timeout with the container's lock held. Nobody but conmon, runc's parent, is told
+        that runc create died, so while no answer has come conmon's children are looked at every
+        _CREATE_LOOK (see _kill_left_by_create): its leftovers are killed, conmon reads EOF and exits, and
+        the create fails at once."""
+        loop = asyncio.get_running_loop()
+        answer = loop.create_task(_read_line(r_sync, timeout))
+        killed: list[int] = []
+        try:
+            while not answer.done():
+                await asyncio.wait({answer}, timeout=_CREATE_LOOK)
+                if not answer.done() and not killed:
+                    killed = await self._kill_left_by_create(cid, bundle)
+        finally:
+            if not answer.done():
+                answer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await answer
+        line = answer.result()
+        if killed and not line:
+            pids = ", ".join(map(str, killed))
+            raise RuntimeError_(f"runc create was killed before it finished: its init (pid {pids}), left waiting "
+                                "for a start, was killed")
+        return line
+
+    async def _kill_left_by_create(self, cid: str, bundle: Path) -> list[int]:
+        """SIGKILL what a dead `runc create` left under conmon and wait until it is gone (out of its
+        cgroups too, which can then go); the pids killed ([]: nothing to do).
+
+        While runc create runs, it is conmon's child (named for the runtime; "conmon" until it has
+        exec'd), and its init and the steps before it (`runc:[N:...]`) are runc's. Once it has exited,
+        its init, if alive, is conmon's (the subreaper's) child: after a success runc create has
+        written its pid file first and conmon answers; without the pid file, runc create died before
+        finishing and conmon waits for the init to close its stderr. The looks are inline, as
+        recovery's checks are: a few procfs reads, which never wait on a disk."""
+        try:
+            conmon = self.conmon_pid(cid)
+            if not conmon or not self.conmon_alive(cid) or (bundle / "pidfile").exists():
+                return []
+            runtime = Path(self.runtime_paths.get(self._record(cid).get("runtime", "runc"), "runc")).name[:15]
+        except (OSError, NotFound, ValueError):
+            return []
+        names = {k: procfs.comm(k) for k in procfs.children(conmon)}
+        if any(n in (runtime, "conmon") for n in names.values()):
+            return []  # runc create not exec'd yet, or still running
+        kids = [k for k, n in names.items() if n.startswith("runc:[")]
+        if not kids:
+            return []  # nothing of runc's left: conmon answers
+        killed: dict[int, int] = {}  # pid -> pidfd
+        with trace.about(f"container:{cid}"), trace.step(
+                "runtime", f"kill {' '.join(map(str, kids))}: runc's init, left by a runc create that died",
+                "it waits on runc's exec fifo for a start that will not come, holding conmon's stderr: "
+                "conmon cannot report the failed create until it is gone") as s:
+            for k in kids:
+                try:
+                    fd = os.pidfd_open(k)
+                except OSError:
+                    continue
+                try:
+                    if procfs.comm(k).startswith("runc:["):  # the pidfd holds the pid: still that process
+                        _signal.pidfd_send_signal(fd, _signal.SIGKILL)
+                        killed[k] = fd
+                        continue
+                except OSError:
+                    pass
+                os.close(fd)
+            try:
+                for fd in killed.values():  # a pidfd is readable once its process has exited
+                    await _readable(fd)
+            finally:
+                for fd in killed.values():
+                    os.close(fd)
+            s.result = f"killed {list(killed)}"
+        return list(killed)
 
     def _term_dir(self, name: str) -> Path:
         """A TTY conmon's private $TMPDIR (its console socket's dir), short enough for the socket."""
@@ -471,11 +575,17 @@ class Monitor:
 
     async def delete(self, cid: str, force: bool = False) -> None:
         """Remove the runtime state (and its cgroup) and our records. Idempotent."""
+        if force and (self.record_dir / f"{cid}.json").exists():
+            # what a runc create killed before it finished left (a daemon restarted since could not see
+            # it happen): runc may not know the container, and its init holds conmon up
+            with contextlib.suppress(NotFound, ValueError):
+                await self._kill_left_by_create(cid, self.bundle(cid))
         if (self.record_dir / f"{cid}.json").exists() and not self._delete_stopped(cid):
             rc, _, err = await self._runtime(cid, "delete", *(["--force"] if force else []), cid, check=False,
                                              why="the runtime's state and the container's cgroup go")
             if rc != 0 and "does not exist" not in err and "not exist" not in err:
                 raise classify(runtime_message(err))
+            self._rmdir_cgroups_left(cid)
         (self.exit_dir / cid).unlink(missing_ok=True)
         self._records.pop(cid, None)
         (self.record_dir / f"{cid}.json").unlink(missing_ok=True)
@@ -508,6 +618,26 @@ class Monitor:
                     return False
             shutil.rmtree(state_dir, ignore_errors=True)
         return True
+
+    def _rmdir_cgroups_left(self, cid: str) -> None:
+        """runc delete removes the cgroups of a container it knows. One whose runc create was killed
+        before it wrote its state.json it does not know: it removes the state dir and answers, with
+        --force, success; the cgroups runc create had made stay. Once its processes are gone (the init
+        is killed: see _kill_left_by_create) they are empty and go here (nothing left when runc did it)."""
+        from dockyard.runtime import cgroups
+
+        try:
+            spec = json.loads((self.bundle(cid) / "config.json").read_text())
+        except (OSError, ValueError, NotFound):
+            return
+        path = (spec.get("linux") or {}).get("cgroupsPath") or ""
+        if not path or ":" in path:
+            return
+        for d in cgroups.dirs(path):
+            try:
+                d.rmdir()
+            except OSError:  # EBUSY: something is still in it; left as it is
+                pass
 
     def oom_killed(self, cid: str) -> bool:
         """The container's cgroup saw an OOM kill (call before `delete`, which removes the cgroup)."""

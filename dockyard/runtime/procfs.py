@@ -59,6 +59,23 @@ def comm(pid: int) -> str:
         return ""
 
 
+def children(pid: int) -> list[int]:
+    """The process's children (of each of its threads: one that forked, or the one a subreaper's
+    orphans were given to), from /proc/<pid>/task/*/children; [] when it is gone."""
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return kids
+
+
 @dataclass
 class Mount:
     target: str  # as the process sees it (relative to its root)
