@@ -97,10 +97,19 @@ def test_a_dropped_tty_exec_leaves_no_console_socket(clean_daemon: Daemon) -> No
         r = c.post("/containers/ttyheld/exec", json={"Cmd": ["true"], "Tty": True, "AttachStdout": True})
         assert r.status_code == 201, r.text
         eid = str(r.json()["Id"])
-    until(lambda: bool(monitors_of(eid)))
-    pid = monitors_of(eid)[0]
-    socks: list[str] = []
-    until(lambda: bool(socks.extend(p for p in listening_socket_paths(pid) if "conmon-term" in p) or socks))
+    # The conmon holding the socket, looked for in one pass: a conmon seen once may be gone at the next
+    # look (its start forks: the parent exits), which a look-then-index raced (CI, session 6).
+    held: list[tuple[int, str]] = []
+
+    def console_held() -> bool:
+        for mon in monitors_of(eid):
+            with contextlib.suppress(OSError):
+                held.extend((mon, p) for p in listening_socket_paths(mon) if "conmon-term" in p)
+        return bool(held)
+
+    until(console_held)
+    pid = held[0][0]
+    socks = [p for _, p in held]
     with d.api() as c:  # started detached: the held one is dropped
         assert c.post(f"/exec/{eid}/start", json={"Detach": True}).status_code == 200
     until(lambda: pid not in monitors_of(eid))
