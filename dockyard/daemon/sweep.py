@@ -70,18 +70,15 @@ async def startup_sweep(engine: Engine) -> dict[str, int]:
     return out
 
 
-def _subdirs(p: Path) -> list[Path]:
-    try:
-        return [d for d in p.iterdir() if d.is_dir() and not d.is_symlink()]
-    except FileNotFoundError:
-        return []
-
-
 def _entries(p: Path) -> list[Path]:
     try:
         return list(p.iterdir())
     except FileNotFoundError:
         return []
+
+
+def _subdirs(p: Path) -> list[Path]:
+    return [d for d in _entries(p) if d.is_dir() and not d.is_symlink()]
 
 
 def _unmount_all_under(d: Path) -> bool:

@@ -72,6 +72,18 @@ def _cgroups_of(cid: str) -> list[str]:
     return glob.glob(f"/sys/fs/cgroup/*/*/{cid}") + glob.glob(f"/sys/fs/cgroup/*/{cid}")
 
 
+def _end_stuck_init(init_fd: int) -> None:
+    """Before the fix the stuck init (and so conmon) are the test's to end; -1: none was found."""
+    if init_fd < 0:
+        return
+    try:
+        signal.pidfd_send_signal(init_fd, signal.SIGKILL)
+        select.select([init_fd], [], [], 10)
+    except OSError:
+        pass
+    os.close(init_fd)
+
+
 @pytest.mark.parametrize("killed_before", ["pid-file", "state"])
 def test_a_build_whose_runc_create_is_killed_fails_at_once(tmp_path: Path, killed_before: str) -> None:
     wrapper = _wrapper(tmp_path, drop_state=killed_before == "state")
@@ -136,13 +148,7 @@ def _build_with_create_killed(tmp_path: Path, wrapper: Path, dockerfile: Path) -
             assert p.returncode == 0, p
             assert d.docker("run", "--rm", "killed-create", "cat", "/built").stdout == b"built\n"
         finally:
-            if init_fd >= 0:  # before the fix: the stuck init (and so conmon) are ours to end
-                try:
-                    signal.pidfd_send_signal(init_fd, signal.SIGKILL)
-                    select.select([init_fd], [], [], 10)
-                except OSError:
-                    pass
-                os.close(init_fd)
+            _end_stuck_init(init_fd)
             if build.poll() is None:
                 build.kill()
                 build.communicate()
@@ -189,13 +195,7 @@ def test_a_create_left_stuck_across_a_daemon_kill_is_cleared_at_the_restart(tmp_
             assert not _cgroups_of(cid), f"the container's cgroups are left: {_cgroups_of(cid)}"
             d.docker("rm", "stuck")
     finally:
-        if init_fd >= 0:  # before the fix: the stuck init (and so conmon) are ours to end
-            try:
-                signal.pidfd_send_signal(init_fd, signal.SIGKILL)
-                select.select([init_fd], [], [], 10)
-            except OSError:
-                pass
-            os.close(init_fd)
+        _end_stuck_init(init_fd)
         for c in _cgroups_of(cid) if cid else []:
             try:
                 os.rmdir(c)
