@@ -196,6 +196,9 @@ class _Live:
     # Variables for the next start only, never stored (the builder's RUN --mount=type=secret,env=...):
     # they reach the runtime's spec in the exec root and nothing in the data root.
     transient_env: list[str] = field(default_factory=list)
+    # The exit code and OOM read by a finalize_exit whose record failed (a full disk): the cleanup
+    # before it removed the exit file, so the retry takes them from here rather than recording 255.
+    unrecorded_exit: tuple[int, bool] | None = None
 
 
 def _about(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -259,7 +262,7 @@ class ContainerService:
         # Running containers found alive at daemon start (their state, e.g. health, carries on).
         self.on_adopted: list[Callable[[Container], None]] = []
         self.on_removed: list[Callable[[Container], None]] = []
-        self._monitor_watch: dict[str, int] = {}  # cid -> pidfd of its conmon
+        self._monitor_watch: dict[str, tuple[int, int]] = {}  # cid -> (pidfd, pid) of its conmon
         self._monitor_tasks: set[asyncio.Task[None]] = set()
         # The list's rows, decoded (and encoded for the API) once per rev of each row: id -> _Listed.
         self._listed_rows: dict[str, _Listed] = {}
@@ -758,7 +761,8 @@ class ContainerService:
         minding it: a pidfd on conmon tells the loop it is gone, and the exit is finalized as a daemon
         restart would (exit file if there is one, else 255; the runtime's container deleted)."""
         pid = self.runtime.conmon_pid(cid)
-        if not pid or cid in self._monitor_watch:
+        old = self._monitor_watch.get(cid)
+        if not pid or (old is not None and old[1] == pid):
             return
         try:
             fd = os.pidfd_open(pid)
@@ -768,18 +772,31 @@ class ContainerService:
             os.close(fd)
             return
         loop = asyncio.get_running_loop()
-        self._monitor_watch[cid] = fd
+        if old is not None:
+            # The previous run's conmon, its end not yet seen by the loop: that run's exit is finalized
+            # (a start follows only that). Seen later, it would finalize this new run as if its conmon died.
+            loop.remove_reader(old[0])
+            os.close(old[0])
+        watch = (fd, pid)
+        self._monitor_watch[cid] = watch
 
         def gone() -> None:
             loop.remove_reader(fd)
             os.close(fd)
-            if self._monitor_watch.get(cid) == fd:
-                del self._monitor_watch[cid]
-            task = loop.create_task(self.finalize_exit(cid))
-            self._monitor_tasks.add(task)
-            task.add_done_callback(self._monitor_tasks.discard)
+            if self._monitor_watch.get(cid) is not watch:
+                return
+            del self._monitor_watch[cid]
+            self._finalize_task(cid)
 
         loop.add_reader(fd, gone)
+
+    def _finalize_task(self, cid: str) -> asyncio.Task[None]:
+        """finalize_exit as a task of its own, held until done: a caller's cancellation (a kill's
+        30 s wait, a client gone) must not cut it short half-way (rows left, recorded running)."""
+        task = asyncio.get_running_loop().create_task(self.finalize_exit(cid))
+        self._monitor_tasks.add(task)
+        task.add_done_callback(self._monitor_tasks.discard)
+        return task
 
     @_about
     async def finalize_exit(self, cid: str) -> None:
@@ -794,11 +811,16 @@ class ContainerService:
             if not c.has_process:
                 return
             code = await asyncio.to_thread(self.runtime.exit_code, cid)
-            if code is None:
-                code = 255
-            oom = await asyncio.to_thread(self._oom_killed, c)
+            if code is not None:
+                oom = await asyncio.to_thread(self._oom_killed, c)
+            elif lv.unrecorded_exit is not None:
+                code, oom = lv.unrecorded_exit
+            else:
+                code, oom = 255, await asyncio.to_thread(self._oom_killed, c)
+            lv.unrecorded_exit = (code, oom)
             await self._cleanup_runtime(c)
             self.save(cid, state="exited", pid=0, exit_code=code, finished_at=time.time(), oom_killed=int(oom))
+            lv.unrecorded_exit = None
             c = self.get(cid)
             if oom:
                 self.emit(c, "oom")
@@ -932,7 +954,7 @@ class ContainerService:
         self.save(c.id, stopped_by_user=1)
         if c.state == "paused":
             await self.runtime.resume(c.id)
-            self.save(c.id, state="running")
+            self._set_state_if(c.id, "paused", "running", keep_owner=True)
         if timeout is None or timeout < -1:
             st = c.config.stop_timeout
             timeout = 10 if st is None else int(st)
@@ -990,7 +1012,7 @@ class ContainerService:
                 if await asyncio.to_thread(self.runtime.exit_code, cid) is not None or not await asyncio.to_thread(
                     self.runtime.conmon_alive, cid
                 ):
-                    await self.finalize_exit(cid)
+                    await asyncio.shield(self._finalize_task(cid))
 
     @_about
     async def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
@@ -1013,7 +1035,8 @@ class ContainerService:
                 raise Conflict(f"Container {c.id} is restarting, wait until the container is running")
             raise Conflict(f"Container {c.id} is not running")
         await self.runtime.pause(c.id)
-        self.save(c.id, state="paused", paused_by="")
+        # only if still running: an exit finalized while runc paused has written 'exited', which stays
+        self._set_state_if(c.id, "running", "paused")
         self.emit(c, "pause")
 
     @_about
@@ -1022,7 +1045,7 @@ class ContainerService:
         if c.state != "paused":
             raise SystemError_(f"Container {c.id} is not paused")  # dockerd answers 500 here, not 409
         await self.runtime.resume(c.id)
-        self.save(c.id, state="running", paused_by="")
+        self._set_state_if(c.id, "paused", "running")  # an exit finalized meanwhile stays
         self.emit(c, "unpause")
 
     async def pause_for(self, cid: str, owner: str) -> bool:
@@ -1057,15 +1080,17 @@ class ContainerService:
         self._set_state_if(c.id, "paused", "running", owner=owner)
         self.emit(c, "unpause")
 
-    def _set_state_if(self, cid: str, old: str, new: str, *, paused_by: str = "", owner: str | None = None) -> None:
+    def _set_state_if(self, cid: str, old: str, new: str, *, paused_by: str = "", owner: str | None = None,
+                      keep_owner: bool = False) -> None:
         """state old -> new only if still old (and, with owner, paused by it): an exit processed in
-        between has written 'exited', which must stay."""
-        sql = "UPDATE containers SET state=?, paused_by=? WHERE id=? AND state=?"
-        args: list[Any] = [new, paused_by, cid, old]
+        between has written 'exited', which must stay. keep_owner leaves paused_by as it is (stop's
+        resume: a commit that paused it undoes its own pause by it)."""
+        sql = "UPDATE containers SET state=?" + ("" if keep_owner else ", paused_by=?") + " WHERE id=? AND state=?"
+        args: list[Any] = [new, *([] if keep_owner else [paused_by]), cid, old]
         if owner is not None:
             sql += " AND paused_by=?"
             args.append(owner)
-        self.db.execute(sql, tuple(args))
+        self.db.execute(sql, tuple(args), durable=not keep_owner)  # paused_by outlives a reboot (_RUN_STATE)
 
     # ---------------------------------------------------------------- wait / remove / rename
     async def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:

@@ -65,6 +65,7 @@ def test_lifecycle(runtime: ContainerRuntime, tmp_path: Path, rootfs: Path) -> N
         with pytest.raises(Conflict):
             await runtime.kill("contract", signal.SIGKILL)
         await runtime.delete("contract", force=True)
+        assert runtime.exit_code("contract") is None and not runtime.conmon_alive("contract")  # gone with it
         await runtime.delete("contract", force=True)  # idempotent
 
     asyncio.run(go())

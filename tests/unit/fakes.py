@@ -24,6 +24,7 @@ class FakeProcess:
     paused: bool = False
     exit_code: int | None = None
     signals: list[int] = field(default_factory=list)
+    deleted: bool = False
 
 
 class FakeRuntime:
@@ -40,6 +41,12 @@ class FakeRuntime:
         self.on_exit: Callable[[str], Awaitable[None]] | None = None
         self.deleted: list[str] = []
         self._next_pid = 1000
+        # Hooks a test sets to hold a call where a real runtime takes its time (runc pause, runc delete).
+        self.pause_gate: asyncio.Event | None = None
+        self.delete_gate: asyncio.Event | None = None
+        self.delete_entered = asyncio.Event()
+        # Real processes standing for conmon (pidfd-watched by the service); none by default.
+        self.conmon_pids: dict[str, int] = {}
 
     # -- what a test does to a process
     def exit(self, cid: str, code: int) -> None:
@@ -76,6 +83,8 @@ class FakeRuntime:
             self.exit(cid, 128 + signum)
 
     async def pause(self, cid: str) -> None:
+        if self.pause_gate is not None:
+            await self.pause_gate.wait()
         self.procs[cid].paused = True
 
     async def resume(self, cid: str) -> None:
@@ -92,7 +101,13 @@ class FakeRuntime:
         pass
 
     async def delete(self, cid: str, force: bool = False) -> None:
+        self.delete_entered.set()
+        if self.delete_gate is not None:
+            await self.delete_gate.wait()
         self.deleted.append(cid)
+        p = self.procs.get(cid)
+        if p is not None:  # as runc delete with conmon's exit file: the exit status goes with it
+            p.exit_code, p.deleted = None, True
 
     async def attach(self, cid: str) -> Any:
         raise NotImplementedError("attach is tested on the real runtime (tests/integration)")
@@ -108,11 +123,11 @@ class FakeRuntime:
         return False
 
     def conmon_pid(self, cid: str) -> int | None:
-        return None  # no monitor process to watch
+        return self.conmon_pids.get(cid)
 
     def conmon_alive(self, cid: str) -> bool:
         p = self.procs.get(cid)
-        return p is not None and p.exit_code is None
+        return p is not None and p.exit_code is None and not p.deleted
 
     async def exec_(self, cid: str, exec_id: str, process: dict[str, Any], tty: bool = False,
                     stdin: bool = False, attach: bool = True, timeout: float = 60, hold: bool = False) -> Any:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
+import subprocess
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -442,5 +445,114 @@ def test_a_list_of_an_unchanged_database_reads_no_row_and_sees_every_change(
         assert b not in listed(all_=False) and listed()[b]["Status"] == "Exited (3) Less than a second ago"
         clock[0] += 2
         assert listed()[b]["Status"] == "Exited (3) 2 seconds ago"
+
+    run(world, t)
+
+
+def test_an_exit_while_runc_pauses_stays_recorded(world: World) -> None:
+    """The exit is finalized while runc pause is under way (a process that ended just before the
+    freeze): the pause must not write 'paused' over 'exited'."""
+    async def t(w: World) -> None:
+        cid = await w.run()
+        w.runtime.pause_gate = asyncio.Event()
+        pausing = asyncio.get_running_loop().create_task(w.cs.pause(cid))
+        await asyncio.sleep(0)  # pause is now in runc
+        w.runtime.exit(cid, 0)
+        await w.until(lambda: w.cs.get(cid).state == "exited")
+        w.runtime.pause_gate.set()
+        await pausing
+        c = w.cs.get(cid)
+        assert (c.state, c.exit_code, c.running) == ("exited", 0, False)
+        with pytest.raises(SystemError_):
+            await w.cs.unpause(cid)
+
+    run(world, t)
+
+
+def test_a_cancelled_kill_does_not_cut_the_exit_it_finalizes_short(world: World) -> None:
+    """The watcher missed the exit, so the kill's own wait finalizes it; the kill is then cancelled
+    (its 30 s bound, a client gone) while runc delete runs: the exit is still recorded whole."""
+    async def t(w: World) -> None:
+        cid = await w.run()
+        w.runtime.on_exit = None  # no watcher: the kill's wait finds the exit itself
+        w.runtime.delete_gate = asyncio.Event()
+        killing = asyncio.get_running_loop().create_task(w.cs.kill(cid))
+        await w.runtime.delete_entered.wait()  # finalize_exit is in runc delete
+        killing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await killing
+        w.runtime.delete_gate.set()
+        await w.settle()
+        c = w.cs.get(cid)
+        assert (c.state, c.exit_code, c.pid) == ("exited", 137, 0)
+        assert w.actions(cid)[-1] == "die"
+
+    run(world, t)
+
+
+async def real_sleep(seconds: float) -> None:
+    """A wait the kernel fills (the fixture makes asyncio.sleep return at once)."""
+    await asyncio.get_running_loop().run_in_executor(None, time.sleep, seconds)
+
+
+def test_a_new_start_watches_its_own_monitor_not_the_last_runs(world: World) -> None:
+    """The last run's conmon ends after the exit it reported was finalized and a new start began: its
+    end, seen late, must not finalize the new run (which would record 255 and delete it); the new
+    run's conmon is the one watched."""
+    async def t(w: World) -> None:
+        old_mon = subprocess.Popen(["sleep", "60"])
+        new_mon = subprocess.Popen(["sleep", "60"])
+        try:
+            created = await w.cs.create(create_request({"Image": "busybox", "HostConfig": {}}))
+            cid = str(created["Id"])
+            w.runtime.conmon_pids[cid] = old_mon.pid
+            await w.cs.start(cid)
+            w.runtime.exit(cid, 0)
+            await w.until(lambda: w.cs.get(cid).state == "exited")
+            w.runtime.conmon_pids[cid] = new_mon.pid
+            await w.cs.start(cid)  # before the loop has seen the old monitor go
+            old_mon.kill()
+            old_mon.wait()
+            await real_sleep(0.2)  # time for the loop to see the old pidfd readable
+            await w.settle()
+            assert (w.cs.get(cid).state, w.cs.get(cid).exit_code) == ("running", 0)
+            new_mon.kill()  # the new run's conmon dies: its exit is finalized (255, no exit file)
+            new_mon.wait()
+            for _ in range(100):
+                if w.cs.get(cid).state == "exited":
+                    break
+                await real_sleep(0.05)
+                await w.settle()
+            assert (w.cs.get(cid).state, w.cs.get(cid).exit_code) == ("exited", 255)
+        finally:
+            for p in (old_mon, new_mon):
+                p.kill()
+                p.wait()
+
+    run(world, t)
+
+
+def test_an_exit_whose_record_failed_keeps_its_code_at_the_retry(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk fails the exit's record after runc delete took the exit file: the retry records the
+    code that was read, not 255."""
+    async def t(w: World) -> None:
+        cid = await w.run()
+        real_save = w.cs.save
+        failed: list[str] = []
+
+        def save(c: str, **fields: Any) -> None:
+            if fields.get("state") == "exited" and not failed:
+                failed.append(c)
+                raise sqlite3.OperationalError("database or disk is full")
+            real_save(c, **fields)
+
+        monkeypatch.setattr(w.cs, "save", save)
+        w.runtime.on_exit = None
+        w.runtime.exit(cid, 3)
+        with pytest.raises(sqlite3.OperationalError):
+            await w.cs.finalize_exit(cid)
+        assert w.runtime.exit_code(cid) is None and w.cs.get(cid).state == "running"
+        await w.cs.finalize_exit(cid)  # the retry (the next wait, or recovery)
+        assert (w.cs.get(cid).state, w.cs.get(cid).exit_code) == ("exited", 3)
 
     run(world, t)
