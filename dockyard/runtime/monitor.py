@@ -166,6 +166,43 @@ async def _readable(fd: int) -> None:
         loop.remove_reader(fd)
 
 
+async def _drain_fifo(fd: int, pidfd: int) -> bytes:
+    """Read a runc exec fifo (opened O_NONBLOCK) until its writer, the init, has closed it, or until the
+    init (its pidfd) has exited; what it wrote. A fifo polls readable at EOF only once a writer has
+    come and gone, so one the init has not opened yet is waited for, not taken for EOF."""
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            while b := os.read(fd, 4096):
+                buf.extend(b)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if not done.done():
+                done.set_exception(e)
+            return
+        if not done.done():
+            done.set_result(None)
+
+    def exited() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    loop.add_reader(pidfd, exited)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        loop.remove_reader(pidfd)
+    with contextlib.suppress(OSError):  # what an init that wrote and then died left in the pipe
+        buf.extend(os.read(fd, 4096))
+    return bytes(buf)
+
+
 def _alive(state: dict[str, Any]) -> bool:
     """Whether runc's state's init process still runs (its pid, with the same start time: not reused)."""
     pid = state.get("init_process_pid") or 0
@@ -518,7 +555,53 @@ class Monitor:
         return pid
 
     async def start(self, cid: str) -> None:
-        await self._runtime(cid, "start", cid, why="runc init, waiting since create, execs the container's command")
+        if not await self._start_by_fifo(cid):
+            await self._runtime(cid, "start", cid, why="runc init, waiting since create, execs the container's command")
+
+    async def _start_by_fifo(self, cid: str) -> bool:
+        """What `runc start` does for a created runc container (runc's Container.exec): open its exec
+        fifo for reading, which lets the init, blocked opening it for writing, write a byte and exec the
+        command (the write end is close-on-exec: EOF means the command runs), then remove the fifo (runc
+        then calls the container running). ~0.2 ms, where runc start (a Go start and its state's load)
+        took ~10 ms of every `run` before its command ran. Confinement is the init's, set by runc create.
+
+        False (nothing done) where runc start should answer: another runtime, no state, no fifo (started
+        already), an init that is gone. An init that dies while we wait fails as runc start's does."""
+        try:
+            runtime = self._record(cid).get("runtime", "runc")
+            state_dir = self.runtime_root(runtime) / cid
+            state = json.loads((state_dir / "state.json").read_text())
+        except (OSError, ValueError, NotFound):
+            return False
+        if runtime != "runc" or not _alive(state):
+            return False
+        try:
+            pidfd = os.pidfd_open(int(state["init_process_pid"]))
+        except OSError:
+            return False
+        try:
+            if not _alive(state):  # the pidfd holds the pid: still that init
+                return False
+            fifo = state_dir / "exec.fifo"
+            try:
+                fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return False
+            with trace.about(f"container:{cid}"), trace.step(
+                    "runtime", f"runc start's work: read {fifo}, then remove it",
+                    "runc init, waiting since create on its exec fifo, execs the container's command") as s:
+                try:
+                    data = await _drain_fifo(fd, pidfd)
+                finally:
+                    os.close(fd)
+                if not data:
+                    s.result, s.ok = "the init exited before it was started", False
+                    raise RuntimeError_("container process is already dead")
+                fifo.unlink(missing_ok=True)
+                s.result = f"pid {state['init_process_pid']} runs the command"
+        finally:
+            os.close(pidfd)
+        return True
 
     async def attach(self, cid: str) -> AttachSocket:
         try:
