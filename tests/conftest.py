@@ -404,6 +404,40 @@ def _favordynmods() -> bool | None:
 _FAVORDYNMODS_AT_START = _favordynmods()
 
 
+def dockyard_cgroups() -> set[str]:
+    """Every cgroup below the containers' parent (/dockyard, services/containers.py) in each hierarchy."""
+    found: set[str] = set()
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for dirpath, dirnames, _ in os.walk(hierarchy / "dockyard"):
+            found.update(os.path.join(dirpath, d) for d in dirnames)
+    return found
+
+
+def _no_process_in(cgroup: str) -> bool:
+    for dirpath, _, _ in os.walk(cgroup):
+        try:
+            with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                if f.read().strip():
+                    return False
+        except OSError:  # removed meanwhile
+            pass
+    return True
+
+
+def empty_cgroups_since(before: set[str]) -> list[str]:
+    """Cgroups made after `before` was taken that hold no process: a container's, left behind (runc
+    delete's work is ours for a stopped container). Checked twice, 2 s apart: a container of a
+    concurrent daemon (the docker-py stage's) may be between its exit and its cleanup."""
+    left = [c for c in dockyard_cgroups() - before if _no_process_in(c)]
+    if left:
+        time.sleep(2)
+        left = [c for c in left if os.path.isdir(c) and _no_process_in(c)]
+    return sorted(left, key=len, reverse=True)
+
+
+_CGROUPS_AT_START = dockyard_cgroups()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A leak is a failure: no dockyard mounts or monitors may outlive the suite."""
     from tests.subnets import release_subnets
@@ -417,8 +451,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         mounts = [line.split()[4] for line in f]
     leaked = [m for m in mounts if any(m == str(b) or m.startswith(f"{b}/") for b in _BASES)]
     monitors = [pid for b in _BASES for pid in conmon_pids_for(b)]
-    if leaked or monitors:
-        print(f"\nLEAK: mounts left behind: {leaked}; conmon monitors still running: {monitors}", file=sys.stderr)
+    cgroups = empty_cgroups_since(_CGROUPS_AT_START)
+    for c in cgroups:  # the deepest first; then the host is clean again
+        with contextlib.suppress(OSError):
+            os.rmdir(c)
+    if leaked or monitors or cgroups:
+        print(f"\nLEAK: mounts left behind: {leaked}; conmon monitors still running: {monitors}; "
+              f"empty container cgroups left: {len(cgroups)} {cgroups[:10]}", file=sys.stderr)
         session.exitstatus = 1
 
 
