@@ -136,6 +136,10 @@ class NetworkService:
         self._lock = asyncio.Lock()
         self._dns: dict[str, DnsServer] = {}
         self._held: dict[str, list[socket.socket]] = {}
+        # Starts whose veths are being wired outside the lock (attach(defer_plumbing=True)): a connect or
+        # disconnect of that container waits for it, else a disconnect could release the endpoint and its
+        # address before the plumb makes the veth with them.
+        self._plumbing: dict[str, asyncio.Event] = {}
         self.names = NameIndex()  # what the embedded DNS answers, per asking container
         self._pools: dict[tuple[str, int], ipam.Pool] = {}  # (network id, 4|6) -> addresses in use
         self.swarm_active: Callable[[], bool] = lambda: False  # set by the swarm service
@@ -232,6 +236,8 @@ class NetworkService:
                     if res.plumb is not None and not defer_plumbing:
                         await asyncio.to_thread(res.plumb)
                         res.plumb = None
+                    elif res.plumb is not None:
+                        res.plumb = self._tracked_plumb(cid, res.plumb)
                     self._emit_membership(cid, "connect")  # dockerd's `network connect` at each start
                     return res
                 except BaseException:
@@ -244,6 +250,31 @@ class NetworkService:
                     await asyncio.to_thread(netlink.delete_netns, netns)
             raise
 
+    def _tracked_plumb(self, cid: str, plumb: Callable[[], None]) -> Callable[[], None]:
+        """`plumb`, known to be under way (registered now, under the lock) until it has run or the
+        container's network is released (a start that failed before it)."""
+        loop = asyncio.get_running_loop()
+        done = self._plumbing[cid] = asyncio.Event()
+
+        def finished() -> None:
+            done.set()
+            if self._plumbing.get(cid) is done:
+                del self._plumbing[cid]
+
+        def tracked() -> None:
+            try:
+                plumb()
+            finally:
+                loop.call_soon_threadsafe(finished)
+
+        return tracked
+
+    async def _plumbed(self, cid: str) -> None:
+        """Wait for a start's veth wiring of cid to end (called under the lock, which it does not need)."""
+        pending = self._plumbing.get(cid)
+        if pending is not None:
+            await pending.wait()
+
     def _lock_for(self, mode: str) -> contextlib.AbstractAsyncContextManager[Any]:
         """The networks lock, except for a sandbox of mode none or host: it shares nothing with other
         containers (no address, port, firewall rule or DNS name), so its rows and files need only the
@@ -251,6 +282,9 @@ class NetworkService:
         return contextlib.nullcontext() if mode in ("none", "host") else self._lock
 
     async def detach(self, cid: str) -> None:
+        pending = self._plumbing.pop(cid, None)
+        if pending is not None:  # a failed start releases a plumb it never ran (one it ran has ended)
+            pending.set()
         if cid not in self._held and not self.has_sandbox(cid) and \
                 self.db.query_one("SELECT 1 FROM net_endpoints WHERE cid=?", (cid,)) is None:
             if self.netns_left(cid):  # made by a start a crash cut short before its row was written
@@ -614,6 +648,7 @@ class NetworkService:
         cid, name, running = self._container(container_ref)
         ec = endpoint_config or {}
         async with self._lock:
+            await self._plumbed(cid)
             sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
             modes = {r["network_id"] for r in self._rows(
                 "SELECT l.network_id FROM net_links l JOIN networks n ON n.id=l.network_id "
@@ -643,6 +678,7 @@ class NetworkService:
         net = self.resolve(net_ref)
         cid, name, _running = self._container(container_ref)
         async with self._lock:
+            await self._plumbed(cid)
             linked = self.db.query_one("SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
             ep = self.db.query_one("SELECT * FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]))
             if not linked and ep is None:

@@ -283,3 +283,30 @@ def test_none_and_host_sandboxes_do_not_queue_behind_the_networks_lock(tmp_path:
         assert not r.netns_path.exists() and not svc.has_sandbox(none) and not svc.has_sandbox(host)
 
     run(body, tmp_path)
+
+
+def test_a_disconnect_waits_for_the_veths_a_start_is_wiring(tmp_path: Path) -> None:
+    """A start wires its veths outside the networks lock (attach(defer_plumbing=True), beside runc
+    create). A disconnect meanwhile waits for that wiring and then undoes it: before, it released the
+    endpoint and its address first, and the plumb then made a veth with them that no record named."""
+    subnet = free_subnet(24)
+
+    async def body(svc: NetworkService, _: Path) -> None:
+        await svc.create("dyt-plumb", subnet=str(subnet))
+        cid = secrets.token_hex(32)
+        r = await attach(svc, cid, "dyt-plumb", defer_plumbing=True)
+        assert r.plumb is not None
+        disconnecting = asyncio.get_running_loop().create_task(svc.disconnect("dyt-plumb", cid))
+        await asyncio.sleep(0.3)
+        assert not disconnecting.done()  # waits for the start's wiring
+        await asyncio.to_thread(r.plumb)
+        await asyncio.wait_for(disconnecting, 30)
+        inside = subprocess.run(["nsenter", f"--net={r.netns_path}", "ip", "-o", "link"], capture_output=True,
+                                text=True, check=True).stdout
+        assert [line.split(":")[1].strip() for line in inside.splitlines()] == ["lo"]
+        assert not links() & set(MADE)  # the host end went with it
+        assert svc.inspect("dyt-plumb")["Containers"] == {}
+        await svc.forget(cid)
+        await svc.remove("dyt-plumb")
+
+    run(body, tmp_path)
