@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard.services.containers import trash_dir
 from dockyard.store import overlay
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ log = logging.getLogger("dockyard.daemon")
 
 async def startup_sweep(engine: Engine) -> dict[str, int]:
     """Returns counts of what was removed (for the log and tests)."""
-    out = {"bundles": 0, "container_dirs": 0, "mounts": 0, "netns": 0, "build_tmp": 0}
+    out = {"bundles": 0, "container_dirs": 0, "trash": 0, "mounts": 0, "netns": 0, "build_tmp": 0}
     try:
         await asyncio.to_thread(engine.images.sweep)
     except Exception as e:  # noqa: BLE001 - a failed sweep must not keep the daemon down
@@ -46,6 +47,11 @@ async def startup_sweep(engine: Engine) -> dict[str, int]:
                 continue
             await asyncio.to_thread(shutil.rmtree, d, True)
             out[key] += 1
+    for root in (containers.data_root, containers.exec_root):  # dirs of removed containers a crash left
+        for d in _subdirs(trash_dir(root)):
+            if await asyncio.to_thread(_unmount_all_under, d):
+                await asyncio.to_thread(shutil.rmtree, d, True)
+                out["trash"] += 1
     if engine.networks is not None:
         # A netns of a container that no longer exists (a removal or a start a crash cut short).
         from dockyard.network import netlink

@@ -247,6 +247,7 @@ class ContainerService:
         # `--verify-signatures` (daemon/wiring.py): awaited with the image before a create; raises to refuse it.
         self.image_gate: Callable[[Any, str], Awaitable[None]] | None = None
         self._live: dict[str, _Live] = {}
+        self._emptying: set[asyncio.Task[None]] = set()  # removed containers' dirs being rm -rf'd (_remove_dirs)
         # Names of creates still on their way to the INSERT: with only 552 random names, concurrent
         # creates (a build's parallel stages) would otherwise pick the same one between check and insert.
         self._pending_names: set[str] = set()
@@ -1156,9 +1157,13 @@ class ContainerService:
             if self.volumes is not None:
                 await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
             await asyncio.to_thread(self.snapshots.remove, c.id)
-            await asyncio.to_thread(self._remove_dirs, c.id)
+            trash = await asyncio.to_thread(self._remove_dirs, c.id)
             await asyncio.to_thread(self.db.execute, "DELETE FROM containers WHERE id=?", (c.id,))  # fsync: off the loop
             lv.final_exit = c.exit_code
+        if trash:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(_empty_trash, trash))
+            self._emptying.add(task)
+            task.add_done_callback(self._emptying.discard)
         if not quiet:
             self.emit(c, "destroy")
         lv.exited.set()
@@ -1168,13 +1173,30 @@ class ContainerService:
         for hook in self.on_removed:
             hook(c)
 
-    def _remove_dirs(self, cid: str) -> None:
-        with trace.step("file", f"rm -rf {self.container_dir(cid)} {self.run_dir(cid)}",
-                        "the init layer, log and bundle go with the container"):
-            shutil.rmtree(self.container_dir(cid), True)  # log, init layer
+    def _remove_dirs(self, cid: str) -> list[Path]:
+        """The container's dirs (init layer and log; bundle) leave their places by a rename each into a
+        trash dir beside them, and their files go once the removal has answered (_empty_trash): an rm -rf
+        of their ~30 entries took 1-90 ms of every removal (each unlink waits on the journal when the
+        disk is busy). What a crash leaves in the trash goes at the next start (daemon/sweep.py)."""
+        moved: list[Path] = []
+        with trace.step("file", f"rm -rf {self.container_dir(cid)} {self.run_dir(cid)} (renamed into trash/ "
+                        "now, their files removed after the answer)",
+                        "the init layer, log and bundle go with the container") as s:
             # A view of the rootfs (cp, export, create's) a daemon crash left mounted goes first.
             overlay.unmount_under(self.run_dir(cid))
-            shutil.rmtree(self.run_dir(cid), True)
+            for d in (self.container_dir(cid), self.run_dir(cid)):
+                dest = trash_dir(d.parent.parent) / f"{cid}-{os.urandom(4).hex()}"
+                try:
+                    dest.parent.mkdir(exist_ok=True)
+                    os.rename(d, dest)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:  # not renamed (another file system?): removed here
+                    s.result = f"{d}: {e.strerror}: removed in place"
+                    shutil.rmtree(d, True)
+                    continue
+                moved.append(dest)
+        return moved
 
     def _remove_link(self, ref: str) -> None:
         """`rm --link parent/alias`: the parent forgets the link; both containers stay."""
@@ -1567,6 +1589,16 @@ class ContainerService:
                 if "true" in values:
                     return False
         return True
+
+
+def trash_dir(root: Path) -> Path:
+    """Where removed containers' dirs under `root` (the data or exec root) wait for their rm -rf."""
+    return root / "trash"
+
+
+def _empty_trash(paths: builtins.list[Path]) -> None:
+    for p in paths:
+        shutil.rmtree(p, True)
 
 
 async def _settle(fut: asyncio.Future[Any]) -> None:

@@ -141,6 +141,9 @@ def test_startup_sweep_removes_garbage(own_daemon: Daemon) -> None:
         "snap_tmp": d.data_root / "overlay" / "tmp-0123" / "fs" / "x",
         "build_tmp": d.data_root / "build" / "tmp-0123" / "ctx",
         "orphan_data": d.data_root / "containers" / orphan / "upper",
+        # dirs of a removed container, renamed into the trash, that a crash kept from their rm -rf
+        "data_trash": d.data_root / "trash" / f"{orphan}-0123abcd" / "init" / "etc",
+        "exec_trash": d.exec_root / "trash" / f"{orphan}-4567abcd" / "rootfs",
     }
     for p in plants.values():
         p.mkdir(parents=True, exist_ok=True)

@@ -84,3 +84,18 @@ def test_an_init_that_dies_before_writing_ends_the_wait(tmp_path: Path) -> None:
     finally:
         init.wait()
         os.close(pidfd)
+
+
+def test_a_removal_leaves_no_dirs_behind(clean_daemon: Daemon) -> None:
+    d = clean_daemon
+    cid = d.docker("run", "-d", "busybox", "sleep", "600").stdout.decode().strip()
+    dirs = [d.data_root / "containers" / cid, d.exec_root / "containers" / cid]
+    assert all(p.is_dir() for p in dirs)
+    d.docker("rm", "-f", cid)
+    assert not any(p.exists() for p in dirs)  # gone from their places when rm answers
+    for _ in range(200):  # and their files go from the trash just after
+        if not [*(d.data_root / "trash").glob(f"{cid}-*"), *(d.exec_root / "trash").glob(f"{cid}-*")]:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the removed container's dirs stayed in the trash")
