@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -77,7 +78,12 @@ def request(path: str, ip: str, port: int) -> socket.socket:
         c.settimeout(10)
         c.connect(path)
         c.sendall(json.dumps({"ip": ip, "port": port}).encode())
-        msg, fds, _flags, _addr = socket.recv_fds(c, 4096, 1)
+        # Close-on-exec as it arrives: a runc or conmon the daemon forks meanwhile would otherwise inherit the
+        # host's listening socket and keep the port open after rm. (socket.recv_fds drops its flags argument
+        # before Python 3.12, hence recvmsg.)
+        msg, anc, _flags, _addr = c.recvmsg(4096, socket.CMSG_LEN(4), socket.MSG_CMSG_CLOEXEC)
+    fds = [int.from_bytes(data[:4], sys.byteorder, signed=True)
+           for level, kind, data in anc if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS]
     if not fds:
         raise OSError(msg.decode(errors="replace").removeprefix("error: ") or "the port broker did not answer")
     return socket.socket(fileno=fds[0])

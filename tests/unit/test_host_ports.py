@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -19,6 +20,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _fds_of(pid: int, target: str) -> list[int]:
+    """The fds of pid that point at target (those closed while listing are skipped)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                out.append(int(fd))
+    return sorted(out)
+
+
 def test_the_broker_hands_over_a_listening_socket_and_says_why_not(tmp_path: Path) -> None:
     srv = host_ports.serve(tmp_path / "ports.sock")
     try:
@@ -28,6 +39,9 @@ def test_the_broker_hands_over_a_listening_socket_and_says_why_not(tmp_path: Pat
         with lst:
             assert lst.getsockname() == ("127.0.0.1", port)
             assert lst.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+            # close-on-exec from its arrival: a runc or conmon the daemon forks meanwhile must not keep the
+            # host's port open after the container is gone
+            assert not lst.get_inheritable()
             with pytest.raises(OSError, match="Address already in use"):
                 host_ports.request(str(tmp_path / "ports.sock"), "127.0.0.1", port)
     finally:
@@ -52,9 +66,12 @@ def test_the_proxy_carries_bytes_both_ways_and_goes_when_killed(tmp_path: Path) 
     try:
         with host_ports.request(str(tmp_path / "ports.sock"), "127.0.0.1", port) as lst:
             proc = host_ports.forward(lst, f"/proc/{os.getpid()}/ns/net", "127.0.0.1", bport)
+            inode = os.fstat(lst.fileno()).st_ino
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(b"through the proxy")
             assert c.recv(100) == b"THROUGH THE PROXY"
+        # the proxy (exec'd in place: sh, setpriv and nsenter keep the pid) holds the socket once, as its fd 3
+        assert _fds_of(proc.pid, f"socket:[{inode}]") == [3]
     finally:
         if proc is not None:
             proc.kill()
