@@ -490,7 +490,7 @@ class Monitor:
         recovery's checks are: a few procfs reads, which never wait on a disk."""
         try:
             conmon = self.conmon_pid(cid)
-            if not conmon or not self.conmon_alive(cid) or (bundle / "pidfile").exists():
+            if not conmon or not self.conmon_alive(cid):
                 return []
             runtime = Path(self.runtime_paths.get(self._record(cid).get("runtime", "runc"), "runc")).name[:15]
         except (OSError, NotFound, ValueError):
@@ -498,6 +498,11 @@ class Monitor:
         names = {k: procfs.comm(k) for k in procfs.children(conmon)}
         if any(n in (runtime, "conmon") for n in names.values()):
             return []  # runc create not exec'd yet, or still running
+        # Only now: runc create was gone when the children were read, so its pid file is as it left it.
+        # Looked at before, a create that wrote it and exited in between left its init looking orphaned
+        # (a start then failed: "cannot start a container that has stopped", seen at load 27).
+        if (bundle / "pidfile").exists():
+            return []
         kids = [k for k, n in names.items() if n.startswith("runc:[")]
         if not kids:
             return []  # nothing of runc's left: conmon answers

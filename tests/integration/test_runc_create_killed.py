@@ -15,12 +15,14 @@ then waits to be SIGKILLed, as the chaos thread does."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -201,3 +203,48 @@ def test_a_create_left_stuck_across_a_daemon_kill_is_cleared_at_the_restart(tmp_
                 os.rmdir(c)
             except OSError:
                 pass
+
+
+def test_an_init_whose_create_just_finished_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look for a dead create's leftovers (Monitor._kill_left_by_create) runs while conmon has not
+    answered yet. A create that writes its pid file and exits between the look's reads leaves its init
+    as conmon's only child, exactly as a killed one does, but its pid file says it finished: that init
+    must live (it was killed when the pid file was read before the children: the start then failed
+    with "cannot start a container that has stopped", seen once at load 27)."""
+    from dockyard.runtime import monitor as mon
+
+    # conmon, with the init as its child (named as runc names it)
+    conmon = subprocess.Popen([sys.executable, "-c",
+                               "import os, time\n"
+                               "if os.fork() == 0:\n"
+                               "    open('/proc/self/comm', 'w').write('runc:[2:INIT]')\n"
+                               "time.sleep(60)\n"])
+    try:
+        for _ in range(200):
+            kids = _children(conmon.pid)
+            if kids and Path(f"/proc/{kids[0]}/comm").read_text().strip() == "runc:[2:INIT]":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no init child")
+        init = kids[0]
+        bundle = tmp_path / "bundle"
+        bundle.mkdir()
+        m = mon.Monitor(tmp_path / "exec")
+        monkeypatch.setattr(m, "conmon_pid", lambda cid: conmon.pid)
+        monkeypatch.setattr(m, "conmon_alive", lambda cid: True)
+        monkeypatch.setattr(m, "_record", lambda cid: {"runtime": "runc"})
+        real_children = mon.procfs.children
+
+        def create_finishes_now(pid: int) -> list[int]:
+            (bundle / "pidfile").write_text(str(init))  # runc create's last writes, then its exit
+            return list(real_children(pid))
+
+        monkeypatch.setattr(mon.procfs, "children", create_finishes_now)
+        assert asyncio.run(m._kill_left_by_create("c1", bundle)) == []
+        assert Path(f"/proc/{init}/comm").read_text().strip() == "runc:[2:INIT]"  # alive
+    finally:
+        for pid in _children(conmon.pid):
+            os.kill(pid, signal.SIGKILL)
+        conmon.kill()
+        conmon.wait()
