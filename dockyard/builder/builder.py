@@ -836,7 +836,7 @@ class _Run:
             if step.layer:
                 chains = chain_ids(diff_ids)
                 la = src.layers[step.layer]
-                with images.gc_lock:
+                with images.gc_lock.shared():
                     images.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
                                             lambda: images.content.open(digest))
                 blobs = [(step.layer, digest, la.media_type, la.size)]

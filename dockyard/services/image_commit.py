@@ -59,7 +59,9 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
     parent = images.get(parent_image_id) if parent_image_id else None
     doc = base_config(parent, platform)
     parent_diffs: list[str] = list(parent.diff_ids) if parent is not None else []
-    with images.gc_lock:  # no GC of the parent's layers between our snapshot and the row that references it
+    # no GC of the parent's layers between our snapshot and the row that references it; other commits
+    # (twenty build stages') go on meanwhile
+    with images.gc_lock.shared():
         diff_ids = parent_diffs
         blobs: list[tuple[str, str, str, int]] = []
         if layer is not None:

@@ -18,7 +18,6 @@ import logging
 import platform
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from dockyard.store.db import Database, prefix_range
 from dockyard.store.layers import TAR_ERRORS, decompressed, diff_id_of
 from dockyard.store.snapshots import Snapshotter, chain_ids
 from dockyard.util.filters import normalize_filters
+from dockyard.util.rwlock import SharedLock
 from dockyard.util.timefmt import ZERO_TIME, parse_rfc3339, parse_time_arg, rfc3339
 
 log = logging.getLogger("dockyard.images")
@@ -140,7 +140,7 @@ class ImageService:
         self.snapshots = snapshots
         self.events = events
         self.tmp_root = content.root / "ingest"
-        self._lock = threading.RLock()  # serialises register/delete against GC of shared layers
+        self._lock = SharedLock()  # GC (delete, prune, load, import) exclusive; commits shared (gc_lock)
         # The containers made from an image, as (id, running): the container service owns that table
         # and the wiring connects its `using_image` here (none without one).
         self.containers_using: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
@@ -245,7 +245,7 @@ class ImageService:
         created = parse_rfc3339(cfg["created"]) if isinstance(cfg.get("created"), str) else time.time()
         size = sum(s.size for s in snaps if s)
         now = time.time()
-        with self._lock, self.db.tx() as c:
+        with self._lock.shared(), self.db.tx() as c:  # registers run at once; GC, exclusive, waits
             c.execute("INSERT OR IGNORE INTO images(id, config, created, size, parent) VALUES(?,?,?,?,?)",
                       (image_id, config_bytes, created, size, parent))
             c.execute("DELETE FROM image_layers WHERE image_id=?", (image_id,))
@@ -274,8 +274,9 @@ class ImageService:
         self.db.execute("INSERT OR REPLACE INTO digests VALUES(?,?)", (f"{ref.repository}@{ref.digest}", image_id))
 
     @property
-    def gc_lock(self) -> threading.RLock:
-        """Held from writing a layer to registering the image that names it: no GC in between."""
+    def gc_lock(self) -> SharedLock:
+        """Held shared (`with images.gc_lock.shared():`) from writing a layer to registering the image
+        that names it: no GC in between, while other commits go on."""
         return self._lock
 
     def record_layer_blob(self, diff_id: str, digest: str, media_type: str, size: int) -> None:
