@@ -55,6 +55,9 @@ class Snapshotter:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         mark_topdir(self.root)  # each layer dir in a fresh block group (see mark_topdir)
+        # meta.json as read (a snapshot's never changes while it exists): registering an image reads every
+        # layer's, so a build's last stage with 20 steps would read and parse ~200 of them
+        self._meta: dict[str, Snapshot] = {}
 
     def _dir(self, chain: str) -> Path:
         return self.root / hex_of(chain)[:24]
@@ -66,11 +69,19 @@ class Snapshotter:
         return (self._dir(chain) / "meta.json").is_file()
 
     def get(self, chain: str) -> Snapshot | None:
+        known = self._meta.get(chain)
+        if known is not None:
+            if os.path.isfile(os.path.join(known.path.parent, "meta.json")):  # still there (one stat)
+                return known
+            self._meta.pop(chain, None)
         try:
             meta = json.loads((self._dir(chain) / "meta.json").read_text())
         except FileNotFoundError:
             return None
-        return Snapshot(meta["chain_id"], meta["parent"], meta["diff_id"], meta["size"], self.path(chain))
+        snap = Snapshot(meta["chain_id"], meta["parent"], meta["diff_id"], meta["size"], self.path(chain))
+        if snap.chain_id == chain:
+            self._meta[chain] = snap
+        return snap
 
     def apply(self, parent_chain_id: str | None, opener: Opener) -> Snapshot:
         """Extract a layer on top of `parent_chain_id`; the chain id comes from the content."""
@@ -169,6 +180,7 @@ class Snapshotter:
         return [self.path(c) for c in chains]
 
     def remove(self, chain: str) -> None:
+        self._meta.pop(chain, None)
         d = self._dir(chain)
         if d.exists():
             with trace.step("snapshot", f"rm -rf {d}", "no image uses this layer chain any more"):

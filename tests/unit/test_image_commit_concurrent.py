@@ -115,3 +115,32 @@ def test_reentrancy() -> None:
     with lock:  # released fully by all of the above
         pass
 
+
+def test_snapshot_meta_is_read_once_and_never_outlives_the_snapshot(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering reads every layer's meta.json: it is read from disk once, and a snapshot removed (by
+    remove, or gone from disk) is not answered from memory."""
+    images = _images(tmp_path)
+    image_id = image_commit.commit_layer(images, _upper(tmp_path, "a"), None, {}, {"created_by": "RUN a"}, adopt=True)
+    chain = images.get(image_id).chain_ids[-1]
+    snaps = images.snapshots
+    first = snaps.get(chain)
+    assert first is not None
+    reads: list[Path] = []
+    real = Path.read_text
+
+    def read_text(self: Path, *a: object, **k: object) -> str:
+        reads.append(self)
+        return real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert snaps.get(chain) == first
+    assert not reads
+    meta = first.path.parent / "meta.json"
+    moved = tmp_path / "meta.json.away"
+    meta.rename(moved)  # gone from disk behind the store's back
+    assert snaps.get(chain) is None
+    moved.rename(meta)
+    assert snaps.get(chain) == first
+    snaps.remove(chain)
+    assert snaps.get(chain) is None
