@@ -8,6 +8,7 @@ Handler modules import Request, Response, Router and the rest from here (re-expo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import ssl
@@ -82,6 +83,7 @@ def _common_headers() -> list[tuple[str, str]]:
     ]
 
 
+@functools.lru_cache(maxsize=64)  # asked twice per request with a version prefix, of a handful of versions
 def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split("."))
 

@@ -33,6 +33,7 @@ from dockyard.http.messages import Hijack, Request, Response, aclose
 
 MAX_HEADER_SIZE = 64 * 1024
 _READ_SIZE = 64 * 1024
+_JOIN_MAX = 256 * 1024  # a response up to this size goes out in one write: its parts joined (copied)
 
 log = logging.getLogger("dockyard.http")
 
@@ -221,9 +222,16 @@ class _Connection:
         return await self._next_cycle()
 
     async def _send(self, event: Any) -> None:
-        data = self.h11.send(event)
+        await self._write(self.h11.send(event))
+
+    async def _write(self, *parts: bytes | None) -> None:
+        """Write the parts, then wait until the client has taken enough of them (one drain for all)."""
+        data = [p for p in parts if p]
         if data:
-            self.writer.write(data)
+            if len(data) > 1 and sum(map(len, data)) <= _JOIN_MAX:
+                data = [b"".join(data)]  # one send(2) for a response's head, body and end
+            for part in data:
+                self.writer.write(part)
             if self.limits.idle_timeout is None:
                 await self.writer.drain()
                 return
@@ -240,11 +248,13 @@ class _Connection:
                 headers.append(("Content-Length", str(len(body))))
         if close:
             headers.append(("Connection", "close"))
-        await self._send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
+        head = self.h11.send(h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status)))
         if isinstance(body, bytes | bytearray):
-            if body and not no_body:
-                await self._send(h11.Data(data=body))
-        elif no_body:
+            data = self.h11.send(h11.Data(data=body)) if body and not no_body else None
+            await self._write(head, data, self.h11.send(h11.EndOfMessage()))
+            return True
+        await self._write(head)
+        if no_body:
             await aclose(body)
         elif not await self._stream(body):
             return False

@@ -39,21 +39,28 @@ def _read(p: Path | str) -> str | None:
 
 
 def _int(p: Path | str) -> int | None:
-    v = _read(p)
-    if v is None or v == "max":
+    """The file's number; None when it is missing, "max" or not a number."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return None
     try:
-        return int(v)
-    except ValueError:
+        return int(os.read(fd, 64))  # int() takes the bytes and their newline as they are
+    except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
 
 
 def _kv(p: Path | str) -> dict[str, int]:
+    """A flat-keyed file ("key value" lines: cpu.stat, memory.stat); lines whose value is no number left out."""
     out: dict[str, int] = {}
     for line in (_read(p) or "").splitlines():
         k, _, v = line.partition(" ")
-        if v.strip().lstrip("-").isdigit():
+        try:
             out[k] = int(v)
+        except ValueError:
+            pass
     return out
 
 
@@ -121,7 +128,7 @@ def sample(cgroups_path: str, root: Path = ROOT, cpu_only: bool = False) -> Samp
     mem = f"{root}/memory/{rel}"
     acct_ctl, cfs_ctl = _v1_cpu_controllers(root)
     acct, cfs_dir = f"{root}/{acct_ctl}/{rel}", f"{root}/{cfs_ctl}/{rel}"
-    tick_ns = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)  # cpuacct.stat counts USER_HZ ticks
+    tick_ns = _TICK_NS
     st = _kv(f"{acct}/cpuacct.stat")
     cfs = _kv(f"{cfs_dir}/cpu.stat")
     if cpu_only:
@@ -148,6 +155,9 @@ def sample(cgroups_path: str, root: Path = ROOT, cpu_only: bool = False) -> Samp
         cfs_throttled_ns=cfs.get("throttled_time", 0),
         pids_current=_int(f"{root}/pids/{rel}/pids.current"), pids_limit=_int(f"{root}/pids/{rel}/pids.max"),
         io_bytes=io)
+
+
+_TICK_NS = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)  # cpuacct.stat counts USER_HZ ticks
 
 
 @functools.cache

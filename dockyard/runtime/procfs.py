@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from dockyard.runtime.spec import ALL_CAPS
 
@@ -135,10 +134,17 @@ def cgroup_paths(pid: int) -> dict[str, str]:
 def net_dev(pid: int) -> dict[str, dict[str, int]]:
     """Per-interface counters in the process's network namespace (/proc/<pid>/net/dev), loopback left out."""
     nets: dict[str, dict[str, int]] = {}
-    try:
-        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    try:  # os.open/os.read, not pathlib: read once per `docker stats` sample (500 at once for the CLI's)
+        fd = os.open(f"/proc/{pid}/net/dev", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
     except OSError:
         return nets
+    lines = b"".join(chunks).decode().splitlines()[2:]
     for line in lines:
         name, _, rest = line.partition(":")
         name = name.strip()

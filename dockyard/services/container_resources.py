@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import subprocess
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from dockyard.errors import Conflict, InvalidParameter
-from dockyard.services.containers import Container, ContainerService
+from dockyard.services.containers import ContainerService
 
 if TYPE_CHECKING:
+    from dockyard.services.stats import Subject
     from dockyard.wire.container import UpdateConfig
 
 
@@ -49,9 +49,11 @@ class ContainerResources:
 
     async def stats(self, ref: str, stream: bool, one_shot: bool = False) -> AsyncIterator[dict[str, Any]]:
         """The container's stats documents; NotFound now, before the caller answers 200."""
-        return self._stats(self.cs.get(ref), stream, one_shot)
+        from dockyard.services.stats import Subject
 
-    async def _stats(self, c: Container, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]:
+        return self._stats(Subject(*self.cs.brief(ref)), stream, one_shot)
+
+    async def _stats(self, c: Subject, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]:
         from dockyard.services.stats import container_stats
 
         prev: dict[str, Any] | None = None
@@ -61,18 +63,19 @@ class ContainerResources:
         # of all CPUs), so a fifth of a second still measures it to ~2.5 % here, and `stats --no-stream`
         # of all containers answers in a fraction of dockerd's floor of one to two seconds.
         prime = not stream and not one_shot and c.has_process
+        path = self.cs.cgroup_path(c.id)
         first = True
         while True:
             if not first:  # its state and pid now (a sample needs no more of the row)
                 now = self.cs.state_of(c.id)
                 if now is None:
                     return
-                c = dataclasses.replace(c, state=now[0], pid=now[1])
+                c = c._replace(state=now[0], pid=now[1])
             first = False
             # Inline, not in a worker thread: a sample is ~15 reads of cgroupfs/procfs files, which never
             # block on a disk, and the thread hand-off cost more CPU than the reads (cProfile: ~0.4 ms
             # in the queue's put alone per sample under load).
-            cur = container_stats(c, prev, self.cs.cgroup_path(c.id), cpu_only=prime)
+            cur = container_stats(c, prev, path, cpu_only=prime)
             if prime:
                 prime = False
             else:

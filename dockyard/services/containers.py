@@ -309,19 +309,28 @@ class ContainerService:
 
     def get(self, ref: str) -> Container:
         """By full id, name (with or without '/'), or unique id prefix — Docker's order."""
+        return Container.from_row(self._row(ref, "*"))
+
+    def brief(self, ref: str) -> tuple[str, str, str, int]:
+        """(id, name, state, pid) of the container a ref names, as get() finds it, without decoding its
+        row's documents (stats: the docker CLI asks for each running container at once)."""
+        r = self._row(ref, "id, name, state, pid")
+        return r["id"], r["name"], r["state"], r["pid"]
+
+    def _row(self, ref: str, columns: str) -> Any:
         if not ref:
             raise no_such_container(ref)
-        r = self.db.query_one("SELECT * FROM containers WHERE id=?", (ref,))
+        r = self.db.query_one(f"SELECT {columns} FROM containers WHERE id=?", (ref,))
         if r is None:
-            r = self.db.query_one("SELECT * FROM containers WHERE name=?", (ref.lstrip("/"),))
+            r = self.db.query_one(f"SELECT {columns} FROM containers WHERE name=?", (ref.lstrip("/"),))
         if r is None and all(c in "0123456789abcdef" for c in ref):
-            rows = self.db.query("SELECT * FROM containers WHERE id >= ? AND id < ? LIMIT 2", prefix_range(ref))
+            rows = self.db.query(f"SELECT {columns} FROM containers WHERE id >= ? AND id < ? LIMIT 2", prefix_range(ref))
             if len(rows) > 1:
                 raise InvalidParameter(f"multiple IDs found with provided prefix: {ref}")
             r = rows[0] if rows else None
         if r is None:
             raise no_such_container(ref)
-        return Container.from_row(r)
+        return r
 
     def state_of(self, cid: str) -> tuple[str, int] | None:
         """(state, pid) of a container by full id, without decoding its row's documents (stats)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dockyard.errors import Conflict, NotFound, NotModified, SystemError_
+from dockyard.errors import Conflict, InvalidParameter, NotFound, NotModified, SystemError_
 from dockyard.runtime.monitor import RuntimeError_
 from dockyard.services.containers import ContainerService
 from dockyard.services.events import EventBus
@@ -554,5 +554,25 @@ def test_an_exit_whose_record_failed_keeps_its_code_at_the_retry(world: World, m
         assert w.runtime.exit_code(cid) is None and w.cs.get(cid).state == "running"
         await w.cs.finalize_exit(cid)  # the retry (the next wait, or recovery)
         assert (w.cs.get(cid).state, w.cs.get(cid).exit_code) == ("exited", 3)
+
+
+def test_brief_finds_a_container_as_get_does(world: World) -> None:
+    async def t(w: World) -> None:
+        a = (await w.cs.create(create_request({"Image": "busybox"}), name="alpha"))["Id"]
+        await w.cs.start(a)
+        b = (await w.cs.create(create_request({"Image": "busybox"}), name="beta"))["Id"]
+        for ref in (a, "alpha", "/alpha", a[:12]):
+            assert w.cs.brief(ref) == (a, "alpha", "running", w.cs.get(ref).pid) and w.cs.get(ref).id == a
+        assert w.cs.brief(b[:5]) == (b, "beta", "created", 0)
+        with pytest.raises(NotFound):
+            w.cs.brief("nosuch")
+        with pytest.raises(NotFound):
+            w.cs.brief("")
+        common = next((i for i in range(12) if a[i] != b[i]), 12)
+        if common:  # a prefix both ids start with names neither
+            with pytest.raises(InvalidParameter):
+                w.cs.brief(a[:common])
+        await w.cs.kill(a)
+        await w.settle()
 
     run(world, t)
