@@ -101,10 +101,16 @@ def test_attach_stream_with_logs(engines: Engines) -> None:
 
     ours, ref = engines.both_docker(scenario)
     assert (ours[0], ours[2:]) == (ref[0], ref[2:]) == (b"late\n", (4, b"err\n"))
-    # The log replay: stdout and stderr lines in the order the two pipes were read. dockerd 20.10 at times
-    # sends none of it (its attach races its log reader), so only the live tail is compared there.
-    assert sorted(ours[1].splitlines()) == [b"err", b"late", b"out"] and ours[1].endswith(b"late\n")
-    assert ref[1].endswith(b"late\n")
+    # The log replay: stdout and stderr lines in the order the two pipes were read, then the live tail.
+    # docker-py reads the 101 response's headers through http.client's buffer and the stream from the raw
+    # socket under it, so whatever reached it with the headers is lost, on any server: the replay's first
+    # lines may be missing (seen in a CI at load; dockerd 20.10 also races its own log reader). Here only
+    # what docker-py shows is compared; that our attach joins replay and stream with no line lost or
+    # repeated is tested on a raw socket (test_interactive.py::test_attach_logs_and_stream_join_without_
+    # loss_or_repeat).
+    for got in (ours[1], ref[1]):
+        lines = got.splitlines()
+        assert got.endswith(b"late\n") and set(lines) <= {b"err", b"late", b"out"} and len(lines) == len(set(lines))
 
 
 def test_attach_before_start_demux(engines: Engines) -> None:
