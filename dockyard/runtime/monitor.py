@@ -563,6 +563,16 @@ class Monitor:
         if not await self._start_by_fifo(cid):
             await self._runtime(cid, "start", cid, why="runc init, waiting since create, execs the container's command")
 
+    def _runc_state(self, cid: str) -> tuple[Path, dict[str, Any]] | None:
+        """runc's state dir and state.json of a runc container; None for another runtime or no state."""
+        try:
+            runtime = self._record(cid).get("runtime", "runc")
+            state_dir = self.runtime_root(runtime) / cid
+            state = json.loads((state_dir / "state.json").read_text())
+        except (OSError, ValueError, NotFound):
+            return None
+        return (state_dir, state) if runtime == "runc" and isinstance(state, dict) else None
+
     async def _start_by_fifo(self, cid: str) -> bool:
         """What `runc start` does for a created runc container (runc's Container.exec): open its exec
         fifo for reading, which lets the init, blocked opening it for writing, write a byte and exec the
@@ -572,14 +582,10 @@ class Monitor:
 
         False (nothing done) where runc start should answer: another runtime, no state, no fifo (started
         already), an init that is gone. An init that dies while we wait fails as runc start's does."""
-        try:
-            runtime = self._record(cid).get("runtime", "runc")
-            state_dir = self.runtime_root(runtime) / cid
-            state = json.loads((state_dir / "state.json").read_text())
-        except (OSError, ValueError, NotFound):
+        found = self._runc_state(cid)
+        if found is None or not _alive(found[1]):
             return False
-        if runtime != "runc" or not _alive(state):
-            return False
+        state_dir, state = found
         try:
             pidfd = os.pidfd_open(int(state["init_process_pid"]))
         except OSError:
@@ -684,13 +690,11 @@ class Monitor:
         CPU and, at the end of every `run --rm`, of the client's wait. False, with whatever was done
         left for runc delete to finish, if the init still runs (a start that failed after create) or a
         cgroup is not empty (a process that outlived the init, e.g. with --pid host): runc kills them."""
-        try:
-            runtime = self._record(cid).get("runtime", "runc")
-            state_dir = self.runtime_root(runtime) / cid
-            state = json.loads((state_dir / "state.json").read_text())
-        except (OSError, ValueError, NotFound):
+        found = self._runc_state(cid)
+        if found is None:
             return False
-        if runtime != "runc" or (state.get("config") or {}).get("hooks") or _alive(state):
+        state_dir, state = found
+        if (state.get("config") or {}).get("hooks") or _alive(state):
             return False
         paths = [p for p in (state.get("cgroup_paths") or {}).values() if p]
         with trace.about(f"container:{cid}"), trace.step(
