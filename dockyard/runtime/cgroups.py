@@ -128,13 +128,12 @@ def sample(cgroups_path: str, root: Path = ROOT, cpu_only: bool = False) -> Samp
     mem = f"{root}/memory/{rel}"
     acct_ctl, cfs_ctl = _v1_cpu_controllers(root)
     acct, cfs_dir = f"{root}/{acct_ctl}/{rel}", f"{root}/{cfs_ctl}/{rel}"
-    tick_ns = _TICK_NS
     st = _kv(f"{acct}/cpuacct.stat")
     cfs = _kv(f"{cfs_dir}/cpu.stat")
     if cpu_only:
         return Sample(
-            False, cpu_total_ns=_int(f"{acct}/cpuacct.usage") or 0, cpu_user_ns=st.get("user", 0) * tick_ns,
-            cpu_system_ns=st.get("system", 0) * tick_ns,
+            False, cpu_total_ns=_int(f"{acct}/cpuacct.usage") or 0, cpu_user_ns=st.get("user", 0) * _TICK_NS,
+            cpu_system_ns=st.get("system", 0) * _TICK_NS,
             percpu_ns=[int(x) for x in (_read(f"{acct}/cpuacct.usage_percpu") or "").split()],
             cfs_periods=cfs.get("nr_periods", 0), cfs_throttled_periods=cfs.get("nr_throttled", 0),
             cfs_throttled_ns=cfs.get("throttled_time", 0))
@@ -149,7 +148,7 @@ def sample(cgroups_path: str, root: Path = ROOT, cpu_only: bool = False) -> Samp
         memory_limit=_unlimited_v1(_int(f"{mem}/memory.limit_in_bytes")),
         memory_max_usage=_int(f"{mem}/memory.max_usage_in_bytes"), memory_failcnt=_int(f"{mem}/memory.failcnt"),
         memory_stat=_kv(f"{mem}/memory.stat"), cpu_total_ns=_int(f"{acct}/cpuacct.usage") or 0,
-        cpu_user_ns=st.get("user", 0) * tick_ns, cpu_system_ns=st.get("system", 0) * tick_ns,
+        cpu_user_ns=st.get("user", 0) * _TICK_NS, cpu_system_ns=st.get("system", 0) * _TICK_NS,
         percpu_ns=[int(x) for x in (_read(f"{acct}/cpuacct.usage_percpu") or "").split()],
         cfs_periods=cfs.get("nr_periods", 0), cfs_throttled_periods=cfs.get("nr_throttled", 0),
         cfs_throttled_ns=cfs.get("throttled_time", 0),
