@@ -1,4 +1,4 @@
-"""A thin wrapper over pyroute2 for what our networks need: bridges, veth pairs, netns, sysctls.
+"""What our networks need of the kernel: bridges, veth pairs, netns, sysctls (rtnetlink.py's messages).
 
 All calls block (netlink round trips); services run them in `asyncio.to_thread`.
 """
@@ -17,23 +17,10 @@ import struct
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute, NetlinkError
-else:
-    class NetlinkError(Exception):
-        """Stands in until pyroute2 is imported (by the first IPRoute): nothing raises it before."""
-
-    def IPRoute(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - pyroute2's name
-        # pyroute2 imported at the first use: ~0.15 s of CPU the daemon's start (to `_ping`) need not wait for.
-        global NetlinkError
-        import pyroute2
-
-        NetlinkError = pyroute2.NetlinkError
-        return pyroute2.IPRoute(*args, **kwargs)
+from typing import Any
 
 from dockyard import trace
+from dockyard.network.rtnetlink import IFA_F_NODAD, Socket
 from dockyard.util.mountpoint import is_mountpoint
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -41,14 +28,13 @@ _CLONE_NEWNET = 0x40000000
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _MS_SHARED = 1 << 20
-_IFA_F_NODAD = 0x02
 _NET_ADDR_SET = "3"  # /sys/class/net/X/addr_assign_type of an address set by hand (NET_ADDR_SET)
 
 
 def _ifindex(name: str) -> int | None:
-    """The index of link `name` in this thread's network namespace (where IPRoute() binds too): one
-    ioctl, where pyroute2's lookup (a netlink get and the whole link message parsed) took ~1 ms of CPU,
-    four times in every start and once in every stop."""
+    """The index of link `name` in this thread's network namespace (where a netlink Socket binds too):
+    one ioctl, where pyroute2's lookup (a netlink get and the whole link message parsed) took ~1 ms of
+    CPU, four times in every start and once in every stop."""
     try:
         return socket.if_nametoindex(name)
     except OSError:
@@ -56,8 +42,8 @@ def _ifindex(name: str) -> int | None:
 
 
 def link_exists(name: str) -> bool:
-    """In this network namespace: one ioctl, not a netlink socket and pyroute2's decoding (the restart
-    asks it for every running container's veth)."""
+    """In this network namespace: one ioctl, not a netlink request (the restart asks it for every
+    running container's veth)."""
     try:
         socket.if_nametoindex(name)
     except OSError:
@@ -69,39 +55,39 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int = 1500,
                   address6: str | None = None, prefixlen6: int = 64) -> None:
     """Bridge `name` up with `address/prefixlen` (and the IPv6 gateway address when given; created or
     fixed up; idempotent)."""
-    with IPRoute() as ipr:
+    with Socket() as nl:
         idx = _ifindex(name)
         if idx is None:
             with trace.step("link", f"ip link add {name} type bridge mtu {mtu}",
                             "the network's switch: every container on it plugs a veth into it") as s:
                 try:
-                    ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:
+                    nl.add_link(name, "bridge", mtu=mtu)
+                except OSError as e:
+                    if e.errno != errno.EEXIST:
                         raise
                 idx = _ifindex(name)
                 assert idx is not None
                 s.result = f"ifindex {idx}"
-        _pin_mac(ipr, idx, name)
-        have = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        _pin_mac(nl, idx, name)
+        have = {(a.address, a.prefixlen) for a in nl.addrs(socket.AF_INET, idx)}
         if (address, prefixlen) not in have:
             with trace.step("addr", f"ip addr add {address}/{prefixlen} dev {name}",
                             "the gateway: containers route through this address (and reach DNS on it)") as s:
-                ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+                nl.add_addr(idx, address, prefixlen)
                 s.result = "addresses now " + " ".join(
-                    f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx, family=2))
+                    f"{a.address}/{a.prefixlen}" for a in nl.addrs(socket.AF_INET, idx))
         if address6:
             set_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "0")
-            have6 = {(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=10)}
+            have6 = {(a.address, a.prefixlen) for a in nl.addrs(socket.AF_INET6, idx)}
             if (address6, prefixlen6) not in have6:
                 with trace.step("addr", f"ip addr add {address6}/{prefixlen6} dev {name} nodad",
                                 "the IPv6 gateway of a dual-stack network"):
-                    _add_addr(ipr, idx, address6, prefixlen6)
-        ipr.link("set", index=idx, state="up")
+                    _add_addr(nl, idx, address6, prefixlen6)
+        nl.set_link(idx, up=True)
     set_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")  # lets DNATed 127.x reach containers
 
 
-def _pin_mac(ipr: IPRoute, idx: int, name: str) -> None:
+def _pin_mac(nl: Socket, idx: int, name: str) -> None:
     """Give the bridge its MAC address for good. A bridge with none set takes the lowest MAC among its
     ports, so it changes whenever a container with a lower one joins or leaves; the containers keep the
     old one in their ARP caches, and their frames to the gateway (DNS, the way out) go to a MAC no port
@@ -113,37 +99,36 @@ def _pin_mac(ipr: IPRoute, idx: int, name: str) -> None:
         return
     if assign == _NET_ADDR_SET:
         return
-    link = ipr.get_links(idx)[0]
-    mac = link.get_attr("IFLA_ADDRESS")
+    mac = nl.link(idx).mac
     with trace.step("link", f"ip link set {name} address {mac}",
                     "pin the bridge's MAC: else it follows the lowest MAC of its ports and containers' ARP "
                     "entries for the gateway go stale when one leaves"):
-        ipr.link("set", index=idx, address=mac)
+        nl.set_link(idx, mac=mac)
 
 
-def _add_addr(ipr: IPRoute, idx: int, address: str, prefixlen: int) -> None:
+def _add_addr(nl: Socket, idx: int, address: str, prefixlen: int) -> None:
     try:
         if ":" in address:  # no duplicate address detection: the address is usable at once, as in Docker
-            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, flags=_IFA_F_NODAD)
+            nl.add_addr(idx, address, prefixlen, flags=IFA_F_NODAD)
         else:  # with its broadcast address, as dockerd sets it
             brd = ipaddress.ip_interface(f"{address}/{prefixlen}").network.broadcast_address
-            ipr.addr("add", index=idx, address=address, prefixlen=prefixlen, broadcast=str(brd))
-    except NetlinkError as e:
-        if e.code != errno.EEXIST:
+            nl.add_addr(idx, address, prefixlen, broadcast=str(brd))
+    except OSError as e:
+        if e.errno != errno.EEXIST:
             raise
 
 
 def delete_link(name: str) -> None:
-    with IPRoute() as ipr:
-        idx = _ifindex(name)
-        if idx is not None:
-            with trace.step("link", f"ip link del {name}", "a veth goes with its pair (and a bridge with its network)") as s:
-                try:
-                    ipr.link("del", index=idx)
-                except NetlinkError as e:
-                    if e.code != errno.ENODEV:
-                        raise
-                    s.result = "already gone (ENODEV)"
+    idx = _ifindex(name)
+    if idx is not None:
+        with trace.step("link", f"ip link del {name}", "a veth goes with its pair (and a bridge with its network)") as s, \
+                Socket() as nl:
+            try:
+                nl.del_link(idx)
+            except OSError as e:
+                if e.errno != errno.ENODEV:
+                    raise
+                s.result = "already gone (ENODEV)"
 
 
 def veth_name() -> str:
@@ -154,22 +139,24 @@ def add_veth(host_name: str, bridge: str, netns_path: str, ifname: str, addresse
              gateways: list[str], mac: str, mtu: int = 1500) -> None:
     """A veth pair: `host_name` on `bridge`, the peer as `ifname` inside the netns with `addresses`
     ([(address, prefixlen)], v4 and v6) and a default route via each of `gateways` the netns lacks."""
-    tmp_peer = "p" + host_name[4:] + "x"
-    with IPRoute() as ipr:
-        br = _ifindex(bridge)
-        if br is None:
-            raise RuntimeError(f"bridge {bridge} is missing")
-        with trace.step("link", f"ip link add {host_name} type veth peer {tmp_peer} netns {netns_path}; "
-                        f"ip link set {host_name} master {bridge} up",
-                        "a virtual cable: one end on the bridge, the other inside the container's netns") as s:
-            ipr.link("add", ifname=host_name, kind="veth", mtu=mtu,
-                     peer={"ifname": tmp_peer, "net_ns_fd": netns_path})
-            idx = _ifindex(host_name)
-            ipr.link("set", index=idx, master=br, state="up")
-            s.result = f"{host_name} ifindex {idx} on {bridge}"
+    br = _ifindex(bridge)
+    if br is None:
+        raise RuntimeError(f"bridge {bridge} is missing")
+    with trace.step("link", f"ip link add {host_name} mtu {mtu} master {bridge} up type veth peer {ifname} "
+                    f"address {mac} mtu {mtu} netns {netns_path}",
+                    "a virtual cable: one end on the bridge, the other inside the container's netns") as s:
+        # One request: the peer is born in the netns with its name and MAC, the host end on the bridge.
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with Socket() as nl:
+                nl.add_veth(host_name, mtu, br, ifname, mac, fd)
+        finally:
+            os.close(fd)
+        if trace.ENABLED:
+            s.result = f"{host_name} ifindex {_ifindex(host_name)} on {bridge}"
     # Hairpin lets a container reach itself through its own published port.
     _write(f"/sys/class/net/{host_name}/brport/hairpin_mode", "1")
-    _configure_in_netns(netns_path, tmp_peer, ifname, addresses, gateways, mac, mtu)
+    _configure_in_netns(netns_path, ifname, addresses, gateways)
 
 
 def adopt_link(src_name: str, netns_path: str, ifname: str, addresses: list[tuple[str, int]],
@@ -177,57 +164,63 @@ def adopt_link(src_name: str, netns_path: str, ifname: str, addresses: list[tupl
                routes: list[tuple[str, str | None]] | None = None) -> None:
     """A link someone else made (a network plugin's Join: `SrcName`) moved into the netns and set up
     there as `ifname`, as for our own veths."""
-    with IPRoute() as ipr:
-        idx = _ifindex(src_name)
-        if idx is None:
-            raise RuntimeError(f"the network plugin's interface {src_name} does not exist")
-        with trace.step("link", f"ip link set {src_name} netns {netns_path}",
-                        "the network plugin made this interface: it goes into the container's netns") as s:
-            ipr.link("set", index=idx, net_ns_fd=netns_path)
-            s.result = f"{src_name} moved"
-    _configure_in_netns(netns_path, src_name, ifname, addresses, gateways, mac, mtu, routes or [])
+    idx = _ifindex(src_name)
+    if idx is None:
+        raise RuntimeError(f"the network plugin's interface {src_name} does not exist")
+    with trace.step("link", f"ip link set {src_name} netns {netns_path}",
+                    "the network plugin made this interface: it goes into the container's netns") as s:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with Socket() as nl:
+                nl.set_link(idx, netns_fd=fd)
+        finally:
+            os.close(fd)
+        s.result = f"{src_name} moved"
+    _configure_in_netns(netns_path, ifname, addresses, gateways, routes or [], rename=(src_name, mac, mtu))
 
 
-def _configure_in_netns(netns_path: str, tmp_peer: str, ifname: str, addresses: list[tuple[str, int]],
-                        gateways: list[str], mac: str, mtu: int,
-                        routes: list[tuple[str, str | None]] | None = None) -> None:
-    """`routes`: (destination, next hop) more, a next hop None meaning on the link itself."""
+def _configure_in_netns(netns_path: str, ifname: str, addresses: list[tuple[str, int]], gateways: list[str],
+                        routes: list[tuple[str, str | None]] | None = None,
+                        rename: tuple[str, str, int] | None = None) -> None:
+    """`routes`: (destination, next hop) more, a next hop None meaning on the link itself. `rename`:
+    (the link's name in the netns, MAC, MTU) for a link that arrives under another name."""
     def configure() -> None:
-        with IPRoute() as nipr:  # opened inside the netns, so bound to it
-            idx = _ifindex(tmp_peer)
+        with Socket() as nl:  # opened inside the netns, so bound to it
+            idx = _ifindex(rename[0] if rename else ifname)
             assert idx is not None
             shown = " ".join(f"{a}/{p}" for a, p in addresses)
-            with trace.step("addr", f"(in netns) ip link set {tmp_peer} name {ifname} address {mac} up; "
-                            f"ip addr add {shown} dev {ifname}",
+            op = f"ip link set {rename[0]} name {ifname} address {rename[1]}; " if rename else ""
+            with trace.step("addr", f"(in netns) {op}ip addr add {shown} dev {ifname}; ip link set {ifname} up",
                             "the container's end of the cable, with the addresses IPAM gave it") as s:
-                nipr.link("set", index=idx, ifname=ifname, address=mac, mtu=mtu)
+                if rename:
+                    nl.set_link(idx, name=ifname, mac=rename[1], mtu=rename[2])
                 for address, prefixlen in addresses:
-                    _add_addr(nipr, idx, address, prefixlen)
-                nipr.link("set", index=idx, state="up")
+                    _add_addr(nl, idx, address, prefixlen)
+                nl.set_link(idx, up=True)
                 if trace.ENABLED:
-                    got = [f"{a.get('address')}/{a['prefixlen']}" for a in nipr.get_addr(index=idx)]
+                    got = [f"{a.address}/{a.prefixlen}" for a in nl.addrs(index=idx)]
                     s.result = f"{ifname} ifindex {idx}: {' '.join(got)}"
             _lo_up()
             for dst, hop in routes or []:
                 with trace.step("route", f"(in netns) ip route add {dst} " + (f"via {hop}" if hop else f"dev {ifname}"),
                                 "a static route the network plugin asked for at Join"):
                     if hop:
-                        nipr.route("add", dst=dst, gateway=hop)
+                        nl.add_route(dst, gateway=hop)
                     else:
-                        nipr.route("add", dst=dst, oif=idx)
-            _default_routes(nipr, gateways)
+                        nl.add_route(dst, oif=idx)
+            _default_routes(nl, gateways)
 
     _in_netns(configure, netns_path)
 
 
-def _default_routes(nipr: IPRoute, gateways: list[str]) -> None:
+def _default_routes(nl: Socket, gateways: list[str]) -> None:
     for gw in gateways:
         with trace.step("route", f"(in netns) ip route add default via {gw}",
                         "the container's traffic to anywhere else goes to the bridge's address") as s:
             try:
-                nipr.route("add", dst="::/0" if ":" in gw else "0.0.0.0/0", gateway=gw)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:  # a second network: keep the first default route
+                nl.add_route("::/0" if ":" in gw else "0.0.0.0/0", gateway=gw)
+            except OSError as e:
+                if e.errno != errno.EEXIST:  # a second network: keep the first default route
                     raise
                 s.result = "kept the first network's default route (EEXIST)"
 
@@ -235,9 +228,9 @@ def _default_routes(nipr: IPRoute, gateways: list[str]) -> None:
 def ensure_default_routes(netns_path: str, gateways: list[str]) -> None:
     """After a network left: a default route via each of `gateways` whose family has none left."""
     def fix() -> None:
-        with IPRoute() as nipr:
-            have = {r["family"] for r in nipr.get_routes(table=254) if r["dst_len"] == 0}
-            _default_routes(nipr, [g for g in gateways if (10 if ":" in g else 2) not in have])
+        with Socket() as nl:
+            have = {r.family for r in nl.routes() if r.dst_len == 0}
+            _default_routes(nl, [g for g in gateways if (socket.AF_INET6 if ":" in g else socket.AF_INET) not in have])
 
     _in_netns(fix, netns_path)
 
@@ -384,21 +377,17 @@ def host_routes() -> list[str]:
 def host_routes_by_link() -> list[tuple[str, str]]:
     """(destination CIDR, interface name) of the host's IPv4 routes in the main table; a route of a
     link that is down ("linkdown") is listed too: it still catches the subnet's traffic."""
-    out: list[tuple[str, str]] = []
-    with IPRoute() as ipr:
-        routes = [(f"{r.get('dst')}/{r['dst_len']}", r.get("oif")) for r in ipr.get_routes(family=2, table=254)
-                  if r.get("dst") and r["dst_len"] > 0]
-        # The names of the routes' links only: a dump of every link costs ~1 ms each to decode, and a
-        # host with 500 containers has 500 veths (none of which a main-table route names).
+    with Socket() as nl:
+        routes = [(f"{r.dst}/{r.dst_len}", r.oif) for r in nl.routes(socket.AF_INET) if r.dst and r.dst_len > 0]
+        # The names of the routes' links only, not a dump of every link: a host with 500 containers has
+        # 500 veths (none of which a main-table route names).
         names: dict[int, str] = {}
         for oif in {o for _, o in routes if o}:
             try:
-                names[oif] = ipr.get_links(oif)[0].get_attr("IFLA_IFNAME") or ""
-            except NetlinkError:
+                names[oif] = nl.link(oif).name or ""
+            except OSError:
                 names[oif] = ""
-        out = [(dst, names.get(oif, "") if oif else "") for dst, oif in routes]
-    return out
-
+    return [(dst, names.get(oif, "") if oif else "") for dst, oif in routes]
 
 
 def links(netns_path: str | None = None) -> list[dict[str, Any]]:
@@ -408,16 +397,16 @@ def links(netns_path: str | None = None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def read() -> None:
-        with IPRoute() as ipr:
+        with Socket() as nl:
             addrs: dict[int, list[str]] = {}
-            for a in ipr.get_addr(family=2):
-                addrs.setdefault(a["index"], []).append(f"{a.get('address')}/{a['prefixlen']}")
-            dump = ipr.get_links()  # one dump: each is hundreds of decoded attributes per link
-            names = {ln["index"]: ln.get("ifname") for ln in dump}
+            for a in nl.addrs(socket.AF_INET):
+                addrs.setdefault(a.index, []).append(f"{a.address}/{a.prefixlen}")
+            dump = nl.links()
+            names = {ln.index: ln.name for ln in dump}
             for ln in dump:
-                out.append({"index": ln["index"], "name": ln.get("ifname"), "kind": ln.get(("linkinfo", "kind")),
-                            "state": ln.get("operstate"), "mac": ln.get("address"), "peer_index": ln.get("link"),
-                            "master": names.get(ln.get("master")), "addresses": addrs.get(ln["index"], [])})
+                out.append({"index": ln.index, "name": ln.name, "kind": ln.kind, "state": ln.state, "mac": ln.mac,
+                            "peer_index": ln.link, "master": names.get(ln.master) if ln.master else None,
+                            "addresses": addrs.get(ln.index, [])})
 
     if netns_path is None:
         read()
@@ -431,17 +420,17 @@ def host_links_by_index(indexes: Iterable[int]) -> dict[int, dict[str, Any]]:
     one RTM_GETLINK each, and one for each master, instead of a dump of every link on the host."""
     out: dict[int, dict[str, Any]] = {}
     masters: dict[int, str | None] = {}
-    with IPRoute() as ipr:
+    with Socket() as nl:
         for i in set(indexes):
             try:
-                (ln,) = ipr.get_links(i)
-            except NetlinkError:
+                ln = nl.link(i)
+            except OSError:
                 continue
-            m = ln.get("master")
+            m = ln.master
             if m and m not in masters:
                 try:
-                    masters[m] = ipr.get_links(m)[0].get("ifname")
-                except NetlinkError:
+                    masters[m] = nl.link(m).name
+                except OSError:
                     masters[m] = None
-            out[i] = {"name": ln.get("ifname"), "master": masters.get(m) if m else None}
+            out[i] = {"name": ln.name, "master": masters.get(m) if m else None}
     return out
