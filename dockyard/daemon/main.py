@@ -59,8 +59,8 @@ async def run(cfg: DaemonConfig) -> None:
     received: list[int] = []
     me = os.getpid()
 
-    # Not loop.add_signal_handler: its wakeup fd is inherited by children that libraries fork
-    # (pyroute2's netns helpers), and a SIGTERM to such a child would stop the daemon.
+    # Not loop.add_signal_handler: its wakeup fd is inherited by children that libraries fork (as
+    # pyroute2's netns helpers did), and a SIGTERM to such a child would stop the daemon.
     def on_signal(signum: int, _frame: object) -> None:
         if os.getpid() != me:  # a forked helper: die as it would have by default
             signal.signal(signum, signal.SIG_DFL)
@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     level = {"warn": "WARNING", "fatal": "CRITICAL"}.get(cfg.log_level, cfg.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its debug output drowns ours
     if os.geteuid() != 0:
         # An ordinary user: rootless mode (issue 17). Come back as uid 0 of a user namespace of our own.
         from dockyard.daemon.rootless import exec_in_user_namespace

@@ -28,7 +28,7 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     me = os.getpid()
 
     def on_usr1(signum: int, _frame: object) -> None:
-        if os.getpid() != me:  # a forked helper (pyroute2's): not ours to report
+        if os.getpid() != me:  # a child a library forked: not ours to report
             return
         log.warning("SIGUSR1: the stacks of every thread and asyncio task follow\n%s", dump(loop))
 

@@ -23,7 +23,7 @@ def until(cond: Callable[[], bool], timeout: float = 60, why: Callable[[], str] 
 def log_of(d: Daemon, name: str) -> str:
     """The container's State and the daemon's log lines naming it."""
     c = inspect(d, name)
-    lines = [ln[:300] for ln in d.log.read_text().splitlines() if c["Id"][:12] in ln and "pyroute2" not in ln]
+    lines = [ln[:300] for ln in d.log.read_text().splitlines() if c["Id"][:12] in ln]
     return f"{name}: {c['State']}\n" + "\n".join(lines[-40:])
 
 
