@@ -25,7 +25,7 @@ log = logging.getLogger("dockyard.daemon")
 
 async def startup_sweep(engine: Engine) -> dict[str, int]:
     """Returns counts of what was removed (for the log and tests)."""
-    out = {"bundles": 0, "container_dirs": 0, "trash": 0, "mounts": 0, "netns": 0, "build_tmp": 0}
+    out = {"bundles": 0, "container_dirs": 0, "trash": 0, "mounts": 0, "networks": 0, "netns": 0, "build_tmp": 0}
     try:
         await asyncio.to_thread(engine.images.sweep)
     except Exception as e:  # noqa: BLE001 - a failed sweep must not keep the daemon down
@@ -53,6 +53,8 @@ async def startup_sweep(engine: Engine) -> dict[str, int]:
                 await asyncio.to_thread(shutil.rmtree, d, True)
                 out["trash"] += 1
     if engine.networks is not None:
+        # The network a removed container's release (in the background, after the answer) had not ended.
+        out["networks"] = await engine.networks.release_orphans(rows)
         # A netns of a container that no longer exists (a removal or a start a crash cut short).
         from dockyard.network import netlink
 

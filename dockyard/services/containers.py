@@ -199,6 +199,8 @@ class _Live:
     # The exit code and OOM read by a finalize_exit whose record failed (a full disk): the cleanup
     # before it removed the exit file, so the retry takes them from here rather than recording 255.
     unrecorded_exit: tuple[int, bool] | None = None
+    # A forced removal is killing it: its exit leaves the network to be released in the background.
+    removing: bool = False
 
 
 def _about(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -828,8 +830,17 @@ class ContainerService:
             else:
                 code, oom = 255, await asyncio.to_thread(self._oom_killed, c)
             lv.unrecorded_exit = (code, oom)
-            await self._cleanup_runtime(c)
-            self.save(cid, state="exited", pid=0, exit_code=code, finished_at=time.time(), oom_killed=int(oom))
+            # A container about to be removed (--rm, rm -f) has its network released in the background,
+            # after the removal has answered (--rm) or beside it (rm -f): the kernel's deleting of the
+            # veth and netns (20-50 ms) is not on the way to `removed`.
+            later = (c.host_config.auto_remove or lv.removing) and self._network_deferrable(cid)
+            try:
+                await self._cleanup_runtime(c, network=not later)
+                self.save(cid, state="exited", pid=0, exit_code=code, finished_at=time.time(), oom_killed=int(oom))
+            except BaseException:
+                if later:  # the exit is not recorded (a full disk): its network goes all the same
+                    await self._release_network_later(cid)
+                raise
             lv.unrecorded_exit = None
             c = self.get(cid)
             if oom:
@@ -839,9 +850,31 @@ class ContainerService:
         for hook in self.on_exited:
             hook(c)
         if c.host_config.auto_remove:
-            await self.remove(cid, force=True, volumes=True)
+            try:
+                await self.remove(cid, force=True, volumes=True)
+            except BaseException:
+                if later:  # the container stays, exited: its network goes all the same
+                    await self._release_network_later(cid)
+                raise
             return
+        if later:
+            await self._release_network_later(cid)
         self._maybe_schedule_restart(c)
+
+    def _network_deferrable(self, cid: str) -> bool:
+        return self.networks is not None and self.networks.deferrable(cid)
+
+    async def _release_network_later(self, cid: str, forget: bool = False) -> None:
+        """Start the release of the container's network in the background (forget: its memberships too)."""
+        if self.networks is None:
+            return
+        try:
+            if forget:
+                await self.networks.forget(cid, wait=False)
+            else:
+                await self.networks.detach(cid, wait=False)
+        except Exception as e:  # noqa: BLE001
+            log.warning("network release of %s: %s", cid[:12], e)
 
     def _oom_killed(self, c: Container) -> bool:
         try:
@@ -849,10 +882,10 @@ class ContainerService:
         except Exception:  # noqa: BLE001 - OOM detection is advisory
             return False
 
-    async def _cleanup_runtime(self, c: Container) -> None:
-        """Delete runtime state, unmount the rootfs, release the network. Safe to repeat.
-        The three touch nothing of each other's: they run at once (a `run --rm` waits for the longest,
-        runc delete, not for the sum)."""
+    async def _cleanup_runtime(self, c: Container, network: bool = True) -> None:
+        """Delete runtime state, unmount the rootfs, release the network (unless not `network`: the
+        caller releases it later). Safe to repeat. The three touch nothing of each other's: they run at
+        once (a `run --rm` waits for the longest, runc delete, not for the sum)."""
 
         async def runtime_state() -> None:
             try:
@@ -867,14 +900,14 @@ class ContainerService:
             if c.host_config.ipc_mode == "shareable":
                 overlay.unmount(self.run_dir(c.id) / "shm")
 
-        async def network() -> None:
-            if self.networks is not None:
+        async def release_network() -> None:
+            if self.networks is not None and network:
                 try:
                     await self.networks.detach(c.id)
                 except Exception as e:  # noqa: BLE001
                     log.warning("network detach %s: %s", c.id[:12], e)
 
-        await asyncio.gather(runtime_state(), asyncio.to_thread(unmount), network())
+        await asyncio.gather(runtime_state(), asyncio.to_thread(unmount), release_network())
 
     # Restart policies: Docker's increasing delay (100 ms doubling, reset after 10 s of running).
     def _maybe_schedule_restart(self, c: Container) -> None:
@@ -1147,27 +1180,40 @@ class ContainerService:
                 await self.runtime.resume(c.id)
             self.save(c.id, stopped_by_user=1)
             lv.exit_on_next = True
+            lv.removing = True
             try:
-                await self.runtime.kill(c.id, signal_mod.SIGKILL)
-            except Exception as e:  # noqa: BLE001
-                log.debug("kill for remove %s: %s", c.id[:12], e)
-            await self._wait_exited(c.id)
+                try:
+                    await self.runtime.kill(c.id, signal_mod.SIGKILL)
+                except Exception as e:  # noqa: BLE001
+                    log.debug("kill for remove %s: %s", c.id[:12], e)
+                await self._wait_exited(c.id)
+            finally:
+                lv.removing = False
         if lv.restart_task is not None:
             lv.restart_task.cancel()
+        later = False
         async with lv.lock:
             try:
                 c = self.get(c.id)
             except NotFound:
                 return
             self.save(c.id, state="removing")
-            await self._cleanup_runtime(c)
-            if self.networks is not None:
-                await self.networks.forget(c.id)
-            if self.volumes is not None:
-                await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
-            await asyncio.to_thread(self.snapshots.remove, c.id)
-            trash = await asyncio.to_thread(self._remove_dirs, c.id)
-            await asyncio.to_thread(self.db.execute, "DELETE FROM containers WHERE id=?", (c.id,))  # fsync: off the loop
+            try:
+                await self._cleanup_runtime(c, network=False)
+                # Its network (what the exit left, and its memberships) goes after the answer if it can:
+                # a published port or a plugin's endpoint goes before it, as with dockerd.
+                later = self._network_deferrable(c.id)
+                if self.networks is not None and not later:
+                    await self.networks.forget(c.id)
+                if self.volumes is not None:
+                    await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
+                await asyncio.to_thread(self.snapshots.remove, c.id)
+                trash = await asyncio.to_thread(self._remove_dirs, c.id)
+                await asyncio.to_thread(self.db.execute, "DELETE FROM containers WHERE id=?", (c.id,))  # fsync: off the loop
+            except BaseException:
+                if later:  # the removal failed (to be retried): the network goes all the same
+                    await self._release_network_later(c.id)
+                raise
             lv.final_exit = c.exit_code
         if trash:
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(_empty_trash, trash))
@@ -1181,6 +1227,8 @@ class ContainerService:
         trace.drop(f"container:{c.id}")
         for hook in self.on_removed:
             hook(c)
+        if later:
+            await self._release_network_later(c.id, forget=True)
 
     def _remove_dirs(self, cid: str) -> list[Path]:
         """The container's dirs (init layer and log; bundle) leave their places by a rename each into a

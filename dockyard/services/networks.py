@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,12 @@ class NetworkService:
         # disconnect of that container waits for it, else a disconnect could release the endpoint and its
         # address before the plumb makes the veth with them.
         self._plumbing: dict[str, asyncio.Event] = {}
+        # Containers whose network is being released in the background (detach/forget with wait=False):
+        # a removal answers before the kernel's 20-50 ms of deleting the veths and the netns. Their rows and
+        # addresses stay until the veths are gone, so no address is on two interfaces at once; what needs
+        # the release done waits for it (_settled): an attach that finds an address taken, connect and
+        # disconnect of that container, network rm, the daemon's stop.
+        self._releasing: dict[str, asyncio.Task[None]] = {}
         self.names = NameIndex()  # what the embedded DNS answers, per asking container
         self._pools: dict[tuple[str, int], ipam.Pool] = {}  # (network id, 4|6) -> addresses in use
         self.swarm_active: Callable[[], bool] = lambda: False  # set by the swarm service
@@ -189,12 +195,14 @@ class NetworkService:
         """Daemon stop. With no container attached, remove our bridges, table and netns mount too, so
         a stopped daemon leaves the host as it found it; `start()` rebuilds them all from the DB.
         With containers still running (they outlive the daemon), keep everything they use."""
+        await self._settled(None)  # the releases under way end first (a kill -9 leaves them to the next start)
         if self.db.query_one("SELECT 1 FROM net_sandboxes"):
             await self.close()
         else:
             await self.teardown_all()
 
     async def teardown_all(self) -> None:
+        await self._settled(None)
         await self.close()
         async with self._lock:
             for sb in self._rows("SELECT cid FROM net_sandboxes"):
@@ -213,6 +221,25 @@ class NetworkService:
                      link_hosts: builtins.list[tuple[str, builtins.list[str]]] | None = None) -> AttachResult:
         """Give the container its network. defer_plumbing: leave the veths to result.plumb, so the caller
         can wire them while the runtime creates the container (which needs only the netns to exist)."""
+        attach = functools.partial(self._attach, cid, name, hostname, network_mode, endpoints_config, port_bindings,
+                                   exposed_ports, publish_all, dns, dns_search, dns_options, extra_hosts, mac,
+                                   domainname, defer_plumbing, link_hosts)
+        await self._settled({cid})
+        try:
+            return await attach()
+        except (Forbidden, Unavailable):
+            if not self._releasing:
+                raise
+            # The address asked for, or the last free one, may be a removed container's whose release is
+            # under way: free once its veth is gone (as at once after dockerd's rm). Attach again then.
+            await self._settled(None)
+            return await attach()
+
+    async def _attach(self, cid: str, name: str, hostname: str, network_mode: str, endpoints_config: dict[str, Any],
+                      port_bindings: dict[str, Any], exposed_ports: dict[str, Any], publish_all: bool,
+                      dns: builtins.list[str], dns_search: builtins.list[str], dns_options: builtins.list[str],
+                      extra_hosts: builtins.list[str], mac: str | None, domainname: str, defer_plumbing: bool,
+                      link_hosts: builtins.list[tuple[str, builtins.list[str]]] | None) -> AttachResult:
         mode = network_mode or "default"
         netns = self.exec_root / "netns" / cid
         fresh = not self.has_sandbox(cid)
@@ -281,7 +308,63 @@ class NetworkService:
         container's own lock, which orders its starts, exits and removal (the caller holds it)."""
         return contextlib.nullcontext() if mode in ("none", "host") else self._lock
 
-    async def detach(self, cid: str) -> None:
+    async def detach(self, cid: str, wait: bool = True) -> None:
+        """Release the container's network: veths, netns, then addresses, rules and rows. wait=False: in
+        the background if it can be (deferrable), the caller answering meanwhile."""
+        if not wait and self.deferrable(cid):
+            self._later(cid, lambda: self._detach_now(cid))
+            return
+        await self._settled({cid})
+        await self._detach_now(cid)
+
+    def deferrable(self, cid: str) -> bool:
+        """The container's network may be released after its removal has answered: it holds no host port
+        (the client may publish the same one next, or bind it itself, at once) and no plugin's endpoint
+        (the plugin hears Leave before the answer, as from dockerd). An address it holds is waited for by
+        the attach that wants it."""
+        if self._held.get(cid):
+            return False
+        sb = self.db.query_one("SELECT ports FROM net_sandboxes WHERE cid=?", (cid,))
+        if sb is not None and sb["ports"] != "[]":
+            return False
+        return not any(_is_plugin(ep) for ep in self._rows(
+            "SELECT n.driver FROM net_endpoints e JOIN networks n ON n.id=e.network_id WHERE e.cid=?", (cid,)))
+
+    def _later(self, cid: str, release: Callable[[], Awaitable[None]], gone: bool = False) -> None:
+        """Run `release` of cid in the background, after any still under way for it. Its DNS names go now:
+        a container of the same name may start at once. `gone`: the container is removed, and its trace
+        records (the release's, made after the removal dropped the rest) go once it ends."""
+        for ep in self._rows("SELECT network_id FROM net_endpoints WHERE cid=?", (cid,)):
+            self.names.drop_endpoint(cid, ep["network_id"])
+        before = self._releasing.get(cid)
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            try:
+                with trace.about(f"container:{cid}"):
+                    await release()
+            finally:
+                if gone:
+                    trace.drop(f"container:{cid}")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._releasing[cid] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._releasing.get(cid) is t:
+                del self._releasing[cid]
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("network release of %s: %s", cid[:12], t.exception())
+
+        task.add_done_callback(done)
+
+    async def _settled(self, cids: Collection[str] | None) -> None:
+        """Wait for the background releases of `cids` (None: all) to end. Not under the lock: they take it."""
+        while pending := [t for cid, t in self._releasing.items() if cids is None or cid in cids]:
+            await asyncio.wait(pending)  # a cancelled waiter leaves them running
+
+    async def _detach_now(self, cid: str) -> None:
         pending = self._plumbing.pop(cid, None)
         if pending is not None:  # a failed start releases a plumb it never ran (one it ran has ended)
             pending.set()
@@ -319,10 +402,29 @@ class NetworkService:
                 self.events.emit("network", action, net["id"], {"container": cid, "name": net["name"],
                                                                 "type": net["driver"]})
 
-    async def forget(self, cid: str) -> None:
-        """At container removal: drop its network memberships too."""
-        await self.detach(cid)
+    async def forget(self, cid: str, wait: bool = True) -> None:
+        """At container removal: drop its network memberships too (wait=False: as detach's)."""
+        if not wait and self.deferrable(cid):
+            self._later(cid, lambda: self._forget_now(cid), gone=True)
+            return
+        await self._settled({cid})
+        await self._forget_now(cid)
+
+    async def _forget_now(self, cid: str) -> None:
+        await self._detach_now(cid)
         await asyncio.to_thread(self.db.execute, "DELETE FROM net_links WHERE cid=?", (cid,))  # fsync: off the loop
+
+    async def release_orphans(self, live: Collection[str]) -> int:
+        """At start, after recovery: the network of containers whose rows are gone. A daemon killed while
+        a removed container's release ran in the background left its veth, netns, address and rows."""
+        orphans = {r["cid"] for r in self._rows("SELECT cid FROM net_sandboxes UNION SELECT cid FROM net_endpoints "
+                                                "UNION SELECT cid FROM net_links")} - set(live)
+        for cid in sorted(orphans):
+            log.info("container %s is gone: releasing the network its removal left", cid[:12])
+            with trace.about(f"container:{cid}"):
+                await self.forget(cid)
+            trace.drop(f"container:{cid}")
+        return len(orphans)
 
     async def reconcile(self, cid: str) -> None:
         """A running container re-adopted after a crash. An endpoint whose veth is not on the host is
@@ -557,6 +659,7 @@ class NetworkService:
         """Swarm leave: every swarm-scoped network goes, and the containers on them leave them first, as
         with dockerd (a running container keeps its other networks)."""
         dropped: builtins.list[str] = []
+        await self._settled(None)
         async with self._lock:
             for net in self._rows("SELECT * FROM networks WHERE scope='swarm' ORDER BY created"):
                 with trace.about(f"network:{net['id']}"):
@@ -604,6 +707,8 @@ class NetworkService:
         net = self.resolve(ref)
         if net["builtin"]:
             raise Forbidden(f"{net['name']} is a pre-defined network and cannot be removed")
+        await self._settled({r["cid"] for r in self._rows("SELECT cid FROM net_endpoints WHERE network_id=?",
+                                                          (net["id"],))})
         async with self._lock:
             users = [r["name"].lstrip("/") for r in self._rows(
                 "SELECT s.name FROM net_endpoints e JOIN net_sandboxes s ON s.cid=e.cid WHERE e.network_id=? "
@@ -647,6 +752,7 @@ class NetworkService:
             raise Forbidden("container cannot be disconnected from host network or connected to host network")
         cid, name, running = self._container(container_ref)
         ec = endpoint_config or {}
+        await self._settled({cid})
         async with self._lock:
             await self._plumbed(cid)
             sb = self.db.query_one("SELECT * FROM net_sandboxes WHERE cid=?", (cid,))
@@ -677,6 +783,7 @@ class NetworkService:
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
         net = self.resolve(net_ref)
         cid, name, _running = self._container(container_ref)
+        await self._settled({cid})
         async with self._lock:
             await self._plumbed(cid)
             linked = self.db.query_one("SELECT 1 FROM net_links WHERE cid=? AND network_id=?", (cid, net["id"]))
@@ -1319,6 +1426,8 @@ class NetworkService:
             plen = _prefixlen(net["subnet"]) if net["subnet"] else 0
             plen6 = _prefixlen(net["subnet6"]) if net["subnet6"] else 0
             for ep in self._rows("SELECT * FROM net_endpoints WHERE network_id=?", (net["id"],)):
+                if ep["cid"] in self._releasing:
+                    continue  # removed: its release is under way
                 members[ep["cid"]] = {"Name": ep["name"], "EndpointID": ep["endpoint_id"], "MacAddress": ep["mac"],
                                       "IPv4Address": f"{ep['ip']}/{plen}",
                                       "IPv6Address": f"{ep['ip6']}/{plen6}" if ep["ip6"] else ""}
@@ -1340,7 +1449,11 @@ class NetworkService:
         }
 
     def _in_use(self, nid: str) -> bool:
-        return self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (nid,)) is not None
+        """A container is on the network (one removed, whose release is under way, is not)."""
+        if not self._releasing:
+            return self.db.query_one("SELECT 1 FROM net_endpoints WHERE network_id=?", (nid,)) is not None
+        return any(r["cid"] not in self._releasing
+                   for r in self._rows("SELECT cid FROM net_endpoints WHERE network_id=?", (nid,)))
 
     def _container(self, ref: str) -> tuple[str, str, bool]:
         if self.resolve_container is None:

@@ -195,7 +195,8 @@ def test_netns_a_crash_left_without_its_row_is_released(own_daemon: Daemon) -> N
     # And without a restart: the removal of a container that has one but no row releases it.
     netlink.create_netns(netns / gone)
     assert d.docker("rm", "gone").returncode == 0
-    assert not (netns / gone).exists()
+    # Released after the removal has answered (in the background, as a removed container's veth).
+    _wait_for(lambda: not (netns / gone).exists(), "the netns of the removed container goes")
 
 
 def test_named_volume_data_survives_containers_and_restart(own_daemon: Daemon) -> None:
