@@ -511,7 +511,7 @@ def setup_port(p: argparse.ArgumentParser) -> None:
 
 def cmd_update(ctx: Ctx, args: argparse.Namespace) -> int:
     from dockyard.cli.opts import parse_restart, ram_in_bytes
-    from dockyard.wire.container import ENCODER, UpdateConfig
+    from dockyard.wire.container import ENCODER, RestartPolicy, UpdateConfig
 
     upd = UpdateConfig()
     if args.memory:
@@ -527,7 +527,8 @@ def cmd_update(ctx: Ctx, args: argparse.Namespace) -> int:
         if val is not None:
             setattr(upd, attr, val)
     if args.restart:
-        upd.restart_policy = parse_restart(args.restart)
+        policy = parse_restart(args.restart)
+        upd.restart_policy = RestartPolicy(name=policy["Name"], maximum_retry_count=policy["MaximumRetryCount"])
     body = ENCODER(upd)
 
     def one(c: str) -> None:

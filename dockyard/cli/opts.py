@@ -1,27 +1,21 @@
-"""`run`/`create` flags → the Engine API's create body, as docker's CLI builds it: the daemon's
-own wire structs (dockyard/wire: CreateRequest, HostConfig, ...), encoded as JSON. The structs (and
-msgspec) are imported when a command builds one, not at the CLI's start."""
+"""`run`/`create` flags → the Engine API's create body, as docker's CLI builds it: a plain JSON
+document with Go's field names, laid out as the daemon's wire structs (dockyard/wire/container.py:
+CreateRequest, HostConfig, ...) encode one, without importing them: msgspec, the structs and what
+they import are ~12 ms of every `run`'s start-up (issue 20). tests/unit/test_cli_create_body.py
+checks the layout against the structs (a field added there and not here fails it)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every `run`'s start-up)
 if TYPE_CHECKING:
-    from dockyard.wire.container import (
-        CreateRequest,
-        DeviceMapping,
-        HealthConfig,
-        Mount,
-        PortBinding,
-        RestartPolicy,
-        Ulimit,
-    )
+    from collections.abc import Callable
+    from typing import Any
 
-JSON = dict[str, Any]
+    JSON = dict[str, Any]
 
 
 class OptError(Exception):
@@ -198,12 +192,10 @@ def _valid_port_range(s: str) -> bool:
     return int(lo) <= 65535 and (not hi or int(lo) <= int(hi) <= 65535)
 
 
-def parse_ports(specs: list[str]) -> tuple[JSON, dict[str, list[PortBinding] | None]]:
+def parse_ports(specs: list[str]) -> tuple[JSON, dict[str, list[JSON]]]:
     """-p [ip:][hostPort:]containerPort[/proto] → (ExposedPorts, PortBindings)."""
-    from dockyard.wire.container import PortBinding
-
     exposed: JSON = {}
-    bindings: dict[str, list[PortBinding] | None] = {}
+    bindings: dict[str, list[JSON]] = {}
     for spec in specs:
         proto = "tcp"
         if "/" in spec:
@@ -243,12 +235,13 @@ def parse_ports(specs: list[str]) -> tuple[JSON, dict[str, list[PortBinding] | N
                 raise OptError(f"invalid containerPort: {cp}")
             key = f"{cp}/{proto}"
             exposed[key] = {}
-            bindings.setdefault(key, []).append(PortBinding(host_ip=ip, host_port=hp))  # type: ignore[union-attr]
+            bindings.setdefault(key, []).append({"HostIp": ip, "HostPort": hp})
     return exposed, bindings
 
 
-def parse_mount(spec: str) -> Mount:
-    """--mount type=bind,source=/a,target=/b,readonly (CSV key=value)."""
+def parse_mount(spec: str) -> JSON:
+    """--mount type=bind,source=/a,target=/b,readonly (CSV key=value): the Mount as the daemon's struct
+    checks and encodes it (msgspec is imported for it, only when a command has a --mount)."""
     from dockyard.wire.container import Mount, convert
 
     m: JSON = {"Type": "volume"}
@@ -279,36 +272,30 @@ def parse_mount(spec: str) -> Mount:
             raise OptError(f"invalid field '{k}' must be a key=value pair")
     if "Target" not in m:
         raise OptError("target is required")
-    return convert(m, Mount)
+    return convert(m, Mount).doc()
 
 
-def parse_device(spec: str) -> DeviceMapping:
-    from dockyard.wire.container import DeviceMapping
-
+def parse_device(spec: str) -> JSON:
     parts = spec.split(":")
     host = parts[0]
     ctr = parts[1] if len(parts) > 1 and parts[1].startswith("/") else host
     perms = parts[-1] if len(parts) > 1 and not parts[-1].startswith("/") else "rwm"
-    return DeviceMapping(path_on_host=host, path_in_container=ctr, cgroup_permissions=perms)
+    return {"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": perms}
 
 
-def parse_restart(s: str) -> RestartPolicy:
-    from dockyard.wire.container import RestartPolicy
-
+def parse_restart(s: str) -> JSON:
     name, _, count = s.partition(":")
     if name not in ("no", "always", "on-failure", "unless-stopped"):
         raise OptError(f"invalid restart policy '{s}'")
-    return RestartPolicy(name=name, maximum_retry_count=int(count) if count else 0)
+    return {"Name": name, "MaximumRetryCount": int(count) if count else 0}
 
 
-def parse_ulimit(s: str) -> Ulimit:
-    from dockyard.wire.container import Ulimit
-
+def parse_ulimit(s: str) -> JSON:
     name, eq, val = s.partition("=")
     if not eq:
         raise OptError(f"invalid ulimit argument: {s}")
     soft, _, hard = val.partition(":")
-    return Ulimit(name=name, soft=_go_int(soft), hard=_go_int(hard or soft))
+    return {"Name": name, "Soft": _go_int(soft), "Hard": _go_int(hard or soft)}
 
 
 def parse_labels(values: list[str], files: list[str]) -> JSON:
@@ -323,36 +310,64 @@ def parse_labels(values: list[str], files: list[str]) -> JSON:
     return labels
 
 
-def build_create_body(a: argparse.Namespace) -> tuple[CreateRequest, str | None]:
-    """Returns (create request, container name); send `encode(request)`."""
-    from dockyard.wire.container import (
-        CreateRequest,
-        EndpointIPAMConfig,
-        EndpointSettings,
-        HostConfig,
-        LogConfig,
-        NetworkingConfig,
-    )
+# The wire structs' fields in their order, with their defaults (tests/unit/test_cli_create_body.py
+# compares them with the structs'). A Config is encoded whole; a HostConfig, a HealthConfig and a
+# network endpoint leave out the fields at their default (the daemon reads them as Go's zero values).
+CONFIG: tuple[tuple[str, Any], ...] = (
+    ("Hostname", ""), ("Domainname", ""), ("User", ""), ("AttachStdin", False), ("AttachStdout", False),
+    ("AttachStderr", False), ("ExposedPorts", None), ("Tty", False), ("OpenStdin", False), ("StdinOnce", False),
+    ("Env", None), ("Cmd", None), ("Healthcheck", None), ("ArgsEscaped", False), ("Image", ""), ("Volumes", None),
+    ("WorkingDir", ""), ("Entrypoint", None), ("NetworkDisabled", False), ("MacAddress", ""), ("OnBuild", None),
+    ("Labels", None), ("StopSignal", ""), ("StopTimeout", None), ("Shell", None), ("HostConfig", None),
+    ("NetworkingConfig", None))
+HOST_CONFIG: tuple[tuple[str, Any], ...] = (
+    ("CpuShares", 0), ("Memory", 0), ("NanoCpus", 0), ("CgroupParent", ""), ("BlkioWeight", 0),
+    ("BlkioWeightDevice", None), ("BlkioDeviceReadBps", None), ("BlkioDeviceWriteBps", None),
+    ("BlkioDeviceReadIOps", None), ("BlkioDeviceWriteIOps", None), ("CpuPeriod", 0), ("CpuQuota", 0),
+    ("CpuRealtimePeriod", 0), ("CpuRealtimeRuntime", 0), ("CpusetCpus", ""), ("CpusetMems", ""), ("Devices", None),
+    ("DeviceCgroupRules", None), ("DeviceRequests", None), ("KernelMemory", 0), ("KernelMemoryTCP", 0),
+    ("MemoryReservation", 0), ("MemorySwap", 0), ("MemorySwappiness", None), ("OomKillDisable", None),
+    ("PidsLimit", None), ("Ulimits", None), ("CpuCount", 0), ("CpuPercent", 0), ("IOMaximumIOps", 0),
+    ("IOMaximumBandwidth", 0), ("Init", None), ("Binds", None), ("ContainerIDFile", ""), ("LogConfig", None),
+    ("NetworkMode", ""), ("PortBindings", None), ("RestartPolicy", None), ("AutoRemove", False),
+    ("VolumeDriver", ""), ("VolumesFrom", None), ("ConsoleSize", None), ("Annotations", None), ("CapAdd", None),
+    ("CapDrop", None), ("CgroupnsMode", ""), ("Dns", None), ("DnsOptions", None), ("DnsSearch", None),
+    ("ExtraHosts", None), ("GroupAdd", None), ("IpcMode", ""), ("Cgroup", ""), ("Links", None), ("OomScoreAdj", 0),
+    ("PidMode", ""), ("Privileged", False), ("PublishAllPorts", False), ("ReadonlyRootfs", False),
+    ("SecurityOpt", None), ("StorageOpt", None), ("Tmpfs", None), ("UTSMode", ""), ("UsernsMode", ""),
+    ("ShmSize", 0), ("Sysctls", None), ("Runtime", ""), ("Isolation", ""), ("Mounts", None), ("MaskedPaths", None),
+    ("ReadonlyPaths", None))
+HEALTH_CONFIG: tuple[tuple[str, Any], ...] = (
+    ("Test", None), ("Interval", 0), ("Timeout", 0), ("StartPeriod", 0), ("StartInterval", 0), ("Retries", 0))
+ENDPOINT: tuple[tuple[str, Any], ...] = (("IPAMConfig", None), ("Links", None), ("Aliases", None))
+ENDPOINT_IPAM: tuple[tuple[str, Any], ...] = (("IPv4Address", ""), ("IPv6Address", ""), ("LinkLocalIPs", None))
 
-    req = CreateRequest(
-        image=a.image, tty=a.tty, open_stdin=a.interactive, stdin_once=a.interactive, attach_stdin=a.interactive,
-        attach_stdout=True, attach_stderr=True, env=parse_env(a.env, a.env_file),
-        labels=parse_labels(a.label, a.label_file),
-    )
+
+def _set_only(fields: tuple[tuple[str, Any], ...], values: JSON) -> JSON:
+    """`values` in the struct's field order, those at their default left out (msgspec's omit_defaults)."""
+    return {k: values[k] for k, default in fields if k in values and values[k] != default}
+
+
+def build_create_body(a: argparse.Namespace) -> tuple[JSON, str | None]:
+    """Returns (create body, container name); send `encode(body)`."""
+    req: JSON = dict(CONFIG)
+    req.update(Image=a.image, Tty=a.tty, OpenStdin=a.interactive, StdinOnce=a.interactive,
+               AttachStdin=a.interactive, AttachStdout=True, AttachStderr=True, Env=parse_env(a.env, a.env_file),
+               Labels=parse_labels(a.label, a.label_file))
     if getattr(a, "detach", False):
-        req.attach_stdout = req.attach_stderr = req.attach_stdin = req.stdin_once = False
+        req["AttachStdout"] = req["AttachStderr"] = req["AttachStdin"] = req["StdinOnce"] = False
     elif a.attach:
         want = {x.lower() for x in a.attach}
-        req.attach_stdin, req.attach_stdout, req.attach_stderr = "stdin" in want, "stdout" in want, "stderr" in want
+        req["AttachStdin"], req["AttachStdout"], req["AttachStderr"] = "stdin" in want, "stdout" in want, "stderr" in want
     if a.command:
-        req.cmd = a.command
+        req["Cmd"] = a.command
     if a.entrypoint is not None:
-        req.entrypoint = [a.entrypoint] if a.entrypoint else [""]
-    for attr, val in (("working_dir", a.workdir), ("user", a.user), ("hostname", a.hostname),
-                      ("domainname", a.domainname), ("stop_signal", a.stop_signal),
-                      ("stop_timeout", a.stop_timeout), ("mac_address", a.mac_address)):
+        req["Entrypoint"] = [a.entrypoint] if a.entrypoint else [""]
+    for key, val in (("WorkingDir", a.workdir), ("User", a.user), ("Hostname", a.hostname),
+                     ("Domainname", a.domainname), ("StopSignal", a.stop_signal),
+                     ("StopTimeout", a.stop_timeout), ("MacAddress", a.mac_address)):
         if val is not None:
-            setattr(req, attr, val)
+            req[key] = val
     exposed, bindings = parse_ports(a.publish)
     for e in a.expose:
         proto = "tcp"
@@ -361,87 +376,86 @@ def build_create_body(a: argparse.Namespace) -> tuple[CreateRequest, str | None]
         for p in _port_range(e):
             exposed[f"{p}/{proto}"] = {}
     if exposed:
-        req.exposed_ports = exposed
-    hc = HostConfig(
-        binds=[], port_bindings=bindings, publish_all_ports=a.publish_all, privileged=a.privileged,
-        readonly_rootfs=a.read_only, cap_add=a.cap_add or None, cap_drop=a.cap_drop or None,
-        security_opt=a.security_opt or None, dns=a.dns, dns_search=a.dns_search, dns_options=a.dns_option,
-        extra_hosts=a.add_host or None, volumes_from=a.volumes_from or None, links=a.link or None,
-        group_add=a.group_add or None, devices=[parse_device(d) for d in a.device],
-        ulimits=[parse_ulimit(u) for u in a.ulimit] or None, auto_remove=bool(getattr(a, "rm", False)),
-        init=True if a.init else None,
-    )
+        req["ExposedPorts"] = exposed
+    binds: list[str] = []
+    hc: JSON = {
+        "Binds": binds, "PortBindings": bindings, "PublishAllPorts": a.publish_all, "Privileged": a.privileged,
+        "ReadonlyRootfs": a.read_only, "CapAdd": a.cap_add or None, "CapDrop": a.cap_drop or None,
+        "SecurityOpt": a.security_opt or None, "Dns": a.dns, "DnsSearch": a.dns_search, "DnsOptions": a.dns_option,
+        "ExtraHosts": a.add_host or None, "VolumesFrom": a.volumes_from or None, "Links": a.link or None,
+        "GroupAdd": a.group_add or None, "Devices": [parse_device(d) for d in a.device],
+        "Ulimits": [parse_ulimit(u) for u in a.ulimit] or None, "AutoRemove": bool(getattr(a, "rm", False)),
+        "Init": True if a.init else None,
+    }
     volumes: JSON = {}
     for v in a.volume:
         parts = v.split(":")
         if len(parts) == 1 or (len(parts) == 2 and parts[1] in ("ro", "rw")):
             volumes[parts[0]] = {}  # anonymous volume
         else:
-            hc.binds.append(v)  # type: ignore[union-attr]
+            binds.append(v)
     if volumes:
-        req.volumes = volumes
+        req["Volumes"] = volumes
     if a.mount:
-        hc.mounts = [parse_mount(m) for m in a.mount]
+        hc["Mounts"] = [parse_mount(m) for m in a.mount]
     if a.tmpfs:
-        hc.tmpfs = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in a.tmpfs}
-    for attr, val in (("runtime", a.runtime), ("cpuset_cpus", a.cpuset_cpus), ("cpuset_mems", a.cpuset_mems),
-                      ("cpu_shares", a.cpu_shares), ("pids_limit", a.pids_limit), ("ipc_mode", a.ipc),
-                      ("pid_mode", a.pid), ("uts_mode", a.uts), ("userns_mode", a.userns),
-                      ("cgroupns_mode", a.cgroupns), ("cgroup_parent", a.cgroup_parent),
-                      ("isolation", a.isolation)):
+        hc["Tmpfs"] = {t.split(":", 1)[0]: (t.split(":", 1)[1] if ":" in t else "") for t in a.tmpfs}
+    for key, val in (("Runtime", a.runtime), ("CpusetCpus", a.cpuset_cpus), ("CpusetMems", a.cpuset_mems),
+                     ("CpuShares", a.cpu_shares), ("PidsLimit", a.pids_limit), ("IpcMode", a.ipc),
+                     ("PidMode", a.pid), ("UTSMode", a.uts), ("UsernsMode", a.userns),
+                     ("CgroupnsMode", a.cgroupns), ("CgroupParent", a.cgroup_parent),
+                     ("Isolation", a.isolation)):
         if val is not None:
-            setattr(hc, attr, val)
+            hc[key] = val
     if a.oom_kill_disable:
-        hc.oom_kill_disable = True
+        hc["OomKillDisable"] = True
     if a.memory:
-        hc.memory = ram_in_bytes(a.memory)
+        hc["Memory"] = ram_in_bytes(a.memory)
     if a.memory_swap:
-        hc.memory_swap = -1 if a.memory_swap == "-1" else ram_in_bytes(a.memory_swap)
+        hc["MemorySwap"] = -1 if a.memory_swap == "-1" else ram_in_bytes(a.memory_swap)
     if a.memory_reservation:
-        hc.memory_reservation = ram_in_bytes(a.memory_reservation)
+        hc["MemoryReservation"] = ram_in_bytes(a.memory_reservation)
     if a.shm_size:
-        hc.shm_size = ram_in_bytes(a.shm_size)
+        hc["ShmSize"] = ram_in_bytes(a.shm_size)
     if a.cpus:
-        hc.nano_cpus = int(parse_cpus(a.cpus) * 1e9)
-    hc.restart_policy = parse_restart(a.restart or "no")  # the docker CLI always sends one
+        hc["NanoCpus"] = int(parse_cpus(a.cpus) * 1e9)
+    hc["RestartPolicy"] = parse_restart(a.restart or "no")  # the docker CLI always sends one
     if a.sysctl:
-        hc.sysctls = dict(s.split("=", 1) for s in a.sysctl)
+        hc["Sysctls"] = dict(s.split("=", 1) for s in a.sysctl)
     if a.log_driver or a.log_opt:
-        hc.log_config = LogConfig(type=a.log_driver or "", config=dict(o.split("=", 1) for o in a.log_opt))
+        hc["LogConfig"] = {"Type": a.log_driver or "", "Config": dict(o.split("=", 1) for o in a.log_opt)}
     if getattr(a, "rm", False) and a.restart and a.restart != "no":
         raise OptError("Conflicting options: --restart and --rm")
-    req.healthcheck = _healthcheck(a)
+    req["Healthcheck"] = _healthcheck(a)
     if a.network:
-        hc.network_mode = a.network
-    req.host_config = hc
+        hc["NetworkMode"] = a.network
+    req["HostConfig"] = _set_only(HOST_CONFIG, hc)
     if a.network and (a.network_alias or a.ip or a.ip6):
-        ep = EndpointSettings(aliases=a.network_alias or None)
+        ep: JSON = {"Aliases": a.network_alias or None}
         if a.ip or a.ip6:
-            ep.ipam_config = EndpointIPAMConfig(ipv4_address=a.ip or "", ipv6_address=a.ip6 or "")
-        req.networking_config = NetworkingConfig(endpoints_config={a.network: ep})
+            ep["IPAMConfig"] = _set_only(ENDPOINT_IPAM, {"IPv4Address": a.ip or "", "IPv6Address": a.ip6 or ""})
+        req["NetworkingConfig"] = {"EndpointsConfig": {a.network: _set_only(ENDPOINT, ep)}}
     return req, a.name
 
 
-def encode(req: CreateRequest) -> bytes:
-    """The create body: Go's field names; a HostConfig's unset fields left out (the daemon reads
-    them as Go's zero values)."""
-    from dockyard.wire.container import ENCODER
+def encode(body: JSON) -> bytes:
+    """The create body as msgspec encodes the structs: compact, UTF-8 (json's C encoder: msgspec and
+    the structs are not imported for it)."""
+    import json
 
-    return ENCODER(req)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _healthcheck(a: argparse.Namespace) -> HealthConfig | None:
-    from dockyard.wire.container import HealthConfig
-
+def _healthcheck(a: argparse.Namespace) -> JSON | None:
     if a.no_healthcheck:
-        return HealthConfig(test=["NONE"])
-    h = HealthConfig()
+        return {"Test": ["NONE"]}
+    h: JSON = {}
     if a.health_cmd:
-        h.test = ["CMD-SHELL", a.health_cmd]
-    for attr, val in (("interval", a.health_interval), ("timeout", a.health_timeout),
-                      ("start_period", a.health_start_period), ("start_interval", a.health_start_interval)):
+        h["Test"] = ["CMD-SHELL", a.health_cmd]
+    for key, val in (("Interval", a.health_interval), ("Timeout", a.health_timeout),
+                     ("StartPeriod", a.health_start_period), ("StartInterval", a.health_start_interval)):
         if val:
-            setattr(h, attr, go_duration(val))
+            h[key] = go_duration(val)
     if a.health_retries is not None:
-        h.retries = a.health_retries
-    return h if h != HealthConfig() else None
+        h["Retries"] = a.health_retries
+    return _set_only(HEALTH_CONFIG, h) or None

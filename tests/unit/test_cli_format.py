@@ -96,6 +96,6 @@ def test_run_flags_to_body() -> None:
 def test_ports_and_keys() -> None:
     exposed, bindings = parse_ports(["8000-8001:80-81", "53"])
     assert set(exposed) == {"80/tcp", "81/tcp", "53/tcp"}
-    assert [b.doc() for b in bindings["81/tcp"] or []] == [{"HostIp": "", "HostPort": "8001"}]
+    assert bindings["81/tcp"] == [{"HostIp": "", "HostPort": "8001"}]
     assert parse_detach_keys(None) == b"\x10\x11"
     assert parse_detach_keys("ctrl-a,x") == b"\x01x"
