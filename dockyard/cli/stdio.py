@@ -1,18 +1,23 @@
-"""Pumping a hijacked attach/exec stream to the terminal: raw mode, resizes, detach keys, stdin EOF."""
+"""Pumping a hijacked attach/exec stream to the terminal: raw mode, resizes, detach keys, stdin EOF.
+
+Plain context-manager classes and _signal, not contextlib and signal: each is ~1 ms of every `run`'s
+start-up (issue 20; signal builds its enums at import)."""
 
 from __future__ import annotations
 
-import contextlib
+import _signal
 import os
 import select
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
 
 from dockyard.client import STDERR, Hijacked
 from dockyard.util import detachkeys
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every `run`'s start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def parse_detach_keys(spec: str | None) -> bytes:
@@ -23,20 +28,28 @@ def parse_detach_keys(spec: str | None) -> bytes:
         raise ValueError(f"Invalid escape keys ({spec}) provided") from None
 
 
-@contextlib.contextmanager
-def raw_terminal(enabled: bool) -> Iterator[None]:
-    if not enabled or not os.isatty(0):
-        yield
-        return
-    import termios
-    import tty
+class raw_terminal:  # noqa: N801 - used as a function, `with raw_terminal(tty):`
+    """The terminal on stdin in raw mode for the block (when `enabled` and stdin is one)."""
 
-    saved = termios.tcgetattr(0)
-    try:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.saved: list[Any] | None = None
+
+    def __enter__(self) -> None:
+        if not self.enabled or not os.isatty(0):
+            return
+        import termios
+        import tty
+
+        self.saved = termios.tcgetattr(0)
         tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would drop input typed before start
-        yield
-    finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+            self.saved = None
 
 
 def terminal_size() -> tuple[int, int] | None:
@@ -49,25 +62,33 @@ def terminal_size() -> tuple[int, int] | None:
     return None
 
 
-@contextlib.contextmanager
-def resize_on_winch(resize: Callable[[int, int], None] | None) -> Iterator[None]:
+class resize_on_winch:  # noqa: N801 - used as a function, `with resize_on_winch(fn):`
     """Send the terminal size now and on each SIGWINCH (as docker's CLI does)."""
-    if resize is None or terminal_size() is None:
-        yield
-        return
 
-    def send(*_: Any) -> None:
+    def __init__(self, resize: Callable[[int, int], None] | None) -> None:
+        self.resize = resize
+        self.old: Any = None
+        self.installed = False
+
+    def send(self, *_: Any) -> None:
         size = terminal_size()
-        if size:
-            with contextlib.suppress(Exception):
-                resize(*size)
+        if size and self.resize is not None:
+            try:
+                self.resize(*size)
+            except Exception:  # noqa: BLE001,S110 - a resize that fails (the container gone) changes nothing
+                pass
 
-    send()
-    old = signal.signal(signal.SIGWINCH, send)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGWINCH, old)
+    def __enter__(self) -> None:
+        if self.resize is None or terminal_size() is None:
+            return
+        self.send()
+        self.old = _signal.signal(_signal.SIGWINCH, self.send)
+        self.installed = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.installed:
+            _signal.signal(_signal.SIGWINCH, self.old)
+            self.installed = False
 
 
 def pump(
@@ -123,10 +144,15 @@ def pump(
         # stdin ended: half-close so the process sees EOF but output keeps flowing.
         h.close_write()
 
+    if not send_stdin:
+        # Nothing to read meanwhile: the output in this thread (no thread to start and hand over to; a
+        # signal's handler runs between its reads, as in the timed wait below).
+        output()
+        h.close()
+        return False
     out_thread = threading.Thread(target=output, daemon=True)
     out_thread.start()
-    if send_stdin:
-        threading.Thread(target=input_loop, daemon=True).start()
+    threading.Thread(target=input_loop, daemon=True).start()
     while not done.wait(0.2):  # a timed wait lets SIGWINCH handlers run
         pass
     if detached.is_set():

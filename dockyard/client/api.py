@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dockyard.client.base import BaseClient, Hijacked, Stream, q
+from dockyard.client.base import BaseClient, Hijacked, PendingStream, Stream, q
 
 TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of every command's start-up)
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class APIClient(BaseClient):
 
     def create_container(self, config: JSON | bytes, name: str | None = None, platform: str | None = None,
                          pod: str | None = None) -> JSON:
-        """config: a create body, or one encoded already (cli.opts.encode of a wire CreateRequest)."""
+        """config: a create body, or one encoded already (cli.opts.encode of cli.opts.build_create_body's)."""
         result: JSON = self.post("/containers/create", {"name": name, "platform": platform, "pod": pod}, config)
         return result
 
@@ -133,6 +133,11 @@ class APIClient(BaseClient):
     def wait_stream(self, cid: str, condition: str | None = None) -> Stream:
         """The wait request sent now (before start, as docker's CLI does); read it later."""
         return self.stream("POST", f"/containers/{q(cid)}/wait", {"condition": condition})
+
+    def wait_sent(self, cid: str, condition: str | None = None) -> PendingStream:
+        """The wait request sent now, its answer read later: `run` sends it beside the attach and reads
+        its answer (the daemon watches from then on) before the start, as docker's CLI does."""
+        return self.stream_sent("POST", f"/containers/{q(cid)}/wait", {"condition": condition})
 
     def logs(
         self, cid: str, stdout: bool = True, stderr: bool = True, follow: bool = False,

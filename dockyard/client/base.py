@@ -161,6 +161,30 @@ class Stream:
         self.close()
 
 
+class PendingStream:
+    """A request sent (BaseClient.stream_sent) whose answer is not read yet."""
+
+    def __init__(self, client: BaseClient, conn: Connection) -> None:
+        self.client = client
+        self.conn = conn
+
+    def stream(self) -> Stream:
+        """Its answer's status and headers (an error answer raised, as stream() does); the body left to read."""
+        try:
+            resp = self.conn.getresponse()
+        except OSError as e:
+            self.conn.close()
+            raise ConnectError(self.client._connect_message(e)) from e
+        if resp.status >= 400:
+            raw = resp.read()
+            self.conn.close()
+            raise APIError(resp.status, _error_message(resp.status, raw))
+        return Stream(self.conn, resp)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def demux(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """Docker's multiplexed stream: [stream, 0, 0, 0, size(be32)] then size bytes."""
     buf = b""
@@ -390,6 +414,17 @@ class BaseClient:
             conn.close()
             raise APIError(resp.status, _error_message(resp.status, raw))
         return Stream(conn, resp)
+
+    def stream_sent(self, method: str, path: str, params: dict[str, Any] | None = None) -> PendingStream:
+        """A bodiless request sent now on a connection of its own, its answer read later (`.stream()`):
+        another request can go out meanwhile (`run` sends the wait beside the attach, as docker's CLI)."""
+        conn = open_connection(self.host, self.tls, None)
+        try:
+            conn.request(method, self._url(path, params), body=None, headers=dict(self.extra_headers))
+        except OSError as e:
+            conn.close()
+            raise ConnectError(self._connect_message(e)) from e
+        return PendingStream(self, conn)
 
     def hijack(
         self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None

@@ -141,8 +141,9 @@ def state(d: Daemon, name: str) -> dict:  # type: ignore[type-arg]
 
 
 # ---------------------------------------------------------------- terminals
-def test_run_it_shell_resize_and_exit_code(clean_daemon: Daemon) -> None:
-    p = Pty(clean_daemon, "run", "-it", "--rm", "busybox", "sh", rows=30, cols=100)
+@pytest.mark.parametrize("cli", [(DOCKER_CLI,), DOCKYARD_CLI], ids=["docker", "dockyard"])
+def test_run_it_shell_resize_and_exit_code(clean_daemon: Daemon, cli: tuple[str, ...]) -> None:
+    p = Pty(clean_daemon, "run", "-it", "--rm", "busybox", "sh", rows=30, cols=100, cli=cli)
     p.type_until(b"stty size", b"30 100")
     p.follow_resizes((40, 120), (50, 130), (20, 60))
     p.type_until(b"echo h''i", b"hi\r\n")

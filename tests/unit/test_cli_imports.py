@@ -1,7 +1,8 @@
 """What a CLI command imports at start-up (issue 20: each module is milliseconds of every command):
 `ps` against a daemon named with -H reads no context store and needs none of socket.py, urllib.parse,
-pathlib or http.client; `run` and `create` build their body without msgspec and the wire structs;
-`--mount` still checks its Mount with the structs (msgspec without typing_extensions and the inspect, ast and dis it brings, or sqlite3); the
+pathlib or http.client; `run` and `create` build their body without msgspec and the wire structs, and
+`run` imports nothing beyond `ps`'s but its own few modules; `--mount` still checks its Mount with the
+structs (msgspec without typing_extensions and the inspect, ast and dis it brings, or sqlite3); the
 hand-written URL quoting says what urllib.parse would."""
 
 from __future__ import annotations
@@ -58,6 +59,40 @@ def test_hot_commands_import_no_typing_nor_gettext(tmp_path: Path) -> None:
 def test_create_start_up_imports(tmp_path: Path) -> None:
     assert imports(tmp_path, "create", "busybox", "true") == (False, "")
     assert imports(tmp_path, "create", "--mount", "type=tmpfs,target=/t", "busybox") == (True, "")
+
+
+MODULES = """
+import sys
+from dockyard.cli.main import main
+code = main(["-H", "unix://" + sys.argv[1], *sys.argv[2:]])
+print(code, " ".join(sorted(sys.modules)))
+"""
+
+
+def modules(tmp_path: Path, *argv: str) -> set[str]:
+    """Every module a command imported (as in imports(): no site hooks, no daemon)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()]),
+           "DOCKER_CONFIG": str(tmp_path)}
+    env.pop("DOCKER_HOST", None)
+    out = subprocess.run([sys.executable, "-S", "-c", MODULES, str(tmp_path / "none.sock"), *argv], env=env,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    code, _, mods = out.stdout.strip().splitlines()[-1].partition(" ")
+    assert code == "1", out
+    return set(mods.split())
+
+
+# What `run` may import beyond `ps`: its command module, the flags and body (opts), the stream pump
+# (stdio, detachkeys, select). A module added to run's path (msgspec and the wire structs, typing,
+# signal's enums...) fails this: each is milliseconds of every run, the docker CLI's ~20 ms start beside it.
+RUN_BEYOND_PS = {"dockyard.cli.run", "dockyard.cli.opts", "dockyard.cli.stdio", "dockyard.util.detachkeys",
+                 "select"}
+
+
+def test_run_imports_only_its_own_modules_beyond_ps(tmp_path: Path) -> None:
+    ps = modules(tmp_path, "ps")
+    run = modules(tmp_path, "run", "--rm", "busybox", "true")
+    assert run - ps == RUN_BEYOND_PS
+    assert not run & {*HEAVY, *LIGHT, "msgspec", "dockyard.wire", "signal", "contextlib"}
 
 
 def test_uuid_imported_through_msgspec_knows_the_system() -> None:
