@@ -669,6 +669,9 @@ class Monitor:
 
     async def delete(self, cid: str, force: bool = False) -> None:
         """Remove the runtime state (and its cgroup) and our records. Idempotent."""
+        from dockyard.runtime import cgroups
+
+        cgroups.forget(cid)  # files kept open by stats samples: not across the cgroup's removal
         if force and (self.record_dir / f"{cid}.json").exists():
             # what a runc create killed before it finished left (a daemon restarted since could not see
             # it happen): runc may not know the container, and its init holds conmon up

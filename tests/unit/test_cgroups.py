@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from dockyard.runtime import cgroups
 
 
@@ -64,3 +66,26 @@ def test_a_gone_cgroup_reads_as_nothing(tmp_path: Path) -> None:
     write(tmp_path, {"cgroup.controllers": "cpu\n"})
     s = cgroups.sample("/dockyard/gone", tmp_path)
     assert (s.memory_usage, s.pids_current, s.cpu_total_ns, s.io_bytes) == (None, None, 0, [])
+
+
+def test_a_second_sample_opens_no_file_and_reads_what_is_there_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, {"cgroup.controllers": "cpu\n", "dockyard/c2/memory.current": "4096\n",
+                     "dockyard/c2/cpu.stat": "usage_usec 30\n"})
+    assert cgroups.sample("/dockyard/c2", tmp_path).memory_usage == 4096
+    (tmp_path / "dockyard/c2/memory.current").write_text("8192\n")  # the same file, as the kernel's are
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    s = cgroups.sample("/dockyard/c2", tmp_path)
+    assert (s.memory_usage, s.cpu_total_ns) == (8192, 30_000)
+    assert [p for p in opened if "c2" in p and "memory.current" in p] == []  # kept open from the first sample
+    monkeypatch.undo()
+    cgroups.forget("c2")  # what the runtime's delete does: the files go before the cgroup
+    assert "dockyard/c2" not in cgroups._open.by_group
+
+
+def test_past_the_cap_files_are_opened_per_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, {"cgroup.controllers": "cpu\n", "dockyard/c3/memory.current": "1\n"})
+    monkeypatch.setattr(cgroups._open, "cap", cgroups._open.count)  # full
+    assert cgroups.sample("/dockyard/c3", tmp_path).memory_usage == 1
+    assert "dockyard/c3" not in cgroups._open.by_group
