@@ -8,9 +8,11 @@ import asyncio
 import socket
 import ssl
 import subprocess
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
-from dockyard.http.messages import Request, Response
+from dockyard.http.messages import Hijack, Request, Response
 from dockyard.http.server import Limits, Server, Site
 
 WAIT = 30  # hang guard only, never a timing assertion
@@ -110,3 +112,86 @@ def _read_all(s: socket.socket) -> bytes:
     while chunk := s.recv(65536):
         out += chunk
     return out
+
+
+async def _mixed(req: Request) -> Response | Hijack:
+    """What the simple path hands over: a streamed answer, a hijack, a header h11 must judge."""
+    if req.path == "/stream":
+        async def gen() -> AsyncIterator[bytes]:
+            yield b"one,"
+            yield b"two"
+
+        return Response(200, {"content-type": "text/plain"}, gen())
+    if req.path == "/hijack":
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(4096):
+                writer.write(data)
+            writer.write(b"<eof>")
+            await writer.drain()
+
+        return Hijack(echo)
+    if req.path == "/inject":  # a value that would bring a header line of its own
+        return Response(200, {"x-name": req.query["v"][0]}, b"injected?")
+    if req.path == "/upload":
+        return Response(200, {}, b"got %d" % len(await req.body()))
+    return await _hello(req)
+
+
+def _serve(handler: Any, client: Callable[[int], bytes]) -> bytes:
+    async def go() -> bytes:
+        server = Server(Site(handler, _words))
+        await server.listen_tcp("127.0.0.1", 0)
+        try:
+            return await asyncio.to_thread(client, server.sockets[0].getsockname()[1])
+        finally:
+            await server.close()
+
+    return asyncio.run(go())
+
+
+def test_simple_requests_and_handed_over_ones_share_a_kept_alive_connection() -> None:
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"  # simple
+                      b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"  # simple, answered by a stream: handed over
+                      b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"  # a body: h11's
+                      b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return _read_all(s)
+
+    data = _serve(_mixed, client)
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 4
+    assert b"\r\n\r\nhello" in data and b"4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n" in data and b"got 3" in data
+    assert data.endswith(b"hello")
+
+
+def test_a_simple_request_hijacked_keeps_the_bytes_sent_after_its_head() -> None:
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"POST /hijack HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nearly-")
+            s.sendall(b"late")
+            s.shutdown(socket.SHUT_WR)
+            return _read_all(s)
+
+    head, _, rest = _serve(_mixed, client).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and rest == b"early-late<eof>"
+
+
+def test_a_header_value_cannot_add_a_line_of_its_own() -> None:
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"GET /inject?v=a%0d%0aSet-Cookie:%20x HTTP/1.1\r\nHost: x\r\n\r\n")
+            return _read_all(s)
+
+    assert b"Set-Cookie" not in _serve(_mixed, client)  # h11 refuses to send it, as before
+
+
+def test_answered_after_the_client_half_closed_and_half_a_head_is_refused() -> None:
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+            s.shutdown(socket.SHUT_WR)
+            return _read_all(s)
+
+    data = _serve(_mixed, client)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"hello" in data
+    assert b"HTTP/1.1 400 " in data  # h11's answer to a head cut short
