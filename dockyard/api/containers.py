@@ -16,7 +16,7 @@ from dockyard.api.backends import (
     PodBackend,
     ResourcesBackend,
 )
-from dockyard.api.server import Hijack, Request, Response, Route, json_response
+from dockyard.api.server import Hijack, Request, Response, Route, aclose, json_response
 from dockyard.errors import InvalidParameter, NotFound, NotSupported
 
 
@@ -168,6 +168,7 @@ class ContainerRoutes:
             async for s in gen:
                 first = s
                 break
+            await aclose(gen)  # now, not when collected: that schedules it from a finalizer (a wakeup, a task)
             return Response(200, {"Content-Type": "application/json"}, msgspec.json.encode(first) + b"\n")
 
         async def lines() -> AsyncIterator[bytes]:

@@ -59,8 +59,17 @@ def _kv(p: Path | str) -> dict[str, int]:
 
 
 def _parse_kv(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    words = text.split()
+    lines = text.count("\n") + 1
+    if len(words) == 2 * lines and text.count(" ") == lines:  # "key value" lines, as the kernel writes them:
+        try:  # in one go (memory.stat has ~40 of them)
+            return dict(zip(words[::2], map(int, words[1::2]), strict=True))
+        except ValueError:
+            pass
     out: dict[str, int] = {}
-    for line in (text or "").splitlines():
+    for line in text.splitlines():
         k, _, v = line.partition(" ")
         try:
             out[k] = int(v)
