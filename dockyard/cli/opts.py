@@ -440,10 +440,15 @@ def build_create_body(a: argparse.Namespace) -> tuple[JSON, str | None]:
 
 def encode(body: JSON) -> bytes:
     """The create body as msgspec encodes the structs: compact, UTF-8 (json's C encoder: msgspec and
-    the structs are not imported for it)."""
+    the structs are not imported for it). Bytes of an argument that are not UTF-8 (Python keeps them as
+    lone surrogates) become U+FFFD, as Go's encoder makes them in docker's body."""
     import json
 
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode()
 
 
 def _healthcheck(a: argparse.Namespace) -> JSON | None:

@@ -48,3 +48,12 @@ def test_run_detached_prints_the_id(clean_daemon: Daemon, cli: str) -> None:
     p = subprocess.run([*CLIS[cli], "run", "-d", "busybox", "true"], env=clean_daemon.env, cwd=ROOT,
                        capture_output=True, timeout=120)
     assert p.returncode == 0 and len(p.stdout.strip()) == 64 and p.stderr == b"", p
+
+
+@pytest.mark.parametrize("cli", CLIS, ids=list(CLIS))
+def test_an_argument_that_is_not_utf8_reaches_the_container_as_docker_sends_it(clean_daemon: Daemon,
+                                                                              cli: str) -> None:
+    """Go's JSON encoder makes each byte that is not UTF-8 U+FFFD; ours refused the run (125)."""
+    p = subprocess.run([*CLIS[cli], "run", "--rm", "busybox", "echo", b"a\xffb".decode(errors="surrogateescape")],
+                       env=clean_daemon.env, cwd=ROOT, capture_output=True, timeout=120)
+    assert (p.returncode, p.stdout) == (0, "a\ufffdb\n".encode()), p
