@@ -278,8 +278,17 @@ class ContainerService:
     def lower_dirs(self, c: Container) -> list[Path]:
         """The read-only layers under the container's upper dir, bottom-first: the image's, then its init
         layer (store/initlayer.py; containers made before there was one have none)."""
-        init = self.container_dir(c.id) / "init"
-        return self.images.layer_dirs(c.image_id) + ([init] if init.is_dir() else [])
+        init = self.init_layer(c.id)
+        return self.images.layer_dirs(c.image_id) + ([init] if init is not None else [])
+
+    def init_layer(self, cid: str) -> Path | None:
+        """The container's init layer: the image's shared one its `init` symlink names (given as the
+        target: the layer walks open their lowers with O_NOFOLLOW), or a dir of its own."""
+        init = self.container_dir(cid) / "init"
+        try:
+            return Path(os.readlink(init))
+        except OSError:
+            return init if init.is_dir() else None
 
     def container_dir(self, cid: str) -> Path:
         return self.data_root / "containers" / cid
@@ -436,7 +445,7 @@ class ContainerService:
             image_layers = self.images.layer_dirs(image.id)
             with about:
                 self.snapshots.prepare(cid, image_layers)
-                await asyncio.to_thread(initlayer.make, cdir / "init", image_layers)
+                await asyncio.to_thread(initlayer.link, cdir / "init", image_layers)
             with self.db.tx() as tx:
                 tx.execute(
                     "INSERT INTO containers(id, name, image_id, image_ref, created, config, host_config, runtime)"

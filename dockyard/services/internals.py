@@ -124,7 +124,7 @@ class InternalsService:
 
     def _rootfs(self, c: Container, mount: procfs.Mount | None) -> dict[str, Any]:
         """The overlay at /: which lowerdir is which image layer, plus the init and writable layers."""
-        cdir = self.containers.container_dir(c.id)
+        init = str(self.containers.init_layer(c.id))
         known = self.containers.lower_dirs(c)  # bottom first
         rw = self.containers.snapshots.mounts(c.id, known)[0]  # what a mount would be, when none is
         img = self.containers.images.resolve(c.image_id)
@@ -135,7 +135,7 @@ class InternalsService:
         layers = []
         for d in lowers:  # top first, as overlay lists them
             i = next((i for i, k in enumerate(known) if str(k) == d), None)
-            if d == str(cdir / "init"):
+            if d == init:
                 role, why = "init layer", "files every container gets (/.dockerenv, mount points), made at create"
             elif i is not None and i < len(diff_ids):
                 role = f"image layer {i + 1}/{len(diff_ids)}"

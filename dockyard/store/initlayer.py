@@ -6,11 +6,18 @@ what the runtime mounts at start (/etc/hosts, /etc/hostname, /etc/resolv.conf, /
 them: `diff` and `commit` show only what the container itself changed, and `export` has
 /.dockerenv, as with dockerd. Only what the image lacks is made, so an image's own /etc/hosts is
 not hidden (moby's setupInitLayer does the same).
+
+The layer depends only on the image's layers and is read-only under every container, so one is made
+per top layer, beside it in the layer store (it goes with that layer), and a container's `init` is a
+symlink to it: a dozen mkdirs and file creations at every create, ~2-4 ms of CPU on the way to the
+start (ext4, loaded), became one symlink.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import stat
 from pathlib import Path
 
@@ -64,3 +71,26 @@ def make(dest: Path, layer_dirs: list[Path]) -> None:
                 os.symlink(target, dest / link)
                 made.append(f"{link} -> {target}")
         s.result = f"made {' '.join(made)}"
+
+
+def link(dest: Path, layer_dirs: list[Path]) -> None:
+    """The container's init layer at dest: a symlink to its image's shared one (made if it is not there
+    yet), or a layer of its own for an image without layers."""
+    if not layer_dirs:
+        make(dest, layer_dirs)
+        return
+    shared = layer_dirs[-1].parent / "init"
+    if not shared.is_dir():
+        # Made aside and renamed in: a concurrent create sees none or a whole one (the loser's goes).
+        tmp = shared.with_name(f"init-tmp-{secrets.token_hex(4)}")
+        try:
+            make(tmp, layer_dirs)
+            os.rename(tmp, shared)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not shared.is_dir():
+                raise
+    with trace.step("file", f"ln -s {shared} {dest} (init layer)",
+                    "/.dockerenv and empty mount points in a layer of their own, shared by the image's "
+                    "containers, so diff and commit show only the container's changes"):
+        os.symlink(shared, dest)
