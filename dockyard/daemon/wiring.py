@@ -143,6 +143,7 @@ class Engine:
             t.cancel()
         if self.execs is not None:
             await self.execs.close()
+        await self.containers.settle()
         if self.networks is not None:
             await self.networks.shutdown()
         if self.registry is not None:

@@ -844,7 +844,9 @@ class ContainerService:
             # veth and netns (20-50 ms) is not on the way to `removed`.
             later = (c.host_config.auto_remove or lv.removing) and self._network_deferrable(cid)
             try:
-                await self._cleanup_runtime(c, network=not later)
+                # --rm: the rootfs goes mounted into the trash with the container's dirs; its unmount
+                # (an RCU grace period and the upper file system's sync: 5-60 ms) comes after the answer.
+                await self._cleanup_runtime(c, network=not later, rootfs=not c.host_config.auto_remove)
                 self.save(cid, state="exited", pid=0, exit_code=code, finished_at=time.time(), oom_killed=int(oom))
             except BaseException:
                 if later:  # the exit is not recorded (a full disk): its network goes all the same
@@ -891,10 +893,10 @@ class ContainerService:
         except Exception:  # noqa: BLE001 - OOM detection is advisory
             return False
 
-    async def _cleanup_runtime(self, c: Container, network: bool = True) -> None:
-        """Delete runtime state, unmount the rootfs, release the network (unless not `network`: the
-        caller releases it later). Safe to repeat. The three touch nothing of each other's: they run at
-        once (a `run --rm` waits for the longest, runc delete, not for the sum)."""
+    async def _cleanup_runtime(self, c: Container, network: bool = True, rootfs: bool = True) -> None:
+        """Delete runtime state, unmount the rootfs, release the network (unless not `network` or not
+        `rootfs`: the caller sees to them later). Safe to repeat. The three touch nothing of each other's:
+        they run at once (a `run --rm` waits for the longest, runc delete, not for the sum)."""
 
         async def runtime_state() -> None:
             try:
@@ -904,10 +906,9 @@ class ContainerService:
             if self.volumes is not None:  # plugin volumes it mounted (VolumeDriver.Unmount), once runc
                 await asyncio.to_thread(self.volumes.unmount_container, c.id)  # killed any straggler
 
-        def unmount() -> None:  # lazy (MNT_DETACH): a process still exiting keeps its own view
-            overlay.unmount(self.rootfs(c.id))
-            if c.host_config.ipc_mode == "shareable":
-                overlay.unmount(self.run_dir(c.id) / "shm")
+        def unmount() -> None:
+            if rootfs:
+                self._unmount_rootfs(c)
 
         async def release_network() -> None:
             if self.networks is not None and network:
@@ -917,6 +918,12 @@ class ContainerService:
                     log.warning("network detach %s: %s", c.id[:12], e)
 
         await asyncio.gather(runtime_state(), asyncio.to_thread(unmount), release_network())
+
+    def _unmount_rootfs(self, c: Container) -> None:
+        """Lazy (MNT_DETACH): a process still exiting keeps its own view."""
+        overlay.unmount(self.rootfs(c.id))
+        if c.host_config.ipc_mode == "shareable":
+            overlay.unmount(self.run_dir(c.id) / "shm")
 
     # Restart policies: Docker's increasing delay (100 ms doubling, reset after 10 s of running).
     def _maybe_schedule_restart(self, c: Container) -> None:
@@ -1207,8 +1214,9 @@ class ContainerService:
             except NotFound:
                 return
             self.save(c.id, state="removing")
+            moved = False
             try:
-                await self._cleanup_runtime(c, network=False)
+                await self._cleanup_runtime(c, network=False, rootfs=False)
                 # Its network (what the exit left, and its memberships) goes after the answer if it can:
                 # a published port or a plugin's endpoint goes before it, as with dockerd.
                 later = self._network_deferrable(c.id)
@@ -1216,16 +1224,21 @@ class ContainerService:
                     await self.networks.forget(c.id)
                 if self.volumes is not None:
                     await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
-                await asyncio.to_thread(self.snapshots.remove, c.id)
+                # The rootfs (still mounted, for --rm) and the snapshot's upper dir go with the dirs into the
+                # trash, unmounted and removed after the answer (_empty_trash); the snapshot is then gone.
                 trash = await asyncio.to_thread(self._remove_dirs, c.id)
+                moved = True
+                await asyncio.to_thread(self.snapshots.remove, c.id)
                 await asyncio.to_thread(self.db.execute, "DELETE FROM containers WHERE id=?", (c.id,))  # fsync: off the loop
             except BaseException:
                 if later:  # the removal failed (to be retried): the network goes all the same
                     await self._release_network_later(c.id)
+                if not moved:
+                    await asyncio.to_thread(self._unmount_rootfs, c)
                 raise
             lv.final_exit = c.exit_code
         if trash:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(_empty_trash, trash))
+            task = asyncio.get_running_loop().create_task(self._empty_trash_of(c.id, trash))
             self._emptying.add(task)
             task.add_done_callback(self._emptying.discard)
         if not quiet:
@@ -1239,6 +1252,17 @@ class ContainerService:
         if later:
             await self._release_network_later(c.id, forget=True)
 
+    async def _empty_trash_of(self, cid: str, trash: list[Path]) -> None:
+        try:
+            await asyncio.to_thread(_empty_trash, trash)
+        finally:
+            trace.drop(f"container:{cid}")  # the unmount's record, made after the removal dropped the rest
+
+    async def settle(self) -> None:
+        """At the daemon's stop: removed containers' dirs still being unmounted and removed go first."""
+        if self._emptying:
+            await asyncio.wait(builtins.list(self._emptying))
+
     def _remove_dirs(self, cid: str) -> list[Path]:
         """The container's dirs (init layer and log; bundle) leave their places by a rename each into a
         trash dir beside them, and their files go once the removal has answered (_empty_trash): an rm -rf
@@ -1248,8 +1272,8 @@ class ContainerService:
         with trace.step("file", f"rm -rf {self.container_dir(cid)} {self.run_dir(cid)} (renamed into trash/ "
                         "now, their files removed after the answer)",
                         "the init layer, log and bundle go with the container") as s:
-            # A view of the rootfs (cp, export, create's) a daemon crash left mounted goes first.
-            overlay.unmount_under(self.run_dir(cid))
+            # Mounts below (the rootfs, a view of it: cp, export, create's) move with the dirs, and are
+            # unmounted in the trash (_empty_trash).
             for d in (self.container_dir(cid), self.run_dir(cid)):
                 dest = trash_dir(d.parent.parent) / f"{cid}-{os.urandom(4).hex()}"
                 try:
@@ -1259,6 +1283,7 @@ class ContainerService:
                     continue
                 except OSError as e:  # not renamed (another file system?): removed here
                     s.result = f"{d}: {e.strerror}: removed in place"
+                    overlay.unmount_under(d)
                     shutil.rmtree(d, True)
                     continue
                 moved.append(dest)
@@ -1663,6 +1688,8 @@ def trash_dir(root: Path) -> Path:
 
 
 def _empty_trash(paths: builtins.list[Path]) -> None:
+    for p in paths:  # the rootfs moved here mounted goes first: it holds the upper dir, removed next
+        overlay.unmount_under(p)
     for p in paths:
         shutil.rmtree(p, True)
 
