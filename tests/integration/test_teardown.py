@@ -1,7 +1,7 @@
 """A removed container's network (veth, netns, address) is released after its removal has answered,
-in the background (issue 20: the kernel's 20-50 ms of deleting them were on every `run --rm`'s way to
-`removed`). What that must not break: no address on two interfaces at once, a daemon stopped or
-killed meanwhile leaves nothing behind."""
+in the background, and a --rm container's rootfs is unmounted then too (issue 20: the kernel's 20-50 ms
+of deleting them were on every `run --rm`'s way to `removed`). What that must not break: no address
+on two interfaces at once, a daemon stopped or killed meanwhile leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -103,12 +103,15 @@ def _exists(link: str) -> bool:
 
 def test_removed_is_answered_before_the_veth_is_deleted(clean_daemon: Daemon, tmp_path: Path) -> None:
     """`run --rm` waits for `wait?condition=removed`: the veth's deletion starts after the container's
-    destroy (before the change it was deleted at the exit, before even the die event), and ends soon."""
+    destroy (before the change it was deleted at the exit, before even the die event), and ends soon;
+    the rootfs's unmount ends after it too."""
     d = clean_daemon
     t0 = time.time()
     with followed(d) as recs:
         cid = _run_rm(d, tmp_path)
         _eventually(lambda: _links(recs, cid)[1] is not None, "the veth's deletion is traced")
+        _eventually(lambda: any(r["Object"] == f"container:{cid}" and r["Area"] == "mount" and "umount2" in r["Op"]
+                                for r in recs), "the rootfs's unmount is traced")
     add, rm = _links(recs, cid)
     assert add is not None and rm is not None and rm["OK"], rm
     with d.api() as c:
@@ -117,6 +120,9 @@ def test_removed_is_answered_before_the_veth_is_deleted(clean_daemon: Daemon, tm
                                           ).text.splitlines() if x.strip()]
     destroy = next(e for e in evs if e["Action"] == "destroy")
     assert destroy["timeNano"] / 1e9 <= rm["Start"], (destroy, rm)
+    # The rootfs too: unmounted after the answer, in the trash (before the change: at the exit).
+    (umount,) = [r for r in recs if r["Object"] == f"container:{cid}" and r["Area"] == "mount" and "umount2" in r["Op"]]
+    assert destroy["timeNano"] / 1e9 <= umount["Time"] and "/trash/" in umount["Op"], (destroy, umount)
     assert not _exists(_veth(add))
     _eventually(lambda: not (d.exec_root / "netns" / cid).exists(), "the netns goes too")
 
@@ -208,6 +214,11 @@ def _endpoints(d: Daemon) -> list[Any]:
         return db.execute("SELECT cid, ip FROM net_endpoints UNION ALL SELECT cid, '' FROM net_sandboxes").fetchall()
 
 
+def _mounts_under(base: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [m for m in (line.split()[4] for line in f) if m.startswith(f"{base}/")]
+
+
 def test_a_stop_with_releases_under_way_finishes_them() -> None:
     """SIGTERM right after removals answered: the daemon's stop waits for the releases they left
     running, so no veth, netns, address or row outlives it (then, with no container, the bridge goes)."""
@@ -221,6 +232,7 @@ def test_a_stop_with_releases_under_way_finishes_them() -> None:
         assert _netns_left(d) == []
         assert not _exists(_bridge(d)), "the stop keeps the bridge: it still saw a container's network"
         assert _endpoints(d) == []
+        assert _mounts_under(d.base) == []  # the rootfs, unmounted in the trash after the answer, too
 
 
 def test_a_kill_with_a_release_under_way_leaves_nothing_after_the_restart() -> None:
@@ -262,6 +274,7 @@ def test_a_kill_with_a_release_under_way_leaves_nothing_after_the_restart() -> N
         assert [v for v in made if _exists(v)] == []
         assert _netns_left(d) == []
         assert _endpoints(d) == []
+        assert [m for m in _mounts_under(d.base) if "/trash/" in m] == []
 
 
 def _net_bridge(d: Daemon, net: str) -> str:
