@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from dockyard import trace
 from dockyard.errors import Conflict, DockyardError, InvalidParameter, NotFound, SystemError_
 from dockyard.runtime import create_trace, procfs
@@ -203,9 +205,26 @@ async def _drain_fifo(fd: int, pidfd: int) -> bytes:
     return bytes(buf)
 
 
-def _alive(state: dict[str, Any]) -> bool:
+class _RuncConfig(msgspec.Struct):
+    hooks: Any = None
+
+
+class _RuncState(msgspec.Struct):
+    """What we read of runc's state.json. The rest (its config: the whole spec, ~30 KB) is skipped
+    unparsed: json.loads of all of it took ~0.4 ms of every start, between runc create and the start."""
+
+    init_process_pid: int = 0
+    init_process_start: int = 0
+    cgroup_paths: dict[str, str] | None = None
+    config: _RuncConfig | None = None
+
+
+_runc_state_decoder = msgspec.json.Decoder(_RuncState)
+
+
+def _alive(state: _RuncState) -> bool:
     """Whether runc's state's init process still runs (its pid, with the same start time: not reused)."""
-    pid = state.get("init_process_pid") or 0
+    pid = state.init_process_pid
     if pid <= 0:
         return False
     try:
@@ -213,7 +232,7 @@ def _alive(state: dict[str, Any]) -> bool:
     except OSError:
         return False
     fields = stat.rsplit(")", 1)[1].split()
-    return fields[0] != "Z" and int(fields[19]) == state.get("init_process_start")  # field 22: starttime
+    return fields[0] != "Z" and int(fields[19]) == state.init_process_start  # field 22: starttime
 
 
 def _parse_sync(line: bytes) -> tuple[int, str]:
@@ -563,15 +582,15 @@ class Monitor:
         if not await self._start_by_fifo(cid):
             await self._runtime(cid, "start", cid, why="runc init, waiting since create, execs the container's command")
 
-    def _runc_state(self, cid: str) -> tuple[Path, dict[str, Any]] | None:
+    def _runc_state(self, cid: str) -> tuple[Path, _RuncState] | None:
         """runc's state dir and state.json of a runc container; None for another runtime or no state."""
         try:
             runtime = self._record(cid).get("runtime", "runc")
             state_dir = self.runtime_root(runtime) / cid
-            state = json.loads((state_dir / "state.json").read_text())
-        except (OSError, ValueError, NotFound):
+            state = _runc_state_decoder.decode((state_dir / "state.json").read_bytes())
+        except (OSError, ValueError, NotFound):  # msgspec.DecodeError is a ValueError
             return None
-        return (state_dir, state) if runtime == "runc" and isinstance(state, dict) else None
+        return (state_dir, state) if runtime == "runc" else None
 
     async def _start_by_fifo(self, cid: str) -> bool:
         """What `runc start` does for a created runc container (runc's Container.exec): open its exec
@@ -587,7 +606,7 @@ class Monitor:
             return False
         state_dir, state = found
         try:
-            pidfd = os.pidfd_open(int(state["init_process_pid"]))
+            pidfd = os.pidfd_open(state.init_process_pid)
         except OSError:
             return False
         try:
@@ -609,7 +628,7 @@ class Monitor:
                     s.result, s.ok = "the init exited before it was started", False
                     raise RuntimeError_("container process is already dead")
                 fifo.unlink(missing_ok=True)
-                s.result = f"pid {state['init_process_pid']} runs the command"
+                s.result = f"pid {state.init_process_pid} runs the command"
         finally:
             os.close(pidfd)
         return True
@@ -697,9 +716,9 @@ class Monitor:
         if found is None:
             return False
         state_dir, state = found
-        if (state.get("config") or {}).get("hooks") or _alive(state):
+        if (state.config and state.config.hooks) or _alive(state):
             return False
-        paths = [p for p in (state.get("cgroup_paths") or {}).values() if p]
+        paths = [p for p in (state.cgroup_paths or {}).values() if p]
         with trace.about(f"container:{cid}"), trace.step(
                 "runtime", f"runc delete's work: rmdir {len(paths)} cgroups of {cid[:12]}; remove runc's state {state_dir}",
                 "the container's processes are all gone: its cgroups and the runtime's state go") as s:
