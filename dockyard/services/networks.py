@@ -231,8 +231,9 @@ class NetworkService:
             if not self._releasing:
                 raise
             # The address asked for, or the last free one, may be a removed container's whose release is
-            # under way: free once its veth is gone (as at once after dockerd's rm). Attach again then.
-            await self._settled(None)
+            # under way: free once its veth is gone (as at once after dockerd's rm). Attach again then
+            # (after those under way now: later ones, under a stream of removals, are not waited for).
+            await self._settled(set(self._releasing))
             return await attach()
 
     async def _attach(self, cid: str, name: str, hostname: str, network_mode: str, endpoints_config: dict[str, Any],
