@@ -201,8 +201,12 @@ class ImageService:
         return self.get(self._lookup(ref_or_id)[0])
 
     def layer_dirs(self, image_id: str) -> list[Path]:
-        """Extracted layer dirs, bottom first (overlay's lowerdir wants them reversed)."""
-        return self.snapshots.dirs(self.resolve(image_id).chain_ids)
+        """Extracted layer dirs, bottom first (overlay's lowerdir wants them reversed). The chain ids
+        alone: the whole Image (four queries, its config parsed, its references) was ~0.8 ms of CPU
+        twice a `run`, at its create and its start."""
+        rows = self.db.query("SELECT chain_id FROM image_layers WHERE image_id=? ORDER BY idx",
+                             (self._lookup(image_id)[0],))
+        return self.snapshots.dirs([r["chain_id"] for r in rows])
 
     def sharing_layer(self, chain_id: str, but: str) -> list[str]:
         """Ids of the images other than `but` whose layers include this chain."""
