@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard.daemon.config import DaemonConfig
 from dockyard.services.events import EventBus
+from dockyard.store import unsynced
 from dockyard.store.db import Database
 
 if TYPE_CHECKING:  # the concrete classes; imported for real inside build() (lazily: daemon RSS)
@@ -150,6 +151,7 @@ class Engine:
             await self.registry.aclose()
         if self.managed_plugins is not None:
             await asyncio.to_thread(self.managed_plugins.shutdown)
+        await asyncio.to_thread(unsynced.flush)  # so a reboot after a stop has nothing to check
         self.db.close()
 
 

@@ -28,7 +28,7 @@ from dockyard import trace
 from dockyard.dockerfile.dispatch import apply_changes
 from dockyard.errors import Conflict, InvalidParameter, NotFound, no_such_image
 from dockyard.oci import reference
-from dockyard.oci.digest import sha256_digest, validate
+from dockyard.oci.digest import hex_of, sha256_digest, validate
 from dockyard.services.events import EventBus
 from dockyard.store import archive
 from dockyard.store.content import ContentStore
@@ -821,11 +821,66 @@ class ImageService:
         """At daemon start: drop temp dirs and snapshots no image row references."""
         self.content.sweep_ingest()
         self.snapshots.sweep_tmp()
+        self._check_unsynced()
         known = {r["chain_id"] for r in self.db.query("SELECT chain_id FROM image_layers")}
         for chain in self.snapshots.list():
             if chain not in known:
                 self.snapshots.remove(chain)
         self._sweep_blobs()
+
+    def _check_unsynced(self) -> None:
+        """After a power loss (a start on another boot): blobs and snapshots published but not yet
+        synced then are checked (store/unsynced.py). A dropped snapshot is extracted again from its
+        layer's blob; an image whose layer cannot be (its blob is gone or was torn too) is dropped,
+        so nothing refers to a layer that is not whole."""
+        blobs = self.content.check_unsynced()
+        snaps = set(self.snapshots.check_unsynced())
+        if not blobs and not snaps:
+            return
+        log.warning("start after a power loss: %d unsynced blobs and %d snapshots were torn or unchecked, dropped",
+                    len(blobs), len(snaps))
+        rows = self.db.query("SELECT image_id, idx, chain_id, diff_id FROM image_layers ORDER BY image_id, idx")
+        by_image: dict[str, list[tuple[str, str]]] = {}
+        for r in rows:
+            by_image.setdefault(r["image_id"], []).append((r["chain_id"], r["diff_id"]))
+        torn = {r["diff_id"] for d in blobs for r in self.db.query("SELECT diff_id FROM layer_blobs WHERE digest=?", (d,))}
+        torn |= set(blobs)  # an uncompressed layer's blob is its diff_id
+        lost: set[str] = set()
+        for layers in by_image.values():
+            for i, (chain, diff_id) in enumerate(layers):
+                if chain in lost:
+                    continue
+                if diff_id in torn and not self._has_blob(diff_id):  # save and push need it
+                    lost.add(chain)
+                elif hex_of(chain)[:24] in snaps and not self.snapshots.exists(chain) and \
+                        not self._extract_again(chain, layers[i - 1][0] if i else None, diff_id):
+                    lost.add(chain)
+        for image_id, layers in by_image.items():
+            if any(chain in lost for chain, _ in layers):
+                log.warning("image %s dropped: a layer of it was not whole after a power loss", image_id)
+                with self.db.tx() as c:
+                    for table, col in (("tags", "image_id"), ("digests", "image_id"), ("image_layers", "image_id"),
+                                       ("images", "id")):
+                        c.execute(f"DELETE FROM {table} WHERE {col}=?", (image_id,))  # noqa: S608 - fixed names
+
+    def _has_blob(self, diff_id: str) -> bool:
+        try:
+            self.layer_blob(diff_id)
+            return True
+        except NotFound:
+            return False
+
+    def _extract_again(self, chain: str, parent: str | None, diff_id: str) -> bool:
+        candidates = [r["digest"] for r in self.db.query("SELECT digest FROM layer_blobs WHERE diff_id=?", (diff_id,))]
+        for digest in [*candidates, diff_id]:
+            if not self.content.has(digest):
+                continue
+            try:
+                self.snapshots.ensure(chain, parent, self._opener(digest))
+                return True
+            except (InvalidParameter, OSError) as e:  # a bad tar is an InvalidParameter
+                log.warning("layer %s: extracting %s again: %s", chain, digest, e)
+        return False
 
     def _sweep_blobs(self) -> int:
         """Mark and sweep the content store (at start: no pull, load or push is in flight then).

@@ -1,7 +1,10 @@
 """Content-addressed blob store: `root/blobs/sha256/<hex>`, written via `root/ingest/` then renamed.
 
-Bytes first: a blob appears under its digest only after it was fsynced and its digest verified,
-so a crash leaves at most garbage in `ingest/`, never a wrong blob.
+Bytes first: a blob appears under its digest only after its digest was verified, so a crash leaves
+at most garbage in `ingest/`, never a wrong blob. A small blob is fsynced before it appears; a big one
+(a layer) is not: a synced marker `root/unsynced/<hex>.<token>` holding the boot id appears first, and
+the blob is synced later in the background (store/unsynced.py). A power loss in between can tear it,
+so at the next start on another boot such a blob is hashed again and deleted if it no longer matches.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from typing import BinaryIO
 
 from dockyard.errors import InvalidParameter, NotFound
 from dockyard.oci.digest import hex_of, validate
+from dockyard.store import unsynced
 from dockyard.util.fs import fsync_dir
+
+DEFER_SYNC_MIN = 1 << 20  # bytes: a smaller blob is fsynced before it appears (a marker would cost as much)
 
 
 class Writer:
@@ -46,7 +52,9 @@ class Writer:
         assert self._f is not None, "writer is closed"
         assert (hashed is None) == (self._hash is not None), "commit(hashed) goes with hashed_by_writer"
         self._f.flush()
-        os.fsync(self._f.fileno())
+        deferred = self.size >= DEFER_SYNC_MIN
+        if not deferred:
+            os.fsync(self._f.fileno())
         self._f.close()
         self._f = None
         digest = "sha256:" + self._hash.hexdigest() if self._hash is not None else validate(hashed or "")
@@ -54,8 +62,19 @@ class Writer:
             self.tmp.unlink(missing_ok=True)
             raise InvalidParameter(f"digest mismatch: expected {self._expected}, got {digest}")
         dest = self._store.path(digest)
-        os.replace(self.tmp, dest)
-        fsync_dir(dest.parent)
+        if deferred:
+            marker = self._store.root / "unsynced" / f"{hex_of(digest)}.{secrets.token_hex(4)}"
+            try:
+                unsynced.mark(marker)
+            except BaseException:
+                self.tmp.unlink(missing_ok=True)
+                marker.unlink(missing_ok=True)
+                raise
+            os.replace(self.tmp, dest)
+            unsynced.defer(marker)
+        else:
+            os.replace(self.tmp, dest)
+            fsync_dir(dest.parent)
         self.digest = digest
         return digest
 
@@ -84,6 +103,7 @@ class ContentStore:
         self.root = Path(root)
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         (self.root / "ingest").mkdir(parents=True, exist_ok=True)
+        (self.root / "unsynced").mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / hex_of(digest)
@@ -116,6 +136,36 @@ class ContentStore:
 
     def digests(self) -> list[str]:
         return ["sha256:" + p.name for p in (self.root / "blobs" / "sha256").iterdir()]
+
+    def check_unsynced(self) -> list[str]:
+        """At daemon start: blobs published unsynced by another boot are hashed again; those that no
+        longer match their digest (or are gone) are deleted and returned. This boot's wait for the
+        background flush."""
+        dropped = []
+        for marker in sorted((self.root / "unsynced").iterdir()):
+            hex_ = marker.name.partition(".")[0]
+            digest = "sha256:" + hex_
+            if unsynced.this_boot(marker):
+                unsynced.defer(marker)
+                continue
+            p = self.root / "blobs" / "sha256" / hex_
+            ok = False
+            try:
+                with open(p, "rb") as f:
+                    h = hashlib.sha256()
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+                    ok = h.hexdigest() == hex_
+                    if ok:
+                        os.fsync(f.fileno())  # read back whole: now make sure it stays so
+            except FileNotFoundError:
+                pass
+            if not ok:
+                p.unlink(missing_ok=True)
+                fsync_dir(p.parent)
+                dropped.append(digest)
+            marker.unlink(missing_ok=True)
+        return dropped
 
     def sweep_ingest(self) -> None:
         """Drop half-written blobs (at daemon start; nothing is ingesting then)."""

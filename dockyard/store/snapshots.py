@@ -1,8 +1,11 @@
 """Per-layer snapshot dirs: `root/<chainid-hex[:24]>/fs`, one per layer chain id.
 
 Names are short because overlay's lowerdir mount option must fit in a page. A layer is extracted
-into a temp dir and renamed into place, so a snapshot dir that exists is complete. There are no
-refcounts: the image service removes a snapshot when no image references its chain id.
+into a temp dir and renamed into place, so a snapshot dir that exists is complete. Its bytes are not
+synced first: a synced marker `unsynced-<token>` (the boot id) goes in with it and the background flush
+syncs it later (store/unsynced.py); at a start on another boot a snapshot still marked is dropped
+(`check_unsynced`) and the image service extracts it again from its blob. There are no refcounts: the
+image service removes a snapshot when no image references its chain id.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -20,8 +23,9 @@ from typing import IO
 from dockyard import trace
 from dockyard.errors import InvalidParameter
 from dockyard.oci.digest import hex_of, validate
+from dockyard.store import unsynced
 from dockyard.store.layers import LayerInfo, apply_layer
-from dockyard.util.fs import atomic_write_json, fsync_dir, mark_topdir, syncfs
+from dockyard.util.fs import mark_topdir
 
 Opener = Callable[[], IO[bytes]]
 
@@ -104,21 +108,11 @@ class Snapshotter:
                 raise InvalidParameter(f"layer content does not match: expected chain {expect}, got {chain}")
             if before_commit is not None:
                 before_commit()  # raises to drop the extracted dir (e.g. the blob digest was wrong)
-            syncfs(tmp)  # the files' bytes are on disk before meta.json says the snapshot is whole
             meta = {"chain_id": chain, "parent": parent_chain_id, "diff_id": info.diff_id, "size": info.size}
-            atomic_write_json(tmp / "meta.json", meta)
             if self.exists(chain):
                 shutil.rmtree(tmp)
             else:
-                shutil.rmtree(self._dir(chain), ignore_errors=True)  # a partial leftover
-                try:
-                    os.rename(tmp, self._dir(chain))
-                    fsync_dir(self.root)
-                    created = True
-                except OSError:
-                    if not self.exists(chain):  # else a concurrent apply of the same layer won
-                        raise
-                    shutil.rmtree(tmp)
+                created = self._publish(tmp, chain, meta)
         except BaseException as e:
             step.__exit__(type(e), e, None)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -129,6 +123,43 @@ class Snapshotter:
                        f"(diff {info.diff_id}, {info.size} bytes)")
         step.__exit__(None, None, None)
         return snap, created
+
+    def _publish(self, tmp: Path, chain: str, meta: Mapping[str, object]) -> bool:
+        """Rename a finished `tmp` (with `fs`) into place as `chain`, marked unsynced; False (and tmp
+        removed) when a concurrent apply of the same layer won."""
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        marker = f"unsynced-{secrets.token_hex(4)}"
+        unsynced.mark(tmp / marker)  # synced with tmp's entries (meta.json, fs) before the rename
+        shutil.rmtree(self._dir(chain), ignore_errors=True)  # a partial leftover
+        try:
+            os.rename(tmp, self._dir(chain))
+        except OSError:
+            if not self.exists(chain):  # else a concurrent apply of the same layer won
+                raise
+            shutil.rmtree(tmp)
+            return False
+        unsynced.defer(self._dir(chain) / marker)
+        return True
+
+    def check_unsynced(self) -> list[str]:
+        """At daemon start: drop the snapshots another boot published and never synced (a power loss
+        may have torn their files); returns their dir names (a chain id's first 24 hex digits). This
+        boot's wait for the background flush."""
+        dropped = []
+        for d in self.root.iterdir():
+            if d.name.startswith("tmp-"):
+                continue
+            for marker in d.glob("unsynced-*"):
+                if unsynced.this_boot(marker):
+                    unsynced.defer(marker)
+                    continue
+                self._meta.clear()
+                tmp = self.root / f"tmp-rm-{secrets.token_hex(8)}"
+                os.rename(d, tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+                dropped.append(d.name)
+                break
+        return dropped
 
     def ensure(self, chain: str, parent_chain_id: str | None, opener: Opener,
                before_commit: Callable[[], object] | None = None) -> bool:
@@ -161,16 +192,7 @@ class Snapshotter:
                    "as it is, without being tarred and extracted again")
         try:
             os.rename(fs_dir, tmp / "fs")
-            atomic_write_json(tmp / "meta.json", {"chain_id": chain, "parent": parent_chain_id,
-                                                  "diff_id": diff_id, "size": size})
-            shutil.rmtree(self._dir(chain), ignore_errors=True)  # a partial leftover
-            try:
-                os.rename(tmp, self._dir(chain))
-                fsync_dir(self.root)
-            except OSError:
-                if not self.exists(chain):
-                    raise
-                shutil.rmtree(tmp)
+            self._publish(tmp, chain, {"chain_id": chain, "parent": parent_chain_id, "diff_id": diff_id, "size": size})
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

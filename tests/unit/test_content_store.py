@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.store.content import ContentStore
+from dockyard.oci.digest import hex_of
+from dockyard.store import unsynced
+from dockyard.store.content import DEFER_SYNC_MIN, ContentStore
 from dockyard.store.layers import write_diff
 
 
@@ -30,3 +32,32 @@ def test_a_writer_that_hashes_itself_takes_no_digest(tmp_path: Path) -> None:
         with pytest.raises(AssertionError):
             w.commit("sha256:" + "0" * 64)
         assert w.commit() == "sha256:" + hashlib.sha256(b"x").hexdigest()
+
+
+def test_a_big_blob_is_published_unsynced_with_a_marker_that_the_flush_drops(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "content")
+    small = store.write(b"config")
+    big = store.write(b"x" * DEFER_SYNC_MIN)
+    markers = list((tmp_path / "content" / "unsynced").iterdir())
+    assert [m.name.partition(".")[0] for m in markers] == [hex_of(big)], "only the big one waits for a sync"
+    assert markers[0].read_text() == unsynced.boot_id()
+    unsynced.flush()
+    assert not markers[0].exists()
+    assert store.has(small) and store.has(big)
+
+
+def test_at_a_start_on_another_boot_unsynced_blobs_are_hashed_again(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "content")
+    whole = store.write(b"a" * DEFER_SYNC_MIN)
+    torn = store.write(b"b" * DEFER_SYNC_MIN)
+    mine = store.write(b"c" * DEFER_SYNC_MIN)
+    for m in (tmp_path / "content" / "unsynced").iterdir():
+        if not m.name.startswith(hex_of(mine)):
+            m.write_text("an-earlier-boot")  # as if the machine went down before the flush
+    with open(store.path(torn), "r+b") as f:
+        f.truncate(100)
+    assert store.check_unsynced() == [torn]
+    assert store.has(whole) and not store.has(torn) and store.has(mine)
+    left = list((tmp_path / "content" / "unsynced").iterdir())
+    assert [m.name.partition(".")[0] for m in left] == [hex_of(mine)], "this boot's waits for the flush"
+    unsynced.flush()
