@@ -828,7 +828,10 @@ class ContainerService:
             return
         lv = self.live(cid)
         async with lv.lock:
-            c = self.get(cid)
+            try:
+                c = self.get(cid)
+            except NotFound:  # a --rm's removal, queued for the lock before this second call (the exit
+                return  # file's and conmon's pidfd's) since the exit's cleanup got quick
             if not c.has_process:
                 return
             code = await asyncio.to_thread(self.runtime.exit_code, cid)
