@@ -16,6 +16,7 @@ import grp
 import http
 import logging
 import os
+import re
 import resource
 import socket
 import ssl
@@ -261,7 +262,11 @@ class _Connection:
             data = self.h11.send(h11.Data(data=body)) if body and not no_body else None
             await self._write(head, data, self.h11.send(h11.EndOfMessage()))
             return True
-        await self._write(head)
+        try:
+            await self._write(head)
+        except BaseException:
+            await aclose(body)  # the client went before the first byte: the producer ends now, not at its GC
+            raise
         if no_body:
             await aclose(body)
         elif not await self._stream(body):
@@ -361,6 +366,7 @@ async def _result(site: Site, req: Request) -> Response | Hijack:
         return site.error(500, describe(e))
 
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # the end of a head, as h11 finds it (bare LF line ends too)
 _BUFFER_MAX = 4 * _READ_SIZE  # bytes a client may send ahead while its request is served (then: not read)
 
 
@@ -387,6 +393,7 @@ class _SimpleConnection(asyncio.Protocol):
         self.busy = False  # as _Connection's: the connection cap's view
         self.since = self.loop.time()
         self.handed_over = False
+        self.lost = False  # the transport is closed (a reset, an abort): a handed-over protocol is told so
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -398,6 +405,7 @@ class _SimpleConnection(asyncio.Protocol):
         self.begun = True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         self._expire_in(None)
         self.server._open.discard(self)
         self.resume_writing()  # a request waiting to write on wakes and ends
@@ -450,7 +458,12 @@ class _SimpleConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """A whole head in the buffer: serve it here or hand the connection over."""
-        end = self.buf.find(b"\r\n\r\n")
+        blank = _BLANK_LINE.search(self.buf)
+        if blank is not None and (blank.end() - blank.start() != 3 or blank.start() == 0
+                                  or self.buf[blank.start() - 1] != 13):
+            self._hand_over()  # a head with bare LF line ends, which h11 takes: its to parse
+            return
+        end = -1 if blank is None else blank.start() - 1
         if end < 0:
             if len(self.buf) > MAX_HEADER_SIZE or self.eof:
                 self._hand_over()  # h11 refuses it (431), or words the error of half a head
@@ -552,6 +565,11 @@ class _SimpleConnection(asyncio.Protocol):
         proto = asyncio.StreamReaderProtocol(reader, connected, loop=self.loop)
         self.transport.set_protocol(proto)
         proto.connection_made(self.transport)
+        if self.lost:
+            # The client went while its handler ran: the transport will not tell the new protocol, whose
+            # stream or hijack would else run on for ever (and its close wait for ever at the server's).
+            proto.connection_lost(None)
+            return
         if not self.reading:
             self.transport.resume_reading()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -195,3 +196,58 @@ def test_answered_after_the_client_half_closed_and_half_a_head_is_refused() -> N
     data = _serve(_mixed, client)
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"hello" in data
     assert b"HTTP/1.1 400 " in data  # h11's answer to a head cut short
+
+
+def test_a_head_with_bare_lf_line_ends_is_answered_as_h11_answered_it() -> None:
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # not the 60 s header timeout
+            s.sendall(b"GET / HTTP/1.1\nHost: x\nConnection: close\n\n")
+            return _read_all(s)
+
+    data = _serve(_mixed, client)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"hello")
+
+
+def test_a_stream_or_hijack_answered_to_a_client_already_gone_ends() -> None:
+    """The client left (a reset) while its handler ran; the answer it made (a stream, a hijack) is handed
+    over to the general path, which must see the connection lost, not serve it for ever."""
+    made: list[AsyncIterator[bytes]] = []
+
+    async def slow(req: Request) -> Response | Hijack:
+        await asyncio.sleep(0.3)  # the client goes meanwhile
+        if req.path == "/stream":
+            async def ticks() -> AsyncIterator[bytes]:
+                while True:
+                    yield b"tick"
+                    await asyncio.sleep(0.01)
+
+            made.append(ticks())
+            return Response(200, {}, made[-1])
+
+        async def until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()
+
+        return Hijack(until_eof)
+
+    async def go() -> None:
+        server = Server(Site(slow, _words))
+        await server.listen_tcp("127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            for path in ("/stream", "/hijack"):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                await writer.drain()
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()  # a reset, not an EOF: the connection is lost, not half-closed
+                for _ in range(50):
+                    await asyncio.sleep(0.1)
+                    if not server._tasks:
+                        break
+                assert not server._tasks, f"{path}: still served after the client went"
+            assert made and made[0].ag_frame is None  # type: ignore[attr-defined]  # closed, not left to its GC
+        finally:
+            await asyncio.wait_for(server.close(), WAIT)
+
+    asyncio.run(go())
