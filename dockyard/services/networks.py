@@ -420,12 +420,17 @@ class NetworkService:
         a removed container's release ran in the background left its veth, netns, address and rows."""
         orphans = {r["cid"] for r in self._rows("SELECT cid FROM net_sandboxes UNION SELECT cid FROM net_endpoints "
                                                 "UNION SELECT cid FROM net_links")} - set(live)
+        released = 0
         for cid in sorted(orphans):
             log.info("container %s is gone: releasing the network its removal left", cid[:12])
-            with trace.about(f"container:{cid}"):
-                await self.forget(cid)
+            try:
+                with trace.about(f"container:{cid}"):
+                    await self.forget(cid)
+                released += 1
+            except Exception as e:  # noqa: BLE001 - one that fails must not keep the daemon down at every start
+                log.warning("network release of removed container %s: %s", cid[:12], e)
             trace.drop(f"container:{cid}")
-        return len(orphans)
+        return released
 
     async def reconcile(self, cid: str) -> None:
         """A running container re-adopted after a crash. An endpoint whose veth is not on the host is
