@@ -206,7 +206,11 @@ async def _drain_fifo(fd: int, pidfd: int) -> bytes:
 
 
 class _RuncConfig(msgspec.Struct):
-    hooks: Any = None
+    # runc 1.1 writes every kind of hook, each null when the spec has none: {"prestart": null, ...}
+    hooks: dict[str, Any] | None = msgspec.field(default=None, name="Hooks")
+
+    def has_hooks(self) -> bool:
+        return any(self.hooks.values()) if self.hooks else False
 
 
 class _RuncState(msgspec.Struct):
@@ -716,7 +720,7 @@ class Monitor:
         if found is None:
             return False
         state_dir, state = found
-        if (state.config and state.config.hooks) or _alive(state):
+        if (state.config and state.config.has_hooks()) or _alive(state):
             return False
         paths = [p for p in (state.cgroup_paths or {}).values() if p]
         with trace.about(f"container:{cid}"), trace.step(
