@@ -6,7 +6,7 @@ import json
 
 from dockyard.runtime.monitor import _runc_state_decoder
 
-_NO_HOOKS = {"createContainer": None, "createRuntime": None, "poststart": None, "poststop": None,
+_NO_HOOKS: dict[str, object] = {"createContainer": None, "createRuntime": None, "poststart": None, "poststop": None,
              "prestart": None, "startContainer": None}
 
 
