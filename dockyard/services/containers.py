@@ -278,8 +278,15 @@ class ContainerService:
     def lower_dirs(self, c: Container) -> list[Path]:
         """The read-only layers under the container's upper dir, bottom-first: the image's, then its init
         layer (store/initlayer.py; containers made before there was one have none)."""
+        layers = self.images.layer_dirs(c.image_id)
         init = self.init_layer(c.id)
-        return self.images.layer_dirs(c.image_id) + ([init] if init is not None else [])
+        if init is None:
+            return layers
+        if layers and init == layers[-1].parent / "init" and not init.is_dir():
+            # The shared one went with its layer's snapshot (dropped unsynced after a power loss, then
+            # extracted again): made anew, or every container of the image fails to mount its rootfs.
+            initlayer.ensure_shared(layers)
+        return layers + [init]
 
     def init_layer(self, cid: str) -> Path | None:
         """The container's init layer: the image's shared one its `init` symlink names (given as the

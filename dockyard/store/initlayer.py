@@ -79,6 +79,16 @@ def link(dest: Path, layer_dirs: list[Path]) -> None:
     if not layer_dirs:
         make(dest, layer_dirs)
         return
+    shared = ensure_shared(layer_dirs)
+    with trace.step("file", f"ln -s {shared} {dest} (init layer)",
+                    "/.dockerenv and empty mount points in a layer of their own, shared by the image's "
+                    "containers, so diff and commit show only the container's changes"):
+        os.symlink(shared, dest)
+
+
+def ensure_shared(layer_dirs: list[Path]) -> Path:
+    """The shared init layer of an image made of layer_dirs (not empty), made if it is not there: at the
+    first create, or again after its layer's snapshot was dropped and extracted anew (a power loss)."""
     shared = layer_dirs[-1].parent / "init"
     if not shared.is_dir():
         # Made aside and renamed in: a concurrent create sees none or a whole one (the loser's goes).
@@ -90,7 +100,4 @@ def link(dest: Path, layer_dirs: list[Path]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             if not shared.is_dir():
                 raise
-    with trace.step("file", f"ln -s {shared} {dest} (init layer)",
-                    "/.dockerenv and empty mount points in a layer of their own, shared by the image's "
-                    "containers, so diff and commit show only the container's changes"):
-        os.symlink(shared, dest)
+    return shared

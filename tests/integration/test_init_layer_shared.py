@@ -5,6 +5,7 @@ the init layer's files as there before (modified, not added), and the shared lay
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,15 @@ def test_containers_of_an_image_share_one_init_layer(clean_daemon: Daemon) -> No
     d.docker("rm", "ie")
     d.docker("rmi", "initshared:1")
     assert not own.exists() and not own.parent.exists()
+
+
+def test_a_shared_init_layer_gone_with_its_snapshot_is_made_again(clean_daemon: Daemon) -> None:
+    """A snapshot published but not synced before a power loss is dropped and extracted again at the next
+    start (store/unsynced.py); its shared init layer went with it, and the containers' symlinks dangled."""
+    d = clean_daemon
+    d.docker("create", "--name", "ig", "busybox", "cat", "/.dockerenv")
+    shared = Path(os.readlink(_init_of(d, "ig")))
+    shutil.rmtree(shared)
+    assert d.docker("start", "-a", "ig").returncode == 0
+    assert (shared / ".dockerenv").is_file()
+    d.docker("rm", "ig")
