@@ -193,6 +193,9 @@ class Socket:
                         return
                     raise _error(err, body, flags)
                 if kind == _NLMSG_DONE:
+                    # A dump the kernel could not finish ends with its error here: not a shorter list.
+                    if len(body) >= _ERR.size and (err := -_ERR.unpack_from(body)[0]) > 0:
+                        raise OSError(err, os.strerror(err))
                     return
                 yield kind, body
                 if not flags & _F_MULTI:

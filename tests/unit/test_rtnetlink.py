@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,36 @@ def test_attrs_pad_to_four_bytes_and_parse_back() -> None:
     a = rtnetlink.attrs(buf)
     assert a[rtnetlink.IFLA_IFNAME] == b"eth0\0" and int.from_bytes(a[rtnetlink.IFLA_MTU], "little") == 1400
     assert rtnetlink.attrs(a[rtnetlink.IFLA_LINKINFO])[rtnetlink.IFLA_INFO_KIND] == b"veth\0"
+
+
+def test_a_dump_the_kernel_ends_with_an_error_raises_it() -> None:
+    """The kernel ends a dump it could not finish (EMSGSIZE: an entry too large for its buffer) with the
+    error in NLMSG_DONE's payload: the caller gets it, not a list cut short."""
+
+    class Replies:
+        def __init__(self) -> None:
+            self.seq = 0
+
+        def send(self, data: bytes) -> None:
+            self.seq = struct.unpack_from("=IHHII", data)[3]
+
+        def recv(self, _size: int) -> bytes:
+            link = rtnetlink.ifinfo(1) + rtnetlink.string(rtnetlink.IFLA_IFNAME, "lo")
+            part = struct.pack("=IHHII", 16 + len(link), rtnetlink.RTM_NEWLINK, 0x2, self.seq, 0) + link
+            done = struct.pack("=IHHII", 20, 3, 0x2, self.seq, 0) + struct.pack("=i", -errno.EMSGSIZE)
+            return part + done
+
+        def close(self) -> None:
+            pass
+
+    with rtnetlink.Socket() as nl:
+        real, nl._sock = nl._sock, Replies()  # type: ignore[assignment]
+        try:
+            with pytest.raises(OSError) as e:
+                nl.links()
+            assert e.value.errno == errno.EMSGSIZE
+        finally:
+            nl._sock = real
 
 
 @pytest.fixture
