@@ -81,6 +81,14 @@ class Database:
                 return None
             return self._conn.total_changes, self._conn.execute("PRAGMA data_version").fetchone()[0]
 
+    def changes(self) -> int | None:
+        """Rows our connection has inserted, updated or deleted so far (SQLite's total_changes, triggers'
+        writes and rolled-back ones included): version()'s first half, without a query (~0.1 µs, not ~10).
+        It does not see another connection's commits: a mark for what only the daemon writes (rows it
+        keeps in memory while it runs). None inside an open transaction (a rollback could undo a read)."""
+        conn = self._conn
+        return None if conn.in_transaction else conn.total_changes
+
     def execute(self, sql: str, params: Sequence[Any] = (), durable: bool = True) -> int:
         """A single-statement write in its own transaction; returns rowcount."""
         with self.tx(durable) as c:

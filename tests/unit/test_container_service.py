@@ -576,3 +576,58 @@ def test_brief_finds_a_container_as_get_does(world: World) -> None:
         await w.settle()
 
     run(world, t)
+
+
+def test_brief_and_state_of_read_a_row_once_and_never_show_a_stale_state(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stats asks brief() then state_of() for each container: kept in memory until our next write, which
+    every state change is (an exit, a write not through the service, a rename, a removal); a read inside a
+    transaction is not kept (its rollback would leave the rolled-back state)."""
+    reads: list[str] = []
+    query_one, query = world.db.query_one, world.db.query
+
+    def counted_one(sql: str, params: Any = ()) -> Any:
+        reads.append(sql)
+        return query_one(sql, params)
+
+    def counted(sql: str, params: Any = ()) -> Any:
+        reads.append(sql)
+        return query(sql, params)
+
+    monkeypatch.setattr(world.db, "query_one", counted_one)
+    monkeypatch.setattr(world.db, "query", counted)
+
+    async def t(w: World) -> None:
+        a, b = await w.run(), await w.run()
+        pid = w.cs.get(a).pid
+        reads.clear()
+        assert w.cs.brief(a)[2:] == ("running", pid) and len(reads) == 1
+        assert w.cs.brief(a)[2:] == ("running", pid) and w.cs.state_of(a) == ("running", pid)
+        assert len(reads) == 1, "a second read of an unchanged row went to the database"
+        w.runtime.exit(a, 3)  # exits by itself: the monitor's write
+        await w.settle()
+        assert w.cs.state_of(a) == ("exited", 0) and w.cs.brief(a)[2:] == ("exited", 0)
+        w.db.execute("UPDATE containers SET state='paused' WHERE id=?", (b,))  # ours, not through the service
+        assert w.cs.brief(b)[2] == "paused" and w.cs.state_of(b)[0] == "paused"  # type: ignore[index]
+        w.db.execute("UPDATE containers SET state='running' WHERE id=?", (b,))
+        assert w.cs.state_of(b)[0] == "running"  # type: ignore[index]
+        await w.cs.rename(b, "renamed")
+        assert w.cs.brief(b)[1] == "renamed"
+        with pytest.raises(RuntimeError), w.db.tx() as c:  # rolled back: its state must not stay
+            c.execute("UPDATE containers SET state='dead' WHERE id=?", (b,))
+            assert w.cs.brief(b)[2] == "dead" and w.cs.state_of(b)[0] == "dead"  # type: ignore[index]
+            raise RuntimeError("roll back")
+        assert w.cs.brief(b)[2] == "running" and w.cs.state_of(b)[0] == "running"  # type: ignore[index]
+        # The list's rows serve as they are while nothing was written since: stats' first asks read nothing.
+        w.cs.list(all_=True)
+        reads.clear()
+        assert [w.cs.brief(x)[2] for x in (a, b)] == ["exited", "running"] and reads == []
+        await w.cs.remove(a)
+        with pytest.raises(NotFound):
+            w.cs.brief(a)
+        assert w.cs.state_of(a) is None
+        await w.cs.kill(b)
+        await w.settle()
+        assert w.cs.state_of(b) == ("exited", 0)
+
+    run(world, t)
