@@ -156,16 +156,32 @@ def net_dev(pid: int) -> dict[str, dict[str, int]]:
     return nets
 
 
+class _Kept:
+    """A host-wide /proc file kept open and read again with pread(2) at offset 0 (the kernel writes it
+    afresh for a read from offset 0): stats read /proc/stat and /proc/meminfo up to every 5 ms while
+    `docker stats` of 500 containers is answered, and opening (and a text wrapper) was most of a read."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def first_line(self) -> bytes:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(self.fd, 4096, 0).partition(b"\n")[0]
+
+
+_STAT, _MEMINFO = _Kept("/proc/stat"), _Kept("/proc/meminfo")
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 def system_cpu_ns() -> int:
     """The host's total CPU time (the first line of /proc/stat), in nanoseconds."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()[1:8]
-    return sum(int(x) for x in fields) * (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
+    return sum(int(x) for x in _STAT.first_line().split()[1:8]) * _TICK_NS
 
 
 def mem_total() -> int:
     try:
-        with open("/proc/meminfo") as f:
-            return int(f.readline().split()[1]) * 1024
+        return int(_MEMINFO.first_line().split()[1]) * 1024
     except OSError:
         return 0

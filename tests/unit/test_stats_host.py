@@ -4,6 +4,9 @@ containers takes 1,000 samples at once)."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from dockyard.services import stats
@@ -50,3 +53,22 @@ def test_a_stopped_container_reads_nothing_of_the_host(monkeypatch: pytest.Monke
     monkeypatch.setattr(stats, "_host", None)
     doc = stats.container_stats(stats.Subject("c" * 64, "x", "exited", 0), None, "/dockyard/x")
     assert "system_cpu_usage" not in doc["cpu_stats"] and doc["memory_stats"] == {}
+
+
+def test_proc_stat_and_meminfo_stay_open_and_read_afresh() -> None:
+    from dockyard.runtime import procfs
+
+    def fresh() -> int:
+        with open("/proc/stat") as f:
+            return sum(int(x) for x in f.readline().split()[1:8]) * (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
+
+    first = procfs.system_cpu_ns()
+    fd = procfs._STAT.fd
+    end = time.monotonic() + 0.1
+    while time.monotonic() < end:  # the host's CPU time moves: ours at least
+        pass
+    later = procfs.system_cpu_ns()
+    assert procfs._STAT.fd == fd is not None and later > first and later <= fresh()
+    with open("/proc/meminfo") as f:
+        assert procfs.mem_total() == int(f.readline().split()[1]) * 1024
+    assert procfs._MEMINFO.fd is not None
