@@ -393,6 +393,7 @@ class _SimpleConnection(asyncio.Protocol):
         self.busy = False  # as _Connection's: the connection cap's view
         self.since = self.loop.time()
         self.handed_over = False
+        self.scanned = 0  # how much of buf was searched for a head's end
         self.lost = False  # the transport is closed (a reset, an abort): a handed-over protocol is told so
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -458,13 +459,14 @@ class _SimpleConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """A whole head in the buffer: serve it here or hand the connection over."""
-        blank = _BLANK_LINE.search(self.buf)
+        blank = _BLANK_LINE.search(self.buf, max(0, self.scanned - 2))  # a blank line is 3 bytes at most
         if blank is not None and (blank.end() - blank.start() != 3 or blank.start() == 0
                                   or self.buf[blank.start() - 1] != 13):
             self._hand_over()  # a head with bare LF line ends, which h11 takes: its to parse
             return
         end = -1 if blank is None else blank.start() - 1
         if end < 0:
+            self.scanned = len(self.buf)  # a head trickling in is not searched again from its start
             if len(self.buf) > MAX_HEADER_SIZE or self.eof:
                 self._hand_over()  # h11 refuses it (431), or words the error of half a head
             elif self.buf and not self.begun:
@@ -477,6 +479,7 @@ class _SimpleConnection(asyncio.Protocol):
             self._hand_over()
             return
         del self.buf[: end + 4]
+        self.scanned = 0
         self._expire_in(None)
         self.busy = True
         raw_path, _, qs = parsed.target.partition("?")

@@ -251,3 +251,44 @@ def test_a_stream_or_hijack_answered_to_a_client_already_gone_ends() -> None:
             await asyncio.wait_for(server.close(), WAIT)
 
     asyncio.run(go())
+
+
+def test_a_head_trickling_in_is_searched_once_not_from_its_start_at_every_read(monkeypatch: Any) -> None:
+    """A head that arrives a few bytes a read: each read searches only what is new (it was searched
+    whole again at each, quadratic: ~2 GB of scanning for a 64 KiB head sent a byte at a time)."""
+    from dockyard.http import server as server_mod
+
+    scanned = [0]
+    real = server_mod._BLANK_LINE
+
+    class Counting:
+        def search(self, buf: bytearray, pos: int = 0) -> Any:
+            scanned[0] += len(buf) - pos
+            return real.search(buf, pos)
+
+    monkeypatch.setattr(server_mod, "_BLANK_LINE", Counting())
+    sent: list[bytes] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+    async def go() -> None:
+        conn = server_mod._SimpleConnection(Server(Site(_hello, _words)))
+        conn.connection_made(Transport())  # type: ignore[arg-type]
+        head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 20_000 + b"\r\n\r\n"
+        for i in range(0, len(head), 4):
+            conn.data_received(head[i:i + 4])
+        assert conn.task is not None
+        await conn.task
+        conn._expire_in(None)
+
+    asyncio.run(go())
+    assert b"".join(sent).endswith(b"hello")
+    assert scanned[0] < 4 * 20_100
