@@ -76,13 +76,19 @@ def test_a_crash_keeps_unsynced_layers_and_the_flush_drops_their_markers(
     _wait_gone(d)  # this boot's: synced in the background after the start, then dropped
 
 
-def test_after_a_power_loss_whole_layers_are_checked_and_kept(d: Daemon, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def _power_loss(d: Daemon, tmp_path: Path) -> tuple[str, list[Path], list[Path]]:
+    """A load, then the daemon killed with its markers made another boot's: as after a power loss."""
     want = _loaded(d, tmp_path)
     blobs, snaps = _markers(d)
     assert blobs and snaps
     d.kill()
     _rewrite(blobs + snaps, "an-earlier-boot")
+    return want, blobs, snaps
+
+
+def test_after_a_power_loss_whole_layers_are_checked_and_kept(d: Daemon, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    want, blobs, snaps = _power_loss(d, tmp_path)
     strays = [m.parent / "fs" / "stray" for m in snaps]
     for s in strays:
         s.write_text("not of the layer")  # gone only if the snapshot was extracted again
@@ -96,11 +102,7 @@ def test_after_a_power_loss_whole_layers_are_checked_and_kept(d: Daemon, tmp_pat
 
 def test_after_a_power_loss_an_image_whose_layer_blob_was_torn_goes(d: Daemon, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    want = _loaded(d, tmp_path)
-    blobs, snaps = _markers(d)
-    assert blobs and snaps
-    d.kill()
-    _rewrite(blobs + snaps, "an-earlier-boot")
+    want, blobs, snaps = _power_loss(d, tmp_path)
     torn = [d.data_root / "content" / "blobs" / "sha256" / m.name.partition(".")[0] for m in blobs]
     for b in torn:
         with open(b, "r+b") as f:
