@@ -69,7 +69,8 @@ def results(junit: Path) -> dict[str, tuple[str, str]]:
         bad = kids.get("failure") if "failure" in kids else kids.get("error")
         state = "failed" if bad is not None else "skipped" if "skipped" in kids else "passed"
         why = ((bad.get("message") or "") if bad is not None else "").splitlines()[:1]
-        out[f"{module}.py::{cls}::{tc.get('name')}"] = (state, why[0][:200] if why else "")
+        # 600: an APIError's URL alone takes ~150, and the daemon's reason comes after it
+        out[f"{module}.py::{cls}::{tc.get('name')}"] = (state, why[0][:600] if why else "")
     return out
 
 
@@ -107,6 +108,17 @@ def judge(junit: Path, retried: dict[str, tuple[str, str, int]] | None = None) -
     for test, state, why in broken:
         print(f"  FAILED (passes on dockerd): {test}: {why or state}")
     return 1 if broken else 0
+
+
+def print_warnings(log: Path, limit: int = 60) -> None:
+    """The daemon log's last `limit` WARNING and ERROR lines (a failed start logs its whole reason there)."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines()
+                 if " WARNING " in line or " ERROR " in line]
+    except OSError:
+        return
+    if lines:
+        print("daemon log, warnings and errors:\n  " + "\n  ".join(lines[-limit:]))
 
 
 def main() -> int:
@@ -176,6 +188,8 @@ def main() -> int:
                 retried[t] = (state, why, attempt)
             again = [t for t in again if retried[t][0] != "passed"]
         rc = judge(junit, retried)
+        if retried:  # the daemon's side of those failures (its log goes with the daemon's dirs)
+            print_warnings(daemon.log)
         print(f"docker-py stage: {time.monotonic() - started:.0f} s")
         return rc
     finally:

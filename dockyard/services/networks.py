@@ -1040,6 +1040,8 @@ class NetworkService:
                 else:
                     netlink.add_veth(veth, net["bridge"], netns_path, ifname, addrs, gateways, mac, mtu)
             except Exception as e:
+                # The whole story in the log (the client's report of a 500 may be cut short).
+                log.warning("network setup of %s on %s failed", cid[:12], net["name"], exc_info=True)
                 if veth:
                     netlink.delete_link(veth)
                 else:
@@ -1047,7 +1049,8 @@ class NetworkService:
                 self.db.execute("DELETE FROM net_endpoints WHERE cid=? AND network_id=?", (cid, net["id"]), durable=False)
                 self.names.drop_endpoint(cid, net["id"])
                 self._release(net["id"], str(ip), ip6)
-                raise SystemError_(f"failed to set up the network of container {cid[:12]}: {e}") from e
+                raise SystemError_(f"failed to set up the network of container {cid[:12]}: "
+                                   f"{str(e) or type(e).__name__}") from e
 
         wiring.append(wire)
         return str(ip), ip6

@@ -310,3 +310,21 @@ def test_a_disconnect_waits_for_the_veths_a_start_is_wiring(tmp_path: Path) -> N
         await svc.remove("dyt-plumb")
 
     run(body, tmp_path)
+
+
+def test_a_wiring_that_fails_says_why_in_the_answer_and_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A trial CI's start failed with "failed to set up the network of container X: ..." and the reason was
+    lost: an exception without text (an assertion) is named by its type, and the traceback is logged."""
+    def broken(*_: Any, **__: Any) -> None:
+        raise AssertionError
+
+    async def body(svc: NetworkService, root: Path) -> None:
+        monkeypatch.setattr(netlink, "add_veth", broken)
+        cid = secrets.token_hex(32)
+        with pytest.raises(DockyardError, match=r"failed to set up the network of container \w+: AssertionError"):
+            await attach(svc, cid)
+        assert any(r.exc_info and "network setup of" in r.getMessage() for r in caplog.records)
+        assert not svc.has_sandbox(cid)
+
+    run(body, tmp_path)
