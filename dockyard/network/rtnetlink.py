@@ -155,7 +155,11 @@ class Socket:
             self._sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)  # errors without our request echoed
         except OSError:
             pass
-        self._sock.bind((0, 0))
+        try:
+            self._sock.bind((0, 0))
+        except BaseException:  # the daemon lives long: a failed socket must not keep its fd
+            self._sock.close()
+            raise
         self._pid = self._sock.getsockname()[0]
         self._seq = 0
 
