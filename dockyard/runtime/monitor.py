@@ -354,7 +354,9 @@ class Monitor:
                  conmon: str = "conmon", log_level: str = "error") -> None:
         self.exec_root = Path(exec_root)
         self.runtime_paths = dict(runtime_paths or {"runc": shutil.which("runc") or "/usr/sbin/runc"})
-        self.conmon = conmon
+        # Looked up once: spawned by name, each container's conmon was an execve per $PATH entry before it
+        # (root's PATH here: 8 misses, each a failed exec in the forked child).
+        self.conmon = shutil.which(conmon) or conmon
         self.log_level = log_level
         self.exit_dir = self.exec_root / "exits"
         self.socket_dir = self.exec_root / "socks"
