@@ -226,6 +226,20 @@ class _RuncState(msgspec.Struct):
 _runc_state_decoder = msgspec.json.Decoder(_RuncState)
 
 
+class _SpecLinux(msgspec.Struct):
+    cgroupsPath: str = ""  # noqa: N815 - the OCI spec's name
+
+
+class _SpecCgroup(msgspec.Struct):
+    """The bundle's cgroupsPath, the rest of its config.json (~10 KB) skipped unparsed: json.loads of it
+    took ~0.15 ms of every exit, twice (the OOM check, then runc delete's leftovers)."""
+
+    linux: _SpecLinux | None = None
+
+
+_spec_cgroup_decoder = msgspec.json.Decoder(_SpecCgroup)
+
+
 def _alive(state: _RuncState) -> bool:
     """Whether runc's state's init process still runs (its pid, with the same start time: not reused)."""
     pid = state.init_process_pid
@@ -746,11 +760,7 @@ class Monitor:
         is killed: see _kill_left_by_create) they are empty and go here (nothing left when runc did it)."""
         from dockyard.runtime import cgroups
 
-        try:
-            spec = json.loads((self.bundle(cid) / "config.json").read_text())
-        except (OSError, ValueError, NotFound):
-            return
-        path = (spec.get("linux") or {}).get("cgroupsPath") or ""
+        path = self._cgroups_path(cid)
         if not path or ":" in path:
             return
         for d in cgroups.dirs(path):
@@ -763,12 +773,16 @@ class Monitor:
         """The container's cgroup saw an OOM kill (call before `delete`, which removes the cgroup)."""
         from dockyard.runtime import cgroups
 
-        try:
-            spec = json.loads((self.bundle(cid) / "config.json").read_text())
-        except (OSError, ValueError, NotFound):
-            return False
-        path = (spec.get("linux") or {}).get("cgroupsPath") or ""
+        path = self._cgroups_path(cid)
         return bool(path) and ":" not in path and cgroups.oom_killed(path)
+
+    def _cgroups_path(self, cid: str) -> str:
+        """linux.cgroupsPath of the container's bundle ("" without one, or without a bundle)."""
+        try:
+            spec = _spec_cgroup_decoder.decode((self.bundle(cid) / "config.json").read_bytes())
+        except (OSError, ValueError, NotFound):  # msgspec.DecodeError (a ValidationError too) is a ValueError
+            return ""
+        return spec.linux.cgroupsPath if spec.linux is not None else ""
 
     def exit_code(self, cid: str) -> int | None:
         try:

@@ -875,13 +875,13 @@ class ContainerService:
                 return  # file's and conmon's pidfd's) since the exit's cleanup got quick
             if not c.has_process:
                 return
-            code = await asyncio.to_thread(self.runtime.exit_code, cid)
-            if code is not None:
-                oom = await asyncio.to_thread(self._oom_killed, c)
+            found, oom = await asyncio.to_thread(self._exit_status, c, lv.unrecorded_exit is None)
+            if found is not None:
+                code = found
             elif lv.unrecorded_exit is not None:
                 code, oom = lv.unrecorded_exit
             else:
-                code, oom = 255, await asyncio.to_thread(self._oom_killed, c)
+                code = 255
             lv.unrecorded_exit = (code, oom)
             # A container about to be removed (--rm, rm -f) has its network released in the background,
             # after the removal has answered (--rm) or beside it (rm -f): the kernel's deleting of the
@@ -931,28 +931,34 @@ class ContainerService:
         except Exception as e:  # noqa: BLE001
             log.warning("network release of %s: %s", cid[:12], e)
 
+    def _exit_status(self, c: Container, oom_if_unknown: bool) -> tuple[int | None, bool]:
+        """conmon's exit code (None without one) and whether the cgroup saw an OOM kill (asked only if it
+        will be used): one thread hop for both, on the way from the exit to `docker run`'s answer."""
+        code = self.runtime.exit_code(c.id)
+        return code, self._oom_killed(c) if code is not None or oom_if_unknown else False
+
     def _oom_killed(self, c: Container) -> bool:
         try:
             return self.runtime.oom_killed(c.id)
         except Exception:  # noqa: BLE001 - OOM detection is advisory
             return False
 
-    async def _cleanup_runtime(self, c: Container, network: bool = True, rootfs: bool = True) -> None:
-        """Delete runtime state, unmount the rootfs, release the network (unless not `network` or not
-        `rootfs`: the caller sees to them later). Safe to repeat. The three touch nothing of each other's:
-        they run at once (a `run --rm` waits for the longest, runc delete, not for the sum)."""
+    async def _cleanup_runtime(self, c: Container, network: bool = True, rootfs: bool = True,
+                               volumes: bool = True) -> None:
+        """Delete runtime state, unmount the rootfs, release the network, unmount plugin volumes (unless
+        not `network`, `rootfs` or `volumes`: the caller sees to them later). Safe to repeat. The three
+        touch nothing of each other's: they run at once (a `run --rm` waits for the longest, runc delete,
+        not for the sum). A step with nothing to do takes no thread hop: on the way from the exit to
+        `run --rm`'s answer each was a wakeup of a worker, milliseconds on a loaded machine."""
 
         async def runtime_state() -> None:
             try:
                 await self.runtime.delete(c.id, force=True)
             except Exception as e:  # noqa: BLE001
                 log.debug("runtime delete %s: %s", c.id[:12], e)
-            if self.volumes is not None:  # plugin volumes it mounted (VolumeDriver.Unmount), once runc
-                await asyncio.to_thread(self.volumes.unmount_container, c.id)  # killed any straggler
-
-        def unmount() -> None:
-            if rootfs:
-                self._unmount_rootfs(c)
+            # plugin volumes it mounted (VolumeDriver.Unmount), once runc killed any straggler
+            if volumes and self.volumes is not None and self.volumes.mounted_for(c.id):
+                await asyncio.to_thread(self.volumes.unmount_container, c.id)
 
         async def release_network() -> None:
             if self.networks is not None and network:
@@ -961,7 +967,10 @@ class ContainerService:
                 except Exception as e:  # noqa: BLE001
                     log.warning("network detach %s: %s", c.id[:12], e)
 
-        await asyncio.gather(runtime_state(), asyncio.to_thread(unmount), release_network())
+        steps = [runtime_state(), release_network()]
+        if rootfs:
+            steps.append(asyncio.to_thread(self._unmount_rootfs, c))
+        await asyncio.gather(*steps)
 
     def _unmount_rootfs(self, c: Container) -> None:
         """Lazy (MNT_DETACH): a process still exiting keeps its own view."""
@@ -1258,43 +1267,58 @@ class ContainerService:
             except NotFound:
                 return
             self.save(c.id, state="removing")
-            moved = False
+            handed = False  # to _remove_files, which unmounts the rootfs itself if it fails
             try:
-                await self._cleanup_runtime(c, network=False, rootfs=False)
+                # Plugin volumes are unmounted by release_container, in _remove_files.
+                await self._cleanup_runtime(c, network=False, rootfs=False, volumes=False)
                 # Its network (what the exit left, and its memberships) goes after the answer if it can:
                 # a published port or a plugin's endpoint goes before it, as with dockerd.
                 later = self._network_deferrable(c.id)
                 if self.networks is not None and not later:
                     await self.networks.forget(c.id)
-                if self.volumes is not None:
-                    await asyncio.to_thread(self.volumes.release_container, c.id, volumes)
-                # The rootfs (still mounted, for --rm) and the snapshot's upper dir go with the dirs into the
-                # trash, unmounted and removed after the answer (_empty_trash); the snapshot is then gone.
-                trash = await asyncio.to_thread(self._remove_dirs, c.id)
-                moved = True
-                await asyncio.to_thread(self.snapshots.remove, c.id)
-                await asyncio.to_thread(self.db.execute, "DELETE FROM containers WHERE id=?", (c.id,))  # fsync: off the loop
+                handed = True
+                trash = await asyncio.to_thread(self._remove_files, c, volumes)
             except BaseException:
                 if later:  # the removal failed (to be retried): the network goes all the same
                     await self._release_network_later(c.id)
-                if not moved:
+                if not handed:
                     await asyncio.to_thread(self._unmount_rootfs, c)
                 raise
             lv.final_exit = c.exit_code
+        if not quiet:
+            self.emit(c, "destroy")
+        lv.exited.set()
+        lv.removed.set()  # first: the waiters' answers go out before the trash's unmount and rm -rf begin
         if trash:
             task = asyncio.get_running_loop().create_task(self._empty_trash_of(c.id, trash))
             self._emptying.add(task)
             task.add_done_callback(self._emptying.discard)
-        if not quiet:
-            self.emit(c, "destroy")
-        lv.exited.set()
-        lv.removed.set()
         self._live.pop(c.id, None)
         trace.drop(f"container:{c.id}")
         for hook in self.on_removed:
             hook(c)
         if later:
             await self._release_network_later(c.id, forget=True)
+
+    def _remove_files(self, c: Container, volumes: bool) -> list[Path]:
+        """A removal's work on disk and in the database, in one thread hop (each was one, 4 in a row on the
+        way to `run --rm`'s answer): volume references, the dirs into the trash, the row (its fsync off
+        the loop). Returns the trash. The rootfs (still mounted, for --rm) and the snapshot's upper dir go
+        with the dirs into the trash, unmounted and removed after the answer (_empty_trash); the snapshot
+        is then gone. If the dirs were not moved, the rootfs is unmounted here."""
+        moved = False
+        try:
+            if self.volumes is not None:
+                self.volumes.release_container(c.id, volumes)
+            trash = self._remove_dirs(c.id)
+            moved = True
+            self.snapshots.remove(c.id)
+            self.db.execute("DELETE FROM containers WHERE id=?", (c.id,))
+        except BaseException:
+            if not moved:
+                self._unmount_rootfs(c)
+            raise
+        return trash
 
     async def _empty_trash_of(self, cid: str, trash: list[Path]) -> None:
         try:

@@ -431,6 +431,10 @@ class VolumeService:
         self.db.execute("UPDATE volumes SET mountpoint=? WHERE name=?", (mp, name))
         return Path(mp)
 
+    def mounted_for(self, cid: str) -> bool:
+        """Whether the container has plugin volumes mounted (unmount_container has work to do)."""
+        return self.db.query_one("SELECT 1 FROM volume_mounts WHERE container_id=? LIMIT 1", (cid,)) is not None
+
     def unmount_container(self, cid: str) -> None:
         """The container stopped (or was only being created): each plugin volume it mounted is unmounted."""
         for name, _mp in self.db.query("SELECT volume, mountpoint FROM volume_mounts WHERE container_id=?", (cid,)):
