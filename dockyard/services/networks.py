@@ -1136,7 +1136,7 @@ class NetworkService:
                         (cid, name, mode, netns, sandbox_id, json.dumps(maps), json.dumps(exposed),
                          json.dumps(files)), durable=False)
 
-    def _link(self, cid: str, net: Any, ec: dict[str, Any]) -> None:
+    def _link(self, cid: str, net: Any, ec: dict[str, Any], durable: bool = True) -> None:
         ec = ec if isinstance(ec, dict) else {}
         aliases = builtins.list(ec.get("Aliases") or [])
         want = ec.get("IPAMConfig") or {}
@@ -1155,22 +1155,24 @@ class NetworkService:
             raise InvalidParameter("network-scoped alias is supported only for containers in user defined networks")
         config = {k: ec[k] for k in ("IPAMConfig", "Links", "DriverOpts", "MacAddress") if ec.get(k)}
         self.db.execute("INSERT OR REPLACE INTO net_links(cid, network_id, aliases, ipv4, config) VALUES(?,?,?,?,?)",
-                        (cid, net["id"], json.dumps(aliases), ipv4, json.dumps(config)))
+                        (cid, net["id"], json.dumps(aliases), ipv4, json.dumps(config)), durable=durable)
 
     async def declare(self, cid: str, network_mode: str, endpoints_config: dict[str, Any] | None,
-                      links: builtins.list[str] | None = None) -> None:
+                      links: builtins.list[str] | None = None, durable: bool = True) -> None:
         """At container create: the networks it will join, with their endpoint settings, so inspect shows
         them at once and start finds them. A network that does not exist (yet) is left out: as with
-        dockerd, start fails on it (404 "network x not found"), not create."""
+        dockerd, start fails on it (404 "network x not found"), not create. durable=False: written without
+        the fsync, for a caller whose own durable commit follows (store/db.py: it syncs these too)."""
         async with self._lock_for(network_mode):
-            await asyncio.to_thread(self._declare_sync, cid, network_mode, endpoints_config or {}, links or [])
+            await asyncio.to_thread(self._declare_sync, cid, network_mode, endpoints_config or {}, links or [], durable)
 
-    def _declare_sync(self, cid: str, mode: str, endpoints_config: dict[str, Any], links: builtins.list[str]) -> None:
+    def _declare_sync(self, cid: str, mode: str, endpoints_config: dict[str, Any], links: builtins.list[str],
+                      durable: bool = True) -> None:
         mode = "bridge" if mode in ("", "default") else mode
         if mode.startswith("container:"):
             return
         if mode in ("host", "none"):
-            self._link(cid, self._net_row_by_name(mode), {})
+            self._link(cid, self._net_row_by_name(mode), {}, durable)
             return
         primary = self._find(mode)
         if primary is None:
@@ -1181,12 +1183,12 @@ class NetworkService:
         if links and not primary["builtin"]:  # --link on a user network: a per-container DNS alias
             ec["Links"] = [*(ec.get("Links") or []), *links]
         extra = [(net, v) for net, v in ((self._find(k), v) for k, v in configs.items()) if net is not None]
-        self._link(cid, primary, ec)
+        self._link(cid, primary, ec, durable)
         for net, cfg in extra:
             if net["driver"] in ("host", "null"):
                 raise InvalidParameter(f"container cannot be connected to network {net['name']} "
                                        f"of driver {net['driver']} with others")
-            self._link(cid, net, cfg or {})
+            self._link(cid, net, cfg or {}, durable)
 
     def _find(self, ref: str) -> Any:
         try:

@@ -84,7 +84,7 @@ class NetworkAttacher(Protocol):
     start, detach at exit, forget at removal; rename keeps its DNS names current."""
 
     async def declare(self, cid: str, network_mode: str, endpoints_config: dict[str, Any] | None,
-                      links: list[str] | None = None) -> None: ...
+                      links: list[str] | None = None, durable: bool = True) -> None: ...
     async def attach(self, cid: str, name: str, hostname: str, network_mode: str,
                      endpoints_config: dict[str, Any], port_bindings: dict[str, Any],
                      exposed_ports: dict[str, Any], publish_all: bool, dns: list[str],
