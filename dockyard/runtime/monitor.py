@@ -713,9 +713,13 @@ class Monitor:
         cgroups.forget(cid)  # files kept open by stats samples: not across the cgroup's removal
         if force and (self.record_dir / f"{cid}.json").exists():
             # what a runc create killed before it finished left (a daemon restarted since could not see
-            # it happen): runc may not know the container, and its init holds conmon up
+            # it happen): runc may not know the container, and its init holds conmon up. Not after a
+            # create that finished (its last step wrote the pid file), where _kill_left_by_create finds
+            # nothing to do, after ~0.4 ms of /proc reads with conmon still up (every `run --rm`'s exit).
             with contextlib.suppress(NotFound, ValueError):
-                await self._kill_left_by_create(cid, self.bundle(cid))
+                bundle = self.bundle(cid)
+                if not (bundle / "pidfile").exists():
+                    await self._kill_left_by_create(cid, bundle)
         if (self.record_dir / f"{cid}.json").exists() and not self._delete_stopped(cid):
             rc, _, err = await self._runtime(cid, "delete", *(["--force"] if force else []), cid, check=False,
                                              why="the runtime's state and the container's cgroup go")
