@@ -754,7 +754,11 @@ class Monitor:
                 except OSError as e:  # EBUSY: a process or a child cgroup is still there
                     s.result = f"{path}: {e.strerror}: left to runc delete"
                     return False
-            shutil.rmtree(state_dir, ignore_errors=True)
+            try:  # what runc leaves there once a container ran: its state.json alone (start took the fifo)
+                (state_dir / "state.json").unlink()
+                state_dir.rmdir()
+            except OSError:  # more in it (never started: the fifo), or gone already
+                shutil.rmtree(state_dir, ignore_errors=True)
         return True
 
     def _rmdir_cgroups_left(self, cid: str) -> None:
