@@ -186,6 +186,9 @@ class Builder:
                 log.exception("build failed")
                 err = {"errorDetail": {"message": describe(e)}, "error": describe(e)}
             finally:
+                if run.index is not None and run.index.extractor is not None:
+                    with contextlib.suppress(Exception):  # nothing may still write into `work` below
+                        await asyncio.to_thread(run.index.extracted)
                 await run.removed()
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.cache.touch, run.hits)
@@ -334,8 +337,11 @@ class _Run:
 
     async def spool(self, body: AsyncIterator[bytes]) -> None:
         """Spool the context tar to disk, indexing it on the way (a worker thread does both)."""
+        # extracted as it arrives: a spool written, read back and extracted cost a second write of every
+        # byte (the dearest part of a big build here: the kernel filling fresh page-cache pages)
         idx = self.index = ContextIndex(self.work / "context.tar", self.b.hash_memo,
-                                        {self.opts.dockerfile or "Dockerfile", ".dockerignore"})
+                                        {self.opts.dockerfile or "Dockerfile", ".dockerignore"},
+                                        extract_to=self.ctx)
         try:
             async for chunk in body:
                 if not idx.put_nowait(chunk):  # the worker is behind: wait, never buffer it all
@@ -352,7 +358,10 @@ class _Run:
                 return
             assert self.index is not None
             try:
-                await asyncio.to_thread(bctx.extract_context, self.index.tar_path, self.ctx)
+                if self.index.extractor is not None:
+                    await asyncio.to_thread(self.index.extracted)
+                else:
+                    await asyncio.to_thread(bctx.extract_context, self.index.tar_path, self.ctx)
             except DockyardError as e:
                 raise BuildError(f"failed to read the build context: {e.message}") from None
             for name in self.dropped:

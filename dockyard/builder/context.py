@@ -305,6 +305,19 @@ def _copy_data(sfd: int, dfd: int, size: int) -> None:
     except OSError as e:
         if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise
+    # Across filesystems (the context on ext4, the step's rootfs an overlay mount: EXDEV above) sendfile
+    # still copies inside the kernel: one copy of each page, none through Python.
+    try:
+        while left > 0:
+            n = os.sendfile(dfd, sfd, size - left, min(left, 1 << 30))
+            if n == 0:
+                return
+            left -= n
+        return
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    os.lseek(sfd, size - left, os.SEEK_SET)
     while left > 0 and (chunk := os.read(sfd, min(left, 1 << 20))):
         view = memoryview(chunk)
         while view:

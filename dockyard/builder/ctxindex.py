@@ -1,5 +1,7 @@
-"""The build context as it streams in: spooled to disk as a tar and indexed on the way, so the
-COPY cache keys come from the index and the context is extracted only if some step misses.
+"""The build context as it streams in: indexed on the way, so the COPY cache keys come from the
+index, and either spooled to disk as a tar (extracted only if some step misses) or, with
+`extract_to`, extracted as it arrives by a thread of its own: each byte is then written once
+(the context's files) instead of twice (the spool, then the files), and read back never.
 
 The index hashes each regular file's bytes as they pass (memoised across builds by the tar
 header's name, size, mtime, mode and owner, so an unchanged rebuild never rehashes) and
@@ -11,9 +13,11 @@ extracts the context and works on disk, as before.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import io
+import os
 import posixpath
 import queue
 import stat
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dockyard.builder import context as bctx
-from dockyard.store.layers import decompressed
+from dockyard.store.layers import apply_layer, decompressed
 
 _CHUNK = 1 << 20
 _KEEP = 1 << 20  # keep the bytes of small files the build reads itself (the Dockerfile)
@@ -80,7 +84,7 @@ class HashMemo:
 class _Tee(io.RawIOBase):
     """Chunks from a queue (None ends them) read as a stream, each also written to `out`."""
 
-    def __init__(self, q: queue.Queue[bytes | None], out: IO[bytes]) -> None:
+    def __init__(self, q: queue.Queue[bytes | None], out: IO[bytes] | _Extractor) -> None:
         self.q, self.out = q, out
         self.buf = memoryview(b"")
         self.eof = False
@@ -112,13 +116,102 @@ class _Tee(io.RawIOBase):
             self.readinto(bytearray(1))
 
 
+class _QueueReader(io.RawIOBase):
+    """Chunks from a queue (None ends them) as a raw stream. Thread-safe: apply_layer's reader
+    thread may still be in a read when the extraction fails and `drain` empties the queue."""
+
+    def __init__(self, q: queue.Queue[bytes | None]) -> None:
+        self.q = q
+        self.buf = memoryview(b"")
+        self.eof = False
+        self._lock = threading.Lock()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        with self._lock:
+            while not self.buf and not self.eof:
+                chunk = self.q.get()
+                if chunk is None:
+                    self.eof = True
+                else:
+                    self.buf = memoryview(chunk)
+            n = min(len(b), len(self.buf))
+            b[:n] = self.buf[:n]
+            self.buf = self.buf[n:]
+            return n
+
+    def drain(self) -> None:
+        with self._lock:
+            while not self.eof:
+                self.eof = self.q.get() is None
+            self.buf = memoryview(b"")
+
+
+class _Extractor:
+    """The context tar's chunks extracted into `dest` as they come (by `apply_layer`, with its
+    checks: no escapes, no device nodes) on a thread of its own; `join` waits and raises what the
+    extraction raised. A plain tar that stops after its last file's data (docker's CLI sends such
+    with `build -f- DIR`) gets its padding and end blocks, as `context.extract_context` adds them."""
+
+    _DEPTH = 16  # chunks in flight (the index's queue holds as many more)
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, 0o755)  # not the umask's: the root's mode is hashed (a "./" entry overrides it)
+        self.q: queue.Queue[bytes | None] = queue.Queue(self._DEPTH)
+        self.size = 0
+        self.head = b""  # the first block: a plain tar or not
+        self.error: BaseException | None = None
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="build-context-extract", daemon=True)
+        self._thread.start()
+
+    def write(self, chunk: bytes) -> None:
+        if len(self.head) < 512:
+            self.head += chunk[:512 - len(self.head)]
+        self.size += len(chunk)
+        self.q.put(chunk)
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.size and self.head[257:262] == b"ustar":
+            self.q.put(b"\0" * (-self.size % 512 + 1024))  # zero blocks after a proper end change nothing
+        self.q.put(None)
+
+    def join(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        reader = _QueueReader(self.q)
+        try:
+            first = self.q.get()
+            if first is None:
+                reader.eof = True
+                return  # an empty context: an empty dir
+            reader.buf = memoryview(first)
+            apply_layer(reader, self.dest, hashed=False)  # type: ignore[arg-type]  # a raw stream will do
+        except BaseException as e:  # noqa: BLE001 - reported by join()
+            self.error = e
+        finally:
+            reader.drain()  # the feeder must never block on a queue nobody reads
+
+
 class ContextIndex:
     """Feed it the context's chunks (`put`), then `finish()`; afterwards `usable` says whether
-    `sources`/`hash` can answer, and the tar is at `tar_path` for extraction."""
+    `sources`/`hash` can answer, and the tar is at `tar_path` for extraction, or (with
+    `extract_to`) its files are in that dir once `extracted()` returns."""
 
     def __init__(self, tar_path: Path, memo: HashMemo, keep: set[str] = frozenset(),  # type: ignore[assignment]
-                 started: float | None = None) -> None:
+                 started: float | None = None, extract_to: Path | None = None) -> None:
         self.tar_path = tar_path
+        self.extractor = _Extractor(extract_to) if extract_to is not None else None
         self.started = time.time() if started is None else started
         self.memo = memo
         self.keep = {_norm(k) for k in keep}
@@ -146,11 +239,18 @@ class ContextIndex:
         if self.error is not None:
             raise self.error
 
+    def extracted(self) -> None:
+        """Wait for the extraction into `extract_to` to finish; raises what it raised."""
+        assert self.extractor is not None
+        self._thread.join()
+        self.extractor.join()
+
     # ------------------------------------------------------------ the worker thread
     def _consume(self) -> None:
         tee: _Tee | None = None
         try:
-            with open(self.tar_path, "wb") as out:
+            with contextlib.ExitStack() as stack:
+                out = self.extractor if self.extractor is not None else stack.enter_context(open(self.tar_path, "wb"))
                 tee = _Tee(self.q, out)
                 try:
                     self._index(tee)
@@ -165,6 +265,9 @@ class ContextIndex:
             if tee is None or not tee.eof:
                 while self.q.get() is not None:  # discard the rest: the producer must never block
                     pass
+        finally:
+            if self.extractor is not None:
+                self.extractor.end()
 
     def _index(self, tee: _Tee) -> None:
         raw = io.BufferedReader(tee, _CHUNK)

@@ -148,8 +148,9 @@ class _Pipe(io.RawIOBase):
 
     _DEPTH = 8  # chunks in flight
 
-    def __init__(self, f: IO[bytes]) -> None:
+    def __init__(self, f: IO[bytes], hashed: bool = True) -> None:
         self.hash = hashlib.sha256()
+        self._hashed = hashed
         self._q: queue.Queue[memoryview | BaseException | None] = queue.Queue(self._DEPTH)
         self._stop = threading.Event()
         self._buf = memoryview(b"")
@@ -166,7 +167,8 @@ class _Pipe(io.RawIOBase):
                 chunk = src.read(_CHUNK)
                 if not chunk:
                     break
-                self.hash.update(chunk)
+                if self._hashed:
+                    self.hash.update(chunk)
                 self._put(memoryview(chunk))
             item = None
         except BaseException as e:  # handed to the reader, which raises it
@@ -561,10 +563,11 @@ TAR_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError, EOFError, zstandard.ZstdError, lzma.LZMAError, gzip.BadGzipFile, *_DECOMPRESS_ERRORS)
 
 
-def apply_layer(fileobj: IO[bytes], dest: Path | int) -> LayerInfo:
+def apply_layer(fileobj: IO[bytes], dest: Path | int, *, hashed: bool = True) -> LayerInfo:
     """Extract a (gzip/zstd/plain) layer tar into the directory `dest` (a path of ours, or a
-    directory fd resolved safely in an image's tree); returns its diff_id."""
-    pipe = _Pipe(fileobj)
+    directory fd resolved safely in an image's tree); returns its diff_id (with `hashed` False,
+    e.g. for a build context whose hash nobody needs, the stream is not hashed and diff_id is "")."""
+    pipe = _Pipe(fileobj, hashed)
     root_fd = os.dup(dest) if isinstance(dest, int) else safetree.open_top(dest)
     ap: _Applier | None = None
     try:
@@ -586,7 +589,7 @@ def apply_layer(fileobj: IO[bytes], dest: Path | int) -> LayerInfo:
             ap.dirs.clear()
         pipe.close()
         os.close(root_fd)
-    return LayerInfo("sha256:" + pipe.hash.hexdigest(), ap.size)
+    return LayerInfo("sha256:" + pipe.hash.hexdigest() if hashed else "", ap.size)
 
 
 def diff_id_of(fileobj: IO[bytes]) -> str:

@@ -139,3 +139,76 @@ def test_spool_failure_is_reported_and_never_blocks_the_producer(tmp_path: Path)
     idx.put(None)
     with pytest.raises(FileNotFoundError):
         idx.join()
+
+
+def _walk_state(root: Path) -> dict[str, tuple[int, int, bytes | str]]:
+    out: dict[str, tuple[int, int, bytes | str]] = {}
+    for p in sorted(root.rglob("*")):
+        st = os.lstat(p)
+        body: bytes | str = os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else b""
+        out[str(p.relative_to(root))] = (st.st_mode, int(st.st_mtime), body)
+    return out
+
+
+@pytest.mark.parametrize("with_root", [False, True])
+def test_extract_as_it_arrives_equals_spool_and_extract(tmp_path: Path, with_root: bool) -> None:
+    src = tmp_path / "src-ctx"
+    src.mkdir()
+    _tree(src)
+    data = _tar(src, with_root)
+    spooled = _index(tmp_path, data)
+    ctx_a = tmp_path / "a"
+    bctx.extract_context(spooled.tar_path, ctx_a)
+    ctx_b = tmp_path / "b"
+    idx = ContextIndex(tmp_path / "never.tar", HashMemo(), keep={"Dockerfile"}, extract_to=ctx_b)
+    for i in range(0, len(data), 7000):
+        idx.put(data[i:i + 7000])
+    idx.put(None)
+    idx.join()
+    idx.extracted()
+    assert not (tmp_path / "never.tar").exists()  # nothing spooled
+    assert idx.usable and idx.file_bytes("Dockerfile") == b"FROM scratch\n"
+    assert _walk_state(ctx_b) == _walk_state(ctx_a)
+    assert os.stat(ctx_b).st_mode == os.stat(ctx_a).st_mode
+    names = idx.sources("data")
+    assert names is not None
+    assert hash_mixed(idx, names, [], "") == bctx.hash_sources([ctx_b / "data"], "")
+
+
+def _extract_only(tmp: Path, data: bytes, name: str) -> ContextIndex:
+    idx = ContextIndex(tmp / "never.tar", HashMemo(), extract_to=tmp / name)
+    for i in range(0, len(data), 4096):
+        idx.put(data[i:i + 4096])
+    idx.put(None)
+    idx.join()
+    return idx
+
+
+def test_extract_as_it_arrives_takes_a_tar_without_its_end(tmp_path: Path) -> None:
+    """docker's CLI (`build -f- DIR`) stops right after the last file's data: no padding, no end blocks."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        ti = tarfile.TarInfo("f.txt")
+        ti.size = 5
+        tf.addfile(ti, io.BytesIO(b"hello"))
+    cut = buf.getvalue()[:512 + 5]
+    idx = _extract_only(tmp_path, cut, "c")
+    idx.extracted()
+    assert (tmp_path / "c" / "f.txt").read_bytes() == b"hello"
+    empty = _extract_only(tmp_path, b"", "e")
+    empty.extracted()
+    assert list((tmp_path / "e").iterdir()) == []
+
+
+def test_extract_as_it_arrives_reports_a_bad_tar_and_never_blocks(tmp_path: Path) -> None:
+    from dockyard.errors import InvalidParameter
+
+    dev = io.BytesIO()
+    with tarfile.open(fileobj=dev, mode="w") as tf:
+        ti = tarfile.TarInfo("../escape")
+        tf.addfile(ti, io.BytesIO(b""))
+    # the bad entry first, then far more than the queues hold: the feeder must never wait for ever
+    idx = _extract_only(tmp_path, dev.getvalue()[:512] + b"\0" * (64 << 20), "bad")
+    with pytest.raises(InvalidParameter):
+        idx.extracted()
+    assert not (tmp_path / "escape").exists()
