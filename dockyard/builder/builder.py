@@ -52,7 +52,7 @@ from dockyard.services.images import Image, ImageService
 from dockyard.store import overlay, safetree
 from dockyard.store.db import Database
 from dockyard.store.snapshots import chain_ids
-from dockyard.store.snapshotter import OverlaySnapshotter, mounted
+from dockyard.store.snapshotter import OverlaySnapshotter, driver, mounted
 from dockyard.util import gitref
 from dockyard.util.dockerignore import PatternMatcher, build_files_to_drop
 from dockyard.util.fs import mark_topdir
@@ -1348,15 +1348,23 @@ class _Run:
                     uid, gid = owner if owner is not None else bctx.parse_chown(root, chown) if chown else (0, 0)
                     wd = state.config.get("WorkingDir") or "/"
                     local = [p for p in sources if p not in url_files]
-                    if parents:
-                        for p in local:
-                            rel = posixpath.normpath(rels.get(p, p.name))
-                            into = rel if p.is_dir() and not p.is_symlink() else posixpath.dirname(rel)
-                            bctx.copy_into([p], root, posixpath.join(dest, into) + "/", wd, uid=uid, gid=gid,
-                                           mode=mode, extract_tars=(c == "add"), exclude=exclude)
-                    elif local:
-                        bctx.copy_into(local, root, dest, wd, uid=uid, gid=gid, mode=mode, extract_tars=(c == "add"),
-                                       exclude=exclude)
+                    # the context's files go into the layer by hard link where they can: their bytes
+                    # were written once, by the context's extraction (see bctx.Linker)
+                    linker = bctx.Linker(root, self.snapshots.upper(step), self.ctx) \
+                        if src_root == self.ctx and local and driver() == "overlay" else None
+                    try:
+                        if parents:
+                            for p in local:
+                                rel = posixpath.normpath(rels.get(p, p.name))
+                                into = rel if p.is_dir() and not p.is_symlink() else posixpath.dirname(rel)
+                                bctx.copy_into([p], root, posixpath.join(dest, into) + "/", wd, uid=uid, gid=gid,
+                                               mode=mode, extract_tars=(c == "add"), exclude=exclude, linker=linker)
+                        elif local:
+                            bctx.copy_into(local, root, dest, wd, uid=uid, gid=gid, mode=mode,
+                                           extract_tars=(c == "add"), exclude=exclude, linker=linker)
+                    finally:
+                        if linker is not None:
+                            linker.close()
                     if url_files:
                         bctx.copy_into(url_files, root, dest if len(sources) == 1 else dest.rstrip("/") + "/", wd,
                                        uid=uid, gid=gid, mode=mode)

@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import os
 import posixpath
+import secrets
 import shutil
 import stat
 import tarfile
@@ -196,8 +197,88 @@ def _walk(top: Path) -> list[Path]:
     return out
 
 
+class Linker:
+    """COPY without writing the bytes again: a regular file of the build's own context whose owner,
+    mode and xattrs already are what the copy would give it is hard-linked into the step's overlay
+    upper dir, in place of the empty file overlay has just made for it there, instead of being copied.
+
+    Safe because nothing writes those inodes afterwards: the context is the daemon's own (extracted for
+    this build, only ever bound read-only into a step, unlinked with the build's dir), a layer's
+    snapshot is a read-only lowerdir, and a container's change to such a file is a copy-up. A source
+    inode is linked once per step (a second name of it is copied, as before: a layer tar would
+    otherwise hold a hard link entry). Anything unexpected falls back to the copy."""
+
+    def __init__(self, root: Path, upper: Path, sources_under: Path) -> None:
+        self.root = os.path.realpath(root)  # the mounted tree the copy resolves its destinations in
+        self.under = os.path.realpath(sources_under)
+        self.upper_top = safetree.open_top(upper)
+        self.dev = os.fstat(self.upper_top).st_dev
+        self.dirs: dict[str, int] = {}  # relative dir -> an fd of it in the upper dir (-1: none)
+        self.linked: set[tuple[int, int]] = set()
+        self.count = 0
+
+    def allows(self, src: Path) -> bool:
+        """Whether `src` (a source COPY names) lies in the context."""
+        real = os.path.realpath(src.parent) + "/" + src.name
+        return real == self.under or real.startswith(self.under + "/")
+
+    def close(self) -> None:
+        for fd in self.dirs.values():
+            if fd >= 0:
+                os.close(fd)
+        self.dirs.clear()
+        os.close(self.upper_top)
+
+    def _upper_dir(self, dir_fd: int) -> int:
+        path = os.readlink(f"/proc/self/fd/{dir_fd}")
+        if path != self.root and not path.startswith(self.root + "/"):
+            return -1
+        rel = path[len(self.root):].strip("/")
+        fd = self.dirs.get(rel)
+        if fd is None:
+            try:
+                fd = safetree.open_dir(self.upper_top, rel.split("/") if rel else [])
+            except OSError:
+                fd = -1
+            self.dirs[rel] = fd
+        return fd
+
+    def link(self, sfd: int, st: os.stat_result, dir_fd: int, name: str, made_fd: int, uid: int, gid: int,
+             mode: Chmod | None) -> bool:
+        """Put the source `sfd` (fstat `st`) as `name` in `dir_fd`, where `made_fd` is the empty file
+        just made there through the mount; False (nothing changed) when it must be copied."""
+        key = (st.st_dev, st.st_ino)
+        if (st.st_dev != self.dev or (st.st_uid, st.st_gid) != (uid, gid) or key in self.linked
+                or (mode is not None and mode(st.st_mode, False) != stat.S_IMODE(st.st_mode))
+                or any(not k.startswith(_COPIED_XATTRS) for k in os.listxattr(sfd))):
+            return False
+        udir = self._upper_dir(dir_fd)
+        if udir < 0:
+            return False
+        try:  # the upper dir's entry must be the very file the mount made
+            if os.stat(name, dir_fd=udir, follow_symlinks=False).st_ino != os.fstat(made_fd).st_ino:
+                return False
+        except OSError:
+            return False
+        tmp = f".dockyard-link-{secrets.token_hex(6)}"
+        try:
+            os.link(f"/proc/self/fd/{sfd}", tmp, dst_dir_fd=udir, follow_symlinks=True)  # the inode we checked
+        except OSError:
+            return False
+        try:
+            os.rename(tmp, name, src_dir_fd=udir, dst_dir_fd=udir)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=udir)
+            return False
+        self.linked.add(key)
+        self.count += 1
+        return True
+
+
 def copy_into(sources: list[Path], root: Path, dest: str, workdir: str, *, uid: int = 0, gid: int = 0,
-              mode: Chmod | None = None, extract_tars: bool = False, exclude: Exclude | None = None) -> None:
+              mode: Chmod | None = None, extract_tars: bool = False, exclude: Exclude | None = None,
+              linker: Linker | None = None) -> None:
     """COPY/ADD semantics: a directory's contents are copied; several sources or a trailing '/'
     make `dest` a directory; a local tar is unpacked for ADD.
 
@@ -229,14 +310,15 @@ def copy_into(sources: list[Path], root: Path, dest: str, workdir: str, *, uid: 
             into_dir = (src.is_dir() and not src.is_symlink()) or (extract_tars and _is_tar(src)) or dest_is_dir
             parent, name = (target_path, src.name) if into_dir else posixpath.split(target_path)
             dfd = safetree.resolve_dir(top, parent, mkdir)
+            lk = linker if linker is not None and linker.allows(src) else None
             try:
                 if src.is_dir() and not src.is_symlink():
-                    _copy_tree(src, dfd, uid, gid, mode, exclude)
+                    _copy_tree(src, dfd, uid, gid, mode, exclude, lk)
                 elif extract_tars and _is_tar(src):
                     with open(src, "rb") as f:
                         apply_layer(f, dfd)
                 else:
-                    _copy_one(src, dfd, name, uid, gid, mode)
+                    _copy_one(src, dfd, name, uid, gid, mode, lk)
             finally:
                 os.close(dfd)
     except NotADirectoryError as e:
@@ -269,7 +351,8 @@ def _remove(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def _copy_one(src: Path, dir_fd: int, name: str, uid: int, gid: int, mode: Chmod | None) -> None:
+def _copy_one(src: Path, dir_fd: int, name: str, uid: int, gid: int, mode: Chmod | None,
+              linker: Linker | None = None) -> None:
     """The context file or link `src` as `name` in `dir_fd`, replacing what is there."""
     _remove(dir_fd, name)
     if src.is_symlink():
@@ -278,15 +361,17 @@ def _copy_one(src: Path, dir_fd: int, name: str, uid: int, gid: int, mode: Chmod
         return
     sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        _write_copy(sfd, os.fstat(sfd), dir_fd, name, uid, gid, mode)
+        _write_copy(sfd, os.fstat(sfd), dir_fd, name, uid, gid, mode, linker)
     finally:
         os.close(sfd)
 
 
 def _write_copy(sfd: int, st: os.stat_result, dir_fd: int, name: str, uid: int, gid: int,
-                mode: Chmod | None) -> None:
+                mode: Chmod | None, linker: Linker | None = None) -> None:
     dfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
+        if linker is not None and linker.link(sfd, st, dir_fd, name, dfd, uid, gid, mode):
+            return
         _copy_data(sfd, dfd, st.st_size)
         _set_attrs(dfd, sfd, st, uid, gid, mode)
     finally:
@@ -336,7 +421,7 @@ def _set_attrs(dfd: int, sfd: int, st: os.stat_result, uid: int, gid: int, mode:
 
 
 def _copy_tree(src: Path, dst_fd: int, uid: int, gid: int, mode: Chmod | None,
-               exclude: Exclude | None = None) -> None:
+               exclude: Exclude | None = None, linker: Linker | None = None) -> None:
     """The contents of the directory `src` into the directory `dst_fd`, both walked by fd."""
     sfd = safetree.open_top(src)
     stack: list[tuple[str, int]] = [("", os.dup(dst_fd))]  # destination dirs down to the current entry
@@ -373,7 +458,7 @@ def _copy_tree(src: Path, dst_fd: int, uid: int, gid: int, mode: Chmod | None,
                 _remove(pfd, e.name)
                 rfd = e.open()
                 try:
-                    _write_copy(rfd, e.st, pfd, e.name, uid, gid, mode)
+                    _write_copy(rfd, e.st, pfd, e.name, uid, gid, mode, linker)
                 finally:
                     os.close(rfd)
     finally:
