@@ -541,7 +541,7 @@ class _SimpleConnection(asyncio.Protocol):
         head = simple.response_head(result.status, headers)
         if head is None:
             return None
-        return head if no_body or not result.body else head + result.body
+        return head if no_body or not result.body or req.method == "HEAD" else head + result.body
 
     async def _writable(self) -> None:
         """Until the client has taken enough of what was written (idle_timeout: one that stopped reading)."""

@@ -165,6 +165,39 @@ def test_simple_requests_and_handed_over_ones_share_a_kept_alive_connection() ->
     assert data.endswith(b"hello")
 
 
+def test_a_head_request_is_answered_simply_with_the_head_h11_sends(monkeypatch: Any) -> None:
+    """The docker CLI's first request, `HEAD /_ping`, is the simple path's (h11 took it, and the rest of
+    its connection with it): the head h11 sends, a GET's Content-Length and no body, kept alive."""
+    from dockyard.http import server as server_mod
+
+    handed: list[bool] = []
+    real = server_mod._SimpleConnection._hand_over
+
+    def counted(self: Any, pending: Any = None) -> None:
+        handed.append(True)
+        real(self, pending)
+
+    monkeypatch.setattr(server_mod._SimpleConnection, "_hand_over", counted)
+    requests = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    def simple_client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(requests)
+            return _read_all(s)
+
+    def h11_client(port: int) -> bytes:  # a body first: the connection is h11's from there on
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na" + requests)
+            return _read_all(s)
+
+    simple_answer = _serve(_mixed, simple_client)
+    assert not handed, "the HEAD went to h11"
+    assert simple_answer.startswith(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 5\r\n\r\n"
+                                    b"HTTP/1.1 200 OK\r\n")  # no body after the HEAD's head
+    assert simple_answer.endswith(b"\r\n\r\nhello") and simple_answer.count(b"hello") == 1
+    assert simple_answer == _serve(_mixed, h11_client).split(b"got 1", 1)[1]
+
+
 def test_a_simple_request_hijacked_keeps_the_bytes_sent_after_its_head() -> None:
     def client(port: int) -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:

@@ -19,11 +19,12 @@ def test_the_docker_clis_request() -> None:
     h = simple.parse_head(b"POST /containers/x/start HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n"
                           b"X-A: 1\r\nx-a:  2 \r\nConnection: close\r\n\r\n")
     assert h is not None and h.headers["x-a"] == "1, 2" and not h.keep_alive
+    h = simple.parse_head(b"HEAD /_ping HTTP/1.1\r\nHost: api.moby.localhost\r\n\r\n")  # every CLI command's first
+    assert h is not None and (h.method, h.target) == ("HEAD", "/_ping")
 
 
 @pytest.mark.parametrize("head", [
     b"GET / HTTP/1.0\r\nHost: d\r\n\r\n",  # 1.0's keep-alive rules: h11's
-    b"HEAD / HTTP/1.1\r\nHost: d\r\n\r\n",
     b"GET / HTTP/1.1\r\n\r\n",  # no Host: h11 says 400
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\n\r\n",  # a body
