@@ -7,6 +7,7 @@ monitor's exit file, and one idempotent `finalize_exit` turns it into state, cle
 from __future__ import annotations
 
 import asyncio
+import bisect
 import builtins
 import functools
 import json
@@ -275,7 +276,10 @@ class ContainerService:
         # state_of: `docker stats` of 500 containers asked for each row twice, ~15 µs a query).
         self._briefs: dict[str, tuple[str, str, str, int]] = {}
         self._briefs_mark: int | None = None
-        self._briefs_listed = False  # the list's rows are in _briefs
+        self._briefs_listed = False  # the list's rows are in _briefs: it holds every container
+        # With _briefs_listed: _briefs by name, and its ids sorted (a ref that is a name or an id prefix,
+        # as the docker CLI's stats asks: each missed the dict and cost three queries).
+        self._briefs_index: tuple[dict[str, tuple[str, str, str, int]], builtins.list[str]] | None = None
         # Awaited before a user's start takes the container's lock (a pod member's infra starts first).
         self.before_start: list[Callable[[Container], Awaitable[None]]] = []
 
@@ -338,8 +342,11 @@ class ContainerService:
         """(id, name, state, pid) of the container a ref names, as get() finds it, without decoding its
         row's documents (stats: the docker CLI asks for each running container at once)."""
         briefs = self._brief_rows()
-        if briefs is not None and (b := briefs.get(ref)) is not None:  # a full id: get()'s first lookup
-            return b
+        if briefs is not None:
+            if (b := briefs.get(ref)) is not None:  # a full id: get()'s first lookup
+                return b
+            if self._briefs_listed:  # every row is in it: the rest of get()'s lookups are made here
+                return self._brief_by_name_or_prefix(briefs, ref)
         r = self._row(ref, "id, name, state, pid")
         b = (r["id"], r["name"], r["state"], r["pid"])
         if briefs is not None:
@@ -355,12 +362,31 @@ class ContainerService:
         if mark is None:
             return None
         if mark != self._briefs_mark:
-            self._briefs, self._briefs_mark, self._briefs_listed = {}, mark, False
+            self._briefs, self._briefs_mark, self._briefs_listed, self._briefs_index = {}, mark, False, None
         if not self._briefs_listed and (listed := self._listed_mark) is not None and listed[0] == mark:
             # The list was read at this mark too (`docker stats` lists, then asks for each): its rows serve.
             self._briefs_listed = True
             self._briefs.update((e.c.id, (e.c.id, e.c.name, e.c.state, e.c.pid)) for e in self._listed_order)
         return self._briefs
+
+    def _brief_by_name_or_prefix(self, briefs: dict[str, tuple[str, str, str, int]],
+                                 ref: str) -> tuple[str, str, str, int]:
+        """_row's lookups after the full id's, in `briefs` when it holds every container."""
+        if self._briefs_index is None:
+            self._briefs_index = {b[1]: b for b in briefs.values()}, sorted(briefs)
+        names, ids = self._briefs_index
+        if not ref:
+            raise no_such_container(ref)
+        b = names.get(ref.lstrip("/"))
+        if b is None and all(c in "0123456789abcdef" for c in ref):
+            i = bisect.bisect_left(ids, ref)
+            found = [x for x in ids[i:i + 2] if x.startswith(ref)]
+            if len(found) > 1:
+                raise InvalidParameter(f"multiple IDs found with provided prefix: {ref}")
+            b = briefs[found[0]] if found else None
+        if b is None:
+            raise no_such_container(ref)
+        return b
 
     def _row(self, ref: str, columns: str) -> Any:
         if not ref:

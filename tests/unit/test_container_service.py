@@ -556,22 +556,37 @@ def test_an_exit_whose_record_failed_keeps_its_code_at_the_retry(world: World, m
         assert (w.cs.get(cid).state, w.cs.get(cid).exit_code) == ("exited", 3)
 
 
-def test_brief_finds_a_container_as_get_does(world: World) -> None:
+@pytest.mark.parametrize("listed", [False, True])
+def test_brief_finds_a_container_as_get_does(world: World, listed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """listed: the list was read first (as `docker stats` does), so every lookup is made in memory."""
     async def t(w: World) -> None:
         a = (await w.cs.create(create_request({"Image": "busybox"}), name="alpha"))["Id"]
         await w.cs.start(a)
         b = (await w.cs.create(create_request({"Image": "busybox"}), name="beta"))["Id"]
-        for ref in (a, "alpha", "/alpha", a[:12]):
-            assert w.cs.brief(ref) == (a, "alpha", "running", w.cs.get(ref).pid) and w.cs.get(ref).id == a
-        assert w.cs.brief(b[:5]) == (b, "beta", "created", 0)
-        with pytest.raises(NotFound):
-            w.cs.brief("nosuch")
-        with pytest.raises(NotFound):
-            w.cs.brief("")
+        # a name that is hex and another container's id prefix: the name is found first, as get() finds it
+        c = (await w.cs.create(create_request({"Image": "busybox"}), name=b[:4]))["Id"]
         common = next((i for i in range(12) if a[i] != b[i]), 12)
+        refs = [a, "alpha", "/alpha", a[:12], b[:5], b[:4], "nosuch", "", "0" * 64, a[:common]]
+        found: list[Any] = []
+        for ref in refs:
+            try:
+                found.append(w.cs.get(ref).id)
+            except (NotFound, InvalidParameter) as e:
+                found.append(type(e))
+        assert found[:6] == [a, a, a, a, b, c] and found[6:9] == [NotFound] * 3
         if common:  # a prefix both ids start with names neither
-            with pytest.raises(InvalidParameter):
-                w.cs.brief(a[:common])
+            assert found[9] is InvalidParameter
+        if listed:
+            w.cs.list(all_=True)
+            monkeypatch.setattr(w.cs, "_row", None)  # no read of the database at all
+        for ref, want in zip(refs, found, strict=True):
+            if isinstance(want, str):
+                assert w.cs.brief(ref)[0] == want, ref
+            else:
+                with pytest.raises(want):
+                    w.cs.brief(ref)
+        assert w.cs.brief("alpha")[1:3] == ("alpha", "running") and w.cs.brief(b[:5])[1:] == ("beta", "created", 0)
+        monkeypatch.undo()
         await w.cs.kill(a)
         await w.settle()
 
@@ -622,6 +637,7 @@ def test_brief_and_state_of_read_a_row_once_and_never_show_a_stale_state(
         w.cs.list(all_=True)
         reads.clear()
         assert [w.cs.brief(x)[2] for x in (a, b)] == ["exited", "running"] and reads == []
+        assert w.cs.brief(b[:12])[0] == b and w.cs.brief("renamed")[0] == b and reads == []  # the CLI's short ids
         await w.cs.remove(a)
         with pytest.raises(NotFound):
             w.cs.brief(a)
