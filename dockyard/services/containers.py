@@ -272,6 +272,8 @@ class ContainerService:
         self._listed_rows: dict[str, _Listed] = {}
         self._listed_order: list[_Listed] = []  # every row, newest first, as of _listed_mark
         self._listed_mark: tuple[int, int] | None = None  # db.version() when _listed_order was read
+        # list_json's body without filters, by all_: (the _listed() list it was made of, until, body)
+        self._list_bodies: dict[bool, tuple[builtins.list[_Listed], float, bytes]] = {}
         # (id, name, state, pid) by full id, as of our connection's db.changes() == _briefs_mark (brief,
         # state_of: `docker stats` of 500 containers asked for each row twice, ~15 µs a query).
         self._briefs: dict[str, tuple[str, str, str, int]] = {}
@@ -1698,14 +1700,15 @@ class ContainerService:
         return out
 
     def _select(self, all_: bool, limit: int, filters: dict[str, builtins.list[str]] | None,
-                before: str | None, since: str | None) -> builtins.list[_Listed]:
-        """The containers a list shows, newest first."""
+                before: str | None, since: str | None,
+                listed: builtins.list[_Listed] | None = None) -> builtins.list[_Listed]:
+        """The containers a list shows, newest first (of `listed`, _listed()'s answer, if given)."""
         filters = dict(filters or {})
         if before:
             filters.setdefault("before", []).append(before)
         if since:
             filters.setdefault("since", []).append(since)
-        es = self._listed()
+        es = self._listed() if listed is None else listed
         if "before" in filters:
             ref = self.get(filters["before"][0])
             es = [e for e in es if e.c.created < ref.created]
@@ -1738,8 +1741,15 @@ class ContainerService:
         from dockyard.wire.container import ENCODER
 
         now = time.time()
+        listed = self._listed()
+        # `docker ps` (-a): the whole body is kept too, while the rows are those it was made of (the list
+        # object _listed() keeps while nothing was written) and no Status in it has changed with the time.
+        plain = not filters and not before and not since and limit <= 0
+        if plain and (kept := self._list_bodies.get(all_)) is not None and kept[0] is listed and now < kept[1]:
+            return kept[2]
         parts = []
-        for e in self._select(all_, limit, filters, before, since):
+        until = math.inf
+        for e in self._select(all_, limit, filters, before, since, listed):
             if e.entry is None or now >= e.until:
                 status, e.until = status_until(e.c, now)
                 if e.entry is None or status != e.status:
@@ -1749,8 +1759,12 @@ class ContainerService:
                         e.body = ENCODER(row)
                     e.status = status
                     e.entry = b'{"Names":%s,"Status":%s,%s' % (ENCODER(e.names), ENCODER(status), e.body[1:])
+            until = min(until, e.until)
             parts.append(e.entry)
-        return b"[" + b",".join(parts) + b"]\n"
+        body = b"[" + b",".join(parts) + b"]\n"
+        if plain:
+            self._list_bodies[all_] = (listed, until, body)
+        return body
 
     def matches(self, c: Container, filters: dict[str, builtins.list[str]]) -> bool:
         for key, values in filters.items():

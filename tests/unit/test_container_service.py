@@ -386,8 +386,9 @@ def test_the_list_sees_every_change_to_a_row_it_kept(world: World) -> None:
 
 def test_a_list_of_an_unchanged_database_reads_no_row_and_sees_every_change(
         world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The list keeps each entry encoded whole and reads nothing while the database is unchanged
-    (db.version()); every write, ours or another connection's, and the time in Status must still show."""
+    """The list keeps each entry encoded whole, and `docker ps`'s whole body, and reads nothing while the
+    database is unchanged (db.version()); every write, ours or another connection's, and the time in Status
+    must still show."""
     import sqlite3
 
     import dockyard.services.containers as containers_mod
@@ -415,6 +416,9 @@ def test_a_list_of_an_unchanged_database_reads_no_row_and_sees_every_change(
         reads.clear()
         again = w.cs.list_json(all_=True)
         assert reads == [] and json.loads(again) == list(first.values())  # nothing read, the same answer
+        # `docker ps` (-a) again: the body kept whole while no row changed and no Status moved with the time
+        assert w.cs.list_json(all_=True) is again and w.cs.list_json() is w.cs.list_json()
+        assert w.cs.list_json(all_=True, limit=1) is not w.cs.list_json(all_=True, limit=1)  # not for others
         assert first[a]["Status"] == "Up Less than a second"
         clock[0] += 75  # no write: the status text still moves with the time
         assert listed()[a]["Status"] == "Up About a minute" and reads == []
