@@ -711,6 +711,7 @@ class Monitor:
         from dockyard.runtime import cgroups
 
         cgroups.forget(cid)  # files kept open by stats samples: not across the cgroup's removal
+        conmon = self._conmon_pidfd(cid) if force else None
         if force and (self.record_dir / f"{cid}.json").exists():
             # what a runc create killed before it finished left (a daemon restarted since could not see
             # it happen): runc may not know the container, and its init holds conmon up. Not after a
@@ -726,9 +727,33 @@ class Monitor:
             if rc != 0 and "does not exist" not in err and "not exist" not in err:
                 raise classify(runtime_message(err))
             self._rmdir_cgroups_left(cid)
+        if conmon is not None:
+            # A created container's conmon (a start that failed after create, a create made ahead of its
+            # start and dropped) writes its exit file once the init is killed: waited for, so no exit
+            # file of this run comes after the delete (a next run's would take it for its own).
+            try:
+                await asyncio.wait_for(_readable(conmon), 5)
+            except TimeoutError:
+                pass
+            finally:
+                os.close(conmon)
         (self.exit_dir / cid).unlink(missing_ok=True)
         self._records.pop(cid, None)
         (self.record_dir / f"{cid}.json").unlink(missing_ok=True)
+
+    def _conmon_pidfd(self, cid: str) -> int | None:
+        """A pidfd on the container's conmon if it still runs, else None."""
+        pid = self.conmon_pid(cid)
+        if not pid:
+            return None
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        if not self.conmon_alive(cid):  # the pid was read before the pidfd: make sure it is ours
+            os.close(fd)
+            return None
+        return fd
 
     def _delete_stopped(self, cid: str) -> bool:
         """What `runc delete` does for a container none of whose processes is left (no hooks: we set

@@ -38,6 +38,7 @@ from dockyard.runtime.failures import exit_code_of
 from dockyard.runtime.signals import parse_signal
 from dockyard.services import container_config as cc
 from dockyard.services import links
+from dockyard.services.container_ahead import Ahead, Prepared
 from dockyard.services.events import EventBus
 from dockyard.services.seams import Attachment, ContainerRuntime, ImageLayers, NetworkAttacher
 from dockyard.store import initlayer, overlay
@@ -284,6 +285,8 @@ class ContainerService:
         self._briefs_index: tuple[dict[str, tuple[str, str, str, int]], builtins.list[str]] | None = None
         # Awaited before a user's start takes the container's lock (a pod member's infra starts first).
         self.before_start: list[Callable[[Container], Awaitable[None]]] = []
+        # A start's work begun right after its create, while the client's round trips go on.
+        self.ahead = Ahead(self)
 
     # ---------------------------------------------------------------- paths
     def lower_dirs(self, c: Container) -> list[Path]:
@@ -441,7 +444,9 @@ class ContainerService:
 
     def save(self, cid: str, **fields: Any) -> None:
         """Write fields of a container's row (for the services built on this one: io, health, exec).
-        Only what a reboot voids (state, pid, times, exit code) is written without the fsync."""
+        Only what a reboot voids (state, pid, times, exit code) is written without the fsync.
+        A start's work done ahead of it is dropped: it was made from the row as it was."""
+        self.ahead.invalidate(cid)
         cols = ", ".join(f"{k}=?" for k in fields)
         vals = [_column(v) for v in fields.values()]
         self.db.execute(f"UPDATE containers SET {cols} WHERE id=?", (*vals, cid),
@@ -561,6 +566,8 @@ class ContainerService:
             self.save(cid, mounts=docker_mounts)
             c = self.get(cid)
         self.emit(c, "create")
+        if verify:  # not the engine's own (a build's RUN sets its variables before the start)
+            self.ahead.begin(c)
         return {"Id": cid, "Warnings": []}
 
     def _prepare_dirs(self, cid: str, image_layers: list[Path]) -> None:
@@ -618,8 +625,10 @@ class ContainerService:
         rootfs = self.rootfs(c.id)
         steps: list[Callable[[], Any]] = []  # undo stack for a failed start
         try:
-            # One thread hop for both: each is a wakeup of a worker, milliseconds on a loaded machine.
-            await asyncio.to_thread(lambda: mount_all(self.snapshots.mounts(c.id, self.lower_dirs(c)), rootfs))
+            ahead = await self.ahead.take(c)  # what was done since the create, if it still holds
+            if ahead is None or not ahead.mounted:
+                # One thread hop for both: each is a wakeup of a worker, milliseconds on a loaded machine.
+                await asyncio.to_thread(lambda: mount_all(self.snapshots.mounts(c.id, self.lower_dirs(c)), rootfs))
             steps.append(lambda: overlay.unmount(rootfs))
             net = None
             link_env: list[str] = []
@@ -644,17 +653,20 @@ class ContainerService:
                 spec["process"]["env"] = [kv for kv in link_env if kv.partition("=")[0] not in own] + \
                     spec["process"]["env"]
             bundle = run_dir
-            with trace.step("file", f"write {bundle / 'config.json'}",
-                            "the OCI bundle: everything runc will do, from the container's config and flags") as s:
-                s.result = f"{(bundle / 'config.json').write_text(json.dumps(spec))} bytes"
-            stdin = c.config.open_stdin
-            create = self.runtime.create(
-                c.id, bundle, runtime=c.runtime, tty=c.config.tty,
-                log_path=None if self.log_driver(c) == "none" else str(self.log_path(c.id)),
-                log_max=cc.log_max_size(c.host_config.log_config), stdin=stdin,
-                leave_stdin_open=stdin and not c.config.stdin_once,
-                spec=spec,
-            )
+            spec_text = json.dumps(spec)
+            create_kw = self.create_kwargs(c)
+            if ahead is not None and ahead.pid and (ahead.spec_text != spec_text or ahead.create_kw != create_kw):
+                with trace.step("ahead", "the runc container made ahead is dropped",
+                                "its spec is not the start's (the container or another changed since)"):
+                    await self.ahead.undo(ahead, keep_mount=True)
+            if ahead is not None and ahead.pid:
+                create: Awaitable[int] = _ready(ahead.pid)
+                await asyncio.to_thread(self.ahead.adopt_files, ahead)
+            else:
+                with trace.step("file", f"write {bundle / 'config.json'}",
+                                "the OCI bundle: everything runc will do, from the container's config and flags") as s:
+                    s.result = f"{(bundle / 'config.json').write_text(spec_text)} bytes"
+                create = self.runtime.create(c.id, bundle, spec=spec, **create_kw)
             if net is not None and net.plumb is not None:
                 # runc create needs only the netns; the veths are wired meanwhile, before the process runs.
                 pid, _ = await _both(create, asyncio.to_thread(net.plumb))
@@ -718,6 +730,14 @@ class ContainerService:
         self.emit(c, "start")
         for on_started in self.on_started:
             on_started(c)
+
+    def create_kwargs(self, c: Container) -> dict[str, Any]:
+        """The runtime create's options but the bundle and spec (what a create made ahead must match)."""
+        stdin = c.config.open_stdin
+        return dict(runtime=c.runtime, tty=c.config.tty,
+                    log_path=None if self.log_driver(c) == "none" else str(self.log_path(c.id)),
+                    log_max=cc.log_max_size(c.host_config.log_config), stdin=stdin,
+                    leave_stdin_open=stdin and not c.config.stdin_once)
 
     def _network_args(self, c: Container) -> dict[str, Any]:
         hc, cfg = c.host_config, c.config
@@ -922,6 +942,10 @@ class ContainerService:
             # on a disk where they live (the exec root, a tmpfs, and the cgroup fs); a thread hop was
             # ~0.2 ms idle and 1-2 ms at load 8, on the way to `run --rm`'s answer.
             found, oom = self._exit_status(c, lv.unrecorded_exit is None)
+            if found is None and lv.unrecorded_exit is None and self.runtime.conmon_alive(cid):
+                # No exit file, and the container's conmon runs: a stale report (the exit file of a
+                # runtime container dropped before this run, removed since), not this run's exit.
+                return
             if found is not None:
                 code = found
             elif lv.unrecorded_exit is not None:
@@ -1286,6 +1310,7 @@ class ContainerService:
         if link:
             return self._remove_link(ref)
         c = self.get(ref)
+        await self.ahead.discard(c.id)
         lv = self.live(c.id)
         if c.running:
             if not force:
@@ -1375,7 +1400,9 @@ class ContainerService:
             trace.drop(f"container:{cid}")  # the unmount's record, made after the removal dropped the rest
 
     async def settle(self) -> None:
-        """At the daemon's stop: removed containers' dirs still being unmounted and removed go first."""
+        """At the daemon's stop: removed containers' dirs still being unmounted and removed go first, and
+        starts' work done ahead is undone."""
+        await self.ahead.discard_all()
         if self._emptying:
             await asyncio.wait(builtins.list(self._emptying))
 
@@ -1471,11 +1498,15 @@ class ContainerService:
                 self.save(c.id, state="exited")
                 continue
             if not c.running:
-                if self.networks is not None and (self.networks.has_sandbox(c.id) or self.networks.netns_left(c.id)):
-                    # A start (or exit) the crash cut short: its netns, veths and addresses, perhaps a
-                    # runtime container and its mounts, are there for a container that does not run.
+                if (self.networks is not None and (self.networks.has_sandbox(c.id) or self.networks.netns_left(c.id))) \
+                        or self.runtime.conmon_pid(c.id):
+                    # A start (or exit) the crash cut short, or a start's work begun ahead at create: its
+                    # netns, veths and addresses, perhaps a runtime container and its mounts, are there for
+                    # a container that does not run.
                     log.info("container %s: releasing what a start cut short by the crash left", c.id[:12])
                     await self._cleanup_runtime(c)
+                    if not c.started_at:  # and the bundle's files: a created container has none
+                        await self.ahead.undo(Prepared(c.id, mounted=True, netns=True, files=True))
                 continue
             if c.boot_id != self.boot_id:
                 await self._cleanup_runtime(c)
@@ -1550,6 +1581,7 @@ class ContainerService:
     def networks_changed(self, cid: str) -> None:
         """`network connect/disconnect` changed a container's networks: a running one's settings in its row
         (written at start, shown by the list; inspect asks the network service) become the live ones."""
+        self.ahead.invalidate(cid)
         if self.networks is None:
             return
         ns = self.networks.settings(cid)
@@ -1832,6 +1864,10 @@ async def _settle(fut: asyncio.Future[Any]) -> None:
             continue
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("a cancelled start or create ended in an error: %s", fut.exception())
+
+
+async def _ready(value: T) -> T:
+    return value
 
 
 async def _both(a: Awaitable[Any], b: Awaitable[Any]) -> tuple[Any, Any]:
