@@ -37,8 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dockyard.containers")
 
-# A `docker create` with no start keeps a conmon and a runc init this long at most.
+# A `docker create` with no start keeps a conmon and a runc init this long (after runc create) at most.
 TIMEOUT = 2.0
+# At most this many at once: a burst of creates whose starts come later (compose up, a script creating
+# hundreds) would otherwise hold as many runc inits, and make each one twice once they time out.
+LIMIT = 4
 # The runtime's files a speculative create leaves in the bundle (besides the rootfs mount point).
 _NET_FILES = ("hosts", "resolv.conf", "hostname")
 _BUNDLE_FILES = ("config.json", "pidfile", "conmon.pid", "conmon.log", "attach", "ctl", "winsz", "oom",
@@ -99,13 +102,17 @@ class Ahead:
     # ------------------------------------------------------------ begin
     def begin(self, c: Container) -> None:
         """After a create has written its row: start the work in the background (not awaited)."""
-        if c.id in self._by_id or not self.eligible(c):
+        if c.id in self._by_id or len(self._by_id) >= LIMIT or not self.eligible(c):
             return
         loop = self._loop = asyncio.get_running_loop()
         p = Prepared(c.id)
         self._by_id[c.id] = p
         p.task = loop.create_task(self._prepare(p, c))
-        p.timer = loop.call_later(self.timeout, self.invalidate, c.id)
+
+        def prepared(_: asyncio.Task[None]) -> None:  # the timeout runs from here: no start came
+            if p.valid and self._by_id.get(c.id) is p:
+                p.timer = loop.call_later(self.timeout, self.invalidate, c.id)
+        p.task.add_done_callback(prepared)
 
     async def _prepare(self, p: Prepared, c: Container) -> None:
         cs = self.cs
