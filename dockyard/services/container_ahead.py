@@ -73,6 +73,7 @@ class Prepared:
     spec_text: str = ""
     create_kw: dict[str, Any] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    staged: asyncio.Future[None] | None = None  # the rootfs, netns and network files are there
     timer: asyncio.TimerHandle | None = None
     dropping: asyncio.Task[None] | None = None
 
@@ -105,7 +106,7 @@ class Ahead:
         if c.id in self._by_id or len(self._by_id) >= LIMIT or not self.eligible(c):
             return
         loop = self._loop = asyncio.get_running_loop()
-        p = Prepared(c.id)
+        p = Prepared(c.id, staged=loop.create_future())
         self._by_id[c.id] = p
         p.task = loop.create_task(self._prepare(p, c))
 
@@ -115,6 +116,19 @@ class Ahead:
         p.task.add_done_callback(prepared)
 
     async def _prepare(self, p: Prepared, c: Container) -> None:
+        assert p.staged is not None
+        try:
+            await self._stages(p, c, p.staged)
+        except BaseException as e:
+            if not p.staged.done():
+                p.staged.set_exception(e)
+                p.staged.exception()  # retrieved: the task's own exception is the one reported
+            raise
+        finally:
+            if not p.staged.done():
+                p.staged.set_result(None)
+
+    async def _stages(self, p: Prepared, c: Container, staged: asyncio.Future[None]) -> None:
         cs = self.cs
         assert cs.networks is not None
         networks = cs.networks
@@ -123,14 +137,25 @@ class Ahead:
                 "ahead", "the start's work begun at create (rootfs, netns, bundle, runc create)",
                 "the client's round trips between create and start overlap it; the start uses it if "
                 "nothing changed") as s:
-            def mount_and_netns() -> Path:
+            def stage() -> Path:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 mount_all(cs.snapshots.mounts(c.id, cs.lower_dirs(c)), rootfs)
                 p.mounted = True
                 netns = networks.make_netns(c.id)
                 p.netns = True
+                if self.runtime_create:
+                    # Files runc binds: each with a second name (.ahead), which tells the start's attach to
+                    # write them in place (networks._write_runtime), so the inode runc binds, before or
+                    # after that write, is the one the path names from then on.
+                    for name in _NET_FILES:
+                        f = run_dir / name
+                        f.write_bytes(f"{c.config.hostname or c.id[:12]}\n".encode() if name == "hostname" else b"")
+                        os.chmod(f, 0o644)
+                        os.link(f, run_dir / f"{name}.ahead")
+                    p.files = True
                 return netns
-            netns = await asyncio.to_thread(mount_and_netns)
+            netns = await asyncio.to_thread(stage)
+            staged.set_result(None)  # a start may take it from here: runc create goes on beside its attach
             if not p.valid or not self.runtime_create:
                 s.result = "rootfs and netns" if p.valid else "dropped"
                 return
@@ -138,18 +163,7 @@ class Ahead:
             spec = cs._build_spec(c, rootfs, paths, [])
             p.spec_text = json.dumps(spec)
             p.create_kw = cs.create_kwargs(c)
-
-            def bundle() -> None:
-                # Files runc binds now: replaced by attach's at the start, whose contents then go into these
-                # inodes (by their second names, .ahead), the ones the container sees (adopt_files).
-                for name in _NET_FILES:
-                    f = run_dir / name
-                    f.write_bytes(f"{c.config.hostname or c.id[:12]}\n".encode() if name == "hostname" else b"")
-                    os.chmod(f, 0o644)
-                    os.link(f, run_dir / f"{name}.ahead")
-                p.files = True
-                (run_dir / "config.json").write_text(p.spec_text)
-            await asyncio.to_thread(bundle)
+            await asyncio.to_thread((run_dir / "config.json").write_text, p.spec_text)
             if not p.valid:
                 s.result = "dropped"
                 return
@@ -235,8 +249,9 @@ class Ahead:
 
     # ------------------------------------------------------------ take
     async def take(self, c: Container) -> Prepared | None:
-        """For the start (under the container's lock): the work done ahead, settled, or None (none, or
-        dropped: then nothing of it is left and the start does it all, as without it)."""
+        """For the start (under the container's lock): the work done ahead, its rootfs, netns and files
+        there (its runc create may still run: runtime_of), or None (none, or dropped: then nothing of it
+        is left and the start does it all, as without it)."""
         p = self._by_id.get(c.id)
         if p is None:
             return None
@@ -246,25 +261,34 @@ class Ahead:
         del self._by_id[c.id]
         if p.timer is not None:
             p.timer.cancel()
-        assert p.task is not None
-        await asyncio.wait([p.task])
-        failed = p.task.cancelled() or p.task.exception() is not None
-        if failed or (p.pid and not self.cs.runtime.conmon_alive(c.id)):
-            if failed:
-                log.debug("start ahead of %s failed: %s", c.id[:12],
-                          "cancelled" if p.task.cancelled() else p.task.exception())
+        assert p.task is not None and p.staged is not None
+        await asyncio.wait([p.staged])
+        if p.staged.exception() is not None:
+            await self.settle(p)
             await self.undo(p)
             return None
         return p
 
-    def adopt_files(self, p: Prepared) -> None:
-        """The network files attach wrote (new inodes) go into the ones runc bound at create: the container
-        sees them, and later in-place rewrites (connect, disconnect) reach it as for any container."""
+    async def settle(self, p: Prepared) -> None:
+        """Until its work has ended (a start that failed undoes it after)."""
+        assert p.task is not None
+        await asyncio.wait([p.task])
+        if not p.task.cancelled() and p.task.exception() is not None:
+            log.debug("start ahead of %s failed: %s", p.cid[:12], p.task.exception())
+
+    async def runtime_of(self, p: Prepared) -> int:
+        """The pid of the runc container made ahead, waiting on its exec fifo, once its create has
+        answered; 0 if there is none (failed, or its conmon gone: its remains are removed)."""
+        await self.settle(p)
+        assert p.task is not None
+        if p.pid and not p.task.cancelled() and p.task.exception() is None and self.cs.runtime.conmon_alive(p.cid):
+            return p.pid
+        if p.files or p.pid or p.task.cancelled() or p.task.exception() is not None:
+            await self.undo(p, keep_mount=True)
+        return 0
+
+    def adopt(self, p: Prepared) -> None:
+        """The start runs the runc container made ahead (or failed): the network files' second names go."""
         run_dir = self.cs.run_dir(p.cid)
         for name in _NET_FILES:
-            path, bound = run_dir / name, run_dir / f"{name}.ahead"
-            data = path.read_bytes()
-            with open(bound, "r+b") as f:
-                f.truncate(0)
-                f.write(data)
-            os.replace(bound, path)
+            (run_dir / f"{name}.ahead").unlink(missing_ok=True)

@@ -624,6 +624,7 @@ class ContainerService:
         run_dir.mkdir(parents=True, exist_ok=True)
         rootfs = self.rootfs(c.id)
         steps: list[Callable[[], Any]] = []  # undo stack for a failed start
+        ahead = None
         try:
             ahead = await self.ahead.take(c)  # what was done since the create, if it still holds
             if ahead is None or not ahead.mounted:
@@ -655,13 +656,15 @@ class ContainerService:
             bundle = run_dir
             spec_text = json.dumps(spec)
             create_kw = self.create_kwargs(c)
-            if ahead is not None and ahead.pid and (ahead.spec_text != spec_text or ahead.create_kw != create_kw):
+            made = await self.ahead.runtime_of(ahead) if ahead is not None else 0
+            if ahead is not None and made and (ahead.spec_text != spec_text or ahead.create_kw != create_kw):
                 with trace.step("ahead", "the runc container made ahead is dropped",
                                 "its spec is not the start's (the container or another changed since)"):
                     await self.ahead.undo(ahead, keep_mount=True)
-            if ahead is not None and ahead.pid:
-                create: Awaitable[int] = _ready(ahead.pid)
-                await asyncio.to_thread(self.ahead.adopt_files, ahead)
+                made = 0
+            if ahead is not None and made:
+                create: Awaitable[int] = _ready(made)
+                self.ahead.adopt(ahead)
             else:
                 with trace.step("file", f"write {bundle / 'config.json'}",
                                 "the OCI bundle: everything runc will do, from the container's config and flags") as s:
@@ -692,6 +695,9 @@ class ContainerService:
             )
         except Exception as e:
             log.warning("start of %s failed: %s", c.id[:12], e)
+            if ahead is not None:  # its runc create may still run: the undo below comes after it
+                await self.ahead.settle(ahead)
+                self.ahead.adopt(ahead)
             pending, lv.pending_attach = lv.pending_attach, []
             for connect in pending:
                 await connect(e)

@@ -1531,6 +1531,18 @@ def _write_runtime(path: str, data: bytes) -> None:
     the exec root and are rebuilt at every start, so durability would only cost start latency."""
     tmp = f"{path}.tmp"
     with trace.step("file", f"write {path}", _FILE_WHY.get(os.path.basename(path), "")) as s:
+        try:
+            shared = os.stat(path).st_nlink > 1
+        except FileNotFoundError:
+            shared = False
+        if shared:
+            # A second name: a runtime container made ahead of the start binds this inode already (see
+            # services/container_ahead.py), and its process has not run yet: rewritten in place.
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                f.write(data)
+            s.result = f"{len(data)} bytes (in place)"
+            return
         with open(tmp, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)
