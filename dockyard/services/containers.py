@@ -552,6 +552,8 @@ class ContainerService:
         finally:
             self._pending_names.discard(name)
         c = self.get(cid)
+        if verify:  # not the engine's own (a build's RUN sets its variables before the start)
+            self.ahead.begin(c)  # from its row: what follows (mounts) answers only inspect
         if self.volumes is not None and _has_mounts(c):
             # Docker makes volumes (and checks bind sources) at create: `volume rm` and inspect see them.
             try:
@@ -566,8 +568,6 @@ class ContainerService:
             self.save(cid, mounts=docker_mounts)
             c = self.get(cid)
         self.emit(c, "create")
-        if verify:  # not the engine's own (a build's RUN sets its variables before the start)
-            self.ahead.begin(c)
         return {"Id": cid, "Warnings": []}
 
     def _prepare_dirs(self, cid: str, image_layers: list[Path]) -> None:
@@ -656,20 +656,22 @@ class ContainerService:
             bundle = run_dir
             spec_text = json.dumps(spec)
             create_kw = self.create_kwargs(c)
-            made = await self.ahead.runtime_of(ahead) if ahead is not None else 0
-            if ahead is not None and made and (ahead.spec_text != spec_text or ahead.create_kw != create_kw):
-                with trace.step("ahead", "the runc container made ahead is dropped",
-                                "its spec is not the start's (the container or another changed since)"):
-                    await self.ahead.undo(ahead, keep_mount=True)
-                made = 0
-            if ahead is not None and made:
-                create: Awaitable[int] = _ready(made)
-                self.ahead.adopt(ahead)
-            else:
+            async def runtime_create() -> int:
+                # The runc container made ahead if its create has answered and its spec is this one.
+                made = await self.ahead.runtime_of(ahead) if ahead is not None else 0
+                if ahead is not None and made and (ahead.spec_text != spec_text or ahead.create_kw != create_kw):
+                    with trace.step("ahead", "the runc container made ahead is dropped",
+                                    "its spec is not the start's (the container or another changed since)"):
+                        await self.ahead.undo(ahead, keep_mount=True)
+                    made = 0
+                if ahead is not None and made:
+                    self.ahead.adopt(ahead)
+                    return made
                 with trace.step("file", f"write {bundle / 'config.json'}",
                                 "the OCI bundle: everything runc will do, from the container's config and flags") as s:
                     s.result = f"{(bundle / 'config.json').write_text(spec_text)} bytes"
-                create = self.runtime.create(c.id, bundle, spec=spec, **create_kw)
+                return await self.runtime.create(c.id, bundle, spec=spec, **create_kw)
+            create = runtime_create()
             if net is not None and net.plumb is not None:
                 # runc create needs only the netns; the veths are wired meanwhile, before the process runs.
                 pid, _ = await _both(create, asyncio.to_thread(net.plumb))
@@ -1870,10 +1872,6 @@ async def _settle(fut: asyncio.Future[Any]) -> None:
             continue
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("a cancelled start or create ended in an error: %s", fut.exception())
-
-
-async def _ready(value: T) -> T:
-    return value
 
 
 async def _both(a: Awaitable[Any], b: Awaitable[Any]) -> tuple[Any, Any]:
