@@ -711,7 +711,10 @@ class Monitor:
         from dockyard.runtime import cgroups
 
         cgroups.forget(cid)  # files kept open by stats samples: not across the cgroup's removal
-        conmon = self._conmon_pidfd(cid) if force else None
+        # conmon's exit file not written yet: it will be once the delete has killed the init (a start that
+        # failed after create, a create made ahead and dropped), and is waited for below. Not when it is
+        # there already (every exit): conmon has nothing more to write then.
+        conmon = self._conmon_pidfd(cid) if force and not (self.exit_dir / cid).exists() else None
         if force and (self.record_dir / f"{cid}.json").exists():
             # what a runc create killed before it finished left (a daemon restarted since could not see
             # it happen): runc may not know the container, and its init holds conmon up. Not after a
@@ -728,9 +731,8 @@ class Monitor:
                 raise classify(runtime_message(err))
             self._rmdir_cgroups_left(cid)
         if conmon is not None:
-            # A created container's conmon (a start that failed after create, a create made ahead of its
-            # start and dropped) writes its exit file once the init is killed: waited for, so no exit
-            # file of this run comes after the delete (a next run's would take it for its own).
+            # Waited for, so no exit file of this run comes after the delete (a next run would take it
+            # for its own).
             try:
                 await asyncio.wait_for(_readable(conmon), 5)
             except TimeoutError:
