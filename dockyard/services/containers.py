@@ -932,8 +932,9 @@ class ContainerService:
         return task
 
     @_about
-    async def finalize_exit(self, cid: str) -> None:
-        """Idempotent: record the exit, release runtime/mounts/network, apply the restart policy."""
+    async def finalize_exit(self, cid: str, exit_file: bool = False) -> None:
+        """Idempotent: record the exit, release runtime/mounts/network, apply the restart policy.
+        exit_file: called for an exit file seen (the watcher), not for conmon's end."""
         try:
             c = self.get(cid)
         except NotFound:
@@ -950,9 +951,9 @@ class ContainerService:
             # on a disk where they live (the exec root, a tmpfs, and the cgroup fs); a thread hop was
             # ~0.2 ms idle and 1-2 ms at load 8, on the way to `run --rm`'s answer.
             found, oom = self._exit_status(c, lv.unrecorded_exit is None)
-            if found is None and lv.unrecorded_exit is None and self.runtime.conmon_alive(cid):
-                # No exit file, and the container's conmon runs: a stale report (the exit file of a
-                # runtime container dropped before this run, removed since), not this run's exit.
+            if exit_file and found is None and lv.unrecorded_exit is None and self.runtime.conmon_alive(cid):
+                # The exit file seen is gone and the container's conmon runs: a stale report (the exit
+                # file of a runtime container dropped before this run, removed since), not this run's exit.
                 return
             if found is not None:
                 code = found
