@@ -48,6 +48,11 @@ _BUNDLE_FILES = ("config.json", "pidfile", "conmon.pid", "conmon.log", "attach",
                  *_NET_FILES, *(f"{n}.ahead" for n in _NET_FILES))
 
 
+def _session(cid: str) -> str:
+    """The trace session of a container's work done ahead of its start."""
+    return f"ahead:{cid[:12]}"
+
+
 @dataclass
 class _Paths:
     """What the spec builder takes from a network attachment: the paths attach will use."""
@@ -117,6 +122,8 @@ class Ahead:
 
     async def _prepare(self, p: Prepared, c: Container) -> None:
         assert p.staged is not None
+        # Not the create's work (its --explain runs nothing): the start that takes it shows it (take).
+        trace.set_session(_session(c.id))
         try:
             await self._stages(p, c, p.staged)
         except BaseException as e:
@@ -280,6 +287,7 @@ class Ahead:
         """The pid of the runc container made ahead, waiting on its exec fifo, once its create has
         answered; 0 if there is none (failed, or its conmon gone: its remains are removed)."""
         await self.settle(p)
+        trace.replay(f"container:{p.cid}", _session(p.cid))  # an explained start shows it
         assert p.task is not None
         if p.pid and not p.task.cancelled() and p.task.exception() is None and self.cs.runtime.conmon_alive(p.cid):
             return p.pid
