@@ -83,11 +83,17 @@ class Prepared:
     dropping: asyncio.Task[None] | None = None
 
 
+# DOCKYARD_START_AHEAD in the daemon's environment: "off" (none of it), "mount" (the rootfs, netns and
+# nothing of the runtime's), else all (for A/B measurements of what it gains).
+MODE = os.environ.get("DOCKYARD_START_AHEAD", "on").lower()
+
+
 class Ahead:
-    def __init__(self, cs: ContainerService, timeout: float = TIMEOUT, runtime_create: bool = True) -> None:
+    def __init__(self, cs: ContainerService, timeout: float = TIMEOUT, runtime_create: bool = MODE != "mount") -> None:
         self.cs = cs
         self.timeout = timeout
         self.runtime_create = runtime_create
+        self.enabled = MODE not in ("off", "0", "no", "false")
         self._by_id: dict[str, Prepared] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -108,7 +114,7 @@ class Ahead:
     # ------------------------------------------------------------ begin
     def begin(self, c: Container) -> None:
         """After a create has written its row: start the work in the background (not awaited)."""
-        if c.id in self._by_id or len(self._by_id) >= LIMIT or not self.eligible(c):
+        if not self.enabled or c.id in self._by_id or len(self._by_id) >= LIMIT or not self.eligible(c):
             return
         loop = self._loop = asyncio.get_running_loop()
         p = Prepared(c.id, staged=loop.create_future())
