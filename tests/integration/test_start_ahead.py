@@ -53,6 +53,8 @@ def _ahead_made(d: Daemon, cid: str) -> None:
 
 def _nothing_left(d: Daemon, cid: str) -> None:
     bundle = d.exec_root / "containers" / cid
+    # a removed running container's network goes after the removal has answered (test_teardown.py)
+    _eventually(lambda: not (d.exec_root / "netns" / cid).exists(), "the netns released")
     assert _conmons(cid) == []
     assert not (d.exec_root / "runtime" / "runc" / cid).exists(), "runc's state"
     assert not (d.exec_root / "netns" / cid).exists(), "the netns"
