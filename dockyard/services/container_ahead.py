@@ -14,6 +14,8 @@ anyway, as do its removal, the daemon's stop and a timeout with no start. Droppe
 runc's container deleted and its conmon gone (before its exit file is removed), the rootfs unmounted,
 the netns deleted, the bundle's files removed. A daemon killed meanwhile leaves what recovery and the
 startup sweep remove (a runtime record and a netns for a container that does not run).
+
+Off unless the daemon's environment has DOCKYARD_START_AHEAD=on (see MODE).
 """
 
 from __future__ import annotations
@@ -83,9 +85,12 @@ class Prepared:
     dropping: asyncio.Task[None] | None = None
 
 
-# DOCKYARD_START_AHEAD in the daemon's environment: "off" (none of it), "mount" (the rootfs, netns and
-# nothing of the runtime's), else all (for A/B measurements of what it gains).
-MODE = os.environ.get("DOCKYARD_START_AHEAD", "on").lower()
+# DOCKYARD_START_AHEAD in the daemon's environment: "on" (all of it), "mount" (the rootfs and netns,
+# nothing of the runtime's), else none. Off by default: at load 4-10 on the 2-core bench machine,
+# interleaved runs of two daemons found `run --rm` 2-5 % slower with it, `run -d` within noise (the
+# client's gap it fills is ~5-10 ms, and runc create, sharing the CPUs with the start's own work, took
+# longer). To be measured again on an idle machine before it is turned on.
+MODE = os.environ.get("DOCKYARD_START_AHEAD", "off").lower()
 
 
 class Ahead:
@@ -93,7 +98,7 @@ class Ahead:
         self.cs = cs
         self.timeout = timeout
         self.runtime_create = runtime_create
-        self.enabled = MODE not in ("off", "0", "no", "false")
+        self.enabled = MODE in ("on", "1", "yes", "true", "mount")
         self._by_id: dict[str, Prepared] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -19,6 +19,12 @@ from tests.conftest import Daemon, own_daemon
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 
+@pytest.fixture(autouse=True)
+def _ahead_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is off unless the daemon's environment turns it on (container_ahead.MODE)."""
+    monkeypatch.setenv("DOCKYARD_START_AHEAD", "on")
+
+
 def _eventually(pred: Any, what: str, timeout: float = 15) -> None:
     end = time.monotonic() + timeout
     while not pred():
