@@ -129,19 +129,6 @@ def current() -> str:
     return _object.get()
 
 
-def replay(obj: str, session: str) -> None:
-    """The records of `obj` made under `session`, emitted again under the current request's session, if
-    it has one (an explained start that uses the work done ahead of it at create shows that work)."""
-    now = _session.get()
-    if not ENABLED or not now:
-        return
-    for old in records(obj):
-        if old.obj == obj and old.session == session:
-            s = Step(old.area, old.op, old.why, list(old.detail))
-            s.obj, s.session, s.start, s.dur_ms, s.result, s.ok = obj, now, old.start, old.dur_ms, old.result, old.ok
-            _emit(s)
-
-
 # ---------------------------------------------------------------- rings and watchers
 _lock = threading.Lock()
 _seq = itertools.count(1)

@@ -135,7 +135,7 @@ class Engine:
 
         watcher = ExitWatcher(self.runtime.exit_dir)
         async for cid in watcher:
-            asyncio.get_running_loop().create_task(self.containers.finalize_exit(cid, exit_file=True))
+            asyncio.get_running_loop().create_task(self.containers.finalize_exit(cid))
 
     async def close(self) -> None:
         if self.cfg.rootless:

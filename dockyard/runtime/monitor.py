@@ -711,10 +711,6 @@ class Monitor:
         from dockyard.runtime import cgroups
 
         cgroups.forget(cid)  # files kept open by stats samples: not across the cgroup's removal
-        # conmon's exit file not written yet: it will be once the delete has killed the init (a start that
-        # failed after create, a create made ahead and dropped), and is waited for below. Not when it is
-        # there already (every exit): conmon has nothing more to write then.
-        conmon = self._conmon_pidfd(cid) if force and not (self.exit_dir / cid).exists() else None
         if force and (self.record_dir / f"{cid}.json").exists():
             # what a runc create killed before it finished left (a daemon restarted since could not see
             # it happen): runc may not know the container, and its init holds conmon up. Not after a
@@ -730,32 +726,9 @@ class Monitor:
             if rc != 0 and "does not exist" not in err and "not exist" not in err:
                 raise classify(runtime_message(err))
             self._rmdir_cgroups_left(cid)
-        if conmon is not None:
-            # Waited for, so no exit file of this run comes after the delete (a next run would take it
-            # for its own).
-            try:
-                await asyncio.wait_for(_readable(conmon), 5)
-            except TimeoutError:
-                pass
-            finally:
-                os.close(conmon)
         (self.exit_dir / cid).unlink(missing_ok=True)
         self._records.pop(cid, None)
         (self.record_dir / f"{cid}.json").unlink(missing_ok=True)
-
-    def _conmon_pidfd(self, cid: str) -> int | None:
-        """A pidfd on the container's conmon if it still runs, else None."""
-        pid = self.conmon_pid(cid)
-        if not pid:
-            return None
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError:
-            return None
-        if not self.conmon_alive(cid):  # the pid was read before the pidfd: make sure it is ours
-            os.close(fd)
-            return None
-        return fd
 
     def _delete_stopped(self, cid: str) -> bool:
         """What `runc delete` does for a container none of whose processes is left (no hooks: we set

@@ -34,7 +34,6 @@ class ContainerFiles:
         if c.running and overlay.is_mounted(rootfs):
             yield rootfs
             return
-        self.cs.ahead.invalidate(c.id)  # a start's work done ahead saw the rootfs as it was
         tmp = self.cs.run_dir(c.id) / f"view-{os.getpid()}-{time.monotonic_ns()}"
         with mounted(self.cs.snapshots.mounts(c.id, self.cs.lower_dirs(c)), tmp) as root:
             yield root
@@ -65,8 +64,6 @@ class ContainerFiles:
         /etc/hostname, /etc/hosts and /etc/resolv.conf the runtime binds over the image's (taken
         from the bundle the container last ran with; before its first start there are none)."""
         mounts = list(c.mounts)
-        if self.cs.ahead.holds(c.id):
-            return mounts  # its bundle is a start's work done ahead: before its first start there are none
         dests = {m.get("Destination") for m in mounts}
         try:
             spec = json.loads((self.cs.run_dir(c.id) / "config.json").read_text())

@@ -38,7 +38,6 @@ from dockyard.runtime.failures import exit_code_of
 from dockyard.runtime.signals import parse_signal
 from dockyard.services import container_config as cc
 from dockyard.services import links
-from dockyard.services.container_ahead import Ahead, Prepared
 from dockyard.services.events import EventBus
 from dockyard.services.seams import Attachment, ContainerRuntime, ImageLayers, NetworkAttacher
 from dockyard.store import initlayer, overlay
@@ -285,8 +284,6 @@ class ContainerService:
         self._briefs_index: tuple[dict[str, tuple[str, str, str, int]], builtins.list[str]] | None = None
         # Awaited before a user's start takes the container's lock (a pod member's infra starts first).
         self.before_start: list[Callable[[Container], Awaitable[None]]] = []
-        # A start's work begun right after its create, while the client's round trips go on.
-        self.ahead = Ahead(self)
 
     # ---------------------------------------------------------------- paths
     def lower_dirs(self, c: Container) -> list[Path]:
@@ -444,9 +441,7 @@ class ContainerService:
 
     def save(self, cid: str, **fields: Any) -> None:
         """Write fields of a container's row (for the services built on this one: io, health, exec).
-        Only what a reboot voids (state, pid, times, exit code) is written without the fsync.
-        A start's work done ahead of it is dropped: it was made from the row as it was."""
-        self.ahead.invalidate(cid)
+        Only what a reboot voids (state, pid, times, exit code) is written without the fsync."""
         cols = ", ".join(f"{k}=?" for k in fields)
         vals = [_column(v) for v in fields.values()]
         self.db.execute(f"UPDATE containers SET {cols} WHERE id=?", (*vals, cid),
@@ -552,8 +547,6 @@ class ContainerService:
         finally:
             self._pending_names.discard(name)
         c = self.get(cid)
-        if verify:  # not the engine's own (a build's RUN sets its variables before the start)
-            self.ahead.begin(c)  # from its row: what follows (mounts) answers only inspect
         if self.volumes is not None and _has_mounts(c):
             # Docker makes volumes (and checks bind sources) at create: `volume rm` and inspect see them.
             try:
@@ -624,12 +617,9 @@ class ContainerService:
         run_dir.mkdir(parents=True, exist_ok=True)
         rootfs = self.rootfs(c.id)
         steps: list[Callable[[], Any]] = []  # undo stack for a failed start
-        ahead = None
         try:
-            ahead = await self.ahead.take(c)  # what was done since the create, if it still holds
-            if ahead is None or not ahead.mounted:
-                # One thread hop for both: each is a wakeup of a worker, milliseconds on a loaded machine.
-                await asyncio.to_thread(lambda: mount_all(self.snapshots.mounts(c.id, self.lower_dirs(c)), rootfs))
+            # One thread hop for both: each is a wakeup of a worker, milliseconds on a loaded machine.
+            await asyncio.to_thread(lambda: mount_all(self.snapshots.mounts(c.id, self.lower_dirs(c)), rootfs))
             steps.append(lambda: overlay.unmount(rootfs))
             net = None
             link_env: list[str] = []
@@ -654,24 +644,17 @@ class ContainerService:
                 spec["process"]["env"] = [kv for kv in link_env if kv.partition("=")[0] not in own] + \
                     spec["process"]["env"]
             bundle = run_dir
-            spec_text = json.dumps(spec)
-            create_kw = self.create_kwargs(c)
-            async def runtime_create() -> int:
-                # The runc container made ahead if its create has answered and its spec is this one.
-                made = await self.ahead.runtime_of(ahead) if ahead is not None else 0
-                if ahead is not None and made and (ahead.spec_text != spec_text or ahead.create_kw != create_kw):
-                    with trace.step("ahead", "the runc container made ahead is dropped",
-                                    "its spec is not the start's (the container or another changed since)"):
-                        await self.ahead.undo(ahead, keep_mount=True)
-                    made = 0
-                if ahead is not None and made:
-                    self.ahead.adopt(ahead)
-                    return made
-                with trace.step("file", f"write {bundle / 'config.json'}",
-                                "the OCI bundle: everything runc will do, from the container's config and flags") as s:
-                    s.result = f"{(bundle / 'config.json').write_text(spec_text)} bytes"
-                return await self.runtime.create(c.id, bundle, spec=spec, **create_kw)
-            create = runtime_create()
+            with trace.step("file", f"write {bundle / 'config.json'}",
+                            "the OCI bundle: everything runc will do, from the container's config and flags") as s:
+                s.result = f"{(bundle / 'config.json').write_text(json.dumps(spec))} bytes"
+            stdin = c.config.open_stdin
+            create = self.runtime.create(
+                c.id, bundle, runtime=c.runtime, tty=c.config.tty,
+                log_path=None if self.log_driver(c) == "none" else str(self.log_path(c.id)),
+                log_max=cc.log_max_size(c.host_config.log_config), stdin=stdin,
+                leave_stdin_open=stdin and not c.config.stdin_once,
+                spec=spec,
+            )
             if net is not None and net.plumb is not None:
                 # runc create needs only the netns; the veths are wired meanwhile, before the process runs.
                 pid, _ = await _both(create, asyncio.to_thread(net.plumb))
@@ -697,9 +680,6 @@ class ContainerService:
             )
         except Exception as e:
             log.warning("start of %s failed: %s", c.id[:12], e)
-            if ahead is not None:  # its runc create may still run: the undo below comes after it
-                await self.ahead.settle(ahead)
-                self.ahead.adopt(ahead)
             pending, lv.pending_attach = lv.pending_attach, []
             for connect in pending:
                 await connect(e)
@@ -738,14 +718,6 @@ class ContainerService:
         self.emit(c, "start")
         for on_started in self.on_started:
             on_started(c)
-
-    def create_kwargs(self, c: Container) -> dict[str, Any]:
-        """The runtime create's options but the bundle and spec (what a create made ahead must match)."""
-        stdin = c.config.open_stdin
-        return dict(runtime=c.runtime, tty=c.config.tty,
-                    log_path=None if self.log_driver(c) == "none" else str(self.log_path(c.id)),
-                    log_max=cc.log_max_size(c.host_config.log_config), stdin=stdin,
-                    leave_stdin_open=stdin and not c.config.stdin_once)
 
     def _network_args(self, c: Container) -> dict[str, Any]:
         hc, cfg = c.host_config, c.config
@@ -932,9 +904,8 @@ class ContainerService:
         return task
 
     @_about
-    async def finalize_exit(self, cid: str, exit_file: bool = False) -> None:
-        """Idempotent: record the exit, release runtime/mounts/network, apply the restart policy.
-        exit_file: called for an exit file seen (the watcher), not for conmon's end."""
+    async def finalize_exit(self, cid: str) -> None:
+        """Idempotent: record the exit, release runtime/mounts/network, apply the restart policy."""
         try:
             c = self.get(cid)
         except NotFound:
@@ -951,10 +922,6 @@ class ContainerService:
             # on a disk where they live (the exec root, a tmpfs, and the cgroup fs); a thread hop was
             # ~0.2 ms idle and 1-2 ms at load 8, on the way to `run --rm`'s answer.
             found, oom = self._exit_status(c, lv.unrecorded_exit is None)
-            if exit_file and found is None and lv.unrecorded_exit is None and self.runtime.conmon_alive(cid):
-                # The exit file seen is gone and the container's conmon runs: a stale report (the exit
-                # file of a runtime container dropped before this run, removed since), not this run's exit.
-                return
             if found is not None:
                 code = found
             elif lv.unrecorded_exit is not None:
@@ -1319,7 +1286,6 @@ class ContainerService:
         if link:
             return self._remove_link(ref)
         c = self.get(ref)
-        await self.ahead.discard(c.id)
         lv = self.live(c.id)
         if c.running:
             if not force:
@@ -1409,9 +1375,7 @@ class ContainerService:
             trace.drop(f"container:{cid}")  # the unmount's record, made after the removal dropped the rest
 
     async def settle(self) -> None:
-        """At the daemon's stop: removed containers' dirs still being unmounted and removed go first, and
-        starts' work done ahead is undone."""
-        await self.ahead.discard_all()
+        """At the daemon's stop: removed containers' dirs still being unmounted and removed go first."""
         if self._emptying:
             await asyncio.wait(builtins.list(self._emptying))
 
@@ -1507,15 +1471,11 @@ class ContainerService:
                 self.save(c.id, state="exited")
                 continue
             if not c.running:
-                if (self.networks is not None and (self.networks.has_sandbox(c.id) or self.networks.netns_left(c.id))) \
-                        or self.runtime.conmon_pid(c.id):
-                    # A start (or exit) the crash cut short, or a start's work begun ahead at create: its
-                    # netns, veths and addresses, perhaps a runtime container and its mounts, are there for
-                    # a container that does not run.
+                if self.networks is not None and (self.networks.has_sandbox(c.id) or self.networks.netns_left(c.id)):
+                    # A start (or exit) the crash cut short: its netns, veths and addresses, perhaps a
+                    # runtime container and its mounts, are there for a container that does not run.
                     log.info("container %s: releasing what a start cut short by the crash left", c.id[:12])
                     await self._cleanup_runtime(c)
-                    if not c.started_at:  # and the bundle's files: a created container has none
-                        await self.ahead.undo(Prepared(c.id, mounted=True, netns=True, files=True))
                 continue
             if c.boot_id != self.boot_id:
                 await self._cleanup_runtime(c)
@@ -1590,7 +1550,6 @@ class ContainerService:
     def networks_changed(self, cid: str) -> None:
         """`network connect/disconnect` changed a container's networks: a running one's settings in its row
         (written at start, shown by the list; inspect asks the network service) become the live ones."""
-        self.ahead.invalidate(cid)
         if self.networks is None:
             return
         ns = self.networks.settings(cid)

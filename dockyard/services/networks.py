@@ -459,18 +459,6 @@ class NetworkService:
     def has_sandbox(self, cid: str) -> bool:
         return self.db.query_one("SELECT 1 FROM net_sandboxes WHERE cid=?", (cid,)) is not None
 
-    def make_netns(self, cid: str) -> Path:
-        """The container's own netns, made ahead of its start (blocking: call it in a thread). The start's
-        attach finds it made; no address, veth or row comes with it (a created container has none)."""
-        path = self.exec_root / "netns" / cid
-        netlink.create_netns(path)
-        return path
-
-    def drop_netns(self, cid: str) -> None:
-        """Undo make_netns (blocking), unless a start's attach has made it the container's (its row)."""
-        if not self.has_sandbox(cid):
-            netlink.delete_netns(self.exec_root / "netns" / cid)
-
     def netns_left(self, cid: str) -> bool:
         """The container's own netns file is there. attach makes it before the sandbox row (outside
         the networks lock), so a daemon killed in between leaves one that no row names (chaos seed 2601:
@@ -1531,18 +1519,6 @@ def _write_runtime(path: str, data: bytes) -> None:
     the exec root and are rebuilt at every start, so durability would only cost start latency."""
     tmp = f"{path}.tmp"
     with trace.step("file", f"write {path}", _FILE_WHY.get(os.path.basename(path), "")) as s:
-        try:
-            shared = os.stat(path).st_nlink > 1
-        except FileNotFoundError:
-            shared = False
-        if shared:
-            # A second name: a runtime container made ahead of the start binds this inode already (see
-            # services/container_ahead.py), and its process has not run yet: rewritten in place.
-            with open(path, "r+b") as f:
-                f.truncate(0)
-                f.write(data)
-            s.result = f"{len(data)} bytes (in place)"
-            return
         with open(tmp, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)

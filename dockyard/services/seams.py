@@ -109,14 +109,6 @@ class NetworkAttacher(Protocol):
         """The container's own netns file exists (perhaps with no sandbox row: a start cut short by a crash)."""
         ...
 
-    def make_netns(self, cid: str) -> Path:
-        """Blocking: the container's own netns, made ahead of its start (its attach finds it)."""
-        ...
-
-    def drop_netns(self, cid: str) -> None:
-        """Blocking: undo make_netns unless a start's attach has made the netns the container's."""
-        ...
-
     async def reconcile(self, cid: str) -> None:
         """A running container adopted after a crash: drop the endpoints the kernel does not have."""
         ...
