@@ -95,12 +95,13 @@ class Snapshotter:
                before_commit: Callable[[], object] | None = None) -> tuple[Snapshot, bool]:
         created = False
         tmp = self.root / f"tmp-{secrets.token_hex(8)}"
-        (tmp / "fs").mkdir(parents=True)
         step = trace.step("snapshot", f"extract layer{' ' + expect if expect else ''} into {tmp}/fs, "
                           f"then rename to {self.root}/<chain>", "a layer is unpacked once into its own directory; "
                           "every image and container with this layer chain shares it as an overlay lowerdir")
         step.__enter__()
         try:
+            # In the try: on a full disk `tmp` can be made and `fs` in it not (each takes a block), and tmp stayed.
+            (tmp / "fs").mkdir(parents=True)
             with opener() as f:
                 info: LayerInfo = apply_layer(f, tmp / "fs")
             chain = chain_id(parent_chain_id, info.diff_id)
