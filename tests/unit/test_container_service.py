@@ -651,3 +651,53 @@ def test_brief_and_state_of_read_a_row_once_and_never_show_a_stale_state(
         assert w.cs.state_of(b) == ("exited", 0)
 
     run(world, t)
+
+
+def test_a_removal_is_answered_without_waiting_for_an_fsync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row's DELETE (and the volume refs') of a stopped container's removal is committed without the
+    fsync: the answer waited 9-11 ms for it at load. A killed daemon still finds it removed (the WAL is in
+    the page cache); what a power loss leaves, recover and the sweep finish (tests/integration/
+    test_removal_unsynced.py)."""
+    async def t(w: World) -> None:
+        cid = await w.run(AutoRemove=False)
+        w.runtime.exit(cid, 0)
+        await w.settle()
+        synced: list[str] = []
+        real_tx = w.db.tx
+
+        def tx(durable: bool = True) -> Any:
+            if durable:
+                synced.append("a durable commit")
+            return real_tx(durable)
+
+        monkeypatch.setattr(w.db, "tx", tx)
+        await w.cs.remove(cid)
+        with pytest.raises(NotFound):
+            w.cs.get(cid)
+        assert synced == []
+
+    run(world, t)
+
+
+def test_recover_finishes_a_removal_whose_dirs_went_and_row_did_not(world: World) -> None:
+    """After a power loss, the dirs' renames into the trash may have reached the disk and the row's DELETE
+    not (committed without the fsync): the row cannot start again, so it is removed, not shown broken."""
+    import shutil
+
+    async def t(w: World) -> None:
+        created = (await w.cs.create(create_request({"Image": "busybox"}), name="half"))["Id"]
+        earlier_boot = await w.run()
+        kept = await w.run()
+        w.runtime.procs[earlier_boot].running = False  # a reboot: nothing of it runs
+        w.db.execute("UPDATE containers SET boot_id='an-earlier-boot' WHERE id=?", (earlier_boot,))
+        for cid in (created, earlier_boot, kept):
+            shutil.rmtree(w.cs.container_dir(cid))
+        await w.cs.recover()
+        for cid in (created, earlier_boot):
+            with pytest.raises(NotFound):
+                w.cs.get(cid)
+        # One of this boot that runs is not ours to kill, whatever happened to its dir.
+        assert w.cs.get(kept).state == "running"
+        assert (await w.cs.create(create_request({"Image": "busybox"}), name="half"))["Id"]
+
+    run(world, t)
