@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 import signal as _signal
+import socket
+import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -317,18 +319,10 @@ class ExecSession:
         """Exit code (128+signal when killed). Reads conmon's final sync message."""
         if self._code is None:
             line = await _read_line(self._sync_fd, timeout or 1e9)
-            if line:
-                self._code = _parse_sync(line)[0]
-            else:
-                exit_file = self.exec_dir / "exits" / self._cid_name()
-                self._code = int(exit_file.read_text().strip()) if exit_file.exists() else -1
+            self._code = _parse_sync(line)[0] if line else -1  # b"": conmon died without a word
             os.close(self._sync_fd)
             self._sync_fd = -1
         return self._code
-
-    def _cid_name(self) -> str:
-        files = list((self.exec_dir / "exits").glob("*"))
-        return files[0].name if files else "_"
 
     def resize(self, height: int, width: int) -> None:
         _write_ctl(self.exec_dir / "ctl", f"1 {height} {width}\n")
@@ -336,14 +330,21 @@ class ExecSession:
     def abandon(self) -> None:
         """Drop a held exec without running it. conmon takes EOF on its start pipe as "go", so the
         held conmon is killed before the pipe is closed."""
-        if self._start_fd >= 0:
-            try:
-                os.kill(int((self.exec_dir / "conmon.pid").read_text()), _signal.SIGKILL)
-            except (OSError, ValueError):
+        if self._start_fd >= 0 and self.attach is not None:
+            try:  # the attach socket's listener is the held conmon (no pid file: see _conmon_args)
+                os.kill(_peer_pid(self.attach.sock), _signal.SIGKILL)
+            except OSError:
                 pass
-        self.cleanup()
+        self._close()
+        # At once, not off the loop: a start that drops a held exec spawns it again in the same dir.
+        shutil.rmtree(self.exec_dir, ignore_errors=True)
 
     def cleanup(self) -> None:
+        """After the exec ran (or failed to): its id never runs again, so its dir goes off the loop."""
+        self._close()
+        _remove_off_loop(self.exec_dir)
+
+    def _close(self) -> None:
         if self.attach:
             self.attach.close()
         if self._start_fd >= 0:
@@ -354,7 +355,24 @@ class ExecSession:
             self._sync_fd = -1
         _remove_term_dir(self._term_dir)
         self._term_dir = None
-        shutil.rmtree(self.exec_dir, ignore_errors=True)
+
+
+def _peer_pid(sock: socket.socket) -> int:
+    """The pid of the process that listens on the unix socket `sock` is connected to (SO_PEERCRED)."""
+    pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return int(pid)
+
+
+def _remove_off_loop(path: Path) -> None:
+    """rm -rf in a worker thread when called on the loop: an exec's dir (its spec, pid files, exit dir,
+    attach socket and ctl fifo) took 4-15 ms at load to remove, on the loop, right as the CLI asks for
+    the exec's exit code."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    loop.run_in_executor(None, shutil.rmtree, path, True)
 
 
 def _remove_term_dir(path: Path | None) -> None:
@@ -441,14 +459,20 @@ class Monitor:
         return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
     def _conmon_args(self, cid: str, cuuid: str, runtime: str, bundle: Path, log_path: str | None,
-                     tty: bool, stdin: bool, exit_dir: Path, pidfile: Path, conmon_pidfile: Path,
+                     tty: bool, stdin: bool, exit_dir: Path | None, pidfile: Path, conmon_pidfile: Path | None,
                      leave_stdin_open: bool, log_max: int | None) -> list[str]:
         argv = [self.conmon, "--api-version", "1", "-c", cid, "-u", cuuid, "-n", cid,
                 "-r", self.runtime_paths[runtime], "-b", str(bundle), "-p", str(pidfile),
-                "--exit-dir", str(exit_dir), "--socket-dir-path", str(self.socket_dir), "--full-attach",
-                "--conmon-pidfile", str(conmon_pidfile), "--log-level", self.log_level,
+                "--socket-dir-path", str(self.socket_dir), "--full-attach", "--log-level", self.log_level,
                 "--runtime-arg", "--root", "--runtime-arg", str(self.runtime_root(runtime)),
                 "-l", f"k8s-file:{log_path or '/dev/null'}"]
+        # An exec's conmon (--exec) needs neither: its exit code comes on the sync pipe, its pid from the
+        # attach socket's peer (each file is a create, a write and a rename; the exit file's is on the
+        # way to the exec's answer, the pid file's on the way to its start).
+        if exit_dir is not None:
+            argv += ["--exit-dir", str(exit_dir)]
+        if conmon_pidfile is not None:
+            argv += ["--conmon-pidfile", str(conmon_pidfile)]
         if self._no_sync_log:
             # conmon fsyncs the log before it writes the exit file (and an exec's exit code): a journal
             # commit on every exit with output, 1-20 ms here. dockerd's json-file never fsyncs a log.
@@ -864,13 +888,11 @@ class Monitor:
         runtime = rec.get("runtime", "runc")
         exec_dir = self.exec_root / "execs" / exec_id
         exec_dir.mkdir(parents=True, exist_ok=True)
-        (exec_dir / "exits").mkdir(exist_ok=True)
         spec_path = exec_dir / "process.json"
         spec_path.write_text(json.dumps(process))
         # No log file: an exec's output goes to its attach socket only (dockerd keeps none either).
         argv = self._conmon_args(cid, exec_id, runtime, exec_dir, None, tty, stdin,
-                                 exec_dir / "exits", exec_dir / "pidfile", exec_dir / "conmon.pid",
-                                 False, None)
+                                 None, exec_dir / "pidfile", None, False, None)
         argv += ["--exec", "--exec-process-spec", str(spec_path)]
         with trace.about(f"container:{cid}"):  # a step is about the object current when it is made
             step = trace.step("runtime", f"conmon -> {runtime} exec --process {spec_path} {cid}",

@@ -117,3 +117,22 @@ def test_a_dropped_tty_exec_leaves_no_console_socket(clean_daemon: Daemon) -> No
     for p in left:  # before the fix: in /tmp, ours to remove
         os.unlink(p)
     assert not left, f"the dropped exec's console socket outlived its conmon: {left}"
+
+
+def test_a_held_exec_writes_no_pid_or_exit_file_and_is_still_dropped(clean_daemon: Daemon) -> None:
+    """An exec's conmon runs without --conmon-pidfile and --exit-dir (each a create, a write and a
+    rename on the way to the exec's start or its answer): its exit code comes on the sync pipe, and a
+    held one is found for its drop by its attach socket's peer."""
+    d = clean_daemon
+    d.docker("run", "-d", "--name", "nofiles", "busybox", "sleep", "1000")
+    eid = create_exec(d, "nofiles", "touch /ran")
+    until(lambda: bool(monitors_of(eid)))
+    exec_dir = d.exec_root / "execs" / eid
+    assert (exec_dir / "attach").exists()  # held: conmon listens
+    assert not (exec_dir / "conmon.pid").exists() and not (exec_dir / "exits").exists()
+    with d.api() as c:  # started detached: the held one is dropped (killed, not run), one runs
+        assert c.post(f"/exec/{eid}/start", json={"Detach": True}).status_code == 200
+    until(lambda: not monitors_of(eid))
+    until(lambda: d.docker("exec", "nofiles", "ls", "/ran", check=False).returncode == 0)
+    # Exit codes still come back.
+    assert d.docker("exec", "nofiles", "sh", "-c", "exit 3", check=False).returncode == 3
