@@ -212,6 +212,9 @@ class _Live:
     unrecorded_exit: tuple[int, bool] | None = None
     # A forced removal is killing it: its exit leaves the network to be released in the background.
     removing: bool = False
+    # The OCI process its last start wrote into config.json: each exec's template (process_of), not
+    # read back from the file and parsed again (0.3-1.8 ms at load, before the exec's conmon spawn).
+    process: dict[str, Any] | None = None
 
 
 def _about(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
@@ -342,6 +345,14 @@ class ContainerService:
         return lv
 
     # ---------------------------------------------------------------- lookup
+    def process_of(self, cid: str) -> dict[str, Any]:
+        """The OCI process of the container's running command, as its start wrote it in config.json
+        (read from there once after a daemon restart). Callers copy before they change it."""
+        lv = self.live(cid)
+        if lv.process is None:
+            lv.process = json.loads((self.run_dir(cid) / "config.json").read_text())["process"]
+        return lv.process
+
     def cgroup_path(self, cid: str) -> str:
         """runc's linux.cgroupsPath for the container ("" in rootless mode without a delegated cgroup)."""
         return f"{self.cgroup_parent}/{cid}" if self.cgroup_parent else ""
@@ -654,6 +665,7 @@ class ContainerService:
                 spec["process"]["env"] = [kv for kv in link_env if kv.partition("=")[0] not in own] + \
                     spec["process"]["env"]
             bundle = run_dir
+            lv.process = spec["process"]
             with trace.step("file", f"write {bundle / 'config.json'}",
                             "the OCI bundle: everything runc will do, from the container's config and flags") as s:
                 s.result = f"{(bundle / 'config.json').write_text(json.dumps(spec))} bytes"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -126,8 +125,7 @@ class ExecService:
         from dockyard.runtime.users import resolve_user
 
         c = self.cs.get(e.container_id)
-        spec = json.loads((self.cs.run_dir(c.id) / "config.json").read_text())
-        proc = dict(spec["process"])
+        proc = dict(self.cs.process_of(c.id))  # a shallow copy: the keys changed below are replaced, not edited
         cfg = e.config
         proc["args"] = list(cfg.cmd or [])
         proc["terminal"] = tty
