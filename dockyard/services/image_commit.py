@@ -43,6 +43,27 @@ def _content_size(root: Path) -> int:
     return total
 
 
+class _Count:
+    """A sink that keeps only the number of bytes written to it."""
+
+    size = 0
+
+    def write(self, b: bytes) -> int:
+        self.size += len(b)
+        return len(b)
+
+
+def _store_diff(images: ImageService, upper: Path) -> tuple[str, str, str, int]:
+    """The tar of `upper` written into the content store: (diff_id, its digest, media type, size)."""
+    with trace.step("snapshot", f"tar the changes in {upper} into a layer blob",
+                    "a layer is an OCI tar of what changed (deletions as whiteouts); its sha256 is the "
+                    "diff_id the image config lists") as s, \
+            images.content.ingest(hashed_by_writer=True) as w:
+        diff_id = write_diff(upper, w)  # type: ignore[arg-type]  # it needs only write()
+        s.result = f"{w.commit(diff_id)} ({w.size} bytes)"
+    return diff_id, diff_id, MT_LAYER_TAR, w.size
+
+
 def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str | None, config: dict[str, Any],
                  history: dict[str, Any], tags: list[str] | tuple[str, ...] = (), *, author: str = "",
                  comment: str = "", changes: list[str] | None = None, container_id: str = "",
@@ -64,6 +85,7 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
     with images.gc_lock.shared():
         diff_ids = parent_diffs
         blobs: list[tuple[str, str, str, int]] = []
+        derived: list[tuple[str, str, int]] = []
         if layer is not None:
             diff_ids = [*parent_diffs, layer]
             chains = chain_ids(diff_ids)
@@ -71,21 +93,34 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
             images.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
                                     lambda: images.content.open(digest))
             blobs = [(layer, digest, mt, size)]
-        elif upper is not None:
-            with trace.step("snapshot", f"tar the changes in {upper} into a layer blob",
+        elif upper is not None and adopt:
+            # The step's upper dir becomes the snapshot as it is; its layer tar is only hashed here (for
+            # the diff_id), not stored: the content store makes it from the snapshot when something first
+            # reads it (push, save, cache export), checked against this digest (ImageService.derive_blob).
+            with trace.step("snapshot", f"hash the tar of the changes in {upper} (not stored)",
                             "a layer is an OCI tar of what changed (deletions as whiteouts); its sha256 is the "
-                            "diff_id the image config lists") as s, \
-                    images.content.ingest(hashed_by_writer=True) as w:
-                diff_id = write_diff(upper, w)  # type: ignore[arg-type]  # it needs only write()
-                s.result = f"{w.commit(diff_id)} ({images.content.size(diff_id)} bytes)"
+                            "diff_id the image config lists; the tar itself is made when first needed") as s:
+                sink = _Count()
+                diff_id = write_diff(upper, sink)  # type: ignore[arg-type]  # it needs only write()
+                s.result = f"{diff_id} ({sink.size} bytes)"
             diff_ids = [*parent_diffs, diff_id]
             chains = chain_ids(diff_ids)
             parent_chain = chains[-2] if len(chains) > 1 else None
-            if adopt:
-                images.snapshots.adopt(chains[-1], parent_chain, diff_id, upper, _content_size(upper))
-            else:
-                images.snapshots.ensure(chains[-1], parent_chain, lambda: images.content.open(diff_id))
-            blobs = [(diff_id, diff_id, MT_LAYER_TAR, images.content.size(diff_id))]
+            adopted = images.snapshots.adopt(chains[-1], parent_chain, diff_id, upper, _content_size(upper))
+            if adopted or (not images.has_layer_blob(diff_id) and not upper.is_dir()):
+                # (the latter: a concurrent commit of the same layer on the same parent adopted its own upper)
+                blobs = [(diff_id, diff_id, MT_LAYER_TAR, sink.size)]
+                derived = [(diff_id, chains[-1], sink.size)]
+            elif not images.has_layer_blob(diff_id):
+                # The chain was there already, extracted from another tar: store this one's now.
+                blobs = [_store_diff(images, upper)]
+        elif upper is not None:
+            diff_id, *_ = blob = _store_diff(images, upper)
+            diff_ids = [*parent_diffs, diff_id]
+            chains = chain_ids(diff_ids)
+            images.snapshots.ensure(chains[-1], chains[-2] if len(chains) > 1 else None,
+                                    lambda: images.content.open(diff_id))
+            blobs = [blob]
         now = rfc3339()
         cfg = dict(config)
         if changes:
@@ -112,5 +147,6 @@ def commit_layer(images: ImageService, upper: Path | None, parent_image_id: str 
         doc["history"] = [*(doc.get("history") or []), hist]
         doc["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
         body = json.dumps(doc, separators=(",", ":")).encode()
-        img = images.register(body, diff_ids, list(tags), parent=parent.id if parent else "", layer_blobs=blobs)
+        img = images.register(body, diff_ids, list(tags), parent=parent.id if parent else "", layer_blobs=blobs,
+                              derived_blobs=derived)
     return str(img.id)

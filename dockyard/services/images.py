@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -31,9 +32,9 @@ from dockyard.oci import reference
 from dockyard.oci.digest import hex_of, sha256_digest, validate
 from dockyard.services.events import EventBus
 from dockyard.store import archive
-from dockyard.store.content import ContentStore
+from dockyard.store.content import BlobMismatch, ContentStore, Derivation
 from dockyard.store.db import Database, prefix_range
-from dockyard.store.layers import TAR_ERRORS, decompressed, diff_id_of
+from dockyard.store.layers import TAR_ERRORS, decompressed, diff_id_of, write_diff
 from dockyard.store.snapshots import Snapshotter, chain_ids
 from dockyard.util.filters import normalize_filters
 from dockyard.util.rwlock import SharedLock
@@ -76,6 +77,14 @@ SCHEMA = [
     """
     CREATE INDEX tags_image ON tags(image_id);
     CREATE INDEX digests_image ON digests(image_id)
+    """,
+    # A built layer's tar is not stored at its commit: this says which snapshot (an adopted upper dir whose
+    # tar was hashed to `digest`, `size` bytes) it is made from when first read (derive_blob).
+    """
+    CREATE TABLE derived_blobs (
+        digest TEXT NOT NULL, chain_id TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (digest, chain_id)
+    );
+    CREATE INDEX derived_blobs_chain ON derived_blobs(chain_id)
     """,
 ]
 
@@ -150,6 +159,15 @@ class ImageService:
         # and the wiring connects its `using_image` here (none without one).
         self.containers_using: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
         db.migrate("images", SCHEMA)
+        content.derive = self.derive_blob
+
+    def derive_blob(self, digest: str) -> Derivation | None:
+        """How to make a built layer's blob not stored yet: the tar of a snapshot adopted from the upper
+        dir it was hashed from (store/content.py makes it, checks it against `digest`, keeps it)."""
+        for r in self.db.query("SELECT chain_id, size FROM derived_blobs WHERE digest=?", (digest,)):
+            if self.snapshots.exists(r["chain_id"]):
+                return int(r["size"]), functools.partial(write_diff, self.snapshots.path(r["chain_id"]))
+        return None
 
     # ------------------------------------------------------------------ lookup
     def _row_to_image(self, row: Any) -> Image:
@@ -235,9 +253,11 @@ class ImageService:
     # ------------------------------------------------------------------ register
     def register(self, config_bytes: bytes, layer_diff_ids: list[str], tags: Iterable[str] = (), *,
                  repo_digests: Iterable[str] = (), parent: str = "",
-                 layer_blobs: Iterable[tuple[str, str, str, int]] = ()) -> Image:
+                 layer_blobs: Iterable[tuple[str, str, str, int]] = (),
+                 derived_blobs: Iterable[tuple[str, str, int]] = ()) -> Image:
         """Record an image whose layers already exist as snapshots. `tags` are references
-        (normalized or familiar); `layer_blobs` are (diff_id, blob digest, media type, size)."""
+        (normalized or familiar); `layer_blobs` are (diff_id, blob digest, media type, size);
+        `derived_blobs` (digest, chain id, size): blobs to be made from that snapshot when read."""
         try:
             cfg = json.loads(config_bytes)
             diff_ids = list(cfg["rootfs"]["diff_ids"])
@@ -264,6 +284,8 @@ class ImageService:
                 c.execute("INSERT OR IGNORE INTO snapshots VALUES(?,?,?,?)", (chain, s.parent, s.diff_id, s.size))
             for diff_id, digest, mt, bsize in layer_blobs:
                 c.execute("INSERT OR IGNORE INTO layer_blobs VALUES(?,?,?,?)", (diff_id, digest, mt, bsize))
+            for digest, chain, bsize in derived_blobs:
+                c.execute("INSERT OR IGNORE INTO derived_blobs VALUES(?,?,?)", (digest, chain, bsize))
             for t in tags:
                 ref = reference.parse(t)
                 if ref.digest:
@@ -293,8 +315,17 @@ class ImageService:
         self.db.execute("INSERT OR IGNORE INTO layer_blobs VALUES(?,?,?,?)",
                         (validate(diff_id), validate(digest), media_type, size))
 
+    def has_layer_blob(self, diff_id: str) -> bool:
+        """Whether the layer has a blob (stored, or made from its snapshot when read)."""
+        try:
+            self.layer_blob(diff_id)
+            return True
+        except NotFound:
+            return False
+
     def layer_blob(self, diff_id: str) -> tuple[str, str, int]:
-        """(digest, media type, size) of a stored blob for the layer."""
+        """(digest, media type, size) of a blob for the layer: stored, or derived (made when first read
+        through the content store's open/path)."""
         for r in self.db.query("SELECT digest, media_type, size FROM layer_blobs WHERE diff_id=?", (diff_id,)):
             if self.content.has(r["digest"]):
                 return r["digest"], r["media_type"], r["size"]
@@ -409,8 +440,10 @@ class ImageService:
             if self.db.query_one("SELECT 1 FROM image_layers WHERE chain_id=?", (chain,)):
                 continue
             snap = self.snapshots.get(chain)
+            self._keep_derived(chain)
             self.snapshots.remove(chain)
             self.db.execute("DELETE FROM snapshots WHERE chain_id=?", (chain,))
+            self.db.execute("DELETE FROM derived_blobs WHERE chain_id=?", (chain,))
             if snap is not None:
                 reclaimed[0] += snap.size
                 if records is not None:
@@ -421,11 +454,28 @@ class ImageService:
             for r in self.db.query("SELECT digest FROM layer_blobs WHERE diff_id=?", (diff_id,)):
                 self.content.delete(r["digest"])
             self.db.execute("DELETE FROM layer_blobs WHERE diff_id=?", (diff_id,))
-            if self.content.has(diff_id):
-                self.content.delete(diff_id)
+            self.db.execute("DELETE FROM derived_blobs WHERE digest=?", (diff_id,))
+            self.content.delete(diff_id)
         for cid in config_ids:
             if not self.db.query_one("SELECT 1 FROM images WHERE id=?", (cid,)):
                 self.content.delete(cid)
+
+    def _keep_derived(self, chain: str) -> None:
+        """Before a snapshot goes: a blob made from it and not yet stored, of a layer another image still
+        has (on another chain, extracted from that blob or adopted by a commit whose row is not in yet),
+        with no other snapshot to make it from, is made now."""
+        for r in self.db.query("SELECT digest FROM derived_blobs WHERE chain_id=?", (chain,)):
+            digest = r["digest"]
+            if self.content.stored(digest) or not self.db.query_one(
+                    "SELECT 1 FROM image_layers WHERE diff_id=? AND chain_id!=?", (digest, chain)):
+                continue
+            if self.db.query_one("SELECT 1 FROM derived_blobs WHERE digest=? AND chain_id!=?", (digest, chain)) \
+                    and self.derive_blob(digest) is not None:
+                continue
+            try:
+                self.content.materialize(digest)
+            except (BlobMismatch, OSError) as e:
+                log.warning("layer %s: its blob could not be made before its snapshot %s went: %s", digest, chain, e)
 
     def prune(self, filters: Any = None) -> dict[str, Any]:
         f = normalize_filters(filters)
@@ -783,6 +833,7 @@ class ImageService:
             layers: list[tuple[str, str, int, archive.Opener]] = []
             for diff_id in img.diff_ids:
                 digest, mt, size = self.layer_blob(diff_id)
+                self.content.materialize(digest)  # a built layer's tar made now: a failure is told before any byte
                 layers.append((digest, mt, size, self._opener(digest)))
             config = self.content.path(img.id).read_bytes() if self.content.has(img.id) else \
                 self.db.query_one("SELECT config FROM images WHERE id=?", (img.id,))["config"]  # type: ignore[index]
@@ -873,7 +924,7 @@ class ImageService:
             for i, (chain, diff_id) in enumerate(layers):
                 if chain in lost:
                     continue
-                if diff_id in torn and not self._has_blob(diff_id):  # save and push need it
+                if diff_id in torn and not self.has_layer_blob(diff_id):  # save and push need it
                     lost.add(chain)
                 elif hex_of(chain)[:24] in snaps and not self.snapshots.exists(chain) and \
                         not self._extract_again(chain, layers[i - 1][0] if i else None, diff_id):
@@ -885,13 +936,6 @@ class ImageService:
                     for table, col in (("tags", "image_id"), ("digests", "image_id"), ("image_layers", "image_id"),
                                        ("images", "id")):
                         c.execute(f"DELETE FROM {table} WHERE {col}=?", (image_id,))  # noqa: S608 - fixed names
-
-    def _has_blob(self, diff_id: str) -> bool:
-        try:
-            self.layer_blob(diff_id)
-            return True
-        except NotFound:
-            return False
 
     def _extract_again(self, chain: str, parent: str | None, diff_id: str) -> bool:
         candidates = [r["digest"] for r in self.db.query("SELECT digest FROM layer_blobs WHERE diff_id=?", (diff_id,))]
@@ -910,6 +954,10 @@ class ImageService:
 
         rmi frees an image's layers and config at once; what it cannot know about is left here:
         pulled manifests, compressed blobs made for a push, blobs of an interrupted pull or load."""
+        # derived blobs of snapshots gone (sweep removed those no image uses; a power loss may drop others)
+        for r in self.db.query("SELECT DISTINCT chain_id FROM derived_blobs"):
+            if not self.snapshots.exists(r["chain_id"]):
+                self.db.execute("DELETE FROM derived_blobs WHERE chain_id=?", (r["chain_id"],))
         live = {r["diff_id"] for r in self.db.query("SELECT DISTINCT diff_id FROM image_layers")}
         keep = {r["id"] for r in self.db.query("SELECT id FROM images")} | live
         keep |= {r["digest"] for r in self.db.query("SELECT diff_id, digest FROM layer_blobs") if r["diff_id"] in live}

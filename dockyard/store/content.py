@@ -5,25 +5,44 @@ at most garbage in `ingest/`, never a wrong blob. A small blob is fsynced before
 (a layer) is not: a synced marker `root/unsynced/<hex>.<token>` holding the boot id appears first, and
 the blob is synced later in the background (store/unsynced.py). A power loss in between can tear it,
 so at the next start on another boot such a blob is hashed again and deleted if it no longer matches.
+
+A blob can also be *derived*: its owner (the image service, for a built layer) says how to make it
+(`derive`: its size and a function writing its bytes, e.g. the tar of a snapshot dir) instead of the
+bytes being written at once. Such a blob counts as present (`has`, `size`) and is made, checked
+against its digest and stored the first time it is read (`open`, `path`): every reader goes through
+`materialize`. Made like any other blob (ingest, verify, rename), so a crash leaves no half-made one.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import secrets
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from dockyard.errors import InvalidParameter, NotFound
+from dockyard.errors import DockyardError, InvalidParameter, NotFound
 from dockyard.oci.digest import hex_of, validate
 from dockyard.store import unsynced
 from dockyard.util.fs import fsync_dir
 
+log = logging.getLogger("dockyard.store")
+
 DEFER_SYNC_MIN = 1 << 20  # bytes: a smaller blob is fsynced before it appears (a marker would cost as much)
+
+# How to make a blob not stored yet: (its size, a function writing its bytes to a writer and returning
+# their sha256 digest), or None when it cannot be made (then it is not here).
+Derivation = tuple[int, Callable[["Writer"], str]]
+
+
+class BlobMismatch(DockyardError):
+    """A derived blob came out other than the digest it was recorded under: nothing was stored."""
 
 
 class Writer:
@@ -80,7 +99,7 @@ class Writer:
         if self._expected and digest != self._expected:
             self.tmp.unlink(missing_ok=True)
             raise InvalidParameter(f"digest mismatch: expected {self._expected}, got {digest}")
-        dest = self._store.path(digest)
+        dest = self._store.file(digest)
         if deferred:
             marker = self._store.root / "unsynced" / f"{hex_of(digest)}.{secrets.token_hex(4)}"
             try:
@@ -123,18 +142,34 @@ class ContentStore:
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         (self.root / "ingest").mkdir(parents=True, exist_ok=True)
         (self.root / "unsynced").mkdir(parents=True, exist_ok=True)
+        # The owner's answer for a digest with no file: how to make it (see Derivation), or None.
+        self.derive: Callable[[str], Derivation | None] = lambda digest: None
+        self._locks: dict[str, threading.Lock] = {}  # per digest: one materialization at a time, delete waits
+        self._locks_guard = threading.Lock()
 
-    def path(self, digest: str) -> Path:
+    def file(self, digest: str) -> Path:
+        """Where the blob's file is (or would be); no derived blob is made."""
         return self.root / "blobs" / "sha256" / hex_of(digest)
 
+    def path(self, digest: str) -> Path:
+        """The blob's file, made first if it is a derived one not made yet (blocking: from a thread)."""
+        return self.materialize(digest)
+
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        return self.file(digest).is_file() or self.derive(digest) is not None
+
+    def stored(self, digest: str) -> bool:
+        """Whether the blob's bytes are on disk (not only derivable)."""
+        return self.file(digest).is_file()
 
     def size(self, digest: str) -> int:
         try:
-            return self.path(digest).stat().st_size
+            return self.file(digest).stat().st_size
         except FileNotFoundError:
-            raise NotFound(f"blob {digest} not found") from None
+            d = self.derive(digest)
+            if d is None:
+                raise NotFound(f"blob {digest} not found") from None
+            return d[0]
 
     def write(self, data: bytes, expected: str | None = None) -> str:
         with self.ingest(expected) as w:
@@ -146,14 +181,44 @@ class ContentStore:
 
     def open(self, digest: str) -> BinaryIO:
         try:
-            return open(self.path(digest), "rb")  # noqa: SIM115 (caller closes)
+            return open(self.materialize(digest), "rb")  # noqa: SIM115 (caller closes)
         except FileNotFoundError:
             raise NotFound(f"blob {digest} not found") from None
 
+    def _lock(self, digest: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(hex_of(digest), threading.Lock())
+
+    def materialize(self, digest: str) -> Path:
+        """The blob's file; a derived blob not made yet is made now: written through ingest/, its
+        digest and size checked, then renamed in (unsynced, as any big blob). A mismatch (the source
+        changed) raises BlobMismatch and stores nothing. Concurrent readers wait for one maker."""
+        p = self.file(digest)
+        if p.is_file():
+            return p
+        with self._lock(digest):
+            if p.is_file():
+                return p
+            d = self.derive(digest)
+            if d is None:
+                return p  # absent: the caller's open or stat says so
+            size, make = d
+            with self.ingest(hashed_by_writer=True) as w:
+                got = make(w)
+                if got != digest or w.size != size:
+                    log.error("blob %s made again came out as %s (%d bytes, %d expected): not stored",
+                              digest, got, w.size, size)
+                    raise BlobMismatch(f"blob {digest} could not be made again from its source: it came out as "
+                                       f"{got} ({w.size} bytes, {size} expected); its layer changed since it was made")
+                w.commit(got)
+        return p
+
     def delete(self, digest: str) -> None:
-        self.path(digest).unlink(missing_ok=True)
+        with self._lock(digest):  # not while it is being made: a late rename would leave it behind
+            self.file(digest).unlink(missing_ok=True)
 
     def digests(self) -> list[str]:
+        """The blobs stored (derived ones not made are not among them)."""
         return ["sha256:" + p.name for p in (self.root / "blobs" / "sha256").iterdir()]
 
     def check_unsynced(self) -> list[str]:

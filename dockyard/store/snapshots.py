@@ -177,15 +177,16 @@ class Snapshotter:
             return False
         return self._apply(parent_chain_id, opener, chain, before_commit)[0].chain_id == chain
 
-    def adopt(self, chain: str, parent_chain_id: str | None, diff_id: str, fs_dir: Path, size: int) -> Path:
+    def adopt(self, chain: str, parent_chain_id: str | None, diff_id: str, fs_dir: Path, size: int) -> bool:
         """Take a finished layer dir (an overlay upper whose tar produced `diff_id`) as the snapshot
         for `chain` by renaming it, instead of extracting the tar again. `fs_dir` must be on this
-        filesystem and is consumed; if the snapshot already exists it is left alone."""
+        filesystem. True when it became the snapshot; False when the snapshot existed already (then
+        `fs_dir` is left alone, or, if a concurrent apply of the same chain won the rename, removed)."""
         validate(chain)
         if chain_id(parent_chain_id, diff_id) != chain:
             raise InvalidParameter(f"adopt: {diff_id} on {parent_chain_id} is not chain {chain}")
         if self.exists(chain):
-            return self.path(chain)
+            return False
         tmp = self.root / f"tmp-{secrets.token_hex(8)}"
         tmp.mkdir()
         trace.seen("snapshot", f"rename {fs_dir} -> {self.path(chain)}", f"chain {chain}, {size} bytes",
@@ -193,11 +194,11 @@ class Snapshotter:
                    "as it is, without being tarred and extracted again")
         try:
             os.rename(fs_dir, tmp / "fs")
-            self._publish(tmp, chain, {"chain_id": chain, "parent": parent_chain_id, "diff_id": diff_id, "size": size})
+            return self._publish(tmp, chain, {"chain_id": chain, "parent": parent_chain_id, "diff_id": diff_id,
+                                              "size": size})
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return self.path(chain)
 
     def dirs(self, chains: list[str]) -> list[Path]:
         return [self.path(c) for c in chains]

@@ -60,13 +60,16 @@ class Pusher:
         return src.digest, src.media_type, src.size
 
     def _blob_for(self, diff_id: str, chain: str) -> LayerSource:
-        """A compressed blob for the layer: one we pulled or built, else gzip the snapshot (checked)."""
+        """A blob for the layer, on disk: one we pulled or built (a built layer's tar is made here, in
+        this worker thread, if not stored yet: not later on the event loop), else gzip the snapshot."""
         for src in self.layermap.sources(diff_id):
             if self.content.has(src.digest):
+                self.content.materialize(src.digest)
                 return src
         if self.layer_blob is not None:
             try:
                 digest, media_type, size = self.layer_blob(diff_id)
+                self.content.materialize(digest)
                 return LayerSource(digest, media_type, size, "", "")
             except NotFound:
                 pass
