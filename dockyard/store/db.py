@@ -4,6 +4,8 @@ A write of state that a reboot makes void anyway (a container's running/exited s
 and veths) may be `durable=False`: committed with synchronous=NORMAL, so without the WAL fsync (0.3-10
 ms here, on the event loop's thread). It survives a daemon crash like any other (the WAL is in the
 page cache); only a power loss may take it, and the next FULL commit syncs it along with its own.
+A write that must be durable before its answer, but whose fsync must not hold the loop, is committed
+the same way and then made durable by `sync()` in a worker thread (the create's INSERT).
 
 Components call `db.migrate(component, [sql_v1, sql_v2, ...])` at start; applied versions are
 recorded in `schema_versions`, so adding a migration at the end of a list is all an upgrade needs.
@@ -11,6 +13,7 @@ recorded in `schema_versions`, so adding a migration at the end of a list is all
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -93,6 +96,23 @@ class Database:
         """A single-statement write in its own transaction; returns rowcount."""
         with self.tx(durable) as c:
             return c.execute(sql, params).rowcount
+
+    def sync(self) -> None:
+        """Make every commit so far durable: the WAL's fsync, which is all a FULL commit adds to a NORMAL
+        one in WAL mode (both sync the WAL before a checkpoint and the file after one). For a commit made
+        with durable=False whose answer must wait for the disk: run it in a worker thread. It takes no
+        lock (the fsync is the kernel's), so the loop's reads and writes go on meanwhile; what they
+        commit before it ends is synced too. No WAL (moved into the file at a last close): the file's."""
+        for path in (self.path + "-wal", self.path):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
 
     def close(self) -> None:
         with self._lock:
