@@ -23,6 +23,12 @@ import pytest
 if TYPE_CHECKING:
     import docker
 
+# pytest loads this file as the module `conftest`, and test files import `tests.conftest` (tests/ has
+# no __init__.py): make them one module, or a daemon made through the import (own_daemon) would be
+# registered in a second _BASES that the leak check below never reads.
+if __name__ == "conftest":
+    sys.modules.setdefault("tests.conftest", sys.modules[__name__])
+
 ROOT = Path(__file__).resolve().parent.parent
 # The workspace's shared images and tools: beside the checkout, or above a worktree (/work/wt/NAME).
 SHARED = Path(os.environ.get("DOCKYARD_SHARED") or next(
