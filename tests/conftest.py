@@ -443,27 +443,88 @@ def empty_cgroups_since(before: set[str]) -> list[str]:
 
 _CGROUPS_AT_START = dockyard_cgroups()
 
+# Test files that change or lean on host-global state: they never run beside other tests. With
+# DOCKYARD_TEST_WORKERS=N, scripts/test runs the rest on N pytest-xdist workers (`-m "not serial"`),
+# then these in a pytest of their own (`-m serial`). Path below tests/ -> why.
+SERIAL = {
+    "integration/test_cgroup_tuning.py": "turns the host's cgroup2 favordynmods off and on",
+    "integration/test_rootless.py": "adds users, their /etc/subuid and /etc/subgid lines, /dev/net/tun's mode",
+    "integration/test_subnet_pick.py": "holds the host's subnet lock and makes a bridge on the subnet a daemon picks",
+    "integration/test_subnet_shadow.py": "makes bridges whose routes shadow a daemon's stored subnets",
+    "integration/test_kube_podman.py": "podman's CNI bridge (a fixed name and subnet) and its iptables chains",
+    "integration/test_full_disk.py": "fills a loop-mounted disk (and a daemon's restarts on it) with real writes",
+    "integration/test_snapshot_no_room.py": "a tmpfs out of inodes: the kernel's ENOSPC at one moment",
+    "integration/test_daemon_restart.py": "daemon crashes and restarts, timed against containers' exits",
+    "integration/test_crash_cut_short.py": "daemon crashes timed into an operation's middle",
+    "integration/test_runc_create_killed.py": "runc create killed at a chosen moment, within fixed waits",
+    "integration/test_recover_freezer.py": "a kill -9 and the recovery of paused containers",
+    "integration/test_unsynced_layers.py": "daemon kills before the page cache is synced",
+}
+# The pytest-xdist worker this process is, if it is one (then the controller gathers its leak report).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A leak is a failure: no dockyard mounts or monitors may outlive the suite."""
-    from tests.subnets import release_subnets
 
-    release_subnets()
-    if _FAVORDYNMODS_AT_START is not None and _favordynmods() != _FAVORDYNMODS_AT_START:
-        from dockyard.runtime.cgroup_tuning import set_favordynmods
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    files = {item: item.path.relative_to(ROOT / "tests").as_posix() for item in items}
+    for item, file in files.items():
+        if file in SERIAL:
+            item.add_marker(pytest.mark.serial)
+    # --dist loadgroup (xdist sets this option in its workers, where it collects): a file's tests stay
+    # on one worker (its module-scoped fixtures, daemons and fixed addresses, exist once), and every
+    # file with a test of the reference dockerd goes to one worker, so one dockerd runs, as in a
+    # serial run (dockerd picks its networks' subnets without looking at the host's routes).
+    if getattr(config.option, "loadgroup", False) or config.getoption("dist", "no") == "loadgroup":
+        with_dockerd = {file for item, file in files.items() if "real_dockerd" in getattr(item, "fixturenames", ())}
+        for item, file in files.items():
+            item.add_marker(pytest.mark.xdist_group("real-dockerd" if file in with_dockerd else file))
 
-        print(f"\ncgroup tuning restored: {set_favordynmods(_FAVORDYNMODS_AT_START)}", file=sys.stderr)
+
+def _leaks() -> str:
+    """This process's leaks, cleaned up: mounts under its daemons' bases and their conmon monitors; in
+    the controller or a serial run also empty container cgroups (not in a worker: another worker's
+    container may be between its exit and its cleanup)."""
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f]
     leaked = [m for m in mounts if any(m == str(b) or m.startswith(f"{b}/") for b in _BASES)]
     monitors = [pid for b in _BASES for pid in conmon_pids_for(b)]
-    cgroups = empty_cgroups_since(_CGROUPS_AT_START)
+    cgroups = [] if WORKER else empty_cgroups_since(_CGROUPS_AT_START)
     for c in cgroups:  # the deepest first; then the host is clean again
         with contextlib.suppress(OSError):
             os.rmdir(c)
-    if leaked or monitors or cgroups:
-        print(f"\nLEAK: mounts left behind: {leaked}; conmon monitors still running: {monitors}; "
-              f"empty container cgroups left: {len(cgroups)} {cgroups[:10]}", file=sys.stderr)
+    if not (leaked or monitors or cgroups):
+        return ""
+    return (f"LEAK{f' ({WORKER})' if WORKER else ''}: mounts left behind: {leaked}; conmon monitors still running: "
+            f"{monitors}; empty container cgroups left: {len(cgroups)} {cgroups[:10]}")
+
+
+_WORKER_LEAKS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown without it
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(xdist's controller) a worker is done: keep its leak report."""
+    leak = getattr(node, "workeroutput", {}).get("dockyard_leaks")
+    if leak:
+        _WORKER_LEAKS.append(leak)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A leak is a failure: no dockyard mounts or monitors may outlive the suite (in a worker: its
+    part of it, reported to the controller, which fails the run)."""
+    from tests.subnets import release_subnets
+
+    release_subnets()
+    # the controller's (or a serial run's) to restore: a worker's daemons are not the last
+    if not WORKER and _FAVORDYNMODS_AT_START is not None and _favordynmods() != _FAVORDYNMODS_AT_START:
+        from dockyard.runtime.cgroup_tuning import set_favordynmods
+
+        print(f"\ncgroup tuning restored: {set_favordynmods(_FAVORDYNMODS_AT_START)}", file=sys.stderr)
+    leaks = [*_WORKER_LEAKS, _leaks()]
+    if WORKER:
+        session.config.workeroutput["dockyard_leaks"] = "\n".join(filter(None, leaks))  # type: ignore[attr-defined]
+    elif any(leaks):
+        print("\n" + "\n".join(filter(None, leaks)), file=sys.stderr)
         session.exitstatus = 1
 
 
