@@ -252,6 +252,19 @@ class _SpecCgroup(msgspec.Struct):
 _spec_cgroup_decoder = msgspec.json.Decoder(_SpecCgroup)
 
 
+async def _whole(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in a worker thread, awaited to its end even through a cancellation (raised after it):
+    the caller's next steps never run while it still does, as when it ran on the loop."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([fut])
+        raise
+
+
 def _alive(state: _RuncState) -> bool:
     """Whether runc's state's init process still runs (its pid, with the same start time: not reused)."""
     pid = state.init_process_pid
@@ -759,12 +772,13 @@ class Monitor:
                 bundle = self.bundle(cid)
                 if not (bundle / "pidfile").exists():
                     await self._kill_left_by_create(cid, bundle)
-        if (self.record_dir / f"{cid}.json").exists() and not self._delete_stopped(cid):
+        if (self.record_dir / f"{cid}.json").exists() and not await _whole(self._delete_stopped, cid):
             rc, _, err = await self._runtime(cid, "delete", *(["--force"] if force else []), cid, check=False,
                                              why="the runtime's state and the container's cgroup go")
             if rc != 0 and "does not exist" not in err and "not exist" not in err:
                 raise classify(runtime_message(err))
             self._rmdir_cgroups_left(cid)
+        cgroups.forget(cid)  # what a stats sample opened again while the thread removed the cgroups
         (self.exit_dir / cid).unlink(missing_ok=True)
         self._records.pop(cid, None)
         (self.record_dir / f"{cid}.json").unlink(missing_ok=True)
@@ -772,7 +786,9 @@ class Monitor:
     def _delete_stopped(self, cid: str) -> bool:
         """What `runc delete` does for a container none of whose processes is left (no hooks: we set
         none): rmdir its cgroups and remove its state dir. ~1 ms, where runc (a Go start) takes ~10 ms of
-        CPU and, at the end of every `run --rm`, of the client's wait. False, with whatever was done
+        CPU and, at the end of every `run --rm`, of the client's wait. In a worker thread: each cgroup-v1
+        rmdir waits for the kernel's global cgroup_mutex, 13-28 ms for the ~10 at load 11, in which the
+        loop answered nothing. False, with whatever was done
         left for runc delete to finish, if the init still runs (a start that failed after create) or a
         cgroup is not empty (a process that outlived the init, e.g. with --pid host): runc kills them."""
         found = self._runc_state(cid)
