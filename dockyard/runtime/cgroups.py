@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import resource
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,28 @@ def dirs(cgroups_path: str, root: Path = ROOT) -> list[Path]:
             out.append(d)
     return out
 
+
+
+def rmdir_until_gone(dirs: list[Path], budget: float) -> list[Path]:
+    """rmdir each of `dirs`, again while one is busy (EBUSY: a killed process still leaving it), for up
+    to `budget` seconds. Returns those still there. Blocks: call it in a worker thread."""
+    deadline = time.monotonic() + budget
+    delay = 0.01
+    left = list(dirs)
+    while True:
+        busy = []
+        for d in left:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy.append(d)
+        left = busy
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.2)
 
 @dataclass
 class Sample:

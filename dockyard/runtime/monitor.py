@@ -775,9 +775,9 @@ class Monitor:
         if (self.record_dir / f"{cid}.json").exists() and not await _whole(self._delete_stopped, cid):
             rc, _, err = await self._runtime(cid, "delete", *(["--force"] if force else []), cid, check=False,
                                              why="the runtime's state and the container's cgroup go")
-            if rc != 0 and "does not exist" not in err and "not exist" not in err:
+            left = await self._rmdir_cgroups_left(cid)
+            if rc != 0 and "does not exist" not in err and "not exist" not in err and left:
                 raise classify(runtime_message(err))
-            self._rmdir_cgroups_left(cid)
         cgroups.forget(cid)  # what a stats sample opened again while the thread removed the cgroups
         (self.exit_dir / cid).unlink(missing_ok=True)
         self._records.pop(cid, None)
@@ -816,21 +816,23 @@ class Monitor:
                 shutil.rmtree(state_dir, ignore_errors=True)
         return True
 
-    def _rmdir_cgroups_left(self, cid: str) -> None:
-        """runc delete removes the cgroups of a container it knows. One whose runc create was killed
-        before it wrote its state.json it does not know: it removes the state dir and answers, with
-        --force, success; the cgroups runc create had made stay. Once its processes are gone (the init
-        is killed: see _kill_left_by_create) they are empty and go here (nothing left when runc did it)."""
+    async def _rmdir_cgroups_left(self, cid: str) -> list[Path]:
+        """The cgroup dirs runc delete left; [] once none is. runc delete removes the cgroups of a container
+        it knows. One whose runc create was killed before it wrote its state.json it does not know: it
+        removes the state dir and answers, with --force, success; the cgroups runc create had made stay.
+        Once its processes are gone (the init is killed: see _kill_left_by_create) they are empty and go
+        here. And `--force` SIGKILLs a process that outlived the init (--pid host) but cannot wait for it
+        (not its child): at load ~10 it left the cgroup after runc's ~0.3 s of rmdir retries, runc failed
+        with EBUSY and all the dirs stayed, empty, for good. So a busy dir is tried again, up to ~3 s."""
         from dockyard.runtime import cgroups
 
         path = self._cgroups_path(cid)
         if not path or ":" in path:
-            return
-        for d in cgroups.dirs(path):
-            try:
-                d.rmdir()
-            except OSError:  # EBUSY: something is still in it; left as it is
-                pass
+            return []
+        left = cgroups.dirs(path)
+        if left:  # each cgroup-v1 rmdir waits for the kernel's global cgroup_mutex: off the loop
+            left = await asyncio.to_thread(cgroups.rmdir_until_gone, left, 3.0)
+        return left
 
     def oom_killed(self, cid: str) -> bool:
         """The container's cgroup saw an OOM kill (call before `delete`, which removes the cgroup)."""

@@ -89,3 +89,31 @@ def test_past_the_cap_files_are_opened_per_read(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(cgroups._open, "cap", cgroups._open.count)  # full
     assert cgroups.sample("/dockyard/c3", tmp_path).memory_usage == 1
     assert "dockyard/c3" not in cgroups._open.by_group
+
+
+def test_a_cgroup_a_killed_process_is_still_leaving_is_removed_once_it_has_left() -> None:
+    """runc delete --force SIGKILLs a process that outlived the init but cannot wait for it; at load it
+    was still in the cgroup when runc's rmdir retries ended, and the dirs stayed for good. The daemon now
+    tries a busy dir again (runtime/monitor.py _rmdir_cgroups_left). A real cgroup, a real process."""
+    import secrets
+    import signal
+    import subprocess
+    import threading
+
+    from dockyard.runtime.cgroups import ROOT, is_v2, rmdir_until_gone
+
+    d = (ROOT if is_v2() else ROOT / "pids") / f"dockyard-test-{secrets.token_hex(4)}"
+    d.mkdir()
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        (d / "cgroup.procs").write_text(str(p.pid))
+        assert rmdir_until_gone([d], 0.0) == [d]  # busy: one try (what the daemon did) leaves it
+        threading.Timer(0.3, p.send_signal, (signal.SIGKILL,)).start()
+        threading.Timer(0.35, p.wait).start()  # reaped, as conmon reaps what it holds
+        assert rmdir_until_gone([d], 5.0) == []
+        assert not d.exists()
+    finally:
+        p.kill()
+        p.wait()
+        if d.exists():
+            d.rmdir()
