@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 
 import pytest
 
@@ -43,5 +44,10 @@ def test_a_create_whose_network_declaration_fails_leaves_nothing(clean_daemon: D
     assert list(networks) == ["bridge"]  # declared at create: inspect shows it before any start
     assert _memberships(d, cid) == [cid]
     d.docker("rm", cid)
+    # The memberships go after the removal's answer, with its network's release (as `network rm` waits
+    # for it: services/networks.py _settled); the database is read directly here, so wait for it.
+    deadline = time.monotonic() + 30
+    while _memberships(d, cid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _memberships(d, cid) == []
     assert cid not in _container_dirs(d)
