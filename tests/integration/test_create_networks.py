@@ -38,7 +38,8 @@ def test_a_create_whose_network_declaration_fails_leaves_nothing(clean_daemon: D
     assert b"user specified IP address is supported on user defined networks only" in r.stderr, r.stderr
     assert d.docker("ps", "-aq", "--filter", "name=declfail").stdout.strip() == b""
     assert _container_dirs(d) == dirs
-    assert sorted(_memberships(d)) == links
+    # none added (an earlier test's container may still be losing its own: that goes after its removal)
+    assert set(_memberships(d)) <= set(links)
     cid = d.docker("create", "--name", "declfail", "busybox").stdout.decode().strip()  # the name is free
     networks = json.loads(d.docker("inspect", cid).stdout)[0]["NetworkSettings"]["Networks"]
     assert list(networks) == ["bridge"]  # declared at create: inspect shows it before any start
