@@ -469,9 +469,9 @@ class ImageService:
             if self.content.stored(digest) or not self.db.query_one(
                     "SELECT 1 FROM image_layers WHERE diff_id=? AND chain_id!=?", (digest, chain)):
                 continue
-            if self.db.query_one("SELECT 1 FROM derived_blobs WHERE digest=? AND chain_id!=?", (digest, chain)) \
-                    and self.derive_blob(digest) is not None:
-                continue
+            if any(self.snapshots.exists(o["chain_id"]) for o in self.db.query(
+                    "SELECT chain_id FROM derived_blobs WHERE digest=? AND chain_id!=?", (digest, chain))):
+                continue  # another snapshot it can still be made from (derive_blob might pick this one)
             try:
                 self.content.materialize(digest)
             except (BlobMismatch, OSError) as e:
